@@ -1,0 +1,26 @@
+//! Zero-copy MPEG-TS playout core (ISO/IEC 13818-1).
+//!
+//! Sans-IO: nothing here opens files, sockets or reads a clock. The driver (the `headend`
+//! daemon or `headend render`) feeds bytes and the current output time in, and takes packets
+//! and I/O requests out.
+//!
+//! - [`ts`]: 188-byte packet views over [`bytes::Bytes`], in-place rewrites on the output copy.
+//! - [`psi`]: CRC-32/MPEG-2, section assembly and packetisation, PAT and PMT.
+//! - [`pes`]: PES header timestamps.
+//! - [`es`]: elementary-stream classification and random access points (H.264, HEVC, audio).
+//! - [`demux`]: the tolerant demultiplexer.
+//! - [`splice`]: plays a playlist back to back as one continuous service.
+//! - [`mux`]: the CBR multiplexer with PCR restamping and PSI repetition.
+//! - [`check`]: a strict conformance checker for what we emit.
+#![warn(missing_docs)]
+#![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod check;
+pub mod demux;
+pub mod es;
+pub mod mux;
+pub mod pes;
+pub mod psi;
+pub mod splice;
+pub mod time;
+pub mod ts;
