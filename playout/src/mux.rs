@@ -1,0 +1,394 @@
+//! The CBR multiplexer (ISO/IEC 13818-1 §2.4.2.2 PCR, §2.4.4 PSI; ETSI TR 101 290 checks
+//! 1.3, 1.4, 1.5, 2.3, 2.4).
+//!
+//! Output time is the packet slot: slot `k` leaves at `origin + k × 188 × 8 / muxrate`
+//! seconds, so every PCR is restamped exactly from its byte position (error below one 27 MHz
+//! tick) and the rate is exact by construction. Each slot carries, in order of priority: the
+//! PAT or a PMT when their repetition interval is up (or a PMT just changed), a PCR-only packet
+//! when a program's PCR interval is up, the earliest due packet of any program, or a null
+//! packet. One [`Mux`] serves one output: a single channel, or several (MPTS).
+//!
+//! The muxer copies each packet once, into the caller's output buffer, and applies the
+//! splicer's rewrites there in place: PID, continuity counter, PCR, PTS/DTS, NAL patch.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::psi::{packetize_section, Pat, Pmt};
+use crate::splice::{IoRequest, Queued, SpliceEvent, Splicer};
+use crate::time::{Pcr, Ticks27M, SYSTEM_CLOCK_HZ};
+use crate::ts::{pcr_only_packet, Pid, TsPacketMut, NULL_PACKET, PACKET_SIZE};
+
+/// Muxer settings.
+#[derive(Clone, Debug)]
+pub struct MuxConfig {
+    /// Constant output rate in bits per second.
+    pub muxrate_bps: u64,
+    /// transport_stream_id in the PAT.
+    pub transport_stream_id: u16,
+    /// Longest gap between PCRs of a program (27 MHz ticks; default 30 ms).
+    pub pcr_interval: Ticks27M,
+    /// Longest gap between PAT (and each PMT) repetitions (27 MHz ticks; default 80 ms).
+    pub psi_interval: Ticks27M,
+    /// Output clock at slot 0 (27 MHz ticks): the first PCR.
+    pub clock_origin: Ticks27M,
+    /// A packet leaving later than this after its due time means the input is richer than
+    /// the muxrate (27 MHz ticks; default 1 s).
+    pub late_limit: Ticks27M,
+}
+
+impl MuxConfig {
+    /// Defaults for a muxrate.
+    pub fn new(muxrate_bps: u64) -> MuxConfig {
+        MuxConfig {
+            muxrate_bps,
+            transport_stream_id: 1,
+            pcr_interval: SYSTEM_CLOCK_HZ * 30 / 1000,
+            psi_interval: SYSTEM_CLOCK_HZ * 80 / 1000,
+            clock_origin: 0,
+            late_limit: SYSTEM_CLOCK_HZ,
+        }
+    }
+}
+
+/// What [`Mux::emit`] does when a program has nothing queued but more input may come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Underflow {
+    /// Stop and return, so the driver can read more (offline rendering: deterministic).
+    Wait,
+    /// Fill with null packets (real time: the output never stops).
+    Stuff,
+}
+
+/// Things worth logging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MuxEvent {
+    /// A program's splicer reported something.
+    Splice {
+        /// Program index.
+        program: usize,
+        /// The event.
+        event: SpliceEvent,
+    },
+    /// A program's packets leave later than the late limit: its input carries more than
+    /// the muxrate allows.
+    Overload {
+        /// Program index.
+        program: usize,
+        /// How late, in 27 MHz ticks.
+        late: Ticks27M,
+    },
+    /// The program is back on time.
+    OverloadCleared {
+        /// Program index.
+        program: usize,
+    },
+}
+
+/// Counters, read through [`Mux::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MuxStats {
+    /// Packets emitted.
+    pub packets: u64,
+    /// Null packets emitted.
+    pub null_packets: u64,
+    /// PAT and PMT packets emitted.
+    pub psi_packets: u64,
+    /// PCR-only packets inserted.
+    pub pcr_inserted: u64,
+    /// Payload packets emitted.
+    pub es_packets: u64,
+    /// Payload packets that left later than the late limit.
+    pub late_packets: u64,
+    /// The largest lateness seen (27 MHz ticks).
+    pub max_late: Ticks27M,
+    /// Slots where a program had nothing queued while it was reading (real time only).
+    pub underflows: u64,
+}
+
+struct Program {
+    splicer: Splicer,
+    pmt: Pmt,
+    pmt_packets: Bytes,
+    next_pmt: Ticks27M,
+    pmt_pending: bool,
+    last_pcr: Option<Ticks27M>,
+    overloaded: bool,
+}
+
+/// A CBR multiplexer over one or more splicers.
+pub struct Mux {
+    cfg: MuxConfig,
+    programs: Vec<Program>,
+    pat_packets: Bytes,
+    next_pat: Ticks27M,
+    slot: u64,
+    cc: Box<[u8; 8192]>,
+    stats: MuxStats,
+    events: VecDeque<MuxEvent>,
+    pending_psi: VecDeque<Bytes>,
+}
+
+impl Mux {
+    /// A muxer for `programs` (distinct service ids and PIDs are the caller's promise; the
+    /// config validator checks them).
+    pub fn new(cfg: MuxConfig, programs: Vec<Splicer>) -> Mux {
+        let pat = Pat {
+            transport_stream_id: cfg.transport_stream_id,
+            version: 0,
+            programs: programs.iter().map(|s| (s.config().service_id, s.config().pids.pmt)).collect(),
+            network_pid: None,
+        };
+        let mut pat_packets = BytesMut::new();
+        packetize_section(Pid::PAT, &pat.build(), 0, &mut pat_packets);
+        let origin = cfg.clock_origin;
+        let programs = programs
+            .into_iter()
+            .map(|splicer| {
+                let pmt = splicer.pmt().clone();
+                let pmt_packets = packetize_pmt(splicer.config().pids.pmt, &pmt);
+                Program { splicer, pmt, pmt_packets, next_pmt: origin, pmt_pending: true, last_pcr: None, overloaded: false }
+            })
+            .collect();
+        Mux {
+            cfg,
+            programs,
+            pat_packets: pat_packets.freeze(),
+            next_pat: origin,
+            slot: 0,
+            cc: Box::new([0x0F; 8192]),
+            stats: MuxStats::default(),
+            events: VecDeque::new(),
+            pending_psi: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MuxConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MuxStats {
+        self.stats
+    }
+
+    /// Packets emitted so far.
+    pub fn slot(&self) -> u64 {
+        self.slot
+    }
+
+    /// Output time of slot `k` (its first byte).
+    pub fn slot_time(&self, k: u64) -> Ticks27M {
+        self.byte_time(k * PACKET_SIZE as u64)
+    }
+
+    /// Output time of the next slot.
+    pub fn now(&self) -> Ticks27M {
+        self.slot_time(self.slot)
+    }
+
+    /// The splicer of program `i`.
+    pub fn program_mut(&mut self, i: usize) -> &mut Splicer {
+        &mut self.programs[i].splicer
+    }
+
+    /// Number of programs.
+    pub fn programs(&self) -> usize {
+        self.programs.len()
+    }
+
+    /// The next I/O any program wants at the current output time.
+    pub fn poll_io(&mut self) -> Option<(usize, IoRequest)> {
+        let now = self.now();
+        self.programs.iter_mut().enumerate().find_map(|(i, p)| p.splicer.poll_io(now).map(|r| (i, r)))
+    }
+
+    /// Closes every program (see [`Splicer::close`]): no access unit starts after `cutoff`,
+    /// what has begun finishes, then stuffing.
+    pub fn close(&mut self, cutoff: Ticks27M) {
+        let now = self.now();
+        for p in &mut self.programs {
+            p.splicer.close(now, cutoff);
+        }
+    }
+
+    /// The next event to log.
+    pub fn poll_event(&mut self) -> Option<MuxEvent> {
+        for (program, p) in self.programs.iter_mut().enumerate() {
+            if let Some(event) = p.splicer.poll_event() {
+                self.events.push_back(MuxEvent::Splice { program, event });
+            }
+        }
+        self.events.pop_front()
+    }
+
+    /// Appends up to `max` packets to `out`. With [`Underflow::Wait`] it stops early when a
+    /// program has nothing queued but is still reading; returns how many were written.
+    pub fn emit(&mut self, out: &mut BytesMut, max: usize, underflow: Underflow) -> usize {
+        out.reserve(max * PACKET_SIZE);
+        for n in 0..max {
+            let now = self.now();
+            let starved = self.programs.iter().any(|p| p.splicer.starved(now));
+            if starved && underflow == Underflow::Wait {
+                return n;
+            }
+            if starved {
+                self.stats.underflows += 1;
+            }
+            self.fill_slot(now, out);
+            self.slot += 1;
+            self.stats.packets += 1;
+        }
+        max
+    }
+
+    fn byte_time(&self, byte: u64) -> Ticks27M {
+        let t = u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ) / u128::from(self.cfg.muxrate_bps);
+        self.cfg.clock_origin + t as u64
+    }
+
+    /// PCR for a packet in the current slot: the arrival time of byte 10 of the packet, the
+    /// last byte of program_clock_reference_base (ISO/IEC 13818-1 §2.4.2.2).
+    fn pcr_now(&self) -> Pcr {
+        Pcr::new(self.byte_time(self.slot * PACKET_SIZE as u64 + 10))
+    }
+
+    fn fill_slot(&mut self, now: Ticks27M, out: &mut BytesMut) {
+        if let Some(packet) = self.pending_psi.pop_front() {
+            self.put_psi_packet(&packet, out);
+            return;
+        }
+        if now >= self.next_pat {
+            self.next_pat = now + self.cfg.psi_interval;
+            let pat = self.pat_packets.clone();
+            self.put_psi(&pat, out);
+            return;
+        }
+        for i in 0..self.programs.len() {
+            let p = &mut self.programs[i];
+            if p.pmt_pending || now >= p.next_pmt {
+                p.pmt_pending = false;
+                p.next_pmt = now + self.cfg.psi_interval;
+                let pmt = p.pmt_packets.clone();
+                self.put_psi(&pmt, out);
+                return;
+            }
+        }
+        for i in 0..self.programs.len() {
+            let p = &self.programs[i];
+            let due = p.last_pcr.is_none_or(|t| now >= t + self.cfg.pcr_interval);
+            if due && p.pmt.pcr_pid != Pid::NULL {
+                let pid = p.pmt.pcr_pid;
+                let pkt = pcr_only_packet(pid, self.pcr_now());
+                let start = out.len();
+                out.extend_from_slice(&pkt);
+                let cc = self.cc[pid.index()];
+                if let Ok(mut m) = TsPacketMut::new(&mut out[start..]) {
+                    m.set_cc(cc);
+                }
+                self.programs[i].last_pcr = Some(now);
+                self.stats.pcr_inserted += 1;
+                return;
+            }
+        }
+        // The earliest due packet of any program.
+        let mut best: Option<(usize, Ticks27M)> = None;
+        for (i, p) in self.programs.iter().enumerate() {
+            let due = match p.splicer.peek() {
+                Some(Queued::Pmt(_)) => 0,
+                Some(Queued::Packet(op)) => op.due,
+                None => continue,
+            };
+            if due <= now && best.is_none_or(|(_, d)| due < d) {
+                best = Some((i, due));
+            }
+        }
+        let Some((i, _)) = best else {
+            out.extend_from_slice(&NULL_PACKET);
+            self.stats.null_packets += 1;
+            return;
+        };
+        match self.programs[i].splicer.pop() {
+            Some(Queued::Pmt(pmt)) => {
+                let p = &mut self.programs[i];
+                p.pmt_packets = packetize_pmt(p.splicer.config().pids.pmt, &pmt);
+                p.pmt = pmt;
+                p.next_pmt = now + self.cfg.psi_interval;
+                p.last_pcr = None;
+                let pmt = p.pmt_packets.clone();
+                self.put_psi(&pmt, out);
+            }
+            Some(Queued::Packet(op)) => {
+                let late = now.saturating_sub(op.due);
+                self.stats.max_late = self.stats.max_late.max(late);
+                let pcr = self.pcr_now();
+                let p = &mut self.programs[i];
+                if late > self.cfg.late_limit {
+                    self.stats.late_packets += 1;
+                    if !p.overloaded {
+                        p.overloaded = true;
+                        self.events.push_back(MuxEvent::Overload { program: i, late });
+                    }
+                } else if p.overloaded && late < self.cfg.late_limit / 10 {
+                    p.overloaded = false;
+                    self.events.push_back(MuxEvent::OverloadCleared { program: i });
+                }
+                let start = out.len();
+                out.extend_from_slice(op.packet.raw());
+                let Ok(mut m) = TsPacketMut::new(&mut out[start..]) else { return };
+                m.set_pid(op.pid);
+                let cc = &mut self.cc[op.pid.index()];
+                if m.has_payload() {
+                    *cc = (*cc + 1) & 0x0F;
+                }
+                m.set_cc(*cc);
+                if let Some(delta) = op.shift {
+                    m.shift_timestamps(delta);
+                }
+                if let Some(patch) = op.patch {
+                    m.patch(usize::from(patch.at), &patch.bytes[..usize::from(patch.len)]);
+                }
+                m.set_discontinuity(false);
+                if m.set_pcr(pcr) && op.pid == p.pmt.pcr_pid {
+                    p.last_pcr = Some(now);
+                }
+                self.stats.es_packets += 1;
+            }
+            None => {
+                out.extend_from_slice(&NULL_PACKET);
+                self.stats.null_packets += 1;
+            }
+        }
+    }
+
+    /// Emits the first packet of a packetised table; a table of several packets continues in
+    /// the next slots, before anything else.
+    fn put_psi(&mut self, packets: &Bytes, out: &mut BytesMut) {
+        let n = packets.len() / PACKET_SIZE;
+        for k in 1..n {
+            self.pending_psi.push_back(packets.slice(k * PACKET_SIZE..(k + 1) * PACKET_SIZE));
+        }
+        self.put_psi_packet(&packets[..PACKET_SIZE], out);
+    }
+
+    fn put_psi_packet(&mut self, packet: &[u8], out: &mut BytesMut) {
+        let start = out.len();
+        out.extend_from_slice(packet);
+        if let Ok(mut m) = TsPacketMut::new(&mut out[start..]) {
+            let pid = m.pid();
+            let cc = &mut self.cc[pid.index()];
+            *cc = (*cc + 1) & 0x0F;
+            m.set_cc(*cc);
+        }
+        self.stats.psi_packets += 1;
+    }
+}
+
+fn packetize_pmt(pid: Pid, pmt: &Pmt) -> Bytes {
+    let mut b = BytesMut::new();
+    packetize_section(pid, &pmt.build(), 0, &mut b);
+    b.freeze()
+}

@@ -171,10 +171,11 @@ impl<'a> TsPacketMut<'a> {
         };
         pes::shift_timestamps(&mut self.0[off..], delta)
     }
-    /// Overwrites one byte (for NAL header patches located by the splicer).
-    pub fn patch(&mut self, offset: usize, value: u8) {
-        if offset > 3 && offset < PACKET_SIZE {
-            self.0[offset] = value;
+    /// Overwrites `bytes` at `offset` (NAL header patches located by the splicer); ignored
+    /// when it would touch the header or run past the packet.
+    pub fn patch(&mut self, offset: usize, bytes: &[u8]) {
+        if offset > 3 && offset + bytes.len() <= PACKET_SIZE {
+            self.0[offset..offset + bytes.len()].copy_from_slice(bytes);
         }
     }
     /// Sets discontinuity_indicator if there is an adaptation field with a flags byte.

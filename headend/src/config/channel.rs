@@ -1,0 +1,231 @@
+//! Single-program channels (`[[channel]]`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::claims::{ChannelFacts, Claims};
+use super::error::Diagnostics;
+use super::output::{self, OutputConfig};
+use super::pids::{self, PidPlan};
+use super::raw::RawChannel;
+use super::units::{Bitrate, HumanDuration};
+
+/// One service: a looping playlist muxed at a constant bitrate into its own single-program
+/// transport stream, sent to every output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChannelConfig {
+    /// Key `id`: name used by the API, logs, metrics and `[[mpts]]` lists. Required,
+    /// `[a-z0-9_-]{1,32}`, unique among channels and mpts.
+    pub(crate) id: String,
+    /// Key `service_id`: MPEG program_number / DVB service_id. Required, 1..=65535, unique
+    /// across all channels.
+    pub(crate) service_id: u16,
+    /// Key `name`: service name in the SDT. Required, 1..=64 bytes.
+    pub(crate) name: String,
+    /// Key `provider`: service provider name in the SDT. Default `""`, at most 64 bytes.
+    pub(crate) provider: String,
+    /// Key `muxrate`: constant output bitrate including null packets, e.g. `"6M"`. Required,
+    /// 100 kbit/s..=1 Gbit/s.
+    pub(crate) muxrate: Bitrate,
+    /// Key `transport_stream_id`: in the PAT and SDT. Default 1, 0..=65535.
+    pub(crate) transport_stream_id: u16,
+    /// Key `playlist`: media files played in order and looped. Required, non-empty; relative
+    /// paths are resolved against the config file's directory. Existence is not checked at
+    /// load time (see [`super::missing_media`]).
+    pub(crate) playlist: Vec<PathBuf>,
+    /// Table `[channel.pids]`: the PIDs of the program. Default [`PidPlan::default`].
+    pub(crate) pids: PidPlan,
+    /// Key `pcr_interval`: time between PCRs. Default `"30ms"`, 5ms..=40ms (ISO/IEC 13818-1
+    /// §2.7.2 allows at most 100 ms; DVB recommends 40 ms).
+    pub(crate) pcr_interval: Duration,
+    /// Key `psi_interval`: repetition period of PAT and PMT. Default `"80ms"`, 10ms..=100ms.
+    pub(crate) psi_interval: Duration,
+    /// Key `clock_origin`: first output PTS/PCR base in 90 kHz ticks. Default 0, 0..2^33
+    /// (set it just below 2^33 = 8589934592 to exercise the 33-bit wrap).
+    pub(crate) clock_origin_90k: u64,
+    /// Array `[[channel.output]]`: where the stream is sent. Default empty.
+    pub(crate) outputs: Vec<OutputConfig>,
+}
+
+const NAME_MAX_BYTES: usize = 64;
+const DEFAULT_PCR_INTERVAL: Duration = Duration::from_millis(30);
+const PCR_INTERVAL_MIN: Duration = Duration::from_millis(5);
+const PCR_INTERVAL_MAX: Duration = Duration::from_millis(40);
+const DEFAULT_PSI_INTERVAL: Duration = Duration::from_millis(80);
+const PSI_INTERVAL_MIN: Duration = Duration::from_millis(10);
+const PSI_INTERVAL_MAX: Duration = Duration::from_millis(100);
+const CLOCK_ORIGIN_LIMIT: u64 = 1 << 33;
+
+/// Converts the `[[channel]]` table at `path`. `None` iff an error was reported.
+pub(super) fn channel(
+    mut table: toml::Table,
+    path: &str,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+    claims: &mut Claims,
+) -> Option<ChannelConfig> {
+    let outputs = table.remove("output");
+    let id_hint = table
+        .get("id")
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned);
+    let service_id_hint = table.get("service_id").and_then(toml::Value::as_integer);
+    let raw: RawChannel = match toml::Value::Table(table).try_into() {
+        Ok(raw) => raw,
+        Err(err) => {
+            diag.toml(path, &err);
+            // Keep what can be trusted, so conflicts with other items are still found and
+            // an mpts listing this channel does not also report it as unknown.
+            if let Some(id) = id_hint {
+                claims.id(&id, path, diag);
+                claims.channel(
+                    &id,
+                    ChannelFacts {
+                        muxrate: None,
+                        pids: None,
+                    },
+                );
+            }
+            if let Some(service_id) = service_id_hint
+                .and_then(|v| u16::try_from(v).ok())
+                .filter(|v| *v != 0)
+            {
+                claims.service_id(service_id, path, diag);
+            }
+            output::outputs(outputs, path, diag, claims);
+            return None;
+        }
+    };
+    let before = diag.len();
+    super::check_id(&raw.id, path, diag);
+    claims.id(&raw.id, path, diag);
+    let service_id = diag.ranged(format!("{path}.service_id"), raw.service_id, 1u16..=65535);
+    if let Some(service_id) = service_id {
+        claims.service_id(service_id, path, diag);
+    }
+    check_text(&raw.name, &format!("{path}.name"), false, diag);
+    let provider = raw.provider.unwrap_or_default();
+    check_text(&provider, &format!("{path}.provider"), true, diag);
+    let muxrate = super::check_muxrate(raw.muxrate, format!("{path}.muxrate"), diag);
+    let transport_stream_id = diag.ranged(
+        format!("{path}.transport_stream_id"),
+        raw.transport_stream_id.unwrap_or(1),
+        0u16..=65535,
+    );
+    if raw.playlist.is_empty() {
+        diag.push(
+            format!("{path}.playlist"),
+            "must list at least one media file",
+        );
+    }
+    for (i, entry) in raw.playlist.iter().enumerate() {
+        if entry.as_os_str().is_empty() {
+            diag.push(format!("{path}.playlist[{i}]"), "empty path");
+        }
+    }
+    let playlist = raw
+        .playlist
+        .iter()
+        .map(|entry| base_dir.join(entry))
+        .collect();
+    let pids = pids::plan(raw.pids, path, diag);
+    claims.channel(&raw.id, ChannelFacts { muxrate, pids });
+    let pcr_interval = interval(
+        raw.pcr_interval,
+        format!("{path}.pcr_interval"),
+        DEFAULT_PCR_INTERVAL,
+        PCR_INTERVAL_MIN,
+        PCR_INTERVAL_MAX,
+        diag,
+    );
+    let psi_interval = interval(
+        raw.psi_interval,
+        format!("{path}.psi_interval"),
+        DEFAULT_PSI_INTERVAL,
+        PSI_INTERVAL_MIN,
+        PSI_INTERVAL_MAX,
+        diag,
+    );
+    let clock_origin = raw.clock_origin.unwrap_or(0);
+    let clock_origin_90k = u64::try_from(clock_origin)
+        .ok()
+        .filter(|v| *v < CLOCK_ORIGIN_LIMIT);
+    if clock_origin_90k.is_none() {
+        diag.push(
+            format!("{path}.clock_origin"),
+            format!("{clock_origin} is out of range, expected 0..{CLOCK_ORIGIN_LIMIT} (2^33)"),
+        );
+    }
+    let outputs = output::outputs(outputs, path, diag, claims);
+    let (
+        Some(service_id),
+        Some(muxrate),
+        Some(transport_stream_id),
+        Some(pids),
+        Some(pcr_interval),
+        Some(psi_interval),
+        Some(clock_origin_90k),
+        Some(outputs),
+    ) = (
+        service_id,
+        muxrate,
+        transport_stream_id,
+        pids,
+        pcr_interval,
+        psi_interval,
+        clock_origin_90k,
+        outputs,
+    )
+    else {
+        return None;
+    };
+    (diag.len() == before).then_some(ChannelConfig {
+        id: raw.id,
+        service_id,
+        name: raw.name,
+        provider,
+        muxrate,
+        transport_stream_id,
+        playlist,
+        pids,
+        pcr_interval,
+        psi_interval,
+        clock_origin_90k,
+        outputs,
+    })
+}
+
+/// SDT names: at most 64 bytes; `name` must not be empty.
+fn check_text(text: &str, path: &str, may_be_empty: bool, diag: &mut Diagnostics) {
+    if text.is_empty() && !may_be_empty {
+        diag.push(path, "must not be empty");
+    } else if text.len() > NAME_MAX_BYTES {
+        diag.push(
+            path,
+            format!(
+                "is {} bytes long, expected at most {NAME_MAX_BYTES}",
+                text.len()
+            ),
+        );
+    }
+}
+
+fn interval(
+    value: Option<HumanDuration>,
+    path: String,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+    diag: &mut Diagnostics,
+) -> Option<Duration> {
+    let value = value.map_or(default, |v| v.0);
+    if (min..=max).contains(&value) {
+        Some(value)
+    } else {
+        diag.push(
+            path,
+            format!("{value:?} is out of range, expected {min:?}..={max:?}"),
+        );
+        None
+    }
+}

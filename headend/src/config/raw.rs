@@ -1,0 +1,107 @@
+//! The raw layer: serde structs mirroring the TOML keys one to one, with
+//! `deny_unknown_fields`. Semantic checks (ranges, uniqueness, defaults) happen in the
+//! converters of the sibling modules; integers are `i64` here so that an out-of-range value
+//! is reported with its allowed range instead of a serde type error.
+//!
+//! The `output` arrays of `[[channel]]` and `[[mpts]]` are split off before these structs
+//! are deserialized, so each `[[channel.output]]` is deserialized (and its errors reported)
+//! on its own.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use super::units::{Bitrate, HumanDuration};
+
+/// `[http]`; see [`super::HttpConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    /// `listen`: socket address of the control API; default `[::1]:8080`.
+    pub(super) listen: Option<SocketAddr>,
+}
+
+/// One `[[channel]]` without its `output` array; see [`super::ChannelConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannel {
+    /// `id`: required, `[a-z0-9_-]{1,32}`.
+    pub(super) id: String,
+    /// `service_id`: required, 1..=65535.
+    pub(super) service_id: i64,
+    /// `name`: required, 1..=64 bytes.
+    pub(super) name: String,
+    /// `provider`: default `""`, at most 64 bytes.
+    pub(super) provider: Option<String>,
+    /// `muxrate`: required, 100 kbit/s..=1 Gbit/s.
+    pub(super) muxrate: Bitrate,
+    /// `transport_stream_id`: default 1, 0..=65535.
+    pub(super) transport_stream_id: Option<i64>,
+    /// `playlist`: required, non-empty.
+    pub(super) playlist: Vec<PathBuf>,
+    /// `[channel.pids]`: default [`super::PidPlan::default`].
+    pub(super) pids: Option<RawPids>,
+    /// `pcr_interval`: default `"30ms"`, 5ms..=40ms.
+    pub(super) pcr_interval: Option<HumanDuration>,
+    /// `psi_interval`: default `"80ms"`, 10ms..=100ms.
+    pub(super) psi_interval: Option<HumanDuration>,
+    /// `clock_origin`: default 0, 0..2^33.
+    pub(super) clock_origin: Option<i64>,
+    /// `[[channel.output]]`: always absent here (split off first); declared so that an
+    /// unknown-key error lists `output` among the expected keys.
+    #[serde(rename = "output")]
+    pub(super) _output: Option<IgnoredAny>,
+}
+
+/// `[channel.pids]`; every key defaults to the matching [`super::PidPlan::default`] value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPids {
+    /// `pmt`: default 0x1000.
+    pub(super) pmt: Option<i64>,
+    /// `video`: default 0x100.
+    pub(super) video: Option<i64>,
+    /// `audio`: first of 15 PIDs, default 0x101.
+    pub(super) audio: Option<i64>,
+    /// `subtitle`: first of 8 PIDs, default 0x110.
+    pub(super) subtitle: Option<i64>,
+    /// `data`: first of 8 PIDs, default 0x120.
+    pub(super) data: Option<i64>,
+}
+
+/// One `[[channel.output]]` or `[[mpts.output]]`; see [`super::OutputConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutput {
+    /// `url`: required, `udp://address:port` or `rtp://address:port`.
+    pub(super) url: String,
+    /// `interface`: network interface name; required for IPv6 multicast.
+    pub(super) interface: Option<String>,
+    /// `hop_limit` (alias `ttl`): default 1 for multicast, 64 for unicast; 1..=255.
+    #[serde(alias = "ttl")]
+    pub(super) hop_limit: Option<i64>,
+    /// `dscp`: default 0, 0..=63.
+    pub(super) dscp: Option<i64>,
+    /// `source`: local source address, same family as the destination.
+    pub(super) source: Option<IpAddr>,
+}
+
+/// One `[[mpts]]` without its `output` array; see [`super::MptsConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMpts {
+    /// `id`: required, `[a-z0-9_-]{1,32}`, distinct from every channel and mpts id.
+    pub(super) id: String,
+    /// `transport_stream_id`: default 1, 0..=65535.
+    pub(super) transport_stream_id: Option<i64>,
+    /// `muxrate`: required, 100 kbit/s..=1 Gbit/s and at least the channels' sum.
+    pub(super) muxrate: Bitrate,
+    /// `channels`: required, at least one channel id, no duplicates.
+    pub(super) channels: Vec<String>,
+    /// `[[mpts.output]]`: always absent here (split off first); declared so that an
+    /// unknown-key error lists `output` among the expected keys.
+    #[serde(rename = "output")]
+    pub(super) _output: Option<IgnoredAny>,
+}

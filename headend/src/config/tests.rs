@@ -1,0 +1,582 @@
+//! Whole-document tests of [`super::parse`]: accepted shapes, defaults, and error reports.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../fixtures/configs/example.toml");
+
+const ISSUE_SHAPE: &str = r#"
+[http]
+listen = "[::1]:8080"
+
+[[channel]]
+id = "news"
+service_id = 101
+name = "News HD"
+provider = "Demo"
+muxrate = "6M"                       # CBR bits/s, k/M suffixes
+playlist = ["fixtures/media/a.ts", "fixtures/media/b.ts", "fixtures/media/d.ts"]   # loops
+
+[[channel.output]]
+url = "udp://[ff15::101]:5000"       # also rtp://..., IPv4 addresses, unicast
+interface = "lo"
+hop_limit = 1
+"#;
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn reject(text: &str) -> Vec<ConfigError> {
+    match parse(text, Path::new("/etc/headend"), "test.toml") {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(errors) => errors.0,
+    }
+}
+
+fn paths(errors: &[ConfigError]) -> Vec<&str> {
+    errors.iter().map(|e| e.path.as_str()).collect()
+}
+
+fn message<'a>(errors: &'a [ConfigError], path: &str) -> &'a str {
+    errors
+        .iter()
+        .find(|e| e.path == path)
+        .map(|e| e.message.as_str())
+        .unwrap_or_else(|| panic!("no error at {path}: {errors:#?}"))
+}
+
+#[test]
+fn issue_shape_parses_with_defaults() {
+    let config = parse(ISSUE_SHAPE, Path::new("/etc/headend"), "test.toml").unwrap();
+    assert_eq!(config.http.listen, addr("[::1]:8080"));
+    assert!(config.mpts.is_empty());
+    let [news] = config.channels.as_slice() else {
+        panic!("{config:#?}")
+    };
+    assert_eq!(news.id, "news");
+    assert_eq!(news.service_id, 101);
+    assert_eq!(news.name, "News HD");
+    assert_eq!(news.provider, "Demo");
+    assert_eq!(news.muxrate, Bitrate::from_bps(6_000_000));
+    assert_eq!(news.transport_stream_id, 1);
+    assert_eq!(
+        news.playlist,
+        ["a", "b", "d"].map(|n| PathBuf::from(format!("/etc/headend/fixtures/media/{n}.ts")))
+    );
+    assert_eq!(news.pids, PidPlan::default());
+    assert_eq!(news.pcr_interval, Duration::from_millis(30));
+    assert_eq!(news.psi_interval, Duration::from_millis(80));
+    assert_eq!(news.clock_origin_90k, 0);
+    assert_eq!(
+        news.outputs,
+        [OutputConfig {
+            kind: OutputKind::Udp,
+            dest: addr("[ff15::101]:5000"),
+            interface: Some("lo".into()),
+            hop_limit: 1,
+            dscp: 0,
+            source: None,
+        }]
+    );
+}
+
+#[test]
+fn example_toml_parses() {
+    let base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/configs");
+    let config = parse(EXAMPLE, &base_dir, "example.toml").unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = config.channels.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["news", "sport", "radio"]);
+    let media = |name: &str| base_dir.join("../media").join(name);
+    assert_eq!(
+        config.channels[0].playlist,
+        [media("a.ts"), media("b.ts"), media("d.ts")]
+    );
+    assert_eq!(config.channels[1].playlist, [media("c.ts")]);
+    assert_eq!(config.channels[2].playlist, [media("e.ts")]);
+
+    let news = &config.channels[0];
+    assert_eq!(news.outputs.len(), 2);
+    assert_eq!(news.outputs[0].dscp, 34);
+    assert_eq!(news.outputs[1].kind, OutputKind::Rtp);
+    assert_eq!(news.outputs[1].source, Some("::1".parse().unwrap()));
+
+    let sport = &config.channels[1];
+    assert_eq!(sport.muxrate.bps(), 8_000_000);
+    assert_eq!(sport.clock_origin_90k, (1 << 33) - 90_000);
+    assert_eq!(sport.pcr_interval, Duration::from_millis(20));
+    assert_eq!(sport.pids.audio, 0x201);
+    assert_eq!(
+        sport.outputs[0].hop_limit, 2,
+        "`ttl` is an alias of hop_limit"
+    );
+    assert_eq!(sport.outputs[0].dest, addr("239.1.2.3:5000"));
+
+    let radio = &config.channels[2];
+    assert_eq!(radio.muxrate.bps(), 2_500_000);
+    assert!(radio.outputs.is_empty());
+
+    let [bouquet] = config.mpts.as_slice() else {
+        panic!("{config:#?}")
+    };
+    assert_eq!(bouquet.channels, ["news", "sport", "radio"]);
+    assert_eq!(bouquet.transport_stream_id, 100);
+    assert_eq!(bouquet.muxrate.to_string(), "20 Mbit/s");
+    assert_eq!(bouquet.outputs[0].hop_limit, 64, "unicast default");
+    assert_eq!(bouquet.outputs[0].dscp, 10);
+}
+
+#[test]
+fn many_mistakes_are_all_reported_with_their_paths() {
+    let errors = reject(
+        r#"
+[[channel]]                 # 0: unknown key
+id = "zero"
+service_id = 1
+name = "Zero"
+muxrate = "6M"
+playlist = ["a.ts"]
+colour = "red"
+
+[[channel]]                 # 1: bad muxrate
+id = "one"
+service_id = 2
+name = "One"
+muxrate = "6X"
+playlist = ["a.ts"]
+
+[[channel]]                 # 2: bad url scheme
+id = "two"
+service_id = 3
+name = "Two"
+muxrate = "6M"
+playlist = ["a.ts"]
+[[channel.output]]
+url = "srtx://239.1.1.1:5000"
+
+[[channel]]                 # 3: duplicate service_id, IPv6 multicast without interface
+id = "three"
+service_id = 3
+name = "Three"
+muxrate = "6M"
+playlist = ["a.ts"]
+[[channel.output]]
+url = "udp://[ff15::3]:5000"
+[[channel.output]]
+url = "udp://127.0.0.1:6000"
+
+[[channel]]                 # 4: PID overlap, duplicate destination
+id = "four"
+service_id = 4
+name = "Four"
+muxrate = "6M"
+playlist = ["a.ts"]
+[channel.pids]
+audio = 0x100
+[[channel.output]]
+url = "udp://127.0.0.1:6000"
+
+[[mpts]]                    # unknown channel
+id = "bouquet"
+muxrate = "20M"
+channels = ["two", "nope"]
+"#,
+    );
+    assert_eq!(
+        paths(&errors),
+        [
+            "channel[0]",
+            "channel[1].muxrate",
+            "channel[2].output[0].url",
+            "channel[3].service_id",
+            "channel[3].output[0].interface",
+            "channel[4].pids.audio",
+            "channel[4].output[0].url",
+            "mpts[0].channels[1]",
+        ],
+        "{errors:#?}"
+    );
+    let m = |path| message(&errors, path);
+    assert!(
+        m("channel[0]").starts_with("unknown field `colour`, expected one of `id`,"),
+        "{}",
+        m("channel[0]")
+    );
+    assert!(m("channel[1].muxrate").starts_with("invalid bitrate `6X`: unknown unit"));
+    assert_eq!(
+        m("channel[2].output[0].url"),
+        "unsupported scheme `srtx`, expected udp or rtp"
+    );
+    assert_eq!(
+        m("channel[3].service_id"),
+        "service_id 3 is already used by channel[2]"
+    );
+    assert!(m("channel[3].output[0].interface")
+        .starts_with("required for the IPv6 multicast destination [ff15::3]:5000"));
+    assert_eq!(
+        m("channel[4].pids.audio"),
+        "video PID 0x0100 and audio PIDs 0x0100..=0x010e overlap"
+    );
+    assert_eq!(
+        m("channel[4].output[0].url"),
+        "destination 127.0.0.1:6000 is already used by channel[3].output[1].url"
+    );
+    assert_eq!(m("mpts[0].channels[1]"), "unknown channel `nope`");
+    assert_eq!(
+        errors[2].to_string(),
+        "test.toml: channel[2].output[0].url: unsupported scheme `srtx`, expected udp or rtp"
+    );
+}
+
+#[test]
+fn range_and_conflict_mistakes_are_all_reported() {
+    let long = "x".repeat(65);
+    let errors = reject(&format!(
+        r#"
+unknown_top = 1
+
+[http]
+listen = "localhost:8080"
+
+[[channel]]
+id = "Bad Id"
+service_id = 0
+name = ""
+provider = "{long}"
+muxrate = "50k"
+transport_stream_id = 70000
+playlist = []
+pcr_interval = "50ms"
+psi_interval = "5ms"
+clock_origin = 8589934592
+[[channel.output]]
+url = "udp://239.1.2.3:0"
+interface = "a very long interface name"
+hop_limit = 0
+dscp = 64
+
+[[channel]]
+id = "a"
+service_id = 10
+name = "A"
+muxrate = "6M"
+playlist = ["x.ts", ""]
+[[channel.output]]
+url = "udp://239.1.2.3:5000"
+source = "::1"
+[[channel.output]]
+url = "udp://239.1.2.4:5000"
+source = "239.0.0.1"
+
+[[channel]]
+id = "b"
+service_id = 11
+name = "B"
+muxrate = "6M"
+playlist = ["x.ts"]
+
+[[channel]]
+id = "a"
+service_id = 12
+name = "A2"
+muxrate = "6M"
+playlist = ["x.ts"]
+[channel.pids]
+pmt = 0x1001
+video = 0x200
+audio = 0x201
+subtitle = 0x210
+data = 0x220
+
+[[mpts]]
+id = "a"
+muxrate = "10M"
+channels = ["a", "b", "a"]
+
+[[mpts]]
+id = "m"
+muxrate = "1M"
+channels = []
+"#
+    ));
+    assert_eq!(
+        paths(&errors),
+        [
+            "unknown_top",
+            "http.listen",
+            "channel[0].id",
+            "channel[0].service_id",
+            "channel[0].name",
+            "channel[0].provider",
+            "channel[0].muxrate",
+            "channel[0].transport_stream_id",
+            "channel[0].playlist",
+            "channel[0].pcr_interval",
+            "channel[0].psi_interval",
+            "channel[0].clock_origin",
+            "channel[0].output[0].url",
+            "channel[0].output[0].interface",
+            "channel[0].output[0].hop_limit",
+            "channel[0].output[0].dscp",
+            "channel[1].playlist[1]",
+            "channel[1].output[0].source",
+            "channel[1].output[1].source",
+            "channel[3].id",
+            "mpts[0].id",
+            "mpts[0].channels[2]",
+            "mpts[0].channels[1]",
+            "mpts[0].muxrate",
+            "mpts[1].channels",
+        ],
+        "{errors:#?}"
+    );
+    let m = |path| message(&errors, path);
+    assert_eq!(
+        m("unknown_top"),
+        "unknown key `unknown_top`, expected one of `http`, `channel`, `mpts`"
+    );
+    assert!(m("channel[0].id").starts_with("invalid id `Bad Id`"));
+    assert_eq!(
+        m("channel[0].service_id"),
+        "0 is out of range, expected 1..=65535"
+    );
+    assert_eq!(
+        m("channel[0].provider"),
+        "is 65 bytes long, expected at most 64"
+    );
+    assert_eq!(
+        m("channel[0].muxrate"),
+        "50 kbit/s is out of range, expected 100 kbit/s..=1 Gbit/s"
+    );
+    assert_eq!(
+        m("channel[0].pcr_interval"),
+        "50ms is out of range, expected 5ms..=40ms"
+    );
+    assert_eq!(
+        m("channel[0].psi_interval"),
+        "5ms is out of range, expected 10ms..=100ms"
+    );
+    assert!(m("channel[0].clock_origin").contains("expected 0..8589934592"));
+    assert!(m("channel[0].output[0].url").contains("must not be 0"));
+    assert_eq!(
+        m("channel[0].output[0].hop_limit"),
+        "0 is out of range, expected 1..=255"
+    );
+    assert_eq!(
+        m("channel[0].output[0].dscp"),
+        "64 is out of range, expected 0..=63"
+    );
+    assert!(m("channel[1].output[0].source").contains("different IP families"));
+    assert!(m("channel[1].output[1].source").contains("unicast"));
+    assert_eq!(m("channel[3].id"), "id `a` is already used by channel[1]");
+    assert_eq!(m("mpts[0].id"), "id `a` is already used by channel[1]");
+    assert_eq!(
+        m("mpts[0].channels[1]"),
+        "PID 0x0100 is used by both channel `a` (video) and channel `b` (video)"
+    );
+    assert_eq!(
+        m("mpts[0].channels[2]"),
+        "channel `a` is already listed at channels[0]"
+    );
+    assert_eq!(
+        m("mpts[0].muxrate"),
+        "10 Mbit/s is less than the sum of its channels' muxrates, 12 Mbit/s (a 6 Mbit/s + b 6 Mbit/s)"
+    );
+    assert_eq!(m("mpts[1].channels"), "must list at least one channel");
+}
+
+#[test]
+fn a_broken_channel_is_still_known_to_mpts_and_claims() {
+    let errors = reject(
+        r#"
+[[channel]]
+id = "a"
+service_id = 1
+name = "A"
+muxrate = "6M"
+playlist = ["x.ts"]
+pcr_interval = 30
+[[channel.output]]
+url = "udp://127.0.0.1:6000"
+
+[[channel]]
+id = "b"
+service_id = 1
+name = "B"
+muxrate = "6M"
+playlist = ["x.ts"]
+[channel.pids]
+pmt = 0x1001
+video = 0x200
+audio = 0x201
+subtitle = 0x210
+data = 0x220
+[[channel.output]]
+url = "udp://127.0.0.1:6000"
+
+[[mpts]]
+id = "m"
+muxrate = "1M"
+channels = ["a", "b"]
+"#,
+    );
+    // `a` has a type error: no "unknown channel `a`", and its service_id and output are
+    // still claimed. The mpts muxrate check is skipped since `a`'s muxrate is not trusted.
+    assert_eq!(
+        paths(&errors),
+        [
+            "channel[0].pcr_interval",
+            "channel[1].service_id",
+            "channel[1].output[0].url"
+        ],
+        "{errors:#?}"
+    );
+    assert!(message(&errors, "channel[0].pcr_interval").contains("a duration string with a unit"));
+}
+
+#[test]
+fn wrong_shapes_are_reported() {
+    let errors = reject("channel = 5\nmpts = [1]\nhttp = \"x\"\n");
+    assert_eq!(
+        paths(&errors),
+        ["http", "channel", "mpts[0]"],
+        "{errors:#?}"
+    );
+    assert_eq!(
+        message(&errors, "channel"),
+        "expected an array of tables (`[[channel]]`), found integer"
+    );
+    let errors = errors_of_output("[channel.output]\nurl = \"udp://127.0.0.1:1\"\n");
+    assert_eq!(
+        errors,
+        ["channel[0].output: expected an array of tables (`[[channel.output]]`), found table"]
+    );
+    let errors = errors_of_output("[channel.pids]\nvideo = 0x100\nextra = 1\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("channel[0].pids: unknown field `extra`"),
+        "{errors:?}"
+    );
+    let errors = errors_of_output(
+        "[[channel.output]]\nurl = \"udp://127.0.0.1:1\"\nttl = 2\nhop_limit = 3\n",
+    );
+    assert_eq!(
+        errors,
+        ["channel[0].output[0]: duplicate field `hop_limit`"]
+    );
+}
+
+fn errors_of_output(tail: &str) -> Vec<String> {
+    let text = format!("[[channel]]\nid = \"a\"\nservice_id = 1\nname = \"A\"\nmuxrate = \"6M\"\nplaylist = [\"x.ts\"]\n{tail}");
+    reject(&text)
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect()
+}
+
+#[test]
+fn syntax_error_reports_line_and_column() {
+    let errors = reject("[http]\nlisten = \"[::1]:8080\"\n\n[[channel]\nid = \"a\"\n");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].path, "line 4, column 10");
+    assert!(
+        errors[0].message.starts_with("TOML syntax error: "),
+        "{}",
+        errors[0].message
+    );
+    assert!(!errors[0].to_string().contains('\n'));
+    let errors = reject("a = 1\na = 2\n");
+    assert!(errors[0].path.starts_with("line 2, column "), "{errors:#?}");
+}
+
+#[test]
+fn an_empty_document_is_valid() {
+    let config = parse("", Path::new(""), "empty.toml").unwrap();
+    assert_eq!(config.http, HttpConfig::default());
+    assert_eq!(config.http.listen, addr("[::1]:8080"));
+    assert!(config.channels.is_empty() && config.mpts.is_empty());
+    let config = parse(
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        Path::new(""),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(config.http.listen, addr("127.0.0.1:0"));
+}
+
+#[test]
+fn load_reads_the_file_and_resolves_against_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headend.toml");
+    std::fs::write(
+        &path,
+        "[[channel]]\nid = \"a\"\nservice_id = 1\nname = \"A\"\nmuxrate = \"6M\"\n\
+         playlist = [\"media/a.ts\", \"media/missing.ts\", \"/abs/x.ts\"]\n",
+    )
+    .unwrap();
+    let config = load(&path).unwrap();
+    assert_eq!(
+        config.channels[0].playlist,
+        [
+            dir.path().join("media/a.ts"),
+            dir.path().join("media/missing.ts"),
+            PathBuf::from("/abs/x.ts")
+        ]
+    );
+    std::fs::create_dir(dir.path().join("media")).unwrap();
+    std::fs::write(dir.path().join("media/a.ts"), b"").unwrap();
+    assert_eq!(
+        missing_media(&config),
+        [
+            (
+                "channel[0].playlist[1]".to_owned(),
+                dir.path().join("media/missing.ts")
+            ),
+            (
+                "channel[0].playlist[2]".to_owned(),
+                PathBuf::from("/abs/x.ts")
+            ),
+        ]
+    );
+
+    let absent = dir.path().join("absent.toml");
+    let errors = load(&absent).unwrap_err().0;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].file, absent.display().to_string());
+    assert!(
+        errors[0]
+            .to_string()
+            .contains(": cannot read the config file: "),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn no_input_panics() {
+    let mut boundaries: Vec<usize> = EXAMPLE.char_indices().map(|(i, _)| i).collect();
+    boundaries.push(EXAMPLE.len());
+    for end in boundaries {
+        let _ = parse(&EXAMPLE[..end], Path::new(""), "prefix.toml");
+    }
+    for text in [
+        "\u{0}",
+        "[[channel]]\n[[channel]]\n[[mpts]]\n[[mpts.output]]\n",
+        "[[channel]]\nid = \"\u{7}\n\"\"\"\n",
+        "[[channel]]\n\"a\nb\" = 1\n",
+        "\"\\n\" = 1",
+        "[[channel]]\nid = \"a\"\n[[channel.output]]\nurl = \"udp://[ff15::1%99]:5\"\n",
+        "[[channel]]\nservice_id = 9223372036854775807\nclock_origin = -9223372036854775808\n",
+        "[[channel]]\n[channel.pids]\naudio = 9223372036854775807\ndata = -9223372036854775808\n",
+        "[[mpts]]\nid = 1\n[[mpts.output]]\nurl = 1\n",
+    ] {
+        if let Err(errors) = parse(text, Path::new(""), "odd.toml") {
+            for error in &errors.0 {
+                assert!(!error.to_string().contains('\n'), "{error:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Playlist files: answers a splicer's [`IoRequest`]s with blocking reads. Used as is by
+//! `headend render`; the real-time daemon runs the same requests on a blocking thread.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::path::PathBuf;
+
+use bytes::BytesMut;
+use playout::splice::{IoRequest, Splicer};
+use playout::time::Ticks27M;
+use playout::ts::PACKET_SIZE;
+
+/// Bytes per read: 1024 packets. A multiple of 188 keeps packets zero-copy.
+pub(crate) const CHUNK: usize = 1024 * PACKET_SIZE;
+
+/// The files of one channel's playlist.
+pub(crate) struct FileSource {
+    paths: Vec<PathBuf>,
+    open: Option<(usize, File)>,
+}
+
+impl FileSource {
+    pub(crate) fn new(paths: Vec<PathBuf>) -> FileSource {
+        FileSource { paths, open: None }
+    }
+
+    /// The playlist entry as written in logs.
+    pub(crate) fn name(&self, item: usize) -> String {
+        self.paths.get(item).map_or_else(|| format!("#{item}"), |p| p.display().to_string())
+    }
+
+    /// Does the I/O `req` asks for and hands the result to `splicer`.
+    pub(crate) fn serve(&mut self, splicer: &mut Splicer, now: Ticks27M, req: IoRequest) {
+        match req {
+            IoRequest::Open { item } => {
+                self.open = None;
+                match self.open_item(item) {
+                    Ok(f) => {
+                        self.open = Some((item, f));
+                        splicer.handle_opened(item);
+                    }
+                    Err(e) => splicer.handle_open_failed(now, item, &e),
+                }
+            }
+            IoRequest::Read { item } => {
+                let Some((open_item, file)) = self.open.as_mut().filter(|(i, _)| *i == item) else {
+                    splicer.handle_eof(now, item, Some("file is not open"));
+                    return;
+                };
+                debug_assert_eq!(*open_item, item);
+                match read_chunk(file) {
+                    Ok(buf) if buf.is_empty() => {
+                        self.open = None;
+                        splicer.handle_eof(now, item, None);
+                    }
+                    Ok(buf) => splicer.handle_data(now, item, buf.freeze()),
+                    Err(e) => {
+                        self.open = None;
+                        splicer.handle_eof(now, item, Some(&e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_item(&self, item: usize) -> Result<File, String> {
+        let path = self.paths.get(item).ok_or_else(|| format!("no playlist item {item}"))?;
+        let f = File::open(path).map_err(|e| e.to_string())?;
+        let meta = f.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".to_owned());
+        }
+        Ok(f)
+    }
+}
+
+/// Reads up to [`CHUNK`] bytes (fewer only at the end of the file).
+fn read_chunk(file: &mut File) -> std::io::Result<BytesMut> {
+    let mut buf = BytesMut::zeroed(CHUNK);
+    let mut filled = 0;
+    while filled < CHUNK {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}

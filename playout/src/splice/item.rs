@@ -1,0 +1,682 @@
+//! One playlist item: stage A files every packet of the chosen program under its PES as it
+//! is read (input clock, PES bounds, access-unit scan); stage B releases whole PES in input
+//! order once each is complete and classified, deciding entry, leading-picture and damage
+//! drops, output PIDs, timestamp shift and due time.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::{output_pmt, Damage, ItemError, OutPacket, Patch, Queued, SpliceConfig, SpliceEvent, SpliceStats, Timeline};
+use super::pids::PidAllocator;
+use crate::demux::{Demux, DemuxEvent};
+use crate::es::{self, hevc, AccessUnit, Codec, StreamClass};
+use crate::pes::PesHeader;
+use crate::psi::{EsInfo, Pmt};
+use crate::time::{Pcr, Pts, Ticks27M};
+use crate::ts::{Pid, TsPacket, PACKET_SIZE};
+
+/// Bytes of a video access unit scanned for its first picture before giving up.
+const SCAN_LIMIT: usize = 32 * 1024;
+/// Packets held back waiting for one PES to complete before it is dropped as broken.
+const HOLD_LIMIT: usize = 100_000;
+const NO_STREAM: u8 = 0xFF;
+
+pub(crate) struct ReleaseCtx<'a> {
+    pub(crate) now: Ticks27M,
+    pub(crate) closing: bool,
+    pub(crate) cfg: &'a SpliceConfig,
+    pub(crate) alloc: &'a mut PidAllocator,
+    pub(crate) timeline: &'a mut Timeline,
+    pub(crate) current_pmt: &'a mut Pmt,
+    pub(crate) out: &'a mut VecDeque<Queued>,
+    pub(crate) events: &'a mut VecDeque<SpliceEvent>,
+    pub(crate) stats: &'a mut SpliceStats,
+}
+
+pub(crate) struct Summary {
+    /// Per output PID: the end of what this item presented on it.
+    pub(crate) pid_ends: Vec<(Pid, i64)>,
+    pub(crate) end_90k: Option<i64>,
+    pub(crate) end_pts_90k: Option<i64>,
+    pub(crate) packets: u64,
+    pub(crate) damage: Damage,
+    pub(crate) error: Option<ItemError>,
+}
+
+pub(crate) struct Item {
+    demux: Demux,
+    st: State,
+}
+
+struct State {
+    index: usize,
+    program: Option<u16>,
+    streams: Vec<Stream>,
+    slot: Box<[u8; 8192]>,
+    pcr_pid: Option<Pid>,
+    anchor: Option<usize>,
+    clock: Clock,
+    hold: VecDeque<Held>,
+    hold_front: u64,
+    pes: VecDeque<PesRec>,
+    pes_front: u64,
+    playing: Option<Entry>,
+    leading: bool,
+    packets_out: u64,
+    dropped_pes: u64,
+    clean_end: bool,
+    saw_pmt: bool,
+}
+
+struct Stream {
+    codec: Codec,
+    stream_type: u8,
+    descriptors: Bytes,
+    ordinal: u8,
+    out_pid: Option<Pid>,
+    // stage A
+    open: Option<u64>,
+    scanning: bool,
+    scan: Vec<u8>,
+    segs: Vec<(u64, usize, usize)>,
+    // stage B
+    keep: bool,
+    started: bool,
+    need_rap: bool,
+    entry_pes: bool,
+    last_dts_out: Option<i64>,
+    max_pts_out: Option<i64>,
+    dur: i64,
+}
+
+struct PesRec {
+    stream: u8,
+    pts: Option<i64>,
+    dts: Option<i64>,
+    t_in: Option<u64>,
+    rai: bool,
+    audio_sync: bool,
+    complete: bool,
+    damaged: bool,
+    kind: Option<AccessUnit>,
+    len: usize,
+    got: usize,
+}
+
+struct Held {
+    packet: TsPacket,
+    t_in: Option<u64>,
+    stream: u8,
+    start: bool,
+    has_ts: bool,
+    patch: Option<Patch>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    rap_pts: i64,
+    shift90: i64,
+}
+
+/// Input clock recovered from the PCR: unwrapped 27 MHz ticks at a byte offset, and the
+/// byte rate between the last two PCRs (ticks per byte, 16.16 fixed point).
+#[derive(Default)]
+struct Clock {
+    last: Option<(u64, u64)>,
+    rate_q16: Option<u64>,
+}
+
+impl Clock {
+    fn update(&mut self, pcr: Pcr, offset: u64) {
+        let Some((t, off)) = self.last else {
+            self.last = Some((pcr.ticks(), offset));
+            return;
+        };
+        let dt = pcr.since(Pcr::new(t));
+        let now = (t as i64 + dt).max(0) as u64;
+        if dt > 0 && dt < 27_000_000 && offset > off {
+            let rate = ((dt as u64) << 16) / (offset - off);
+            // Plausible rates: 1 Gbit/s .. 10 kbit/s.
+            if (14_000..=1_500_000_000).contains(&rate) {
+                self.rate_q16 = Some(rate);
+            }
+        }
+        self.last = Some((now, offset));
+    }
+
+    fn at(&self, offset: u64) -> Option<u64> {
+        let (t, off) = self.last?;
+        let rate = self.rate_q16.unwrap_or(0);
+        Some(t + ((offset.saturating_sub(off) * rate) >> 16))
+    }
+
+    /// Unwraps a 33-bit timestamp next to the clock (90 kHz).
+    fn unwrap(&self, pts: Pts) -> Option<i64> {
+        let (t, _) = self.last?;
+        let reference = (t / 300) as i64;
+        Some(reference + pts.since(Pts::new(reference as u64)))
+    }
+}
+
+impl Item {
+    pub(crate) fn new(index: usize, _service_id: u16) -> Item {
+        Item {
+            demux: Demux::new(),
+            st: State {
+                index,
+                program: None,
+                streams: Vec::new(),
+                slot: Box::new([NO_STREAM; 8192]),
+                pcr_pid: None,
+                anchor: None,
+                clock: Clock::default(),
+                hold: VecDeque::new(),
+                hold_front: 0,
+                pes: VecDeque::new(),
+                pes_front: 0,
+                playing: None,
+                leading: false,
+                packets_out: 0,
+                dropped_pes: 0,
+                clean_end: true,
+                saw_pmt: false,
+            },
+        }
+    }
+
+    pub(crate) fn push(&mut self, data: Bytes) {
+        let st = &mut self.st;
+        self.demux.push(data, &mut |ev| st.on_event(ev));
+        st.enforce_hold_limit();
+    }
+
+    pub(crate) fn finish(&mut self, clean: bool) {
+        let left = self.demux.finish();
+        self.st.clean_end = clean && left == 0;
+        let st = &mut self.st;
+        for s in 0..st.streams.len() {
+            if let Some(seq) = st.streams[s].open.take() {
+                let clean_end = st.clean_end;
+                if let Some(rec) = st.rec_mut(seq) {
+                    let truncated = if rec.len > 0 { rec.got < rec.len } else { !clean_end };
+                    rec.damaged |= truncated;
+                    rec.complete = true;
+                    rec.kind.get_or_insert(AccessUnit::Other);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn release(&mut self, ctx: &mut ReleaseCtx<'_>) {
+        self.st.release(ctx);
+    }
+
+    pub(crate) fn outcome(self, error: Option<&str>) -> Result<Summary, ItemError> {
+        let stats = self.demux.stats();
+        let st = self.st;
+        let read_error = error.map(|e| ItemError::Read { offset: stats.bytes, reason: e.to_owned() });
+        if st.playing.is_none() {
+            if let Some(e) = read_error {
+                return Err(e);
+            }
+            return Err(if stats.bytes == 0 {
+                ItemError::Empty
+            } else if stats.packets == 0 {
+                ItemError::NotTs { bytes: stats.bytes }
+            } else if st.program.is_none() {
+                ItemError::NoPat { packets: stats.packets }
+            } else if !st.saw_pmt {
+                ItemError::NoPmt { program: st.program.unwrap_or(0), packets: stats.packets }
+            } else if st.anchor.is_none() {
+                ItemError::NoStreams { program: st.program.unwrap_or(0) }
+            } else {
+                ItemError::NoRandomAccess { packets: stats.packets }
+            });
+        }
+        // The item's end is its anchor's (the video's): other streams may overhang.
+        let anchor = st.anchor.and_then(|a| st.streams.get(a));
+        let end_90k = anchor.and_then(|s| s.last_dts_out.map(|d| d + s.dur));
+        let end_pts_90k = anchor.and_then(|s| s.max_pts_out.map(|p| p + s.dur));
+        let pid_ends = st
+            .streams
+            .iter()
+            .filter_map(|s| Some((s.out_pid?, s.max_pts_out? + s.dur)))
+            .collect();
+        Ok(Summary {
+            end_90k,
+            end_pts_90k,
+            pid_ends,
+            packets: st.packets_out,
+            damage: Damage {
+                cc_errors: stats.cc_errors,
+                sync_losses: stats.sync_losses,
+                skipped_bytes: stats.skipped_bytes,
+                dropped_pes: st.dropped_pes,
+            },
+            error: read_error,
+        })
+    }
+}
+
+impl State {
+    fn rec_mut(&mut self, seq: u64) -> Option<&mut PesRec> {
+        let k = seq.checked_sub(self.pes_front)? as usize;
+        self.pes.get_mut(k)
+    }
+
+    fn on_event(&mut self, ev: DemuxEvent<'_>) {
+        match ev {
+            DemuxEvent::Pat(pat) => {
+                if self.program.is_none() {
+                    self.program = pat.programs.first().map(|(n, _)| *n);
+                }
+            }
+            DemuxEvent::Pmt { pmt, .. } => {
+                if Some(pmt.program_number) == self.program && !self.saw_pmt {
+                    self.map_streams(pmt);
+                }
+            }
+            DemuxEvent::Packet { packet, offset, damaged, duplicate, .. } => {
+                self.on_packet(packet, offset, damaged, duplicate);
+            }
+            DemuxEvent::SyncLoss { .. } | DemuxEvent::Psi(_) => {}
+        }
+    }
+
+    fn map_streams(&mut self, pmt: &Pmt) {
+        self.saw_pmt = true;
+        self.pcr_pid = Some(pmt.pcr_pid);
+        for es in &pmt.streams {
+            let codec = Codec::of(es);
+            if codec.class() == StreamClass::Data || self.slot[es.pid.index()] != NO_STREAM {
+                continue;
+            }
+            let ordinal = self.streams.iter().filter(|s| s.codec == codec).count() as u8;
+            self.slot[es.pid.index()] = self.streams.len() as u8;
+            self.streams.push(Stream {
+                codec,
+                stream_type: es.stream_type,
+                descriptors: strip_ca(&es.descriptors),
+                ordinal,
+                out_pid: None,
+                open: None,
+                scanning: false,
+                scan: Vec::new(),
+                segs: Vec::new(),
+                keep: false,
+                started: false,
+                need_rap: false,
+                entry_pes: false,
+                last_dts_out: None,
+                max_pts_out: None,
+                dur: 3600,
+            });
+        }
+        let first = |c: StreamClass| self.streams.iter().position(|s| s.codec.class() == c);
+        self.anchor = first(StreamClass::Video).or_else(|| first(StreamClass::Audio));
+    }
+
+    fn on_packet(&mut self, packet: &TsPacket, offset: u64, damaged: bool, duplicate: bool) {
+        let pid = packet.pid();
+        if Some(pid) == self.pcr_pid {
+            if let Some(pcr) = packet.pcr() {
+                self.clock.update(pcr, offset);
+            }
+        }
+        let s = self.slot[pid.index()];
+        if s == NO_STREAM || duplicate {
+            return;
+        }
+        let si = s as usize;
+        if damaged {
+            if let Some(seq) = self.streams[si].open {
+                if let Some(rec) = self.rec_mut(seq) {
+                    rec.damaged = true;
+                }
+            }
+        }
+        let t_in = self.clock.at(offset);
+        let Some(poff) = packet.payload_offset() else {
+            return;
+        };
+        let payload = &packet.raw()[poff..];
+        if packet.pusi() {
+            self.close_open(si);
+            let Some(h) = PesHeader::parse(payload) else {
+                return;
+            };
+            let codec = self.streams[si].codec;
+            let data_off = poff + h.payload_offset;
+            let es_data = packet.raw().get(data_off..).unwrap_or(&[]);
+            let video = codec.class() == StreamClass::Video;
+            let rai = packet.adaptation_field().is_some_and(|af| af.random_access());
+            let len = if h.packet_length > 0 { usize::from(h.packet_length) + 6 } else { 0 };
+            let rec = PesRec {
+                stream: s,
+                pts: h.pts.and_then(|p| self.clock.unwrap(p)),
+                dts: h.decode_time().and_then(|p| self.clock.unwrap(p)),
+                t_in,
+                rai,
+                audio_sync: es::audio_frame_start(codec, es_data),
+                complete: len > 0 && payload.len() >= len,
+                damaged: false,
+                kind: if video { None } else { Some(AccessUnit::Other) },
+                len,
+                got: payload.len(),
+            };
+            let complete = rec.complete;
+            self.pes.push_back(rec);
+            let seq = self.pes_front + self.pes.len() as u64 - 1;
+            self.streams[si].open = if complete { None } else { Some(seq) };
+            let held_seq = self.hold_front + self.hold.len() as u64;
+            self.hold.push_back(Held {
+                packet: packet.clone(),
+                t_in,
+                stream: s,
+                start: true,
+                has_ts: h.pts.is_some(),
+                patch: None,
+            });
+            if video {
+                let st = &mut self.streams[si];
+                st.scan.clear();
+                st.segs.clear();
+                st.scanning = true;
+                self.scan(si, seq, held_seq, data_off, complete);
+            }
+            return;
+        }
+        let Some(seq) = self.streams[si].open else {
+            return;
+        };
+        let held_seq = self.hold_front + self.hold.len() as u64;
+        let mut complete = false;
+        if let Some(rec) = self.rec_mut(seq) {
+            rec.got += payload.len();
+            complete = rec.len > 0 && rec.got >= rec.len;
+            rec.complete |= complete;
+        }
+        if complete {
+            self.streams[si].open = None;
+        }
+        self.hold.push_back(Held { packet: packet.clone(), t_in, stream: s, start: false, has_ts: false, patch: None });
+        if self.streams[si].scanning {
+            self.scan(si, seq, held_seq, poff, complete);
+        }
+    }
+
+    /// Appends the packet's ES bytes to the stream's scan buffer and classifies the access
+    /// unit once its first picture header is visible.
+    fn scan(&mut self, si: usize, seq: u64, held_seq: u64, off: usize, last: bool) {
+        let held_k = (held_seq - self.hold_front) as usize;
+        let Some(held) = self.hold.get(held_k) else { return };
+        let bytes = held.packet.raw().get(off..).unwrap_or(&[]);
+        let rai = self.pes.get((seq - self.pes_front) as usize).is_some_and(|r| r.rai);
+        let st = &mut self.streams[si];
+        st.segs.push((held_seq, st.scan.len(), off));
+        st.scan.extend_from_slice(bytes);
+        let found = match st.codec {
+            Codec::H264 | Codec::Hevc | Codec::Mpeg2Video => es::scan_access_unit(st.codec, &st.scan),
+            _ => Some(es::Scan {
+                kind: if rai { AccessUnit::Idr } else { AccessUnit::Other },
+                vcl_offset: 0,
+            }),
+        };
+        let kind = match found {
+            Some(scan) => {
+                // An HEVC open-GOP entry is relabelled: its CRA's NAL header byte becomes
+                // BLA_N_LP (H.265 §8.1.3: decoders flush and expect no leading pictures, which
+                // are dropped). H.264 has no in-place equivalent (see docs/design/splice.md).
+                let target = match (scan.kind, st.codec) {
+                    (AccessUnit::OpenGop, Codec::Hevc) => {
+                        let b = st.scan[scan.vcl_offset];
+                        let mut bytes = [0u8; 6];
+                        bytes[0] = (b & 0x81) | (hevc::BLA_N_LP << 1);
+                        Some((scan.vcl_offset, 1, bytes))
+                    }
+                    _ => None,
+                };
+                let located = target.and_then(|(at, len, bytes)| {
+                    let (hs, start, poff) = st.segs.iter().rev().find(|(_, s, _)| *s <= at)?;
+                    let off = poff + at - start;
+                    (off + len <= PACKET_SIZE).then(|| (*hs, Patch { at: off as u8, len: len as u8, bytes }))
+                });
+                if let Some((hs, patch)) = located {
+                    if let Some(h) = self.hold.get_mut((hs - self.hold_front) as usize) {
+                        h.patch = Some(patch);
+                    }
+                }
+                Some(scan.kind)
+            }
+            None if last || st.scan.len() > SCAN_LIMIT => Some(AccessUnit::Other),
+            None => None,
+        };
+        let st = &mut self.streams[si];
+        if kind.is_some() {
+            st.scanning = false;
+            st.scan.clear();
+            st.segs.clear();
+        }
+        if let (Some(k), Some(rec)) = (kind, self.rec_mut(seq)) {
+            rec.kind = Some(k);
+        }
+    }
+
+    fn close_open(&mut self, si: usize) {
+        if let Some(seq) = self.streams[si].open.take() {
+            let scanning = std::mem::take(&mut self.streams[si].scanning);
+            if let Some(rec) = self.rec_mut(seq) {
+                rec.complete = true;
+                if rec.len > 0 && rec.got < rec.len {
+                    rec.damaged = true;
+                }
+                if scanning {
+                    rec.kind.get_or_insert(AccessUnit::Other);
+                }
+            }
+        }
+    }
+
+    fn enforce_hold_limit(&mut self) {
+        if self.hold.len() > HOLD_LIMIT {
+            if let Some(rec) = self.pes.front_mut() {
+                rec.damaged = true;
+                rec.complete = true;
+            }
+        }
+    }
+
+    fn release(&mut self, ctx: &mut ReleaseCtx<'_>) {
+        while let Some(front) = self.hold.front() {
+            if front.start {
+                let Some(rec) = self.pes.front() else { break };
+                let resolved = rec.damaged || (rec.complete && rec.kind.is_some());
+                if !resolved && !ctx.closing {
+                    break;
+                }
+                let Some(rec) = self.pes.pop_front() else { break };
+                self.pes_front += 1;
+                if ctx.closing {
+                    // Closing: whole PES already begun go out, nothing new starts.
+                    self.streams[usize::from(rec.stream)].keep = false;
+                } else {
+                    self.decide(&rec, ctx);
+                }
+            }
+            let Some(held) = self.hold.pop_front() else { break };
+            self.hold_front += 1;
+            let si = usize::from(held.stream);
+            if self.streams[si].keep {
+                self.emit(held, ctx);
+            }
+        }
+    }
+
+    fn decide(&mut self, rec: &PesRec, ctx: &mut ReleaseCtx<'_>) {
+        let si = usize::from(rec.stream);
+        let class = self.streams[si].codec.class();
+        self.streams[si].keep = false;
+        self.streams[si].entry_pes = false;
+        if rec.damaged {
+            self.dropped_pes += 1;
+            ctx.stats.damaged_dropped += 1;
+            if class == StreamClass::Video && self.playing.is_some() {
+                self.streams[si].need_rap = true;
+            }
+            return;
+        }
+        let random_access = match class {
+            StreamClass::Video => rec.kind.is_some_and(AccessUnit::is_random_access),
+            StreamClass::Audio => rec.audio_sync,
+            _ => true,
+        };
+        let Some(entry) = self.playing else {
+            if Some(si) == self.anchor && random_access && rec.t_in.is_some() && rec.dts.is_some() && rec.pts.is_some() {
+                self.start(rec, ctx);
+                let st = &mut self.streams[si];
+                st.keep = true;
+                st.started = true;
+                st.entry_pes = true;
+                self.track(si, rec);
+            }
+            return;
+        };
+        let st = &mut self.streams[si];
+        if st.out_pid.is_none() {
+            return;
+        }
+        if st.need_rap {
+            if !random_access {
+                return;
+            }
+            st.need_rap = false;
+        }
+        if Some(si) == self.anchor && self.leading {
+            if rec.pts.is_some_and(|p| p < entry.rap_pts) {
+                ctx.stats.leading_dropped += 1;
+                return;
+            }
+            self.leading = false;
+        }
+        let st = &mut self.streams[si];
+        if !st.started {
+            // Join at the entry point, and not before the previous item's overhang on this PID
+            // has finished, so each output PID's timestamps keep increasing.
+            let after_overhang = |p: i64| {
+                let prev = st.out_pid.and_then(|pid| ctx.timeline.pid_ends.iter().find(|(q, _)| *q == pid));
+                prev.is_none_or(|(_, end)| p + entry.shift90 >= *end)
+            };
+            let on_time = rec.pts.is_some_and(|p| p >= entry.rap_pts && after_overhang(p));
+            if !(on_time && random_access) {
+                return;
+            }
+            st.started = true;
+        }
+        st.keep = true;
+        self.track(si, rec);
+    }
+
+    /// Remembers the stream's last output DTS and frame duration, for the item's end.
+    fn track(&mut self, si: usize, rec: &PesRec) {
+        let (Some(entry), Some(dts)) = (self.playing, rec.dts) else { return };
+        let out = dts + entry.shift90;
+        let st = &mut self.streams[si];
+        if let Some(pts) = rec.pts {
+            let pts_out = pts + entry.shift90;
+            st.max_pts_out = Some(st.max_pts_out.map_or(pts_out, |m| m.max(pts_out)));
+        }
+        if let Some(prev) = st.last_dts_out {
+            let d = out - prev;
+            if d > 0 && d < 90_000 {
+                st.dur = d;
+            }
+        }
+        st.last_dts_out = Some(out);
+    }
+
+    /// The item goes on air at `rec`, the anchor stream's first random access point.
+    fn start(&mut self, rec: &PesRec, ctx: &mut ReleaseCtx<'_>) {
+        let (Some(rap_dts), Some(rap_pts), Some(t_rap)) = (rec.dts, rec.pts, rec.t_in) else { return };
+        let now = ctx.now as i128;
+        // Decoding continues after the previous item's last DTS + one frame, and presentation
+        // after its last-presented picture + one frame, whichever needs the larger shift.
+        let mut shift90 = match (ctx.timeline.end_90k, ctx.timeline.end_pts_90k) {
+            (Some(end), end_pts) => (end - rap_dts).max(end_pts.map_or(i64::MIN, |e| e - rap_pts)),
+            (None, _) => ceil_div(now - t_rap as i128, 300) as i64,
+        };
+        let first_due = t_rap as i128 + i128::from(shift90) * 300;
+        if first_due < now {
+            // The driver fell behind (or a retry after filler): leave a gap, never go back.
+            shift90 += ceil_div(now - first_due, 300) as i64;
+        }
+        self.playing = Some(Entry { rap_pts, shift90 });
+        self.leading = rec.kind == Some(AccessUnit::OpenGop);
+        // Output PIDs and PMT.
+        let mut streams = Vec::new();
+        for st in self.streams.iter_mut() {
+            st.out_pid = ctx.alloc.pid(&ctx.cfg.pids, st.codec, st.ordinal);
+            if let Some(pid) = st.out_pid {
+                streams.push(EsInfo { stream_type: st.stream_type, pid, descriptors: st.descriptors.clone() });
+            }
+        }
+        streams.sort_by_key(|e| e.pid);
+        let pcr_pid = self.anchor.and_then(|a| self.streams[a].out_pid).unwrap_or(ctx.cfg.pids.video);
+        let same = ctx.current_pmt.streams == streams && ctx.current_pmt.pcr_pid == pcr_pid;
+        if !same {
+            let pmt = output_pmt(ctx.cfg, (ctx.current_pmt.version + 1) & 0x1F, pcr_pid, streams);
+            *ctx.current_pmt = pmt.clone();
+            ctx.out.push_back(Queued::Pmt(pmt));
+            ctx.stats.pmt_changes += 1;
+        }
+        ctx.stats.items_started += 1;
+        ctx.events.push_back(SpliceEvent::ItemStarted {
+            item: self.index,
+            at: (t_rap as i128 + i128::from(shift90) * 300).max(0) as u64,
+            open_gop: self.leading,
+            pmt_changed: !same,
+        });
+    }
+
+    fn emit(&mut self, held: Held, ctx: &mut ReleaseCtx<'_>) {
+        let Some(entry) = self.playing else { return };
+        let st = &self.streams[usize::from(held.stream)];
+        let Some(pid) = st.out_pid else { return };
+        let due = match held.t_in {
+            Some(t) => (t as i128 + i128::from(entry.shift90) * 300).max(0) as u64,
+            None => ctx.timeline.last_due,
+        };
+        let due = due.max(ctx.timeline.last_due);
+        ctx.timeline.last_due = due;
+        let patch = if st.entry_pes { held.patch } else { None };
+        let shift = (held.start && held.has_ts).then_some(entry.shift90);
+        ctx.out.push_back(Queued::Packet(OutPacket { packet: held.packet, due, pid, shift, patch }));
+        self.packets_out += 1;
+        ctx.stats.packets_out += 1;
+    }
+}
+
+/// Drops CA_descriptors (tag 9): the output is clear.
+fn strip_ca(descriptors: &Bytes) -> Bytes {
+    if !crate::psi::descriptor_iter(descriptors).any(|(t, _)| t == 0x09) {
+        return descriptors.clone();
+    }
+    let mut out = Vec::new();
+    for (tag, body) in crate::psi::descriptor_iter(descriptors) {
+        if tag != 0x09 {
+            out.push(tag);
+            out.push(body.len() as u8);
+            out.extend_from_slice(body);
+        }
+    }
+    Bytes::from(out)
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
+    let q = a.div_euclid(b);
+    if a.rem_euclid(b) != 0 {
+        q + 1
+    } else {
+        q
+    }
+}

@@ -1,0 +1,498 @@
+//! The splicer: plays a playlist of transport streams back to back as one continuous
+//! service (ISO/IEC 13818-1 §2.4.2 T-STD timing, §2.4.3.5 discontinuities avoided).
+//!
+//! Whatever each item's PIDs and PMT, the output keeps fixed PIDs ([`OutputPids`]);
+//! timestamps are shifted so PCR, PTS and DTS run on across every boundary; each item starts
+//! on a random access point; leading pictures of an open GOP (HEVC RASL/RADL, H.264 B
+//! pictures before a recovery-point I picture) are dropped, and an entry CRA is relabelled
+//! BLA_N_LP so decoders flush cleanly; a PES that is truncated or damaged is dropped whole
+//! (video then waits for the next random access point). Packets are never re-packetised:
+//! they travel as zero-copy views of the read buffers, and their rewrites (PID, CC, PCR,
+//! PTS/DTS, one NAL header byte) are applied in place on the output copy by the muxer.
+//!
+//! Sans-IO: the splicer asks for I/O through [`Splicer::poll_io`] and is fed with
+//! [`Splicer::handle_opened`], [`Splicer::handle_data`] and [`Splicer::handle_eof`]; output
+//! time comes in as an argument. See `docs/design/splice.md`.
+
+mod item;
+mod pids;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::psi::{EsInfo, Pmt};
+use crate::time::{Ticks27M, SYSTEM_CLOCK_HZ};
+use crate::ts::{Pid, TsPacket};
+use item::Item;
+pub use pids::OutputPids;
+use pids::PidAllocator;
+
+/// Splicer settings.
+#[derive(Clone, Debug)]
+pub struct SpliceConfig {
+    /// The service's program_number.
+    pub service_id: u16,
+    /// Output PIDs.
+    pub pids: OutputPids,
+    /// How far ahead of the output clock to read, in 27 MHz ticks (default 1 s).
+    pub horizon: Ticks27M,
+    /// How long to wait before trying the playlist again when no item is playable.
+    pub retry_after: Ticks27M,
+}
+
+impl SpliceConfig {
+    /// Defaults for `service_id`.
+    pub fn new(service_id: u16) -> SpliceConfig {
+        SpliceConfig {
+            service_id,
+            pids: OutputPids::default(),
+            horizon: SYSTEM_CLOCK_HZ,
+            retry_after: SYSTEM_CLOCK_HZ,
+        }
+    }
+}
+
+/// I/O the splicer wants the driver to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoRequest {
+    /// Open playlist item `item`; answer with [`Splicer::handle_opened`] or
+    /// [`Splicer::handle_open_failed`].
+    Open {
+        /// Index into the playlist.
+        item: usize,
+    },
+    /// Read the next chunk of the open item; answer with [`Splicer::handle_data`] or
+    /// [`Splicer::handle_eof`].
+    Read {
+        /// Index into the playlist.
+        item: usize,
+    },
+}
+
+/// A packet ready for the muxer, with the rewrites to apply on emission.
+#[derive(Clone, Debug)]
+pub struct OutPacket {
+    /// The input packet (a view of the read buffer).
+    pub packet: TsPacket,
+    /// When it should leave, on the output clock.
+    pub due: Ticks27M,
+    /// Output PID.
+    pub pid: Pid,
+    /// Shift for the PTS/DTS of a PES header starting in this packet (90 kHz), if any.
+    pub shift: Option<i64>,
+    /// Bytes to overwrite in place at an open-GOP entry (HEVC CRA relabelled BLA, H.264
+    /// delimiter turned into end-of-sequence).
+    pub patch: Option<Patch>,
+}
+
+/// An in-place overwrite of up to 6 bytes of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patch {
+    /// Offset in the packet.
+    pub at: u8,
+    /// How many bytes of `bytes` to write.
+    pub len: u8,
+    /// The new bytes.
+    pub bytes: [u8; 6],
+}
+
+/// What the splicer hands to the muxer, in order.
+#[derive(Clone, Debug)]
+pub enum Queued {
+    /// A TS packet.
+    Packet(OutPacket),
+    /// The PMT changes here (a new version): emit it before the packets that follow.
+    Pmt(Pmt),
+}
+
+/// Why an item could not be played (or stopped early).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ItemError {
+    /// The driver could not open it.
+    #[error("cannot open: {0}")]
+    Open(String),
+    /// A read failed.
+    #[error("read failed at byte {offset}: {reason}")]
+    Read {
+        /// Bytes read before the failure.
+        offset: u64,
+        /// The driver's reason.
+        reason: String,
+    },
+    /// Zero bytes.
+    #[error("empty file")]
+    Empty,
+    /// No TS packets were found.
+    #[error("not a transport stream: no packet sync in {bytes} bytes")]
+    NotTs {
+        /// Bytes read.
+        bytes: u64,
+    },
+    /// No PAT, so no program.
+    #[error("no PAT in {packets} packets")]
+    NoPat {
+        /// Packets read.
+        packets: u64,
+    },
+    /// No PMT for the chosen program.
+    #[error("no PMT for program {program} in {packets} packets")]
+    NoPmt {
+        /// Program number.
+        program: u16,
+        /// Packets read.
+        packets: u64,
+    },
+    /// No stream we can play.
+    #[error("program {program} has no video or audio stream")]
+    NoStreams {
+        /// Program number.
+        program: u16,
+    },
+    /// No random access point (or no PCR to time it).
+    #[error("no random access point with timing in {packets} packets")]
+    NoRandomAccess {
+        /// Packets read.
+        packets: u64,
+    },
+}
+
+/// What happened, for the driver to log (it knows the item names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpliceEvent {
+    /// An item went on air.
+    ItemStarted {
+        /// Playlist index.
+        item: usize,
+        /// Output time of its first packet.
+        at: Ticks27M,
+        /// Whether it entered at an open-GOP point (leading pictures dropped).
+        open_gop: bool,
+        /// Whether the PMT changed (a new version was sent).
+        pmt_changed: bool,
+    },
+    /// An item finished.
+    ItemEnded {
+        /// Playlist index.
+        item: usize,
+        /// Packets released to the muxer.
+        packets: u64,
+        /// Damage seen in the input (CC errors, sync losses, dropped PES).
+        damage: Damage,
+    },
+    /// An item was skipped or cut short.
+    ItemFailed {
+        /// Playlist index.
+        item: usize,
+        /// Why.
+        error: ItemError,
+    },
+    /// No item in the whole playlist is playable: filler until `retry_at`.
+    NothingPlayable {
+        /// When the playlist is tried again.
+        retry_at: Ticks27M,
+    },
+}
+
+/// Input damage of one item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Continuity counter errors.
+    pub cc_errors: u64,
+    /// Sync losses.
+    pub sync_losses: u64,
+    /// Bytes skipped to resync or left over at the end.
+    pub skipped_bytes: u64,
+    /// PES dropped because they were damaged or truncated.
+    pub dropped_pes: u64,
+}
+
+/// Counters, read through [`Splicer::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpliceStats {
+    /// Items that went on air.
+    pub items_started: u64,
+    /// Items skipped or cut short.
+    pub items_failed: u64,
+    /// Packets released to the muxer.
+    pub packets_out: u64,
+    /// Leading pictures dropped at open-GOP entries.
+    pub leading_dropped: u64,
+    /// PES dropped as damaged or truncated.
+    pub damaged_dropped: u64,
+    /// Times the whole playlist was unplayable.
+    pub nothing_playable: u64,
+    /// PMT versions sent.
+    pub pmt_changes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Io {
+    Open(usize),
+    Opening(usize),
+    Read(usize),
+    Reading(usize),
+    Waiting { until: Ticks27M, item: usize },
+    Closed,
+}
+
+/// The splicer of one channel.
+pub struct Splicer {
+    cfg: SpliceConfig,
+    items: usize,
+    io: Io,
+    item: Option<Item>,
+    out: VecDeque<Queued>,
+    events: VecDeque<SpliceEvent>,
+    timeline: Timeline,
+    alloc: PidAllocator,
+    pmt: Pmt,
+    failed_in_row: usize,
+    stats: SpliceStats,
+}
+
+/// Output timeline state carried from item to item.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Timeline {
+    /// End of the previous item on the output 90 kHz timeline (last DTS + one frame, over
+    /// all streams), unwrapped.
+    pub(crate) end_90k: Option<i64>,
+    /// The same for presentation: the last-presented picture or frame + one frame.
+    pub(crate) end_pts_90k: Option<i64>,
+    /// Per output PID, the end of the last item's presentation on it.
+    pub(crate) pid_ends: Vec<(Pid, i64)>,
+    /// Due time of the last packet released.
+    pub(crate) last_due: Ticks27M,
+}
+
+impl Splicer {
+    /// A splicer over a playlist of `items` entries (at least one), starting with item 0.
+    pub fn new(cfg: SpliceConfig, items: usize) -> Splicer {
+        let pmt = Pmt {
+            program_number: cfg.service_id,
+            version: 0,
+            pcr_pid: cfg.pids.video,
+            program_info: Bytes::new(),
+            streams: Vec::new(),
+        };
+        Splicer {
+            io: if items == 0 { Io::Waiting { until: u64::MAX, item: 0 } } else { Io::Open(0) },
+            items,
+            item: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            timeline: Timeline::default(),
+            alloc: PidAllocator::default(),
+            pmt,
+            failed_in_row: 0,
+            stats: SpliceStats::default(),
+            cfg,
+        }
+    }
+
+    /// The latest PMT decided (before the first item: no streams, PCR on the video PID). The
+    /// muxer starts with it and then follows the [`Queued::Pmt`] entries.
+    pub fn pmt(&self) -> &Pmt {
+        &self.pmt
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SpliceConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SpliceStats {
+        self.stats
+    }
+
+    /// The next I/O to do at output time `now`, if any. A `Read` is asked for only while
+    /// less than the horizon is queued; each request is asked once until answered.
+    pub fn poll_io(&mut self, now: Ticks27M) -> Option<IoRequest> {
+        match self.io {
+            Io::Open(item) => {
+                self.io = Io::Opening(item);
+                Some(IoRequest::Open { item })
+            }
+            Io::Read(item) if self.wants_data(now) => {
+                self.io = Io::Reading(item);
+                Some(IoRequest::Read { item })
+            }
+            Io::Waiting { until, item } if now >= until => {
+                self.io = Io::Opening(item);
+                Some(IoRequest::Open { item })
+            }
+            _ => None,
+        }
+    }
+
+    /// When the splicer next wants to be polled without new input (a retry), if waiting.
+    pub fn poll_timeout(&self) -> Option<Ticks27M> {
+        match self.io {
+            Io::Waiting { until, .. } if until != u64::MAX => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Whether the muxer must wait for input before deciding what is due at `now`: nothing
+    /// is queued, yet more may come right away.
+    pub fn starved(&self, _now: Ticks27M) -> bool {
+        self.out.is_empty() && matches!(self.io, Io::Read(_) | Io::Reading(_) | Io::Open(_) | Io::Opening(_))
+    }
+
+    /// The item opened.
+    pub fn handle_opened(&mut self, item: usize) {
+        if self.io != Io::Opening(item) {
+            return;
+        }
+        self.item = Some(Item::new(item, self.cfg.service_id));
+        self.io = Io::Read(item);
+    }
+
+    /// The item could not be opened.
+    pub fn handle_open_failed(&mut self, now: Ticks27M, item: usize, reason: &str) {
+        if self.io != Io::Opening(item) {
+            return;
+        }
+        self.fail(now, item, ItemError::Open(reason.to_owned()));
+    }
+
+    /// The next chunk of the open item.
+    pub fn handle_data(&mut self, now: Ticks27M, item: usize, data: Bytes) {
+        if self.io != Io::Reading(item) {
+            return;
+        }
+        self.io = Io::Read(item);
+        if let Some(it) = self.item.as_mut() {
+            it.push(data);
+        }
+        self.release(now);
+    }
+
+    /// The open item ended (`error`: the read failed).
+    pub fn handle_eof(&mut self, now: Ticks27M, item: usize, error: Option<&str>) {
+        if !matches!(self.io, Io::Reading(i) | Io::Read(i) if i == item) {
+            return;
+        }
+        let Some(mut it) = self.item.take() else { return };
+        it.finish(error.is_none());
+        self.item = Some(it);
+        self.release(now);
+        let Some(it) = self.item.take() else { return };
+        let outcome = it.outcome(error);
+        match outcome {
+            Ok(summary) => {
+                self.failed_in_row = 0;
+                if let Some(end) = summary.end_90k {
+                    self.timeline.end_90k = Some(end);
+                }
+                if let Some(end) = summary.end_pts_90k {
+                    self.timeline.end_pts_90k = Some(end);
+                }
+                for (pid, end) in summary.pid_ends {
+                    match self.timeline.pid_ends.iter_mut().find(|(p, _)| *p == pid) {
+                        Some(slot) => slot.1 = end,
+                        None => self.timeline.pid_ends.push((pid, end)),
+                    }
+                }
+                self.events.push_back(SpliceEvent::ItemEnded { item, packets: summary.packets, damage: summary.damage });
+                if let Some(e) = summary.error {
+                    self.events.push_back(SpliceEvent::ItemFailed { item, error: e });
+                }
+                self.io = Io::Open((item + 1) % self.items);
+            }
+            Err(e) => self.fail(now, item, e),
+        }
+    }
+
+    /// The next thing for the muxer, without taking it.
+    pub fn peek(&self) -> Option<&Queued> {
+        self.out.front()
+    }
+
+    /// Takes the next thing for the muxer.
+    pub fn pop(&mut self) -> Option<Queued> {
+        self.out.pop_front()
+    }
+
+    /// The next event to log.
+    pub fn poll_event(&mut self) -> Option<SpliceEvent> {
+        self.events.pop_front()
+    }
+
+    fn wants_data(&self, now: Ticks27M) -> bool {
+        match self.out.back() {
+            None => true,
+            Some(_) => self.timeline.last_due < now.saturating_add(self.cfg.horizon),
+        }
+    }
+
+    fn fail(&mut self, now: Ticks27M, item: usize, error: ItemError) {
+        self.item = None;
+        self.stats.items_failed += 1;
+        self.failed_in_row += 1;
+        self.events.push_back(SpliceEvent::ItemFailed { item, error });
+        let next = (item + 1) % self.items;
+        if self.failed_in_row >= self.items {
+            self.failed_in_row = 0;
+            self.stats.nothing_playable += 1;
+            let until = now + self.cfg.retry_after;
+            self.events.push_back(SpliceEvent::NothingPlayable { retry_at: until });
+            self.io = Io::Waiting { until, item: next };
+        } else {
+            self.io = Io::Open(next);
+        }
+    }
+
+    /// Stops the channel cleanly: no more input is read and no new access unit starts after
+    /// `cutoff` (output time): on each PID, queued packets from the first PES that starts
+    /// later than `cutoff` are dropped, and PES already begun are still released whole.
+    /// Afterwards the muxer only stuffs. Used to end an offline render on complete frames.
+    pub fn close(&mut self, now: Ticks27M, cutoff: Ticks27M) {
+        self.release_with(now, true);
+        self.item = None;
+        self.io = Io::Closed;
+        let mut cut: Vec<Pid> = Vec::new();
+        self.out.retain(|q| match q {
+            Queued::Packet(p) => {
+                if cut.contains(&p.pid) {
+                    return false;
+                }
+                if p.packet.pusi() && p.due > cutoff {
+                    cut.push(p.pid);
+                    return false;
+                }
+                true
+            }
+            Queued::Pmt(_) => true,
+        });
+    }
+
+    /// Moves resolved packets of the current item to the output queue.
+    fn release(&mut self, now: Ticks27M) {
+        self.release_with(now, false);
+    }
+
+    fn release_with(&mut self, now: Ticks27M, closing: bool) {
+        let Some(it) = self.item.as_mut() else { return };
+        let mut ctx = item::ReleaseCtx {
+            now,
+            closing,
+            cfg: &self.cfg,
+            alloc: &mut self.alloc,
+            timeline: &mut self.timeline,
+            current_pmt: &mut self.pmt,
+            out: &mut self.out,
+            events: &mut self.events,
+            stats: &mut self.stats,
+        };
+        it.release(&mut ctx);
+    }
+}
+
+/// Builds the output PMT for a set of mapped streams.
+pub(crate) fn output_pmt(cfg: &SpliceConfig, version: u8, pcr_pid: Pid, streams: Vec<EsInfo>) -> Pmt {
+    Pmt { program_number: cfg.service_id, version, pcr_pid, program_info: Bytes::new(), streams }
+}
