@@ -74,9 +74,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => Ok(check_config(&file)),
-        Command::Render { config, channel, mpts, duration, output } => {
+        Command::Render {
+            config,
+            channel,
+            mpts,
+            duration,
+            output,
+        } => {
             let cfg = load(&config)?;
-            let duration = config::parse_duration(&duration).map_err(anyhow::Error::msg).context("--duration")?;
+            let duration = config::parse_duration(&duration)
+                .map_err(anyhow::Error::msg)
+                .context("--duration")?;
             let mut station = match (&channel, &mpts) {
                 (Some(id), _) => match cfg.channels.iter().find(|c| &c.id == id) {
                     Some(ch) => render::Station::channel(ch),
@@ -94,11 +102,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { output } => {
             let cfg = config::parse(DEMO_CONFIG, Path::new("."), "demo.toml")
                 .map_err(|e| anyhow::anyhow!("embedded demo config: {e}"))?;
-            let Some(ch) = cfg.channels.first() else { bail!("embedded demo config has no channel") };
+            let Some(ch) = cfg.channels.first() else {
+                bail!("embedded demo config has no channel")
+            };
             let mut station = render::Station::channel(ch);
             render_to(&mut station, std::time::Duration::from_secs(30), &output)?;
-            println!("rendered 30 s of channel `{}` to {}", ch.id, output.display());
-            println!("play it:  ffplay {}   (or: vlc {})", output.display(), output.display());
+            println!(
+                "rendered 30 s of channel `{}` to {}",
+                ch.id,
+                output.display()
+            );
+            println!(
+                "play it:  ffplay {}   (or: vlc {})",
+                output.display(),
+                output.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -112,7 +130,7 @@ service_id = 1
 name = "Demo"
 provider = "headend"
 muxrate = "3M"
-playlist = ["fixtures/media/a.ts", "fixtures/media/g.ts", "fixtures/media/e.ts"]
+playlist = ["fixtures/media/a.ts", "fixtures/media/b.ts", "fixtures/media/c.ts", "fixtures/media/e.ts"]
 "#;
 
 fn load(path: &Path) -> anyhow::Result<config::Config> {
@@ -123,7 +141,11 @@ fn check_config(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
             for (at, file) in config::missing_media(&cfg) {
-                eprintln!("warning: {}: {at}: media file not found: {}", path.display(), file.display());
+                eprintln!(
+                    "warning: {}: {at}: media file not found: {}",
+                    path.display(),
+                    file.display()
+                );
             }
             println!(
                 "{}: ok ({} channel(s), {} mpts)",
@@ -141,11 +163,17 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn render_to(station: &mut render::Station, duration: std::time::Duration, output: &Path) -> anyhow::Result<()> {
+fn render_to(
+    station: &mut render::Station,
+    duration: std::time::Duration,
+    output: &Path,
+) -> anyhow::Result<()> {
     let file = File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let started = Instant::now();
-    let stats = station.render(duration, &mut out).with_context(|| format!("writing {}", output.display()))?;
+    let stats = station
+        .render(duration, &mut out)
+        .with_context(|| format!("writing {}", output.display()))?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         output = %output.display(),

@@ -48,13 +48,24 @@ impl Station {
     /// Several channels in one multiplex.
     pub(crate) fn mpts(config: &Config, id: &str) -> Option<Station> {
         let m = config.mpts.iter().find(|m| m.id == id)?;
-        let channels: Vec<&ChannelConfig> =
-            m.channels.iter().filter_map(|c| config.channels.iter().find(|ch| &ch.id == c)).collect();
+        let channels: Vec<&ChannelConfig> = m
+            .channels
+            .iter()
+            .filter_map(|c| config.channels.iter().find(|ch| &ch.id == c))
+            .collect();
         let first = channels.first()?;
         let mut cfg = MuxConfig::new(m.muxrate.bps());
         cfg.transport_stream_id = m.transport_stream_id;
-        cfg.pcr_interval = channels.iter().map(|c| ticks(c.pcr_interval)).min().unwrap_or(cfg.pcr_interval);
-        cfg.psi_interval = channels.iter().map(|c| ticks(c.psi_interval)).min().unwrap_or(cfg.psi_interval);
+        cfg.pcr_interval = channels
+            .iter()
+            .map(|c| ticks(c.pcr_interval))
+            .min()
+            .unwrap_or(cfg.pcr_interval);
+        cfg.psi_interval = channels
+            .iter()
+            .map(|c| ticks(c.psi_interval))
+            .min()
+            .unwrap_or(cfg.psi_interval);
         cfg.clock_origin = first.clock_origin_90k * 300;
         Some(Station::new(cfg, &channels))
     }
@@ -70,13 +81,20 @@ impl Station {
             .collect();
         Station {
             mux: Mux::new(cfg, splicers),
-            sources: channels.iter().map(|ch| FileSource::new(ch.playlist.clone())).collect(),
+            sources: channels
+                .iter()
+                .map(|ch| FileSource::new(ch.playlist.clone()))
+                .collect(),
             names: channels.iter().map(|ch| ch.id.clone()).collect(),
         }
     }
 
     /// Renders `duration_s` seconds of output into `out`.
-    pub(crate) fn render(&mut self, duration: std::time::Duration, out: &mut impl Write) -> std::io::Result<RenderStats> {
+    pub(crate) fn render(
+        &mut self,
+        duration: std::time::Duration,
+        out: &mut impl Write,
+    ) -> std::io::Result<RenderStats> {
         let rate = u128::from(self.mux.config().muxrate_bps);
         let total = (duration.as_nanos() * rate / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as u64;
         let mut buf = BytesMut::with_capacity(BATCH * PACKET_SIZE);
@@ -94,7 +112,11 @@ impl Station {
                 closed = true;
             }
             self.serve_io(&mut stats);
-            let limit = if closed { total } else { close_at.max(self.mux.slot() + 1) };
+            let limit = if closed {
+                total
+            } else {
+                close_at.max(self.mux.slot() + 1)
+            };
             let want = BATCH.min((limit - self.mux.slot()) as usize);
             buf.clear();
             let mut n = self.mux.emit(&mut buf, want, Underflow::Wait);
@@ -141,11 +163,20 @@ impl Station {
                     let channel = &self.names[program];
                     let src = &self.sources[program];
                     match event {
-                        SpliceEvent::ItemStarted { item, at, open_gop, pmt_changed } => {
+                        SpliceEvent::ItemStarted {
+                            item,
+                            at,
+                            open_gop,
+                            pmt_changed,
+                        } => {
                             stats.items_started += 1;
                             tracing::info!(channel, item = %src.name(item), at_s = at as f64 / SYSTEM_CLOCK_HZ as f64, open_gop, pmt_changed, "item on air");
                         }
-                        SpliceEvent::ItemEnded { item, packets, damage } => {
+                        SpliceEvent::ItemEnded {
+                            item,
+                            packets,
+                            damage,
+                        } => {
                             if damage != Default::default() {
                                 tracing::warn!(channel, item = %src.name(item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, dropped_pes = damage.dropped_pes, "item ended with damaged input");
                             } else {

@@ -1,0 +1,927 @@
+//! A strict conformance checker for what we emit: the checks of ETSI TR 101 290 §5.2 that a
+//! file can show (sync, continuity, PAT/PMT repetition, PCR repetition and accuracy, CRC,
+//! transport errors) plus the timing of every elementary stream (DTS strictly increasing, no
+//! gap beyond one frame, decode time ahead of arrival) and the exact muxrate.
+//!
+//! Time inside a file is the byte clock of the constant muxrate: packet `n` starts
+//! `n * 188 * 8 / muxrate` seconds after the first one. The muxrate is the configured one when
+//! [`CheckLimits::muxrate_bps`] is given, else the one measured from the first PCR PID.
+//!
+//! The checker is stricter than receivers are, on purpose: it is how the tests hold the
+//! splicer and the multiplexer to the figures the issue names.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::es::{Codec, StreamClass};
+use crate::pes::PesHeader;
+use crate::psi::{Pat, Pmt, SectionAssembler};
+use crate::time::{Pcr, Pts, Unwrapper, PCR_MODULUS, PTS_HZ, SYSTEM_CLOCK_HZ};
+use crate::ts::{Pid, TsPacket, PACKET_SIZE, SYNC_BYTE};
+
+/// How many individual findings of one kind a report keeps (the counts are always complete).
+const KEEP: usize = 32;
+
+/// What counts as a violation.
+#[derive(Clone, Debug)]
+pub struct CheckLimits {
+    /// The muxrate the file must have, bits/s (exact within `muxrate_tolerance_ppm`).
+    pub muxrate_bps: Option<u64>,
+    /// Allowed deviation of the measured muxrate, parts per million.
+    pub muxrate_tolerance_ppm: f64,
+    /// Longest gap between two PATs, and between two sections of each PMT.
+    pub max_psi_gap: Duration,
+    /// Longest interval between two PCRs of a program.
+    pub max_pcr_interval: Duration,
+    /// Largest PCR error against the byte clock, nanoseconds.
+    pub max_pcr_error_ns: f64,
+    /// Largest step between two presentation times (in display order) of a video stream, in
+    /// units of its typical step (2.0 = a gap of at most one frame).
+    pub max_video_step_ratio: f64,
+    /// The same for an audio stream.
+    pub max_audio_step_ratio: f64,
+    /// Longest time a PES may arrive before its decode time.
+    pub max_decode_lead: Duration,
+}
+
+impl Default for CheckLimits {
+    fn default() -> Self {
+        CheckLimits {
+            muxrate_bps: None,
+            muxrate_tolerance_ppm: 1.0,
+            max_psi_gap: Duration::from_millis(100),
+            max_pcr_interval: Duration::from_millis(40),
+            max_pcr_error_ns: 500.0,
+            max_video_step_ratio: 2.0,
+            max_audio_step_ratio: 2.0,
+            max_decode_lead: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A continuity counter error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CcError {
+    /// The PID.
+    pub pid: Pid,
+    /// Index of the packet in the file.
+    pub packet: u64,
+    /// The counter that was due.
+    pub expected: u8,
+    /// The counter found.
+    pub found: u8,
+}
+
+/// A decode time that did not increase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeFault {
+    /// The PID.
+    pub pid: Pid,
+    /// Index of the packet that starts the PES.
+    pub packet: u64,
+    /// The previous decode time (unwrapped, 90 kHz).
+    pub previous: i64,
+    /// This decode time (unwrapped, 90 kHz).
+    pub found: i64,
+}
+
+/// Timing of one elementary stream.
+#[derive(Clone, Debug, Default)]
+pub struct PesStats {
+    /// The stream's class, from its PMT entry.
+    pub class: Option<StreamClass>,
+    /// PES packets started.
+    pub pes: u64,
+    /// PES packets without a timestamp.
+    pub without_timestamp: u64,
+    /// Decode times (DTS, else PTS) that were not larger than the previous one.
+    pub non_increasing: u64,
+    /// The first few of those.
+    pub faults: Vec<TimeFault>,
+    /// Largest step between consecutive decode times, 90 kHz.
+    pub max_step: i64,
+    /// Packet index where the largest step happened.
+    pub max_step_at: u64,
+    /// The most frequent step, 90 kHz (the frame or audio-frame duration).
+    pub typical_step: i64,
+    /// PES packets whose PTS is earlier than their DTS.
+    pub pts_before_dts: u64,
+    /// Smallest time between a PES's arrival (byte clock, on the program's PCR timeline) and
+    /// its decode time, 90 kHz; negative means it arrived late.
+    pub min_decode_lead: Option<i64>,
+    /// Largest such time, 90 kHz.
+    pub max_decode_lead: Option<i64>,
+    /// Largest gap between consecutive presentation times (PTS in display order), 90 kHz.
+    pub max_pts_gap: i64,
+    /// Packet index of the PES presented right after that gap.
+    pub max_pts_gap_at: u64,
+    /// The most frequent step between consecutive presentation times, 90 kHz.
+    pub typical_pts_step: i64,
+    steps: BTreeMap<i64, u64>,
+    pts_steps: BTreeMap<i64, u64>,
+    unwrap: Unwrapper,
+    pts_unwrap: Unwrapper,
+    last: Option<i64>,
+    /// (PTS unwrapped, packet index) of the current run, sorted into display order at its end.
+    run: Vec<(i64, u64)>,
+}
+
+impl PesStats {
+    /// Ends a run of the stream (it left the PMT, or the file ended): measures the gaps
+    /// between its pictures or frames in display order.
+    fn end_run(&mut self) {
+        self.run.sort_unstable();
+        for w in self.run.windows(2) {
+            let step = w[1].0 - w[0].0;
+            if step > 0 {
+                *self.pts_steps.entry(step).or_default() += 1;
+            }
+            if step > self.max_pts_gap {
+                self.max_pts_gap = step;
+                self.max_pts_gap_at = w[1].1;
+            }
+        }
+        self.run.clear();
+        self.last = None;
+        self.unwrap = Unwrapper::default();
+        self.pts_unwrap = Unwrapper::default();
+    }
+}
+
+/// One program as the file announces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramInfo {
+    /// program_number.
+    pub number: u16,
+    /// PMT PID.
+    pub pmt_pid: Pid,
+    /// PCR PID of the last PMT.
+    pub pcr_pid: Pid,
+    /// (PID, stream_type) of the last PMT.
+    pub streams: Vec<(Pid, u8)>,
+    /// PMT versions in the order they appeared.
+    pub versions: Vec<u8>,
+}
+
+/// Repetition of one PSI table or of a program's PCR, in packets.
+#[derive(Clone, Copy, Debug, Default)]
+struct Gap {
+    last: Option<u64>,
+    max: u64,
+    at: u64,
+    count: u64,
+}
+
+impl Gap {
+    fn seen(&mut self, packet: u64) {
+        let gap = packet - self.last.map_or(0, |l| l);
+        if gap > self.max {
+            self.max = gap;
+            self.at = packet;
+        }
+        self.last = Some(packet);
+        self.count += 1;
+    }
+    fn finish(&mut self, end: u64) {
+        let gap = end - self.last.map_or(0, |l| l);
+        if gap > self.max {
+            self.max = gap;
+            self.at = end;
+        }
+    }
+}
+
+/// PCR timing of one PCR PID.
+#[derive(Clone, Debug, Default)]
+pub struct PcrStats {
+    /// PCRs seen.
+    pub count: u64,
+    /// Longest interval between consecutive PCRs, 27 MHz ticks.
+    pub max_interval: u64,
+    /// Packet index where it ended.
+    pub max_interval_at: u64,
+    /// Largest |PCR − byte clock|, nanoseconds.
+    pub max_error_ns: f64,
+    /// Packet index of the worst PCR.
+    pub max_error_at: u64,
+    /// PCRs flagged with discontinuity_indicator.
+    pub discontinuities: u64,
+    /// (packet index, unwrapped PCR) of each PCR since the last discontinuity.
+    samples: Vec<(u64, i128)>,
+    last: Option<(u64, Pcr)>,
+    unwrapped: i128,
+}
+
+/// What [`check`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Bytes checked.
+    pub bytes: u64,
+    /// Packets checked.
+    pub packets: u64,
+    /// Null packets among them.
+    pub null_packets: u64,
+    /// Packets that did not start with 0x47 where one was due, plus a trailing partial packet.
+    pub sync_errors: u64,
+    /// Packets with transport_error_indicator.
+    pub transport_errors: u64,
+    /// Continuity errors, all counted.
+    pub cc_error_count: u64,
+    /// The first few continuity errors.
+    pub cc_errors: Vec<CcError>,
+    /// Repeated packets (same CC, allowed once by the standard).
+    pub duplicates: u64,
+    /// PAT/PMT sections with a bad CRC or layout.
+    pub psi_errors: u64,
+    /// The first few PSI errors, as text.
+    pub psi_error_text: Vec<String>,
+    /// PAT versions in the order they appeared.
+    pub pat_versions: Vec<u8>,
+    /// Programs, by number.
+    pub programs: Vec<ProgramInfo>,
+    /// Muxrate measured from the first PCR PID to its last PCR, bits/s.
+    pub measured_muxrate_bps: Option<f64>,
+    /// The muxrate the byte clock ran on (configured, else measured).
+    pub clock_muxrate_bps: Option<f64>,
+    /// Longest PAT gap.
+    pub max_pat_gap: Duration,
+    /// Longest gap of each PMT PID.
+    pub max_pmt_gap: BTreeMap<Pid, Duration>,
+    /// PCR timing per program number, following the program's PCR PID as its PMT names it
+    /// (the PCR PID may change with the PMT version when the programme's video codec does).
+    pub pcr: BTreeMap<u16, PcrStats>,
+    /// PCRs on a PID that was no program's PCR PID at the time.
+    pub stray_pcrs: u64,
+    /// Timing per elementary stream PID.
+    pub pes: BTreeMap<Pid, PesStats>,
+    /// Packets on PIDs that no PMT or PAT lists (PSI and null excluded).
+    pub unreferenced_packets: BTreeMap<Pid, u64>,
+}
+
+impl Report {
+    /// Longest PCR interval over all PCR PIDs.
+    pub fn max_pcr_interval(&self) -> Duration {
+        let ticks = self.pcr.values().map(|p| p.max_interval).max().unwrap_or(0);
+        ticks_to_duration(ticks)
+    }
+
+    /// Largest PCR error over all PCR PIDs, nanoseconds.
+    pub fn max_pcr_error_ns(&self) -> f64 {
+        self.pcr
+            .values()
+            .map(|p| p.max_error_ns)
+            .fold(0.0, f64::max)
+    }
+
+    /// Longest gap of any PMT.
+    pub fn max_pmt_gap(&self) -> Duration {
+        self.max_pmt_gap.values().copied().max().unwrap_or_default()
+    }
+
+    /// Every breach of `limits`, as a sentence naming the PID and packet index.
+    pub fn violations(&self, limits: &CheckLimits) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.packets == 0 {
+            v.push("no packets".to_string());
+            return v;
+        }
+        if self.sync_errors > 0 {
+            v.push(format!("{} sync errors", self.sync_errors));
+        }
+        if self.transport_errors > 0 {
+            v.push(format!(
+                "{} packets with transport_error_indicator",
+                self.transport_errors
+            ));
+        }
+        for e in &self.cc_errors {
+            v.push(format!(
+                "PID {}: continuity error at packet {} (expected {}, found {})",
+                e.pid, e.packet, e.expected, e.found
+            ));
+        }
+        if self.cc_error_count > self.cc_errors.len() as u64 {
+            v.push(format!("{} continuity errors in all", self.cc_error_count));
+        }
+        if self.duplicates > 0 {
+            v.push(format!("{} duplicate packets", self.duplicates));
+        }
+        for e in &self.psi_error_text {
+            v.push(format!("PSI: {e}"));
+        }
+        if self.pat_versions.is_empty() {
+            v.push("no PAT".to_string());
+        }
+        if self.clock_muxrate_bps.is_none() {
+            v.push("no PCR: cannot time the stream".to_string());
+        }
+        if self.max_pat_gap > limits.max_psi_gap {
+            v.push(format!(
+                "PAT gap {:?} exceeds {:?}",
+                self.max_pat_gap, limits.max_psi_gap
+            ));
+        }
+        for (pid, gap) in &self.max_pmt_gap {
+            if *gap > limits.max_psi_gap {
+                v.push(format!(
+                    "PID {pid}: PMT gap {gap:?} exceeds {:?}",
+                    limits.max_psi_gap
+                ));
+            }
+        }
+        for p in &self.programs {
+            if !self.pcr.contains_key(&p.number) {
+                v.push(format!(
+                    "program {}: no PCR on PCR PID {}",
+                    p.number, p.pcr_pid
+                ));
+            }
+        }
+        for (program, p) in &self.pcr {
+            let interval = ticks_to_duration(p.max_interval);
+            if interval > limits.max_pcr_interval {
+                v.push(format!(
+                    "program {program}: PCR interval {interval:?} at packet {} exceeds {:?}",
+                    p.max_interval_at, limits.max_pcr_interval
+                ));
+            }
+            if p.max_error_ns > limits.max_pcr_error_ns {
+                v.push(format!(
+                    "program {program}: PCR error {:.0} ns at packet {} exceeds {} ns",
+                    p.max_error_ns, p.max_error_at, limits.max_pcr_error_ns
+                ));
+            }
+        }
+        if let (Some(want), Some(got)) = (limits.muxrate_bps, self.measured_muxrate_bps) {
+            let ppm = (got - want as f64).abs() / want as f64 * 1e6;
+            if ppm > limits.muxrate_tolerance_ppm {
+                v.push(format!(
+                    "muxrate {got:.1} b/s differs from {want} b/s by {ppm:.2} ppm"
+                ));
+            }
+        }
+        let max_lead = limits.max_decode_lead.as_secs_f64() * PTS_HZ as f64;
+        for (pid, s) in &self.pes {
+            for f in &s.faults {
+                v.push(format!(
+                    "PID {pid}: decode time {} after {} does not increase (packet {})",
+                    f.found, f.previous, f.packet
+                ));
+            }
+            if s.non_increasing > s.faults.len() as u64 {
+                v.push(format!(
+                    "PID {pid}: {} non-increasing decode times in all",
+                    s.non_increasing
+                ));
+            }
+            let ratio = match s.class {
+                Some(StreamClass::Video) => Some(limits.max_video_step_ratio),
+                Some(StreamClass::Audio) => Some(limits.max_audio_step_ratio),
+                _ => None,
+            };
+            if let Some(ratio) = ratio {
+                if s.typical_pts_step > 0
+                    && s.max_pts_gap as f64 > s.typical_pts_step as f64 * ratio
+                {
+                    v.push(format!(
+                        "PID {pid}: presentation gap of {} ticks at packet {} exceeds {ratio} x {} ticks",
+                        s.max_pts_gap, s.max_pts_gap_at, s.typical_pts_step
+                    ));
+                }
+            }
+            if s.pts_before_dts > 0 {
+                v.push(format!(
+                    "PID {pid}: {} PES with PTS before DTS",
+                    s.pts_before_dts
+                ));
+            }
+            if let Some(lead) = s.min_decode_lead {
+                if lead < 0 {
+                    v.push(format!(
+                        "PID {pid}: a PES arrives {} ms after its decode time",
+                        -lead / 90
+                    ));
+                }
+            }
+            if let Some(lead) = s.max_decode_lead {
+                if lead as f64 > max_lead {
+                    v.push(format!(
+                        "PID {pid}: a PES arrives {} ms before its decode time (limit {:?})",
+                        lead / 90,
+                        limits.max_decode_lead
+                    ));
+                }
+            }
+        }
+        for (pid, n) in &self.unreferenced_packets {
+            v.push(format!("PID {pid}: {n} packets on a PID no table lists"));
+        }
+        v
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} packets ({} null), {} bytes",
+            self.packets, self.null_packets, self.bytes
+        )?;
+        if let Some(rate) = self.measured_muxrate_bps {
+            writeln!(f, "muxrate {rate:.0} b/s (from PCR)")?;
+        }
+        writeln!(
+            f,
+            "errors: sync {}, transport {}, continuity {}, duplicate {}, PSI {}",
+            self.sync_errors,
+            self.transport_errors,
+            self.cc_error_count,
+            self.duplicates,
+            self.psi_errors
+        )?;
+        writeln!(
+            f,
+            "PAT versions {:?}, max PAT gap {:?}",
+            self.pat_versions, self.max_pat_gap
+        )?;
+        for p in &self.programs {
+            let gap = self
+                .max_pmt_gap
+                .get(&p.pmt_pid)
+                .copied()
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "program {} PMT {} (versions {:?}, max gap {gap:?}) PCR {}",
+                p.number, p.pmt_pid, p.versions, p.pcr_pid
+            )?;
+            for (pid, st) in &p.streams {
+                write!(f, "  PID {pid} stream_type 0x{st:02X}")?;
+                if let Some(s) = self.pes.get(pid) {
+                    write!(
+                        f,
+                        ": {} PES, frame {} (largest presentation gap {}, decode step {}), non-increasing DTS {}",
+                        s.pes, s.typical_pts_step, s.max_pts_gap, s.max_step, s.non_increasing
+                    )?;
+                }
+                writeln!(f)?;
+            }
+        }
+        for (program, p) in &self.pcr {
+            writeln!(
+                f,
+                "program {program} PCR: {} PCRs, max interval {:?}, max error {:.0} ns",
+                p.count,
+                ticks_to_duration(p.max_interval),
+                p.max_error_ns
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_nanos((u128::from(ticks) * 1000 / 27) as u64)
+}
+
+struct PidState {
+    cc: Option<u8>,
+    last_payload: Option<Bytes>,
+}
+
+/// Checks a whole transport stream held in memory. See [`CheckLimits`] for what is measured;
+/// read the findings through [`Report::violations`].
+pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
+    let mut r = Report {
+        bytes: data.len() as u64,
+        ..Report::default()
+    };
+    let mut pids: Vec<PidState> = (0..8192)
+        .map(|_| PidState {
+            cc: None,
+            last_payload: None,
+        })
+        .collect();
+    let mut pat_asm = SectionAssembler::default();
+    let mut pmt_asm: BTreeMap<Pid, SectionAssembler> = BTreeMap::new();
+    let mut pat_gap = Gap::default();
+    let mut pmt_gap: BTreeMap<Pid, Gap> = BTreeMap::new();
+    let mut pat: Option<Pat> = None;
+    let mut programs: BTreeMap<u16, ProgramInfo> = BTreeMap::new();
+    // PES starts: (pid, packet index, decode time unwrapped, pts, dts) for the lead check, which
+    // needs the byte clock that is only known at the end.
+    let mut starts: Vec<(Pid, u64, i64)> = Vec::new();
+    let mut index: u64 = 0;
+    let chunks = data.chunks(PACKET_SIZE);
+    for raw in chunks {
+        if raw.len() < PACKET_SIZE || raw[0] != SYNC_BYTE {
+            r.sync_errors += 1;
+            index += 1;
+            continue;
+        }
+        let Ok(packet) = TsPacket::new(Bytes::copy_from_slice(raw)) else {
+            r.sync_errors += 1;
+            index += 1;
+            continue;
+        };
+        let n = index;
+        index += 1;
+        r.packets += 1;
+        let pid = packet.pid();
+        if pid == Pid::NULL {
+            r.null_packets += 1;
+            continue;
+        }
+        if packet.tei() {
+            r.transport_errors += 1;
+        }
+        // Continuity (TR 101 290 1.4).
+        let discontinuity = packet
+            .adaptation_field()
+            .is_some_and(|af| af.discontinuity());
+        let st = &mut pids[pid.index()];
+        let mut continuous = true;
+        if let Some(prev) = st.cc {
+            let expected = if packet.has_payload() {
+                (prev + 1) & 0x0F
+            } else {
+                prev
+            };
+            if packet.cc() != expected && !discontinuity {
+                let duplicate = packet.has_payload()
+                    && packet.cc() == prev
+                    && st.last_payload.as_deref() == Some(packet.raw());
+                if duplicate {
+                    r.duplicates += 1;
+                    continue;
+                }
+                r.cc_error_count += 1;
+                continuous = false;
+                if r.cc_errors.len() < KEEP {
+                    r.cc_errors.push(CcError {
+                        pid,
+                        packet: n,
+                        expected,
+                        found: packet.cc(),
+                    });
+                }
+            }
+        }
+        st.cc = Some(packet.cc());
+        st.last_payload = packet.has_payload().then(|| packet.as_bytes().clone());
+
+        // PCR, per program whose PCR PID this is now.
+        if let Some(pcr) = packet.pcr() {
+            let Some(program) = programs
+                .values()
+                .find(|p| p.pcr_pid == pid)
+                .map(|p| p.number)
+            else {
+                r.stray_pcrs += 1;
+                continue;
+            };
+            let p = r.pcr.entry(program).or_default();
+            p.count += 1;
+            if discontinuity {
+                p.discontinuities += 1;
+                p.last = None;
+            }
+            match p.last {
+                Some((_, last)) => {
+                    let step = pcr.since(last);
+                    if step > 0 && step as u64 > p.max_interval {
+                        p.max_interval = step as u64;
+                        p.max_interval_at = n;
+                    }
+                    p.unwrapped += i128::from(step);
+                }
+                None => p.unwrapped = i128::from(pcr.ticks()),
+            }
+            p.last = Some((n, pcr));
+            let value = p.unwrapped;
+            p.samples.push((n, value));
+        }
+
+        // PSI.
+        if pid == Pid::PAT {
+            if packet.pusi() {
+                pat_gap.seen(n);
+            }
+            let mut sections = Vec::new();
+            pat_asm.push(&packet, continuous, |s| sections.push(s));
+            for s in sections {
+                match Pat::parse(&s) {
+                    Ok(p) => {
+                        if r.pat_versions.last() != Some(&p.version) {
+                            r.pat_versions.push(p.version);
+                        }
+                        for (number, pmt_pid) in &p.programs {
+                            pmt_asm.entry(*pmt_pid).or_default();
+                            pmt_gap.entry(*pmt_pid).or_default();
+                            programs.entry(*number).or_insert_with(|| ProgramInfo {
+                                number: *number,
+                                pmt_pid: *pmt_pid,
+                                pcr_pid: Pid::NULL,
+                                streams: Vec::new(),
+                                versions: Vec::new(),
+                            });
+                        }
+                        pat = Some(p);
+                    }
+                    Err(e) => psi_error(&mut r, format!("packet {n}: {e}")),
+                }
+            }
+            continue;
+        }
+        if let Some(asm) = pmt_asm.get_mut(&pid) {
+            if packet.pusi() {
+                if let Some(g) = pmt_gap.get_mut(&pid) {
+                    g.seen(n);
+                }
+            }
+            let mut sections = Vec::new();
+            asm.push(&packet, continuous, |s| sections.push(s));
+            for s in sections {
+                match Pmt::parse(pid, &s) {
+                    Ok(pmt) => {
+                        if let Some(info) = programs.get_mut(&pmt.program_number) {
+                            if info.versions.last() != Some(&pmt.version) {
+                                info.versions.push(pmt.version);
+                            }
+                            info.pcr_pid = pmt.pcr_pid;
+                            // A stream that leaves the PMT and comes back later starts a new run.
+                            for (old, _) in &info.streams {
+                                if !pmt.streams.iter().any(|e| e.pid == *old) {
+                                    if let Some(s) = r.pes.get_mut(old) {
+                                        s.end_run();
+                                    }
+                                }
+                            }
+                            info.streams =
+                                pmt.streams.iter().map(|e| (e.pid, e.stream_type)).collect();
+                            for es in &pmt.streams {
+                                r.pes.entry(es.pid).or_default().class =
+                                    Some(Codec::of(es).class());
+                            }
+                        }
+                    }
+                    Err(e) => psi_error(&mut r, format!("packet {n}: {e}")),
+                }
+            }
+            continue;
+        }
+
+        // Elementary streams.
+        let Some(stats) = r.pes.get_mut(&pid) else {
+            let pcr_only = programs.values().any(|p| p.pcr_pid == pid);
+            if !pcr_only && pid.value() >= 0x20 {
+                *r.unreferenced_packets.entry(pid).or_default() += 1;
+            }
+            continue;
+        };
+        if !packet.pusi() {
+            continue;
+        }
+        let Some(h) = PesHeader::parse(packet.payload()) else {
+            continue;
+        };
+        stats.pes += 1;
+        let Some(decode) = h.decode_time() else {
+            stats.without_timestamp += 1;
+            continue;
+        };
+        if let (Some(pts), Some(dts)) = (h.pts, h.dts) {
+            if pts.since(dts) < 0 {
+                stats.pts_before_dts += 1;
+            }
+        }
+        let t = stats.unwrap.unwrap(decode);
+        if let Some(last) = stats.last {
+            let step = t - last;
+            if step <= 0 {
+                stats.non_increasing += 1;
+                if stats.faults.len() < KEEP {
+                    stats.faults.push(TimeFault {
+                        pid,
+                        packet: n,
+                        previous: last,
+                        found: t,
+                    });
+                }
+            } else {
+                *stats.steps.entry(step).or_default() += 1;
+                if step > stats.max_step {
+                    stats.max_step = step;
+                    stats.max_step_at = n;
+                }
+            }
+        }
+        stats.last = Some(t);
+        if let Some(pts) = h.pts {
+            let p = stats.pts_unwrap.unwrap(pts);
+            stats.run.push((p, n));
+        }
+        starts.push((pid, n, t));
+    }
+    let _ = pat;
+    let end = index;
+    pat_gap.finish(end);
+    for g in pmt_gap.values_mut() {
+        g.finish(end);
+    }
+    for s in r.pes.values_mut() {
+        s.end_run();
+        s.typical_pts_step = s
+            .pts_steps
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or(0, |(step, _)| *step);
+        s.typical_step = s
+            .steps
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or(0, |(step, _)| *step);
+    }
+    r.programs = programs.into_values().collect();
+
+    // The byte clock: muxrate from the first PCR PID with two PCRs.
+    let first_pcr = r
+        .pcr
+        .iter()
+        .find(|(_, p)| p.samples.len() >= 2)
+        .map(|(n, _)| *n);
+    if let Some(program) = first_pcr {
+        let samples = &r.pcr[&program].samples;
+        let (n0, v0) = samples[0];
+        let (n1, v1) = samples[samples.len() - 1];
+        let bits = (n1 - n0) as f64 * (PACKET_SIZE * 8) as f64;
+        let secs = (v1 - v0) as f64 / SYSTEM_CLOCK_HZ as f64;
+        if secs > 0.0 {
+            r.measured_muxrate_bps = Some(bits / secs);
+        }
+    }
+    r.clock_muxrate_bps = limits
+        .muxrate_bps
+        .map(|b| b as f64)
+        .or(r.measured_muxrate_bps);
+    if let Some(rate) = r.clock_muxrate_bps {
+        let ticks_per_packet = (PACKET_SIZE * 8) as f64 * SYSTEM_CLOCK_HZ as f64 / rate;
+        let to_duration =
+            |packets: u64| Duration::from_secs_f64(packets as f64 * ticks_per_packet / 27e6);
+        r.max_pat_gap = to_duration(pat_gap.max);
+        r.max_pmt_gap = pmt_gap
+            .iter()
+            .map(|(pid, g)| (*pid, to_duration(g.max)))
+            .collect();
+        // PCR accuracy: each PCR against the byte clock anchored at the first PCR of its run.
+        for p in r.pcr.values_mut() {
+            let Some(&(n0, v0)) = p.samples.first() else {
+                continue;
+            };
+            for &(n, v) in &p.samples {
+                let ideal = v0 as f64 + (n - n0) as f64 * ticks_per_packet;
+                let err = (v as f64 - ideal).abs() * 1e9 / SYSTEM_CLOCK_HZ as f64;
+                if err > p.max_error_ns {
+                    p.max_error_ns = err;
+                    p.max_error_at = n;
+                }
+            }
+        }
+        // Decode lead: arrival on the program's PCR timeline versus decode time.
+        for (pid, n, t) in starts {
+            let Some(program) = r
+                .programs
+                .iter()
+                .find(|p| p.streams.iter().any(|(s, _)| *s == pid))
+            else {
+                continue;
+            };
+            let Some(pcr) = r.pcr.get(&program.number) else {
+                continue;
+            };
+            let Some(&(n0, v0)) = pcr.samples.first() else {
+                continue;
+            };
+            let arrival_27m = v0 as f64 + (n as f64 - n0 as f64) * ticks_per_packet;
+            let arrival = (arrival_27m / 300.0).rem_euclid((PCR_MODULUS / 300) as f64);
+            let decode = (t as f64).rem_euclid((PCR_MODULUS / 300) as f64);
+            let lead = Pts::new(decode as u64).since(Pts::new(arrival as u64));
+            let s = r.pes.get_mut(&pid).expect("stream listed");
+            s.min_decode_lead = Some(s.min_decode_lead.map_or(lead, |m| m.min(lead)));
+            s.max_decode_lead = Some(s.max_decode_lead.map_or(lead, |m| m.max(lead)));
+        }
+    }
+    r
+}
+
+fn psi_error(r: &mut Report, text: String) {
+    r.psi_errors += 1;
+    if r.psi_error_text.len() < KEEP {
+        r.psi_error_text.push(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::psi::packetize_section;
+    use crate::ts::{pcr_only_packet, NULL_PACKET};
+    use bytes::BytesMut;
+
+    /// A tiny CBR stream: PAT + PMT every 10 packets, PCR every 5, nulls in between.
+    fn stream(packets: u64, rate: u64, break_cc_at: Option<u64>) -> Vec<u8> {
+        let pat = Pat {
+            transport_stream_id: 1,
+            version: 0,
+            programs: vec![(1, Pid::from_bits(0x1000))],
+            network_pid: None,
+        };
+        let pmt = Pmt {
+            program_number: 1,
+            version: 0,
+            pcr_pid: Pid::from_bits(0x100),
+            program_info: Bytes::new(),
+            streams: Vec::new(),
+        };
+        let ticks_per_packet = 188.0 * 8.0 * 27e6 / rate as f64;
+        let mut out = Vec::new();
+        let (mut cc_pat, mut cc_pmt) = (0u8, 0u8);
+        for n in 0..packets {
+            match n % 10 {
+                0 => {
+                    let mut b = BytesMut::new();
+                    cc_pat = packetize_section(Pid::PAT, &pat.build(), cc_pat, &mut b);
+                    out.extend_from_slice(&b);
+                }
+                1 => {
+                    let mut b = BytesMut::new();
+                    let cc = if break_cc_at == Some(n) {
+                        cc_pmt + 3
+                    } else {
+                        cc_pmt
+                    };
+                    cc_pmt = packetize_section(Pid::from_bits(0x1000), &pmt.build(), cc, &mut b);
+                    out.extend_from_slice(&b);
+                }
+                5 | 9 => {
+                    let pcr = (n as f64 * ticks_per_packet + 10.0 / 27.0 * 0.0) as u64;
+                    out.extend_from_slice(&pcr_only_packet(Pid::from_bits(0x100), Pcr::new(pcr)));
+                }
+                _ => out.extend_from_slice(&NULL_PACKET),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn clean_stream_has_no_violations() {
+        let data = stream(1000, 1_000_000, None);
+        let limits = CheckLimits {
+            muxrate_bps: Some(1_000_000),
+            ..CheckLimits::default()
+        };
+        let r = check(&data, &limits);
+        assert_eq!(r.violations(&limits), Vec::<String>::new(), "{r}");
+        let rate = r.measured_muxrate_bps.unwrap();
+        assert!((rate - 1e6).abs() < 1.0, "{rate}");
+        assert_eq!(r.programs.len(), 1);
+        assert!(r.max_pcr_error_ns() < 40.0);
+    }
+
+    #[test]
+    fn finds_cc_error_with_packet_index() {
+        let data = stream(100, 1_000_000, Some(31));
+        let r = check(&data, &CheckLimits::default());
+        assert_eq!(r.cc_error_count, 1);
+        assert_eq!(r.cc_errors[0].packet, 31);
+        assert_eq!(r.cc_errors[0].pid, Pid::from_bits(0x1000));
+    }
+
+    #[test]
+    fn finds_slow_psi_and_wrong_rate() {
+        // At 100 kb/s ten packets take 150 ms: PAT/PMT gaps exceed 100 ms, PCR gaps 40 ms.
+        let data = stream(200, 100_000, None);
+        let limits = CheckLimits {
+            muxrate_bps: Some(120_000),
+            ..CheckLimits::default()
+        };
+        let r = check(&data, &limits);
+        let v = r.violations(&limits).join("\n");
+        assert!(v.contains("PAT gap"), "{v}");
+        assert!(v.contains("PMT gap"), "{v}");
+        assert!(v.contains("PCR interval"), "{v}");
+        assert!(v.contains("muxrate"), "{v}");
+        assert!(v.contains("PCR error"), "{v}");
+    }
+
+    #[test]
+    fn garbage_is_sync_errors_not_panic() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let r = check(&data, &CheckLimits::default());
+        assert!(r.sync_errors > 0);
+        assert!(!r.violations(&CheckLimits::default()).is_empty());
+    }
+}

@@ -115,7 +115,10 @@ impl Demux {
 
     /// The current PMT of `program_number`, once seen.
     pub fn pmt(&self, program_number: u16) -> Option<(Pid, &Pmt)> {
-        self.pmts.iter().find(|(_, p)| p.program_number == program_number).map(|(pid, p)| (*pid, p))
+        self.pmts
+            .iter()
+            .find(|(_, p)| p.program_number == program_number)
+            .map(|(pid, p)| (*pid, p))
     }
 
     /// Counters so far.
@@ -162,7 +165,10 @@ impl Demux {
                 self.in_sync = false;
                 let skipped = (skip_to - start) as u64;
                 self.stats.skipped_bytes += skipped;
-                on(DemuxEvent::SyncLoss { offset: base + start as u64, skipped });
+                on(DemuxEvent::SyncLoss {
+                    offset: base + start as u64,
+                    skipped,
+                });
                 i = skip_to;
                 if found.is_none() || skip_to + PACKET_SIZE > n {
                     break;
@@ -217,7 +223,9 @@ impl Demux {
         let cc = packet.cc();
         let last = self.last_cc[pid.index()];
         if packet.has_payload() {
-            let discontinuity = packet.adaptation_field().is_some_and(|af| af.discontinuity());
+            let discontinuity = packet
+                .adaptation_field()
+                .is_some_and(|af| af.discontinuity());
             if last != NO_CC && !discontinuity {
                 if cc == last {
                     duplicate = true;
@@ -232,18 +240,32 @@ impl Demux {
         if !duplicate {
             self.psi(&packet, pid, !damaged, on);
         }
-        on(DemuxEvent::Packet { packet: &packet, index, offset, damaged, duplicate });
+        on(DemuxEvent::Packet {
+            packet: &packet,
+            index,
+            offset,
+            damaged,
+            duplicate,
+        });
     }
 
-    fn psi(&mut self, packet: &TsPacket, pid: Pid, continuous: bool, on: &mut impl FnMut(DemuxEvent<'_>)) {
+    fn psi(
+        &mut self,
+        packet: &TsPacket,
+        pid: Pid,
+        continuous: bool,
+        on: &mut impl FnMut(DemuxEvent<'_>),
+    ) {
         if pid == Pid::PAT {
             let mut sections = Vec::new();
             self.pat_asm.push(packet, continuous, |s| sections.push(s));
             for s in sections {
                 match Pat::parse(&s) {
                     Ok(pat) if self.pat.as_ref() != Some(&pat) => {
-                        self.pmt_asm.retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
-                        self.pmts.retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
+                        self.pmt_asm
+                            .retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
+                        self.pmts
+                            .retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
                         for (_, pmt_pid) in &pat.programs {
                             if !self.pmt_asm.iter().any(|(p, _)| p == pmt_pid) {
                                 self.pmt_asm.push((*pmt_pid, SectionAssembler::default()));
@@ -265,14 +287,19 @@ impl Demux {
             return;
         };
         let mut sections = Vec::new();
-        self.pmt_asm[k].1.push(packet, continuous, |s| sections.push(s));
+        self.pmt_asm[k]
+            .1
+            .push(packet, continuous, |s| sections.push(s));
         for s in sections {
             if s.first() != Some(&0x02) {
                 continue;
             }
             match Pmt::parse(pid, &s) {
                 Ok(pmt) => {
-                    let slot = self.pmts.iter().position(|(p, q)| *p == pid && q.program_number == pmt.program_number);
+                    let slot = self
+                        .pmts
+                        .iter()
+                        .position(|(p, q)| *p == pid && q.program_number == pmt.program_number);
                     let changed = slot.is_none_or(|k| self.pmts[k].1 != pmt);
                     if changed {
                         on(DemuxEvent::Pmt { pid, pmt: &pmt });
@@ -297,13 +324,22 @@ mod tests {
     use crate::psi::{packetize_section, EsInfo};
 
     fn stream() -> Vec<u8> {
-        let pat = Pat { transport_stream_id: 1, version: 0, programs: vec![(1, Pid::from_bits(0x1000))], network_pid: None };
+        let pat = Pat {
+            transport_stream_id: 1,
+            version: 0,
+            programs: vec![(1, Pid::from_bits(0x1000))],
+            network_pid: None,
+        };
         let pmt = Pmt {
             program_number: 1,
             version: 0,
             pcr_pid: Pid::from_bits(0x100),
             program_info: Bytes::new(),
-            streams: vec![EsInfo { stream_type: 0x1B, pid: Pid::from_bits(0x100), descriptors: Bytes::new() }],
+            streams: vec![EsInfo {
+                stream_type: 0x1B,
+                pid: Pid::from_bits(0x100),
+                descriptors: Bytes::new(),
+            }],
         };
         let mut out = BytesMut::new();
         packetize_section(Pid::PAT, &pat.build(), 0, &mut out);
@@ -369,7 +405,9 @@ mod tests {
 
     #[test]
     fn pure_garbage_yields_nothing() {
-        let g: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1).collect();
+        let g: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
+            .collect();
         let (d, packets, pmts) = run(&[&g]);
         assert_eq!((packets, pmts), (0, 0));
         assert!(d.pat().is_none());

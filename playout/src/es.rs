@@ -157,7 +157,12 @@ fn scan_h264(au: &[u8]) -> Option<Scan> {
     for (off, nal) in nal_units(au) {
         let ty = au[off] & 0x1F;
         match ty {
-            5 => return Some(Scan { kind: AccessUnit::Idr, vcl_offset: off }),
+            5 => {
+                return Some(Scan {
+                    kind: AccessUnit::Idr,
+                    vcl_offset: off,
+                })
+            }
             1 | 2 => {
                 let intra = h264_slice_is_intra(&nal[1..]);
                 let kind = if intra && recovery {
@@ -165,7 +170,10 @@ fn scan_h264(au: &[u8]) -> Option<Scan> {
                 } else {
                     AccessUnit::Other
                 };
-                return Some(Scan { kind, vcl_offset: off });
+                return Some(Scan {
+                    kind,
+                    vcl_offset: off,
+                });
             }
             // SEI with payload type 6 (recovery point) first.
             6 => recovery |= nal.get(1) == Some(&6),
@@ -187,7 +195,10 @@ fn scan_hevc(au: &[u8]) -> Option<Scan> {
                 hevc::CRA => AccessUnit::OpenGop,
                 _ => AccessUnit::Other,
             };
-            return Some(Scan { kind, vcl_offset: off });
+            return Some(Scan {
+                kind,
+                vcl_offset: off,
+            });
         }
     }
     None
@@ -206,7 +217,10 @@ fn scan_mpeg2(au: &[u8]) -> Option<Scan> {
                 } else {
                     AccessUnit::Other
                 };
-                return Some(Scan { kind, vcl_offset: off });
+                return Some(Scan {
+                    kind,
+                    vcl_offset: off,
+                });
             }
             _ => {}
         }
@@ -296,13 +310,20 @@ mod tests {
     use bytes::Bytes;
 
     fn es(stream_type: u8, desc: &'static [u8]) -> EsInfo {
-        EsInfo { stream_type, pid: crate::ts::Pid::from_bits(0x100), descriptors: Bytes::from_static(desc) }
+        EsInfo {
+            stream_type,
+            pid: crate::ts::Pid::from_bits(0x100),
+            descriptors: Bytes::from_static(desc),
+        }
     }
 
     #[test]
     fn classifies_dvb_private_streams() {
         assert_eq!(Codec::of(&es(0x06, &[0x6A, 1, 0])), Codec::Ac3);
-        assert_eq!(Codec::of(&es(0x06, &[0x59, 0])).class(), StreamClass::Subtitle);
+        assert_eq!(
+            Codec::of(&es(0x06, &[0x59, 0])).class(),
+            StreamClass::Subtitle
+        );
         assert_eq!(Codec::of(&es(0x1B, &[])).class(), StreamClass::Video);
         assert_eq!(Codec::of(&es(0x86, &[])).class(), StreamClass::Data);
     }
@@ -310,7 +331,9 @@ mod tests {
     #[test]
     fn h264_idr_behind_aud_and_sps() {
         // AUD (9), SPS (7), PPS (8), IDR slice (5) per H.264 Table 7-1.
-        let au = [0, 0, 0, 1, 0x09, 0xF0, 0, 0, 1, 0x67, 0x64, 0, 0, 1, 0x68, 0xEE, 0, 0, 1, 0x65, 0x88];
+        let au = [
+            0, 0, 0, 1, 0x09, 0xF0, 0, 0, 1, 0x67, 0x64, 0, 0, 1, 0x68, 0xEE, 0, 0, 1, 0x65, 0x88,
+        ];
         let s = scan_access_unit(Codec::H264, &au).unwrap();
         assert_eq!(s.kind, AccessUnit::Idr);
         assert_eq!(s.vcl_offset, 19);
@@ -320,26 +343,45 @@ mod tests {
     fn h264_open_gop_i_with_recovery_point() {
         // SEI payload type 6 (recovery point), then a non-IDR slice: first_mb 0 ('1'),
         // slice_type 7 = I ('0001000'), so the bits are 1000 1000 -> 0x88.
-        let au = [0, 0, 1, 0x06, 0x06, 0x01, 0xC4, 0x80, 0, 0, 1, 0x41, 0x88, 0x80];
-        assert_eq!(scan_access_unit(Codec::H264, &au).unwrap().kind, AccessUnit::OpenGop);
+        let au = [
+            0, 0, 1, 0x06, 0x06, 0x01, 0xC4, 0x80, 0, 0, 1, 0x41, 0x88, 0x80,
+        ];
+        assert_eq!(
+            scan_access_unit(Codec::H264, &au).unwrap().kind,
+            AccessUnit::OpenGop
+        );
         // The same slice without the recovery point is just an I picture mid-GOP.
-        assert_eq!(scan_access_unit(Codec::H264, &au[8..]).unwrap().kind, AccessUnit::Other);
+        assert_eq!(
+            scan_access_unit(Codec::H264, &au[8..]).unwrap().kind,
+            AccessUnit::Other
+        );
         // A P slice (slice_type 5 -> '00110' after first_mb '1': 1001 1000 = 0x98).
         let p = [0, 0, 1, 0x41, 0x98];
-        assert_eq!(scan_access_unit(Codec::H264, &p).unwrap().kind, AccessUnit::Other);
+        assert_eq!(
+            scan_access_unit(Codec::H264, &p).unwrap().kind,
+            AccessUnit::Other
+        );
     }
 
     #[test]
     fn hevc_cra_and_idr() {
         // AUD (35 << 1 = 0x46), VPS (32 -> 0x40), CRA (21 -> 0x2A).
-        let au = [0, 0, 0, 1, 0x46, 0x01, 0x50, 0, 0, 1, 0x40, 0x01, 0x0C, 0, 0, 1, 0x2A, 0x01, 0xAF];
+        let au = [
+            0, 0, 0, 1, 0x46, 0x01, 0x50, 0, 0, 1, 0x40, 0x01, 0x0C, 0, 0, 1, 0x2A, 0x01, 0xAF,
+        ];
         let s = scan_access_unit(Codec::Hevc, &au).unwrap();
         assert_eq!(s.kind, AccessUnit::OpenGop);
         assert_eq!(au[s.vcl_offset], 0x2A);
         let idr = [0, 0, 1, 0x26, 0x01, 0xAF];
-        assert_eq!(scan_access_unit(Codec::Hevc, &idr).unwrap().kind, AccessUnit::Idr);
+        assert_eq!(
+            scan_access_unit(Codec::Hevc, &idr).unwrap().kind,
+            AccessUnit::Idr
+        );
         let rasl = [0, 0, 1, 0x10, 0x01];
-        assert_eq!(scan_access_unit(Codec::Hevc, &rasl).unwrap().kind, AccessUnit::Other);
+        assert_eq!(
+            scan_access_unit(Codec::Hevc, &rasl).unwrap().kind,
+            AccessUnit::Other
+        );
         assert!(scan_access_unit(Codec::Hevc, &[0, 0, 1, 0x40, 0x01]).is_none());
     }
 

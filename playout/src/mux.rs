@@ -138,7 +138,10 @@ impl Mux {
         let pat = Pat {
             transport_stream_id: cfg.transport_stream_id,
             version: 0,
-            programs: programs.iter().map(|s| (s.config().service_id, s.config().pids.pmt)).collect(),
+            programs: programs
+                .iter()
+                .map(|s| (s.config().service_id, s.config().pids.pmt))
+                .collect(),
             network_pid: None,
         };
         let mut pat_packets = BytesMut::new();
@@ -149,7 +152,15 @@ impl Mux {
             .map(|splicer| {
                 let pmt = splicer.pmt().clone();
                 let pmt_packets = packetize_pmt(splicer.config().pids.pmt, &pmt);
-                Program { splicer, pmt, pmt_packets, next_pmt: origin, pmt_pending: true, last_pcr: None, overloaded: false }
+                Program {
+                    splicer,
+                    pmt,
+                    pmt_packets,
+                    next_pmt: origin,
+                    pmt_pending: true,
+                    last_pcr: None,
+                    overloaded: false,
+                }
             })
             .collect();
         Mux {
@@ -203,7 +214,10 @@ impl Mux {
     /// The next I/O any program wants at the current output time.
     pub fn poll_io(&mut self) -> Option<(usize, IoRequest)> {
         let now = self.now();
-        self.programs.iter_mut().enumerate().find_map(|(i, p)| p.splicer.poll_io(now).map(|r| (i, r)))
+        self.programs
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, p)| p.splicer.poll_io(now).map(|r| (i, r)))
     }
 
     /// Closes every program (see [`Splicer::close`]): no access unit starts after `cutoff`,
@@ -246,7 +260,8 @@ impl Mux {
     }
 
     fn byte_time(&self, byte: u64) -> Ticks27M {
-        let t = u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ) / u128::from(self.cfg.muxrate_bps);
+        let t =
+            u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ) / u128::from(self.cfg.muxrate_bps);
         self.cfg.clock_origin + t as u64
     }
 
@@ -330,15 +345,19 @@ impl Mux {
                     self.stats.late_packets += 1;
                     if !p.overloaded {
                         p.overloaded = true;
-                        self.events.push_back(MuxEvent::Overload { program: i, late });
+                        self.events
+                            .push_back(MuxEvent::Overload { program: i, late });
                     }
                 } else if p.overloaded && late < self.cfg.late_limit / 10 {
                     p.overloaded = false;
-                    self.events.push_back(MuxEvent::OverloadCleared { program: i });
+                    self.events
+                        .push_back(MuxEvent::OverloadCleared { program: i });
                 }
                 let start = out.len();
                 out.extend_from_slice(op.packet.raw());
-                let Ok(mut m) = TsPacketMut::new(&mut out[start..]) else { return };
+                let Ok(mut m) = TsPacketMut::new(&mut out[start..]) else {
+                    return;
+                };
                 m.set_pid(op.pid);
                 let cc = &mut self.cc[op.pid.index()];
                 if m.has_payload() {
@@ -349,7 +368,10 @@ impl Mux {
                     m.shift_timestamps(delta);
                 }
                 if let Some(patch) = op.patch {
-                    m.patch(usize::from(patch.at), &patch.bytes[..usize::from(patch.len)]);
+                    m.patch(
+                        usize::from(patch.at),
+                        &patch.bytes[..usize::from(patch.len)],
+                    );
                 }
                 m.set_discontinuity(false);
                 if m.set_pcr(pcr) && op.pid == p.pmt.pcr_pid {
@@ -369,7 +391,8 @@ impl Mux {
     fn put_psi(&mut self, packets: &Bytes, out: &mut BytesMut) {
         let n = packets.len() / PACKET_SIZE;
         for k in 1..n {
-            self.pending_psi.push_back(packets.slice(k * PACKET_SIZE..(k + 1) * PACKET_SIZE));
+            self.pending_psi
+                .push_back(packets.slice(k * PACKET_SIZE..(k + 1) * PACKET_SIZE));
         }
         self.put_psi_packet(&packets[..PACKET_SIZE], out);
     }

@@ -32,7 +32,13 @@ impl PesHeader {
         let stream_id = b[3];
         let packet_length = u16::from_be_bytes([b[4], b[5]]);
         if !has_optional_header(stream_id) {
-            return Some(PesHeader { stream_id, packet_length, pts: None, dts: None, payload_offset: 6 });
+            return Some(PesHeader {
+                stream_id,
+                packet_length,
+                pts: None,
+                dts: None,
+                payload_offset: 6,
+            });
         }
         if b.len() < 9 || b[6] & 0xC0 != 0x80 {
             return None;
@@ -46,7 +52,13 @@ impl PesHeader {
         if flags == 0b11 && b.len() >= 19 {
             dts = Some(read_timestamp(&b[14..19]));
         }
-        Some(PesHeader { stream_id, packet_length, pts, dts, payload_offset })
+        Some(PesHeader {
+            stream_id,
+            packet_length,
+            pts,
+            dts,
+            payload_offset,
+        })
     }
     /// The decoding time: the DTS, or the PTS when there is no DTS.
     pub fn decode_time(&self) -> Option<Pts> {
@@ -57,7 +69,10 @@ impl PesHeader {
 /// Whether a stream_id carries the optional PES header (Table 2-22: not program_stream_map,
 /// padding, private_stream_2, ECM, EMM, directory, DSMCC, H.222.1 type E).
 pub fn has_optional_header(stream_id: u8) -> bool {
-    !matches!(stream_id, 0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xFF | 0xF2 | 0xF8)
+    !matches!(
+        stream_id,
+        0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xFF | 0xF2 | 0xF8
+    )
 }
 
 /// Reads a 5-byte PTS/DTS field.

@@ -121,9 +121,15 @@ mod tests {
     #[test]
     fn unwrapper_follows_wrap() {
         let mut u = Unwrapper::default();
-        assert_eq!(u.unwrap(Pts::new(PTS_MODULUS - 3000)), (PTS_MODULUS - 3000) as i64);
+        assert_eq!(
+            u.unwrap(Pts::new(PTS_MODULUS - 3000)),
+            (PTS_MODULUS - 3000) as i64
+        );
         assert_eq!(u.unwrap(Pts::new(600)), PTS_MODULUS as i64 + 600);
-        assert_eq!(u.unwrap(Pts::new(PTS_MODULUS - 100)), (PTS_MODULUS - 100) as i64);
+        assert_eq!(
+            u.unwrap(Pts::new(PTS_MODULUS - 100)),
+            (PTS_MODULUS - 100) as i64
+        );
     }
 
     proptest! {

@@ -26,7 +26,9 @@ impl FileSource {
 
     /// The playlist entry as written in logs.
     pub(crate) fn name(&self, item: usize) -> String {
-        self.paths.get(item).map_or_else(|| format!("#{item}"), |p| p.display().to_string())
+        self.paths
+            .get(item)
+            .map_or_else(|| format!("#{item}"), |p| p.display().to_string())
     }
 
     /// Does the I/O `req` asks for and hands the result to `splicer`.
@@ -64,7 +66,10 @@ impl FileSource {
     }
 
     fn open_item(&self, item: usize) -> Result<File, String> {
-        let path = self.paths.get(item).ok_or_else(|| format!("no playlist item {item}"))?;
+        let path = self
+            .paths
+            .get(item)
+            .ok_or_else(|| format!("no playlist item {item}"))?;
         let f = File::open(path).map_err(|e| e.to_string())?;
         let meta = f.metadata().map_err(|e| e.to_string())?;
         if !meta.is_file() {

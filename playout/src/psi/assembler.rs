@@ -80,7 +80,9 @@ impl SectionAssembler {
                 self.active = true;
                 return;
             }
-            let Some(total) = section_total(data) else { return };
+            let Some(total) = section_total(data) else {
+                return;
+            };
             if data.len() >= total {
                 emit(Bytes::copy_from_slice(&data[..total]));
                 data = &data[total..];
@@ -159,7 +161,9 @@ mod tests {
         let mut got = Vec::new();
         let mut asm = SectionAssembler::default();
         asm.push(&packet(true, 0, &[250, 1, 2, 3]), true, |s| got.push(s));
-        asm.push(&packet(true, 1, &[0, 0x00, 0xBF, 0xFF]), true, |s| got.push(s));
+        asm.push(&packet(true, 1, &[0, 0x00, 0xBF, 0xFF]), true, |s| {
+            got.push(s)
+        });
         assert!(got.is_empty());
     }
 }

@@ -31,7 +31,9 @@ pub const MAX_PRIVATE_SECTION_SIZE: usize = 4096;
 #[non_exhaustive]
 pub enum PsiError {
     /// The CRC-32 does not match.
-    #[error("pid {pid:?} table_id {table_id:#04x}: crc32 {found:#010x}, expected {expected:#010x}")]
+    #[error(
+        "pid {pid:?} table_id {table_id:#04x}: crc32 {found:#010x}, expected {expected:#010x}"
+    )]
     Crc {
         /// PID carrying the section.
         pid: Pid,
@@ -86,7 +88,11 @@ pub struct SectionHeader {
 pub fn parse_long_section(pid: Pid, section: &[u8]) -> Result<(SectionHeader, &[u8]), PsiError> {
     let table_id = section.first().copied().unwrap_or(0xFF);
     if section.len() < 12 {
-        return Err(PsiError::Length { pid, table_id, len: section.len() });
+        return Err(PsiError::Length {
+            pid,
+            table_id,
+            len: section.len(),
+        });
     }
     let len = (usize::from(section[1] & 0x0F) << 8) | usize::from(section[2]);
     if len + 3 != section.len() || len < 9 {
@@ -100,7 +106,12 @@ pub fn parse_long_section(pid: Pid, section: &[u8]) -> Result<(SectionHeader, &[
         section[len + 2],
     ]);
     if expected != found {
-        return Err(PsiError::Crc { pid, table_id, found, expected });
+        return Err(PsiError::Crc {
+            pid,
+            table_id,
+            found,
+            expected,
+        });
     }
     let header = SectionHeader {
         table_id,

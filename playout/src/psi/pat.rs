@@ -27,7 +27,11 @@ impl Pat {
     pub fn parse(section: &[u8]) -> Result<Pat, PsiError> {
         let (h, body) = parse_long_section(Pid::PAT, section)?;
         if h.table_id != 0x00 {
-            return Err(PsiError::TableId { pid: Pid::PAT, found: h.table_id, expected: 0 });
+            return Err(PsiError::TableId {
+                pid: Pid::PAT,
+                found: h.table_id,
+                expected: 0,
+            });
         }
         let mut pat = Pat {
             transport_stream_id: h.extension,

@@ -48,9 +48,17 @@ impl Pmt {
     pub fn parse(pid: Pid, section: &[u8]) -> Result<Pmt, PsiError> {
         let (h, body) = parse_long_section(pid, section)?;
         if h.table_id != 0x02 {
-            return Err(PsiError::TableId { pid, found: h.table_id, expected: 0x02 });
+            return Err(PsiError::TableId {
+                pid,
+                found: h.table_id,
+                expected: 0x02,
+            });
         }
-        let bad = PsiError::Length { pid, table_id: 0x02, len: section.len() };
+        let bad = PsiError::Length {
+            pid,
+            table_id: 0x02,
+            len: section.len(),
+        };
         if body.len() < 4 {
             return Err(bad);
         }
@@ -69,7 +77,13 @@ impl Pmt {
             });
             rest = &rest[5 + es_len..];
         }
-        Ok(Pmt { program_number: h.extension, version: h.version, pcr_pid, program_info, streams })
+        Ok(Pmt {
+            program_number: h.extension,
+            version: h.version,
+            pcr_pid,
+            program_info,
+            streams,
+        })
     }
 
     /// Builds the section (every reserved bit set).
@@ -113,7 +127,11 @@ mod tests {
             pcr_pid: Pid::from_bits(0x100),
             program_info: Bytes::new(),
             streams: vec![
-                EsInfo { stream_type: 0x1B, pid: Pid::from_bits(0x100), descriptors: Bytes::new() },
+                EsInfo {
+                    stream_type: 0x1B,
+                    pid: Pid::from_bits(0x100),
+                    descriptors: Bytes::new(),
+                },
                 EsInfo {
                     stream_type: 0x0F,
                     pid: Pid::from_bits(0x101),
@@ -124,7 +142,10 @@ mod tests {
         let s = pmt.build();
         let back = Pmt::parse(Pid::from_bits(0x1000), &s).unwrap();
         assert_eq!(back, pmt);
-        assert_eq!(back.streams[1].descriptors().next(), Some((0x0A, &b"chi\0"[..])));
+        assert_eq!(
+            back.streams[1].descriptors().next(),
+            Some((0x0A, &b"chi\0"[..]))
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::{output_pmt, Damage, ItemError, OutPacket, Patch, Queued, SpliceConfig, SpliceEvent, SpliceStats, Timeline};
 use super::pids::PidAllocator;
+use super::{
+    output_pmt, Damage, ItemError, OutPacket, Patch, Queued, SpliceConfig, SpliceEvent,
+    SpliceStats, Timeline,
+};
 use crate::demux::{Demux, DemuxEvent};
 use crate::es::{self, hevc, AccessUnit, Codec, StreamClass};
 use crate::pes::PesHeader;
@@ -199,7 +202,11 @@ impl Item {
             if let Some(seq) = st.streams[s].open.take() {
                 let clean_end = st.clean_end;
                 if let Some(rec) = st.rec_mut(seq) {
-                    let truncated = if rec.len > 0 { rec.got < rec.len } else { !clean_end };
+                    let truncated = if rec.len > 0 {
+                        rec.got < rec.len
+                    } else {
+                        !clean_end
+                    };
                     rec.damaged |= truncated;
                     rec.complete = true;
                     rec.kind.get_or_insert(AccessUnit::Other);
@@ -215,7 +222,10 @@ impl Item {
     pub(crate) fn outcome(self, error: Option<&str>) -> Result<Summary, ItemError> {
         let stats = self.demux.stats();
         let st = self.st;
-        let read_error = error.map(|e| ItemError::Read { offset: stats.bytes, reason: e.to_owned() });
+        let read_error = error.map(|e| ItemError::Read {
+            offset: stats.bytes,
+            reason: e.to_owned(),
+        });
         if st.playing.is_none() {
             if let Some(e) = read_error {
                 return Err(e);
@@ -225,13 +235,22 @@ impl Item {
             } else if stats.packets == 0 {
                 ItemError::NotTs { bytes: stats.bytes }
             } else if st.program.is_none() {
-                ItemError::NoPat { packets: stats.packets }
+                ItemError::NoPat {
+                    packets: stats.packets,
+                }
             } else if !st.saw_pmt {
-                ItemError::NoPmt { program: st.program.unwrap_or(0), packets: stats.packets }
+                ItemError::NoPmt {
+                    program: st.program.unwrap_or(0),
+                    packets: stats.packets,
+                }
             } else if st.anchor.is_none() {
-                ItemError::NoStreams { program: st.program.unwrap_or(0) }
+                ItemError::NoStreams {
+                    program: st.program.unwrap_or(0),
+                }
             } else {
-                ItemError::NoRandomAccess { packets: stats.packets }
+                ItemError::NoRandomAccess {
+                    packets: stats.packets,
+                }
             });
         }
         // The item's end is its anchor's (the video's): other streams may overhang.
@@ -277,7 +296,13 @@ impl State {
                     self.map_streams(pmt);
                 }
             }
-            DemuxEvent::Packet { packet, offset, damaged, duplicate, .. } => {
+            DemuxEvent::Packet {
+                packet,
+                offset,
+                damaged,
+                duplicate,
+                ..
+            } => {
                 self.on_packet(packet, offset, damaged, duplicate);
             }
             DemuxEvent::SyncLoss { .. } | DemuxEvent::Psi(_) => {}
@@ -350,8 +375,14 @@ impl State {
             let data_off = poff + h.payload_offset;
             let es_data = packet.raw().get(data_off..).unwrap_or(&[]);
             let video = codec.class() == StreamClass::Video;
-            let rai = packet.adaptation_field().is_some_and(|af| af.random_access());
-            let len = if h.packet_length > 0 { usize::from(h.packet_length) + 6 } else { 0 };
+            let rai = packet
+                .adaptation_field()
+                .is_some_and(|af| af.random_access());
+            let len = if h.packet_length > 0 {
+                usize::from(h.packet_length) + 6
+            } else {
+                0
+            };
             let rec = PesRec {
                 stream: s,
                 pts: h.pts.and_then(|p| self.clock.unwrap(p)),
@@ -400,7 +431,14 @@ impl State {
         if complete {
             self.streams[si].open = None;
         }
-        self.hold.push_back(Held { packet: packet.clone(), t_in, stream: s, start: false, has_ts: false, patch: None });
+        self.hold.push_back(Held {
+            packet: packet.clone(),
+            t_in,
+            stream: s,
+            start: false,
+            has_ts: false,
+            patch: None,
+        });
         if self.streams[si].scanning {
             self.scan(si, seq, held_seq, poff, complete);
         }
@@ -410,16 +448,27 @@ impl State {
     /// unit once its first picture header is visible.
     fn scan(&mut self, si: usize, seq: u64, held_seq: u64, off: usize, last: bool) {
         let held_k = (held_seq - self.hold_front) as usize;
-        let Some(held) = self.hold.get(held_k) else { return };
+        let Some(held) = self.hold.get(held_k) else {
+            return;
+        };
         let bytes = held.packet.raw().get(off..).unwrap_or(&[]);
-        let rai = self.pes.get((seq - self.pes_front) as usize).is_some_and(|r| r.rai);
+        let rai = self
+            .pes
+            .get((seq - self.pes_front) as usize)
+            .is_some_and(|r| r.rai);
         let st = &mut self.streams[si];
         st.segs.push((held_seq, st.scan.len(), off));
         st.scan.extend_from_slice(bytes);
         let found = match st.codec {
-            Codec::H264 | Codec::Hevc | Codec::Mpeg2Video => es::scan_access_unit(st.codec, &st.scan),
+            Codec::H264 | Codec::Hevc | Codec::Mpeg2Video => {
+                es::scan_access_unit(st.codec, &st.scan)
+            }
             _ => Some(es::Scan {
-                kind: if rai { AccessUnit::Idr } else { AccessUnit::Other },
+                kind: if rai {
+                    AccessUnit::Idr
+                } else {
+                    AccessUnit::Other
+                },
                 vcl_offset: 0,
             }),
         };
@@ -440,7 +489,14 @@ impl State {
                 let located = target.and_then(|(at, len, bytes)| {
                     let (hs, start, poff) = st.segs.iter().rev().find(|(_, s, _)| *s <= at)?;
                     let off = poff + at - start;
-                    (off + len <= PACKET_SIZE).then(|| (*hs, Patch { at: off as u8, len: len as u8, bytes }))
+                    (off + len <= PACKET_SIZE).then_some((
+                        *hs,
+                        Patch {
+                            at: off as u8,
+                            len: len as u8,
+                            bytes,
+                        },
+                    ))
                 });
                 if let Some((hs, patch)) = located {
                     if let Some(h) = self.hold.get_mut((hs - self.hold_front) as usize) {
@@ -495,7 +551,9 @@ impl State {
                 if !resolved && !ctx.closing {
                     break;
                 }
-                let Some(rec) = self.pes.pop_front() else { break };
+                let Some(rec) = self.pes.pop_front() else {
+                    break;
+                };
                 self.pes_front += 1;
                 if ctx.closing {
                     // Closing: whole PES already begun go out, nothing new starts.
@@ -504,7 +562,9 @@ impl State {
                     self.decide(&rec, ctx);
                 }
             }
-            let Some(held) = self.hold.pop_front() else { break };
+            let Some(held) = self.hold.pop_front() else {
+                break;
+            };
             self.hold_front += 1;
             let si = usize::from(held.stream);
             if self.streams[si].keep {
@@ -532,7 +592,12 @@ impl State {
             _ => true,
         };
         let Some(entry) = self.playing else {
-            if Some(si) == self.anchor && random_access && rec.t_in.is_some() && rec.dts.is_some() && rec.pts.is_some() {
+            if Some(si) == self.anchor
+                && random_access
+                && rec.t_in.is_some()
+                && rec.dts.is_some()
+                && rec.pts.is_some()
+            {
                 self.start(rec, ctx);
                 let st = &mut self.streams[si];
                 st.keep = true;
@@ -564,10 +629,14 @@ impl State {
             // Join at the entry point, and not before the previous item's overhang on this PID
             // has finished, so each output PID's timestamps keep increasing.
             let after_overhang = |p: i64| {
-                let prev = st.out_pid.and_then(|pid| ctx.timeline.pid_ends.iter().find(|(q, _)| *q == pid));
+                let prev = st
+                    .out_pid
+                    .and_then(|pid| ctx.timeline.pid_ends.iter().find(|(q, _)| *q == pid));
                 prev.is_none_or(|(_, end)| p + entry.shift90 >= *end)
             };
-            let on_time = rec.pts.is_some_and(|p| p >= entry.rap_pts && after_overhang(p));
+            let on_time = rec
+                .pts
+                .is_some_and(|p| p >= entry.rap_pts && after_overhang(p));
             if !(on_time && random_access) {
                 return;
             }
@@ -579,7 +648,9 @@ impl State {
 
     /// Remembers the stream's last output DTS and frame duration, for the item's end.
     fn track(&mut self, si: usize, rec: &PesRec) {
-        let (Some(entry), Some(dts)) = (self.playing, rec.dts) else { return };
+        let (Some(entry), Some(dts)) = (self.playing, rec.dts) else {
+            return;
+        };
         let out = dts + entry.shift90;
         let st = &mut self.streams[si];
         if let Some(pts) = rec.pts {
@@ -597,7 +668,9 @@ impl State {
 
     /// The item goes on air at `rec`, the anchor stream's first random access point.
     fn start(&mut self, rec: &PesRec, ctx: &mut ReleaseCtx<'_>) {
-        let (Some(rap_dts), Some(rap_pts), Some(t_rap)) = (rec.dts, rec.pts, rec.t_in) else { return };
+        let (Some(rap_dts), Some(rap_pts), Some(t_rap)) = (rec.dts, rec.pts, rec.t_in) else {
+            return;
+        };
         let now = ctx.now as i128;
         // Decoding continues after the previous item's last DTS + one frame, and presentation
         // after its last-presented picture + one frame, whichever needs the larger shift.
@@ -617,14 +690,26 @@ impl State {
         for st in self.streams.iter_mut() {
             st.out_pid = ctx.alloc.pid(&ctx.cfg.pids, st.codec, st.ordinal);
             if let Some(pid) = st.out_pid {
-                streams.push(EsInfo { stream_type: st.stream_type, pid, descriptors: st.descriptors.clone() });
+                streams.push(EsInfo {
+                    stream_type: st.stream_type,
+                    pid,
+                    descriptors: st.descriptors.clone(),
+                });
             }
         }
         streams.sort_by_key(|e| e.pid);
-        let pcr_pid = self.anchor.and_then(|a| self.streams[a].out_pid).unwrap_or(ctx.cfg.pids.video);
+        let pcr_pid = self
+            .anchor
+            .and_then(|a| self.streams[a].out_pid)
+            .unwrap_or(ctx.cfg.pids.video);
         let same = ctx.current_pmt.streams == streams && ctx.current_pmt.pcr_pid == pcr_pid;
         if !same {
-            let pmt = output_pmt(ctx.cfg, (ctx.current_pmt.version + 1) & 0x1F, pcr_pid, streams);
+            let pmt = output_pmt(
+                ctx.cfg,
+                (ctx.current_pmt.version + 1) & 0x1F,
+                pcr_pid,
+                streams,
+            );
             *ctx.current_pmt = pmt.clone();
             ctx.out.push_back(Queued::Pmt(pmt));
             ctx.stats.pmt_changes += 1;
@@ -650,7 +735,13 @@ impl State {
         ctx.timeline.last_due = due;
         let patch = if st.entry_pes { held.patch } else { None };
         let shift = (held.start && held.has_ts).then_some(entry.shift90);
-        ctx.out.push_back(Queued::Packet(OutPacket { packet: held.packet, due, pid, shift, patch }));
+        ctx.out.push_back(Queued::Packet(OutPacket {
+            packet: held.packet,
+            due,
+            pid,
+            shift,
+            patch,
+        }));
         self.packets_out += 1;
         ctx.stats.packets_out += 1;
     }

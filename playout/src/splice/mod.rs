@@ -278,7 +278,14 @@ impl Splicer {
             streams: Vec::new(),
         };
         Splicer {
-            io: if items == 0 { Io::Waiting { until: u64::MAX, item: 0 } } else { Io::Open(0) },
+            io: if items == 0 {
+                Io::Waiting {
+                    until: u64::MAX,
+                    item: 0,
+                }
+            } else {
+                Io::Open(0)
+            },
             items,
             item: None,
             out: VecDeque::new(),
@@ -339,7 +346,11 @@ impl Splicer {
     /// Whether the muxer must wait for input before deciding what is due at `now`: nothing
     /// is queued, yet more may come right away.
     pub fn starved(&self, _now: Ticks27M) -> bool {
-        self.out.is_empty() && matches!(self.io, Io::Read(_) | Io::Reading(_) | Io::Open(_) | Io::Opening(_))
+        self.out.is_empty()
+            && matches!(
+                self.io,
+                Io::Read(_) | Io::Reading(_) | Io::Open(_) | Io::Opening(_)
+            )
     }
 
     /// The item opened.
@@ -376,7 +387,9 @@ impl Splicer {
         if !matches!(self.io, Io::Reading(i) | Io::Read(i) if i == item) {
             return;
         }
-        let Some(mut it) = self.item.take() else { return };
+        let Some(mut it) = self.item.take() else {
+            return;
+        };
         it.finish(error.is_none());
         self.item = Some(it);
         self.release(now);
@@ -397,9 +410,14 @@ impl Splicer {
                         None => self.timeline.pid_ends.push((pid, end)),
                     }
                 }
-                self.events.push_back(SpliceEvent::ItemEnded { item, packets: summary.packets, damage: summary.damage });
+                self.events.push_back(SpliceEvent::ItemEnded {
+                    item,
+                    packets: summary.packets,
+                    damage: summary.damage,
+                });
                 if let Some(e) = summary.error {
-                    self.events.push_back(SpliceEvent::ItemFailed { item, error: e });
+                    self.events
+                        .push_back(SpliceEvent::ItemFailed { item, error: e });
                 }
                 self.io = Io::Open((item + 1) % self.items);
             }
@@ -433,13 +451,15 @@ impl Splicer {
         self.item = None;
         self.stats.items_failed += 1;
         self.failed_in_row += 1;
-        self.events.push_back(SpliceEvent::ItemFailed { item, error });
+        self.events
+            .push_back(SpliceEvent::ItemFailed { item, error });
         let next = (item + 1) % self.items;
         if self.failed_in_row >= self.items {
             self.failed_in_row = 0;
             self.stats.nothing_playable += 1;
             let until = now + self.cfg.retry_after;
-            self.events.push_back(SpliceEvent::NothingPlayable { retry_at: until });
+            self.events
+                .push_back(SpliceEvent::NothingPlayable { retry_at: until });
             self.io = Io::Waiting { until, item: next };
         } else {
             self.io = Io::Open(next);
@@ -493,6 +513,17 @@ impl Splicer {
 }
 
 /// Builds the output PMT for a set of mapped streams.
-pub(crate) fn output_pmt(cfg: &SpliceConfig, version: u8, pcr_pid: Pid, streams: Vec<EsInfo>) -> Pmt {
-    Pmt { program_number: cfg.service_id, version, pcr_pid, program_info: Bytes::new(), streams }
+pub(crate) fn output_pmt(
+    cfg: &SpliceConfig,
+    version: u8,
+    pcr_pid: Pid,
+    streams: Vec<EsInfo>,
+) -> Pmt {
+    Pmt {
+        program_number: cfg.service_id,
+        version,
+        pcr_pid,
+        program_info: Bytes::new(),
+        streams,
+    }
 }

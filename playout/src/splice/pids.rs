@@ -35,7 +35,9 @@ impl Default for OutputPids {
 impl OutputPids {
     /// The PIDs a class may use, in preference order.
     fn candidates(&self, class: StreamClass) -> impl Iterator<Item = Pid> {
-        let range = |base: Pid, from: u16, n: u16| (from..from + n).map(move |k| Pid::from_bits(base.value() + k));
+        let range = |base: Pid, from: u16, n: u16| {
+            (from..from + n).map(move |k| Pid::from_bits(base.value() + k))
+        };
         let (first, second) = match class {
             StreamClass::Video => (range(self.video, 0, 1), range(self.data, 8, 8)),
             StreamClass::Audio => (range(self.audio, 0, 15), range(self.audio, 0, 0)),
@@ -48,7 +50,12 @@ impl OutputPids {
     /// Every PID this plan may use, PMT included.
     pub fn all(&self) -> Vec<Pid> {
         let mut v = vec![self.pmt];
-        for c in [StreamClass::Video, StreamClass::Audio, StreamClass::Subtitle, StreamClass::Data] {
+        for c in [
+            StreamClass::Video,
+            StreamClass::Audio,
+            StreamClass::Subtitle,
+            StreamClass::Data,
+        ] {
             v.extend(self.candidates(c));
         }
         v
@@ -68,7 +75,9 @@ impl PidAllocator {
         if let Some((_, pid)) = self.given.iter().find(|(k, _)| *k == (codec, ordinal)) {
             return Some(*pid);
         }
-        let pid = plan.candidates(codec.class()).find(|p| !self.given.iter().any(|(_, q)| q == p))?;
+        let pid = plan
+            .candidates(codec.class())
+            .find(|p| !self.given.iter().any(|(_, q)| q == p))?;
         self.given.push(((codec, ordinal), pid));
         Some(pid)
     }

@@ -279,7 +279,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_length_and_sync() {
-        assert_eq!(TsPacket::new(Bytes::from_static(&[0x47; 10])), Err(TsError::Length(10)));
+        assert_eq!(
+            TsPacket::new(Bytes::from_static(&[0x47; 10])),
+            Err(TsError::Length(10))
+        );
         let mut v = NULL_PACKET.to_vec();
         v[0] = 0x48;
         assert_eq!(TsPacket::new(Bytes::from(v)), Err(TsError::Sync(0x48)));
