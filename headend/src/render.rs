@@ -4,16 +4,14 @@
 use std::io::Write;
 
 use bytes::BytesMut;
-use playout::mux::{Mux, MuxConfig, MuxEvent, Underflow};
+use playout::mux::{Mux, MuxConfig, MuxEvent};
+use playout::offline::{Offline, BATCH};
 use playout::splice::{OutputPids, SpliceConfig, SpliceEvent, Splicer};
 use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::{Pid, PACKET_SIZE};
 
 use crate::config::{ChannelConfig, Config, PidPlan};
 use crate::input::file::FileSource;
-
-/// Packets per write: 7 × 64, a whole number of UDP datagrams.
-const BATCH: usize = 7 * 64;
 
 /// What a render did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -29,9 +27,8 @@ pub(crate) struct RenderStats {
 
 /// A muxer and the file sources of its programs.
 pub(crate) struct Station {
-    pub(crate) mux: Mux,
-    pub(crate) sources: Vec<FileSource>,
-    pub(crate) names: Vec<String>,
+    run: Offline<FileSource>,
+    names: Vec<String>,
 }
 
 impl Station {
@@ -79,89 +76,49 @@ impl Station {
                 Splicer::new(sc, ch.playlist.len())
             })
             .collect();
+        let sources = channels
+            .iter()
+            .map(|ch| FileSource::new(ch.playlist.clone()))
+            .collect();
         Station {
-            mux: Mux::new(cfg, splicers),
-            sources: channels
-                .iter()
-                .map(|ch| FileSource::new(ch.playlist.clone()))
-                .collect(),
+            run: Offline::new(Mux::new(cfg, splicers), sources, 0),
             names: channels.iter().map(|ch| ch.id.clone()).collect(),
         }
     }
 
-    /// Renders `duration_s` seconds of output into `out`.
+    /// Renders `duration` of output into `out`.
     pub(crate) fn render(
         &mut self,
         duration: std::time::Duration,
         out: &mut impl Write,
     ) -> std::io::Result<RenderStats> {
-        let rate = u128::from(self.mux.config().muxrate_bps);
-        let total = (duration.as_nanos() * rate / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as u64;
+        let total =
+            Offline::<FileSource>::packets_for(duration, self.run.mux().config().muxrate_bps);
+        self.run.set_total(total);
         let mut buf = BytesMut::with_capacity(BATCH * PACKET_SIZE);
         let mut stats = RenderStats::default();
-        // End on whole frames: stop starting new access units shortly before the end, so the
-        // file does not finish mid-frame; the last moments are PSI, PCR and stuffing.
-        let close_at = total.saturating_sub(self.close_slots().min(total / 4));
-        let mut closed = false;
-        while self.mux.slot() < total {
-            if !closed && self.mux.slot() >= close_at {
-                // Every access unit that starts goes out whole before the end.
-                let end = self.mux.slot_time(total);
-                let margin = (end - self.mux.now()) / 2;
-                self.mux.close(end - margin);
-                closed = true;
-            }
-            self.serve_io(&mut stats);
-            let limit = if closed {
-                total
-            } else {
-                close_at.max(self.mux.slot() + 1)
-            };
-            let want = BATCH.min((limit - self.mux.slot()) as usize);
+        while !self.run.done() {
             buf.clear();
-            let mut n = self.mux.emit(&mut buf, want, Underflow::Wait);
-            if n == 0 {
-                // Starved and nothing to read: cannot happen with blocking reads, but never
-                // spin: stuff one packet.
-                n = self.mux.emit(&mut buf, 1, Underflow::Stuff);
-            }
+            stats.packets += self.run.step(&mut buf, BATCH) as u64;
             out.write_all(&buf)?;
-            stats.packets += n as u64;
             self.log_events(&mut stats);
         }
-        let ms = self.mux.stats();
+        let ms = self.run.mux().stats();
         stats.es_packets = ms.es_packets;
         stats.null_packets = ms.null_packets;
         stats.late_packets = ms.late_packets;
+        stats.input_bytes = self.run.sources().iter().map(FileSource::bytes_read).sum();
         out.flush()?;
         Ok(stats)
     }
 
-    /// Slots in the closing stretch: 3 s, room for the read-ahead (horizon plus one read)
-    /// to drain and for the last access units to complete.
-    fn close_slots(&self) -> u64 {
-        let rate = self.mux.config().muxrate_bps;
-        3 * rate / (8 * PACKET_SIZE as u64)
-    }
-
-    fn serve_io(&mut self, stats: &mut RenderStats) {
-        while let Some((p, req)) = self.mux.poll_io() {
-            let now = self.mux.now();
-            if let playout::splice::IoRequest::Read { .. } = req {
-                stats.input_bytes += crate::input::file::CHUNK as u64;
-            }
-            self.sources[p].serve(self.mux.program_mut(p), now, req);
-            self.log_events(stats);
-        }
-    }
-
     /// Logs what the muxer and splicers report, with channel and file names.
     pub(crate) fn log_events(&mut self, stats: &mut RenderStats) {
-        while let Some(ev) = self.mux.poll_event() {
+        while let Some(ev) = self.run.mux().poll_event() {
             match ev {
                 MuxEvent::Splice { program, event } => {
                     let channel = &self.names[program];
-                    let src = &self.sources[program];
+                    let src = &self.run.sources()[program];
                     match event {
                         SpliceEvent::ItemStarted {
                             item,

@@ -11,6 +11,7 @@
 //! - [`demux`]: the tolerant demultiplexer.
 //! - [`splice`]: plays a playlist back to back as one continuous service.
 //! - [`mux`]: the CBR multiplexer with PCR restamping and PSI repetition.
+//! - [`offline`]: the as-fast-as-possible driver behind `headend render`, tests and benches.
 //! - [`check`]: a strict conformance checker for what we emit.
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
@@ -19,6 +20,7 @@ pub mod check;
 pub mod demux;
 pub mod es;
 pub mod mux;
+pub mod offline;
 pub mod pes;
 pub mod psi;
 pub mod splice;

@@ -6,6 +6,7 @@ use std::io::{ErrorKind, Read};
 use std::path::PathBuf;
 
 use bytes::BytesMut;
+use playout::offline::ItemSource;
 use playout::splice::{IoRequest, Splicer};
 use playout::time::Ticks27M;
 use playout::ts::PACKET_SIZE;
@@ -17,11 +18,16 @@ pub(crate) const CHUNK: usize = 1024 * PACKET_SIZE;
 pub(crate) struct FileSource {
     paths: Vec<PathBuf>,
     open: Option<(usize, File)>,
+    bytes_read: u64,
 }
 
 impl FileSource {
     pub(crate) fn new(paths: Vec<PathBuf>) -> FileSource {
-        FileSource { paths, open: None }
+        FileSource {
+            paths,
+            open: None,
+            bytes_read: 0,
+        }
     }
 
     /// The playlist entry as written in logs.
@@ -31,8 +37,15 @@ impl FileSource {
             .map_or_else(|| format!("#{item}"), |p| p.display().to_string())
     }
 
+    /// Bytes read so far.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}
+
+impl ItemSource for FileSource {
     /// Does the I/O `req` asks for and hands the result to `splicer`.
-    pub(crate) fn serve(&mut self, splicer: &mut Splicer, now: Ticks27M, req: IoRequest) {
+    fn serve(&mut self, splicer: &mut Splicer, now: Ticks27M, req: IoRequest) {
         match req {
             IoRequest::Open { item } => {
                 self.open = None;
@@ -55,7 +68,10 @@ impl FileSource {
                         self.open = None;
                         splicer.handle_eof(now, item, None);
                     }
-                    Ok(buf) => splicer.handle_data(now, item, buf.freeze()),
+                    Ok(buf) => {
+                        self.bytes_read += buf.len() as u64;
+                        splicer.handle_data(now, item, buf.freeze())
+                    }
                     Err(e) => {
                         self.open = None;
                         splicer.handle_eof(now, item, Some(&e.to_string()));
@@ -64,7 +80,9 @@ impl FileSource {
             }
         }
     }
+}
 
+impl FileSource {
     fn open_item(&self, item: usize) -> Result<File, String> {
         let path = self
             .paths
