@@ -109,9 +109,13 @@ pub struct PesStats {
     pub typical_step: i64,
     /// PES packets whose PTS is earlier than their DTS.
     pub pts_before_dts: u64,
+    /// Largest PTS − DTS, 90 kHz: the reorder delay of a video stream with B-pictures.
+    pub max_reorder: i64,
     /// Smallest time between a PES's arrival (byte clock, on the program's PCR timeline) and
     /// its decode time, 90 kHz; negative means it arrived late.
     pub min_decode_lead: Option<i64>,
+    /// Packet index of the PES with the smallest lead.
+    pub min_decode_lead_at: u64,
     /// Largest such time, 90 kHz.
     pub max_decode_lead: Option<i64>,
     /// Largest gap between consecutive presentation times (PTS in display order), 90 kHz.
@@ -401,7 +405,8 @@ impl Report {
             if let Some(lead) = s.min_decode_lead {
                 if lead < 0 {
                     v.push(format!(
-                        "PID {pid}: a PES arrives {} ms after its decode time",
+                        "PID {pid}: the PES at packet {} arrives {} ms after its decode time",
+                        s.min_decode_lead_at,
                         -lead / 90
                     ));
                 }
@@ -694,9 +699,11 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
             continue;
         };
         if let (Some(pts), Some(dts)) = (h.pts, h.dts) {
-            if pts.since(dts) < 0 {
+            let reorder = pts.since(dts);
+            if reorder < 0 {
                 stats.pts_before_dts += 1;
             }
+            stats.max_reorder = stats.max_reorder.max(reorder);
         }
         let t = stats.unwrap.unwrap(decode);
         if let Some(last) = stats.last {
@@ -810,7 +817,10 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
             let decode = (t as f64).rem_euclid((PCR_MODULUS / 300) as f64);
             let lead = Pts::new(decode as u64).since(Pts::new(arrival as u64));
             let s = r.pes.get_mut(&pid).expect("stream listed");
-            s.min_decode_lead = Some(s.min_decode_lead.map_or(lead, |m| m.min(lead)));
+            if s.min_decode_lead.is_none_or(|m| lead < m) {
+                s.min_decode_lead = Some(lead);
+                s.min_decode_lead_at = n;
+            }
             s.max_decode_lead = Some(s.max_decode_lead.map_or(lead, |m| m.max(lead)));
         }
     }

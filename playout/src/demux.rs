@@ -29,7 +29,8 @@ pub enum DemuxEvent<'a> {
     Packet {
         /// The packet.
         packet: &'a TsPacket,
-        /// Index of the packet in the input, counting from 0.
+        /// Index of the packet among the packets read (null packets included, bytes skipped
+        /// to resync not), counting from 0: the input's position on its own byte clock.
         index: u64,
         /// Byte offset of the packet in the input.
         offset: u64,
@@ -209,8 +210,9 @@ impl Demux {
     }
 
     fn packet(&mut self, packet: TsPacket, offset: u64, on: &mut impl FnMut(DemuxEvent<'_>)) {
+        // Packets read so far: skipped garbage does not count, null packets do.
+        let index = self.stats.packets;
         self.stats.packets += 1;
-        let index = offset / PACKET_SIZE as u64;
         let pid = packet.pid();
         if pid == Pid::NULL {
             return;

@@ -298,12 +298,13 @@ impl State {
             }
             DemuxEvent::Packet {
                 packet,
-                offset,
+                index,
                 damaged,
                 duplicate,
                 ..
             } => {
-                self.on_packet(packet, offset, damaged, duplicate);
+                // The input clock runs on packets read, so skipped garbage does not delay it.
+                self.on_packet(packet, index * PACKET_SIZE as u64, damaged, duplicate);
             }
             DemuxEvent::SyncLoss { .. } | DemuxEvent::Psi(_) => {}
         }
@@ -555,8 +556,8 @@ impl State {
                     break;
                 };
                 self.pes_front += 1;
-                if ctx.closing {
-                    // Closing: whole PES already begun go out, nothing new starts.
+                if !resolved {
+                    // Closing: a PES not yet complete in the input cannot go out whole.
                     self.streams[usize::from(rec.stream)].keep = false;
                 } else {
                     self.decide(&rec, ctx);

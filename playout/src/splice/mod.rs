@@ -21,8 +21,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::pes::PesHeader;
 use crate::psi::{EsInfo, Pmt};
-use crate::time::{Ticks27M, SYSTEM_CLOCK_HZ};
+use crate::time::{Pts, Ticks27M, SYSTEM_CLOCK_HZ};
 use crate::ts::{Pid, TsPacket};
 use item::Item;
 pub use pids::OutputPids;
@@ -469,24 +470,66 @@ impl Splicer {
     /// Stops the channel cleanly: no more input is read and no new access unit starts after
     /// `cutoff` (output time): on each PID, queued packets from the first PES that starts
     /// later than `cutoff` are dropped, and PES already begun are still released whole.
-    /// Afterwards the muxer only stuffs. Used to end an offline render on complete frames.
+    /// Video ends on a picture after which nothing is displayed earlier: B-pictures that
+    /// fill the display gap before the last kept reference picture stay, so the end shows
+    /// every frame up to the last. Afterwards the muxer only stuffs. Used to end an offline
+    /// render on complete frames.
     pub fn close(&mut self, now: Ticks27M, cutoff: Ticks27M) {
         self.release_with(now, true);
         self.item = None;
         self.io = Io::Closed;
-        let mut cut: Vec<Pid> = Vec::new();
-        self.out.retain(|q| match q {
-            Queued::Packet(p) => {
-                if cut.contains(&p.pid) {
-                    return false;
-                }
-                if p.packet.pusi() && p.due > cutoff {
-                    cut.push(p.pid);
-                    return false;
-                }
-                true
+        // Where each PID stops: the queue index of the first PES start that is dropped.
+        let mut cuts: Vec<(Pid, usize)> = Vec::new();
+        // Video: (PID, latest PTS so far, the last display-closed start seen).
+        let mut video: Vec<(Pid, Pts, usize)> = Vec::new();
+        for (i, q) in self.out.iter().enumerate() {
+            let Queued::Packet(p) = q else { continue };
+            if !p.packet.pusi() || cuts.iter().any(|(pid, _)| *pid == p.pid) {
+                continue;
             }
-            Queued::Pmt(_) => true,
+            let header = PesHeader::parse(p.packet.payload());
+            let is_video = header.is_some_and(|h| (0xE0..=0xEF).contains(&h.stream_id));
+            let pts = header
+                .and_then(|h| h.pts)
+                .map(|t| t.add(p.shift.unwrap_or(0)));
+            match (is_video, pts) {
+                (true, Some(t)) => match video.iter_mut().find(|(pid, _, _)| *pid == p.pid) {
+                    None if p.due > cutoff => cuts.push((p.pid, i)),
+                    None => video.push((p.pid, t, i)),
+                    Some((_, latest, closed)) => {
+                        // Cutting here leaves no hole: everything after displays later.
+                        if t.since(*latest) > 0 {
+                            if p.due > cutoff {
+                                cuts.push((p.pid, i));
+                                continue;
+                            }
+                            *closed = i;
+                            *latest = t;
+                        }
+                    }
+                },
+                _ if p.due > cutoff => cuts.push((p.pid, i)),
+                _ => {}
+            }
+        }
+        // Video that ran out before a closed point past the cutoff ends at the last one seen
+        // (its missing pictures were never read).
+        for (pid, _, closed) in video {
+            if !cuts.iter().any(|(p, _)| *p == pid) {
+                cuts.push((pid, closed));
+            }
+        }
+        let mut i = 0;
+        self.out.retain(|q| {
+            let keep = match q {
+                Queued::Packet(p) => cuts
+                    .iter()
+                    .find(|(pid, _)| *pid == p.pid)
+                    .is_none_or(|(_, at)| i < *at),
+                Queued::Pmt(_) => true,
+            };
+            i += 1;
+            keep
         });
     }
 
