@@ -12,11 +12,6 @@
 //! Loading does no I/O besides reading the one file; [`missing_media`] checks the playlists
 //! separately so `headend check-config` can print warnings. The operator reference is
 //! `docs/config.md`: keep it in sync with the `///` docs of the typed structs.
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "the daemon wires these items in progressively; drop once all are used"
-)]
 
 mod channel;
 mod claims;
@@ -33,6 +28,10 @@ use std::path::{Path, PathBuf};
 pub(crate) use channel::ChannelConfig;
 pub(crate) use error::{ConfigError, ConfigErrors};
 pub(crate) use mpts::MptsConfig;
+#[allow(
+    unused_imports,
+    reason = "the outputs are sent by the real-time daemon (issue 3)"
+)]
 pub(crate) use output::{OutputConfig, OutputKind};
 pub(crate) use pids::PidPlan;
 pub(crate) use units::{parse_duration, Bitrate};
