@@ -349,3 +349,46 @@ fn odd_read_sizes() {
         assert_clean(&format!("chunk {chunk}"), &r, &lim);
     }
 }
+
+/// An input richer than the muxrate: the muxer says so (event and counter), memory stays
+/// bounded, and what goes out is still continuous with exact PCRs; only the lateness shows.
+#[test]
+fn overload_is_reported_not_hidden() {
+    let items = vec![Some(fixture("e"))];
+    let cfg = MuxConfig::new(1_000_000);
+    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(120), cfg.muxrate_bps);
+    let splicer = Splicer::new(SpliceConfig::new(1), 1);
+    let mut run = Offline::new(
+        Mux::new(cfg, vec![splicer]),
+        vec![MemorySource::new(items)],
+        total,
+    );
+    let mut out = BytesMut::new();
+    let mut overloads = 0;
+    let mut most_queued = 0;
+    while !run.done() {
+        run.step(&mut out, 448);
+        most_queued = most_queued.max(run.mux().program_mut(0).queued());
+        while let Some(e) = run.mux().poll_event() {
+            overloads += usize::from(matches!(e, MuxEvent::Overload { .. }));
+        }
+    }
+    assert!(overloads >= 1, "overload reported");
+    assert!(run.mux().stats().late_packets > 0);
+    assert!(
+        most_queued <= playout::splice::MAX_QUEUED + 1024,
+        "queue bounded: {most_queued}"
+    );
+    let lim = CheckLimits {
+        muxrate_bps: Some(1_000_000),
+        ..CheckLimits::default()
+    };
+    let r = check(&out, &lim);
+    assert_eq!(r.cc_error_count, 0);
+    assert!(r.max_pcr_error_ns() < 500.0);
+    let v = r.violations(&lim).join("\n");
+    assert!(
+        v.contains("after its decode time"),
+        "the lateness is visible: {v}"
+    );
+}

@@ -29,6 +29,10 @@ use item::Item;
 pub use pids::OutputPids;
 use pids::PidAllocator;
 
+/// Most packets queued for the muxer (about 6 MB): an input richer than the muxrate stops
+/// being read here instead of growing the queue.
+pub const MAX_QUEUED: usize = 32 * 1024;
+
 /// Splicer settings.
 #[derive(Clone, Debug)]
 pub struct SpliceConfig {
@@ -444,8 +448,19 @@ impl Splicer {
     fn wants_data(&self, now: Ticks27M) -> bool {
         match self.out.back() {
             None => true,
-            Some(_) => self.timeline.last_due < now.saturating_add(self.cfg.horizon),
+            // An input richer than the muxrate leaves packets behind their due time; the
+            // queue bound stops reading so memory stays bounded (the muxer reports the
+            // lateness as an overload).
+            Some(_) => {
+                self.timeline.last_due < now.saturating_add(self.cfg.horizon)
+                    && self.out.len() < MAX_QUEUED
+            }
         }
+    }
+
+    /// Packets (and PMT changes) queued for the muxer.
+    pub fn queued(&self) -> usize {
+        self.out.len()
     }
 
     fn fail(&mut self, now: Ticks27M, item: usize, error: ItemError) {
