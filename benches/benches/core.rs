@@ -1,1 +1,116 @@
-fn main() {}
+//! Throughput of the playout core, in bytes per second: the demuxer over a fixture, and
+//! whole splice + mux renders in memory. `cargo bench -p benches --bench core`.
+
+use std::time::Duration;
+
+use benches::{fixture, playlist, render};
+use bytes::{Bytes, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use playout::demux::{Demux, DemuxEvent};
+use playout::offline::BATCH;
+use playout::ts::PACKET_SIZE;
+
+/// Reads of 1024 packets, as `headend`'s file source does.
+const CHUNK: usize = 1024 * PACKET_SIZE;
+
+fn demux(c: &mut Criterion) {
+    let data = fixture("e.ts");
+    let mut g = c.benchmark_group("demux");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("e.ts in 1024-packet chunks", |b| {
+        b.iter(|| {
+            let mut d = Demux::new();
+            let mut pes_starts = 0u64;
+            let mut on = |ev: DemuxEvent<'_>| {
+                if let DemuxEvent::Packet { packet, .. } = ev {
+                    pes_starts += u64::from(packet.pusi());
+                }
+            };
+            let mut at = 0;
+            while at < data.len() {
+                let end = (at + CHUNK).min(data.len());
+                d.push(data.slice(at..end), &mut on);
+                at = end;
+            }
+            d.finish();
+            black_box((pes_starts, d.stats()))
+        })
+    });
+    g.bench_function("e.ts in one push", |b| {
+        b.iter(|| {
+            let mut d = Demux::new();
+            let mut packets = 0u64;
+            d.push(data.clone(), &mut |ev| {
+                if let DemuxEvent::Packet { .. } = ev {
+                    packets += 1;
+                }
+            });
+            black_box(packets)
+        })
+    });
+    g.finish();
+}
+
+/// 60 s of one channel over the playlist a, b, c, e (looped), in [`BATCH`] steps into a
+/// reused buffer, as `headend render` does.
+fn splice_mux(c: &mut Criterion) {
+    let items = playlist(&["a.ts", "b.ts", "c.ts", "e.ts"]);
+    let duration = Duration::from_secs(60);
+    let mut g = c.benchmark_group("render");
+    // 1.6 Mb/s: just above the richest item (e.ts, 1.38 Mb/s), so output ~ input plus
+    // stuffing; 6 Mb/s: the example channel, mostly stuffing.
+    for muxrate in [1_600_000u64, 6_000_000] {
+        let out_bytes = duration.as_secs() * muxrate / 8 / PACKET_SIZE as u64 * PACKET_SIZE as u64;
+        g.throughput(Throughput::Bytes(out_bytes));
+        let name = format!("60 s of a,b,c,e at {} kb/s (output bytes)", muxrate / 1000);
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || render(items.clone(), muxrate, duration),
+                |mut run| {
+                    let mut buf = BytesMut::with_capacity(BATCH * PACKET_SIZE);
+                    let mut packets = 0;
+                    while !run.done() {
+                        buf.clear();
+                        packets += run.step(&mut buf, BATCH);
+                        while run.mux().poll_event().is_some() {}
+                    }
+                    black_box(packets)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+/// The whole render into one buffer with [`playout::offline::Offline::run_to_end`].
+fn run_to_end(c: &mut Criterion) {
+    let items: Vec<Option<Bytes>> = playlist(&["a.ts", "b.ts", "c.ts", "e.ts"]);
+    let muxrate = 1_600_000u64;
+    let duration = Duration::from_secs(60);
+    let mut g = c.benchmark_group("render");
+    let out_bytes = duration.as_secs() * muxrate / 8 / PACKET_SIZE as u64 * PACKET_SIZE as u64;
+    g.throughput(Throughput::Bytes(out_bytes));
+    g.bench_function("60 s at 1600 kb/s, run_to_end into one buffer", |b| {
+        b.iter_batched(
+            || render(items.clone(), muxrate, duration),
+            |mut run| {
+                let mut out = BytesMut::new();
+                run.run_to_end(&mut out);
+                black_box(out.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = core;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = demux, splice_mux, run_to_end
+}
+criterion_main!(core);

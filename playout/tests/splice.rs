@@ -392,3 +392,48 @@ fn overload_is_reported_not_hidden() {
         "the lateness is visible: {v}"
     );
 }
+
+mod corrupted {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Random byte damage anywhere in the inputs: the splicer never panics and the output
+        /// stays continuous and on time.
+        #[test]
+        fn random_damage_keeps_output_clean(
+            flips in proptest::collection::vec((0usize..700_000, any::<u8>()), 1..200),
+            chunk in 100usize..300_000,
+        ) {
+            let mut items = Vec::new();
+            for (k, name) in ["b", "c", "a"].iter().enumerate() {
+                let mut data = fixture(name).to_vec();
+                let n = data.len();
+                for (at, byte) in flips.iter().skip(k).step_by(3) {
+                    data[at % n] = *byte;
+                }
+                items.push(Some(Bytes::from(data)));
+            }
+            let splicer = Splicer::new(SpliceConfig::new(1), items.len());
+            let total = Offline::<MemorySource>::packets_for(Duration::from_secs(25), MUXRATE);
+            let mut run = Offline::new(
+                Mux::new(MuxConfig::new(MUXRATE), vec![splicer]),
+                vec![MemorySource::with_chunk(items, chunk)],
+                total,
+            );
+            let mut out = BytesMut::new();
+            run.run_to_end(&mut out);
+            prop_assert_eq!(out.len() as u64, total * 188);
+            let r = check(&out, &limits());
+            prop_assert_eq!(r.cc_error_count, 0);
+            prop_assert_eq!(r.psi_errors, 0);
+            prop_assert!(r.max_pcr_error_ns() < 500.0);
+            prop_assert!(r.max_pat_gap <= Duration::from_millis(100));
+            for s in r.pes.values() {
+                prop_assert_eq!(s.non_increasing, 0);
+            }
+        }
+    }
+}

@@ -72,6 +72,10 @@ struct State {
     saw_pmt: bool,
 }
 
+/// How far a stream's decode time may drift from its input arrival time between two PES,
+/// and how far a PTS may lead its DTS, before the PES counts as damaged (90 kHz; 3 s).
+const MAX_DRIFT_90K: i64 = 3 * 90_000;
+
 struct Stream {
     codec: Codec,
     stream_type: u8,
@@ -89,6 +93,7 @@ struct Stream {
     need_rap: bool,
     entry_pes: bool,
     last_dts_out: Option<i64>,
+    last_t_in: Option<u64>,
     max_pts_out: Option<i64>,
     dur: i64,
 }
@@ -335,6 +340,7 @@ impl State {
                 need_rap: false,
                 entry_pes: false,
                 last_dts_out: None,
+                last_t_in: None,
                 max_pts_out: None,
                 dur: 3600,
             });
@@ -643,6 +649,26 @@ impl State {
             }
             st.started = true;
         }
+        // A decode time that does not move forward in step with the input clock (a header
+        // hit by corruption, or a timestamp jump inside the file) is dropped like a damaged
+        // PES, so the output never steps back or leaps.
+        if let (Some(last), Some(last_t), Some(dts), Some(t)) =
+            (st.last_dts_out, st.last_t_in, rec.dts, rec.t_in)
+        {
+            let step = dts + entry.shift90 - last;
+            let elapsed = (t as i64 - last_t as i64) / 300;
+            let pts_ok = rec
+                .pts
+                .is_none_or(|p| (0..=MAX_DRIFT_90K).contains(&(p - dts)));
+            if step <= 0 || (step - elapsed).abs() > MAX_DRIFT_90K || !pts_ok {
+                self.dropped_pes += 1;
+                ctx.stats.damaged_dropped += 1;
+                if class == StreamClass::Video {
+                    st.need_rap = true;
+                }
+                return;
+            }
+        }
         st.keep = true;
         self.track(si, rec);
     }
@@ -665,6 +691,7 @@ impl State {
             }
         }
         st.last_dts_out = Some(out);
+        st.last_t_in = rec.t_in.or(st.last_t_in);
     }
 
     /// The item goes on air at `rec`, the anchor stream's first random access point.
