@@ -616,7 +616,7 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
                 pat_gap.seen(n);
             }
             let mut sections = Vec::new();
-            pat_asm.push(&packet, continuous, |s| sections.push(s));
+            pat_asm.push(&packet, continuous, |s| sections.push(s.to_vec()));
             for s in sections {
                 match Pat::parse(&s) {
                     Ok(p) => {
@@ -648,7 +648,7 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
                 }
             }
             let mut sections = Vec::new();
-            asm.push(&packet, continuous, |s| sections.push(s));
+            asm.push(&packet, continuous, |s| sections.push(s.to_vec()));
             for s in sections {
                 match Pmt::parse(pid, &s) {
                     Ok(pmt) => {

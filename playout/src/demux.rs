@@ -80,6 +80,8 @@ pub struct Demux {
     pmt_asm: Vec<(Pid, SectionAssembler)>,
     pat: Option<Pat>,
     pmts: Vec<(Pid, Pmt)>,
+    /// (PID, (length, CRC)) of the last good section per PSI PID.
+    last_section: Vec<(Pid, (usize, u32))>,
     stats: DemuxStats,
     offset: u64,
     in_sync: bool,
@@ -94,6 +96,7 @@ impl Default for Demux {
             pmt_asm: Vec::new(),
             pat: None,
             pmts: Vec::new(),
+            last_section: Vec::new(),
             stats: DemuxStats::default(),
             offset: 0,
             in_sync: true,
@@ -259,62 +262,112 @@ impl Demux {
         on: &mut impl FnMut(DemuxEvent<'_>),
     ) {
         if pid == Pid::PAT {
-            let mut sections = Vec::new();
-            self.pat_asm.push(packet, continuous, |s| sections.push(s));
-            for s in sections {
-                match Pat::parse(&s) {
-                    Ok(pat) if self.pat.as_ref() != Some(&pat) => {
-                        self.pmt_asm
-                            .retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
-                        self.pmts
-                            .retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
-                        for (_, pmt_pid) in &pat.programs {
-                            if !self.pmt_asm.iter().any(|(p, _)| p == pmt_pid) {
-                                self.pmt_asm.push((*pmt_pid, SectionAssembler::default()));
-                            }
-                        }
-                        on(DemuxEvent::Pat(&pat));
-                        self.pat = Some(pat);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.stats.psi_errors += 1;
-                        on(DemuxEvent::Psi(e));
-                    }
-                }
-            }
+            let mut asm = std::mem::take(&mut self.pat_asm);
+            asm.push(packet, continuous, |s| self.pat_section(s, on));
+            self.pat_asm = asm;
             return;
         }
         let Some(k) = self.pmt_asm.iter().position(|(p, _)| *p == pid) else {
             return;
         };
-        let mut sections = Vec::new();
-        self.pmt_asm[k]
-            .1
-            .push(packet, continuous, |s| sections.push(s));
-        for s in sections {
-            if s.first() != Some(&0x02) {
-                continue;
-            }
-            match Pmt::parse(pid, &s) {
-                Ok(pmt) => {
-                    let slot = self
-                        .pmts
-                        .iter()
-                        .position(|(p, q)| *p == pid && q.program_number == pmt.program_number);
-                    let changed = slot.is_none_or(|k| self.pmts[k].1 != pmt);
-                    if changed {
-                        on(DemuxEvent::Pmt { pid, pmt: &pmt });
-                        match slot {
-                            Some(k) => self.pmts[k].1 = pmt,
-                            None => self.pmts.push((pid, pmt)),
-                        }
+        let mut asm = std::mem::take(&mut self.pmt_asm[k].1);
+        asm.push(packet, continuous, |s| self.pmt_section(pid, s, on));
+        if let Some((_, slot)) = self.pmt_asm.iter_mut().find(|(p, _)| *p == pid) {
+            *slot = asm;
+        }
+    }
+
+    /// Whether `section` repeats the last good section on `pid` byte for byte (same length
+    /// and CRC): the common case, skipped without parsing or allocating.
+    fn repeats(&mut self, pid: Pid, section: &[u8]) -> bool {
+        let Some(crc) = section
+            .len()
+            .checked_sub(4)
+            .and_then(|at| section.get(at..))
+        else {
+            return false;
+        };
+        let sig = (
+            section.len(),
+            u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]),
+        );
+        self.last_section
+            .iter()
+            .any(|(p, s)| *p == pid && *s == sig)
+    }
+
+    fn remember(&mut self, pid: Pid, section: &[u8]) {
+        let Some(crc) = section
+            .len()
+            .checked_sub(4)
+            .and_then(|at| section.get(at..))
+        else {
+            return;
+        };
+        let sig = (
+            section.len(),
+            u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]),
+        );
+        match self.last_section.iter_mut().find(|(p, _)| *p == pid) {
+            Some((_, s)) => *s = sig,
+            None => self.last_section.push((pid, sig)),
+        }
+    }
+
+    fn pat_section(&mut self, s: &[u8], on: &mut impl FnMut(DemuxEvent<'_>)) {
+        if self.repeats(Pid::PAT, s) {
+            return;
+        }
+        match Pat::parse(s) {
+            Ok(pat) => {
+                self.remember(Pid::PAT, s);
+                if self.pat.as_ref() == Some(&pat) {
+                    return;
+                }
+                self.pmt_asm
+                    .retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
+                self.pmts
+                    .retain(|(p, _)| pat.programs.iter().any(|(_, q)| q == p));
+                self.last_section
+                    .retain(|(p, _)| *p == Pid::PAT || pat.programs.iter().any(|(_, q)| q == p));
+                for (_, pmt_pid) in &pat.programs {
+                    if !self.pmt_asm.iter().any(|(p, _)| p == pmt_pid) {
+                        self.pmt_asm.push((*pmt_pid, SectionAssembler::default()));
                     }
                 }
-                Err(e) => {
-                    self.stats.psi_errors += 1;
-                    on(DemuxEvent::Psi(e));
+                on(DemuxEvent::Pat(&pat));
+                self.pat = Some(pat);
+            }
+            Err(e) => {
+                self.stats.psi_errors += 1;
+                on(DemuxEvent::Psi(e));
+            }
+        }
+    }
+
+    fn pmt_section(&mut self, pid: Pid, s: &[u8], on: &mut impl FnMut(DemuxEvent<'_>)) {
+        if s.first() != Some(&0x02) || self.repeats(pid, s) {
+            return;
+        }
+        match Pmt::parse(pid, s) {
+            Ok(pmt) => {
+                self.remember(pid, s);
+                let slot = self
+                    .pmts
+                    .iter()
+                    .position(|(p, q)| *p == pid && q.program_number == pmt.program_number);
+                let changed = slot.is_none_or(|k| self.pmts[k].1 != pmt);
+                if changed {
+                    on(DemuxEvent::Pmt { pid, pmt: &pmt });
+                    match slot {
+                        Some(k) => self.pmts[k].1 = pmt,
+                        None => self.pmts.push((pid, pmt)),
+                    }
                 }
+            }
+            Err(e) => {
+                self.stats.psi_errors += 1;
+                on(DemuxEvent::Psi(e));
             }
         }
     }

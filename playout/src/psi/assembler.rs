@@ -1,10 +1,10 @@
 //! Section assembly across packets (ISO/IEC 13818-1 §2.4.4.2): pointer_field, sections that
 //! span packets, several sections in one packet, 0xFF stuffing after the last section.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::MAX_PRIVATE_SECTION_SIZE;
-use crate::ts::TsPacket;
+use crate::ts::{TsPacket, PACKET_SIZE};
 
 /// Reassembles complete sections from the packets of one PID. Sections are handed out
 /// unchecked; [`super::parse_long_section`] checks length and CRC.
@@ -19,7 +19,7 @@ impl SectionAssembler {
     /// Feeds one packet. `continuous` is false when the demuxer saw a continuity error on
     /// this PID, which throws away a half-assembled section. Every section completed by this
     /// packet is passed to `emit`.
-    pub fn push(&mut self, packet: &TsPacket, continuous: bool, mut emit: impl FnMut(Bytes)) {
+    pub fn push(&mut self, packet: &TsPacket, continuous: bool, mut emit: impl FnMut(&[u8])) {
         if !continuous {
             self.reset();
         }
@@ -53,16 +53,18 @@ impl SectionAssembler {
         self.active = false;
     }
 
-    fn extend(&mut self, data: &[u8], emit: &mut impl FnMut(Bytes)) {
+    fn extend(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8])) {
         self.partial.extend_from_slice(data);
         if let Some(total) = section_total(&self.partial) {
             if self.partial.len() >= total {
-                let section = self.partial.split_to(total).freeze();
-                emit(section);
-                let rest = std::mem::take(&mut self.partial);
+                emit(&self.partial[..total]);
+                // What follows came from this packet's payload: at most 184 bytes.
+                let mut rest = [0u8; PACKET_SIZE];
+                let n = (self.partial.len() - total).min(PACKET_SIZE);
+                rest[..n].copy_from_slice(&self.partial[total..total + n]);
                 self.reset();
                 // Another section may start right after this one in the same packet.
-                self.start_sections(&rest, emit);
+                self.start_sections(&rest[..n], emit);
             }
         } else if self.partial.len() >= 3 {
             // An impossible length: give up on this section.
@@ -70,7 +72,7 @@ impl SectionAssembler {
         }
     }
 
-    fn start_sections(&mut self, mut data: &[u8], emit: &mut impl FnMut(Bytes)) {
+    fn start_sections(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
         while let Some(&first) = data.first() {
             if first == 0xFF {
                 return;
@@ -84,7 +86,7 @@ impl SectionAssembler {
                 return;
             };
             if data.len() >= total {
-                emit(Bytes::copy_from_slice(&data[..total]));
+                emit(&data[..total]);
                 data = &data[total..];
             } else {
                 self.partial.extend_from_slice(data);
@@ -109,7 +111,8 @@ fn section_total(b: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::psi::build_long_section;
-    use crate::ts::{Pid, PACKET_SIZE};
+    use crate::ts::Pid;
+    use bytes::Bytes;
 
     fn packet(pusi: bool, cc: u8, payload: &[u8]) -> TsPacket {
         let mut p = vec![0xFF; PACKET_SIZE];
@@ -130,14 +133,16 @@ mod tests {
         stream.extend_from_slice(&b);
         let mut got = Vec::new();
         let mut asm = SectionAssembler::default();
-        asm.push(&packet(true, 0, &stream[..184]), true, |s| got.push(s));
+        asm.push(&packet(true, 0, &stream[..184]), true, |s| {
+            got.push(s.to_vec())
+        });
         assert_eq!(got.len(), 1);
         // The continuation: pointer_field says where the tail of `b` ends.
         let rest = &stream[184..];
         let mut p2 = vec![rest.len() as u8];
         p2.extend_from_slice(rest);
         assert!(p2.len() <= 184);
-        asm.push(&packet(true, 1, &p2), true, |s| got.push(s));
+        asm.push(&packet(true, 1, &p2), true, |s| got.push(s.to_vec()));
         assert_eq!(got.len(), 2);
         assert_eq!(&got[0][..], &a[..]);
         assert_eq!(&got[1][..], &b[..]);
@@ -151,8 +156,10 @@ mod tests {
         first.extend_from_slice(&b[..183]);
         let mut got = Vec::new();
         let mut asm = SectionAssembler::default();
-        asm.push(&packet(true, 0, &first), true, |s| got.push(s));
-        asm.push(&packet(false, 2, &b[183..]), false, |s| got.push(s));
+        asm.push(&packet(true, 0, &first), true, |s| got.push(s.to_vec()));
+        asm.push(&packet(false, 2, &b[183..]), false, |s| {
+            got.push(s.to_vec())
+        });
         assert!(got.is_empty());
     }
 
@@ -160,9 +167,11 @@ mod tests {
     fn bogus_pointer_field_does_not_panic() {
         let mut got = Vec::new();
         let mut asm = SectionAssembler::default();
-        asm.push(&packet(true, 0, &[250, 1, 2, 3]), true, |s| got.push(s));
+        asm.push(&packet(true, 0, &[250, 1, 2, 3]), true, |s| {
+            got.push(s.to_vec())
+        });
         asm.push(&packet(true, 1, &[0, 0x00, 0xBF, 0xFF]), true, |s| {
-            got.push(s)
+            got.push(s.to_vec())
         });
         assert!(got.is_empty());
     }

@@ -188,7 +188,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in out.chunks(PACKET_SIZE) {
                 let p = TsPacket::new(Bytes::copy_from_slice(chunk)).unwrap();
-                asm.push(&p, true, |s| got.push(s));
+                asm.push(&p, true, |s| got.push(s.to_vec()));
             }
             prop_assert_eq!(got.len(), 1);
             prop_assert_eq!(&got[0][..], &section[..]);
