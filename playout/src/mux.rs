@@ -260,9 +260,15 @@ impl Mux {
     }
 
     fn byte_time(&self, byte: u64) -> Ticks27M {
-        let t =
-            u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ) / u128::from(self.cfg.muxrate_bps);
-        self.cfg.clock_origin + t as u64
+        // 64-bit arithmetic for the first ~85 GB of output, exact 128-bit after that.
+        let t = match byte.checked_mul(8 * SYSTEM_CLOCK_HZ) {
+            Some(n) => n / self.cfg.muxrate_bps,
+            None => {
+                (u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ)
+                    / u128::from(self.cfg.muxrate_bps)) as u64
+            }
+        };
+        self.cfg.clock_origin + t
     }
 
     /// PCR for a packet in the current slot: the arrival time of byte 10 of the packet, the

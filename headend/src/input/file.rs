@@ -2,10 +2,10 @@
 //! `headend render`; the real-time daemon runs the same requests on a blocking thread.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::path::PathBuf;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use playout::offline::ItemSource;
 use playout::splice::{IoRequest, Splicer};
 use playout::time::Ticks27M;
@@ -70,7 +70,7 @@ impl ItemSource for FileSource {
                     }
                     Ok(buf) => {
                         self.bytes_read += buf.len() as u64;
-                        splicer.handle_data(now, item, buf.freeze())
+                        splicer.handle_data(now, item, buf)
                     }
                     Err(e) => {
                         self.open = None;
@@ -98,17 +98,9 @@ impl FileSource {
 }
 
 /// Reads up to [`CHUNK`] bytes (fewer only at the end of the file).
-fn read_chunk(file: &mut File) -> std::io::Result<BytesMut> {
-    let mut buf = BytesMut::zeroed(CHUNK);
-    let mut filled = 0;
-    while filled < CHUNK {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(filled);
-    Ok(buf)
+fn read_chunk(file: &mut File) -> std::io::Result<Bytes> {
+    // read_to_end fills spare capacity without zeroing it first, retrying on EINTR.
+    let mut buf = Vec::with_capacity(CHUNK);
+    file.take(CHUNK as u64).read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
 }
