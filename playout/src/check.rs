@@ -514,7 +514,6 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
     let mut pmt_asm: BTreeMap<Pid, SectionAssembler> = BTreeMap::new();
     let mut pat_gap = Gap::default();
     let mut pmt_gap: BTreeMap<Pid, Gap> = BTreeMap::new();
-    let mut pat: Option<Pat> = None;
     let mut programs: BTreeMap<u16, ProgramInfo> = BTreeMap::new();
     // PES starts: (pid, packet index, decode time unwrapped, pts, dts) for the lead check, which
     // needs the byte clock that is only known at the end.
@@ -634,7 +633,6 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
                                 versions: Vec::new(),
                             });
                         }
-                        pat = Some(p);
                     }
                     Err(e) => psi_error(&mut r, format!("packet {n}: {e}")),
                 }
@@ -733,7 +731,6 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
         }
         starts.push((pid, n, t));
     }
-    let _ = pat;
     let end = index;
     pat_gap.finish(end);
     for g in pmt_gap.values_mut() {

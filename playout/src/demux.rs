@@ -280,34 +280,18 @@ impl Demux {
     /// Whether `section` repeats the last good section on `pid` byte for byte (same length
     /// and CRC): the common case, skipped without parsing or allocating.
     fn repeats(&mut self, pid: Pid, section: &[u8]) -> bool {
-        let Some(crc) = section
-            .len()
-            .checked_sub(4)
-            .and_then(|at| section.get(at..))
-        else {
-            return false;
-        };
-        let sig = (
-            section.len(),
-            u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]),
-        );
-        self.last_section
-            .iter()
-            .any(|(p, s)| *p == pid && *s == sig)
+        let sig = signature(section);
+        sig.is_some()
+            && self
+                .last_section
+                .iter()
+                .any(|(p, s)| *p == pid && Some(*s) == sig)
     }
 
     fn remember(&mut self, pid: Pid, section: &[u8]) {
-        let Some(crc) = section
-            .len()
-            .checked_sub(4)
-            .and_then(|at| section.get(at..))
-        else {
+        let Some(sig) = signature(section) else {
             return;
         };
-        let sig = (
-            section.len(),
-            u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]),
-        );
         match self.last_section.iter_mut().find(|(p, _)| *p == pid) {
             Some((_, s)) => *s = sig,
             None => self.last_section.push((pid, sig)),
@@ -371,6 +355,16 @@ impl Demux {
             }
         }
     }
+}
+
+/// (length, CRC_32) of a section: equal signatures mean a repeated section.
+fn signature(section: &[u8]) -> Option<(usize, u32)> {
+    let at = section.len().checked_sub(4)?;
+    let crc = section.get(at..)?;
+    Some((
+        section.len(),
+        u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]),
+    ))
 }
 
 #[cfg(test)]
