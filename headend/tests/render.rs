@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use playout::check::{check, CheckLimits};
+use playout::check::{check, CheckLimits, Report};
 
 const MUXRATE: u64 = 6_000_000;
 
@@ -91,6 +91,14 @@ fn render(dir: &Path, playlist: &[PathBuf], duration: &str) -> (PathBuf, Output)
     (out, res)
 }
 
+/// Runs the strict checker on `data` and fails the test on any violation.
+fn checked(data: &[u8], limits: &CheckLimits) -> Report {
+    let report = check(data, limits);
+    let v = report.violations(limits);
+    assert!(v.is_empty(), "{}\n{report}", v.join("\n"));
+    report
+}
+
 /// ffmpeg's error lines when decoding every stream of `file`.
 fn ffmpeg_errors(ffmpeg: &str, file: &Path) -> Vec<String> {
     let out = run_bounded(
@@ -131,9 +139,7 @@ fn render_of_every_fixture_is_clean() {
         max_audio_step_ratio: 3.5,
         ..CheckLimits::default()
     };
-    let report = check(&data, &limits);
-    let v = report.violations(&limits);
-    assert!(v.is_empty(), "{}\n{report}", v.join("\n"));
+    let report = checked(&data, &limits);
     assert_eq!(report.cc_error_count, 0);
     assert!(report.max_pat_gap <= Duration::from_millis(100));
     assert!(report.max_pcr_interval() <= Duration::from_millis(40));
@@ -201,9 +207,7 @@ fn h264_open_gop_entry() {
         max_video_step_ratio: 4.0,
         ..CheckLimits::default()
     };
-    let report = check(&data, &limits);
-    let v = report.violations(&limits);
-    assert!(v.is_empty(), "{}\n{report}", v.join("\n"));
+    checked(&data, &limits);
     let Some(ffmpeg) = tool("ffmpeg") else { return };
     let ours = ffmpeg_errors(ffmpeg, &out);
     let source = ffmpeg_errors(ffmpeg, &media("g.ts"));
@@ -244,9 +248,7 @@ fn corrupt_playlist_renders_at_muxrate() {
         max_audio_step_ratio: 100.0,
         ..CheckLimits::default()
     };
-    let report = check(&data, &limits);
-    let v = report.violations(&limits);
-    assert!(v.is_empty(), "{}\n{report}", v.join("\n"));
+    checked(&data, &limits);
     let log = String::from_utf8_lossy(&res.stderr);
     for name in ["garbage.ts", "empty.ts", "missing.ts", "not-ts.ts"] {
         assert!(
@@ -268,8 +270,7 @@ fn nothing_playable_still_locks_receivers() {
         muxrate_bps: Some(MUXRATE),
         ..CheckLimits::default()
     };
-    let report = check(&data, &limits);
-    assert!(report.violations(&limits).is_empty(), "{report}");
+    let report = checked(&data, &limits);
     assert!(String::from_utf8_lossy(&res.stderr).contains("ERROR"));
     assert_eq!(report.programs.len(), 1);
     assert_eq!(report.programs[0].number, 101);
@@ -302,9 +303,7 @@ fn mpts_render_of_example_config() {
         max_audio_step_ratio: 3.5,
         ..CheckLimits::default()
     };
-    let report = check(&data, &limits);
-    let v = report.violations(&limits);
-    assert!(v.is_empty(), "{}\n{report}", v.join("\n"));
+    let report = checked(&data, &limits);
     assert_eq!(report.programs.len(), 3, "{report}");
 }
 

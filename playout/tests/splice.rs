@@ -60,30 +60,29 @@ fn limits() -> CheckLimits {
     }
 }
 
-fn started(events: &[MuxEvent]) -> Vec<usize> {
+/// Playlist indexes of the splice events `pick` selects, in order.
+fn items(events: &[MuxEvent], pick: impl Fn(&SpliceEvent) -> Option<usize>) -> Vec<usize> {
     events
         .iter()
         .filter_map(|e| match e {
-            MuxEvent::Splice {
-                event: SpliceEvent::ItemStarted { item, .. },
-                ..
-            } => Some(*item),
+            MuxEvent::Splice { event, .. } => pick(event),
             _ => None,
         })
         .collect()
 }
 
+fn started(events: &[MuxEvent]) -> Vec<usize> {
+    items(events, |e| match e {
+        SpliceEvent::ItemStarted { item, .. } => Some(*item),
+        _ => None,
+    })
+}
+
 fn failed(events: &[MuxEvent]) -> Vec<usize> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            MuxEvent::Splice {
-                event: SpliceEvent::ItemFailed { item, .. },
-                ..
-            } => Some(*item),
-            _ => None,
-        })
-        .collect()
+    items(events, |e| match e {
+        SpliceEvent::ItemFailed { item, .. } => Some(*item),
+        _ => None,
+    })
 }
 
 /// Duration of a clip and its video reorder delay (largest PTS − DTS), both 90 kHz.
