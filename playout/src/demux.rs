@@ -27,8 +27,8 @@ pub enum DemuxEvent<'a> {
     },
     /// A packet (null packets are not reported).
     Packet {
-        /// The packet.
-        packet: &'a TsPacket,
+        /// The packet, handed over (the demuxer keeps no reference to it).
+        packet: TsPacket,
         /// Index of the packet among the packets read (null packets included, bytes skipped
         /// to resync not), counting from 0: the input's position on its own byte clock.
         index: u64,
@@ -246,7 +246,7 @@ impl Demux {
             self.psi(&packet, pid, !damaged, on);
         }
         on(DemuxEvent::Packet {
-            packet: &packet,
+            packet,
             index,
             offset,
             damaged,

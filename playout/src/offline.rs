@@ -30,7 +30,7 @@ pub struct MemorySource {
 }
 
 impl MemorySource {
-    /// Reads of 1024 packets, as the file source does.
+    /// Reads of 1024 packets.
     pub fn new(items: Vec<Option<Bytes>>) -> MemorySource {
         MemorySource::with_chunk(items, 1024 * PACKET_SIZE)
     }

@@ -11,8 +11,8 @@ use playout::splice::{IoRequest, Splicer};
 use playout::time::Ticks27M;
 use playout::ts::PACKET_SIZE;
 
-/// Bytes per read: 1024 packets. A multiple of 188 keeps packets zero-copy.
-pub(crate) const CHUNK: usize = 1024 * PACKET_SIZE;
+/// Bytes per read: 2048 packets (385 KB; fewer page faults per byte than smaller reads). A multiple of 188 keeps packets zero-copy.
+pub(crate) const CHUNK: usize = 2048 * PACKET_SIZE;
 
 /// The files of one channel's playlist.
 pub(crate) struct FileSource {

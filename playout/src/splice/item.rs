@@ -349,7 +349,7 @@ impl State {
         self.anchor = first(StreamClass::Video).or_else(|| first(StreamClass::Audio));
     }
 
-    fn on_packet(&mut self, packet: &TsPacket, offset: u64, damaged: bool, duplicate: bool) {
+    fn on_packet(&mut self, packet: TsPacket, offset: u64, damaged: bool, duplicate: bool) {
         let pid = packet.pid();
         if Some(pid) == self.pcr_pid {
             if let Some(pcr) = packet.pcr() {
@@ -409,7 +409,7 @@ impl State {
             self.streams[si].open = if complete { None } else { Some(seq) };
             let held_seq = self.hold_front + self.hold.len() as u64;
             self.hold.push_back(Held {
-                packet: packet.clone(),
+                packet,
                 t_in,
                 stream: s,
                 start: true,
@@ -439,7 +439,7 @@ impl State {
             self.streams[si].open = None;
         }
         self.hold.push_back(Held {
-            packet: packet.clone(),
+            packet,
             t_in,
             stream: s,
             start: false,
