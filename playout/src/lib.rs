@@ -12,6 +12,7 @@
 //! - [`splice`]: plays a playlist back to back as one continuous service.
 //! - [`mux`]: the CBR multiplexer with PCR restamping and PSI repetition.
 //! - [`offline`]: the as-fast-as-possible driver behind `headend render`, tests and benches.
+//! - [`pacing`]: real-time release of datagrams at the muxrate, driven by a clock passed in.
 //! - [`check`]: a strict conformance checker for what we emit.
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
@@ -21,6 +22,7 @@ pub mod demux;
 pub mod es;
 pub mod mux;
 pub mod offline;
+pub mod pacing;
 pub mod pes;
 pub mod psi;
 pub mod splice;

@@ -282,22 +282,8 @@ impl Mux {
             self.put_psi_packet(&packet, out);
             return;
         }
-        if now >= self.next_pat {
-            self.next_pat = now + self.cfg.psi_interval;
-            let pat = self.pat_packets.clone();
-            self.put_psi(&pat, out);
-            return;
-        }
-        for i in 0..self.programs.len() {
-            let p = &mut self.programs[i];
-            if p.pmt_pending || now >= p.next_pmt {
-                p.pmt_pending = false;
-                p.next_pmt = now + self.cfg.psi_interval;
-                let pmt = p.pmt_packets.clone();
-                self.put_psi(&pmt, out);
-                return;
-            }
-        }
+        // PCR before PAT/PMT: its limit (40 ms) is tighter than theirs (100 ms), and at low
+        // muxrates a slot is several milliseconds.
         for i in 0..self.programs.len() {
             let p = &self.programs[i];
             let due = p.last_pcr.is_none_or(|t| now >= t + self.cfg.pcr_interval);
@@ -312,6 +298,22 @@ impl Mux {
                 }
                 self.programs[i].last_pcr = Some(now);
                 self.stats.pcr_inserted += 1;
+                return;
+            }
+        }
+        if now >= self.next_pat {
+            self.next_pat = now + self.cfg.psi_interval;
+            let pat = self.pat_packets.clone();
+            self.put_psi(&pat, out);
+            return;
+        }
+        for i in 0..self.programs.len() {
+            let p = &mut self.programs[i];
+            if p.pmt_pending || now >= p.next_pmt {
+                p.pmt_pending = false;
+                p.next_pmt = now + self.cfg.psi_interval;
+                let pmt = p.pmt_packets.clone();
+                self.put_psi(&pmt, out);
                 return;
             }
         }
