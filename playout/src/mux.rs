@@ -129,7 +129,24 @@ pub struct Mux {
     stats: MuxStats,
     events: VecDeque<MuxEvent>,
     pending_psi: VecDeque<Bytes>,
+    track_raps: bool,
+    raps: VecDeque<Rap>,
 }
+
+/// A random access point in the output, reported by [`Mux::poll_rap`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rap {
+    /// Program index.
+    pub program: usize,
+    /// The slot holding the first packet of an access unit a decoder can start from.
+    pub slot: u64,
+    /// The PAT and every PMT as a receiver joining at `slot` must get them first, with
+    /// continuity counters that the muxer's next PAT and PMTs continue.
+    pub psi: Bytes,
+}
+
+/// Random access points remembered for [`Mux::poll_rap`] before the oldest are dropped.
+const MAX_RAPS: usize = 64;
 
 impl Mux {
     /// A muxer for `programs` (distinct service ids and PIDs are the caller's promise; the
@@ -173,6 +190,8 @@ impl Mux {
             stats: MuxStats::default(),
             events: VecDeque::new(),
             pending_psi: VecDeque::new(),
+            track_raps: false,
+            raps: VecDeque::new(),
         }
     }
 
@@ -237,6 +256,46 @@ impl Mux {
             }
         }
         self.events.pop_front()
+    }
+
+    /// Turns reporting of random access points on or off (off by default).
+    pub fn track_raps(&mut self, on: bool) {
+        self.track_raps = on;
+        if !on {
+            self.raps.clear();
+        }
+    }
+
+    /// The next random access point emitted, oldest first, while tracking is on. A driver
+    /// serving late joiners (HTTP clients) starts them there, tables first. Only the last 64
+    /// are kept.
+    pub fn poll_rap(&mut self) -> Option<Rap> {
+        self.raps.pop_front()
+    }
+
+    /// The PAT and every PMT, with continuity counters that the muxer's next PAT and PMTs
+    /// continue: what a receiver joining the output at the current slot gets first.
+    pub fn psi_snapshot(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.snapshot_table(&self.pat_packets, &mut out);
+        for p in &self.programs {
+            self.snapshot_table(&p.pmt_packets, &mut out);
+        }
+        out.freeze()
+    }
+
+    fn snapshot_table(&self, packets: &Bytes, out: &mut BytesMut) {
+        let n = packets.len() / PACKET_SIZE;
+        for (j, raw) in packets.chunks_exact(PACKET_SIZE).enumerate() {
+            let start = out.len();
+            out.extend_from_slice(raw);
+            if let Ok(mut m) = TsPacketMut::new(&mut out[start..]) {
+                // The last packet repeats the last CC sent on the PID, earlier ones precede it.
+                let last = self.cc[m.pid().index()];
+                let back = ((n - 1 - j) % 16) as u8;
+                m.set_cc((last + 16 - back) & 0x0F);
+            }
+        }
     }
 
     /// Appends up to `max` packets to `out`. With [`Underflow::Wait`] it stops early when a
@@ -384,6 +443,17 @@ impl Mux {
                 m.set_discontinuity(false);
                 if m.set_pcr(pcr) && op.pid == p.pmt.pcr_pid {
                     p.last_pcr = Some(now);
+                }
+                if op.rap && self.track_raps {
+                    if self.raps.len() == MAX_RAPS {
+                        self.raps.pop_front();
+                    }
+                    let psi = self.psi_snapshot();
+                    self.raps.push_back(Rap {
+                        program: i,
+                        slot: self.slot,
+                        psi,
+                    });
                 }
                 self.stats.es_packets += 1;
             }

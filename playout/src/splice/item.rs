@@ -92,6 +92,8 @@ struct Stream {
     started: bool,
     need_rap: bool,
     entry_pes: bool,
+    /// The PES being released is a random access point of the anchor stream.
+    rap: bool,
     last_dts_out: Option<i64>,
     last_t_in: Option<u64>,
     max_pts_out: Option<i64>,
@@ -339,6 +341,7 @@ impl State {
                 started: false,
                 need_rap: false,
                 entry_pes: false,
+                rap: false,
                 last_dts_out: None,
                 last_t_in: None,
                 max_pts_out: None,
@@ -585,6 +588,7 @@ impl State {
         let class = self.streams[si].codec.class();
         self.streams[si].keep = false;
         self.streams[si].entry_pes = false;
+        self.streams[si].rap = false;
         if rec.damaged {
             self.dropped_pes += 1;
             ctx.stats.damaged_dropped += 1;
@@ -610,6 +614,7 @@ impl State {
                 st.keep = true;
                 st.started = true;
                 st.entry_pes = true;
+                st.rap = true;
                 self.track(si, rec);
             }
             return;
@@ -670,6 +675,7 @@ impl State {
             }
         }
         st.keep = true;
+        st.rap = random_access && Some(si) == self.anchor;
         self.track(si, rec);
     }
 
@@ -762,6 +768,7 @@ impl State {
         let due = due.max(ctx.timeline.last_due);
         ctx.timeline.last_due = due;
         let patch = if st.entry_pes { held.patch } else { None };
+        let rap = held.start && st.rap;
         let shift = (held.start && held.has_ts).then_some(entry.shift90);
         ctx.out.push_back(Queued::Packet(OutPacket {
             packet: held.packet,
@@ -769,6 +776,7 @@ impl State {
             pid,
             shift,
             patch,
+            rap,
         }));
         self.packets_out += 1;
         ctx.stats.packets_out += 1;

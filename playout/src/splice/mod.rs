@@ -89,6 +89,9 @@ pub struct OutPacket {
     /// Bytes to overwrite in place at an open-GOP entry (HEVC CRA relabelled BLA, H.264
     /// delimiter turned into end-of-sequence).
     pub patch: Option<Patch>,
+    /// The packet starts a random access point (an access unit a decoder can start from) of
+    /// the program's anchor stream (video, or audio without video).
+    pub rap: bool,
 }
 
 /// An in-place overwrite of up to 6 bytes of a packet.
