@@ -1,7 +1,11 @@
 //! `headend`: the head-end daemon and its offline tools.
 
 mod config;
+mod daemon;
+mod engine;
+mod feed;
 mod input;
+mod output;
 mod render;
 
 use std::fs::File;
@@ -46,13 +50,15 @@ enum Command {
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
-    /// Render the embedded demo config's first channel for 30 s to `demo.ts` and say how to
-    /// play it (the real-time daemon comes next).
-    Demo {
-        /// Output file.
-        #[arg(short = 'o', long, default_value = "demo.ts")]
-        output: PathBuf,
+    /// Put every channel of a config on air until SIGINT or SIGTERM.
+    Run {
+        /// The TOML config file.
+        #[arg(long)]
+        config: PathBuf,
     },
+    /// Run the embedded demo (two channels from the fixtures, IPv6 multicast kept on `lo`,
+    /// HTTP on [::1]:8080; run it from the repository root) and say what to open.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -99,38 +105,132 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             render_to(&mut station, duration, &output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { output } => {
-            let cfg = config::parse(DEMO_CONFIG, Path::new("."), "demo.toml")
+        Command::Run { config } => {
+            let cfg = load(&config)?;
+            for (at, file) in config::missing_media(&cfg) {
+                tracing::warn!(config = %config.display(), at, file = %file.display(), "media file not found (filler until it appears)");
+            }
+            daemon::run(&cfg, |addr| {
+                println!("on air; http://{addr}/channels");
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            let mut cfg = config::parse(DEMO_CONFIG, Path::new("."), "demo.toml")
                 .map_err(|e| anyhow::anyhow!("embedded demo config: {e}"))?;
-            let Some(ch) = cfg.channels.first() else {
-                bail!("embedded demo config has no channel")
-            };
-            let mut station = render::Station::channel(ch);
-            render_to(&mut station, std::time::Duration::from_secs(30), &output)?;
-            println!(
-                "rendered 30 s of channel `{}` to {}",
-                ch.id,
-                output.display()
-            );
-            println!(
-                "play it:  ffplay {}   (or: vlc {})",
-                output.display(),
-                output.display()
-            );
+            if let Some((_, file)) = config::missing_media(&cfg).first() {
+                bail!(
+                    "{}: not found; run the demo from the repository root",
+                    file.display()
+                );
+            }
+            let multicast = demo_multicast_ready();
+            if !multicast {
+                for ch in &mut cfg.channels {
+                    ch.outputs.clear();
+                }
+            }
+            let channels: Vec<(String, String)> = cfg
+                .channels
+                .iter()
+                .map(|c| {
+                    (
+                        c.id.clone(),
+                        c.outputs
+                            .first()
+                            .map(|o| o.dest.to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            daemon::run(&cfg, move |addr| {
+                println!(
+                    "headend demo on air ({} channels). Open one of:",
+                    channels.len()
+                );
+                for (id, group) in &channels {
+                    println!("  ffplay http://{addr}/channels/{id}.ts");
+                    if !group.is_empty() {
+                        println!("  ffplay 'udp://{group}'        (IPv6 multicast on lo)");
+                    }
+                }
+                println!("  vlc http://{addr}/playlist.m3u");
+                println!("  curl http://{addr}/channels");
+                println!("Ctrl-C stops it.");
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// The embedded demo: two fixture files looped on one channel (run from the repository root).
+/// Whether the demo's multicast groups (ff15::/16) stay on `lo`, setting that up when root
+/// (as `scripts/test` does). Otherwise the demo runs HTTP only: multicast must never reach
+/// the real network.
+fn demo_multicast_ready() -> bool {
+    let on_lo = || {
+        std::process::Command::new("ip")
+            .args(["-6", "route", "get", "ff15::1:1"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("dev lo"))
+    };
+    if on_lo() {
+        return true;
+    }
+    for args in [
+        &["link", "set", "lo", "multicast", "on"][..],
+        &[
+            "-6",
+            "route",
+            "add",
+            "local",
+            "ff15::/16",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ][..],
+    ] {
+        let _ = std::process::Command::new("ip")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    if on_lo() {
+        return true;
+    }
+    tracing::warn!("ff15::/16 does not route to lo (needs root: `ip -6 route add local ff15::/16 dev lo table local`): demo multicast outputs off, HTTP only");
+    false
+}
+
+/// The embedded demo: two channels looping fixture files, each on an IPv6 multicast group
+/// kept on `lo` and on HTTP (run from the repository root).
 const DEMO_CONFIG: &str = r#"
+[http]
+listen = "[::1]:8080"
+
 [[channel]]
-id = "demo"
+id = "one"
 service_id = 1
-name = "Demo"
+name = "Demo One"
 provider = "headend"
 muxrate = "3M"
-playlist = ["fixtures/media/a.ts", "fixtures/media/b.ts", "fixtures/media/c.ts", "fixtures/media/e.ts"]
+playlist = ["fixtures/media/a.ts", "fixtures/media/b.ts", "fixtures/media/c.ts"]
+
+[[channel.output]]
+url = "udp://[ff15::1:1]:5000"
+interface = "lo"
+
+[[channel]]
+id = "two"
+service_id = 2
+name = "Demo Two"
+provider = "headend"
+muxrate = "3M"
+playlist = ["fixtures/media/e.ts", "fixtures/media/c.ts", "fixtures/media/a.ts"]
+
+[[channel.output]]
+url = "udp://[ff15::1:2]:5000"
+interface = "lo"
 "#;
 
 fn load(path: &Path) -> anyhow::Result<config::Config> {

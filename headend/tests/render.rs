@@ -3,58 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use playout::check::{check, CheckLimits, Report};
+use playout::check::CheckLimits;
+
+mod common;
+use common::{checked, ffmpeg_errors, media, run_bounded, tool};
 
 const MUXRATE: u64 = 6_000_000;
-
-fn media(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/media")
-        .join(name)
-}
-
-/// A third-party tool, or `None` to skip outside CI. Under `CI=true` a missing tool fails
-/// the test: the real check never silently disappears.
-fn tool(name: &str) -> Option<&str> {
-    let found = Command::new(name)
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(name);
-    }
-    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-        panic!("{name} is required (scripts/test installs it)");
-    }
-    eprintln!("skipping the {name} part: {name} not installed (set CI=true to make this fatal)");
-    None
-}
-
-/// Runs a command with a time limit; the child is killed when it runs over.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{cmd:?} ran over {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn config(dir: &Path, playlist: &[PathBuf]) -> PathBuf {
     let list: Vec<String> = playlist
@@ -89,31 +45,6 @@ fn render(dir: &Path, playlist: &[PathBuf], duration: &str) -> (PathBuf, Output)
         String::from_utf8_lossy(&res.stderr)
     );
     (out, res)
-}
-
-/// Runs the strict checker on `data` and fails the test on any violation.
-fn checked(data: &[u8], limits: &CheckLimits) -> Report {
-    let report = check(data, limits);
-    let v = report.violations(limits);
-    assert!(v.is_empty(), "{}\n{report}", v.join("\n"));
-    report
-}
-
-/// ffmpeg's error lines when decoding every stream of `file`.
-fn ffmpeg_errors(ffmpeg: &str, file: &Path) -> Vec<String> {
-    let out = run_bounded(
-        Command::new(ffmpeg)
-            .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
-            .arg(file)
-            .args(["-map", "0", "-f", "null", "-"]),
-        Duration::from_secs(120),
-    );
-    assert!(out.status.success(), "ffmpeg failed on {}", file.display());
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.contains("Last message repeated"))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Every fixture in one looping playlist: the strict checker passes, ffmpeg decodes every

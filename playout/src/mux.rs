@@ -239,6 +239,12 @@ impl Mux {
             .find_map(|(i, p)| p.splicer.poll_io(now).map(|r| (i, r)))
     }
 
+    /// Packets (and PMT changes) queued in all programs: 0 after [`Mux::close`] once
+    /// everything begun is out.
+    pub fn queued(&self) -> usize {
+        self.programs.iter().map(|p| p.splicer.queued()).sum()
+    }
+
     /// Closes every program (see [`Splicer::close`]): no access unit starts after `cutoff`,
     /// what has begun finishes, then stuffing.
     pub fn close(&mut self, cutoff: Ticks27M) {

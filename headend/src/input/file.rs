@@ -30,55 +30,81 @@ impl FileSource {
         }
     }
 
-    /// The playlist entry as written in logs.
-    pub(crate) fn name(&self, item: usize) -> String {
-        self.paths
-            .get(item)
-            .map_or_else(|| format!("#{item}"), |p| p.display().to_string())
-    }
-
     /// Bytes read so far.
     pub(crate) fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
 }
 
-impl ItemSource for FileSource {
-    /// Does the I/O `req` asks for and hands the result to `splicer`.
-    fn serve(&mut self, splicer: &mut Splicer, now: Ticks27M, req: IoRequest) {
+/// The result of one [`IoRequest`], to hand to the splicer that asked (possibly on another
+/// thread than the one that did the I/O).
+#[derive(Debug)]
+pub(crate) enum IoDone {
+    Opened { item: usize },
+    OpenFailed { item: usize, reason: String },
+    Data { item: usize, data: Bytes },
+    Eof { item: usize, error: Option<String> },
+}
+
+impl IoDone {
+    /// Hands the result to `splicer`.
+    pub(crate) fn apply(self, splicer: &mut Splicer, now: Ticks27M) {
+        match self {
+            IoDone::Opened { item } => splicer.handle_opened(item),
+            IoDone::OpenFailed { item, reason } => splicer.handle_open_failed(now, item, &reason),
+            IoDone::Data { item, data } => splicer.handle_data(now, item, data),
+            IoDone::Eof { item, error } => splicer.handle_eof(now, item, error.as_deref()),
+        }
+    }
+}
+
+impl FileSource {
+    /// Does the blocking I/O `req` asks for.
+    pub(crate) fn perform(&mut self, req: IoRequest) -> IoDone {
         match req {
             IoRequest::Open { item } => {
                 self.open = None;
                 match self.open_item(item) {
                     Ok(f) => {
                         self.open = Some((item, f));
-                        splicer.handle_opened(item);
+                        IoDone::Opened { item }
                     }
-                    Err(e) => splicer.handle_open_failed(now, item, &e),
+                    Err(reason) => IoDone::OpenFailed { item, reason },
                 }
             }
             IoRequest::Read { item } => {
-                let Some((open_item, file)) = self.open.as_mut().filter(|(i, _)| *i == item) else {
-                    splicer.handle_eof(now, item, Some("file is not open"));
-                    return;
+                let Some((_, file)) = self.open.as_mut().filter(|(i, _)| *i == item) else {
+                    return IoDone::Eof {
+                        item,
+                        error: Some("file is not open".to_owned()),
+                    };
                 };
-                debug_assert_eq!(*open_item, item);
                 match read_chunk(file) {
-                    Ok(buf) if buf.is_empty() => {
+                    Ok(data) if data.is_empty() => {
                         self.open = None;
-                        splicer.handle_eof(now, item, None);
+                        IoDone::Eof { item, error: None }
                     }
-                    Ok(buf) => {
-                        self.bytes_read += buf.len() as u64;
-                        splicer.handle_data(now, item, buf)
+                    Ok(data) => {
+                        self.bytes_read += data.len() as u64;
+                        IoDone::Data { item, data }
                     }
                     Err(e) => {
                         self.open = None;
-                        splicer.handle_eof(now, item, Some(&e.to_string()));
+                        IoDone::Eof {
+                            item,
+                            error: Some(e.to_string()),
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+impl ItemSource for FileSource {
+    /// Does the I/O `req` asks for and hands the result to `splicer`.
+    fn serve(&mut self, splicer: &mut Splicer, now: Ticks27M, req: IoRequest) {
+        self.perform(req).apply(splicer, now);
     }
 }
 

@@ -1,0 +1,76 @@
+//! `headend run`: every channel on air until SIGINT or SIGTERM. The engine thread paces the
+//! outputs; a small tokio runtime serves HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::engine::{self, Engine};
+use crate::output::http::{self, HttpChannel, HttpState};
+
+/// Runs `config` until a signal; `on_ready` gets the HTTP address once everything is up.
+pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    let specs = engine::stations(config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let result = rt.block_on(async {
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
+        let listen = listener.local_addr()?;
+        let engine = Engine::start(&specs)?;
+        let channels = config
+            .channels
+            .iter()
+            .filter_map(|ch| {
+                let feed = specs.iter().find(|s| s.id == ch.id)?.feed.clone()?;
+                Some(HttpChannel {
+                    id: ch.id.clone(),
+                    name: ch.name.clone(),
+                    provider: ch.provider.clone(),
+                    service_id: ch.service_id,
+                    feed,
+                })
+            })
+            .collect();
+        let state = Arc::new(HttpState {
+            channels,
+            status: engine.status.clone(),
+            listen,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(http::serve(listener, state, stop_rx));
+        tracing::info!(%listen, channels = config.channels.len(), mpts = config.mpts.len(), "on air");
+        on_ready(listen);
+        let signal = wait_for_signal().await?;
+        tracing::info!(signal, "shutting down");
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        // The engine sends its last datagrams and closes the feeds, which ends HTTP bodies.
+        tokio::task::spawn_blocking(move || engine.stop())
+            .await
+            .context("stopping the engine")?;
+        anyhow::Ok(())
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

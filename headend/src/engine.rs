@@ -1,0 +1,471 @@
+//! The real-time engine: every station (a channel on its own, or an MPTS) is muxed and paced
+//! on one thread, which sends each datagram to the station's UDP/RTP outputs when it is due
+//! and hands the output to the HTTP feed in larger chunks. File reads run on a pool of I/O
+//! threads, so a slow disk delays nothing on air: a station whose input is late sends null
+//! packets (with PAT/PMT and PCR) until it arrives. Outputs are non-blocking: one that fails
+//! or pushes back loses its own datagrams and nothing else.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use playout::mux::{Mux, MuxEvent, Underflow};
+use playout::pacing::{Pacer, PacerConfig};
+use playout::splice::{IoRequest, SpliceEvent};
+use playout::ts::PACKET_SIZE;
+use serde::Serialize;
+
+use crate::config::{ChannelConfig, Config, OutputConfig};
+use crate::feed::{Chunk, Feed};
+use crate::input::file::{FileSource, IoDone};
+use crate::output::udp::{OutputStats, UdpOutput};
+use crate::render::{self, RenderStats};
+
+/// TS packets per datagram.
+const PACKETS_PER_DATAGRAM: usize = 7;
+const DATAGRAM: usize = PACKETS_PER_DATAGRAM * PACKET_SIZE;
+/// Datagrams due this soon are sent in the same wake-up (a little early) to save wake-ups.
+const EARLY_NS: u64 = 200_000;
+/// Longest sleep, so I/O results and the stop flag are seen promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(2);
+/// HTTP chunks: published at this size or age, whichever comes first.
+const HTTP_CHUNK_BYTES: usize = 32 * DATAGRAM;
+const HTTP_CHUNK_NS: u64 = 40_000_000;
+/// File I/O threads.
+const IO_THREADS: usize = 4;
+/// On shutdown, access units starting within this time still go out whole (beyond the
+/// splicers' 1 s read-ahead, so only what is queued goes out)...
+const CLOSE_CUTOFF_NS: u64 = 1_500_000_000;
+/// ...and the engine stops after at most this long.
+const CLOSE_LIMIT_NS: u64 = 3_000_000_000;
+
+/// What one station is: built from the config before the engine starts.
+pub(crate) struct StationSpec {
+    /// Channel or MPTS id.
+    pub(crate) id: String,
+    channels: Vec<ChannelConfig>,
+    mux: playout::mux::MuxConfig,
+    outputs: Vec<OutputConfig>,
+    /// The HTTP feed (single channels only).
+    pub(crate) feed: Option<Arc<Feed>>,
+}
+
+/// Every station of a config: each channel, and each MPTS.
+pub(crate) fn stations(config: &Config) -> Vec<StationSpec> {
+    let mut out: Vec<StationSpec> = config
+        .channels
+        .iter()
+        .map(|ch| StationSpec {
+            id: ch.id.clone(),
+            channels: vec![ch.clone()],
+            mux: render::channel_mux_config(ch),
+            outputs: ch.outputs.clone(),
+            feed: Some(Feed::new()),
+        })
+        .collect();
+    for m in &config.mpts {
+        if let Some((mux, channels)) = render::mpts_mux_config(config, &m.id) {
+            out.push(StationSpec {
+                id: m.id.clone(),
+                channels: channels.into_iter().cloned().collect(),
+                mux,
+                outputs: m.outputs.clone(),
+                feed: None,
+            });
+        }
+    }
+    out
+}
+
+/// What `/channels` shows of a station, refreshed about once a second.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct StationStatus {
+    pub(crate) id: String,
+    pub(crate) muxrate_bps: u64,
+    /// Item on air per program (file name), if any.
+    pub(crate) on_air: Vec<Option<String>>,
+    pub(crate) packets: u64,
+    pub(crate) null_packets: u64,
+    pub(crate) items_started: u64,
+    pub(crate) items_failed: u64,
+    pub(crate) late_packets: u64,
+    pub(crate) underflows: u64,
+    pub(crate) pacer_stalls: u64,
+    pub(crate) max_late_us: u64,
+    pub(crate) outputs: Vec<OutputStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct OutputStatus {
+    pub(crate) url: String,
+    pub(crate) datagrams: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors: u64,
+}
+
+/// Shared status of all stations.
+pub(crate) type Status = Arc<Mutex<Vec<StationStatus>>>;
+
+/// The running engine thread.
+pub(crate) struct Engine {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub(crate) status: Status,
+}
+
+impl Engine {
+    /// Opens every output (an output that cannot be opened is an error naming it) and starts
+    /// the engine thread; the first datagrams leave about 20 ms later.
+    pub(crate) fn start(specs: &[StationSpec]) -> anyhow::Result<Engine> {
+        let epoch = Instant::now();
+        let start_ns = 20_000_000;
+        let mut stations = Vec::new();
+        let mut seed = epoch.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
+        for (si, spec) in specs.iter().enumerate() {
+            let mut outputs = Vec::new();
+            for o in &spec.outputs {
+                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                outputs.push(UdpOutput::open(o, seed).map_err(|e| {
+                    anyhow::anyhow!("station `{}`: cannot open output: {e}", spec.id)
+                })?);
+            }
+            let refs: Vec<&ChannelConfig> = spec.channels.iter().collect();
+            let mut mux = Mux::new(spec.mux.clone(), render::splicers(&refs));
+            mux.track_raps(spec.feed.is_some());
+            let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
+            // Stagger the stations across one datagram interval so they do not all wake at
+            // the same instant.
+            let stagger = pacer_cfg.interval_ns() * si as u64 / specs.len().max(1) as u64;
+            stations.push(Station {
+                id: spec.id.clone(),
+                names: spec.channels.iter().map(|c| c.id.clone()).collect(),
+                playlists: spec.channels.iter().map(|c| c.playlist.clone()).collect(),
+                sources: spec
+                    .channels
+                    .iter()
+                    .map(|c| Some(FileSource::new(c.playlist.clone())))
+                    .collect(),
+                on_air: vec![None; spec.channels.len()],
+                mux,
+                pacer: Pacer::new(pacer_cfg, start_ns + stagger),
+                outputs,
+                feed: spec.feed.clone(),
+                acc: BytesMut::with_capacity(HTTP_CHUNK_BYTES + DATAGRAM * 64),
+                acc_slot: 0,
+                acc_since: start_ns,
+                acc_rap: None,
+                log_stats: RenderStats::default(),
+            });
+        }
+        let status: Status = Arc::new(Mutex::new(stations.iter().map(|s| s.status()).collect()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name("engine".to_owned())
+                .spawn(move || run(stations, epoch, &stop, &status))?
+        };
+        Ok(Engine {
+            stop,
+            thread: Some(thread),
+            status,
+        })
+    }
+
+    /// Stops the engine: the outputs close after the last datagram, HTTP feeds end.
+    pub(crate) fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Station {
+    id: String,
+    names: Vec<String>,
+    playlists: Vec<Vec<PathBuf>>,
+    /// Each program's files; `None` while an I/O thread has them.
+    sources: Vec<Option<FileSource>>,
+    on_air: Vec<Option<String>>,
+    mux: Mux,
+    pacer: Pacer,
+    outputs: Vec<UdpOutput>,
+    feed: Option<Arc<Feed>>,
+    /// Output not yet published to the HTTP feed, from slot `acc_slot` on.
+    acc: BytesMut,
+    acc_slot: u64,
+    acc_since: u64,
+    acc_rap: Option<(usize, Bytes)>,
+    log_stats: RenderStats,
+}
+
+struct IoJob {
+    station: usize,
+    program: usize,
+    source: FileSource,
+    req: IoRequest,
+}
+
+struct IoResult {
+    station: usize,
+    program: usize,
+    source: FileSource,
+    done: IoDone,
+}
+
+fn run(mut stations: Vec<Station>, epoch: Instant, stop: &AtomicBool, status: &Status) {
+    let (job_tx, job_rx) = mpsc::channel::<IoJob>();
+    let (done_tx, done_rx) = mpsc::channel::<IoResult>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let workers: Vec<JoinHandle<()>> = (0..IO_THREADS)
+        .filter_map(|i| {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("io-{i}"))
+                .spawn(move || io_worker(&job_rx, &done_tx))
+                .ok()
+        })
+        .collect();
+    drop(done_tx);
+    tracing::info!(
+        stations = stations.len(),
+        io_threads = workers.len(),
+        "engine on air"
+    );
+    let mut next_status = 0u64;
+    let mut closing_since: Option<u64> = None;
+    loop {
+        let now = epoch.elapsed().as_nanos() as u64;
+        match closing_since {
+            None if stop.load(Ordering::Relaxed) => {
+                // Close cleanly: what has begun goes out whole, then the outputs stop.
+                tracing::info!("closing the outputs");
+                for st in &mut stations {
+                    let cutoff = st.mux.now() + CLOSE_CUTOFF_NS * 27 / 1000;
+                    st.mux.close(cutoff);
+                }
+                closing_since = Some(now);
+            }
+            Some(since) => {
+                let drained = stations.iter().all(|s| s.mux.queued() == 0);
+                if drained || now - since > CLOSE_LIMIT_NS {
+                    break;
+                }
+            }
+            None => {}
+        }
+        while let Ok(r) = done_rx.try_recv() {
+            let st = &mut stations[r.station];
+            st.sources[r.program] = Some(r.source);
+            let t = st.mux.now();
+            r.done.apply(st.mux.program_mut(r.program), t);
+        }
+        let mut next = now + MAX_SLEEP.as_nanos() as u64;
+        for (i, st) in stations.iter_mut().enumerate() {
+            st.request_io(i, &job_tx);
+            st.tick(now);
+            st.log_events();
+            next = next.min(st.pacer.poll_timeout());
+        }
+        if now >= next_status {
+            next_status = now + 1_000_000_000;
+            let snapshot: Vec<StationStatus> = stations.iter().map(Station::status).collect();
+            *status.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+        }
+        let after = epoch.elapsed().as_nanos() as u64;
+        let wake = next.saturating_sub(EARLY_NS / 2);
+        if wake > after {
+            std::thread::sleep(Duration::from_nanos(wake - after));
+        }
+    }
+    for st in &mut stations {
+        st.flush_feed(true);
+        if let Some(feed) = &st.feed {
+            feed.close();
+        }
+        for o in &st.outputs {
+            let s = o.stats();
+            tracing::info!(station = %st.id, output = o.label(), datagrams = s.datagrams, errors = s.errors, "output closed");
+        }
+    }
+    let snapshot: Vec<StationStatus> = stations.iter().map(Station::status).collect();
+    *status.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    drop(job_tx);
+    for w in workers {
+        let _ = w.join();
+    }
+    tracing::info!("engine stopped");
+}
+
+fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &mpsc::Sender<IoResult>) {
+    loop {
+        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        let mut source = job.source;
+        let result = source.perform(job.req);
+        if done
+            .send(IoResult {
+                station: job.station,
+                program: job.program,
+                source,
+                done: result,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Station {
+    /// Sends the splicers' I/O requests to the I/O threads.
+    fn request_io(&mut self, index: usize, jobs: &mpsc::Sender<IoJob>) {
+        while let Some((program, req)) = self.mux.poll_io() {
+            match self.sources[program].take() {
+                Some(source) => {
+                    let _ = jobs.send(IoJob {
+                        station: index,
+                        program,
+                        source,
+                        req,
+                    });
+                }
+                None => {
+                    // Cannot happen: a splicer asks for one thing at a time.
+                    tracing::error!(station = %self.id, program, "I/O requested while busy");
+                }
+            }
+        }
+    }
+
+    /// Sends what is due at `now` (ns since the epoch).
+    fn tick(&mut self, now: u64) {
+        let n = self.pacer.poll_release(now + EARLY_NS) as usize;
+        if n == 0 {
+            self.flush_feed_if_old(now);
+            return;
+        }
+        let slot0 = self.mux.slot();
+        if self.feed.is_none() {
+            self.acc.clear();
+            self.acc_slot = slot0;
+        }
+        let start = self.acc.len();
+        self.mux
+            .emit(&mut self.acc, n * PACKETS_PER_DATAGRAM, Underflow::Stuff);
+        for d in 0..n {
+            let off = start + d * DATAGRAM;
+            let datagram = &self.acc[off..off + DATAGRAM];
+            let ts90k = self
+                .mux
+                .slot_time(slot0 + (d * PACKETS_PER_DATAGRAM) as u64)
+                / 300;
+            for o in &mut self.outputs {
+                o.send(datagram, ts90k);
+            }
+        }
+        while let Some(rap) = self.mux.poll_rap() {
+            if let Some(k) = rap.slot.checked_sub(self.acc_slot) {
+                self.acc_rap = Some((k as usize * PACKET_SIZE, rap.psi));
+            }
+        }
+        if self.acc.len() >= HTTP_CHUNK_BYTES {
+            self.flush_feed(false);
+            self.acc_since = now;
+        } else {
+            self.flush_feed_if_old(now);
+        }
+    }
+
+    fn flush_feed_if_old(&mut self, now: u64) {
+        if now.saturating_sub(self.acc_since) >= HTTP_CHUNK_NS {
+            self.flush_feed(false);
+            self.acc_since = now;
+        }
+    }
+
+    fn flush_feed(&mut self, _last: bool) {
+        let Some(feed) = &self.feed else { return };
+        if self.acc.is_empty() {
+            return;
+        }
+        let data = self.acc.split().freeze();
+        self.acc_slot = self.mux.slot();
+        self.acc.reserve(HTTP_CHUNK_BYTES + DATAGRAM * 64);
+        feed.publish(Chunk {
+            data,
+            rap: self.acc_rap.take(),
+        });
+    }
+
+    fn log_events(&mut self) {
+        while let Some(ev) = self.mux.poll_event() {
+            if let MuxEvent::Splice {
+                program,
+                event: SpliceEvent::ItemStarted { item, .. },
+            } = &ev
+            {
+                if let Some(slot) = self.on_air.get_mut(*program) {
+                    *slot = self.playlists[*program]
+                        .get(*item)
+                        .map(|p| p.display().to_string());
+                }
+            }
+            render::log_event(ev, &self.names, &self.playlists, &mut self.log_stats);
+        }
+    }
+
+    fn status(&self) -> StationStatus {
+        let m = self.mux.stats();
+        let p = self.pacer.stats();
+        StationStatus {
+            id: self.id.clone(),
+            muxrate_bps: self.mux.config().muxrate_bps,
+            on_air: self.on_air.clone(),
+            packets: m.packets,
+            null_packets: m.null_packets,
+            items_started: self.log_stats.items_started,
+            items_failed: self.log_stats.items_failed,
+            late_packets: m.late_packets,
+            underflows: m.underflows,
+            pacer_stalls: p.stalls,
+            max_late_us: p.max_late_ns / 1000,
+            outputs: self
+                .outputs
+                .iter()
+                .map(|o| {
+                    let OutputStats {
+                        datagrams,
+                        bytes,
+                        errors,
+                    } = o.stats();
+                    OutputStatus {
+                        url: o.label().to_owned(),
+                        datagrams,
+                        bytes,
+                        errors,
+                    }
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Network outputs: UDP and RTP datagrams ([`udp`]) and HTTP for set-top boxes ([`http`]).
+
+pub(crate) mod http;
+pub(crate) mod udp;
