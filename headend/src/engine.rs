@@ -29,7 +29,7 @@ use crate::render::{self, RenderStats};
 const PACKETS_PER_DATAGRAM: usize = 7;
 const DATAGRAM: usize = PACKETS_PER_DATAGRAM * PACKET_SIZE;
 /// Datagrams due this soon are sent in the same wake-up (a little early) to save wake-ups.
-const EARLY_NS: u64 = 200_000;
+const EARLY_NS: u64 = 300_000;
 /// Longest sleep, so I/O results and the stop flag are seen promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(2);
 /// HTTP chunks: published at this size or age, whichever comes first.
@@ -290,9 +290,8 @@ fn run(mut stations: Vec<Station>, epoch: Instant, stop: &AtomicBool, status: &S
             *status.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
         }
         let after = epoch.elapsed().as_nanos() as u64;
-        let wake = next.saturating_sub(EARLY_NS / 2);
-        if wake > after {
-            std::thread::sleep(Duration::from_nanos(wake - after));
+        if next > after {
+            std::thread::sleep(Duration::from_nanos(next - after));
         }
     }
     for st in &mut stations {

@@ -26,7 +26,6 @@ pub(crate) struct OutputStats {
 /// One configured destination with its socket.
 pub(crate) struct UdpOutput {
     socket: Socket,
-    dest: SockAddr,
     label: String,
     rtp: Option<RtpState>,
     stats: OutputStats,
@@ -51,7 +50,6 @@ impl UdpOutput {
         });
         Ok(UdpOutput {
             socket,
-            dest: SockAddr::from(cfg.dest),
             label,
             rtp,
             stats: OutputStats::default(),
@@ -73,12 +71,12 @@ impl UdpOutput {
     /// byte, the RTP timestamp. Failures are counted and logged, never returned.
     pub(crate) fn send(&mut self, payload: &[u8], ts90k: u64) {
         let result = match &mut self.rtp {
-            None => self.socket.send_to(payload, &self.dest),
+            None => self.socket.send(payload),
             Some(rtp) => {
                 let header = rtp_header(rtp.seq, ts90k as u32, rtp.ssrc);
                 rtp.seq = rtp.seq.wrapping_add(1);
                 self.socket
-                    .send_to_vectored(&[IoSlice::new(&header), IoSlice::new(payload)], &self.dest)
+                    .send_vectored(&[IoSlice::new(&header), IoSlice::new(payload)])
             }
         };
         match result {
@@ -162,6 +160,9 @@ fn make_socket(cfg: &OutputConfig) -> io::Result<Socket> {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     });
     socket.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+    // Connected: the kernel keeps the route and source address instead of looking them up
+    // for every datagram.
+    socket.connect(&SockAddr::from(cfg.dest))?;
     Ok(socket)
 }
 

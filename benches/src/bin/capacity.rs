@@ -1,0 +1,391 @@
+//! Real-time capacity of `headend run`: N channels at a muxrate paced to IPv6 multicast groups
+//! kept on `lo`, received here, with datagram inter-arrival against nominal, continuity
+//! errors, losses, and the CPU the daemon takes (issue #3).
+//!
+//! `cargo run --release -p benches --bin capacity -- --channels 300 --secs 20`
+//! (needs root for the loopback multicast routes and a larger receive buffer; never sends
+//! anywhere but `lo`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use socket2::{Domain, Protocol, Socket, Type};
+
+const DATAGRAM: usize = 7 * 188;
+/// Inter-arrival histogram: 10 µs buckets up to 100 ms.
+const BUCKET_US: u64 = 10;
+const BUCKETS: usize = 10_000;
+
+#[derive(Parser)]
+struct Args {
+    /// Channels to put on air.
+    #[arg(long, default_value_t = 300)]
+    channels: usize,
+    /// Measurement window, seconds.
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// Seconds on air before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Muxrate of every channel, bits/s.
+    #[arg(long, default_value_t = 8_000_000)]
+    muxrate: u64,
+    /// UDP port of every group.
+    #[arg(long, default_value_t = 6000)]
+    port: u16,
+    /// `groups`: one multicast group per channel, all on one port (as operators do);
+    /// `ports`: one group, one port per channel. On loopback the receiving side's work runs in
+    /// the sender's system calls, and the kernel scans a host's joined groups linearly for
+    /// every datagram, so `groups` charges the daemon a cost that grows with the number of
+    /// groups joined *here*; `ports` shows the sender's own cost.
+    #[arg(long, default_value = "groups")]
+    layout: String,
+    /// The daemon binary.
+    #[arg(long, default_value = "target/release/headend")]
+    headend: PathBuf,
+}
+
+struct Stream {
+    /// Kernel arrival time of the last datagram, ns.
+    last: Option<u64>,
+    datagrams: u64,
+    cc: Box<[u8; 8192]>,
+    cc_errors: u64,
+    hist: Vec<u32>,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        Stream {
+            last: None,
+            datagrams: 0,
+            cc: Box::new([0xFF; 8192]),
+            cc_errors: 0,
+            hist: vec![0; BUCKETS + 1],
+        }
+    }
+}
+
+fn group(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xff11, 0, 0, 0, 0, 0, 0xc, i as u16 + 1)
+}
+
+/// Group and port of channel `i`.
+fn dest(args: &Args, i: usize) -> (Ipv6Addr, u16) {
+    if args.layout == "ports" {
+        (group(0), args.port + i as u16)
+    } else {
+        (group(i), args.port)
+    }
+}
+
+fn write_config(path: &Path, args: &Args) -> anyhow::Result<()> {
+    let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
+    let media = media.canonicalize().context("fixtures/media")?;
+    let mut text = String::from("[http]\nlisten = \"127.0.0.1:0\"\n");
+    for i in 0..args.channels {
+        text.push_str(&format!(
+            "\n[[channel]]\nid = \"c{n}\"\nservice_id = {n}\nname = \"C{n}\"\nprovider = \"bench\"\n\
+             muxrate = \"{rate}\"\nplaylist = [\"{a}\", \"{e}\", \"{c}\"]\n\n[[channel.output]]\n\
+             url = \"udp://[{g}]:{port}\"\ninterface = \"lo\"\n",
+            n = i + 1,
+            rate = args.muxrate,
+            a = media.join("a.ts").display(),
+            e = media.join("e.ts").display(),
+            c = media.join("c.ts").display(),
+            g = dest(args, i).0,
+            port = dest(args, i).1,
+        ));
+    }
+    std::fs::write(path, text).with_context(|| path.display().to_string())
+}
+
+/// Makes loopback carry ff11::/16 (root, idempotent) and checks it does.
+fn multicast_on_lo() -> anyhow::Result<()> {
+    let ip = |a: &[&str]| {
+        let _ = Command::new("ip").args(a).stderr(Stdio::null()).status();
+    };
+    ip(&["link", "set", "lo", "multicast", "on"]);
+    ip(&[
+        "-6",
+        "route",
+        "add",
+        "multicast",
+        "ff11::/16",
+        "dev",
+        "lo",
+        "table",
+        "local",
+    ]);
+    let out = Command::new("ip")
+        .args(["-6", "route", "get", &group(0).to_string()])
+        .output()?;
+    let route = String::from_utf8_lossy(&out.stdout);
+    if !route.contains("dev lo") {
+        bail!("{} does not route to lo: {route}", group(0));
+    }
+    Ok(())
+}
+
+/// utime + stime of a process, seconds.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // CLK_TCK is 100 on Linux
+}
+
+/// Udp6 receive-buffer drops so far (the receiver's losses, not the sender's).
+fn rcvbuf_errors() -> u64 {
+    std::fs::read_to_string("/proc/net/snmp6")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Udp6RcvbufErrors"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One datagram: its length, source port and kernel arrival time (ns).
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the Vec
+fn recv_stamped(fd: RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> Option<(usize, u16, u64)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn6};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT).ok()?;
+    let port = msg.address?.port();
+    let stamp = msg.cmsgs().ok()?.find_map(|c| match c {
+        ControlMessageOwned::ScmTimestampns(t) => {
+            Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        }
+        _ => None,
+    })?;
+    Some((msg.bytes, port, stamp))
+}
+
+/// The largest `max_late_us` over the daemon's stations, from `GET /channels`.
+fn max_late_us(addr: &str) -> u64 {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(s, "GET /channels HTTP/1.0\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split("\"max_late_us\":")
+        .skip(1)
+        .filter_map(|t| {
+            t.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    multicast_on_lo()?;
+    let _ = std::fs::write("/proc/sys/net/core/rmem_max", "268435456");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("capacity.toml");
+    write_config(&cfg, &args)?;
+
+    // `groups`: one socket joined to every group, streams told apart by their source port.
+    // `ports`: one socket per channel. Busy-polled (non-blocking), so the sender never has to
+    // wake the receiver: on loopback that wake-up would be charged to the daemon, which a NIC
+    // never costs it. The receiver takes a core. Arrival times come from the kernel (stamped
+    // when the datagram reaches the socket), so the receiver's own scheduling does not count
+    // against the sender.
+    let mut sockets: Vec<UdpSocket> = Vec::new();
+    let ports: Vec<u16> = if args.layout == "ports" {
+        (0..args.channels).map(|i| dest(&args, i).1).collect()
+    } else if args.layout == "groups" {
+        vec![args.port]
+    } else {
+        bail!("--layout groups|ports");
+    };
+    for port in ports {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.set_recv_buffer_size(if args.layout == "ports" { 4 << 20 } else { 256 << 20 })?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        let groups = if args.layout == "ports" { 1 } else { args.channels };
+        for i in 0..groups {
+            s.join_multicast_v6(&group(i), 1)
+                .with_context(|| format!("joining {}", group(i)))?;
+        }
+        let socket: UdpSocket = s.into();
+        socket.set_nonblocking(true)?;
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )?;
+        sockets.push(socket);
+    }
+
+    let mut child = Command::new(&args.headend)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", args.headend.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let daemon = Daemon(child);
+    let pid = daemon.0.id().to_string();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if !line.starts_with("on air") {
+        bail!("headend did not come up: {line}");
+    }
+
+    let mut buf = vec![0u8; 65536];
+    let warm_end = Instant::now() + Duration::from_secs(args.warmup);
+    while Instant::now() < warm_end {
+        for socket in &sockets {
+            while socket.recv_from(&mut buf).is_ok() {}
+        }
+    }
+    let cpu0 = cpu_seconds(&pid)?;
+    let self0 = cpu_seconds("self")?;
+    let drops0 = rcvbuf_errors();
+    let started = Instant::now();
+    let end = started + Duration::from_secs(args.secs);
+    let mut streams: HashMap<(usize, u16), Stream> = HashMap::new();
+    let nominal_us = DATAGRAM as f64 * 8.0 / args.muxrate as f64 * 1e6;
+    let mut bad_size = 0u64;
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let mut k = 0;
+    while Instant::now() < end {
+        k = (k + 1) % fds.len();
+        let Some((n, port, now)) = recv_stamped(fds[k], &mut buf, &mut cmsg) else {
+            continue;
+        };
+        let st = streams.entry((k, port)).or_insert_with(Stream::new);
+        if n != DATAGRAM {
+            bad_size += 1;
+        }
+        if let Some(last) = st.last {
+            let dev = ((now - last) as f64 / 1e3 - nominal_us).abs() as u64 / BUCKET_US;
+            st.hist[(dev as usize).min(BUCKETS)] += 1;
+        }
+        st.last = Some(now);
+        st.datagrams += 1;
+        for p in buf[..n].chunks_exact(188) {
+            let pid = usize::from(u16::from_be_bytes([p[1], p[2]]) & 0x1FFF);
+            if pid == 0x1FFF || p[3] & 0x10 == 0 {
+                continue;
+            }
+            let cc = p[3] & 0x0F;
+            let last = st.cc[pid];
+            if last != 0xFF && cc != (last + 1) & 0x0F {
+                st.cc_errors += 1;
+            }
+            st.cc[pid] = cc;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(&pid)? - cpu0;
+    let engine_late = max_late_us(
+        line.trim_start_matches("on air; http://")
+            .trim_end_matches("/channels\n"),
+    );
+    let self_cpu = cpu_seconds("self")? - self0;
+    let drops = rcvbuf_errors() - drops0;
+    drop(daemon);
+
+    let expected = secs * args.muxrate as f64 / (DATAGRAM as f64 * 8.0);
+    let p99 = |h: &[u32]| {
+        let total: u64 = h.iter().map(|&c| u64::from(c)).sum();
+        let mut seen = 0u64;
+        h.iter()
+            .position(|&c| {
+                seen += u64::from(c);
+                seen * 100 >= total * 99
+            })
+            .unwrap_or(0) as u64
+            * BUCKET_US
+    };
+    let mut pooled = vec![0u32; BUCKETS + 1];
+    let mut worst_p99 = 0;
+    let mut datagrams = 0;
+    let mut cc_errors = 0;
+    let mut min_ratio = f64::MAX;
+    for st in streams.values() {
+        for (a, b) in pooled.iter_mut().zip(&st.hist) {
+            *a += b;
+        }
+        worst_p99 = worst_p99.max(p99(&st.hist));
+        datagrams += st.datagrams;
+        cc_errors += st.cc_errors;
+        min_ratio = min_ratio.min(st.datagrams as f64 / expected);
+    }
+    let gbps = datagrams as f64 * DATAGRAM as f64 * 8.0 / secs / 1e9;
+    println!(
+        "channels {} ({} layout, streams received {}), muxrate {} b/s, window {secs:.1} s",
+        args.channels,
+        args.layout,
+        streams.len(),
+        args.muxrate
+    );
+    println!(
+        "datagrams {datagrams} ({:.0}/s, {gbps:.2} Gbit/s), least-served stream got {:.2}% of nominal, wrong-size {bad_size}",
+        datagrams as f64 / secs,
+        min_ratio * 100.0
+    );
+    println!(
+        "inter-arrival off nominal: p99 {} µs pooled, worst channel p99 {worst_p99} µs; CC errors {cc_errors}; receiver buffer drops {drops}",
+        p99(&pooled)
+    );
+    println!("engine: largest lateness of a datagram {engine_late} µs, pacer stalls (re-anchors) see /channels");
+    println!(
+        "headend CPU {cpu:.2} s = {:.2} cores; receiver CPU {self_cpu:.2} s = {:.2} cores",
+        cpu / secs,
+        self_cpu / secs
+    );
+    println!(
+        "| {} | {} | {gbps:.2} | {} | {worst_p99} | {cc_errors} | {drops} | {:.2} | {:.2} |",
+        args.channels,
+        args.layout,
+        p99(&pooled),
+        cpu / secs,
+        self_cpu / secs
+    );
+    std::io::stdout().flush()?;
+    Ok(())
+}
