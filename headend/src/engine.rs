@@ -37,6 +37,10 @@ const HTTP_CHUNK_BYTES: usize = 32 * DATAGRAM;
 const HTTP_CHUNK_NS: u64 = 40_000_000;
 /// File I/O threads.
 const IO_THREADS: usize = 4;
+/// Time one read result may take to apply (demux of a 385 KB chunk, with margin): after the
+/// first one in a wake-up, more are applied only while this much is left before the next
+/// datagram is due.
+const IO_APPLY_NS: u64 = 150_000;
 /// On shutdown, access units starting within this time still go out whole (beyond the
 /// splicers' 1 s read-ahead, so only what is queued goes out)...
 const CLOSE_CUTOFF_NS: u64 = 1_500_000_000;
@@ -120,7 +124,7 @@ pub(crate) struct Engine {
 impl Engine {
     /// Opens every output (an output that cannot be opened is an error naming it) and starts
     /// the engine thread; the first datagrams leave about 20 ms later.
-    pub(crate) fn start(specs: &[StationSpec]) -> anyhow::Result<Engine> {
+    pub(crate) fn start(specs: &[StationSpec], realtime_priority: u8) -> anyhow::Result<Engine> {
         let epoch = Instant::now();
         let start_ns = 20_000_000;
         let mut stations = Vec::new();
@@ -168,7 +172,10 @@ impl Engine {
             let status = status.clone();
             std::thread::Builder::new()
                 .name("engine".to_owned())
-                .spawn(move || run(stations, epoch, &stop, &status))?
+                .spawn(move || {
+                    set_realtime(realtime_priority);
+                    run(stations, epoch, &stop, &status);
+                })?
         };
         Ok(Engine {
             stop,
@@ -229,6 +236,33 @@ struct IoResult {
     done: IoDone,
 }
 
+/// Puts the calling thread under SCHED_FIFO at `priority` (0: leave it alone).
+fn set_realtime(priority: u8) {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    if priority == 0 {
+        return;
+    }
+    let result = ThreadPriorityValue::try_from(priority)
+        .map_err(|e| format!("{e:?}"))
+        .and_then(|p| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(p),
+                ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    match result {
+        Ok(()) => tracing::info!(priority, "engine thread runs at SCHED_FIFO priority"),
+        Err(e) => {
+            tracing::warn!(priority, error = %e, "cannot give the engine thread real-time priority (needs root or CAP_SYS_NICE); datagram timing may suffer on a busy machine")
+        }
+    }
+}
+
 fn run(mut stations: Vec<Station>, epoch: Instant, stop: &AtomicBool, status: &Status) {
     let (job_tx, job_rx) = mpsc::channel::<IoJob>();
     let (done_tx, done_rx) = mpsc::channel::<IoResult>();
@@ -271,18 +305,31 @@ fn run(mut stations: Vec<Station>, epoch: Instant, stop: &AtomicBool, status: &S
             }
             None => {}
         }
-        while let Ok(r) = done_rx.try_recv() {
+        // First what is due: the datagrams.
+        let mut next = now + MAX_SLEEP.as_nanos() as u64;
+        for st in stations.iter_mut() {
+            st.tick(now);
+            next = next.min(st.pacer.poll_timeout());
+        }
+        // Then the rest, in the time left before the next datagram is due. Applying a read
+        // result demuxes up to 385 KB; the splicers read a second ahead, so results can wait
+        // for the next wake-up rather than delay every station's datagrams.
+        let mut applied = 0;
+        loop {
+            let t = epoch.elapsed().as_nanos() as u64;
+            if applied > 0 && t + IO_APPLY_NS > next {
+                break;
+            }
+            let Ok(r) = done_rx.try_recv() else { break };
             let st = &mut stations[r.station];
             st.sources[r.program] = Some(r.source);
-            let t = st.mux.now();
-            r.done.apply(st.mux.program_mut(r.program), t);
+            let at = st.mux.now();
+            r.done.apply(st.mux.program_mut(r.program), at);
+            applied += 1;
         }
-        let mut next = now + MAX_SLEEP.as_nanos() as u64;
         for (i, st) in stations.iter_mut().enumerate() {
             st.request_io(i, &job_tx);
-            st.tick(now);
             st.log_events();
-            next = next.min(st.pacer.poll_timeout());
         }
         if now >= next_status {
             next_status = now + 1_000_000_000;

@@ -38,13 +38,15 @@ pub(crate) use units::{parse_duration, Bitrate};
 
 use claims::Claims;
 use error::Diagnostics;
-use raw::RawHttp;
+use raw::{RawEngine, RawHttp};
 
 /// The validated configuration of one head-end process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Config {
     /// Table `[http]`: the control API. Optional; defaults apply when absent.
     pub(crate) http: HttpConfig,
+    /// Table `[engine]`: the real-time engine. Optional; defaults apply when absent.
+    pub(crate) engine: EngineConfig,
     /// Array `[[channel]]`: single-program services, in file order. Default empty.
     pub(crate) channels: Vec<ChannelConfig>,
     /// Array `[[mpts]]`: multi-program streams built from channels, in file order. Default
@@ -58,6 +60,24 @@ pub(crate) struct HttpConfig {
     /// Key `listen`: TCP socket address to serve on, IPv4 or IPv6 (`"[::1]:8080"`,
     /// `"0.0.0.0:8080"`). Default `[::1]:8080`; port 0 picks a free port.
     pub(crate) listen: SocketAddr,
+}
+
+/// The real-time engine (`[engine]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EngineConfig {
+    /// Key `realtime_priority`: SCHED_FIFO priority of the pacing thread, 1..=99, or 0 for
+    /// the normal scheduler. Default 10: above every normal thread, so a busy machine does
+    /// not delay datagrams; below the kernel's own real-time threads (usually 50 and up).
+    /// Needs root or CAP_SYS_NICE; without it the engine logs a warning and runs normally.
+    pub(crate) realtime_priority: u8,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            realtime_priority: 10,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -94,18 +114,20 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
         }
     };
     let http = document.remove("http");
+    let engine = document.remove("engine");
     let channel_items = document.remove("channel");
     let mpts_items = document.remove("mpts");
     for key in document.keys() {
         diag.push(
             key.escape_debug().to_string(),
             format!(
-                "unknown key `{}`, expected one of `http`, `channel`, `mpts`",
+                "unknown key `{}`, expected one of `http`, `engine`, `channel`, `mpts`",
                 key.escape_debug()
             ),
         );
     }
     let http = http_config(http, &mut diag);
+    let engine = engine_config(engine, &mut diag);
     let mut claims = Claims::default();
     let channels: Vec<Option<ChannelConfig>> = tables(channel_items, "channel", &mut diag)
         .into_iter()
@@ -122,9 +144,10 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     }
     let channels: Option<Vec<ChannelConfig>> = channels.into_iter().collect();
     let mpts: Option<Vec<MptsConfig>> = mpts.into_iter().collect();
-    match (http, channels, mpts) {
-        (Some(http), Some(channels), Some(mpts)) => Ok(Config {
+    match (http, engine, channels, mpts) {
+        (Some(http), Some(engine), Some(channels), Some(mpts)) => Ok(Config {
             http,
+            engine,
             channels,
             mpts,
         }),
@@ -170,6 +193,33 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
         }),
         Err(err) => {
             diag.toml("http", &err);
+            None
+        }
+    }
+}
+
+fn engine_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<EngineConfig> {
+    let Some(value) = value else {
+        return Some(EngineConfig::default());
+    };
+    if !value.is_table() {
+        diag.push(
+            "engine",
+            format!("expected a table (`[engine]`), found {}", value.type_str()),
+        );
+        return None;
+    }
+    match value.try_into::<RawEngine>() {
+        Ok(raw) => {
+            let default = EngineConfig::default();
+            let realtime_priority = match raw.realtime_priority {
+                None => default.realtime_priority,
+                Some(p) => diag.ranged("engine.realtime_priority".to_owned(), p, 0u8..=99)?,
+            };
+            Some(EngineConfig { realtime_priority })
+        }
+        Err(err) => {
+            diag.toml("engine", &err);
             None
         }
     }

@@ -23,6 +23,14 @@ pub(super) struct RawHttp {
     pub(super) listen: Option<SocketAddr>,
 }
 
+/// `[engine]`; see [`super::EngineConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEngine {
+    /// `realtime_priority`: 0 (off) or 1..=99; default 10.
+    pub(super) realtime_priority: Option<i64>,
+}
+
 /// One `[[channel]]` without its `output` array; see [`super::ChannelConfig`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

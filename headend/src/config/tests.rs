@@ -336,7 +336,7 @@ channels = []
     let m = |path| message(&errors, path);
     assert_eq!(
         m("unknown_top"),
-        "unknown key `unknown_top`, expected one of `http`, `channel`, `mpts`"
+        "unknown key `unknown_top`, expected one of `http`, `engine`, `channel`, `mpts`"
     );
     assert!(m("channel[0].id").starts_with("invalid id `Bad Id`"));
     assert_eq!(
@@ -579,4 +579,34 @@ fn no_input_panics() {
             }
         }
     }
+}
+
+#[test]
+fn engine_table_sets_the_realtime_priority() {
+    let cfg = parse("", Path::new("."), "t.toml").unwrap();
+    assert_eq!(cfg.engine.realtime_priority, 10);
+    let cfg = parse(
+        "[engine]\nrealtime_priority = 0\n",
+        Path::new("."),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.engine,
+        EngineConfig {
+            realtime_priority: 0
+        }
+    );
+    let errors = reject("[engine]\nrealtime_priority = 100\n");
+    assert_eq!(
+        message(&errors, "engine.realtime_priority"),
+        "100 is out of range, expected 0..=99"
+    );
+    let errors = reject("[engine]\npriority = 5\n");
+    assert!(message(&errors, "engine").contains("unknown field `priority`"));
+    let errors = reject("engine = 3\n");
+    assert_eq!(
+        message(&errors, "engine"),
+        "expected a table (`[engine]`), found integer"
+    );
 }
