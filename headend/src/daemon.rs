@@ -27,7 +27,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
         let listen = listener.local_addr()?;
-        let engine = Engine::start(&specs, config.engine.realtime_priority)?;
+        let engine = Engine::start(&specs, config.engine.realtime_priority, config.engine.threads)?;
         let channels = config
             .channels
             .iter()

@@ -117,14 +117,20 @@ pub(crate) type Status = Arc<Mutex<Vec<StationStatus>>>;
 /// The running engine thread.
 pub(crate) struct Engine {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
     pub(crate) status: Status,
 }
 
 impl Engine {
     /// Opens every output (an output that cannot be opened is an error naming it) and starts
-    /// the engine thread; the first datagrams leave about 20 ms later.
-    pub(crate) fn start(specs: &[StationSpec], realtime_priority: u8) -> anyhow::Result<Engine> {
+    /// `threads` engine threads (stations dealt round-robin) and the I/O threads; the first
+    /// datagrams leave about 20 ms later.
+    pub(crate) fn start(
+        specs: &[StationSpec],
+        realtime_priority: u8,
+        threads: usize,
+    ) -> anyhow::Result<Engine> {
         let epoch = Instant::now();
         let start_ns = 20_000_000;
         let mut stations = Vec::new();
@@ -167,19 +173,67 @@ impl Engine {
         }
         let status: Status = Arc::new(Mutex::new(stations.iter().map(|s| s.status()).collect()));
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let threads = threads.clamp(1, stations.len().max(1));
+        // The I/O threads answer every shard, each on its own channel.
+        let (job_tx, job_rx) = mpsc::channel::<IoJob>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut done_txs = Vec::new();
+        let mut done_rxs = Vec::new();
+        for _ in 0..threads {
+            let (tx, rx) = mpsc::channel::<IoResult>();
+            done_txs.push(tx);
+            done_rxs.push(rx);
+        }
+        let done_txs = Arc::new(done_txs);
+        let mut workers = Vec::new();
+        for i in 0..IO_THREADS {
+            let job_rx = job_rx.clone();
+            let done_txs = done_txs.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("io-{i}"))
+                    .spawn(move || io_worker(&job_rx, &done_txs))?,
+            );
+        }
+        drop(done_txs);
+        let mut shards: Vec<Vec<(usize, Station)>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, st) in stations.into_iter().enumerate() {
+            shards[i % threads].push((i, st));
+        }
+        tracing::info!(
+            stations = specs.len(),
+            engine_threads = threads,
+            io_threads = workers.len(),
+            "engine on air"
+        );
+        let mut handles = Vec::new();
+        for (shard, (stations, done_rx)) in shards.into_iter().zip(done_rxs).enumerate() {
             let stop = stop.clone();
             let status = status.clone();
-            std::thread::Builder::new()
-                .name("engine".to_owned())
-                .spawn(move || {
-                    set_realtime(realtime_priority);
-                    run(stations, epoch, &stop, &status);
-                })?
-        };
+            let job_tx = job_tx.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("engine-{shard}"))
+                    .spawn(move || {
+                        set_realtime(realtime_priority);
+                        run(
+                            Shard {
+                                index: shard,
+                                stations,
+                                epoch,
+                                jobs: job_tx,
+                                done: done_rx,
+                            },
+                            &stop,
+                            &status,
+                        );
+                    })?,
+            );
+        }
         Ok(Engine {
             stop,
-            thread: Some(thread),
+            threads: handles,
+            workers,
             status,
         })
     }
@@ -191,8 +245,12 @@ impl Engine {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // The shards dropped their job senders: the I/O threads end.
+        for w in self.workers.drain(..) {
+            let _ = w.join();
         }
     }
 }
@@ -223,6 +281,7 @@ struct Station {
 }
 
 struct IoJob {
+    shard: usize,
     station: usize,
     program: usize,
     source: FileSource,
@@ -263,26 +322,24 @@ fn set_realtime(priority: u8) {
     }
 }
 
-fn run(mut stations: Vec<Station>, epoch: Instant, stop: &AtomicBool, status: &Status) {
-    let (job_tx, job_rx) = mpsc::channel::<IoJob>();
-    let (done_tx, done_rx) = mpsc::channel::<IoResult>();
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    let workers: Vec<JoinHandle<()>> = (0..IO_THREADS)
-        .filter_map(|i| {
-            let job_rx = job_rx.clone();
-            let done_tx = done_tx.clone();
-            std::thread::Builder::new()
-                .name(format!("io-{i}"))
-                .spawn(move || io_worker(&job_rx, &done_tx))
-                .ok()
-        })
-        .collect();
-    drop(done_tx);
-    tracing::info!(
-        stations = stations.len(),
-        io_threads = workers.len(),
-        "engine on air"
-    );
+/// One engine thread's stations (with their indexes among all stations) and channels.
+struct Shard {
+    index: usize,
+    stations: Vec<(usize, Station)>,
+    epoch: Instant,
+    jobs: mpsc::Sender<IoJob>,
+    done: mpsc::Receiver<IoResult>,
+}
+
+fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
+    let Shard {
+        index: shard,
+        stations,
+        epoch,
+        jobs: job_tx,
+        done: done_rx,
+    } = shard;
+    let (global, mut stations): (Vec<usize>, Vec<Station>) = stations.into_iter().unzip();
     let mut next_status = 0u64;
     let mut closing_since: Option<u64> = None;
     loop {
@@ -328,13 +385,12 @@ fn run(mut stations: Vec<Station>, epoch: Instant, stop: &AtomicBool, status: &S
             applied += 1;
         }
         for (i, st) in stations.iter_mut().enumerate() {
-            st.request_io(i, &job_tx);
+            st.request_io(shard, i, &job_tx);
             st.log_events();
         }
         if now >= next_status {
             next_status = now + 1_000_000_000;
-            let snapshot: Vec<StationStatus> = stations.iter().map(Station::status).collect();
-            *status.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+            publish_status(&stations, &global, status);
         }
         let after = epoch.elapsed().as_nanos() as u64;
         if next > after {
@@ -351,16 +407,22 @@ fn run(mut stations: Vec<Station>, epoch: Instant, stop: &AtomicBool, status: &S
             tracing::info!(station = %st.id, output = o.label(), datagrams = s.datagrams, errors = s.errors, "output closed");
         }
     }
-    let snapshot: Vec<StationStatus> = stations.iter().map(Station::status).collect();
-    *status.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
-    drop(job_tx);
-    for w in workers {
-        let _ = w.join();
-    }
-    tracing::info!("engine stopped");
+    publish_status(&stations, &global, status);
+    tracing::info!(shard, "engine stopped");
 }
 
-fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &mpsc::Sender<IoResult>) {
+/// Writes the stations' status at their places among all stations.
+fn publish_status(stations: &[Station], global: &[usize], status: &Status) {
+    let fresh: Vec<StationStatus> = stations.iter().map(Station::status).collect();
+    let mut all = status.lock().unwrap_or_else(PoisonError::into_inner);
+    for (st, &g) in fresh.into_iter().zip(global) {
+        if let Some(slot) = all.get_mut(g) {
+            *slot = st;
+        }
+    }
+}
+
+fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>]) {
     loop {
         let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
             Ok(job) => job,
@@ -368,6 +430,9 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &mpsc::Sender<IoResult>)
         };
         let mut source = job.source;
         let result = source.perform(job.req);
+        let Some(done) = done.get(job.shard) else {
+            return;
+        };
         if done
             .send(IoResult {
                 station: job.station,
@@ -384,11 +449,12 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &mpsc::Sender<IoResult>)
 
 impl Station {
     /// Sends the splicers' I/O requests to the I/O threads.
-    fn request_io(&mut self, index: usize, jobs: &mpsc::Sender<IoJob>) {
+    fn request_io(&mut self, shard: usize, index: usize, jobs: &mpsc::Sender<IoJob>) {
         while let Some((program, req)) = self.mux.poll_io() {
             match self.sources[program].take() {
                 Some(source) => {
                     let _ = jobs.send(IoJob {
+                        shard,
                         station: index,
                         program,
                         source,

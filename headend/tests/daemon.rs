@@ -17,7 +17,7 @@ use playout::check::{check, CheckLimits, Report};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
-use common::{checked, ffmpeg_errors, media, run_bounded, tool};
+use common::{checked, ffmpeg_errors, media, run_bounded, signal_and_wait, tool};
 
 const MUXRATE: u64 = 3_000_000;
 const DATAGRAM: usize = 7 * 188;
@@ -170,7 +170,7 @@ fn payload(c: &Capture, rtp: bool) -> Vec<u8> {
     out
 }
 
-fn config(dir: &Path, ports: &[u16; 5], http: u16) -> PathBuf {
+fn config(dir: &Path, ports: &[u16; 6], http: u16) -> PathBuf {
     let list = |names: &[&str]| -> String {
         names
             .iter()
@@ -202,6 +202,10 @@ url = "rtp://127.0.0.1:{p1}"
 url = "udp://127.0.0.1:{p2}"
 dscp = 46
 
+# Nobody listens here: the kernel refuses datagrams, the other outputs must not notice.
+[[channel.output]]
+url = "udp://127.0.0.1:{dead}"
+
 [[channel]]
 id = "beta"
 service_id = 102
@@ -228,6 +232,7 @@ url = "udp://127.0.0.1:{p4}"
         alpha = list(&["e.ts", "a.ts", "e.ts", "c.ts"]),
         beta = list(&["b.ts", "c.ts"]),
         dir = dir.display(),
+        dead = ports[5],
         p0 = ports[0],
         p1 = ports[1],
         p2 = ports[2],
@@ -248,15 +253,6 @@ impl Drop for Daemon {
     }
 }
 
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM");
-}
-
 fn assert_clean(what: &str, r: &Report) {
     let v = r.violations(&limits());
     assert!(v.is_empty(), "{what}: {}\n{r}", v.join("\n"));
@@ -270,6 +266,7 @@ fn channels_on_air_over_multicast_rtp_and_http() {
     let ffprobe = tool("ffprobe");
     let dir = tempfile::tempdir().unwrap();
     let ports = [
+        free_port(),
         free_port(),
         free_port(),
         free_port(),
@@ -365,29 +362,16 @@ fn channels_on_air_over_multicast_rtp_and_http() {
         "{alpha}"
     );
     assert_eq!(list[2]["status"]["items_started"], 0);
+    let outputs = alpha["status"]["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 4);
+    for o in &outputs[..3] {
+        assert_eq!(o["errors"], 0, "{o}");
+    }
+    assert!(outputs[3]["errors"].as_u64().unwrap() > 0, "{}", outputs[3]);
     assert!(list[2]["status"]["items_failed"].as_u64().unwrap() >= 2);
 
     // SIGTERM: outputs close cleanly and the daemon exits 0.
-    sigterm(&daemon.0);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    daemon
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
     std::thread::sleep(Duration::from_millis(200));

@@ -47,6 +47,9 @@ struct Args {
     /// groups joined *here*; `ports` shows the sender's own cost.
     #[arg(long, default_value = "groups")]
     layout: String,
+    /// Engine threads (`[engine] threads`).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// The daemon binary.
     #[arg(long, default_value = "target/release/headend")]
     headend: PathBuf,
@@ -89,7 +92,10 @@ fn dest(args: &Args, i: usize) -> (Ipv6Addr, u16) {
 fn write_config(path: &Path, args: &Args) -> anyhow::Result<()> {
     let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
     let media = media.canonicalize().context("fixtures/media")?;
-    let mut text = String::from("[http]\nlisten = \"127.0.0.1:0\"\n");
+    let mut text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[engine]\nthreads = {}\n",
+        args.threads
+    );
     for i in 0..args.channels {
         text.push_str(&format!(
             "\n[[channel]]\nid = \"c{n}\"\nservice_id = {n}\nname = \"C{n}\"\nprovider = \"bench\"\n\
@@ -374,9 +380,10 @@ fn main() -> anyhow::Result<()> {
     }
     let gbps = datagrams as f64 * DATAGRAM as f64 * 8.0 / secs / 1e9;
     println!(
-        "channels {} ({} layout, streams received {}), muxrate {} b/s, window {secs:.1} s",
+        "channels {} ({} layout, {} engine threads, streams received {}), muxrate {} b/s, window {secs:.1} s",
         args.channels,
         args.layout,
+        args.threads,
         streams.len(),
         args.muxrate
     );
@@ -396,9 +403,10 @@ fn main() -> anyhow::Result<()> {
         self_cpu / secs
     );
     println!(
-        "| {} | {} | {gbps:.2} | {} | {worst_p99} | {cc_errors} | {drops} | {:.2} | {:.2} |",
+        "| {} | {} | {} | {gbps:.2} | {} | {worst_p99} | {cc_errors} | {drops} | {:.2} | {:.2} |",
         args.channels,
         args.layout,
+        args.threads,
         p99(&pooled),
         cpu / secs,
         self_cpu / secs

@@ -70,12 +70,17 @@ pub(crate) struct EngineConfig {
     /// not delay datagrams; below the kernel's own real-time threads (usually 50 and up).
     /// Needs root or CAP_SYS_NICE; without it the engine logs a warning and runs normally.
     pub(crate) realtime_priority: u8,
+    /// Key `threads`: engine threads, 1..=64; stations are dealt among them round-robin.
+    /// Default 1. More threads spread the pacing of hundreds of channels over several cores
+    /// (each wake-up has less to send, so datagrams leave closer to their due times).
+    pub(crate) threads: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             realtime_priority: 10,
+            threads: 1,
         }
     }
 }
@@ -213,10 +218,19 @@ fn engine_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<E
         Ok(raw) => {
             let default = EngineConfig::default();
             let realtime_priority = match raw.realtime_priority {
-                None => default.realtime_priority,
-                Some(p) => diag.ranged("engine.realtime_priority".to_owned(), p, 0u8..=99)?,
+                None => Some(default.realtime_priority),
+                Some(p) => diag.ranged("engine.realtime_priority".to_owned(), p, 0u8..=99),
             };
-            Some(EngineConfig { realtime_priority })
+            let threads = match raw.threads {
+                None => Some(default.threads),
+                Some(t) => diag
+                    .ranged("engine.threads".to_owned(), t, 1u8..=64)
+                    .map(usize::from),
+            };
+            Some(EngineConfig {
+                realtime_priority: realtime_priority?,
+                threads: threads?,
+            })
         }
         Err(err) => {
             diag.toml("engine", &err);

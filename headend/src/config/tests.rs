@@ -594,8 +594,16 @@ fn engine_table_sets_the_realtime_priority() {
     assert_eq!(
         cfg.engine,
         EngineConfig {
-            realtime_priority: 0
+            realtime_priority: 0,
+            threads: 1
         }
+    );
+    let cfg = parse("[engine]\nthreads = 2\n", Path::new("."), "t.toml").unwrap();
+    assert_eq!(cfg.engine.threads, 2);
+    let errors = reject("[engine]\nthreads = 0\n");
+    assert_eq!(
+        message(&errors, "engine.threads"),
+        "0 is out of range, expected 1..=64"
     );
     let errors = reject("[engine]\nrealtime_priority = 100\n");
     assert_eq!(

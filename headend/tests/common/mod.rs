@@ -1,8 +1,9 @@
 //! Helpers shared by the headend integration tests.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use playout::check::{check, CheckLimits, Report};
@@ -77,4 +78,31 @@ pub(crate) fn ffmpeg_errors(ffmpeg: &str, file: &Path) -> Vec<String> {
         .filter(|l| !l.trim().is_empty() && !l.contains("Last message repeated"))
         .map(str::to_owned)
         .collect()
+}
+
+/// Sends `signal` ("TERM", "INT") to `child` and waits up to 10 s for it to exit; returns its
+/// exit status and everything it wrote to its (piped) stderr.
+pub(crate) fn signal_and_wait(child: &mut Child, signal: &str) -> (ExitStatus, String) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(sent, "kill -{signal}");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit within 10 s of SIG{signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (status, stderr)
 }
