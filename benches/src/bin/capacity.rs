@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, default_value = "groups")]
     layout: String,
     /// Engine threads (`[engine] threads`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     threads: usize,
     /// The daemon binary.
     #[arg(long, default_value = "target/release/headend")]

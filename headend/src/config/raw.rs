@@ -29,7 +29,7 @@ pub(super) struct RawHttp {
 pub(super) struct RawEngine {
     /// `realtime_priority`: 0 (off) or 1..=99; default 10.
     pub(super) realtime_priority: Option<i64>,
-    /// `threads`: 1..=64; default 1.
+    /// `threads`: 1..=64; default 2.
     pub(super) threads: Option<i64>,
 }
 

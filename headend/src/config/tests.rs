@@ -595,11 +595,11 @@ fn engine_table_sets_the_realtime_priority() {
         cfg.engine,
         EngineConfig {
             realtime_priority: 0,
-            threads: 1
+            threads: 2
         }
     );
-    let cfg = parse("[engine]\nthreads = 2\n", Path::new("."), "t.toml").unwrap();
-    assert_eq!(cfg.engine.threads, 2);
+    let cfg = parse("[engine]\nthreads = 1\n", Path::new("."), "t.toml").unwrap();
+    assert_eq!(cfg.engine.threads, 1);
     let errors = reject("[engine]\nthreads = 0\n");
     assert_eq!(
         message(&errors, "engine.threads"),
