@@ -21,6 +21,18 @@ pub(crate) fn tool(name: &str) -> Option<&str> {
         .arg("-version")
         .output()
         .is_ok_and(|o| o.status.success());
+    present(name, found)
+}
+
+/// [`tool`] for a program that cannot run as is to show it exists (VLC refuses to run as
+/// root, even for `--version`): found on the `PATH`.
+pub(crate) fn tool_on_path(name: &str) -> Option<&str> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
+    present(name, found)
+}
+
+fn present(name: &str, found: bool) -> Option<&str> {
     if found {
         return Some(name);
     }
