@@ -294,6 +294,50 @@ impl Drop for Live {
 mod tests {
     use super::*;
 
+    fn frames(live: &mut Live) -> Vec<Bytes> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = live.poll(&mut cx) {
+            out.push(frame.into_data().unwrap());
+        }
+        out
+    }
+
+    fn chunk(data: &'static [u8], rap: Option<usize>) -> Chunk {
+        Chunk {
+            data: Bytes::from_static(data),
+            rap: rap.map(|o| (o, Bytes::from_static(b"PSI"))),
+        }
+    }
+
+    /// A client that joins gets the GOP first; one that falls more than the backlog behind
+    /// skips to the next random access point, tables first, and is counted.
+    #[test]
+    fn a_lagging_client_skips_to_the_next_random_access_point() {
+        let feed = Feed::new();
+        feed.publish(chunk(b"..RAP", Some(2)));
+        let mut live = Live::new(feed.clone()).unwrap();
+        assert_eq!(feed.stats.clients.load(Ordering::Relaxed), 1);
+        feed.publish(chunk(b"next", None));
+        assert_eq!(frames(&mut live), vec![&b"PSI"[..], b"RAP", b"next"]);
+        // Fall behind: more chunks than the backlog without reading.
+        for _ in 0..300 {
+            feed.publish(chunk(b"old", None));
+        }
+        assert_eq!(
+            frames(&mut live),
+            Vec::<Bytes>::new(),
+            "waits for a random access point"
+        );
+        assert_eq!(feed.stats.skips.load(Ordering::Relaxed), 1);
+        feed.publish(chunk(b"more", None));
+        feed.publish(chunk(b"xxxRAP2", Some(3)));
+        feed.publish(chunk(b"live", None));
+        assert_eq!(frames(&mut live), vec![&b"PSI"[..], b"RAP2", b"live"]);
+        drop(live);
+        assert_eq!(feed.stats.clients.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn m3u_attributes_are_quoted_safely() {
         let state = HttpState {
