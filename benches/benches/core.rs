@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use playout::demux::{Demux, DemuxEvent};
 use playout::offline::BATCH;
+use playout::schedule::{resolve, Body, Clip, Entry, MediaId, MediaInfo, Start, Utc};
 use playout::ts::PACKET_SIZE;
 
 /// Reads of 1024 packets, as `headend`'s file source does.
@@ -105,12 +106,61 @@ fn run_to_end(c: &mut Criterion) {
     g.finish();
 }
 
+/// A week of 10,000 entries: a grid of 2,500 hard starts, each followed by three short items,
+/// over 20 media, with filler in the gaps.
+fn week() -> (Vec<Entry>, Vec<Clip>, Vec<MediaInfo>) {
+    const S: u64 = 1_000_000_000;
+    let media: Vec<MediaInfo> = (0..20u64)
+        .map(|i| MediaInfo {
+            duration: if i < 15 {
+                (100 + i * 10) * S
+            } else {
+                (10 + i) * S
+            },
+        })
+        .collect();
+    let step = 7 * 24 * 3600 * S / 2500;
+    let mut entries = Vec::new();
+    for k in 0..2500u64 {
+        entries.push(Entry {
+            start: Start::Hard(Utc((k * step) as i64)),
+            body: Body::Clip(Clip::whole(MediaId((k % 15) as u32))),
+        });
+        for j in 0..3 {
+            entries.push(Entry {
+                start: Start::Follow,
+                body: Body::Clip(Clip::whole(MediaId(15 + j))),
+            });
+        }
+    }
+    let filler = (15..20).map(|m| Clip::whole(MediaId(m))).collect();
+    (entries, filler, media)
+}
+
+fn schedule(c: &mut Criterion) {
+    let (entries, filler, media) = week();
+    let until = Utc(7 * 24 * 3600 * 1_000_000_000);
+    let mut g = c.benchmark_group("schedule");
+    g.bench_function("resolve a 10,000-entry week", |b| {
+        b.iter(|| black_box(resolve(&entries, &filler, &media, Utc(0), until).unwrap()))
+    });
+    let timeline = resolve(&entries, &filler, &media, Utc(0), until).unwrap();
+    let mut t = 0i64;
+    g.bench_function("what is on air (at) in that week", |b| {
+        b.iter(|| {
+            t = (t + 7_777_777_777_777) % until.0;
+            black_box(timeline.at(Utc(t)))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = core;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = demux, splice_mux, run_to_end
+    targets = demux, splice_mux, run_to_end, schedule
 }
 criterion_main!(core);
