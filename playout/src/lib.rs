@@ -13,6 +13,7 @@
 //! - [`mux`]: the CBR multiplexer with PCR restamping and PSI repetition.
 //! - [`offline`]: the as-fast-as-possible driver behind `headend render`, tests and benches.
 //! - [`pacing`]: real-time release of datagrams at the muxrate, driven by a clock passed in.
+//! - [`probe`]: a media file's duration from its own timestamps (head and tail only).
 //! - [`schedule`]: a channel's schedule resolved into a gapless timeline; what is on air when.
 //! - [`check`]: a strict conformance checker for what we emit.
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@ pub mod mux;
 pub mod offline;
 pub mod pacing;
 pub mod pes;
+pub mod probe;
 pub mod psi;
 pub mod schedule;
 pub mod splice;

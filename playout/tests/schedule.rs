@@ -158,5 +158,8 @@ fn a_week_of_ten_thousand_entries() {
     let entries = build(&raw);
     let t = resolve(&entries, &filler(), &media, Utc(0), Utc(WEEK as i64)).unwrap();
     check(&t, &entries, &media, Utc(0), Utc(WEEK as i64));
-    assert!(t.segments().len() >= 2_500, "a segment per hard start at least");
+    assert!(
+        t.segments().len() >= 2_500,
+        "a segment per hard start at least"
+    );
 }

@@ -1,0 +1,195 @@
+//! A media file's duration from the stream itself (sans-IO), for the schedule: the span of
+//! the presentation times of its anchor stream (the first program's first video stream, or
+//! its first audio stream without video), plus one frame.
+//!
+//! The caller feeds the first megabytes of the file ([`Probe::head`]), which must hold the
+//! PAT and PMT, then the last megabytes ([`Probe::tail`]); the middle is never read. A
+//! timestamp discontinuity inside the file (a concatenation) makes the span meaningless: the
+//! duration is then computed from the head alone and flagged.
+
+use bytes::Bytes;
+
+use crate::demux::{Demux, DemuxEvent};
+use crate::es::{Codec, StreamClass};
+use crate::pes::PesHeader;
+use crate::time::{Pts, PTS_HZ};
+use crate::ts::Pid;
+
+/// What a probe found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeInfo {
+    /// Duration (ns): last presentation time − first + one frame.
+    pub duration_ns: u64,
+    /// The anchor stream's PID in the file.
+    pub anchor: Pid,
+    /// Its codec.
+    pub codec: Codec,
+    /// Its frame (access unit) duration, 90 kHz ticks.
+    pub frame_90k: u64,
+    /// Presentation times jumped between head and tail (more than the bytes in between can
+    /// hold at any sane rate): the duration covers the head only.
+    pub discontinuous: bool,
+}
+
+/// Why a probe found no duration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// No transport stream packets.
+    #[error("not an MPEG transport stream")]
+    NotTs,
+    /// No PAT, or no PMT for its first program, in the head.
+    #[error("no PAT/PMT in the first {bytes} bytes")]
+    NoProgram {
+        /// Head bytes read.
+        bytes: u64,
+    },
+    /// The program has no video or audio stream.
+    #[error("program {program} has no video or audio stream")]
+    NoStreams {
+        /// Program number.
+        program: u16,
+    },
+    /// The anchor stream carries no presentation times.
+    #[error("PID {pid} carries no presentation time stamps")]
+    NoTimestamps {
+        /// The anchor PID.
+        pid: Pid,
+    },
+}
+
+/// Probes one file: [`Probe::head`], then [`Probe::tail`] (optional for short files read
+/// whole), then [`Probe::result`].
+#[derive(Default)]
+pub struct Probe {
+    demux: Demux,
+    program: Option<u16>,
+    /// The anchor stream; `Some(None)` once the program is known to have none.
+    anchor: Option<Option<(Pid, Codec)>>,
+    first: Option<Pts>,
+    /// Smallest and largest presentation time in the head, in ticks since `first` (the first
+    /// one read: in decode order, later pictures may be presented earlier).
+    head_min: i64,
+    head_span: i64,
+    tail_span: Option<i64>,
+    /// Smallest step either way between consecutive presentation times.
+    frame: Option<i64>,
+    last: Option<Pts>,
+    in_tail: bool,
+    head_bytes: u64,
+    gap_bytes: u64,
+}
+
+impl Probe {
+    /// A new probe.
+    pub fn new() -> Probe {
+        Probe::default()
+    }
+
+    /// The first bytes of the file.
+    pub fn head(&mut self, data: Bytes) {
+        self.head_bytes += data.len() as u64;
+        self.push(data);
+    }
+
+    /// The last bytes of the file; `skipped` bytes lie between the head and this tail.
+    pub fn tail(&mut self, data: Bytes, skipped: u64) {
+        self.demux.finish();
+        self.in_tail = true;
+        self.gap_bytes = skipped;
+        self.last = None;
+        self.push(data);
+    }
+
+    fn push(&mut self, data: Bytes) {
+        let mut demux = std::mem::take(&mut self.demux);
+        demux.push(data, &mut |ev| self.on_event(ev));
+        self.demux = demux;
+    }
+
+    fn on_event(&mut self, ev: DemuxEvent<'_>) {
+        match ev {
+            DemuxEvent::Pat(pat) if self.program.is_none() => {
+                self.program = pat.programs.first().map(|(n, _)| *n);
+            }
+            DemuxEvent::Pmt { pmt, .. }
+                if Some(pmt.program_number) == self.program && self.anchor.is_none() =>
+            {
+                let pick = |class| {
+                    pmt.streams.iter().find_map(|es| {
+                        let codec = Codec::of(es);
+                        (codec.class() == class).then_some((es.pid, codec))
+                    })
+                };
+                self.anchor = Some(pick(StreamClass::Video).or_else(|| pick(StreamClass::Audio)));
+            }
+            DemuxEvent::Packet { packet, .. } => {
+                let Some(Some((pid, _))) = self.anchor else {
+                    return;
+                };
+                if packet.pid() != pid || !packet.pusi() {
+                    return;
+                }
+                let Some(pts) = PesHeader::parse(packet.payload()).and_then(|h| h.pts) else {
+                    return;
+                };
+                if let Some(prev) = self.last {
+                    // In decode order, B-frames make the steps jump back and forth; the
+                    // smallest step either way is one frame.
+                    let step = pts.since(prev).abs();
+                    if step > 0 && step < PTS_HZ as i64 {
+                        self.frame = Some(self.frame.map_or(step, |f| f.min(step)));
+                    }
+                }
+                self.last = Some(pts);
+                let first = *self.first.get_or_insert(pts);
+                let span = pts.since(first);
+                if self.in_tail {
+                    self.tail_span = Some(self.tail_span.map_or(span, |s| s.max(span)));
+                } else {
+                    self.head_min = self.head_min.min(span);
+                    self.head_span = self.head_span.max(span);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The duration, or why there is none.
+    pub fn result(&self) -> Result<ProbeInfo, ProbeError> {
+        let stats = self.demux.stats();
+        if stats.packets == 0 {
+            return Err(ProbeError::NotTs);
+        }
+        let Some(found) = self.anchor else {
+            return Err(ProbeError::NoProgram {
+                bytes: self.head_bytes,
+            });
+        };
+        let Some((anchor, codec)) = found else {
+            return Err(ProbeError::NoStreams {
+                program: self.program.unwrap_or(0),
+            });
+        };
+        if self.first.is_none() {
+            return Err(ProbeError::NoTimestamps { pid: anchor });
+        }
+        let frame = self.frame.unwrap_or(3600);
+        // The tail is plausible if its span lies beyond the head's and within what the
+        // skipped bytes could hold at 10 kbit/s (anything slower is no TV).
+        let max_gap = (self.gap_bytes + self.head_bytes) as i64 * 8 * PTS_HZ as i64 / 10_000;
+        let (span, discontinuous) = match self.tail_span {
+            Some(t) if t >= self.head_span && t - self.head_span <= max_gap => (t, false),
+            Some(_) => (self.head_span, true),
+            None => (self.head_span, false),
+        };
+        let ticks = (span - self.head_min + frame) as u64;
+        Ok(ProbeInfo {
+            duration_ns: ticks * 1_000_000_000 / PTS_HZ,
+            anchor,
+            codec,
+            frame_90k: frame as u64,
+            discontinuous,
+        })
+    }
+}
