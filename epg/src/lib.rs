@@ -1,0 +1,11 @@
+//! Schedules and their programme metadata, sans-IO.
+//!
+//! - [`schedule`]: the human-editable schedule file of one channel and date (TOML), parsed and
+//!   validated with every error named by line, item and field; written back byte-stable for
+//!   edits; turned into UTC [`playout::schedule::Entry`] values in the channel's time zone.
+//!
+//! DVB SI (EIT, SDT, TDT/TOT, NIT) and XMLTV come with issue #5.
+#![warn(missing_docs)]
+#![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod schedule;
