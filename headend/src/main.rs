@@ -7,6 +7,9 @@ mod feed;
 mod input;
 mod output;
 mod render;
+// The store is wired into the control API and `hectl` next (issue #4, in progress).
+#[allow(dead_code)]
+mod schedule;
 
 use std::fs::File;
 use std::io::BufWriter;
