@@ -33,7 +33,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use chrono::{LocalResult, NaiveDate, NaiveTime, TimeZone};
-use chrono_tz::Tz;
+pub use chrono_tz::Tz;
 use playout::schedule::{Body, Clip, Entry, MediaId, Start, Utc};
 use serde::Deserialize;
 

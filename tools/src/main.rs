@@ -1,5 +1,8 @@
-//! `hectl`: the operator's command line. Today it checks transport streams offline; the
-//! playlist commands arrive with the control API.
+//! `hectl`: the operator's command line. Today it checks transport streams and validates
+//! schedule files offline; the schedule commands that talk to the daemon arrive with its
+//! control API.
+
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +36,25 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         pcr_interval_ms: u64,
     },
+    /// Validates a schedule file offline: fields, media files (found, readable, duration),
+    /// and the day resolved in the channel's time zone (out points, overlapping starts, gaps
+    /// with no filler). Exits non-zero on any problem.
+    Validate {
+        /// The schedule file (`CHANNEL/DATE.toml`).
+        file: PathBuf,
+        /// Directory the media paths are relative to.
+        #[arg(long, default_value = ".")]
+        media: PathBuf,
+        /// The channel's time zone (IANA name).
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// A filler file for gaps (repeat for a list, played in order and looped).
+        #[arg(long)]
+        filler: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_rate(s: &str) -> anyhow::Result<u64> {
@@ -65,6 +87,44 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Validate {
+            file,
+            media,
+            timezone,
+            filler,
+            json,
+        } => {
+            let tz: epg::schedule::Tz = timezone
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--timezone: unknown time zone `{timezone}`"))?;
+            let report = validate::validate(&file, &media, tz, &filler);
+            if json {
+                let value = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "ok": report.errors.is_empty(),
+                    "errors": report.errors,
+                    "items": report.summary.map(|s| s.0),
+                    "media": report.summary.map(|s| s.1),
+                    "segments": report.summary.map(|s| s.2),
+                });
+                println!("{value:#}");
+            } else {
+                for e in &report.errors {
+                    println!("{e}");
+                }
+                if let Some((items, media, segments)) = report.summary {
+                    println!(
+                        "{}: OK ({items} items, {media} media files, {segments} segments on the day's timeline)",
+                        file.display()
+                    );
+                }
+            }
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Check {
             file,
             muxrate,

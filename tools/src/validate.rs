@@ -1,0 +1,199 @@
+//! `hectl validate FILE`: a schedule file checked offline, as the daemon would accept it.
+//! Syntax and fields (`epg::schedule`), then every media file (found, readable, its duration
+//! probed from its own timestamps), then the day resolved in the channel's time zone
+//! (`playout::schedule`): out points beyond a file's end, overlapping fixed starts, gaps with
+//! no filler. Every problem is printed with the file, line, item and field.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use epg::schedule::{parse, Day, Source, Tz};
+use playout::probe::Probe;
+use playout::schedule::{resolve, Clip, MediaId, MediaInfo, ScheduleError, Utc};
+
+/// Bytes read from each end of a media file to probe its duration.
+const PROBE_BYTES: u64 = 4 << 20;
+
+/// What `hectl validate` found.
+pub(crate) struct Report {
+    /// One line per problem, `FILE: line N: item M (LABEL): field: message`.
+    pub(crate) errors: Vec<String>,
+    /// Items, media files and timeline segments, when valid.
+    pub(crate) summary: Option<(usize, usize, usize)>,
+}
+
+/// Validates `file`; media paths are relative to `media_dir`.
+pub(crate) fn validate(file: &Path, media_dir: &Path, tz: Tz, filler: &[String]) -> Report {
+    let shown = file.display().to_string();
+    let fail = |errors: Vec<String>| Report {
+        errors,
+        summary: None,
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(vec![format!("{shown}: {e}")]),
+    };
+    let day = match parse(&text) {
+        Ok(d) => d,
+        Err(errors) => return fail(errors.0.iter().map(|e| format!("{shown}: {e}")).collect()),
+    };
+    // The media table: every file named by an item or the filler list, probed once.
+    let mut names: Vec<String> = Vec::new();
+    let mut media: Vec<Option<MediaInfo>> = Vec::new();
+    let mut errors = Vec::new();
+    let mut probe_errors: Vec<(String, String)> = Vec::new();
+    let mut lookup = |name: &str| -> Option<MediaId> {
+        if let Some(i) = names.iter().position(|n| n == name) {
+            return media[i].map(|_| MediaId(i as u32));
+        }
+        let info = match probe(&media_dir.join(name)) {
+            Ok(d) => Some(MediaInfo { duration: d }),
+            Err(e) => {
+                probe_errors.push((name.to_owned(), e));
+                None
+            }
+        };
+        names.push(name.to_owned());
+        media.push(info);
+        info.map(|_| MediaId(names.len() as u32 - 1))
+    };
+    let filler_clips: Vec<Clip> = filler
+        .iter()
+        .filter_map(|f| lookup(f).map(Clip::whole))
+        .collect();
+    let entries = day.plan(tz, &mut lookup);
+    for (name, e) in &probe_errors {
+        if filler.contains(name) {
+            errors.push(format!("{shown}: filler {name}: {e}"));
+        }
+    }
+    let entries = match entries {
+        Ok(e) => e,
+        Err(day_errors) => {
+            for e in &day_errors.0 {
+                // "file not found" from plan: say why (missing, unreadable, not TS).
+                let why = probe_errors
+                    .iter()
+                    .find(|(n, _)| e.message.ends_with(n.as_str()))
+                    .map(|(n, why)| format!("{n}: {why}"));
+                let mut e = e.clone();
+                if let Some(why) = why {
+                    e.message = why;
+                }
+                errors.push(format!("{shown}: {e}"));
+            }
+            return fail(errors);
+        }
+    };
+    let table: Vec<MediaInfo> = media
+        .iter()
+        .map(|m| m.unwrap_or(MediaInfo { duration: 0 }))
+        .collect();
+    let (from, until) = day_window(&day, tz);
+    match resolve(&entries, &filler_clips, &table, from, until) {
+        Ok(timeline) if errors.is_empty() => Report {
+            errors,
+            summary: Some((day.items.len(), names.len(), timeline.segments().len())),
+        },
+        Ok(_) => fail(errors),
+        Err(e) => {
+            errors.push(format!("{shown}: {}", explain(&e, &day, &names, tz)));
+            fail(errors)
+        }
+    }
+}
+
+/// `[00:00, next 00:00)` of the day in `tz`, in UTC.
+fn day_window(day: &Day, tz: Tz) -> (Utc, Utc) {
+    use chrono::TimeZone;
+    let at = |d: chrono::NaiveDate| {
+        let t = tz
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .earliest()
+            .map_or(0, |t| t.timestamp());
+        Utc(t * 1_000_000_000)
+    };
+    let next = day.date.succ_opt().unwrap_or(day.date);
+    (at(day.date), at(next))
+}
+
+fn local(t: Utc, tz: Tz) -> String {
+    use chrono::TimeZone;
+    tz.timestamp_nanos(t.0).format("%H:%M:%S").to_string()
+}
+
+fn explain(e: &ScheduleError, day: &Day, names: &[String], tz: Tz) -> String {
+    let item = |i: usize| {
+        day.items.get(i).map_or_else(
+            || format!("item {}", i + 1),
+            |it| format!("line {}: item {} ({})", it.line, i + 1, it.label()),
+        )
+    };
+    let secs = |ns: u64| format!("{:.3} s", ns as f64 / 1e9);
+    match e {
+        ScheduleError::BadPoints {
+            entry,
+            in_point,
+            out_point,
+            duration,
+        } => {
+            let field = match day.items.get(*entry).map(|i| &i.source) {
+                Some(Source::File { .. }) => "out",
+                _ => "block",
+            };
+            format!(
+                "{}: {field}: in {} / out {} outside the media's {}",
+                item(*entry),
+                secs(*in_point),
+                secs(*out_point),
+                secs(*duration)
+            )
+        }
+        ScheduleError::GapWithoutFiller { from, to } => format!(
+            "gap from {} to {} ({}) and no filler (give --filler FILE)",
+            local(*from, tz),
+            local(*to, tz),
+            secs(to.since(*from))
+        ),
+        ScheduleError::Overlap {
+            entry, previous, ..
+        } => {
+            format!("{}: start: not after {}'s", item(*entry), item(*previous))
+        }
+        ScheduleError::UnknownMedia { entry, media } => format!(
+            "{}: unknown media {}",
+            item(*entry),
+            names.get(*media as usize).map_or("?", String::as_str)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// A media file's duration (ns), from its first and last megabytes.
+fn probe(path: &PathBuf) -> Result<u64, String> {
+    let mut f = File::open(path).map_err(|e| format!("file not found or unreadable: {e}"))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut head = Vec::new();
+    (&mut f)
+        .take(PROBE_BYTES)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    let mut p = Probe::new();
+    p.head(Bytes::from(head));
+    if len > 2 * PROBE_BYTES {
+        let mut tail = Vec::new();
+        f.seek(SeekFrom::Start(len - PROBE_BYTES))
+            .and_then(|_| f.read_to_end(&mut tail))
+            .map_err(|e| e.to_string())?;
+        p.tail(Bytes::from(tail), len - 2 * PROBE_BYTES);
+    } else if len > PROBE_BYTES {
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+        p.head(Bytes::from(rest));
+    }
+    p.result()
+        .map(|i| i.duration_ns)
+        .map_err(|e| format!("unreadable media: {e}"))
+}
