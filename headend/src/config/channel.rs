@@ -8,6 +8,8 @@ use super::error::Diagnostics;
 use super::output::{self, OutputConfig};
 use super::pids::{self, PidPlan};
 use super::raw::RawChannel;
+use epg::schedule::Tz;
+
 use super::units::{Bitrate, HumanDuration};
 
 /// One service: a looping playlist muxed at a constant bitrate into its own single-program
@@ -45,6 +47,12 @@ pub(crate) struct ChannelConfig {
     pub(crate) clock_origin_90k: u64,
     /// Array `[[channel.output]]`: where the stream is sent. Default empty.
     pub(crate) outputs: Vec<OutputConfig>,
+    /// Key `timezone`: the zone the channel's schedules are written in, an IANA name such as
+    /// `"Asia/Shanghai"`. Default `"UTC"`.
+    pub(crate) timezone: Tz,
+    /// Key `filler`: media files that fill gaps in the schedule, played in order, looped and
+    /// cut to fit. Default empty; relative paths are resolved like `playlist`.
+    pub(crate) filler: Vec<PathBuf>,
 }
 
 const NAME_MAX_BYTES: usize = 64;
@@ -157,6 +165,32 @@ pub(super) fn channel(
         );
     }
     let outputs = output::outputs(outputs, path, diag, claims);
+    let timezone = match raw.timezone.as_deref() {
+        None => Some(Tz::UTC),
+        Some(name) => match name.parse::<Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                diag.push(
+                    format!("{path}.timezone"),
+                    format!(
+                        "unknown time zone `{}`, expected an IANA name such as Asia/Shanghai or UTC",
+                        name.escape_debug()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let filler_raw = raw.filler.unwrap_or_default();
+    for (i, entry) in filler_raw.iter().enumerate() {
+        if entry.as_os_str().is_empty() {
+            diag.push(format!("{path}.filler[{i}]"), "empty path");
+        }
+    }
+    let filler = filler_raw
+        .iter()
+        .map(|entry| base_dir.join(entry))
+        .collect();
     let (
         Some(service_id),
         Some(muxrate),
@@ -166,6 +200,7 @@ pub(super) fn channel(
         Some(psi_interval),
         Some(clock_origin_90k),
         Some(outputs),
+        Some(timezone),
     ) = (
         service_id,
         muxrate,
@@ -175,6 +210,7 @@ pub(super) fn channel(
         psi_interval,
         clock_origin_90k,
         outputs,
+        timezone,
     )
     else {
         return None;
@@ -192,6 +228,8 @@ pub(super) fn channel(
         psi_interval,
         clock_origin_90k,
         outputs,
+        timezone,
+        filler,
     })
 }
 

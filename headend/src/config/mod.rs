@@ -175,6 +175,11 @@ pub(crate) fn missing_media(config: &Config) -> Vec<(String, PathBuf)> {
                 missing.push((format!("channel[{i}].playlist[{j}]"), entry.clone()));
             }
         }
+        for (j, entry) in channel.filler.iter().enumerate() {
+            if !entry.is_file() {
+                missing.push((format!("channel[{i}].filler[{j}]"), entry.clone()));
+            }
+        }
     }
     missing
 }

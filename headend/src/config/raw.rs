@@ -59,6 +59,10 @@ pub(super) struct RawChannel {
     pub(super) psi_interval: Option<HumanDuration>,
     /// `clock_origin`: default 0, 0..2^33.
     pub(super) clock_origin: Option<i64>,
+    /// `timezone`: IANA zone name; default `"UTC"`.
+    pub(super) timezone: Option<String>,
+    /// `filler`: media files for schedule gaps; default empty.
+    pub(super) filler: Option<Vec<PathBuf>>,
     /// `[[channel.output]]`: always absent here (split off first); declared so that an
     /// unknown-key error lists `output` among the expected keys.
     #[serde(rename = "output")]

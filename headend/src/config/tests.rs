@@ -618,3 +618,27 @@ fn engine_table_sets_the_realtime_priority() {
         "expected a table (`[engine]`), found integer"
     );
 }
+
+#[test]
+fn timezone_and_filler() {
+    let base = "[[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"3M\"\nplaylist = [\"a.ts\"]\n";
+    let cfg = parse(base, Path::new("/srv"), "t.toml").unwrap();
+    assert_eq!(cfg.channels[0].timezone, epg::schedule::Tz::UTC);
+    assert!(cfg.channels[0].filler.is_empty());
+    let text =
+        format!("{base}timezone = \"Asia/Shanghai\"\nfiller = [\"fill/1.ts\", \"/abs/2.ts\"]\n");
+    let cfg = parse(&text, Path::new("/srv"), "t.toml").unwrap();
+    assert_eq!(cfg.channels[0].timezone, epg::schedule::Tz::Asia__Shanghai);
+    assert_eq!(
+        cfg.channels[0].filler,
+        vec![PathBuf::from("/srv/fill/1.ts"), PathBuf::from("/abs/2.ts")]
+    );
+    let errors = reject(&format!(
+        "{base}timezone = \"Mars/Olympus\"\nfiller = [\"\"]\n"
+    ));
+    assert_eq!(
+        message(&errors, "channel[0].timezone"),
+        "unknown time zone `Mars/Olympus`, expected an IANA name such as Asia/Shanghai or UTC"
+    );
+    assert_eq!(message(&errors, "channel[0].filler[0]"), "empty path");
+}
