@@ -9,9 +9,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api::ApiState;
 use crate::config::Config;
 use crate::engine::{self, Engine};
 use crate::output::http::{self, HttpChannel, HttpState};
+use crate::schedule::store::Store;
 
 /// Runs `config` until a signal; `on_ready` gets the HTTP address once everything is up.
 pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
@@ -42,10 +44,16 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 })
             })
             .collect();
+        let api = Arc::new(ApiState {
+            store: Arc::new(Store::new(config.schedules.dir.clone())),
+            channels: config.channels.iter().map(|c| c.id.clone()).collect(),
+            token: config.http.api_token.clone(),
+        });
         let state = Arc::new(HttpState {
             channels,
             status: engine.status.clone(),
             listen,
+            api,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(http::serve(listener, state, stop_rx));

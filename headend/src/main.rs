@@ -1,5 +1,6 @@
 //! `headend`: the head-end daemon and its offline tools.
 
+mod api;
 mod config;
 mod daemon;
 mod engine;
@@ -7,8 +8,6 @@ mod feed;
 mod input;
 mod output;
 mod render;
-// The store is wired into the control API and `hectl` next (issue #4, in progress).
-#[allow(dead_code)]
 mod schedule;
 
 use std::fs::File;

@@ -38,7 +38,7 @@ pub(crate) use units::{parse_duration, Bitrate};
 
 use claims::Claims;
 use error::Diagnostics;
-use raw::{RawEngine, RawHttp};
+use raw::{RawEngine, RawHttp, RawSchedules};
 
 /// The validated configuration of one head-end process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub(crate) struct Config {
     pub(crate) http: HttpConfig,
     /// Table `[engine]`: the real-time engine. Optional; defaults apply when absent.
     pub(crate) engine: EngineConfig,
+    /// Table `[schedules]`: where schedule files live. Optional; defaults apply when absent.
+    pub(crate) schedules: SchedulesConfig,
     /// Array `[[channel]]`: single-program services, in file order. Default empty.
     pub(crate) channels: Vec<ChannelConfig>,
     /// Array `[[mpts]]`: multi-program streams built from channels, in file order. Default
@@ -60,6 +62,40 @@ pub(crate) struct HttpConfig {
     /// Key `listen`: TCP socket address to serve on, IPv4 or IPv6 (`"[::1]:8080"`,
     /// `"0.0.0.0:8080"`). Default `[::1]:8080`; port 0 picks a free port.
     pub(crate) listen: SocketAddr,
+    /// Key `api_token`: the bearer token every mutating API call must carry
+    /// (`Authorization: Bearer ...`), 16..=256 visible ASCII characters. Default none: mutating
+    /// calls are refused. Never logged or shown.
+    pub(crate) api_token: Option<Secret>,
+}
+
+/// A secret string: compared in constant time, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    /// Whether `candidate` is the secret, in time independent of where they differ.
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Schedule files (`[schedules]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SchedulesConfig {
+    /// Key `dir`: the directory the daemon keeps schedule files in
+    /// (`{dir}/{channel}/{date}.toml`). Default `"schedules"`, relative to the config file.
+    pub(crate) dir: PathBuf,
 }
 
 /// The real-time engine (`[engine]`).
@@ -90,6 +126,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv6Addr::LOCALHOST, 8080)),
+            api_token: None,
         }
     }
 }
@@ -121,19 +158,21 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     };
     let http = document.remove("http");
     let engine = document.remove("engine");
+    let schedules = document.remove("schedules");
     let channel_items = document.remove("channel");
     let mpts_items = document.remove("mpts");
     for key in document.keys() {
         diag.push(
             key.escape_debug().to_string(),
             format!(
-                "unknown key `{}`, expected one of `http`, `engine`, `channel`, `mpts`",
+                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `channel`, `mpts`",
                 key.escape_debug()
             ),
         );
     }
     let http = http_config(http, &mut diag);
     let engine = engine_config(engine, &mut diag);
+    let schedules = schedules_config(schedules, base_dir, &mut diag);
     let mut claims = Claims::default();
     let channels: Vec<Option<ChannelConfig>> = tables(channel_items, "channel", &mut diag)
         .into_iter()
@@ -150,10 +189,11 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     }
     let channels: Option<Vec<ChannelConfig>> = channels.into_iter().collect();
     let mpts: Option<Vec<MptsConfig>> = mpts.into_iter().collect();
-    match (http, engine, channels, mpts) {
-        (Some(http), Some(engine), Some(channels), Some(mpts)) => Ok(Config {
+    match (http, engine, schedules, channels, mpts) {
+        (Some(http), Some(engine), Some(schedules), Some(channels), Some(mpts)) => Ok(Config {
             http,
             engine,
+            schedules,
             channels,
             mpts,
         }),
@@ -199,14 +239,68 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
         return None;
     }
     match value.try_into::<RawHttp>() {
-        Ok(raw) => Some(HttpConfig {
-            listen: raw.listen.unwrap_or(HttpConfig::default().listen),
-        }),
+        Ok(raw) => {
+            let api_token = match raw.api_token {
+                None => Some(None),
+                Some(t)
+                    if (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    Some(Some(Secret(t)))
+                }
+                Some(t) => {
+                    // The value itself is never repeated in the message.
+                    diag.push(
+                        "http.api_token",
+                        format!(
+                            "must be 16..=256 visible ASCII characters (got {} bytes)",
+                            t.len()
+                        ),
+                    );
+                    None
+                }
+            };
+            Some(HttpConfig {
+                listen: raw.listen.unwrap_or(HttpConfig::default().listen),
+                api_token: api_token?,
+            })
+        }
         Err(err) => {
             diag.toml("http", &err);
             None
         }
     }
+}
+
+fn schedules_config(
+    value: Option<toml::Value>,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> Option<SchedulesConfig> {
+    let raw = match value {
+        None => RawSchedules::default(),
+        Some(v) if v.is_table() => match v.try_into::<RawSchedules>() {
+            Ok(raw) => raw,
+            Err(err) => {
+                diag.toml("schedules", &err);
+                return None;
+            }
+        },
+        Some(v) => {
+            diag.push(
+                "schedules",
+                format!("expected a table (`[schedules]`), found {}", v.type_str()),
+            );
+            return None;
+        }
+    };
+    let dir = raw.dir.unwrap_or_else(|| PathBuf::from("schedules"));
+    if dir.as_os_str().is_empty() {
+        diag.push("schedules.dir", "empty path");
+        return None;
+    }
+    Some(SchedulesConfig {
+        dir: base_dir.join(dir),
+    })
 }
 
 fn engine_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<EngineConfig> {

@@ -21,6 +21,16 @@ use super::units::{Bitrate, HumanDuration};
 pub(super) struct RawHttp {
     /// `listen`: socket address of the control API; default `[::1]:8080`.
     pub(super) listen: Option<SocketAddr>,
+    /// `api_token`: bearer token for mutating API calls; default none (they are refused).
+    pub(super) api_token: Option<String>,
+}
+
+/// `[schedules]`; see [`super::SchedulesConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedules {
+    /// `dir`: default `"schedules"`, relative to the config file.
+    pub(super) dir: Option<PathBuf>,
 }
 
 /// `[engine]`; see [`super::EngineConfig`].

@@ -26,6 +26,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::Stream;
 
+use crate::api::{self, ApiState};
 use crate::engine::Status;
 use crate::feed::{Chunk, Feed};
 
@@ -43,6 +44,8 @@ pub(crate) struct HttpState {
     pub(crate) channels: Vec<HttpChannel>,
     pub(crate) status: Status,
     pub(crate) listen: SocketAddr,
+    /// The control API under `/api/`.
+    pub(crate) api: Arc<ApiState>,
 }
 
 /// Serves until `shutdown` turns true; then stops accepting and returns.
@@ -66,9 +69,15 @@ pub(crate) async fn serve(
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, &req)) }
+                        async move {
+                            if req.uri().path().starts_with("/api/") {
+                                Ok::<_, Infallible>(api::handle(state.api.clone(), req).await)
+                            } else {
+                                Ok::<_, Infallible>(handle(&state, &req))
+                            }
+                        }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -350,6 +359,11 @@ mod tests {
             }],
             status: Default::default(),
             listen: "[::1]:8080".parse().unwrap(),
+            api: Arc::new(ApiState {
+                store: Arc::new(crate::schedule::store::Store::new("/nonexistent")),
+                channels: Vec::new(),
+                token: None,
+            }),
         };
         let m3u = playlist_m3u(&state, "[::1]:8080");
         assert_eq!(

@@ -1,0 +1,317 @@
+//! The control API (`/api/...` on the HTTP listener). HTTP status codes are chosen here, and
+//! only here, from error kinds.
+//!
+//! - `GET /api/schedules/{channel}/{date}`: the schedule file of a channel for a date (an
+//!   empty day at revision 0 if there is none) as JSON, with the file's text.
+//! - `PUT /api/schedules/{channel}/{date}`: replaces it. The body is the schedule file
+//!   (TOML, `epg::schedule`); `If-Match: "N"` names the revision the edit was made on.
+//! - `POST /api/schedules/{channel}/{date}/undo`: puts the previous revision back (as a new
+//!   revision), `If-Match` as for PUT.
+//!
+//! Every mutating call needs `Authorization: Bearer <http.api_token>`. The token is never
+//! logged. Answers to mistakes are JSON `{"error": KIND, "message": ...}`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, IF_MATCH, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::config::Secret;
+use crate::output::http::Body;
+use crate::schedule::store::{Store, StoreError};
+
+/// Largest schedule file accepted (a busy day is a few hundred KB).
+const MAX_BODY: usize = 4 << 20;
+
+/// What the API handlers share.
+pub(crate) struct ApiState {
+    pub(crate) store: Arc<Store>,
+    /// Channel ids from the config.
+    pub(crate) channels: Vec<String>,
+    pub(crate) token: Option<Secret>,
+}
+
+/// What went wrong, by kind; the status code follows from the kind.
+enum ApiError {
+    BadRequest(String),
+    Unauthorized,
+    NoToken,
+    NotFound(String),
+    MethodNotAllowed,
+    PreconditionRequired,
+    TooLarge,
+    Conflict { current: u64, message: String },
+    NothingToUndo(String),
+    Invalid { errors: Vec<String> },
+    Internal(String),
+}
+
+impl ApiError {
+    fn into_response(self) -> Response<Body> {
+        let (status, kind, message, extra) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m, None),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer` token is required".to_owned(),
+                None,
+            ),
+            ApiError::NoToken => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no http.api_token is configured: changes are refused".to_owned(),
+                None,
+            ),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "not allowed here".to_owned(),
+                None,
+            ),
+            ApiError::PreconditionRequired => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required",
+                "`If-Match: \"REVISION\"` is required: the revision the edit was made on"
+                    .to_owned(),
+                None,
+            ),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over {MAX_BODY} bytes"),
+                None,
+            ),
+            ApiError::Conflict { current, message } => (
+                StatusCode::CONFLICT,
+                "conflict",
+                message,
+                Some(("current_revision", serde_json::json!(current))),
+            ),
+            ApiError::NothingToUndo(m) => (StatusCode::CONFLICT, "nothing_to_undo", m, None),
+            ApiError::Invalid { errors } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "the schedule was rejected; nothing changed".to_owned(),
+                Some(("errors", serde_json::json!(errors))),
+            ),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, None),
+        };
+        let mut v = serde_json::json!({ "error": kind, "message": message });
+        if let Some((k, x)) = extra {
+            v[k] = x;
+        }
+        let mut r = json(status, &v);
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
+    text.push('\n');
+    let mut r = Response::new(Body::Full(Some(Bytes::from(text))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Answers one `/api/...` request.
+pub(crate) async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
+    match route(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+    match parts.as_slice() {
+        ["schedules", channel, date] => {
+            let (channel, date) = target(state, channel, date)?;
+            match *req.method() {
+                Method::GET | Method::HEAD => get(state, channel, date).await,
+                Method::PUT => {
+                    authorize(state, &req)?;
+                    let expected = if_match(&req)?;
+                    let body = read_body(req).await?;
+                    put(state, channel, date, expected, &body).await
+                }
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        ["schedules", channel, date, "undo"] => {
+            let (channel, date) = target(state, channel, date)?;
+            if req.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            authorize(state, &req)?;
+            let expected = if_match(&req)?;
+            let store = state.store.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let rev = store.undo(&channel, date, expected)?;
+                Ok::<_, StoreError>((channel, rev))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let (channel, revision) = result.map_err(store_error)?;
+            tracing::info!(%channel, %date, revision, "schedule undone");
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "channel": channel, "date": date.to_string(), "revision": revision }),
+            ))
+        }
+        _ => Err(ApiError::NotFound(format!("no API resource {path}"))),
+    }
+}
+
+fn target(state: &ApiState, channel: &str, date: &str) -> Result<(String, NaiveDate), ApiError> {
+    if !state.channels.iter().any(|c| c == channel) {
+        return Err(ApiError::NotFound(format!("no channel `{channel}`")));
+    }
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|_| ApiError::BadRequest(format!("`{date}` is not a date like 2026-11-23")))?;
+    Ok((channel.to_owned(), date))
+}
+
+fn authorize<B>(state: &ApiState, req: &Request<B>) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Err(ApiError::NoToken);
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token.matches(given.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// The revision named by `If-Match: "N"` (quotes optional).
+fn if_match<B>(req: &Request<B>) -> Result<u64, ApiError> {
+    let value = req
+        .headers()
+        .get(IF_MATCH)
+        .ok_or(ApiError::PreconditionRequired)?;
+    let text = value.to_str().unwrap_or("").trim().trim_matches('"');
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("If-Match `{text}` is not a revision number")))
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<String, ApiError> {
+    let collected = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit exceeded") {
+                ApiError::TooLarge
+            } else {
+                ApiError::BadRequest(format!("reading the body: {e}"))
+            }
+        })?;
+    String::from_utf8(collected.to_bytes().to_vec())
+        .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))
+}
+
+async fn get(
+    state: &ApiState,
+    channel: String,
+    date: NaiveDate,
+) -> Result<Response<Body>, ApiError> {
+    let store = state.store.clone();
+    let day = tokio::task::spawn_blocking(move || store.read(&channel, date).map(|d| (channel, d)))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(store_error)?;
+    let (channel, day) = day;
+    let items: Vec<serde_json::Value> = day
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            serde_json::json!({
+                "n": i + 1,
+                "line": it.line,
+                "start": it.start.map(|(t, _)| t.to_string()),
+                "mode": it.start.map(|(_, m)| format!("{m:?}").to_lowercase()),
+                "files": it.paths(),
+                "title": it.programme.title,
+                "label": it.label(),
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "channel": channel,
+            "date": day.date.to_string(),
+            "revision": day.revision,
+            "items": items,
+            "toml": day.to_toml(),
+        }),
+    ))
+}
+
+async fn put(
+    state: &ApiState,
+    channel: String,
+    date: NaiveDate,
+    expected: u64,
+    body: &str,
+) -> Result<Response<Body>, ApiError> {
+    let day = epg::schedule::parse(body).map_err(|errors| ApiError::Invalid {
+        errors: errors.0.iter().map(ToString::to_string).collect(),
+    })?;
+    if day.date != date {
+        return Err(ApiError::Invalid {
+            errors: vec![format!(
+                "date: {} in the file is not {date} in the URL",
+                day.date
+            )],
+        });
+    }
+    let store = state.store.clone();
+    let items = day.items.len();
+    let (channel, revision) = tokio::task::spawn_blocking(move || {
+        store.write(&channel, &day, expected).map(|r| (channel, r))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(store_error)?;
+    tracing::info!(%channel, %date, revision, items, "schedule written");
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "channel": channel, "date": date.to_string(), "revision": revision }),
+    ))
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict { current, .. } => ApiError::Conflict {
+            current,
+            message: e.to_string(),
+        },
+        StoreError::Invalid { errors, .. } => ApiError::Invalid {
+            errors: errors.0.iter().map(ToString::to_string).collect(),
+        },
+        StoreError::BadChannel(c) => ApiError::NotFound(format!("no channel `{c}`")),
+        StoreError::NoHistory { .. } => ApiError::NothingToUndo(e.to_string()),
+        StoreError::Corrupt { .. } | StoreError::Io { .. } => {
+            tracing::error!(error = %e, "schedule store");
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
