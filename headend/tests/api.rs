@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{media, signal_and_wait};
+use common::{media, signal_and_wait, Daemon};
 
 const TOKEN: &str = "s3cret-token-for-tests-0123456789";
 
@@ -192,14 +192,4 @@ fn schedule_api_round_trip() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("schedule written"), "{stderr}");
     assert!(!stderr.contains(TOKEN), "the token must never be logged");
-}
-
-/// The daemon, killed if the test fails before stopping it.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

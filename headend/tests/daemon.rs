@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,7 +17,7 @@ use playout::check::{check, CheckLimits, Report};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
-use common::{checked, ffmpeg_errors, media, run_bounded, signal_and_wait, tool};
+use common::{checked, ffmpeg_errors, media, run_bounded, signal_and_wait, tool, Daemon};
 
 const MUXRATE: u64 = 3_000_000;
 const DATAGRAM: usize = 7 * 188;
@@ -242,15 +242,6 @@ url = "udp://127.0.0.1:{p4}"
     let path = dir.join("headend.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn assert_clean(what: &str, r: &Report) {

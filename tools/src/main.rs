@@ -2,6 +2,7 @@
 //! schedule files offline; the schedule commands that talk to the daemon arrive with its
 //! control API.
 
+mod client;
 mod validate;
 
 use std::path::PathBuf;
@@ -36,6 +37,17 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         pcr_interval_ms: u64,
     },
+    /// Schedules on a running daemon (its control API).
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        #[arg(long, global = true)]
+        server: Option<String>,
+        /// File whose first line is the API token (default `$HECTL_TOKEN`).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+    },
     /// Validates a schedule file offline: fields, media files (found, readable, duration),
     /// and the day resolved in the channel's time zone (out points, overlapping starts, gaps
     /// with no filler). Exits non-zero on any problem.
@@ -55,6 +67,171 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ScheduleAction {
+    /// A channel's schedule for a date, as a table.
+    Show {
+        channel: String,
+        /// The date (default: today, UTC).
+        #[arg(long)]
+        date: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The schedule file itself (TOML), to edit and `put` back.
+    Get {
+        channel: String,
+        #[arg(long)]
+        date: Option<String>,
+        /// Write it here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Replaces a date's schedule with FILE. The revision it was edited from is the file's
+    /// `revision` (as `get` wrote it) unless `--revision` says otherwise; if someone else
+    /// changed the schedule since, nothing is written and the conflict is reported.
+    Put {
+        channel: String,
+        file: PathBuf,
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Puts back the revision before the current one (as a new revision).
+    Undo {
+        channel: String,
+        #[arg(long)]
+        date: Option<String>,
+        /// The revision being undone (default: the current one).
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+}
+
+fn today_utc() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    chrono::NaiveDate::from_num_days_from_ce_opt(719_163 + days as i32)
+        .map_or_else(String::new, |d| d.to_string())
+}
+
+fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<ExitCode> {
+    let path = |channel: &str, date: &str| format!("/api/schedules/{channel}/{date}");
+    match action {
+        ScheduleAction::Show {
+            channel,
+            date,
+            json,
+        } => {
+            let date = date.unwrap_or_else(today_utc);
+            let v = server
+                .request("GET", &path(&channel, &date), &[], "", false)?
+                .ok()?;
+            if json {
+                println!("{v:#}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{channel} {date}, revision {}",
+                v["revision"].as_u64().unwrap_or(0)
+            );
+            println!(
+                "{:>3}  {:<10} {:<5} {:<24} files",
+                "#", "start", "mode", "title"
+            );
+            for it in v["items"].as_array().into_iter().flatten() {
+                let files: Vec<&str> = it["files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str())
+                    .collect();
+                println!(
+                    "{:>3}  {:<10} {:<5} {:<24} {}",
+                    it["n"],
+                    it["start"].as_str().unwrap_or("+"),
+                    it["mode"].as_str().unwrap_or(""),
+                    it["title"].as_str().unwrap_or("-"),
+                    files.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleAction::Get {
+            channel,
+            date,
+            output,
+        } => {
+            let date = date.unwrap_or_else(today_utc);
+            let v = server
+                .request("GET", &path(&channel, &date), &[], "", false)?
+                .ok()?;
+            let text = v["toml"].as_str().unwrap_or_default();
+            match output {
+                Some(p) => std::fs::write(&p, text).with_context(|| p.display().to_string())?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleAction::Put {
+            channel,
+            file,
+            revision,
+        } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            let day = epg::schedule::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let expected = revision.unwrap_or(day.revision);
+            let v = server
+                .request(
+                    "PUT",
+                    &path(&channel, &day.date.to_string()),
+                    &[("If-Match", format!("\"{expected}\""))],
+                    &text,
+                    true,
+                )?
+                .ok()?;
+            println!(
+                "{channel} {}: revision {} written",
+                day.date,
+                v["revision"].as_u64().unwrap_or(0)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleAction::Undo {
+            channel,
+            date,
+            revision,
+        } => {
+            let date = date.unwrap_or_else(today_utc);
+            let expected = match revision {
+                Some(r) => r,
+                None => server
+                    .request("GET", &path(&channel, &date), &[], "", false)?
+                    .ok()?["revision"]
+                    .as_u64()
+                    .unwrap_or(0),
+            };
+            let v = server
+                .request(
+                    "POST",
+                    &format!("{}/undo", path(&channel, &date)),
+                    &[("If-Match", format!("\"{expected}\""))],
+                    "",
+                    true,
+                )?
+                .ok()?;
+            println!(
+                "{channel} {date}: revision {expected} undone, now revision {}",
+                v["revision"].as_u64().unwrap_or(0)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn parse_rate(s: &str) -> anyhow::Result<u64> {
@@ -87,6 +264,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Schedule {
+            action,
+            server,
+            token_file,
+        } => {
+            let server = client::Server::new(server, token_file.as_deref())?;
+            schedule(action, &server)
+        }
         Command::Validate {
             file,
             media,

@@ -118,3 +118,13 @@ pub(crate) fn signal_and_wait(child: &mut Child, signal: &str) -> (ExitStatus, S
     }
     (status, stderr)
 }
+
+/// A child process (the daemon) killed when the test ends, however it ends.
+pub(crate) struct Daemon(pub(crate) Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

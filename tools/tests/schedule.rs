@@ -1,0 +1,163 @@
+//! `hectl schedule` against a running daemon: put a day, show it, get the file, edit and put
+//! it back, lose a race with a stale copy (conflict, nothing lost), undo.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const TOKEN: &str = "tools-test-token-0123456789abcdef";
+
+/// The headend binary beside hectl (built by `cargo test --workspace`; built here if not).
+fn headend() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_hectl")).with_file_name("headend");
+    if !path.is_file() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "headend"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building headend");
+    }
+    path
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hectl(server: &str, token: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hectl"))
+        .args(["schedule", "--server", server, "--token-file"])
+        .arg(token)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn edit_a_running_channels_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media/a.ts");
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\n\n[[channel]]\nid = \"news\"\n\
+             service_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{:?}]\n",
+            media.display().to_string()
+        ),
+    )
+    .unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let mut daemon = Daemon(
+        Command::new(headend())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = daemon.0.stdout.take().unwrap();
+    let mut b = [0u8; 1];
+    loop {
+        assert_eq!(out.read(&mut b).unwrap(), 1, "daemon exited early");
+        if b[0] == b'\n' {
+            break;
+        }
+    }
+    let server = format!("http://127.0.0.1:{port}");
+
+    let day = dir.path().join("day.toml");
+    std::fs::write(
+        &day,
+        "date = \"2026-11-23\"\n[[item]]\nstart = \"19:00:00\"\nfile = \"news.ts\"\ntitle = \"新闻联播\"\n",
+    )
+    .unwrap();
+    let o = hectl(&server, &token, &["put", "news", day.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).trim(), "news 2026-11-23: revision 1 written");
+
+    let o = hectl(&server, &token, &["show", "news", "--date", "2026-11-23"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = text(&o);
+    assert!(shown.contains("revision 1"), "{shown}");
+    assert!(
+        shown.contains("19:00:00") && shown.contains("新闻联播") && shown.contains("news.ts"),
+        "{shown}"
+    );
+
+    // Two schedulers fetch revision 1; the first to put wins, the second gets the conflict.
+    let copy = dir.path().join("copy.toml");
+    let o = hectl(
+        &server,
+        &token,
+        &[
+            "get",
+            "news",
+            "--date",
+            "2026-11-23",
+            "-o",
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let fetched = std::fs::read_to_string(&copy).unwrap();
+    assert!(fetched.contains("revision = 1"), "{fetched}");
+    std::fs::write(&copy, fetched.replace("新闻联播", "晚间新闻")).unwrap();
+    let o = hectl(&server, &token, &["put", "news", copy.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stale = dir.path().join("stale.toml");
+    std::fs::write(&stale, fetched.replace("新闻联播", "其他")).unwrap();
+    let o = hectl(&server, &token, &["put", "news", stale.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("conflict (409)") && text(&o).contains("current revision 2"),
+        "{}",
+        text(&o)
+    );
+
+    // Undo the winner's edit.
+    let o = hectl(&server, &token, &["undo", "news", "--date", "2026-11-23"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        text(&o).trim(),
+        "news 2026-11-23: revision 2 undone, now revision 3"
+    );
+    let o = hectl(
+        &server,
+        &token,
+        &["show", "news", "--date", "2026-11-23", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["items"][0]["title"], "新闻联播");
+
+    // Without a token: refused, and said so.
+    let o = Command::new(env!("CARGO_BIN_EXE_hectl"))
+        .args(["schedule", "--server", &server, "put", "news"])
+        .arg(&day)
+        .env_remove("HECTL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("changes need a token"), "{}", text(&o));
+}
