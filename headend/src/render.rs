@@ -163,6 +163,7 @@ pub(crate) fn log_event(
                     at,
                     open_gop,
                     pmt_changed,
+                    ..
                 } => {
                     stats.items_started += 1;
                     tracing::info!(channel, item = %item_name(program, item), at_s = at as f64 / SYSTEM_CLOCK_HZ as f64, open_gop, pmt_changed, "item on air");

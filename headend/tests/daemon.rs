@@ -137,17 +137,8 @@ fn http_fetch(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
-/// The strict limits, except at joins, as in the render tests (the known limits of
-/// docs/design/splice.md): entering a clip with a longer reorder delay holds the last picture
-/// for that delay, and audio restarts on the next clip's frame boundary after the previous
-/// clip's last frame.
 fn limits() -> CheckLimits {
-    CheckLimits {
-        muxrate_bps: Some(MUXRATE),
-        max_video_step_ratio: 4.0,
-        max_audio_step_ratio: 3.5,
-        ..CheckLimits::default()
-    }
+    CheckLimits::across_joins(MUXRATE)
 }
 
 /// Inter-arrival deviation from nominal at the 99th percentile, in µs.

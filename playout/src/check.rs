@@ -62,6 +62,21 @@ impl Default for CheckLimits {
     }
 }
 
+impl CheckLimits {
+    /// The strict limits at `muxrate_bps`, except at joins between items, where the splicer's
+    /// known limits apply (docs/design/splice.md): entering a clip with a longer reorder delay
+    /// holds the last picture for that delay (video steps up to 4 frames), and audio restarts
+    /// on the next clip's frame boundary (steps up to 3.5 frames).
+    pub fn across_joins(muxrate_bps: u64) -> CheckLimits {
+        CheckLimits {
+            muxrate_bps: Some(muxrate_bps),
+            max_video_step_ratio: 4.0,
+            max_audio_step_ratio: 3.5,
+            ..CheckLimits::default()
+        }
+    }
+}
+
 /// A continuity counter error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CcError {

@@ -26,6 +26,9 @@ pub struct ProbeInfo {
     pub codec: Codec,
     /// Its frame (access unit) duration, 90 kHz ticks.
     pub frame_90k: u64,
+    /// The largest PTS − DTS of its random access points in the head (90 kHz): how long after
+    /// an entry picture is decoded it is presented. 0 without B-frames.
+    pub reorder_90k: u64,
     /// Presentation times jumped between head and tail (more than the bytes in between can
     /// hold at any sane rate): the duration covers the head only.
     pub discontinuous: bool,
@@ -75,6 +78,7 @@ pub struct Probe {
     /// Smallest step either way between consecutive presentation times.
     frame: Option<i64>,
     last: Option<Pts>,
+    reorder: i64,
     in_tail: bool,
     head_bytes: u64,
     gap_bytes: u64,
@@ -130,9 +134,21 @@ impl Probe {
                 if packet.pid() != pid || !packet.pusi() {
                     return;
                 }
-                let Some(pts) = PesHeader::parse(packet.payload()).and_then(|h| h.pts) else {
+                let Some(h) = PesHeader::parse(packet.payload()) else {
                     return;
                 };
+                let Some(pts) = h.pts else { return };
+                // The entry delay of random access points (random_access_indicator set, as
+                // muxers mark key frames): PTS − DTS of the pictures an item can start on.
+                let rai = packet
+                    .adaptation_field()
+                    .is_some_and(|af| af.random_access());
+                if rai && !self.in_tail {
+                    let d = h.dts.map_or(0, |dts| pts.since(dts));
+                    if (0..PTS_HZ as i64).contains(&d) {
+                        self.reorder = self.reorder.max(d);
+                    }
+                }
                 if let Some(prev) = self.last {
                     // In decode order, B-frames make the steps jump back and forth; the
                     // smallest step either way is one frame.
@@ -189,6 +205,7 @@ impl Probe {
             anchor,
             codec,
             frame_90k: frame as u64,
+            reorder_90k: self.reorder as u64,
             discontinuous,
         })
     }

@@ -52,6 +52,24 @@ pub(crate) struct Item {
     st: State,
 }
 
+/// How a cue shapes an item (see [`super::Cue`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CueParams {
+    pub(crate) offset_90k: u64,
+    pub(crate) not_before: Option<Ticks27M>,
+    pub(crate) until: Option<Ticks27M>,
+    /// Cut this much before `until`: the next item's entry delay.
+    pub(crate) cut_lead_90k: u64,
+}
+
+/// An item cut at its cue's `until`: nothing presented from `pts_out` on is kept.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    pts_out: i64,
+    /// Input time of the cut, to stop waiting for streams that never pass it.
+    t_in: Option<u64>,
+}
+
 struct State {
     index: usize,
     program: Option<u16>,
@@ -70,6 +88,12 @@ struct State {
     dropped_pes: u64,
     clean_end: bool,
     saw_pmt: bool,
+    cue: CueParams,
+    /// The anchor stream's first presentation time in the file (unwrapped, 90 kHz).
+    first_anchor_pts: Option<i64>,
+    cut: Option<Cut>,
+    /// Input time of the latest PES decided.
+    last_t_in: Option<u64>,
 }
 
 /// How far a stream's decode time may drift from its input arrival time between two PES,
@@ -94,6 +118,8 @@ struct Stream {
     entry_pes: bool,
     /// The PES being released is a random access point of the anchor stream.
     rap: bool,
+    /// A PES presented at or after the cut has been seen: nothing more of it is wanted.
+    past_cut: bool,
     last_dts_out: Option<i64>,
     last_t_in: Option<u64>,
     max_pts_out: Option<i64>,
@@ -170,7 +196,7 @@ impl Clock {
 }
 
 impl Item {
-    pub(crate) fn new(index: usize, _service_id: u16) -> Item {
+    pub(crate) fn new(index: usize, cue: CueParams) -> Item {
         Item {
             demux: Demux::new(),
             st: State {
@@ -191,8 +217,34 @@ impl Item {
                 dropped_pes: 0,
                 clean_end: true,
                 saw_pmt: false,
+                cue,
+                first_anchor_pts: None,
+                cut: None,
+                last_t_in: None,
             },
         }
+    }
+
+    /// The next item's entry delay, learnt after this one was opened.
+    pub(crate) fn set_cut_lead(&mut self, lead_90k: u64) {
+        self.st.cue.cut_lead_90k = lead_90k;
+    }
+
+    /// Cut at its cue's `until`, and nothing left to release before the cut: the item is
+    /// over, whatever remains of the file.
+    pub(crate) fn cut_done(&self) -> bool {
+        let Some(cut) = self.st.cut else { return false };
+        let all_past = self
+            .st
+            .streams
+            .iter()
+            .all(|s| s.past_cut || s.out_pid.is_none() || !s.started);
+        // Streams that never reach the cut (a shorter audio track) stop 2 s of input later.
+        let late = match (cut.t_in, self.st.last_t_in) {
+            (Some(c), Some(t)) => t > c + 2 * crate::time::SYSTEM_CLOCK_HZ,
+            _ => false,
+        };
+        all_past || late
     }
 
     pub(crate) fn push(&mut self, data: Bytes) {
@@ -342,6 +394,7 @@ impl State {
                 need_rap: false,
                 entry_pes: false,
                 rap: false,
+                past_cut: false,
                 last_dts_out: None,
                 last_t_in: None,
                 max_pts_out: None,
@@ -406,6 +459,9 @@ impl State {
                 len,
                 got: payload.len(),
             };
+            if Some(si) == self.anchor && self.first_anchor_pts.is_none() {
+                self.first_anchor_pts = rec.pts;
+            }
             let complete = rec.complete;
             self.pes.push_back(rec);
             let seq = self.pes_front + self.pes.len() as u64 - 1;
@@ -603,8 +659,15 @@ impl State {
             _ => true,
         };
         let Some(entry) = self.playing else {
+            // An entry offset (join in progress, in point): the first random access point
+            // presented at or after the file's first picture + the offset.
+            let far_enough = match (rec.pts, self.first_anchor_pts) {
+                (Some(p), Some(first)) => p - first >= self.cue.offset_90k as i64,
+                _ => self.cue.offset_90k == 0,
+            };
             if Some(si) == self.anchor
                 && random_access
+                && far_enough
                 && rec.t_in.is_some()
                 && rec.dts.is_some()
                 && rec.pts.is_some()
@@ -619,10 +682,14 @@ impl State {
             }
             return;
         };
-        let st = &mut self.streams[si];
-        if st.out_pid.is_none() {
+        self.last_t_in = rec.t_in.or(self.last_t_in);
+        if self.streams[si].out_pid.is_none() {
             return;
         }
+        if self.cut_here(si, rec, class, entry) {
+            return;
+        }
+        let st = &mut self.streams[si];
         if st.need_rap {
             if !random_access {
                 return;
@@ -679,6 +746,44 @@ impl State {
         self.track(si, rec);
     }
 
+    /// Applies the cue's `until`: the anchor stream is cut before the first access unit
+    /// presented at or after it that starts a display-closed run (everything shown before it
+    /// is already decided), and every stream keeps only what is presented before that point.
+    /// With B-frames the display-closed points are a few frames apart, so presentation may
+    /// run up to that many frames past `until`.
+    /// Returns whether `rec` is dropped for it.
+    fn cut_here(&mut self, si: usize, rec: &PesRec, class: StreamClass, entry: Entry) -> bool {
+        let Some(pts) = rec.pts else {
+            return self.cut.is_some();
+        };
+        let pts_out = pts + entry.shift90;
+        if self.cut.is_none() && Some(si) == self.anchor {
+            let Some(until) = self.cue.until else {
+                return false;
+            };
+            // Presentation is what viewers see: the cut is where the output's presentation
+            // time (on the output clock, which the PCR carries) reaches `until`.
+            let presented = i128::from(pts_out) * 300;
+            let st = &self.streams[si];
+            let display_closed =
+                class != StreamClass::Video || st.max_pts_out.is_none_or(|m| pts_out > m);
+            let cut_at = i128::from(until) - i128::from(self.cue.cut_lead_90k) * 300;
+            if st.started && presented >= cut_at && display_closed {
+                self.cut = Some(Cut {
+                    pts_out,
+                    t_in: rec.t_in,
+                });
+            }
+        }
+        let Some(cut) = self.cut else { return false };
+        if Some(si) == self.anchor || pts_out >= cut.pts_out {
+            self.streams[si].past_cut = true;
+            self.streams[si].keep = false;
+            return true;
+        }
+        false
+    }
+
     /// Remembers the stream's last output DTS and frame duration, for the item's end.
     fn track(&mut self, si: usize, rec: &PesRec) {
         let (Some(entry), Some(dts)) = (self.playing, rec.dts) else {
@@ -713,9 +818,17 @@ impl State {
             (None, _) => ceil_div(now - t_rap as i128, 300) as i64,
         };
         let first_due = t_rap as i128 + i128::from(shift90) * 300;
+        // Not before the output time now (the driver fell behind, or a retry after filler):
+        // leave a gap, never go back.
         if first_due < now {
-            // The driver fell behind (or a retry after filler): leave a gap, never go back.
             shift90 += ceil_div(now - first_due, 300) as i64;
+        }
+        // A fixed start: the entry picture is presented no earlier than the cue says.
+        if let Some(nb) = self.cue.not_before {
+            let presented = (i128::from(rap_pts) + i128::from(shift90)) * 300;
+            if presented < i128::from(nb) {
+                shift90 += ceil_div(i128::from(nb) - presented, 300) as i64;
+            }
         }
         self.playing = Some(Entry { rap_pts, shift90 });
         self.leading = rec.kind == Some(AccessUnit::OpenGop);
@@ -752,6 +865,7 @@ impl State {
         ctx.events.push_back(SpliceEvent::ItemStarted {
             item: self.index,
             at: (t_rap as i128 + i128::from(shift90) * 300).max(0) as u64,
+            presented_at: ((i128::from(rap_pts) + i128::from(shift90)) * 300).max(0) as u64,
             open_gop: self.leading,
             pmt_changed: !same,
         });

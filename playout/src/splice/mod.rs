@@ -25,7 +25,7 @@ use crate::pes::PesHeader;
 use crate::psi::{EsInfo, Pmt};
 use crate::time::{Pts, Ticks27M, SYSTEM_CLOCK_HZ};
 use crate::ts::{Pid, TsPacket};
-use item::Item;
+use item::{CueParams, Item};
 pub use pids::OutputPids;
 use pids::PidAllocator;
 
@@ -105,6 +105,28 @@ pub struct Patch {
     pub bytes: [u8; 6],
 }
 
+/// What to play next, for a schedule: an item of the playlist from an offset, not before an
+/// output time, and cut at another. Cues are played in the order pushed
+/// ([`Splicer::push_cue`]); with none queued, the splicer goes on looping the playlist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cue {
+    /// Playlist index of the media.
+    pub item: usize,
+    /// Start at the first random access point presented this far (90 kHz) into the file.
+    pub offset_90k: u64,
+    /// Output time before which the item must not start (a fixed start): the output holds
+    /// (PAT/PMT, PCR, stuffing) until then.
+    pub not_before: Option<Ticks27M>,
+    /// Output time at which the item is cut, on a frame boundary: nothing presented at or
+    /// after it goes out (see also `entry_delay_90k` of the cue that follows).
+    pub until: Option<Ticks27M>,
+    /// The item's entry delay: how long after its entry picture is decoded it is presented
+    /// (PTS − DTS, the reorder delay; 0 without B-frames), as probed
+    /// ([`crate::probe::ProbeInfo::reorder_90k`]). Decode times never go back, so the item
+    /// before is cut this much earlier, and this one is presented on time.
+    pub entry_delay_90k: u64,
+}
+
 /// What the splicer hands to the muxer, in order.
 #[derive(Clone, Debug)]
 pub enum Queued {
@@ -176,6 +198,9 @@ pub enum SpliceEvent {
         item: usize,
         /// Output time of its first packet.
         at: Ticks27M,
+        /// Output time at which its first picture (or audio frame) is presented: when
+        /// viewers see it.
+        presented_at: Ticks27M,
         /// Whether it entered at an open-GOP point (leading pictures dropped).
         open_gop: bool,
         /// Whether the PMT changed (a new version was sent).
@@ -259,6 +284,10 @@ pub struct Splicer {
     pmt: Pmt,
     failed_in_row: usize,
     stats: SpliceStats,
+    cues: VecDeque<Cue>,
+    current_cue: CueParams,
+    /// Something was chosen to open already (a cue replaced the first playlist item).
+    chosen: bool,
 }
 
 /// Output timeline state carried from item to item.
@@ -303,7 +332,57 @@ impl Splicer {
             pmt,
             failed_in_row: 0,
             stats: SpliceStats::default(),
+            cues: VecDeque::new(),
+            current_cue: CueParams::default(),
+            chosen: false,
             cfg,
+        }
+    }
+
+    /// Queues a cue (see [`Cue`]). Before anything has been opened, the first cue replaces
+    /// the playlist's first item.
+    pub fn push_cue(&mut self, cue: Cue) {
+        let untouched = !self.chosen
+            && self.item.is_none()
+            && self.io == Io::Open(0)
+            && self.stats.items_started == 0
+            && self.stats.items_failed == 0;
+        self.cues.push_back(cue);
+        if untouched {
+            self.chosen = true;
+            self.io = self.next_io(None);
+        } else if self.cues.len() == 1 {
+            // The cue after the current item is now known: cut the current one early by this
+            // one's entry delay.
+            self.current_cue.cut_lead_90k = cue.entry_delay_90k;
+            if let Some(it) = self.item.as_mut() {
+                it.set_cut_lead(cue.entry_delay_90k);
+            }
+        }
+    }
+
+    /// Cues queued and not yet started.
+    pub fn cues_queued(&self) -> usize {
+        self.cues.len()
+    }
+
+    /// What to open after `item` (`None`: at the start): the next cue, else the next
+    /// playlist entry.
+    fn next_io(&mut self, item: Option<usize>) -> Io {
+        match self.cues.pop_front() {
+            Some(c) if c.item < self.items => {
+                self.current_cue = CueParams {
+                    offset_90k: c.offset_90k,
+                    not_before: c.not_before,
+                    until: c.until,
+                    cut_lead_90k: self.cues.front().map_or(0, |n| n.entry_delay_90k),
+                };
+                Io::Open(c.item)
+            }
+            _ => {
+                self.current_cue = CueParams::default();
+                Io::Open(item.map_or(0, |i| (i + 1) % self.items.max(1)))
+            }
         }
     }
 
@@ -366,7 +445,7 @@ impl Splicer {
         if self.io != Io::Opening(item) {
             return;
         }
-        self.item = Some(Item::new(item, self.cfg.service_id));
+        self.item = Some(Item::new(item, self.current_cue));
         self.io = Io::Read(item);
     }
 
@@ -388,6 +467,10 @@ impl Splicer {
             it.push(data);
         }
         self.release(now);
+        if self.item.as_ref().is_some_and(Item::cut_done) {
+            // Cut at its cue's end: the rest of the file is not wanted.
+            self.handle_eof(now, item, None);
+        }
     }
 
     /// The open item ended (`error`: the read failed).
@@ -427,7 +510,7 @@ impl Splicer {
                     self.events
                         .push_back(SpliceEvent::ItemFailed { item, error: e });
                 }
-                self.io = Io::Open((item + 1) % self.items);
+                self.io = self.next_io(Some(item));
             }
             Err(e) => self.fail(now, item, e),
         }
@@ -472,16 +555,17 @@ impl Splicer {
         self.failed_in_row += 1;
         self.events
             .push_back(SpliceEvent::ItemFailed { item, error });
-        let next = (item + 1) % self.items;
+        let next = self.next_io(Some(item));
         if self.failed_in_row >= self.items {
             self.failed_in_row = 0;
             self.stats.nothing_playable += 1;
             let until = now + self.cfg.retry_after;
             self.events
                 .push_back(SpliceEvent::NothingPlayable { retry_at: until });
+            let Io::Open(next) = next else { return };
             self.io = Io::Waiting { until, item: next };
         } else {
-            self.io = Io::Open(next);
+            self.io = next;
         }
     }
 
