@@ -153,3 +153,53 @@ fn an_offset_skips_the_start_of_the_file() {
     // 2 s into a 5 s file, entered at the next IDR (every second): 50-60% left.
     assert!((0.5..0.7).contains(&ratio), "{part} of {full} packets");
 }
+
+/// A schedule taking over a channel that loops its playlist: the item on air is cut where
+/// the first cue's fixed start says, and the cue goes on air then. What the splicer has
+/// already released (up to its read-ahead, a second or two) cannot be cut, so the handover
+/// is asked for 3.6 s ahead here, as the daemon's scheduler does.
+#[test]
+fn cut_current_hands_over_on_time() {
+    let items: Vec<Option<Bytes>> = ["b", "a"].iter().map(|n| Some(fixture(n))).collect();
+    let splicer = Splicer::new(SpliceConfig::new(1), items.len());
+    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(10), MUXRATE);
+    let mut run = Offline::new(
+        Mux::new(MuxConfig::new(MUXRATE), vec![splicer]),
+        vec![MemorySource::new(items)],
+        total,
+    );
+    let mut out = BytesMut::new();
+    let mut events = Vec::new();
+    let mut handed_over = false;
+    while !run.done() {
+        if !handed_over && run.mux().now() >= secs(1.0) {
+            handed_over = true;
+            let s = run.mux().program_mut(0);
+            let extra = s.add_item();
+            assert_eq!(extra, 2);
+            s.cut_current(secs(4.6));
+            s.push_cue(Cue {
+                item: 1,
+                offset_90k: 0,
+                not_before: Some(secs(4.6)),
+                until: Some(secs(7.0)),
+                entry_delay_90k: 0,
+            });
+        }
+        run.step(&mut out, BATCH);
+        while let Some(e) = run.mux().poll_event() {
+            events.push(e);
+        }
+    }
+    let st = starts(&events);
+    assert_eq!(st[0].0, 0);
+    assert_eq!(st[1].0, 1, "{st:?}");
+    let late = st[1].1 as i64 - secs(4.6) as i64;
+    assert!(
+        (0..=FRAME as i64).contains(&late),
+        "on air {late} ticks after 4.6 s"
+    );
+    let r = check(&out, &limits());
+    let v = r.violations(&limits());
+    assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
+}

@@ -225,6 +225,11 @@ impl Item {
         }
     }
 
+    /// A new cut time (see `Splicer::cut_current`).
+    pub(crate) fn set_until(&mut self, until: Option<Ticks27M>) {
+        self.st.cue.until = until;
+    }
+
     /// The next item's entry delay, learnt after this one was opened.
     pub(crate) fn set_cut_lead(&mut self, lead_90k: u64) {
         self.st.cue.cut_lead_90k = lead_90k;

@@ -366,6 +366,29 @@ impl Splicer {
         self.cues.len()
     }
 
+    /// Adds an entry to the playlist (a file a schedule names); returns its index.
+    pub fn add_item(&mut self) -> usize {
+        self.items += 1;
+        self.items - 1
+    }
+
+    /// Cuts the item on air (or the next one opened) where presentation reaches `at`, as if
+    /// its cue had said `until: at`: to hand over to a schedule, or for an edit that applies
+    /// now. An earlier cut already set stays. What is already released to the muxer (the
+    /// read-ahead: up to `horizon` plus one read) is not cut, so ask a few seconds ahead.
+    pub fn cut_current(&mut self, at: Ticks27M) {
+        let until = Some(self.current_cue.until.map_or(at, |u| u.min(at)));
+        self.current_cue.until = until;
+        if let Some(it) = self.item.as_mut() {
+            it.set_until(until);
+        }
+    }
+
+    /// Drops the cues not yet started (a schedule edit replaces them).
+    pub fn clear_cues(&mut self) {
+        self.cues.clear();
+    }
+
     /// What to open after `item` (`None`: at the start): the next cue, else the next
     /// playlist entry.
     fn next_io(&mut self, item: Option<usize>) -> Io {
