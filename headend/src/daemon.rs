@@ -13,7 +13,9 @@ use crate::api::ApiState;
 use crate::config::Config;
 use crate::engine::{self, Engine};
 use crate::output::http::{self, HttpChannel, HttpState};
+use crate::schedule::driver::{self, ScheduledChannel};
 use crate::schedule::store::Store;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs `config` until a signal; `on_ready` gets the HTTP address once everything is up.
 pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
@@ -44,8 +46,33 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 })
             })
             .collect();
+        let store = Arc::new(Store::new(config.schedules.dir.clone()));
+        let scheduled = specs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| {
+                let ch = spec.single_channel()?;
+                Some(ScheduledChannel {
+                    station: i,
+                    channel: ch.id.clone(),
+                    tz: ch.timezone,
+                    filler: ch.filler.clone(),
+                    base_items: ch.playlist.len(),
+                })
+            })
+            .collect();
+        let scheduler_stop = Arc::new(AtomicBool::new(false));
+        let scheduler = driver::start(
+            scheduled,
+            store.clone(),
+            config.schedules.media_dir.clone(),
+            engine.maps.clone(),
+            engine.schedule.clone(),
+            scheduler_stop.clone(),
+        )
+        .context("starting the scheduler")?;
         let api = Arc::new(ApiState {
-            store: Arc::new(Store::new(config.schedules.dir.clone())),
+            store,
             channels: config.channels.iter().map(|c| c.id.clone()).collect(),
             token: config.http.api_token.clone(),
         });
@@ -63,8 +90,12 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         tracing::info!(signal, "shutting down");
         let _ = stop_tx.send(true);
         let _ = server.await;
+        scheduler_stop.store(true, Ordering::Relaxed);
         // The engine sends its last datagrams and closes the feeds, which ends HTTP bodies.
-        tokio::task::spawn_blocking(move || engine.stop())
+        tokio::task::spawn_blocking(move || {
+            let _ = scheduler.join();
+            engine.stop();
+        })
             .await
             .context("stopping the engine")?;
         anyhow::Ok(())

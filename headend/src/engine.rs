@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use playout::mux::{Mux, MuxEvent, Underflow};
@@ -24,6 +24,7 @@ use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::render::{self, RenderStats};
+use crate::schedule::driver::{ClockMap, ClockMaps, ScheduleMsg};
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -56,6 +57,15 @@ pub(crate) struct StationSpec {
     outputs: Vec<OutputConfig>,
     /// The HTTP feed (single channels only).
     pub(crate) feed: Option<Arc<Feed>>,
+    /// Each program's playlist, shared with its file source (a schedule appends to it).
+    paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
+}
+
+impl StationSpec {
+    /// Whether this is a channel on its own (which a schedule can drive).
+    pub(crate) fn single_channel(&self) -> Option<&ChannelConfig> {
+        (self.feed.is_some() && self.channels.len() == 1).then(|| &self.channels[0])
+    }
 }
 
 /// Every station of a config: each channel, and each MPTS.
@@ -69,12 +79,17 @@ pub(crate) fn stations(config: &Config) -> Vec<StationSpec> {
             mux: render::channel_mux_config(ch),
             outputs: ch.outputs.clone(),
             feed: Some(Feed::new()),
+            paths: vec![Arc::new(RwLock::new(ch.playlist.clone()))],
         })
         .collect();
     for m in &config.mpts {
         if let Some((mux, channels)) = render::mpts_mux_config(config, &m.id) {
             out.push(StationSpec {
                 id: m.id.clone(),
+                paths: channels
+                    .iter()
+                    .map(|c| Arc::new(RwLock::new(c.playlist.clone())))
+                    .collect(),
                 channels: channels.into_iter().cloned().collect(),
                 mux,
                 outputs: m.outputs.clone(),
@@ -120,6 +135,31 @@ pub(crate) struct Engine {
     threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     pub(crate) status: Status,
+    /// How each station's output clock maps to UTC, for the scheduler.
+    pub(crate) maps: ClockMaps,
+    /// Where the scheduler sends each station's cues.
+    pub(crate) schedule: ScheduleSink,
+}
+
+/// Routes the scheduler's messages to the engine thread that owns the station.
+#[derive(Clone)]
+pub(crate) struct ScheduleSink {
+    txs: Vec<mpsc::Sender<ScheduleMsg>>,
+    shard_of: Vec<usize>,
+}
+
+impl ScheduleSink {
+    /// Hands `msg` to its station's engine thread; `false` once the engine has stopped.
+    pub(crate) fn send(&self, msg: ScheduleMsg) -> bool {
+        let Some(tx) = self
+            .shard_of
+            .get(msg.station)
+            .and_then(|s| self.txs.get(*s))
+        else {
+            return false;
+        };
+        tx.send(msg).is_ok()
+    }
 }
 
 impl Engine {
@@ -132,7 +172,11 @@ impl Engine {
         threads: usize,
     ) -> anyhow::Result<Engine> {
         let epoch = Instant::now();
+        let utc_at_epoch_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
         let start_ns = 20_000_000;
+        let mut maps = Vec::new();
         let mut stations = Vec::new();
         let mut seed = epoch.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
         for (si, spec) in specs.iter().enumerate() {
@@ -150,15 +194,21 @@ impl Engine {
             // Stagger the stations across one datagram interval so they do not all wake at
             // the same instant.
             let stagger = pacer_cfg.interval_ns() * si as u64 / specs.len().max(1) as u64;
+            maps.push(Some(ClockMap {
+                utc_at_origin_ns: utc_at_epoch_ns + (start_ns + stagger) as i64,
+                origin: spec.mux.clock_origin,
+                skipped_ns: 0,
+            }));
             stations.push(Station {
                 id: spec.id.clone(),
                 names: spec.channels.iter().map(|c| c.id.clone()).collect(),
                 playlists: spec.channels.iter().map(|c| c.playlist.clone()).collect(),
                 sources: spec
-                    .channels
+                    .paths
                     .iter()
-                    .map(|c| Some(FileSource::new(c.playlist.clone())))
+                    .map(|p| Some(FileSource::shared(p.clone())))
                     .collect(),
+                paths: spec.paths.clone(),
                 on_air: vec![None; spec.channels.len()],
                 mux,
                 pacer: Pacer::new(pacer_cfg, start_ns + stagger),
@@ -206,11 +256,20 @@ impl Engine {
             io_threads = workers.len(),
             "engine on air"
         );
+        let maps: ClockMaps = Arc::new(Mutex::new(maps));
+        let mut shard_of = vec![0; specs.len()];
+        for (i, s) in shard_of.iter_mut().enumerate() {
+            *s = i % threads;
+        }
+        let mut sched_txs = Vec::new();
         let mut handles = Vec::new();
         for (shard, (stations, done_rx)) in shards.into_iter().zip(done_rxs).enumerate() {
             let stop = stop.clone();
             let status = status.clone();
             let job_tx = job_tx.clone();
+            let maps = maps.clone();
+            let (sched_tx, sched_rx) = mpsc::channel();
+            sched_txs.push(sched_tx);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("engine-{shard}"))
@@ -223,6 +282,8 @@ impl Engine {
                                 epoch,
                                 jobs: job_tx,
                                 done: done_rx,
+                                schedule: sched_rx,
+                                maps,
                             },
                             &stop,
                             &status,
@@ -235,6 +296,11 @@ impl Engine {
             threads: handles,
             workers,
             status,
+            maps,
+            schedule: ScheduleSink {
+                txs: sched_txs,
+                shard_of,
+            },
         })
     }
 
@@ -267,6 +333,8 @@ struct Station {
     playlists: Vec<Vec<PathBuf>>,
     /// Each program's files; `None` while an I/O thread has them.
     sources: Vec<Option<FileSource>>,
+    /// Each program's playlist, shared with its source.
+    paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
     on_air: Vec<Option<String>>,
     mux: Mux,
     pacer: Pacer,
@@ -329,6 +397,8 @@ struct Shard {
     epoch: Instant,
     jobs: mpsc::Sender<IoJob>,
     done: mpsc::Receiver<IoResult>,
+    schedule: mpsc::Receiver<ScheduleMsg>,
+    maps: ClockMaps,
 }
 
 fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
@@ -338,6 +408,8 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         epoch,
         jobs: job_tx,
         done: done_rx,
+        schedule: sched_rx,
+        maps,
     } = shard;
     let (global, mut stations): (Vec<usize>, Vec<Station>) = stations.into_iter().unzip();
     let mut next_status = 0u64;
@@ -384,6 +456,11 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             r.done.apply(st.mux.program_mut(r.program), at);
             applied += 1;
         }
+        while let Ok(msg) = sched_rx.try_recv() {
+            if let Some(k) = global.iter().position(|g| *g == msg.station) {
+                stations[k].apply_schedule(msg);
+            }
+        }
         for (i, st) in stations.iter_mut().enumerate() {
             st.request_io(shard, i, &job_tx);
             st.log_events();
@@ -391,6 +468,12 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         if now >= next_status {
             next_status = now + 1_000_000_000;
             publish_status(&stations, &global, status);
+            let mut all = maps.lock().unwrap_or_else(PoisonError::into_inner);
+            for (st, &g) in stations.iter().zip(&global) {
+                if let Some(Some(m)) = all.get_mut(g) {
+                    m.skipped_ns = st.pacer.stats().skipped_ns;
+                }
+            }
         }
         let after = epoch.elapsed().as_nanos() as u64;
         if next > after {
@@ -448,6 +531,30 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>
 }
 
 impl Station {
+    /// Takes the scheduler's cues: new files join the playlist, the first cues take over
+    /// from it.
+    fn apply_schedule(&mut self, msg: ScheduleMsg) {
+        let (Some(paths), true) = (self.paths.first(), self.mux.programs() == 1) else {
+            return;
+        };
+        let splicer = self.mux.program_mut(0);
+        for p in msg.new_paths {
+            paths
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(p);
+            splicer.add_item();
+        }
+        if let Some(at) = msg.handover {
+            splicer.clear_cues();
+            splicer.cut_current(at);
+            tracing::info!(station = %self.id, "schedule takes over");
+        }
+        for c in msg.cues {
+            splicer.push_cue(c);
+        }
+    }
+
     /// Sends the splicers' I/O requests to the I/O threads.
     fn request_io(&mut self, shard: usize, index: usize, jobs: &mpsc::Sender<IoJob>) {
         while let Some((program, req)) = self.mux.poll_io() {

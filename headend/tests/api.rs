@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
@@ -78,24 +77,7 @@ fn schedule_api_round_trip() {
         ),
     )
     .unwrap();
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_headend"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = [0u8; 1];
-    let mut out = daemon.0.stdout.take().unwrap();
-    let mut banner = Vec::new();
-    while !banner.ends_with(b"\n") {
-        assert_eq!(out.read(&mut line).unwrap(), 1, "daemon exited early");
-        banner.push(line[0]);
-    }
+    let mut daemon = Daemon::run(&cfg, "debug");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let auth = format!("Bearer {TOKEN}");
     let path = "/api/schedules/news/2026-11-23";

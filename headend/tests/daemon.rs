@@ -269,26 +269,7 @@ fn channels_on_air_over_multicast_rtp_and_http() {
     let rx_udp = receive(unicast_receiver(ports[2]), stop.clone());
     let rx_gone = receive(unicast_receiver(ports[4]), stop.clone());
 
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_headend"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdout = daemon.0.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\n") {
-        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "daemon exited early");
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    assert!(line.starts_with("on air"), "{line}");
+    let mut daemon = Daemon::run(&cfg, "info");
     let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let on_air = Instant::now();
 

@@ -96,6 +96,9 @@ pub(crate) struct SchedulesConfig {
     /// Key `dir`: the directory the daemon keeps schedule files in
     /// (`{dir}/{channel}/{date}.toml`). Default `"schedules"`, relative to the config file.
     pub(crate) dir: PathBuf,
+    /// Key `media_dir`: the directory the file names in schedules are relative to. Default
+    /// the config file's directory.
+    pub(crate) media_dir: PathBuf,
 }
 
 /// The real-time engine (`[engine]`).
@@ -298,8 +301,10 @@ fn schedules_config(
         diag.push("schedules.dir", "empty path");
         return None;
     }
+    let media_dir = base_dir.join(raw.media_dir.unwrap_or_default());
     Some(SchedulesConfig {
         dir: base_dir.join(dir),
+        media_dir,
     })
 }
 

@@ -31,6 +31,8 @@ pub(super) struct RawHttp {
 pub(super) struct RawSchedules {
     /// `dir`: default `"schedules"`, relative to the config file.
     pub(super) dir: Option<PathBuf>,
+    /// `media_dir`: default the config file's directory.
+    pub(super) media_dir: Option<PathBuf>,
 }
 
 /// `[engine]`; see [`super::EngineConfig`].

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use playout::offline::ItemSource;
@@ -16,13 +17,19 @@ pub(crate) const CHUNK: usize = 2048 * PACKET_SIZE;
 
 /// The files of one channel's playlist.
 pub(crate) struct FileSource {
-    paths: Vec<PathBuf>,
+    /// Shared with the scheduler, which adds the files schedules name.
+    paths: Arc<RwLock<Vec<PathBuf>>>,
     open: Option<(usize, File)>,
     bytes_read: u64,
 }
 
 impl FileSource {
     pub(crate) fn new(paths: Vec<PathBuf>) -> FileSource {
+        FileSource::shared(Arc::new(RwLock::new(paths)))
+    }
+
+    /// A source over a path list that others may append to.
+    pub(crate) fn shared(paths: Arc<RwLock<Vec<PathBuf>>>) -> FileSource {
         FileSource {
             paths,
             open: None,
@@ -112,9 +119,12 @@ impl FileSource {
     fn open_item(&self, item: usize) -> Result<File, String> {
         let path = self
             .paths
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(item)
+            .cloned()
             .ok_or_else(|| format!("no playlist item {item}"))?;
-        let f = File::open(path).map_err(|e| e.to_string())?;
+        let f = File::open(&path).map_err(|e| e.to_string())?;
         let meta = f.metadata().map_err(|e| e.to_string())?;
         if !meta.is_file() {
             return Err("not a regular file".to_owned());

@@ -1,3 +1,4 @@
-//! Inputs: what feeds a channel's splicer. Today: playlist files.
+//! Inputs: playlist files and their probing.
 
 pub(crate) mod file;
+pub(crate) mod probe;

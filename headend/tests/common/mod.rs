@@ -122,6 +122,38 @@ pub(crate) fn signal_and_wait(child: &mut Child, signal: &str) -> (ExitStatus, S
 /// A child process (the daemon) killed when the test ends, however it ends.
 pub(crate) struct Daemon(pub(crate) Child);
 
+impl Daemon {
+    /// `headend run --config cfg` with `RUST_LOG=log`, its stderr piped; returns once it is on
+    /// air (its first stdout line, which it also checks).
+    pub(crate) fn run(cfg: &Path, log: &str) -> Daemon {
+        let mut daemon = Daemon(
+            Command::new(env!("CARGO_BIN_EXE_headend"))
+                .args(["run", "--config"])
+                .arg(cfg)
+                .env("RUST_LOG", log)
+                .env("NO_COLOR", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn headend"),
+        );
+        let mut stdout = daemon.0.stdout.take().expect("piped stdout");
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            assert_eq!(
+                stdout.read(&mut byte).expect("read"),
+                1,
+                "daemon exited early"
+            );
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&line);
+        assert!(line.starts_with("on air"), "{line}");
+        daemon
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();

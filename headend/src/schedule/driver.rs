@@ -1,0 +1,286 @@
+//! The scheduler thread: turns each channel's schedule files into splicer cues, a little
+//! ahead of time.
+//!
+//! About twice a second, for every channel with a schedule: read yesterday's, today's and
+//! tomorrow's files (in the channel's zone) from the store, probe any media not seen before
+//! (duration and entry delay, from the files' own timestamps), resolve the timeline from the
+//! end of what is already cued, and hand the engine the cues that start within the next
+//! [`AHEAD`]. Cues already handed over are not changed, so an edit to a future item applies
+//! when it comes, and one to the item on air at its next boundary. A channel without
+//! schedule files keeps looping its playlist; the first cues take over from it
+//! [`LEAD`] after the schedule appears.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{TimeZone, Utc as ChronoUtc};
+use epg::schedule::Tz;
+use playout::schedule::{resolve, Clip, MediaId, MediaInfo, Source, Start, Utc};
+use playout::splice::Cue;
+use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
+
+use super::store::Store;
+use crate::engine::ScheduleSink;
+
+/// How far ahead cues are handed to the engine: more than the splicer's read-ahead, so each
+/// item knows the next one's entry delay before it is cut.
+pub(crate) const AHEAD: Duration = Duration::from_secs(20);
+/// How long after a schedule appears it takes over from the playlist (the splicer cannot
+/// cut what it has already released).
+pub(crate) const LEAD: Duration = Duration::from_secs(4);
+/// How far the timeline is resolved each time (a programme longer than this is cut).
+const HORIZON_NS: u64 = 26 * 3600 * 1_000_000_000;
+
+/// How a station's output clock maps to UTC, published by the engine.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClockMap {
+    /// UTC (ns) when output time `origin` left.
+    pub(crate) utc_at_origin_ns: i64,
+    /// The output clock at that instant (27 MHz).
+    pub(crate) origin: Ticks27M,
+    /// Time the pacer has skipped since (stalls), ns.
+    pub(crate) skipped_ns: u64,
+}
+
+impl ClockMap {
+    /// The output time at which UTC instant `u` leaves (presentation on a receiver locked to
+    /// the output's PCR).
+    pub(crate) fn output_time(&self, u: Utc) -> Ticks27M {
+        let ns = u.0 - self.utc_at_origin_ns - self.skipped_ns as i64;
+        let ticks = i128::from(ns.max(0)) * i128::from(SYSTEM_CLOCK_HZ) / 1_000_000_000;
+        self.origin + ticks as u64
+    }
+}
+
+/// Clock maps of all stations, by station index.
+pub(crate) type ClockMaps = Arc<Mutex<Vec<Option<ClockMap>>>>;
+
+/// What the scheduler tells the engine about one station.
+pub(crate) struct ScheduleMsg {
+    pub(crate) station: usize,
+    /// Files to append to the station's playlist (in this order) before the cues use them.
+    pub(crate) new_paths: Vec<PathBuf>,
+    /// Cut the item on air here: the schedule takes over.
+    pub(crate) handover: Option<Ticks27M>,
+    pub(crate) cues: Vec<Cue>,
+}
+
+/// One channel the scheduler drives.
+pub(crate) struct ScheduledChannel {
+    pub(crate) station: usize,
+    pub(crate) channel: String,
+    pub(crate) tz: Tz,
+    pub(crate) filler: Vec<PathBuf>,
+    /// Playlist entries before the schedule's own (the config's playlist).
+    pub(crate) base_items: usize,
+}
+
+struct State {
+    ch: ScheduledChannel,
+    /// Media by path: (playlist index, duration, entry delay).
+    media: HashMap<PathBuf, (usize, MediaInfo, u64)>,
+    next_item: usize,
+    cued_until: Option<Utc>,
+    last_error: Option<String>,
+}
+
+/// Starts the scheduler thread; it stops when `stop` is set.
+pub(crate) fn start(
+    channels: Vec<ScheduledChannel>,
+    store: Arc<Store>,
+    media_dir: PathBuf,
+    maps: ClockMaps,
+    sink: ScheduleSink,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("scheduler".to_owned())
+        .spawn(move || {
+            let mut states: Vec<State> = channels
+                .into_iter()
+                .map(|ch| State {
+                    next_item: ch.base_items,
+                    ch,
+                    media: HashMap::new(),
+                    cued_until: None,
+                    last_error: None,
+                })
+                .collect();
+            while !stop.load(Ordering::Relaxed) {
+                for st in &mut states {
+                    let map = maps
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(st.ch.station)
+                        .copied()
+                        .flatten();
+                    if let Some(map) = map {
+                        match round(st, &store, &media_dir, map) {
+                            Ok(Some(msg)) => {
+                                if !sink.send(msg) {
+                                    return;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                if st.last_error.as_deref() != Some(e.as_str()) {
+                                    tracing::error!(channel = %st.ch.channel, error = %e, "schedule not applied; the channel goes on with what it has");
+                                    st.last_error = Some(e);
+                                }
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+}
+
+fn now_utc() -> Utc {
+    Utc(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64))
+}
+
+/// One pass over one channel: the cues to hand over, if any.
+fn round(
+    st: &mut State,
+    store: &Store,
+    media_dir: &std::path::Path,
+    map: ClockMap,
+) -> Result<Option<ScheduleMsg>, String> {
+    let now = now_utc();
+    let today = ChronoUtc
+        .timestamp_nanos(now.0)
+        .with_timezone(&st.ch.tz)
+        .date_naive();
+    let mut entries = Vec::new();
+    let mut new_paths = Vec::new();
+    let mut any = false;
+    for date in [today.pred_opt(), Some(today), today.succ_opt()]
+        .into_iter()
+        .flatten()
+    {
+        let day = store
+            .read(&st.ch.channel, date)
+            .map_err(|e| e.to_string())?;
+        if day.items.is_empty() {
+            continue;
+        }
+        any = true;
+        let mut failure = None;
+        let planned = day.plan(st.ch.tz, |name| {
+            let path = media_dir.join(name);
+            match media_id(st, &path, &mut new_paths) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    None
+                }
+            }
+        });
+        match planned {
+            Ok(e) => entries.extend(e),
+            Err(errors) => {
+                return Err(format!(
+                    "{date}: {}{}",
+                    errors,
+                    failure.map_or_else(String::new, |f| format!(" ({f})"))
+                ))
+            }
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    let mut filler = Vec::new();
+    for p in st.ch.filler.clone() {
+        filler.push(Clip::whole(media_id(st, &p, &mut new_paths)?));
+    }
+    let first = st.cued_until.is_none();
+    let from = st.cued_until.unwrap_or(now.add(LEAD.as_nanos() as u64));
+    let ahead = now.add(AHEAD.as_nanos() as u64);
+    if from >= ahead && new_paths.is_empty() {
+        return Ok(None);
+    }
+    let table = media_table(st);
+    let timeline = resolve(&entries, &filler, &table, from, from.add(HORIZON_NS))
+        .map_err(|e| e.to_string())?;
+    let reorder: HashMap<usize, u64> = st.media.values().map(|(i, _, r)| (*i, *r)).collect();
+    let mut cues = Vec::new();
+    for seg in timeline.segments() {
+        if seg.start >= ahead {
+            break;
+        }
+        let item = seg.media.0 as usize;
+        // Only a fixed start holds the output until its time; filler and following items
+        // go on air when what precedes them ends (each is still cut at its end), so an item
+        // that ends early never leaves a frozen picture before them.
+        let fixed = match seg.source {
+            Source::Entry(i) => match entries.get(i).map(|e| e.start) {
+                Some(Start::Hard(t) | Start::Soft(t)) => t == seg.start,
+                _ => false,
+            },
+            Source::Filler => false,
+        };
+        cues.push(Cue {
+            item,
+            offset_90k: seg.offset * 9 / 100_000,
+            not_before: fixed.then(|| map.output_time(seg.start)),
+            until: Some(map.output_time(seg.end)),
+            entry_delay_90k: reorder.get(&item).copied().unwrap_or(0),
+        });
+        st.cued_until = Some(seg.end);
+    }
+    if cues.is_empty() && new_paths.is_empty() {
+        return Ok(None);
+    }
+
+    st.last_error = None;
+    Ok(Some(ScheduleMsg {
+        station: st.ch.station,
+        new_paths,
+        handover: first.then(|| map.output_time(from)),
+        cues,
+    }))
+}
+
+/// The playlist index of `path`, probing it the first time.
+fn media_id(
+    st: &mut State,
+    path: &PathBuf,
+    new_paths: &mut Vec<PathBuf>,
+) -> Result<MediaId, String> {
+    if let Some((i, _, _)) = st.media.get(path) {
+        return Ok(MediaId(*i as u32));
+    }
+    let info =
+        crate::input::probe::probe_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let index = st.next_item;
+    st.next_item += 1;
+    st.media.insert(
+        path.clone(),
+        (
+            index,
+            MediaInfo {
+                duration: info.duration_ns,
+            },
+            info.reorder_90k,
+        ),
+    );
+    new_paths.push(path.clone());
+    Ok(MediaId(index as u32))
+}
+
+/// Durations by playlist index (the config's playlist entries are never scheduled: 0).
+fn media_table(st: &State) -> Vec<MediaInfo> {
+    let mut table = vec![MediaInfo { duration: 0 }; st.next_item];
+    for (i, info, _) in st.media.values() {
+        table[*i] = *info;
+    }
+    table
+}

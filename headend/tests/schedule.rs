@@ -1,0 +1,179 @@
+//! A channel driven by its schedule, on air: the schedule file names two hard starts a few
+//! seconds ahead; the daemon takes over from the playlist (filler in the gap), and the
+//! capture shows each item's first picture presented within one frame of its wall-clock
+//! time, with the stream conformant throughout.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use playout::check::{check, CheckLimits};
+use playout::pes::PesHeader;
+use playout::psi::{Pmt, SectionAssembler};
+use playout::ts::{Pid, TsPacket};
+
+mod common;
+use common::{media, signal_and_wait, Daemon};
+
+const MUXRATE: u64 = 3_000_000;
+const FRAME_NS: i64 = 40_000_000;
+
+fn utc_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// `HH:MM:SS` and the date of a UTC instant in whole seconds.
+fn clock(secs: i64) -> (String, String) {
+    let days = secs.div_euclid(86_400);
+    let s = secs.rem_euclid(86_400);
+    let date = chrono_date(days);
+    (
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
+        date,
+    )
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn chrono_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!("{:04}-{m:02}-{d:02}", if m <= 2 { y + 1 } else { y })
+}
+
+#[test]
+fn hard_starts_go_on_air_at_their_wall_clock_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Two hard starts: a.ts at T1, c.ts (HEVC) at T1 + 4 s.
+    let t1 = utc_ns() / 1_000_000_000 + 9;
+    let (c1, date) = clock(t1);
+    let (c2, date2) = clock(t1 + 4);
+    assert_eq!(date, date2, "not across midnight; run again");
+    let sched = dir.path().join("sched/sched");
+    std::fs::create_dir_all(&sched).unwrap();
+    std::fs::write(
+        sched.join(format!("{date}.toml")),
+        format!(
+            "date = \"{date}\"\n\n[[item]]\nstart = \"{c1}\"\nfile = \"a.ts\"\ntitle = \"一\"\n\n\
+             [[item]]\nstart = \"{c2}\"\nfile = \"c.ts\"\ntitle = \"二\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
+             [[channel]]\nid = \"sched\"\nservice_id = 1\nname = \"Sched\"\nmuxrate = \"3M\"\n\
+             playlist = [{e:?}]\nfiller = [{e:?}]\ntimezone = \"UTC\"\n\n[[channel.output]]\n\
+             url = \"udp://127.0.0.1:{port}\"\n",
+            media = media("").display().to_string(),
+            e = media("e.ts").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    // Receive until 4 s after the second start, stamping each datagram with UTC.
+    let end = (t1 + 8) * 1_000_000_000;
+    let started = Instant::now();
+    let mut data = Vec::new();
+    let mut stamps: Vec<(usize, i64)> = Vec::new();
+    let mut buf = [0u8; 2048];
+    while utc_ns() < end {
+        assert!(started.elapsed() < Duration::from_secs(40), "bounded");
+        if let Ok(n) = rx.recv(&mut buf) {
+            stamps.push((data.len() / 188, utc_ns()));
+            data.extend_from_slice(&buf[..n]);
+        }
+    }
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("schedule takes over"), "{stderr}");
+
+    // Each PMT version marks an item; the first video PES after it is the item's entry
+    // picture. Its presentation time on the wall clock: the arrival of the latest PCR plus the
+    // PTS's distance from that PCR.
+    let arrival = |k: usize| {
+        let i = stamps.partition_point(|(p, _)| *p <= k) - 1;
+        stamps[i].1
+    };
+    const PCR_WRAP: i64 = (1 << 33) * 300;
+    let mut pmt_asm = SectionAssembler::default();
+    let mut pmt: Option<Pmt> = None;
+    let mut pending_entry = false;
+    let mut pcr_ref: Option<(i64, i64)> = None;
+    // (the item's PMT, when its entry picture is presented, UTC ns)
+    let mut entries: Vec<(Pmt, i64)> = Vec::new();
+    for (k, raw) in data.chunks_exact(188).enumerate() {
+        let p = TsPacket::new(bytes::Bytes::copy_from_slice(raw)).unwrap();
+        if p.pid() == Pid::from_bits(0x1000) {
+            pmt_asm.push(&p, true, |section| {
+                if let Ok(new) = Pmt::parse(Pid::from_bits(0x1000), section) {
+                    if pmt.as_ref().is_none_or(|old| old.version != new.version) {
+                        pmt = Some(new);
+                        pending_entry = true;
+                    }
+                }
+            });
+        }
+        if let Some(pcr) = p.pcr() {
+            pcr_ref = Some((arrival(k), pcr.ticks() as i64));
+        }
+        let (Some(current), Some((utc, pcr))) = (&pmt, pcr_ref) else {
+            continue;
+        };
+        if pending_entry && p.pid() == current.pcr_pid && p.pusi() {
+            if let Some(pts) = PesHeader::parse(p.payload()).and_then(|h| h.pts) {
+                let d = (pts.raw() as i64 * 300 - pcr).rem_euclid(PCR_WRAP);
+                let d = if d > PCR_WRAP / 2 { d - PCR_WRAP } else { d };
+                entries.push((current.clone(), utc + d * 1000 / 27));
+                pending_entry = false;
+            }
+        }
+    }
+    let is_hevc = |p: &Pmt| p.streams.iter().any(|s| s.stream_type == 0x24);
+    let one_audio_h264 =
+        |p: &Pmt| p.streams.len() == 2 && p.streams.iter().any(|s| s.stream_type == 0x1B);
+    let a = entries
+        .iter()
+        .find(|(p, _)| one_audio_h264(p))
+        .expect("a.ts on air");
+    let c = entries
+        .iter()
+        .find(|(p, _)| is_hevc(p))
+        .expect("c.ts on air");
+    let t1_ns = t1 * 1_000_000_000;
+    for (name, at, want) in [("a.ts", a.1, t1_ns), ("c.ts", c.1, t1_ns + 4_000_000_000)] {
+        let off = at - want;
+        eprintln!(
+            "{name}: first picture presented {:+.1} ms from its hard start",
+            off as f64 / 1e6
+        );
+        assert!(
+            off.abs() <= FRAME_NS,
+            "{name}: presented {off} ns from its start"
+        );
+    }
+
+    let r = check(&data, &CheckLimits::across_joins(MUXRATE));
+    let v = r.violations(&CheckLimits::across_joins(MUXRATE));
+    assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
+    assert_eq!(r.cc_error_count, 0);
+}
