@@ -7,11 +7,13 @@
 //!   (TOML, `epg::schedule`); `If-Match: "N"` names the revision the edit was made on.
 //! - `POST /api/schedules/{channel}/{date}/undo`: puts the previous revision back (as a new
 //!   revision), `If-Match` as for PUT.
+//! - `GET /api/channels/{channel}/status`: what the schedule has on air now (label, file,
+//!   position, remaining) and next, and the engine's counters.
 //!
 //! Every mutating call needs `Authorization: Bearer <http.api_token>`. The token is never
 //! logged. Answers to mistakes are JSON `{"error": KIND, "message": ...}`.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
 use chrono::NaiveDate;
@@ -19,9 +21,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, IF_MATCH, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
+use playout::schedule::{Source, Utc};
 
 use crate::config::Secret;
+use crate::engine::Status;
 use crate::output::http::Body;
+use crate::schedule::driver::ScheduleViews;
 use crate::schedule::store::{Store, StoreError};
 
 /// Largest schedule file accepted (a busy day is a few hundred KB).
@@ -33,6 +38,10 @@ pub(crate) struct ApiState {
     /// Channel ids from the config.
     pub(crate) channels: Vec<String>,
     pub(crate) token: Option<Secret>,
+    /// What each channel's schedule says is on air.
+    pub(crate) views: ScheduleViews,
+    /// The engine's counters.
+    pub(crate) status: Status,
 }
 
 /// What went wrong, by kind; the status code follows from the kind.
@@ -170,8 +179,73 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 &serde_json::json!({ "channel": channel, "date": date.to_string(), "revision": revision }),
             ))
         }
+        ["channels", channel, "status"] => {
+            if !state.channels.iter().any(|c| c == channel) {
+                return Err(ApiError::NotFound(format!("no channel `{channel}`")));
+            }
+            Ok(json(StatusCode::OK, &channel_status(state, channel)))
+        }
         _ => Err(ApiError::NotFound(format!("no API resource {path}"))),
     }
+}
+
+/// Now, next, position and remaining from the schedule, and the engine's counters.
+fn channel_status(state: &ApiState, channel: &str) -> serde_json::Value {
+    let now = Utc(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64));
+    let engine = state
+        .status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|s| s.id == channel)
+        .cloned();
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let utc = |t: Utc| {
+        chrono::DateTime::from_timestamp_nanos(t.0)
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    };
+    let views = state.views.lock().unwrap_or_else(PoisonError::into_inner);
+    let describe = |view: &crate::schedule::driver::ScheduleView,
+                    seg: &playout::schedule::Segment| {
+        let label = match seg.source {
+            Source::Entry(i) => view.labels.get(i).cloned().unwrap_or_default(),
+            Source::Filler => "filler".to_owned(),
+        };
+        serde_json::json!({
+            "label": label,
+            "file": view.files.get(&(seg.media.0 as usize)).map(|p| p.display().to_string()),
+            "start": utc(seg.start),
+            "end": utc(seg.end),
+        })
+    };
+    let (now_json, next_json) = match views
+        .get(channel)
+        .and_then(|v| Some((v, v.timeline.at(now)?)))
+    {
+        Some((view, on)) => {
+            let mut cur = describe(view, &on.segment);
+            cur["position_s"] = serde_json::json!(secs(on.media_offset));
+            cur["remaining_s"] = serde_json::json!(secs(on.remaining));
+            let next = view
+                .timeline
+                .segments()
+                .get(on.index + 1)
+                .map(|s| describe(view, s));
+            (Some(cur), next)
+        }
+        None => (None, None),
+    };
+    serde_json::json!({
+        "channel": channel,
+        "now_utc": utc(now),
+        "scheduled": now_json.is_some(),
+        "now": now_json,
+        "next": next_json,
+        "engine": engine,
+    })
 }
 
 fn target(state: &ApiState, channel: &str, date: &str) -> Result<(String, NaiveDate), ApiError> {

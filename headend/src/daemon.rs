@@ -62,12 +62,14 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             })
             .collect();
         let scheduler_stop = Arc::new(AtomicBool::new(false));
+        let views: driver::ScheduleViews = Arc::default();
         let scheduler = driver::start(
             scheduled,
             store.clone(),
             config.schedules.media_dir.clone(),
             engine.maps.clone(),
             engine.schedule.clone(),
+            views.clone(),
             scheduler_stop.clone(),
         )
         .context("starting the scheduler")?;
@@ -75,6 +77,8 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             store,
             channels: config.channels.iter().map(|c| c.id.clone()).collect(),
             token: config.http.api_token.clone(),
+            views,
+            status: engine.status.clone(),
         });
         let state = Arc::new(HttpState {
             channels,

@@ -103,6 +103,17 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
             data.extend_from_slice(&buf[..n]);
         }
     }
+    // The status API while c.ts plays (after T1 + 4 s): now, position, remaining, next.
+    let status_json = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /api/channels/sched/status HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("schedule takes over"), "{stderr}");
@@ -171,6 +182,22 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
             "{name}: presented {off} ns from its start"
         );
     }
+
+    assert_eq!(status_json["scheduled"], true, "{status_json}");
+    let now = &status_json["now"];
+    assert!(
+        now["label"].as_str().unwrap().ends_with("\"二\""),
+        "{status_json}"
+    );
+    assert!(
+        now["file"].as_str().unwrap().ends_with("c.ts"),
+        "{status_json}"
+    );
+    let pos = now["position_s"].as_f64().unwrap();
+    let rem = now["remaining_s"].as_f64().unwrap();
+    assert!((3.0..5.1).contains(&pos), "{status_json}");
+    assert!((pos + rem - 5.0).abs() < 0.05, "c.ts is 5 s: {status_json}");
+    assert_eq!(status_json["next"]["label"], "filler", "{status_json}");
 
     let r = check(&data, &CheckLimits::across_joins(MUXRATE));
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));

@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         pcr_interval_ms: u64,
     },
+    /// What a channel has on air now and next, from a running daemon.
+    Status {
+        channel: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Schedules on a running daemon (its control API).
     Schedule {
         #[command(subcommand)]
@@ -264,6 +274,49 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Status {
+            channel,
+            json,
+            server,
+        } => {
+            let server = client::Server::new(server, None)?;
+            let v = server
+                .request(
+                    "GET",
+                    &format!("/api/channels/{channel}/status"),
+                    &[],
+                    "",
+                    false,
+                )?
+                .ok()?;
+            if json {
+                println!("{v:#}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{channel} at {}", v["now_utc"].as_str().unwrap_or("?"));
+            if v["scheduled"] != true {
+                println!("now   (no schedule: looping the playlist)");
+            }
+            if let Some(now) = v["now"].as_object() {
+                println!(
+                    "now   {} [{}] {:.1} s in, {:.1} s left (until {})",
+                    now["label"].as_str().unwrap_or("?"),
+                    now["file"].as_str().unwrap_or("?"),
+                    now["position_s"].as_f64().unwrap_or(0.0),
+                    now["remaining_s"].as_f64().unwrap_or(0.0),
+                    now["end"].as_str().unwrap_or("?"),
+                );
+            }
+            if let Some(next) = v["next"].as_object() {
+                println!(
+                    "next  {} [{}] from {}",
+                    next["label"].as_str().unwrap_or("?"),
+                    next["file"].as_str().unwrap_or("-"),
+                    next["start"].as_str().unwrap_or("?"),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schedule {
             action,
             server,

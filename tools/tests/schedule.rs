@@ -151,6 +151,18 @@ fn edit_a_running_channels_schedule() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["items"][0]["title"], "新闻联播");
 
+    // Status: that date is not today, so the channel loops its playlist.
+    let o = Command::new(env!("CARGO_BIN_EXE_hectl"))
+        .args(["status", "news", "--server", &server])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("no schedule: looping the playlist"),
+        "{}",
+        text(&o)
+    );
+
     // Without a token: refused, and said so.
     let o = Command::new(env!("CARGO_BIN_EXE_hectl"))
         .args(["schedule", "--server", &server, "put", "news"])

@@ -363,6 +363,8 @@ mod tests {
                 store: Arc::new(crate::schedule::store::Store::new("/nonexistent")),
                 channels: Vec::new(),
                 token: None,
+                views: Default::default(),
+                status: Default::default(),
             }),
         };
         let m3u = playlist_m3u(&state, "[::1]:8080");

@@ -59,6 +59,20 @@ impl ClockMap {
 /// Clock maps of all stations, by station index.
 pub(crate) type ClockMaps = Arc<Mutex<Vec<Option<ClockMap>>>>;
 
+/// What a channel's schedule says is on air around now, for the status API.
+#[derive(Clone, Debug)]
+pub(crate) struct ScheduleView {
+    /// The timeline from a minute ago to six hours ahead.
+    pub(crate) timeline: playout::schedule::Timeline,
+    /// Labels of the entries (`2026-11-23 19:00:00 "News"`), by entry index.
+    pub(crate) labels: Vec<String>,
+    /// File of each playlist index.
+    pub(crate) files: HashMap<usize, PathBuf>,
+}
+
+/// Views by channel id, refreshed by the scheduler.
+pub(crate) type ScheduleViews = Arc<Mutex<HashMap<String, ScheduleView>>>;
+
 /// What the scheduler tells the engine about one station.
 pub(crate) struct ScheduleMsg {
     pub(crate) station: usize,
@@ -95,6 +109,7 @@ pub(crate) fn start(
     media_dir: PathBuf,
     maps: ClockMaps,
     sink: ScheduleSink,
+    views: ScheduleViews,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -119,7 +134,7 @@ pub(crate) fn start(
                         .copied()
                         .flatten();
                     if let Some(map) = map {
-                        match round(st, &store, &media_dir, map) {
+                        match round(st, &store, &media_dir, map, &views) {
                             Ok(Some(msg)) => {
                                 if !sink.send(msg) {
                                     return;
@@ -152,6 +167,7 @@ fn round(
     store: &Store,
     media_dir: &std::path::Path,
     map: ClockMap,
+    views: &ScheduleViews,
 ) -> Result<Option<ScheduleMsg>, String> {
     let now = now_utc();
     let today = ChronoUtc
@@ -159,6 +175,7 @@ fn round(
         .with_timezone(&st.ch.tz)
         .date_naive();
     let mut entries = Vec::new();
+    let mut labels = Vec::new();
     let mut new_paths = Vec::new();
     let mut any = false;
     for date in [today.pred_opt(), Some(today), today.succ_opt()]
@@ -184,7 +201,10 @@ fn round(
             }
         });
         match planned {
-            Ok(e) => entries.extend(e),
+            Ok(e) => {
+                entries.extend(e);
+                labels.extend(day.items.iter().map(|i| format!("{date} {}", i.label())));
+            }
             Err(errors) => {
                 return Err(format!(
                     "{date}: {}{}",
@@ -201,13 +221,35 @@ fn round(
     for p in st.ch.filler.clone() {
         filler.push(Clip::whole(media_id(st, &p, &mut new_paths)?));
     }
+    let table = media_table(st);
+    // What is on air around now, for the status API.
+    if let Ok(timeline) = resolve(
+        &entries,
+        &filler,
+        &table,
+        Utc(now.0 - 60_000_000_000),
+        now.add(6 * 3600 * 1_000_000_000),
+    ) {
+        let files = st
+            .media
+            .iter()
+            .map(|(p, (i, _, _))| (*i, p.clone()))
+            .collect();
+        views.lock().unwrap_or_else(PoisonError::into_inner).insert(
+            st.ch.channel.clone(),
+            ScheduleView {
+                timeline,
+                labels: labels.clone(),
+                files,
+            },
+        );
+    }
     let first = st.cued_until.is_none();
     let from = st.cued_until.unwrap_or(now.add(LEAD.as_nanos() as u64));
     let ahead = now.add(AHEAD.as_nanos() as u64);
     if from >= ahead && new_paths.is_empty() {
         return Ok(None);
     }
-    let table = media_table(st);
     let timeline = resolve(&entries, &filler, &table, from, from.add(HORIZON_NS))
         .map_err(|e| e.to_string())?;
     let reorder: HashMap<usize, u64> = st.media.values().map(|(i, _, r)| (*i, *r)).collect();
