@@ -4,8 +4,11 @@
 //!   validated with every error named by line, item and field; written back byte-stable for
 //!   edits; turned into UTC [`playout::schedule::Entry`] values in the channel's time zone.
 //!
+//! - [`import`]: schedules from CSV and M3U.
+//!
 //! DVB SI (EIT, SDT, TDT/TOT, NIT) and XMLTV come with issue #5.
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod import;
 pub mod schedule;

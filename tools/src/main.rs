@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         pcr_interval_ms: u64,
     },
+    /// Prints a shell completion script: `hectl completions bash > /etc/bash_completion.d/hectl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// What a channel has on air now and next, from a running daemon.
     Status {
         channel: String,
@@ -108,6 +113,17 @@ enum ScheduleAction {
         file: PathBuf,
         #[arg(long)]
         revision: Option<u64>,
+    },
+    /// Converts a CSV (`start,duration,title,file`) or M3U playlist into a schedule file
+    /// for DATE, offline; `put` it afterwards.
+    Import {
+        /// The .csv, .m3u or .m3u8 file.
+        file: PathBuf,
+        #[arg(long)]
+        date: String,
+        /// Write it here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
     },
     /// Puts back the revision before the current one (as a new revision).
     Undo {
@@ -212,6 +228,8 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
             );
             Ok(ExitCode::SUCCESS)
         }
+        // Import is offline and handled before connecting (see `run`).
+        ScheduleAction::Import { .. } => anyhow::bail!("import runs offline"),
         ScheduleAction::Undo {
             channel,
             date,
@@ -274,6 +292,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hectl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status {
             channel,
             json,
@@ -314,6 +337,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     next["file"].as_str().unwrap_or("-"),
                     next["start"].as_str().unwrap_or("?"),
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedule {
+            action: ScheduleAction::Import { file, date, output },
+            ..
+        } => {
+            let date = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+                .with_context(|| format!("--date {date}: expected 2026-11-23"))?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            let ext = file
+                .extension()
+                .map(|e| e.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            let day = match ext.as_str() {
+                "csv" => epg::import::csv(&text, date),
+                "m3u" | "m3u8" => epg::import::m3u(&text, date),
+                _ => anyhow::bail!("{}: expected a .csv, .m3u or .m3u8 file", file.display()),
+            }
+            .map_err(|e| anyhow::anyhow!("{}:\n{e}", file.display()))?;
+            let toml = day.to_toml();
+            match output {
+                Some(p) => std::fs::write(&p, toml).with_context(|| p.display().to_string())?,
+                None => print!("{toml}"),
             }
             Ok(ExitCode::SUCCESS)
         }
