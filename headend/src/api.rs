@@ -3,6 +3,7 @@
 //!
 //! - `GET /api/schedules/{channel}/{date}`: the schedule file of a channel for a date (an
 //!   empty day at revision 0 if there is none) as JSON, with the file's text.
+//!   `?revision=N` gives an earlier revision from the history.
 //! - `PUT /api/schedules/{channel}/{date}`: replaces it. The body is the schedule file
 //!   (TOML, `epg::schedule`); `If-Match: "N"` names the revision the edit was made on.
 //! - `POST /api/schedules/{channel}/{date}/undo`: puts the previous revision back (as a new
@@ -148,7 +149,19 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
         ["schedules", channel, date] => {
             let (channel, date) = target(state, channel, date)?;
             match *req.method() {
-                Method::GET | Method::HEAD => get(state, channel, date).await,
+                Method::GET | Method::HEAD => {
+                    let revision = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("revision=")))
+                        .map(|r| {
+                            r.parse::<u64>().map_err(|_| {
+                                ApiError::BadRequest(format!("revision `{r}` is not a number"))
+                            })
+                        })
+                        .transpose()?;
+                    get(state, channel, date, revision).await
+                }
                 Method::PUT => {
                     authorize(state, &req)?;
                     let expected = if_match(&req)?;
@@ -304,13 +317,26 @@ async fn get(
     state: &ApiState,
     channel: String,
     date: NaiveDate,
+    revision: Option<u64>,
 ) -> Result<Response<Body>, ApiError> {
     let store = state.store.clone();
-    let day = tokio::task::spawn_blocking(move || store.read(&channel, date).map(|d| (channel, d)))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(store_error)?;
+    let day = tokio::task::spawn_blocking(move || {
+        let day = match revision {
+            None => Some(store.read(&channel, date)?),
+            Some(r) => store.read_revision(&channel, date, r)?,
+        };
+        Ok::<_, StoreError>((channel, day))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(store_error)?;
     let (channel, day) = day;
+    let Some(day) = day else {
+        return Err(ApiError::NotFound(format!(
+            "{channel} {date}: no revision {} (kept: the current one and those it replaced)",
+            revision.unwrap_or(0)
+        )));
+    };
     let items: Vec<serde_json::Value> = day
         .items
         .iter()

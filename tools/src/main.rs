@@ -3,6 +3,7 @@
 //! control API.
 
 mod client;
+mod diff;
 mod validate;
 
 use std::path::PathBuf;
@@ -125,6 +126,16 @@ enum ScheduleAction {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// What changed between two revisions of a date's schedule.
+    Diff {
+        channel: String,
+        #[arg(long)]
+        date: Option<String>,
+        /// The older revision.
+        from: u64,
+        /// The newer revision (default: the current one).
+        to: Option<u64>,
+    },
     /// Puts back the revision before the current one (as a new revision).
     Undo {
         channel: String,
@@ -226,6 +237,39 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
                 day.date,
                 v["revision"].as_u64().unwrap_or(0)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleAction::Diff {
+            channel,
+            date,
+            from,
+            to,
+        } => {
+            let date = date.unwrap_or_else(today_utc);
+            let fetch = |rev: Option<u64>| -> anyhow::Result<(u64, String)> {
+                let q = rev.map_or_else(String::new, |r| format!("?revision={r}"));
+                let v = server
+                    .request(
+                        "GET",
+                        &format!("{}{q}", path(&channel, &date)),
+                        &[],
+                        "",
+                        false,
+                    )?
+                    .ok()?;
+                Ok((
+                    v["revision"].as_u64().unwrap_or(0),
+                    v["toml"].as_str().unwrap_or_default().to_owned(),
+                ))
+            };
+            let (a_rev, a) = fetch(Some(from))?;
+            let (b_rev, b) = fetch(to)?;
+            println!("{channel} {date}: revision {a_rev} → {b_rev}");
+            for line in diff::lines(&a, &b) {
+                if !line.starts_with("  revision = ") {
+                    println!("{line}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         // Import is offline and handled before connecting (see `run`).

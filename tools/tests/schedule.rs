@@ -151,6 +151,20 @@ fn edit_a_running_channels_schedule() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["items"][0]["title"], "新闻联播");
 
+    // What the winner changed, from the history.
+    let o = hectl(
+        &server,
+        &token,
+        &["diff", "news", "--date", "2026-11-23", "1", "2"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let d = text(&o);
+    assert!(d.contains("revision 1 → 2"), "{d}");
+    assert!(
+        d.contains("- title = \"新闻联播\"") && d.contains("+ title = \"晚间新闻\""),
+        "{d}"
+    );
+
     // Status: that date is not today, so the channel loops its playlist.
     let o = Command::new(env!("CARGO_BIN_EXE_hectl"))
         .args(["status", "news", "--server", &server])

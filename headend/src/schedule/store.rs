@@ -106,6 +106,20 @@ impl Store {
         })
     }
 
+    /// Revision `revision` of the schedule (the current one, or one kept in the history).
+    pub(crate) fn read_revision(
+        &self,
+        channel: &str,
+        date: NaiveDate,
+        revision: u64,
+    ) -> Result<Option<Day>, StoreError> {
+        let current = self.read(channel, date)?;
+        if current.revision == revision {
+            return Ok(Some(current));
+        }
+        read_day(&self.history_path(channel, date, revision)?)
+    }
+
     /// Replaces the schedule of `channel` on `day.date` if it is still at `expected`;
     /// returns the new revision.
     pub(crate) fn write(&self, channel: &str, day: &Day, expected: u64) -> Result<u64, StoreError> {
