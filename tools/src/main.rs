@@ -4,6 +4,7 @@
 
 mod client;
 mod diff;
+mod edit;
 mod validate;
 
 use std::path::PathBuf;
@@ -126,6 +127,66 @@ enum ScheduleAction {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// Appends a file (or puts it after item N).
+    Add {
+        channel: String,
+        file: String,
+        #[arg(long)]
+        date: Option<String>,
+        /// Put it after this item (1-based) instead of at the end.
+        #[arg(long)]
+        after: Option<usize>,
+        #[command(flatten)]
+        meta: MetaArgs,
+    },
+    /// Inserts a file starting at a time (soft: waits for what plays; --hard: cuts it).
+    Insert {
+        channel: String,
+        file: String,
+        #[arg(long)]
+        date: Option<String>,
+        /// Local start time, e.g. 19:00:00.
+        #[arg(long)]
+        at: String,
+        /// Cut whatever plays at that instant.
+        #[arg(long)]
+        hard: bool,
+        #[command(flatten)]
+        meta: MetaArgs,
+    },
+    /// Moves item N to position M.
+    Move {
+        channel: String,
+        n: usize,
+        #[arg(long)]
+        to: usize,
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Removes item N.
+    Remove {
+        channel: String,
+        n: usize,
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Changes item N's metadata or start.
+    Set {
+        channel: String,
+        n: usize,
+        #[arg(long)]
+        date: Option<String>,
+        #[command(flatten)]
+        meta: MetaArgs,
+        /// A new fixed start (with --hard to cut what plays).
+        #[arg(long, conflicts_with = "follow")]
+        start: Option<String>,
+        #[arg(long, requires = "start")]
+        hard: bool,
+        /// Make it follow the previous item (no fixed start).
+        #[arg(long)]
+        follow: bool,
+    },
     /// What changed between two revisions of a date's schedule.
     Diff {
         channel: String,
@@ -145,6 +206,77 @@ enum ScheduleAction {
         #[arg(long)]
         revision: Option<u64>,
     },
+}
+
+/// Programme metadata on the command line.
+#[derive(clap::Args, Default)]
+struct MetaArgs {
+    #[arg(long)]
+    title: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    #[arg(long)]
+    genre: Option<String>,
+    /// Minimum age, 0..=21.
+    #[arg(long)]
+    rating: Option<u8>,
+    /// ISO 639-2 code, e.g. zho.
+    #[arg(long)]
+    language: Option<String>,
+    #[arg(long)]
+    episode: Option<String>,
+}
+
+impl From<MetaArgs> for edit::Meta {
+    fn from(m: MetaArgs) -> edit::Meta {
+        edit::Meta {
+            title: m.title,
+            description: m.description,
+            genre: m.genre,
+            rating: m.rating,
+            language: m.language,
+            episode: m.episode,
+        }
+    }
+}
+
+/// Fetches the day, applies `edit`, and puts it back on the fetched revision.
+fn edit_day(
+    server: &client::Server,
+    channel: &str,
+    date: Option<String>,
+    edit: edit::Edit,
+) -> anyhow::Result<ExitCode> {
+    let date = date.unwrap_or_else(today_utc);
+    let path = format!("/api/schedules/{channel}/{date}");
+    let v = server.request("GET", &path, &[], "", false)?.ok()?;
+    let text = v["toml"].as_str().unwrap_or_default();
+    let mut day = if v["revision"].as_u64() == Some(0) {
+        epg::schedule::Day {
+            date: chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+                .with_context(|| format!("--date {date}"))?,
+            revision: 0,
+            items: Vec::new(),
+        }
+    } else {
+        epg::schedule::parse(text).map_err(|e| anyhow::anyhow!("the server's file: {e}"))?
+    };
+    let summary = edit::apply(&mut day, edit)?;
+    let expected = day.revision;
+    let v = server
+        .request(
+            "PUT",
+            &path,
+            &[("If-Match", format!("\"{expected}\""))],
+            &day.to_toml(),
+            true,
+        )?
+        .ok()?;
+    println!(
+        "{channel} {date}: {summary}; revision {} written",
+        v["revision"].as_u64().unwrap_or(0)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn today_utc() -> String {
@@ -238,6 +370,80 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
                 v["revision"].as_u64().unwrap_or(0)
             );
             Ok(ExitCode::SUCCESS)
+        }
+        ScheduleAction::Add {
+            channel,
+            file,
+            date,
+            after,
+            meta,
+        } => edit_day(
+            server,
+            &channel,
+            date,
+            edit::Edit::Add {
+                file,
+                after,
+                meta: meta.into(),
+            },
+        ),
+        ScheduleAction::Insert {
+            channel,
+            file,
+            date,
+            at,
+            hard,
+            meta,
+        } => edit_day(
+            server,
+            &channel,
+            date,
+            edit::Edit::Insert {
+                file,
+                at: edit::time_arg(&at)?,
+                hard,
+                meta: meta.into(),
+            },
+        ),
+        ScheduleAction::Move {
+            channel,
+            n,
+            to,
+            date,
+        } => edit_day(server, &channel, date, edit::Edit::Move { from: n, to }),
+        ScheduleAction::Remove { channel, n, date } => {
+            edit_day(server, &channel, date, edit::Edit::Remove { n })
+        }
+        ScheduleAction::Set {
+            channel,
+            n,
+            date,
+            meta,
+            start,
+            hard,
+            follow,
+        } => {
+            let start = start
+                .map(|s| {
+                    let mode = if hard {
+                        epg::schedule::StartMode::Hard
+                    } else {
+                        epg::schedule::StartMode::Soft
+                    };
+                    edit::time_arg(&s).map(|t| (t, mode))
+                })
+                .transpose()?;
+            edit_day(
+                server,
+                &channel,
+                date,
+                edit::Edit::Set {
+                    n,
+                    meta: meta.into(),
+                    start,
+                    follow,
+                },
+            )
         }
         ScheduleAction::Diff {
             channel,

@@ -165,6 +165,49 @@ fn edit_a_running_channels_schedule() {
         "{d}"
     );
 
+    // Item-level edits: insert before 19:00, retitle, move, remove.
+    let d = ["--date", "2026-11-23"];
+    for args in [
+        &[
+            "insert", "news", "b.ts", "--at", "18:00:00", "--hard", "--title", "新",
+        ][..],
+        &["set", "news", "2", "--title", "晚间", "--rating", "12"][..],
+        &["add", "news", "c.ts", "--title", "后"][..],
+        &["move", "news", "3", "--to", "1"][..],
+        &["remove", "news", "1"][..],
+    ] {
+        let mut a = args.to_vec();
+        a.extend(d);
+        let o = hectl(&server, &token, &a);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let o = hectl(
+        &server,
+        &token,
+        &["show", "news", "--date", "2026-11-23", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let titles: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["title"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(titles, ["新", "晚间"], "{v}");
+    assert_eq!(v["revision"], 8);
+    // A wrong item number is refused before anything is sent.
+    let o = hectl(
+        &server,
+        &token,
+        &["remove", "news", "7", "--date", "2026-11-23"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no item 7: the day has 2 items"),
+        "{}",
+        text(&o)
+    );
+
     // Status: that date is not today, so the channel loops its playlist.
     let o = Command::new(env!("CARGO_BIN_EXE_hectl"))
         .args(["status", "news", "--server", &server])

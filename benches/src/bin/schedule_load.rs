@@ -74,7 +74,10 @@ fn main() -> anyhow::Result<()> {
             items += day.items.len();
             let planned = day
                 .plan(tz, |name| {
-                    media.iter().position(|m| m == name).map(|i| MediaId(i as u32))
+                    media
+                        .iter()
+                        .position(|m| m == name)
+                        .map(|i| MediaId(i as u32))
                 })
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             entries.extend(planned);
