@@ -8,6 +8,9 @@
 //!   (TOML, `epg::schedule`); `If-Match: "N"` names the revision the edit was made on.
 //! - `POST /api/schedules/{channel}/{date}/undo`: puts the previous revision back (as a new
 //!   revision), `If-Match` as for PUT.
+//! - `GET /api/schedules/{channel}/{date}/timeline`: the day resolved in the channel's time
+//!   zone (media probed), every segment with start, end and duration; filler in the gaps;
+//!   items cut short by a later hard start.
 //! - `GET /api/channels/{channel}/status`: what the schedule has on air now (label, file,
 //!   position, remaining) and next, and the engine's counters.
 //!
@@ -43,6 +46,12 @@ pub(crate) struct ApiState {
     pub(crate) views: ScheduleViews,
     /// The engine's counters.
     pub(crate) status: Status,
+    /// Per channel id: its time zone and filler, for timelines.
+    pub(crate) zones: Vec<(String, epg::schedule::Tz, Vec<std::path::PathBuf>)>,
+    /// What schedule file names are relative to.
+    pub(crate) media_dir: std::path::PathBuf,
+    /// Media probed for timelines: duration and entry delay.
+    pub(crate) probes: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, u64>>,
 }
 
 /// What went wrong, by kind; the status code follows from the kind.
@@ -171,6 +180,13 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 _ => Err(ApiError::MethodNotAllowed),
             }
         }
+        ["schedules", channel, date, "timeline"] => {
+            let (channel, date) = target(state, channel, date)?;
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || timeline(&state, &channel, date))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+        }
         ["schedules", channel, date, "undo"] => {
             let (channel, date) = target(state, channel, date)?;
             if req.method() != Method::POST {
@@ -200,6 +216,120 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
         }
         _ => Err(ApiError::NotFound(format!("no API resource {path}"))),
     }
+}
+
+/// A date's schedule resolved in the channel's zone: every segment with its times and
+/// duration, filler in the gaps, and items cut short by a later hard start.
+fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response<Body>, ApiError> {
+    use chrono::TimeZone;
+    use playout::schedule::{resolve, Clip, MediaId, MediaInfo, Start};
+    let Some((_, tz, filler)) = state.zones.iter().find(|(c, _, _)| c == channel) else {
+        return Err(ApiError::NotFound(format!("no channel `{channel}`")));
+    };
+    let day = state.store.read(channel, date).map_err(store_error)?;
+    let mut names: Vec<std::path::PathBuf> = Vec::new();
+    let mut table: Vec<MediaInfo> = Vec::new();
+    let mut problems = Vec::new();
+    let mut lookup = |path: std::path::PathBuf| -> Option<MediaId> {
+        if let Some(i) = names.iter().position(|n| *n == path) {
+            return Some(MediaId(i as u32));
+        }
+        let cached = state
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&path)
+            .copied();
+        let duration = match cached {
+            Some(d) => d,
+            None => match crate::input::probe::probe_file(&path) {
+                Ok(info) => {
+                    state
+                        .probes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(path.clone(), info.duration_ns);
+                    info.duration_ns
+                }
+                Err(e) => {
+                    problems.push(format!("{}: {e}", path.display()));
+                    return None;
+                }
+            },
+        };
+        names.push(path);
+        table.push(MediaInfo { duration });
+        Some(MediaId(names.len() as u32 - 1))
+    };
+    let filler_clips: Vec<Clip> = filler
+        .iter()
+        .filter_map(|p| lookup(p.clone()).map(Clip::whole))
+        .collect();
+    let entries = day
+        .plan(*tz, |name| lookup(state.media_dir.join(name)))
+        .map_err(|e| ApiError::Invalid {
+            errors: e
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .chain(problems.iter().cloned())
+                .collect(),
+        })?;
+    let midnight = |d: NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .earliest()
+            .map_or(0, |t| t.timestamp())
+            * 1_000_000_000
+    };
+    let from = Utc(midnight(date));
+    let until = Utc(midnight(date.succ_opt().unwrap_or(date)));
+    let t =
+        resolve(&entries, &filler_clips, &table, from, until).map_err(|e| ApiError::Invalid {
+            errors: vec![e.to_string()],
+        })?;
+    let local = |u: Utc| tz.timestamp_nanos(u.0).format("%H:%M:%S%.3f").to_string();
+    let segs = t.segments();
+    let rows: Vec<serde_json::Value> = segs
+        .iter()
+        .enumerate()
+        .map(|(k, seg)| {
+            let (what, label) = match seg.source {
+                Source::Entry(i) => (
+                    format!("item {}", i + 1),
+                    day.items.get(i).map(|it| it.label()).unwrap_or_default(),
+                ),
+                Source::Filler => ("filler".to_owned(), "gap".to_owned()),
+            };
+            // Cut short by the next entry's hard start: an overlap in the plan.
+            let cut_by = segs.get(k + 1).and_then(|n| match n.source {
+                Source::Entry(j) if seg.cut => match entries.get(j).map(|e| e.start) {
+                    Some(Start::Hard(at)) if at == n.start => Some(format!("item {}", j + 1)),
+                    _ => None,
+                },
+                _ => None,
+            });
+            serde_json::json!({
+                "start": local(seg.start),
+                "end": local(seg.end),
+                "duration_s": seg.duration() as f64 / 1e9,
+                "what": what,
+                "label": label,
+                "file": names.get(seg.media.0 as usize).map(|p| p.display().to_string()),
+                "offset_s": seg.offset as f64 / 1e9,
+                "cut_by": cut_by,
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "channel": channel,
+            "date": date.to_string(),
+            "revision": day.revision,
+            "timezone": tz.name(),
+            "segments": rows,
+        }),
+    ))
 }
 
 /// Now, next, position and remaining from the schedule, and the engine's counters.

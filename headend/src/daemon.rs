@@ -79,6 +79,13 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             token: config.http.api_token.clone(),
             views,
             status: engine.status.clone(),
+            zones: config
+                .channels
+                .iter()
+                .map(|c| (c.id.clone(), c.timezone, c.filler.clone()))
+                .collect(),
+            media_dir: config.schedules.media_dir.clone(),
+            probes: Default::default(),
         });
         let state = Arc::new(HttpState {
             channels,

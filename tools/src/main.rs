@@ -279,6 +279,60 @@ fn edit_day(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The day's timeline as a table: one row per item segment, runs of filler merged into one
+/// gap row, items cut short by a later hard start flagged.
+fn timeline_table(t: &serde_json::Value) -> String {
+    let mut out = format!(
+        "timeline in {}\n{:<12}  {:<12}  {:>9}  {:<8}  {:<32}  {}\n",
+        t["timezone"].as_str().unwrap_or("?"),
+        "start",
+        "end",
+        "duration",
+        "what",
+        "item",
+        "file"
+    );
+    let segs: Vec<&serde_json::Value> = t["segments"].as_array().into_iter().flatten().collect();
+    let mut k = 0;
+    while k < segs.len() {
+        let s = segs[k];
+        if s["what"] == "filler" {
+            let mut j = k;
+            let mut dur = 0.0;
+            while j < segs.len() && segs[j]["what"] == "filler" {
+                dur += segs[j]["duration_s"].as_f64().unwrap_or(0.0);
+                j += 1;
+            }
+            out.push_str(&format!(
+                "{:<12}  {:<12}  {:>8.1}s  {:<8}  {:<32}  {}\n",
+                s["start"].as_str().unwrap_or(""),
+                segs[j - 1]["end"].as_str().unwrap_or(""),
+                dur,
+                "GAP",
+                format!("filled by {} filler clip(s)", j - k),
+                s["file"].as_str().unwrap_or("")
+            ));
+            k = j;
+            continue;
+        }
+        let note = s["cut_by"]
+            .as_str()
+            .map(|c| format!("  << OVERLAP: cut by {c}'s hard start"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<12}  {:<12}  {:>8.1}s  {:<8}  {:<32}  {}{note}\n",
+            s["start"].as_str().unwrap_or(""),
+            s["end"].as_str().unwrap_or(""),
+            s["duration_s"].as_f64().unwrap_or(0.0),
+            s["what"].as_str().unwrap_or(""),
+            s["label"].as_str().unwrap_or(""),
+            s["file"].as_str().unwrap_or("")
+        ));
+        k += 1;
+    }
+    out
+}
+
 fn today_utc() -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -307,6 +361,24 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
                 "{channel} {date}, revision {}",
                 v["revision"].as_u64().unwrap_or(0)
             );
+            // The resolved timeline, when every file can be probed; else the items as written.
+            let t = server.request(
+                "GET",
+                &format!("{}/timeline", path(&channel, &date)),
+                &[],
+                "",
+                false,
+            )?;
+            if t.status == 200 {
+                let t = t.json()?;
+                print!("{}", timeline_table(&t));
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Ok(e) = t.json() {
+                for line in e["errors"].as_array().into_iter().flatten() {
+                    println!("! {}", line.as_str().unwrap_or_default());
+                }
+            }
             println!(
                 "{:>3}  {:<10} {:<5} {:<24} files",
                 "#", "start", "mode", "title"

@@ -60,9 +60,12 @@ fn edit_a_running_channels_schedule() {
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\n\n[[channel]]\nid = \"news\"\n\
-             service_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{:?}]\n",
-            media.display().to_string()
+            "[http]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\n\n[schedules]\nmedia_dir = {:?}\n\n\
+             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{:?}]\n\
+             filler = [{:?}]\n",
+            media.parent().unwrap().display().to_string(),
+            media.display().to_string(),
+            media.with_file_name("e.ts").display().to_string()
         ),
     )
     .unwrap();
@@ -206,6 +209,42 @@ fn edit_a_running_channels_schedule() {
         text(&o).contains("no item 7: the day has 2 items"),
         "{}",
         text(&o)
+    );
+
+    // The resolved timeline: durations from the files, the gap filled, the overlap flagged.
+    let next_day = dir.path().join("next.toml");
+    std::fs::write(
+        &next_day,
+        "date = \"2026-11-24\"\n[[item]]\nstart = \"00:00:00\"\nfile = \"a.ts\"\ntitle = \"一\"\n\
+         [[item]]\nfile = \"b.ts\"\ntitle = \"二\"\n[[item]]\nstart = \"00:00:08\"\nfile = \"c.ts\"\ntitle = \"三\"\n",
+    )
+    .unwrap();
+    let o = hectl(
+        &server,
+        &token,
+        &["put", "news", next_day.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = hectl(&server, &token, &["show", "news", "--date", "2026-11-24"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let table = text(&o);
+    assert!(table.contains("timeline in UTC"), "{table}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("00:") || l.starts_with("23:"))
+        .collect();
+    assert!(
+        rows[0].starts_with("00:00:00.000  00:00:05.000") && rows[0].contains("\"一\""),
+        "{table}"
+    );
+    assert!(
+        rows[1].contains("\"二\"") && rows[1].contains("OVERLAP: cut by item 3's hard start"),
+        "{table}"
+    );
+    assert!(rows[2].starts_with("00:00:08.000  00:00:13.000"), "{table}");
+    assert!(
+        rows[3].contains("GAP") && rows[3].contains("e.ts"),
+        "{table}"
     );
 
     // Status: that date is not today, so the channel loops its playlist.

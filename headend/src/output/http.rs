@@ -365,6 +365,9 @@ mod tests {
                 token: None,
                 views: Default::default(),
                 status: Default::default(),
+                zones: Vec::new(),
+                media_dir: "/nonexistent".into(),
+                probes: Default::default(),
             }),
         };
         let m3u = playlist_m3u(&state, "[::1]:8080");
