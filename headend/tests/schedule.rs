@@ -1,7 +1,8 @@
 //! A channel driven by its schedule, on air: the schedule file names two hard starts a few
-//! seconds ahead; the daemon takes over from the playlist (filler in the gap), and the
-//! capture shows each item's first picture presented within one frame of its wall-clock
-//! time, with the stream conformant throughout.
+//! seconds ahead; the daemon takes over from the playlist (filler in the gap); a scheduler
+//! then replaces the first of them through the API while the channel is on air. The capture
+//! shows the replacement (not the original) and the second item each presented within one
+//! frame of their wall-clock times, with the stream conformant throughout.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use common::{media, signal_and_wait, Daemon};
 
 const MUXRATE: u64 = 3_000_000;
 const FRAME_NS: i64 = 40_000_000;
+const TOKEN: &str = "schedule-test-token-0123456789";
 
 fn utc_ns() -> i64 {
     SystemTime::now()
@@ -61,8 +63,9 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         .local_addr()
         .unwrap()
         .port();
-    // Two hard starts: a.ts at T1, c.ts (HEVC) at T1 + 4 s.
-    let t1 = utc_ns() / 1_000_000_000 + 9;
+    // Two hard starts: a.ts at T1, c.ts (HEVC) at T1 + 4 s. T1 is far enough ahead that the
+    // edit below lands before the scheduler hands T1's cue to the engine.
+    let t1 = utc_ns() / 1_000_000_000 + 15;
     let (c1, date) = clock(t1);
     let (c2, date2) = clock(t1 + 4);
     assert_eq!(date, date2, "not across midnight; run again");
@@ -80,7 +83,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
+            "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
              [[channel]]\nid = \"sched\"\nservice_id = 1\nname = \"Sched\"\nmuxrate = \"3M\"\n\
              playlist = [{e:?}]\nfiller = [{e:?}]\ntimezone = \"UTC\"\n\n[[channel.output]]\n\
              url = \"udp://127.0.0.1:{port}\"\n",
@@ -90,8 +93,33 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     )
     .unwrap();
     let mut daemon = Daemon::run(&cfg, "info");
+    // On air: replace T1's a.ts by b.ts (H.264 with MP2 audio), as `hectl schedule set` would.
+    let edited = format!(
+        "date = \"{date}\"\n\n[[item]]\nstart = \"{c1}\"\nfile = \"b.ts\"\ntitle = \"改\"\n\n\
+         [[item]]\nstart = \"{c2}\"\nfile = \"c.ts\"\ntitle = \"二\"\n"
+    );
+    let put = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "PUT /api/schedules/sched/{date} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\
+             If-Match: \"0\"\r\nContent-Length: {}\r\n\r\n{edited}",
+            edited.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(put.starts_with("HTTP/1.0 200"), "{put}");
+    assert!(
+        utc_ns() < (t1 - 8) * 1_000_000_000,
+        "the edit came too late to apply (machine too slow?)"
+    );
     // Receive until 4 s after the second start, stamping each datagram with UTC.
-    let end = (t1 + 8) * 1_000_000_000;
+    let end = (t1 + 7) * 1_000_000_000;
     let started = Instant::now();
     let mut data = Vec::new();
     let mut stamps: Vec<(usize, i64)> = Vec::new();
@@ -171,7 +199,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         .find(|(p, _)| is_hevc(p))
         .expect("c.ts on air");
     let t1_ns = t1 * 1_000_000_000;
-    for (name, at, want) in [("a.ts", a.1, t1_ns), ("c.ts", c.1, t1_ns + 4_000_000_000)] {
+    for (name, at, want) in [("b.ts", a.1, t1_ns), ("c.ts", c.1, t1_ns + 4_000_000_000)] {
         let off = at - want;
         eprintln!(
             "{name}: first picture presented {:+.1} ms from its hard start",

@@ -26,9 +26,10 @@ use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
 use super::store::Store;
 use crate::engine::ScheduleSink;
 
-/// How far ahead cues are handed to the engine: more than the splicer's read-ahead, so each
-/// item knows the next one's entry delay before it is cut.
-pub(crate) const AHEAD: Duration = Duration::from_secs(20);
+/// How far ahead cues are handed to the engine: more than the splicer's read-ahead (a second
+/// plus one read), so each item knows the next one's entry delay before it is cut. Edits to
+/// items starting later than this apply.
+pub(crate) const AHEAD: Duration = Duration::from_secs(8);
 /// How long after a schedule appears it takes over from the playlist (the splicer cannot
 /// cut what it has already released).
 pub(crate) const LEAD: Duration = Duration::from_secs(4);
