@@ -247,6 +247,39 @@ impl Timeline {
     }
 }
 
+/// The splicer cues that play `segments` (a slice of a [`Timeline`] resolved from `entries`):
+/// each plays its media from its offset and is cut at its end; only an entry's first
+/// segment at its fixed (hard or soft) start holds the output until then, so filler and
+/// following items go on air as soon as what precedes them ends. `output_time` maps an
+/// instant to the output clock; `entry_delay` gives a media's entry delay (PTS − DTS of its
+/// random access points, from probing).
+pub fn cues(
+    segments: &[Segment],
+    entries: &[Entry],
+    output_time: impl Fn(Utc) -> crate::time::Ticks27M,
+    entry_delay: impl Fn(MediaId) -> u64,
+) -> Vec<crate::splice::Cue> {
+    segments
+        .iter()
+        .map(|seg| {
+            let fixed = match seg.source {
+                Source::Entry(i) => match entries.get(i).map(|e| e.start) {
+                    Some(Start::Hard(t) | Start::Soft(t)) => t == seg.start,
+                    _ => false,
+                },
+                Source::Filler => false,
+            };
+            crate::splice::Cue {
+                item: seg.media.0 as usize,
+                offset_90k: seg.offset * 9 / 100_000,
+                not_before: fixed.then(|| output_time(seg.start)),
+                until: Some(output_time(seg.end)),
+                entry_delay_90k: entry_delay(seg.media),
+            }
+        })
+        .collect()
+}
+
 /// Resolves `entries` over `[from, until)`. Entries that end before `from` are skipped;
 /// entries that start at or after `until` are left out; gaps are filled from `filler`
 /// (looped, cut to fit; the filler restarts from its first clip at every gap).

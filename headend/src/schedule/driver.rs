@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeZone, Utc as ChronoUtc};
 use epg::schedule::Tz;
-use playout::schedule::{resolve, Clip, MediaId, MediaInfo, Source, Start, Utc};
+use playout::schedule::{cues, resolve, Clip, MediaId, MediaInfo, Utc};
 use playout::splice::Cue;
 use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
 
@@ -254,31 +254,21 @@ fn round(
     let timeline = resolve(&entries, &filler, &table, from, from.add(HORIZON_NS))
         .map_err(|e| e.to_string())?;
     let reorder: HashMap<usize, u64> = st.media.values().map(|(i, _, r)| (*i, *r)).collect();
-    let mut cues = Vec::new();
-    for seg in timeline.segments() {
-        if seg.start >= ahead {
-            break;
-        }
-        let item = seg.media.0 as usize;
-        // Only a fixed start holds the output until its time; filler and following items
-        // go on air when what precedes them ends (each is still cut at its end), so an item
-        // that ends early never leaves a frozen picture before them.
-        let fixed = match seg.source {
-            Source::Entry(i) => match entries.get(i).map(|e| e.start) {
-                Some(Start::Hard(t) | Start::Soft(t)) => t == seg.start,
-                _ => false,
-            },
-            Source::Filler => false,
-        };
-        cues.push(Cue {
-            item,
-            offset_90k: seg.offset * 9 / 100_000,
-            not_before: fixed.then(|| map.output_time(seg.start)),
-            until: Some(map.output_time(seg.end)),
-            entry_delay_90k: reorder.get(&item).copied().unwrap_or(0),
-        });
-        st.cued_until = Some(seg.end);
+    let due: Vec<_> = timeline
+        .segments()
+        .iter()
+        .take_while(|seg| seg.start < ahead)
+        .copied()
+        .collect();
+    if let Some(last) = due.last() {
+        st.cued_until = Some(last.end);
     }
+    let cues = cues(
+        &due,
+        &entries,
+        |u| map.output_time(u),
+        |m| reorder.get(&(m.0 as usize)).copied().unwrap_or(0),
+    );
     if cues.is_empty() && new_paths.is_empty() {
         return Ok(None);
     }

@@ -120,6 +120,8 @@ struct Stream {
     rap: bool,
     /// A PES presented at or after the cut has been seen: nothing more of it is wanted.
     past_cut: bool,
+    /// Output presentation time of the last display-closed access unit kept (anchor).
+    last_closed_out: Option<i64>,
     last_dts_out: Option<i64>,
     last_t_in: Option<u64>,
     max_pts_out: Option<i64>,
@@ -400,6 +402,7 @@ impl State {
                 entry_pes: false,
                 rap: false,
                 past_cut: false,
+                last_closed_out: None,
                 last_dts_out: None,
                 last_t_in: None,
                 max_pts_out: None,
@@ -766,18 +769,30 @@ impl State {
             let Some(until) = self.cue.until else {
                 return false;
             };
-            // Presentation is what viewers see: the cut is where the output's presentation
-            // time (on the output clock, which the PCR carries) reaches `until`.
-            let presented = i128::from(pts_out) * 300;
+            // Presentation is what viewers see: the cut is placed by presentation time on the
+            // output clock (which the PCR carries). It can only fall before a display-closed
+            // access unit (one shown after everything decoded before it), and cutting there
+            // ends the item when the pictures kept so far end. Those points are a few frames
+            // apart with B-frames: cut at the one whose end is nearest the target, so the
+            // item ends within half a frame of it without B-frames, and otherwise within half
+            // a mini-GOP (a little late, or early and held until what follows goes on air).
             let st = &self.streams[si];
             let display_closed =
                 class != StreamClass::Video || st.max_pts_out.is_none_or(|m| pts_out > m);
-            let cut_at = i128::from(until) - i128::from(self.cue.cut_lead_90k) * 300;
-            if st.started && presented >= cut_at && display_closed {
-                self.cut = Some(Cut {
-                    pts_out,
-                    t_in: rec.t_in,
-                });
+            if st.started && display_closed {
+                let dur = st.dur;
+                let end_here = st.max_pts_out.map_or(pts_out, |m| m + dur);
+                let step = st.last_closed_out.map_or(dur, |c| (pts_out - c).max(dur));
+                let target = (i128::from(until) / 300) as i64 - self.cue.cut_lead_90k as i64;
+                // Cut here unless the next closure point ends nearer the target.
+                if end_here + step - target > target - end_here {
+                    self.cut = Some(Cut {
+                        pts_out: end_here.min(pts_out),
+                        t_in: rec.t_in,
+                    });
+                } else {
+                    self.streams[si].last_closed_out = Some(pts_out);
+                }
             }
         }
         let Some(cut) = self.cut else { return false };
