@@ -4,7 +4,8 @@
 //! - `GET /api/schedules/{channel}/{date}`: the schedule file of a channel for a date (an
 //!   empty day at revision 0 if there is none) as JSON, with the file's text.
 //!   `?revision=N` gives an earlier revision from the history.
-//! - `PUT /api/schedules/{channel}/{date}`: replaces it. The body is the schedule file
+//! - `PUT /api/schedules/{channel}/{date}[?now=1]`: replaces it. With `now`, the change
+//!   applies at once (what plays is cut a few seconds later) instead of at the next boundary. The body is the schedule file
 //!   (TOML, `epg::schedule`); `If-Match: "N"` names the revision the edit was made on.
 //! - `POST /api/schedules/{channel}/{date}/undo`: puts the previous revision back (as a new
 //!   revision), `If-Match` as for PUT.
@@ -50,6 +51,8 @@ pub(crate) struct ApiState {
     pub(crate) zones: Vec<(String, epg::schedule::Tz, Vec<std::path::PathBuf>)>,
     /// What schedule file names are relative to.
     pub(crate) media_dir: std::path::PathBuf,
+    /// Channels whose schedule edit must apply now (see `schedule::driver`).
+    pub(crate) requeue: crate::schedule::driver::Requeue,
     /// Media probed for timelines: duration and entry delay.
     pub(crate) probes: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, u64>>,
 }
@@ -174,8 +177,21 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 Method::PUT => {
                     authorize(state, &req)?;
                     let expected = if_match(&req)?;
+                    let now = req
+                        .uri()
+                        .query()
+                        .is_some_and(|q| q.split('&').any(|kv| kv == "now=1" || kv == "now"));
                     let body = read_body(req).await?;
-                    put(state, channel, date, expected, &body).await
+                    let r = put(state, channel.clone(), date, expected, &body).await?;
+                    if now {
+                        // Apply at once: the scheduler takes over again, cutting what plays.
+                        state
+                            .requeue
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(channel);
+                    }
+                    Ok(r)
                 }
                 _ => Err(ApiError::MethodNotAllowed),
             }

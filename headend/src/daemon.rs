@@ -63,6 +63,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             .collect();
         let scheduler_stop = Arc::new(AtomicBool::new(false));
         let views: driver::ScheduleViews = Arc::default();
+        let requeue: driver::Requeue = Arc::default();
         let scheduler = driver::start(
             scheduled,
             store.clone(),
@@ -70,6 +71,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             engine.maps.clone(),
             engine.schedule.clone(),
             views.clone(),
+            requeue.clone(),
             scheduler_stop.clone(),
         )
         .context("starting the scheduler")?;
@@ -85,6 +87,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 .map(|c| (c.id.clone(), c.timezone, c.filler.clone()))
                 .collect(),
             media_dir: config.schedules.media_dir.clone(),
+            requeue,
             probes: Default::default(),
         });
         let state = Arc::new(HttpState {

@@ -19,6 +19,28 @@ const MUXRATE: u64 = 3_000_000;
 const FRAME_NS: i64 = 40_000_000;
 const TOKEN: &str = "schedule-test-token-0123456789";
 
+/// One HTTP/1.0 request (`GET /path`) with the token, an extra header line and a body: the
+/// raw reply.
+fn http(port: u16, request: &str, header: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let header = if header.is_empty() {
+        String::new()
+    } else {
+        format!("{header}\r\n")
+    };
+    write!(
+        s,
+        "{request} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n{header}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 fn utc_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -58,7 +80,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     rx.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let port = rx.local_addr().unwrap().port();
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
@@ -75,7 +97,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         sched.join(format!("{date}.toml")),
         format!(
             "date = \"{date}\"\n\n[[item]]\nstart = \"{c1}\"\nfile = \"a.ts\"\ntitle = \"一\"\n\n\
-             [[item]]\nstart = \"{c2}\"\nfile = \"c.ts\"\ntitle = \"二\"\n"
+             [[item]]\nstart = \"{c2}\"\nblock = [\"c.ts\"]\nloop_for = \"30s\"\ntitle = \"二\"\n"
         ),
     )
     .unwrap();
@@ -83,7 +105,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\napi_token = \"{TOKEN}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
              [[channel]]\nid = \"sched\"\nservice_id = 1\nname = \"Sched\"\nmuxrate = \"3M\"\n\
              playlist = [{e:?}]\nfiller = [{e:?}]\ntimezone = \"UTC\"\n\n[[channel.output]]\n\
              url = \"udp://127.0.0.1:{port}\"\n",
@@ -96,52 +118,58 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     // On air: replace T1's a.ts by b.ts (H.264 with MP2 audio), as `hectl schedule set` would.
     let edited = format!(
         "date = \"{date}\"\n\n[[item]]\nstart = \"{c1}\"\nfile = \"b.ts\"\ntitle = \"改\"\n\n\
-         [[item]]\nstart = \"{c2}\"\nfile = \"c.ts\"\ntitle = \"二\"\n"
+         [[item]]\nstart = \"{c2}\"\nblock = [\"c.ts\"]\nloop_for = \"30s\"\ntitle = \"二\"\n"
     );
-    let put = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "PUT /api/schedules/sched/{date} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\
-             If-Match: \"0\"\r\nContent-Length: {}\r\n\r\n{edited}",
-            edited.len()
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    };
+    let put = http(
+        http_port,
+        &format!("PUT /api/schedules/sched/{date}"),
+        "If-Match: \"0\"",
+        &edited,
+    );
     assert!(put.starts_with("HTTP/1.0 200"), "{put}");
     assert!(
         utc_ns() < (t1 - 8) * 1_000_000_000,
         "the edit came too late to apply (machine too slow?)"
     );
-    // Receive until 4 s after the second start, stamping each datagram with UTC.
-    let end = (t1 + 7) * 1_000_000_000;
+    // Receive, stamping each datagram with UTC. While the looped c.ts plays: read the status
+    // (T1 + 6 s), then replace the block by a looped a.ts with `now` (T1 + 6.5 s).
+    let now_edit = format!(
+        "date = \"{date}\"\n\n[[item]]\nstart = \"{c1}\"\nfile = \"b.ts\"\ntitle = \"改\"\n\n\
+         [[item]]\nstart = \"{c2}\"\nblock = [\"a.ts\"]\nloop_for = \"30s\"\ntitle = \"三\"\n"
+    );
+    let status_at = (t1 + 6) * 1_000_000_000;
+    let edit_at = (t1 * 2 + 13) * 500_000_000;
+    let end = edit_at + 7_000_000_000;
     let started = Instant::now();
     let mut data = Vec::new();
     let mut stamps: Vec<(usize, i64)> = Vec::new();
     let mut buf = [0u8; 2048];
+    let mut status_json = None;
+    let mut edited_now = None;
     while utc_ns() < end {
-        assert!(started.elapsed() < Duration::from_secs(40), "bounded");
+        assert!(started.elapsed() < Duration::from_secs(60), "bounded");
         if let Ok(n) = rx.recv(&mut buf) {
             stamps.push((data.len() / 188, utc_ns()));
             data.extend_from_slice(&buf[..n]);
         }
+        if status_json.is_none() && utc_ns() >= status_at {
+            let reply = http(http_port, "GET /api/channels/sched/status", "", "");
+            let body = reply.split_once("\r\n\r\n").unwrap().1.to_owned();
+            status_json = Some(serde_json::from_str::<serde_json::Value>(&body).unwrap());
+        }
+        if edited_now.is_none() && utc_ns() >= edit_at {
+            let reply = http(
+                http_port,
+                &format!("PUT /api/schedules/sched/{date}?now=1"),
+                "If-Match: \"1\"",
+                &now_edit,
+            );
+            assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+            edited_now = Some(utc_ns());
+        }
     }
-    // The status API while c.ts plays (after T1 + 4 s): now, position, remaining, next.
-    let status_json = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /api/channels/sched/status HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()
-    };
+    let status_json = status_json.unwrap();
+    let edited_now = edited_now.unwrap();
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("schedule takes over"), "{stderr}");
@@ -188,16 +216,39 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         }
     }
     let is_hevc = |p: &Pmt| p.streams.iter().any(|s| s.stream_type == 0x24);
-    let one_audio_h264 =
-        |p: &Pmt| p.streams.len() == 2 && p.streams.iter().any(|s| s.stream_type == 0x1B);
+    let h264_with = |p: &Pmt, audio: u8| {
+        p.streams.len() == 2
+            && p.streams.iter().any(|s| s.stream_type == 0x1B)
+            && p.streams.iter().any(|s| s.stream_type == audio)
+    };
+    // b.ts (MP2 audio) replaced a.ts (AAC), which did not go on air before the `now` edit.
+    let t2_ns = (t1 + 4) * 1_000_000_000;
+    assert!(
+        !entries
+            .iter()
+            .any(|(p, at)| h264_with(p, 0x0F) && *at < t2_ns),
+        "a.ts went on air despite the edit"
+    );
     let a = entries
         .iter()
-        .find(|(p, _)| one_audio_h264(p))
-        .expect("a.ts on air");
+        .find(|(p, _)| h264_with(p, 0x03))
+        .expect("b.ts on air");
     let c = entries
         .iter()
         .find(|(p, _)| is_hevc(p))
         .expect("c.ts on air");
+    // The `now` edit: the looped a.ts replaces the looped c.ts within the handover lead (4 s)
+    // plus a scheduler round, or sooner when the c.ts pass on air ends first.
+    let after = entries
+        .iter()
+        .find(|(p, at)| h264_with(p, 0x0F) && *at > edited_now)
+        .expect("the now edit went on air");
+    let delay = (after.1 - edited_now) as f64 / 1e9;
+    eprintln!("now edit: on air {delay:.2} s after it was made");
+    assert!(
+        (0.0..5.0).contains(&delay),
+        "now edit on air {delay} s later"
+    );
     let t1_ns = t1 * 1_000_000_000;
     for (name, at, want) in [("b.ts", a.1, t1_ns), ("c.ts", c.1, t1_ns + 4_000_000_000)] {
         let off = at - want;
@@ -223,9 +274,15 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     );
     let pos = now["position_s"].as_f64().unwrap();
     let rem = now["remaining_s"].as_f64().unwrap();
-    assert!((3.0..5.1).contains(&pos), "{status_json}");
+    assert!((1.5..2.6).contains(&pos), "{status_json}");
     assert!((pos + rem - 5.0).abs() < 0.05, "c.ts is 5 s: {status_json}");
-    assert_eq!(status_json["next"]["label"], "filler", "{status_json}");
+    assert!(
+        status_json["next"]["label"]
+            .as_str()
+            .unwrap()
+            .ends_with("\"二\""),
+        "the loop's next pass: {status_json}"
+    );
 
     let r = check(&data, &CheckLimits::across_joins(MUXRATE));
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));

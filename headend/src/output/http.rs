@@ -367,6 +367,7 @@ mod tests {
                 status: Default::default(),
                 zones: Vec::new(),
                 media_dir: "/nonexistent".into(),
+                requeue: Default::default(),
                 probes: Default::default(),
             }),
         };

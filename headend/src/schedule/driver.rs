@@ -6,7 +6,8 @@
 //! (duration and entry delay, from the files' own timestamps), resolve the timeline from the
 //! end of what is already cued, and hand the engine the cues that start within the next
 //! [`AHEAD`]. Cues already handed over are not changed, so an edit to a future item applies
-//! when it comes, and one to the item on air at its next boundary. A channel without
+//! when it comes, and one to the item on air at its next boundary; an edit made with `now`
+//! drops what is cued and takes over again [`LEAD`] later. A channel without
 //! schedule files keeps looping its playlist; the first cues take over from it
 //! [`LEAD`] after the schedule appears.
 
@@ -71,6 +72,10 @@ pub(crate) struct ScheduleView {
     pub(crate) files: HashMap<usize, PathBuf>,
 }
 
+/// Channel ids whose latest edit applies now: the scheduler drops what it has cued and takes
+/// over again, as when a schedule first appears.
+pub(crate) type Requeue = Arc<Mutex<std::collections::HashSet<String>>>;
+
 /// Views by channel id, refreshed by the scheduler.
 pub(crate) type ScheduleViews = Arc<Mutex<HashMap<String, ScheduleView>>>;
 
@@ -111,6 +116,7 @@ pub(crate) fn start(
     maps: ClockMaps,
     sink: ScheduleSink,
     views: ScheduleViews,
+    requeue: Requeue,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -127,7 +133,16 @@ pub(crate) fn start(
                 })
                 .collect();
             while !stop.load(Ordering::Relaxed) {
+                let now_edits: Vec<String> = requeue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain()
+                    .collect();
                 for st in &mut states {
+                    if now_edits.contains(&st.ch.channel) {
+                        tracing::info!(channel = %st.ch.channel, "schedule edit applies now");
+                        st.cued_until = None;
+                    }
                     let map = maps
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
