@@ -66,13 +66,15 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         let requeue: driver::Requeue = Arc::default();
         let scheduler = driver::start(
             scheduled,
-            store.clone(),
-            config.schedules.media_dir.clone(),
-            engine.maps.clone(),
-            engine.schedule.clone(),
-            views.clone(),
-            requeue.clone(),
-            scheduler_stop.clone(),
+            driver::SchedulerLinks {
+                store: store.clone(),
+                media_dir: config.schedules.media_dir.clone(),
+                maps: engine.maps.clone(),
+                sink: engine.schedule.clone(),
+                views: views.clone(),
+                requeue: requeue.clone(),
+                stop: scheduler_stop.clone(),
+            },
         )
         .context("starting the scheduler")?;
         let api = Arc::new(ApiState {

@@ -108,17 +108,32 @@ struct State {
     last_error: Option<String>,
 }
 
-/// Starts the scheduler thread; it stops when `stop` is set.
+/// What the scheduler works with, shared with the engine and the API.
+pub(crate) struct SchedulerLinks {
+    pub(crate) store: Arc<Store>,
+    /// What schedule file names are relative to.
+    pub(crate) media_dir: PathBuf,
+    pub(crate) maps: ClockMaps,
+    pub(crate) sink: ScheduleSink,
+    pub(crate) views: ScheduleViews,
+    pub(crate) requeue: Requeue,
+    pub(crate) stop: Arc<AtomicBool>,
+}
+
+/// Starts the scheduler thread; it stops when `links.stop` is set.
 pub(crate) fn start(
     channels: Vec<ScheduledChannel>,
-    store: Arc<Store>,
-    media_dir: PathBuf,
-    maps: ClockMaps,
-    sink: ScheduleSink,
-    views: ScheduleViews,
-    requeue: Requeue,
-    stop: Arc<AtomicBool>,
+    links: SchedulerLinks,
 ) -> std::io::Result<JoinHandle<()>> {
+    let SchedulerLinks {
+        store,
+        media_dir,
+        maps,
+        sink,
+        views,
+        requeue,
+        stop,
+    } = links;
     std::thread::Builder::new()
         .name("scheduler".to_owned())
         .spawn(move || {
