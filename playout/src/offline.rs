@@ -48,9 +48,10 @@ impl MemorySource {
 impl ItemSource for MemorySource {
     fn serve(&mut self, splicer: &mut Splicer, now: Ticks27M, req: IoRequest) {
         match req {
-            IoRequest::Open { item } => match self.items.get(item) {
-                Some(Some(_)) => {
-                    self.open = Some((item, 0));
+            IoRequest::Open { item, from_byte } => match self.items.get(item) {
+                Some(Some(data)) => {
+                    let from = (from_byte as usize).min(data.len());
+                    self.open = Some((item, from));
                     splicer.handle_opened(item);
                 }
                 _ => {

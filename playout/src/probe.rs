@@ -22,6 +22,8 @@ pub struct ProbeInfo {
     pub duration_ns: u64,
     /// The anchor stream's PID in the file.
     pub anchor: Pid,
+    /// Its earliest presentation time in the head: what offsets into the file count from.
+    pub first_pts: Pts,
     /// Its codec.
     pub codec: Codec,
     /// Its frame (access unit) duration, 90 kHz ticks.
@@ -200,9 +202,11 @@ impl Probe {
             None => (self.head_span, false),
         };
         let ticks = (span - self.head_min + frame) as u64;
+        let first_pts = self.first.map_or(Pts::new(0), |f| f.add(self.head_min));
         Ok(ProbeInfo {
             duration_ns: ticks * 1_000_000_000 / PTS_HZ,
             anchor,
+            first_pts,
             codec,
             frame_90k: frame as u64,
             reorder_90k: self.reorder as u64,

@@ -272,6 +272,8 @@ pub fn cues(
             crate::splice::Cue {
                 item: seg.media.0 as usize,
                 offset_90k: seg.offset * 9 / 100_000,
+                from_byte: 0,
+                first_pts: None,
                 not_before: fixed.then(|| output_time(seg.start)),
                 until: Some(output_time(seg.end)),
                 entry_delay_90k: entry_delay(seg.media),

@@ -106,6 +106,8 @@ fn hard_starts_go_on_air_within_a_frame_and_cuts_stay_conformant() {
     let cue = |item: usize, offset_s: f64, from: Option<f64>, until: f64| Cue {
         item,
         offset_90k: (offset_s * 90_000.0) as u64,
+        from_byte: 0,
+        first_pts: None,
         not_before: from.map(secs),
         until: Some(secs(until)),
         entry_delay_90k: delay[item],
@@ -143,6 +145,8 @@ fn an_offset_skips_the_start_of_the_file() {
     let whole = Cue {
         item: 0,
         offset_90k: 0,
+        from_byte: 0,
+        first_pts: None,
         not_before: None,
         until: None,
         entry_delay_90k: 0,
@@ -153,6 +157,8 @@ fn an_offset_skips_the_start_of_the_file() {
         &["a"],
         &[Cue {
             offset_90k: 2 * 90_000,
+            from_byte: 0,
+            first_pts: None,
             ..whole
         }],
         8,
@@ -190,6 +196,8 @@ fn cut_current_hands_over_on_time() {
             s.push_cue(Cue {
                 item: 1,
                 offset_90k: 0,
+                from_byte: 0,
+                first_pts: None,
                 not_before: Some(secs(4.6)),
                 until: Some(secs(7.0)),
                 entry_delay_90k: 0,
@@ -313,4 +321,39 @@ fn ten_minutes_of_schedule_every_start_on_time() {
         cues.len(),
         worst as f64 / 27_000.0
     );
+}
+
+/// Joining far into a file without reading all of it: reading from a byte offset enters at
+/// the same random access point as reading the whole file with the same time offset.
+#[test]
+fn a_seek_enters_where_the_offset_says() {
+    let data = fixture("a");
+    let mut p = playout::probe::Probe::new();
+    p.head(data.clone());
+    let first = p.result().unwrap().first_pts;
+    let cue = Cue {
+        item: 0,
+        offset_90k: 3 * 90_000,
+        from_byte: 0,
+        first_pts: None,
+        not_before: None,
+        until: None,
+        entry_delay_90k: 0,
+    };
+    let (_, whole) = render(&["a"], &[cue], 8);
+    let seek = Cue {
+        from_byte: (data.len() as u64 / 2) / 188 * 188,
+        first_pts: Some(first),
+        ..cue
+    };
+    let (out, sought) = render(&["a"], &[seek], 8);
+    let packets = |ev: &[MuxEvent]| ended(ev)[0].1;
+    assert_eq!(
+        packets(&whole),
+        packets(&sought),
+        "same entry, same packets released"
+    );
+    assert!(packets(&sought) > 0);
+    let r = check(&out, &limits());
+    assert!(r.violations(&limits()).is_empty(), "{r}");
 }

@@ -2,7 +2,7 @@
 //! `headend render`; the real-time daemon runs the same requests on a blocking thread.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -69,9 +69,15 @@ impl FileSource {
     /// Does the blocking I/O `req` asks for.
     pub(crate) fn perform(&mut self, req: IoRequest) -> IoDone {
         match req {
-            IoRequest::Open { item } => {
+            IoRequest::Open { item, from_byte } => {
                 self.open = None;
-                match self.open_item(item) {
+                match self.open_item(item).and_then(|mut f| {
+                    if from_byte > 0 {
+                        f.seek(std::io::SeekFrom::Start(from_byte - from_byte % 188))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(f)
+                }) {
                     Ok(f) => {
                         self.open = Some((item, f));
                         IoDone::Opened { item }

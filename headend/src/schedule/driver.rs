@@ -34,6 +34,10 @@ pub(crate) const AHEAD: Duration = Duration::from_secs(8);
 /// How long after a schedule appears it takes over from the playlist (the splicer cannot
 /// cut what it has already released).
 pub(crate) const LEAD: Duration = Duration::from_secs(4);
+/// Offsets beyond this are joined by seeking rather than reading the file from its start...
+const SEEK_MIN_NS: u64 = 20 * 1_000_000_000;
+/// ...landing this much before the offset, so a random access point is found before it.
+const SEEK_MARGIN_NS: u64 = 10 * 1_000_000_000;
 /// How far the timeline is resolved each time (a programme longer than this is cut).
 const HORIZON_NS: u64 = 26 * 3600 * 1_000_000_000;
 
@@ -103,6 +107,8 @@ struct State {
     ch: ScheduledChannel,
     /// Media by path: (playlist index, duration, entry delay).
     media: HashMap<PathBuf, (usize, MediaInfo, u64)>,
+    /// Media by playlist index: (file size, first presentation time), to seek into.
+    seekable: HashMap<usize, (u64, playout::time::Pts)>,
     next_item: usize,
     cued_until: Option<Utc>,
     last_error: Option<String>,
@@ -143,6 +149,7 @@ pub(crate) fn start(
                     next_item: ch.base_items,
                     ch,
                     media: HashMap::new(),
+                    seekable: HashMap::new(),
                     cued_until: None,
                     last_error: None,
                 })
@@ -293,12 +300,29 @@ fn round(
     if let Some(last) = due.last() {
         st.cued_until = Some(last.end);
     }
-    let cues = cues(
+    let mut cues = cues(
         &due,
         &entries,
         |u| map.output_time(u),
         |m| reorder.get(&(m.0 as usize)).copied().unwrap_or(0),
     );
+    // Joining far into a file (a join in progress, an in point): read from about where the
+    // offset is, a few seconds early, instead of from the start.
+    for c in &mut cues {
+        let (Some(&(size, first)), Some(info)) = (
+            st.seekable.get(&c.item),
+            st.media
+                .values()
+                .find(|(i, _, _)| *i == c.item)
+                .map(|(_, m, _)| *m),
+        ) else {
+            continue;
+        };
+        if let Some(byte) = seek_byte(c.offset_90k * 100_000 / 9, size, info.duration) {
+            c.from_byte = byte;
+            c.first_pts = Some(first);
+        }
+    }
     if cues.is_empty() && new_paths.is_empty() {
         return Ok(None);
     }
@@ -310,6 +334,18 @@ fn round(
         handover: first.then(|| map.output_time(from)),
         cues,
     }))
+}
+
+/// Where to start reading a file of `size` bytes lasting `duration_ns` to join it
+/// `offset_ns` in: a packet boundary about `SEEK_MARGIN_NS` before the offset, assuming a
+/// roughly constant bitrate; `None` for offsets too small to bother.
+fn seek_byte(offset_ns: u64, size: u64, duration_ns: u64) -> Option<u64> {
+    if offset_ns <= SEEK_MIN_NS || duration_ns == 0 {
+        return None;
+    }
+    let back = offset_ns - SEEK_MARGIN_NS;
+    let byte = (u128::from(size) * u128::from(back) / u128::from(duration_ns)) as u64;
+    Some(byte - byte % 188)
 }
 
 /// The playlist index of `path`, probing it the first time.
@@ -335,6 +371,9 @@ fn media_id(
             info.reorder_90k,
         ),
     );
+    if let Ok(meta) = std::fs::metadata(path) {
+        st.seekable.insert(index, (meta.len(), info.first_pts));
+    }
     new_paths.push(path.clone());
     Ok(MediaId(index as u32))
 }
@@ -346,4 +385,24 @@ fn media_table(st: &State) -> Vec<MediaInfo> {
         table[*i] = *info;
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeks_land_before_the_offset_on_a_packet_boundary() {
+        const S: u64 = 1_000_000_000;
+        // A 2 h file of 7.2 GB (8 Mbit/s) joined 1 h 50 min in: 10 s early.
+        let b = seek_byte(6600 * S, 7_200_000_000, 7200 * S).unwrap();
+        assert_eq!(b % 188, 0);
+        assert!((6_589_000_000..=6_590_000_000).contains(&b), "{b}");
+        assert_eq!(
+            seek_byte(15 * S, 1 << 30, 7200 * S),
+            None,
+            "small offsets read from the start"
+        );
+        assert_eq!(seek_byte(60 * S, 1 << 30, 0), None);
+    }
 }

@@ -56,6 +56,8 @@ pub(crate) struct Item {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CueParams {
     pub(crate) offset_90k: u64,
+    pub(crate) from_byte: u64,
+    pub(crate) first_pts: Option<Pts>,
     pub(crate) not_before: Option<Ticks27M>,
     pub(crate) until: Option<Ticks27M>,
     /// Cut this much before `until`: the next item's entry delay.
@@ -669,8 +671,12 @@ impl State {
         let Some(entry) = self.playing else {
             // An entry offset (join in progress, in point): the first random access point
             // presented at or after the file's first picture + the offset.
-            let far_enough = match (rec.pts, self.first_anchor_pts) {
-                (Some(p), Some(first)) => p - first >= self.cue.offset_90k as i64,
+            let far_enough = match (rec.pts, self.cue.first_pts, self.first_anchor_pts) {
+                // Read from a byte offset: count from the file's own first picture.
+                (Some(p), Some(first), _) => {
+                    Pts::new(p as u64).since(first) >= self.cue.offset_90k as i64
+                }
+                (Some(p), None, Some(first)) => p - first >= self.cue.offset_90k as i64,
                 _ => self.cue.offset_90k == 0,
             };
             if Some(si) == self.anchor

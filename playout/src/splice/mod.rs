@@ -66,6 +66,8 @@ pub enum IoRequest {
     Open {
         /// Index into the playlist.
         item: usize,
+        /// Start reading here (a multiple of 188; 0: the start), to join a long file far in.
+        from_byte: u64,
     },
     /// Read the next chunk of the open item; answer with [`Splicer::handle_data`] or
     /// [`Splicer::handle_eof`].
@@ -114,6 +116,13 @@ pub struct Cue {
     pub item: usize,
     /// Start at the first random access point presented this far (90 kHz) into the file.
     pub offset_90k: u64,
+    /// To join far into a long file without reading all of it: start reading at this byte
+    /// (a multiple of 188, somewhat before the offset), with `first_pts` the file's first
+    /// presentation time (from probing), which the offset counts from. 0 / `None`: read
+    /// from the start.
+    pub from_byte: u64,
+    /// See `from_byte`.
+    pub first_pts: Option<crate::time::Pts>,
     /// Output time before which the item must not start (a fixed start): the output holds
     /// (PAT/PMT, PCR, stuffing) until then.
     pub not_before: Option<Ticks27M>,
@@ -396,6 +405,8 @@ impl Splicer {
             Some(c) if c.item < self.items => {
                 self.current_cue = CueParams {
                     offset_90k: c.offset_90k,
+                    from_byte: c.from_byte,
+                    first_pts: c.first_pts,
                     not_before: c.not_before,
                     until: c.until,
                     cut_lead_90k: self.cues.front().map_or(0, |n| n.entry_delay_90k),
@@ -431,7 +442,10 @@ impl Splicer {
         match self.io {
             Io::Open(item) => {
                 self.io = Io::Opening(item);
-                Some(IoRequest::Open { item })
+                Some(IoRequest::Open {
+                    item,
+                    from_byte: self.current_cue.from_byte,
+                })
             }
             Io::Read(item) if self.wants_data(now) => {
                 self.io = Io::Reading(item);
@@ -439,7 +453,10 @@ impl Splicer {
             }
             Io::Waiting { until, item } if now >= until => {
                 self.io = Io::Opening(item);
-                Some(IoRequest::Open { item })
+                Some(IoRequest::Open {
+                    item,
+                    from_byte: self.current_cue.from_byte,
+                })
             }
             _ => None,
         }
