@@ -53,9 +53,12 @@ pub(crate) struct ApiState {
     pub(crate) media_dir: std::path::PathBuf,
     /// Channels whose schedule edit must apply now (see `schedule::driver`).
     pub(crate) requeue: crate::schedule::driver::Requeue,
-    /// Media probed for timelines: duration and entry delay.
-    pub(crate) probes: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, u64>>,
+    /// Media probed for timelines: (size, modification time, duration) by path.
+    pub(crate) probes: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Probed>>,
 }
+
+/// A media file's duration as probed, with the size and modification time it had then.
+pub(crate) type Probed = (u64, Option<std::time::SystemTime>, u64);
 
 /// What went wrong, by kind; the status code follows from the kind.
 enum ApiError {
@@ -250,21 +253,27 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
         if let Some(i) = names.iter().position(|n| *n == path) {
             return Some(MediaId(i as u32));
         }
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
         let cached = state
             .probes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&path)
-            .copied();
+            .copied()
+            .filter(|(size, time, _)| Some((*size, *time)) == stamp);
         let duration = match cached {
-            Some(d) => d,
+            Some((_, _, d)) => d,
             None => match crate::input::probe::probe_file(&path) {
                 Ok(info) => {
-                    state
-                        .probes
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(path.clone(), info.duration_ns);
+                    if let Some((size, time)) = stamp {
+                        state
+                            .probes
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(path.clone(), (size, time, info.duration_ns));
+                    }
                     info.duration_ns
                 }
                 Err(e) => {

@@ -109,6 +109,8 @@ struct State {
     media: HashMap<PathBuf, (usize, MediaInfo, u64)>,
     /// Media by playlist index: (file size, first presentation time), to seek into.
     seekable: HashMap<usize, (u64, playout::time::Pts)>,
+    /// Media by playlist index: (size, modification time) when probed.
+    stamps: HashMap<usize, (u64, Option<SystemTime>)>,
     next_item: usize,
     cued_until: Option<Utc>,
     last_error: Option<String>,
@@ -150,6 +152,7 @@ pub(crate) fn start(
                     ch,
                     media: HashMap::new(),
                     seekable: HashMap::new(),
+                    stamps: HashMap::new(),
                     cued_until: None,
                     last_error: None,
                 })
@@ -354,13 +357,24 @@ fn media_id(
     path: &PathBuf,
     new_paths: &mut Vec<PathBuf>,
 ) -> Result<MediaId, String> {
-    if let Some((i, _, _)) = st.media.get(path) {
-        return Ok(MediaId(*i as u32));
+    // A file replaced since it was probed (another size or modification time) is probed
+    // again; it keeps its playlist index, since the engine reads it by path.
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()));
+    let known = st.media.get(path).map(|(i, _, _)| *i);
+    if let Some(i) = known {
+        if st.stamps.get(&i) == stamp.as_ref() {
+            return Ok(MediaId(i as u32));
+        }
     }
     let info =
         crate::input::probe::probe_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let index = st.next_item;
-    st.next_item += 1;
+    let index = known.unwrap_or_else(|| {
+        st.next_item += 1;
+        new_paths.push(path.clone());
+        st.next_item - 1
+    });
     st.media.insert(
         path.clone(),
         (
@@ -371,10 +385,10 @@ fn media_id(
             info.reorder_90k,
         ),
     );
-    if let Ok(meta) = std::fs::metadata(path) {
-        st.seekable.insert(index, (meta.len(), info.first_pts));
+    if let Some(stamp) = stamp {
+        st.seekable.insert(index, (stamp.0, info.first_pts));
+        st.stamps.insert(index, stamp);
     }
-    new_paths.push(path.clone());
     Ok(MediaId(index as u32))
 }
 
