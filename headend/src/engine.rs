@@ -542,7 +542,10 @@ impl Station {
             paths
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(p);
+                .push(p.clone());
+            if let Some(names) = self.playlists.first_mut() {
+                names.push(p);
+            }
             splicer.add_item();
         }
         if let Some(at) = msg.handover {
@@ -551,6 +554,9 @@ impl Station {
             tracing::info!(station = %self.id, "schedule takes over");
         }
         for c in msg.cues {
+            if c.from_byte > 0 {
+                tracing::info!(station = %self.id, item = c.item, from_byte = c.from_byte, offset_s = c.offset_90k as f64 / 90_000.0, "joining far into a file: reading from near the offset");
+            }
             splicer.push_cue(c);
         }
     }

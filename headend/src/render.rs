@@ -163,10 +163,11 @@ pub(crate) fn log_event(
                     at,
                     open_gop,
                     pmt_changed,
+                    offset_90k,
                     ..
                 } => {
                     stats.items_started += 1;
-                    tracing::info!(channel, item = %item_name(program, item), at_s = at as f64 / SYSTEM_CLOCK_HZ as f64, open_gop, pmt_changed, "item on air");
+                    tracing::info!(channel, item = %item_name(program, item), at_s = at as f64 / SYSTEM_CLOCK_HZ as f64, offset_s = offset_90k as f64 / 90_000.0, open_gop, pmt_changed, "item on air");
                 }
                 SpliceEvent::ItemEnded {
                     item,

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 mod common;
-use common::{media, signal_and_wait, Daemon};
+use common::{free_tcp_port, media, signal_and_wait, Daemon};
 
 const TOKEN: &str = "s3cret-token-for-tests-0123456789";
 
@@ -62,11 +62,7 @@ const DAY: &str = "date = \"2026-11-23\"\n\n[[item]]\nstart = \"19:00:00\"\nfile
 #[test]
 fn schedule_api_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_tcp_port();
     let cfg = dir.path().join("headend.toml");
     std::fs::write(
         &cfg,

@@ -13,7 +13,7 @@ use playout::psi::{Pmt, SectionAssembler};
 use playout::ts::{Pid, TsPacket};
 
 mod common;
-use common::{media, signal_and_wait, Daemon};
+use common::{civil_date as chrono_date, free_tcp_port, media, signal_and_wait, Daemon};
 
 const MUXRATE: u64 = 3_000_000;
 const FRAME_NS: i64 = 40_000_000;
@@ -59,20 +59,6 @@ fn clock(secs: i64) -> (String, String) {
     )
 }
 
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn chrono_date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{:04}-{m:02}-{d:02}", if m <= 2 { y + 1 } else { y })
-}
-
 #[test]
 fn hard_starts_go_on_air_at_their_wall_clock_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,11 +66,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     rx.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let port = rx.local_addr().unwrap().port();
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let http_port = free_tcp_port();
     // Two hard starts: a.ts at T1, c.ts (HEVC) at T1 + 4 s. T1 is far enough ahead that the
     // edit below lands before the scheduler hands T1's cue to the engine.
     let t1 = utc_ns() / 1_000_000_000 + 15;

@@ -892,6 +892,11 @@ impl State {
             item: self.index,
             at: (t_rap as i128 + i128::from(shift90) * 300).max(0) as u64,
             presented_at: ((i128::from(rap_pts) + i128::from(shift90)) * 300).max(0) as u64,
+            offset_90k: match (self.cue.first_pts, self.first_anchor_pts) {
+                (Some(first), _) => Pts::new(rap_pts as u64).since(first).max(0) as u64,
+                (None, Some(first)) => (rap_pts - first).max(0) as u64,
+                _ => 0,
+            },
             open_gop: self.leading,
             pmt_changed: !same,
         });

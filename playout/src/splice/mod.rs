@@ -210,6 +210,9 @@ pub enum SpliceEvent {
         /// Output time at which its first picture (or audio frame) is presented: when
         /// viewers see it.
         presented_at: Ticks27M,
+        /// Where in the file it entered: its entry picture's presentation time after the
+        /// file's first picture (90 kHz).
+        offset_90k: u64,
         /// Whether it entered at an open-GOP point (leading pictures dropped).
         open_gop: bool,
         /// Whether the PMT changed (a new version was sent).
