@@ -1,6 +1,7 @@
-//! Schedules from the formats schedulers already have: CSV (`start,duration,title,file`) and
-//! M3U playlists. Both give an [`epg::schedule::Day`](crate::schedule::Day); mistakes are named
-//! by line, and nothing is produced unless every line is right.
+//! Schedules from and to the formats schedulers already have: CSV (`start,duration,title,file`)
+//! and M3U playlists. Imports give an [`epg::schedule::Day`](crate::schedule::Day); mistakes are
+//! named by line, and nothing is produced unless every line is right. Exports write what the
+//! format can hold (see [`to_csv`], [`to_m3u`]).
 
 use std::time::Duration;
 
@@ -145,6 +146,88 @@ pub fn m3u(text: &str, date: NaiveDate) -> Result<Day, DayErrors> {
     finish(date, items, errors)
 }
 
+/// The day as CSV (`start,duration,title,file`), readable by [`csv`]: `duration` is the out
+/// point less the in point (empty for a whole file). CSV cannot hold everything: a block is
+/// written as its files joined by `|` in `file`, with its loop duration as `duration`; soft
+/// starts become plain starts; descriptions and other metadata are left out.
+pub fn to_csv(day: &Day) -> String {
+    let mut out = String::from("start,duration,title,file\n");
+    for it in &day.items {
+        let start = it.start.map_or_else(String::new, |(t, _)| t.to_string());
+        let (duration, file) = match &it.source {
+            Source::File {
+                path,
+                in_point,
+                out_point,
+            } => (
+                out_point.map_or_else(String::new, |o| {
+                    clock(o.saturating_sub(in_point.unwrap_or_default()))
+                }),
+                path.clone(),
+            ),
+            Source::Block { paths, loop_for } => {
+                (loop_for.map_or_else(String::new, clock), paths.join("|"))
+            }
+        };
+        let title = it.programme.title.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "{},{},{},{}\n",
+            quote_csv(&start),
+            quote_csv(&duration),
+            quote_csv(&title),
+            quote_csv(&file)
+        ));
+    }
+    out
+}
+
+/// The day as an M3U playlist (files in order; a block's files each; durations from out
+/// points, -1 otherwise). Start times are not part of M3U.
+pub fn to_m3u(day: &Day) -> String {
+    let mut out = String::from("#EXTM3U\n");
+    for it in &day.items {
+        let title = it.programme.title.clone().unwrap_or_default();
+        let files: Vec<(String, Option<Duration>)> = match &it.source {
+            Source::File {
+                path,
+                in_point,
+                out_point,
+            } => vec![(
+                path.clone(),
+                out_point.map(|o| o.saturating_sub(in_point.unwrap_or_default())),
+            )],
+            Source::Block { paths, .. } => paths.iter().map(|p| (p.clone(), None)).collect(),
+        };
+        for (path, d) in files {
+            let secs = d.map_or_else(|| "-1".to_owned(), |d| format!("{}", d.as_secs_f64()));
+            out.push_str(&format!(
+                "#EXTINF:{secs},{}\n{path}\n",
+                title.replace('\n', " ")
+            ));
+        }
+    }
+    out
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    let ms = d.subsec_millis();
+    let base = format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+    if ms == 0 {
+        base
+    } else {
+        format!("{base}.{ms:03}")
+    }
+}
+
+fn quote_csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
 fn finish(date: NaiveDate, items: Vec<Item>, errors: Vec<DayError>) -> Result<Day, DayErrors> {
     if !errors.is_empty() {
         return Err(DayErrors(errors));
@@ -253,6 +336,18 @@ mod tests {
             .contains("no `file` column"));
         // Starts out of order: rejected as the schedule file would be.
         assert!(csv("start,file\n19:00:00,a.ts\n18:00:00,b.ts\n", date()).is_err());
+    }
+
+    #[test]
+    fn exports_read_back() {
+        let text =
+            "start,duration,title,file\n18:00:00,00:30:00,\"新闻, 早\",media/a.ts\n,,,media/b.ts\n";
+        let day = csv(text, date()).unwrap();
+        assert_eq!(to_csv(&day), text);
+        let again = m3u(&to_m3u(&day), date()).unwrap();
+        assert_eq!(again.items.len(), 2);
+        assert_eq!(again.items[0].programme.title.as_deref(), Some("新闻, 早"));
+        assert_eq!(again.items[0].source, day.items[0].source);
     }
 
     #[test]

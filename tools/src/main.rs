@@ -116,6 +116,18 @@ enum ScheduleAction {
         #[arg(long)]
         revision: Option<u64>,
     },
+    /// Writes a date's schedule as TOML (the file itself), CSV or M3U.
+    Export {
+        channel: String,
+        #[arg(long)]
+        date: Option<String>,
+        /// toml, csv or m3u.
+        #[arg(long, default_value = "toml")]
+        format: String,
+        /// Write it here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
     /// Converts a CSV (`start,duration,title,file`) or M3U playlist into a schedule file
     /// for DATE, offline; `put` it afterwards.
     Import {
@@ -196,6 +208,9 @@ enum ScheduleAction {
         from: u64,
         /// The newer revision (default: the current one).
         to: Option<u64>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Puts back the revision before the current one (as a new revision).
     Undo {
@@ -517,11 +532,42 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
                 },
             )
         }
+        ScheduleAction::Export {
+            channel,
+            date,
+            format,
+            output,
+        } => {
+            let date = date.unwrap_or_else(today_utc);
+            let v = server
+                .request("GET", &path(&channel, &date), &[], "", false)?
+                .ok()?;
+            let toml = v["toml"].as_str().unwrap_or_default();
+            let text = match format.as_str() {
+                "toml" => toml.to_owned(),
+                "csv" | "m3u" => {
+                    let day = epg::schedule::parse(toml)
+                        .map_err(|e| anyhow::anyhow!("the server's file: {e}"))?;
+                    if format == "csv" {
+                        epg::import::to_csv(&day)
+                    } else {
+                        epg::import::to_m3u(&day)
+                    }
+                }
+                other => anyhow::bail!("--format {other}: expected toml, csv or m3u"),
+            };
+            match output {
+                Some(p) => std::fs::write(&p, text).with_context(|| p.display().to_string())?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ScheduleAction::Diff {
             channel,
             date,
             from,
             to,
+            json,
         } => {
             let date = date.unwrap_or_else(today_utc);
             let fetch = |rev: Option<u64>| -> anyhow::Result<(u64, String)> {
@@ -542,6 +588,17 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
             };
             let (a_rev, a) = fetch(Some(from))?;
             let (b_rev, b) = fetch(to)?;
+            if json {
+                let lines: Vec<String> = diff::lines(&a, &b)
+                    .into_iter()
+                    .filter(|l| !l.starts_with(' '))
+                    .collect();
+                println!(
+                    "{:#}",
+                    serde_json::json!({"channel": channel, "date": date, "from": a_rev, "to": b_rev, "changes": lines})
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("{channel} {date}: revision {a_rev} → {b_rev}");
             for line in diff::lines(&a, &b) {
                 if !line.starts_with("  revision = ") {

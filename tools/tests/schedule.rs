@@ -247,6 +247,36 @@ fn edit_a_running_channels_schedule() {
         "{table}"
     );
 
+    // Export as CSV, and the diff as JSON.
+    let o = hectl(
+        &server,
+        &token,
+        &["export", "news", "--date", "2026-11-24", "--format", "csv"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "start,duration,title,file\n00:00:00,,一,a.ts\n,,二,b.ts\n00:00:08,,三,c.ts\n"
+    );
+    let o = hectl(
+        &server,
+        &token,
+        &["diff", "news", "--date", "2026-11-23", "1", "2", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["from"].clone(), v["to"].clone()),
+        (serde_json::json!(1), serde_json::json!(2))
+    );
+    assert!(
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "+ title = \"晚间新闻\""),
+        "{v}"
+    );
+
     // Status: that date is not today, so the channel loops its playlist.
     let o = Command::new(env!("CARGO_BIN_EXE_hectl"))
         .args(["status", "news", "--server", &server])
