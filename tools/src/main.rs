@@ -420,18 +420,15 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
             channel,
             date,
             output,
-        } => {
-            let date = date.unwrap_or_else(today_utc);
-            let v = server
-                .request("GET", &path(&channel, &date), &[], "", false)?
-                .ok()?;
-            let text = v["toml"].as_str().unwrap_or_default();
-            match output {
-                Some(p) => std::fs::write(&p, text).with_context(|| p.display().to_string())?,
-                None => print!("{text}"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => schedule(
+            ScheduleAction::Export {
+                channel,
+                date,
+                format: "toml".to_owned(),
+                output,
+            },
+            server,
+        ),
         ScheduleAction::Put {
             channel,
             file,
