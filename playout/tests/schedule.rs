@@ -163,3 +163,58 @@ fn a_week_of_ten_thousand_entries() {
         "a segment per hard start at least"
     );
 }
+
+/// Seven days of a random schedule turned into splicer cues the way the daemon does: every
+/// hard start becomes a cue held until exactly its instant on the output clock (no drift
+/// after a week), the cues tile the week without a gap (filler included), and each is cut
+/// where the next begins. What the splicer does with such cues is `tests/cues.rs`.
+#[test]
+fn a_week_of_cues_without_drift_or_gap() {
+    let media = media();
+    let raw: Vec<RawEntry> = (0..3000u32)
+        .map(|i| {
+            let kind = match i % 6 {
+                0 => Kind::Hard(200),
+                3 => Kind::Soft(1),
+                _ => Kind::Follow,
+            };
+            (kind, i % 15, None, i % 11 == 5)
+        })
+        .collect();
+    let entries = build(&raw);
+    let until = Utc(WEEK as i64);
+    let t = resolve(&entries, &filler(), &media, Utc(0), until).unwrap();
+    // The daemon's mapping: output ticks = 27 MHz since an origin at UTC 0.
+    let origin = 8_589_000_000u64;
+    let to_ticks = |u: Utc| origin + (u.0 as u128 * 27 / 1000) as u64;
+    let cues = playout::schedule::cues(t.segments(), &entries, to_ticks, |_| 0);
+    assert_eq!(cues.len(), t.segments().len());
+    for (cue, pair) in cues.iter().zip(t.segments().windows(2)) {
+        assert_eq!(pair[0].end, pair[1].start, "no gap");
+        assert_eq!(
+            cue.until,
+            Some(to_ticks(pair[0].end)),
+            "cut where the next begins"
+        );
+    }
+    let mut hard = 0;
+    for (i, e) in entries.iter().enumerate() {
+        if let Start::Hard(at) = e.start {
+            if at < until {
+                let k = t
+                    .segments()
+                    .iter()
+                    .position(|s| s.source == Source::Entry(i) && s.start == at)
+                    .unwrap();
+                assert_eq!(
+                    cues[k].not_before,
+                    Some(to_ticks(at)),
+                    "entry {i}: no drift"
+                );
+                hard += 1;
+            }
+        }
+    }
+    assert!(hard > 400, "{hard} hard starts checked");
+    assert_eq!(cues.last().unwrap().until, Some(to_ticks(until)));
+}
