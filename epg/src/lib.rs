@@ -4,11 +4,13 @@
 //!   validated with every error named by line, item and field; written back byte-stable for
 //!   edits; turned into UTC [`playout::schedule::Entry`] values in the channel's time zone.
 //!
-//! - [`import`]: schedules from CSV and M3U.
+//! - [`import`]: schedules from and to CSV and M3U.
+//! - [`si`]: DVB SI codings and tables (SDT, EIT present/following, TDT, TOT).
 //!
-//! DVB SI (EIT, SDT, TDT/TOT, NIT) and XMLTV come with issue #5.
+//! EIT schedule, NIT, XMLTV and the mux insertion come with the rest of issue #5.
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod import;
 pub mod schedule;
+pub mod si;

@@ -1,0 +1,514 @@
+//! DVB service information (ETSI EN 300 468): the time and text codings, long-form SI
+//! sections, and the tables built from them: SDT (§5.2.3), EIT present/following (§5.2.4),
+//! TDT (§5.2.5) and TOT (§5.2.6), with the descriptors they carry (service 0x48, short_event
+//! 0x4D, extended_event 0x4E, content 0x54, parental_rating 0x55, local_time_offset 0x58).
+//! Parsers for the same, so every table round-trips in tests.
+
+use chrono::{NaiveDate, NaiveDateTime, Timelike};
+use playout::psi::crc32_mpeg2;
+
+/// How text is coded in SI (EN 300 468 Annex A).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Charset {
+    /// UTF-8, selector 0x15 (the default: every script).
+    #[default]
+    Utf8,
+    /// GB 2312-1980, selector 0x13, for set-top boxes that only know it.
+    Gb2312,
+    /// The default table (ISO 6937), no selector: printable ASCII only here.
+    Latin,
+}
+
+/// Text that cannot be coded in the chosen character set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{ch}` (at character {index}) cannot be encoded in {charset:?}")]
+pub struct TextError {
+    /// The character.
+    pub ch: char,
+    /// Its position in the text (characters).
+    pub index: usize,
+    /// The character set.
+    pub charset: Charset,
+}
+
+/// Codes `text` with its selector byte, at most `max` bytes in all, cut on a character
+/// boundary. Text the charset cannot hold is an error, never replaced.
+pub fn encode_text(text: &str, charset: Charset, max: usize) -> Result<Vec<u8>, TextError> {
+    let mut out = match charset {
+        Charset::Utf8 => vec![0x15],
+        Charset::Gb2312 => vec![0x13],
+        Charset::Latin => Vec::new(),
+    };
+    for (index, ch) in text.chars().enumerate() {
+        let mut buf = [0u8; 4];
+        let bytes: Vec<u8> = match charset {
+            Charset::Utf8 => ch.encode_utf8(&mut buf).as_bytes().to_vec(),
+            Charset::Latin if (' '..='~').contains(&ch) => vec![ch as u8],
+            Charset::Latin => return Err(TextError { ch, index, charset }),
+            Charset::Gb2312 => gb2312(ch).ok_or(TextError { ch, index, charset })?,
+        };
+        if out.len() + bytes.len() > max {
+            break;
+        }
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+/// One character in GB 2312: ASCII as is, else two bytes both in 0xA1..=0xFE (what GBK
+/// adds beyond GB 2312 is refused).
+fn gb2312(ch: char) -> Option<Vec<u8>> {
+    if ch.is_ascii() {
+        return Some(vec![ch as u8]);
+    }
+    let mut s = [0u8; 4];
+    let (bytes, _, unmappable) = encoding_rs::GBK.encode(ch.encode_utf8(&mut s));
+    (!unmappable && bytes.len() == 2 && bytes.iter().all(|b| (0xA1..=0xFE).contains(b)))
+        .then(|| bytes.into_owned())
+}
+
+/// Decodes SI text (selectors 0x15, 0x13, or none).
+pub fn decode_text(bytes: &[u8]) -> String {
+    match bytes.first() {
+        Some(0x15) => String::from_utf8_lossy(&bytes[1..]).into_owned(),
+        Some(0x13) => encoding_rs::GBK
+            .decode_without_bom_handling(&bytes[1..])
+            .0
+            .into_owned(),
+        _ => bytes.iter().map(|&b| b as char).collect(),
+    }
+}
+
+/// Modified Julian Date of a date (EN 300 468 Annex C).
+pub fn mjd(date: NaiveDate) -> u16 {
+    let epoch = NaiveDate::from_ymd_opt(1858, 11, 17).unwrap_or_default();
+    (date - epoch).num_days() as u16
+}
+
+fn bcd(v: u32) -> u8 {
+    (((v / 10) << 4) | (v % 10)) as u8
+}
+
+fn from_bcd(b: u8) -> u32 {
+    u32::from(b >> 4) * 10 + u32::from(b & 0x0F)
+}
+
+/// The 40-bit UTC time: MJD, then hours, minutes, seconds in BCD.
+pub fn utc_time(t: NaiveDateTime) -> [u8; 5] {
+    let m = mjd(t.date()).to_be_bytes();
+    [m[0], m[1], bcd(t.hour()), bcd(t.minute()), bcd(t.second())]
+}
+
+/// Reads a 40-bit UTC time.
+pub fn parse_utc_time(b: &[u8; 5]) -> Option<NaiveDateTime> {
+    let epoch = NaiveDate::from_ymd_opt(1858, 11, 17)?;
+    let date = epoch + chrono::Duration::days(i64::from(u16::from_be_bytes([b[0], b[1]])));
+    date.and_hms_opt(from_bcd(b[2]), from_bcd(b[3]), from_bcd(b[4]))
+}
+
+/// A 24-bit BCD duration hh:mm:ss (at most 99:59:59).
+pub fn bcd_duration(secs: u64) -> [u8; 3] {
+    let s = secs.min(99 * 3600 + 59 * 60 + 59) as u32;
+    [bcd(s / 3600), bcd(s / 60 % 60), bcd(s % 60)]
+}
+
+fn parse_bcd_duration(b: &[u8]) -> u64 {
+    u64::from(from_bcd(b[0]) * 3600 + from_bcd(b[1]) * 60 + from_bcd(b[2]))
+}
+
+/// A long-form SI section: syntax indicator and reserved bits set, `header_tail` (the table's
+/// fields after last_section_number), the body, CRC-32.
+pub fn long_section(
+    table_id: u8,
+    extension: u16,
+    version: u8,
+    section: (u8, u8),
+    header_tail: &[u8],
+    body: &[u8],
+) -> Vec<u8> {
+    let len = 5 + header_tail.len() + body.len() + 4;
+    let mut s = Vec::with_capacity(3 + len);
+    s.push(table_id);
+    s.extend_from_slice(&(0xF000 | len as u16).to_be_bytes());
+    s.extend_from_slice(&extension.to_be_bytes());
+    s.push(0xC0 | ((version & 0x1F) << 1) | 1);
+    s.push(section.0);
+    s.push(section.1);
+    s.extend_from_slice(header_tail);
+    s.extend_from_slice(body);
+    let crc = crc32_mpeg2(&s);
+    s.extend_from_slice(&crc.to_be_bytes());
+    s
+}
+
+/// A descriptor: tag, length, payload (at most 255 bytes, cut otherwise).
+fn descriptor(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len().min(255);
+    let mut d = vec![tag, n as u8];
+    d.extend_from_slice(&payload[..n]);
+    d
+}
+
+/// A service in the SDT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// service_id (the program number).
+    pub service_id: u16,
+    /// Name (service_descriptor).
+    pub name: String,
+    /// Provider name.
+    pub provider: String,
+    /// service_type: 0x01 digital television, 0x19 advanced codec HD.
+    pub service_type: u8,
+    /// EIT present/following carried for it.
+    pub eit_pf: bool,
+    /// EIT schedule carried for it.
+    pub eit_schedule: bool,
+}
+
+/// SDT actual (table 0x42) on PID 0x11, one section.
+pub fn sdt(
+    transport_stream_id: u16,
+    original_network_id: u16,
+    version: u8,
+    services: &[Service],
+    charset: Charset,
+) -> Result<Vec<u8>, TextError> {
+    let mut body = Vec::new();
+    for s in services {
+        let mut svc = vec![s.service_type];
+        let provider = encode_text(&s.provider, charset, 100)?;
+        let name = encode_text(&s.name, charset, 100)?;
+        svc.push(provider.len() as u8);
+        svc.extend_from_slice(&provider);
+        svc.push(name.len() as u8);
+        svc.extend_from_slice(&name);
+        let d = descriptor(0x48, &svc);
+        body.extend_from_slice(&s.service_id.to_be_bytes());
+        body.push(0xFC | (u8::from(s.eit_schedule) << 1) | u8::from(s.eit_pf));
+        // running_status 4 (running), free_CA_mode 0, descriptors_loop_length.
+        body.extend_from_slice(&((4u16 << 13) | d.len() as u16).to_be_bytes());
+        body.extend_from_slice(&d);
+    }
+    let mut tail = original_network_id.to_be_bytes().to_vec();
+    tail.push(0xFF);
+    Ok(long_section(
+        0x42,
+        transport_stream_id,
+        version,
+        (0, 0),
+        &tail,
+        &body,
+    ))
+}
+
+/// An event in the EIT.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    /// event_id, stable for the event.
+    pub event_id: u16,
+    /// Start (UTC).
+    pub start: NaiveDateTime,
+    /// Duration in seconds.
+    pub duration_s: u64,
+    /// running_status: 4 running, 1 not running.
+    pub running_status: u8,
+    /// ISO 639-2 language of the texts.
+    pub language: String,
+    /// Title (short_event event_name).
+    pub title: String,
+    /// Short text (short_event text).
+    pub text: String,
+    /// Long description, split over extended_event descriptors.
+    pub extended: String,
+    /// content_nibble_level_1/2 byte (e.g. 0x20 news), if known.
+    pub content: Option<u8>,
+    /// Minimum age (parental_rating: age − 3), 0 for none.
+    pub min_age: u8,
+}
+
+fn lang_code(l: &str) -> [u8; 3] {
+    let b = l.as_bytes();
+    if b.len() == 3 {
+        [b[0], b[1], b[2]]
+    } else {
+        *b"und"
+    }
+}
+
+fn event_descriptors(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> {
+    let lang = lang_code(&e.language);
+    let mut out = Vec::new();
+    // short_event: 3 + 1 + name + 1 + text <= 255.
+    let name = encode_text(&e.title, charset, 120)?;
+    let text = encode_text(&e.text, charset, 250 - 5 - name.len())?;
+    let mut p = lang.to_vec();
+    p.push(name.len() as u8);
+    p.extend_from_slice(&name);
+    p.push(text.len() as u8);
+    p.extend_from_slice(&text);
+    out.extend(descriptor(0x4D, &p));
+    // extended_event: the long text in pieces cut on character boundaries.
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut rest: &str = &e.extended;
+    while !rest.is_empty() && pieces.len() < 16 {
+        let piece = encode_text(rest, charset, 245)?;
+        let selector = usize::from(charset != Charset::Latin);
+        let taken = decode_text(&piece).chars().count();
+        let consumed: usize = rest.chars().take(taken).map(char::len_utf8).sum();
+        if consumed == 0 || piece.len() <= selector {
+            break;
+        }
+        pieces.push(piece);
+        rest = &rest[consumed..];
+    }
+    let last = pieces.len().saturating_sub(1) as u8;
+    for (i, piece) in pieces.iter().enumerate() {
+        let mut p = vec![((i as u8) << 4) | last];
+        p.extend_from_slice(&lang);
+        p.push(0); // no items
+        p.push(piece.len() as u8);
+        p.extend_from_slice(piece);
+        out.extend(descriptor(0x4E, &p));
+    }
+    if let Some(c) = e.content {
+        out.extend(descriptor(0x54, &[c, 0x00]));
+    }
+    if e.min_age >= 4 {
+        let mut p = b"CHN".to_vec();
+        p.push(e.min_age - 3);
+        out.extend(descriptor(0x55, &p));
+    }
+    Ok(out)
+}
+
+/// EIT present/following actual (table 0x4E) for one service: section 0 is the present
+/// event, section 1 the following one; both are always sent, empty when there is none.
+pub fn eit_pf(
+    service_id: u16,
+    transport_stream_id: u16,
+    original_network_id: u16,
+    version: u8,
+    present: Option<&Event>,
+    following: Option<&Event>,
+    charset: Charset,
+) -> Result<[Vec<u8>; 2], TextError> {
+    let mut tail = transport_stream_id.to_be_bytes().to_vec();
+    tail.extend_from_slice(&original_network_id.to_be_bytes());
+    tail.push(1); // segment_last_section_number
+    tail.push(0x4E); // last_table_id
+    let section = |n: u8, e: Option<&Event>| -> Result<Vec<u8>, TextError> {
+        let mut body = Vec::new();
+        if let Some(e) = e {
+            let d = event_descriptors(e, charset)?;
+            body.extend_from_slice(&e.event_id.to_be_bytes());
+            body.extend_from_slice(&utc_time(e.start));
+            body.extend_from_slice(&bcd_duration(e.duration_s));
+            body.extend_from_slice(
+                &((u16::from(e.running_status & 7) << 13) | d.len() as u16).to_be_bytes(),
+            );
+            body.extend_from_slice(&d);
+        }
+        Ok(long_section(
+            0x4E,
+            service_id,
+            version,
+            (n, 1),
+            &tail,
+            &body,
+        ))
+    };
+    Ok([section(0, present)?, section(1, following)?])
+}
+
+/// TDT (table 0x70): the UTC time, a short section without CRC.
+pub fn tdt(now: NaiveDateTime) -> Vec<u8> {
+    let mut s = vec![0x70, 0x70, 0x05];
+    s.extend_from_slice(&utc_time(now));
+    s
+}
+
+/// TOT (table 0x73): the UTC time and a local_time_offset_descriptor for `country` (e.g.
+/// CHN) at `offset_min` minutes from UTC, with CRC.
+pub fn tot(now: NaiveDateTime, country: &str, offset_min: i32) -> Vec<u8> {
+    let mut d = lang_code(country).to_vec();
+    d.push(0x02 | u8::from(offset_min < 0)); // region 0, reserved 1, polarity
+    let m = offset_min.unsigned_abs();
+    d.push(bcd(m / 60));
+    d.push(bcd(m % 60));
+    d.extend_from_slice(&utc_time(now)); // time_of_change: none planned
+    d.push(bcd(m / 60));
+    d.push(bcd(m % 60));
+    let desc = descriptor(0x58, &d);
+    let len = 5 + 2 + desc.len() + 4;
+    let mut s = vec![0x73, 0x70 | (len >> 8) as u8, len as u8];
+    s.extend_from_slice(&utc_time(now));
+    s.extend_from_slice(&(0xF000 | desc.len() as u16).to_be_bytes());
+    s.extend_from_slice(&desc);
+    let crc = crc32_mpeg2(&s);
+    s.extend_from_slice(&crc.to_be_bytes());
+    s
+}
+
+/// An event read back from an EIT section: (section_number, event).
+pub fn parse_eit(section: &[u8]) -> Option<(u8, Option<Event>)> {
+    if section.len() < 18
+        || crc32_mpeg2(&section[..section.len() - 4]).to_be_bytes() != section[section.len() - 4..]
+    {
+        return None;
+    }
+    let number = section[6];
+    let body = &section[14..section.len() - 4];
+    if body.is_empty() {
+        return Some((number, None));
+    }
+    let mut e = Event {
+        event_id: u16::from_be_bytes([body[0], body[1]]),
+        start: parse_utc_time(&[body[2], body[3], body[4], body[5], body[6]])?,
+        duration_s: parse_bcd_duration(&body[7..10]),
+        running_status: body[10] >> 5,
+        ..Event::default()
+    };
+    let dlen = usize::from(u16::from_be_bytes([body[10], body[11]]) & 0x0FFF);
+    let mut d = body.get(12..12 + dlen)?;
+    while d.len() >= 2 {
+        let (tag, n) = (d[0], usize::from(d[1]));
+        let p = d.get(2..2 + n)?;
+        match tag {
+            0x4D => {
+                e.language = String::from_utf8_lossy(&p[..3]).into_owned();
+                let nl = usize::from(p[3]);
+                e.title = decode_text(&p[4..4 + nl]);
+                let tl = usize::from(p[4 + nl]);
+                e.text = decode_text(&p[5 + nl..5 + nl + tl]);
+            }
+            0x4E => {
+                let tl = usize::from(p[5]);
+                e.extended.push_str(&decode_text(&p[6..6 + tl]));
+            }
+            0x54 => e.content = p.first().copied(),
+            0x55 => e.min_age = p.get(3).map_or(0, |r| r + 3),
+            _ => {}
+        }
+        d = &d[2 + n..];
+    }
+    Some((number, Some(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(y, mo, d)
+            .unwrap()
+            .and_hms_opt(h, mi, s)
+            .unwrap()
+    }
+
+    #[test]
+    fn en_300_468_annex_c_time_vector() {
+        // 1993-10-13 12:45:00 → 0xC079124500.
+        assert_eq!(
+            utc_time(at(1993, 10, 13, 12, 45, 0)),
+            [0xC0, 0x79, 0x12, 0x45, 0x00]
+        );
+        assert_eq!(
+            parse_utc_time(&[0xC0, 0x79, 0x12, 0x45, 0x00]),
+            Some(at(1993, 10, 13, 12, 45, 0))
+        );
+        assert_eq!(bcd_duration(5400 + 30), [0x01, 0x30, 0x30]);
+        assert_eq!(mjd(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()), 61_367);
+    }
+
+    #[test]
+    fn text_in_each_charset() {
+        assert_eq!(
+            encode_text("新闻", Charset::Utf8, 255).unwrap(),
+            [0x15, 0xE6, 0x96, 0xB0, 0xE9, 0x97, 0xBB]
+        );
+        assert_eq!(
+            encode_text("新闻", Charset::Gb2312, 255).unwrap(),
+            [0x13, 0xD0, 0xC2, 0xCE, 0xC5]
+        );
+        assert_eq!(decode_text(&[0x13, 0xD0, 0xC2, 0xCE, 0xC5]), "新闻");
+        assert_eq!(encode_text("News", Charset::Latin, 255).unwrap(), b"News");
+        let err = encode_text("News 新闻", Charset::Latin, 255).unwrap_err();
+        assert_eq!((err.ch, err.index), ('新', 5));
+        // 𠀀 is outside GB 2312 (and GBK): refused, never garbled.
+        assert!(encode_text("新𠀀", Charset::Gb2312, 255).is_err());
+        // Cut on a character boundary: 3-byte characters, 10 bytes → selector + 3 chars.
+        let cut = encode_text("一二三四五", Charset::Utf8, 10).unwrap();
+        assert_eq!(cut.len(), 10);
+        assert_eq!(decode_text(&cut), "一二三");
+    }
+
+    #[test]
+    fn eit_pf_round_trips_with_chinese_in_both_charsets() {
+        let present = Event {
+            event_id: 0x1234,
+            start: at(2026, 11, 23, 11, 0, 0),
+            duration_s: 1800,
+            running_status: 4,
+            language: "zho".into(),
+            title: "新闻联播".into(),
+            text: "每晚七点".into(),
+            extended: "很长的节目介绍。".repeat(40),
+            content: Some(0x20),
+            min_age: 12,
+        };
+        for charset in [Charset::Utf8, Charset::Gb2312] {
+            let [s0, s1] = eit_pf(101, 1, 1, 3, Some(&present), None, charset).unwrap();
+            assert_eq!(s0[0], 0x4E);
+            let (n, e) = parse_eit(&s0).unwrap();
+            assert_eq!(n, 0);
+            assert_eq!(e.unwrap(), present, "{charset:?}");
+            assert_eq!(
+                parse_eit(&s1).unwrap(),
+                (1, None),
+                "following sent even when empty"
+            );
+        }
+    }
+
+    #[test]
+    fn sdt_tdt_tot_layouts() {
+        let s = sdt(
+            1,
+            1,
+            0,
+            &[Service {
+                service_id: 101,
+                name: "中央一套".into(),
+                provider: "Demo".into(),
+                service_type: 0x01,
+                eit_pf: true,
+                eit_schedule: false,
+            }],
+            Charset::Utf8,
+        )
+        .unwrap();
+        assert_eq!(s[0], 0x42);
+        assert_eq!(
+            crc32_mpeg2(&s[..s.len() - 4]).to_be_bytes(),
+            s[s.len() - 4..]
+        );
+        assert_eq!(
+            &s[11..13],
+            &[0x00, 0x65],
+            "service_id 101 first in the loop"
+        );
+        assert_eq!(
+            tdt(at(1993, 10, 13, 12, 45, 0)),
+            [0x70, 0x70, 0x05, 0xC0, 0x79, 0x12, 0x45, 0x00]
+        );
+        let t = tot(at(2026, 11, 23, 11, 0, 0), "CHN", 480);
+        assert_eq!(t[0], 0x73);
+        assert_eq!(&t[10..15], &[0x58, 13, b'C', b'H', b'N']);
+        assert_eq!(&t[16..18], &[0x08, 0x00], "+08:00");
+        assert_eq!(
+            crc32_mpeg2(&t[..t.len() - 4]).to_be_bytes(),
+            t[t.len() - 4..]
+        );
+    }
+}
