@@ -282,6 +282,99 @@ fn event_descriptors(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> 
     Ok(out)
 }
 
+/// One event of an EIT event loop.
+fn event_bytes(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> {
+    let d = event_descriptors(e, charset)?;
+    let mut b = Vec::with_capacity(12 + d.len());
+    b.extend_from_slice(&e.event_id.to_be_bytes());
+    b.extend_from_slice(&utc_time(e.start));
+    b.extend_from_slice(&bcd_duration(e.duration_s));
+    b.extend_from_slice(&((u16::from(e.running_status & 7) << 13) | d.len() as u16).to_be_bytes());
+    b.extend_from_slice(&d);
+    Ok(b)
+}
+
+/// Largest EIT section (EN 300 468 §5.2.4: 4096 bytes).
+pub const EIT_SECTION_MAX: usize = 4096;
+
+/// EIT schedule actual for one service over `days` days from `today` (00:00 UTC): tables
+/// 0x50.. of 4 days each, every 3-hour segment signalled (an empty section when it has no
+/// event), at most 8 sections of at most 4096 bytes per segment, section numbers, segment and
+/// table ends set as EN 300 468 §5.2.4 says. Events are placed by start time; those outside the
+/// window are left out. Returns the sections in table and section order.
+#[allow(clippy::too_many_arguments)]
+pub fn eit_schedule(
+    service_id: u16,
+    transport_stream_id: u16,
+    original_network_id: u16,
+    version: u8,
+    events: &[Event],
+    today: NaiveDate,
+    days: u32,
+    charset: Charset,
+) -> Result<Vec<Vec<u8>>, TextError> {
+    let days = days.clamp(1, 64);
+    let start = today.and_hms_opt(0, 0, 0).unwrap_or_default();
+    let segments = days * 8;
+    // Events by segment (index from the window start), in start order.
+    let mut by_segment: Vec<Vec<&Event>> = vec![Vec::new(); segments as usize];
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by_key(|e| e.start);
+    for e in sorted {
+        let secs = (e.start - start).num_seconds();
+        if secs >= 0 && secs < i64::from(segments) * 3 * 3600 {
+            by_segment[(secs / (3 * 3600)) as usize].push(e);
+        }
+    }
+    // Sections of each segment: events packed up to the size limit, at most 8.
+    let head = 14 + 4;
+    let mut seg_sections: Vec<Vec<Vec<u8>>> = Vec::new();
+    for evs in &by_segment {
+        let mut secs: Vec<Vec<u8>> = vec![Vec::new()];
+        for e in evs {
+            let b = event_bytes(e, charset)?;
+            let last = secs.last_mut().map_or(0, |s| s.len());
+            if head + last + b.len() > EIT_SECTION_MAX && last > 0 {
+                if secs.len() == 8 {
+                    break; // the segment is full: later events of it are left out
+                }
+                secs.push(Vec::new());
+            }
+            if let Some(s) = secs.last_mut() {
+                s.extend_from_slice(&b);
+            }
+        }
+        seg_sections.push(secs);
+    }
+    let tables = days.div_ceil(4) as usize;
+    let last_table_id = 0x50 + tables as u8 - 1;
+    let mut out = Vec::new();
+    for t in 0..tables {
+        let table_id = 0x50 + t as u8;
+        let segs = &seg_sections[t * 32..((t + 1) * 32).min(seg_sections.len())];
+        let last_seg = segs.len() - 1;
+        let last_section = (last_seg * 8 + segs[last_seg].len() - 1) as u8;
+        for (k, secs) in segs.iter().enumerate() {
+            let seg_last = (k * 8 + secs.len() - 1) as u8;
+            for (j, body) in secs.iter().enumerate() {
+                let mut tail = transport_stream_id.to_be_bytes().to_vec();
+                tail.extend_from_slice(&original_network_id.to_be_bytes());
+                tail.push(seg_last);
+                tail.push(last_table_id);
+                out.push(long_section(
+                    table_id,
+                    service_id,
+                    version,
+                    ((k * 8 + j) as u8, last_section),
+                    &tail,
+                    body,
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// EIT present/following actual (table 0x4E) for one service: section 0 is the present
 /// event, section 1 the following one; both are always sent, empty when there is none.
 pub fn eit_pf(
@@ -350,7 +443,31 @@ pub fn tot(now: NaiveDateTime, country: &str, offset_min: i32) -> Vec<u8> {
     s
 }
 
-/// An event read back from an EIT section: (section_number, event).
+/// The events of an EIT section (any table): (section_number, events).
+pub fn parse_eit_events(section: &[u8]) -> Option<(u8, Vec<Event>)> {
+    if section.len() < 18
+        || crc32_mpeg2(&section[..section.len() - 4]).to_be_bytes() != section[section.len() - 4..]
+    {
+        return None;
+    }
+    let mut body = &section[14..section.len() - 4];
+    let mut events = Vec::new();
+    while !body.is_empty() {
+        let dlen = usize::from(u16::from_be_bytes([*body.get(10)?, *body.get(11)?]) & 0x0FFF);
+        let one = body.get(..12 + dlen)?;
+        let mut copy = section[..14].to_vec();
+        copy.extend_from_slice(one);
+        let crc = crc32_mpeg2(&copy);
+        copy.extend_from_slice(&crc.to_be_bytes());
+        if let Some((_, Some(e))) = parse_eit(&copy) {
+            events.push(e);
+        }
+        body = &body[12 + dlen..];
+    }
+    Some((section[6], events))
+}
+
+/// The first event of an EIT section: (section_number, event).
 pub fn parse_eit(section: &[u8]) -> Option<(u8, Option<Event>)> {
     if section.len() < 18
         || crc32_mpeg2(&section[..section.len() - 4]).to_be_bytes() != section[section.len() - 4..]
@@ -469,6 +586,63 @@ mod tests {
                 "following sent even when empty"
             );
         }
+    }
+
+    #[test]
+    fn eit_schedule_segments_sections_and_round_trip() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        // Every 20 minutes for 7 days, none on day 2 between 06:00 and 09:00 (an empty
+        // segment), long descriptions so segments need several sections.
+        let events: Vec<Event> = (0..7 * 72)
+            .map(|k| {
+                let start = today.and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::minutes(20 * k);
+                Event {
+                    event_id: k as u16 + 1,
+                    start,
+                    duration_s: 1200,
+                    running_status: 1,
+                    language: "zho".into(),
+                    title: format!("节目 {k}"),
+                    text: "简介".into(),
+                    extended: "很长的介绍。".repeat(60),
+                    content: Some(0x20),
+                    min_age: 0,
+                }
+            })
+            .filter(|e| {
+                let h = (e.start - today.and_hms_opt(0, 0, 0).unwrap()).num_hours();
+                !(54..57).contains(&h)
+            })
+            .collect();
+        let sections = eit_schedule(101, 1, 1, 2, &events, today, 7, Charset::Utf8).unwrap();
+        let mut seen = Vec::new();
+        let mut tables = std::collections::BTreeSet::new();
+        for s in &sections {
+            assert!(s.len() <= EIT_SECTION_MAX);
+            let (table_id, number, last, seg_last, last_table) = (s[0], s[6], s[7], s[12], s[13]);
+            tables.insert(table_id);
+            assert_eq!(last_table, 0x51, "7 days: tables 0x50 and 0x51");
+            assert_eq!(
+                seg_last / 8,
+                number / 8,
+                "segment_last_section_number in its segment"
+            );
+            assert!(number <= seg_last && seg_last <= last);
+            let (_, evs) = parse_eit_events(s).unwrap();
+            for e in &evs {
+                let seg = (e.start - today.and_hms_opt(0, 0, 0).unwrap()).num_hours() / 3 % 32;
+                assert_eq!(i64::from(number / 8), seg, "event in its 3-hour segment");
+            }
+            seen.extend(evs);
+        }
+        assert_eq!(tables.into_iter().collect::<Vec<_>>(), [0x50, 0x51]);
+        assert_eq!(seen, events, "every event once, in order, round trip");
+        // The empty segment (day 2, 06:00-09:00 = segment 18 of table 0x50) is signalled.
+        assert!(sections
+            .iter()
+            .any(|s| s[0] == 0x50 && s[6] == 18 * 8 && parse_eit_events(s).unwrap().1.is_empty()));
+        // Some segments needed more than one section.
+        assert!(sections.iter().any(|s| s[6] % 8 > 0));
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! An independent decoder reads our SI: tshark (Wireshark) decodes SDT, EIT p/f, TDT and TOT
-//! from a transport stream file with no malformed-packet warning, and shows the service and
-//! event names, Chinese included.
+//! An independent decoder reads our SI: tshark (Wireshark) decodes SDT, EIT p/f, a day of
+//! EIT schedule (multi-packet sections), TDT and TOT from a transport stream file with no
+//! malformed-packet warning, and shows the service and event names, Chinese included.
 
 use std::process::Command;
 
 use bytes::BytesMut;
 use chrono::NaiveDate;
-use epg::si::{eit_pf, sdt, tdt, tot, Charset, Event, Service};
+use epg::si::{eit_pf, eit_schedule, sdt, tdt, tot, Charset, Event, Service};
 use playout::psi::{packetize_section, Pat};
 use playout::ts::Pid;
 
@@ -77,6 +77,24 @@ fn stream(charset: Charset) -> BytesMut {
     let [s0, s1] = eit_pf(101, 1, 1, 0, Some(&present), Some(&following), charset).unwrap();
     packetize_section(Pid::from_bits(0x12), &s0, 0, &mut out);
     packetize_section(Pid::from_bits(0x12), &s1, 1, &mut out);
+    // A day of EIT schedule: multi-packet sections, several per segment.
+    let day: Vec<Event> = (0..48)
+        .map(|k| Event {
+            event_id: 100 + k,
+            start: now.date().and_hms_opt(0, 0, 0).unwrap()
+                + chrono::Duration::minutes(30 * i64::from(k)),
+            duration_s: 1800,
+            running_status: 1,
+            language: "zho".into(),
+            title: format!("节目{k}"),
+            extended: "介绍".repeat(200),
+            ..Event::default()
+        })
+        .collect();
+    let mut cc = 2;
+    for sec in eit_schedule(101, 1, 1, 0, &day, now.date(), 1, charset).unwrap() {
+        cc = packetize_section(Pid::from_bits(0x12), &sec, cc, &mut out);
+    }
     packetize_section(Pid::from_bits(0x14), &tdt(now), 0, &mut out);
     packetize_section(Pid::from_bits(0x14), &tot(now, "CHN", 480), 1, &mut out);
     out
