@@ -25,6 +25,7 @@ use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::render::{self, RenderStats};
 use crate::schedule::driver::{ClockMap, ClockMaps, ScheduleMsg};
+use crate::si::ChannelSi;
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -190,6 +191,16 @@ impl Engine {
             let refs: Vec<&ChannelConfig> = spec.channels.iter().collect();
             let mut mux = Mux::new(spec.mux.clone(), render::splicers(&refs));
             mux.track_raps(spec.feed.is_some());
+            let channel_si = spec.single_channel().map(|ch| {
+                ChannelSi::start(
+                    &mut mux,
+                    ch.service_id,
+                    ch.transport_stream_id,
+                    &ch.name,
+                    &ch.provider,
+                    ch.timezone,
+                )
+            });
             let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
             // Stagger the stations across one datagram interval so they do not all wake at
             // the same instant.
@@ -219,6 +230,7 @@ impl Engine {
                 acc_since: start_ns,
                 acc_rap: None,
                 log_stats: RenderStats::default(),
+                si: channel_si,
             });
         }
         let status: Status = Arc::new(Mutex::new(stations.iter().map(|s| s.status()).collect()));
@@ -335,6 +347,8 @@ struct Station {
     sources: Vec<Option<FileSource>>,
     /// Each program's playlist, shared with its source.
     paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
+    /// DVB SI of a single-channel station.
+    si: Option<ChannelSi>,
     on_air: Vec<Option<String>>,
     mux: Mux,
     pacer: Pacer,
@@ -468,6 +482,11 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         if now >= next_status {
             next_status = now + 1_000_000_000;
             publish_status(&stations, &global, status);
+            for st in stations.iter_mut() {
+                if let Some(si) = &st.si {
+                    si.tick(&mut st.mux);
+                }
+            }
             let mut all = maps.lock().unwrap_or_else(PoisonError::into_inner);
             for (st, &g) in stations.iter().zip(&global) {
                 if let Some(Some(m)) = all.get_mut(g) {
@@ -653,6 +672,14 @@ impl Station {
                     *slot = self.playlists[*program]
                         .get(*item)
                         .map(|p| p.display().to_string());
+                }
+                if let Some(si) = self.si.as_mut() {
+                    // Without schedule metadata the event is titled by its file name.
+                    let title = self.playlists[*program]
+                        .get(*item)
+                        .and_then(|p| p.file_stem())
+                        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                    si.on_air(&mut self.mux, &title);
                 }
             }
             render::log_event(ev, &self.names, &self.playlists, &mut self.log_stats);

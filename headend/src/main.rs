@@ -9,6 +9,7 @@ mod input;
 mod output;
 mod render;
 mod schedule;
+mod si;
 
 use std::fs::File;
 use std::io::BufWriter;

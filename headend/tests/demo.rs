@@ -85,6 +85,27 @@ fn demo_comes_up_plays_and_stops_on_ctrl_c() {
         }
     }
 
+    // The SDT: ffprobe names the service and its provider.
+    if let Some(ffprobe) = tool("ffprobe") {
+        let out = run_bounded(
+            Command::new(ffprobe)
+                .args(["-v", "error", "-show_entries"])
+                .args([
+                    "program_tags=service_name,service_provider",
+                    "-of",
+                    "default=nw=1",
+                ])
+                .args(["-i", "http://[::1]:8080/channels/one.ts"]),
+            Duration::from_secs(20),
+        );
+        let tags = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            tags.contains("TAG:service_name=Demo One")
+                && tags.contains("TAG:service_provider=headend"),
+            "{tags}"
+        );
+    }
+
     if let Some(vlc) = tool_on_path("cvlc") {
         vlc_plays_the_playlist(vlc);
     }

@@ -94,8 +94,10 @@ pub struct MuxStats {
     pub packets: u64,
     /// Null packets emitted.
     pub null_packets: u64,
-    /// PAT and PMT packets emitted.
+    /// PAT and PMT packets emitted (and SI, counted in `si_packets` too).
     pub psi_packets: u64,
+    /// SI table packets emitted ([`Mux::set_table`]).
+    pub si_packets: u64,
     /// PCR-only packets inserted.
     pub pcr_inserted: u64,
     /// Payload packets emitted.
@@ -131,6 +133,7 @@ pub struct Mux {
     pending_psi: VecDeque<Bytes>,
     track_raps: bool,
     raps: VecDeque<Rap>,
+    carousels: Vec<Carousel>,
 }
 
 /// A random access point in the output, reported by [`Mux::poll_rap`].
@@ -144,6 +147,25 @@ pub struct Rap {
     /// continuity counters that the muxer's next PAT and PMTs continue.
     pub psi: Bytes,
 }
+
+/// A repeated table (DVB SI: SDT, EIT, TDT/TOT, NIT) sent by the muxer.
+struct Carousel {
+    pid: Pid,
+    /// Which table on the PID (a caller's key, e.g. the table_id).
+    key: u8,
+    /// Each section, packetised.
+    sections: Vec<Bytes>,
+    /// New content, swapped in when a cycle ends, so a receiver never sees the sections of
+    /// one table with two versions mixed.
+    pending: Option<Vec<Bytes>>,
+    /// Every section is sent once per interval...
+    interval: Ticks27M,
+    next_due: Ticks27M,
+    next: usize,
+}
+
+/// ...and sections of one table at least this far apart (TS 101 211 §4.4: 25 ms).
+const MIN_SECTION_GAP: Ticks27M = SYSTEM_CLOCK_HZ * 25 / 1000;
 
 /// Random access points remembered for [`Mux::poll_rap`] before the oldest are dropped.
 const MAX_RAPS: usize = 64;
@@ -192,6 +214,7 @@ impl Mux {
             pending_psi: VecDeque::new(),
             track_raps: false,
             raps: VecDeque::new(),
+            carousels: Vec::new(),
         }
     }
 
@@ -262,6 +285,52 @@ impl Mux {
             }
         }
         self.events.pop_front()
+    }
+
+    /// Sends `sections` (each a whole section, packetised here) on `pid` again and again,
+    /// each once per `interval`, sections at least 25 ms apart, in the slots that would
+    /// otherwise be stuffing (after PCR, PAT and PMT). Replaces the table sent under the same
+    /// `(pid, key)` from its next cycle (a receiver never gets sections of two versions of one
+    /// table mixed); empty `sections` stop it. For DVB SI: the caller rebuilds a table when its
+    /// content changes (a new version) and calls this again.
+    pub fn set_table(&mut self, pid: Pid, key: u8, sections: &[&[u8]], interval: Ticks27M) {
+        let packets: Vec<Bytes> = sections
+            .iter()
+            .map(|sec| {
+                let mut b = BytesMut::new();
+                crate::psi::packetize_section(pid, sec, 0, &mut b);
+                b.freeze()
+            })
+            .collect();
+        let now = self.now();
+        match self
+            .carousels
+            .iter()
+            .position(|c| c.pid == pid && c.key == key)
+        {
+            Some(i) if packets.is_empty() => {
+                self.carousels.remove(i);
+            }
+            Some(i) => {
+                let c = &mut self.carousels[i];
+                c.interval = interval.max(1);
+                if c.next == 0 {
+                    c.sections = packets;
+                } else {
+                    c.pending = Some(packets);
+                }
+            }
+            None if packets.is_empty() => {}
+            None => self.carousels.push(Carousel {
+                pid,
+                key,
+                sections: packets,
+                pending: None,
+                interval: interval.max(1),
+                next_due: now,
+                next: 0,
+            }),
+        }
     }
 
     /// Turns reporting of random access points on or off (off by default).
@@ -381,6 +450,22 @@ impl Mux {
                 self.put_psi(&pmt, out);
                 return;
             }
+        }
+        // Tables (SI) whose time has come.
+        if let Some(i) = self.carousels.iter().position(|c| now >= c.next_due) {
+            let c = &mut self.carousels[i];
+            if c.next == 0 {
+                if let Some(p) = c.pending.take() {
+                    c.sections = p;
+                }
+            }
+            let section = c.sections[c.next].clone();
+            let n = c.sections.len() as u64;
+            c.next = (c.next + 1) % c.sections.len();
+            c.next_due = now + (c.interval / n).max(MIN_SECTION_GAP);
+            self.stats.si_packets += (section.len() / PACKET_SIZE) as u64;
+            self.put_psi(&section, out);
+            return;
         }
         // The earliest due packet of any program.
         let mut best: Option<(usize, Ticks27M)> = None;
