@@ -24,7 +24,7 @@ use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::render::{self, RenderStats};
-use crate::schedule::driver::{ClockMap, ClockMaps, ScheduleMsg};
+use crate::schedule::driver::{ClockMap, ClockMaps, OnAirProgramme, ScheduleMsg};
 use crate::si::ChannelSi;
 
 /// TS packets per datagram.
@@ -231,6 +231,7 @@ impl Engine {
                 acc_rap: None,
                 log_stats: RenderStats::default(),
                 si: channel_si,
+                programmes: Default::default(),
             });
         }
         let status: Status = Arc::new(Mutex::new(stations.iter().map(|s| s.status()).collect()));
@@ -349,6 +350,8 @@ struct Station {
     paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
     /// DVB SI of a single-channel station.
     si: Option<ChannelSi>,
+    /// Programmes of the cues handed to the splicer, by tag, until they go on air.
+    programmes: std::collections::BTreeMap<u64, OnAirProgramme>,
     on_air: Vec<Option<String>>,
     mux: Mux,
     pacer: Pacer,
@@ -568,10 +571,12 @@ impl Station {
             splicer.add_item();
         }
         if let Some(at) = msg.handover {
+            self.programmes.clear();
             splicer.clear_cues();
             splicer.cut_current(at);
             tracing::info!(station = %self.id, "schedule takes over");
         }
+        self.programmes.extend(msg.programmes);
         for c in msg.cues {
             if c.from_byte > 0 {
                 tracing::info!(station = %self.id, item = c.item, from_byte = c.from_byte, offset_s = c.offset_90k as f64 / 90_000.0, "joining far into a file: reading from near the offset");
@@ -665,21 +670,29 @@ impl Station {
         while let Some(ev) = self.mux.poll_event() {
             if let MuxEvent::Splice {
                 program,
-                event: SpliceEvent::ItemStarted { item, .. },
+                event: SpliceEvent::ItemStarted { item, tag, .. },
             } = &ev
             {
+                let tag = *tag;
                 if let Some(slot) = self.on_air.get_mut(*program) {
                     *slot = self.playlists[*program]
                         .get(*item)
                         .map(|p| p.display().to_string());
                 }
                 if let Some(si) = self.si.as_mut() {
-                    // Without schedule metadata the event is titled by its file name.
+                    // A cue's programme from the schedule; otherwise the file name.
                     let title = self.playlists[*program]
                         .get(*item)
                         .and_then(|p| p.file_stem())
                         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                    si.on_air(&mut self.mux, &title);
+                    let present = tag.and_then(|t| self.programmes.remove(&t));
+                    let following = tag.and_then(|t| {
+                        self.programmes
+                            .range(t + 1..)
+                            .next()
+                            .map(|(_, p)| p.clone())
+                    });
+                    si.on_air(&mut self.mux, present.as_ref(), &title, following.as_ref());
                 }
             }
             render::log_event(ev, &self.names, &self.playlists, &mut self.log_stats);

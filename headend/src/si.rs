@@ -12,6 +12,8 @@ use playout::mux::Mux;
 use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
 
+use crate::schedule::driver::OnAirProgramme;
+
 const SDT_PID: u16 = 0x11;
 const EIT_PID: u16 = 0x12;
 const TDT_PID: u16 = 0x14;
@@ -24,6 +26,40 @@ pub(crate) struct ChannelSi {
     eit_version: u8,
     event_id: u16,
     present: Option<Event>,
+    following: Option<Event>,
+}
+
+/// The EIT event of a scheduled programme.
+fn event(p: &OnAirProgramme, event_id: u16) -> Event {
+    Event {
+        event_id,
+        start: DateTime::from_timestamp_nanos(p.start.0).naive_utc(),
+        duration_s: p.duration_ns / 1_000_000_000,
+        running_status: 1,
+        language: p.language.clone().unwrap_or_else(|| "und".to_owned()),
+        title: p.title.clone(),
+        text: String::new(),
+        extended: p.description.clone(),
+        content: p.genre.as_deref().and_then(content_nibble),
+        min_age: p.rating,
+    }
+}
+
+/// EN 300 468 content_nibble (level 1 and 2) of a free-text genre, for the common ones.
+fn content_nibble(genre: &str) -> Option<u8> {
+    Some(match genre.to_ascii_lowercase().as_str() {
+        "movie" | "film" | "drama" => 0x10,
+        "news" | "current affairs" => 0x20,
+        "show" | "game show" | "entertainment" => 0x30,
+        "sports" | "sport" => 0x40,
+        "children" | "kids" => 0x50,
+        "music" => 0x60,
+        "arts" | "culture" => 0x70,
+        "social" | "politics" => 0x80,
+        "education" | "documentary" => 0x90,
+        "leisure" | "hobbies" => 0xA0,
+        _ => return None,
+    })
 }
 
 fn utc_now() -> NaiveDateTime {
@@ -66,24 +102,36 @@ impl ChannelSi {
             eit_version: 0,
             event_id: 0,
             present: None,
+            following: None,
         };
         si.send_eit(mux);
         si.tick(mux);
         si
     }
 
-    /// An item went on air: it becomes the present event.
-    pub(crate) fn on_air(&mut self, mux: &mut Mux, title: &str) {
+    /// An item went on air: it becomes the present event (started now, when the splicer put
+    /// it on air), and `following` (if known) the next.
+    pub(crate) fn on_air(
+        &mut self,
+        mux: &mut Mux,
+        present: Option<&OnAirProgramme>,
+        title: &str,
+        following: Option<&OnAirProgramme>,
+    ) {
         self.event_id = self.event_id.wrapping_add(1);
-        self.present = Some(Event {
-            event_id: self.event_id,
-            start: utc_now(),
-            duration_s: 0,
-            running_status: 4,
-            language: "und".to_owned(),
-            title: title.to_owned(),
-            ..Event::default()
-        });
+        let mut e = match present {
+            Some(p) => event(p, self.event_id),
+            None => Event {
+                event_id: self.event_id,
+                language: "und".to_owned(),
+                title: title.to_owned(),
+                ..Event::default()
+            },
+        };
+        e.start = utc_now();
+        e.running_status = 4;
+        self.present = Some(e);
+        self.following = following.map(|p| event(p, self.event_id.wrapping_add(1)));
         self.eit_version = (self.eit_version + 1) & 0x1F;
         self.send_eit(mux);
     }
@@ -95,7 +143,7 @@ impl ChannelSi {
             1,
             self.eit_version,
             self.present.as_ref(),
-            None,
+            self.following.as_ref(),
             Charset::Utf8,
         ) {
             Ok([s0, s1]) => mux.set_table(Pid::from_bits(EIT_PID), 0x4E, &[&s0, &s1], ms(1500)),

@@ -266,6 +266,28 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         "the loop's next pass: {status_json}"
     );
 
+    // The EIT present/following carries the schedule's titles, flipping as items go on air.
+    let mut eit_asm = SectionAssembler::default();
+    let mut pairs: Vec<(u8, String)> = Vec::new();
+    for raw in data.chunks_exact(188) {
+        let p = TsPacket::new(bytes::Bytes::copy_from_slice(raw)).unwrap();
+        if p.pid() == Pid::from_bits(0x12) {
+            eit_asm.push(&p, true, |section| {
+                if let Some((n, Some(e))) = epg::si::parse_eit(section) {
+                    if pairs.last().is_none_or(|(m, t)| *m != n || *t != e.title) {
+                        pairs.push((n, e.title));
+                    }
+                }
+            });
+        }
+    }
+    let has = |n: u8, title: &str| pairs.iter().any(|(m, t)| *m == n && t == title);
+    assert!(
+        has(0, "改") && has(1, "二"),
+        "present 改 with 二 following: {pairs:?}"
+    );
+    assert!(has(0, "二"), "then 二 present: {pairs:?}");
+
     let r = check(&data, &CheckLimits::across_joins(MUXRATE));
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));
     assert!(v.is_empty(), "{}\n{r}", v.join("\n"));

@@ -277,6 +277,7 @@ pub fn cues(
                 not_before: fixed.then(|| output_time(seg.start)),
                 until: Some(output_time(seg.end)),
                 entry_delay_90k: entry_delay(seg.media),
+                tag: 0,
             }
         })
         .collect()

@@ -111,6 +111,7 @@ fn hard_starts_go_on_air_within_a_frame_and_cuts_stay_conformant() {
         not_before: from.map(secs),
         until: Some(secs(until)),
         entry_delay_90k: delay[item],
+        tag: 0,
     };
     let cues = [
         cue(0, 0.0, None, 3.0),      // a.ts, cut after 3 s
@@ -150,6 +151,7 @@ fn an_offset_skips_the_start_of_the_file() {
         not_before: None,
         until: None,
         entry_delay_90k: 0,
+        tag: 0,
     };
     let (_, events) = render(&["a"], &[whole], 8);
     let full = ended(&events)[0].1;
@@ -201,6 +203,7 @@ fn cut_current_hands_over_on_time() {
                 not_before: Some(secs(4.6)),
                 until: Some(secs(7.0)),
                 entry_delay_90k: 0,
+                tag: 0,
             });
         }
         run.step(&mut out, BATCH);
@@ -339,6 +342,7 @@ fn a_seek_enters_where_the_offset_says() {
         not_before: None,
         until: None,
         entry_delay_90k: 0,
+        tag: 0,
     };
     let (_, whole) = render(&["a"], &[cue], 8);
     let seek = Cue {

@@ -91,6 +91,21 @@ pub(crate) struct ScheduleMsg {
     /// Cut the item on air here: the schedule takes over.
     pub(crate) handover: Option<Ticks27M>,
     pub(crate) cues: Vec<Cue>,
+    /// What each cue (by tag) is, for the EPG.
+    pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
+}
+
+/// A cue's programme, for the EIT: from the schedule item (or the filler's file name).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OnAirProgramme {
+    pub(crate) title: String,
+    pub(crate) description: String,
+    pub(crate) genre: Option<String>,
+    pub(crate) rating: u8,
+    pub(crate) language: Option<String>,
+    /// Scheduled start and duration (UTC ns, ns).
+    pub(crate) start: Utc,
+    pub(crate) duration_ns: u64,
 }
 
 /// One channel the scheduler drives.
@@ -114,6 +129,8 @@ struct State {
     next_item: usize,
     cued_until: Option<Utc>,
     last_error: Option<String>,
+    /// The last cue tag handed out.
+    next_tag: u64,
 }
 
 /// What the scheduler works with, shared with the engine and the API.
@@ -155,6 +172,7 @@ pub(crate) fn start(
                     stamps: HashMap::new(),
                     cued_until: None,
                     last_error: None,
+                    next_tag: 0,
                 })
                 .collect();
             while !stop.load(Ordering::Relaxed) {
@@ -217,6 +235,7 @@ fn round(
         .date_naive();
     let mut entries = Vec::new();
     let mut labels = Vec::new();
+    let mut items: Vec<epg::schedule::Item> = Vec::new();
     let mut new_paths = Vec::new();
     let mut any = false;
     for date in [today.pred_opt(), Some(today), today.succ_opt()]
@@ -245,6 +264,7 @@ fn round(
             Ok(e) => {
                 entries.extend(e);
                 labels.extend(day.items.iter().map(|i| format!("{date} {}", i.label())));
+                items.extend(day.items.iter().cloned());
             }
             Err(errors) => {
                 return Err(format!(
@@ -331,11 +351,47 @@ fn round(
     }
 
     st.last_error = None;
+    // Tag each cue, and say what it is for the EIT.
+    let mut programmes = Vec::new();
+    for (c, seg) in cues.iter_mut().zip(&due) {
+        st.next_tag += 1;
+        c.tag = st.next_tag;
+        let file_title = || {
+            st.media
+                .iter()
+                .find(|(_, (i, _, _))| *i == c.item)
+                .and_then(|(p, _)| p.file_stem())
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+        };
+        let p = match seg.source {
+            playout::schedule::Source::Entry(i) => items.get(i).map(|it| {
+                let pr = &it.programme;
+                OnAirProgramme {
+                    title: pr.title.clone().unwrap_or_else(file_title),
+                    description: pr.description.clone().unwrap_or_default(),
+                    genre: pr.genre.clone(),
+                    rating: pr.rating,
+                    language: pr.language.clone(),
+                    start: seg.start,
+                    duration_ns: seg.duration(),
+                }
+            }),
+            playout::schedule::Source::Filler => None,
+        }
+        .unwrap_or_else(|| OnAirProgramme {
+            title: file_title(),
+            start: seg.start,
+            duration_ns: seg.duration(),
+            ..OnAirProgramme::default()
+        });
+        programmes.push((c.tag, p));
+    }
     Ok(Some(ScheduleMsg {
         station: st.ch.station,
         new_paths,
         handover: first.then(|| map.output_time(from)),
         cues,
+        programmes,
     }))
 }
 

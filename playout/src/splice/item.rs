@@ -55,6 +55,7 @@ pub(crate) struct Item {
 /// How a cue shapes an item (see [`super::Cue`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CueParams {
+    pub(crate) tag: Option<u64>,
     pub(crate) offset_90k: u64,
     pub(crate) from_byte: u64,
     pub(crate) first_pts: Option<Pts>,
@@ -892,6 +893,7 @@ impl State {
             item: self.index,
             at: (t_rap as i128 + i128::from(shift90) * 300).max(0) as u64,
             presented_at: ((i128::from(rap_pts) + i128::from(shift90)) * 300).max(0) as u64,
+            tag: self.cue.tag,
             offset_90k: match (self.cue.first_pts, self.first_anchor_pts) {
                 (Some(first), _) => Pts::new(rap_pts as u64).since(first).max(0) as u64,
                 (None, Some(first)) => (rap_pts - first).max(0) as u64,

@@ -134,6 +134,9 @@ pub struct Cue {
     /// ([`crate::probe::ProbeInfo::reorder_90k`]). Decode times never go back, so the item
     /// before is cut this much earlier, and this one is presented on time.
     pub entry_delay_90k: u64,
+    /// The driver's own mark, echoed in [`SpliceEvent::ItemStarted`] when this cue goes on
+    /// air (to find its programme metadata).
+    pub tag: u64,
 }
 
 /// What the splicer hands to the muxer, in order.
@@ -213,6 +216,8 @@ pub enum SpliceEvent {
         /// Where in the file it entered: its entry picture's presentation time after the
         /// file's first picture (90 kHz).
         offset_90k: u64,
+        /// The cue's tag, when a cue (not the playlist) put it on air.
+        tag: Option<u64>,
         /// Whether it entered at an open-GOP point (leading pictures dropped).
         open_gop: bool,
         /// Whether the PMT changed (a new version was sent).
@@ -407,6 +412,7 @@ impl Splicer {
         match self.cues.pop_front() {
             Some(c) if c.item < self.items => {
                 self.current_cue = CueParams {
+                    tag: Some(c.tag),
                     offset_90k: c.offset_90k,
                     from_byte: c.from_byte,
                     first_pts: c.first_pts,
