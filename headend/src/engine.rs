@@ -583,6 +583,9 @@ impl Station {
             }
             splicer.push_cue(c);
         }
+        if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
+            si.set_week(&mut self.mux, &week);
+        }
     }
 
     /// Sends the splicers' I/O requests to the I/O threads.

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime, Offset, TimeZone};
 use epg::schedule::Tz;
-use epg::si::{eit_pf, sdt, tdt, tot, Charset, Event, Service};
+use epg::si::{eit_pf, eit_schedule, sdt, tdt, tot, Charset, Event, Service};
 use playout::mux::Mux;
 use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
@@ -27,6 +27,8 @@ pub(crate) struct ChannelSi {
     event_id: u16,
     present: Option<Event>,
     following: Option<Event>,
+    week: Vec<Event>,
+    week_version: u8,
 }
 
 /// The EIT event of a scheduled programme.
@@ -89,7 +91,7 @@ impl ChannelSi {
             provider: provider.to_owned(),
             service_type: 0x01,
             eit_pf: true,
-            eit_schedule: false,
+            eit_schedule: true,
         };
         match sdt(transport_stream_id, 1, 0, &[service], Charset::Utf8) {
             Ok(s) => mux.set_table(Pid::from_bits(SDT_PID), 0x42, &[&s], ms(1000)),
@@ -103,6 +105,8 @@ impl ChannelSi {
             event_id: 0,
             present: None,
             following: None,
+            week: Vec::new(),
+            week_version: 0,
         };
         si.send_eit(mux);
         si.tick(mux);
@@ -148,6 +152,36 @@ impl ChannelSi {
         ) {
             Ok([s0, s1]) => mux.set_table(Pid::from_bits(EIT_PID), 0x4E, &[&s0, &s1], ms(1500)),
             Err(e) => tracing::warn!(service_id = self.service_id, error = %e, "EIT not sent"),
+        }
+    }
+
+    /// The next 7 days as the EIT schedule (tables 0x50..), each section once every 10 s
+    /// (the cable/satellite profile's prime period). A new version whenever it changes.
+    pub(crate) fn set_week(&mut self, mux: &mut Mux, week: &[(u16, OnAirProgramme)]) {
+        let events: Vec<Event> = week.iter().map(|(id, p)| event(p, *id)).collect();
+        if events == self.week {
+            return;
+        }
+        self.week_version = (self.week_version + 1) & 0x1F;
+        let today = utc_now().date();
+        match eit_schedule(
+            self.service_id,
+            self.transport_stream_id,
+            1,
+            self.week_version,
+            &events,
+            today,
+            7,
+            Charset::Utf8,
+        ) {
+            Ok(sections) => {
+                let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+                mux.set_table(Pid::from_bits(EIT_PID), 0x50, &refs, ms(10_000));
+                self.week = events;
+            }
+            Err(e) => {
+                tracing::warn!(service_id = self.service_id, error = %e, "EIT schedule not sent")
+            }
         }
     }
 

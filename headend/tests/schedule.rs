@@ -269,10 +269,18 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     // The EIT present/following carries the schedule's titles, flipping as items go on air.
     let mut eit_asm = SectionAssembler::default();
     let mut pairs: Vec<(u8, String)> = Vec::new();
+    let mut week: Vec<String> = Vec::new();
     for raw in data.chunks_exact(188) {
         let p = TsPacket::new(bytes::Bytes::copy_from_slice(raw)).unwrap();
         if p.pid() == Pid::from_bits(0x12) {
             eit_asm.push(&p, true, |section| {
+                if section[0] == 0x50 {
+                    // EIT schedule: the week's events.
+                    if let Some((_, events)) = epg::si::parse_eit_events(section) {
+                        week.extend(events.into_iter().map(|e| e.title));
+                    }
+                    return;
+                }
                 if let Some((n, Some(e))) = epg::si::parse_eit(section) {
                     if pairs.last().is_none_or(|(m, t)| *m != n || *t != e.title) {
                         pairs.push((n, e.title));
@@ -281,6 +289,10 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
             });
         }
     }
+    assert!(
+        week.iter().any(|t| t == "改") && week.iter().any(|t| t == "二"),
+        "EIT schedule lists the day's programmes: {week:?}"
+    );
     let has = |n: u8, title: &str| pairs.iter().any(|(m, t)| *m == n && t == title);
     assert!(
         has(0, "改") && has(1, "二"),

@@ -93,6 +93,8 @@ pub(crate) struct ScheduleMsg {
     pub(crate) cues: Vec<Cue>,
     /// What each cue (by tag) is, for the EPG.
     pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
+    /// The next 7 days' events, for the EIT schedule (refreshed every 10 s): (event_id, what).
+    pub(crate) week: Option<Vec<(u16, OnAirProgramme)>>,
 }
 
 /// A cue's programme, for the EIT: from the schedule item (or the filler's file name).
@@ -106,6 +108,26 @@ pub(crate) struct OnAirProgramme {
     /// Scheduled start and duration (UTC ns, ns).
     pub(crate) start: Utc,
     pub(crate) duration_ns: u64,
+}
+
+impl OnAirProgramme {
+    /// Item `it` played as `seg`; `fallback_title` when the item has no title.
+    fn of(
+        it: &epg::schedule::Item,
+        seg: &playout::schedule::Segment,
+        fallback_title: String,
+    ) -> Self {
+        let pr = &it.programme;
+        OnAirProgramme {
+            title: pr.title.clone().unwrap_or(fallback_title),
+            description: pr.description.clone().unwrap_or_default(),
+            genre: pr.genre.clone(),
+            rating: pr.rating,
+            language: pr.language.clone(),
+            start: seg.start,
+            duration_ns: seg.duration(),
+        }
+    }
 }
 
 /// One channel the scheduler drives.
@@ -131,6 +153,8 @@ struct State {
     last_error: Option<String>,
     /// The last cue tag handed out.
     next_tag: u64,
+    /// When the week's EPG is next recomputed.
+    next_week: Utc,
 }
 
 /// What the scheduler works with, shared with the engine and the API.
@@ -173,6 +197,7 @@ pub(crate) fn start(
                     cued_until: None,
                     last_error: None,
                     next_tag: 0,
+                    next_week: Utc(0),
                 })
                 .collect();
             while !stop.load(Ordering::Relaxed) {
@@ -238,8 +263,11 @@ fn round(
     let mut items: Vec<epg::schedule::Item> = Vec::new();
     let mut new_paths = Vec::new();
     let mut any = false;
-    for date in [today.pred_opt(), Some(today), today.succ_opt()]
-        .into_iter()
+    // Yesterday to tomorrow for the cues; the whole week, every 10 s, for the EIT schedule.
+    let week_due = now >= st.next_week;
+    let last_day = if week_due { 6 } else { 1 };
+    for date in std::iter::once(today.pred_opt())
+        .chain((0..=last_day).map(|d| today.checked_add_days(chrono::Days::new(d))))
         .flatten()
     {
         let day = store
@@ -305,10 +333,18 @@ fn round(
             },
         );
     }
+    let week = if week_due {
+        st.next_week = now.add(10_000_000_000);
+        Some(week_events(
+            &entries, &items, &labels, &filler, &table, now,
+        )?)
+    } else {
+        None
+    };
     let first = st.cued_until.is_none();
     let from = st.cued_until.unwrap_or(now.add(LEAD.as_nanos() as u64));
     let ahead = now.add(AHEAD.as_nanos() as u64);
-    if from >= ahead && new_paths.is_empty() {
+    if from >= ahead && new_paths.is_empty() && week.is_none() {
         return Ok(None);
     }
     let timeline = resolve(&entries, &filler, &table, from, from.add(HORIZON_NS))
@@ -346,7 +382,7 @@ fn round(
             c.first_pts = Some(first);
         }
     }
-    if cues.is_empty() && new_paths.is_empty() {
+    if cues.is_empty() && new_paths.is_empty() && week.is_none() {
         return Ok(None);
     }
 
@@ -364,18 +400,9 @@ fn round(
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
         };
         let p = match seg.source {
-            playout::schedule::Source::Entry(i) => items.get(i).map(|it| {
-                let pr = &it.programme;
-                OnAirProgramme {
-                    title: pr.title.clone().unwrap_or_else(file_title),
-                    description: pr.description.clone().unwrap_or_default(),
-                    genre: pr.genre.clone(),
-                    rating: pr.rating,
-                    language: pr.language.clone(),
-                    start: seg.start,
-                    duration_ns: seg.duration(),
-                }
-            }),
+            playout::schedule::Source::Entry(i) => items
+                .get(i)
+                .map(|it| OnAirProgramme::of(it, seg, file_title())),
             playout::schedule::Source::Filler => None,
         }
         .unwrap_or_else(|| OnAirProgramme {
@@ -392,6 +419,7 @@ fn round(
         handover: first.then(|| map.output_time(from)),
         cues,
         programmes,
+        week,
     }))
 }
 
@@ -405,6 +433,44 @@ fn seek_byte(offset_ns: u64, size: u64, duration_ns: u64) -> Option<u64> {
     let back = offset_ns - SEEK_MARGIN_NS;
     let byte = (u128::from(size) * u128::from(back) / u128::from(duration_ns)) as u64;
     Some(byte - byte % 188)
+}
+
+/// The week's events from 00:00 UTC today: one per scheduled entry (its segments joined;
+/// filler is not an event), with an event_id that stays the same while the entry does
+/// (a hash of its date, start and title), whatever else is edited.
+fn week_events(
+    entries: &[playout::schedule::Entry],
+    items: &[epg::schedule::Item],
+    labels: &[String],
+    filler: &[Clip],
+    table: &[MediaInfo],
+    now: Utc,
+) -> Result<Vec<(u16, OnAirProgramme)>, String> {
+    let day_ns = 86_400 * 1_000_000_000i64;
+    let from = Utc(now.0 - now.0.rem_euclid(day_ns));
+    let t = resolve(entries, filler, table, from, from.add(7 * day_ns as u64))
+        .map_err(|e| e.to_string())?;
+    let mut out: Vec<(usize, u16, OnAirProgramme)> = Vec::new();
+    for seg in t.segments() {
+        let playout::schedule::Source::Entry(i) = seg.source else {
+            continue;
+        };
+        if let Some(last) = out.last_mut().filter(|(j, _, _)| *j == i) {
+            last.2.duration_ns += seg.duration();
+            continue;
+        }
+        let Some(it) = items.get(i) else { continue };
+        let label = labels.get(i).map_or("", String::as_str);
+        let id = label.bytes().fold(0x811C_9DC5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        out.push((
+            i,
+            (id ^ (id >> 16)) as u16,
+            OnAirProgramme::of(it, seg, it.paths().join(", ")),
+        ));
+    }
+    Ok(out.into_iter().map(|(_, id, p)| (id, p)).collect())
 }
 
 /// The playlist index of `path`, probing it the first time.
