@@ -191,7 +191,7 @@ impl Engine {
             let refs: Vec<&ChannelConfig> = spec.channels.iter().collect();
             let mut mux = Mux::new(spec.mux.clone(), render::splicers(&refs));
             mux.track_raps(spec.feed.is_some());
-            let channel_si = spec.single_channel().map(|ch| {
+            let channel_si = spec.single_channel().filter(|ch| ch.si.enabled).map(|ch| {
                 ChannelSi::start(
                     &mut mux,
                     ch.service_id,
@@ -199,6 +199,7 @@ impl Engine {
                     &ch.name,
                     &ch.provider,
                     ch.timezone,
+                    &ch.si,
                 )
             });
             let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);

@@ -1,17 +1,19 @@
-//! DVB SI in each single-channel station's output (EN 300 468, repetition per TS 101 211
-//! cable/satellite): SDT actual every second on PID 0x11, EIT present/following every 1.5 s
-//! on PID 0x12, TDT and TOT every 5 s on PID 0x14. The present event flips when the splicer
-//! reports an item on air (the real transition, not the planned one).
+//! DVB SI in each single-channel station's output (EN 300 468, repetition per TS 101 211):
+//! SDT actual every second on PID 0x11, EIT present/following every 1.5 s and the EIT
+//! schedule (`[channel.si] days`) every 10 s (30 s terrestrial) on PID 0x12, TDT and TOT every
+//! 5 s on PID 0x14. The present event flips when the splicer reports an item on air (the real
+//! transition, not the planned one). `[channel.si]` turns it off or sets the charset.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime, Offset, TimeZone};
 use epg::schedule::Tz;
-use epg::si::{eit_pf, eit_schedule, sdt, tdt, tot, Charset, Event, Service};
+use epg::si::{eit_pf, eit_schedule, sdt, tdt, tot, Event, Service};
 use playout::mux::Mux;
 use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
 
+use crate::config::SiConfig;
 use crate::schedule::driver::OnAirProgramme;
 
 const SDT_PID: u16 = 0x11;
@@ -23,6 +25,7 @@ pub(crate) struct ChannelSi {
     service_id: u16,
     transport_stream_id: u16,
     tz: Tz,
+    cfg: SiConfig,
     eit_version: u8,
     event_id: u16,
     present: Option<Event>,
@@ -84,6 +87,7 @@ impl ChannelSi {
         name: &str,
         provider: &str,
         tz: Tz,
+        cfg: &SiConfig,
     ) -> ChannelSi {
         let service = Service {
             service_id,
@@ -93,7 +97,13 @@ impl ChannelSi {
             eit_pf: true,
             eit_schedule: true,
         };
-        match sdt(transport_stream_id, 1, 0, &[service], Charset::Utf8) {
+        match sdt(
+            transport_stream_id,
+            cfg.original_network_id,
+            0,
+            &[service],
+            cfg.charset,
+        ) {
             Ok(s) => mux.set_table(Pid::from_bits(SDT_PID), 0x42, &[&s], ms(1000)),
             Err(e) => tracing::error!(service_id, error = %e, "SDT not sent"),
         }
@@ -101,6 +111,7 @@ impl ChannelSi {
             service_id,
             transport_stream_id,
             tz,
+            cfg: cfg.clone(),
             eit_version: 0,
             event_id: 0,
             present: None,
@@ -144,11 +155,11 @@ impl ChannelSi {
         match eit_pf(
             self.service_id,
             self.transport_stream_id,
-            1,
+            self.cfg.original_network_id,
             self.eit_version,
             self.present.as_ref(),
             self.following.as_ref(),
-            Charset::Utf8,
+            self.cfg.charset,
         ) {
             Ok([s0, s1]) => mux.set_table(Pid::from_bits(EIT_PID), 0x4E, &[&s0, &s1], ms(1500)),
             Err(e) => tracing::warn!(service_id = self.service_id, error = %e, "EIT not sent"),
@@ -167,16 +178,17 @@ impl ChannelSi {
         match eit_schedule(
             self.service_id,
             self.transport_stream_id,
-            1,
+            self.cfg.original_network_id,
             self.week_version,
             &events,
             today,
-            7,
-            Charset::Utf8,
+            self.cfg.days,
+            self.cfg.charset,
         ) {
             Ok(sections) => {
                 let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
-                mux.set_table(Pid::from_bits(EIT_PID), 0x50, &refs, ms(10_000));
+                let every = if self.cfg.terrestrial { 30_000 } else { 10_000 };
+                mux.set_table(Pid::from_bits(EIT_PID), 0x50, &refs, ms(every));
                 self.week = events;
             }
             Err(e) => {
@@ -194,7 +206,7 @@ impl ChannelSi {
             .fix()
             .local_minus_utc()
             / 60;
-        let (tdt_s, tot_s) = (tdt(now), tot(now, "CHN", offset_min));
+        let (tdt_s, tot_s) = (tdt(now), tot(now, &self.cfg.country, offset_min));
         mux.set_table(Pid::from_bits(TDT_PID), 0x70, &[&tdt_s], ms(5000));
         mux.set_table(Pid::from_bits(TDT_PID), 0x73, &[&tot_s], ms(5000));
     }

@@ -7,7 +7,7 @@ use super::claims::{ChannelFacts, Claims};
 use super::error::Diagnostics;
 use super::output::{self, OutputConfig};
 use super::pids::{self, PidPlan};
-use super::raw::RawChannel;
+use super::raw::{RawChannel, RawSi};
 use epg::schedule::Tz;
 
 use super::units::{Bitrate, HumanDuration};
@@ -53,6 +53,103 @@ pub(crate) struct ChannelConfig {
     /// Key `filler`: media files that fill gaps in the schedule, played in order, looped and
     /// cut to fit. Default empty; relative paths are resolved like `playlist`.
     pub(crate) filler: Vec<PathBuf>,
+    /// Table `[channel.si]`: the DVB SI the channel carries. Default [`SiConfig::default`].
+    pub(crate) si: SiConfig,
+}
+
+/// How a channel's DVB SI is sent (`[channel.si]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SiConfig {
+    /// Key `enabled`: send SDT, EIT and TDT/TOT. Default true.
+    pub(crate) enabled: bool,
+    /// Key `charset`: `"utf-8"` (default), `"gb2312"` (for boxes that only know it) or
+    /// `"latin"`. A table whose text the charset cannot hold is not sent, and that is logged.
+    pub(crate) charset: epg::si::Charset,
+    /// Key `days`: days of EIT schedule, 1..=64. Default 7.
+    pub(crate) days: u32,
+    /// Key `country`: ISO 3166 alpha-3 code of the TOT's local time offset. Default `"CHN"`.
+    pub(crate) country: String,
+    /// Key `original_network_id`: in SDT and EIT, 0..=65535. Default 1.
+    pub(crate) original_network_id: u16,
+    /// Key `profile`: repetition rates of TS 101 211: `"cable"` or `"satellite"` (default:
+    /// EIT schedule every 10 s) or `"terrestrial"` (every 30 s).
+    pub(crate) terrestrial: bool,
+}
+
+impl Default for SiConfig {
+    fn default() -> Self {
+        SiConfig {
+            enabled: true,
+            charset: epg::si::Charset::Utf8,
+            days: 7,
+            country: "CHN".to_owned(),
+            original_network_id: 1,
+            terrestrial: false,
+        }
+    }
+}
+
+fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<SiConfig> {
+    let Some(raw) = raw else {
+        return Some(SiConfig::default());
+    };
+    let d = SiConfig::default();
+    let before = diag.len();
+    let charset = match raw.charset.as_deref() {
+        None | Some("utf-8" | "utf8") => epg::si::Charset::Utf8,
+        Some("gb2312") => epg::si::Charset::Gb2312,
+        Some("latin") => epg::si::Charset::Latin,
+        Some(other) => {
+            diag.push(
+                format!("{path}.si.charset"),
+                format!(
+                    "`{}`, expected utf-8, gb2312 or latin",
+                    other.escape_debug()
+                ),
+            );
+            d.charset
+        }
+    };
+    let days = raw.days.map_or(Some(d.days), |v| {
+        diag.ranged(format!("{path}.si.days"), v, 1u32..=64)
+    });
+    let onid = raw
+        .original_network_id
+        .map_or(Some(d.original_network_id), |v| {
+            diag.ranged(format!("{path}.si.original_network_id"), v, 0u16..=65535)
+        });
+    let country = raw.country.unwrap_or(d.country);
+    if country.len() != 3 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        diag.push(
+            format!("{path}.si.country"),
+            format!(
+                "`{}` is not an ISO 3166 alpha-3 code like CHN",
+                country.escape_debug()
+            ),
+        );
+    }
+    let terrestrial = match raw.profile.as_deref() {
+        None | Some("cable" | "satellite") => false,
+        Some("terrestrial") => true,
+        Some(other) => {
+            diag.push(
+                format!("{path}.si.profile"),
+                format!(
+                    "`{}`, expected cable, satellite or terrestrial",
+                    other.escape_debug()
+                ),
+            );
+            false
+        }
+    };
+    (diag.len() == before).then_some(SiConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        charset,
+        days: days?,
+        country,
+        original_network_id: onid?,
+        terrestrial,
+    })
 }
 
 const NAME_MAX_BYTES: usize = 64;
@@ -137,6 +234,7 @@ pub(super) fn channel(
         .map(|entry| base_dir.join(entry))
         .collect();
     let pids = pids::plan(raw.pids, path, diag);
+    let si = si_config(raw.si, path, diag);
     claims.channel(&raw.id, ChannelFacts { muxrate, pids });
     let pcr_interval = interval(
         raw.pcr_interval,
@@ -201,6 +299,7 @@ pub(super) fn channel(
         Some(clock_origin_90k),
         Some(outputs),
         Some(timezone),
+        Some(si),
     ) = (
         service_id,
         muxrate,
@@ -211,6 +310,7 @@ pub(super) fn channel(
         clock_origin_90k,
         outputs,
         timezone,
+        si,
     )
     else {
         return None;
@@ -230,6 +330,7 @@ pub(super) fn channel(
         outputs,
         timezone,
         filler,
+        si,
     })
 }
 

@@ -25,7 +25,7 @@ mod units;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub(crate) use channel::ChannelConfig;
+pub(crate) use channel::{ChannelConfig, SiConfig};
 pub(crate) use error::{ConfigError, ConfigErrors};
 pub(crate) use mpts::MptsConfig;
 #[allow(

@@ -65,6 +65,8 @@ pub(super) struct RawChannel {
     pub(super) playlist: Vec<PathBuf>,
     /// `[channel.pids]`: default [`super::PidPlan::default`].
     pub(super) pids: Option<RawPids>,
+    /// `[channel.si]`: default [`super::SiConfig::default`].
+    pub(super) si: Option<RawSi>,
     /// `pcr_interval`: default `"30ms"`, 5ms..=40ms.
     pub(super) pcr_interval: Option<HumanDuration>,
     /// `psi_interval`: default `"80ms"`, 10ms..=100ms.
@@ -130,4 +132,16 @@ pub(super) struct RawMpts {
     /// unknown-key error lists `output` among the expected keys.
     #[serde(rename = "output")]
     pub(super) _output: Option<IgnoredAny>,
+}
+
+/// `[channel.si]`; see [`super::SiConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSi {
+    pub(super) enabled: Option<bool>,
+    pub(super) charset: Option<String>,
+    pub(super) days: Option<i64>,
+    pub(super) country: Option<String>,
+    pub(super) original_network_id: Option<i64>,
+    pub(super) profile: Option<String>,
 }

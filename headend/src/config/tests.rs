@@ -642,3 +642,42 @@ fn timezone_and_filler() {
     );
     assert_eq!(message(&errors, "channel[0].filler[0]"), "empty path");
 }
+
+#[test]
+fn channel_si_settings() {
+    let base = "[[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"3M\"\nplaylist = [\"a.ts\"]\n";
+    let cfg = parse(base, Path::new("/srv"), "t.toml").unwrap();
+    assert_eq!(cfg.channels[0].si, SiConfig::default());
+    assert!(cfg.channels[0].si.enabled);
+    let text = format!(
+        "{base}[channel.si]\nenabled = false\ncharset = \"gb2312\"\ndays = 3\ncountry = \"HKG\"\n\
+         original_network_id = 8\nprofile = \"terrestrial\"\n"
+    );
+    let si = parse(&text, Path::new("/srv"), "t.toml").unwrap().channels[0]
+        .si
+        .clone();
+    assert_eq!(
+        si,
+        SiConfig {
+            enabled: false,
+            charset: epg::si::Charset::Gb2312,
+            days: 3,
+            country: "HKG".into(),
+            original_network_id: 8,
+            terrestrial: true,
+        }
+    );
+    let errors = reject(&format!(
+        "{base}[channel.si]\ncharset = \"big5\"\ndays = 99\ncountry = \"China\"\nprofile = \"cable tv\"\n"
+    ));
+    assert_eq!(
+        message(&errors, "channel[0].si.charset"),
+        "`big5`, expected utf-8, gb2312 or latin"
+    );
+    assert_eq!(
+        message(&errors, "channel[0].si.days"),
+        "99 is out of range, expected 1..=64"
+    );
+    assert!(message(&errors, "channel[0].si.country").contains("alpha-3"));
+    assert!(message(&errors, "channel[0].si.profile").contains("expected cable"));
+}
