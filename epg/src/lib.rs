@@ -6,11 +6,16 @@
 //!
 //! - [`import`]: schedules from and to CSV and M3U.
 //! - [`si`]: DVB SI codings and tables (SDT, EIT present/following, TDT, TOT).
+//! - [`eit_cache`]: the EIT schedule of one service, updated incrementally (an edit
+//!   re-encodes only its segments and bumps only its table's version).
 //!
 //! EIT schedule, NIT, XMLTV and the mux insertion come with the rest of issue #5.
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod eit_cache;
 pub mod import;
+pub mod network;
 pub mod schedule;
 pub mod si;
+pub mod xmltv;

@@ -142,7 +142,7 @@ pub fn long_section(
 }
 
 /// A descriptor: tag, length, payload (at most 255 bytes, cut otherwise).
-fn descriptor(tag: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn descriptor(tag: u8, payload: &[u8]) -> Vec<u8> {
     let n = payload.len().min(255);
     let mut d = vec![tag, n as u8];
     d.extend_from_slice(&payload[..n]);
@@ -166,7 +166,8 @@ pub struct Service {
     pub eit_schedule: bool,
 }
 
-/// SDT actual (table 0x42) on PID 0x11, one section.
+/// SDT actual (table 0x42) on PID 0x11: its first section (all of it for up to about twenty
+/// services; [`crate::network::sdt_sections`] gives every section).
 pub fn sdt(
     transport_stream_id: u16,
     original_network_id: u16,
@@ -174,32 +175,14 @@ pub fn sdt(
     services: &[Service],
     charset: Charset,
 ) -> Result<Vec<u8>, TextError> {
-    let mut body = Vec::new();
-    for s in services {
-        let mut svc = vec![s.service_type];
-        let provider = encode_text(&s.provider, charset, 100)?;
-        let name = encode_text(&s.name, charset, 100)?;
-        svc.push(provider.len() as u8);
-        svc.extend_from_slice(&provider);
-        svc.push(name.len() as u8);
-        svc.extend_from_slice(&name);
-        let d = descriptor(0x48, &svc);
-        body.extend_from_slice(&s.service_id.to_be_bytes());
-        body.push(0xFC | (u8::from(s.eit_schedule) << 1) | u8::from(s.eit_pf));
-        // running_status 4 (running), free_CA_mode 0, descriptors_loop_length.
-        body.extend_from_slice(&((4u16 << 13) | d.len() as u16).to_be_bytes());
-        body.extend_from_slice(&d);
-    }
-    let mut tail = original_network_id.to_be_bytes().to_vec();
-    tail.push(0xFF);
-    Ok(long_section(
-        0x42,
-        transport_stream_id,
+    let mut sections = crate::network::sdt_sections(
+        true,
+        (transport_stream_id, original_network_id),
         version,
-        (0, 0),
-        &tail,
-        &body,
-    ))
+        services,
+        charset,
+    )?;
+    Ok(sections.swap_remove(0))
 }
 
 /// An event in the EIT.
@@ -227,7 +210,7 @@ pub struct Event {
     pub min_age: u8,
 }
 
-fn lang_code(l: &str) -> [u8; 3] {
+pub(crate) fn lang_code(l: &str) -> [u8; 3] {
     let b = l.as_bytes();
     if b.len() == 3 {
         [b[0], b[1], b[2]]
@@ -283,7 +266,7 @@ fn event_descriptors(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> 
 }
 
 /// One event of an EIT event loop.
-fn event_bytes(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> {
+pub(crate) fn event_bytes(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> {
     let d = event_descriptors(e, charset)?;
     let mut b = Vec::with_capacity(12 + d.len());
     b.extend_from_slice(&e.event_id.to_be_bytes());
@@ -386,10 +369,31 @@ pub fn eit_pf(
     following: Option<&Event>,
     charset: Charset,
 ) -> Result<[Vec<u8>; 2], TextError> {
-    let mut tail = transport_stream_id.to_be_bytes().to_vec();
-    tail.extend_from_slice(&original_network_id.to_be_bytes());
+    eit_pf_table(
+        true,
+        service_id,
+        (transport_stream_id, original_network_id),
+        version,
+        (present, following),
+        charset,
+    )
+}
+
+/// EIT present/following actual (0x4E) or other (0x4F, a service of another transport
+/// stream `ts` = (transport_stream_id, original_network_id)): sections 0 and 1, always both.
+pub fn eit_pf_table(
+    actual: bool,
+    service_id: u16,
+    ts: (u16, u16),
+    version: u8,
+    (present, following): (Option<&Event>, Option<&Event>),
+    charset: Charset,
+) -> Result<[Vec<u8>; 2], TextError> {
+    let table_id = if actual { 0x4E } else { 0x4F };
+    let mut tail = ts.0.to_be_bytes().to_vec();
+    tail.extend_from_slice(&ts.1.to_be_bytes());
     tail.push(1); // segment_last_section_number
-    tail.push(0x4E); // last_table_id
+    tail.push(table_id); // last_table_id
     let section = |n: u8, e: Option<&Event>| -> Result<Vec<u8>, TextError> {
         let mut body = Vec::new();
         if let Some(e) = e {
@@ -403,7 +407,7 @@ pub fn eit_pf(
             body.extend_from_slice(&d);
         }
         Ok(long_section(
-            0x4E,
+            table_id,
             service_id,
             version,
             (n, 1),
@@ -479,6 +483,9 @@ pub fn parse_eit(section: &[u8]) -> Option<(u8, Option<Event>)> {
     if body.is_empty() {
         return Some((number, None));
     }
+    if body.len() < 12 {
+        return None;
+    }
     let mut e = Event {
         event_id: u16::from_be_bytes([body[0], body[1]]),
         start: parse_utc_time(&[body[2], body[3], body[4], body[5], body[6]])?,
@@ -493,15 +500,15 @@ pub fn parse_eit(section: &[u8]) -> Option<(u8, Option<Event>)> {
         let p = d.get(2..2 + n)?;
         match tag {
             0x4D => {
-                e.language = String::from_utf8_lossy(&p[..3]).into_owned();
-                let nl = usize::from(p[3]);
-                e.title = decode_text(&p[4..4 + nl]);
-                let tl = usize::from(p[4 + nl]);
-                e.text = decode_text(&p[5 + nl..5 + nl + tl]);
+                e.language = String::from_utf8_lossy(p.get(..3)?).into_owned();
+                let nl = usize::from(*p.get(3)?);
+                e.title = decode_text(p.get(4..4 + nl)?);
+                let tl = usize::from(*p.get(4 + nl)?);
+                e.text = decode_text(p.get(5 + nl..5 + nl + tl)?);
             }
             0x4E => {
-                let tl = usize::from(p[5]);
-                e.extended.push_str(&decode_text(&p[6..6 + tl]));
+                let tl = usize::from(*p.get(5)?);
+                e.extended.push_str(&decode_text(p.get(6..6 + tl)?));
             }
             0x54 => e.content = p.first().copied(),
             0x55 => e.min_age = p.get(3).map_or(0, |r| r + 3),

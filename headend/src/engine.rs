@@ -25,7 +25,7 @@ use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::render::{self, RenderStats};
 use crate::schedule::driver::{ClockMap, ClockMaps, OnAirProgramme, ScheduleMsg};
-use crate::si::ChannelSi;
+use crate::si::{NetworkSi, StationSi};
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -60,6 +60,10 @@ pub(crate) struct StationSpec {
     pub(crate) feed: Option<Arc<Feed>>,
     /// Each program's playlist, shared with its file source (a schedule appends to it).
     paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
+    /// Its transport_stream_id (SDT, EIT, NIT).
+    transport_stream_id: u16,
+    /// The network's SI, shared by every station.
+    network: Arc<NetworkSi>,
 }
 
 impl StationSpec {
@@ -71,6 +75,7 @@ impl StationSpec {
 
 /// Every station of a config: each channel, and each MPTS.
 pub(crate) fn stations(config: &Config) -> Vec<StationSpec> {
+    let network = Arc::new(NetworkSi::new(config));
     let mut out: Vec<StationSpec> = config
         .channels
         .iter()
@@ -81,6 +86,8 @@ pub(crate) fn stations(config: &Config) -> Vec<StationSpec> {
             outputs: ch.outputs.clone(),
             feed: Some(Feed::new()),
             paths: vec![Arc::new(RwLock::new(ch.playlist.clone()))],
+            transport_stream_id: ch.transport_stream_id,
+            network: network.clone(),
         })
         .collect();
     for m in &config.mpts {
@@ -95,6 +102,8 @@ pub(crate) fn stations(config: &Config) -> Vec<StationSpec> {
                 mux,
                 outputs: m.outputs.clone(),
                 feed: None,
+                transport_stream_id: m.transport_stream_id,
+                network: network.clone(),
             });
         }
     }
@@ -191,17 +200,13 @@ impl Engine {
             let refs: Vec<&ChannelConfig> = spec.channels.iter().collect();
             let mut mux = Mux::new(spec.mux.clone(), render::splicers(&refs));
             mux.track_raps(spec.feed.is_some());
-            let channel_si = spec.single_channel().filter(|ch| ch.si.enabled).map(|ch| {
-                ChannelSi::start(
-                    &mut mux,
-                    ch.service_id,
-                    ch.transport_stream_id,
-                    &ch.name,
-                    &ch.provider,
-                    ch.timezone,
-                    &ch.si,
-                )
-            });
+            let channel_si = StationSi::start(
+                &mut mux,
+                &spec.network,
+                spec.transport_stream_id,
+                &refs,
+                spec.feed.is_none(),
+            );
             let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
             // Stagger the stations across one datagram interval so they do not all wake at
             // the same instant.
@@ -214,6 +219,7 @@ impl Engine {
             stations.push(Station {
                 id: spec.id.clone(),
                 names: spec.channels.iter().map(|c| c.id.clone()).collect(),
+                service_ids: spec.channels.iter().map(|c| c.service_id).collect(),
                 playlists: spec.channels.iter().map(|c| c.playlist.clone()).collect(),
                 sources: spec
                     .paths
@@ -344,13 +350,15 @@ impl Drop for Engine {
 struct Station {
     id: String,
     names: Vec<String>,
+    /// Each program's service_id.
+    service_ids: Vec<u16>,
     playlists: Vec<Vec<PathBuf>>,
     /// Each program's files; `None` while an I/O thread has them.
     sources: Vec<Option<FileSource>>,
     /// Each program's playlist, shared with its source.
     paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
-    /// DVB SI of a single-channel station.
-    si: Option<ChannelSi>,
+    /// DVB SI of the station (none when every channel has it off).
+    si: Option<StationSi>,
     /// Programmes of the cues handed to the splicer, by tag, until they go on air.
     programmes: std::collections::BTreeMap<u64, OnAirProgramme>,
     on_air: Vec<Option<String>>,
@@ -487,7 +495,7 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             next_status = now + 1_000_000_000;
             publish_status(&stations, &global, status);
             for st in stations.iter_mut() {
-                if let Some(si) = &st.si {
+                if let Some(si) = &mut st.si {
                     si.tick(&mut st.mux);
                 }
             }
@@ -585,7 +593,7 @@ impl Station {
             splicer.push_cue(c);
         }
         if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
-            si.set_week(&mut self.mux, &week);
+            si.set_week(&mut self.mux, self.service_ids[0], &week);
         }
     }
 
@@ -696,7 +704,13 @@ impl Station {
                             .next()
                             .map(|(_, p)| p.clone())
                     });
-                    si.on_air(&mut self.mux, present.as_ref(), &title, following.as_ref());
+                    si.on_air(
+                        &mut self.mux,
+                        self.service_ids[*program],
+                        present.as_ref(),
+                        &title,
+                        following.as_ref(),
+                    );
                 }
             }
             render::log_event(ev, &self.names, &self.playlists, &mut self.log_stats);

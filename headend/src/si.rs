@@ -1,37 +1,199 @@
-//! DVB SI in each single-channel station's output (EN 300 468, repetition per TS 101 211):
-//! SDT actual every second on PID 0x11, EIT present/following every 1.5 s and the EIT
-//! schedule (`[channel.si] days`) every 10 s (30 s terrestrial) on PID 0x12, TDT and TOT every
-//! 5 s on PID 0x14. The present event flips when the splicer reports an item on air (the real
-//! transition, not the planned one). `[channel.si]` turns it off or sets the charset.
+//! DVB SI in each station's output (EN 300 468, repetition per TS 101 211):
+//! - SDT actual every second on PID 0x11, listing the station's services;
+//! - per service, EIT present/following actual every 1.5 s and the EIT schedule
+//!   (`[channel.si] days`) every 8 s (25 s terrestrial; limits 10 s and 30 s) on PID 0x12;
+//! - TDT and TOT every 5 s on PID 0x14;
+//! - with `[network]`, the NIT actual every 5 s on PID 0x10 (network name, every transport
+//!   stream with its service list and logical channel numbers);
+//! - in an MPTS, SDT other (every 5 s) and EIT p/f other (10 s, 20 s terrestrial) for the
+//!   services of every other MPTS ("peers"), every 8 s (16 s terrestrial; limits 10 s and
+//!   20 s), their present/following taken from what those
+//!   stations really have on air, through the shared [`SiBoard`].
+//!
+//! The present event flips when the splicer reports an item on air (the real transition, not
+//! the planned one). Each sub-table (one per service and table_id) has its own carousel, so
+//! its sections are 25 ms apart and its version changes only with its content.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime, Offset, TimeZone};
+use epg::eit_cache::EitSchedule;
+use epg::network::{nit, sdt_sections, NitService, TransportStream};
 use epg::schedule::Tz;
-use epg::si::{eit_pf, eit_schedule, sdt, tdt, tot, Event, Service};
+use epg::si::{eit_pf_table, tdt, tot, Charset, Event, Service};
 use playout::mux::Mux;
 use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
 
-use crate::config::SiConfig;
+use crate::config::{ChannelConfig, Config, NetworkConfig, SiConfig};
 use crate::schedule::driver::OnAirProgramme;
 
+const NIT_PID: u16 = 0x10;
 const SDT_PID: u16 = 0x11;
 const EIT_PID: u16 = 0x12;
 const TDT_PID: u16 = 0x14;
 
-/// The SI of one channel.
-pub(crate) struct ChannelSi {
+/// What stations tell each other: each service's present/following, by (transport stream,
+/// service_id), with a generation that grows on every change.
+#[derive(Default)]
+pub(crate) struct SiBoard {
+    pf: Mutex<HashMap<(u16, u16), Posted>>,
+}
+
+/// A service's present/following as posted on the board, with its generation.
+type Posted = (u64, Option<Event>, Option<Event>);
+
+impl SiBoard {
+    fn publish(
+        &self,
+        ts: u16,
+        service_id: u16,
+        present: &Option<Event>,
+        following: &Option<Event>,
+    ) {
+        let mut pf = self.pf.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = pf.entry((ts, service_id)).or_insert((0, None, None));
+        e.0 += 1;
+        e.1.clone_from(present);
+        e.2.clone_from(following);
+    }
+}
+
+/// The network as every station's SI sees it, built once from the config.
+pub(crate) struct NetworkSi {
+    /// The NIT sections (none without `[network]`).
+    nit: Vec<Vec<u8>>,
+    /// Each MPTS: (transport_stream_id, original_network_id, its services).
+    mpts: Vec<((u16, u16), Vec<Service>, Charset)>,
+    /// Shared present/following.
+    pub(crate) board: Arc<SiBoard>,
+}
+
+fn service_of(ch: &ChannelConfig) -> Service {
+    Service {
+        service_id: ch.service_id,
+        name: ch.name.clone(),
+        provider: ch.provider.clone(),
+        service_type: 0x01,
+        eit_pf: true,
+        eit_schedule: true,
+    }
+}
+
+impl NetworkSi {
+    /// The NIT of `config` (if it has a `[network]`) and the MPTS line-up.
+    pub(crate) fn new(config: &Config) -> NetworkSi {
+        let members = |ids: &[String]| -> Vec<&ChannelConfig> {
+            ids.iter()
+                .filter_map(|id| config.channels.iter().find(|c| &c.id == id))
+                .collect()
+        };
+        let mpts: Vec<((u16, u16), Vec<Service>, Charset)> = config
+            .mpts
+            .iter()
+            .map(|m| {
+                let chs = members(&m.channels);
+                let onid = chs.first().map_or(1, |c| c.si.original_network_id);
+                let charset = chs.first().map_or(Charset::Utf8, |c| c.si.charset);
+                let services = chs
+                    .iter()
+                    .filter(|c| c.si.enabled)
+                    .map(|c| service_of(c))
+                    .collect();
+                ((m.transport_stream_id, onid), services, charset)
+            })
+            .collect();
+        let nit = config
+            .network
+            .as_ref()
+            .map(|n| network_nit(config, n, &members))
+            .unwrap_or_default();
+        NetworkSi {
+            nit,
+            mpts,
+            board: Arc::default(),
+        }
+    }
+}
+
+/// The NIT: every MPTS, then every channel not carried in one, each a transport stream.
+fn network_nit<'a>(
+    config: &'a Config,
+    n: &NetworkConfig,
+    members: &dyn Fn(&[String]) -> Vec<&'a ChannelConfig>,
+) -> Vec<Vec<u8>> {
+    let nit_service = |c: &ChannelConfig| NitService {
+        service_id: c.service_id,
+        service_type: 0x01,
+        lcn: c.si.lcn,
+    };
+    let mut streams: Vec<TransportStream> = config
+        .mpts
+        .iter()
+        .map(|m| {
+            let chs = members(&m.channels);
+            TransportStream {
+                transport_stream_id: m.transport_stream_id,
+                original_network_id: chs.first().map_or(1, |c| c.si.original_network_id),
+                services: chs.iter().map(|c| nit_service(c)).collect(),
+            }
+        })
+        .collect();
+    for c in &config.channels {
+        if config.mpts.iter().any(|m| m.channels.contains(&c.id)) {
+            continue;
+        }
+        streams.push(TransportStream {
+            transport_stream_id: c.transport_stream_id,
+            original_network_id: c.si.original_network_id,
+            services: vec![nit_service(c)],
+        });
+    }
+    match nit(n.network_id, 0, &n.name, &streams, n.charset) {
+        Ok(sections) => sections,
+        Err(e) => {
+            tracing::error!(error = %e, "NIT not sent");
+            Vec::new()
+        }
+    }
+}
+
+/// One service's EIT state.
+struct ServiceSi {
     service_id: u16,
-    transport_stream_id: u16,
-    tz: Tz,
     cfg: SiConfig,
     eit_version: u8,
     event_id: u16,
     present: Option<Event>,
     following: Option<Event>,
+    /// The scheduled events of the coming days...
     week: Vec<Event>,
-    week_version: u8,
+    /// ...as the EIT schedule, rebuilt where they change (and at midnight UTC, when segment
+    /// 0 moves to the new day).
+    schedule: EitSchedule,
+}
+
+/// A peer service (another MPTS) whose EIT p/f other this station sends.
+struct PeerService {
+    ts: (u16, u16),
+    service_id: u16,
+    charset: Charset,
+    /// The board's generation last sent (`None`: nothing sent yet).
+    generation: Option<u64>,
+    version: u8,
+}
+
+/// The SI of one station.
+pub(crate) struct StationSi {
+    ts: (u16, u16),
+    tz: Tz,
+    country: String,
+    terrestrial: bool,
+    services: Vec<ServiceSi>,
+    peers: Vec<PeerService>,
+    board: Arc<SiBoard>,
 }
 
 /// The EIT event of a scheduled programme.
@@ -78,66 +240,115 @@ fn ms(ms: u64) -> u64 {
     SYSTEM_CLOCK_HZ * ms / 1000
 }
 
-impl ChannelSi {
-    /// Starts the channel's SI in `mux`: its SDT, an empty EIT p/f, TDT and TOT.
+/// The carousel key of a sub-table.
+fn key(table_id: u8, extension: u16) -> u32 {
+    u32::from(table_id) << 16 | u32::from(extension)
+}
+
+fn send(mux: &mut Mux, pid: u16, key: u32, sections: &[Vec<u8>], every_ms: u64) {
+    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+    mux.set_table(Pid::from_bits(pid), key, &refs, ms(every_ms));
+}
+
+impl StationSi {
+    /// Starts the SI of a station carrying `channels` (those with SI enabled) as transport
+    /// stream `transport_stream_id`; `mpts`: whether it is an MPTS (which then carries SDT
+    /// and EIT p/f other for the other MPTS). `None` when no channel has SI on.
     pub(crate) fn start(
         mux: &mut Mux,
-        service_id: u16,
+        network: &NetworkSi,
         transport_stream_id: u16,
-        name: &str,
-        provider: &str,
-        tz: Tz,
-        cfg: &SiConfig,
-    ) -> ChannelSi {
-        let service = Service {
-            service_id,
-            name: name.to_owned(),
-            provider: provider.to_owned(),
-            service_type: 0x01,
-            eit_pf: true,
-            eit_schedule: true,
-        };
-        match sdt(
-            transport_stream_id,
-            cfg.original_network_id,
-            0,
-            &[service],
-            cfg.charset,
-        ) {
-            Ok(s) => mux.set_table(Pid::from_bits(SDT_PID), 0x42, &[&s], ms(1000)),
-            Err(e) => tracing::error!(service_id, error = %e, "SDT not sent"),
+        channels: &[&ChannelConfig],
+        mpts: bool,
+    ) -> Option<StationSi> {
+        let on: Vec<&ChannelConfig> = channels.iter().copied().filter(|c| c.si.enabled).collect();
+        let first = on.first()?;
+        let ts = (transport_stream_id, first.si.original_network_id);
+        let services: Vec<Service> = on.iter().map(|c| service_of(c)).collect();
+        match sdt_sections(true, ts, 0, &services, first.si.charset) {
+            Ok(s) => send(mux, SDT_PID, key(0x42, ts.0), &s, 1000),
+            Err(e) => tracing::error!(transport_stream_id, error = %e, "SDT not sent"),
         }
-        let si = ChannelSi {
-            service_id,
-            transport_stream_id,
-            tz,
-            cfg: cfg.clone(),
-            eit_version: 0,
-            event_id: 0,
-            present: None,
-            following: None,
-            week: Vec::new(),
-            week_version: 0,
+        if !network.nit.is_empty() {
+            send(mux, NIT_PID, key(0x40, 0), &network.nit, 5000);
+        }
+        let mut peers = Vec::new();
+        if mpts {
+            for (peer_ts, peer_services, charset) in &network.mpts {
+                if *peer_ts == ts || peer_services.is_empty() {
+                    continue;
+                }
+                match sdt_sections(false, *peer_ts, 0, peer_services, *charset) {
+                    Ok(s) => send(mux, SDT_PID, key(0x46, peer_ts.0), &s, 5000),
+                    Err(e) => {
+                        tracing::error!(transport_stream_id = peer_ts.0, error = %e, "SDT other not sent")
+                    }
+                }
+                peers.extend(peer_services.iter().map(|s| PeerService {
+                    ts: *peer_ts,
+                    service_id: s.service_id,
+                    charset: *charset,
+                    generation: None,
+                    version: 0,
+                }));
+            }
+        }
+        let mut si = StationSi {
+            ts,
+            tz: first.timezone,
+            country: first.si.country.clone(),
+            terrestrial: first.si.terrestrial,
+            services: on
+                .iter()
+                .map(|c| ServiceSi {
+                    service_id: c.service_id,
+                    cfg: c.si.clone(),
+                    eit_version: 0,
+                    event_id: 0,
+                    present: None,
+                    following: None,
+                    week: Vec::new(),
+                    // Versions start from the clock, so a receiver that kept tables from
+                    // before a restart does not take new content for the old.
+                    schedule: EitSchedule::new(c.service_id, ts.0, ts.1, c.si.days, c.si.charset)
+                        .with_version((utc_now().and_utc().timestamp() / 60 % 32) as u8),
+                })
+                .collect(),
+            peers,
+            board: network.board.clone(),
         };
-        si.send_eit(mux);
+        for k in 0..si.services.len() {
+            si.send_eit(mux, k);
+            // Empty until the scheduler sends the week: the SDT says it is carried.
+            si.send_week(mux, k);
+        }
         si.tick(mux);
-        si
+        Some(si)
     }
 
-    /// An item went on air: it becomes the present event (started now, when the splicer put
-    /// it on air), and `following` (if known) the next.
+    /// An item of the service with `service_id` went on air: it becomes the present event
+    /// (started now, when the splicer put it on air), and `following` (if known) the next.
     pub(crate) fn on_air(
         &mut self,
         mux: &mut Mux,
+        service_id: u16,
         present: Option<&OnAirProgramme>,
         title: &str,
         following: Option<&OnAirProgramme>,
     ) {
-        self.event_id = self.event_id.wrapping_add(1);
+        let Some(k) = self
+            .services
+            .iter()
+            .position(|s| s.service_id == service_id)
+        else {
+            return;
+        };
+        let s = &mut self.services[k];
+        s.event_id = s.event_id.wrapping_add(1);
         let mut e = match present {
-            Some(p) => event(p, self.event_id),
+            Some(p) => event(p, s.event_id),
             None => Event {
-                event_id: self.event_id,
+                event_id: s.event_id,
                 language: "und".to_owned(),
                 title: title.to_owned(),
                 ..Event::default()
@@ -145,60 +356,80 @@ impl ChannelSi {
         };
         e.start = utc_now();
         e.running_status = 4;
-        self.present = Some(e);
-        self.following = following.map(|p| event(p, self.event_id.wrapping_add(1)));
-        self.eit_version = (self.eit_version + 1) & 0x1F;
-        self.send_eit(mux);
+        s.present = Some(e);
+        s.following = following.map(|p| event(p, s.event_id.wrapping_add(1)));
+        s.eit_version = (s.eit_version + 1) & 0x1F;
+        self.board
+            .publish(self.ts.0, service_id, &s.present, &s.following);
+        self.send_eit(mux, k);
     }
 
-    fn send_eit(&self, mux: &mut Mux) {
-        match eit_pf(
-            self.service_id,
-            self.transport_stream_id,
-            self.cfg.original_network_id,
-            self.eit_version,
-            self.present.as_ref(),
-            self.following.as_ref(),
-            self.cfg.charset,
+    fn send_eit(&self, mux: &mut Mux, k: usize) {
+        let s = &self.services[k];
+        match eit_pf_table(
+            true,
+            s.service_id,
+            self.ts,
+            s.eit_version,
+            (s.present.as_ref(), s.following.as_ref()),
+            s.cfg.charset,
         ) {
-            Ok([s0, s1]) => mux.set_table(Pid::from_bits(EIT_PID), 0x4E, &[&s0, &s1], ms(1500)),
-            Err(e) => tracing::warn!(service_id = self.service_id, error = %e, "EIT not sent"),
+            Ok(sections) => send(mux, EIT_PID, key(0x4E, s.service_id), &sections, 1500),
+            Err(e) => tracing::warn!(service_id = s.service_id, error = %e, "EIT not sent"),
         }
     }
 
-    /// The next 7 days as the EIT schedule (tables 0x50..), each section once every 10 s
-    /// (the cable/satellite profile's prime period). A new version whenever it changes.
-    pub(crate) fn set_week(&mut self, mux: &mut Mux, week: &[(u16, OnAirProgramme)]) {
-        let events: Vec<Event> = week.iter().map(|(id, p)| event(p, *id)).collect();
-        if events == self.week {
+    /// The next days of the service with `service_id` as its EIT schedule (tables 0x50..),
+    /// each section once every 8 s (within the cable/satellite prime period's 10 s; 25 s
+    /// terrestrial, within 30 s). A new version whenever it changes.
+    pub(crate) fn set_week(
+        &mut self,
+        mux: &mut Mux,
+        service_id: u16,
+        week: &[(u16, OnAirProgramme)],
+    ) {
+        let Some(k) = self
+            .services
+            .iter()
+            .position(|s| s.service_id == service_id)
+        else {
             return;
+        };
+        let events: Vec<Event> = week.iter().map(|(id, p)| event(p, *id)).collect();
+        if events != self.services[k].week {
+            self.services[k].week = events;
+            self.send_week(mux, k);
         }
-        self.week_version = (self.week_version + 1) & 0x1F;
-        let today = utc_now().date();
-        match eit_schedule(
-            self.service_id,
-            self.transport_stream_id,
-            self.cfg.original_network_id,
-            self.week_version,
-            &events,
-            today,
-            self.cfg.days,
-            self.cfg.charset,
-        ) {
-            Ok(sections) => {
-                let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
-                let every = if self.cfg.terrestrial { 30_000 } else { 10_000 };
-                mux.set_table(Pid::from_bits(EIT_PID), 0x50, &refs, ms(every));
-                self.week = events;
+    }
+
+    /// Brings service `k`'s EIT schedule up to date (from today, UTC): only the tables
+    /// (4-day blocks) whose content changed get a new version and go to the mux.
+    fn send_week(&mut self, mux: &mut Mux, k: usize) {
+        let s = &mut self.services[k];
+        match s.schedule.update(&s.week, utc_now().date()) {
+            Ok(update) => {
+                let every = if s.cfg.terrestrial { 25_000 } else { 8_000 };
+                for t in s.schedule.tables() {
+                    if update.changed_tables.contains(&t.table_id) {
+                        let refs: Vec<&[u8]> = t.sections.iter().map(|b| &b[..]).collect();
+                        mux.set_table(
+                            Pid::from_bits(EIT_PID),
+                            key(t.table_id, s.service_id),
+                            &refs,
+                            ms(every),
+                        );
+                    }
+                }
             }
             Err(e) => {
-                tracing::warn!(service_id = self.service_id, error = %e, "EIT schedule not sent")
+                tracing::warn!(service_id = s.service_id, error = %e, "EIT schedule not sent")
             }
         }
     }
 
-    /// Refreshes TDT and TOT with the time now (call about once a second).
-    pub(crate) fn tick(&self, mux: &mut Mux) {
+    /// Refreshes TDT and TOT with the time now and the peers' EIT p/f other (call about
+    /// once a second).
+    pub(crate) fn tick(&mut self, mux: &mut Mux) {
         let now = utc_now();
         let offset_min = self
             .tz
@@ -206,8 +437,43 @@ impl ChannelSi {
             .fix()
             .local_minus_utc()
             / 60;
-        let (tdt_s, tot_s) = (tdt(now), tot(now, &self.cfg.country, offset_min));
+        let (tdt_s, tot_s) = (tdt(now), tot(now, &self.country, offset_min));
         mux.set_table(Pid::from_bits(TDT_PID), 0x70, &[&tdt_s], ms(5000));
         mux.set_table(Pid::from_bits(TDT_PID), 0x73, &[&tot_s], ms(5000));
+        for k in 0..self.services.len() {
+            if self.services[k].schedule.today() != Some(now.date()) {
+                self.send_week(mux, k);
+            }
+        }
+        if self.peers.is_empty() {
+            return;
+        }
+        let every = if self.terrestrial { 16_000 } else { 8_000 };
+        let board = self.board.pf.lock().unwrap_or_else(PoisonError::into_inner);
+        for p in &mut self.peers {
+            let (generation, present, following) = board
+                .get(&(p.ts.0, p.service_id))
+                .map_or((0, None, None), |(g, a, b)| (*g, a.as_ref(), b.as_ref()));
+            if p.generation == Some(generation) {
+                continue;
+            }
+            if p.generation.is_some() {
+                p.version = (p.version + 1) & 0x1F;
+            }
+            p.generation = Some(generation);
+            match eit_pf_table(
+                false,
+                p.service_id,
+                p.ts,
+                p.version,
+                (present, following),
+                p.charset,
+            ) {
+                Ok(s) => send(mux, EIT_PID, key(0x4F, p.service_id), &s, every),
+                Err(e) => {
+                    tracing::warn!(service_id = p.service_id, error = %e, "EIT other not sent")
+                }
+            }
+        }
     }
 }

@@ -151,8 +151,9 @@ pub struct Rap {
 /// A repeated table (DVB SI: SDT, EIT, TDT/TOT, NIT) sent by the muxer.
 struct Carousel {
     pid: Pid,
-    /// Which table on the PID (a caller's key, e.g. the table_id).
-    key: u8,
+    /// Which table on the PID (a caller's key: the table_id, or for tables with several
+    /// sub-tables `table_id << 16 | table_id_extension`).
+    key: u32,
     /// Each section, packetised.
     sections: Vec<Bytes>,
     /// New content, swapped in when a cycle ends, so a receiver never sees the sections of
@@ -293,7 +294,7 @@ impl Mux {
     /// `(pid, key)` from its next cycle (a receiver never gets sections of two versions of one
     /// table mixed); empty `sections` stop it. For DVB SI: the caller rebuilds a table when its
     /// content changes (a new version) and calls this again.
-    pub fn set_table(&mut self, pid: Pid, key: u8, sections: &[&[u8]], interval: Ticks27M) {
+    pub fn set_table(&mut self, pid: Pid, key: u32, sections: &[&[u8]], interval: Ticks27M) {
         let packets: Vec<Bytes> = sections
             .iter()
             .map(|sec| {

@@ -72,8 +72,11 @@ pub(crate) struct SiConfig {
     /// Key `original_network_id`: in SDT and EIT, 0..=65535. Default 1.
     pub(crate) original_network_id: u16,
     /// Key `profile`: repetition rates of TS 101 211: `"cable"` or `"satellite"` (default:
-    /// EIT schedule every 10 s) or `"terrestrial"` (every 30 s).
+    /// EIT schedule every 10 s, EIT p/f other 10 s) or `"terrestrial"` (30 s, 20 s).
     pub(crate) terrestrial: bool,
+    /// Key `lcn`: logical channel number in the NIT (`[network]`), 1..=1023, unique among
+    /// channels. Default none.
+    pub(crate) lcn: Option<u16>,
 }
 
 impl Default for SiConfig {
@@ -85,6 +88,7 @@ impl Default for SiConfig {
             country: "CHN".to_owned(),
             original_network_id: 1,
             terrestrial: false,
+            lcn: None,
         }
     }
 }
@@ -95,21 +99,10 @@ fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<S
     };
     let d = SiConfig::default();
     let before = diag.len();
-    let charset = match raw.charset.as_deref() {
-        None | Some("utf-8" | "utf8") => epg::si::Charset::Utf8,
-        Some("gb2312") => epg::si::Charset::Gb2312,
-        Some("latin") => epg::si::Charset::Latin,
-        Some(other) => {
-            diag.push(
-                format!("{path}.si.charset"),
-                format!(
-                    "`{}`, expected utf-8, gb2312 or latin",
-                    other.escape_debug()
-                ),
-            );
-            d.charset
-        }
-    };
+    let charset = charset(raw.charset.as_deref(), &format!("{path}.si.charset"), diag);
+    let lcn = raw
+        .lcn
+        .map(|v| diag.ranged(format!("{path}.si.lcn"), v, 1u16..=1023));
     let days = raw.days.map_or(Some(d.days), |v| {
         diag.ranged(format!("{path}.si.days"), v, 1u32..=64)
     });
@@ -149,7 +142,27 @@ fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<S
         country,
         original_network_id: onid?,
         terrestrial,
+        lcn: lcn.flatten(),
     })
+}
+
+/// The SI character set named at `path` (`utf-8` when absent).
+pub(super) fn charset(value: Option<&str>, path: &str, diag: &mut Diagnostics) -> epg::si::Charset {
+    match value {
+        None | Some("utf-8" | "utf8") => epg::si::Charset::Utf8,
+        Some("gb2312") => epg::si::Charset::Gb2312,
+        Some("latin") => epg::si::Charset::Latin,
+        Some(other) => {
+            diag.push(
+                path,
+                format!(
+                    "`{}`, expected utf-8, gb2312 or latin",
+                    other.escape_debug()
+                ),
+            );
+            epg::si::Charset::Utf8
+        }
+    }
 }
 
 const NAME_MAX_BYTES: usize = 64;

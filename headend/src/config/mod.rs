@@ -22,6 +22,7 @@ mod pids;
 mod raw;
 mod units;
 
+use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -38,7 +39,7 @@ pub(crate) use units::{parse_duration, Bitrate};
 
 use claims::Claims;
 use error::Diagnostics;
-use raw::{RawEngine, RawHttp, RawSchedules};
+use raw::{RawEngine, RawHttp, RawNetwork, RawSchedules};
 
 /// The validated configuration of one head-end process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +55,21 @@ pub(crate) struct Config {
     /// Array `[[mpts]]`: multi-program streams built from channels, in file order. Default
     /// empty.
     pub(crate) mpts: Vec<MptsConfig>,
+    /// Table `[network]`: the DVB network the stations form; when present every station
+    /// carries the NIT (PID 0x10). Default none.
+    pub(crate) network: Option<NetworkConfig>,
+}
+
+/// The DVB network (`[network]`): its NIT lists every transport stream (each `[[mpts]]`,
+/// and each channel not carried in one) with its services and logical channel numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NetworkConfig {
+    /// Key `network_id`: 1..=65535. Default 1.
+    pub(crate) network_id: u16,
+    /// Key `name`: the network_name_descriptor. Required, 1..=64 bytes.
+    pub(crate) name: String,
+    /// Key `charset`: of the name, as `[channel.si] charset`. Default `"utf-8"`.
+    pub(crate) charset: epg::si::Charset,
 }
 
 /// The control API (`[http]`).
@@ -164,11 +180,12 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     let schedules = document.remove("schedules");
     let channel_items = document.remove("channel");
     let mpts_items = document.remove("mpts");
+    let network = document.remove("network");
     for key in document.keys() {
         diag.push(
             key.escape_debug().to_string(),
             format!(
-                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `channel`, `mpts`",
+                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `channel`, `mpts`",
                 key.escape_debug()
             ),
         );
@@ -176,6 +193,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     let http = http_config(http, &mut diag);
     let engine = engine_config(engine, &mut diag);
     let schedules = schedules_config(schedules, base_dir, &mut diag);
+    let network = network.map(|v| network_config(v, &mut diag));
     let mut claims = Claims::default();
     let channels: Vec<Option<ChannelConfig>> = tables(channel_items, "channel", &mut diag)
         .into_iter()
@@ -192,13 +210,27 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     }
     let channels: Option<Vec<ChannelConfig>> = channels.into_iter().collect();
     let mpts: Option<Vec<MptsConfig>> = mpts.into_iter().collect();
-    match (http, engine, schedules, channels, mpts) {
-        (Some(http), Some(engine), Some(schedules), Some(channels), Some(mpts)) => Ok(Config {
+    if let (Some(channels), Some(mpts)) = (&channels, &mpts) {
+        check_network(channels, mpts, network.as_ref(), &mut diag);
+        if !diag.is_empty() {
+            return Err(diag.finish());
+        }
+    }
+    match (http, engine, schedules, channels, mpts, network) {
+        (
+            Some(http),
+            Some(engine),
+            Some(schedules),
+            Some(channels),
+            Some(mpts),
+            network @ (None | Some(Some(_))),
+        ) => Ok(Config {
             http,
             engine,
             schedules,
             channels,
             mpts,
+            network: network.flatten(),
         }),
         _ => {
             // Unreachable by construction: converters return `None` only after reporting.
@@ -270,6 +302,99 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
         Err(err) => {
             diag.toml("http", &err);
             None
+        }
+    }
+}
+
+fn network_config(value: toml::Value, diag: &mut Diagnostics) -> Option<NetworkConfig> {
+    let raw = match value {
+        v if v.is_table() => match v.try_into::<RawNetwork>() {
+            Ok(raw) => raw,
+            Err(err) => {
+                diag.toml("network", &err);
+                return None;
+            }
+        },
+        v => {
+            diag.push(
+                "network",
+                format!("expected a table (`[network]`), found {}", v.type_str()),
+            );
+            return None;
+        }
+    };
+    let before = diag.len();
+    let network_id = diag.ranged(
+        "network.network_id".to_owned(),
+        raw.network_id.unwrap_or(1),
+        1u16..=65535,
+    );
+    if raw.name.trim().is_empty() || raw.name.len() > 64 {
+        diag.push("network.name", "must be 1 to 64 bytes of visible text");
+    }
+    let charset = channel::charset(raw.charset.as_deref(), "network.charset", diag);
+    if let Err(e) = epg::si::encode_text(&raw.name, charset, 255) {
+        diag.push("network.name", e.to_string());
+    }
+    (diag.len() == before).then_some(NetworkConfig {
+        network_id: network_id?,
+        name: raw.name,
+        charset,
+    })
+}
+
+/// Config-wide SI checks: logical channel numbers are unique; with a `[network]`, the
+/// transport streams its NIT lists (each mpts, each channel not in one) have distinct
+/// transport_stream_id/original_network_id pairs.
+fn check_network(
+    channels: &[ChannelConfig],
+    mpts: &[MptsConfig],
+    network: Option<&Option<NetworkConfig>>,
+    diag: &mut Diagnostics,
+) {
+    let mut lcns: HashMap<u16, usize> = HashMap::new();
+    for (i, ch) in channels.iter().enumerate() {
+        if let Some(lcn) = ch.si.lcn {
+            if let Some(first) = lcns.insert(lcn, i) {
+                lcns.insert(lcn, first);
+                diag.push(
+                    format!("channel[{i}].si.lcn"),
+                    format!("logical channel number {lcn} is already used by channel[{first}]"),
+                );
+            }
+        }
+    }
+    if !matches!(network, Some(Some(_))) {
+        return;
+    }
+    let mut streams: HashMap<(u16, u16), String> = HashMap::new();
+    for (i, m) in mpts.iter().enumerate() {
+        let onid = channels
+            .iter()
+            .find(|c| m.channels.first() == Some(&c.id))
+            .map_or(1, |c| c.si.original_network_id);
+        let path = format!("mpts[{i}].transport_stream_id");
+        if let Some(first) = streams.insert((m.transport_stream_id, onid), path.clone()) {
+            diag.push(
+                path,
+                format!("the NIT lists {first} with the same transport_stream_id"),
+            );
+        }
+    }
+    for (i, ch) in channels.iter().enumerate() {
+        if mpts.iter().any(|m| m.channels.contains(&ch.id)) {
+            continue;
+        }
+        let path = format!("channel[{i}].transport_stream_id");
+        let key = (ch.transport_stream_id, ch.si.original_network_id);
+        if let Some(first) = streams.insert(key, path.clone()) {
+            diag.push(
+                path,
+                format!(
+                    "{} again: with [network], each transport stream in the NIT needs its own (the same as {first})",
+                    key.0
+                ),
+            );
         }
     }
 }

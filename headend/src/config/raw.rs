@@ -144,4 +144,14 @@ pub(super) struct RawSi {
     pub(super) country: Option<String>,
     pub(super) original_network_id: Option<i64>,
     pub(super) profile: Option<String>,
+    pub(super) lcn: Option<i64>,
+}
+
+/// `[network]`; see [`super::NetworkConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetwork {
+    pub(super) network_id: Option<i64>,
+    pub(super) name: String,
+    pub(super) charset: Option<String>,
 }

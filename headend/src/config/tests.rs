@@ -336,7 +336,7 @@ channels = []
     let m = |path| message(&errors, path);
     assert_eq!(
         m("unknown_top"),
-        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `channel`, `mpts`"
+        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `network`, `channel`, `mpts`"
     );
     assert!(m("channel[0].id").starts_with("invalid id `Bad Id`"));
     assert_eq!(
@@ -651,7 +651,7 @@ fn channel_si_settings() {
     assert!(cfg.channels[0].si.enabled);
     let text = format!(
         "{base}[channel.si]\nenabled = false\ncharset = \"gb2312\"\ndays = 3\ncountry = \"HKG\"\n\
-         original_network_id = 8\nprofile = \"terrestrial\"\n"
+         original_network_id = 8\nprofile = \"terrestrial\"\nlcn = 12\n"
     );
     let si = parse(&text, Path::new("/srv"), "t.toml").unwrap().channels[0]
         .si
@@ -665,6 +665,7 @@ fn channel_si_settings() {
             country: "HKG".into(),
             original_network_id: 8,
             terrestrial: true,
+            lcn: Some(12),
         }
     );
     let errors = reject(&format!(
@@ -680,4 +681,61 @@ fn channel_si_settings() {
     );
     assert!(message(&errors, "channel[0].si.country").contains("alpha-3"));
     assert!(message(&errors, "channel[0].si.profile").contains("expected cable"));
+}
+
+#[test]
+fn network_and_channel_numbers() {
+    let ch = |id: &str, sid: u16, tsid: u16, lcn: u16| {
+        format!(
+            "[[channel]]\nid = \"{id}\"\nservice_id = {sid}\nname = \"N\"\nmuxrate = \"3M\"\n\
+             transport_stream_id = {tsid}\nplaylist = [\"a.ts\"]\n[channel.si]\nlcn = {lcn}\n"
+        )
+    };
+    let net = "[network]\nnetwork_id = 8193\nname = \"城市有线\"\n";
+    let text = format!("{net}{}{}", ch("a", 1, 1, 1), ch("b", 2, 2, 2));
+    let cfg = parse(&text, Path::new("/srv"), "t.toml").unwrap();
+    let n = cfg.network.unwrap();
+    assert_eq!((n.network_id, n.name.as_str()), (8193, "城市有线"));
+    assert_eq!(n.charset, epg::si::Charset::Utf8);
+    assert_eq!(cfg.channels[1].si.lcn, Some(2));
+    // Without [network]: no NIT, and equal transport_stream_ids are fine.
+    let cfg = parse(
+        &format!("{}{}", ch("a", 1, 1, 1), ch("b", 2, 1, 2)),
+        Path::new("/srv"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(cfg.network, None);
+    // With it: every transport stream of the NIT distinct, numbers unique, the name codable.
+    let errors = reject(&format!("{net}{}{}", ch("a", 1, 1, 7), ch("b", 2, 1, 7)));
+    assert_eq!(
+        message(&errors, "channel[1].si.lcn"),
+        "logical channel number 7 is already used by channel[0]"
+    );
+    assert!(message(&errors, "channel[1].transport_stream_id")
+        .contains("channel[0].transport_stream_id"));
+    let errors = reject(&format!(
+        "[network]\nnetwork_id = 0\nname = \"中文\"\ncharset = \"latin\"\nextra = 1\n{}",
+        ch("a", 1, 1, 1)
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path.starts_with("network") && e.message.contains("extra")),
+        "{errors:?}"
+    );
+    let errors = reject(&format!(
+        "[network]\nnetwork_id = 0\nname = \"中文\"\ncharset = \"latin\"\n{}",
+        ch("a", 1, 1, 1)
+    ));
+    assert_eq!(
+        message(&errors, "network.network_id"),
+        "0 is out of range, expected 1..=65535"
+    );
+    assert!(message(&errors, "network.name").contains("cannot be encoded"));
+    let errors = reject(&ch("a", 1, 1, 1).replace("lcn = 1", "lcn = 1024"));
+    assert_eq!(
+        message(&errors, "channel[0].si.lcn"),
+        "1024 is out of range, expected 1..=1023"
+    );
 }

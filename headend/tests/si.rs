@@ -1,0 +1,340 @@
+//! DVB SI on air across a network: two MPTS and a channel on its own, with `[network]`.
+//! A 60 s capture of one MPTS and of the channel shows every table at its TS 101 211 rate
+//! (EIT p/f ≤ 2 s, SDT ≤ 2 s, TDT/TOT ≤ 30 s, EIT schedule day 1 ≤ 10 s, NIT/SDT other/EIT
+//! p/f other ≤ 10 s), sections of one sub-table ≥ 25 ms apart, the strict checker (TR 101 290
+//! priority 1 and 2) clean; the NIT lists every transport stream with its services and
+//! logical channel numbers; SDT other and EIT p/f other describe the peer MPTS with what it
+//! really has on air; tshark decodes it all with no malformed packet.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use epg::network::{parse_nit, parse_sdt};
+use epg::si::parse_eit;
+use playout::check::CheckLimits;
+use playout::psi::SectionAssembler;
+use playout::ts::TsPacket;
+
+mod common;
+use common::{checked, media, signal_and_wait, tool, Daemon};
+
+const CAPTURE: Duration = Duration::from_secs(60);
+const MPTS_RATE: u64 = 7_000_000;
+const SOLO_RATE: u64 = 3_000_000;
+
+fn receiver() -> UdpSocket {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_nonblocking(true).unwrap();
+    rx
+}
+
+/// Every SI section of a capture: (packet index of its first byte's packet, section).
+fn sections(data: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut asm: HashMap<u16, SectionAssembler> = HashMap::new();
+    let mut out = Vec::new();
+    for (k, raw) in data.chunks_exact(188).enumerate() {
+        let p = TsPacket::new(bytes::Bytes::copy_from_slice(raw)).unwrap();
+        let pid = p.pid().value();
+        if matches!(pid, 0x10 | 0x11 | 0x12 | 0x14) {
+            asm.entry(pid)
+                .or_default()
+                .push(&p, true, |s| out.push((k, s.to_vec())));
+        }
+    }
+    out
+}
+
+/// A sub-table's identity: (table_id, table_id_extension).
+fn sub_table(s: &[u8]) -> (u8, u16) {
+    let ext = if s[0] >= 0x70 {
+        0
+    } else {
+        u16::from_be_bytes([s[3], s[4]])
+    };
+    (s[0], ext)
+}
+
+/// Checks repetition: every (sub-table, section number) repeats within its limit, sections
+/// of one sub-table are at least 25 ms apart. Returns the worst interval per table_id (s).
+fn repetition(secs: &[(usize, Vec<u8>)], muxrate: u64, label: &str) -> HashMap<u8, f64> {
+    let t = |k: usize| k as f64 * 188.0 * 8.0 / muxrate as f64;
+    let end = secs.last().map_or(0.0, |(k, _)| t(*k));
+    let mut last_seen: HashMap<(u8, u16, u8), f64> = HashMap::new();
+    let mut worst: HashMap<u8, f64> = HashMap::new();
+    let mut last_of_sub: HashMap<(u8, u16), f64> = HashMap::new();
+    let mut min_gap = f64::MAX;
+    for (k, s) in secs {
+        let (tid, ext) = sub_table(s);
+        let number = if tid >= 0x70 { 0 } else { s[6] };
+        let now = t(*k);
+        if let Some(prev) = last_seen.insert((tid, ext, number), now) {
+            let w = worst.entry(tid).or_default();
+            *w = w.max(now - prev);
+        }
+        if let Some(prev) = last_of_sub.insert((tid, ext), now) {
+            if tid < 0x70 {
+                min_gap = min_gap.min(now - prev);
+            }
+        }
+    }
+    // The time since each section was last seen counts too (a table that stops).
+    for ((tid, _, _), seen) in &last_seen {
+        let w = worst.entry(*tid).or_default();
+        *w = w.max(end - seen);
+    }
+    let limit = |tid: u8| match tid {
+        0x42 | 0x4E => 2.0,
+        0x40 | 0x46 | 0x4F => 10.0,
+        0x50 => 10.0, // the capture holds day 1's segments at the prime rate
+        0x70 | 0x73 => 30.0,
+        _ => f64::MAX,
+    };
+    for (tid, w) in &worst {
+        assert!(
+            *w <= limit(*tid),
+            "{label}: table {tid:#04x} repeats every {w:.2} s (limit {} s)",
+            limit(*tid)
+        );
+    }
+    // Sections start at least 25 ms apart less the time a section takes to leave.
+    assert!(
+        min_gap >= 0.024,
+        "{label}: sections of one sub-table {min_gap:.4} s apart"
+    );
+    eprintln!("{label}: worst repetition per table_id (s): {worst:?}; closest sections of one sub-table {:.1} ms", min_gap * 1000.0);
+    worst
+}
+
+#[test]
+fn network_si_at_its_repetition_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rx_mpts, rx_solo) = (receiver(), receiver());
+    let (p_mpts, p_solo) = (
+        rx_mpts.local_addr().unwrap().port(),
+        rx_solo.local_addr().unwrap().port(),
+    );
+    let m = |n: &str| format!("{:?}", media(n).display().to_string());
+    let channel = |id: &str, sid: u16, name: &str, files: &str, lcn: u16| {
+        format!(
+            "[[channel]]\nid = \"{id}\"\nservice_id = {sid}\nname = \"{name}\"\nprovider = \"测试台\"\n\
+             muxrate = \"3M\"\ntransport_stream_id = {sid}0\nplaylist = [{files}]\n\
+             pids = {{ pmt = {pmt}, video = {b}, audio = {a}, subtitle = {st}, data = {d} }}\n\n\
+             [channel.si]\nlcn = {lcn}\n\n",
+            pmt = 0x1000 + sid,
+            b = u32::from(sid) * 0x200,
+            a = u32::from(sid) * 0x200 + 1,
+            st = u32::from(sid) * 0x200 + 0x20,
+            d = u32::from(sid) * 0x200 + 0x30,
+        )
+    };
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n[network]\nnetwork_id = 8193\nname = \"测试网络\"\n\n{}{}{}{}{}\
+             [[channel.output]]\nurl = \"udp://127.0.0.1:{p_solo}\"\n\n\
+             [[mpts]]\nid = \"m1\"\ntransport_stream_id = 101\nmuxrate = \"7M\"\nchannels = [\"one\", \"two\"]\n\n\
+             [[mpts.output]]\nurl = \"udp://127.0.0.1:{p_mpts}\"\n\n\
+             [[mpts]]\nid = \"m2\"\ntransport_stream_id = 102\nmuxrate = \"7M\"\nchannels = [\"three\", \"four\"]\n",
+            channel("one", 1, "一台", &m("a.ts"), 1),
+            channel("two", 2, "二台", &m("e.ts"), 2),
+            channel("three", 3, "三台", &m("d.ts"), 3),
+            channel("four", 4, "四台", &m("a.ts"), 4),
+            channel("solo", 5, "Solo", &m("e.ts"), 5),
+        ),
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_headend"))
+        .args(["check-config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut daemon = Daemon::run(&cfg, "info");
+    let (mut mpts, mut solo) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 2048];
+    let started = Instant::now();
+    while started.elapsed() < CAPTURE {
+        let mut idle = true;
+        while let Ok(n) = rx_mpts.recv(&mut buf) {
+            mpts.extend_from_slice(&buf[..n]);
+            idle = false;
+        }
+        while let Ok(n) = rx_solo.recv(&mut buf) {
+            solo.extend_from_slice(&buf[..n]);
+            idle = false;
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+
+    // TR 101 290 priority 1 and 2 (sync, PAT/PMT, CC, PCR, CRC) and the exact muxrate.
+    checked(&mpts, &CheckLimits::across_joins(MPTS_RATE));
+    checked(&solo, &CheckLimits::across_joins(SOLO_RATE));
+
+    let m_secs = sections(&mpts);
+    let s_secs = sections(&solo);
+    let worst = repetition(&m_secs, MPTS_RATE, "mpts m1");
+    for tid in [0x40, 0x42, 0x46, 0x4E, 0x4F, 0x50, 0x70, 0x73] {
+        assert!(
+            worst.contains_key(&tid),
+            "m1: table {tid:#04x} missing or sent once"
+        );
+    }
+    let worst = repetition(&s_secs, SOLO_RATE, "channel solo");
+    for tid in [0x40, 0x42, 0x4E, 0x70, 0x73] {
+        assert!(
+            worst.contains_key(&tid),
+            "solo: table {tid:#04x} missing or sent once"
+        );
+    }
+    assert!(
+        !s_secs.iter().any(|(_, s)| matches!(s[0], 0x46 | 0x4F)),
+        "a channel on its own carries no SI other"
+    );
+
+    // The NIT: the network, each transport stream, services and numbers.
+    let nit = m_secs
+        .iter()
+        .find_map(|(_, s)| parse_nit(s))
+        .expect("a NIT");
+    assert_eq!(nit.network_id, 8193);
+    assert_eq!(nit.name.as_deref(), Some("测试网络"));
+    type Listed = Vec<(u16, Vec<(u16, Option<u16>)>)>;
+    let listed: Listed = nit
+        .streams
+        .iter()
+        .map(|t| {
+            (
+                t.transport_stream_id,
+                t.services.iter().map(|s| (s.service_id, s.lcn)).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (101, vec![(1, Some(1)), (2, Some(2))]),
+            (102, vec![(3, Some(3)), (4, Some(4))]),
+            (50, vec![(5, Some(5))]),
+        ]
+    );
+
+    // SDT actual: m1's services; SDT other: m2's.
+    let sdt = |tid: u8| {
+        m_secs
+            .iter()
+            .filter_map(|(_, s)| parse_sdt(s))
+            .find(|s| s.table_id == tid)
+            .unwrap_or_else(|| panic!("no SDT {tid:#04x}"))
+    };
+    let names = |s: epg::network::SdtSection| -> Vec<(u16, String)> {
+        s.services
+            .into_iter()
+            .map(|v| (v.service_id, v.name))
+            .collect()
+    };
+    let actual = sdt(0x42);
+    assert_eq!(actual.transport_stream_id, 101);
+    assert_eq!(names(actual), vec![(1, "一台".into()), (2, "二台".into())]);
+    let other = sdt(0x46);
+    assert_eq!(other.transport_stream_id, 102);
+    assert_eq!(names(other), vec![(3, "三台".into()), (4, "四台".into())]);
+
+    // EIT p/f: actual for m1's services, other for m2's, with what m2 has on air (titled by
+    // file name: "d" on three, "a" on four).
+    let present = |tid: u8, sid: u16| -> Vec<String> {
+        let mut titles: Vec<String> = m_secs
+            .iter()
+            .filter(|(_, s)| s[0] == tid && sub_table(s).1 == sid && s[6] == 0)
+            .filter_map(|(_, s)| parse_eit(s).and_then(|(_, e)| e).map(|e| e.title))
+            .collect();
+        titles.dedup();
+        titles
+    };
+    assert!(
+        present(0x4E, 1).contains(&"a".to_owned()),
+        "{:?}",
+        present(0x4E, 1)
+    );
+    assert!(
+        present(0x4E, 2).contains(&"e".to_owned()),
+        "{:?}",
+        present(0x4E, 2)
+    );
+    assert!(
+        present(0x4F, 3).contains(&"d".to_owned()),
+        "{:?}",
+        present(0x4F, 3)
+    );
+    assert!(
+        present(0x4F, 4).contains(&"a".to_owned()),
+        "{:?}",
+        present(0x4F, 4)
+    );
+
+    // An independent decoder: tshark reads the SI packets (PAT and PIDs 0x10..=0x14, every
+    // packet of them, so their continuity holds) of the first 12 s of the MPTS capture.
+    let Some(tshark) = tool_v("tshark") else {
+        return;
+    };
+    let head = dir.path().join("m1-si.ts");
+    let n = MPTS_RATE as usize / 8 * 12 / 188;
+    let si_only: Vec<u8> = mpts
+        .chunks_exact(188)
+        .take(n)
+        .filter(|p| {
+            let pid = u16::from_be_bytes([p[1], p[2]]) & 0x1FFF;
+            pid == 0 || (0x10..=0x14).contains(&pid)
+        })
+        .flatten()
+        .copied()
+        .collect();
+    std::fs::write(&head, &si_only).unwrap();
+    // (`timeout` bounds it; `output()` drains the pipes while it runs.)
+    let out = Command::new("timeout")
+        .args(["120", tshark, "-r"])
+        .arg(&head)
+        .arg("-V")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Malformed"), "tshark: malformed packet");
+    for want in [
+        "Network Name Descriptor",
+        "Service List Descriptor",
+        "Service Descriptor",
+        "测试网络",
+        "三台",
+        "Time Offset Table",
+    ] {
+        assert!(text.contains(want), "tshark shows no {want}");
+    }
+}
+
+/// [`tool`] for a program that answers `--version` rather than `-version`.
+fn tool_v(name: &str) -> Option<&str> {
+    let ok = Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Some(name)
+    } else {
+        tool(name)
+    }
+}
