@@ -45,6 +45,9 @@ pub(crate) struct ApiState {
     pub(crate) token: Option<Secret>,
     /// What each channel's schedule says is on air.
     pub(crate) views: ScheduleViews,
+    /// The coming days' events of each scheduled channel, and the channels of the guide.
+    pub(crate) guides: crate::guide::Guides,
+    pub(crate) guide_channels: Vec<crate::guide::GuideChannel>,
     /// The engine's counters.
     pub(crate) status: Status,
     /// Per channel id: its time zone and filler, for timelines.

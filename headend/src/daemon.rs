@@ -63,6 +63,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             .collect();
         let scheduler_stop = Arc::new(AtomicBool::new(false));
         let views: driver::ScheduleViews = Arc::default();
+        let guides: crate::guide::Guides = Arc::default();
         let requeue: driver::Requeue = Arc::default();
         let scheduler = driver::start(
             scheduled,
@@ -72,6 +73,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 maps: engine.maps.clone(),
                 sink: engine.schedule.clone(),
                 views: views.clone(),
+                guides: guides.clone(),
                 requeue: requeue.clone(),
                 stop: scheduler_stop.clone(),
             },
@@ -82,6 +84,8 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             channels: config.channels.iter().map(|c| c.id.clone()).collect(),
             token: config.http.api_token.clone(),
             views,
+            guides,
+            guide_channels: crate::guide::channels(config),
             status: engine.status.clone(),
             zones: config
                 .channels

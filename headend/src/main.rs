@@ -5,6 +5,7 @@ mod config;
 mod daemon;
 mod engine;
 mod feed;
+mod guide;
 mod input;
 mod output;
 mod render;

@@ -5,6 +5,7 @@
 //! frame of their wall-clock times, with the stream conformant throughout.
 
 use std::net::UdpSocket;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use playout::check::{check, CheckLimits};
@@ -152,9 +153,15 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     }
     let status_json = status_json.unwrap();
     let edited_now = edited_now.unwrap();
+    let (xml, json) = (
+        http(http_port, "GET /epg.xml", "", ""),
+        http(http_port, "GET /epg/sched.json", "", ""),
+    );
+    assert!(http(http_port, "GET /epg/nope.json", "", "").starts_with("HTTP/1.0 404"));
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("schedule takes over"), "{stderr}");
+    check_guide(dir.path(), &xml, &json, &date, &c1);
 
     // Each PMT version marks an item; the first video PES after it is the item's entry
     // picture. Its presentation time on the wall clock: the arrival of the latest PCR plus the
@@ -304,4 +311,76 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));
     assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
     assert_eq!(r.cc_error_count, 0);
+}
+
+/// The guide the daemon serves: XMLTV valid for xmllint (against XMLTV's DTD) and XMLTV's own
+/// tv_validate_file, with the schedule's programmes at their times in the channel's zone; the
+/// same as JSON for one channel.
+fn check_guide(dir: &std::path::Path, xml_reply: &str, json_reply: &str, date: &str, c1: &str) {
+    let (head, xml) = xml_reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/xml"),
+        "{head}"
+    );
+    let guide = epg::xmltv::parse(xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    assert_eq!(guide.channels.len(), 1);
+    assert_eq!(guide.channels[0].id, "sched.headend");
+    let titles: Vec<(String, &str)> = guide
+        .programmes
+        .iter()
+        .map(|p| {
+            (
+                p.start.format("%Y-%m-%d %H:%M:%S").to_string(),
+                p.titles[0].value.as_str(),
+            )
+        })
+        .collect();
+    assert!(
+        titles.contains(&(format!("{date} {c1}"), "改")),
+        "{titles:?}"
+    );
+    assert!(
+        titles.iter().any(|(_, t)| *t == "三"),
+        "the `now` edit: {titles:?}"
+    );
+    let dtd = std::path::Path::new("/usr/share/xmltv/xmltv.dtd");
+    if let (Some(xmllint), Some(validator)) = (
+        common::tool_on_path("xmllint"),
+        common::tool_on_path("tv_validate_file"),
+    ) {
+        let file = dir.join("epg.xml");
+        std::fs::write(&file, xml).unwrap();
+        std::fs::copy(dtd, dir.join("xmltv.dtd")).unwrap();
+        for mut cmd in [
+            {
+                let mut c = Command::new(xmllint);
+                c.args(["--noout", "--nonet", "--dtdvalid"]).arg(dtd);
+                c
+            },
+            {
+                let mut c = Command::new(validator);
+                c.arg("--dtd-file").arg(dtd);
+                c
+            },
+        ] {
+            let out = cmd.arg(&file).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}{}\n{xml}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let (head, json) = json_reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["channel"]["id"], "sched.headend");
+    let programmes = v["programmes"].as_array().unwrap();
+    assert!(
+        programmes.iter().any(|p| p["titles"][0]["value"] == "改"),
+        "{json}"
+    );
 }

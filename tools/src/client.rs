@@ -86,6 +86,22 @@ impl Server {
         Ok(Server { host, token })
     }
 
+    /// Writes `day` as `channel`'s schedule for its date, on the revision it was read at
+    /// (`day.revision`); returns the new revision. Someone else's write since is a conflict.
+    pub(crate) fn put_day(&self, channel: &str, day: &epg::schedule::Day) -> anyhow::Result<u64> {
+        let expected = day.revision;
+        let v = self
+            .request(
+                "PUT",
+                &format!("/api/schedules/{channel}/{}", day.date),
+                &[("If-Match", format!("\"{expected}\""))],
+                &day.to_toml(),
+                true,
+            )?
+            .ok()?;
+        Ok(v["revision"].as_u64().unwrap_or(0))
+    }
+
     /// One request; `auth` adds the bearer token (an error if there is none).
     pub(crate) fn request(
         &self,

@@ -5,6 +5,7 @@
 mod client;
 mod diff;
 mod edit;
+mod epg_cmd;
 mod validate;
 
 use std::path::PathBuf;
@@ -65,6 +66,17 @@ enum Command {
         #[arg(long, global = true)]
         token_file: Option<PathBuf>,
     },
+    /// The programme guide: XMLTV or JSON from a running daemon, XMLTV metadata into schedules.
+    Epg {
+        #[command(subcommand)]
+        action: EpgAction,
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        #[arg(long, global = true)]
+        server: Option<String>,
+        /// File whose first line is the API token (default `$HECTL_TOKEN`).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+    },
     /// Validates a schedule file offline: fields, media files (found, readable, duration),
     /// and the day resolved in the channel's time zone (out points, overlapping starts, gaps
     /// with no filler). Exits non-zero on any problem.
@@ -83,6 +95,36 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EpgAction {
+    /// Every channel's guide as XMLTV (`/epg.xml`), or one channel's as JSON.
+    Export {
+        /// Only this channel, as JSON.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Write it here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Merges an XMLTV file's programme metadata (title, description, genre, rating,
+    /// language, episode) into the items of CHANNEL's schedule for DATE that line up with
+    /// them. A malformed file is reported by line and column and changes nothing.
+    Import {
+        /// The XMLTV file.
+        file: PathBuf,
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        date: String,
+        /// The channel's id in the XMLTV file (default: CHANNEL).
+        #[arg(long)]
+        xmltv_id: Option<String>,
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -277,20 +319,8 @@ fn edit_day(
         epg::schedule::parse(text).map_err(|e| anyhow::anyhow!("the server's file: {e}"))?
     };
     let summary = edit::apply(&mut day, edit)?;
-    let expected = day.revision;
-    let v = server
-        .request(
-            "PUT",
-            &path,
-            &[("If-Match", format!("\"{expected}\""))],
-            &day.to_toml(),
-            true,
-        )?
-        .ok()?;
-    println!(
-        "{channel} {date}: {summary}; revision {} written",
-        v["revision"].as_u64().unwrap_or(0)
-    );
+    let revision = server.put_day(channel, &day)?;
+    println!("{channel} {date}: {summary}; revision {revision} written");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -672,6 +702,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hectl", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Epg {
+            action,
+            server,
+            token_file,
+        } => {
+            let server = client::Server::new(server, token_file.as_deref())?;
+            match action {
+                EpgAction::Export { channel, output } => {
+                    epg_cmd::export(&server, channel.as_deref(), output.as_deref())
+                }
+                EpgAction::Import {
+                    file,
+                    channel,
+                    date,
+                    xmltv_id,
+                    dry_run,
+                } => epg_cmd::import(
+                    &server,
+                    &file,
+                    &channel,
+                    &date,
+                    xmltv_id.as_deref(),
+                    dry_run,
+                ),
+            }
         }
         Command::Status {
             channel,

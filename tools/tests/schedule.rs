@@ -47,9 +47,9 @@ fn text(o: &Output) -> String {
     )
 }
 
-#[test]
-fn edit_a_running_channels_schedule() {
-    let dir = tempfile::tempdir().unwrap();
+/// A daemon with one channel `news` (a.ts, filler e.ts, UTC) and its API token in a file:
+/// (daemon, server URL, token file).
+fn start_daemon(dir: &tempfile::TempDir) -> (Daemon, String, PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -89,6 +89,13 @@ fn edit_a_running_channels_schedule() {
         }
     }
     let server = format!("http://127.0.0.1:{port}");
+    (daemon, server, token)
+}
+
+#[test]
+fn edit_a_running_channels_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, server, token) = start_daemon(&dir);
 
     let day = dir.path().join("day.toml");
     std::fs::write(
@@ -298,4 +305,151 @@ fn edit_a_running_channels_schedule() {
         .unwrap();
     assert!(!o.status.success());
     assert!(text(&o).contains("changes need a token"), "{}", text(&o));
+}
+
+fn hectl_epg(server: &str, token: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hectl"))
+        .args(["epg", "--server", server, "--token-file"])
+        .arg(token)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `hectl epg import`: XMLTV metadata lands on the items it lines up with (starts 30 s apart),
+/// a programme of another hour is left alone; a malformed file is reported by line and column
+/// and changes nothing. `hectl epg export` gives the daemon's guide as XMLTV and JSON.
+#[test]
+fn xmltv_into_a_schedule_and_the_guide_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, server, token) = start_daemon(&dir);
+    // Today, so the guide (the coming days) has it too.
+    let date = {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        chrono::DateTime::from_timestamp(secs + 3 * 3600, 0)
+            .unwrap()
+            .date_naive()
+    };
+    let day = dir.path().join("day.toml");
+    std::fs::write(
+        &day,
+        format!(
+            "date = \"{date}\"\n[[item]]\nstart = \"22:00:00\"\nfile = \"a.ts\"\n\n\
+             [[item]]\nstart = \"23:00:00\"\nfile = \"a.ts\"\ntitle = \"Own title\"\n"
+        ),
+    )
+    .unwrap();
+    let o = hectl(&server, &token, &["put", "news", day.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let d = date.format("%Y%m%d");
+    let xml = dir.path().join("guide.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE tv SYSTEM \"xmltv.dtd\">\n<tv>\n\
+             <channel id=\"news.example.cn\"><display-name>News</display-name></channel>\n\
+             <programme start=\"{d}220030 +0000\" stop=\"{d}223000 +0000\" channel=\"news.example.cn\">\n\
+             <title lang=\"zh\">晚间新闻</title><desc lang=\"zh\">今日要闻 &amp; 天气</desc>\n\
+             <category lang=\"en\">News</category><rating system=\"CHN\"><value>12+</value></rating>\n\
+             </programme>\n\
+             <programme start=\"{d}233000 +0000\" stop=\"{d}235000 +0000\" channel=\"news.example.cn\">\n\
+             <title>Elsewhere</title></programme>\n</tv>\n"
+        ),
+    )
+    .unwrap();
+    let date_s = date.to_string();
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "import".into(),
+            xml.display().to_string(),
+            "--channel".into(),
+            "news".into(),
+            "--date".into(),
+            date_s.clone(),
+            "--xmltv-id".into(),
+            "news.example.cn".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        hectl_epg(&server, &token, &refs)
+    };
+    let o = run(args(&["--dry-run"]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("nothing written"), "{}", text(&o));
+    let o = run(args(&[]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 items took XMLTV metadata (1 programmes unused); revision 2 written"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("item 2: no programme lines up"),
+        "{}",
+        text(&o)
+    );
+    let o = hectl(&server, &token, &["get", "news", "--date", &date_s]);
+    let file = text(&o);
+    assert!(file.contains("title = \"晚间新闻\""), "{file}");
+    assert!(file.contains("description = \"今日要闻 & 天气\""), "{file}");
+    assert!(file.contains("genre = \"News\""), "{file}");
+    assert!(file.contains("rating = 12"), "{file}");
+    assert!(file.contains("title = \"Own title\""), "{file}");
+
+    // Malformed: line and column, and the schedule stays at revision 2.
+    std::fs::write(
+        &xml,
+        "<tv>\n<programme start=\"2026133\" channel=\"news.example.cn\">\n<title>x</title></programme>\n</tv>\n",
+    )
+    .unwrap();
+    let o = run(args(&[]));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("line 2, column 1"), "{}", text(&o));
+    std::fs::write(&xml, "<tv><programme start=\"20261201000000\"").unwrap();
+    let o = run(args(&[]));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("line 1, column"), "{}", text(&o));
+    let o = hectl(&server, &token, &["get", "news", "--date", &date_s]);
+    assert!(text(&o).contains("revision = 2"), "{}", text(&o));
+
+    // The guide out: XMLTV (every channel) and JSON (one), with the merged title, once the
+    // scheduler has published the edit.
+    let out = dir.path().join("epg.xml");
+    let started = std::time::Instant::now();
+    loop {
+        let o = hectl_epg(&server, &token, &["export", "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        let xml = std::fs::read_to_string(&out).unwrap();
+        let guide = epg::xmltv::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        if guide
+            .programmes
+            .iter()
+            .any(|p| p.titles[0].value == "晚间新闻")
+        {
+            assert_eq!(guide.channels[0].id, "news.headend");
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 15, "{xml}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let o = hectl_epg(&server, &token, &["export", "--channel", "news"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["programmes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["titles"][0]["value"] == "晚间新闻"),
+        "{v}"
+    );
+    let o = hectl_epg(&server, &token, &["export", "--channel", "nope"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("404"), "{}", text(&o));
 }

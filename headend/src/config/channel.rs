@@ -77,6 +77,9 @@ pub(crate) struct SiConfig {
     /// Key `lcn`: logical channel number in the NIT (`[network]`), 1..=1023, unique among
     /// channels. Default none.
     pub(crate) lcn: Option<u16>,
+    /// Key `xmltv_id`: the channel's id in `/epg.xml` and XMLTV imports, RFC 2838 style
+    /// (`cctv1.cn`). Default `{id}.headend` (underscores become hyphens).
+    pub(crate) xmltv_id: Option<String>,
 }
 
 impl Default for SiConfig {
@@ -89,6 +92,7 @@ impl Default for SiConfig {
             original_network_id: 1,
             terrestrial: false,
             lcn: None,
+            xmltv_id: None,
         }
     }
 }
@@ -100,6 +104,22 @@ fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<S
     let d = SiConfig::default();
     let before = diag.len();
     let charset = charset(raw.charset.as_deref(), &format!("{path}.si.charset"), diag);
+    let xmltv_id = raw.xmltv_id;
+    if let Some(x) = &xmltv_id {
+        let ok = x.split('.').count() >= 2
+            && x.split('.').all(|part| {
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            diag.push(
+                format!("{path}.si.xmltv_id"),
+                format!(
+                    "`{}` is not an XMLTV channel id like cctv1.cn (letters, digits, hyphens, dot-separated)",
+                    x.escape_debug()
+                ),
+            );
+        }
+    }
     let lcn = raw
         .lcn
         .map(|v| diag.ranged(format!("{path}.si.lcn"), v, 1u16..=1023));
@@ -143,6 +163,7 @@ fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<S
         original_network_id: onid?,
         terrestrial,
         lcn: lcn.flatten(),
+        xmltv_id,
     })
 }
 

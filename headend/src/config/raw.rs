@@ -145,6 +145,7 @@ pub(super) struct RawSi {
     pub(super) original_network_id: Option<i64>,
     pub(super) profile: Option<String>,
     pub(super) lcn: Option<i64>,
+    pub(super) xmltv_id: Option<String>,
 }
 
 /// `[network]`; see [`super::NetworkConfig`].

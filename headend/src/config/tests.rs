@@ -651,7 +651,7 @@ fn channel_si_settings() {
     assert!(cfg.channels[0].si.enabled);
     let text = format!(
         "{base}[channel.si]\nenabled = false\ncharset = \"gb2312\"\ndays = 3\ncountry = \"HKG\"\n\
-         original_network_id = 8\nprofile = \"terrestrial\"\nlcn = 12\n"
+         original_network_id = 8\nprofile = \"terrestrial\"\nlcn = 12\nxmltv_id = \"news.example.cn\"\n"
     );
     let si = parse(&text, Path::new("/srv"), "t.toml").unwrap().channels[0]
         .si
@@ -666,11 +666,14 @@ fn channel_si_settings() {
             original_network_id: 8,
             terrestrial: true,
             lcn: Some(12),
+            xmltv_id: Some("news.example.cn".into()),
         }
     );
     let errors = reject(&format!(
-        "{base}[channel.si]\ncharset = \"big5\"\ndays = 99\ncountry = \"China\"\nprofile = \"cable tv\"\n"
+        "{base}[channel.si]\ncharset = \"big5\"\ndays = 99\ncountry = \"China\"\nprofile = \"cable tv\"\n\
+         xmltv_id = \"news\"\n"
     ));
+    assert!(message(&errors, "channel[0].si.xmltv_id").contains("like cctv1.cn"));
     assert_eq!(
         message(&errors, "channel[0].si.charset"),
         "`big5`, expected utf-8, gb2312 or latin"

@@ -5,6 +5,8 @@
 //!   random access point; it never slows the channel or the other clients. Every client shares
 //!   the same buffers.
 //! - `GET /channels`: the channels and their counters as JSON.
+//! - `GET /epg.xml`: the programme guide of every channel as XMLTV; `GET /epg/{id}.json`: one
+//!   channel's, as JSON (see `crate::guide`).
 //! - `GET /playlist.m3u`: an M3U playlist (tvg-id, tvg-name, group-title) for VLC and
 //!   IPTV players.
 
@@ -114,11 +116,32 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
         };
         return response(StatusCode::OK, "video/mp2t", body);
     }
+    if let Some(id) = path
+        .strip_prefix("/epg/")
+        .and_then(|p| p.strip_suffix(".json"))
+    {
+        return match crate::guide::channel_json(&state.api.guide_channels, &state.api.guides, id) {
+            Some(json) => {
+                let body = if head { None } else { Some(Bytes::from(json)) };
+                response(StatusCode::OK, "application/json", Body::Full(body))
+            }
+            None => text(StatusCode::NOT_FOUND, &format!("no channel `{id}`\n")),
+        };
+    }
     match path {
         "/channels" | "/channels/" => {
             let json = channels_json(state);
             let body = if head { None } else { Some(Bytes::from(json)) };
             response(StatusCode::OK, "application/json", Body::Full(body))
+        }
+        "/epg.xml" => {
+            let xml = crate::guide::xmltv_document(&state.api.guide_channels, &state.api.guides);
+            let body = if head { None } else { Some(Bytes::from(xml)) };
+            response(
+                StatusCode::OK,
+                "application/xml; charset=utf-8",
+                Body::Full(body),
+            )
         }
         "/playlist.m3u" => {
             let host = req
@@ -364,6 +387,8 @@ mod tests {
                 channels: Vec::new(),
                 token: None,
                 views: Default::default(),
+                guides: Default::default(),
+                guide_channels: Vec::new(),
                 status: Default::default(),
                 zones: Vec::new(),
                 media_dir: "/nonexistent".into(),

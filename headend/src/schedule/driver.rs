@@ -105,6 +105,7 @@ pub(crate) struct OnAirProgramme {
     pub(crate) genre: Option<String>,
     pub(crate) rating: u8,
     pub(crate) language: Option<String>,
+    pub(crate) episode: Option<String>,
     /// Scheduled start and duration (UTC ns, ns).
     pub(crate) start: Utc,
     pub(crate) duration_ns: u64,
@@ -124,6 +125,7 @@ impl OnAirProgramme {
             genre: pr.genre.clone(),
             rating: pr.rating,
             language: pr.language.clone(),
+            episode: pr.episode.clone(),
             start: seg.start,
             duration_ns: seg.duration(),
         }
@@ -153,8 +155,10 @@ struct State {
     last_error: Option<String>,
     /// The last cue tag handed out.
     next_tag: u64,
-    /// When the week's EPG is next recomputed.
+    /// When the week's EPG is next recomputed...
     next_week: Utc,
+    /// ...or at once when the store has taken an edit since (its write count then).
+    seen_writes: u64,
 }
 
 /// What the scheduler works with, shared with the engine and the API.
@@ -165,6 +169,8 @@ pub(crate) struct SchedulerLinks {
     pub(crate) maps: ClockMaps,
     pub(crate) sink: ScheduleSink,
     pub(crate) views: ScheduleViews,
+    /// Where the coming days' events go for `/epg.xml`.
+    pub(crate) guides: crate::guide::Guides,
     pub(crate) requeue: Requeue,
     pub(crate) stop: Arc<AtomicBool>,
 }
@@ -180,6 +186,7 @@ pub(crate) fn start(
         maps,
         sink,
         views,
+        guides,
         requeue,
         stop,
     } = links;
@@ -198,6 +205,7 @@ pub(crate) fn start(
                     last_error: None,
                     next_tag: 0,
                     next_week: Utc(0),
+                    seen_writes: 0,
                 })
                 .collect();
             while !stop.load(Ordering::Relaxed) {
@@ -218,7 +226,7 @@ pub(crate) fn start(
                         .copied()
                         .flatten();
                     if let Some(map) = map {
-                        match round(st, &store, &media_dir, map, &views) {
+                        match round(st, &store, &media_dir, map, (&views, &guides)) {
                             Ok(Some(msg)) => {
                                 if !sink.send(msg) {
                                     return;
@@ -251,7 +259,7 @@ fn round(
     store: &Store,
     media_dir: &std::path::Path,
     map: ClockMap,
-    views: &ScheduleViews,
+    (views, guides): (&ScheduleViews, &crate::guide::Guides),
 ) -> Result<Option<ScheduleMsg>, String> {
     let now = now_utc();
     let today = ChronoUtc
@@ -263,8 +271,10 @@ fn round(
     let mut items: Vec<epg::schedule::Item> = Vec::new();
     let mut new_paths = Vec::new();
     let mut any = false;
-    // Yesterday to tomorrow for the cues; the whole week, every 10 s, for the EIT schedule.
-    let week_due = now >= st.next_week;
+    // Yesterday to tomorrow for the cues; the whole week, every 10 s and after every edit
+    // through the API, for the EIT schedule and the guide.
+    let writes = store.writes();
+    let week_due = now >= st.next_week || writes != st.seen_writes;
     let last_day = if week_due { 6 } else { 1 };
     for date in std::iter::once(today.pred_opt())
         .chain((0..=last_day).map(|d| today.checked_add_days(chrono::Days::new(d))))
@@ -333,11 +343,18 @@ fn round(
             },
         );
     }
+    // The guide (`/epg.xml`) follows every edit at once; the EIT schedule every 10 s.
     let week = if week_due {
-        st.next_week = now.add(10_000_000_000);
-        Some(week_events(
-            &entries, &items, &labels, &filler, &table, now,
-        )?)
+        st.seen_writes = writes;
+        let week = week_events(&entries, &items, &labels, &table, now)?;
+        guides
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(st.ch.channel.clone(), week.clone());
+        (now >= st.next_week).then(|| {
+            st.next_week = now.add(10_000_000_000);
+            week
+        })
     } else {
         None
     };
@@ -442,13 +459,19 @@ fn week_events(
     entries: &[playout::schedule::Entry],
     items: &[epg::schedule::Item],
     labels: &[String],
-    filler: &[Clip],
     table: &[MediaInfo],
     now: Utc,
 ) -> Result<Vec<(u16, OnAirProgramme)>, String> {
     let day_ns = 86_400 * 1_000_000_000i64;
     let from = Utc(now.0 - now.0.rem_euclid(day_ns));
-    let t = resolve(entries, filler, table, from, from.add(7 * day_ns as u64))
+    // Gaps are not events: one stand-in filler clip a week long fills them in one segment
+    // each (looping the real filler, seconds long, over a week would cost far more).
+    let mut table = table.to_vec();
+    table.push(MediaInfo {
+        duration: 7 * day_ns as u64,
+    });
+    let gap = [Clip::whole(MediaId(table.len() as u32 - 1))];
+    let t = resolve(entries, &gap, &table, from, from.add(7 * day_ns as u64))
         .map_err(|e| e.to_string())?;
     let mut out: Vec<(usize, u16, OnAirProgramme)> = Vec::new();
     for seg in t.segments() {

@@ -56,6 +56,8 @@ pub(crate) struct Store {
     dir: PathBuf,
     /// Serialises writers in this process (the daemon is the directory's only writer).
     write_lock: Mutex<()>,
+    /// Writes accepted so far, so readers (the scheduler) see an edit at once.
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -63,7 +65,13 @@ impl Store {
         Store {
             dir: dir.into(),
             write_lock: Mutex::new(()),
+            writes: Default::default(),
         }
+    }
+
+    /// How many writes this store has accepted (grows with every write and undo).
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn channel_dir(&self, channel: &str) -> Result<PathBuf, StoreError> {
@@ -150,6 +158,8 @@ impl Store {
             write_atomic(&h, old.to_toml().as_bytes())?;
         }
         write_atomic(&path, text.as_bytes())?;
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(new.revision)
     }
 
