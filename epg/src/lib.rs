@@ -18,4 +18,5 @@ pub mod import;
 pub mod network;
 pub mod schedule;
 pub mod si;
+pub mod text;
 pub mod xmltv;

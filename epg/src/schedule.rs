@@ -544,6 +544,35 @@ impl Day {
         Ok(Some(Utc(ns)))
     }
 
+    /// Text the channel's SI character set cannot hold (title, description, episode), each by
+    /// item and field: refused when a schedule is written, not garbage on screen later.
+    pub fn check_charset(&self, charset: crate::text::Charset) -> Vec<DayError> {
+        let mut errors = Vec::new();
+        for (i, item) in self.items.iter().enumerate() {
+            let p = &item.programme;
+            for (field, text) in [
+                ("title", &p.title),
+                ("description", &p.description),
+                ("episode", &p.episode),
+            ] {
+                if let Some(Err(e)) = text.as_deref().map(|t| crate::text::check_text(t, charset)) {
+                    errors.push(DayError {
+                        line: Some(item.line),
+                        item: Some((i + 1, item.label())),
+                        field: Some(field.to_owned()),
+                        message: format!(
+                            "`{}` (character {}) cannot be encoded in the channel's SI charset {:?}",
+                            e.ch,
+                            e.index + 1,
+                            charset
+                        ),
+                    });
+                }
+            }
+        }
+        errors
+    }
+
     /// The day as UTC entries for [`playout::schedule::resolve`]. `media` maps a file name to
     /// its index in the caller's media table (`None`: not found, reported by item and file).
     pub fn plan(

@@ -7,77 +7,7 @@
 use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use playout::psi::crc32_mpeg2;
 
-/// How text is coded in SI (EN 300 468 Annex A).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Charset {
-    /// UTF-8, selector 0x15 (the default: every script).
-    #[default]
-    Utf8,
-    /// GB 2312-1980, selector 0x13, for set-top boxes that only know it.
-    Gb2312,
-    /// The default table (ISO 6937), no selector: printable ASCII only here.
-    Latin,
-}
-
-/// Text that cannot be coded in the chosen character set.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{ch}` (at character {index}) cannot be encoded in {charset:?}")]
-pub struct TextError {
-    /// The character.
-    pub ch: char,
-    /// Its position in the text (characters).
-    pub index: usize,
-    /// The character set.
-    pub charset: Charset,
-}
-
-/// Codes `text` with its selector byte, at most `max` bytes in all, cut on a character
-/// boundary. Text the charset cannot hold is an error, never replaced.
-pub fn encode_text(text: &str, charset: Charset, max: usize) -> Result<Vec<u8>, TextError> {
-    let mut out = match charset {
-        Charset::Utf8 => vec![0x15],
-        Charset::Gb2312 => vec![0x13],
-        Charset::Latin => Vec::new(),
-    };
-    for (index, ch) in text.chars().enumerate() {
-        let mut buf = [0u8; 4];
-        let bytes: Vec<u8> = match charset {
-            Charset::Utf8 => ch.encode_utf8(&mut buf).as_bytes().to_vec(),
-            Charset::Latin if (' '..='~').contains(&ch) => vec![ch as u8],
-            Charset::Latin => return Err(TextError { ch, index, charset }),
-            Charset::Gb2312 => gb2312(ch).ok_or(TextError { ch, index, charset })?,
-        };
-        if out.len() + bytes.len() > max {
-            break;
-        }
-        out.extend_from_slice(&bytes);
-    }
-    Ok(out)
-}
-
-/// One character in GB 2312: ASCII as is, else two bytes both in 0xA1..=0xFE (what GBK
-/// adds beyond GB 2312 is refused).
-fn gb2312(ch: char) -> Option<Vec<u8>> {
-    if ch.is_ascii() {
-        return Some(vec![ch as u8]);
-    }
-    let mut s = [0u8; 4];
-    let (bytes, _, unmappable) = encoding_rs::GBK.encode(ch.encode_utf8(&mut s));
-    (!unmappable && bytes.len() == 2 && bytes.iter().all(|b| (0xA1..=0xFE).contains(b)))
-        .then(|| bytes.into_owned())
-}
-
-/// Decodes SI text (selectors 0x15, 0x13, or none).
-pub fn decode_text(bytes: &[u8]) -> String {
-    match bytes.first() {
-        Some(0x15) => String::from_utf8_lossy(&bytes[1..]).into_owned(),
-        Some(0x13) => encoding_rs::GBK
-            .decode_without_bom_handling(&bytes[1..])
-            .0
-            .into_owned(),
-        _ => bytes.iter().map(|&b| b as char).collect(),
-    }
-}
+pub use crate::text::{decode_text, encode_text, Charset, TextError};
 
 /// Modified Julian Date of a date (EN 300 468 Annex C).
 pub fn mjd(date: NaiveDate) -> u16 {
@@ -236,7 +166,7 @@ fn event_descriptors(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> 
     let mut rest: &str = &e.extended;
     while !rest.is_empty() && pieces.len() < 16 {
         let piece = encode_text(rest, charset, 245)?;
-        let selector = usize::from(charset != Charset::Latin);
+        let selector = charset.selector().len();
         let taken = decode_text(&piece).chars().count();
         let consumed: usize = rest.chars().take(taken).map(char::len_utf8).sum();
         if consumed == 0 || piece.len() <= selector {
@@ -543,28 +473,6 @@ mod tests {
         );
         assert_eq!(bcd_duration(5400 + 30), [0x01, 0x30, 0x30]);
         assert_eq!(mjd(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()), 61_367);
-    }
-
-    #[test]
-    fn text_in_each_charset() {
-        assert_eq!(
-            encode_text("新闻", Charset::Utf8, 255).unwrap(),
-            [0x15, 0xE6, 0x96, 0xB0, 0xE9, 0x97, 0xBB]
-        );
-        assert_eq!(
-            encode_text("新闻", Charset::Gb2312, 255).unwrap(),
-            [0x13, 0xD0, 0xC2, 0xCE, 0xC5]
-        );
-        assert_eq!(decode_text(&[0x13, 0xD0, 0xC2, 0xCE, 0xC5]), "新闻");
-        assert_eq!(encode_text("News", Charset::Latin, 255).unwrap(), b"News");
-        let err = encode_text("News 新闻", Charset::Latin, 255).unwrap_err();
-        assert_eq!((err.ch, err.index), ('新', 5));
-        // 𠀀 is outside GB 2312 (and GBK): refused, never garbled.
-        assert!(encode_text("新𠀀", Charset::Gb2312, 255).is_err());
-        // Cut on a character boundary: 3-byte characters, 10 bytes → selector + 3 chars.
-        let cut = encode_text("一二三四五", Charset::Utf8, 10).unwrap();
-        assert_eq!(cut.len(), 10);
-        assert_eq!(decode_text(&cut), "一二三");
     }
 
     #[test]

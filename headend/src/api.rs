@@ -48,6 +48,8 @@ pub(crate) struct ApiState {
     /// The coming days' events of each scheduled channel, and the channels of the guide.
     pub(crate) guides: crate::guide::Guides,
     pub(crate) guide_channels: Vec<crate::guide::GuideChannel>,
+    /// Each channel's SI character set: schedule text it cannot hold is refused.
+    pub(crate) charsets: Vec<(String, epg::si::Charset)>,
     /// The engine's counters.
     pub(crate) status: Status,
     /// Per channel id: its time zone and filler, for timelines.
@@ -540,6 +542,14 @@ async fn put(
                 day.date
             )],
         });
+    }
+    if let Some((_, charset)) = state.charsets.iter().find(|(c, _)| *c == channel) {
+        let errors = day.check_charset(*charset);
+        if !errors.is_empty() {
+            return Err(ApiError::Invalid {
+                errors: errors.iter().map(ToString::to_string).collect(),
+            });
+        }
     }
     let store = state.store.clone();
     let items = day.items.len();

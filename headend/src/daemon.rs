@@ -86,6 +86,12 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             views,
             guides,
             guide_channels: crate::guide::channels(config),
+            charsets: config
+                .channels
+                .iter()
+                .filter(|c| c.si.enabled)
+                .map(|c| (c.id.clone(), c.si.charset))
+                .collect(),
             status: engine.status.clone(),
             zones: config
                 .channels

@@ -68,8 +68,10 @@ fn schedule_api_round_trip() {
         &cfg,
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\n\n[schedules]\ndir = \"sched\"\n\n\
-             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{:?}]\n",
-            media("a.ts").display().to_string()
+             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{a:?}]\n\n\
+             [[channel]]\nid = \"intl\"\nservice_id = 2\nname = \"Intl\"\nmuxrate = \"2M\"\nplaylist = [{a:?}]\n\
+             [channel.si]\ncharset = \"iso-8859-1\"\n",
+            a = media("a.ts").display().to_string()
         ),
     )
     .unwrap();
@@ -123,6 +125,15 @@ fn schedule_api_round_trip() {
     assert_eq!(
         json(&body)["errors"][0],
         "line 2: item 1 (19:61:00 x.ts): start: `19:61:00` is not a time like 19:00:00"
+    );
+    // Text the channel's SI charset cannot hold: refused by item and field.
+    let (status, body) = put(addr, "/api/schedules/intl/2026-11-23", "\"0\"", DAY);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        json(&body)["errors"][0].as_str().unwrap().contains(
+            "title: `新` (character 1) cannot be encoded in the channel's SI charset Iso8859(1)"
+        ),
+        "{body}"
     );
     let wrong_date = DAY.replace("2026-11-23", "2026-11-24");
     let (status, _) = put(addr, path, "\"1\"", &wrong_date);

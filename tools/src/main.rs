@@ -92,6 +92,10 @@ enum Command {
         /// A filler file for gaps (repeat for a list, played in order and looped).
         #[arg(long)]
         filler: Vec<String>,
+        /// The channel's SI character set (`[channel.si] charset`): programme text it cannot
+        /// hold is an error.
+        #[arg(long, default_value = "utf-8")]
+        charset: String,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -810,12 +814,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             media,
             timezone,
             filler,
+            charset,
             json,
         } => {
             let tz: epg::schedule::Tz = timezone
                 .parse()
                 .map_err(|_| anyhow::anyhow!("--timezone: unknown time zone `{timezone}`"))?;
-            let report = validate::validate(&file, &media, tz, &filler);
+            let charset = epg::si::Charset::from_name(&charset).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--charset: unknown `{charset}` (utf-8, gb2312, latin, iso-8859-1..15)"
+                )
+            })?;
+            let report = validate::validate(&file, &media, tz, &filler, charset);
             if json {
                 let value = serde_json::json!({
                     "file": file.display().to_string(),

@@ -24,8 +24,15 @@ pub(crate) struct Report {
     pub(crate) summary: Option<(usize, usize, usize)>,
 }
 
-/// Validates `file`; media paths are relative to `media_dir`.
-pub(crate) fn validate(file: &Path, media_dir: &Path, tz: Tz, filler: &[String]) -> Report {
+/// Validates `file`; media paths are relative to `media_dir`; programme text must fit the
+/// channel's SI `charset`.
+pub(crate) fn validate(
+    file: &Path,
+    media_dir: &Path,
+    tz: Tz,
+    filler: &[String],
+    charset: epg::si::Charset,
+) -> Report {
     let shown = file.display().to_string();
     let fail = |errors: Vec<String>| Report {
         errors,
@@ -42,7 +49,11 @@ pub(crate) fn validate(file: &Path, media_dir: &Path, tz: Tz, filler: &[String])
     // The media table: every file named by an item or the filler list, probed once.
     let mut names: Vec<String> = Vec::new();
     let mut media: Vec<Option<MediaInfo>> = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors: Vec<String> = day
+        .check_charset(charset)
+        .iter()
+        .map(|e| format!("{shown}: {e}"))
+        .collect();
     let mut probe_errors: Vec<(String, String)> = Vec::new();
     let mut lookup = |name: &str| -> Option<MediaId> {
         if let Some(i) = names.iter().position(|n| n == name) {

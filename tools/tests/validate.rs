@@ -52,6 +52,8 @@ fn a_good_day_passes() {
         out.starts_with("FILE: OK (3 items, 4 media files,"),
         "{out}"
     );
+    let (ok, _) = validate(DAY, &["--filler", "e.ts", "--charset", "gb2312"]);
+    assert!(ok, "GB 2312 holds the day's Chinese titles");
     let (ok, json) = validate(DAY, &["--filler", "e.ts", "--json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -61,7 +63,17 @@ fn a_good_day_passes() {
 
 #[test]
 fn mistakes_are_named() {
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 7] = [
+        (
+            DAY,
+            &["--filler", "e.ts", "--charset", "latin"],
+            "FILE: line 3: item 1 (00:00:00 \"早间新闻\"): title: `早` (character 1) cannot be encoded in the channel's SI charset Latin",
+        ),
+        (
+            &DAY.replace("title = \"新闻联播\"", "title = \"新闻联播\"\ndescription = \"今天𠀀\""),
+            &["--filler", "e.ts", "--charset", "gb2312"],
+            "FILE: line 8: item 2 (19:00:00 \"新闻联播\"): description: `𠀀` (character 3) cannot be encoded in the channel's SI charset Gb2312",
+        ),
         (
             &DAY.replace("c.ts", "news.ts"),
             &["--filler", "e.ts"],

@@ -62,8 +62,10 @@ pub(crate) struct ChannelConfig {
 pub(crate) struct SiConfig {
     /// Key `enabled`: send SDT, EIT and TDT/TOT. Default true.
     pub(crate) enabled: bool,
-    /// Key `charset`: `"utf-8"` (default), `"gb2312"` (for boxes that only know it) or
-    /// `"latin"`. A table whose text the charset cannot hold is not sent, and that is logged.
+    /// Key `charset`: `"utf-8"` (default), `"gb2312"` (for boxes that only know it),
+    /// `"latin"` (ISO 6937) or `"iso-8859-N"` (N 1..=15). Schedule text the charset cannot hold
+    /// is refused when the schedule is written; a table that still cannot be coded is not sent,
+    /// and that is logged.
     pub(crate) charset: epg::si::Charset,
     /// Key `days`: days of EIT schedule, 1..=64. Default 7.
     pub(crate) days: u32,
@@ -169,21 +171,19 @@ fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<S
 
 /// The SI character set named at `path` (`utf-8` when absent).
 pub(super) fn charset(value: Option<&str>, path: &str, diag: &mut Diagnostics) -> epg::si::Charset {
-    match value {
-        None | Some("utf-8" | "utf8") => epg::si::Charset::Utf8,
-        Some("gb2312") => epg::si::Charset::Gb2312,
-        Some("latin") => epg::si::Charset::Latin,
-        Some(other) => {
-            diag.push(
-                path,
-                format!(
-                    "`{}`, expected utf-8, gb2312 or latin",
-                    other.escape_debug()
-                ),
-            );
-            epg::si::Charset::Utf8
-        }
-    }
+    let Some(name) = value else {
+        return epg::si::Charset::Utf8;
+    };
+    epg::si::Charset::from_name(name).unwrap_or_else(|| {
+        diag.push(
+            path,
+            format!(
+                "`{}`, expected utf-8, gb2312, latin (ISO 6937) or iso-8859-1..15",
+                name.escape_debug()
+            ),
+        );
+        epg::si::Charset::Utf8
+    })
 }
 
 const NAME_MAX_BYTES: usize = 64;

@@ -676,7 +676,7 @@ fn channel_si_settings() {
     assert!(message(&errors, "channel[0].si.xmltv_id").contains("like cctv1.cn"));
     assert_eq!(
         message(&errors, "channel[0].si.charset"),
-        "`big5`, expected utf-8, gb2312 or latin"
+        "`big5`, expected utf-8, gb2312, latin (ISO 6937) or iso-8859-1..15"
     );
     assert_eq!(
         message(&errors, "channel[0].si.days"),

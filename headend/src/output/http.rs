@@ -389,6 +389,7 @@ mod tests {
                 views: Default::default(),
                 guides: Default::default(),
                 guide_channels: Vec::new(),
+                charsets: Vec::new(),
                 status: Default::default(),
                 zones: Vec::new(),
                 media_dir: "/nonexistent".into(),
