@@ -28,7 +28,7 @@ mod merge;
 mod reader;
 mod writer;
 
-pub use merge::{from_schedule, merge, MergeReport, MERGE_TOLERANCE};
+pub use merge::{from_schedule, merge, timed, MergeReport, MERGE_TOLERANCE};
 pub use reader::{parse, parse_bytes, parse_time};
 pub use writer::{format_time, to_xml};
 

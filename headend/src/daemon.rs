@@ -58,6 +58,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                     tz: ch.timezone,
                     filler: ch.filler.clone(),
                     base_items: ch.playlist.len(),
+                    guide_from_xmltv: ch.si.xmltv.is_some(),
                 })
             })
             .collect();
@@ -79,6 +80,29 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             },
         )
         .context("starting the scheduler")?;
+        let xmltv: Vec<crate::guide::XmltvChannel> = specs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| {
+                let ch = spec.single_channel().filter(|c| c.si.enabled)?;
+                Some(crate::guide::XmltvChannel {
+                    station: i,
+                    channel: ch.id.clone(),
+                    xmltv_id: ch.xmltv_id(),
+                    path: ch.si.xmltv.clone()?,
+                })
+            })
+            .collect();
+        if !xmltv.is_empty() {
+            // Detached: it sleeps between looks and stops at the next one.
+            let _ = crate::guide::watch_xmltv(
+                xmltv,
+                engine.schedule.clone(),
+                guides.clone(),
+                scheduler_stop.clone(),
+            )
+            .context("starting the XMLTV watcher")?;
+        }
         let api = Arc::new(ApiState {
             store,
             channels: config.channels.iter().map(|c| c.id.clone()).collect(),

@@ -565,6 +565,9 @@ impl Station {
     /// Takes the scheduler's cues: new files join the playlist, the first cues take over
     /// from it.
     fn apply_schedule(&mut self, msg: ScheduleMsg) {
+        if let (Some(guide), Some(si)) = (&msg.guide, self.si.as_mut()) {
+            si.set_guide(&mut self.mux, self.service_ids[0], guide);
+        }
         let (Some(paths), true) = (self.paths.first(), self.mux.programs() == 1) else {
             return;
         };

@@ -36,11 +36,7 @@ pub(crate) fn channels(config: &Config) -> Vec<GuideChannel> {
         .iter()
         .map(|c| GuideChannel {
             id: c.id.clone(),
-            xmltv_id: c
-                .si
-                .xmltv_id
-                .clone()
-                .unwrap_or_else(|| format!("{}.headend", c.id.replace('_', "-"))),
+            xmltv_id: c.xmltv_id(),
             name: c.name.clone(),
             lcn: c.si.lcn,
             tz: c.timezone,
@@ -112,4 +108,113 @@ pub(crate) fn channel_json(channels: &[GuideChannel], guides: &Guides, id: &str)
     .ok()?;
     s.push('\n');
     Some(s)
+}
+
+/// A channel whose guide is an XMLTV file (`[channel.si] xmltv`).
+pub(crate) struct XmltvChannel {
+    pub(crate) station: usize,
+    pub(crate) channel: String,
+    pub(crate) xmltv_id: String,
+    pub(crate) path: std::path::PathBuf,
+}
+
+/// How often the XMLTV files are looked at.
+const XMLTV_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The event_id of a programme: a hash of its start and title, so it stays while the
+/// programme does.
+fn event_id(start_ns: i64, title: &str) -> u16 {
+    let h = start_ns
+        .to_be_bytes()
+        .iter()
+        .chain(title.as_bytes())
+        .fold(0x811C_9DC5u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    (h ^ (h >> 16)) as u16
+}
+
+/// Reads `c`'s XMLTV file into its events; a malformed file is an error naming it with
+/// line and column (and nothing of it is used).
+fn read_xmltv(c: &XmltvChannel) -> Result<Vec<(u16, OnAirProgramme)>, String> {
+    let bytes = std::fs::read(&c.path).map_err(|e| format!("{}: {e}", c.path.display()))?;
+    let guide = xmltv::parse_bytes(&bytes).map_err(|e| format!("{}: {e}", c.path.display()))?;
+    let programmes = guide.programmes_on(&c.xmltv_id);
+    Ok(xmltv::timed(&programmes)
+        .into_iter()
+        .map(|(start, end, p)| {
+            let start_ns = start.timestamp_nanos_opt().unwrap_or(0);
+            let title = p.title.clone().unwrap_or_default();
+            (
+                event_id(start_ns, &title),
+                OnAirProgramme {
+                    title,
+                    description: p.description.unwrap_or_default(),
+                    genre: p.genre,
+                    rating: p.rating,
+                    language: p.language,
+                    episode: p.episode,
+                    start: playout::schedule::Utc(start_ns),
+                    duration_ns: (end - start).num_nanoseconds().unwrap_or(0).max(0) as u64,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Watches the XMLTV files of `channels`: each time one changes (size or modification
+/// time), its programmes go to the engine as the channel's guide and to `/epg.xml`. Stops
+/// when `stop` turns true.
+pub(crate) fn watch_xmltv(
+    channels: Vec<XmltvChannel>,
+    sink: crate::engine::ScheduleSink,
+    guides: Guides,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("xmltv".to_owned())
+        .spawn(move || {
+            let mut seen: Vec<Option<(u64, Option<std::time::SystemTime>)>> =
+                vec![None; channels.len()];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (c, seen) in channels.iter().zip(seen.iter_mut()) {
+                    let stamp = std::fs::metadata(&c.path)
+                        .ok()
+                        .map(|m| (m.len(), m.modified().ok()));
+                    if stamp.is_none() || stamp == *seen {
+                        if stamp.is_none() && seen.is_some() {
+                            tracing::error!(channel = %c.channel, file = %c.path.display(), "XMLTV guide file gone; the last one read stays on air");
+                            *seen = None;
+                        }
+                        continue;
+                    }
+                    *seen = stamp;
+                    match read_xmltv(c) {
+                        Ok(events) => {
+                            tracing::info!(channel = %c.channel, programmes = events.len(), "XMLTV guide read");
+                            guides
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(c.channel.clone(), events.clone());
+                            let msg = crate::schedule::driver::ScheduleMsg {
+                                station: c.station,
+                                new_paths: Vec::new(),
+                                handover: None,
+                                cues: Vec::new(),
+                                programmes: Vec::new(),
+                                week: None,
+                                guide: Some(events),
+                            };
+                            if !sink.send(msg) {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(channel = %c.channel, error = %e, "XMLTV guide not read; the last good one stays on air")
+                        }
+                    }
+                }
+                std::thread::sleep(XMLTV_POLL);
+            }
+        })
 }

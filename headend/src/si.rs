@@ -173,6 +173,8 @@ struct ServiceSi {
     /// ...as the EIT schedule, rebuilt where they change (and at midnight UTC, when segment
     /// 0 moves to the new day).
     schedule: EitSchedule,
+    /// The guide comes from XMLTV: present/following follow the clock through `week`.
+    by_clock: bool,
 }
 
 /// A peer service (another MPTS) whose EIT p/f other this station sends.
@@ -312,6 +314,7 @@ impl StationSi {
                     // before a restart does not take new content for the old.
                     schedule: EitSchedule::new(c.service_id, ts.0, ts.1, c.si.days, c.si.charset)
                         .with_version((utc_now().and_utc().timestamp() / 60 % 32) as u8),
+                    by_clock: false,
                 })
                 .collect(),
             peers,
@@ -326,6 +329,13 @@ impl StationSi {
         Some(si)
     }
 
+    /// The index of the service with `service_id`.
+    fn service(&self, service_id: u16) -> Option<usize> {
+        self.services
+            .iter()
+            .position(|s| s.service_id == service_id)
+    }
+
     /// An item of the service with `service_id` went on air: it becomes the present event
     /// (started now, when the splicer put it on air), and `following` (if known) the next.
     pub(crate) fn on_air(
@@ -336,14 +346,13 @@ impl StationSi {
         title: &str,
         following: Option<&OnAirProgramme>,
     ) {
-        let Some(k) = self
-            .services
-            .iter()
-            .position(|s| s.service_id == service_id)
-        else {
+        let Some(k) = self.service(service_id) else {
             return;
         };
         let s = &mut self.services[k];
+        if s.by_clock {
+            return;
+        }
         s.event_id = s.event_id.wrapping_add(1);
         let mut e = match present {
             Some(p) => event(p, s.event_id),
@@ -388,11 +397,7 @@ impl StationSi {
         service_id: u16,
         week: &[(u16, OnAirProgramme)],
     ) {
-        let Some(k) = self
-            .services
-            .iter()
-            .position(|s| s.service_id == service_id)
-        else {
+        let Some(k) = self.service(service_id) else {
             return;
         };
         let events: Vec<Event> = week.iter().map(|(id, p)| event(p, *id)).collect();
@@ -400,6 +405,48 @@ impl StationSi {
             self.services[k].week = events;
             self.send_week(mux, k);
         }
+    }
+
+    /// The whole guide of the service with `service_id` from XMLTV: its EIT schedule, and
+    /// from now on its present/following by the clock (see [`StationSi::tick`]).
+    pub(crate) fn set_guide(
+        &mut self,
+        mux: &mut Mux,
+        service_id: u16,
+        guide: &[(u16, OnAirProgramme)],
+    ) {
+        let Some(k) = self.service(service_id) else {
+            return;
+        };
+        self.services[k].by_clock = true;
+        self.set_week(mux, service_id, guide);
+        self.pf_by_clock(mux, k, utc_now());
+    }
+
+    /// Present and following of a service whose guide is by the clock: the events at and
+    /// after `now`; sent (a new version) when they change.
+    fn pf_by_clock(&mut self, mux: &mut Mux, k: usize, now: NaiveDateTime) {
+        let s = &mut self.services[k];
+        let end = |e: &Event| e.start + chrono::Duration::seconds(e.duration_s as i64);
+        let present = s.week.iter().find(|e| e.start <= now && now < end(e));
+        let following = s.week.iter().find(|e| e.start > now);
+        let ids = |e: &Option<Event>| e.as_ref().map(|e| (e.event_id, e.start));
+        let (present, following) = (
+            present.cloned().map(|mut e| {
+                e.running_status = 4;
+                e
+            }),
+            following.cloned(),
+        );
+        if ids(&present) == ids(&s.present) && ids(&following) == ids(&s.following) {
+            return;
+        }
+        s.present = present;
+        s.following = following;
+        s.eit_version = (s.eit_version + 1) & 0x1F;
+        self.board
+            .publish(self.ts.0, s.service_id, &s.present, &s.following);
+        self.send_eit(mux, k);
     }
 
     /// Brings service `k`'s EIT schedule up to date (from today, UTC): only the tables
@@ -443,6 +490,9 @@ impl StationSi {
         for k in 0..self.services.len() {
             if self.services[k].schedule.today() != Some(now.date()) {
                 self.send_week(mux, k);
+            }
+            if self.services[k].by_clock {
+                self.pf_by_clock(mux, k, now);
             }
         }
         if self.peers.is_empty() {

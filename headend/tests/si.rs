@@ -338,3 +338,124 @@ fn tool_v(name: &str) -> Option<&str> {
         tool(name)
     }
 }
+
+/// A pass-through channel whose guide is an XMLTV file: EIT present/following follow the
+/// clock through the file's programmes (not the files it plays); a malformed rewrite is
+/// logged with its line and column and the last good guide stays; a good rewrite is on air
+/// within a few seconds; `/epg.xml` serves it.
+#[test]
+fn a_guide_from_xmltv_drives_the_eit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receiver();
+    let port = rx.local_addr().unwrap().port();
+    let http_port = common::free_tcp_port();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = |offset_s: i64| {
+        chrono::DateTime::from_timestamp(now + offset_s, 0)
+            .unwrap()
+            .format("%Y%m%d%H%M%S +0000")
+            .to_string()
+    };
+    let guide = |present: &str| {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n\
+             <channel id=\"pass.example.cn\"><display-name>Pass</display-name></channel>\n\
+             <channel id=\"other.example.cn\"><display-name>Other</display-name></channel>\n\
+             <programme start=\"{}\" stop=\"{}\" channel=\"pass.example.cn\"><title lang=\"zh\">{present}</title>\
+             <desc lang=\"zh\">现场</desc></programme>\n\
+             <programme start=\"{}\" stop=\"{}\" channel=\"pass.example.cn\"><title lang=\"zh\">下一个</title></programme>\n\
+             <programme start=\"{}\" stop=\"{}\" channel=\"other.example.cn\"><title>Not ours</title></programme>\n</tv>\n",
+            t(-600),
+            t(1200),
+            t(1200),
+            t(3000),
+            t(-600),
+            t(1200),
+        )
+    };
+    let xml = dir.path().join("guide.xml");
+    std::fs::write(&xml, guide("直播节目")).unwrap();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[[channel]]\nid = \"pass\"\nservice_id = 7\nname = \"Pass\"\n\
+             muxrate = \"3M\"\nplaylist = [{:?}]\n\n[channel.si]\nxmltv = \"guide.xml\"\nxmltv_id = \"pass.example.cn\"\n\n\
+             [[channel.output]]\nurl = \"udp://127.0.0.1:{port}\"\n",
+            media("e.ts").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    let mut buf = [0u8; 2048];
+    // Present and following titles seen in EIT p/f actual, in order of change.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut data = Vec::new();
+    let started = Instant::now();
+    let mut step = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let mut idle = true;
+        while let Ok(n) = rx.recv(&mut buf) {
+            data.extend_from_slice(&buf[..n]);
+            idle = false;
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let secs = started.elapsed().as_secs();
+        if step == 0 && secs >= 5 {
+            std::fs::write(&xml, "<tv>\n<programme start=\"2026\">\n").unwrap();
+            step = 1;
+        } else if step == 1 && secs >= 9 {
+            std::fs::write(&xml, guide("改了")).unwrap();
+            step = 2;
+        }
+    }
+    let epg = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /epg.xml HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    let mut pf: (Option<String>, Option<String>) = (None, None);
+    for (_, s) in sections(&data) {
+        if s[0] != 0x4E {
+            continue;
+        }
+        if let Some((n, e)) = parse_eit(&s) {
+            let title = e.map(|e| e.title);
+            if n == 0 {
+                pf.0 = title;
+            } else {
+                pf.1 = title;
+            }
+            if let (Some(p), Some(f)) = &pf {
+                if seen.last() != Some(&(p.clone(), f.clone())) {
+                    seen.push((p.clone(), f.clone()));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("直播节目".to_owned(), "下一个".to_owned()),
+            ("改了".to_owned(), "下一个".to_owned())
+        ],
+        "EIT p/f as the guide file says; {stderr}"
+    );
+    assert!(
+        stderr.contains("XMLTV guide not read") && stderr.contains("line 3, column 1"),
+        "the malformed file is reported by line and column: {stderr}"
+    );
+    assert!(epg.contains("<title lang=\"zh\">改了</title>"), "{epg}");
+    assert!(!epg.contains("Not ours"), "{epg}");
+}

@@ -143,6 +143,34 @@ pub fn from_schedule<'a>(
         .collect()
 }
 
+/// The programmes of one channel as timed schedule metadata, for a channel whose guide comes
+/// from XMLTV alone (nothing scheduled here): (start, end, programme) in start order. A
+/// programme without `stop` ends where the next one starts; the last such one is left out.
+/// The language is the programme's, or its first title's.
+pub fn timed(
+    programmes: &[&Programme],
+) -> Vec<(DateTime<Utc>, DateTime<Utc>, schedule::Programme)> {
+    let mut out: Vec<_> = programmes
+        .iter()
+        .zip(spans(programmes))
+        .filter_map(|(p, (start, end))| {
+            let mut meta = schedule::Programme::default();
+            if let Some(code) = p
+                .titles
+                .first()
+                .and_then(|t| t.lang.as_deref())
+                .and_then(iso639_2)
+            {
+                meta.language = Some(code);
+            }
+            fill(&mut meta, p);
+            Some((start, end.filter(|e| *e > start)?, meta))
+        })
+        .collect();
+    out.sort_by_key(|(s, _, _)| *s);
+    out
+}
+
 /// Each programme's start and end in UTC; without `stop`, the end is the next later start.
 fn spans(programmes: &[&Programme]) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> {
     let starts: Vec<DateTime<Utc>> = programmes.iter().map(|p| p.start.to_utc()).collect();

@@ -82,6 +82,12 @@ pub(crate) struct SiConfig {
     /// Key `xmltv_id`: the channel's id in `/epg.xml` and XMLTV imports, RFC 2838 style
     /// (`cctv1.cn`). Default `{id}.headend` (underscores become hyphens).
     pub(crate) xmltv_id: Option<String>,
+    /// Key `xmltv`: an XMLTV file (relative to the config file) that is this channel's whole
+    /// guide: its programmes for `xmltv_id` become the EIT (present/following by the clock,
+    /// and the schedule) instead of what the schedule or playlist says: for channels whose
+    /// content comes with its own programme. Re-read when it changes; a malformed file is
+    /// logged by line and column and the last good guide stays. Default none.
+    pub(crate) xmltv: Option<PathBuf>,
 }
 
 impl Default for SiConfig {
@@ -95,11 +101,17 @@ impl Default for SiConfig {
             terrestrial: false,
             lcn: None,
             xmltv_id: None,
+            xmltv: None,
         }
     }
 }
 
-fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<SiConfig> {
+fn si_config(
+    raw: Option<RawSi>,
+    path: &str,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> Option<SiConfig> {
     let Some(raw) = raw else {
         return Some(SiConfig::default());
     };
@@ -166,7 +178,19 @@ fn si_config(raw: Option<RawSi>, path: &str, diag: &mut Diagnostics) -> Option<S
         terrestrial,
         lcn: lcn.flatten(),
         xmltv_id,
+        xmltv: raw.xmltv.map(|p| base_dir.join(p)),
     })
+}
+
+impl ChannelConfig {
+    /// The channel's XMLTV id: `[channel.si] xmltv_id`, or `{id}.headend` (underscores as
+    /// hyphens, so it is a valid RFC 2838 style id).
+    pub(crate) fn xmltv_id(&self) -> String {
+        self.si
+            .xmltv_id
+            .clone()
+            .unwrap_or_else(|| format!("{}.headend", self.id.replace('_', "-")))
+    }
 }
 
 /// The SI character set named at `path` (`utf-8` when absent).
@@ -268,7 +292,7 @@ pub(super) fn channel(
         .map(|entry| base_dir.join(entry))
         .collect();
     let pids = pids::plan(raw.pids, path, diag);
-    let si = si_config(raw.si, path, diag);
+    let si = si_config(raw.si, path, base_dir, diag);
     claims.channel(&raw.id, ChannelFacts { muxrate, pids });
     let pcr_interval = interval(
         raw.pcr_interval,

@@ -146,6 +146,7 @@ pub(super) struct RawSi {
     pub(super) profile: Option<String>,
     pub(super) lcn: Option<i64>,
     pub(super) xmltv_id: Option<String>,
+    pub(super) xmltv: Option<PathBuf>,
 }
 
 /// `[network]`; see [`super::NetworkConfig`].

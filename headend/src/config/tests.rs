@@ -667,6 +667,7 @@ fn channel_si_settings() {
             terrestrial: true,
             lcn: Some(12),
             xmltv_id: Some("news.example.cn".into()),
+            xmltv: None,
         }
     );
     let errors = reject(&format!(

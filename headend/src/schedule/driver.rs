@@ -95,6 +95,9 @@ pub(crate) struct ScheduleMsg {
     pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
     /// The next 7 days' events, for the EIT schedule (refreshed every 10 s): (event_id, what).
     pub(crate) week: Option<Vec<(u16, OnAirProgramme)>>,
+    /// The channel's whole guide from XMLTV (`[channel.si] xmltv`): the EIT schedule, and
+    /// present/following by the clock rather than by what goes on air.
+    pub(crate) guide: Option<Vec<(u16, OnAirProgramme)>>,
 }
 
 /// A cue's programme, for the EIT: from the schedule item (or the filler's file name).
@@ -140,6 +143,8 @@ pub(crate) struct ScheduledChannel {
     pub(crate) filler: Vec<PathBuf>,
     /// Playlist entries before the schedule's own (the config's playlist).
     pub(crate) base_items: usize,
+    /// Its guide comes from an XMLTV file, not from the schedule.
+    pub(crate) guide_from_xmltv: bool,
 }
 
 struct State {
@@ -274,7 +279,7 @@ fn round(
     // Yesterday to tomorrow for the cues; the whole week, every 10 s and after every edit
     // through the API, for the EIT schedule and the guide.
     let writes = store.writes();
-    let week_due = now >= st.next_week || writes != st.seen_writes;
+    let week_due = !st.ch.guide_from_xmltv && (now >= st.next_week || writes != st.seen_writes);
     let last_day = if week_due { 6 } else { 1 };
     for date in std::iter::once(today.pred_opt())
         .chain((0..=last_day).map(|d| today.checked_add_days(chrono::Days::new(d))))
@@ -437,6 +442,7 @@ fn round(
         cues,
         programmes,
         week,
+        guide: None,
     }))
 }
 
