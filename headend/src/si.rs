@@ -272,6 +272,7 @@ impl StationSi {
             Err(e) => tracing::error!(transport_stream_id, error = %e, "SDT not sent"),
         }
         if !network.nit.is_empty() {
+            mux.set_network_pid(Pid::from_bits(NIT_PID));
             send(mux, NIT_PID, key(0x40, 0), &network.nit, 5000);
         }
         let mut peers = Vec::new();

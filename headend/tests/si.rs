@@ -202,6 +202,18 @@ fn network_si_at_its_repetition_rates() {
         "a channel on its own carries no SI other"
     );
 
+    // The PAT announces the NIT (program 0 → PID 0x10).
+    let pat = mpts
+        .chunks_exact(188)
+        .find(|p| p[1] & 0x1F == 0 && p[2] == 0)
+        .map(|p| {
+            let s = &p[5..];
+            let len = 3 + usize::from(u16::from_be_bytes([s[1], s[2]]) & 0x0FFF);
+            playout::psi::Pat::parse(&s[..len]).expect("a PAT")
+        })
+        .expect("a PAT packet");
+    assert_eq!(pat.network_pid, Some(playout::ts::Pid::from_bits(0x10)));
+
     // The NIT: the network, each transport stream, services and numbers.
     let nit = m_secs
         .iter()

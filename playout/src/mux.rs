@@ -219,6 +219,25 @@ impl Mux {
         }
     }
 
+    /// Lists `pid` as the network PID (program_number 0, ISO 13818-1 §2.4.4.3) in the PAT,
+    /// for a stream that carries a NIT. Meant before the first [`Mux::emit`]: the PAT keeps
+    /// version 0.
+    pub fn set_network_pid(&mut self, pid: Pid) {
+        let pat = Pat {
+            transport_stream_id: self.cfg.transport_stream_id,
+            version: 0,
+            programs: self
+                .programs
+                .iter()
+                .map(|p| (p.splicer.config().service_id, p.splicer.config().pids.pmt))
+                .collect(),
+            network_pid: Some(pid),
+        };
+        let mut packets = BytesMut::new();
+        packetize_section(Pid::PAT, &pat.build(), 0, &mut packets);
+        self.pat_packets = packets.freeze();
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MuxConfig {
         &self.cfg
