@@ -14,12 +14,29 @@ pub const SECTION_MAX: usize = 1024;
 /// number descriptor (the one set-top boxes in cable and IPTV networks read).
 const PDS_EACEM: u32 = 0x0000_0028;
 
+/// Why an SDT or NIT cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// A name the character set cannot hold.
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// More than fits: one entry over a section, or more than 256 sections.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
 /// Packs `entries` (each a whole loop entry) into section bodies so that every section,
 /// with `fixed` bytes of header, tail and CRC, stays within [`SECTION_MAX`]. Always at least
 /// one (possibly empty) body.
-fn pack(entries: Vec<Vec<u8>>, fixed: usize) -> Vec<Vec<u8>> {
+fn pack(entries: Vec<Vec<u8>>, fixed: usize) -> Result<Vec<Vec<u8>>, TableError> {
     let mut bodies = vec![Vec::new()];
     for e in entries {
+        if fixed + e.len() > SECTION_MAX {
+            return Err(TableError::TooLarge(format!(
+                "one entry of {} bytes does not fit a {SECTION_MAX}-byte section",
+                e.len()
+            )));
+        }
         let last = bodies.last().map_or(0, Vec::len);
         if fixed + last + e.len() > SECTION_MAX && last > 0 {
             bodies.push(Vec::new());
@@ -28,7 +45,13 @@ fn pack(entries: Vec<Vec<u8>>, fixed: usize) -> Vec<Vec<u8>> {
             b.extend_from_slice(&e);
         }
     }
-    bodies
+    if bodies.len() > 256 {
+        return Err(TableError::TooLarge(format!(
+            "{} sections, at most 256",
+            bodies.len()
+        )));
+    }
+    Ok(bodies)
 }
 
 /// The SDT of transport stream `ts` = (transport_stream_id, original_network_id): actual
@@ -40,7 +63,7 @@ pub fn sdt_sections(
     version: u8,
     services: &[Service],
     charset: Charset,
-) -> Result<Vec<Vec<u8>>, TextError> {
+) -> Result<Vec<Vec<u8>>, TableError> {
     let mut entries = Vec::new();
     for s in services {
         let provider = encode_text(&s.provider, charset, 100)?;
@@ -57,7 +80,7 @@ pub fn sdt_sections(
         e.extend_from_slice(&d);
         entries.push(e);
     }
-    let bodies = pack(entries, 8 + 3 + 4);
+    let bodies = pack(entries, 8 + 3 + 4)?;
     let last = (bodies.len() - 1) as u8;
     let mut tail = ts.1.to_be_bytes().to_vec();
     tail.push(0xFF);
@@ -100,7 +123,7 @@ pub fn nit(
     network_name: &str,
     streams: &[TransportStream],
     charset: Charset,
-) -> Result<Vec<Vec<u8>>, TextError> {
+) -> Result<Vec<Vec<u8>>, TableError> {
     let name = descriptor(0x40, &encode_text(network_name, charset, 255)?);
     let mut entries = Vec::new();
     for ts in streams {
@@ -134,7 +157,7 @@ pub fn nit(
         entries.push(e);
     }
     // Header 8, network descriptors (the name, first section only), loop length 2, CRC 4.
-    let bodies = pack(entries, 8 + 2 + name.len() + 2 + 4);
+    let bodies = pack(entries, 8 + 2 + name.len() + 2 + 4)?;
     let last = (bodies.len() - 1) as u8;
     Ok(bodies
         .iter()
@@ -361,6 +384,21 @@ mod tests {
 
     #[test]
     fn damaged_sections_are_refused_not_panicked_on() {
+        let huge = TransportStream {
+            transport_stream_id: 1,
+            original_network_id: 1,
+            services: (0..400)
+                .map(|i| NitService {
+                    service_id: i,
+                    service_type: 1,
+                    lcn: Some(i % 1000 + 1),
+                })
+                .collect(),
+        };
+        assert!(matches!(
+            nit(1, 0, "n", &[huge], Charset::Latin),
+            Err(TableError::TooLarge(_))
+        ));
         let s = nit(1, 0, "n", &[], Charset::Latin).unwrap().remove(0);
         assert!(parse_nit(&s).is_some());
         for cut in 0..s.len() {

@@ -57,6 +57,7 @@ pub fn long_section(
     body: &[u8],
 ) -> Vec<u8> {
     let len = 5 + header_tail.len() + body.len() + 4;
+    debug_assert!(len <= 4093, "section_length {len} over the 12-bit limit");
     let mut s = Vec::with_capacity(3 + len);
     s.push(table_id);
     s.extend_from_slice(&(0xF000 | len as u16).to_be_bytes());
@@ -104,7 +105,7 @@ pub fn sdt(
     version: u8,
     services: &[Service],
     charset: Charset,
-) -> Result<Vec<u8>, TextError> {
+) -> Result<Vec<u8>, crate::network::TableError> {
     let mut sections = crate::network::sdt_sections(
         true,
         (transport_stream_id, original_network_id),
@@ -161,12 +162,21 @@ fn event_descriptors(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> 
     p.push(text.len() as u8);
     p.extend_from_slice(&text);
     out.extend(descriptor(0x4D, &p));
-    // extended_event: the long text in pieces cut on character boundaries.
+    // extended_event: the long text in pieces cut on character boundaries, as many as fit
+    // one section with the event's other descriptors (what does not fit is left out).
+    let budget = EIT_SECTION_MAX - 14 - 4 - 12 - 10;
     let mut pieces: Vec<Vec<u8>> = Vec::new();
-    let mut rest: &str = &e.extended;
+    let mut used = out.len();
+    let extended = crate::text::si_text(&e.extended);
+    let mut rest: &str = &extended;
     while !rest.is_empty() && pieces.len() < 16 {
-        let piece = encode_text(rest, charset, 245)?;
         let selector = charset.selector().len();
+        let room = budget.saturating_sub(used + 8).min(245);
+        if room <= selector + 4 {
+            break;
+        }
+        let piece = encode_text(rest, charset, room)?;
+        used += 8 + piece.len();
         let taken = decode_text(&piece).chars().count();
         let consumed: usize = rest.chars().take(taken).map(char::len_utf8).sum();
         if consumed == 0 || piece.len() <= selector {
@@ -189,7 +199,8 @@ fn event_descriptors(e: &Event, charset: Charset) -> Result<Vec<u8>, TextError> 
     }
     if e.min_age >= 4 {
         let mut p = b"CHN".to_vec();
-        p.push(e.min_age - 3);
+        // 0x01..=0x0F: minimum age − 3 (4..=18); beyond is broadcaster-defined.
+        p.push(e.min_age.min(18) - 3);
         out.extend(descriptor(0x55, &p));
     }
     Ok(out)
@@ -437,11 +448,14 @@ pub fn parse_eit(section: &[u8]) -> Option<(u8, Option<Event>)> {
                 e.text = decode_text(p.get(5 + nl..5 + nl + tl)?);
             }
             0x4E => {
-                let tl = usize::from(*p.get(5)?);
-                e.extended.push_str(&decode_text(p.get(6..6 + tl)?));
+                // descriptor numbers, language, then the items (skipped) and the text.
+                let items = usize::from(*p.get(4)?);
+                let tl = usize::from(*p.get(5 + items)?);
+                e.extended
+                    .push_str(&decode_text(p.get(6 + items..6 + items + tl)?));
             }
             0x54 => e.content = p.first().copied(),
-            0x55 => e.min_age = p.get(3).map_or(0, |r| r + 3),
+            0x55 => e.min_age = p.get(3).map_or(0, |r| r.saturating_add(3)),
             _ => {}
         }
         d = &d[2 + n..];
@@ -473,6 +487,43 @@ mod tests {
         );
         assert_eq!(bcd_duration(5400 + 30), [0x01, 0x30, 0x30]);
         assert_eq!(mjd(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()), 61_367);
+    }
+
+    #[test]
+    fn a_very_long_description_still_fits_one_section() {
+        for charset in [Charset::Utf8, Charset::Gb2312] {
+            let e = Event {
+                event_id: 1,
+                start: at(2026, 11, 23, 11, 0, 0),
+                duration_s: 60,
+                running_status: 4,
+                language: "zho".into(),
+                title: "长".repeat(200),
+                text: "短".repeat(200),
+                extended: "很长的节目介绍".repeat(1000),
+                content: Some(0x20),
+                min_age: 21,
+            };
+            let [s0, _] = eit_pf(1, 1, 1, 0, Some(&e), None, charset).unwrap();
+            assert!(s0.len() <= EIT_SECTION_MAX, "{}", s0.len());
+            let (_, back) = parse_eit(&s0).unwrap();
+            let back = back.unwrap();
+            assert!(back.extended.chars().count() > 1000);
+            assert!(e.extended.starts_with(&back.extended));
+            assert_eq!(back.min_age, 18, "ratings beyond 18 are sent as 18");
+            let sections = eit_schedule(
+                1,
+                1,
+                1,
+                0,
+                std::slice::from_ref(&e),
+                e.start.date(),
+                1,
+                charset,
+            )
+            .unwrap();
+            assert!(sections.iter().all(|s| s.len() <= EIT_SECTION_MAX));
+        }
     }
 
     #[test]

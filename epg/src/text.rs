@@ -85,7 +85,34 @@ pub fn check_text(text: &str, charset: Charset) -> Result<(), TextError> {
     encode_text(text, charset, usize::MAX).map(|_| ())
 }
 
+/// The DVB CR/LF control code (EN 300 468 Annex A): 0x8A in one-byte tables, 0xE08A in
+/// two-byte ones, U+E08A in UTF-8.
+const CRLF: char = '\u{E08A}';
+
+/// `text` as SI carries it: line breaks as the DVB CR/LF code, other control characters
+/// (CR, tabs, C1 controls) left out.
+pub fn si_text(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\n' => Some(CRLF),
+            '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
 fn encode_char(ch: char, charset: Charset) -> Option<Vec<u8>> {
+    if ch == '\n' || ch == CRLF {
+        return Some(match charset {
+            Charset::Utf8 => CRLF.to_string().into_bytes(),
+            Charset::Gb2312 => vec![0xE0, 0x8A],
+            Charset::Latin | Charset::Iso8859(_) => vec![0x8A],
+        });
+    }
+    if ch.is_control() {
+        return Some(Vec::new());
+    }
     match charset {
         Charset::Utf8 => Some(ch.to_string().into_bytes()),
         Charset::Gb2312 => gb2312(ch),
@@ -153,16 +180,28 @@ const LATIN_SPECIALS: &[(u8, char)] = &[
     (0xA3, '£'),
     (0xA5, '¥'),
     (0xA7, '§'),
+    (0xA9, '‘'),
+    (0xAA, '“'),
     (0xAB, '«'),
     (0xB0, '°'),
     (0xB1, '±'),
     (0xB2, '²'),
     (0xB3, '³'),
+    (0xB4, '×'),
     (0xB5, 'µ'),
     (0xB6, '¶'),
     (0xB7, '·'),
+    (0xB8, '÷'),
+    (0xB9, '’'),
+    (0xBA, '”'),
     (0xBB, '»'),
+    (0xBC, '¼'),
+    (0xBD, '½'),
+    (0xBE, '¾'),
     (0xBF, '¿'),
+    (0xD2, '®'),
+    (0xD3, '©'),
+    (0xD4, '™'),
     (0xE1, 'Æ'),
     (0xE2, 'Đ'),
     (0xE8, 'Ł'),
@@ -221,17 +260,30 @@ fn iso6937_decode(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes SI text (any selector this module writes; UTF-8 for unknown ones).
+/// Decodes SI text (any selector this module writes; UTF-8 for unknown ones); the CR/LF
+/// control code becomes a line break, other control codes are left out.
 pub fn decode_text(bytes: &[u8]) -> String {
     let iso = |n: u8, rest: &[u8]| -> String {
-        match iso8859_encoding(n) {
-            Some(enc) => enc.decode_without_bom_handling(rest).0.into_owned(),
-            None => String::from_utf8_lossy(rest).into_owned(),
+        let mut out = String::new();
+        // 0x80..=0x9F are DVB control codes, not letters of any 8859 part.
+        for run in rest.split_inclusive(|b| (0x80..=0x9F).contains(b)) {
+            let (text, control) = match run.split_last() {
+                Some((&c, text)) if (0x80..=0x9F).contains(&c) => (text, Some(c)),
+                _ => (run, None),
+            };
+            match iso8859_encoding(n) {
+                Some(enc) => out.push_str(&enc.decode_without_bom_handling(text).0),
+                None => out.push_str(&String::from_utf8_lossy(text)),
+            }
+            if control == Some(0x8A) {
+                out.push('\n');
+            }
         }
+        out
     };
     match bytes.first() {
         None => String::new(),
-        Some(0x15) => String::from_utf8_lossy(&bytes[1..]).into_owned(),
+        Some(0x15) => String::from_utf8_lossy(&bytes[1..]).replace(CRLF, "\n"),
         Some(0x13) => encoding_rs::GBK
             .decode_without_bom_handling(&bytes[1..])
             .0
@@ -281,9 +333,10 @@ mod tests {
             encode_text("€", Charset::Iso8859(1), 255).is_err(),
             "not in 8859-1"
         );
-        assert!(
-            encode_text("\u{85}", Charset::Iso8859(1), 255).is_err(),
-            "C1 control"
+        assert_eq!(
+            encode_text("\u{85}", Charset::Iso8859(1), 255).unwrap(),
+            [0x10, 0x00, 0x01],
+            "a C1 control is left out, never sent as a letter"
         );
         assert!(
             encode_text("新𠀀", Charset::Gb2312, 255).is_err(),
@@ -299,6 +352,28 @@ mod tests {
         // ISO 6937: an accented letter is two bytes, never split.
         let cut = encode_text("aéé", Charset::Latin, 4).unwrap();
         assert_eq!(decode_text(&cut), "aé");
+    }
+
+    #[test]
+    fn line_breaks_become_the_dvb_code_and_controls_are_left_out() {
+        let text = si_text("Line 1\r\nLine 2\tend\u{85}");
+        assert_eq!(text, "Line 1\u{E08A}Line 2 end");
+        assert_eq!(
+            encode_text(&text, Charset::Latin, 255).unwrap(),
+            b"Line 1\x8aLine 2 end"
+        );
+        for cs in [Charset::Utf8, Charset::Latin, Charset::Iso8859(5)] {
+            let b = encode_text("a\nb", cs, 255).unwrap();
+            assert_eq!(decode_text(&b), "a\nb", "{cs:?}");
+        }
+        assert_eq!(
+            encode_text("新\n闻", Charset::Gb2312, 255).unwrap(),
+            [0x13, 0xD0, 0xC2, 0xE0, 0x8A, 0xCE, 0xC5]
+        );
+        assert_eq!(
+            encode_text("“©½”", Charset::Latin, 255).unwrap(),
+            [0xAA, 0xD3, 0xBD, 0xBA]
+        );
     }
 
     #[test]

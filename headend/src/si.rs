@@ -97,10 +97,15 @@ impl NetworkSi {
                 let chs = members(&m.channels);
                 let onid = chs.first().map_or(1, |c| c.si.original_network_id);
                 let charset = chs.first().map_or(Charset::Utf8, |c| c.si.charset);
+                // As another stream's SDT other describes them: EIT p/f (other) is sent for
+                // them, an EIT schedule other is not.
                 let services = chs
                     .iter()
                     .filter(|c| c.si.enabled)
-                    .map(|c| service_of(c))
+                    .map(|c| Service {
+                        eit_schedule: false,
+                        ..service_of(c)
+                    })
                     .collect();
                 ((m.transport_stream_id, onid), services, charset)
             })
@@ -137,12 +142,16 @@ fn network_nit<'a>(
             TransportStream {
                 transport_stream_id: m.transport_stream_id,
                 original_network_id: chs.first().map_or(1, |c| c.si.original_network_id),
-                services: chs.iter().map(|c| nit_service(c)).collect(),
+                services: chs
+                    .iter()
+                    .filter(|c| c.si.enabled)
+                    .map(|c| nit_service(c))
+                    .collect(),
             }
         })
         .collect();
     for c in &config.channels {
-        if config.mpts.iter().any(|m| m.channels.contains(&c.id)) {
+        if !c.si.enabled || config.mpts.iter().any(|m| m.channels.contains(&c.id)) {
             continue;
         }
         streams.push(TransportStream {
@@ -151,7 +160,7 @@ fn network_nit<'a>(
             services: vec![nit_service(c)],
         });
     }
-    match nit(n.network_id, 0, &n.name, &streams, n.charset) {
+    match nit(n.network_id, first_version(), &n.name, &streams, n.charset) {
         Ok(sections) => sections,
         Err(e) => {
             tracing::error!(error = %e, "NIT not sent");
@@ -175,6 +184,47 @@ struct ServiceSi {
     schedule: EitSchedule,
     /// The guide comes from XMLTV: present/following follow the clock through `week`.
     by_clock: bool,
+}
+
+impl ServiceSi {
+    /// The event_id of `e`: the schedule's, when the EIT schedule has the same event (start
+    /// and title), so a receiver's reminder follows it; otherwise one the schedule does not use.
+    fn event_id_for(&mut self, e: &Event) -> u16 {
+        if let Some(w) = self
+            .week
+            .iter()
+            .find(|w| w.start == e.start && w.title == e.title)
+        {
+            return w.event_id;
+        }
+        loop {
+            self.event_id = self.event_id.wrapping_add(1);
+            if !self.week.iter().any(|w| w.event_id == self.event_id) {
+                return self.event_id;
+            }
+        }
+    }
+}
+
+/// `e` with every character `charset` cannot hold replaced by `?`.
+fn codable(e: &Event, charset: Charset) -> Event {
+    let fix = |t: &str| -> String {
+        t.chars()
+            .map(|c| {
+                if epg::text::check_text(c.encode_utf8(&mut [0; 4]), charset).is_ok() {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect()
+    };
+    Event {
+        title: fix(&e.title),
+        text: fix(&e.text),
+        extended: fix(&e.extended),
+        ..e.clone()
+    }
 }
 
 /// A peer service (another MPTS) whose EIT p/f other this station sends.
@@ -242,12 +292,19 @@ fn ms(ms: u64) -> u64 {
     SYSTEM_CLOCK_HZ * ms / 1000
 }
 
-/// The carousel key of a sub-table.
-fn key(table_id: u8, extension: u16) -> u32 {
-    u32::from(table_id) << 16 | u32::from(extension)
+/// The carousel key of a sub-table: table_id, transport stream (for tables of other
+/// streams) and table_id_extension.
+fn key(table_id: u8, ts: u16, extension: u16) -> u64 {
+    u64::from(table_id) << 32 | u64::from(ts) << 16 | u64::from(extension)
 }
 
-fn send(mux: &mut Mux, pid: u16, key: u32, sections: &[Vec<u8>], every_ms: u64) {
+/// A first version number for a table, from the clock: after a restart a receiver that kept
+/// the old tables does not take new content for them.
+fn first_version() -> u8 {
+    (utc_now().and_utc().timestamp() / 60 % 32) as u8
+}
+
+fn send(mux: &mut Mux, pid: u16, key: u64, sections: &[Vec<u8>], every_ms: u64) {
     let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
     mux.set_table(Pid::from_bits(pid), key, &refs, ms(every_ms));
 }
@@ -267,13 +324,13 @@ impl StationSi {
         let first = on.first()?;
         let ts = (transport_stream_id, first.si.original_network_id);
         let services: Vec<Service> = on.iter().map(|c| service_of(c)).collect();
-        match sdt_sections(true, ts, 0, &services, first.si.charset) {
-            Ok(s) => send(mux, SDT_PID, key(0x42, ts.0), &s, 1000),
+        match sdt_sections(true, ts, first_version(), &services, first.si.charset) {
+            Ok(s) => send(mux, SDT_PID, key(0x42, 0, ts.0), &s, 1000),
             Err(e) => tracing::error!(transport_stream_id, error = %e, "SDT not sent"),
         }
         if !network.nit.is_empty() {
             mux.set_network_pid(Pid::from_bits(NIT_PID));
-            send(mux, NIT_PID, key(0x40, 0), &network.nit, 5000);
+            send(mux, NIT_PID, key(0x40, 0, 0), &network.nit, 5000);
         }
         let mut peers = Vec::new();
         if mpts {
@@ -281,8 +338,8 @@ impl StationSi {
                 if *peer_ts == ts || peer_services.is_empty() {
                     continue;
                 }
-                match sdt_sections(false, *peer_ts, 0, peer_services, *charset) {
-                    Ok(s) => send(mux, SDT_PID, key(0x46, peer_ts.0), &s, 5000),
+                match sdt_sections(false, *peer_ts, first_version(), peer_services, *charset) {
+                    Ok(s) => send(mux, SDT_PID, key(0x46, 0, peer_ts.0), &s, 5000),
                     Err(e) => {
                         tracing::error!(transport_stream_id = peer_ts.0, error = %e, "SDT other not sent")
                     }
@@ -292,7 +349,7 @@ impl StationSi {
                     service_id: s.service_id,
                     charset: *charset,
                     generation: None,
-                    version: 0,
+                    version: first_version(),
                 }));
             }
         }
@@ -306,15 +363,13 @@ impl StationSi {
                 .map(|c| ServiceSi {
                     service_id: c.service_id,
                     cfg: c.si.clone(),
-                    eit_version: 0,
+                    eit_version: first_version(),
                     event_id: 0,
                     present: None,
                     following: None,
                     week: Vec::new(),
-                    // Versions start from the clock, so a receiver that kept tables from
-                    // before a restart does not take new content for the old.
                     schedule: EitSchedule::new(c.service_id, ts.0, ts.1, c.si.days, c.si.charset)
-                        .with_version((utc_now().and_utc().timestamp() / 60 % 32) as u8),
+                        .with_version(first_version()),
                     by_clock: false,
                 })
                 .collect(),
@@ -354,20 +409,23 @@ impl StationSi {
         if s.by_clock {
             return;
         }
-        s.event_id = s.event_id.wrapping_add(1);
         let mut e = match present {
-            Some(p) => event(p, s.event_id),
+            Some(p) => event(p, 0),
             None => Event {
-                event_id: s.event_id,
                 language: "und".to_owned(),
                 title: title.to_owned(),
                 ..Event::default()
             },
         };
+        e.event_id = s.event_id_for(&e);
         e.start = utc_now();
         e.running_status = 4;
         s.present = Some(e);
-        s.following = following.map(|p| event(p, s.event_id.wrapping_add(1)));
+        s.following = following.map(|p| {
+            let mut f = event(p, 0);
+            f.event_id = s.event_id_for(&f);
+            f
+        });
         s.eit_version = (s.eit_version + 1) & 0x1F;
         self.board
             .publish(self.ts.0, service_id, &s.present, &s.following);
@@ -376,16 +434,26 @@ impl StationSi {
 
     fn send_eit(&self, mux: &mut Mux, k: usize) {
         let s = &self.services[k];
-        match eit_pf_table(
-            true,
-            s.service_id,
-            self.ts,
-            s.eit_version,
-            (s.present.as_ref(), s.following.as_ref()),
-            s.cfg.charset,
-        ) {
-            Ok(sections) => send(mux, EIT_PID, key(0x4E, s.service_id), &sections, 1500),
-            Err(e) => tracing::warn!(service_id = s.service_id, error = %e, "EIT not sent"),
+        let build = |present: Option<&Event>, following: Option<&Event>| {
+            eit_pf_table(
+                true,
+                s.service_id,
+                self.ts,
+                s.eit_version,
+                (present, following),
+                s.cfg.charset,
+            )
+        };
+        let sections = build(s.present.as_ref(), s.following.as_ref()).or_else(|e| {
+            // Text written past validation (a file name, a schedule file edited by hand):
+            // what the charset cannot hold shows as `?` rather than the old event staying.
+            tracing::warn!(service_id = s.service_id, error = %e, "EIT text not codable; sent with `?` for it");
+            let clean = |e: &Option<Event>| e.as_ref().map(|e| codable(e, s.cfg.charset));
+            build(clean(&s.present).as_ref(), clean(&s.following).as_ref())
+        });
+        match sections {
+            Ok(sections) => send(mux, EIT_PID, key(0x4E, 0, s.service_id), &sections, 1500),
+            Err(e) => tracing::error!(service_id = s.service_id, error = %e, "EIT not sent"),
         }
     }
 
@@ -431,7 +499,6 @@ impl StationSi {
         let end = |e: &Event| e.start + chrono::Duration::seconds(e.duration_s as i64);
         let present = s.week.iter().find(|e| e.start <= now && now < end(e));
         let following = s.week.iter().find(|e| e.start > now);
-        let ids = |e: &Option<Event>| e.as_ref().map(|e| (e.event_id, e.start));
         let (present, following) = (
             present.cloned().map(|mut e| {
                 e.running_status = 4;
@@ -439,7 +506,7 @@ impl StationSi {
             }),
             following.cloned(),
         );
-        if ids(&present) == ids(&s.present) && ids(&following) == ids(&s.following) {
+        if present == s.present && following == s.following {
             return;
         }
         s.present = present;
@@ -462,7 +529,7 @@ impl StationSi {
                         let refs: Vec<&[u8]> = t.sections.iter().map(|b| &b[..]).collect();
                         mux.set_table(
                             Pid::from_bits(EIT_PID),
-                            key(t.table_id, s.service_id),
+                            key(t.table_id, 0, s.service_id),
                             &refs,
                             ms(every),
                         );
@@ -486,8 +553,18 @@ impl StationSi {
             .local_minus_utc()
             / 60;
         let (tdt_s, tot_s) = (tdt(now), tot(now, &self.country, offset_min));
-        mux.set_table(Pid::from_bits(TDT_PID), 0x70, &[&tdt_s], ms(5000));
-        mux.set_table(Pid::from_bits(TDT_PID), 0x73, &[&tot_s], ms(5000));
+        mux.set_table(
+            Pid::from_bits(TDT_PID),
+            key(0x70, 0, 0),
+            &[&tdt_s],
+            ms(5000),
+        );
+        mux.set_table(
+            Pid::from_bits(TDT_PID),
+            key(0x73, 0, 0),
+            &[&tot_s],
+            ms(5000),
+        );
         for k in 0..self.services.len() {
             if self.services[k].schedule.today() != Some(now.date()) {
                 self.send_week(mux, k);
@@ -520,7 +597,7 @@ impl StationSi {
                 (present, following),
                 p.charset,
             ) {
-                Ok(s) => send(mux, EIT_PID, key(0x4F, p.service_id), &s, every),
+                Ok(s) => send(mux, EIT_PID, key(0x4F, p.ts.0, p.service_id), &s, every),
                 Err(e) => {
                     tracing::warn!(service_id = p.service_id, error = %e, "EIT other not sent")
                 }

@@ -73,9 +73,13 @@ fn repetition(secs: &[(usize, Vec<u8>)], muxrate: u64, label: &str) -> HashMap<u
             let w = worst.entry(tid).or_default();
             *w = w.max(now - prev);
         }
-        if let Some(prev) = last_of_sub.insert((tid, ext), now) {
+        // From the previous section's last byte to this one's first (EN 300 468 §5.1.4):
+        // `k` is the packet that completes a section, which started (len + pointer) / 184
+        // packets before.
+        let first = t(k + 1 - (s.len() + 1).div_ceil(184));
+        if let Some(prev_end) = last_of_sub.insert((tid, ext), now) {
             if tid < 0x70 {
-                min_gap = min_gap.min(now - prev);
+                min_gap = min_gap.min(first - prev_end);
             }
         }
     }
@@ -98,9 +102,10 @@ fn repetition(secs: &[(usize, Vec<u8>)], muxrate: u64, label: &str) -> HashMap<u
             limit(*tid)
         );
     }
-    // Sections start at least 25 ms apart less the time a section takes to leave.
+    // At least 25 ms from one section's end to the next one's start (less a packet's time,
+    // for where the measure falls within a packet).
     assert!(
-        min_gap >= 0.024,
+        min_gap >= 0.025 - 188.0 * 8.0 / muxrate as f64,
         "{label}: sections of one sub-table {min_gap:.4} s apart"
     );
     eprintln!("{label}: worst repetition per table_id (s): {worst:?}; closest sections of one sub-table {:.1} ms", min_gap * 1000.0);

@@ -152,8 +152,9 @@ pub struct Rap {
 struct Carousel {
     pid: Pid,
     /// Which table on the PID (a caller's key: the table_id, or for tables with several
-    /// sub-tables `table_id << 16 | table_id_extension`).
-    key: u32,
+    /// sub-tables one that tells them apart, e.g. table_id, transport stream and
+    /// table_id_extension packed together).
+    key: u64,
     /// Each section, packetised.
     sections: Vec<Bytes>,
     /// New content, swapped in when a cycle ends, so a receiver never sees the sections of
@@ -308,12 +309,15 @@ impl Mux {
     }
 
     /// Sends `sections` (each a whole section, packetised here) on `pid` again and again,
-    /// each once per `interval`, sections at least 25 ms apart, in the slots that would
-    /// otherwise be stuffing (after PCR, PAT and PMT). Replaces the table sent under the same
+    /// each once per `interval` (due times keep to the plan; lateness does not add up), the
+    /// next section of a table at least 25 ms after the last packet of the previous one. A
+    /// section that is due goes out after PCR, PAT and PMT and before program packets, so its
+    /// rate holds under full load: the caller budgets it in the muxrate (the program packets it
+    /// displaces leave later, and the muxer's lateness counters show it). Replaces the table sent under the same
     /// `(pid, key)` from its next cycle (a receiver never gets sections of two versions of one
     /// table mixed); empty `sections` stop it. For DVB SI: the caller rebuilds a table when its
     /// content changes (a new version) and calls this again.
-    pub fn set_table(&mut self, pid: Pid, key: u32, sections: &[&[u8]], interval: Ticks27M) {
+    pub fn set_table(&mut self, pid: Pid, key: u64, sections: &[&[u8]], interval: Ticks27M) {
         let packets: Vec<Bytes> = sections
             .iter()
             .map(|sec| {
@@ -482,7 +486,17 @@ impl Mux {
             let section = c.sections[c.next].clone();
             let n = c.sections.len() as u64;
             c.next = (c.next + 1) % c.sections.len();
-            c.next_due = now + (c.interval / n).max(MIN_SECTION_GAP);
+            // Due times follow the plan (lateness does not add up) unless far behind; the
+            // next section starts at least 25 ms after this one's last packet.
+            let step = c.interval / n;
+            let planned = if c.next_due + step + c.interval < now {
+                now
+            } else {
+                c.next_due + step
+            };
+            let last_packet = self.slot + (section.len() / PACKET_SIZE) as u64;
+            let earliest = self.slot_time(last_packet) + MIN_SECTION_GAP;
+            self.carousels[i].next_due = planned.max(earliest);
             self.stats.si_packets += (section.len() / PACKET_SIZE) as u64;
             self.put_psi(&section, out);
             return;

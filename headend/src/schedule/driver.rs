@@ -499,7 +499,17 @@ fn week_events(
             OnAirProgramme::of(it, seg, it.paths().join(", ")),
         ));
     }
-    Ok(out.into_iter().map(|(_, id, p)| (id, p)).collect())
+    // event_id must be unique within the service: a hash that collides takes the next free.
+    let mut used = std::collections::HashSet::new();
+    Ok(out
+        .into_iter()
+        .map(|(_, mut id, p)| {
+            while !used.insert(id) {
+                id = id.wrapping_add(1);
+            }
+            (id, p)
+        })
+        .collect())
 }
 
 /// The playlist index of `path`, probing it the first time.
