@@ -239,6 +239,7 @@ impl Engine {
                 log_stats: RenderStats::default(),
                 si: channel_si,
                 programmes: Default::default(),
+                on_air_tag: None,
             });
         }
         let status: Status = Arc::new(Mutex::new(stations.iter().map(|s| s.status()).collect()));
@@ -361,6 +362,8 @@ struct Station {
     si: Option<StationSi>,
     /// Programmes of the cues handed to the splicer, by tag, until they go on air.
     programmes: std::collections::BTreeMap<u64, OnAirProgramme>,
+    /// The tag of the cue on air (program 0), if it came from the schedule.
+    on_air_tag: Option<u64>,
     on_air: Vec<Option<String>>,
     mux: Mux,
     pacer: Pacer,
@@ -598,6 +601,15 @@ impl Station {
         if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
             si.set_week(&mut self.mux, self.service_ids[0], &week);
         }
+        // An edit of what comes next shows in EIT p/f now, not when the next item starts.
+        if let (Some(si), Some(t)) = (self.si.as_mut(), self.on_air_tag) {
+            let next = self
+                .programmes
+                .range(t + 1..)
+                .next()
+                .map(|(_, p)| p.clone());
+            si.set_following(&mut self.mux, self.service_ids[0], next.as_ref());
+        }
     }
 
     /// Sends the splicers' I/O requests to the I/O threads.
@@ -700,6 +712,9 @@ impl Station {
                         .get(*item)
                         .and_then(|p| p.file_stem())
                         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                    if *program == 0 {
+                        self.on_air_tag = tag;
+                    }
                     let present = tag.and_then(|t| self.programmes.remove(&t));
                     let following = tag.and_then(|t| {
                         self.programmes

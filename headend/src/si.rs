@@ -432,6 +432,36 @@ impl StationSi {
         self.send_eit(mux, k);
     }
 
+    /// What follows on the service with `service_id` changed (an edit of the next item): the
+    /// following event is sent again if it differs.
+    pub(crate) fn set_following(
+        &mut self,
+        mux: &mut Mux,
+        service_id: u16,
+        following: Option<&OnAirProgramme>,
+    ) {
+        let Some(k) = self.service(service_id) else {
+            return;
+        };
+        let s = &mut self.services[k];
+        if s.by_clock || s.present.is_none() {
+            return;
+        }
+        let f = following.map(|p| {
+            let mut f = event(p, 0);
+            f.event_id = s.event_id_for(&f);
+            f
+        });
+        if f == s.following {
+            return;
+        }
+        s.following = f;
+        s.eit_version = (s.eit_version + 1) & 0x1F;
+        self.board
+            .publish(self.ts.0, service_id, &s.present, &s.following);
+        self.send_eit(mux, k);
+    }
+
     fn send_eit(&self, mux: &mut Mux, k: usize) {
         let s = &self.services[k];
         let build = |present: Option<&Event>, following: Option<&Event>| {

@@ -306,6 +306,10 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         "present 改 with 二 following: {pairs:?}"
     );
     assert!(has(0, "二"), "then 二 present: {pairs:?}");
+    assert!(
+        has(0, "三"),
+        "the `now` edit shows as the present event: {pairs:?}"
+    );
 
     let r = check(&data, &CheckLimits::across_joins(MUXRATE));
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));
