@@ -230,6 +230,11 @@ impl Item {
         }
     }
 
+    /// Its playlist index.
+    pub(crate) fn index(&self) -> usize {
+        self.st.index
+    }
+
     /// A new cut time (see `Splicer::cut_current`).
     pub(crate) fn set_until(&mut self, until: Option<Ticks27M>) {
         self.st.cue.until = until;

@@ -16,6 +16,7 @@
 
 mod item;
 mod pids;
+mod preempt;
 
 use std::collections::VecDeque;
 
@@ -239,6 +240,13 @@ pub enum SpliceEvent {
         /// Why.
         error: ItemError,
     },
+    /// An item gave way to a pre-empting cue ([`Splicer::preempt`]).
+    ItemPreempted {
+        /// Playlist index.
+        item: usize,
+        /// Output time at which what stays of it ends being presented.
+        presented_until: Ticks27M,
+    },
     /// No item in the whole playlist is playable: filler until `retry_at`.
     NothingPlayable {
         /// When the playlist is tried again.
@@ -284,7 +292,13 @@ enum Io {
     Opening(usize),
     Read(usize),
     Reading(usize),
-    Waiting { until: Ticks27M, item: usize },
+    Waiting {
+        until: Ticks27M,
+        item: usize,
+    },
+    /// A request for this item is still with the driver, whose answer is to be ignored (a
+    /// pre-emption replaced the item); then the next cue opens.
+    Discard(usize),
     Closed,
 }
 
@@ -305,6 +319,8 @@ pub struct Splicer {
     current_cue: CueParams,
     /// Something was chosen to open already (a cue replaced the first playlist item).
     chosen: bool,
+    /// What the muxer has taken: for a pre-emption.
+    emitted: preempt::Emitted,
 }
 
 /// Output timeline state carried from item to item.
@@ -340,6 +356,7 @@ impl Splicer {
             } else {
                 Io::Open(0)
             },
+            emitted: preempt::Emitted::new(pmt.clone()),
             items,
             item: None,
             out: VecDeque::new(),
@@ -404,6 +421,47 @@ impl Splicer {
     /// Drops the cues not yet started (a schedule edit replaces them).
     pub fn clear_cues(&mut self) {
         self.cues.clear();
+    }
+
+    /// Puts `cue` on air as soon as it can be done cleanly, ahead of the cues queued (which
+    /// follow it): for an emergency override and the return from it. What is on air gives
+    /// way at once: the read-ahead already queued for the muxer is cut at its first
+    /// display-closed picture (so no decoded picture is lost and nothing presented is
+    /// repeated), each other stream where presentation reaches that point, and the item
+    /// stops being read. The new item then starts on a random access point with timestamps
+    /// and continuity counters running on, and a new PMT only if its streams differ. Its
+    /// first packets can leave as soon as its file is read.
+    pub fn preempt(&mut self, now: Ticks27M, cue: Cue) {
+        if self.io == Io::Closed {
+            return;
+        }
+        let (pmt, end) = preempt::cut_queue(&mut self.out, &self.emitted, now, &mut self.timeline);
+        self.pmt = pmt;
+        if let Some(it) = self.item.take() {
+            let presented_until = end.map_or(now, |e| (e.max(0) as u64).saturating_mul(300));
+            self.events.push_back(SpliceEvent::ItemPreempted {
+                item: it.index(),
+                presented_until,
+            });
+        }
+        self.chosen = true;
+        self.failed_in_row = 0;
+        self.cues.push_front(cue);
+        self.io = match self.io {
+            Io::Opening(i) | Io::Reading(i) => Io::Discard(i),
+            Io::Discard(i) => Io::Discard(i),
+            _ => self.next_io(None),
+        };
+    }
+
+    /// An answer for an item given up by [`Splicer::preempt`]: ignored, and the cue that
+    /// pre-empted it opens. Returns whether the answer was such.
+    fn discarded(&mut self, item: usize) -> bool {
+        if self.io != Io::Discard(item) {
+            return false;
+        }
+        self.io = self.next_io(None);
+        true
     }
 
     /// What to open after `item` (`None`: at the start): the next cue, else the next
@@ -485,12 +543,15 @@ impl Splicer {
         self.out.is_empty()
             && matches!(
                 self.io,
-                Io::Read(_) | Io::Reading(_) | Io::Open(_) | Io::Opening(_)
+                Io::Read(_) | Io::Reading(_) | Io::Open(_) | Io::Opening(_) | Io::Discard(_)
             )
     }
 
     /// The item opened.
     pub fn handle_opened(&mut self, item: usize) {
+        if self.discarded(item) {
+            return;
+        }
         if self.io != Io::Opening(item) {
             return;
         }
@@ -500,6 +561,9 @@ impl Splicer {
 
     /// The item could not be opened.
     pub fn handle_open_failed(&mut self, now: Ticks27M, item: usize, reason: &str) {
+        if self.discarded(item) {
+            return;
+        }
         if self.io != Io::Opening(item) {
             return;
         }
@@ -508,6 +572,9 @@ impl Splicer {
 
     /// The next chunk of the open item.
     pub fn handle_data(&mut self, now: Ticks27M, item: usize, data: Bytes) {
+        if self.discarded(item) {
+            return;
+        }
         if self.io != Io::Reading(item) {
             return;
         }
@@ -524,6 +591,9 @@ impl Splicer {
 
     /// The open item ended (`error`: the read failed).
     pub fn handle_eof(&mut self, now: Ticks27M, item: usize, error: Option<&str>) {
+        if self.discarded(item) {
+            return;
+        }
         if !matches!(self.io, Io::Reading(i) | Io::Read(i) if i == item) {
             return;
         }
@@ -572,7 +642,9 @@ impl Splicer {
 
     /// Takes the next thing for the muxer.
     pub fn pop(&mut self) -> Option<Queued> {
-        self.out.pop_front()
+        let q = self.out.pop_front()?;
+        self.emitted.note(&q);
+        Some(q)
     }
 
     /// The next event to log.
