@@ -8,12 +8,14 @@
 //! - [`si`]: DVB SI codings and tables (SDT, EIT present/following, TDT, TOT).
 //! - [`eit_cache`]: the EIT schedule of one service, updated incrementally (an edit
 //!   re-encodes only its segments and bumps only its table's version).
-//!
-//! EIT schedule, NIT, XMLTV and the mux insertion come with the rest of issue #5.
+//! - [`alert`]: emergency alerts (CAP 1.2 / JSON), their signatures (SM2 over SM3, Ed25519).
+//! - [`emergency`]: the in-band emergency tables (Chinese cable EBIT 0xFD, SCTE-18 0xD8).
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod alert;
 pub mod eit_cache;
+pub mod emergency;
 pub mod import;
 pub mod network;
 pub mod schedule;

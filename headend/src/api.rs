@@ -39,6 +39,8 @@ const MAX_BODY: usize = 4 << 20;
 
 /// What the API handlers share.
 pub(crate) struct ApiState {
+    /// Emergency alerts, when `[alerts]` is configured.
+    pub(crate) alerts: Option<Arc<crate::alert::Desk>>,
     pub(crate) store: Arc<Store>,
     /// Channel ids from the config.
     pub(crate) channels: Vec<String>,
@@ -68,15 +70,22 @@ pub(crate) type Probed = (u64, Option<std::time::SystemTime>, u64);
 /// What went wrong, by kind; the status code follows from the kind.
 enum ApiError {
     BadRequest(String),
+    /// An alert refused: the kind picks the status.
+    Alert(crate::alert::Rejection),
     Unauthorized,
     NoToken,
     NotFound(String),
     MethodNotAllowed,
     PreconditionRequired,
     TooLarge,
-    Conflict { current: u64, message: String },
+    Conflict {
+        current: u64,
+        message: String,
+    },
     NothingToUndo(String),
-    Invalid { errors: Vec<String> },
+    Invalid {
+        errors: Vec<String>,
+    },
     Internal(String),
 }
 
@@ -84,6 +93,16 @@ impl ApiError {
     fn into_response(self) -> Response<Body> {
         let (status, kind, message, extra) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m, None),
+            ApiError::Alert(r) => {
+                use crate::alert::RejectKind;
+                let (status, kind) = match r.kind {
+                    RejectKind::Unauthenticated => (StatusCode::FORBIDDEN, "unauthenticated"),
+                    RejectKind::Replay => (StatusCode::CONFLICT, "replay"),
+                    RejectKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+                    RejectKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                };
+                (status, kind, r.reason, None)
+            }
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -231,6 +250,48 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 StatusCode::OK,
                 &serde_json::json!({ "channel": channel, "date": date.to_string(), "revision": revision }),
             ))
+        }
+        ["alerts"] => {
+            let desk = alert_desk(state)?;
+            match *req.method() {
+                Method::GET | Method::HEAD => Ok(json(StatusCode::OK, &desk.list())),
+                Method::POST => {
+                    authorize_emergency(&desk, &req)?;
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let key = header(epg::alert::sign::KEY_HEADER);
+                    let sig = header(epg::alert::sign::SIGNATURE_HEADER);
+                    let body = read_bytes(req, MAX_BODY as u64).await?;
+                    let now = chrono::Utc::now();
+                    let d = desk.clone();
+                    let accepted = tokio::task::spawn_blocking(move || {
+                        d.submit(&body, key.as_deref(), sig.as_deref(), now)
+                    })
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .map_err(ApiError::Alert)?;
+                    Ok(json(StatusCode::ACCEPTED, &accepted))
+                }
+                _ => Err(ApiError::MethodNotAllowed),
+            }
+        }
+        ["alerts", "media"] => {
+            let desk = alert_desk(state)?;
+            if req.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            authorize_emergency(&desk, &req)?;
+            let body = read_bytes(req, desk.max_upload()).await?;
+            let d = desk.clone();
+            let stored = tokio::task::spawn_blocking(move || d.upload(&body))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(ApiError::Alert)?;
+            Ok(json(StatusCode::CREATED, &stored))
         }
         ["channels", channel, "status"] => {
             if !state.channels.iter().any(|c| c == channel) {
@@ -434,6 +495,11 @@ fn authorize<B>(state: &ApiState, req: &Request<B>) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Err(ApiError::NoToken);
     };
+    bearer(token, req)
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`.
+fn bearer<B>(token: &Secret, req: &Request<B>) -> Result<(), ApiError> {
     let given = req
         .headers()
         .get(AUTHORIZATION)
@@ -445,6 +511,33 @@ fn authorize<B>(state: &ApiState, req: &Request<B>) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+fn alert_desk(state: &ApiState) -> Result<Arc<crate::alert::Desk>, ApiError> {
+    state
+        .alerts
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("no [alerts] is configured: alerts are refused".into()))
+}
+
+/// Alert calls need the `emergency` role's token (`[alerts] token`), not the API token.
+fn authorize_emergency<B>(desk: &crate::alert::Desk, req: &Request<B>) -> Result<(), ApiError> {
+    bearer(desk.token(), req)
+}
+
+/// The body, at most `limit` bytes.
+async fn read_bytes(req: Request<Incoming>, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let collected = Limited::new(req.into_body(), limit as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit exceeded") {
+                ApiError::TooLarge
+            } else {
+                ApiError::BadRequest(format!("reading the body: {e}"))
+            }
+        })?;
+    Ok(collected.to_bytes().to_vec())
 }
 
 /// The revision named by `If-Match: "N"` (quotes optional).
@@ -459,17 +552,7 @@ fn if_match<B>(req: &Request<B>) -> Result<u64, ApiError> {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<String, ApiError> {
-    let collected = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.to_string().contains("length limit exceeded") {
-                ApiError::TooLarge
-            } else {
-                ApiError::BadRequest(format!("reading the body: {e}"))
-            }
-        })?;
-    String::from_utf8(collected.to_bytes().to_vec())
+    String::from_utf8(read_bytes(req, MAX_BODY as u64).await?)
         .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))
 }
 

@@ -66,6 +66,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         let views: driver::ScheduleViews = Arc::default();
         let guides: crate::guide::Guides = Arc::default();
         let requeue: driver::Requeue = Arc::default();
+        let returns: driver::Requeue = Arc::default();
         let scheduler = driver::start(
             scheduled,
             driver::SchedulerLinks {
@@ -76,6 +77,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 views: views.clone(),
                 guides: guides.clone(),
                 requeue: requeue.clone(),
+                returns: returns.clone(),
                 stop: scheduler_stop.clone(),
             },
         )
@@ -103,7 +105,33 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             )
             .context("starting the XMLTV watcher")?;
         }
+        let desk = crate::alert::Desk::new(
+            config,
+            crate::alert::DeskLinks {
+                sink: engine.schedule.clone(),
+                returns,
+                reports: engine
+                    .air_reports
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(),
+                placement: placement(&specs),
+            },
+        )?
+        .map(Arc::new);
+        if let Some(desk) = desk.clone() {
+            // Expiries and the engine's on/off-air reports, a few times a second.
+            let stop = scheduler_stop.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(50));
+                while !stop.load(Ordering::Relaxed) {
+                    every.tick().await;
+                    desk.tick(chrono::Utc::now());
+                }
+            });
+        }
         let api = Arc::new(ApiState {
+            alerts: desk,
             store,
             channels: config.channels.iter().map(|c| c.id.clone()).collect(),
             token: config.http.api_token.clone(),
@@ -152,6 +180,21 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Where each channel is: (channel id, station, program, whether it is a station of its own).
+fn placement(specs: &[engine::StationSpec]) -> Vec<(String, usize, usize, bool)> {
+    specs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let single = s.single_channel().is_some();
+            s.channel_ids()
+                .into_iter()
+                .enumerate()
+                .map(move |(p, id)| (id, i, p, single))
+        })
+        .collect()
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -200,6 +200,7 @@ pub(crate) fn watch_xmltv(
                                 station: c.station,
                                 new_paths: Vec::new(),
                                 handover: None,
+                                preempt: false,
                                 cues: Vec::new(),
                                 programmes: Vec::new(),
                                 week: None,

@@ -1,5 +1,6 @@
 //! `headend`: the head-end daemon and its offline tools.
 
+mod alert;
 mod api;
 mod config;
 mod daemon;

@@ -184,6 +184,12 @@ pub(crate) fn log_event(
                     stats.items_failed += 1;
                     tracing::warn!(channel, item = %item_name(program, item), %error, "item skipped");
                 }
+                SpliceEvent::ItemPreempted {
+                    item,
+                    presented_until,
+                } => {
+                    tracing::info!(channel, item = %item_name(program, item), until_s = presented_until as f64 / SYSTEM_CLOCK_HZ as f64, "item pre-empted");
+                }
                 SpliceEvent::NothingPlayable { retry_at } => {
                     tracing::error!(
                         channel,

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,41 +17,15 @@ use playout::check::{check, CheckLimits, Report};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
-use common::{checked, ffmpeg_errors, media, run_bounded, signal_and_wait, tool, Daemon};
+use common::{
+    checked, ffmpeg_errors, media, multicast_on_lo, multicast_receiver, run_bounded,
+    signal_and_wait, tool, Daemon,
+};
 
 const MUXRATE: u64 = 3_000_000;
 const DATAGRAM: usize = 7 * 188;
 /// How long the channels are received.
 const CAPTURE: Duration = Duration::from_secs(12);
-
-/// The group must stay on loopback: set up the routes as `scripts/test` does (root,
-/// idempotent) and make sure before anything is sent.
-fn multicast_on_lo(group: &str) {
-    let ip = |args: &[&str]| {
-        let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
-    };
-    ip(&["link", "set", "lo", "multicast", "on"]);
-    ip(&[
-        "-6",
-        "route",
-        "add",
-        "local",
-        "ff15::/16",
-        "dev",
-        "lo",
-        "table",
-        "local",
-    ]);
-    let out = Command::new("ip")
-        .args(["-6", "route", "get", group])
-        .output()
-        .expect("ip -6 route get");
-    let route = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        route.contains("dev lo"),
-        "{group} does not route to lo ({route}); run scripts/test as root"
-    );
-}
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -81,16 +55,6 @@ fn receive(socket: UdpSocket, stop: Arc<AtomicBool>) -> JoinHandle<Capture> {
         }
         Capture { datagrams }
     })
-}
-
-fn multicast_receiver(group: Ipv6Addr, port: u16) -> UdpSocket {
-    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.set_recv_buffer_size(8 << 20).unwrap();
-    s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())
-        .unwrap();
-    s.join_multicast_v6(&group, 1).unwrap();
-    s.into()
 }
 
 fn unicast_receiver(port: u16) -> UdpSocket {

@@ -45,6 +45,10 @@ pub struct CheckLimits {
     pub max_audio_step_ratio: f64,
     /// Longest time a PES may arrive before its decode time.
     pub max_decode_lead: Duration,
+    /// PIDs declared as private data streams (TR 101 290 check 3.4 leaves them out of
+    /// "unreferenced PID"): e.g. the in-band emergency tables (EBIT on its PID, SCTE-18 on
+    /// 0x1FFB), which no PMT lists.
+    pub private_pids: Vec<Pid>,
 }
 
 impl Default for CheckLimits {
@@ -58,6 +62,7 @@ impl Default for CheckLimits {
             max_video_step_ratio: 2.0,
             max_audio_step_ratio: 2.0,
             max_decode_lead: Duration::from_secs(2),
+            private_pids: Vec::new(),
         }
     }
 }
@@ -437,6 +442,9 @@ impl Report {
             }
         }
         for (pid, n) in &self.unreferenced_packets {
+            if limits.private_pids.contains(pid) {
+                continue;
+            }
             v.push(format!("PID {pid}: {n} packets on a PID no table lists"));
         }
         v

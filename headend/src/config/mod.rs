@@ -13,6 +13,7 @@
 //! separately so `headend check-config` can print warnings. The operator reference is
 //! `docs/config.md`: keep it in sync with the `///` docs of the typed structs.
 
+mod alerts;
 mod channel;
 mod claims;
 mod error;
@@ -26,6 +27,7 @@ use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
 pub(crate) use channel::{ChannelConfig, SiConfig};
 pub(crate) use error::{ConfigError, ConfigErrors};
 pub(crate) use mpts::MptsConfig;
@@ -58,6 +60,8 @@ pub(crate) struct Config {
     /// Table `[network]`: the DVB network the stations form; when present every station
     /// carries the NIT (PID 0x10). Default none.
     pub(crate) network: Option<NetworkConfig>,
+    /// Table `[alerts]`: emergency alerts. Default none (alerts are refused).
+    pub(crate) alerts: Option<AlertsConfig>,
 }
 
 /// The DVB network (`[network]`): its NIT lists every transport stream (each `[[mpts]]`,
@@ -181,11 +185,12 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     let channel_items = document.remove("channel");
     let mpts_items = document.remove("mpts");
     let network = document.remove("network");
+    let alerts = document.remove("alerts");
     for key in document.keys() {
         diag.push(
             key.escape_debug().to_string(),
             format!(
-                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `channel`, `mpts`",
+                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `channel`, `mpts`",
                 key.escape_debug()
             ),
         );
@@ -210,8 +215,10 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     }
     let channels: Option<Vec<ChannelConfig>> = channels.into_iter().collect();
     let mpts: Option<Vec<MptsConfig>> = mpts.into_iter().collect();
+    let mut alerts_cfg = None;
     if let (Some(channels), Some(mpts)) = (&channels, &mpts) {
         check_network(channels, mpts, network.as_ref(), &mut diag);
+        alerts_cfg = alerts.and_then(|v| alerts::alerts_config(v, base_dir, channels, &mut diag));
         if !diag.is_empty() {
             return Err(diag.finish());
         }
@@ -231,6 +238,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
             channels,
             mpts,
             network: network.flatten(),
+            alerts: alerts_cfg,
         }),
         _ => {
             // Unreachable by construction: converters return `None` only after reporting.

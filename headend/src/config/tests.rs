@@ -336,7 +336,7 @@ channels = []
     let m = |path| message(&errors, path);
     assert_eq!(
         m("unknown_top"),
-        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `network`, `channel`, `mpts`"
+        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `channel`, `mpts`"
     );
     assert!(m("channel[0].id").starts_with("invalid id `Bad Id`"));
     assert_eq!(
@@ -742,4 +742,58 @@ fn network_and_channel_numbers() {
         message(&errors, "channel[0].si.lcn"),
         "1024 is out of range, expected 1..=1023"
     );
+}
+
+#[test]
+fn alerts_table_is_checked() {
+    let key = epg::alert::sign::SigningKey::generate(epg::alert::sign::Algorithm::Ed25519)
+        .unwrap()
+        .verifying_key()
+        .to_hex();
+    let good = format!(
+        "{ISSUE_SHAPE}\n[alerts]\ntoken = \"0123456789abcdef0123\"\ntables = [\"ebit\", \"scte18\"]\n\
+         drill_channels = [\"news\"]\n[alerts.clips]\ndefault = \"alert.ts\"\n2 = \"orange.ts\"\n\
+         [[alerts.sender]]\nkey_id = \"city\"\nalgorithm = \"ed25519\"\npublic_key = \"{key}\"\nsenders = [\"a@b\"]\n\
+         [[alerts.area]]\ncode = \"310101\"\nchannels = [\"news\"]\n"
+    );
+    let config = parse(&good, Path::new("/etc/headend"), "test.toml").unwrap();
+    let alerts = config.alerts.unwrap();
+    assert_eq!(alerts.tables.len(), 2);
+    assert_eq!(alerts.ebit_pid, 0x21);
+    assert_eq!(
+        alerts.audit_log,
+        Path::new("/etc/headend/alerts-audit.jsonl")
+    );
+    assert_eq!(alerts.replay_window, std::time::Duration::from_secs(600));
+    assert!(alerts
+        .level_clips
+        .contains(&(Some(2), PathBuf::from("/etc/headend/orange.ts"))));
+    assert!(!format!("{:?}", alerts.token).contains("0123456789abcdef0123"));
+
+    let bad = format!(
+        "{ISSUE_SHAPE}\n[alerts]\ntoken = \"short\"\ntables = [\"eas\"]\nebit_pid = 5\n\
+         drill_channels = [\"nope\"]\nresource_code = \"12\"\n[alerts.clips]\n7 = \"x.ts\"\n\
+         [[alerts.sender]]\nkey_id = \"city\"\nalgorithm = \"rsa\"\npublic_key = \"00\"\nsenders = []\n\
+         [[alerts.sender]]\nkey_id = \"prov\"\nalgorithm = \"sm2\"\npublic_key = \"04zz\"\nsenders = [\"x\"]\n\
+         [[alerts.area]]\ncode = \"310101\"\nchannels = [\"ghost\"]\n"
+    );
+    let errors = reject(&bad);
+    for path in [
+        "alerts.token",
+        "alerts.tables[0]",
+        "alerts.ebit_pid",
+        "alerts.drill_channels[0]",
+        "alerts.resource_code",
+        "alerts.clips.7",
+        "alerts.clips",
+        "alerts.sender[0].senders",
+        "alerts.sender[0].algorithm",
+        "alerts.sender[1].public_key",
+        "alerts.area[0].channels[0]",
+    ] {
+        message(&errors, path);
+    }
+    assert!(message(&errors, "alerts.area[0].channels[0]").contains("ghost"));
+    // The token is never echoed.
+    assert!(!errors.iter().any(|e| e.message.contains("short")));
 }

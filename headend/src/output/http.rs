@@ -383,6 +383,7 @@ mod tests {
             status: Default::default(),
             listen: "[::1]:8080".parse().unwrap(),
             api: Arc::new(ApiState {
+                alerts: None,
                 store: Arc::new(crate::schedule::store::Store::new("/nonexistent")),
                 channels: Vec::new(),
                 token: None,

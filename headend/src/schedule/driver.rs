@@ -34,6 +34,10 @@ pub(crate) const AHEAD: Duration = Duration::from_secs(8);
 /// How long after a schedule appears it takes over from the playlist (the splicer cannot
 /// cut what it has already released).
 pub(crate) const LEAD: Duration = Duration::from_secs(4);
+/// How far ahead the schedule is joined when an alert ends: what is on air (the alert) gives
+/// way at once ([`ScheduleMsg::preempt`]), so only the time to read the file's start is
+/// needed.
+const RETURN_LEAD: Duration = Duration::from_millis(1000);
 /// Offsets beyond this are joined by seeking rather than reading the file from its start...
 const SEEK_MIN_NS: u64 = 20 * 1_000_000_000;
 /// ...landing this much before the offset, so a random access point is found before it.
@@ -90,6 +94,9 @@ pub(crate) struct ScheduleMsg {
     pub(crate) new_paths: Vec<PathBuf>,
     /// Cut the item on air here: the schedule takes over.
     pub(crate) handover: Option<Ticks27M>,
+    /// With `handover`: what is on air (an alert ending) gives way at once to the first cue
+    /// rather than at `handover`.
+    pub(crate) preempt: bool,
     pub(crate) cues: Vec<Cue>,
     /// What each cue (by tag) is, for the EPG.
     pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
@@ -164,6 +171,8 @@ struct State {
     next_week: Utc,
     /// ...or at once when the store has taken an edit since (its write count then).
     seen_writes: u64,
+    /// An alert ended: join the schedule at the wall clock, pre-empting the alert.
+    returning: bool,
 }
 
 /// What the scheduler works with, shared with the engine and the API.
@@ -177,6 +186,8 @@ pub(crate) struct SchedulerLinks {
     /// Where the coming days' events go for `/epg.xml`.
     pub(crate) guides: crate::guide::Guides,
     pub(crate) requeue: Requeue,
+    /// Channels whose alert has ended: they return to their schedule at once.
+    pub(crate) returns: Requeue,
     pub(crate) stop: Arc<AtomicBool>,
 }
 
@@ -193,6 +204,7 @@ pub(crate) fn start(
         views,
         guides,
         requeue,
+        returns,
         stop,
     } = links;
     std::thread::Builder::new()
@@ -211,6 +223,7 @@ pub(crate) fn start(
                     next_tag: 0,
                     next_week: Utc(0),
                     seen_writes: 0,
+                    returning: false,
                 })
                 .collect();
             while !stop.load(Ordering::Relaxed) {
@@ -219,10 +232,19 @@ pub(crate) fn start(
                     .unwrap_or_else(PoisonError::into_inner)
                     .drain()
                     .collect();
+                let ended: Vec<String> = returns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain()
+                    .collect();
                 for st in &mut states {
                     if now_edits.contains(&st.ch.channel) {
                         tracing::info!(channel = %st.ch.channel, "schedule edit applies now");
                         st.cued_until = None;
+                    }
+                    if ended.contains(&st.ch.channel) {
+                        st.cued_until = None;
+                        st.returning = true;
                     }
                     let map = maps
                         .lock()
@@ -247,7 +269,17 @@ pub(crate) fn start(
                         }
                     }
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                // Half a second between rounds, or less when an alert ends.
+                for _ in 0..25 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    if !returns
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_empty()
+                    {
+                        break;
+                    }
+                }
             }
         })
 }
@@ -364,7 +396,8 @@ fn round(
         None
     };
     let first = st.cued_until.is_none();
-    let from = st.cued_until.unwrap_or(now.add(LEAD.as_nanos() as u64));
+    let lead = if st.returning { RETURN_LEAD } else { LEAD };
+    let from = st.cued_until.unwrap_or(now.add(lead.as_nanos() as u64));
     let ahead = now.add(AHEAD.as_nanos() as u64);
     if from >= ahead && new_paths.is_empty() && week.is_none() {
         return Ok(None);
@@ -435,10 +468,12 @@ fn round(
         });
         programmes.push((c.tag, p));
     }
+    let preempt = first && std::mem::take(&mut st.returning);
     Ok(Some(ScheduleMsg {
         station: st.ch.station,
         new_paths,
         handover: first.then(|| map.output_time(from)),
+        preempt,
         cues,
         programmes,
         week,

@@ -182,3 +182,50 @@ pub(crate) fn free_tcp_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// The group must stay on loopback: set up the routes as `scripts/test` does (root,
+/// idempotent) and make sure before anything is sent.
+pub(crate) fn multicast_on_lo(group: &str) {
+    let ip = |args: &[&str]| {
+        let _ = Command::new("ip")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    ip(&["link", "set", "lo", "multicast", "on"]);
+    ip(&[
+        "-6",
+        "route",
+        "add",
+        "local",
+        "ff15::/16",
+        "dev",
+        "lo",
+        "table",
+        "local",
+    ]);
+    let out = Command::new("ip")
+        .args(["-6", "route", "get", group])
+        .output()
+        .expect("ip -6 route get");
+    let route = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        route.contains("dev lo"),
+        "{group} does not route to lo ({route}); run scripts/test as root"
+    );
+}
+
+pub(crate) fn multicast_receiver(group: std::net::Ipv6Addr, port: u16) -> std::net::UdpSocket {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_recv_buffer_size(8 << 20).unwrap();
+    s.bind(&std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())
+        .unwrap();
+    s.join_multicast_v6(&group, 1).unwrap();
+    s.into()
+}

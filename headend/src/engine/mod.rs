@@ -27,6 +27,9 @@ use crate::render::{self, RenderStats};
 use crate::schedule::driver::{ClockMap, ClockMaps, OnAirProgramme, ScheduleMsg};
 use crate::si::{NetworkSi, StationSi};
 
+mod overrides;
+pub(crate) use overrides::{AirAlert, AirKind, AirReport, OverrideMsg};
+
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
 const DATAGRAM: usize = PACKETS_PER_DATAGRAM * PACKET_SIZE;
@@ -67,6 +70,11 @@ pub(crate) struct StationSpec {
 }
 
 impl StationSpec {
+    /// Its channels' ids, by program.
+    pub(crate) fn channel_ids(&self) -> Vec<String> {
+        self.channels.iter().map(|c| c.id.clone()).collect()
+    }
+
     /// Whether this is a channel on its own (which a schedule can drive).
     pub(crate) fn single_channel(&self) -> Option<&ChannelConfig> {
         (self.feed.is_some() && self.channels.len() == 1).then(|| &self.channels[0])
@@ -147,29 +155,42 @@ pub(crate) struct Engine {
     pub(crate) status: Status,
     /// How each station's output clock maps to UTC, for the scheduler.
     pub(crate) maps: ClockMaps,
-    /// Where the scheduler sends each station's cues.
+    /// Where the scheduler sends each station's cues (and the alert desk its overrides).
     pub(crate) schedule: ScheduleSink,
+    /// When alerts go on and off air, per program (for the audit log); taken by the desk.
+    pub(crate) air_reports: Mutex<Option<mpsc::Receiver<AirReport>>>,
 }
 
 /// Routes the scheduler's messages to the engine thread that owns the station.
 #[derive(Clone)]
 pub(crate) struct ScheduleSink {
-    txs: Vec<mpsc::Sender<ScheduleMsg>>,
+    txs: Vec<mpsc::Sender<Control>>,
     shard_of: Vec<usize>,
 }
 
 impl ScheduleSink {
     /// Hands `msg` to its station's engine thread; `false` once the engine has stopped.
     pub(crate) fn send(&self, msg: ScheduleMsg) -> bool {
-        let Some(tx) = self
-            .shard_of
-            .get(msg.station)
-            .and_then(|s| self.txs.get(*s))
-        else {
-            return false;
-        };
-        tx.send(msg).is_ok()
+        self.deliver(msg.station, Control::Schedule(msg))
     }
+
+    /// Hands an alert override to its station's engine thread; `false` once stopped.
+    pub(crate) fn send_override(&self, msg: OverrideMsg) -> bool {
+        self.deliver(msg.station(), Control::Override(msg))
+    }
+
+    fn deliver(&self, station: usize, msg: Control) -> bool {
+        self.shard_of
+            .get(station)
+            .and_then(|s| self.txs.get(*s))
+            .is_some_and(|tx| tx.send(msg).is_ok())
+    }
+}
+
+/// What the engine threads are told.
+enum Control {
+    Schedule(ScheduleMsg),
+    Override(OverrideMsg),
 }
 
 impl Engine {
@@ -189,6 +210,7 @@ impl Engine {
         let mut maps = Vec::new();
         let mut stations = Vec::new();
         let mut seed = epoch.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
+        let (reports_tx, reports_rx) = mpsc::channel();
         for (si, spec) in specs.iter().enumerate() {
             let mut outputs = Vec::new();
             for o in &spec.outputs {
@@ -217,6 +239,7 @@ impl Engine {
                 skipped_ns: 0,
             }));
             stations.push(Station {
+                index: si,
                 id: spec.id.clone(),
                 names: spec.channels.iter().map(|c| c.id.clone()).collect(),
                 service_ids: spec.channels.iter().map(|c| c.service_id).collect(),
@@ -240,6 +263,15 @@ impl Engine {
                 si: channel_si,
                 programmes: Default::default(),
                 on_air_tag: None,
+                air: overrides::Air::new(
+                    spec.channels.iter().map(|c| c.playlist.len()).collect(),
+                    reports_tx.clone(),
+                    ClockMap {
+                        utc_at_origin_ns: utc_at_epoch_ns + (start_ns + stagger) as i64,
+                        origin: spec.mux.clock_origin,
+                        skipped_ns: 0,
+                    },
+                ),
             });
         }
         let status: Status = Arc::new(Mutex::new(stations.iter().map(|s| s.status()).collect()));
@@ -322,6 +354,7 @@ impl Engine {
                 txs: sched_txs,
                 shard_of,
             },
+            air_reports: Mutex::new(Some(reports_rx)),
         })
     }
 
@@ -349,6 +382,8 @@ impl Drop for Engine {
 }
 
 struct Station {
+    /// Its index among all stations.
+    index: usize,
     id: String,
     names: Vec<String>,
     /// Each program's service_id.
@@ -364,6 +399,8 @@ struct Station {
     programmes: std::collections::BTreeMap<u64, OnAirProgramme>,
     /// The tag of the cue on air (program 0), if it came from the schedule.
     on_air_tag: Option<u64>,
+    /// Emergency alert overrides, per program.
+    air: overrides::Air,
     on_air: Vec<Option<String>>,
     mux: Mux,
     pacer: Pacer,
@@ -426,7 +463,7 @@ struct Shard {
     epoch: Instant,
     jobs: mpsc::Sender<IoJob>,
     done: mpsc::Receiver<IoResult>,
-    schedule: mpsc::Receiver<ScheduleMsg>,
+    schedule: mpsc::Receiver<Control>,
     maps: ClockMaps,
 }
 
@@ -486,8 +523,17 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             applied += 1;
         }
         while let Ok(msg) = sched_rx.try_recv() {
-            if let Some(k) = global.iter().position(|g| *g == msg.station) {
-                stations[k].apply_schedule(msg);
+            match msg {
+                Control::Schedule(msg) => {
+                    if let Some(k) = global.iter().position(|g| *g == msg.station) {
+                        stations[k].apply_schedule(msg);
+                    }
+                }
+                Control::Override(msg) => {
+                    if let Some(k) = global.iter().position(|g| *g == msg.station()) {
+                        stations[k].apply_override(msg);
+                    }
+                }
             }
         }
         for (i, st) in stations.iter_mut().enumerate() {
@@ -585,18 +631,35 @@ impl Station {
             }
             splicer.add_item();
         }
-        if let Some(at) = msg.handover {
-            self.programmes.clear();
-            splicer.clear_cues();
-            splicer.cut_current(at);
-            tracing::info!(station = %self.id, "schedule takes over");
-        }
-        self.programmes.extend(msg.programmes);
-        for c in msg.cues {
-            if c.from_byte > 0 {
-                tracing::info!(station = %self.id, item = c.item, from_byte = c.from_byte, offset_s = c.offset_90k as f64 / 90_000.0, "joining far into a file: reading from near the offset");
+        self.air.scheduled |= msg.handover.is_some() || !msg.cues.is_empty();
+        if self.air.overriding(0) {
+            // An alert is on air: the schedule's cues wait; when the alert ends the scheduler
+            // cues again from the wall clock (`preempt`).
+            self.programmes.extend(msg.programmes);
+        } else {
+            if let Some(at) = msg.handover {
+                self.programmes.clear();
+                splicer.clear_cues();
+                if msg.preempt {
+                    tracing::info!(station = %self.id, "the schedule returns");
+                } else {
+                    splicer.cut_current(at);
+                    tracing::info!(station = %self.id, "schedule takes over");
+                }
             }
-            splicer.push_cue(c);
+            self.programmes.extend(msg.programmes);
+            let now = self.mux.now();
+            let splicer = self.mux.program_mut(0);
+            for (k, c) in msg.cues.into_iter().enumerate() {
+                if c.from_byte > 0 {
+                    tracing::info!(station = %self.id, item = c.item, from_byte = c.from_byte, offset_s = c.offset_90k as f64 / 90_000.0, "joining far into a file: reading from near the offset");
+                }
+                if k == 0 && msg.preempt && msg.handover.is_some() {
+                    splicer.preempt(now, c);
+                } else {
+                    splicer.push_cue(c);
+                }
+            }
         }
         if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
             si.set_week(&mut self.mux, self.service_ids[0], &week);
@@ -697,16 +760,44 @@ impl Station {
         while let Some(ev) = self.mux.poll_event() {
             if let MuxEvent::Splice {
                 program,
-                event: SpliceEvent::ItemStarted { item, tag, .. },
+                event:
+                    SpliceEvent::ItemPreempted {
+                        item,
+                        presented_until,
+                    },
+            } = &ev
+            {
+                self.alert_item_preempted(*program, *item, *presented_until);
+            }
+            if let MuxEvent::Splice {
+                program,
+                event:
+                    SpliceEvent::ItemStarted {
+                        item,
+                        tag,
+                        at,
+                        presented_at,
+                        ..
+                    },
             } = &ev
             {
                 let tag = *tag;
+                let alert = self.alert_item_started(*program, *item, tag, *at, *presented_at);
                 if let Some(slot) = self.on_air.get_mut(*program) {
                     *slot = self.playlists[*program]
                         .get(*item)
                         .map(|p| p.display().to_string());
                 }
-                if let Some(si) = self.si.as_mut() {
+                if let (Some(alert), Some(si)) = (&alert, self.si.as_mut()) {
+                    // An alert's clip: the alert is the present event.
+                    si.on_air(
+                        &mut self.mux,
+                        self.service_ids[*program],
+                        Some(alert),
+                        &alert.title,
+                        None,
+                    );
+                } else if let Some(si) = self.si.as_mut() {
                     // A cue's programme from the schedule; otherwise the file name.
                     let title = self.playlists[*program]
                         .get(*item)

@@ -1,0 +1,484 @@
+//! Emergency alerts end to end: 20 channels on IPv6 multicast (kept on loopback); a signed
+//! CAP alert (SM2 over SM3) for one area pre-empts exactly that area's channels, measured from
+//! the API's answer to the first packet of the alert clip on each group; a drill (JSON, Ed25519)
+//! reaches only the drill channel of its area; forged, unknown-key and replayed alerts change
+//! nothing and are in the audit log. While the alert is on air the EIT present event is its
+//! headline and the EBIT (0xFD) and SCTE-18 (0xD8) tables go out and parse; at `expires` the
+//! playlist channels go on and the scheduled channel rejoins its schedule where the wall clock
+//! is (the missed part skipped); every capture stays conformant throughout.
+
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use epg::alert::sign::{encode_signature, Algorithm, SigningKey, KEY_HEADER, SIGNATURE_HEADER};
+use playout::check::{check, CheckLimits};
+use playout::psi::{Pmt, SectionAssembler};
+use playout::ts::{Pid, TsPacket};
+
+mod common;
+use common::{media, multicast_on_lo, multicast_receiver, signal_and_wait, Daemon};
+
+const CHANNELS: usize = 20;
+const MUXRATE: u64 = 2_000_000;
+const TOKEN: &str = "emergency-role-token-0123456789";
+
+fn utc_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn beijing(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S+08:00")
+        .to_string()
+}
+
+/// POSTs `body` with `headers`; (status, body).
+fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned();
+    (status, body)
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned()
+}
+
+fn signed(key: &SigningKey, key_id: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        (KEY_HEADER, key_id.to_owned()),
+        (SIGNATURE_HEADER, encode_signature(&key.sign(body))),
+    ]
+}
+
+fn cap(identifier: &str, sent: i64, expires: i64, geocode: &str, headline: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier>
+  <sender>prov@example.cn</sender>
+  <sent>{sent}</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>zh-CN</language>
+    <category>Met</category>
+    <event>台风</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Observed</certainty>
+    <eventCode><valueName>GB/T 35965</valueName><value>11B03</value></eventCode>
+    <expires>{expires}</expires>
+    <headline>{headline}</headline>
+    <description>台风中心将于今日登陆，请立即转移到安全地带。</description>
+    <area><areaDesc>徐汇区</areaDesc><geocode><valueName>GB2260</valueName><value>{geocode}</value></geocode></area>
+  </info>
+</alert>
+"#,
+        sent = beijing(sent),
+        expires = beijing(expires),
+    )
+}
+
+/// Datagrams of one group with their arrival instants.
+type Capture = Vec<(Instant, Vec<u8>)>;
+
+/// Per packet of a capture: (arrival, packet).
+fn packets(cap: &Capture) -> Vec<(Instant, TsPacket)> {
+    cap.iter()
+        .flat_map(|(t, d)| {
+            d.chunks_exact(188)
+                .map(move |p| (*t, TsPacket::new(Bytes::copy_from_slice(p)).unwrap()))
+        })
+        .collect()
+}
+
+/// Every complete section on `pid`, with the arrival of its last packet.
+fn sections(pkts: &[(Instant, TsPacket)], pid: u16) -> Vec<(Instant, Vec<u8>)> {
+    let mut asm = SectionAssembler::default();
+    let mut out = Vec::new();
+    for (t, p) in pkts {
+        if p.pid() == Pid::from_bits(pid) {
+            asm.push(p, true, |s| out.push((*t, s.to_vec())));
+        }
+    }
+    out
+}
+
+/// Arrival of the first PMT announcing HEVC (the alert clip, c.ts), and of the first PMT
+/// without it after that.
+fn alert_pmts(pkts: &[(Instant, TsPacket)]) -> (Option<Instant>, Option<Instant>) {
+    let (mut on, mut off) = (None, None);
+    for (t, s) in sections(pkts, 0x1000) {
+        let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), &s) else {
+            continue;
+        };
+        let hevc = pmt.streams.iter().any(|e| e.stream_type == 0x24);
+        if hevc && on.is_none() {
+            on = Some(t);
+        }
+        if !hevc && on.is_some() && off.is_none() {
+            off = Some(t);
+        }
+    }
+    (on, off)
+}
+
+#[test]
+fn signed_alerts_preempt_their_area_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A port per group: Linux hands a group's datagrams to every socket bound to its port.
+    let ports: Vec<u16> = (0..CHANNELS)
+        .map(|_| {
+            UdpSocket::bind("[::1]:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    multicast_on_lo("ff15::a:1");
+    let sm2 = SigningKey::generate(Algorithm::Sm2).unwrap();
+    let ed = SigningKey::generate(Algorithm::Ed25519).unwrap();
+    let rogue = SigningKey::generate(Algorithm::Sm2).unwrap();
+
+    // ch00 runs a schedule: b.ts at T0, a.ts at T0+5, c.ts at T0+10 (hard starts).
+    let t0 = utc_s() + 16;
+    let clock = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .format("%H:%M:%S")
+            .to_string()
+    };
+    let date = chrono::DateTime::from_timestamp(t0, 0)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let sched = dir.path().join("sched/ch00");
+    std::fs::create_dir_all(&sched).unwrap();
+    std::fs::write(
+        sched.join(format!("{date}.toml")),
+        format!(
+            "date = \"{date}\"\n\n[[item]]\nstart = \"{}\"\nfile = \"b.ts\"\ntitle = \"B\"\n\n\
+             [[item]]\nstart = \"{}\"\nfile = \"a.ts\"\ntitle = \"A\"\n\n\
+             [[item]]\nstart = \"{}\"\nfile = \"e.ts\"\ntitle = \"E\"\n",
+            clock(t0),
+            clock(t0 + 5),
+            clock(t0 + 10)
+        ),
+    )
+    .unwrap();
+    let mut cfg = format!(
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
+         [alerts]\ntoken = \"{TOKEN}\"\naudit_log = \"audit/alerts.jsonl\"\ntables = [\"ebit\", \"scte18\"]\n\
+         drill_channels = [\"ch07\"]\nresource_code = \"31010400000000000000000\"\n\
+         [alerts.clips]\ndefault = {clip:?}\n\n\
+         [[alerts.sender]]\nkey_id = \"prov-sm2\"\nalgorithm = \"sm2\"\npublic_key = \"{sm2pub}\"\nsenders = [\"prov@example.cn\"]\n\n\
+         [[alerts.sender]]\nkey_id = \"city-ed\"\nalgorithm = \"ed25519\"\npublic_key = \"{edpub}\"\nsenders = [\"city@example.cn\"]\n\n\
+         [[alerts.area]]\ncode = \"310104\"\nchannels = [\"ch00\", \"ch01\", \"ch02\", \"ch03\", \"ch04\"]\n\n\
+         [[alerts.area]]\ncode = \"310105\"\nchannels = [\"ch05\", \"ch06\", \"ch07\", \"ch08\", \"ch09\"]\n\n",
+        media = media("").display().to_string(),
+        clip = media("c.ts").display().to_string(),
+        sm2pub = sm2.verifying_key().to_hex(),
+        edpub = ed.verifying_key().to_hex(),
+    );
+    for (i, port) in ports.iter().enumerate() {
+        cfg.push_str(&format!(
+            "[[channel]]\nid = \"ch{i:02}\"\nservice_id = {}\nname = \"频道{i}\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [{e:?}, {a:?}]\nfiller = [{e:?}]\ntimezone = \"UTC\"\n\n[[channel.output]]\nurl = \"udp://[ff15::a:{}]:{}\"\ninterface = \"lo\"\n\n",
+            i + 1,
+            i + 1,
+            port,
+            e = media("e.ts").display().to_string(),
+            a = media("a.ts").display().to_string(),
+        ));
+    }
+    let cfg_path = dir.path().join("headend.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let receivers: Vec<_> = (0..CHANNELS)
+        .map(|i| {
+            let group: Ipv6Addr = format!("ff15::a:{}", i + 1).parse().unwrap();
+            let s = multicast_receiver(group, ports[i]);
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut got: Capture = Vec::new();
+                let mut buf = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = s.recv(&mut buf) {
+                        got.push((Instant::now(), buf[..n].to_vec()));
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut daemon = Daemon::run(&cfg_path, "info");
+    let started = Instant::now();
+
+    // Forged: signed by a key we do not trust, claiming a trusted key id.
+    let forged = cap("FORGED-1", utc_s(), utc_s() + 60, "310104", "伪造");
+    let (status, body) = post(
+        http_port,
+        "/api/alerts",
+        &signed(&rogue, "prov-sm2", forged.as_bytes()),
+        forged.as_bytes(),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("bad signature"), "{body}");
+    // An unknown key; no signature at all; the wrong token.
+    let (status, body) = post(
+        http_port,
+        "/api/alerts",
+        &signed(&rogue, "nobody", forged.as_bytes()),
+        forged.as_bytes(),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("unknown key"), "{body}");
+    let (status, _) = post(http_port, "/api/alerts", &[], forged.as_bytes());
+    assert_eq!(status, 403);
+    // The area no channel serves.
+    let nowhere = cap("NOWHERE-1", utc_s(), utc_s() + 60, "440000", "别处");
+    let (status, body) = post(
+        http_port,
+        "/api/alerts",
+        &signed(&sm2, "prov-sm2", nowhere.as_bytes()),
+        nowhere.as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("unknown area"), "{body}");
+
+    // The alert, at T0 + 1.5 s, until T0 + 6.
+    while utc_s() * 1000 < t0 * 1000 + 1500 {
+        std::thread::sleep(Duration::from_millis(20));
+        if SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            >= t0 * 1000 + 1500
+        {
+            break;
+        }
+    }
+    let headline = "台风红色预警";
+    let alert = cap("SH-20261201-0001", utc_s(), t0 + 6, "310104", headline);
+    let (status, body) = post(
+        http_port,
+        "/api/alerts",
+        &signed(&sm2, "prov-sm2", alert.as_bytes()),
+        alert.as_bytes(),
+    );
+    let answered = Instant::now();
+    assert_eq!(status, 202, "{body}");
+    let accepted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(accepted["channels"].as_array().unwrap().len(), 5, "{body}");
+    // The same again: a replay.
+    let (status, body) = post(
+        http_port,
+        "/api/alerts",
+        &signed(&sm2, "prov-sm2", alert.as_bytes()),
+        alert.as_bytes(),
+    );
+    assert_eq!(status, 409, "{body}");
+    // A drill for the next district: only its drill channel (ch07) airs it.
+    let drill = serde_json::json!({
+        "identifier": "DRILL-7", "sender": "city@example.cn", "sent": beijing(utc_s()),
+        "status": "Exercise", "msgType": "Alert", "scope": "Public",
+        "info": [{"language": "zh-CN", "category": ["Safety"], "event": "演练",
+                  "urgency": "Immediate", "severity": "Minor", "certainty": "Observed",
+                  "expires": beijing(t0 + 5), "headline": "应急广播演练",
+                  "area": [{"areaDesc": "长宁区", "geocode": [{"valueName": "GB2260", "value": "310105"}]}]}]
+    })
+    .to_string();
+    let (status, body) = post(
+        http_port,
+        "/api/alerts",
+        &signed(&ed, "city-ed", drill.as_bytes()),
+        drill.as_bytes(),
+    );
+    let drill_answered = Instant::now();
+    assert_eq!(status, 202, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&get(http_port, "/api/alerts")).unwrap();
+    assert_eq!(listed["active"].as_array().unwrap().len(), 2, "{listed}");
+
+    // Receive until T0 + 11 (the alert ends at T0 + 6).
+    while utc_s() < t0 + 11 {
+        assert!(started.elapsed() < Duration::from_secs(60), "bounded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let captures: Vec<Capture> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
+    let after: serde_json::Value = serde_json::from_str(&get(http_port, "/api/alerts")).unwrap();
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+
+    // Switch latency: API answer → first packet of the alert clip's PMT, per channel.
+    let mut delays = Vec::new();
+    for (i, cap) in captures.iter().enumerate() {
+        assert!(!cap.is_empty(), "ch{i:02}: nothing received");
+        let pkts = packets(cap);
+        let (on, off) = alert_pmts(&pkts);
+        match i {
+            0..=4 => {
+                let on = on.unwrap_or_else(|| panic!("ch{i:02}: the alert never went on air"));
+                let d = on.saturating_duration_since(answered);
+                delays.push(d);
+                assert!(
+                    d < Duration::from_secs(1),
+                    "ch{i:02}: on air {d:?} after the answer"
+                );
+                assert!(off.is_some(), "ch{i:02}: back from the alert");
+            }
+            7 => {
+                let on = on.expect("ch07: the drill went on air");
+                assert!(on.saturating_duration_since(drill_answered) < Duration::from_secs(1));
+            }
+            _ => assert!(
+                on.is_none(),
+                "ch{i:02}: an alert for another area went on air"
+            ),
+        }
+        let mut limits = CheckLimits {
+            private_pids: vec![Pid::from_bits(0x21), Pid::from_bits(0x1FFB)],
+            ..CheckLimits::across_joins(MUXRATE)
+        };
+        if i == 0 {
+            // Rejoining the schedule enters a.ts at its first random access point after the
+            // wall-clock position (IDR every second), so a.ts ends up to a GOP before the next
+            // hard start, which holds the last picture that long (a known limit of joins).
+            limits.max_video_step_ratio = 30.0;
+            limits.max_audio_step_ratio = 60.0;
+        }
+        let data: Vec<u8> = cap.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        let r = check(&data, &limits);
+        let v = r.violations(&limits);
+        assert!(v.is_empty(), "ch{i:02}: {}\n{r}", v.join("\n"));
+        assert_eq!(r.cc_error_count, 0, "ch{i:02}");
+    }
+    delays.sort();
+    eprintln!(
+        "switch latency over {} channels: p50 {:?}, max {:?}",
+        delays.len(),
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+
+    // In-band signalling on ch01: EIT present is the alert; EBIT and SCTE-18 parse.
+    let pkts = packets(&captures[1]);
+    let present: Vec<String> = sections(&pkts, 0x12)
+        .into_iter()
+        .filter(|(_, s)| s[0] == 0x4E)
+        .filter_map(|(_, s)| epg::si::parse_eit(&s).and_then(|(n, e)| (n == 0).then_some(e?.title)))
+        .collect();
+    assert!(
+        present.iter().any(|t| t == headline),
+        "EIT present: {present:?}"
+    );
+    let ebit = sections(&pkts, 0x21);
+    let (_, messages) =
+        epg::emergency::parse_ebit(&ebit.first().expect("EBIT on PID 0x21").1).unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].level, 2, "CAP Severe is level 2");
+    assert_eq!(messages[0].class, epg::emergency::EbClass::Emergency);
+    assert_eq!(&messages[0].ebm_type, b"11B03");
+    let scte = sections(&pkts, 0x1FFB);
+    let eam =
+        epg::emergency::parse_scte18(&scte.first().expect("SCTE-18 on PID 0x1FFB").1).unwrap();
+    assert!(eam.alert_text.contains(headline), "{}", eam.alert_text);
+    assert_eq!(eam.priority, 11);
+    // The tables stop with the alert.
+    let expiry = answered + Duration::from_millis(4500);
+    let last_ebit = ebit.last().unwrap().0;
+    assert!(
+        last_ebit < expiry + Duration::from_millis(1500),
+        "EBIT went on after the alert"
+    );
+
+    // The scheduled channel rejoined its schedule where the wall clock was: a.ts (T0+5..10),
+    // entered about 2-3 s in (the alert ended at T0+6; the join is 1 s ahead, at a RAP).
+    let ch00: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("item on air") && l.contains("channel=\"ch00\""))
+        .collect();
+    let first_alert = ch00
+        .iter()
+        .position(|l| l.contains("c.ts"))
+        .expect("the alert on ch00");
+    let rejoin = ch00[first_alert..]
+        .iter()
+        .find(|l| !l.contains("c.ts"))
+        .unwrap_or_else(|| panic!("no item after the alert on ch00:\n{stderr}"))
+        .to_string();
+    assert!(rejoin.contains("a.ts"), "{rejoin}");
+    let offset: f64 = rejoin
+        .split("offset_s=")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(-1.0);
+    assert!(
+        (1.0..=3.6).contains(&offset),
+        "rejoined at {offset} s: {rejoin}"
+    );
+
+    // The audit log: every step, UTC and local time on each line.
+    let log = std::fs::read_to_string(dir.path().join("audit/alerts.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |ev: &str| lines.iter().filter(|l| l["event"] == ev).count();
+    assert!(lines
+        .iter()
+        .all(|l| l["utc"].is_string() && l["local"].is_string()));
+    assert!(count("rejected") >= 5, "{log}");
+    assert!(lines.iter().any(
+        |l| l["event"] == "rejected" && l["reason"].as_str().unwrap().contains("bad signature")
+    ));
+    assert_eq!(count("accepted"), 2, "{log}");
+    assert_eq!(count("on_air"), 6, "5 channels + the drill: {log}");
+    assert!(count("off_air") >= 6, "{log}");
+    assert_eq!(count("expired"), 2, "{log}");
+    assert_eq!(after["active"].as_array().unwrap().len(), 0, "{after}");
+    assert_eq!(after["recent"].as_array().unwrap().len(), 2, "{after}");
+}
