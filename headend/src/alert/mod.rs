@@ -84,6 +84,9 @@ struct Live {
     /// Bumped by each update.
     revision: u64,
     alert: Alert,
+    /// Every (sender, identifier) it has had: the original and each update, any of which a
+    /// later update or cancel may reference.
+    ids: Vec<(String, String)>,
     level: u8,
     clip: PathBuf,
     channels: Vec<usize>,
@@ -453,6 +456,7 @@ impl Desk {
         st.live.push(Live {
             seq,
             revision: 0,
+            ids: vec![(alert.sender.clone(), alert.identifier.clone())],
             alert,
             level,
             clip,
@@ -470,10 +474,11 @@ impl Desk {
             .iter()
             .enumerate()
             .filter(|(_, l)| {
-                alert
-                    .references
-                    .iter()
-                    .any(|r| r.sender == l.alert.sender && r.identifier == l.alert.identifier)
+                alert.references.iter().any(|r| {
+                    l.ids
+                        .iter()
+                        .any(|(s, i)| *s == r.sender && *i == r.identifier)
+                })
             })
             .map(|(i, _)| i)
             .collect()
@@ -500,6 +505,7 @@ impl Desk {
         let expires = self.expiry(&alert, now);
         let l = &mut st.live[k];
         l.revision += 1;
+        l.ids.push((alert.sender.clone(), alert.identifier.clone()));
         l.alert = alert;
         l.level = level;
         l.clip = clip;
@@ -936,3 +942,6 @@ fn iso639(tag: &str) -> &'static str {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -187,6 +187,40 @@ impl ScheduleSink {
     }
 }
 
+#[cfg(test)]
+impl ScheduleSink {
+    /// A sink for `stations` stations on one shard, without an engine: what is sent can be
+    /// read back with [`ScheduleSink::overrides_sent`].
+    pub(crate) fn for_tests(stations: usize) -> (ScheduleSink, TestReceiver) {
+        let (tx, rx) = mpsc::channel();
+        (
+            ScheduleSink {
+                txs: vec![tx],
+                shard_of: vec![0; stations],
+            },
+            TestReceiver(rx),
+        )
+    }
+}
+
+/// What a test sink received.
+#[cfg(test)]
+pub(crate) struct TestReceiver(mpsc::Receiver<Control>);
+
+#[cfg(test)]
+impl TestReceiver {
+    /// The overrides sent so far.
+    pub(crate) fn overrides_sent(&self) -> Vec<OverrideMsg> {
+        self.0
+            .try_iter()
+            .filter_map(|c| match c {
+                Control::Override(o) => Some(o),
+                Control::Schedule(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// What the engine threads are told.
 enum Control {
     Schedule(ScheduleMsg),
