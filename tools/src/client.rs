@@ -2,8 +2,8 @@
 //! TCP; one request per connection).
 //!
 //! The server is `--server` or `$HECTL_SERVER` (default `http://[::1]:8080`); the bearer
-//! token for changes is `$HECTL_TOKEN`, or the first line of `--token-file`. The token is never
-//! printed.
+//! token for changes is `$HECTL_TOKEN` (`$HECTL_ALERT_TOKEN` for alerts: the emergency role's),
+//! or the first line of `--token-file`. The token is never printed.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -16,6 +16,8 @@ use anyhow::{bail, Context};
 pub(crate) struct Server {
     host: String,
     token: Option<String>,
+    /// The environment variable the token came from when there is no `--token-file`.
+    token_env: &'static str,
 }
 
 /// An answer: status and body.
@@ -64,6 +66,16 @@ impl Reply {
 impl Server {
     /// From `--server` / `$HECTL_SERVER` and `--token-file` / `$HECTL_TOKEN`.
     pub(crate) fn new(server: Option<String>, token_file: Option<&Path>) -> anyhow::Result<Server> {
+        Server::with_token_env(server, token_file, "HECTL_TOKEN")
+    }
+
+    /// As [`Server::new`], with the token from `token_env` when there is no `--token-file`
+    /// (another role's token: `HECTL_ALERT_TOKEN`).
+    pub(crate) fn with_token_env(
+        server: Option<String>,
+        token_file: Option<&Path>,
+        token_env: &'static str,
+    ) -> anyhow::Result<Server> {
         let url = server
             .or_else(|| std::env::var("HECTL_SERVER").ok())
             .unwrap_or_else(|| "http://[::1]:8080".to_owned());
@@ -81,9 +93,13 @@ impl Server {
                     .trim()
                     .to_owned(),
             ),
-            None => std::env::var("HECTL_TOKEN").ok(),
+            None => std::env::var(token_env).ok(),
         };
-        Ok(Server { host, token })
+        Ok(Server {
+            host,
+            token,
+            token_env,
+        })
     }
 
     /// Writes `day` as `channel`'s schedule for its date, on the revision it was read at
@@ -111,6 +127,18 @@ impl Server {
         body: &str,
         auth: bool,
     ) -> anyhow::Result<Reply> {
+        self.request_bytes(method, path, headers, body.as_bytes(), auth)
+    }
+
+    /// [`Server::request`] with a body of any bytes, sent exactly as given.
+    pub(crate) fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+        auth: bool,
+    ) -> anyhow::Result<Reply> {
         let addr = self
             .host
             .to_socket_addrs()
@@ -127,7 +155,10 @@ impl Server {
         );
         if auth {
             let Some(token) = &self.token else {
-                bail!("changes need a token: set HECTL_TOKEN or --token-file");
+                bail!(
+                    "changes need a token: set {} or --token-file",
+                    self.token_env
+                );
             };
             req.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
@@ -136,7 +167,7 @@ impl Server {
         }
         req.push_str("\r\n");
         s.write_all(req.as_bytes())?;
-        s.write_all(body.as_bytes())?;
+        s.write_all(body)?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw)?;
         parse_reply(&raw)

@@ -2,6 +2,7 @@
 //! schedule files offline; the schedule commands that talk to the daemon arrive with its
 //! control API.
 
+mod alert_cmd;
 mod client;
 mod diff;
 mod edit;
@@ -39,6 +40,19 @@ enum Command {
         /// Longest allowed PCR interval, milliseconds.
         #[arg(long, default_value_t = 40)]
         pcr_interval_ms: u64,
+    },
+    /// Emergency alerts on a running daemon: make a signing key, send a signed CAP alert,
+    /// cancel one, list them. Sending needs the `emergency` role's token (`[alerts] token`):
+    /// `--token-file` or `$HECTL_ALERT_TOKEN` (not `$HECTL_TOKEN`).
+    Alert {
+        #[command(subcommand)]
+        action: alert_cmd::AlertAction,
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        #[arg(long, global = true)]
+        server: Option<String>,
+        /// File whose first line is the emergency role's token (default `$HECTL_ALERT_TOKEN`).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
     },
     /// Prints a shell completion script: `hectl completions bash > /etc/bash_completion.d/hectl`.
     Completions {
@@ -707,6 +721,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "hectl", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Alert {
+            action,
+            server,
+            token_file,
+        } => alert_cmd::run(action, server, token_file.as_deref()),
         Command::Epg {
             action,
             server,

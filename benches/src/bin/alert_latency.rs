@@ -1,0 +1,300 @@
+//! Emergency alert switch latency (issue #6): N channels on air (IPv6 multicast kept on
+//! `lo`, one port per channel), one signed alert (SM2) for all of them; for each channel, the
+//! time from the API's answer to the first packet of the alert clip's PMT (the alert clip is
+//! HEVC, the programmes H.264) on its group, by the kernel's receive timestamps. Prints one
+//! markdown row: channels, p50, p99, max, and how many switched.
+//!
+//! `cargo run --release -p benches --bin alert_latency -- --channels 100`
+//! (needs root for the loopback multicast routes; never sends anywhere but `lo`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use epg::alert::sign::{encode_signature, Algorithm, SigningKey, KEY_HEADER, SIGNATURE_HEADER};
+use playout::psi::{Pmt, SectionAssembler};
+use playout::ts::{Pid, TsPacket};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const TOKEN: &str = "bench-emergency-token-0123456789";
+
+#[derive(Parser)]
+struct Args {
+    /// Channels on air, all targeted.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Muxrate of every channel, bits/s.
+    #[arg(long, default_value_t = 4_000_000)]
+    muxrate: u64,
+    /// First UDP port (one per channel).
+    #[arg(long, default_value_t = 7000)]
+    port: u16,
+    /// Seconds on air before the alert.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// The daemon binary.
+    #[arg(long, default_value = "target/release/headend")]
+    headend: PathBuf,
+}
+
+fn group() -> Ipv6Addr {
+    Ipv6Addr::new(0xff11, 0, 0, 0, 0, 0, 0xe, 1)
+}
+
+fn utc_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn multicast_on_lo() -> anyhow::Result<()> {
+    let ip = |a: &[&str]| {
+        let _ = Command::new("ip").args(a).stderr(Stdio::null()).status();
+    };
+    ip(&["link", "set", "lo", "multicast", "on"]);
+    ip(&[
+        "-6",
+        "route",
+        "add",
+        "multicast",
+        "ff11::/16",
+        "dev",
+        "lo",
+        "table",
+        "local",
+    ]);
+    let out = Command::new("ip")
+        .args(["-6", "route", "get", &group().to_string()])
+        .output()?;
+    let route = String::from_utf8_lossy(&out.stdout);
+    if !route.contains("dev lo") {
+        bail!("{} does not route to lo: {route}", group());
+    }
+    Ok(())
+}
+
+fn write_config(path: &Path, args: &Args, key: &SigningKey) -> anyhow::Result<()> {
+    let media = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/media")
+        .canonicalize()
+        .context("fixtures/media")?;
+    let ids: Vec<String> = (0..args.channels)
+        .map(|i| format!("\"c{}\"", i + 1))
+        .collect();
+    let mut text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[alerts]\ntoken = \"{TOKEN}\"\naudit_log = \"alert-bench-audit.jsonl\"\n\
+         tables = [\"ebit\", \"scte18\"]\n[alerts.clips]\ndefault = \"{clip}\"\n\
+         [[alerts.sender]]\nkey_id = \"bench\"\nalgorithm = \"sm2\"\npublic_key = \"{pk}\"\nsenders = [\"bench@example.cn\"]\n\
+         [[alerts.area]]\ncode = \"310000\"\nchannels = [{ids}]\n",
+        clip = media.join("c.ts").display(),
+        pk = key.verifying_key().to_hex(),
+        ids = ids.join(", "),
+    );
+    for i in 0..args.channels {
+        text.push_str(&format!(
+            "\n[[channel]]\nid = \"c{n}\"\nservice_id = {n}\nname = \"C{n}\"\nmuxrate = \"{rate}\"\n\
+             playlist = [\"{a}\", \"{e}\"]\n\n[[channel.output]]\nurl = \"udp://[{g}]:{port}\"\ninterface = \"lo\"\n",
+            n = i + 1,
+            rate = args.muxrate,
+            a = media.join("a.ts").display(),
+            e = media.join("e.ts").display(),
+            g = group(),
+            port = args.port + i as u16,
+        ));
+    }
+    std::fs::write(path, text).with_context(|| path.display().to_string())
+}
+
+/// One datagram's length and kernel arrival time (ns, realtime).
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the Vec
+fn recv_stamped(fd: RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> Option<(usize, i64)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn6};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT).ok()?;
+    let stamp = msg.cmsgs().ok()?.find_map(|c| match c {
+        ControlMessageOwned::ScmTimestampns(t) => Some(t.tv_sec() * 1_000_000_000 + t.tv_nsec()),
+        _ => None,
+    })?;
+    Some((msg.bytes, stamp))
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cap(sent: &str, expires: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>BENCH-{id}</identifier>
+  <sender>bench@example.cn</sender>
+  <sent>{sent}</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <category>Met</category>
+    <event>台风</event>
+    <urgency>Immediate</urgency>
+    <severity>Extreme</severity>
+    <certainty>Observed</certainty>
+    <expires>{expires}</expires>
+    <headline>台风红色预警</headline>
+    <area><areaDesc>上海市</areaDesc><geocode><valueName>GB2260</valueName><value>310000</value></geocode></area>
+  </info>
+</alert>
+"#,
+        id = utc_ns()
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    multicast_on_lo()?;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("alert_latency.toml");
+    let key = SigningKey::generate(Algorithm::Sm2)?;
+    write_config(&cfg, &args, &key)?;
+    let mut sockets = Vec::new();
+    for i in 0..args.channels {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.set_recv_buffer_size(4 << 20)?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, args.port + i as u16)).into())?;
+        s.join_multicast_v6(&group(), 1)?;
+        let socket: UdpSocket = s.into();
+        socket.set_nonblocking(true)?;
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )?;
+        sockets.push(socket);
+    }
+    let mut child = Command::new(&args.headend)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", args.headend.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let _daemon = Daemon(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let Some(addr) = line
+        .strip_prefix("on air; http://")
+        .and_then(|l| l.split('/').next())
+        .map(str::to_owned)
+    else {
+        bail!("headend did not come up: {line}");
+    };
+    let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let warm_end = Instant::now() + Duration::from_secs(args.warmup);
+    while Instant::now() < warm_end {
+        for &fd in &fds {
+            while recv_stamped(fd, &mut buf, &mut cmsg).is_some() {}
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+
+    // The alert, for every channel.
+    let now = chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+    let fmt =
+        |t: chrono::DateTime<chrono::FixedOffset>| t.format("%Y-%m-%dT%H:%M:%S+08:00").to_string();
+    let body = cap(&fmt(now), &fmt(now + chrono::Duration::seconds(30)));
+    let sig = encode_signature(&key.sign(body.as_bytes()));
+    let mut s = TcpStream::connect(&addr)?;
+    write!(
+        s,
+        "POST /api/alerts HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n{KEY_HEADER}: bench\r\n{SIGNATURE_HEADER}: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let answered = utc_ns();
+    if !reply.starts_with("HTTP/1.0 202") && !reply.starts_with("HTTP/1.1 202") {
+        bail!("alert refused: {reply}");
+    }
+
+    // Per channel: the first PMT announcing HEVC.
+    let mut first: Vec<Option<i64>> = vec![None; args.channels];
+    let mut asm: Vec<SectionAssembler> = (0..args.channels)
+        .map(|_| SectionAssembler::default())
+        .collect();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && first.iter().any(Option::is_none) {
+        for (k, &fd) in fds.iter().enumerate() {
+            while let Some((n, stamp)) = recv_stamped(fd, &mut buf, &mut cmsg) {
+                if first[k].is_some() {
+                    continue;
+                }
+                for p in buf[..n].chunks_exact(188) {
+                    let Ok(p) = TsPacket::new(bytes::Bytes::copy_from_slice(p)) else {
+                        continue;
+                    };
+                    if p.pid() != Pid::from_bits(0x1000) {
+                        continue;
+                    }
+                    let mut hevc = false;
+                    asm[k].push(&p, true, |sec| {
+                        if let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), sec) {
+                            hevc |= pmt.streams.iter().any(|e| e.stream_type == 0x24);
+                        }
+                    });
+                    if hevc && first[k].is_none() {
+                        first[k] = Some(stamp);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let mut ms: Vec<f64> = first
+        .iter()
+        .flatten()
+        .map(|t| (t - answered) as f64 / 1e6)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {}/{} |",
+        args.channels,
+        pick(0.0),
+        pick(0.5),
+        pick(0.99),
+        pick(1.0),
+        ms.len(),
+        args.channels
+    );
+    std::io::stdout().flush()?;
+    Ok(())
+}
