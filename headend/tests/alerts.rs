@@ -20,7 +20,9 @@ use playout::psi::{Pmt, SectionAssembler};
 use playout::ts::{Pid, TsPacket};
 
 mod common;
-use common::{media, multicast_on_lo, multicast_receiver, signal_and_wait, Daemon};
+use common::{
+    ffmpeg_errors, media, multicast_on_lo, multicast_receiver, signal_and_wait, tool, Daemon,
+};
 
 const CHANNELS: usize = 20;
 const MUXRATE: u64 = 2_000_000;
@@ -137,19 +139,19 @@ fn sections(pkts: &[(Instant, TsPacket)], pid: u16) -> Vec<(Instant, Vec<u8>)> {
     out
 }
 
-/// Arrival of the first PMT announcing HEVC (the alert clip, c.ts), and of the first PMT
-/// without it after that.
+/// Arrival of the first PMT without AC-3 (the alert clip, a.ts: H.264 and AAC; the programmes,
+/// e.ts, have AAC and AC-3), and of the first PMT with it again after that.
 fn alert_pmts(pkts: &[(Instant, TsPacket)]) -> (Option<Instant>, Option<Instant>) {
     let (mut on, mut off) = (None, None);
     for (t, s) in sections(pkts, 0x1000) {
         let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), &s) else {
             continue;
         };
-        let hevc = pmt.streams.iter().any(|e| e.stream_type == 0x24);
-        if hevc && on.is_none() {
+        let alert = !pmt.streams.is_empty() && !pmt.streams.iter().any(|e| e.stream_type == 0x81);
+        if alert && on.is_none() {
             on = Some(t);
         }
-        if !hevc && on.is_some() && off.is_none() {
+        if !alert && on.is_some() && off.is_none() {
             off = Some(t);
         }
     }
@@ -179,7 +181,7 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     let ed = SigningKey::generate(Algorithm::Ed25519).unwrap();
     let rogue = SigningKey::generate(Algorithm::Sm2).unwrap();
 
-    // ch00 runs a schedule: b.ts at T0, a.ts at T0+5, c.ts at T0+10 (hard starts).
+    // ch00 runs a schedule: e.ts at T0, g.ts at T0+5, e.ts at T0+10 (hard starts).
     let t0 = utc_s() + 16;
     let clock = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0)
@@ -196,8 +198,8 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     std::fs::write(
         sched.join(format!("{date}.toml")),
         format!(
-            "date = \"{date}\"\n\n[[item]]\nstart = \"{}\"\nfile = \"b.ts\"\ntitle = \"B\"\n\n\
-             [[item]]\nstart = \"{}\"\nfile = \"a.ts\"\ntitle = \"A\"\n\n\
+            "date = \"{date}\"\n\n[[item]]\nstart = \"{}\"\nfile = \"e.ts\"\ntitle = \"E0\"\n\n\
+             [[item]]\nstart = \"{}\"\nfile = \"g.ts\"\ntitle = \"G\"\n\n\
              [[item]]\nstart = \"{}\"\nfile = \"e.ts\"\ntitle = \"E\"\n",
             clock(t0),
             clock(t0 + 5),
@@ -215,19 +217,18 @@ fn signed_alerts_preempt_their_area_within_a_second() {
          [[alerts.area]]\ncode = \"310104\"\nchannels = [\"ch00\", \"ch01\", \"ch02\", \"ch03\", \"ch04\"]\n\n\
          [[alerts.area]]\ncode = \"310105\"\nchannels = [\"ch05\", \"ch06\", \"ch07\", \"ch08\", \"ch09\"]\n\n",
         media = media("").display().to_string(),
-        clip = media("c.ts").display().to_string(),
+        clip = media("a.ts").display().to_string(),
         sm2pub = sm2.verifying_key().to_hex(),
         edpub = ed.verifying_key().to_hex(),
     );
     for (i, port) in ports.iter().enumerate() {
         cfg.push_str(&format!(
             "[[channel]]\nid = \"ch{i:02}\"\nservice_id = {}\nname = \"频道{i}\"\nmuxrate = \"{MUXRATE}\"\n\
-             playlist = [{e:?}, {a:?}]\nfiller = [{e:?}]\ntimezone = \"UTC\"\n\n[[channel.output]]\nurl = \"udp://[ff15::a:{}]:{}\"\ninterface = \"lo\"\n\n",
+             playlist = [{e:?}]\nfiller = [{e:?}]\ntimezone = \"UTC\"\n\n[[channel.output]]\nurl = \"udp://[ff15::a:{}]:{}\"\ninterface = \"lo\"\n\n",
             i + 1,
             i + 1,
             port,
             e = media("e.ts").display().to_string(),
-            a = media("a.ts").display().to_string(),
         ));
     }
     let cfg_path = dir.path().join("headend.toml");
@@ -346,11 +347,13 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         assert!(started.elapsed() < Duration::from_secs(60), "bounded");
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, Ordering::Relaxed);
-    let captures: Vec<Capture> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
     let after: serde_json::Value = serde_json::from_str(&get(http_port, "/api/alerts")).unwrap();
+    // The daemon closes first, so every capture ends on whole frames.
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let captures: Vec<Capture> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
 
     // Switch latency: API answer → first packet of the alert clip's PMT, per channel.
     let mut delays = Vec::new();
@@ -383,8 +386,8 @@ fn signed_alerts_preempt_their_area_within_a_second() {
             ..CheckLimits::across_joins(MUXRATE)
         };
         if i == 0 {
-            // Rejoining the schedule enters a.ts at its first random access point after the
-            // wall-clock position (IDR every second), so a.ts ends up to a GOP before the next
+            // Rejoining the schedule enters g.ts at its first random access point after the
+            // wall-clock position (IDR every second), so g.ts ends up to a GOP before the next
             // hard start, which holds the last picture that long (a known limit of joins).
             limits.max_video_step_ratio = 30.0;
             limits.max_audio_step_ratio = 60.0;
@@ -402,6 +405,18 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         delays[delays.len() / 2],
         delays[delays.len() - 1]
     );
+
+    // ffmpeg decodes a switched channel (programme → alert → programme) without an error.
+    if let Some(ffmpeg) = tool("ffmpeg") {
+        let file = dir.path().join("ch01.ts");
+        let data: Vec<u8> = captures[1]
+            .iter()
+            .flat_map(|(_, d)| d.iter().copied())
+            .collect();
+        std::fs::write(&file, &data).unwrap();
+        let errors = ffmpeg_errors(ffmpeg, &file);
+        assert!(errors.is_empty(), "ffmpeg: {errors:#?}");
+    }
 
     // In-band signalling on ch01: EIT present is the alert; EBIT and SCTE-18 parse.
     let pkts = packets(&captures[1]);
@@ -434,7 +449,7 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         "EBIT went on after the alert"
     );
 
-    // The scheduled channel rejoined its schedule where the wall clock was: a.ts (T0+5..10),
+    // The scheduled channel rejoined its schedule where the wall clock was: g.ts (T0+5..10),
     // entered about 2-3 s in (the alert ended at T0+6; the join is 1 s ahead, at a RAP).
     let ch00: Vec<&str> = stderr
         .lines()
@@ -442,14 +457,14 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         .collect();
     let first_alert = ch00
         .iter()
-        .position(|l| l.contains("c.ts"))
+        .position(|l| l.contains("a.ts"))
         .expect("the alert on ch00");
     let rejoin = ch00[first_alert..]
         .iter()
-        .find(|l| !l.contains("c.ts"))
+        .find(|l| !l.contains("a.ts"))
         .unwrap_or_else(|| panic!("no item after the alert on ch00:\n{stderr}"))
         .to_string();
-    assert!(rejoin.contains("a.ts"), "{rejoin}");
+    assert!(rejoin.contains("g.ts"), "{rejoin}");
     let offset: f64 = rejoin
         .split("offset_s=")
         .nth(1)
