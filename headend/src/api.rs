@@ -15,7 +15,12 @@
 //! - `GET /api/channels/{channel}/status`: what the schedule has on air now (label, file,
 //!   position, remaining) and next, and the engine's counters.
 //!
-//! Every mutating call needs `Authorization: Bearer <http.api_token>`. The token is never
+//! - `POST /api/alerts`: an emergency alert (CAP 1.2 XML or JSON), signed (`X-Signature-Key`,
+//!   `X-Signature`); `GET /api/alerts`: active and recent alerts; `POST /api/alerts/media`: a
+//!   clip to air with a later alert. These need the `emergency` role's token
+//!   (`[alerts] token`) instead; see `docs/alerts.md`.
+//!
+//! Every other mutating call needs `Authorization: Bearer <http.api_token>`. The token is never
 //! logged. Answers to mistakes are JSON `{"error": KIND, "message": ...}`.
 
 use std::sync::{Arc, PoisonError};
