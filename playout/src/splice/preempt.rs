@@ -14,6 +14,10 @@ use crate::ts::Pid;
 
 /// Frame duration assumed for a PID of which only one access unit was seen (90 kHz).
 const DEFAULT_DUR_90K: i64 = 3600;
+/// What is due within this much of now stays, so the new item's file can be opened and read
+/// before its first packet is due: otherwise it would start late, leaving a hole in
+/// presentation.
+const SLACK: Ticks27M = crate::time::SYSTEM_CLOCK_HZ / 10;
 
 /// Presentation and decoding of one output PID, on the unwrapped output 90 kHz timeline.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +111,8 @@ pub(crate) fn cut_queue(
     timeline: &mut Timeline,
 ) -> (Pmt, Option<i64>) {
     // The cut: the first PES start of the anchor (the PCR PID in effect) presented after
-    // everything of it before (display-closed), so no picture already decoded is lost.
+    // everything of it before (display-closed), so no picture already decoded is lost, and
+    // due far enough ahead (`SLACK`) for the new item to be read in time.
     let mut tracks = emitted.tracks.clone();
     let mut anchor = emitted.pmt.pcr_pid;
     let mut cut: Option<(usize, i64)> = None;
@@ -121,7 +126,7 @@ pub(crate) fn cut_queue(
                         .iter()
                         .find(|k| k.pid == anchor)
                         .is_none_or(|k| t.0 > k.max_pts);
-                    if closed {
+                    if closed && p.due >= now.saturating_add(SLACK) {
                         cut = Some((i, t.0));
                         break;
                     }
