@@ -136,6 +136,9 @@ pub(crate) fn splicers(channels: &[&ChannelConfig]) -> Vec<Splicer> {
         .map(|ch| {
             let mut sc = SpliceConfig::new(ch.service_id);
             sc.pids = output_pids(&ch.pids);
+            if let Some(s) = &ch.scrambling {
+                (sc.program_info, sc.es_info) = crate::engine::scrambling::pmt_descriptors(s);
+            }
             Splicer::new(sc, ch.playlist.len())
         })
         .collect()

@@ -5,8 +5,10 @@
 mod alert_cmd;
 mod client;
 mod diff;
+mod ecmg_cmd;
 mod edit;
 mod epg_cmd;
+mod scramble_cmd;
 mod validate;
 
 use std::path::PathBuf;
@@ -54,6 +56,14 @@ enum Command {
         #[arg(long, global = true)]
         token_file: Option<PathBuf>,
     },
+    /// Scrambles a TS file offline (its elementary streams: by default every PID the PMTs
+    /// list) with DVB-CISSA, ATIS-IDSA, AES-CTR, SM4-CBC or SM4-CTR.
+    Scramble(scramble_cmd::ScrambleArgs),
+    /// Descrambles a TS file offline: each packet with the key its scrambling bits name.
+    Descramble(scramble_cmd::DescrambleArgs),
+    /// A test ECMG (DVB SimulCrypt ECMG⇔SCS over TCP): answers CW_provision with ECMs of
+    /// `drm::ecm` (control words wrapped with AES or SM4 under --key).
+    Ecmg(ecmg_cmd::EcmgArgs),
     /// Prints a shell completion script: `hectl completions bash > /etc/bash_completion.d/hectl`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -716,6 +726,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Ecmg(args) => ecmg_cmd::run(args),
+        Command::Scramble(args) => scramble_cmd::scramble(args),
+        Command::Descramble(args) => scramble_cmd::descramble(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hectl", &mut std::io::stdout());

@@ -55,6 +55,8 @@ pub(crate) struct ChannelConfig {
     pub(crate) filler: Vec<PathBuf>,
     /// Table `[channel.si]`: the DVB SI the channel carries. Default [`SiConfig::default`].
     pub(crate) si: SiConfig,
+    /// Table `[channel.scrambling]`: how the channel is scrambled. Default none (clear).
+    pub(crate) scrambling: Option<super::ScramblingConfig>,
 }
 
 /// How a channel's DVB SI is sent (`[channel.si]`).
@@ -293,6 +295,9 @@ pub(super) fn channel(
         .collect();
     let pids = pids::plan(raw.pids, path, diag);
     let si = si_config(raw.si, path, base_dir, diag);
+    let scrambling = raw.scrambling.map(|v| {
+        super::scrambling::scrambling_config(v, path, base_dir, service_id, pids.as_ref(), diag)
+    });
     claims.channel(&raw.id, ChannelFacts { muxrate, pids });
     let pcr_interval = interval(
         raw.pcr_interval,
@@ -389,6 +394,8 @@ pub(super) fn channel(
         timezone,
         filler,
         si,
+        // Reported already when it did not parse.
+        scrambling: scrambling.flatten(),
     })
 }
 

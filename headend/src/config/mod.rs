@@ -21,6 +21,7 @@ mod mpts;
 mod output;
 mod pids;
 mod raw;
+mod scrambling;
 mod units;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ pub(crate) use mpts::MptsConfig;
 )]
 pub(crate) use output::{OutputConfig, OutputKind};
 pub(crate) use pids::PidPlan;
+pub(crate) use scrambling::{KeySourceConfig, OnFailure, ScramblingConfig};
 pub(crate) use units::{parse_duration, Bitrate};
 
 use claims::Claims;

@@ -28,6 +28,7 @@ use crate::schedule::driver::{ClockMap, ClockMaps, OnAirProgramme, ScheduleMsg};
 use crate::si::{NetworkSi, StationSi};
 
 mod overrides;
+pub(crate) mod scrambling;
 pub(crate) use overrides::{AirAlert, AirKind, AirReport, OverrideMsg};
 
 /// TS packets per datagram.
@@ -256,6 +257,16 @@ impl Engine {
             let refs: Vec<&ChannelConfig> = spec.channels.iter().collect();
             let mut mux = Mux::new(spec.mux.clone(), render::splicers(&refs));
             mux.track_raps(spec.feed.is_some());
+            let mut scrambled = Vec::new();
+            for (p, ch) in spec.channels.iter().enumerate() {
+                if let Some(sc) = &ch.scrambling {
+                    let mut s = scrambling::ProgramScrambling::new(p, ch, sc, mux.now())
+                        .map_err(|e| anyhow::anyhow!("channel `{}`: {e}", ch.id))?;
+                    let now = mux.now();
+                    s.start(&mut mux, now);
+                    scrambled.push(s);
+                }
+            }
             let channel_si = StationSi::start(
                 &mut mux,
                 &spec.network,
@@ -297,6 +308,7 @@ impl Engine {
                 si: channel_si,
                 programmes: Default::default(),
                 on_air_tag: None,
+                scrambling: scrambled,
                 air: overrides::Air::new(
                     spec.channels.iter().map(|c| c.playlist.len()).collect(),
                     reports_tx.clone(),
@@ -435,6 +447,8 @@ struct Station {
     on_air_tag: Option<u64>,
     /// Emergency alert overrides, per program.
     air: overrides::Air,
+    /// The scrambled programs.
+    scrambling: Vec<scrambling::ProgramScrambling>,
     on_air: Vec<Option<String>>,
     mux: Mux,
     pacer: Pacer,
@@ -743,8 +757,17 @@ impl Station {
             self.acc_slot = slot0;
         }
         let start = self.acc.len();
+        if !self.scrambling.is_empty() {
+            let out_now = self.mux.now();
+            for s in &mut self.scrambling {
+                s.rotate(&mut self.mux, out_now);
+            }
+        }
         self.mux
             .emit(&mut self.acc, n * PACKETS_PER_DATAGRAM, Underflow::Stuff);
+        for s in &mut self.scrambling {
+            s.apply(&mut self.acc[start..]);
+        }
         for d in 0..n {
             let off = start + d * DATAGRAM;
             let datagram = &self.acc[off..off + DATAGRAM];

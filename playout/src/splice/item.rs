@@ -872,7 +872,13 @@ impl State {
                 streams.push(EsInfo {
                     stream_type: st.stream_type,
                     pid,
-                    descriptors: st.descriptors.clone(),
+                    descriptors: if ctx.cfg.es_info.is_empty() {
+                        st.descriptors.clone()
+                    } else {
+                        let mut d = bytes::BytesMut::from(&st.descriptors[..]);
+                        d.extend_from_slice(&ctx.cfg.es_info);
+                        d.freeze()
+                    },
                 });
             }
         }

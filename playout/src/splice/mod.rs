@@ -45,6 +45,11 @@ pub struct SpliceConfig {
     pub horizon: Ticks27M,
     /// How long to wait before trying the playlist again when no item is playable.
     pub retry_after: Ticks27M,
+    /// Descriptors for the output PMT's program loop (e.g. a CA_descriptor when the service
+    /// is scrambled). The input's CA_descriptors are never passed on.
+    pub program_info: Bytes,
+    /// Descriptors added to every elementary stream of the output PMT.
+    pub es_info: Bytes,
 }
 
 impl SpliceConfig {
@@ -55,6 +60,8 @@ impl SpliceConfig {
             pids: OutputPids::default(),
             horizon: SYSTEM_CLOCK_HZ,
             retry_after: SYSTEM_CLOCK_HZ,
+            program_info: Bytes::new(),
+            es_info: Bytes::new(),
         }
     }
 }
@@ -344,7 +351,7 @@ impl Splicer {
             program_number: cfg.service_id,
             version: 0,
             pcr_pid: cfg.pids.video,
-            program_info: Bytes::new(),
+            program_info: cfg.program_info.clone(),
             streams: Vec::new(),
         };
         Splicer {
@@ -789,7 +796,7 @@ pub(crate) fn output_pmt(
         program_number: cfg.service_id,
         version,
         pcr_pid,
-        program_info: Bytes::new(),
+        program_info: cfg.program_info.clone(),
         streams,
     }
 }

@@ -1,0 +1,344 @@
+//! Scrambling on the engine thread: each scrambled program's elementary-stream packets are
+//! scrambled in place as they leave the muxer, with even/odd control words rotated every
+//! crypto-period (`drm::keys::Rotation` on the output clock), the ECM carrying the next word
+//! on air a lead before the flip, and the failure policy applied when the key source fails.
+
+use std::ops::RangeInclusive;
+
+use drm::cipher::{ControlWord, Parity, Scrambler};
+use drm::keys::{KeySource, Rotation, RotationEvent};
+use playout::mux::Mux;
+use playout::time::Ticks27M;
+use playout::ts::{Pid, PACKET_SIZE};
+
+use crate::config::{ChannelConfig, KeySourceConfig, OnFailure, ScramblingConfig};
+
+/// Carousel key of the ECM table on its PID.
+const ECM_KEY: u64 = 0x80 << 32;
+/// Carousel key of the CAT.
+const CAT_KEY: u64 = 0x01 << 32;
+
+/// What a scrambled program does now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Scrambled,
+    /// The key source failed and the policy is `clear`.
+    Clear,
+    /// The key source failed and the policy is `stop`: its ES packets become null packets.
+    Stopped,
+}
+
+/// Counters of one scrambled program, for the status.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub(crate) struct ScramblingStats {
+    pub(crate) packets_scrambled: u64,
+    pub(crate) flips: u64,
+    pub(crate) key_failures: u64,
+    /// Whether the program is in its failure policy now.
+    pub(crate) alarm: bool,
+}
+
+/// One scrambled program of a station.
+pub(crate) struct ProgramScrambling {
+    program: usize,
+    channel: String,
+    cfg: ScramblingConfig,
+    scrambler: Scrambler,
+    rotation: Rotation,
+    keys: Box<dyn KeySource + Send>,
+    /// The words of the even and odd crypto-periods, with the period each belongs to.
+    words: [Option<(u16, ControlWord)>; 2],
+    parity: Parity,
+    mode: Mode,
+    es_pids: Vec<RangeInclusive<u16>>,
+    pub(crate) stats: ScramblingStats,
+}
+
+/// The PMT descriptors of a scrambled channel: (program loop, each ES loop).
+pub(crate) fn pmt_descriptors(sc: &ScramblingConfig) -> (bytes::Bytes, bytes::Bytes) {
+    let mut ca = vec![
+        0x09,
+        4,
+        (sc.ca_system_id >> 8) as u8,
+        sc.ca_system_id as u8,
+        0xE0 | (sc.ecm_pid >> 8) as u8,
+        sc.ecm_pid as u8,
+    ];
+    let mut program = Vec::new();
+    if let Some(mode) = sc.cipher.scrambling_mode() {
+        // scrambling_descriptor (EN 300 468 §6.2.41).
+        program.extend_from_slice(&[0x65, 1, mode]);
+    }
+    if sc.ca_descriptor_per_es {
+        (program.into(), std::mem::take(&mut ca).into())
+    } else {
+        program.extend_from_slice(&ca);
+        (program.into(), bytes::Bytes::new())
+    }
+}
+
+/// The key source of a config (`file` is read here, once: its words are fixed).
+fn key_source(cfg: &ScramblingConfig) -> anyhow::Result<Box<dyn KeySource + Send>> {
+    Ok(match &cfg.keys {
+        KeySourceConfig::Random | KeySourceConfig::Simulcrypt(_) => Box::new(RandomKeys),
+        KeySourceConfig::File(path) => Box::new(FileKeys::read(path)?),
+    })
+}
+
+/// Fresh words from the OS random generator.
+struct RandomKeys;
+
+impl KeySource for RandomKeys {
+    fn control_word(&mut self, _cp: u16) -> Result<ControlWord, drm::keys::KeyError> {
+        let mut b = [0u8; 16];
+        getrandom::fill(&mut b)
+            .map_err(|e| drm::keys::KeyError::Unavailable(format!("OS random generator: {e}")))?;
+        Ok(ControlWord::new(b))
+    }
+}
+
+/// Fixed words from a key file (BISS-style): one line (both parities) or two (even, odd).
+struct FileKeys {
+    even: ControlWord,
+    odd: ControlWord,
+}
+
+impl FileKeys {
+    fn read(path: &std::path::Path) -> anyhow::Result<FileKeys> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "key file {}: permissions {mode:03o} let others read it; `chmod 600` it",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))?;
+        let words: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let parse = |i: usize, w: &str| {
+            ControlWord::from_hex(w).map_err(|_| {
+                // The line itself is never repeated: it is key material.
+                anyhow::anyhow!(
+                    "key file {}: word {} is not 32 hex digits",
+                    path.display(),
+                    i + 1
+                )
+            })
+        };
+        match words.as_slice() {
+            [w] => Ok(FileKeys {
+                even: parse(0, w)?,
+                odd: parse(0, w)?,
+            }),
+            [e, o] => Ok(FileKeys {
+                even: parse(0, e)?,
+                odd: parse(1, o)?,
+            }),
+            _ => anyhow::bail!(
+                "key file {}: expected one word (both parities) or two (even, odd)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl KeySource for FileKeys {
+    fn control_word(&mut self, cp: u16) -> Result<ControlWord, drm::keys::KeyError> {
+        Ok(if cp % 2 == 0 {
+            self.even.clone()
+        } else {
+            self.odd.clone()
+        })
+    }
+}
+
+fn slot(p: Parity) -> usize {
+    match p {
+        Parity::Even => 0,
+        Parity::Odd => 1,
+    }
+}
+
+impl ProgramScrambling {
+    /// Scrambling of program `program` (channel `ch`), crypto-periods from output time `now`.
+    pub(crate) fn new(
+        program: usize,
+        ch: &ChannelConfig,
+        cfg: &ScramblingConfig,
+        now: Ticks27M,
+    ) -> anyhow::Result<ProgramScrambling> {
+        let period = cfg.crypto_period.as_nanos() as u64 * 27 / 1000;
+        // The next word is asked for (and its ECM sent) a third of a period ahead, at most 2 s.
+        let lead = (period / 3).min(2 * playout::time::SYSTEM_CLOCK_HZ);
+        let es_pids = ch
+            .pids
+            .ranges()
+            .into_iter()
+            .filter(|(name, _)| *name != "pmt")
+            .map(|(_, r)| r)
+            .collect();
+        Ok(ProgramScrambling {
+            program,
+            channel: ch.id.clone(),
+            scrambler: Scrambler::new(cfg.cipher, cfg.iv),
+            rotation: Rotation::new(now, period, lead),
+            keys: key_source(cfg)?,
+            words: [None, None],
+            parity: Parity::Even,
+            mode: Mode::Scrambled,
+            es_pids,
+            cfg: cfg.clone(),
+            stats: ScramblingStats::default(),
+        })
+    }
+
+    /// Starts the CAT, if configured.
+    pub(crate) fn start(&mut self, mux: &mut Mux, now: Ticks27M) {
+        if let Some(emm) = self.cfg.cat_emm_pid {
+            let cat = cat_section(self.cfg.ca_system_id, emm);
+            mux.set_table(
+                Pid::from_bits(0x0001),
+                CAT_KEY,
+                &[&cat],
+                playout::time::SYSTEM_CLOCK_HZ / 2,
+            );
+        }
+        self.rotate(mux, now);
+    }
+
+    /// Crypto-period work due at `now`: next words (and their ECMs), parity flips.
+    pub(crate) fn rotate(&mut self, mux: &mut Mux, now: Ticks27M) {
+        while let Some(ev) = self.rotation.poll(now) {
+            match ev {
+                RotationEvent::NextWord { cp, parity, .. } => match self.keys.control_word(cp) {
+                    Ok(cw) => {
+                        self.scrambler.set_cw(parity, &cw);
+                        self.words[slot(parity)] = Some((cp, cw));
+                        self.send_ecm(mux, cp);
+                        if self.stats.alarm && self.mode != Mode::Scrambled {
+                            // The word for the coming period is here: the flip recovers.
+                            tracing::info!(channel = %self.channel, cp, "key source back");
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.key_failures += 1;
+                        tracing::error!(channel = %self.channel, cp, error = %e, policy = ?self.cfg.on_failure, "no control word for the next crypto-period");
+                    }
+                },
+                RotationEvent::Flip { cp, parity } => self.flip(cp, parity),
+            }
+        }
+    }
+
+    fn flip(&mut self, cp: u16, parity: Parity) {
+        let fresh = self.words[slot(parity)]
+            .as_ref()
+            .is_some_and(|(c, _)| *c == cp);
+        if fresh {
+            if self.stats.alarm {
+                tracing::warn!(channel = %self.channel, cp, "scrambling recovered");
+            }
+            self.parity = parity;
+            self.mode = Mode::Scrambled;
+            self.stats.alarm = false;
+            self.stats.flips += 1;
+            return;
+        }
+        self.stats.alarm = true;
+        match self.cfg.on_failure {
+            OnFailure::KeepLast if self.words[slot(self.parity)].is_some() => {
+                tracing::warn!(channel = %self.channel, cp, "ALARM: crypto-period without its word: the last word stays in use");
+            }
+            OnFailure::KeepLast | OnFailure::Clear => {
+                self.mode = Mode::Clear;
+                tracing::error!(channel = %self.channel, cp, "ALARM: no control word: the service goes out clear");
+            }
+            OnFailure::Stop => {
+                self.mode = Mode::Stopped;
+                tracing::error!(channel = %self.channel, cp, "ALARM: no control word: the service's streams are stopped");
+            }
+        }
+    }
+
+    fn send_ecm(&mut self, mux: &mut Mux, cp: u16) {
+        let Some((key, wrap)) = self.cfg.ecm_key else {
+            return;
+        };
+        let word = |p: Parity| {
+            self.words[slot(p)]
+                .as_ref()
+                .map_or([0u8; 16], |(_, w)| *w.as_bytes())
+        };
+        let ecm = drm::ecm::build_ecm(&key, wrap, cp, &word(Parity::Even), &word(Parity::Odd));
+        let interval = self.cfg.ecm_interval.as_nanos() as u64 * 27 / 1000;
+        mux.set_table(Pid::from_bits(self.cfg.ecm_pid), ECM_KEY, &[&ecm], interval);
+    }
+
+    /// Scrambles (or, by policy, leaves clear or nulls) this program's packets in `buf`
+    /// (whole packets just emitted).
+    pub(crate) fn apply(&mut self, buf: &mut [u8]) {
+        let es = |pid: u16| self.es_pids.iter().any(|r| r.contains(&pid));
+        match self.mode {
+            Mode::Scrambled => {
+                if self.words[slot(self.parity)].is_none() {
+                    return;
+                }
+                if let Ok(n) = self.scrambler.scramble(buf, self.parity, es) {
+                    self.stats.packets_scrambled += n as u64;
+                }
+            }
+            Mode::Clear => {}
+            Mode::Stopped => {
+                for p in buf.chunks_exact_mut(PACKET_SIZE) {
+                    let pid = u16::from_be_bytes([p[1], p[2]]) & 0x1FFF;
+                    if es(pid) {
+                        null_packet(p);
+                    }
+                }
+            }
+        }
+        let _ = self.program;
+    }
+}
+
+/// Turns a packet into a null packet (PID 0x1FFF, payload only, stuffing).
+fn null_packet(p: &mut [u8]) {
+    p[1] = 0x1F;
+    p[2] = 0xFF;
+    p[3] = 0x10;
+    p[4..].fill(0xFF);
+}
+
+/// A CAT (table 0x01) with one CA_descriptor naming the EMM PID.
+fn cat_section(ca_system_id: u16, emm_pid: u16) -> Vec<u8> {
+    let body = [
+        0x09,
+        4,
+        (ca_system_id >> 8) as u8,
+        ca_system_id as u8,
+        0xE0 | (emm_pid >> 8) as u8,
+        emm_pid as u8,
+    ];
+    let len = 5 + body.len() + 4;
+    let mut s = vec![
+        0x01,
+        0xB0 | (len >> 8) as u8,
+        len as u8,
+        0xFF,
+        0xFF,
+        0xC1,
+        0x00,
+        0x00,
+    ];
+    s.extend_from_slice(&body);
+    let crc = playout::psi::crc32_mpeg2(&s);
+    s.extend_from_slice(&crc.to_be_bytes());
+    s
+}
