@@ -138,6 +138,19 @@ impl Rotation {
         None
     }
 
+    /// The flip just returned did not happen (its word or ECM is missing): the period on air
+    /// goes on, and the same crypto-period is tried again one period later (its word asked for
+    /// again `lead` before). Parity stays tied to the CP_number, so receivers are never shown
+    /// a word under the wrong parity.
+    pub fn defer(&mut self) {
+        if self.current == 0 {
+            return;
+        }
+        self.current -= 1;
+        self.origin = self.origin.saturating_add(self.period);
+        self.asked = self.current + 1;
+    }
+
     /// When [`Rotation::poll`] next has something.
     pub fn poll_timeout(&self) -> Ticks27M {
         let following = self.current + 1;
@@ -204,6 +217,37 @@ mod tests {
             vec![(true, 2), (false, 2), (true, 3), (false, 3)],
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn a_deferred_flip_is_tried_again_a_period_later() {
+        let mut r = Rotation::new(0, 10 * S, 2 * S);
+        assert!(matches!(
+            r.poll(0),
+            Some(RotationEvent::NextWord { cp: 0, .. })
+        ));
+        assert!(matches!(
+            r.poll(8 * S),
+            Some(RotationEvent::NextWord { cp: 1, .. })
+        ));
+        assert!(matches!(
+            r.poll(10 * S),
+            Some(RotationEvent::Flip { cp: 1, .. })
+        ));
+        r.defer();
+        assert_eq!(r.on_air(), (0, Parity::Even));
+        assert_eq!(r.poll(10 * S), None);
+        assert_eq!(r.poll_timeout(), 18 * S);
+        assert!(
+            matches!(r.poll(18 * S), Some(RotationEvent::NextWord { cp: 1, starts_at, .. }) if starts_at == 20 * S)
+        );
+        assert!(matches!(
+            r.poll(20 * S),
+            Some(RotationEvent::Flip {
+                cp: 1,
+                parity: Parity::Odd
+            })
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod alert;
 mod api;
+mod cas;
 mod config;
 mod daemon;
 mod engine;

@@ -9,8 +9,8 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drm::cipher::{CipherKind, ControlWord, Parity, Scrambler};
-use drm::ecm::{parse_ecm, Wrap};
+use drm::cipher::CipherKind;
+use drm::ecm::Wrap;
 use playout::check::{check, CheckLimits};
 use playout::psi::{descriptor_iter, Pmt, SectionAssembler};
 use playout::ts::{Pid, TsPacket};
@@ -109,85 +109,23 @@ fn a_scrambled_channel_rotates_keys_and_descrambles_clean() {
                 .any(|(t, d)| *t == 0x65 && Some(d[0]) == kind.scrambling_mode()),
             "{cipher}: scrambling_descriptor: {descriptors:?}"
         );
-        // Elementary streams: everything but PSI/SI (below 0x20), the PMT, the ECMs and nulls
-        // (the PMT changes from item to item).
-        let es = |pid: u16| pid >= 0x20 && pid != 0x1000 && pid != ECM_PID && pid != 0x1FFF;
-        assert!(pmt.streams.iter().all(|s| es(s.pid.value())));
-
-        // Walk the capture as a receiver: ECMs give the words; every flip must come after
-        // the ECM that announced its word; descramble as we go.
-        let mut descrambler = Scrambler::new(kind, None);
-        let mut ecm_asm = SectionAssembler::default();
-        let mut announced: [Option<[u8; 16]>; 2] = [None, None];
-        let mut in_use: [Option<[u8; 16]>; 2] = [None, None];
-        let mut parity: Option<u8> = None;
-        let mut flips = 0;
-        let mut scrambled = 0u64;
-        let mut clear_es = 0u64;
-        let mut ecms = 0;
-        let mut out = Vec::with_capacity(data.len());
-        for (k, raw) in data.chunks_exact(188).enumerate() {
-            let mut pkt = raw.to_vec();
-            let pid = u16::from_be_bytes([raw[1], raw[2]]) & 0x1FFF;
-            let tsc = raw[3] >> 6;
-            let has_payload = raw[3] & 0x10 != 0;
-            if pid == ECM_PID {
-                let p = TsPacket::new(Bytes::copy_from_slice(raw)).unwrap();
-                ecm_asm.push(&p, true, |s| {
-                    let e = parse_ecm(&key, Wrap::Sm4, s).expect("our ECM opens with the key");
-                    ecms += 1;
-                    announced = [Some(e.even_cw), Some(e.odd_cw)];
-                    descrambler.set_cw(Parity::Even, &ControlWord::new(e.even_cw));
-                    descrambler.set_cw(Parity::Odd, &ControlWord::new(e.odd_cw));
-                });
-            }
-            if es(pid) && has_payload {
-                if tsc == 0 {
-                    clear_es += 1;
-                } else {
-                    scrambled += 1;
-                    assert!(
-                        tsc == 0b10 || tsc == 0b11,
-                        "{cipher}: packet {k}: tsc {tsc:02b}"
-                    );
-                    if parity != Some(tsc) {
-                        let slot = usize::from(tsc & 1);
-                        let word = announced[slot].unwrap_or_else(|| {
-                            panic!("{cipher}: packet {k}: scrambled before any ECM")
-                        });
-                        if parity.is_some() {
-                            flips += 1;
-                            assert_ne!(
-                                in_use[slot],
-                                Some(word),
-                                "{cipher}: packet {k}: a flip to parity {tsc:02b} without an ECM announcing its new word first"
-                            );
-                        }
-                        in_use[slot] = Some(word);
-                        parity = Some(tsc);
-                    }
-                }
-            } else {
-                assert_eq!(
-                    tsc, 0,
-                    "{cipher}: packet {k} on PID 0x{pid:04X} must stay clear"
-                );
-            }
-            let n = descrambler.descramble(&mut pkt).unwrap();
-            if tsc != 0 && es(pid) {
-                assert_eq!(n, 1, "{cipher}: packet {k}: no key to descramble it");
-            }
-            out.extend_from_slice(&pkt);
-        }
-        eprintln!("{cipher}: {scrambled} ES packets scrambled, {flips} flips, {ecms} ECMs");
-        assert_eq!(
-            clear_es, 0,
-            "{cipher}: elementary-stream packets left clear"
+        assert!(pmt
+            .streams
+            .iter()
+            .all(|s| common::scrambled_es(s.pid.value(), ECM_PID)));
+        let w = common::receive_scrambled(cipher, &data, kind, ECM_PID, &key, Wrap::Sm4);
+        eprintln!(
+            "{cipher}: {} ES packets scrambled, {} flips, {} ECMs",
+            w.scrambled,
+            w.flips.len(),
+            w.ecms
         );
         assert!(
-            (3..=5).contains(&flips),
-            "{cipher}: {flips} flips in 9 s of 2 s periods"
+            (3..=5).contains(&w.flips.len()),
+            "{cipher}: {} flips in 9 s of 2 s periods",
+            w.flips.len()
         );
+        let out = w.out;
 
         // The descrambled stream is the clear channel: conformant and decodable.
         let limits = CheckLimits {

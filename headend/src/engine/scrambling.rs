@@ -46,8 +46,14 @@ pub(crate) struct ProgramScrambling {
     scrambler: Scrambler,
     rotation: Rotation,
     keys: Box<dyn KeySource + Send>,
+    /// Words generated, by crypto-period (the last few).
+    generated: Vec<(u16, ControlWord)>,
     /// The words of the even and odd crypto-periods, with the period each belongs to.
     words: [Option<(u16, ControlWord)>; 2],
+    /// The SimulCrypt link, and the latest crypto-period whose ECM it brought.
+    cas: Option<crate::cas::CasLink>,
+    ecm_cp: Option<u16>,
+    ecm_interval: Ticks27M,
     parity: Parity,
     mode: Mode,
     es_pids: Vec<RangeInclusive<u16>>,
@@ -184,7 +190,18 @@ impl ProgramScrambling {
             .filter(|(name, _)| *name != "pmt")
             .map(|(_, r)| r)
             .collect();
+        let cas = match &cfg.keys {
+            KeySourceConfig::Simulcrypt(sc) => Some(
+                crate::cas::start(&ch.id, sc, cfg.crypto_period)
+                    .map_err(|e| anyhow::anyhow!("starting the SimulCrypt link: {e}"))?,
+            ),
+            _ => None,
+        };
         Ok(ProgramScrambling {
+            generated: Vec::new(),
+            cas,
+            ecm_cp: None,
+            ecm_interval: cfg.ecm_interval.as_nanos() as u64 * 27 / 1000,
             program,
             channel: ch.id.clone(),
             scrambler: Scrambler::new(cfg.cipher, cfg.iv),
@@ -213,19 +230,33 @@ impl ProgramScrambling {
         self.rotate(mux, now);
     }
 
-    /// Crypto-period work due at `now`: next words (and their ECMs), parity flips.
+    /// The word of crypto-period `cp` (generated once, then remembered for a while).
+    fn word_for(&mut self, cp: u16) -> Result<ControlWord, drm::keys::KeyError> {
+        if let Some((_, w)) = self.generated.iter().find(|(c, _)| *c == cp) {
+            return Ok(w.clone());
+        }
+        let w = self.keys.control_word(cp)?;
+        self.generated.push((cp, w.clone()));
+        if self.generated.len() > 4 {
+            self.generated.remove(0);
+        }
+        Ok(w)
+    }
+
+    /// Crypto-period work due at `now`: ECMs from the ECMG, next words (and their ECMs),
+    /// parity flips.
     pub(crate) fn rotate(&mut self, mux: &mut Mux, now: Ticks27M) {
+        self.take_cas_events(mux);
         while let Some(ev) = self.rotation.poll(now) {
             match ev {
-                RotationEvent::NextWord { cp, parity, .. } => match self.keys.control_word(cp) {
+                RotationEvent::NextWord { cp, parity, .. } => match self.word_for(cp) {
                     Ok(cw) => {
-                        self.scrambler.set_cw(parity, &cw);
-                        self.words[slot(parity)] = Some((cp, cw));
-                        self.send_ecm(mux, cp);
-                        if self.stats.alarm && self.mode != Mode::Scrambled {
-                            // The word for the coming period is here: the flip recovers.
-                            tracing::info!(channel = %self.channel, cp, "key source back");
+                        // The word in use is never replaced: a deferred flip keeps its period.
+                        if self.words[slot(parity)].as_ref().map(|(c, _)| *c) != Some(cp) {
+                            self.scrambler.set_cw(parity, &cw);
+                            self.words[slot(parity)] = Some((cp, cw));
                         }
+                        self.send_ecm(mux, cp);
                     }
                     Err(e) => {
                         self.stats.key_failures += 1;
@@ -237,11 +268,45 @@ impl ProgramScrambling {
         }
     }
 
+    /// ECMs and link state from the SimulCrypt link.
+    fn take_cas_events(&mut self, mux: &mut Mux) {
+        let Some(cas) = &self.cas else { return };
+        while let Ok(ev) = cas.events.try_recv() {
+            match ev {
+                crate::cas::CasEvent::Up { ecm_rep_period_ms } => {
+                    if ecm_rep_period_ms > 0 {
+                        self.ecm_interval = u64::from(ecm_rep_period_ms) * 27_000;
+                    }
+                }
+                crate::cas::CasEvent::Ecm { cp, sections } => {
+                    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+                    mux.set_table(
+                        Pid::from_bits(self.cfg.ecm_pid),
+                        ECM_KEY,
+                        &refs,
+                        self.ecm_interval,
+                    );
+                    self.ecm_cp = Some(cp);
+                }
+                crate::cas::CasEvent::Down { reason } => {
+                    self.stats.key_failures += 1;
+                    tracing::debug!(channel = %self.channel, %reason, "ECMG link down");
+                }
+            }
+        }
+    }
+
     fn flip(&mut self, cp: u16, parity: Parity) {
-        let fresh = self.words[slot(parity)]
+        let word = self.words[slot(parity)]
             .as_ref()
             .is_some_and(|(c, _)| *c == cp);
-        if fresh {
+        // With SimulCrypt, its word must also have been announced: the ECM of the period
+        // before (current and next words) or its own.
+        let announced = self.cas.is_none()
+            || self
+                .ecm_cp
+                .is_some_and(|e| e == cp || e == cp.wrapping_sub(1));
+        if word && announced {
             if self.stats.alarm {
                 tracing::warn!(channel = %self.channel, cp, "scrambling recovered");
             }
@@ -252,6 +317,8 @@ impl ProgramScrambling {
             return;
         }
         self.stats.alarm = true;
+        // The period on air goes on; this one is tried again a period later.
+        self.rotation.defer();
         match self.cfg.on_failure {
             OnFailure::KeepLast if self.words[slot(self.parity)].is_some() => {
                 tracing::warn!(channel = %self.channel, cp, "ALARM: crypto-period without its word: the last word stays in use");
@@ -268,6 +335,21 @@ impl ProgramScrambling {
     }
 
     fn send_ecm(&mut self, mux: &mut Mux, cp: u16) {
+        if self.cas.is_some() {
+            // The ECM of the period before carries its word and this one's (lead_CW 1,
+            // CW_per_msg 2, the usual); the words around are sent for other settings.
+            let prev = cp.wrapping_sub(1);
+            let mut words = Vec::new();
+            for c in [prev.wrapping_sub(1), prev, cp, cp.wrapping_add(1)] {
+                if let Ok(w) = self.word_for(c) {
+                    words.push((c, *w.as_bytes()));
+                }
+            }
+            if let Some(cas) = &self.cas {
+                let _ = cas.requests.send(crate::cas::Provision { cp: prev, words });
+            }
+            return;
+        }
         let Some((key, wrap)) = self.cfg.ecm_key else {
             return;
         };
@@ -277,8 +359,12 @@ impl ProgramScrambling {
                 .map_or([0u8; 16], |(_, w)| *w.as_bytes())
         };
         let ecm = drm::ecm::build_ecm(&key, wrap, cp, &word(Parity::Even), &word(Parity::Odd));
-        let interval = self.cfg.ecm_interval.as_nanos() as u64 * 27 / 1000;
-        mux.set_table(Pid::from_bits(self.cfg.ecm_pid), ECM_KEY, &[&ecm], interval);
+        mux.set_table(
+            Pid::from_bits(self.cfg.ecm_pid),
+            ECM_KEY,
+            &[&ecm],
+            self.ecm_interval,
+        );
     }
 
     /// Scrambles (or, by policy, leaves clear or nulls) this program's packets in `buf`

@@ -229,3 +229,96 @@ pub(crate) fn multicast_receiver(group: std::net::Ipv6Addr, port: u16) -> std::n
     s.join_multicast_v6(&group, 1).unwrap();
     s.into()
 }
+
+/// Elementary-stream PIDs of our channels: everything but PSI/SI (below 0x20), the PMT, the
+/// ECMs and null packets.
+pub(crate) fn scrambled_es(pid: u16, ecm_pid: u16) -> bool {
+    pid >= 0x20 && pid != 0x1000 && pid != ecm_pid && pid != 0x1FFF
+}
+
+/// A scrambled capture as a receiver saw it.
+pub(crate) struct Received {
+    /// The capture descrambled.
+    pub(crate) out: Vec<u8>,
+    /// Packet indexes where the parity flipped.
+    pub(crate) flips: Vec<usize>,
+    pub(crate) ecms: usize,
+    pub(crate) scrambled: u64,
+}
+
+/// Walks a scrambled capture as a receiver does: ECMs on `ecm_pid` (opened with `key`) give
+/// the words; every elementary-stream packet must be scrambled and everything else clear;
+/// every parity flip must come after an ECM announcing its new word; every scrambled packet
+/// must find its key. Panics naming the packet otherwise.
+pub(crate) fn receive_scrambled(
+    label: &str,
+    data: &[u8],
+    kind: drm::cipher::CipherKind,
+    ecm_pid: u16,
+    key: &[u8; 16],
+    wrap: drm::ecm::Wrap,
+) -> Received {
+    use drm::cipher::{ControlWord, Parity, Scrambler};
+    let mut descrambler = Scrambler::new(kind, None);
+    let mut ecm_asm = playout::psi::SectionAssembler::default();
+    let mut announced: [Option<[u8; 16]>; 2] = [None, None];
+    let mut in_use: [Option<[u8; 16]>; 2] = [None, None];
+    let mut parity: Option<u8> = None;
+    let mut r = Received {
+        out: Vec::with_capacity(data.len()),
+        flips: Vec::new(),
+        ecms: 0,
+        scrambled: 0,
+    };
+    for (k, raw) in data.chunks_exact(188).enumerate() {
+        let mut pkt = raw.to_vec();
+        let pid = u16::from_be_bytes([raw[1], raw[2]]) & 0x1FFF;
+        let tsc = raw[3] >> 6;
+        let has_payload = raw[3] & 0x10 != 0;
+        if pid == ecm_pid {
+            let p = playout::ts::TsPacket::new(bytes::Bytes::copy_from_slice(raw)).unwrap();
+            ecm_asm.push(&p, true, |s| {
+                let e = drm::ecm::parse_ecm(key, wrap, s)
+                    .unwrap_or_else(|e| panic!("{label}: packet {k}: ECM: {e}"));
+                r.ecms += 1;
+                announced = [Some(e.even_cw), Some(e.odd_cw)];
+                descrambler.set_cw(Parity::Even, &ControlWord::new(e.even_cw));
+                descrambler.set_cw(Parity::Odd, &ControlWord::new(e.odd_cw));
+            });
+        }
+        let es = scrambled_es(pid, ecm_pid);
+        if es && has_payload {
+            assert!(
+                tsc == 0b10 || tsc == 0b11,
+                "{label}: packet {k} on PID 0x{pid:04X}: scrambling bits {tsc:02b}"
+            );
+            r.scrambled += 1;
+            if parity != Some(tsc) {
+                let slot = usize::from(tsc & 1);
+                let word = announced[slot]
+                    .unwrap_or_else(|| panic!("{label}: packet {k}: scrambled before any ECM"));
+                if parity.is_some() {
+                    r.flips.push(k);
+                    assert_ne!(
+                        in_use[slot],
+                        Some(word),
+                        "{label}: packet {k}: a flip to parity {tsc:02b} without an ECM announcing its new word first"
+                    );
+                }
+                in_use[slot] = Some(word);
+                parity = Some(tsc);
+            }
+        } else {
+            assert_eq!(
+                tsc, 0,
+                "{label}: packet {k} on PID 0x{pid:04X} must stay clear"
+            );
+        }
+        let n = descrambler.descramble(&mut pkt).unwrap();
+        if tsc != 0 && es {
+            assert_eq!(n, 1, "{label}: packet {k}: no key to descramble it");
+        }
+        r.out.extend_from_slice(&pkt);
+    }
+    r
+}
