@@ -38,7 +38,9 @@ pub(crate) use mpts::MptsConfig;
 )]
 pub(crate) use output::{OutputConfig, OutputKind};
 pub(crate) use pids::PidPlan;
-pub(crate) use scrambling::{KeySourceConfig, OnFailure, ScramblingConfig, SimulcryptConfig};
+pub(crate) use scrambling::{
+    EcmKey, KeySourceConfig, OnFailure, ScramblingConfig, SimulcryptConfig,
+};
 pub(crate) use units::{parse_duration, Bitrate};
 
 use claims::Claims;

@@ -42,12 +42,22 @@ pub(crate) struct ScramblingConfig {
     /// ECM generator's key (keys `random` and `file`): ECMs carry the words wrapped under it
     /// (`drm::ecm`), which `hectl descramble --ecm-key` can open. Without it no ECMs are sent
     /// (receivers need the words some other way).
-    pub(crate) ecm_key: Option<([u8; 16], drm::ecm::Wrap)>,
+    pub(crate) ecm_key: Option<(EcmKey, drm::ecm::Wrap)>,
     /// Key `ecm_interval`: how often the ECM repeats, 20ms..=5s. Default `"100ms"` (with
     /// SimulCrypt, the ECMG's ECM_rep_period).
     pub(crate) ecm_interval: Duration,
     /// Key `cat_emm_pid`: when set, a CAT (PID 1) with a CA_descriptor naming this EMM PID.
     pub(crate) cat_emm_pid: Option<u16>,
+}
+
+/// The built-in ECM generator's key: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct EcmKey(pub(crate) [u8; 16]);
+
+impl std::fmt::Debug for EcmKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EcmKey(<redacted>)")
+    }
 }
 
 /// Where the control words come from.
@@ -293,7 +303,7 @@ pub(super) fn scrambling_config(
     let ecm_key = match raw.ecm_key.as_deref() {
         None => None,
         Some(t) => match (hex16(t), wrap) {
-            (Some(k), Some(w)) => Some((k, w)),
+            (Some(k), Some(w)) => Some((EcmKey(k), w)),
             (None, _) => {
                 // The value itself is never repeated.
                 diag.push(format!("{path}.ecm_key"), "expected 32 hex digits");

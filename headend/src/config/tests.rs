@@ -797,3 +797,56 @@ fn alerts_table_is_checked() {
     // The token is never echoed.
     assert!(!errors.iter().any(|e| e.message.contains("short")));
 }
+
+#[test]
+fn channel_scrambling_is_checked() {
+    let good = format!(
+        "{ISSUE_SHAPE}\n[channel.scrambling]\ncipher = \"sm4-cbc\"\ncrypto_period = \"5s\"\n\
+         ecm_key = \"000102030405060708090a0b0c0d0e0f\"\necm_wrap = \"sm4\"\non_failure = \"clear\"\n"
+    );
+    let config = parse(&good, Path::new("/etc/headend"), "test.toml").unwrap();
+    let sc = config.channels[0].scrambling.clone().unwrap();
+    assert_eq!(sc.cipher.to_string(), "sm4-cbc");
+    assert_eq!(sc.crypto_period, Duration::from_secs(5));
+    assert_eq!(sc.on_failure, OnFailure::Clear);
+    assert_eq!(sc.ecm_pid, 0x1FF0);
+    assert_eq!(sc.ca_system_id, 0x4AFF);
+    assert!(matches!(sc.keys, KeySourceConfig::Random));
+    // Key material never shows in Debug output.
+    let shown = format!("{sc:?}");
+    assert!(
+        !shown.contains("0, 1, 2, 3") && !shown.contains("000102"),
+        "{shown}"
+    );
+
+    let simulcrypt = format!(
+        "{ISSUE_SHAPE}\n[channel.scrambling]\nkeys = \"simulcrypt\"\n\
+         [channel.scrambling.simulcrypt]\necmg = \"127.0.0.1:4100\"\nsuper_cas_id = 0x4AD10001\n"
+    );
+    let config = parse(&simulcrypt, Path::new("/etc/headend"), "test.toml").unwrap();
+    let sc = config.channels[0].scrambling.clone().unwrap();
+    assert_eq!(sc.ca_system_id, 0x4AD1, "from the Super_CAS_id");
+    let KeySourceConfig::Simulcrypt(s) = sc.keys else {
+        panic!("{sc:?}")
+    };
+    assert_eq!(s.ecm_id, Some(101), "the service_id");
+
+    let bad = format!(
+        "{ISSUE_SHAPE}\n[channel.scrambling]\ncipher = \"des\"\ncrypto_period = \"100ms\"\n\
+         keys = \"file\"\non_failure = \"panic\"\necm_pid = 0x100\necm_key = \"xyz\"\niv = \"00\"\n"
+    );
+    let errors = reject(&bad);
+    for path in [
+        "channel[0].scrambling.cipher",
+        "channel[0].scrambling.crypto_period",
+        "channel[0].scrambling.key_file",
+        "channel[0].scrambling.on_failure",
+        "channel[0].scrambling.ecm_pid",
+        "channel[0].scrambling.ecm_key",
+        "channel[0].scrambling.iv",
+    ] {
+        message(&errors, path);
+    }
+    assert!(message(&errors, "channel[0].scrambling.ecm_pid").contains("`video`"));
+    assert!(!errors.iter().any(|e| e.message.contains("xyz")));
+}

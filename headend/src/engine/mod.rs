@@ -135,6 +135,8 @@ pub(crate) struct StationStatus {
     pub(crate) pacer_stalls: u64,
     pub(crate) max_late_us: u64,
     pub(crate) outputs: Vec<OutputStatus>,
+    /// The scrambled programs: counters and whether a failure policy is in force (alarm).
+    pub(crate) scrambling: Vec<scrambling::ScramblingStats>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -915,6 +917,7 @@ impl Station {
                     }
                 })
                 .collect(),
+            scrambling: self.scrambling.iter().map(|s| s.stats.clone()).collect(),
         }
     }
 }

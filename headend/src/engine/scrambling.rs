@@ -28,9 +28,11 @@ enum Mode {
     Stopped,
 }
 
-/// Counters of one scrambled program, for the status.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+/// Counters of one scrambled program, for the status (`/channels`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub(crate) struct ScramblingStats {
+    pub(crate) channel: String,
+    pub(crate) cipher: String,
     pub(crate) packets_scrambled: u64,
     pub(crate) flips: u64,
     pub(crate) key_failures: u64,
@@ -212,7 +214,11 @@ impl ProgramScrambling {
             mode: Mode::Scrambled,
             es_pids,
             cfg: cfg.clone(),
-            stats: ScramblingStats::default(),
+            stats: ScramblingStats {
+                channel: ch.id.clone(),
+                cipher: cfg.cipher.to_string(),
+                ..ScramblingStats::default()
+            },
         })
     }
 
@@ -350,7 +356,7 @@ impl ProgramScrambling {
             }
             return;
         }
-        let Some((key, wrap)) = self.cfg.ecm_key else {
+        let Some((crate::config::EcmKey(key), wrap)) = self.cfg.ecm_key.clone() else {
             return;
         };
         let word = |p: Parity| {
