@@ -126,6 +126,32 @@ fn a_scrambled_channel_rotates_keys_and_descrambles_clean() {
             w.flips.len()
         );
         let out = w.out;
+        // `hectl descramble --ecm-key` does the same from the file alone.
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let (inp, outp) = (dir.path().join("s.ts"), dir.path().join("d.ts"));
+            std::fs::write(&inp, &data).unwrap();
+            let o = std::process::Command::new(common::hectl())
+                .args([
+                    "descramble",
+                    "--cipher",
+                    cipher,
+                    "--ecm-key",
+                    ECM_KEY,
+                    "--ecm-wrap",
+                    "sm4",
+                ])
+                .arg(&inp)
+                .arg(&outp)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                std::fs::read(&outp).unwrap() == out,
+                "{cipher}: hectl descramble --ecm-key differs: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+        }
 
         // The descrambled stream is the clear channel: conformant and decodable.
         let limits = CheckLimits {

@@ -8,7 +8,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,27 +18,10 @@ use playout::check::{check, CheckLimits};
 use playout::ts::Pid;
 
 mod common;
-use common::{ffmpeg_errors, media, signal_and_wait, tool, Daemon};
+use common::{ffmpeg_errors, hectl, media, signal_and_wait, tool, Daemon};
 
 const KEY: &str = "8899aabbccddeeff0011223344556677";
 const ECM_PID: u16 = 0x1FF0;
-
-/// `hectl` from the same target directory (built here if a `-p headend` run has not yet).
-fn hectl() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_headend"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let exe = dir.join("hectl");
-    if !exe.is_file() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "tools", "--bin", "hectl"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "building hectl");
-    }
-    exe
-}
 
 struct Ecmg(Child);
 

@@ -64,14 +64,28 @@ pub(crate) struct DescrambleArgs {
     #[arg(long)]
     cipher: CipherKind,
     /// The control word: 32 hex digits. It is the even key, and the odd one too unless
-    /// `--cw-odd` is given.
-    #[arg(long, value_name = "HEX")]
-    cw: String,
+    /// `--cw-odd` is given. Not with `--ecm-key`.
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "ecm_key",
+        conflicts_with = "ecm_key"
+    )]
+    cw: Option<String>,
     /// The odd key, when it differs from the even one.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "HEX", conflicts_with = "ecm_key")]
     cw_odd: Option<String>,
-    // `--ecm-key HEX` (keys from the stream's ECMs, drm::ecm) goes here; `keys()` below is
-    // where the key sources are resolved.
+    /// Take the control words from the stream's ECMs (headend's built-in ECMs or `hectl
+    /// ecmg`'s, `drm::ecm`), opened with this key (32 hex digits): each ECM's words apply
+    /// from where it is in the stream on.
+    #[arg(long, value_name = "HEX")]
+    ecm_key: Option<String>,
+    /// The ECMs' wrapping cipher: aes or sm4.
+    #[arg(long, default_value = "aes", value_parser = ["aes", "sm4"])]
+    ecm_wrap: String,
+    /// The ECMs' PID.
+    #[arg(long, default_value = "0x1FF0", value_parser = parse_pid_arg)]
+    ecm_pid: u16,
     /// Replaces the cipher's IV (CBC IV or CTR initial counter): 32 hex digits.
     #[arg(long, value_name = "HEX")]
     iv: Option<String>,
@@ -84,7 +98,7 @@ pub(crate) struct DescrambleArgs {
 impl DescrambleArgs {
     /// The even and odd control words.
     fn keys(&self) -> anyhow::Result<(ControlWord, ControlWord)> {
-        let even = control_word("--cw", &self.cw)?;
+        let even = control_word("--cw", self.cw.as_deref().unwrap_or_default())?;
         let odd = match &self.cw_odd {
             Some(hex) => control_word("--cw-odd", hex)?,
             None => even.clone(),
@@ -167,21 +181,59 @@ pub(crate) fn scramble(args: ScrambleArgs) -> anyhow::Result<std::process::ExitC
 
 /// Runs `hectl descramble`.
 pub(crate) fn descramble(args: DescrambleArgs) -> anyhow::Result<std::process::ExitCode> {
-    let (even, odd) = args.keys()?;
     let iv = args.iv.as_deref().map(iv_arg).transpose()?;
     let mut s = Scrambler::new(args.cipher, iv);
-    s.set_cw(Parity::Even, &even);
-    s.set_cw(Parity::Odd, &odd);
-    drop((even, odd));
     println!(
         "{} -> {}: {}",
         args.input.display(),
         args.output.display(),
         args.cipher
     );
-    stream(&args.input, &args.output, |chunk, first| {
-        s.descramble(chunk).map_err(|e| located(e, first))
-    })?;
+    if let Some(hex) = &args.ecm_key {
+        let key = parse_hex16(hex.trim()).map_err(|e| anyhow::anyhow!("--ecm-key: {e}"))?;
+        let wrap = if args.ecm_wrap == "sm4" {
+            drm::ecm::Wrap::Sm4
+        } else {
+            drm::ecm::Wrap::Aes128
+        };
+        let mut asm = playout::psi::SectionAssembler::default();
+        let (mut ecms, mut bad) = (0u64, 0u64);
+        stream(&args.input, &args.output, |chunk, first| {
+            let mut done = 0;
+            for (i, pkt) in chunk.chunks_exact_mut(188).enumerate() {
+                if u16::from_be_bytes([pkt[1], pkt[2]]) & 0x1FFF == args.ecm_pid {
+                    if let Ok(p) = playout::ts::TsPacket::new(bytes::Bytes::copy_from_slice(pkt)) {
+                        asm.push(&p, true, |section| {
+                            match drm::ecm::parse_ecm(&key, wrap, section) {
+                                Ok(e) => {
+                                    ecms += 1;
+                                    s.set_cw(Parity::Even, &ControlWord::new(e.even_cw));
+                                    s.set_cw(Parity::Odd, &ControlWord::new(e.odd_cw));
+                                }
+                                Err(_) => bad += 1,
+                            }
+                        });
+                    }
+                }
+                done += s
+                    .descramble(pkt)
+                    .map_err(|e| located(e, first + i as u64))?;
+            }
+            Ok(done)
+        })?;
+        println!("ECMs opened: {ecms}");
+        if bad > 0 {
+            println!("ECMs that did not open with the key (wrong key or damaged): {bad}");
+        }
+    } else {
+        let (even, odd) = args.keys()?;
+        s.set_cw(Parity::Even, &even);
+        s.set_cw(Parity::Odd, &odd);
+        drop((even, odd));
+        stream(&args.input, &args.output, |chunk, first| {
+            s.descramble(chunk).map_err(|e| located(e, first))
+        })?;
+    }
     let c = s.stats();
     println!("packets: {}", c.packets);
     println!(
@@ -219,6 +271,10 @@ fn control_word(flag: &str, hex: &str) -> anyhow::Result<ControlWord> {
 
 fn iv_arg(hex: &str) -> anyhow::Result<[u8; 16]> {
     parse_hex16(hex.trim()).map_err(|e| anyhow::anyhow!("--iv: {e}"))
+}
+
+fn parse_pid_arg(s: &str) -> Result<u16, String> {
+    parse_pid(s).map_err(|e| e.to_string())
 }
 
 fn parse_pid(s: &str) -> anyhow::Result<u16> {

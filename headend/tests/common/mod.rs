@@ -322,3 +322,20 @@ pub(crate) fn receive_scrambled(
     }
     r
 }
+
+/// `hectl` from the same target directory (built here if a `-p headend` run has not yet).
+pub(crate) fn hectl() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_headend"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let exe = dir.join("hectl");
+    if !exe.is_file() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "tools", "--bin", "hectl"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "building hectl");
+    }
+    exe
+}
