@@ -15,8 +15,9 @@ pub(super) type Blk = aes::Block;
 
 /// Several blocks per call.
 pub(super) trait Lanes {
-    /// Encrypts `LANES` independent blocks side by side.
-    fn encrypt_lanes(&self, blocks: &mut [Blk; LANES]);
+    /// Packets whose CBC blocks [`super::modes`] decrypts in one call: as many as keep the
+    /// pipeline full, no more (a smaller working set).
+    const DECRYPT_PACKETS: usize;
     /// Encrypts any number of independent blocks.
     fn encrypt_blocks(&self, blocks: &mut [Blk]);
     /// Decrypts any number of independent blocks.
@@ -52,10 +53,8 @@ impl fmt::Debug for Aes128 {
 }
 
 impl Lanes for Aes128 {
-    #[inline]
-    fn encrypt_lanes(&self, blocks: &mut [Blk; LANES]) {
-        self.0.encrypt_blocks(blocks);
-    }
+    /// 88 blocks: AES-NI pipelines 8.
+    const DECRYPT_PACKETS: usize = 8;
 
     #[inline]
     fn encrypt_blocks(&self, blocks: &mut [Blk]) {
@@ -101,20 +100,14 @@ impl fmt::Debug for Sm4 {
 }
 
 impl Lanes for Sm4 {
-    #[inline]
-    fn encrypt_lanes(&self, blocks: &mut [Blk; LANES]) {
-        self.0.crypt::<LANES>(blocks, false);
-    }
+    /// The whole batch: the GFNI code runs 80 blocks side by side.
+    const DECRYPT_PACKETS: usize = LANES;
 
     fn encrypt_blocks(&self, blocks: &mut [Blk]) {
-        for chunk in blocks.chunks_mut(LANES) {
-            self.0.crypt::<LANES>(chunk, false);
-        }
+        self.0.crypt_blocks(blocks, false);
     }
 
     fn decrypt_blocks(&self, blocks: &mut [Blk]) {
-        for chunk in blocks.chunks_mut(LANES) {
-            self.0.crypt::<LANES>(chunk, true);
-        }
+        self.0.crypt_blocks(blocks, true);
     }
 }

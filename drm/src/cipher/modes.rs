@@ -9,36 +9,51 @@
 //! ```
 //!
 //! CBC encryption is serial within a packet, so block `j` of every packet of the batch is
-//! encrypted in one call ([`Lanes::encrypt_lanes`]) and the AES-NI pipeline stays full. CBC
-//! decryption is parallel within a packet too: every full block of the batch is decrypted in
-//! one call. CTR's keystream is the same for every packet (it restarts at the IV), so it is
-//! computed once per key.
+//! encrypted in one call ([`Lanes::encrypt_blocks`]): AES-NI pipelines 8 blocks, and SM4's
+//! GFNI code wants 80 (5 registers of 16, [`super::sm4`]), hence batches of 80 packets. CBC
+//! decryption is parallel within a packet too: the full blocks of several packets
+//! ([`Lanes::DECRYPT_PACKETS`]) are decrypted in one call. CTR's keystream is the same for
+//! every packet (it restarts at the IV), so it is computed once per key.
 
 use zeroize::Zeroize;
 
 use super::block::{Aes128, Blk, Lanes, Sm4};
-use super::CipherKind;
+use super::{CipherKind, PACKET_SIZE};
 
-/// Packets scrambled side by side (AES-NI: 8 blocks in flight).
-pub(super) const LANES: usize = 8;
+/// Packets scrambled side by side: the CBC chains in flight (AES-NI needs 8, SM4 with GFNI
+/// 80; more only cost AES a larger working set).
+pub(super) const LANES: usize = 80;
+/// Batches of up to this many packets (a UDP datagram holds 7) get scratch arrays sized for
+/// them: zeroing room for [`LANES`] packets would cost such a call more than its AES.
+const SMALL: usize = 8;
 /// Full blocks of the longest payload (184 bytes).
 const MAX_BLOCKS: usize = 184 / 16;
 /// Keystream bytes of the CTR modes: enough for a 184-byte payload.
 const KEYSTREAM: usize = 192;
 
-/// Up to [`LANES`] payloads of one buffer: (offset, length) each, length 1..=184.
-#[derive(Default)]
+/// Up to [`LANES`] payloads of one buffer, each running to the end of its packet: kept as
+/// their offsets alone (the length is what is left of the packet), so that a batch is
+/// cheap to make for a 7-packet datagram.
 pub(super) struct Batch {
     at: [usize; LANES],
-    len: [usize; LANES],
     n: usize,
 }
 
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            at: [0; LANES],
+            n: 0,
+        }
+    }
+}
+
 impl Batch {
+    /// Adds the payload at `at` in the buffer, `len` bytes to the end of its packet.
     pub(super) fn push(&mut self, at: usize, len: usize) {
+        debug_assert_eq!(len, payload_len(at));
         if self.n < LANES {
             self.at[self.n] = at;
-            self.len[self.n] = len;
             self.n += 1;
         }
     }
@@ -51,13 +66,19 @@ impl Batch {
     pub(super) fn clear(&mut self) {
         self.n = 0;
     }
-    /// (offset, length) of each payload.
-    fn lanes(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.at[..self.n]
-            .iter()
-            .copied()
-            .zip(self.len[..self.n].iter().copied())
+    /// Offset of each payload.
+    fn offsets(&self) -> &[usize] {
+        &self.at[..self.n]
     }
+}
+
+/// (offset, length) of the payload at `at`: it runs to the end of its packet.
+fn lane(at: usize) -> (usize, usize) {
+    (at, payload_len(at))
+}
+
+fn payload_len(at: usize) -> usize {
+    PACKET_SIZE - at % PACKET_SIZE
 }
 
 // Two per scrambler, never moved in the hot path: the size difference does not matter.
@@ -161,18 +182,40 @@ fn xor16(dst: &mut [u8], a: &[u8], b: &[u8]) {
 /// CBC over the full blocks of each payload, with block `j` of every payload in one call;
 /// then, with `xor_residue`, the DVS-042 residue (else the residue stays clear).
 fn cbc_encrypt<C: Lanes>(c: &C, iv: &Blk, buf: &mut [u8], batch: &Batch, xor_residue: bool) {
-    let mut chain = [*iv; LANES];
-    let mut blk = [Blk::default(); LANES];
-    let rounds = batch.lanes().map(|(_, len)| len / 16).max().unwrap_or(0);
+    if batch.n <= SMALL {
+        cbc_encrypt_n::<C, SMALL>(c, iv, buf, batch.offsets(), xor_residue);
+    } else {
+        cbc_encrypt_n::<C, LANES>(c, iv, buf, batch.offsets(), xor_residue);
+    }
+}
+
+/// [`cbc_encrypt`] of up to `N` payloads (their offsets): scratch for `N` chains. Every
+/// step encrypts a block for each payload, past the end of the shorter ones too (nearly
+/// all have 11 blocks; the extra results are dropped).
+fn cbc_encrypt_n<C: Lanes, const N: usize>(
+    c: &C,
+    iv: &Blk,
+    buf: &mut [u8],
+    offsets: &[usize],
+    xor_residue: bool,
+) {
+    let mut lanes = [(0usize, 0usize); N];
+    for (l, &at) in lanes.iter_mut().zip(offsets) {
+        *l = lane(at);
+    }
+    let lanes = &lanes[..offsets.len().min(N)];
+    let mut chain = [*iv; N];
+    let mut blk = [Blk::default(); N];
+    let rounds = lanes.iter().map(|&(_, len)| len / 16).max().unwrap_or(0);
     for j in 0..rounds {
-        for ((at, len), (b, prev)) in batch.lanes().zip(blk.iter_mut().zip(&chain)) {
+        for (&(at, len), (b, prev)) in lanes.iter().zip(blk.iter_mut().zip(&chain)) {
             if j < len / 16 {
                 let p = at + 16 * j;
                 xor16(b, &buf[p..p + 16], prev);
             }
         }
-        c.encrypt_lanes(&mut blk);
-        for ((at, len), (b, prev)) in batch.lanes().zip(blk.iter().zip(chain.iter_mut())) {
+        c.encrypt_blocks(&mut blk[..lanes.len()]);
+        for (&(at, len), (b, prev)) in lanes.iter().zip(blk.iter().zip(&mut chain)) {
             if j < len / 16 {
                 let p = at + 16 * j;
                 buf[p..p + 16].copy_from_slice(b);
@@ -181,18 +224,19 @@ fn cbc_encrypt<C: Lanes>(c: &C, iv: &Blk, buf: &mut [u8], batch: &Batch, xor_res
         }
     }
     if xor_residue {
-        residue(c, chain, buf, batch);
+        residue(c, &mut chain[..lanes.len()], buf, lanes);
     }
 }
 
-/// The DVS-042 residue: the last `len mod 16` bytes XORed with `E(last)`, `last` being the
-/// last full ciphertext block (or the IV when there is none).
-fn residue<C: Lanes>(c: &C, mut last: [Blk; LANES], buf: &mut [u8], batch: &Batch) {
-    if batch.lanes().all(|(_, len)| len % 16 == 0) {
+/// The DVS-042 residue: the last `len mod 16` bytes of each payload (`lanes`: offset and
+/// length) XORed with `E(last)`, `last` being its last full ciphertext block (or the IV
+/// when there is none).
+fn residue<C: Lanes>(c: &C, last: &mut [Blk], buf: &mut [u8], lanes: &[(usize, usize)]) {
+    if lanes.iter().all(|(_, len)| len % 16 == 0) {
         return;
     }
-    c.encrypt_lanes(&mut last);
-    for ((at, len), k) in batch.lanes().zip(&last) {
+    c.encrypt_blocks(last);
+    for (&(at, len), k) in lanes.iter().zip(last.iter()) {
         let r = len % 16;
         let tail = &mut buf[at + len - r..at + len];
         for (b, k) in tail.iter_mut().zip(k.iter()) {
@@ -201,46 +245,136 @@ fn residue<C: Lanes>(c: &C, mut last: [Blk; LANES], buf: &mut [u8], batch: &Batc
     }
 }
 
-/// CBC decryption: every full block of the batch decrypted in one call, then XORed with the
-/// ciphertext block before it (or the IV); the IDSA residue from the ciphertext first.
+/// CBC decryption: the full blocks of [`Lanes::DECRYPT_PACKETS`] payloads at a time
+/// decrypted in one call, then XORed with the ciphertext block before each (or the IV); the
+/// IDSA residue from the ciphertext first.
 fn cbc_decrypt<C: Lanes>(c: &C, iv: &Blk, buf: &mut [u8], batch: &Batch, xor_residue: bool) {
-    let mut last = [*iv; LANES];
-    let mut blocks = [Blk::default(); LANES * MAX_BLOCKS];
-    let mut k = 0;
-    for ((at, len), last) in batch.lanes().zip(last.iter_mut()) {
-        for j in 0..len / 16 {
-            let p = at + 16 * j;
-            blocks[k].copy_from_slice(&buf[p..p + 16]);
-            k += 1;
-        }
-        if len >= 16 {
-            *last = blocks[k - 1];
-        }
+    let per_call = C::DECRYPT_PACKETS.clamp(1, LANES).min(batch.n.max(1));
+    if per_call <= SMALL {
+        cbc_decrypt_n::<C, SMALL, { SMALL * MAX_BLOCKS }>(c, iv, buf, batch, xor_residue);
+    } else {
+        cbc_decrypt_n::<C, LANES, { LANES * MAX_BLOCKS }>(c, iv, buf, batch, xor_residue);
     }
-    if xor_residue {
-        // Before the ciphertext is overwritten: the residue's keystream is E(C_last).
-        residue(c, last, buf, batch);
-    }
-    c.decrypt_blocks(&mut blocks[..k]);
-    let mut k = 0;
-    for (at, len) in batch.lanes() {
-        let mut prev = *iv;
-        for j in 0..len / 16 {
-            let p = at + 16 * j;
-            let mut cipher = Blk::default();
-            cipher.copy_from_slice(&buf[p..p + 16]);
-            xor16(&mut buf[p..p + 16], &blocks[k], &prev);
-            prev = cipher;
-            k += 1;
+}
+
+/// [`cbc_decrypt`] with scratch for `N` payloads of `B` (`N` × 11) blocks in all.
+fn cbc_decrypt_n<C: Lanes, const N: usize, const B: usize>(
+    c: &C,
+    iv: &Blk,
+    buf: &mut [u8],
+    batch: &Batch,
+    xor_residue: bool,
+) {
+    let mut blocks = [Blk::default(); B];
+    for offsets in batch.offsets().chunks(C::DECRYPT_PACKETS.clamp(1, N)) {
+        let mut lanes = [(0usize, 0usize); N];
+        let mut last = [*iv; N];
+        let mut k = 0;
+        for ((l, last), &at) in lanes.iter_mut().zip(last.iter_mut()).zip(offsets) {
+            *l = lane(at);
+            for j in 0..l.1 / 16 {
+                let p = at + 16 * j;
+                blocks[k].copy_from_slice(&buf[p..p + 16]);
+                *last = blocks[k];
+                k += 1;
+            }
+        }
+        let n = offsets.len().min(N);
+        if xor_residue {
+            // Before the ciphertext is overwritten: the residue's keystream is E(C_last).
+            residue(c, &mut last[..n], buf, &lanes[..n]);
+        }
+        c.decrypt_blocks(&mut blocks[..k]);
+        let mut k = 0;
+        for &(at, len) in &lanes[..n] {
+            let mut prev = *iv;
+            for j in 0..len / 16 {
+                let p = at + 16 * j;
+                let mut cipher = Blk::default();
+                cipher.copy_from_slice(&buf[p..p + 16]);
+                xor16(&mut buf[p..p + 16], &blocks[k], &prev);
+                prev = cipher;
+                k += 1;
+            }
         }
     }
 }
 
 /// CTR restarted per packet: every payload XORed with the same keystream.
 fn ctr(keystream: &[u8; KEYSTREAM], buf: &mut [u8], batch: &Batch) {
-    for (at, len) in batch.lanes() {
-        for (b, k) in buf[at..at + len].iter_mut().zip(keystream) {
+    for &at in batch.offsets() {
+        for (b, k) in buf[at..at + payload_len(at)].iter_mut().zip(keystream) {
             *b ^= k;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The packet modes one packet and one block at a time, by the single-block functions
+    /// (SM4: the plain table code).
+    fn reference(kind: CipherKind, key: &[u8; 16], iv: &[u8; 16], payload: &mut [u8]) {
+        let sm4 = Sm4::new(key);
+        let aes = Aes128::new(key);
+        let e = |b: &mut [u8; 16]| match kind {
+            CipherKind::Sm4Cbc => sm4.encrypt_block(b),
+            _ => aes.encrypt_block(b),
+        };
+        let mut prev = *iv;
+        let full = payload.len() / 16 * 16;
+        for block in payload[..full].chunks_exact_mut(16) {
+            for (p, c) in prev.iter_mut().zip(block.iter()) {
+                *p ^= c;
+            }
+            e(&mut prev);
+            block.copy_from_slice(&prev);
+        }
+        if kind == CipherKind::AtisIdsa {
+            e(&mut prev);
+            for (b, k) in payload[full..].iter_mut().zip(prev) {
+                *b ^= k;
+            }
+        }
+    }
+
+    proptest! {
+        /// A batch of any size up to LANES (fewer packets than the SM4 code's 16 lanes too)
+        /// and any payload lengths: each payload as the one-block-at-a-time reference, and
+        /// back.
+        #[test]
+        fn cbc_batch_equals_reference(
+            kind in prop_oneof![
+                Just(CipherKind::Sm4Cbc),
+                Just(CipherKind::DvbCissa),
+                Just(CipherKind::AtisIdsa),
+            ],
+            key in any::<[u8; 16]>(),
+            iv in any::<[u8; 16]>(),
+            lens in proptest::collection::vec(1usize..=184, 0..=LANES),
+            seed in any::<u8>(),
+        ) {
+            let mut buf: Vec<u8> = (0..lens.len() * 188)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect();
+            let clear = buf.clone();
+            let mut batch = Batch::default();
+            for (i, &len) in lens.iter().enumerate() {
+                batch.push(i * 188 + 188 - len, len);
+            }
+            let keyed = Keyed::new(kind, &key, &iv);
+            keyed.encrypt(kind, &mut buf, &batch);
+            let mut want = clear.clone();
+            for (i, &len) in lens.iter().enumerate() {
+                let at = i * 188 + 188 - len;
+                reference(kind, &key, &iv, &mut want[at..at + len]);
+            }
+            prop_assert_eq!(&buf, &want);
+            keyed.decrypt(kind, &mut buf, &batch);
+            prop_assert_eq!(buf, clear);
         }
     }
 }

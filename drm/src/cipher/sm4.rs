@@ -9,15 +9,31 @@
 //!  output: (X[35], X[34], X[33], X[32]); decryption = encryption with rk reversed
 //! ```
 //!
-//! Speed: L is linear, so T is four lookups in tables that fold the S-box and L together
-//! (`T_k[a] = L(S(a) << 8k)`, 4 KiB in all, built at compile time), and
-//! [`Sm4Core::crypt`] runs several independent blocks round by round so their lookups
-//! overlap. Table lookups depend on secret data: like most software SM4, this is not
-//! constant-time against an attacker sharing the CPU cache.
+//! Two implementations, chosen at run time ([`Sm4Core::crypt_blocks`], through the
+//! `multiversion` crate, which generates the CPU feature check and the dispatch):
+//!
+//! - x86-64 with AVX-512 and GFNI ([`gfni`]): 16 blocks per 512-bit register, the S-box by
+//!   `gf2p8affine`/`gf2p8affineinv` (it is affine ∘ inversion ∘ affine), up to 80 blocks in
+//!   flight. Constant-time. About 7 GB/s per core on a Zen 5 EPYC with 80 blocks per call.
+//! - Elsewhere, and for single blocks ([`Sm4Core::crypt`]): L is linear, so T is four
+//!   lookups in tables that fold the S-box and L together (`T_k[a] = L(S(a) << 8k)`, 4 KiB
+//!   in all, built at compile time), several independent blocks round by round so their
+//!   lookups overlap (about 0.5 GB/s). Table lookups depend on secret data: like most
+//!   software SM4, this is not constant-time against an attacker sharing the CPU cache.
+//!
+//! No `unsafe` here: the intrinsics are safe to call inside `#[target_feature]` functions,
+//! and `multiversion`'s generated dispatch calls those only after checking the CPU.
 
+use multiversion::multiversion;
+use multiversion::target::match_target;
 use zeroize::Zeroize;
 
 use super::block::Blk;
+
+// The GFNI code needs Rust 1.89 (module docs), above the workspace's declared MSRV.
+#[cfg(target_arch = "x86_64")]
+#[clippy::msrv = "1.89"]
+mod gfni;
 
 /// The S-box (GB/T 32907-2016 §6.2, Table 1).
 const SBOX: [u8; 256] = [
@@ -97,12 +113,17 @@ fn t_key(x: u32) -> u32 {
 pub(super) struct Sm4Core {
     enc: [u32; 32],
     dec: [u32; 32],
+    /// `enc` and `dec` in the basis of the GFNI code ([`gfni::round_keys`]).
+    #[cfg(target_arch = "x86_64")]
+    gfni: [[u32; 32]; 2],
 }
 
 impl Drop for Sm4Core {
     fn drop(&mut self) {
         self.enc.zeroize();
         self.dec.zeroize();
+        #[cfg(target_arch = "x86_64")]
+        self.gfni.iter_mut().for_each(|k| k.zeroize());
     }
 }
 
@@ -122,38 +143,135 @@ impl Sm4Core {
         k.zeroize();
         let mut dec = enc;
         dec.reverse();
-        Sm4Core { enc, dec }
+        Sm4Core {
+            #[cfg(target_arch = "x86_64")]
+            gfni: [gfni::round_keys(&enc), gfni::round_keys(&dec)],
+            enc,
+            dec,
+        }
     }
 
-    /// Encrypts (or, with `decrypt`, decrypts) `N` independent blocks side by side.
+    /// Encrypts (or, with `decrypt`, decrypts) up to `N` independent blocks side by side,
+    /// by table: the plain implementation.
     #[inline]
     pub(super) fn crypt<const N: usize>(&self, blocks: &mut [Blk], decrypt: bool) {
-        let rk = if decrypt { &self.dec } else { &self.enc };
-        let n = blocks.len().min(N);
-        let mut x = [[0u32; 4]; N];
-        for (w, b) in x.iter_mut().zip(&blocks[..n]) {
-            for (k, word) in w.iter_mut().enumerate() {
-                *word = u32::from_be_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]);
+        crypt_table::<N>(self.round_keys(decrypt), blocks);
+    }
+
+    /// Encrypts (or, with `decrypt`, decrypts) any number of independent blocks, by the
+    /// fastest code the CPU runs: GFNI with AVX-512 (16 blocks per register, up to 5
+    /// registers in flight: pass 80 blocks or more when you can), else tables 8 blocks at a
+    /// time.
+    pub(super) fn crypt_blocks(&self, blocks: &mut [Blk], decrypt: bool) {
+        crypt_any(self, blocks, decrypt);
+    }
+
+    fn round_keys(&self, decrypt: bool) -> &[u32; 32] {
+        if decrypt {
+            &self.dec
+        } else {
+            &self.enc
+        }
+    }
+}
+
+/// [`Sm4Core::crypt_blocks`], compiled once per target and chosen at run time on first use.
+#[multiversion(targets("x86_64+avx512f+avx512bw+gfni"))]
+fn crypt_any(core: &Sm4Core, blocks: &mut [Blk], decrypt: bool) {
+    match_target! {
+        "x86_64+avx512f+avx512bw+gfni" => gfni::crypt(&core.gfni[usize::from(decrypt)], blocks),
+        _ => {
+            for chunk in blocks.chunks_mut(TABLE_LANES) {
+                crypt_table::<TABLE_LANES>(core.round_keys(decrypt), chunk);
             }
         }
-        for r in rk.chunks_exact(4) {
-            for w in x.iter_mut() {
-                w[0] ^= t(w[1] ^ w[2] ^ w[3] ^ r[0]);
-            }
-            for w in x.iter_mut() {
-                w[1] ^= t(w[2] ^ w[3] ^ w[0] ^ r[1]);
-            }
-            for w in x.iter_mut() {
-                w[2] ^= t(w[3] ^ w[0] ^ w[1] ^ r[2]);
-            }
-            for w in x.iter_mut() {
-                w[3] ^= t(w[0] ^ w[1] ^ w[2] ^ r[3]);
-            }
+    }
+}
+
+/// Blocks the table code interleaves.
+const TABLE_LANES: usize = 8;
+
+/// Runs the rounds `rk` on up to `N` blocks (the first `N` of `blocks`) by table, round by
+/// round across the blocks so that their lookups overlap.
+#[inline]
+fn crypt_table<const N: usize>(rk: &[u32; 32], blocks: &mut [Blk]) {
+    let n = blocks.len().min(N);
+    let mut x = [[0u32; 4]; N];
+    for (w, b) in x.iter_mut().zip(&blocks[..n]) {
+        for (k, word) in w.iter_mut().enumerate() {
+            *word = u32::from_be_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]);
         }
-        for (w, b) in x.iter().zip(&mut blocks[..n]) {
-            for k in 0..4 {
-                b[4 * k..4 * k + 4].copy_from_slice(&w[3 - k].to_be_bytes());
-            }
+    }
+    for r in rk.chunks_exact(4) {
+        for w in x.iter_mut() {
+            w[0] ^= t(w[1] ^ w[2] ^ w[3] ^ r[0]);
+        }
+        for w in x.iter_mut() {
+            w[1] ^= t(w[2] ^ w[3] ^ w[0] ^ r[1]);
+        }
+        for w in x.iter_mut() {
+            w[2] ^= t(w[3] ^ w[0] ^ w[1] ^ r[2]);
+        }
+        for w in x.iter_mut() {
+            w[3] ^= t(w[0] ^ w[1] ^ w[2] ^ r[3]);
+        }
+    }
+    for (w, b) in x.iter().zip(&mut blocks[..n]) {
+        for k in 0..4 {
+            b[4 * k..4 * k + 4].copy_from_slice(&w[3 - k].to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// GB/T 32907-2016 Appendix A, example 1.
+    const KEY: [u8; 16] = [
+        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32,
+        0x10,
+    ];
+
+    fn table(core: &Sm4Core, blocks: &[Blk], decrypt: bool) -> Vec<Blk> {
+        let mut out = blocks.to_vec();
+        for b in out.iter_mut() {
+            core.crypt::<1>(std::slice::from_mut(b), decrypt);
+        }
+        out
+    }
+
+    /// The fast path on a whole pass of identical blocks, against the published vector.
+    #[test]
+    fn fast_path_example1() {
+        let core = Sm4Core::new(&KEY);
+        let mut blocks = vec![Blk::from(KEY); 40];
+        core.crypt_blocks(&mut blocks, false);
+        let want: [u8; 16] = [
+            0x68, 0x1e, 0xdf, 0x34, 0xd2, 0x06, 0x96, 0x5e, 0x86, 0xb3, 0xe9, 0x4f, 0x53, 0x6e,
+            0x42, 0x46,
+        ];
+        for b in &blocks {
+            assert_eq!(b[..], want[..]);
+        }
+    }
+
+    proptest! {
+        /// Whatever code the CPU runs, on any number of blocks (fewer than a register's 16,
+        /// and several passes with a ragged end): the plain table code's result.
+        #[test]
+        fn fast_path_equals_table(
+            key in any::<[u8; 16]>(),
+            blocks in proptest::collection::vec(any::<[u8; 16]>(), 0..=200),
+            decrypt in any::<bool>(),
+        ) {
+            let core = Sm4Core::new(&key);
+            let blocks: Vec<Blk> = blocks.into_iter().map(Blk::from).collect();
+            let mut fast = blocks.clone();
+            core.crypt_blocks(&mut fast, decrypt);
+            prop_assert_eq!(fast, table(&core, &blocks, decrypt));
         }
     }
 }
