@@ -434,3 +434,51 @@ fn cat_section(ca_system_id: u16, emm_pid: u16) -> Vec<u8> {
     s.extend_from_slice(&crc.to_be_bytes());
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cat_and_pmt_descriptors() {
+        let cat = cat_section(0x4AD1, 0x1F00);
+        assert_eq!(cat[0], 0x01, "table_id CAT");
+        assert_eq!(
+            usize::from(cat[1] & 0x0F) << 8 | usize::from(cat[2]),
+            cat.len() - 3
+        );
+        assert_eq!(&cat[8..14], &[0x09, 4, 0x4A, 0xD1, 0xFF, 0x00]);
+        assert_eq!(
+            playout::psi::crc32_mpeg2(&cat),
+            0,
+            "CRC over the whole section"
+        );
+
+        let text = "[channel.scrambling]\necm_pid = 0x1FF1\nca_system_id = 0x4AD1\n";
+        let sc = crate::config::parse(
+            &format!(
+                "[[channel]]\nid = \"x\"\nservice_id = 1\nname = \"X\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n{text}"
+            ),
+            std::path::Path::new("/"),
+            "t.toml",
+        )
+        .unwrap()
+        .channels[0]
+            .scrambling
+            .clone()
+            .unwrap();
+        let (program, es) = pmt_descriptors(&sc);
+        assert_eq!(
+            &program[..],
+            &[0x65, 1, 0x10, 0x09, 4, 0x4A, 0xD1, 0xFF, 0xF1]
+        );
+        assert!(es.is_empty());
+        let per_es = ScramblingConfig {
+            ca_descriptor_per_es: true,
+            ..sc
+        };
+        let (program, es) = pmt_descriptors(&per_es);
+        assert_eq!(&program[..], &[0x65, 1, 0x10]);
+        assert_eq!(&es[..], &[0x09, 4, 0x4A, 0xD1, 0xFF, 0xF1]);
+    }
+}
