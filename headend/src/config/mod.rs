@@ -222,6 +222,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     let mut alerts_cfg = None;
     if let (Some(channels), Some(mpts)) = (&channels, &mpts) {
         check_network(channels, mpts, network.as_ref(), &mut diag);
+        check_ecm_pids(channels, mpts, &mut diag);
         alerts_cfg = alerts.and_then(|v| alerts::alerts_config(v, base_dir, channels, &mut diag));
         if !diag.is_empty() {
             return Err(diag.finish());
@@ -353,6 +354,29 @@ fn network_config(value: toml::Value, diag: &mut Diagnostics) -> Option<NetworkC
         name: raw.name,
         charset,
     })
+}
+
+/// Scrambled channels sharing an MPTS need their own ECM PIDs (one ECM stream per PID).
+fn check_ecm_pids(channels: &[ChannelConfig], mpts: &[MptsConfig], diag: &mut Diagnostics) {
+    for m in mpts {
+        let mut seen: Vec<(u16, &str)> = Vec::new();
+        for id in &m.channels {
+            let Some((i, ch)) = channels.iter().enumerate().find(|(_, c)| &c.id == id) else {
+                continue;
+            };
+            let Some(sc) = &ch.scrambling else { continue };
+            match seen.iter().find(|(p, _)| *p == sc.ecm_pid) {
+                Some((_, other)) => diag.push(
+                    format!("channel[{i}].scrambling.ecm_pid"),
+                    format!(
+                        "0x{:04X} is also channel `{other}`'s ECM PID in mpts `{}`",
+                        sc.ecm_pid, m.id
+                    ),
+                ),
+                None => seen.push((sc.ecm_pid, &ch.id)),
+            }
+        }
+    }
 }
 
 /// Config-wide SI checks: logical channel numbers are unique; with a `[network]`, the

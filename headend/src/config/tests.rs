@@ -850,3 +850,18 @@ fn channel_scrambling_is_checked() {
     assert!(message(&errors, "channel[0].scrambling.ecm_pid").contains("`video`"));
     assert!(!errors.iter().any(|e| e.message.contains("xyz")));
 }
+
+#[test]
+fn scrambled_channels_of_one_mpts_need_their_own_ecm_pids() {
+    let text = "[[channel]]\nid = \"a\"\nservice_id = 1\nname = \"A\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n\
+                [channel.scrambling]\n\n\
+                [[channel]]\nid = \"b\"\nservice_id = 2\nname = \"B\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n\
+                [channel.pids]\npmt = 0x1001\nvideo = 0x200\naudio = 0x201\nsubtitle = 0x210\ndata = 0x220\n\
+                [channel.scrambling]\n\n\
+                [[mpts]]\nid = \"m\"\nmuxrate = \"5M\"\nchannels = [\"a\", \"b\"]\n";
+    let errors = reject(text);
+    assert!(
+        message(&errors, "channel[1].scrambling.ecm_pid").contains("channel `a`"),
+        "{errors:#?}"
+    );
+}
