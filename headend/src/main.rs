@@ -5,6 +5,7 @@ mod api;
 mod cas;
 mod config;
 mod daemon;
+mod eit_builder;
 mod engine;
 mod feed;
 mod guide;

@@ -15,7 +15,7 @@
 //! its sections are 25 ms apart and its version changes only with its content.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime, Offset, TimeZone};
@@ -28,6 +28,7 @@ use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
 
 use crate::config::{ChannelConfig, Config, NetworkConfig, SiConfig};
+use crate::eit_builder::{Built, EitBuilder};
 use crate::schedule::driver::OnAirProgramme;
 
 const NIT_PID: u16 = 0x10;
@@ -179,9 +180,9 @@ struct ServiceSi {
     following: Option<Event>,
     /// The scheduled events of the coming days...
     week: Vec<Event>,
-    /// ...as the EIT schedule, rebuilt where they change (and at midnight UTC, when segment
-    /// 0 moves to the new day).
-    schedule: EitSchedule,
+    /// The day (UTC) the EIT schedule was last built from: at midnight UTC segment 0 moves
+    /// to the new day. The building itself is `crate::eit_builder`'s, off this thread.
+    built_today: Option<chrono::NaiveDate>,
     /// The guide comes from XMLTV: present/following follow the clock through `week`.
     by_clock: bool,
 }
@@ -246,6 +247,10 @@ pub(crate) struct StationSi {
     services: Vec<ServiceSi>,
     peers: Vec<PeerService>,
     board: Arc<SiBoard>,
+    /// The station's index and the EIT schedule builder, with its answers.
+    station: usize,
+    builder: EitBuilder,
+    built: mpsc::Receiver<Built>,
 }
 
 /// The EIT event of a scheduled programme.
@@ -319,6 +324,7 @@ impl StationSi {
         transport_stream_id: u16,
         channels: &[&ChannelConfig],
         mpts: bool,
+        (station, builder): (usize, &EitBuilder),
     ) -> Option<StationSi> {
         let on: Vec<&ChannelConfig> = channels.iter().copied().filter(|c| c.si.enabled).collect();
         let first = on.first()?;
@@ -353,6 +359,7 @@ impl StationSi {
                 }));
             }
         }
+        let (built_tx, built_rx) = mpsc::channel();
         let mut si = StationSi {
             ts,
             tz: first.timezone,
@@ -368,18 +375,29 @@ impl StationSi {
                     present: None,
                     following: None,
                     week: Vec::new(),
-                    schedule: EitSchedule::new(c.service_id, ts.0, ts.1, c.si.days, c.si.charset)
-                        .with_version(first_version()),
+                    built_today: None,
                     by_clock: false,
                 })
                 .collect(),
             peers,
             board: network.board.clone(),
+            station,
+            builder: builder.clone(),
+            built: built_rx,
         };
+        for c in &on {
+            builder.register(
+                station,
+                c.service_id,
+                EitSchedule::new(c.service_id, ts.0, ts.1, c.si.days, c.si.charset)
+                    .with_version(first_version()),
+                built_tx.clone(),
+            );
+        }
         for k in 0..si.services.len() {
             si.send_eit(mux, k);
             // Empty until the scheduler sends the week: the SDT says it is carried.
-            si.send_week(mux, k);
+            si.send_week(k);
         }
         si.tick(mux);
         Some(si)
@@ -490,19 +508,14 @@ impl StationSi {
     /// The next days of the service with `service_id` as its EIT schedule (tables 0x50..),
     /// each section once every 8 s (within the cable/satellite prime period's 10 s; 25 s
     /// terrestrial, within 30 s). A new version whenever it changes.
-    pub(crate) fn set_week(
-        &mut self,
-        mux: &mut Mux,
-        service_id: u16,
-        week: &[(u16, OnAirProgramme)],
-    ) {
+    pub(crate) fn set_week(&mut self, service_id: u16, week: &[(u16, OnAirProgramme)]) {
         let Some(k) = self.service(service_id) else {
             return;
         };
         let events: Vec<Event> = week.iter().map(|(id, p)| event(p, *id)).collect();
         if events != self.services[k].week {
             self.services[k].week = events;
-            self.send_week(mux, k);
+            self.send_week(k);
         }
     }
 
@@ -518,7 +531,7 @@ impl StationSi {
             return;
         };
         self.services[k].by_clock = true;
-        self.set_week(mux, service_id, guide);
+        self.set_week(service_id, guide);
         self.pf_by_clock(mux, k, utc_now());
     }
 
@@ -547,27 +560,35 @@ impl StationSi {
         self.send_eit(mux, k);
     }
 
-    /// Brings service `k`'s EIT schedule up to date (from today, UTC): only the tables
-    /// (4-day blocks) whose content changed get a new version and go to the mux.
-    fn send_week(&mut self, mux: &mut Mux, k: usize) {
+    /// Hands service `k`'s week to the EIT builder (from today, UTC); only the tables (4-day
+    /// blocks) whose content changed come back, with a new version ([`StationSi::take_built`]).
+    fn send_week(&mut self, k: usize) {
+        let today = utc_now().date();
         let s = &mut self.services[k];
-        match s.schedule.update(&s.week, utc_now().date()) {
-            Ok(update) => {
-                let every = if s.cfg.terrestrial { 25_000 } else { 8_000 };
-                for t in s.schedule.tables() {
-                    if update.changed_tables.contains(&t.table_id) {
-                        let refs: Vec<&[u8]> = t.sections.iter().map(|b| &b[..]).collect();
-                        mux.set_table(
-                            Pid::from_bits(EIT_PID),
-                            key(t.table_id, 0, s.service_id),
-                            &refs,
-                            ms(every),
-                        );
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(service_id = s.service_id, error = %e, "EIT schedule not sent")
+        s.built_today = Some(today);
+        self.builder
+            .week(self.station, s.service_id, s.week.clone(), today);
+    }
+
+    /// Sends the EIT schedule tables the builder has finished.
+    pub(crate) fn take_built(&mut self, mux: &mut Mux) {
+        while let Ok(b) = self.built.try_recv() {
+            let Some(k) = self.service(b.service_id) else {
+                continue;
+            };
+            let every = if self.services[k].cfg.terrestrial {
+                25_000
+            } else {
+                8_000
+            };
+            for (table_id, sections) in &b.tables {
+                let refs: Vec<&[u8]> = sections.iter().map(|x| &x[..]).collect();
+                mux.set_table(
+                    Pid::from_bits(EIT_PID),
+                    key(*table_id, 0, b.service_id),
+                    &refs,
+                    ms(every),
+                );
             }
         }
     }
@@ -596,8 +617,8 @@ impl StationSi {
             ms(5000),
         );
         for k in 0..self.services.len() {
-            if self.services[k].schedule.today() != Some(now.date()) {
-                self.send_week(mux, k);
+            if self.services[k].built_today != Some(now.date()) {
+                self.send_week(k);
             }
             if self.services[k].by_clock {
                 self.pf_by_clock(mux, k, now);

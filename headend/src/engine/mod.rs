@@ -248,6 +248,7 @@ impl Engine {
         let mut stations = Vec::new();
         let mut seed = epoch.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
         let (reports_tx, reports_rx) = mpsc::channel();
+        let eit_builder = crate::eit_builder::EitBuilder::start()?;
         for (si, spec) in specs.iter().enumerate() {
             let mut outputs = Vec::new();
             for o in &spec.outputs {
@@ -275,6 +276,7 @@ impl Engine {
                 spec.transport_stream_id,
                 &refs,
                 spec.feed.is_none(),
+                (si, &eit_builder),
             );
             let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
             // Stagger the stations across one datagram interval so they do not all wake at
@@ -589,6 +591,9 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         for (i, st) in stations.iter_mut().enumerate() {
             st.request_io(shard, i, &job_tx);
             st.log_events();
+            if let Some(si) = &mut st.si {
+                si.take_built(&mut st.mux);
+            }
         }
         if now >= next_status {
             next_status = now + 1_000_000_000;
@@ -712,7 +717,7 @@ impl Station {
             }
         }
         if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
-            si.set_week(&mut self.mux, self.service_ids[0], &week);
+            si.set_week(self.service_ids[0], &week);
         }
         // An edit of what comes next shows in EIT p/f now, not when the next item starts.
         if let (Some(si), Some(t)) = (self.si.as_mut(), self.on_air_tag) {

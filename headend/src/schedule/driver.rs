@@ -100,7 +100,8 @@ pub(crate) struct ScheduleMsg {
     pub(crate) cues: Vec<Cue>,
     /// What each cue (by tag) is, for the EPG.
     pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
-    /// The next 7 days' events, for the EIT schedule (refreshed every 10 s): (event_id, what).
+    /// The next 7 days' events, for the EIT schedule (after every edit, and every 10 s):
+    /// (event_id, what).
     pub(crate) week: Option<Vec<(u16, OnAirProgramme)>>,
     /// The channel's whole guide from XMLTV (`[channel.si] xmltv`): the EIT schedule, and
     /// present/following by the clock rather than by what goes on air.
@@ -380,7 +381,8 @@ fn round(
             },
         );
     }
-    // The guide (`/epg.xml`) follows every edit at once; the EIT schedule every 10 s.
+    // The guide (`/epg.xml`) and the EIT schedule follow every edit at once, and are refreshed
+    // every 10 s.
     let week = if week_due {
         st.seen_writes = writes;
         let week = week_events(&entries, &items, &labels, &table, now)?;
@@ -388,10 +390,10 @@ fn round(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(st.ch.channel.clone(), week.clone());
-        (now >= st.next_week).then(|| {
-            st.next_week = now.add(10_000_000_000);
-            week
-        })
+        // To the engine at once too: the EIT schedule is encoded off the engine threads
+        // (`crate::eit_builder`), so an edit costs the engine nothing.
+        st.next_week = now.add(10_000_000_000);
+        Some(week)
     } else {
         None
     };
