@@ -10,6 +10,8 @@ use playout::mux::{Mux, MuxConfig};
 use playout::offline::{MemorySource, Offline};
 use playout::splice::{SpliceConfig, Splicer};
 
+pub mod live;
+
 /// The workspace's `fixtures/media` directory.
 pub fn media_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/media"))

@@ -9,19 +9,18 @@
 //! `cargo run --release -p benches --bin alert_latency -- --channels 100`
 //! (needs root for the loopback multicast routes; never sends anywhere but `lo`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use benches::live::{multicast_on_lo, recv_stamped, stamped_socket, Daemon};
 use clap::Parser;
 use epg::alert::sign::{encode_signature, Algorithm, SigningKey, KEY_HEADER, SIGNATURE_HEADER};
 use playout::psi::{Pmt, SectionAssembler};
 use playout::ts::{Pid, TsPacket};
-use socket2::{Domain, Protocol, Socket, Type};
 
 const TOKEN: &str = "bench-emergency-token-0123456789";
 
@@ -52,32 +51,6 @@ fn utc_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
-}
-
-fn multicast_on_lo() -> anyhow::Result<()> {
-    let ip = |a: &[&str]| {
-        let _ = Command::new("ip").args(a).stderr(Stdio::null()).status();
-    };
-    ip(&["link", "set", "lo", "multicast", "on"]);
-    ip(&[
-        "-6",
-        "route",
-        "add",
-        "multicast",
-        "ff11::/16",
-        "dev",
-        "lo",
-        "table",
-        "local",
-    ]);
-    let out = Command::new("ip")
-        .args(["-6", "route", "get", &group().to_string()])
-        .output()?;
-    let route = String::from_utf8_lossy(&out.stdout);
-    if !route.contains("dev lo") {
-        bail!("{} does not route to lo: {route}", group());
-    }
-    Ok(())
 }
 
 fn write_config(path: &Path, args: &Args, key: &SigningKey) -> anyhow::Result<()> {
@@ -112,38 +85,6 @@ fn write_config(path: &Path, args: &Args, key: &SigningKey) -> anyhow::Result<()
     std::fs::write(path, text).with_context(|| path.display().to_string())
 }
 
-/// One datagram's length and kernel arrival time (ns, realtime).
-#[allow(clippy::ptr_arg)] // nix's recvmsg takes the Vec
-fn recv_stamped(fd: RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> Option<(usize, i64)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn6};
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT).ok()?;
-    let stamp = msg.cmsgs().ok()?.find_map(|c| match c {
-        ControlMessageOwned::ScmTimestampns(t) => Some(t.tv_sec() * 1_000_000_000 + t.tv_nsec()),
-        _ => None,
-    })?;
-    Some((msg.bytes, stamp))
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn cap(sent: &str, expires: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -172,40 +113,16 @@ fn cap(sent: &str, expires: &str) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    multicast_on_lo()?;
+    multicast_on_lo(group())?;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("alert_latency.toml");
     let key = SigningKey::generate(Algorithm::Sm2)?;
     write_config(&cfg, &args, &key)?;
-    let mut sockets = Vec::new();
-    for i in 0..args.channels {
-        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_reuse_address(true)?;
-        s.set_recv_buffer_size(4 << 20)?;
-        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, args.port + i as u16)).into())?;
-        s.join_multicast_v6(&group(), 1)?;
-        let socket: UdpSocket = s.into();
-        socket.set_nonblocking(true)?;
-        nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::ReceiveTimestampns,
-            &true,
-        )?;
-        sockets.push(socket);
-    }
-    let mut child = Command::new(&args.headend)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", args.headend.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let _daemon = Daemon(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
+    let sockets = (0..args.channels)
+        .map(|i| stamped_socket(args.port + i as u16, &[group()], 4 << 20))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (_daemon, line) = Daemon::start(&args.headend, &cfg, "error")?;
     let Some(addr) = line
         .strip_prefix("on air; http://")
         .and_then(|l| l.split('/').next())
@@ -252,7 +169,8 @@ fn main() -> anyhow::Result<()> {
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end && first.iter().any(Option::is_none) {
         for (k, &fd) in fds.iter().enumerate() {
-            while let Some((n, stamp)) = recv_stamped(fd, &mut buf, &mut cmsg) {
+            while let Some((n, _, stamp)) = recv_stamped(fd, &mut buf, &mut cmsg) {
+                let stamp = stamp as i64;
                 if first[k].is_some() && table[k].is_some() {
                     continue;
                 }

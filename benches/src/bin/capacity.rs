@@ -7,16 +7,15 @@
 //! anywhere but `lo`).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::Write;
+use std::net::{Ipv6Addr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use benches::live::{multicast_on_lo, recv_stamped, stamped_socket, Daemon};
 use clap::Parser;
-use socket2::{Domain, Protocol, Socket, Type};
 
 const DATAGRAM: usize = 7 * 188;
 /// Inter-arrival histogram: 10 µs buckets up to 100 ms.
@@ -113,33 +112,6 @@ fn write_config(path: &Path, args: &Args) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| path.display().to_string())
 }
 
-/// Makes loopback carry ff11::/16 (root, idempotent) and checks it does.
-fn multicast_on_lo() -> anyhow::Result<()> {
-    let ip = |a: &[&str]| {
-        let _ = Command::new("ip").args(a).stderr(Stdio::null()).status();
-    };
-    ip(&["link", "set", "lo", "multicast", "on"]);
-    ip(&[
-        "-6",
-        "route",
-        "add",
-        "multicast",
-        "ff11::/16",
-        "dev",
-        "lo",
-        "table",
-        "local",
-    ]);
-    let out = Command::new("ip")
-        .args(["-6", "route", "get", &group(0).to_string()])
-        .output()?;
-    let route = String::from_utf8_lossy(&out.stdout);
-    if !route.contains("dev lo") {
-        bail!("{} does not route to lo: {route}", group(0));
-    }
-    Ok(())
-}
-
 /// utime + stime of a process, seconds.
 fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -160,22 +132,6 @@ fn rcvbuf_errors() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// One datagram: its length, source port and kernel arrival time (ns).
-#[allow(clippy::ptr_arg)] // nix's recvmsg takes the Vec
-fn recv_stamped(fd: RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> Option<(usize, u16, u64)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn6};
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT).ok()?;
-    let port = msg.address?.port();
-    let stamp = msg.cmsgs().ok()?.find_map(|c| match c {
-        ControlMessageOwned::ScmTimestampns(t) => {
-            Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        }
-        _ => None,
-    })?;
-    Some((msg.bytes, port, stamp))
 }
 
 /// The largest `max_late_us` over the daemon's stations, from `GET /channels`.
@@ -200,28 +156,9 @@ fn max_late_us(addr: &str) -> u64 {
         .unwrap_or(0)
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    multicast_on_lo()?;
+    multicast_on_lo(group(0))?;
     let _ = std::fs::write("/proc/sys/net/core/rmem_max", "268435456");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -242,50 +179,22 @@ fn main() -> anyhow::Result<()> {
     } else {
         bail!("--layout groups|ports");
     };
+    let groups: Vec<Ipv6Addr> = if args.layout == "ports" {
+        vec![group(0)]
+    } else {
+        (0..args.channels).map(group).collect()
+    };
+    let rcvbuf = if args.layout == "ports" {
+        4 << 20
+    } else {
+        256 << 20
+    };
     for port in ports {
-        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_reuse_address(true)?;
-        s.set_recv_buffer_size(if args.layout == "ports" {
-            4 << 20
-        } else {
-            256 << 20
-        })?;
-        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
-        let groups = if args.layout == "ports" {
-            1
-        } else {
-            args.channels
-        };
-        for i in 0..groups {
-            s.join_multicast_v6(&group(i), 1)
-                .with_context(|| format!("joining {}", group(i)))?;
-        }
-        let socket: UdpSocket = s.into();
-        socket.set_nonblocking(true)?;
-        nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::ReceiveTimestampns,
-            &true,
-        )?;
-        sockets.push(socket);
+        sockets.push(stamped_socket(port, &groups, rcvbuf)?);
     }
 
-    let mut child = Command::new(&args.headend)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", args.headend.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let daemon = Daemon(child);
+    let (daemon, line) = Daemon::start(&args.headend, &cfg, "warn")?;
     let pid = daemon.0.id().to_string();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    if !line.starts_with("on air") {
-        bail!("headend did not come up: {line}");
-    }
 
     let mut buf = vec![0u8; 65536];
     let warm_end = Instant::now() + Duration::from_secs(args.warmup);
