@@ -177,19 +177,7 @@ pub(super) fn alerts_config(
     };
     let before = diag.len();
     let token = match raw.token {
-        Some(t) if (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) => {
-            Some(Secret(t))
-        }
-        Some(t) => {
-            diag.push(
-                "alerts.token",
-                format!(
-                    "must be 16..=256 visible ASCII characters (got {} bytes)",
-                    t.len()
-                ),
-            );
-            None
-        }
+        Some(t) => super::bearer_token(t, "alerts.token", diag),
         None => {
             diag.push(
                 "alerts.token",

@@ -290,22 +290,7 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
         Ok(raw) => {
             let api_token = match raw.api_token {
                 None => Some(None),
-                Some(t)
-                    if (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) =>
-                {
-                    Some(Some(Secret(t)))
-                }
-                Some(t) => {
-                    // The value itself is never repeated in the message.
-                    diag.push(
-                        "http.api_token",
-                        format!(
-                            "must be 16..=256 visible ASCII characters (got {} bytes)",
-                            t.len()
-                        ),
-                    );
-                    None
-                }
+                Some(t) => bearer_token(t, "http.api_token", diag).map(Some),
             };
             Some(HttpConfig {
                 listen: raw.listen.unwrap_or(HttpConfig::default().listen),
@@ -317,6 +302,22 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
             None
         }
     }
+}
+
+/// A bearer token from the config: 16..=256 visible ASCII characters. The value itself is
+/// never repeated in the message.
+fn bearer_token(t: String, path: &str, diag: &mut Diagnostics) -> Option<Secret> {
+    if (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(Secret(t));
+    }
+    diag.push(
+        path,
+        format!(
+            "must be 16..=256 visible ASCII characters (got {} bytes)",
+            t.len()
+        ),
+    );
+    None
 }
 
 fn network_config(value: toml::Value, diag: &mut Diagnostics) -> Option<NetworkConfig> {

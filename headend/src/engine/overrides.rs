@@ -142,8 +142,11 @@ impl Air {
     }
 
     fn utc(&self, t: u64, skipped_ns: u64) -> i64 {
-        let d = i128::from(t) - i128::from(self.clock.origin);
-        self.clock.utc_at_origin_ns + (d * 1000 / 27) as i64 + skipped_ns as i64
+        ClockMap {
+            skipped_ns,
+            ..self.clock
+        }
+        .utc_ns(t)
     }
 }
 

@@ -62,23 +62,23 @@ pub(crate) struct ProgramScrambling {
     pub(crate) stats: ScramblingStats,
 }
 
+/// A CA_descriptor (ISO/IEC 13818-1 §2.6.16) naming `pid` (an ECM PID in a PMT, an EMM PID
+/// in the CAT).
+fn ca_descriptor(ca_system_id: u16, pid: u16) -> [u8; 6] {
+    let [id_hi, id_lo] = ca_system_id.to_be_bytes();
+    [0x09, 4, id_hi, id_lo, 0xE0 | (pid >> 8) as u8, pid as u8]
+}
+
 /// The PMT descriptors of a scrambled channel: (program loop, each ES loop).
 pub(crate) fn pmt_descriptors(sc: &ScramblingConfig) -> (bytes::Bytes, bytes::Bytes) {
-    let mut ca = vec![
-        0x09,
-        4,
-        (sc.ca_system_id >> 8) as u8,
-        sc.ca_system_id as u8,
-        0xE0 | (sc.ecm_pid >> 8) as u8,
-        sc.ecm_pid as u8,
-    ];
+    let ca = ca_descriptor(sc.ca_system_id, sc.ecm_pid);
     let mut program = Vec::new();
     if let Some(mode) = sc.cipher.scrambling_mode() {
         // scrambling_descriptor (EN 300 468 §6.2.41).
         program.extend_from_slice(&[0x65, 1, mode]);
     }
     if sc.ca_descriptor_per_es {
-        (program.into(), std::mem::take(&mut ca).into())
+        (program.into(), bytes::Bytes::copy_from_slice(&ca))
     } else {
         program.extend_from_slice(&ca);
         (program.into(), bytes::Bytes::new())
@@ -409,30 +409,8 @@ fn null_packet(p: &mut [u8]) {
 }
 
 /// A CAT (table 0x01) with one CA_descriptor naming the EMM PID.
-fn cat_section(ca_system_id: u16, emm_pid: u16) -> Vec<u8> {
-    let body = [
-        0x09,
-        4,
-        (ca_system_id >> 8) as u8,
-        ca_system_id as u8,
-        0xE0 | (emm_pid >> 8) as u8,
-        emm_pid as u8,
-    ];
-    let len = 5 + body.len() + 4;
-    let mut s = vec![
-        0x01,
-        0xB0 | (len >> 8) as u8,
-        len as u8,
-        0xFF,
-        0xFF,
-        0xC1,
-        0x00,
-        0x00,
-    ];
-    s.extend_from_slice(&body);
-    let crc = playout::psi::crc32_mpeg2(&s);
-    s.extend_from_slice(&crc.to_be_bytes());
-    s
+fn cat_section(ca_system_id: u16, emm_pid: u16) -> bytes::BytesMut {
+    playout::psi::build_long_section(0x01, 0xFFFF, 0, &ca_descriptor(ca_system_id, emm_pid))
 }
 
 #[cfg(test)]

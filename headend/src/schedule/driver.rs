@@ -64,6 +64,13 @@ impl ClockMap {
         let ticks = i128::from(ns.max(0)) * i128::from(SYSTEM_CLOCK_HZ) / 1_000_000_000;
         self.origin + ticks as u64
     }
+
+    /// The UTC instant (ns) at which output time `t` leaves: the inverse of
+    /// [`ClockMap::output_time`].
+    pub(crate) fn utc_ns(&self, t: Ticks27M) -> i64 {
+        let d = i128::from(t) - i128::from(self.origin);
+        self.utc_at_origin_ns + (d * 1000 / 27) as i64 + self.skipped_ns as i64
+    }
 }
 
 /// Clock maps of all stations, by station index.
