@@ -3,40 +3,19 @@
 //! accepted, its replay refused, a clip uploaded for a second one, `list` shows them and
 //! `cancel` ends the first (then listed as recent).
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use epg::alert::sign::KeyFile;
 
+mod common;
+use common::{text, Daemon};
+
 const TOKEN: &str = "emergency-role-token-for-hectl-tests";
 const SENDER: &str = "prov@example.cn";
-
-/// The headend binary beside hectl (built by `cargo test --workspace`; built here if not).
-fn headend() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hectl")).with_file_name("headend");
-    if !path.is_file() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "headend"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building headend");
-    }
-    path
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `hectl alert ARGS` with no token or server from the environment.
 fn hectl(args: &[&str]) -> Output {
@@ -48,14 +27,6 @@ fn hectl(args: &[&str]) -> Output {
         .env_remove("HECTL_SERVER")
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn media(name: &str) -> String {
@@ -305,29 +276,8 @@ fn alerts_on_a_running_daemon() {
     .unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let mut daemon = Daemon(
-        Command::new(headend())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // Ready when it prints its first line; bounded.
-    let mut out = daemon.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 1];
-        while out.read(&mut b).unwrap_or(0) == 1 {
-            if b[0] == b'\n' {
-                let _ = tx.send(());
-                break;
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(15))
-        .expect("the daemon did not start");
+    let daemon = Daemon::run(&cfg);
+
     let server = format!("http://127.0.0.1:{port}");
     let token = token.to_str().unwrap();
     let key = key.to_str().unwrap();

@@ -1,34 +1,13 @@
 //! `hectl schedule` against a running daemon: put a day, show it, get the file, edit and put
 //! it back, lose a race with a stale copy (conflict, nothing lost), undo.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+
+mod common;
+use common::{text, Daemon};
 
 const TOKEN: &str = "tools-test-token-0123456789abcdef";
-
-/// The headend binary beside hectl (built by `cargo test --workspace`; built here if not).
-fn headend() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_hectl")).with_file_name("headend");
-    if !path.is_file() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "headend"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building headend");
-    }
-    path
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn hectl(server: &str, token: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hectl"))
@@ -37,14 +16,6 @@ fn hectl(server: &str, token: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A daemon with one channel `news` (a.ts, filler e.ts, UTC) and its API token in a file:
@@ -71,23 +42,7 @@ fn start_daemon(dir: &tempfile::TempDir) -> (Daemon, String, PathBuf) {
     .unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let mut daemon = Daemon(
-        Command::new(headend())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = daemon.0.stdout.take().unwrap();
-    let mut b = [0u8; 1];
-    loop {
-        assert_eq!(out.read(&mut b).unwrap(), 1, "daemon exited early");
-        if b[0] == b'\n' {
-            break;
-        }
-    }
+    let daemon = Daemon::run(&cfg);
     let server = format!("http://127.0.0.1:{port}");
     (daemon, server, token)
 }
