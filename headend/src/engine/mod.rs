@@ -261,9 +261,9 @@ impl Engine {
             let mut mux = Mux::new(spec.mux.clone(), render::splicers(&refs));
             mux.track_raps(spec.feed.is_some());
             let mut scrambled = Vec::new();
-            for (p, ch) in spec.channels.iter().enumerate() {
+            for ch in &spec.channels {
                 if let Some(sc) = &ch.scrambling {
-                    let mut s = scrambling::ProgramScrambling::new(p, ch, sc, mux.now())
+                    let mut s = scrambling::ProgramScrambling::new(ch, sc, mux.now())
                         .map_err(|e| anyhow::anyhow!("channel `{}`: {e}", ch.id))?;
                     let now = mux.now();
                     s.start(&mut mux, now);

@@ -42,7 +42,6 @@ pub(crate) struct ScramblingStats {
 
 /// One scrambled program of a station.
 pub(crate) struct ProgramScrambling {
-    program: usize,
     channel: String,
     cfg: ScramblingConfig,
     scrambler: Scrambler,
@@ -175,9 +174,9 @@ fn slot(p: Parity) -> usize {
 }
 
 impl ProgramScrambling {
-    /// Scrambling of program `program` (channel `ch`), crypto-periods from output time `now`.
+    /// Scrambling of channel `ch` (one program of its station), crypto-periods from output time
+    /// `now`.
     pub(crate) fn new(
-        program: usize,
         ch: &ChannelConfig,
         cfg: &ScramblingConfig,
         now: Ticks27M,
@@ -204,7 +203,6 @@ impl ProgramScrambling {
             cas,
             ecm_cp: None,
             ecm_interval: cfg.ecm_interval.as_nanos() as u64 * 27 / 1000,
-            program,
             channel: ch.id.clone(),
             scrambler: Scrambler::new(cfg.cipher, cfg.iv),
             rotation: Rotation::new(now, period, lead),
@@ -396,7 +394,6 @@ impl ProgramScrambling {
                 }
             }
         }
-        let _ = self.program;
     }
 }
 
