@@ -18,8 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
 use common::{
-    checked, ffmpeg_errors, media, multicast_on_lo, multicast_receiver, run_bounded,
-    signal_and_wait, tool, Daemon,
+    checked, ffmpeg_errors, media, multicast_on_lo, multicast_receiver, receive_stamped,
+    run_bounded, signal_and_wait, tool, Daemon, Stamped,
 };
 
 const MUXRATE: u64 = 3_000_000;
@@ -33,28 +33,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Datagrams received with their arrival times.
-struct Capture {
-    datagrams: Vec<(Instant, Vec<u8>)>,
-}
-
-/// Receives on `socket` until `stop`.
-fn receive(socket: UdpSocket, stop: Arc<AtomicBool>) -> JoinHandle<Capture> {
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut datagrams = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(n) = socket.recv(&mut buf) {
-                datagrams.push((Instant::now(), buf[..n].to_vec()));
-            }
-        }
-        Capture { datagrams }
-    })
 }
 
 fn unicast_receiver(port: u16) -> UdpSocket {
@@ -105,21 +83,87 @@ fn limits() -> CheckLimits {
     CheckLimits::across_joins(MUXRATE)
 }
 
-/// Inter-arrival deviation from nominal at the 99th percentile, in µs.
-fn spacing_p99_us(c: &Capture) -> u64 {
-    let nominal = DATAGRAM as f64 * 8.0 / MUXRATE as f64 * 1e6;
-    let mut dev: Vec<u64> = c
-        .datagrams
-        .windows(2)
-        .map(|w| ((w[1].0 - w[0].0).as_secs_f64() * 1e6 - nominal).abs() as u64)
+/// Nominal gap between datagrams at the muxrate, in ns.
+const GAP_NS: f64 = DATAGRAM as f64 * 8.0 / MUXRATE as f64 * 1e9;
+/// Pacing is judged in windows of this length, in ns.
+const WINDOW_NS: u64 = 100_000_000;
+
+/// What is wrong with the pacing of a capture (nothing: an empty list), from its kernel
+/// receive stamps (on loopback, taken as each datagram is sent) between 1 s after the first
+/// datagram and 1 s before the last (start-up and close left out). The limits hold on a
+/// 2-core machine at load 10, even without the engine's real-time priority (seen there: every
+/// 100 ms window within 20 % of nominal, the middle half of the gaps within 1 %, p99 under
+/// twice nominal, longest 44 ms), and still fail a pacer that bunches datagrams: a burst a
+/// second or every 100 ms, pairs, or a pause of a tenth of a second.
+fn pacing_faults(what: &str, c: &Stamped) -> Vec<String> {
+    let (first, last) = (c[0].0, c[c.len() - 1].0);
+    let (from, to) = (first + 1_000_000_000, last.saturating_sub(1_000_000_000));
+    let stamps: Vec<u64> = c
+        .iter()
+        .map(|d| d.0)
+        .filter(|t| (from..to).contains(t))
         .collect();
-    dev.sort_unstable();
-    dev[dev.len() * 99 / 100]
+    let mut windows = vec![0u32; (to.saturating_sub(from) / WINDOW_NS) as usize];
+    for t in &stamps {
+        if let Some(n) = windows.get_mut(((t - from) / WINDOW_NS) as usize) {
+            *n += 1;
+        }
+    }
+    let mut gaps: Vec<u64> = stamps
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    gaps.sort_unstable();
+    if windows.len() < 50 || gaps.is_empty() {
+        return vec![format!("{what}: {} datagrams to judge", stamps.len())];
+    }
+    let at = |per_mille: usize| gaps[(gaps.len() - 1) * per_mille / 1000] as f64;
+    let per_window = WINDOW_NS as f64 / GAP_NS;
+    let (fewest, most) = (windows.iter().min().unwrap(), windows.iter().max().unwrap());
+    eprintln!(
+        "{what}: gaps p25 {:.0} µs, p75 {:.0} µs, p99 {:.0} µs, longest {:.0} µs (nominal \
+         {:.0} µs); {fewest}..={most} datagrams in each of {} 100 ms windows (nominal {per_window:.1})",
+        at(250) / 1e3,
+        at(750) / 1e3,
+        at(990) / 1e3,
+        at(1000) / 1e3,
+        GAP_NS / 1e3,
+        windows.len(),
+    );
+    let mut faults = Vec::new();
+    // The rate a receiver's buffer sees: each 100 ms window carries the muxrate ± 50 %.
+    if f64::from(*fewest) < per_window * 0.5 || f64::from(*most) > per_window * 1.5 {
+        faults.push(format!(
+            "{what}: {fewest}..={most} datagrams in a 100 ms window"
+        ));
+    }
+    // Spread, not bunched: the middle half of the gaps is within 25 % of nominal.
+    if at(250) < GAP_NS * 0.75 || at(750) > GAP_NS * 1.25 {
+        faults.push(format!(
+            "{what}: gaps p25 {} ns, p75 {} ns",
+            at(250),
+            at(750)
+        ));
+    }
+    // Late wake-ups are rare and short.
+    if at(990) > GAP_NS * 5.0 || at(1000) > 100e6 {
+        faults.push(format!(
+            "{what}: gaps p99 {} ns, longest {} ns",
+            at(990),
+            at(1000)
+        ));
+    }
+    faults
 }
 
-fn payload(c: &Capture, rtp: bool) -> Vec<u8> {
+fn assert_paced(what: &str, c: &Stamped) {
+    let faults = pacing_faults(what, c);
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
+}
+
+fn payload(c: &Stamped, rtp: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    for (_, d) in &c.datagrams {
+    for (_, d) in c {
         out.extend_from_slice(if rtp { &d[12..] } else { d });
     }
     out
@@ -228,10 +272,12 @@ fn channels_on_air_over_multicast_rtp_and_http() {
     // Receivers first, so the first datagrams are caught.
     let stop = Arc::new(AtomicBool::new(false));
     let group: Ipv6Addr = "ff15::7:1".parse().unwrap();
-    let rx_mcast = receive(multicast_receiver(group, ports[0]), stop.clone());
-    let rx_rtp = receive(unicast_receiver(ports[1]), stop.clone());
-    let rx_udp = receive(unicast_receiver(ports[2]), stop.clone());
-    let rx_gone = receive(unicast_receiver(ports[4]), stop.clone());
+    let bound = CAPTURE + Duration::from_secs(60);
+    let receive = |socket| receive_stamped(socket, stop.clone(), bound);
+    let rx_mcast = receive(multicast_receiver(group, ports[0]));
+    let rx_rtp = receive(unicast_receiver(ports[1]));
+    let rx_udp = receive(unicast_receiver(ports[2]));
+    let rx_gone = receive(unicast_receiver(ports[4]));
 
     let mut daemon = Daemon::run(&cfg, "info");
     let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
@@ -308,7 +354,7 @@ fn channels_on_air_over_multicast_rtp_and_http() {
     // IPv6 multicast: clean, at the exact muxrate, evenly spaced.
     let mcast = rx_mcast.join().unwrap();
     let data = payload(&mcast, false);
-    assert!(mcast.datagrams.iter().all(|(_, d)| d.len() == DATAGRAM));
+    assert!(mcast.iter().all(|(_, d)| d.len() == DATAGRAM));
     let r = check(&data, &limits());
     assert_clean("multicast", &r);
     let measured = r.measured_muxrate_bps.unwrap();
@@ -318,22 +364,15 @@ fn channels_on_air_over_multicast_rtp_and_http() {
     );
     let dur = data.len() as f64 * 8.0 / MUXRATE as f64;
     assert!(dur > 10.0, "{dur} s received");
-    let p99 = spacing_p99_us(&mcast);
-    eprintln!(
-        "multicast: {} datagrams, {dur:.1} s, muxrate {measured:.0} b/s, inter-arrival p99 {p99} µs off nominal",
-        mcast.datagrams.len()
-    );
-    assert!(
-        p99 <= 1000,
-        "multicast inter-arrival p99 {p99} µs off nominal"
-    );
+    eprintln!("multicast: {dur:.1} s, muxrate {measured:.0} b/s");
+    assert_paced("multicast", &mcast);
     let starts = stderr.matches("item on air").count();
     assert!(starts >= 5, "splices: {stderr}");
 
     // RTP: payload type 33, consecutive sequence numbers, 90 kHz timestamps at the muxrate.
     let rtp = rx_rtp.join().unwrap();
-    assert!(rtp.datagrams.len() > 1000);
-    for w in rtp.datagrams.windows(2) {
+    assert!(rtp.len() > 1000);
+    for w in rtp.windows(2) {
         let (a, b) = (&w[0].1, &w[1].1);
         assert_eq!((a[0], a[1] & 0x7F), (0x80, 33));
         let seq = |d: &[u8]| u16::from_be_bytes([d[2], d[3]]);
@@ -346,7 +385,7 @@ fn channels_on_air_over_multicast_rtp_and_http() {
     // IPv4 unicast UDP: the same stream as the multicast one.
     let udp = rx_udp.join().unwrap();
     assert_clean("udp", &check(&payload(&udp, false), &limits()));
-    assert!(spacing_p99_us(&udp) <= 1000);
+    assert_paced("udp", &udp);
 
     // All files missing: PAT, PMT, PCR and stuffing at the muxrate.
     let gone = rx_gone.join().unwrap();
@@ -386,5 +425,38 @@ fn channels_on_air_over_multicast_rtp_and_http() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(text.contains("video") && text.contains("audio"), "{text}");
+    }
+}
+
+/// The pacing checks pass even datagrams with late wake-ups and fail bunched ones.
+#[test]
+fn pacing_faults_catch_bunched_datagrams() {
+    // Twelve seconds of datagrams; `at(k)` is when datagram k is sent, in ns.
+    let capture = |at: &dyn Fn(u64) -> u64| -> Stamped {
+        let n = (12e9 / GAP_NS) as u64;
+        (0..n).map(|k| (at(k), Vec::new())).collect()
+    };
+    let due = |k: u64| (k as f64 * GAP_NS) as u64;
+    // Every 200th wake-up 20 ms late; what fell due meanwhile goes out when it comes.
+    let late = |k: u64| due(k).max(due(k - k % 200) + 20_000_000);
+    assert_eq!(pacing_faults("late", &capture(&late)), Vec::<String>::new());
+    let bunched: [(&str, &dyn Fn(u64) -> u64); 4] = [
+        ("a burst a second", &|k| {
+            due(k) / 1_000_000_000 * 1_000_000_000 + k
+        }),
+        ("a burst every 100 ms", &|k| {
+            due(k) / WINDOW_NS * WINDOW_NS + k
+        }),
+        ("pairs", &|k| due(k - k % 2) + k % 2),
+        ("a 150 ms pause", &|k| match due(k) {
+            6_000_000_000..6_150_000_000 => 6_150_000_000 + k,
+            t => t,
+        }),
+    ];
+    for (what, at) in bunched {
+        assert!(
+            !pacing_faults(what, &capture(at)).is_empty(),
+            "{what} passed"
+        );
     }
 }

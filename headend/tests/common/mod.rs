@@ -339,3 +339,84 @@ pub(crate) fn hectl() -> PathBuf {
     }
     exe
 }
+
+/// Datagrams with their kernel receive timestamps (SO_TIMESTAMPNS, ns on the realtime clock).
+/// The kernel stamps a datagram as it reaches the socket (on loopback, as it is sent), so a
+/// receiving thread that runs late on a busy machine does not move the stamps.
+pub(crate) type Stamped = Vec<(u64, Vec<u8>)>;
+
+/// Receives on `socket` with kernel timestamps until `stop` is set, or for `limit` at most.
+pub(crate) fn receive_stamped(
+    socket: std::net::UdpSocket,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) -> std::thread::JoinHandle<Stamped> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{
+        recvmsg, setsockopt, sockopt::ReceiveTimestampns, ControlMessageOwned, MsgFlags,
+        SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    setsockopt(&socket, ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut got = Stamped::new();
+        let mut buf = vec![0u8; 65536];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let started = Instant::now();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < limit {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let flags = MsgFlags::empty();
+            let (n, stamp) = match recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                flags,
+            ) {
+                Ok(msg) => {
+                    let stamp = msg
+                        .cmsgs()
+                        .expect("control messages")
+                        .find_map(|c| match c {
+                            ControlMessageOwned::ScmTimestampns(t) => {
+                                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+                            }
+                            _ => None,
+                        });
+                    (msg.bytes, stamp.expect("a kernel receive timestamp"))
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => panic!("recvmsg: {e}"),
+            };
+            got.push((stamp, buf[..n].to_vec()));
+        }
+        got
+    })
+}
+
+/// Now on the realtime clock, in ns since 1970 (the clock the daemon maps schedules with).
+pub(crate) fn utc_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as i64
+}
+
+/// The lines `child` writes to its (piped) stderr as they come, each with the [`utc_ns`] at
+/// which it was read: a bound, however busy the machine, on when it was written. The channel
+/// closes when the child closes its stderr.
+pub(crate) fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<(i64, String)> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if tx.send((utc_ns(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
