@@ -25,6 +25,19 @@ pub(crate) struct Provision {
     pub(crate) words: Vec<(u16, [u8; 16])>,
 }
 
+impl std::fmt::Debug for Provision {
+    /// The periods only: the words are key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provision")
+            .field("cp", &self.cp)
+            .field(
+                "words_for",
+                &self.words.iter().map(|(cp, _)| *cp).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 /// What the link tells the engine.
 pub(crate) enum CasEvent {
     /// The ECMG is up: its ECM repetition period.

@@ -11,15 +11,16 @@ use tokio::sync::watch;
 
 use crate::api::ApiState;
 use crate::config::Config;
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::output::http::{self, HttpChannel, HttpState};
 use crate::schedule::driver::{self, ScheduledChannel};
 use crate::schedule::store::Store;
+use crate::station::{self, StationSpec};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs `config` until a signal; `on_ready` gets the HTTP address once everything is up.
 pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
-    let specs = engine::stations(config);
+    let specs = station::specs(config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("http")
@@ -31,12 +32,18 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
         let listen = listener.local_addr()?;
-        let engine = Engine::start(&specs, config.engine.realtime_priority, config.engine.threads)?;
+        let engine = Engine::start(
+            config,
+            &specs,
+            config.engine.realtime_priority,
+            config.engine.threads,
+        )?;
         let channels = config
             .channels
             .iter()
             .filter_map(|ch| {
-                let feed = specs.iter().find(|s| s.id == ch.id)?.feed.clone()?;
+                let i = specs.iter().position(|s| s.id == ch.id)?;
+                let feed = engine.feeds.get(i)?.clone()?;
                 Some(HttpChannel {
                     id: ch.id.clone(),
                     name: ch.name.clone(),
@@ -183,16 +190,16 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
 }
 
 /// Where each channel is: (channel id, station, program, whether it is a station of its own).
-fn placement(specs: &[engine::StationSpec]) -> Vec<(String, usize, usize, bool)> {
+fn placement(specs: &[StationSpec]) -> Vec<(String, usize, usize, bool)> {
     specs
         .iter()
         .enumerate()
         .flat_map(|(i, s)| {
             let single = s.single_channel().is_some();
-            s.channel_ids()
-                .into_iter()
+            s.channels
+                .iter()
                 .enumerate()
-                .map(move |(p, id)| (id, i, p, single))
+                .map(move |(p, c)| (c.id.clone(), i, p, single))
         })
         .collect()
 }

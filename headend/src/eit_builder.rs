@@ -17,25 +17,84 @@ use epg::si::Event;
 pub(crate) type Tables = Vec<(u8, Vec<Bytes>)>;
 
 /// What the builder sends back.
+#[derive(Debug)]
 pub(crate) struct Built {
     pub(crate) service_id: u16,
     pub(crate) tables: Tables,
 }
 
-enum Job {
+/// What a station's SI asks of the builder.
+#[derive(Debug)]
+pub(crate) enum EitJob {
+    /// A service to keep the EIT schedule of.
     Register {
-        key: (usize, u16),
+        service_id: u16,
         schedule: Box<EitSchedule>,
-        reply: mpsc::Sender<Built>,
     },
+    /// The service's events now (its whole week), with `today` (UTC) as the first day.
     Week {
-        key: (usize, u16),
+        service_id: u16,
         events: Vec<Event>,
         today: NaiveDate,
     },
 }
 
-/// The handle the engine's stations use; cheap to clone.
+impl EitJob {
+    fn service_id(&self) -> u16 {
+        match self {
+            EitJob::Register { service_id, .. } | EitJob::Week { service_id, .. } => *service_id,
+        }
+    }
+}
+
+/// Every service's EIT schedule, by (station, service_id): the builder's state, with no
+/// thread of its own. `headend render` uses it inline; the engine on [`EitBuilder`]'s thread.
+#[derive(Default)]
+pub(crate) struct EitBuilds {
+    services: HashMap<(usize, u16), EitSchedule>,
+}
+
+impl EitBuilds {
+    /// Does `job` of station `station`: the tables that changed, if any.
+    pub(crate) fn apply(&mut self, station: usize, job: EitJob) -> Option<Built> {
+        let key = (station, job.service_id());
+        match job {
+            EitJob::Register { schedule, .. } => {
+                self.services.insert(key, *schedule);
+                None
+            }
+            EitJob::Week { events, today, .. } => {
+                let schedule = self.services.get_mut(&key)?;
+                match schedule.update(&events, today) {
+                    Ok(update) => {
+                        let tables: Tables = schedule
+                            .tables()
+                            .filter(|t| update.changed_tables.contains(&t.table_id))
+                            .map(|t| (t.table_id, t.sections.to_vec()))
+                            .collect();
+                        (!tables.is_empty()).then_some(Built {
+                            service_id: key.1,
+                            tables,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(service_id = key.1, error = %e, "EIT schedule not sent");
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A job of one station, and where its answer goes.
+struct Job {
+    station: usize,
+    job: EitJob,
+    reply: mpsc::Sender<(usize, Built)>,
+}
+
+/// The handle the engine's threads use; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct EitBuilder {
     tx: mpsc::Sender<Job>,
@@ -51,72 +110,26 @@ impl EitBuilder {
         Ok(EitBuilder { tx })
     }
 
-    /// Registers service `service_id` of station `station`; its results come on `reply`.
-    pub(crate) fn register(
-        &self,
-        station: usize,
-        service_id: u16,
-        schedule: EitSchedule,
-        reply: mpsc::Sender<Built>,
-    ) {
-        let _ = self.tx.send(Job::Register {
-            key: (station, service_id),
-            schedule: Box::new(schedule),
-            reply,
-        });
-    }
-
-    /// The service's events now (its whole week), with `today` (UTC) as the first day.
-    pub(crate) fn week(
-        &self,
-        station: usize,
-        service_id: u16,
-        events: Vec<Event>,
-        today: NaiveDate,
-    ) {
-        let _ = self.tx.send(Job::Week {
-            key: (station, service_id),
-            events,
-            today,
+    /// Hands over `job` of station `station`; the answer comes on `reply` with the station.
+    pub(crate) fn send(&self, station: usize, job: EitJob, reply: &mpsc::Sender<(usize, Built)>) {
+        let _ = self.tx.send(Job {
+            station,
+            job,
+            reply: reply.clone(),
         });
     }
 }
 
 fn run(rx: &mpsc::Receiver<Job>) {
-    let mut services: HashMap<(usize, u16), (EitSchedule, mpsc::Sender<Built>)> = HashMap::new();
-    while let Ok(job) = rx.recv() {
-        match job {
-            Job::Register {
-                key,
-                schedule,
-                reply,
-            } => {
-                services.insert(key, (*schedule, reply));
-            }
-            Job::Week { key, events, today } => {
-                // Only the latest week of each service matters: skip ones already replaced.
-                let Some((schedule, reply)) = services.get_mut(&key) else {
-                    continue;
-                };
-                match schedule.update(&events, today) {
-                    Ok(update) => {
-                        let tables: Tables = schedule
-                            .tables()
-                            .filter(|t| update.changed_tables.contains(&t.table_id))
-                            .map(|t| (t.table_id, t.sections.to_vec()))
-                            .collect();
-                        if !tables.is_empty() {
-                            let _ = reply.send(Built {
-                                service_id: key.1,
-                                tables,
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(service_id = key.1, error = %e, "EIT schedule not sent")
-                    }
-                }
-            }
+    let mut builds = EitBuilds::default();
+    while let Ok(Job {
+        station,
+        job,
+        reply,
+    }) = rx.recv()
+    {
+        if let Some(b) = builds.apply(station, job) {
+            let _ = reply.send((station, b));
         }
     }
 }

@@ -14,6 +14,8 @@ mod output;
 mod render;
 mod schedule;
 mod si;
+mod station;
+mod supervise;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -56,6 +58,14 @@ enum Command {
         /// Output file.
         #[arg(short = 'o', long)]
         output: PathBuf,
+        /// The instant the render starts at, RFC 3339 (e.g. 2026-12-05T19:00:00+08:00): the
+        /// schedule, EIT and TDT/TOT are those of that time. Default: now.
+        #[arg(long)]
+        start: Option<String>,
+        /// Alerts to replay at offsets from the start (TOML: [[alert]] at, file, key; see
+        /// docs/alerts.md). Needs the config's [alerts].
+        #[arg(long)]
+        alerts: Option<PathBuf>,
     },
     /// Put every channel of a config on air until SIGINT or SIGTERM.
     Run {
@@ -75,6 +85,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    supervise::install_panic_hook();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -93,23 +104,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mpts,
             duration,
             output,
+            start,
+            alerts,
         } => {
             let cfg = load(&config)?;
             let duration = config::parse_duration(&duration)
                 .map_err(anyhow::Error::msg)
                 .context("--duration")?;
-            let mut station = match (&channel, &mpts) {
-                (Some(id), _) => match cfg.channels.iter().find(|c| &c.id == id) {
-                    Some(ch) => render::Station::channel(ch),
-                    None => bail!("{}: no channel `{id}`", config.display()),
-                },
-                (None, Some(id)) => match render::Station::mpts(&cfg, id) {
-                    Some(s) => s,
-                    None => bail!("{}: no mpts `{id}`", config.display()),
-                },
+            let start_utc_ns = match &start {
+                Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+                    .with_context(|| {
+                        format!("--start {s:?}: expected RFC 3339, e.g. 2026-12-05T19:00:00+08:00")
+                    })?
+                    .timestamp_nanos_opt()
+                    .context("--start: out of range")?,
+                None => chrono::Utc::now()
+                    .timestamp_nanos_opt()
+                    .context("the clock is out of range")?,
+            };
+            let specs = station::specs(&cfg);
+            let id = match (&channel, &mpts) {
+                (Some(id), _) | (None, Some(id)) => id,
                 (None, None) => bail!("--channel or --mpts is required"),
             };
-            render_to(&mut station, duration, &output)?;
+            let Some(spec) = specs
+                .into_iter()
+                .find(|s| &s.id == id && s.mpts == mpts.is_some())
+            else {
+                let what = if mpts.is_some() { "mpts" } else { "channel" };
+                bail!("{}: no {what} `{id}`", config.display());
+            };
+            let alerts = match &alerts {
+                Some(path) => render::load_alerts(path)?,
+                None => Vec::new(),
+            };
+            let mut audit = output.clone().into_os_string();
+            audit.push(".alerts-audit.jsonl");
+            let job = render::RenderJob {
+                config: &cfg,
+                spec,
+                start_utc_ns,
+                duration,
+                alerts,
+                audit_log: PathBuf::from(audit),
+            };
+            render_to(job, &output)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
@@ -270,17 +309,12 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn render_to(
-    station: &mut render::Station,
-    duration: std::time::Duration,
-    output: &Path,
-) -> anyhow::Result<()> {
+fn render_to(job: render::RenderJob<'_>, output: &Path) -> anyhow::Result<()> {
     let file = File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let started = Instant::now();
-    let stats = station
-        .render(duration, &mut out)
-        .with_context(|| format!("writing {}", output.display()))?;
+    let stats =
+        render::render(job, &mut out).with_context(|| format!("rendering {}", output.display()))?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         output = %output.display(),
@@ -290,6 +324,8 @@ fn render_to(
         items_started = stats.items_started,
         items_failed = stats.items_failed,
         late_packets = stats.late_packets,
+        alerts_accepted = stats.alerts_accepted,
+        alerts_refused = stats.alerts_refused,
         seconds = format!("{secs:.3}"),
         "render done"
     );

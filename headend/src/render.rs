@@ -1,18 +1,35 @@
-//! `headend render`: a channel's (or an MPTS's) output rendered to a file as fast as the
-//! machine allows, through the same splicer and muxer the daemon runs, minus pacing.
+//! `headend render`: a channel's (or an MPTS's) output written to a file as fast as the
+//! machine allows. It runs the daemon's own [`Station`] on a simulated clock that starts at
+//! `--start` and advances with the packets written, so the file carries what would go on air
+//! from that instant: the schedule's cues, DVB SI (SDT, EIT p/f and schedule, TDT/TOT, NIT),
+//! scrambling with its key rotation, ECMs and CAT, and alerts replayed at given offsets
+//! (`--alerts`), through the same alert desk the daemon runs. File reads are done inline
+//! before each batch of packets, so the inputs are never late.
 
+use std::collections::VecDeque;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, PoisonError};
+use std::time::Duration;
 
+use anyhow::Context;
 use bytes::BytesMut;
-use playout::mux::{Mux, MuxConfig, MuxEvent};
-use playout::offline::{Offline, BATCH};
-use playout::splice::{OutputPids, SpliceConfig, SpliceEvent, Splicer};
-use playout::time::SYSTEM_CLOCK_HZ;
-use playout::ts::{Pid, PACKET_SIZE};
+use chrono::{DateTime, Utc};
+use playout::ts::PACKET_SIZE;
 
-use crate::config::{ChannelConfig, Config, PidPlan};
+use crate::alert::{Desk, DeskLinks};
+use crate::config::Config;
+use crate::eit_builder::EitBuilds;
+use crate::engine::{Delivered, ScheduleSink};
 use crate::input::file::FileSource;
+use crate::schedule::driver::{self, ClockMap, ScheduledChannel};
+use crate::schedule::store::Store;
+use crate::station::{self, Output, Station, StationSpec, EMIT_STEP};
+
+/// Packets written per step: 64 datagrams.
+const BATCH: usize = EMIT_STEP * 64;
+/// How often the scheduler looks at the schedule (as the daemon's does).
+const ROUND_NS: i64 = 500_000_000;
 
 /// What a render did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -24,211 +41,278 @@ pub(crate) struct RenderStats {
     pub(crate) items_failed: u64,
     pub(crate) late_packets: u64,
     pub(crate) input_bytes: u64,
+    pub(crate) alerts_accepted: u64,
+    pub(crate) alerts_refused: u64,
 }
 
-/// A muxer and the file sources of its programs.
-pub(crate) struct Station {
-    run: Offline<FileSource>,
-    names: Vec<String>,
-    playlists: Vec<Vec<PathBuf>>,
+/// An alert to replay: its message, as `POST /api/alerts` would receive it, `at` after the
+/// start.
+pub(crate) struct ReplayAlert {
+    pub(crate) at: Duration,
+    /// Where it was read from (for logs).
+    pub(crate) file: PathBuf,
+    pub(crate) body: Vec<u8>,
+    pub(crate) key_id: String,
+    /// Base64, as the `X-Signature` header.
+    pub(crate) signature: String,
 }
 
-impl Station {
-    /// One channel on its own (SPTS).
-    pub(crate) fn channel(ch: &ChannelConfig) -> Station {
-        Station::new(channel_mux_config(ch), &[ch])
-    }
-
-    /// Several channels in one multiplex.
-    pub(crate) fn mpts(config: &Config, id: &str) -> Option<Station> {
-        let (cfg, channels) = mpts_mux_config(config, id)?;
-        Some(Station::new(cfg, &channels))
-    }
-
-    fn new(cfg: MuxConfig, channels: &[&ChannelConfig]) -> Station {
-        let sources = channels
-            .iter()
-            .map(|ch| FileSource::new(ch.playlist.clone()))
-            .collect();
-        Station {
-            run: Offline::new(Mux::new(cfg, splicers(channels)), sources, 0),
-            names: channels.iter().map(|ch| ch.id.clone()).collect(),
-            playlists: channels.iter().map(|ch| ch.playlist.clone()).collect(),
-        }
-    }
-
-    /// Renders `duration` of output into `out`.
-    pub(crate) fn render(
-        &mut self,
-        duration: std::time::Duration,
-        out: &mut impl Write,
-    ) -> std::io::Result<RenderStats> {
-        let total =
-            Offline::<FileSource>::packets_for(duration, self.run.mux().config().muxrate_bps);
-        self.run.set_total(total);
-        let mut buf = BytesMut::with_capacity(BATCH * PACKET_SIZE);
-        let mut stats = RenderStats::default();
-        while !self.run.done() {
-            buf.clear();
-            stats.packets += self.run.step(&mut buf, BATCH) as u64;
-            out.write_all(&buf)?;
-            self.log_events(&mut stats);
-        }
-        let ms = self.run.mux().stats();
-        stats.es_packets = ms.es_packets;
-        stats.null_packets = ms.null_packets;
-        stats.late_packets = ms.late_packets;
-        stats.input_bytes = self.run.sources().iter().map(FileSource::bytes_read).sum();
-        out.flush()?;
-        Ok(stats)
-    }
-
-    /// Logs what the muxer and splicers report, with channel and file names.
-    pub(crate) fn log_events(&mut self, stats: &mut RenderStats) {
-        while let Some(ev) = self.run.mux().poll_event() {
-            log_event(ev, &self.names, &self.playlists, stats);
-        }
-    }
+/// What to render.
+pub(crate) struct RenderJob<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) spec: StationSpec,
+    /// UTC (ns) of the first packet.
+    pub(crate) start_utc_ns: i64,
+    pub(crate) duration: Duration,
+    pub(crate) alerts: Vec<ReplayAlert>,
+    /// The alert desk's audit log for this render (never the daemon's).
+    pub(crate) audit_log: PathBuf,
 }
 
-/// The mux settings of one channel on its own.
-pub(crate) fn channel_mux_config(ch: &ChannelConfig) -> MuxConfig {
-    let mut cfg = MuxConfig::new(ch.muxrate.bps());
-    cfg.transport_stream_id = ch.transport_stream_id;
-    cfg.pcr_interval = ticks(ch.pcr_interval);
-    cfg.psi_interval = ticks(ch.psi_interval);
-    cfg.clock_origin = ch.clock_origin_90k * 300;
-    cfg
-}
-
-/// The mux settings of MPTS `id` and its channels, in program order.
-pub(crate) fn mpts_mux_config<'a>(
-    config: &'a Config,
-    id: &str,
-) -> Option<(MuxConfig, Vec<&'a ChannelConfig>)> {
-    let m = config.mpts.iter().find(|m| m.id == id)?;
-    let channels: Vec<&ChannelConfig> = m
+/// Renders `job` into `out`.
+pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result<RenderStats> {
+    let RenderJob {
+        config,
+        spec,
+        start_utc_ns,
+        duration,
+        alerts,
+        audit_log,
+    } = job;
+    let network = station::network(config, start_utc_ns);
+    let clock = ClockMap {
+        utc_at_origin_ns: start_utc_ns,
+        origin: spec.mux.clock_origin,
+        skipped_ns: 0,
+    };
+    let mut st = Station::new(spec.plan(0, &network, clock, spec.key_sources()?));
+    let mut sources: Vec<FileSource> = spec
         .channels
         .iter()
-        .filter_map(|c| config.channels.iter().find(|ch| &ch.id == c))
+        .map(|_| FileSource::default())
         .collect();
-    let first = channels.first()?;
-    let mut cfg = MuxConfig::new(m.muxrate.bps());
-    cfg.transport_stream_id = m.transport_stream_id;
-    cfg.pcr_interval = channels
-        .iter()
-        .map(|c| ticks(c.pcr_interval))
-        .min()
-        .unwrap_or(cfg.pcr_interval);
-    cfg.psi_interval = channels
-        .iter()
-        .map(|c| ticks(c.psi_interval))
-        .min()
-        .unwrap_or(cfg.psi_interval);
-    cfg.clock_origin = first.clock_origin_90k * 300;
-    Some((cfg, channels))
-}
-
-/// One splicer per channel, with its output PIDs.
-pub(crate) fn splicers(channels: &[&ChannelConfig]) -> Vec<Splicer> {
-    channels
-        .iter()
-        .map(|ch| {
-            let mut sc = SpliceConfig::new(ch.service_id);
-            sc.pids = output_pids(&ch.pids);
-            if let Some(s) = &ch.scrambling {
-                (sc.program_info, sc.es_info) = crate::engine::scrambling::pmt_descriptors(s);
-            }
-            Splicer::new(sc, ch.playlist.len())
+    let mut eit = EitBuilds::default();
+    let store = Store::new(config.schedules.dir.clone());
+    let mut scheduler = spec.single_channel().map(|ch| {
+        driver::State::new(ScheduledChannel {
+            station: 0,
+            channel: ch.id.clone(),
+            tz: ch.timezone,
+            filler: ch.filler.clone(),
+            base_items: ch.playlist.len(),
+            guide_from_xmltv: ch.si.xmltv.is_some(),
         })
-        .collect()
-}
-
-/// Logs one muxer event; `names[p]` is program `p`'s channel id, `playlists[p]` its files.
-pub(crate) fn log_event(
-    ev: MuxEvent,
-    names: &[String],
-    playlists: &[Vec<PathBuf>],
-    stats: &mut RenderStats,
-) {
-    let item_name = |program: usize, item: usize| {
-        playlists
-            .get(program)
-            .and_then(|p| p.get(item))
-            .map_or_else(|| format!("#{item}"), |p| p.display().to_string())
+    });
+    let (sink, inbox) = ScheduleSink::inbox(1);
+    let returns: driver::Requeue = Arc::default();
+    let (reports_tx, reports_rx) = mpsc::channel();
+    let desk = if alerts.is_empty() {
+        None
+    } else {
+        let mut cfg = config.clone();
+        let a = cfg
+            .alerts
+            .as_mut()
+            .context("--alerts: the config has no [alerts] table")?;
+        a.audit_log = audit_log;
+        // A fresh log: the render's alerts are not replays of an earlier render's.
+        let _ = std::fs::remove_file(&a.audit_log);
+        Desk::new(
+            &cfg,
+            DeskLinks {
+                sink,
+                returns: returns.clone(),
+                reports: Some(reports_rx),
+                placement: spec
+                    .channels
+                    .iter()
+                    .enumerate()
+                    .map(|(p, c)| (c.id.clone(), 0, p, !spec.mpts))
+                    .collect(),
+            },
+        )?
     };
-    match ev {
-        MuxEvent::Splice { program, event } => {
-            let channel = names.get(program).map_or("?", String::as_str);
-            match event {
-                SpliceEvent::ItemStarted {
-                    item,
-                    at,
-                    open_gop,
-                    pmt_changed,
-                    offset_90k,
-                    ..
-                } => {
-                    stats.items_started += 1;
-                    tracing::info!(channel, item = %item_name(program, item), at_s = at as f64 / SYSTEM_CLOCK_HZ as f64, offset_s = offset_90k as f64 / 90_000.0, open_gop, pmt_changed, "item on air");
-                }
-                SpliceEvent::ItemEnded {
-                    item,
-                    packets,
-                    damage,
-                } => {
-                    if damage != Default::default() {
-                        tracing::warn!(channel, item = %item_name(program, item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, dropped_pes = damage.dropped_pes, "item ended with damaged input");
-                    } else {
-                        tracing::debug!(channel, item = %item_name(program, item), packets, "item ended");
+    let mut alerts: VecDeque<ReplayAlert> = alerts.into();
+    let muxrate = spec.mux.muxrate_bps;
+    let total = (duration.as_nanos() * u128::from(muxrate)
+        / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as u64;
+    // Close 3 s before the end (a quarter of short renders): room for the read-ahead to drain
+    // and for the last access units to complete.
+    let close_at = total - (3 * muxrate / (8 * PACKET_SIZE as u64)).min(total / 4);
+    let mut closed = false;
+    let mut next_round = start_utc_ns;
+    let mut warned_simulcrypt = false;
+    let mut stats = RenderStats::default();
+    let mut buf = BytesMut::with_capacity(BATCH * PACKET_SIZE);
+    while st.mux().slot() < total {
+        let utc = st.utc_ns();
+        let now = DateTime::<Utc>::from_timestamp_nanos(utc);
+        if let Some(desk) = &desk {
+            while alerts
+                .front()
+                .is_some_and(|a| start_utc_ns + a.at.as_nanos() as i64 <= utc)
+            {
+                let Some(a) = alerts.pop_front() else { break };
+                match desk.submit(&a.body, Some(&a.key_id), Some(&a.signature), now) {
+                    Ok(_) => stats.alerts_accepted += 1,
+                    Err(r) => {
+                        stats.alerts_refused += 1;
+                        tracing::warn!(file = %a.file.display(), reason = %r.reason, "replayed alert refused");
                     }
                 }
-                SpliceEvent::ItemFailed { item, error } => {
-                    stats.items_failed += 1;
-                    tracing::warn!(channel, item = %item_name(program, item), %error, "item skipped");
-                }
-                SpliceEvent::ItemPreempted {
-                    item,
-                    presented_until,
-                } => {
-                    tracing::info!(channel, item = %item_name(program, item), until_s = presented_until as f64 / SYSTEM_CLOCK_HZ as f64, "item pre-empted");
-                }
-                SpliceEvent::NothingPlayable { retry_at } => {
-                    tracing::error!(
-                        channel,
-                        retry_at_s = retry_at as f64 / SYSTEM_CLOCK_HZ as f64,
-                        "no playable item in the playlist: sending PAT/PMT/PCR and null packets"
-                    );
-                }
-                _ => {}
+            }
+            desk.tick(now);
+        }
+        for d in inbox.drain() {
+            match d {
+                Delivered::Override(o) => st.handle_override(o),
+                Delivered::Schedule(m) => st.handle_schedule(m),
             }
         }
-        MuxEvent::Overload { program, late } => {
-            let channel = names.get(program).map_or("?", String::as_str);
-            tracing::warn!(
-                channel,
-                late_ms = late / 27_000,
-                "input bitrate exceeds the muxrate: packets leave late"
-            );
+        if let Some(s) = &mut scheduler {
+            let ended = returns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain()
+                .count();
+            if ended > 0 {
+                s.alert_ended();
+                next_round = utc;
+            }
+            if utc >= next_round {
+                next_round = utc + ROUND_NS;
+                let r = s.round(
+                    &store,
+                    &config.schedules.media_dir,
+                    st.clock(),
+                    playout::schedule::Utc(utc),
+                );
+                if let Some(msg) = r.msg {
+                    st.handle_schedule(msg);
+                }
+            }
         }
-        MuxEvent::OverloadCleared { program } => {
-            let channel = names.get(program).map_or("?", String::as_str);
-            tracing::info!(channel, "input back within the muxrate");
+        if !closed && st.mux().slot() >= close_at {
+            let mux = st.mux_mut();
+            let end = mux.slot_time(total);
+            let margin = (end - mux.now()) / 2;
+            mux.close(end - margin);
+            closed = true;
         }
-        _ => {}
+        while let Some(job) = st.poll_io() {
+            let done = sources[job.program].perform(job.req, job.path.as_deref());
+            st.handle_io(job.program, done);
+        }
+        while let Some(o) = st.poll_output() {
+            match o {
+                Output::Air(r) => {
+                    let _ = reports_tx.send(r);
+                }
+                Output::Eit(job) => {
+                    if let Some(b) = eit.apply(0, job) {
+                        st.handle_built(b);
+                    }
+                }
+                Output::Pf(_) => {}
+                Output::Provision { .. } => {
+                    if !warned_simulcrypt {
+                        warned_simulcrypt = true;
+                        tracing::warn!("render does not contact ECMGs: a SimulCrypt channel is scrambled with random words and carries no ECM");
+                    }
+                }
+            }
+        }
+        let limit = if closed {
+            total
+        } else {
+            close_at.max(st.mux().slot() + 1)
+        };
+        let want = (BATCH as u64).min(limit - st.mux().slot()) as usize;
+        buf.clear();
+        st.emit(&mut buf, want);
+        out.write_all(&buf)?;
+        stats.packets += want as u64;
     }
+    if let Some(desk) = &desk {
+        // The last on/off-air reports into the audit log.
+        desk.tick(DateTime::<Utc>::from_timestamp_nanos(st.utc_ns()));
+    }
+    for a in &alerts {
+        tracing::warn!(file = %a.file.display(), at_s = a.at.as_secs_f64(), "alert after the end of the render: not replayed");
+    }
+    let ms = st.mux().stats();
+    let items = st.items();
+    stats.es_packets = ms.es_packets;
+    stats.null_packets = ms.null_packets;
+    stats.late_packets = ms.late_packets;
+    stats.items_started = items.items_started;
+    stats.items_failed = items.items_failed;
+    stats.input_bytes = sources.iter().map(FileSource::bytes_read).sum();
+    out.flush()?;
+    Ok(stats)
 }
 
-fn ticks(d: std::time::Duration) -> u64 {
-    (d.as_nanos() * u128::from(SYSTEM_CLOCK_HZ) / 1_000_000_000) as u64
-}
-
-pub(crate) fn output_pids(p: &PidPlan) -> OutputPids {
-    OutputPids {
-        pmt: Pid::from_bits(p.pmt),
-        video: Pid::from_bits(p.video),
-        audio: Pid::from_bits(p.audio),
-        subtitle: Pid::from_bits(p.subtitle),
-        data: Pid::from_bits(p.data),
+/// The `--alerts` file: alerts to replay, each `at` an offset from the start.
+///
+/// ```toml
+/// [[alert]]
+/// at = "20s"               # after --start
+/// file = "typhoon.xml"     # CAP 1.2 XML or its JSON form, as it would be POSTed
+/// key = "province.key"     # signed here with this key file (hectl alert keygen) ...
+/// # key_id = "province"    # ... or sent with a signature made elsewhere:
+/// # signature = "BASE64"   #     the X-Signature-Key and X-Signature headers
+/// ```
+/// Paths are relative to the alerts file.
+pub(crate) fn load_alerts(path: &Path) -> anyhow::Result<Vec<ReplayAlert>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawFile {
+        #[serde(default)]
+        alert: Vec<RawAlert>,
     }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawAlert {
+        at: String,
+        file: PathBuf,
+        key: Option<PathBuf>,
+        key_id: Option<String>,
+        signature: Option<String>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let raw: RawFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (i, a) in raw.alert.into_iter().enumerate() {
+        let place = format!("{}: alert[{i}]", path.display());
+        let at =
+            crate::config::parse_duration(&a.at).map_err(|e| anyhow::anyhow!("{place}.at: {e}"))?;
+        let file = dir.join(&a.file);
+        let body = std::fs::read(&file)
+            .with_context(|| format!("{place}.file: reading {}", file.display()))?;
+        let (key_id, signature) = match (a.key, a.key_id, a.signature) {
+            (Some(key), None, None) => {
+                let key = dir.join(key);
+                let text = std::fs::read_to_string(&key)
+                    .with_context(|| format!("{place}.key: reading {}", key.display()))?;
+                let kf = epg::alert::sign::KeyFile::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("{place}.key: {}: {e}", key.display()))?;
+                let sig = epg::alert::sign::encode_signature(&kf.key.sign(&body));
+                (kf.id, sig)
+            }
+            (None, Some(id), Some(sig)) => (id, sig),
+            _ => anyhow::bail!("{place}: give either `key`, or `key_id` and `signature`"),
+        };
+        out.push(ReplayAlert {
+            at,
+            file,
+            body,
+            key_id,
+            signature,
+        });
+    }
+    out.sort_by_key(|a| a.at);
+    Ok(out)
 }

@@ -14,10 +14,6 @@
 //! the planned one). Each sub-table (one per service and table_id) has its own carousel, so
 //! its sections are 25 ms apart and its version changes only with its content.
 
-use std::collections::HashMap;
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use chrono::{DateTime, NaiveDateTime, Offset, TimeZone};
 use epg::eit_cache::EitSchedule;
 use epg::network::{nit, sdt_sections, NitService, TransportStream};
@@ -28,7 +24,7 @@ use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
 
 use crate::config::{ChannelConfig, Config, NetworkConfig, SiConfig};
-use crate::eit_builder::{Built, EitBuilder};
+use crate::eit_builder::{Built, EitJob};
 use crate::schedule::driver::OnAirProgramme;
 
 const NIT_PID: u16 = 0x10;
@@ -36,30 +32,25 @@ const SDT_PID: u16 = 0x11;
 const EIT_PID: u16 = 0x12;
 const TDT_PID: u16 = 0x14;
 
-/// What stations tell each other: each service's present/following, by (transport stream,
-/// service_id), with a generation that grows on every change.
-#[derive(Default)]
-pub(crate) struct SiBoard {
-    pf: Mutex<HashMap<(u16, u16), Posted>>,
+/// What a station tells the others (the MPTS that carry EIT p/f other): a service's
+/// present/following changed. The driver hands it to every other station
+/// ([`StationSi::handle_peer`]).
+#[derive(Clone, Debug)]
+pub(crate) struct PfPosted {
+    pub(crate) transport_stream_id: u16,
+    pub(crate) service_id: u16,
+    pub(crate) present: Option<Event>,
+    pub(crate) following: Option<Event>,
 }
 
-/// A service's present/following as posted on the board, with its generation.
-type Posted = (u64, Option<Event>, Option<Event>);
-
-impl SiBoard {
-    fn publish(
-        &self,
-        ts: u16,
-        service_id: u16,
-        present: &Option<Event>,
-        following: &Option<Event>,
-    ) {
-        let mut pf = self.pf.lock().unwrap_or_else(PoisonError::into_inner);
-        let e = pf.entry((ts, service_id)).or_insert((0, None, None));
-        e.0 += 1;
-        e.1.clone_from(present);
-        e.2.clone_from(following);
-    }
+/// What the SI of a station asks of its driver.
+#[derive(Debug)]
+pub(crate) enum SiOutput {
+    /// Work for the EIT schedule builder ([`crate::eit_builder`]); its answer comes back
+    /// through [`StationSi::handle_built`].
+    Eit(EitJob),
+    /// For the other stations.
+    Pf(Box<PfPosted>),
 }
 
 /// The network as every station's SI sees it, built once from the config.
@@ -68,8 +59,8 @@ pub(crate) struct NetworkSi {
     nit: Vec<Vec<u8>>,
     /// Each MPTS: (transport_stream_id, original_network_id, its services).
     mpts: Vec<((u16, u16), Vec<Service>, Charset)>,
-    /// Shared present/following.
-    pub(crate) board: Arc<SiBoard>,
+    /// First version numbers of the tables (from the start instant).
+    version: u8,
 }
 
 fn service_of(ch: &ChannelConfig) -> Service {
@@ -84,8 +75,10 @@ fn service_of(ch: &ChannelConfig) -> Service {
 }
 
 impl NetworkSi {
-    /// The NIT of `config` (if it has a `[network]`) and the MPTS line-up.
-    pub(crate) fn new(config: &Config) -> NetworkSi {
+    /// The NIT of `config` (if it has a `[network]`) and the MPTS line-up, for a start at
+    /// `utc_ns` (UTC, ns since 1970).
+    pub(crate) fn new(config: &Config, utc_ns: i64) -> NetworkSi {
+        let version = first_version(utc_ns);
         let members = |ids: &[String]| -> Vec<&ChannelConfig> {
             ids.iter()
                 .filter_map(|id| config.channels.iter().find(|c| &c.id == id))
@@ -114,13 +107,9 @@ impl NetworkSi {
         let nit = config
             .network
             .as_ref()
-            .map(|n| network_nit(config, n, &members))
+            .map(|n| network_nit(config, n, &members, version))
             .unwrap_or_default();
-        NetworkSi {
-            nit,
-            mpts,
-            board: Arc::default(),
-        }
+        NetworkSi { nit, mpts, version }
     }
 }
 
@@ -129,6 +118,7 @@ fn network_nit<'a>(
     config: &'a Config,
     n: &NetworkConfig,
     members: &dyn Fn(&[String]) -> Vec<&'a ChannelConfig>,
+    version: u8,
 ) -> Vec<Vec<u8>> {
     let nit_service = |c: &ChannelConfig| NitService {
         service_id: c.service_id,
@@ -161,7 +151,7 @@ fn network_nit<'a>(
             services: vec![nit_service(c)],
         });
     }
-    match nit(n.network_id, first_version(), &n.name, &streams, n.charset) {
+    match nit(n.network_id, version, &n.name, &streams, n.charset) {
         Ok(sections) => sections,
         Err(e) => {
             tracing::error!(error = %e, "NIT not sent");
@@ -233,8 +223,12 @@ struct PeerService {
     ts: (u16, u16),
     service_id: u16,
     charset: Charset,
-    /// The board's generation last sent (`None`: nothing sent yet).
-    generation: Option<u64>,
+    present: Option<Event>,
+    following: Option<Event>,
+    /// Whether its present/following changed since last sent (or was never sent).
+    dirty: bool,
+    /// Whether it was ever sent.
+    sent: bool,
     version: u8,
 }
 
@@ -246,11 +240,8 @@ pub(crate) struct StationSi {
     terrestrial: bool,
     services: Vec<ServiceSi>,
     peers: Vec<PeerService>,
-    board: Arc<SiBoard>,
-    /// The station's index and the EIT schedule builder, with its answers.
-    station: usize,
-    builder: EitBuilder,
-    built: mpsc::Receiver<Built>,
+    /// What the driver is to do, oldest first.
+    out: std::collections::VecDeque<SiOutput>,
 }
 
 /// The EIT event of a scheduled programme.
@@ -286,11 +277,8 @@ fn content_nibble(genre: &str) -> Option<u8> {
     })
 }
 
-fn utc_now() -> NaiveDateTime {
-    let ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    DateTime::from_timestamp_nanos(ns).naive_utc()
+fn naive(utc_ns: i64) -> NaiveDateTime {
+    DateTime::from_timestamp_nanos(utc_ns).naive_utc()
 }
 
 fn ms(ms: u64) -> u64 {
@@ -303,10 +291,10 @@ fn key(table_id: u8, ts: u16, extension: u16) -> u64 {
     u64::from(table_id) << 32 | u64::from(ts) << 16 | u64::from(extension)
 }
 
-/// A first version number for a table, from the clock: after a restart a receiver that kept
-/// the old tables does not take new content for them.
-fn first_version() -> u8 {
-    (utc_now().and_utc().timestamp() / 60 % 32) as u8
+/// A first version number for a table, from the start instant: after a restart a receiver
+/// that kept the old tables does not take new content for them.
+fn first_version(utc_ns: i64) -> u8 {
+    (utc_ns.div_euclid(60_000_000_000).rem_euclid(32)) as u8
 }
 
 fn send(mux: &mut Mux, pid: u16, key: u64, sections: &[Vec<u8>], every_ms: u64) {
@@ -316,21 +304,22 @@ fn send(mux: &mut Mux, pid: u16, key: u64, sections: &[Vec<u8>], every_ms: u64) 
 
 impl StationSi {
     /// Starts the SI of a station carrying `channels` (those with SI enabled) as transport
-    /// stream `transport_stream_id`; `mpts`: whether it is an MPTS (which then carries SDT
-    /// and EIT p/f other for the other MPTS). `None` when no channel has SI on.
+    /// stream `transport_stream_id`, at `utc_ns`; `mpts`: whether it is an MPTS (which then
+    /// carries SDT and EIT p/f other for the other MPTS). `None` when no channel has SI on.
     pub(crate) fn start(
         mux: &mut Mux,
         network: &NetworkSi,
         transport_stream_id: u16,
         channels: &[&ChannelConfig],
         mpts: bool,
-        (station, builder): (usize, &EitBuilder),
+        utc_ns: i64,
     ) -> Option<StationSi> {
         let on: Vec<&ChannelConfig> = channels.iter().copied().filter(|c| c.si.enabled).collect();
         let first = on.first()?;
+        let version = network.version;
         let ts = (transport_stream_id, first.si.original_network_id);
         let services: Vec<Service> = on.iter().map(|c| service_of(c)).collect();
-        match sdt_sections(true, ts, first_version(), &services, first.si.charset) {
+        match sdt_sections(true, ts, version, &services, first.si.charset) {
             Ok(s) => send(mux, SDT_PID, key(0x42, 0, ts.0), &s, 1000),
             Err(e) => tracing::error!(transport_stream_id, error = %e, "SDT not sent"),
         }
@@ -344,7 +333,7 @@ impl StationSi {
                 if *peer_ts == ts || peer_services.is_empty() {
                     continue;
                 }
-                match sdt_sections(false, *peer_ts, first_version(), peer_services, *charset) {
+                match sdt_sections(false, *peer_ts, version, peer_services, *charset) {
                     Ok(s) => send(mux, SDT_PID, key(0x46, 0, peer_ts.0), &s, 5000),
                     Err(e) => {
                         tracing::error!(transport_stream_id = peer_ts.0, error = %e, "SDT other not sent")
@@ -354,12 +343,14 @@ impl StationSi {
                     ts: *peer_ts,
                     service_id: s.service_id,
                     charset: *charset,
-                    generation: None,
-                    version: first_version(),
+                    present: None,
+                    following: None,
+                    dirty: true,
+                    sent: false,
+                    version,
                 }));
             }
         }
-        let (built_tx, built_rx) = mpsc::channel();
         let mut si = StationSi {
             ts,
             tz: first.timezone,
@@ -370,7 +361,7 @@ impl StationSi {
                 .map(|c| ServiceSi {
                     service_id: c.service_id,
                     cfg: c.si.clone(),
-                    eit_version: first_version(),
+                    eit_version: version,
                     event_id: 0,
                     present: None,
                     following: None,
@@ -380,27 +371,29 @@ impl StationSi {
                 })
                 .collect(),
             peers,
-            board: network.board.clone(),
-            station,
-            builder: builder.clone(),
-            built: built_rx,
+            out: Default::default(),
         };
         for c in &on {
-            builder.register(
-                station,
-                c.service_id,
-                EitSchedule::new(c.service_id, ts.0, ts.1, c.si.days, c.si.charset)
-                    .with_version(first_version()),
-                built_tx.clone(),
-            );
+            si.out.push_back(SiOutput::Eit(EitJob::Register {
+                service_id: c.service_id,
+                schedule: Box::new(
+                    EitSchedule::new(c.service_id, ts.0, ts.1, c.si.days, c.si.charset)
+                        .with_version(version),
+                ),
+            }));
         }
         for k in 0..si.services.len() {
             si.send_eit(mux, k);
             // Empty until the scheduler sends the week: the SDT says it is carried.
-            si.send_week(k);
+            si.send_week(k, utc_ns);
         }
-        si.tick(mux);
+        si.tick(mux, utc_ns);
         Some(si)
+    }
+
+    /// What the driver is to do next (EIT schedule work, present/following for the peers).
+    pub(crate) fn poll_output(&mut self) -> Option<SiOutput> {
+        self.out.pop_front()
     }
 
     /// The index of the service with `service_id`.
@@ -410,15 +403,26 @@ impl StationSi {
             .position(|s| s.service_id == service_id)
     }
 
-    /// An item of the service with `service_id` went on air: it becomes the present event
-    /// (started now, when the splicer put it on air), and `following` (if known) the next.
+    fn post(&mut self, k: usize) {
+        let s = &self.services[k];
+        self.out.push_back(SiOutput::Pf(Box::new(PfPosted {
+            transport_stream_id: self.ts.0,
+            service_id: s.service_id,
+            present: s.present.clone(),
+            following: s.following.clone(),
+        })));
+    }
+
+    /// An item of the service with `service_id` went on air at `utc_ns`: it becomes the
+    /// present event (started then, when the splicer put it on air), and `following` (if
+    /// known) the next.
     pub(crate) fn on_air(
         &mut self,
         mux: &mut Mux,
         service_id: u16,
-        present: Option<&OnAirProgramme>,
-        title: &str,
+        (present, title): (Option<&OnAirProgramme>, &str),
         following: Option<&OnAirProgramme>,
+        utc_ns: i64,
     ) {
         let Some(k) = self.service(service_id) else {
             return;
@@ -436,7 +440,8 @@ impl StationSi {
             },
         };
         e.event_id = s.event_id_for(&e);
-        e.start = utc_now();
+        // Whole seconds: the EIT's start_time has no finer field.
+        e.start = naive(utc_ns - utc_ns.rem_euclid(1_000_000_000));
         e.running_status = 4;
         s.present = Some(e);
         s.following = following.map(|p| {
@@ -445,8 +450,7 @@ impl StationSi {
             f
         });
         s.eit_version = (s.eit_version + 1) & 0x1F;
-        self.board
-            .publish(self.ts.0, service_id, &s.present, &s.following);
+        self.post(k);
         self.send_eit(mux, k);
     }
 
@@ -475,8 +479,7 @@ impl StationSi {
         }
         s.following = f;
         s.eit_version = (s.eit_version + 1) & 0x1F;
-        self.board
-            .publish(self.ts.0, service_id, &s.present, &s.following);
+        self.post(k);
         self.send_eit(mux, k);
     }
 
@@ -508,14 +511,19 @@ impl StationSi {
     /// The next days of the service with `service_id` as its EIT schedule (tables 0x50..),
     /// each section once every 8 s (within the cable/satellite prime period's 10 s; 25 s
     /// terrestrial, within 30 s). A new version whenever it changes.
-    pub(crate) fn set_week(&mut self, service_id: u16, week: &[(u16, OnAirProgramme)]) {
+    pub(crate) fn set_week(
+        &mut self,
+        service_id: u16,
+        week: &[(u16, OnAirProgramme)],
+        utc_ns: i64,
+    ) {
         let Some(k) = self.service(service_id) else {
             return;
         };
         let events: Vec<Event> = week.iter().map(|(id, p)| event(p, *id)).collect();
         if events != self.services[k].week {
             self.services[k].week = events;
-            self.send_week(k);
+            self.send_week(k, utc_ns);
         }
     }
 
@@ -526,13 +534,14 @@ impl StationSi {
         mux: &mut Mux,
         service_id: u16,
         guide: &[(u16, OnAirProgramme)],
+        utc_ns: i64,
     ) {
         let Some(k) = self.service(service_id) else {
             return;
         };
         self.services[k].by_clock = true;
-        self.set_week(service_id, guide);
-        self.pf_by_clock(mux, k, utc_now());
+        self.set_week(service_id, guide, utc_ns);
+        self.pf_by_clock(mux, k, naive(utc_ns));
     }
 
     /// Present and following of a service whose guide is by the clock: the events at and
@@ -555,48 +564,61 @@ impl StationSi {
         s.present = present;
         s.following = following;
         s.eit_version = (s.eit_version + 1) & 0x1F;
-        self.board
-            .publish(self.ts.0, s.service_id, &s.present, &s.following);
+        self.post(k);
         self.send_eit(mux, k);
     }
 
     /// Hands service `k`'s week to the EIT builder (from today, UTC); only the tables (4-day
-    /// blocks) whose content changed come back, with a new version ([`StationSi::take_built`]).
-    fn send_week(&mut self, k: usize) {
-        let today = utc_now().date();
+    /// blocks) whose content changed come back, with a new version
+    /// ([`StationSi::handle_built`]).
+    fn send_week(&mut self, k: usize, utc_ns: i64) {
+        let today = naive(utc_ns).date();
         let s = &mut self.services[k];
         s.built_today = Some(today);
-        self.builder
-            .week(self.station, s.service_id, s.week.clone(), today);
+        self.out.push_back(SiOutput::Eit(EitJob::Week {
+            service_id: s.service_id,
+            events: s.week.clone(),
+            today,
+        }));
     }
 
-    /// Sends the EIT schedule tables the builder has finished.
-    pub(crate) fn take_built(&mut self, mux: &mut Mux) {
-        while let Ok(b) = self.built.try_recv() {
-            let Some(k) = self.service(b.service_id) else {
-                continue;
-            };
-            let every = if self.services[k].cfg.terrestrial {
-                25_000
-            } else {
-                8_000
-            };
-            for (table_id, sections) in &b.tables {
-                let refs: Vec<&[u8]> = sections.iter().map(|x| &x[..]).collect();
-                mux.set_table(
-                    Pid::from_bits(EIT_PID),
-                    key(*table_id, 0, b.service_id),
-                    &refs,
-                    ms(every),
-                );
+    /// Sends EIT schedule tables the builder has finished.
+    pub(crate) fn handle_built(&mut self, mux: &mut Mux, b: Built) {
+        let Some(k) = self.service(b.service_id) else {
+            return;
+        };
+        let every = if self.services[k].cfg.terrestrial {
+            25_000
+        } else {
+            8_000
+        };
+        for (table_id, sections) in &b.tables {
+            let refs: Vec<&[u8]> = sections.iter().map(|x| &x[..]).collect();
+            mux.set_table(
+                Pid::from_bits(EIT_PID),
+                key(*table_id, 0, b.service_id),
+                &refs,
+                ms(every),
+            );
+        }
+    }
+
+    /// Another station's service changed its present/following: if this station carries
+    /// its EIT p/f other, that is sent at the next [`StationSi::tick`].
+    pub(crate) fn handle_peer(&mut self, pf: &PfPosted) {
+        for p in &mut self.peers {
+            if p.ts.0 == pf.transport_stream_id && p.service_id == pf.service_id {
+                p.present.clone_from(&pf.present);
+                p.following.clone_from(&pf.following);
+                p.dirty = true;
             }
         }
     }
 
-    /// Refreshes TDT and TOT with the time now and the peers' EIT p/f other (call about
-    /// once a second).
-    pub(crate) fn tick(&mut self, mux: &mut Mux) {
-        let now = utc_now();
+    /// Refreshes TDT and TOT with the time `utc_ns` and the peers' EIT p/f other (call once
+    /// a second of output time).
+    pub(crate) fn tick(&mut self, mux: &mut Mux, utc_ns: i64) {
+        let now = naive(utc_ns - utc_ns.rem_euclid(1_000_000_000));
         let offset_min = self
             .tz
             .offset_from_utc_datetime(&now)
@@ -618,34 +640,28 @@ impl StationSi {
         );
         for k in 0..self.services.len() {
             if self.services[k].built_today != Some(now.date()) {
-                self.send_week(k);
+                self.send_week(k, utc_ns);
             }
             if self.services[k].by_clock {
                 self.pf_by_clock(mux, k, now);
             }
         }
-        if self.peers.is_empty() {
-            return;
-        }
         let every = if self.terrestrial { 16_000 } else { 8_000 };
-        let board = self.board.pf.lock().unwrap_or_else(PoisonError::into_inner);
         for p in &mut self.peers {
-            let (generation, present, following) = board
-                .get(&(p.ts.0, p.service_id))
-                .map_or((0, None, None), |(g, a, b)| (*g, a.as_ref(), b.as_ref()));
-            if p.generation == Some(generation) {
+            if !p.dirty {
                 continue;
             }
-            if p.generation.is_some() {
+            if p.sent {
                 p.version = (p.version + 1) & 0x1F;
             }
-            p.generation = Some(generation);
+            p.dirty = false;
+            p.sent = true;
             match eit_pf_table(
                 false,
                 p.service_id,
                 p.ts,
                 p.version,
-                (present, following),
+                (p.present.as_ref(), p.following.as_ref()),
                 p.charset,
             ) {
                 Ok(s) => send(mux, EIT_PID, key(0x4F, p.ts.0, p.service_id), &s, every),

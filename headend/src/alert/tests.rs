@@ -8,11 +8,11 @@ use epg::alert::sign::{encode_signature, Algorithm, SigningKey};
 use serde_json::Value;
 
 use super::*;
-use crate::engine::{OverrideMsg, TestReceiver};
+use crate::engine::{Inbox, OverrideMsg};
 
 struct Fixture {
     desk: Desk,
-    sent: TestReceiver,
+    sent: Inbox,
     returns: Requeue,
     prov: SigningKey,
     city: SigningKey,
@@ -41,7 +41,7 @@ fn fixture() -> Fixture {
         ));
     }
     let config = crate::config::parse(&text, dir.path(), "test.toml").unwrap();
-    let (sink, sent) = ScheduleSink::for_tests(4);
+    let (sink, sent) = ScheduleSink::inbox(4);
     let returns: Requeue = Arc::default();
     let desk = Desk::new(
         &config,

@@ -1,35 +1,32 @@
-//! The real-time engine: every station (a channel on its own, or an MPTS) is muxed and paced
-//! on one thread, which sends each datagram to the station's UDP/RTP outputs when it is due
+//! The real-time engine: every station (a channel on its own, or an MPTS; the sans-IO
+//! [`Station`]) is driven against the wall clock on an engine thread, which sends each datagram to the station's UDP/RTP outputs when it is due
 //! and hands the output to the HTTP feed in larger chunks. File reads run on a pool of I/O
 //! threads, so a slow disk delays nothing on air: a station whose input is late sends null
 //! packets (with PAT/PMT and PCR) until it arrives. Outputs are non-blocking: one that fails
 //! or pushes back loses its own datagrams and nothing else.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use playout::mux::{Mux, MuxEvent, Underflow};
 use playout::pacing::{Pacer, PacerConfig};
-use playout::splice::{IoRequest, SpliceEvent};
+use playout::splice::IoRequest;
 use playout::ts::PACKET_SIZE;
 use serde::Serialize;
 
-use crate::config::{ChannelConfig, Config, OutputConfig};
+use crate::cas::CasLink;
+use crate::config::{Config, KeySourceConfig};
+use crate::eit_builder::{Built, EitBuilder};
 use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};
-use crate::render::{self, RenderStats};
-use crate::schedule::driver::{ClockMap, ClockMaps, OnAirProgramme, ScheduleMsg};
-use crate::si::{NetworkSi, StationSi};
-
-mod overrides;
-pub(crate) mod scrambling;
-pub(crate) use overrides::{AirAlert, AirKind, AirReport, OverrideMsg};
+use crate::schedule::driver::{ClockMap, ClockMaps, ScheduleMsg};
+use crate::si::PfPosted;
+use crate::station::{self, Output, Station, StationSpec};
+pub(crate) use crate::station::{AirAlert, AirKind, AirReport, OverrideMsg};
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -53,72 +50,6 @@ const CLOSE_CUTOFF_NS: u64 = 1_500_000_000;
 /// ...and the engine stops after at most this long.
 const CLOSE_LIMIT_NS: u64 = 3_000_000_000;
 
-/// What one station is: built from the config before the engine starts.
-pub(crate) struct StationSpec {
-    /// Channel or MPTS id.
-    pub(crate) id: String,
-    channels: Vec<ChannelConfig>,
-    mux: playout::mux::MuxConfig,
-    outputs: Vec<OutputConfig>,
-    /// The HTTP feed (single channels only).
-    pub(crate) feed: Option<Arc<Feed>>,
-    /// Each program's playlist, shared with its file source (a schedule appends to it).
-    paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
-    /// Its transport_stream_id (SDT, EIT, NIT).
-    transport_stream_id: u16,
-    /// The network's SI, shared by every station.
-    network: Arc<NetworkSi>,
-}
-
-impl StationSpec {
-    /// Its channels' ids, by program.
-    pub(crate) fn channel_ids(&self) -> Vec<String> {
-        self.channels.iter().map(|c| c.id.clone()).collect()
-    }
-
-    /// Whether this is a channel on its own (which a schedule can drive).
-    pub(crate) fn single_channel(&self) -> Option<&ChannelConfig> {
-        (self.feed.is_some() && self.channels.len() == 1).then(|| &self.channels[0])
-    }
-}
-
-/// Every station of a config: each channel, and each MPTS.
-pub(crate) fn stations(config: &Config) -> Vec<StationSpec> {
-    let network = Arc::new(NetworkSi::new(config));
-    let mut out: Vec<StationSpec> = config
-        .channels
-        .iter()
-        .map(|ch| StationSpec {
-            id: ch.id.clone(),
-            channels: vec![ch.clone()],
-            mux: render::channel_mux_config(ch),
-            outputs: ch.outputs.clone(),
-            feed: Some(Feed::new()),
-            paths: vec![Arc::new(RwLock::new(ch.playlist.clone()))],
-            transport_stream_id: ch.transport_stream_id,
-            network: network.clone(),
-        })
-        .collect();
-    for m in &config.mpts {
-        if let Some((mux, channels)) = render::mpts_mux_config(config, &m.id) {
-            out.push(StationSpec {
-                id: m.id.clone(),
-                paths: channels
-                    .iter()
-                    .map(|c| Arc::new(RwLock::new(c.playlist.clone())))
-                    .collect(),
-                channels: channels.into_iter().cloned().collect(),
-                mux,
-                outputs: m.outputs.clone(),
-                feed: None,
-                transport_stream_id: m.transport_stream_id,
-                network: network.clone(),
-            });
-        }
-    }
-    out
-}
-
 /// What `/channels` shows of a station, refreshed about once a second.
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct StationStatus {
@@ -136,7 +67,7 @@ pub(crate) struct StationStatus {
     pub(crate) max_late_us: u64,
     pub(crate) outputs: Vec<OutputStatus>,
     /// The scrambled programs: counters and whether a failure policy is in force (alarm).
-    pub(crate) scrambling: Vec<scrambling::ScramblingStats>,
+    pub(crate) scrambling: Vec<station::scrambling::ScramblingStats>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -150,7 +81,7 @@ pub(crate) struct OutputStatus {
 /// Shared status of all stations.
 pub(crate) type Status = Arc<Mutex<Vec<StationStatus>>>;
 
-/// The running engine thread.
+/// The running engine threads.
 pub(crate) struct Engine {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -162,9 +93,11 @@ pub(crate) struct Engine {
     pub(crate) schedule: ScheduleSink,
     /// When alerts go on and off air, per program (for the audit log); taken by the desk.
     pub(crate) air_reports: Mutex<Option<mpsc::Receiver<AirReport>>>,
+    /// Each station's HTTP feed (channels on their own), by station.
+    pub(crate) feeds: Vec<Option<Arc<Feed>>>,
 }
 
-/// Routes the scheduler's messages to the engine thread that owns the station.
+/// Routes messages to the engine thread that owns the station.
 #[derive(Clone)]
 pub(crate) struct ScheduleSink {
     txs: Vec<mpsc::Sender<Control>>,
@@ -182,6 +115,13 @@ impl ScheduleSink {
         self.deliver(msg.station(), Control::Override(msg))
     }
 
+    /// A service's present/following, for every station (the MPTS that carry EIT other).
+    fn broadcast_pf(&self, pf: &Arc<PfPosted>) {
+        for tx in &self.txs {
+            let _ = tx.send(Control::Peer(pf.clone()));
+        }
+    }
+
     fn deliver(&self, station: usize, msg: Control) -> bool {
         self.shard_of
             .get(station)
@@ -190,35 +130,51 @@ impl ScheduleSink {
     }
 }
 
-#[cfg(test)]
 impl ScheduleSink {
-    /// A sink for `stations` stations on one shard, without an engine: what is sent can be
-    /// read back with [`ScheduleSink::overrides_sent`].
-    pub(crate) fn for_tests(stations: usize) -> (ScheduleSink, TestReceiver) {
+    /// A sink for `stations` stations with no engine behind it: what is sent waits in the
+    /// [`Inbox`] (`headend render`, tests).
+    pub(crate) fn inbox(stations: usize) -> (ScheduleSink, Inbox) {
         let (tx, rx) = mpsc::channel();
         (
             ScheduleSink {
                 txs: vec![tx],
                 shard_of: vec![0; stations],
             },
-            TestReceiver(rx),
+            Inbox(rx),
         )
     }
 }
 
-/// What a test sink received.
-#[cfg(test)]
-pub(crate) struct TestReceiver(mpsc::Receiver<Control>);
+/// What a sink without an engine received.
+pub(crate) struct Inbox(mpsc::Receiver<Control>);
 
-#[cfg(test)]
-impl TestReceiver {
+/// What an [`Inbox`] holds.
+pub(crate) enum Delivered {
+    Schedule(ScheduleMsg),
+    Override(OverrideMsg),
+}
+
+impl Inbox {
+    /// Cues and overrides sent so far, oldest first.
+    pub(crate) fn drain(&self) -> Vec<Delivered> {
+        self.0
+            .try_iter()
+            .filter_map(|c| match c {
+                Control::Schedule(m) => Some(Delivered::Schedule(m)),
+                Control::Override(o) => Some(Delivered::Override(o)),
+                Control::Peer(_) => None,
+            })
+            .collect()
+    }
+
     /// The overrides sent so far.
+    #[cfg(test)]
     pub(crate) fn overrides_sent(&self) -> Vec<OverrideMsg> {
         self.0
             .try_iter()
             .filter_map(|c| match c {
                 Control::Override(o) => Some(o),
-                Control::Schedule(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -228,13 +184,16 @@ impl TestReceiver {
 enum Control {
     Schedule(ScheduleMsg),
     Override(OverrideMsg),
+    Peer(Arc<PfPosted>),
 }
 
 impl Engine {
-    /// Opens every output (an output that cannot be opened is an error naming it) and starts
-    /// `threads` engine threads (stations dealt round-robin) and the I/O threads; the first
-    /// datagrams leave about 20 ms later.
+    /// Opens every output (an output that cannot be opened is an error naming it), reads the
+    /// key files, starts the SimulCrypt links, and starts `threads` engine threads (stations
+    /// dealt round-robin), the I/O threads and the EIT builder; the first datagrams leave
+    /// about 20 ms later.
     pub(crate) fn start(
+        config: &Config,
         specs: &[StationSpec],
         realtime_priority: u8,
         threads: usize,
@@ -244,11 +203,13 @@ impl Engine {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         let start_ns = 20_000_000;
+        let network = station::network(config, utc_at_epoch_ns + start_ns as i64);
         let mut maps = Vec::new();
         let mut stations = Vec::new();
+        let mut feeds = Vec::new();
         let mut seed = epoch.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
         let (reports_tx, reports_rx) = mpsc::channel();
-        let eit_builder = crate::eit_builder::EitBuilder::start()?;
+        let eit_builder = EitBuilder::start()?;
         for (si, spec) in specs.iter().enumerate() {
             let mut outputs = Vec::new();
             for o in &spec.outputs {
@@ -257,74 +218,50 @@ impl Engine {
                     anyhow::anyhow!("station `{}`: cannot open output: {e}", spec.id)
                 })?);
             }
-            let refs: Vec<&ChannelConfig> = spec.channels.iter().collect();
-            let mut mux = Mux::new(spec.mux.clone(), render::splicers(&refs));
-            mux.track_raps(spec.feed.is_some());
-            let mut scrambled = Vec::new();
-            for ch in &spec.channels {
+            let mut cas = Vec::new();
+            for (program, ch) in spec.channels.iter().enumerate() {
                 if let Some(sc) = &ch.scrambling {
-                    let mut s = scrambling::ProgramScrambling::new(ch, sc, mux.now())
-                        .map_err(|e| anyhow::anyhow!("channel `{}`: {e}", ch.id))?;
-                    let now = mux.now();
-                    s.start(&mut mux, now);
-                    scrambled.push(s);
+                    if let KeySourceConfig::Simulcrypt(link) = &sc.keys {
+                        let l = crate::cas::start(&ch.id, link, sc.crypto_period).map_err(|e| {
+                            anyhow::anyhow!(
+                                "channel `{}`: starting the SimulCrypt link: {e}",
+                                ch.id
+                            )
+                        })?;
+                        cas.push((program, l));
+                    }
                 }
             }
-            let channel_si = StationSi::start(
-                &mut mux,
-                &spec.network,
-                spec.transport_stream_id,
-                &refs,
-                spec.feed.is_none(),
-                (si, &eit_builder),
-            );
             let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
             // Stagger the stations across one datagram interval so they do not all wake at
             // the same instant.
             let stagger = pacer_cfg.interval_ns() * si as u64 / specs.len().max(1) as u64;
-            maps.push(Some(ClockMap {
+            let clock = ClockMap {
                 utc_at_origin_ns: utc_at_epoch_ns + (start_ns + stagger) as i64,
                 origin: spec.mux.clock_origin,
                 skipped_ns: 0,
-            }));
-            stations.push(Station {
-                index: si,
-                id: spec.id.clone(),
-                names: spec.channels.iter().map(|c| c.id.clone()).collect(),
-                service_ids: spec.channels.iter().map(|c| c.service_id).collect(),
-                playlists: spec.channels.iter().map(|c| c.playlist.clone()).collect(),
-                sources: spec
-                    .paths
-                    .iter()
-                    .map(|p| Some(FileSource::shared(p.clone())))
+            };
+            maps.push(Some(clock));
+            let mut st = Station::new(spec.plan(si, &network, clock, spec.key_sources()?));
+            let feed = (!spec.mpts).then(Feed::new);
+            st.mux_mut().track_raps(feed.is_some());
+            feeds.push(feed.clone());
+            stations.push(Live {
+                sources: (0..spec.channels.len())
+                    .map(|_| Some(FileSource::default()))
                     .collect(),
-                paths: spec.paths.clone(),
-                on_air: vec![None; spec.channels.len()],
-                mux,
+                st,
+                cas,
                 pacer: Pacer::new(pacer_cfg, start_ns + stagger),
                 outputs,
-                feed: spec.feed.clone(),
+                feed,
                 acc: BytesMut::with_capacity(HTTP_CHUNK_BYTES + DATAGRAM * 64),
                 acc_slot: 0,
                 acc_since: start_ns,
                 acc_rap: None,
-                log_stats: RenderStats::default(),
-                si: channel_si,
-                programmes: Default::default(),
-                on_air_tag: None,
-                scrambling: scrambled,
-                air: overrides::Air::new(
-                    spec.channels.iter().map(|c| c.playlist.len()).collect(),
-                    reports_tx.clone(),
-                    ClockMap {
-                        utc_at_origin_ns: utc_at_epoch_ns + (start_ns + stagger) as i64,
-                        origin: spec.mux.clock_origin,
-                        skipped_ns: 0,
-                    },
-                ),
             });
         }
-        let status: Status = Arc::new(Mutex::new(stations.iter().map(|s| s.status()).collect()));
+        let status: Status = Arc::new(Mutex::new(stations.iter().map(Live::status).collect()));
         let stop = Arc::new(AtomicBool::new(false));
         let threads = threads.clamp(1, stations.len().max(1));
         // The I/O threads answer every shard, each on its own channel.
@@ -349,7 +286,7 @@ impl Engine {
             );
         }
         drop(done_txs);
-        let mut shards: Vec<Vec<(usize, Station)>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut shards: Vec<Vec<(usize, Live)>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, st) in stations.into_iter().enumerate() {
             shards[i % threads].push((i, st));
         }
@@ -365,14 +302,34 @@ impl Engine {
             *s = i % threads;
         }
         let mut sched_txs = Vec::new();
+        let mut sched_rxs = Vec::new();
+        for _ in 0..threads {
+            let (tx, rx) = mpsc::channel();
+            sched_txs.push(tx);
+            sched_rxs.push(rx);
+        }
+        let router = ScheduleSink {
+            txs: sched_txs,
+            shard_of,
+        };
         let mut handles = Vec::new();
-        for (shard, (stations, done_rx)) in shards.into_iter().zip(done_rxs).enumerate() {
+        for (shard, ((stations, done_rx), sched_rx)) in
+            shards.into_iter().zip(done_rxs).zip(sched_rxs).enumerate()
+        {
             let stop = stop.clone();
             let status = status.clone();
-            let job_tx = job_tx.clone();
-            let maps = maps.clone();
-            let (sched_tx, sched_rx) = mpsc::channel();
-            sched_txs.push(sched_tx);
+            let (built_tx, built_rx) = mpsc::channel();
+            let links = Links {
+                jobs: job_tx.clone(),
+                done: done_rx,
+                control: sched_rx,
+                router: router.clone(),
+                eit: eit_builder.clone(),
+                built_tx,
+                built: built_rx,
+                reports: reports_tx.clone(),
+                maps: maps.clone(),
+            };
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("engine-{shard}"))
@@ -383,10 +340,7 @@ impl Engine {
                                 index: shard,
                                 stations,
                                 epoch,
-                                jobs: job_tx,
-                                done: done_rx,
-                                schedule: sched_rx,
-                                maps,
+                                links,
                             },
                             &stop,
                             &status,
@@ -400,11 +354,9 @@ impl Engine {
             workers,
             status,
             maps,
-            schedule: ScheduleSink {
-                txs: sched_txs,
-                shard_of,
-            },
+            schedule: router,
             air_reports: Mutex::new(Some(reports_rx)),
+            feeds,
         })
     }
 
@@ -431,30 +383,14 @@ impl Drop for Engine {
     }
 }
 
-struct Station {
-    /// Its index among all stations.
-    index: usize,
-    id: String,
-    names: Vec<String>,
-    /// Each program's service_id.
-    service_ids: Vec<u16>,
-    playlists: Vec<Vec<PathBuf>>,
-    /// Each program's files; `None` while an I/O thread has them.
+/// A station on air: the state machine and what the engine does for it (its file sources,
+/// SimulCrypt links, pacer, outputs and HTTP feed).
+struct Live {
+    st: Station,
+    /// Each program's file source; `None` while an I/O thread has it.
     sources: Vec<Option<FileSource>>,
-    /// Each program's playlist, shared with its source.
-    paths: Vec<Arc<RwLock<Vec<PathBuf>>>>,
-    /// DVB SI of the station (none when every channel has it off).
-    si: Option<StationSi>,
-    /// Programmes of the cues handed to the splicer, by tag, until they go on air.
-    programmes: std::collections::BTreeMap<u64, OnAirProgramme>,
-    /// The tag of the cue on air (program 0), if it came from the schedule.
-    on_air_tag: Option<u64>,
-    /// Emergency alert overrides, per program.
-    air: overrides::Air,
-    /// The scrambled programs.
-    scrambling: Vec<scrambling::ProgramScrambling>,
-    on_air: Vec<Option<String>>,
-    mux: Mux,
+    /// The SimulCrypt link of each program that has one.
+    cas: Vec<(usize, CasLink)>,
     pacer: Pacer,
     outputs: Vec<UdpOutput>,
     feed: Option<Arc<Feed>>,
@@ -463,7 +399,6 @@ struct Station {
     acc_slot: u64,
     acc_since: u64,
     acc_rap: Option<(usize, Bytes)>,
-    log_stats: RenderStats,
 }
 
 struct IoJob {
@@ -472,6 +407,7 @@ struct IoJob {
     program: usize,
     source: FileSource,
     req: IoRequest,
+    path: Option<std::path::PathBuf>,
 }
 
 struct IoResult {
@@ -508,15 +444,28 @@ fn set_realtime(priority: u8) {
     }
 }
 
-/// One engine thread's stations (with their indexes among all stations) and channels.
-struct Shard {
-    index: usize,
-    stations: Vec<(usize, Station)>,
-    epoch: Instant,
+/// What one engine thread talks to.
+struct Links {
     jobs: mpsc::Sender<IoJob>,
     done: mpsc::Receiver<IoResult>,
-    schedule: mpsc::Receiver<Control>,
+    /// Cues, overrides and peers' present/following for this thread's stations.
+    control: mpsc::Receiver<Control>,
+    /// To every engine thread (present/following for the peers).
+    router: ScheduleSink,
+    eit: EitBuilder,
+    /// Where the EIT builder answers this thread (by global station index).
+    built_tx: mpsc::Sender<(usize, Built)>,
+    built: mpsc::Receiver<(usize, Built)>,
+    reports: mpsc::Sender<AirReport>,
     maps: ClockMaps,
+}
+
+/// One engine thread's stations (with their indexes among all stations).
+struct Shard {
+    index: usize,
+    stations: Vec<(usize, Live)>,
+    epoch: Instant,
+    links: Links,
 }
 
 fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
@@ -524,12 +473,10 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         index: shard,
         stations,
         epoch,
-        jobs: job_tx,
-        done: done_rx,
-        schedule: sched_rx,
-        maps,
+        links,
     } = shard;
-    let (global, mut stations): (Vec<usize>, Vec<Station>) = stations.into_iter().unzip();
+    let (global, mut stations): (Vec<usize>, Vec<Live>) = stations.into_iter().unzip();
+    let local = |g: usize| global.iter().position(|x| *x == g);
     let mut next_status = 0u64;
     let mut closing_since: Option<u64> = None;
     loop {
@@ -538,14 +485,15 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             None if stop.load(Ordering::Relaxed) => {
                 // Close cleanly: what has begun goes out whole, then the outputs stop.
                 tracing::info!("closing the outputs");
-                for st in &mut stations {
-                    let cutoff = st.mux.now() + CLOSE_CUTOFF_NS * 27 / 1000;
-                    st.mux.close(cutoff);
+                for l in &mut stations {
+                    let mux = l.st.mux_mut();
+                    let cutoff = mux.now() + CLOSE_CUTOFF_NS * 27 / 1000;
+                    mux.close(cutoff);
                 }
                 closing_since = Some(now);
             }
             Some(since) => {
-                let drained = stations.iter().all(|s| s.mux.queued() == 0);
+                let drained = stations.iter().all(|l| l.st.mux().queued() == 0);
                 if drained || now - since > CLOSE_LIMIT_NS {
                     break;
                 }
@@ -554,9 +502,9 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         }
         // First what is due: the datagrams.
         let mut next = now + MAX_SLEEP.as_nanos() as u64;
-        for st in stations.iter_mut() {
-            st.tick(now);
-            next = next.min(st.pacer.poll_timeout());
+        for l in stations.iter_mut() {
+            l.tick(now);
+            next = next.min(l.pacer.poll_timeout());
         }
         // Then the rest, in the time left before the next datagram is due. Applying a read
         // result demuxes up to 385 KB; the splicers read a second ahead, so results can wait
@@ -567,46 +515,50 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             if applied > 0 && t + IO_APPLY_NS > next {
                 break;
             }
-            let Ok(r) = done_rx.try_recv() else { break };
-            let st = &mut stations[r.station];
-            st.sources[r.program] = Some(r.source);
-            let at = st.mux.now();
-            r.done.apply(st.mux.program_mut(r.program), at);
+            let Ok(r) = links.done.try_recv() else { break };
+            let l = &mut stations[r.station];
+            l.sources[r.program] = Some(r.source);
+            l.st.handle_io(r.program, r.done);
             applied += 1;
         }
-        while let Ok(msg) = sched_rx.try_recv() {
+        while let Ok(msg) = links.control.try_recv() {
             match msg {
                 Control::Schedule(msg) => {
-                    if let Some(k) = global.iter().position(|g| *g == msg.station) {
-                        stations[k].apply_schedule(msg);
+                    if let Some(k) = local(msg.station) {
+                        stations[k].st.handle_schedule(msg);
                     }
                 }
                 Control::Override(msg) => {
-                    if let Some(k) = global.iter().position(|g| *g == msg.station()) {
-                        stations[k].apply_override(msg);
+                    if let Some(k) = local(msg.station()) {
+                        stations[k].st.handle_override(msg);
+                    }
+                }
+                Control::Peer(pf) => {
+                    for l in &mut stations {
+                        l.st.handle_peer(&pf);
                     }
                 }
             }
         }
-        for (i, st) in stations.iter_mut().enumerate() {
-            st.request_io(shard, i, &job_tx);
-            st.log_events();
-            if let Some(si) = &mut st.si {
-                si.take_built(&mut st.mux);
+        while let Ok((g, built)) = links.built.try_recv() {
+            if let Some(k) = local(g) {
+                stations[k].st.handle_built(built);
             }
+        }
+        for (i, l) in stations.iter_mut().enumerate() {
+            l.request_io(shard, i, &links.jobs);
+            l.take_cas();
+            l.take_outputs(global[i], &links);
         }
         if now >= next_status {
             next_status = now + 1_000_000_000;
             publish_status(&stations, &global, status);
-            for st in stations.iter_mut() {
-                if let Some(si) = &mut st.si {
-                    si.tick(&mut st.mux);
-                }
-            }
-            let mut all = maps.lock().unwrap_or_else(PoisonError::into_inner);
-            for (st, &g) in stations.iter().zip(&global) {
+            let mut all = links.maps.lock().unwrap_or_else(PoisonError::into_inner);
+            for (l, &g) in stations.iter_mut().zip(&global) {
+                let skipped = l.pacer.stats().skipped_ns;
+                l.st.set_skipped_ns(skipped);
                 if let Some(Some(m)) = all.get_mut(g) {
-                    m.skipped_ns = st.pacer.stats().skipped_ns;
+                    m.skipped_ns = skipped;
                 }
             }
         }
@@ -615,14 +567,14 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             std::thread::sleep(Duration::from_nanos(next - after));
         }
     }
-    for st in &mut stations {
-        st.flush_feed(true);
-        if let Some(feed) = &st.feed {
+    for l in &mut stations {
+        l.flush_feed();
+        if let Some(feed) = &l.feed {
             feed.close();
         }
-        for o in &st.outputs {
+        for o in &l.outputs {
             let s = o.stats();
-            tracing::info!(station = %st.id, output = o.label(), datagrams = s.datagrams, errors = s.errors, "output closed");
+            tracing::info!(station = %l.st.id(), output = o.label(), datagrams = s.datagrams, errors = s.errors, "output closed");
         }
     }
     publish_status(&stations, &global, status);
@@ -630,8 +582,8 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
 }
 
 /// Writes the stations' status at their places among all stations.
-fn publish_status(stations: &[Station], global: &[usize], status: &Status) {
-    let fresh: Vec<StationStatus> = stations.iter().map(Station::status).collect();
+fn publish_status(stations: &[Live], global: &[usize], status: &Status) {
+    let fresh: Vec<StationStatus> = stations.iter().map(Live::status).collect();
     let mut all = status.lock().unwrap_or_else(PoisonError::into_inner);
     for (st, &g) in fresh.into_iter().zip(global) {
         if let Some(slot) = all.get_mut(g) {
@@ -647,7 +599,7 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>
             Err(_) => return,
         };
         let mut source = job.source;
-        let result = source.perform(job.req);
+        let result = source.perform(job.req, job.path.as_deref());
         let Some(done) = done.get(job.shard) else {
             return;
         };
@@ -665,87 +617,52 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>
     }
 }
 
-impl Station {
-    /// Takes the scheduler's cues: new files join the playlist, the first cues take over
-    /// from it.
-    fn apply_schedule(&mut self, msg: ScheduleMsg) {
-        if let (Some(guide), Some(si)) = (&msg.guide, self.si.as_mut()) {
-            si.set_guide(&mut self.mux, self.service_ids[0], guide);
-        }
-        let (Some(paths), true) = (self.paths.first(), self.mux.programs() == 1) else {
-            return;
-        };
-        let splicer = self.mux.program_mut(0);
-        for p in msg.new_paths {
-            paths
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(p.clone());
-            if let Some(names) = self.playlists.first_mut() {
-                names.push(p);
-            }
-            splicer.add_item();
-        }
-        self.air.scheduled |= msg.handover.is_some() || !msg.cues.is_empty();
-        if self.air.overriding(0) {
-            // An alert is on air: the schedule's cues wait; when the alert ends the scheduler
-            // cues again from the wall clock (`preempt`).
-            self.programmes.extend(msg.programmes);
-        } else {
-            if let Some(at) = msg.handover {
-                self.programmes.clear();
-                splicer.clear_cues();
-                if msg.preempt {
-                    tracing::info!(station = %self.id, "the schedule returns");
-                } else {
-                    splicer.cut_current(at);
-                    tracing::info!(station = %self.id, "schedule takes over");
-                }
-            }
-            self.programmes.extend(msg.programmes);
-            let now = self.mux.now();
-            let splicer = self.mux.program_mut(0);
-            for (k, c) in msg.cues.into_iter().enumerate() {
-                if c.from_byte > 0 {
-                    tracing::info!(station = %self.id, item = c.item, from_byte = c.from_byte, offset_s = c.offset_90k as f64 / 90_000.0, "joining far into a file: reading from near the offset");
-                }
-                if k == 0 && msg.preempt && msg.handover.is_some() {
-                    splicer.preempt(now, c);
-                } else {
-                    splicer.push_cue(c);
-                }
-            }
-        }
-        if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
-            si.set_week(self.service_ids[0], &week);
-        }
-        // An edit of what comes next shows in EIT p/f now, not when the next item starts.
-        if let (Some(si), Some(t)) = (self.si.as_mut(), self.on_air_tag) {
-            let next = self
-                .programmes
-                .range(t + 1..)
-                .next()
-                .map(|(_, p)| p.clone());
-            si.set_following(&mut self.mux, self.service_ids[0], next.as_ref());
-        }
-    }
-
-    /// Sends the splicers' I/O requests to the I/O threads.
+impl Live {
+    /// Sends the station's file reads to the I/O threads.
     fn request_io(&mut self, shard: usize, index: usize, jobs: &mpsc::Sender<IoJob>) {
-        while let Some((program, req)) = self.mux.poll_io() {
-            match self.sources[program].take() {
+        while let Some(job) = self.st.poll_io() {
+            match self.sources.get_mut(job.program).and_then(Option::take) {
                 Some(source) => {
                     let _ = jobs.send(IoJob {
                         shard,
                         station: index,
-                        program,
+                        program: job.program,
                         source,
-                        req,
+                        req: job.req,
+                        path: job.path,
                     });
                 }
                 None => {
                     // Cannot happen: a splicer asks for one thing at a time.
-                    tracing::error!(station = %self.id, program, "I/O requested while busy");
+                    tracing::error!(station = %self.st.id(), program = job.program, "I/O requested while busy");
+                }
+            }
+        }
+    }
+
+    /// What the SimulCrypt links brought.
+    fn take_cas(&mut self) {
+        for (program, link) in &self.cas {
+            while let Ok(ev) = link.events.try_recv() {
+                self.st.handle_cas(*program, ev);
+            }
+        }
+    }
+
+    /// Carries out what the station asks: alert reports to the desk, EIT work to the
+    /// builder, present/following to the other stations, ECM requests to the links.
+    fn take_outputs(&mut self, global: usize, links: &Links) {
+        while let Some(o) = self.st.poll_output() {
+            match o {
+                Output::Air(r) => {
+                    let _ = links.reports.send(r);
+                }
+                Output::Eit(job) => links.eit.send(global, job, &links.built_tx),
+                Output::Pf(pf) => links.router.broadcast_pf(&Arc::from(pf)),
+                Output::Provision { program, provision } => {
+                    if let Some((_, link)) = self.cas.iter().find(|(p, _)| *p == program) {
+                        let _ = link.requests.send(provision);
+                    }
                 }
             }
         }
@@ -758,41 +675,32 @@ impl Station {
             self.flush_feed_if_old(now);
             return;
         }
-        let slot0 = self.mux.slot();
+        let slot0 = self.st.mux().slot();
         if self.feed.is_none() {
             self.acc.clear();
             self.acc_slot = slot0;
         }
         let start = self.acc.len();
-        if !self.scrambling.is_empty() {
-            let out_now = self.mux.now();
-            for s in &mut self.scrambling {
-                s.rotate(&mut self.mux, out_now);
-            }
-        }
-        self.mux
-            .emit(&mut self.acc, n * PACKETS_PER_DATAGRAM, Underflow::Stuff);
-        for s in &mut self.scrambling {
-            s.apply(&mut self.acc[start..]);
-        }
+        self.st.emit(&mut self.acc, n * PACKETS_PER_DATAGRAM);
         for d in 0..n {
             let off = start + d * DATAGRAM;
             let datagram = &self.acc[off..off + DATAGRAM];
             let ts90k = self
-                .mux
+                .st
+                .mux()
                 .slot_time(slot0 + (d * PACKETS_PER_DATAGRAM) as u64)
                 / 300;
             for o in &mut self.outputs {
                 o.send(datagram, ts90k);
             }
         }
-        while let Some(rap) = self.mux.poll_rap() {
+        while let Some(rap) = self.st.mux_mut().poll_rap() {
             if let Some(k) = rap.slot.checked_sub(self.acc_slot) {
                 self.acc_rap = Some((k as usize * PACKET_SIZE, rap.psi));
             }
         }
         if self.acc.len() >= HTTP_CHUNK_BYTES {
-            self.flush_feed(false);
+            self.flush_feed();
             self.acc_since = now;
         } else {
             self.flush_feed_if_old(now);
@@ -801,18 +709,18 @@ impl Station {
 
     fn flush_feed_if_old(&mut self, now: u64) {
         if now.saturating_sub(self.acc_since) >= HTTP_CHUNK_NS {
-            self.flush_feed(false);
+            self.flush_feed();
             self.acc_since = now;
         }
     }
 
-    fn flush_feed(&mut self, _last: bool) {
+    fn flush_feed(&mut self) {
         let Some(feed) = &self.feed else { return };
         if self.acc.is_empty() {
             return;
         }
         let data = self.acc.split().freeze();
-        self.acc_slot = self.mux.slot();
+        self.acc_slot = self.st.mux().slot();
         self.acc.reserve(HTTP_CHUNK_BYTES + DATAGRAM * 64);
         feed.publish(Chunk {
             data,
@@ -820,87 +728,18 @@ impl Station {
         });
     }
 
-    fn log_events(&mut self) {
-        while let Some(ev) = self.mux.poll_event() {
-            if let MuxEvent::Splice {
-                program,
-                event:
-                    SpliceEvent::ItemPreempted {
-                        item,
-                        presented_until,
-                    },
-            } = &ev
-            {
-                self.alert_item_preempted(*program, *item, *presented_until);
-            }
-            if let MuxEvent::Splice {
-                program,
-                event:
-                    SpliceEvent::ItemStarted {
-                        item,
-                        tag,
-                        at,
-                        presented_at,
-                        ..
-                    },
-            } = &ev
-            {
-                let tag = *tag;
-                let alert = self.alert_item_started(*program, *item, tag, *at, *presented_at);
-                if let Some(slot) = self.on_air.get_mut(*program) {
-                    *slot = self.playlists[*program]
-                        .get(*item)
-                        .map(|p| p.display().to_string());
-                }
-                if let (Some(alert), Some(si)) = (&alert, self.si.as_mut()) {
-                    // An alert's clip: the alert is the present event.
-                    si.on_air(
-                        &mut self.mux,
-                        self.service_ids[*program],
-                        Some(alert),
-                        &alert.title,
-                        None,
-                    );
-                } else if let Some(si) = self.si.as_mut() {
-                    // A cue's programme from the schedule; otherwise the file name.
-                    let title = self.playlists[*program]
-                        .get(*item)
-                        .and_then(|p| p.file_stem())
-                        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                    if *program == 0 {
-                        self.on_air_tag = tag;
-                    }
-                    let present = tag.and_then(|t| self.programmes.remove(&t));
-                    let following = tag.and_then(|t| {
-                        self.programmes
-                            .range(t + 1..)
-                            .next()
-                            .map(|(_, p)| p.clone())
-                    });
-                    si.on_air(
-                        &mut self.mux,
-                        self.service_ids[*program],
-                        present.as_ref(),
-                        &title,
-                        following.as_ref(),
-                    );
-                }
-            }
-            render::log_event(ev, &self.names, &self.playlists, &mut self.log_stats);
-        }
-    }
-
     fn status(&self) -> StationStatus {
-        let m = self.mux.stats();
+        let m = self.st.mux().stats();
         let p = self.pacer.stats();
+        let items = self.st.items();
         StationStatus {
-            id: self.id.clone(),
-            muxrate_bps: self.mux.config().muxrate_bps,
-            on_air: self.on_air.clone(),
+            id: self.st.id().to_owned(),
+            muxrate_bps: self.st.mux().config().muxrate_bps,
+            on_air: self.st.on_air().to_vec(),
             packets: m.packets,
             null_packets: m.null_packets,
-            items_started: self.log_stats.items_started,
-            items_failed: self.log_stats.items_failed,
+            items_started: items.items_started,
+            items_failed: items.items_failed,
             late_packets: m.late_packets,
             underflows: m.underflows,
             pacer_stalls: p.stalls,
@@ -922,7 +761,7 @@ impl Station {
                     }
                 })
                 .collect(),
-            scrambling: self.scrambling.iter().map(|s| s.stats.clone()).collect(),
+            scrambling: self.st.scrambling_stats(),
         }
     }
 }

@@ -1,13 +1,11 @@
-//! Playlist files: answers a splicer's [`IoRequest`]s with blocking reads. Used as is by
-//! `headend render`; the real-time daemon runs the same requests on a blocking thread.
+//! Playlist files: answers a station's file reads ([`IoRequest`]s) with blocking reads.
+//! `headend render` does them inline; the real-time engine on its I/O threads.
 
 use std::fs::File;
 use std::io::{Read, Seek};
-use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::path::Path;
 
 use bytes::Bytes;
-use playout::offline::ItemSource;
 use playout::splice::{IoRequest, Splicer};
 use playout::time::Ticks27M;
 use playout::ts::PACKET_SIZE;
@@ -15,28 +13,14 @@ use playout::ts::PACKET_SIZE;
 /// Bytes per read: 2048 packets (385 KB; fewer page faults per byte than smaller reads). A multiple of 188 keeps packets zero-copy.
 pub(crate) const CHUNK: usize = 2048 * PACKET_SIZE;
 
-/// The files of one channel's playlist.
+/// The file open for one program of a station.
+#[derive(Default)]
 pub(crate) struct FileSource {
-    /// Shared with the scheduler, which adds the files schedules name.
-    paths: Arc<RwLock<Vec<PathBuf>>>,
     open: Option<(usize, File)>,
     bytes_read: u64,
 }
 
 impl FileSource {
-    pub(crate) fn new(paths: Vec<PathBuf>) -> FileSource {
-        FileSource::shared(Arc::new(RwLock::new(paths)))
-    }
-
-    /// A source over a path list that others may append to.
-    pub(crate) fn shared(paths: Arc<RwLock<Vec<PathBuf>>>) -> FileSource {
-        FileSource {
-            paths,
-            open: None,
-            bytes_read: 0,
-        }
-    }
-
     /// Bytes read so far.
     pub(crate) fn bytes_read(&self) -> u64 {
         self.bytes_read
@@ -66,12 +50,12 @@ impl IoDone {
 }
 
 impl FileSource {
-    /// Does the blocking I/O `req` asks for.
-    pub(crate) fn perform(&mut self, req: IoRequest) -> IoDone {
+    /// Does the blocking I/O `req` asks for; `path` is the item's file (for an open).
+    pub(crate) fn perform(&mut self, req: IoRequest, path: Option<&Path>) -> IoDone {
         match req {
             IoRequest::Open { item, from_byte } => {
                 self.open = None;
-                match self.open_item(item).and_then(|mut f| {
+                match open_item(item, path).and_then(|mut f| {
                     if from_byte > 0 {
                         f.seek(std::io::SeekFrom::Start(from_byte - from_byte % 188))
                             .map_err(|e| e.to_string())?;
@@ -114,29 +98,14 @@ impl FileSource {
     }
 }
 
-impl ItemSource for FileSource {
-    /// Does the I/O `req` asks for and hands the result to `splicer`.
-    fn serve(&mut self, splicer: &mut Splicer, now: Ticks27M, req: IoRequest) {
-        self.perform(req).apply(splicer, now);
+fn open_item(item: usize, path: Option<&Path>) -> Result<File, String> {
+    let path = path.ok_or_else(|| format!("no playlist item {item}"))?;
+    let f = File::open(path).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
     }
-}
-
-impl FileSource {
-    fn open_item(&self, item: usize) -> Result<File, String> {
-        let path = self
-            .paths
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(item)
-            .cloned()
-            .ok_or_else(|| format!("no playlist item {item}"))?;
-        let f = File::open(&path).map_err(|e| e.to_string())?;
-        let meta = f.metadata().map_err(|e| e.to_string())?;
-        if !meta.is_file() {
-            return Err("not a regular file".to_owned());
-        }
-        Ok(f)
-    }
+    Ok(f)
 }
 
 /// Reads up to [`CHUNK`] bytes (fewer only at the end of the file).

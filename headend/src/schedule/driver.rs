@@ -162,7 +162,8 @@ pub(crate) struct ScheduledChannel {
     pub(crate) guide_from_xmltv: bool,
 }
 
-struct State {
+/// The scheduler's state of one channel; [`State::round`] is its sans-clock step.
+pub(crate) struct State {
     ch: ScheduledChannel,
     /// Media by path: (playlist index, duration, entry delay).
     media: HashMap<PathBuf, (usize, MediaInfo, u64)>,
@@ -218,22 +219,7 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("scheduler".to_owned())
         .spawn(move || {
-            let mut states: Vec<State> = channels
-                .into_iter()
-                .map(|ch| State {
-                    next_item: ch.base_items,
-                    ch,
-                    media: HashMap::new(),
-                    seekable: HashMap::new(),
-                    stamps: HashMap::new(),
-                    cued_until: None,
-                    last_error: None,
-                    next_tag: 0,
-                    next_week: Utc(0),
-                    seen_writes: 0,
-                    returning: false,
-                })
-                .collect();
+            let mut states: Vec<State> = channels.into_iter().map(State::new).collect();
             while !stop.load(Ordering::Relaxed) {
                 let now_edits: Vec<String> = requeue
                     .lock()
@@ -247,12 +233,10 @@ pub(crate) fn start(
                     .collect();
                 for st in &mut states {
                     if now_edits.contains(&st.ch.channel) {
-                        tracing::info!(channel = %st.ch.channel, "schedule edit applies now");
-                        st.cued_until = None;
+                        st.requeue();
                     }
                     if ended.contains(&st.ch.channel) {
-                        st.cued_until = None;
-                        st.returning = true;
+                        st.alert_ended();
                     }
                     let map = maps
                         .lock()
@@ -261,18 +245,22 @@ pub(crate) fn start(
                         .copied()
                         .flatten();
                     if let Some(map) = map {
-                        match round(st, &store, &media_dir, map, (&views, &guides)) {
-                            Ok(Some(msg)) => {
-                                if !sink.send(msg) {
-                                    return;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                if st.last_error.as_deref() != Some(e.as_str()) {
-                                    tracing::error!(channel = %st.ch.channel, error = %e, "schedule not applied; the channel goes on with what it has");
-                                    st.last_error = Some(e);
-                                }
+                        let r = st.round(&store, &media_dir, map, now_utc());
+                        if let Some(view) = r.view {
+                            views
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(st.ch.channel.clone(), view);
+                        }
+                        if let Some(week) = r.guide {
+                            guides
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(st.ch.channel.clone(), week);
+                        }
+                        if let Some(msg) = r.msg {
+                            if !sink.send(msg) {
+                                return;
                             }
                         }
                     }
@@ -298,15 +286,79 @@ fn now_utc() -> Utc {
         .map_or(0, |d| d.as_nanos() as i64))
 }
 
+/// What one pass over a channel gives.
+#[derive(Default)]
+pub(crate) struct Round {
+    /// The cues to hand over, if any.
+    pub(crate) msg: Option<ScheduleMsg>,
+    /// What is on air around now, for the status API.
+    pub(crate) view: Option<ScheduleView>,
+    /// The coming days' events (for `/epg.xml`), when recomputed.
+    pub(crate) guide: Option<Vec<(u16, OnAirProgramme)>>,
+}
+
+impl State {
+    /// The scheduler's state of channel `ch`, before its first round.
+    pub(crate) fn new(ch: ScheduledChannel) -> State {
+        State {
+            next_item: ch.base_items,
+            ch,
+            media: HashMap::new(),
+            seekable: HashMap::new(),
+            stamps: HashMap::new(),
+            cued_until: None,
+            last_error: None,
+            next_tag: 0,
+            next_week: Utc(0),
+            seen_writes: 0,
+            returning: false,
+        }
+    }
+
+    /// An edit applies now: what is cued is dropped and the schedule takes over again.
+    pub(crate) fn requeue(&mut self) {
+        tracing::info!(channel = %self.ch.channel, "schedule edit applies now");
+        self.cued_until = None;
+    }
+
+    /// The channel's alert ended: the schedule is joined at once, pre-empting it.
+    pub(crate) fn alert_ended(&mut self) {
+        self.cued_until = None;
+        self.returning = true;
+    }
+
+    /// One pass at UTC `now` (file reads and probes: the store's, the media's); an error
+    /// is logged once and the channel goes on with what it has.
+    pub(crate) fn round(
+        &mut self,
+        store: &Store,
+        media_dir: &std::path::Path,
+        map: ClockMap,
+        now: Utc,
+    ) -> Round {
+        let mut out = Round::default();
+        match round(self, store, media_dir, map, now, &mut out) {
+            Ok(msg) => out.msg = msg,
+            Err(e) => {
+                if self.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::error!(channel = %self.ch.channel, error = %e, "schedule not applied; the channel goes on with what it has");
+                    self.last_error = Some(e);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One pass over one channel: the cues to hand over, if any.
 fn round(
     st: &mut State,
     store: &Store,
     media_dir: &std::path::Path,
     map: ClockMap,
-    (views, guides): (&ScheduleViews, &crate::guide::Guides),
+    now: Utc,
+    out: &mut Round,
 ) -> Result<Option<ScheduleMsg>, String> {
-    let now = now_utc();
     let today = ChronoUtc
         .timestamp_nanos(now.0)
         .with_timezone(&st.ch.tz)
@@ -379,24 +431,18 @@ fn round(
             .iter()
             .map(|(p, (i, _, _))| (*i, p.clone()))
             .collect();
-        views.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            st.ch.channel.clone(),
-            ScheduleView {
-                timeline,
-                labels: labels.clone(),
-                files,
-            },
-        );
+        out.view = Some(ScheduleView {
+            timeline,
+            labels: labels.clone(),
+            files,
+        });
     }
     // The guide (`/epg.xml`) and the EIT schedule follow every edit at once, and are refreshed
     // every 10 s.
     let week = if week_due {
         st.seen_writes = writes;
         let week = week_events(&entries, &items, &labels, &table, now)?;
-        guides
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(st.ch.channel.clone(), week.clone());
+        out.guide = Some(week.clone());
         // To the engine at once too: the EIT schedule is encoded off the engine threads
         // (`crate::eit_builder`), so an edit costs the engine nothing.
         st.next_week = now.add(10_000_000_000);

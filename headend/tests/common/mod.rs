@@ -231,9 +231,9 @@ pub(crate) fn multicast_receiver(group: std::net::Ipv6Addr, port: u16) -> std::n
 }
 
 /// Elementary-stream PIDs of our channels: everything but PSI/SI (below 0x20), the PMT, the
-/// ECMs and null packets.
+/// ECMs, the emergency tables (EBIT 0x21, SCTE-18 0x1FFB by default) and null packets.
 pub(crate) fn scrambled_es(pid: u16, ecm_pid: u16) -> bool {
-    pid >= 0x20 && pid != 0x1000 && pid != ecm_pid && pid != 0x1FFF
+    pid >= 0x20 && ![0x21, 0x1000, ecm_pid, 0x1FFB, 0x1FFF].contains(&pid)
 }
 
 /// A scrambled capture as a receiver saw it.

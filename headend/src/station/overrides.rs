@@ -1,4 +1,4 @@
-//! Emergency alert overrides on the engine thread: an alert clip pre-empts what a program
+//! Emergency alert overrides in a station: an alert clip pre-empts what a program
 //! plays (at once, on a clean boundary: `Splicer::preempt`), loops until the alert desk
 //! clears it, and meanwhile the EIT present event is the alert and the emergency tables go
 //! out. On clear, a scheduled channel waits for the scheduler, which rejoins the schedule at
@@ -6,14 +6,14 @@
 //! after the one the alert interrupted.
 
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, PoisonError};
+use std::sync::Arc;
 
 use playout::splice::Cue;
 use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
 
-use super::Station;
-use crate::schedule::driver::{ClockMap, OnAirProgramme};
+use super::{Output, Station};
+use crate::schedule::driver::OnAirProgramme;
 
 /// Cue tags of alert clips have this bit set (schedule tags count up from 1).
 pub(crate) const ALERT_TAG: u64 = 1 << 63;
@@ -85,8 +85,6 @@ pub(crate) struct Air {
     /// Whether the scheduler drives program 0 (then it brings the schedule back).
     pub(crate) scheduled: bool,
     per_program: Vec<ProgramAir>,
-    reports: mpsc::Sender<AirReport>,
-    clock: ClockMap,
 }
 
 struct ProgramAir {
@@ -104,11 +102,7 @@ struct ProgramAir {
 }
 
 impl Air {
-    pub(crate) fn new(
-        base_items: Vec<usize>,
-        reports: mpsc::Sender<AirReport>,
-        clock: ClockMap,
-    ) -> Air {
+    pub(crate) fn new(base_items: Vec<usize>) -> Air {
         Air {
             scheduled: false,
             per_program: base_items
@@ -122,8 +116,6 @@ impl Air {
                     tables: Vec::new(),
                 })
                 .collect(),
-            reports,
-            clock,
         }
     }
 
@@ -139,14 +131,6 @@ impl Air {
         let tag = tag.filter(|t| t & ALERT_TAG != 0)?;
         let c = self.per_program.get(program)?.current.as_ref()?;
         (c.air.seq == tag & !ALERT_TAG).then_some(&c.air.programme)
-    }
-
-    fn utc(&self, t: u64, skipped_ns: u64) -> i64 {
-        ClockMap {
-            skipped_ns,
-            ..self.clock
-        }
-        .utc_ns(t)
     }
 }
 
@@ -172,11 +156,12 @@ fn plain_cue(item: usize) -> Cue {
 
 impl Station {
     /// Applies the alert desk's order.
-    pub(super) fn apply_override(&mut self, msg: OverrideMsg) {
+    pub(crate) fn handle_override(&mut self, msg: OverrideMsg) {
         match msg {
             OverrideMsg::Show { program, air, .. } => self.show_alert(program, air),
             OverrideMsg::Clear { program, .. } => self.clear_alert(program),
         }
+        self.collect();
     }
 
     /// The playlist index of `path` on `program`, added if new.
@@ -185,11 +170,6 @@ impl Station {
         if let Some(i) = names.iter().position(|p| p == path) {
             return Some(i);
         }
-        self.paths
-            .get(program)?
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(path.clone());
         names.push(path.clone());
         Some(self.mux.program_mut(program).add_item())
     }
@@ -229,13 +209,14 @@ impl Station {
                 air: air.clone(),
                 item,
             });
+            let utc = self.utc_ns();
             if let Some(si) = self.si.as_mut() {
                 si.on_air(
                     &mut self.mux,
                     self.service_ids[program],
-                    Some(&air.programme),
-                    &air.programme.title,
+                    (Some(&air.programme), &air.programme.title),
                     None,
+                    utc,
                 );
             }
             // Later passes carry the (possibly new) number.
@@ -290,11 +271,10 @@ impl Station {
         presented_at: u64,
     ) -> Option<OnAirProgramme> {
         let station = self.index;
-        let skipped = self.pacer.stats().skipped_ns;
         let programme = self.air.programme(program, tag).cloned();
         let on = tag.filter(|t| t & ALERT_TAG != 0).map(|t| t & !ALERT_TAG);
-        let utc_at = self.air.utc(at, skipped);
-        let utc_presented = self.air.utc(presented_at, skipped);
+        let utc_at = self.clock.utc_ns(at);
+        let utc_presented = self.clock.utc_ns(presented_at);
         let p = self.air.per_program.get_mut(program)?;
         p.item_on_air = Some(item);
         let airing = p.airing;
@@ -302,8 +282,8 @@ impl Station {
             (Some((a, _)), Some(s)) if a == s => {}
             (prev, on) => {
                 if let Some((a, _)) = prev {
-                    send(
-                        &self.air.reports,
+                    report(
+                        &mut self.out,
                         station,
                         program,
                         a,
@@ -313,8 +293,8 @@ impl Station {
                     );
                 }
                 if let Some(s) = on {
-                    send(
-                        &self.air.reports,
+                    report(
+                        &mut self.out,
                         station,
                         program,
                         s,
@@ -342,16 +322,15 @@ impl Station {
     /// when what stays of it ends.
     pub(super) fn alert_item_preempted(&mut self, program: usize, item: usize, until: u64) {
         let station = self.index;
-        let skipped = self.pacer.stats().skipped_ns;
-        let utc = self.air.utc(until, skipped);
+        let utc = self.clock.utc_ns(until);
         let Some(p) = self.air.per_program.get_mut(program) else {
             return;
         };
         if let Some((seq, it)) = p.airing {
             if it == item {
                 p.airing = None;
-                send(
-                    &self.air.reports,
+                report(
+                    &mut self.out,
                     station,
                     program,
                     seq,
@@ -364,11 +343,17 @@ impl Station {
     }
 }
 
-fn send(tx: &mpsc::Sender<AirReport>, station: usize, program: usize, seq: u64, kind: AirKind) {
-    let _ = tx.send(AirReport {
+fn report(
+    out: &mut std::collections::VecDeque<Output>,
+    station: usize,
+    program: usize,
+    seq: u64,
+    kind: AirKind,
+) {
+    out.push_back(Output::Air(AirReport {
         station,
         program,
         seq,
         kind,
-    });
+    }));
 }

@@ -1,4 +1,4 @@
-//! Scrambling on the engine thread: each scrambled program's elementary-stream packets are
+//! Scrambling in a station: each scrambled program's elementary-stream packets are
 //! scrambled in place as they leave the muxer, with even/odd control words rotated every
 //! crypto-period (`drm::keys::Rotation` on the output clock), the ECM carrying the next word
 //! on air a lead before the flip, and the failure policy applied when the key source fails.
@@ -51,8 +51,10 @@ pub(crate) struct ProgramScrambling {
     generated: Vec<(u16, ControlWord)>,
     /// The words of the even and odd crypto-periods, with the period each belongs to.
     words: [Option<(u16, ControlWord)>; 2],
-    /// The SimulCrypt link, and the latest crypto-period whose ECM it brought.
-    cas: Option<crate::cas::CasLink>,
+    /// Whether ECMs come from a SimulCrypt ECMG (through the driver's link: what to ask
+    /// it waits in `provisions`), and the latest crypto-period whose ECM it brought.
+    simulcrypt: bool,
+    provisions: Vec<crate::cas::Provision>,
     ecm_cp: Option<u16>,
     ecm_interval: Ticks27M,
     parity: Parity,
@@ -85,7 +87,9 @@ pub(crate) fn pmt_descriptors(sc: &ScramblingConfig) -> (bytes::Bytes, bytes::By
 }
 
 /// The key source of a config (`file` is read here, once: its words are fixed).
-fn key_source(cfg: &ScramblingConfig) -> anyhow::Result<Box<dyn KeySource + Send>> {
+/// Where the words of a scrambled channel come from: random words (also with SimulCrypt), or
+/// the key file, read now (the only I/O scrambling does, so the driver does it).
+pub(crate) fn key_source(cfg: &ScramblingConfig) -> anyhow::Result<Box<dyn KeySource + Send>> {
     Ok(match &cfg.keys {
         KeySourceConfig::Random | KeySourceConfig::Simulcrypt(_) => Box::new(RandomKeys),
         KeySourceConfig::File(path) => Box::new(FileKeys::read(path)?),
@@ -174,13 +178,14 @@ fn slot(p: Parity) -> usize {
 }
 
 impl ProgramScrambling {
-    /// Scrambling of channel `ch` (one program of its station), crypto-periods from output time
-    /// `now`.
+    /// Scrambling of channel `ch` (one program of its station) with words from `keys`,
+    /// crypto-periods from output time `now`.
     pub(crate) fn new(
         ch: &ChannelConfig,
         cfg: &ScramblingConfig,
+        keys: Box<dyn KeySource + Send>,
         now: Ticks27M,
-    ) -> anyhow::Result<ProgramScrambling> {
+    ) -> ProgramScrambling {
         let period = cfg.crypto_period.as_nanos() as u64 * 27 / 1000;
         // The next word is asked for (and its ECM sent) a third of a period ahead, at most 2 s.
         let lead = (period / 3).min(2 * playout::time::SYSTEM_CLOCK_HZ);
@@ -191,22 +196,16 @@ impl ProgramScrambling {
             .filter(|(name, _)| *name != "pmt")
             .map(|(_, r)| r)
             .collect();
-        let cas = match &cfg.keys {
-            KeySourceConfig::Simulcrypt(sc) => Some(
-                crate::cas::start(&ch.id, sc, cfg.crypto_period)
-                    .map_err(|e| anyhow::anyhow!("starting the SimulCrypt link: {e}"))?,
-            ),
-            _ => None,
-        };
-        Ok(ProgramScrambling {
+        ProgramScrambling {
             generated: Vec::new(),
-            cas,
+            simulcrypt: matches!(cfg.keys, KeySourceConfig::Simulcrypt(_)),
+            provisions: Vec::new(),
             ecm_cp: None,
             ecm_interval: cfg.ecm_interval.as_nanos() as u64 * 27 / 1000,
             channel: ch.id.clone(),
             scrambler: Scrambler::new(cfg.cipher, cfg.iv),
             rotation: Rotation::new(now, period, lead),
-            keys: key_source(cfg)?,
+            keys,
             words: [None, None],
             parity: Parity::Even,
             mode: Mode::Scrambled,
@@ -217,7 +216,7 @@ impl ProgramScrambling {
                 cipher: cfg.cipher.to_string(),
                 ..ScramblingStats::default()
             },
-        })
+        }
     }
 
     /// Starts the CAT, if configured.
@@ -250,7 +249,6 @@ impl ProgramScrambling {
     /// Crypto-period work due at `now`: ECMs from the ECMG, next words (and their ECMs),
     /// parity flips.
     pub(crate) fn rotate(&mut self, mux: &mut Mux, now: Ticks27M) {
-        self.take_cas_events(mux);
         while let Some(ev) = self.rotation.poll(now) {
             match ev {
                 RotationEvent::NextWord { cp, parity, .. } => match self.word_for(cp) {
@@ -272,10 +270,14 @@ impl ProgramScrambling {
         }
     }
 
+    /// What the SimulCrypt link asks the ECMG for: the ECMs of these crypto-periods.
+    pub(crate) fn take_provisions(&mut self) -> Vec<crate::cas::Provision> {
+        std::mem::take(&mut self.provisions)
+    }
+
     /// ECMs and link state from the SimulCrypt link.
-    fn take_cas_events(&mut self, mux: &mut Mux) {
-        let Some(cas) = &self.cas else { return };
-        while let Ok(ev) = cas.events.try_recv() {
+    pub(crate) fn handle_cas(&mut self, mux: &mut Mux, ev: crate::cas::CasEvent) {
+        {
             match ev {
                 crate::cas::CasEvent::Up { ecm_rep_period_ms } => {
                     if ecm_rep_period_ms > 0 {
@@ -306,7 +308,7 @@ impl ProgramScrambling {
             .is_some_and(|(c, _)| *c == cp);
         // With SimulCrypt, its word must also have been announced: the ECM of the period
         // before (current and next words) or its own.
-        let announced = self.cas.is_none()
+        let announced = !self.simulcrypt
             || self
                 .ecm_cp
                 .is_some_and(|e| e == cp || e == cp.wrapping_sub(1));
@@ -339,7 +341,7 @@ impl ProgramScrambling {
     }
 
     fn send_ecm(&mut self, mux: &mut Mux, cp: u16) {
-        if self.cas.is_some() {
+        if self.simulcrypt {
             // The ECM of the period before carries its word and this one's (lead_CW 1,
             // CW_per_msg 2, the usual); the words around are sent for other settings.
             let prev = cp.wrapping_sub(1);
@@ -349,9 +351,8 @@ impl ProgramScrambling {
                     words.push((c, *w.as_bytes()));
                 }
             }
-            if let Some(cas) = &self.cas {
-                let _ = cas.requests.send(crate::cas::Provision { cp: prev, words });
-            }
+            self.provisions
+                .push(crate::cas::Provision { cp: prev, words });
             return;
         }
         let Some((crate::config::EcmKey(key), wrap)) = self.cfg.ecm_key.clone() else {

@@ -1,0 +1,708 @@
+//! A station: one channel on its own, or an MPTS of several, as a sans-IO state machine (the
+//! quinn-proto shape). It owns the splicers and the CBR muxer, the DVB SI, scrambling with
+//! its key rotation, alert overrides and the emergency tables. Time is the output clock
+//! (27 MHz, advanced by the packets it emits) and a [`ClockMap`] from it to UTC: nothing in
+//! here reads a clock, sleeps, spawns a thread, opens a file or touches a socket.
+//!
+//! Its drivers feed it and carry out what it asks:
+//! - in: [`Station::handle_schedule`] (the scheduler's cues), [`Station::handle_override`]
+//!   (the alert desk), [`Station::handle_io`] (a file read done), [`Station::handle_built`]
+//!   (EIT schedule tables encoded), [`Station::handle_peer`] (another station's
+//!   present/following), [`Station::handle_cas`] (the SimulCrypt link);
+//! - out: [`Station::emit`] (the next packets, scrambled), [`Station::poll_io`] (file reads
+//!   to do), [`Station::poll_output`] (work for other parts and reports).
+//!
+//! The real-time engine (`crate::engine`) paces it against the wall clock and does its I/O
+//! on threads; `headend render` (`crate::render`) runs it on a simulated clock and does its
+//! I/O inline. Both see the same state machine, so what render writes is what goes on air.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use playout::mux::{Mux, MuxConfig, MuxEvent, Underflow};
+use playout::splice::{IoRequest, OutputPids, SpliceConfig, SpliceEvent, Splicer};
+use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
+use playout::ts::Pid;
+
+use crate::cas::{CasEvent, Provision};
+use crate::config::{ChannelConfig, Config, PidPlan};
+use crate::eit_builder::{Built, EitJob};
+use crate::input::file::IoDone;
+use crate::schedule::driver::{ClockMap, OnAirProgramme, ScheduleMsg};
+use crate::si::{NetworkSi, PfPosted, SiOutput, StationSi};
+
+mod overrides;
+pub(crate) mod scrambling;
+pub(crate) use overrides::{AirAlert, AirKind, AirReport, OverrideMsg};
+
+/// How often TDT/TOT are refreshed (and peers' EIT other sent): each second of output time.
+const SI_TICK: Ticks27M = SYSTEM_CLOCK_HZ;
+/// Packets [`Station::emit`] works on at a time: one UDP datagram.
+pub(crate) const EMIT_STEP: usize = 7;
+
+/// What a station asks of its driver, or tells it.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// An alert went on or off air (for the alert desk's audit log).
+    Air(AirReport),
+    /// EIT schedule work ([`crate::eit_builder`]); the answer goes to
+    /// [`Station::handle_built`].
+    Eit(EitJob),
+    /// A service's present/following changed: for every other station
+    /// ([`Station::handle_peer`]).
+    Pf(Box<PfPosted>),
+    /// Program `program`'s SimulCrypt link is to ask its ECMG for this ECM.
+    Provision {
+        program: usize,
+        provision: Provision,
+    },
+}
+
+/// A file read a station wants: `req` of program `program`; `path` is the file for an open.
+#[derive(Debug)]
+pub(crate) struct IoJob {
+    pub(crate) program: usize,
+    pub(crate) req: IoRequest,
+    pub(crate) path: Option<PathBuf>,
+}
+
+/// What a station is made of.
+pub(crate) struct StationPlan<'a> {
+    /// Its index among all stations (in reports).
+    pub(crate) index: usize,
+    pub(crate) id: &'a str,
+    /// Its channels, by program.
+    pub(crate) channels: &'a [ChannelConfig],
+    pub(crate) mux: MuxConfig,
+    pub(crate) transport_stream_id: u16,
+    pub(crate) network: &'a NetworkSi,
+    /// Whether it is an MPTS (which carries SDT and EIT p/f other for the other MPTS).
+    pub(crate) mpts: bool,
+    /// How its output clock maps to UTC.
+    pub(crate) clock: ClockMap,
+    /// The key source of each scrambled channel, in channel order
+    /// ([`scrambling::key_source`]).
+    pub(crate) keys: Vec<Box<dyn drm::keys::KeySource + Send>>,
+}
+
+/// Counters of a station's items, for the status and render's summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ItemStats {
+    pub(crate) items_started: u64,
+    pub(crate) items_failed: u64,
+}
+
+/// One station.
+pub(crate) struct Station {
+    /// Its index among all stations.
+    index: usize,
+    id: String,
+    names: Vec<String>,
+    /// Each program's service_id.
+    service_ids: Vec<u16>,
+    /// Each program's files (the config's playlist, then what schedules and alerts add).
+    playlists: Vec<Vec<PathBuf>>,
+    /// DVB SI of the station (none when every channel has it off).
+    si: Option<StationSi>,
+    /// Programmes of the cues handed to the splicer, by tag, until they go on air.
+    programmes: BTreeMap<u64, OnAirProgramme>,
+    /// The tag of the cue on air (program 0), if it came from the schedule.
+    on_air_tag: Option<u64>,
+    /// Emergency alert overrides, per program.
+    air: overrides::Air,
+    /// The scrambled programs: (program, its scrambling).
+    scrambling: Vec<(usize, scrambling::ProgramScrambling)>,
+    on_air: Vec<Option<String>>,
+    mux: Mux,
+    clock: ClockMap,
+    /// Output time of the next SI refresh.
+    next_si_tick: Ticks27M,
+    out: VecDeque<Output>,
+    items: ItemStats,
+    /// Items reported started, until they are presented.
+    starts: VecDeque<PendingStart>,
+}
+
+impl Station {
+    /// A station as `plan` says, at the start of its output clock.
+    pub(crate) fn new(plan: StationPlan<'_>) -> Station {
+        let refs: Vec<&ChannelConfig> = plan.channels.iter().collect();
+        let mut mux = Mux::new(plan.mux, splicers(&refs));
+        let mut keys = plan.keys.into_iter();
+        let mut scrambled = Vec::new();
+        for (program, ch) in plan.channels.iter().enumerate() {
+            let (Some(sc), Some(k)) = (&ch.scrambling, ch.scrambling.as_ref().and(keys.next()))
+            else {
+                continue;
+            };
+            let now = mux.now();
+            let mut s = scrambling::ProgramScrambling::new(ch, sc, k, now);
+            s.start(&mut mux, now);
+            scrambled.push((program, s));
+        }
+        let utc = plan.clock.utc_ns(mux.now());
+        let si = StationSi::start(
+            &mut mux,
+            plan.network,
+            plan.transport_stream_id,
+            &refs,
+            plan.mpts,
+            utc,
+        );
+        let next_si_tick = mux.now() + SI_TICK;
+        let mut st = Station {
+            index: plan.index,
+            id: plan.id.to_owned(),
+            names: plan.channels.iter().map(|c| c.id.clone()).collect(),
+            service_ids: plan.channels.iter().map(|c| c.service_id).collect(),
+            playlists: plan.channels.iter().map(|c| c.playlist.clone()).collect(),
+            si,
+            programmes: BTreeMap::new(),
+            on_air_tag: None,
+            air: overrides::Air::new(plan.channels.iter().map(|c| c.playlist.len()).collect()),
+            scrambling: scrambled,
+            on_air: vec![None; plan.channels.len()],
+            mux,
+            clock: plan.clock,
+            next_si_tick,
+            out: VecDeque::new(),
+            items: ItemStats::default(),
+            starts: VecDeque::new(),
+        };
+        st.collect();
+        st
+    }
+
+    /// Its id (channel or MPTS).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The muxer (for the driver's packet bookkeeping: slots, random access points, close).
+    pub(crate) fn mux(&self) -> &Mux {
+        &self.mux
+    }
+
+    /// The muxer, mutably (close, random access point tracking).
+    pub(crate) fn mux_mut(&mut self) -> &mut Mux {
+        &mut self.mux
+    }
+
+    /// How its output clock maps to UTC.
+    pub(crate) fn clock(&self) -> ClockMap {
+        self.clock
+    }
+
+    /// The pacer skipped output time (a stall): `skipped_ns` in all so far.
+    pub(crate) fn set_skipped_ns(&mut self, skipped_ns: u64) {
+        self.clock.skipped_ns = skipped_ns;
+    }
+
+    /// UTC (ns) of the output time now.
+    pub(crate) fn utc_ns(&self) -> i64 {
+        self.clock.utc_ns(self.mux.now())
+    }
+
+    /// Item on air per program (file name), if any.
+    pub(crate) fn on_air(&self) -> &[Option<String>] {
+        &self.on_air
+    }
+
+    pub(crate) fn items(&self) -> ItemStats {
+        self.items
+    }
+
+    /// Counters of the scrambled programs.
+    pub(crate) fn scrambling_stats(&self) -> Vec<scrambling::ScramblingStats> {
+        self.scrambling
+            .iter()
+            .map(|(_, s)| s.stats.clone())
+            .collect()
+    }
+
+    /// Writes the next `packets` packets into `buf` (stuffing when the inputs have nothing),
+    /// scrambled. It works a datagram (7 packets) at a time: crypto-period work due before
+    /// each, then what the parts report and the SI due after each, so what comes out does not
+    /// depend on how many packets a driver asks for at once.
+    pub(crate) fn emit(&mut self, buf: &mut BytesMut, packets: usize) {
+        let mut left = packets;
+        while left > 0 {
+            let n = left.min(EMIT_STEP);
+            left -= n;
+            let start = buf.len();
+            let now = self.mux.now();
+            for (_, s) in &mut self.scrambling {
+                s.rotate(&mut self.mux, now);
+            }
+            self.mux.emit(buf, n, Underflow::Stuff);
+            for (_, s) in &mut self.scrambling {
+                s.apply(&mut buf[start..]);
+            }
+            let now = self.mux.now();
+            if now >= self.next_si_tick {
+                self.next_si_tick += SI_TICK * ((now - self.next_si_tick) / SI_TICK + 1);
+                let utc = self.utc_ns();
+                if let Some(si) = &mut self.si {
+                    si.tick(&mut self.mux, utc);
+                }
+            }
+            self.collect();
+        }
+    }
+
+    /// The next file read to do, if any (one per program at a time).
+    pub(crate) fn poll_io(&mut self) -> Option<IoJob> {
+        let (program, req) = self.mux.poll_io()?;
+        let path = match &req {
+            IoRequest::Open { item, .. } => self
+                .playlists
+                .get(program)
+                .and_then(|p| p.get(*item))
+                .cloned(),
+            IoRequest::Read { .. } => None,
+        };
+        Some(IoJob { program, req, path })
+    }
+
+    /// A file read of program `program` is done.
+    pub(crate) fn handle_io(&mut self, program: usize, done: IoDone) {
+        let at = self.mux.now();
+        if program < self.mux.programs() {
+            done.apply(self.mux.program_mut(program), at);
+        }
+        self.collect();
+    }
+
+    /// The next thing for the driver, if any.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// EIT schedule tables encoded for this station.
+    pub(crate) fn handle_built(&mut self, built: Built) {
+        if let Some(si) = &mut self.si {
+            si.handle_built(&mut self.mux, built);
+        }
+    }
+
+    /// Another station's service changed its present/following.
+    pub(crate) fn handle_peer(&mut self, pf: &PfPosted) {
+        if let Some(si) = &mut self.si {
+            si.handle_peer(pf);
+        }
+    }
+
+    /// What program `program`'s SimulCrypt link brought.
+    pub(crate) fn handle_cas(&mut self, program: usize, ev: CasEvent) {
+        if let Some((_, s)) = self.scrambling.iter_mut().find(|(p, _)| *p == program) {
+            s.handle_cas(&mut self.mux, ev);
+        }
+    }
+
+    /// Takes the scheduler's cues: new files join the playlist, the first cues take over
+    /// from it.
+    pub(crate) fn handle_schedule(&mut self, msg: ScheduleMsg) {
+        let utc = self.utc_ns();
+        if let (Some(guide), Some(si)) = (&msg.guide, self.si.as_mut()) {
+            si.set_guide(&mut self.mux, self.service_ids[0], guide, utc);
+        }
+        if self.mux.programs() != 1 {
+            return;
+        }
+        for p in msg.new_paths {
+            self.playlists[0].push(p);
+            self.mux.program_mut(0).add_item();
+        }
+        self.air.scheduled |= msg.handover.is_some() || !msg.cues.is_empty();
+        if self.air.overriding(0) {
+            // An alert is on air: the schedule's cues wait; when the alert ends the scheduler
+            // cues again from the wall clock (`preempt`).
+            self.programmes.extend(msg.programmes);
+        } else {
+            let splicer = self.mux.program_mut(0);
+            if let Some(at) = msg.handover {
+                self.programmes.clear();
+                splicer.clear_cues();
+                if msg.preempt {
+                    tracing::info!(station = %self.id, "the schedule returns");
+                } else {
+                    splicer.cut_current(at);
+                    tracing::info!(station = %self.id, "schedule takes over");
+                }
+            }
+            self.programmes.extend(msg.programmes);
+            let now = self.mux.now();
+            let splicer = self.mux.program_mut(0);
+            for (k, c) in msg.cues.into_iter().enumerate() {
+                if c.from_byte > 0 {
+                    tracing::info!(station = %self.id, item = c.item, from_byte = c.from_byte, offset_s = c.offset_90k as f64 / 90_000.0, "joining far into a file: reading from near the offset");
+                }
+                if k == 0 && msg.preempt && msg.handover.is_some() {
+                    splicer.preempt(now, c);
+                } else {
+                    splicer.push_cue(c);
+                }
+            }
+        }
+        if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
+            si.set_week(self.service_ids[0], &week, utc);
+        }
+        // An edit of what comes next shows in EIT p/f now, not when the next item starts.
+        if let (Some(si), Some(t)) = (self.si.as_mut(), self.on_air_tag) {
+            let next = self
+                .programmes
+                .range(t + 1..)
+                .next()
+                .map(|(_, p)| p.clone());
+            si.set_following(&mut self.mux, self.service_ids[0], next.as_ref());
+        }
+        self.collect();
+    }
+
+    /// Gathers what the parts produced: the muxer's events (items on air: EIT p/f, alert
+    /// reports; logged), the SI's and the scramblers' requests.
+    fn collect(&mut self) {
+        while let Some(ev) = self.mux.poll_event() {
+            self.on_event(&ev);
+            log_event(ev, &self.names, &self.playlists, &mut self.items);
+        }
+        self.due_starts();
+        if let Some(si) = &mut self.si {
+            while let Some(o) = si.poll_output() {
+                self.out.push_back(match o {
+                    SiOutput::Eit(job) => Output::Eit(job),
+                    SiOutput::Pf(pf) => Output::Pf(pf),
+                });
+            }
+        }
+        for (program, s) in &mut self.scrambling {
+            for provision in s.take_provisions() {
+                self.out.push_back(Output::Provision {
+                    program: *program,
+                    provision,
+                });
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: &MuxEvent) {
+        let MuxEvent::Splice { program, event } = ev else {
+            return;
+        };
+        let program = *program;
+        match *event {
+            SpliceEvent::ItemPreempted {
+                item,
+                presented_until,
+            } => self.alert_item_preempted(program, item, presented_until),
+            SpliceEvent::ItemStarted {
+                item,
+                tag,
+                at,
+                presented_at,
+                ..
+            } => {
+                // The splicer reports an item when it queues its first packet, which can be
+                // seconds before viewers see it: what it is is settled now (the alert loop
+                // goes on, the programme leaves the cue table), and it shows in the status
+                // and the EIT when it is presented ([`Station::due_starts`]).
+                let alert = self.alert_item_started(program, item, tag, at, presented_at);
+                let (present, following) = match (&alert, tag) {
+                    (Some(a), _) => (Some(a.clone()), None),
+                    (None, Some(t)) => (
+                        self.programmes.remove(&t),
+                        self.programmes
+                            .range(t + 1..)
+                            .next()
+                            .map(|(_, p)| p.clone()),
+                    ),
+                    (None, None) => (None, None),
+                };
+                self.starts.push_back(PendingStart {
+                    presented_at: presented_at.max(at),
+                    program,
+                    item,
+                    tag,
+                    alert: alert.is_some(),
+                    present,
+                    following,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Items whose first picture is presented by now: the status names them, and each
+    /// becomes its service's present event (an alert's clip: the alert).
+    fn due_starts(&mut self) {
+        let now = self.mux.now();
+        while self.starts.front().is_some_and(|s| s.presented_at <= now) {
+            let Some(s) = self.starts.pop_front() else {
+                break;
+            };
+            if let Some(slot) = self.on_air.get_mut(s.program) {
+                *slot = self.playlists[s.program]
+                    .get(s.item)
+                    .map(|p| p.display().to_string());
+            }
+            if s.program == 0 && !s.alert {
+                self.on_air_tag = s.tag;
+            }
+            let utc = self.clock.utc_ns(s.presented_at);
+            let Some(si) = self.si.as_mut() else { continue };
+            // A cue's programme from the schedule; otherwise the file name.
+            let title = match &s.present {
+                Some(p) => p.title.clone(),
+                None => self.playlists[s.program]
+                    .get(s.item)
+                    .and_then(|p| p.file_stem())
+                    .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+            };
+            si.on_air(
+                &mut self.mux,
+                self.service_ids[s.program],
+                (s.present.as_ref(), &title),
+                s.following.as_ref(),
+                utc,
+            );
+        }
+    }
+}
+
+/// An item queued for air, until it is presented.
+struct PendingStart {
+    presented_at: Ticks27M,
+    program: usize,
+    item: usize,
+    tag: Option<u64>,
+    alert: bool,
+    present: Option<OnAirProgramme>,
+    following: Option<OnAirProgramme>,
+}
+
+/// The mux settings of one channel on its own.
+pub(crate) fn channel_mux_config(ch: &ChannelConfig) -> MuxConfig {
+    let mut cfg = MuxConfig::new(ch.muxrate.bps());
+    cfg.transport_stream_id = ch.transport_stream_id;
+    cfg.pcr_interval = ticks(ch.pcr_interval);
+    cfg.psi_interval = ticks(ch.psi_interval);
+    cfg.clock_origin = ch.clock_origin_90k * 300;
+    cfg
+}
+
+/// The mux settings of MPTS `id` and its channels, in program order.
+pub(crate) fn mpts_mux_config<'a>(
+    config: &'a Config,
+    id: &str,
+) -> Option<(MuxConfig, Vec<&'a ChannelConfig>)> {
+    let m = config.mpts.iter().find(|m| m.id == id)?;
+    let channels: Vec<&ChannelConfig> = m
+        .channels
+        .iter()
+        .filter_map(|c| config.channels.iter().find(|ch| &ch.id == c))
+        .collect();
+    let first = channels.first()?;
+    let mut cfg = MuxConfig::new(m.muxrate.bps());
+    cfg.transport_stream_id = m.transport_stream_id;
+    cfg.pcr_interval = channels
+        .iter()
+        .map(|c| ticks(c.pcr_interval))
+        .min()
+        .unwrap_or(cfg.pcr_interval);
+    cfg.psi_interval = channels
+        .iter()
+        .map(|c| ticks(c.psi_interval))
+        .min()
+        .unwrap_or(cfg.psi_interval);
+    cfg.clock_origin = first.clock_origin_90k * 300;
+    Some((cfg, channels))
+}
+
+/// What a station of a config is, before it runs.
+#[derive(Clone)]
+pub(crate) struct StationSpec {
+    /// Channel or MPTS id.
+    pub(crate) id: String,
+    /// Its channels, by program.
+    pub(crate) channels: Vec<ChannelConfig>,
+    pub(crate) mux: MuxConfig,
+    pub(crate) outputs: Vec<crate::config::OutputConfig>,
+    /// Whether it is an MPTS (a channel on its own has an HTTP feed and can be scheduled).
+    pub(crate) mpts: bool,
+    /// Its transport_stream_id (SDT, EIT, NIT).
+    pub(crate) transport_stream_id: u16,
+}
+
+impl StationSpec {
+    /// Whether this is a channel on its own (which a schedule can drive).
+    pub(crate) fn single_channel(&self) -> Option<&ChannelConfig> {
+        (!self.mpts && self.channels.len() == 1).then(|| &self.channels[0])
+    }
+
+    /// The plan of this station, `index` among all, on `network` with output clock `clock`.
+    pub(crate) fn plan<'a>(
+        &'a self,
+        index: usize,
+        network: &'a NetworkSi,
+        clock: ClockMap,
+        keys: Vec<Box<dyn drm::keys::KeySource + Send>>,
+    ) -> StationPlan<'a> {
+        StationPlan {
+            index,
+            id: &self.id,
+            channels: &self.channels,
+            mux: self.mux.clone(),
+            transport_stream_id: self.transport_stream_id,
+            network,
+            mpts: self.mpts,
+            clock,
+            keys,
+        }
+    }
+
+    /// The key sources of its scrambled channels (reads key files).
+    pub(crate) fn key_sources(&self) -> anyhow::Result<Vec<Box<dyn drm::keys::KeySource + Send>>> {
+        self.channels
+            .iter()
+            .filter_map(|ch| ch.scrambling.as_ref().map(|sc| (ch, sc)))
+            .map(|(ch, sc)| {
+                scrambling::key_source(sc).map_err(|e| anyhow::anyhow!("channel `{}`: {e}", ch.id))
+            })
+            .collect()
+    }
+}
+
+/// Every station of a config: each channel, then each MPTS.
+pub(crate) fn specs(config: &Config) -> Vec<StationSpec> {
+    let mut out: Vec<StationSpec> = config
+        .channels
+        .iter()
+        .map(|ch| StationSpec {
+            id: ch.id.clone(),
+            channels: vec![ch.clone()],
+            mux: channel_mux_config(ch),
+            outputs: ch.outputs.clone(),
+            mpts: false,
+            transport_stream_id: ch.transport_stream_id,
+        })
+        .collect();
+    for m in &config.mpts {
+        if let Some((mux, channels)) = mpts_mux_config(config, &m.id) {
+            out.push(StationSpec {
+                id: m.id.clone(),
+                channels: channels.into_iter().cloned().collect(),
+                mux,
+                outputs: m.outputs.clone(),
+                mpts: true,
+                transport_stream_id: m.transport_stream_id,
+            });
+        }
+    }
+    out
+}
+
+/// The network's SI for a start at `utc_ns`, shared by every station.
+pub(crate) fn network(config: &Config, utc_ns: i64) -> Arc<NetworkSi> {
+    Arc::new(NetworkSi::new(config, utc_ns))
+}
+
+/// One splicer per channel, with its output PIDs.
+pub(crate) fn splicers(channels: &[&ChannelConfig]) -> Vec<Splicer> {
+    channels
+        .iter()
+        .map(|ch| {
+            let mut sc = SpliceConfig::new(ch.service_id);
+            sc.pids = output_pids(&ch.pids);
+            if let Some(s) = &ch.scrambling {
+                (sc.program_info, sc.es_info) = scrambling::pmt_descriptors(s);
+            }
+            Splicer::new(sc, ch.playlist.len())
+        })
+        .collect()
+}
+
+/// Logs one muxer event; `names[p]` is program `p`'s channel id, `playlists[p]` its files.
+fn log_event(ev: MuxEvent, names: &[String], playlists: &[Vec<PathBuf>], stats: &mut ItemStats) {
+    let item_name = |program: usize, item: usize| {
+        playlists
+            .get(program)
+            .and_then(|p| p.get(item))
+            .map_or_else(|| format!("#{item}"), |p| p.display().to_string())
+    };
+    match ev {
+        MuxEvent::Splice { program, event } => {
+            let channel = names.get(program).map_or("?", String::as_str);
+            match event {
+                SpliceEvent::ItemStarted {
+                    item,
+                    at,
+                    open_gop,
+                    pmt_changed,
+                    offset_90k,
+                    ..
+                } => {
+                    stats.items_started += 1;
+                    tracing::info!(channel, item = %item_name(program, item), at_s = at as f64 / SYSTEM_CLOCK_HZ as f64, offset_s = offset_90k as f64 / 90_000.0, open_gop, pmt_changed, "item on air");
+                }
+                SpliceEvent::ItemEnded {
+                    item,
+                    packets,
+                    damage,
+                } => {
+                    if damage != Default::default() {
+                        tracing::warn!(channel, item = %item_name(program, item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, dropped_pes = damage.dropped_pes, "item ended with damaged input");
+                    } else {
+                        tracing::debug!(channel, item = %item_name(program, item), packets, "item ended");
+                    }
+                }
+                SpliceEvent::ItemFailed { item, error } => {
+                    stats.items_failed += 1;
+                    tracing::warn!(channel, item = %item_name(program, item), %error, "item skipped");
+                }
+                SpliceEvent::ItemPreempted {
+                    item,
+                    presented_until,
+                } => {
+                    tracing::info!(channel, item = %item_name(program, item), until_s = presented_until as f64 / SYSTEM_CLOCK_HZ as f64, "item pre-empted");
+                }
+                SpliceEvent::NothingPlayable { retry_at } => {
+                    tracing::error!(
+                        channel,
+                        retry_at_s = retry_at as f64 / SYSTEM_CLOCK_HZ as f64,
+                        "no playable item in the playlist: sending PAT/PMT/PCR and null packets"
+                    );
+                }
+                _ => {}
+            }
+        }
+        MuxEvent::Overload { program, late } => {
+            let channel = names.get(program).map_or("?", String::as_str);
+            tracing::warn!(
+                channel,
+                late_ms = late / 27_000,
+                "input bitrate exceeds the muxrate: packets leave late"
+            );
+        }
+        MuxEvent::OverloadCleared { program } => {
+            let channel = names.get(program).map_or("?", String::as_str);
+            tracing::info!(channel, "input back within the muxrate");
+        }
+        _ => {}
+    }
+}
+
+fn ticks(d: std::time::Duration) -> u64 {
+    (d.as_nanos() * u128::from(SYSTEM_CLOCK_HZ) / 1_000_000_000) as u64
+}
+
+fn output_pids(p: &PidPlan) -> OutputPids {
+    OutputPids {
+        pmt: Pid::from_bits(p.pmt),
+        video: Pid::from_bits(p.video),
+        audio: Pid::from_bits(p.audio),
+        subtitle: Pid::from_bits(p.subtitle),
+        data: Pid::from_bits(p.data),
+    }
+}
