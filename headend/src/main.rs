@@ -63,7 +63,7 @@ enum Command {
         #[arg(long)]
         start: Option<String>,
         /// Alerts to replay at offsets from the start (TOML: [[alert]] at, file, key; see
-        /// docs/alerts.md). Needs the config's [alerts].
+        /// docs/alerts.md). Needs the config's `[alerts]`.
         #[arg(long)]
         alerts: Option<PathBuf>,
     },
@@ -74,7 +74,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the embedded demo (two channels from the fixtures, IPv6 multicast kept on `lo`,
-    /// HTTP on [::1]:8080; run it from the repository root) and say what to open.
+    /// HTTP on `[::1]:8080`; run it from the repository root) and say what to open.
     Demo,
 }
 

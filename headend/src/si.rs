@@ -7,8 +7,8 @@
 //!   stream with its service list and logical channel numbers);
 //! - in an MPTS, SDT other (every 5 s) and EIT p/f other (10 s, 20 s terrestrial) for the
 //!   services of every other MPTS ("peers"), every 8 s (16 s terrestrial; limits 10 s and
-//!   20 s), their present/following taken from what those
-//!   stations really have on air, through the shared [`SiBoard`].
+//!   20 s), their present/following taken from what those stations really have on air,
+//!   posted as [`PfPosted`] and handed to each station by its driver.
 //!
 //! The present event flips when the splicer reports an item on air (the real transition, not
 //! the planned one). Each sub-table (one per service and table_id) has its own carousel, so

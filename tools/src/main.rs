@@ -49,7 +49,7 @@ enum Command {
     Alert {
         #[command(subcommand)]
         action: alert_cmd::AlertAction,
-        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or `http://[::1]:8080`).
         #[arg(long, global = true)]
         server: Option<String>,
         /// File whose first line is the emergency role's token (default `$HECTL_ALERT_TOKEN`).
@@ -75,7 +75,7 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
-        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or `http://[::1]:8080`).
         #[arg(long)]
         server: Option<String>,
     },
@@ -83,7 +83,7 @@ enum Command {
     Schedule {
         #[command(subcommand)]
         action: ScheduleAction,
-        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or `http://[::1]:8080`).
         #[arg(long, global = true)]
         server: Option<String>,
         /// File whose first line is the API token (default `$HECTL_TOKEN`).
@@ -94,7 +94,7 @@ enum Command {
     Epg {
         #[command(subcommand)]
         action: EpgAction,
-        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or http://[::1]:8080).
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or `http://[::1]:8080`).
         #[arg(long, global = true)]
         server: Option<String>,
         /// File whose first line is the API token (default `$HECTL_TOKEN`).
