@@ -16,6 +16,7 @@
 //! - [`probe`]: a media file's duration from its own timestamps (head and tail only).
 //! - [`schedule`]: a channel's schedule resolved into a gapless timeline; what is on air when.
 //! - [`check`]: a strict conformance checker for what we emit.
+//! - [`units`]: bit rates and durations from the strings operators write (`"6M"`, `"30ms"`).
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
@@ -32,3 +33,4 @@ pub mod schedule;
 pub mod splice;
 pub mod time;
 pub mod ts;
+pub mod units;

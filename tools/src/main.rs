@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use playout::check::{check, CheckLimits};
+use playout::units::Bitrate;
 
 #[derive(Parser)]
 #[command(name = "hectl", version, about = "Head-end operator's command line")]
@@ -33,9 +34,9 @@ enum Command {
     Check {
         /// The file.
         file: PathBuf,
-        /// The muxrate the file must have, bits/s (e.g. 6000000 or 6M).
+        /// The muxrate the file must have, as in the config: 6M, "6 Mbit/s", 6000k, 6000000.
         #[arg(long)]
-        muxrate: Option<String>,
+        muxrate: Option<Bitrate>,
         /// Longest allowed PAT/PMT gap, milliseconds.
         #[arg(long, default_value_t = 100)]
         psi_gap_ms: u64,
@@ -696,24 +697,6 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
     }
 }
 
-fn parse_rate(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (digits, mult) = match s.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 1_000.0),
-        Some((i, 'M' | 'm')) => (&s[..i], 1_000_000.0),
-        Some((i, 'G' | 'g')) => (&s[..i], 1_000_000_000.0),
-        _ => (s, 1.0),
-    };
-    let v: f64 = digits
-        .parse()
-        .with_context(|| format!("bad muxrate {s:?}: expected e.g. 6M, 6000k, 6000000"))?;
-    anyhow::ensure!(
-        v > 0.0 && v.is_finite(),
-        "bad muxrate {s:?}: must be positive"
-    );
-    Ok((v * mult).round() as u64)
-}
-
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -891,9 +874,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             psi_gap_ms,
             pcr_interval_ms,
         } => {
+            if let Some(rate) = muxrate.filter(|r| r.bps() == 0) {
+                anyhow::bail!("--muxrate {rate}: must be positive");
+            }
             let data = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
             let limits = CheckLimits {
-                muxrate_bps: muxrate.as_deref().map(parse_rate).transpose()?,
+                muxrate_bps: muxrate.map(Bitrate::bps),
                 max_psi_gap: Duration::from_millis(psi_gap_ms),
                 max_pcr_interval: Duration::from_millis(pcr_interval_ms),
                 ..CheckLimits::default()
@@ -917,15 +903,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use clap::Parser;
 
+    use super::{Cli, Command};
+
+    /// `--muxrate` takes what the config's `muxrate` takes (playout's `Bitrate`).
     #[test]
-    fn rates() {
-        assert_eq!(parse_rate("6M").unwrap(), 6_000_000);
-        assert_eq!(parse_rate("1.5M").unwrap(), 1_500_000);
-        assert_eq!(parse_rate("800k").unwrap(), 800_000);
-        assert_eq!(parse_rate("1234").unwrap(), 1234);
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("-1M").is_err());
+    fn muxrate_is_a_bitrate() {
+        let muxrate =
+            |arg: &str| match Cli::try_parse_from(["hectl", "check", "f.ts", "--muxrate", arg]) {
+                Ok(Cli {
+                    command: Command::Check { muxrate, .. },
+                }) => Ok(muxrate.map(|r| r.bps())),
+                Ok(_) => unreachable!("not a check command"),
+                Err(e) => Err(e.to_string()),
+            };
+        assert_eq!(muxrate("6M"), Ok(Some(6_000_000)));
+        assert_eq!(muxrate("6 Mbit/s"), Ok(Some(6_000_000)));
+        assert_eq!(muxrate("1.5M"), Ok(Some(1_500_000)));
+        assert_eq!(muxrate("800k"), Ok(Some(800_000)));
+        assert_eq!(muxrate("1234"), Ok(Some(1234)));
+        for bad in ["fast", "-1M", "1.5"] {
+            assert!(muxrate(bad).is_err(), "{bad}");
+        }
+        let err = muxrate("6X").unwrap_err();
+        assert!(err.contains("invalid bitrate `6X`: unknown unit"), "{err}");
     }
 }

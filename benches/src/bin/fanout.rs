@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
+use playout::units::Bitrate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,7 +51,7 @@ struct Args {
     /// Seconds between the last connection opened and the window.
     #[arg(long, default_value_t = 3.0)]
     warmup: f64,
-    /// The stream's rate in bit/s (`8000000`, `8M`, `500k`): the bar for keeping up.
+    /// The stream's rate (`8000000`, `8M`, `500k`, `8 Mbit/s`): the bar for keeping up.
     #[arg(long, default_value = "8M", value_parser = parse_rate)]
     rate_bps: u64,
     /// Also report the CPU time of this process (the server) in the window.
@@ -369,19 +370,11 @@ fn json_num(x: f64, decimals: usize) -> String {
     }
 }
 
-/// `8000000`, `8M`, `8m`, `500k`, `1G` (decimal multipliers) to bit/s.
-fn parse_rate(s: &str) -> Result<u64, String> {
-    let (digits, mult) = match s.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 1e3),
-        Some((i, 'm' | 'M')) => (&s[..i], 1e6),
-        Some((i, 'g' | 'G')) => (&s[..i], 1e9),
-        _ => (s, 1.0),
-    };
-    let v: f64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}`: expected bit/s like 8000000 or 8M"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("`{s}`: must be positive"));
+/// `--rate-bps`: playout's [`Bitrate`] parser (the config's), which must be positive.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match text.parse::<Bitrate>() {
+        Ok(rate) if rate.bps() > 0 => Ok(rate.bps()),
+        Ok(rate) => Err(format!("{rate}: must be positive")),
+        Err(e) => Err(e.to_string()),
     }
-    Ok((v * mult).round() as u64)
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::units::{Bitrate, HumanDuration};
+use super::units::{self, Bitrate, HumanDuration};
 
 /// `[http]`; see [`super::HttpConfig`].
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +58,7 @@ pub(super) struct RawChannel {
     /// `provider`: default `""`, at most 64 bytes.
     pub(super) provider: Option<String>,
     /// `muxrate`: required, 100 kbit/s..=1 Gbit/s.
+    #[serde(deserialize_with = "units::bitrate")]
     pub(super) muxrate: Bitrate,
     /// `transport_stream_id`: default 1, 0..=65535.
     pub(super) transport_stream_id: Option<i64>,
@@ -127,6 +128,7 @@ pub(super) struct RawMpts {
     /// `transport_stream_id`: default 1, 0..=65535.
     pub(super) transport_stream_id: Option<i64>,
     /// `muxrate`: required, 100 kbit/s..=1 Gbit/s and at least the channels' sum.
+    #[serde(deserialize_with = "units::bitrate")]
     pub(super) muxrate: Bitrate,
     /// `channels`: required, at least one channel id, no duplicates.
     pub(super) channels: Vec<String>,
