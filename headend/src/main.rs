@@ -10,6 +10,7 @@ mod engine;
 mod feed;
 mod guide;
 mod input;
+mod logging;
 mod output;
 mod render;
 mod schedule;
@@ -32,6 +33,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written on stderr (`RUST_LOG` sets the level, default `info`).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -79,17 +83,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    let log_format = cli.log_format;
+    logging::init(log_format);
     supervise::install_panic_hook();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logging::fatal(log_format, &format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
