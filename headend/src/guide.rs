@@ -136,7 +136,7 @@ fn event_id(start_ns: i64, title: &str) -> u16 {
 
 /// Reads `c`'s XMLTV file into its events; a malformed file is an error naming it with
 /// line and column (and nothing of it is used).
-fn read_xmltv(c: &XmltvChannel) -> Result<Vec<(u16, OnAirProgramme)>, String> {
+pub(crate) fn read_xmltv(c: &XmltvChannel) -> Result<Vec<(u16, OnAirProgramme)>, String> {
     let bytes = std::fs::read(&c.path).map_err(|e| format!("{}: {e}", c.path.display()))?;
     let guide = xmltv::parse_bytes(&bytes).map_err(|e| format!("{}: {e}", c.path.display()))?;
     let programmes = guide.programmes_on(&c.xmltv_id);

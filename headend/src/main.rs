@@ -128,9 +128,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some(id), _) | (None, Some(id)) => id,
                 (None, None) => bail!("--channel or --mpts is required"),
             };
-            let Some(spec) = specs
-                .into_iter()
-                .find(|s| &s.id == id && s.mpts == mpts.is_some())
+            let Some(target) = specs
+                .iter()
+                .position(|s| &s.id == id && s.mpts == mpts.is_some())
             else {
                 let what = if mpts.is_some() { "mpts" } else { "channel" };
                 bail!("{}: no {what} `{id}`", config.display());
@@ -143,7 +143,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit.push(".alerts-audit.jsonl");
             let job = render::RenderJob {
                 config: &cfg,
-                spec,
+                specs,
+                target,
                 start_utc_ns,
                 duration,
                 alerts,

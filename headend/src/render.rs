@@ -60,7 +60,10 @@ pub(crate) struct ReplayAlert {
 /// What to render.
 pub(crate) struct RenderJob<'a> {
     pub(crate) config: &'a Config,
-    pub(crate) spec: StationSpec,
+    /// Every station of the config ([`station::specs`]).
+    pub(crate) specs: Vec<StationSpec>,
+    /// The one written out.
+    pub(crate) target: usize,
     /// UTC (ns) of the first packet.
     pub(crate) start_utc_ns: i64,
     pub(crate) duration: Duration,
@@ -69,41 +72,107 @@ pub(crate) struct RenderJob<'a> {
     pub(crate) audit_log: PathBuf,
 }
 
-/// Renders `job` into `out`.
+/// One station of the render, with what drives it.
+struct Sim {
+    st: Station,
+    sources: Vec<FileSource>,
+    scheduler: Option<driver::State>,
+    next_round: i64,
+    total: u64,
+    close_at: u64,
+    closed: bool,
+}
+
+/// Renders `job.target` into `out`. The other stations the target's SI depends on (the
+/// other MPTS, whose present/following an MPTS carries as EIT other) run beside it in step,
+/// as on air; their output is not kept.
 pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result<RenderStats> {
     let RenderJob {
         config,
-        spec,
+        specs,
+        target,
         start_utc_ns,
         duration,
         alerts,
         audit_log,
     } = job;
     let network = station::network(config, start_utc_ns);
-    let clock = ClockMap {
-        utc_at_origin_ns: start_utc_ns,
-        origin: spec.mux.clock_origin,
-        skipped_ns: 0,
-    };
-    let mut st = Station::new(spec.plan(0, &network, clock, spec.key_sources()?));
-    let mut sources: Vec<FileSource> = spec
-        .channels
-        .iter()
-        .map(|_| FileSource::default())
+    // An MPTS carries its peers' EIT p/f other: they run too.
+    let running: Vec<usize> = (0..specs.len())
+        .filter(|&i| i == target || (specs[target].mpts && specs[i].mpts))
         .collect();
-    let mut eit = EitBuilds::default();
-    let store = Store::new(config.schedules.dir.clone());
-    let mut scheduler = spec.single_channel().map(|ch| {
-        driver::State::new(ScheduledChannel {
-            station: 0,
+    let mut sims = Vec::new();
+    for &i in &running {
+        let spec = &specs[i];
+        let clock = ClockMap {
+            utc_at_origin_ns: start_utc_ns,
+            origin: spec.mux.clock_origin,
+            skipped_ns: 0,
+        };
+        let st = Station::new(spec.plan(i, &network, clock, spec.key_sources()?));
+        let muxrate = spec.mux.muxrate_bps;
+        let total = (duration.as_nanos() * u128::from(muxrate)
+            / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as u64;
+        sims.push(Sim {
+            st,
+            sources: spec
+                .channels
+                .iter()
+                .map(|_| FileSource::default())
+                .collect(),
+            scheduler: spec.single_channel().map(|ch| {
+                driver::State::new(ScheduledChannel {
+                    station: i,
+                    channel: ch.id.clone(),
+                    tz: ch.timezone,
+                    filler: ch.filler.clone(),
+                    base_items: ch.playlist.len(),
+                    guide_from_xmltv: ch.si.xmltv.is_some(),
+                })
+            }),
+            // As on air, where the scheduler's first look comes once the station is sending:
+            // after the first datagram.
+            next_round: start_utc_ns + 1,
+            total,
+            // Close 3 s before the end (a quarter of short renders): room for the
+            // read-ahead to drain and for the last access units to complete.
+            // Whole datagrams, as on air.
+            close_at: {
+                let c = total - (3 * muxrate / (8 * PACKET_SIZE as u64)).min(total / 4);
+                c - c % EMIT_STEP as u64
+            },
+            closed: false,
+        });
+    }
+    // Guides from XMLTV, read once (the daemon watches the files).
+    for (sim, &i) in sims.iter_mut().zip(&running) {
+        let Some(ch) = specs[i].single_channel().filter(|c| c.si.enabled) else {
+            continue;
+        };
+        let Some(path) = ch.si.xmltv.clone() else {
+            continue;
+        };
+        let c = crate::guide::XmltvChannel {
+            station: i,
             channel: ch.id.clone(),
-            tz: ch.timezone,
-            filler: ch.filler.clone(),
-            base_items: ch.playlist.len(),
-            guide_from_xmltv: ch.si.xmltv.is_some(),
-        })
-    });
-    let (sink, inbox) = ScheduleSink::inbox(1);
+            xmltv_id: ch.xmltv_id(),
+            path,
+        };
+        let events = crate::guide::read_xmltv(&c).map_err(anyhow::Error::msg)?;
+        sim.st.handle_schedule(driver::ScheduleMsg {
+            station: i,
+            new_paths: Vec::new(),
+            handover: None,
+            preempt: false,
+            cues: Vec::new(),
+            programmes: Vec::new(),
+            week: None,
+            guide: Some(events),
+        });
+    }
+    let sim_of = |station: usize| running.iter().position(|&r| r == station);
+    let store = Store::new(config.schedules.dir.clone());
+    let (sink, inbox) = ScheduleSink::inbox(specs.len());
     let returns: driver::Requeue = Arc::default();
     let (reports_tx, reports_rx) = mpsc::channel();
     let desk = if alerts.is_empty() {
@@ -123,29 +192,31 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                 sink,
                 returns: returns.clone(),
                 reports: Some(reports_rx),
-                placement: spec
-                    .channels
+                placement: running
                     .iter()
-                    .enumerate()
-                    .map(|(p, c)| (c.id.clone(), 0, p, !spec.mpts))
+                    .flat_map(|&i| {
+                        let s = &specs[i];
+                        s.channels
+                            .iter()
+                            .enumerate()
+                            .map(move |(p, c)| (c.id.clone(), i, p, !s.mpts))
+                    })
                     .collect(),
             },
         )?
     };
     let mut alerts: VecDeque<ReplayAlert> = alerts.into();
-    let muxrate = spec.mux.muxrate_bps;
-    let total = (duration.as_nanos() * u128::from(muxrate)
-        / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as u64;
-    // Close 3 s before the end (a quarter of short renders): room for the read-ahead to drain
-    // and for the last access units to complete.
-    let close_at = total - (3 * muxrate / (8 * PACKET_SIZE as u64)).min(total / 4);
-    let mut closed = false;
-    let mut next_round = start_utc_ns;
+    let mut eit = EitBuilds::default();
     let mut warned_simulcrypt = false;
     let mut stats = RenderStats::default();
     let mut buf = BytesMut::with_capacity(BATCH * PACKET_SIZE);
-    while st.mux().slot() < total {
-        let utc = st.utc_ns();
+    let t = sim_of(target).context("the target station runs")?;
+    while sims[t].st.mux().slot() < sims[t].total {
+        // The station furthest behind goes next, so all keep in step.
+        let Some(k) = (0..sims.len()).min_by_key(|&k| sims[k].st.utc_ns()) else {
+            break;
+        };
+        let utc = sims[k].st.utc_ns();
         let now = DateTime::<Utc>::from_timestamp_nanos(utc);
         if let Some(desk) = &desk {
             while alerts
@@ -164,56 +235,64 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             desk.tick(now);
         }
         for d in inbox.drain() {
+            let (station, d) = match d {
+                Delivered::Override(o) => (o.station(), Delivered::Override(o)),
+                Delivered::Schedule(m) => (m.station, Delivered::Schedule(m)),
+            };
+            let Some(j) = sim_of(station) else { continue };
             match d {
-                Delivered::Override(o) => st.handle_override(o),
-                Delivered::Schedule(m) => st.handle_schedule(m),
+                Delivered::Override(o) => sims[j].st.handle_override(o),
+                Delivered::Schedule(m) => sims[j].st.handle_schedule(m),
             }
         }
-        if let Some(s) = &mut scheduler {
-            let ended = returns
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .drain()
-                .count();
-            if ended > 0 {
+        let ended: Vec<String> = returns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        let sim = &mut sims[k];
+        if let Some(s) = &mut sim.scheduler {
+            if ended.contains(&s.channel().to_owned()) {
                 s.alert_ended();
-                next_round = utc;
+                sim.next_round = utc;
             }
-            if utc >= next_round {
-                next_round = utc + ROUND_NS;
+            if utc >= sim.next_round {
+                sim.next_round = utc + ROUND_NS;
                 let r = s.round(
                     &store,
                     &config.schedules.media_dir,
-                    st.clock(),
+                    sim.st.clock(),
                     playout::schedule::Utc(utc),
                 );
                 if let Some(msg) = r.msg {
-                    st.handle_schedule(msg);
+                    sim.st.handle_schedule(msg);
                 }
             }
         }
-        if !closed && st.mux().slot() >= close_at {
-            let mux = st.mux_mut();
-            let end = mux.slot_time(total);
+        if !sim.closed && sim.st.mux().slot() >= sim.close_at {
+            let mux = sim.st.mux_mut();
+            let end = mux.slot_time(sim.total);
             let margin = (end - mux.now()) / 2;
             mux.close(end - margin);
-            closed = true;
+            sim.closed = true;
         }
-        while let Some(job) = st.poll_io() {
-            let done = sources[job.program].perform(job.req, job.path.as_deref());
-            st.handle_io(job.program, done);
+        while let Some(job) = sim.st.poll_io() {
+            let done = sim.sources[job.program].perform(job.req, job.path.as_deref());
+            sim.st.handle_io(job.program, done);
         }
-        while let Some(o) = st.poll_output() {
+        let mut posted = Vec::new();
+        let index = running[k];
+        while let Some(o) = sim.st.poll_output() {
             match o {
                 Output::Air(r) => {
                     let _ = reports_tx.send(r);
                 }
                 Output::Eit(job) => {
-                    if let Some(b) = eit.apply(0, job) {
-                        st.handle_built(b);
+                    if let Some(b) = eit.apply(index, job) {
+                        sim.st.handle_built(b);
                     }
                 }
-                Output::Pf(_) => {}
+                Output::Pf(pf) => posted.push(pf),
                 Output::Provision { .. } => {
                     if !warned_simulcrypt {
                         warned_simulcrypt = true;
@@ -222,32 +301,54 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                 }
             }
         }
-        let limit = if closed {
-            total
+        let limit = if sim.closed {
+            sim.total
         } else {
-            close_at.max(st.mux().slot() + 1)
+            sim.close_at.max(sim.st.mux().slot() + 1)
         };
-        let want = (BATCH as u64).min(limit - st.mux().slot()) as usize;
+        let mut want = (BATCH as u64).min(limit.saturating_sub(sim.st.mux().slot())) as usize;
+        if sim.st.mux().slot() == 0 {
+            want = want.min(EMIT_STEP);
+        }
+        // An alert goes in at its instant (to the datagram), as it would on air.
+        if let Some(a) = alerts.front() {
+            let due = start_utc_ns + a.at.as_nanos() as i64;
+            let ahead = ((due - utc).max(0) as u128 * u128::from(sim.st.mux().config().muxrate_bps)
+                / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as usize;
+            want = want.min((ahead / EMIT_STEP + 1) * EMIT_STEP);
+        }
         buf.clear();
-        st.emit(&mut buf, want);
-        out.write_all(&buf)?;
-        stats.packets += want as u64;
+        // Another station past its end keeps stuffing while the target finishes.
+        sim.st
+            .emit(&mut buf, if k == t { want } else { want.max(EMIT_STEP) });
+        if k == t {
+            out.write_all(&buf)?;
+            stats.packets += want as u64;
+        }
+        for pf in &posted {
+            for (j, other) in sims.iter_mut().enumerate() {
+                if j != k {
+                    other.st.handle_peer(pf);
+                }
+            }
+        }
     }
     if let Some(desk) = &desk {
         // The last on/off-air reports into the audit log.
-        desk.tick(DateTime::<Utc>::from_timestamp_nanos(st.utc_ns()));
+        desk.tick(DateTime::<Utc>::from_timestamp_nanos(sims[t].st.utc_ns()));
     }
     for a in &alerts {
         tracing::warn!(file = %a.file.display(), at_s = a.at.as_secs_f64(), "alert after the end of the render: not replayed");
     }
-    let ms = st.mux().stats();
-    let items = st.items();
+    let sim = &sims[t];
+    let ms = sim.st.mux().stats();
+    let items = sim.st.items();
     stats.es_packets = ms.es_packets;
     stats.null_packets = ms.null_packets;
     stats.late_packets = ms.late_packets;
     stats.items_started = items.items_started;
     stats.items_failed = items.items_failed;
-    stats.input_bytes = sources.iter().map(FileSource::bytes_read).sum();
+    stats.input_bytes = sim.sources.iter().map(FileSource::bytes_read).sum();
     out.flush()?;
     Ok(stats)
 }

@@ -1,5 +1,6 @@
-//! DVB SI on air across a network: two MPTS and a channel on its own, with `[network]`.
-//! A 60 s capture of one MPTS and of the channel shows every table at its TS 101 211 rate
+//! DVB SI across a network: two MPTS and a channel on its own, with `[network]`. 60 s of one
+//! MPTS and of the channel, rendered on the simulated clock through the same station the
+//! daemon runs (the other MPTS in step beside it), show every table at its TS 101 211 rate
 //! (EIT p/f ≤ 2 s, SDT ≤ 2 s, TDT/TOT ≤ 30 s, EIT schedule day 1 ≤ 10 s, NIT/SDT other/EIT
 //! p/f other ≤ 10 s), sections of one sub-table ≥ 25 ms apart, the strict checker (TR 101 290
 //! priority 1 and 2) clean; the NIT lists every transport stream with its services and
@@ -115,11 +116,8 @@ fn repetition(secs: &[(usize, Vec<u8>)], muxrate: u64, label: &str) -> HashMap<u
 #[test]
 fn network_si_at_its_repetition_rates() {
     let dir = tempfile::tempdir().unwrap();
-    let (rx_mpts, rx_solo) = (receiver(), receiver());
-    let (p_mpts, p_solo) = (
-        rx_mpts.local_addr().unwrap().port(),
-        rx_solo.local_addr().unwrap().port(),
-    );
+    // Rendered: the outputs are never opened.
+    let (p_mpts, p_solo) = (5101, 5102);
     let m = |n: &str| format!("{:?}", media(n).display().to_string());
     let channel = |id: &str, sid: u16, name: &str, files: &str, lcn: u16| {
         format!(
@@ -161,26 +159,31 @@ fn network_si_at_its_repetition_rates() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let mut daemon = Daemon::run(&cfg, "info");
-    let (mut mpts, mut solo) = (Vec::new(), Vec::new());
-    let mut buf = [0u8; 2048];
-    let started = Instant::now();
-    while started.elapsed() < CAPTURE {
-        let mut idle = true;
-        while let Ok(n) = rx_mpts.recv(&mut buf) {
-            mpts.extend_from_slice(&buf[..n]);
-            idle = false;
-        }
-        while let Ok(n) = rx_solo.recv(&mut buf) {
-            solo.extend_from_slice(&buf[..n]);
-            idle = false;
-        }
-        if idle {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
-    assert!(status.success(), "{stderr}");
+    let render = |what: &str, id: &str| -> Vec<u8> {
+        let out = dir.path().join(format!("{id}.ts"));
+        let res = common::run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_headend"))
+                .args(["render", "--config"])
+                .arg(&cfg)
+                .args([
+                    what,
+                    id,
+                    "--duration",
+                    &format!("{}s", CAPTURE.as_secs()),
+                    "-o",
+                ])
+                .arg(&out),
+            Duration::from_secs(120),
+        );
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        std::fs::read(&out).unwrap()
+    };
+    let mpts = render("--mpts", "m1");
+    let solo = render("--channel", "solo");
 
     // TR 101 290 priority 1 and 2 (sync, PAT/PMT, CC, PCR, CRC) and the exact muxrate.
     checked(&mpts, &CheckLimits::across_joins(MPTS_RATE));

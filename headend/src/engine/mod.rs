@@ -242,6 +242,14 @@ impl Engine {
                 skipped_ns: 0,
             };
             maps.push(Some(clock));
+            // When its output clock starts, in UTC: `headend render --start` with this instant
+            // renders what this station sends (tests/air_render.rs).
+            tracing::info!(
+                station = %spec.id,
+                clock_origin_utc = %chrono::DateTime::from_timestamp_nanos(clock.utc_at_origin_ns)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                "station clock"
+            );
             let mut st = Station::new(spec.plan(si, &network, clock, spec.key_sources()?));
             let feed = (!spec.mpts).then(Feed::new);
             st.mux_mut().track_raps(feed.is_some());

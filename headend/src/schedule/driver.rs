@@ -315,6 +315,11 @@ impl State {
         }
     }
 
+    /// The channel's id.
+    pub(crate) fn channel(&self) -> &str {
+        &self.ch.channel
+    }
+
     /// An edit applies now: what is cued is dropped and the schedule takes over again.
     pub(crate) fn requeue(&mut self) {
         tracing::info!(channel = %self.ch.channel, "schedule edit applies now");
