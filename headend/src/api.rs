@@ -35,7 +35,6 @@ use playout::schedule::{Source, Utc};
 
 use crate::config::Secret;
 use crate::engine::Status;
-use crate::output::http::Body;
 use crate::schedule::driver::ScheduleViews;
 use crate::schedule::store::{Store, StoreError};
 
@@ -64,7 +63,8 @@ pub(crate) struct ApiState {
     /// What schedule file names are relative to.
     pub(crate) media_dir: std::path::PathBuf,
     /// Channels whose schedule edit must apply now (see `schedule::driver`).
-    pub(crate) requeue: crate::schedule::driver::Requeue,
+    /// The scheduler's mailbox (edits that apply now).
+    pub(crate) requeue: crate::schedule::driver::Mailbox,
     /// Media probed for timelines: (size, modification time, duration) by path.
     pub(crate) probes: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Probed>>,
 }
@@ -95,7 +95,7 @@ enum ApiError {
 }
 
 impl ApiError {
-    fn into_response(self) -> Response<Body> {
+    fn into_response(self) -> Response<Bytes> {
         let (status, kind, message, extra) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m, None),
             ApiError::Alert(r) => {
@@ -168,10 +168,10 @@ impl ApiError {
     }
 }
 
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Bytes> {
     let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
     text.push('\n');
-    let mut r = Response::new(Body::Full(Some(Bytes::from(text))));
+    let mut r = Response::new(Bytes::from(text));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -179,14 +179,14 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
 }
 
 /// Answers one `/api/...` request.
-pub(crate) async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Bytes> {
     match route(&state, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
     match parts.as_slice() {
@@ -217,11 +217,9 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                     let r = put(state, channel.clone(), date, expected, &body).await?;
                     if now {
                         // Apply at once: the scheduler takes over again, cutting what plays.
-                        state
+                        let _ = state
                             .requeue
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(channel);
+                            .send(crate::schedule::driver::Wake::EditNow(channel));
                     }
                     Ok(r)
                 }
@@ -310,7 +308,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
 
 /// A date's schedule resolved in the channel's zone: every segment with its times and
 /// duration, filler in the gaps, and items cut short by a later hard start.
-fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response<Body>, ApiError> {
+fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response<Bytes>, ApiError> {
     use chrono::TimeZone;
     use playout::schedule::{resolve, Clip, MediaId, MediaInfo, Start};
     let Some((_, tz, filler)) = state.zones.iter().find(|(c, _, _)| c == channel) else {
@@ -435,8 +433,7 @@ fn channel_status(state: &ApiState, channel: &str) -> serde_json::Value {
         .map_or(0, |d| d.as_nanos() as i64));
     let engine = state
         .status
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+        .borrow()
         .iter()
         .find(|s| s.id == channel)
         .cloned();
@@ -446,7 +443,7 @@ fn channel_status(state: &ApiState, channel: &str) -> serde_json::Value {
             .format("%Y-%m-%dT%H:%M:%S%.3fZ")
             .to_string()
     };
-    let views = state.views.lock().unwrap_or_else(PoisonError::into_inner);
+    let views = state.views.borrow();
     let describe = |view: &crate::schedule::driver::ScheduleView,
                     seg: &playout::schedule::Segment| {
         let label = match seg.source {
@@ -566,7 +563,7 @@ async fn get(
     channel: String,
     date: NaiveDate,
     revision: Option<u64>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Bytes>, ApiError> {
     let store = state.store.clone();
     let day = tokio::task::spawn_blocking(move || {
         let day = match revision {
@@ -619,7 +616,7 @@ async fn put(
     date: NaiveDate,
     expected: u64,
     body: &str,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Bytes>, ApiError> {
     let day = epg::schedule::parse(body).map_err(|errors| ApiError::Invalid {
         errors: errors.0.iter().map(ToString::to_string).collect(),
     })?;

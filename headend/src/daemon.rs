@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::api::ApiState;
 use crate::config::Config;
@@ -15,8 +14,8 @@ use crate::engine::Engine;
 use crate::output::http::{self, HttpChannel, HttpState};
 use crate::schedule::driver::{self, ScheduledChannel};
 use crate::schedule::store::Store;
+use crate::shutdown::Trigger;
 use crate::station::{self, StationSpec};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs `config` until a signal; `on_ready` gets the HTTP address once everything is up.
 pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
@@ -69,11 +68,10 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 })
             })
             .collect();
-        let scheduler_stop = Arc::new(AtomicBool::new(false));
+        let (trigger, shutdown) = Trigger::new();
         let views: driver::ScheduleViews = Arc::default();
         let guides: crate::guide::Guides = Arc::default();
-        let requeue: driver::Requeue = Arc::default();
-        let returns: driver::Requeue = Arc::default();
+        let (mailbox, wakes) = std::sync::mpsc::channel();
         let scheduler = driver::start(
             scheduled,
             driver::SchedulerLinks {
@@ -83,9 +81,8 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 sink: engine.schedule.clone(),
                 views: views.clone(),
                 guides: guides.clone(),
-                requeue: requeue.clone(),
-                returns: returns.clone(),
-                stop: scheduler_stop.clone(),
+                wakes,
+                shutdown: shutdown.clone(),
             },
         )
         .context("starting the scheduler")?;
@@ -102,21 +99,24 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 })
             })
             .collect();
-        if !xmltv.is_empty() {
-            // Detached: it sleeps between looks and stops at the next one.
-            let _ = crate::guide::watch_xmltv(
-                xmltv,
-                engine.schedule.clone(),
-                guides.clone(),
-                scheduler_stop.clone(),
+        let watcher = if xmltv.is_empty() {
+            None
+        } else {
+            Some(
+                crate::guide::watch_xmltv(
+                    xmltv,
+                    engine.schedule.clone(),
+                    guides.clone(),
+                    shutdown.clone(),
+                )
+                .context("starting the XMLTV watcher")?,
             )
-            .context("starting the XMLTV watcher")?;
-        }
+        };
         let desk = crate::alert::Desk::new(
             config,
             crate::alert::DeskLinks {
                 sink: engine.schedule.clone(),
-                returns,
+                returns: mailbox.clone(),
                 reports: engine
                     .air_reports
                     .lock()
@@ -128,12 +128,14 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         .map(Arc::new);
         if let Some(desk) = desk.clone() {
             // Expiries and the engine's on/off-air reports, a few times a second.
-            let stop = scheduler_stop.clone();
+            let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_millis(50));
-                while !stop.load(Ordering::Relaxed) {
-                    every.tick().await;
-                    desk.tick(chrono::Utc::now());
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = every.tick() => desk.tick(chrono::Utc::now()),
+                    }
                 }
             });
         }
@@ -158,7 +160,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 .map(|c| (c.id.clone(), c.timezone, c.filler.clone()))
                 .collect(),
             media_dir: config.schedules.media_dir.clone(),
-            requeue,
+            requeue: mailbox,
             probes: Default::default(),
         });
         let state = Arc::new(HttpState {
@@ -167,18 +169,25 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             listen,
             api,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(http::serve(listener, state, stop_rx));
+        let server = tokio::spawn(http::serve(listener, state, shutdown.clone()));
+        drop(shutdown);
         tracing::info!(%listen, channels = config.channels.len(), mpts = config.mpts.len(), "on air");
         on_ready(listen);
         let signal = wait_for_signal().await?;
         tracing::info!(signal, "shutting down");
-        let _ = stop_tx.send(true);
+        // One shutdown: HTTP stops accepting, the scheduler, the XMLTV watcher and the desk's
+        // clock stop; then the engine sends its last datagrams.
+        trigger.shutdown();
         let _ = server.await;
-        scheduler_stop.store(true, Ordering::Relaxed);
+        if !trigger.completed(Duration::from_secs(5)).await {
+            tracing::warn!("a task did not stop within 5 s of the shutdown; stopping the engine anyway");
+        }
         // The engine sends its last datagrams and closes the feeds, which ends HTTP bodies.
         tokio::task::spawn_blocking(move || {
             let _ = scheduler.join();
+            if let Some(w) = watcher {
+                let _ = w.join();
+            }
             engine.stop();
         })
             .await

@@ -4,17 +4,20 @@
 //! in the channel's zone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, TimeZone};
 use epg::schedule::Tz;
 use epg::xmltv::{self, Guide, Text};
 
 use crate::config::Config;
-use crate::schedule::driver::OnAirProgramme;
+use crate::station::OnAirProgramme;
 
 /// The coming days' events by channel id: (event_id, programme), as in the EIT schedule.
-pub(crate) type Guides = Arc<Mutex<HashMap<String, Vec<(u16, OnAirProgramme)>>>>;
+/// The coming days' events of each channel, by id: a snapshot the scheduler and the XMLTV
+/// watcher update and `/epg.xml` reads.
+pub(crate) type Guides =
+    Arc<tokio::sync::watch::Sender<HashMap<String, Vec<(u16, OnAirProgramme)>>>>;
 
 /// A channel as the guide lists it.
 #[derive(Clone, Debug)]
@@ -51,7 +54,7 @@ fn local(tz: Tz, utc_ns: i64) -> DateTime<FixedOffset> {
 }
 
 fn guide(channels: &[&GuideChannel], guides: &Guides) -> Guide {
-    let all = guides.lock().unwrap_or_else(PoisonError::into_inner);
+    let all = guides.borrow();
     let mut g = Guide::default();
     for c in channels {
         g.channels.push(xmltv::Channel {
@@ -164,19 +167,19 @@ pub(crate) fn read_xmltv(c: &XmltvChannel) -> Result<Vec<(u16, OnAirProgramme)>,
 
 /// Watches the XMLTV files of `channels`: each time one changes (size or modification
 /// time), its programmes go to the engine as the channel's guide and to `/epg.xml`. Stops
-/// when `stop` turns true.
+/// on shutdown.
 pub(crate) fn watch_xmltv(
     channels: Vec<XmltvChannel>,
-    sink: crate::engine::ScheduleSink,
+    sink: crate::router::ScheduleSink,
     guides: Guides,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: crate::shutdown::Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("xmltv".to_owned())
         .spawn(move || {
             let mut seen: Vec<Option<(u64, Option<std::time::SystemTime>)>> =
                 vec![None; channels.len()];
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !shutdown.is_shutdown() {
                 for (c, seen) in channels.iter().zip(seen.iter_mut()) {
                     let stamp = std::fs::metadata(&c.path)
                         .ok()
@@ -192,11 +195,10 @@ pub(crate) fn watch_xmltv(
                     match read_xmltv(c) {
                         Ok(events) => {
                             tracing::info!(channel = %c.channel, programmes = events.len(), "XMLTV guide read");
-                            guides
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .insert(c.channel.clone(), events.clone());
-                            let msg = crate::schedule::driver::ScheduleMsg {
+                            guides.send_modify(|g| {
+                                g.insert(c.channel.clone(), events.clone());
+                            });
+                            let msg = crate::station::ScheduleMsg {
                                 station: c.station,
                                 new_paths: Vec::new(),
                                 handover: None,
@@ -215,7 +217,7 @@ pub(crate) fn watch_xmltv(
                         }
                     }
                 }
-                std::thread::sleep(XMLTV_POLL);
+                shutdown.sleep(XMLTV_POLL);
             }
         })
 }

@@ -3,6 +3,7 @@
 mod alert;
 mod api;
 mod cas;
+mod clock;
 mod config;
 mod daemon;
 mod eit_builder;
@@ -13,8 +14,9 @@ mod input;
 mod logging;
 mod output;
 mod render;
+mod router;
 mod schedule;
-mod si;
+mod shutdown;
 mod station;
 mod supervise;
 

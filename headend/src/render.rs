@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, PoisonError};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,11 +18,12 @@ use chrono::{DateTime, Utc};
 use playout::ts::PACKET_SIZE;
 
 use crate::alert::{Desk, DeskLinks};
+use crate::clock::ClockMap;
 use crate::config::Config;
 use crate::eit_builder::EitBuilds;
-use crate::engine::{Delivered, ScheduleSink};
 use crate::input::file::FileSource;
-use crate::schedule::driver::{self, ClockMap, ScheduledChannel};
+use crate::router::{Delivered, ScheduleSink};
+use crate::schedule::driver::{self, ScheduledChannel};
 use crate::schedule::store::Store;
 use crate::station::{self, Output, Station, StationSpec, EMIT_STEP};
 
@@ -159,7 +160,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             path,
         };
         let events = crate::guide::read_xmltv(&c).map_err(anyhow::Error::msg)?;
-        sim.st.handle_schedule(driver::ScheduleMsg {
+        sim.st.handle_schedule(station::ScheduleMsg {
             station: i,
             new_paths: Vec::new(),
             handover: None,
@@ -173,7 +174,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     let sim_of = |station: usize| running.iter().position(|&r| r == station);
     let store = Store::new(config.schedules.dir.clone());
     let (sink, inbox) = ScheduleSink::inbox(specs.len());
-    let returns: driver::Requeue = Arc::default();
+    let (returns, wakes) = mpsc::channel();
     let (reports_tx, reports_rx) = mpsc::channel();
     let desk = if alerts.is_empty() {
         None
@@ -190,7 +191,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             &cfg,
             DeskLinks {
                 sink,
-                returns: returns.clone(),
+                returns,
                 reports: Some(reports_rx),
                 placement: running
                     .iter()
@@ -245,10 +246,12 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                 Delivered::Schedule(m) => sims[j].st.handle_schedule(m),
             }
         }
-        let ended: Vec<String> = returns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
+        let ended: Vec<String> = wakes
+            .try_iter()
+            .filter_map(|w| match w {
+                driver::Wake::AlertEnded(c) => Some(c),
+                driver::Wake::EditNow(_) => None,
+            })
             .collect();
         let sim = &mut sims[k];
         if let Some(s) = &mut sim.scheduler {

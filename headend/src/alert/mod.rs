@@ -21,8 +21,9 @@ use epg::alert::{Alert, MsgType, Status};
 use serde_json::{json, Map, Value};
 
 use crate::config::{areas_overlap, AlertsConfig, Config, EmergencyTable};
-use crate::engine::{AirAlert, AirKind, AirReport, OverrideMsg, ScheduleSink};
-use crate::schedule::driver::{OnAirProgramme, Requeue};
+use crate::router::ScheduleSink;
+use crate::schedule::driver::{Mailbox, Wake};
+use crate::station::{AirAlert, AirKind, AirReport, OnAirProgramme, OverrideMsg};
 use audit::Audit;
 
 /// Alerts kept for `GET /api/alerts` after they end.
@@ -111,7 +112,7 @@ pub(crate) struct Desk {
     channels: Vec<DeskChannel>,
     audit: Audit,
     sink: ScheduleSink,
-    returns: Requeue,
+    returns: Mailbox,
     reports: Mutex<Option<mpsc::Receiver<AirReport>>>,
     state: Mutex<State>,
 }
@@ -119,7 +120,7 @@ pub(crate) struct Desk {
 /// What the engine and scheduler give the desk.
 pub(crate) struct DeskLinks {
     pub(crate) sink: ScheduleSink,
-    pub(crate) returns: Requeue,
+    pub(crate) returns: Mailbox,
     pub(crate) reports: Option<mpsc::Receiver<AirReport>>,
     /// Station of each channel: (channel id, station index, program index, single).
     pub(crate) placement: Vec<(String, usize, usize, bool)>,
@@ -598,10 +599,7 @@ impl Desk {
                         program: ch.program,
                     });
                     if ch.single {
-                        self.returns
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(ch.id.clone());
+                        let _ = self.returns.send(Wake::AlertEnded(ch.id.clone()));
                     }
                 }
             }

@@ -8,12 +8,13 @@ use epg::alert::sign::{encode_signature, Algorithm, SigningKey};
 use serde_json::Value;
 
 use super::*;
-use crate::engine::{Inbox, OverrideMsg};
+use crate::router::Inbox;
+use crate::station::OverrideMsg;
 
 struct Fixture {
     desk: Desk,
     sent: Inbox,
-    returns: Requeue,
+    returns: std::sync::mpsc::Receiver<Wake>,
     prov: SigningKey,
     city: SigningKey,
     dir: tempfile::TempDir,
@@ -42,12 +43,12 @@ fn fixture() -> Fixture {
     }
     let config = crate::config::parse(&text, dir.path(), "test.toml").unwrap();
     let (sink, sent) = ScheduleSink::inbox(4);
-    let returns: Requeue = Arc::default();
+    let (returns_tx, returns) = std::sync::mpsc::channel();
     let desk = Desk::new(
         &config,
         DeskLinks {
             sink,
-            returns: returns.clone(),
+            returns: returns_tx,
             reports: None,
             placement: (0..4).map(|i| (format!("c{i}"), i, 0, true)).collect(),
         },
@@ -327,9 +328,11 @@ fn levels_preempt_equal_levels_queue_updates_and_cancels_apply() {
     f.desk.tick(now() + Duration::hours(1));
     let o = f.orders();
     assert_eq!(o, vec![(0, None), (1, None)], "{o:?}");
-    let returns = f.returns.lock().unwrap();
-    assert!(returns.contains("c0") && returns.contains("c1"));
-    drop(returns);
+    let returns: Vec<Wake> = f.returns.try_iter().collect();
+    assert!(
+        returns.contains(&Wake::AlertEnded("c0".into()))
+            && returns.contains(&Wake::AlertEnded("c1".into()))
+    );
     let listed = f.desk.list();
     assert_eq!(listed["active"].as_array().unwrap().len(), 0);
     assert_eq!(listed["recent"].as_array().unwrap().len(), 3);

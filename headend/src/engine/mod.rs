@@ -18,15 +18,14 @@ use playout::ts::PACKET_SIZE;
 use serde::Serialize;
 
 use crate::cas::CasLink;
+use crate::clock::{ClockMap, ClockMaps};
 use crate::config::{Config, KeySourceConfig};
 use crate::eit_builder::{Built, EitBuilder};
 use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};
-use crate::schedule::driver::{ClockMap, ClockMaps, ScheduleMsg};
-use crate::si::PfPosted;
-use crate::station::{self, Output, Station, StationSpec};
-pub(crate) use crate::station::{AirAlert, AirKind, AirReport, OverrideMsg};
+use crate::router::{Control, ScheduleSink};
+use crate::station::{self, AirReport, Output, Station, StationSpec};
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -78,8 +77,9 @@ pub(crate) struct OutputStatus {
     pub(crate) errors: u64,
 }
 
-/// Shared status of all stations.
-pub(crate) type Status = Arc<Mutex<Vec<StationStatus>>>;
+/// The status of all stations: a snapshot the engine threads refresh about once a second
+/// (each its own stations), read by the HTTP side without holding anything up.
+pub(crate) type Status = Arc<tokio::sync::watch::Sender<Vec<StationStatus>>>;
 
 /// The running engine threads.
 pub(crate) struct Engine {
@@ -95,96 +95,6 @@ pub(crate) struct Engine {
     pub(crate) air_reports: Mutex<Option<mpsc::Receiver<AirReport>>>,
     /// Each station's HTTP feed (channels on their own), by station.
     pub(crate) feeds: Vec<Option<Arc<Feed>>>,
-}
-
-/// Routes messages to the engine thread that owns the station.
-#[derive(Clone)]
-pub(crate) struct ScheduleSink {
-    txs: Vec<mpsc::Sender<Control>>,
-    shard_of: Vec<usize>,
-}
-
-impl ScheduleSink {
-    /// Hands `msg` to its station's engine thread; `false` once the engine has stopped.
-    pub(crate) fn send(&self, msg: ScheduleMsg) -> bool {
-        self.deliver(msg.station, Control::Schedule(msg))
-    }
-
-    /// Hands an alert override to its station's engine thread; `false` once stopped.
-    pub(crate) fn send_override(&self, msg: OverrideMsg) -> bool {
-        self.deliver(msg.station(), Control::Override(msg))
-    }
-
-    /// A service's present/following, for every station (the MPTS that carry EIT other).
-    fn broadcast_pf(&self, pf: &Arc<PfPosted>) {
-        for tx in &self.txs {
-            let _ = tx.send(Control::Peer(pf.clone()));
-        }
-    }
-
-    fn deliver(&self, station: usize, msg: Control) -> bool {
-        self.shard_of
-            .get(station)
-            .and_then(|s| self.txs.get(*s))
-            .is_some_and(|tx| tx.send(msg).is_ok())
-    }
-}
-
-impl ScheduleSink {
-    /// A sink for `stations` stations with no engine behind it: what is sent waits in the
-    /// [`Inbox`] (`headend render`, tests).
-    pub(crate) fn inbox(stations: usize) -> (ScheduleSink, Inbox) {
-        let (tx, rx) = mpsc::channel();
-        (
-            ScheduleSink {
-                txs: vec![tx],
-                shard_of: vec![0; stations],
-            },
-            Inbox(rx),
-        )
-    }
-}
-
-/// What a sink without an engine received.
-pub(crate) struct Inbox(mpsc::Receiver<Control>);
-
-/// What an [`Inbox`] holds.
-pub(crate) enum Delivered {
-    Schedule(ScheduleMsg),
-    Override(OverrideMsg),
-}
-
-impl Inbox {
-    /// Cues and overrides sent so far, oldest first.
-    pub(crate) fn drain(&self) -> Vec<Delivered> {
-        self.0
-            .try_iter()
-            .filter_map(|c| match c {
-                Control::Schedule(m) => Some(Delivered::Schedule(m)),
-                Control::Override(o) => Some(Delivered::Override(o)),
-                Control::Peer(_) => None,
-            })
-            .collect()
-    }
-
-    /// The overrides sent so far.
-    #[cfg(test)]
-    pub(crate) fn overrides_sent(&self) -> Vec<OverrideMsg> {
-        self.0
-            .try_iter()
-            .filter_map(|c| match c {
-                Control::Override(o) => Some(o),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-/// What the engine threads are told.
-enum Control {
-    Schedule(ScheduleMsg),
-    Override(OverrideMsg),
-    Peer(Arc<PfPosted>),
 }
 
 impl Engine {
@@ -269,7 +179,9 @@ impl Engine {
                 acc_rap: None,
             });
         }
-        let status: Status = Arc::new(Mutex::new(stations.iter().map(Live::status).collect()));
+        let status: Status = Arc::new(tokio::sync::watch::Sender::new(
+            stations.iter().map(Live::status).collect(),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let threads = threads.clamp(1, stations.len().max(1));
         // The I/O threads answer every shard, each on its own channel.
@@ -304,7 +216,7 @@ impl Engine {
             io_threads = workers.len(),
             "engine on air"
         );
-        let maps: ClockMaps = Arc::new(Mutex::new(maps));
+        let maps: ClockMaps = Arc::new(tokio::sync::watch::Sender::new(maps));
         let mut shard_of = vec![0; specs.len()];
         for (i, s) in shard_of.iter_mut().enumerate() {
             *s = i % threads;
@@ -316,10 +228,7 @@ impl Engine {
             sched_txs.push(tx);
             sched_rxs.push(rx);
         }
-        let router = ScheduleSink {
-            txs: sched_txs,
-            shard_of,
-        };
+        let router = ScheduleSink::new(sched_txs, shard_of);
         let mut handles = Vec::new();
         for (shard, ((stations, done_rx), sched_rx)) in
             shards.into_iter().zip(done_rxs).zip(sched_rxs).enumerate()
@@ -561,14 +470,22 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         if now >= next_status {
             next_status = now + 1_000_000_000;
             publish_status(&stations, &global, status);
-            let mut all = links.maps.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut skips = Vec::new();
             for (l, &g) in stations.iter_mut().zip(&global) {
                 let skipped = l.pacer.stats().skipped_ns;
                 l.st.set_skipped_ns(skipped);
-                if let Some(Some(m)) = all.get_mut(g) {
-                    m.skipped_ns = skipped;
-                }
+                skips.push((g, skipped));
             }
+            links.maps.send_if_modified(|all| {
+                let mut changed = false;
+                for &(g, skipped) in &skips {
+                    if let Some(Some(m)) = all.get_mut(g) {
+                        changed |= m.skipped_ns != skipped;
+                        m.skipped_ns = skipped;
+                    }
+                }
+                changed
+            });
         }
         let after = epoch.elapsed().as_nanos() as u64;
         if next > after {
@@ -592,12 +509,13 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
 /// Writes the stations' status at their places among all stations.
 fn publish_status(stations: &[Live], global: &[usize], status: &Status) {
     let fresh: Vec<StationStatus> = stations.iter().map(Live::status).collect();
-    let mut all = status.lock().unwrap_or_else(PoisonError::into_inner);
-    for (st, &g) in fresh.into_iter().zip(global) {
-        if let Some(slot) = all.get_mut(g) {
-            *slot = st;
+    status.send_modify(|all| {
+        for (st, &g) in fresh.into_iter().zip(global) {
+            if let Some(slot) = all.get_mut(g) {
+                *slot = st;
+            }
         }
-    }
+    });
 }
 
 fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>]) {

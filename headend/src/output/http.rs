@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -23,7 +23,6 @@ use http_body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::Stream;
@@ -50,11 +49,11 @@ pub(crate) struct HttpState {
     pub(crate) api: Arc<ApiState>,
 }
 
-/// Serves until `shutdown` turns true; then stops accepting and returns.
+/// Serves until the shutdown; then stops accepting and returns.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: crate::shutdown::Shutdown,
 ) {
     loop {
         tokio::select! {
@@ -75,7 +74,11 @@ pub(crate) async fn serve(
                         let state = state.clone();
                         async move {
                             if req.uri().path().starts_with("/api/") {
-                                Ok::<_, Infallible>(api::handle(state.api.clone(), req).await)
+                                Ok::<_, Infallible>(
+                                    api::handle(state.api.clone(), req)
+                                        .await
+                                        .map(|b| Body::Full(Some(b))),
+                                )
                             } else {
                                 Ok::<_, Infallible>(handle(&state, &req))
                             }
@@ -88,7 +91,7 @@ pub(crate) async fn serve(
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait() => break,
         }
     }
 }
@@ -176,11 +179,7 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
 }
 
 fn channels_json(state: &HttpState) -> String {
-    let status = state
-        .status
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let status = state.status.borrow().clone();
     let list: Vec<serde_json::Value> = state
         .channels
         .iter()
@@ -394,7 +393,7 @@ mod tests {
                 status: Default::default(),
                 zones: Vec::new(),
                 media_dir: "/nonexistent".into(),
-                requeue: Default::default(),
+                requeue: std::sync::mpsc::channel().0,
                 probes: Default::default(),
             }),
         };

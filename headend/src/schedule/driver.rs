@@ -13,19 +13,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeZone, Utc as ChronoUtc};
 use epg::schedule::Tz;
 use playout::schedule::{cues, resolve, Clip, MediaId, MediaInfo, Utc};
-use playout::splice::Cue;
-use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
 
 use super::store::Store;
-use crate::engine::ScheduleSink;
+use crate::clock::{ClockMap, ClockMaps};
+use crate::router::ScheduleSink;
+use crate::station::{OnAirProgramme, ScheduleMsg};
 
 /// How far ahead cues are handed to the engine: more than the splicer's read-ahead (a second
 /// plus one read), so each item knows the next one's entry delay before it is cut. Edits to
@@ -45,37 +44,6 @@ const SEEK_MARGIN_NS: u64 = 10 * 1_000_000_000;
 /// How far the timeline is resolved each time (a programme longer than this is cut).
 const HORIZON_NS: u64 = 26 * 3600 * 1_000_000_000;
 
-/// How a station's output clock maps to UTC, published by the engine.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClockMap {
-    /// UTC (ns) when output time `origin` left.
-    pub(crate) utc_at_origin_ns: i64,
-    /// The output clock at that instant (27 MHz).
-    pub(crate) origin: Ticks27M,
-    /// Time the pacer has skipped since (stalls), ns.
-    pub(crate) skipped_ns: u64,
-}
-
-impl ClockMap {
-    /// The output time at which UTC instant `u` leaves (presentation on a receiver locked to
-    /// the output's PCR).
-    pub(crate) fn output_time(&self, u: Utc) -> Ticks27M {
-        let ns = u.0 - self.utc_at_origin_ns - self.skipped_ns as i64;
-        let ticks = i128::from(ns.max(0)) * i128::from(SYSTEM_CLOCK_HZ) / 1_000_000_000;
-        self.origin + ticks as u64
-    }
-
-    /// The UTC instant (ns) at which output time `t` leaves: the inverse of
-    /// [`ClockMap::output_time`].
-    pub(crate) fn utc_ns(&self, t: Ticks27M) -> i64 {
-        let d = i128::from(t) - i128::from(self.origin);
-        self.utc_at_origin_ns + (d * 1000 / 27) as i64 + self.skipped_ns as i64
-    }
-}
-
-/// Clock maps of all stations, by station index.
-pub(crate) type ClockMaps = Arc<Mutex<Vec<Option<ClockMap>>>>;
-
 /// What a channel's schedule says is on air around now, for the status API.
 #[derive(Clone, Debug)]
 pub(crate) struct ScheduleView {
@@ -87,68 +55,21 @@ pub(crate) struct ScheduleView {
     pub(crate) files: HashMap<usize, PathBuf>,
 }
 
-/// Channel ids whose latest edit applies now: the scheduler drops what it has cued and takes
-/// over again, as when a schedule first appears.
-pub(crate) type Requeue = Arc<Mutex<std::collections::HashSet<String>>>;
-
-/// Views by channel id, refreshed by the scheduler.
-pub(crate) type ScheduleViews = Arc<Mutex<HashMap<String, ScheduleView>>>;
-
-/// What the scheduler tells the engine about one station.
-pub(crate) struct ScheduleMsg {
-    pub(crate) station: usize,
-    /// Files to append to the station's playlist (in this order) before the cues use them.
-    pub(crate) new_paths: Vec<PathBuf>,
-    /// Cut the item on air here: the schedule takes over.
-    pub(crate) handover: Option<Ticks27M>,
-    /// With `handover`: what is on air (an alert ending) gives way at once to the first cue
-    /// rather than at `handover`.
-    pub(crate) preempt: bool,
-    pub(crate) cues: Vec<Cue>,
-    /// What each cue (by tag) is, for the EPG.
-    pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
-    /// The next 7 days' events, for the EIT schedule (after every edit, and every 10 s):
-    /// (event_id, what).
-    pub(crate) week: Option<Vec<(u16, OnAirProgramme)>>,
-    /// The channel's whole guide from XMLTV (`[channel.si] xmltv`): the EIT schedule, and
-    /// present/following by the clock rather than by what goes on air.
-    pub(crate) guide: Option<Vec<(u16, OnAirProgramme)>>,
+/// What wakes the scheduler before its next round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The channel's latest edit applies now: the scheduler drops what it has cued and takes
+    /// over again, as when a schedule first appears.
+    EditNow(String),
+    /// The channel's alert ended: it rejoins its schedule at once.
+    AlertEnded(String),
 }
 
-/// A cue's programme, for the EIT: from the schedule item (or the filler's file name).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct OnAirProgramme {
-    pub(crate) title: String,
-    pub(crate) description: String,
-    pub(crate) genre: Option<String>,
-    pub(crate) rating: u8,
-    pub(crate) language: Option<String>,
-    pub(crate) episode: Option<String>,
-    /// Scheduled start and duration (UTC ns, ns).
-    pub(crate) start: Utc,
-    pub(crate) duration_ns: u64,
-}
+/// The scheduler's mailbox.
+pub(crate) type Mailbox = std::sync::mpsc::Sender<Wake>;
 
-impl OnAirProgramme {
-    /// Item `it` played as `seg`; `fallback_title` when the item has no title.
-    fn of(
-        it: &epg::schedule::Item,
-        seg: &playout::schedule::Segment,
-        fallback_title: String,
-    ) -> Self {
-        let pr = &it.programme;
-        OnAirProgramme {
-            title: pr.title.clone().unwrap_or(fallback_title),
-            description: pr.description.clone().unwrap_or_default(),
-            genre: pr.genre.clone(),
-            rating: pr.rating,
-            language: pr.language.clone(),
-            episode: pr.episode.clone(),
-            start: seg.start,
-            duration_ns: seg.duration(),
-        }
-    }
-}
+/// Views by channel id: a snapshot the scheduler refreshes and the API reads.
+pub(crate) type ScheduleViews = Arc<tokio::sync::watch::Sender<HashMap<String, ScheduleView>>>;
 
 /// One channel the scheduler drives.
 pub(crate) struct ScheduledChannel {
@@ -194,13 +115,12 @@ pub(crate) struct SchedulerLinks {
     pub(crate) views: ScheduleViews,
     /// Where the coming days' events go for `/epg.xml`.
     pub(crate) guides: crate::guide::Guides,
-    pub(crate) requeue: Requeue,
-    /// Channels whose alert has ended: they return to their schedule at once.
-    pub(crate) returns: Requeue,
-    pub(crate) stop: Arc<AtomicBool>,
+    /// Edits that apply now (the API), alerts that ended (the desk).
+    pub(crate) wakes: std::sync::mpsc::Receiver<Wake>,
+    pub(crate) shutdown: crate::shutdown::Shutdown,
 }
 
-/// Starts the scheduler thread; it stops when `links.stop` is set.
+/// Starts the scheduler thread; it stops on shutdown.
 pub(crate) fn start(
     channels: Vec<ScheduledChannel>,
     links: SchedulerLinks,
@@ -212,51 +132,35 @@ pub(crate) fn start(
         sink,
         views,
         guides,
-        requeue,
-        returns,
-        stop,
+        wakes,
+        shutdown,
     } = links;
     std::thread::Builder::new()
         .name("scheduler".to_owned())
         .spawn(move || {
             let mut states: Vec<State> = channels.into_iter().map(State::new).collect();
-            while !stop.load(Ordering::Relaxed) {
-                let now_edits: Vec<String> = requeue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .drain()
-                    .collect();
-                let ended: Vec<String> = returns
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .drain()
-                    .collect();
+            let mut woken: Vec<Wake> = Vec::new();
+            while !shutdown.is_shutdown() {
                 for st in &mut states {
-                    if now_edits.contains(&st.ch.channel) {
-                        st.requeue();
+                    for w in &woken {
+                        match w {
+                            Wake::EditNow(c) if *c == st.ch.channel => st.requeue(),
+                            Wake::AlertEnded(c) if *c == st.ch.channel => st.alert_ended(),
+                            _ => {}
+                        }
                     }
-                    if ended.contains(&st.ch.channel) {
-                        st.alert_ended();
-                    }
-                    let map = maps
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get(st.ch.station)
-                        .copied()
-                        .flatten();
+                    let map = maps.borrow().get(st.ch.station).copied().flatten();
                     if let Some(map) = map {
                         let r = st.round(&store, &media_dir, map, now_utc());
                         if let Some(view) = r.view {
-                            views
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .insert(st.ch.channel.clone(), view);
+                            views.send_modify(|v| {
+                                v.insert(st.ch.channel.clone(), view);
+                            });
                         }
                         if let Some(week) = r.guide {
-                            guides
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .insert(st.ch.channel.clone(), week);
+                            guides.send_modify(|g| {
+                                g.insert(st.ch.channel.clone(), week);
+                            });
                         }
                         if let Some(msg) = r.msg {
                             if !sink.send(msg) {
@@ -265,15 +169,19 @@ pub(crate) fn start(
                         }
                     }
                 }
-                // Half a second between rounds, or less when an alert ends.
-                for _ in 0..25 {
-                    std::thread::sleep(Duration::from_millis(20));
-                    if !returns
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .is_empty()
-                    {
-                        break;
+                // Half a second between rounds, or less when something wakes it.
+                woken.clear();
+                let until = std::time::Instant::now() + Duration::from_millis(500);
+                while !shutdown.is_shutdown() {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    match wakes.recv_timeout(left.min(Duration::from_millis(100))) {
+                        Ok(w) => {
+                            woken.push(w);
+                            woken.extend(wakes.try_iter());
+                            break;
+                        }
+                        Err(_) if left.is_zero() => break,
+                        Err(_) => {}
                     }
                 }
             }

@@ -27,15 +27,18 @@ use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
 use playout::ts::Pid;
 
 use crate::cas::{CasEvent, Provision};
+use crate::clock::ClockMap;
 use crate::config::{ChannelConfig, Config, PidPlan};
 use crate::eit_builder::{Built, EitJob};
 use crate::input::file::IoDone;
-use crate::schedule::driver::{ClockMap, OnAirProgramme, ScheduleMsg};
-use crate::si::{NetworkSi, PfPosted, SiOutput, StationSi};
 
+mod cue;
 mod overrides;
 pub(crate) mod scrambling;
+pub(crate) mod si;
+pub(crate) use cue::{OnAirProgramme, ScheduleMsg};
 pub(crate) use overrides::{AirAlert, AirKind, AirReport, OverrideMsg};
+use si::{NetworkSi, PfPosted, SiOutput, StationSi};
 
 /// How often TDT/TOT are refreshed (and peers' EIT other sent): each second of output time.
 const SI_TICK: Ticks27M = SYSTEM_CLOCK_HZ;

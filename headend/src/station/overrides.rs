@@ -13,7 +13,7 @@ use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::Pid;
 
 use super::{Output, Station};
-use crate::schedule::driver::OnAirProgramme;
+use crate::station::OnAirProgramme;
 
 /// Cue tags of alert clips have this bit set (schedule tags count up from 1).
 pub(crate) const ALERT_TAG: u64 = 1 << 63;

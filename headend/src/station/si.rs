@@ -25,7 +25,7 @@ use playout::ts::Pid;
 
 use crate::config::{ChannelConfig, Config, NetworkConfig, SiConfig};
 use crate::eit_builder::{Built, EitJob};
-use crate::schedule::driver::OnAirProgramme;
+use crate::station::OnAirProgramme;
 
 const NIT_PID: u16 = 0x10;
 const SDT_PID: u16 = 0x11;

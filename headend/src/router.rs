@@ -1,0 +1,108 @@
+//! How the parts that run beside the stations reach them: the scheduler's cues, the alert
+//! desk's overrides, the guide watcher's guides and the stations' present/following for
+//! each other go as messages to the engine thread that owns the station (or, with no engine,
+//! to an [`Inbox`]: `headend render`, tests).
+
+use std::sync::{mpsc, Arc};
+
+use crate::station::si::PfPosted;
+use crate::station::{OverrideMsg, ScheduleMsg};
+
+/// Routes messages to the engine thread that owns the station.
+#[derive(Clone)]
+pub(crate) struct ScheduleSink {
+    txs: Vec<mpsc::Sender<Control>>,
+    shard_of: Vec<usize>,
+}
+
+impl ScheduleSink {
+    /// A router over one channel per engine thread (`txs`), station `i` on thread
+    /// `shard_of[i]`.
+    pub(crate) fn new(txs: Vec<mpsc::Sender<Control>>, shard_of: Vec<usize>) -> ScheduleSink {
+        ScheduleSink { txs, shard_of }
+    }
+
+    /// Hands `msg` to its station's engine thread; `false` once the engine has stopped.
+    pub(crate) fn send(&self, msg: ScheduleMsg) -> bool {
+        self.deliver(msg.station, Control::Schedule(msg))
+    }
+
+    /// Hands an alert override to its station's engine thread; `false` once stopped.
+    pub(crate) fn send_override(&self, msg: OverrideMsg) -> bool {
+        self.deliver(msg.station(), Control::Override(msg))
+    }
+
+    /// A service's present/following, for every station (the MPTS that carry EIT other).
+    pub(crate) fn broadcast_pf(&self, pf: &Arc<PfPosted>) {
+        for tx in &self.txs {
+            let _ = tx.send(Control::Peer(pf.clone()));
+        }
+    }
+
+    fn deliver(&self, station: usize, msg: Control) -> bool {
+        self.shard_of
+            .get(station)
+            .and_then(|s| self.txs.get(*s))
+            .is_some_and(|tx| tx.send(msg).is_ok())
+    }
+}
+
+impl ScheduleSink {
+    /// A sink for `stations` stations with no engine behind it: what is sent waits in the
+    /// [`Inbox`] (`headend render`, tests).
+    pub(crate) fn inbox(stations: usize) -> (ScheduleSink, Inbox) {
+        let (tx, rx) = mpsc::channel();
+        (
+            ScheduleSink {
+                txs: vec![tx],
+                shard_of: vec![0; stations],
+            },
+            Inbox(rx),
+        )
+    }
+}
+
+/// What a sink without an engine received.
+pub(crate) struct Inbox(mpsc::Receiver<Control>);
+
+/// What an [`Inbox`] holds.
+pub(crate) enum Delivered {
+    Schedule(ScheduleMsg),
+    Override(OverrideMsg),
+}
+
+impl Inbox {
+    /// Cues and overrides sent so far, oldest first.
+    pub(crate) fn drain(&self) -> Vec<Delivered> {
+        self.0
+            .try_iter()
+            .filter_map(|c| match c {
+                Control::Schedule(m) => Some(Delivered::Schedule(m)),
+                Control::Override(o) => Some(Delivered::Override(o)),
+                Control::Peer(_) => None,
+            })
+            .collect()
+    }
+
+    /// The overrides sent so far.
+    #[cfg(test)]
+    pub(crate) fn overrides_sent(&self) -> Vec<OverrideMsg> {
+        self.0
+            .try_iter()
+            .filter_map(|c| match c {
+                Control::Override(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What an engine thread is told.
+pub(crate) enum Control {
+    /// The scheduler's cues for a station.
+    Schedule(ScheduleMsg),
+    /// The alert desk's order for a program.
+    Override(OverrideMsg),
+    /// A service's present/following, for every station.
+    Peer(Arc<PfPosted>),
+}

@@ -1,0 +1,64 @@
+//! What the scheduler hands a station: cues for its splicer, with the programme each one is
+//! (for the EIT), and the coming days' events (the EIT schedule).
+
+use std::path::PathBuf;
+
+use playout::schedule::Utc;
+use playout::splice::Cue;
+use playout::time::Ticks27M;
+
+/// What the scheduler tells the engine about one station.
+pub(crate) struct ScheduleMsg {
+    pub(crate) station: usize,
+    /// Files to append to the station's playlist (in this order) before the cues use them.
+    pub(crate) new_paths: Vec<PathBuf>,
+    /// Cut the item on air here: the schedule takes over.
+    pub(crate) handover: Option<Ticks27M>,
+    /// With `handover`: what is on air (an alert ending) gives way at once to the first cue
+    /// rather than at `handover`.
+    pub(crate) preempt: bool,
+    pub(crate) cues: Vec<Cue>,
+    /// What each cue (by tag) is, for the EPG.
+    pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
+    /// The next 7 days' events, for the EIT schedule (after every edit, and every 10 s):
+    /// (event_id, what).
+    pub(crate) week: Option<Vec<(u16, OnAirProgramme)>>,
+    /// The channel's whole guide from XMLTV (`[channel.si] xmltv`): the EIT schedule, and
+    /// present/following by the clock rather than by what goes on air.
+    pub(crate) guide: Option<Vec<(u16, OnAirProgramme)>>,
+}
+
+/// A cue's programme, for the EIT: from the schedule item (or the filler's file name).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OnAirProgramme {
+    pub(crate) title: String,
+    pub(crate) description: String,
+    pub(crate) genre: Option<String>,
+    pub(crate) rating: u8,
+    pub(crate) language: Option<String>,
+    pub(crate) episode: Option<String>,
+    /// Scheduled start and duration (UTC ns, ns).
+    pub(crate) start: Utc,
+    pub(crate) duration_ns: u64,
+}
+
+impl OnAirProgramme {
+    /// Item `it` played as `seg`; `fallback_title` when the item has no title.
+    pub(crate) fn of(
+        it: &epg::schedule::Item,
+        seg: &playout::schedule::Segment,
+        fallback_title: String,
+    ) -> Self {
+        let pr = &it.programme;
+        OnAirProgramme {
+            title: pr.title.clone().unwrap_or(fallback_title),
+            description: pr.description.clone().unwrap_or_default(),
+            genre: pr.genre.clone(),
+            rating: pr.rating,
+            language: pr.language.clone(),
+            episode: pr.episode.clone(),
+            start: seg.start,
+            duration_ns: seg.duration(),
+        }
+    }
+}
