@@ -34,9 +34,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use playout::schedule::{Source, Utc};
 
 use crate::config::Secret;
-use crate::engine::Status;
 use crate::schedule::driver::ScheduleViews;
 use crate::schedule::store::{Store, StoreError};
+use crate::status::Status;
 
 /// Largest schedule file accepted (a busy day is a few hundred KB).
 const MAX_BODY: usize = 4 << 20;

@@ -3,8 +3,6 @@
 //! map, the scheduler turns wall-clock times into output times with it, and the station
 //! turns output times back into UTC (EIT start times, TDT, alert reports).
 
-use std::sync::Arc;
-
 use playout::schedule::Utc;
 use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
 
@@ -35,7 +33,3 @@ impl ClockMap {
         self.utc_at_origin_ns + (d * 1000 / 27) as i64 + self.skipped_ns as i64
     }
 }
-
-/// Clock maps of all stations, by station index: a snapshot the engine refreshes (pacer
-/// stalls) and the scheduler reads.
-pub(crate) type ClockMaps = Arc<tokio::sync::watch::Sender<Vec<Option<ClockMap>>>>;

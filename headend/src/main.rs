@@ -11,6 +11,7 @@ mod engine;
 mod feed;
 mod guide;
 mod input;
+mod keys;
 mod logging;
 mod output;
 mod render;
@@ -18,6 +19,7 @@ mod router;
 mod schedule;
 mod shutdown;
 mod station;
+mod status;
 mod supervise;
 
 use std::fs::File;

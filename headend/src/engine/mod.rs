@@ -15,10 +15,9 @@ use bytes::{Bytes, BytesMut};
 use playout::pacing::{Pacer, PacerConfig};
 use playout::splice::IoRequest;
 use playout::ts::PACKET_SIZE;
-use serde::Serialize;
 
 use crate::cas::CasLink;
-use crate::clock::{ClockMap, ClockMaps};
+use crate::clock::ClockMap;
 use crate::config::{Config, KeySourceConfig};
 use crate::eit_builder::{Built, EitBuilder};
 use crate::feed::{Chunk, Feed};
@@ -26,6 +25,7 @@ use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::router::{Control, ScheduleSink};
 use crate::station::{self, AirReport, Output, Station, StationSpec};
+use crate::status::{ClockMaps, OutputStatus, StationStatus, Status};
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -48,38 +48,6 @@ const IO_APPLY_NS: u64 = 150_000;
 const CLOSE_CUTOFF_NS: u64 = 1_500_000_000;
 /// ...and the engine stops after at most this long.
 const CLOSE_LIMIT_NS: u64 = 3_000_000_000;
-
-/// What `/channels` shows of a station, refreshed about once a second.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct StationStatus {
-    pub(crate) id: String,
-    pub(crate) muxrate_bps: u64,
-    /// Item on air per program (file name), if any.
-    pub(crate) on_air: Vec<Option<String>>,
-    pub(crate) packets: u64,
-    pub(crate) null_packets: u64,
-    pub(crate) items_started: u64,
-    pub(crate) items_failed: u64,
-    pub(crate) late_packets: u64,
-    pub(crate) underflows: u64,
-    pub(crate) pacer_stalls: u64,
-    pub(crate) max_late_us: u64,
-    pub(crate) outputs: Vec<OutputStatus>,
-    /// The scrambled programs: counters and whether a failure policy is in force (alarm).
-    pub(crate) scrambling: Vec<station::scrambling::ScramblingStats>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct OutputStatus {
-    pub(crate) url: String,
-    pub(crate) datagrams: u64,
-    pub(crate) bytes: u64,
-    pub(crate) errors: u64,
-}
-
-/// The status of all stations: a snapshot the engine threads refresh about once a second
-/// (each its own stations), read by the HTTP side without holding anything up.
-pub(crate) type Status = Arc<tokio::sync::watch::Sender<Vec<StationStatus>>>;
 
 /// The running engine threads.
 pub(crate) struct Engine {

@@ -28,8 +28,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::Stream;
 
 use crate::api::{self, ApiState};
-use crate::engine::Status;
 use crate::feed::{Chunk, Feed};
+use crate::status::Status;
 
 /// A channel as HTTP shows it.
 pub(crate) struct HttpChannel {

@@ -22,9 +22,10 @@ use epg::schedule::Tz;
 use playout::schedule::{cues, resolve, Clip, MediaId, MediaInfo, Utc};
 
 use super::store::Store;
-use crate::clock::{ClockMap, ClockMaps};
+use crate::clock::ClockMap;
 use crate::router::ScheduleSink;
 use crate::station::{OnAirProgramme, ScheduleMsg};
+use crate::status::ClockMaps;
 
 /// How far ahead cues are handed to the engine: more than the splicer's read-ahead (a second
 /// plus one read), so each item knows the next one's entry delay before it is cut. Edits to

@@ -571,7 +571,7 @@ impl StationSpec {
             .iter()
             .filter_map(|ch| ch.scrambling.as_ref().map(|sc| (ch, sc)))
             .map(|(ch, sc)| {
-                scrambling::key_source(sc).map_err(|e| anyhow::anyhow!("channel `{}`: {e}", ch.id))
+                crate::keys::key_source(sc).map_err(|e| anyhow::anyhow!("channel `{}`: {e}", ch.id))
             })
             .collect()
     }
