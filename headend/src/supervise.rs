@@ -27,3 +27,41 @@ pub(crate) fn install_panic_hook() {
         std::process::exit(PANIC_STATUS);
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// Runs itself as a child process that panics on a named thread: the child must exit
+    /// with [`super::PANIC_STATUS`], naming the thread and the panic.
+    #[test]
+    fn a_panic_in_any_thread_ends_the_process_naming_the_thread() {
+        if std::env::var_os("HEADEND_PANIC_CHILD").is_some() {
+            super::install_panic_hook();
+            let _ = std::thread::Builder::new()
+                .name("scheduler".to_owned())
+                .spawn(|| panic!("schedule store gone"))
+                .unwrap()
+                .join();
+            // Not reached: the hook exits first.
+            std::process::exit(0);
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "supervise::tests::a_panic_in_any_thread_ends_the_process_naming_the_thread",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HEADEND_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(super::PANIC_STATUS), "{stderr}");
+        assert!(
+            stderr.contains("thread `scheduler` panicked")
+                && stderr.contains("schedule store gone"),
+            "{stderr}"
+        );
+    }
+}
