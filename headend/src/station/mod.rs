@@ -86,7 +86,7 @@ pub(crate) struct StationPlan<'a> {
     /// How its output clock maps to UTC.
     pub(crate) clock: ClockMap,
     /// The key source of each scrambled channel, in channel order
-    /// ([`scrambling::key_source`]).
+    /// ([`crate::keys::key_source`]).
     pub(crate) keys: Vec<Box<dyn drm::keys::KeySource + Send>>,
 }
 
