@@ -264,43 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             filler,
             charset,
             json,
-        } => {
-            let tz: epg::schedule::Tz = timezone
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--timezone: unknown time zone `{timezone}`"))?;
-            let charset = epg::si::Charset::from_name(&charset).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--charset: unknown `{charset}` (utf-8, gb2312, latin, iso-8859-1..15)"
-                )
-            })?;
-            let report = validate::validate(&file, &media, tz, &filler, charset);
-            if json {
-                let value = serde_json::json!({
-                    "file": file.display().to_string(),
-                    "ok": report.errors.is_empty(),
-                    "errors": report.errors,
-                    "items": report.summary.map(|s| s.0),
-                    "media": report.summary.map(|s| s.1),
-                    "segments": report.summary.map(|s| s.2),
-                });
-                println!("{value:#}");
-            } else {
-                for e in &report.errors {
-                    println!("{e}");
-                }
-                if let Some((items, media, segments)) = report.summary {
-                    println!(
-                        "{}: OK ({items} items, {media} media files, {segments} segments on the day's timeline)",
-                        file.display()
-                    );
-                }
-            }
-            Ok(if report.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        } => validate::run(&file, &media, &timezone, &filler, &charset, json),
         Command::Check {
             file,
             muxrate,
