@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use bytes::Bytes;
 use epg::schedule::{parse, Day, Source, Tz};
@@ -22,6 +23,51 @@ pub(crate) struct Report {
     pub(crate) errors: Vec<String>,
     /// Items, media files and timeline segments, when valid.
     pub(crate) summary: Option<(usize, usize, usize)>,
+}
+
+/// Runs `hectl validate`: parses `--timezone` and `--charset`, validates, and prints the
+/// problems (or the summary) as text or JSON; fails if there is any problem.
+pub(crate) fn run(
+    file: &Path,
+    media: &Path,
+    timezone: &str,
+    filler: &[String],
+    charset: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tz: Tz = timezone
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--timezone: unknown time zone `{timezone}`"))?;
+    let charset = epg::si::Charset::from_name(charset).ok_or_else(|| {
+        anyhow::anyhow!("--charset: unknown `{charset}` (utf-8, gb2312, latin, iso-8859-1..15)")
+    })?;
+    let report = validate(file, media, tz, filler, charset);
+    if json {
+        let value = serde_json::json!({
+            "file": file.display().to_string(),
+            "ok": report.errors.is_empty(),
+            "errors": report.errors,
+            "items": report.summary.map(|s| s.0),
+            "media": report.summary.map(|s| s.1),
+            "segments": report.summary.map(|s| s.2),
+        });
+        println!("{value:#}");
+    } else {
+        for e in &report.errors {
+            println!("{e}");
+        }
+        if let Some((items, media, segments)) = report.summary {
+            println!(
+                "{}: OK ({items} items, {media} media files, {segments} segments on the day's timeline)",
+                file.display()
+            );
+        }
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Validates `file`; media paths are relative to `media_dir`; programme text must fit the
