@@ -1,6 +1,7 @@
-//! `hectl`: the operator's command line. Today it checks transport streams and validates
-//! schedule files offline; the schedule commands that talk to the daemon arrive with its
-//! control API.
+//! `hectl`: the operator's command line. Offline it checks transport streams, validates and
+//! imports schedule files, scrambles and descrambles, and makes alert signing keys; against a
+//! running daemon (its control API) it edits schedules, sends and cancels alerts, exports and
+//! imports the guide and shows the status; `hectl ecmg` is a test ECMG for SimulCrypt.
 
 mod alert_cmd;
 mod client;
