@@ -24,7 +24,13 @@
 //! change gets new headers (and CRCs, as above) over its cached event loops and a new version:
 //! in practice all of them. Tables whose bytes come out the same (all segments empty) keep
 //! their version.
+//!
+//! [`EitBuilds`] keeps the schedule of every service and does the [`EitJob`]s a
+//! [`crate::carousel::Carousel`] asks for, answering with the tables that changed ([`Built`]).
+//! Encoding a week takes milliseconds, so a driver pacing many streams in real time runs it on
+//! a thread of its own; an offline one calls it inline.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -341,6 +347,91 @@ impl EitSchedule {
         match source {
             Source::Cached(q) => body(&self.segments[*q].sections[j]),
             Source::Encoded(bodies) => &bodies[j],
+        }
+    }
+}
+
+/// A service's EIT schedule tables that changed: (table_id, sections).
+pub type Tables = Vec<(u8, Vec<Bytes>)>;
+
+/// The tables an [`EitJob`] changed, for the carousel that asked
+/// ([`crate::carousel::Carousel::handle_built`]).
+#[derive(Debug)]
+pub struct Built {
+    /// The service whose tables these are.
+    pub service_id: u16,
+    /// The tables that changed, each whole, at its new version.
+    pub tables: Tables,
+}
+
+/// What a carousel asks of the EIT schedule builder: encoding a week takes milliseconds, so
+/// its driver may do it elsewhere (another thread) and hand the answer back.
+#[derive(Debug)]
+pub enum EitJob {
+    /// A service to keep the EIT schedule of.
+    Register {
+        /// The service.
+        service_id: u16,
+        /// Its schedule, empty, at its first version.
+        schedule: Box<EitSchedule>,
+    },
+    /// The service's events now (its whole week), with `today` (UTC) as the first day.
+    Week {
+        /// The service.
+        service_id: u16,
+        /// Its events, in any order (outside the window: left out).
+        events: Vec<Event>,
+        /// The first day of the window (UTC).
+        today: NaiveDate,
+    },
+}
+
+impl EitJob {
+    /// The service the job is for.
+    pub fn service_id(&self) -> u16 {
+        match self {
+            EitJob::Register { service_id, .. } | EitJob::Week { service_id, .. } => *service_id,
+        }
+    }
+}
+
+/// Every service's EIT schedule, by (stream, service_id), `stream` being the caller's index of
+/// the carousel that sent the job: the builder's state, with no thread of its own.
+#[derive(Debug, Default)]
+pub struct EitBuilds {
+    services: HashMap<(usize, u16), EitSchedule>,
+}
+
+impl EitBuilds {
+    /// Does `job` of carousel `stream`: the tables that changed, if any. A week that cannot be
+    /// coded leaves the service's tables as they were (and is logged).
+    pub fn apply(&mut self, stream: usize, job: EitJob) -> Option<Built> {
+        let key = (stream, job.service_id());
+        match job {
+            EitJob::Register { schedule, .. } => {
+                self.services.insert(key, *schedule);
+                None
+            }
+            EitJob::Week { events, today, .. } => {
+                let schedule = self.services.get_mut(&key)?;
+                match schedule.update(&events, today) {
+                    Ok(update) => {
+                        let tables: Tables = schedule
+                            .tables()
+                            .filter(|t| update.changed_tables.contains(&t.table_id))
+                            .map(|t| (t.table_id, t.sections.to_vec()))
+                            .collect();
+                        (!tables.is_empty()).then_some(Built {
+                            service_id: key.1,
+                            tables,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(service_id = key.1, error = %e, "EIT schedule not sent");
+                        None
+                    }
+                }
+            }
         }
     }
 }

@@ -6,14 +6,19 @@
 //!
 //! - [`import`]: schedules from and to CSV and M3U.
 //! - [`si`]: DVB SI codings and tables (SDT, EIT present/following, TDT, TOT).
+//! - [`network`]: the network side of DVB SI (SDT actual and other, NIT).
 //! - [`eit_cache`]: the EIT schedule of one service, updated incrementally (an edit
-//!   re-encodes only its segments and bumps only its table's version).
+//!   re-encodes only its segments and bumps only its table's version), and the builder's
+//!   state for every service ([`eit_cache::EitBuilds`]).
+//! - [`carousel`]: the SI carousel of one transport stream: which tables go out when, with
+//!   which version, driven by the time and the events the caller gives it.
 //! - [`alert`]: emergency alerts (CAP 1.2 / JSON), their signatures (SM2 over SM3, Ed25519).
 //! - [`emergency`]: the in-band emergency tables (Chinese cable EBIT 0xFD, SCTE-18 0xD8).
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod alert;
+pub mod carousel;
 pub mod eit_cache;
 pub mod emergency;
 pub mod import;

@@ -141,6 +141,24 @@ pub struct Event {
     pub min_age: u8,
 }
 
+/// The content_nibble_level_1/2 byte (EN 300 468 §6.2.9, content_descriptor) of a free-text
+/// genre, for the common ones (case-insensitive English); `None` for any other.
+pub fn content_nibble(genre: &str) -> Option<u8> {
+    Some(match genre.to_ascii_lowercase().as_str() {
+        "movie" | "film" | "drama" => 0x10,
+        "news" | "current affairs" => 0x20,
+        "show" | "game show" | "entertainment" => 0x30,
+        "sports" | "sport" => 0x40,
+        "children" | "kids" => 0x50,
+        "music" => 0x60,
+        "arts" | "culture" => 0x70,
+        "social" | "politics" => 0x80,
+        "education" | "documentary" => 0x90,
+        "leisure" | "hobbies" => 0xA0,
+        _ => return None,
+    })
+}
+
 pub(crate) fn lang_code(l: &str) -> [u8; 3] {
     let b = l.as_bytes();
     if b.len() == 3 {

@@ -15,12 +15,12 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
+use epg::eit_cache::EitBuilds;
 use playout::ts::PACKET_SIZE;
 
 use crate::alert::{Desk, DeskLinks};
 use crate::clock::ClockMap;
 use crate::config::Config;
-use crate::eit_builder::EitBuilds;
 use crate::input::file::FileSource;
 use crate::router::{Delivered, ScheduleSink};
 use crate::schedule::driver::{self, ScheduledChannel};

@@ -5,7 +5,8 @@
 
 use std::sync::{mpsc, Arc};
 
-use crate::station::si::PfPosted;
+use epg::carousel::PfPosted;
+
 use crate::station::{OverrideMsg, ScheduleMsg};
 
 /// Routes messages to the engine thread that owns the station.

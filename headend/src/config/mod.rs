@@ -29,7 +29,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
-pub(crate) use channel::{ChannelConfig, SiConfig};
+pub(crate) use channel::ChannelConfig;
 pub(crate) use error::{ConfigError, ConfigErrors};
 pub(crate) use mpts::MptsConfig;
 #[allow(

@@ -66,7 +66,7 @@ pub(super) struct RawChannel {
     pub(super) playlist: Vec<PathBuf>,
     /// `[channel.pids]`: default [`super::PidPlan::default`].
     pub(super) pids: Option<RawPids>,
-    /// `[channel.si]`: default [`super::SiConfig::default`].
+    /// `[channel.si]`: default [`super::channel::SiConfig::default`].
     pub(super) si: Option<RawSi>,
     /// `[channel.scrambling]`: checked by `super::scrambling`. Default none (clear).
     pub(super) scrambling: Option<toml::Value>,
@@ -138,7 +138,7 @@ pub(super) struct RawMpts {
     pub(super) _output: Option<IgnoredAny>,
 }
 
-/// `[channel.si]`; see [`super::SiConfig`].
+/// `[channel.si]`; see [`super::channel::SiConfig`].
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSi {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::channel::SiConfig;
 use super::*;
 
 const EXAMPLE: &str = include_str!("../../../fixtures/configs/example.toml");

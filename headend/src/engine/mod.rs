@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use epg::eit_cache::Built;
 use playout::pacing::{Pacer, PacerConfig};
 use playout::splice::IoRequest;
 use playout::ts::PACKET_SIZE;
@@ -19,7 +20,7 @@ use playout::ts::PACKET_SIZE;
 use crate::cas::CasLink;
 use crate::clock::ClockMap;
 use crate::config::{Config, KeySourceConfig};
-use crate::eit_builder::{Built, EitBuilder};
+use crate::eit_builder::EitBuilder;
 use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
 use crate::output::udp::{OutputStats, UdpOutput};

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use chrono::DateTime;
+use epg::si::{content_nibble, Event};
 use playout::schedule::Utc;
 use playout::splice::Cue;
 use playout::time::Ticks27M;
@@ -60,5 +62,26 @@ impl OnAirProgramme {
             start: seg.start,
             duration_ns: seg.duration(),
         }
+    }
+
+    /// Its EIT event, with `event_id` (the genre as a content_nibble when it is a known one).
+    pub(crate) fn event(&self, event_id: u16) -> Event {
+        Event {
+            event_id,
+            start: DateTime::from_timestamp_nanos(self.start.0).naive_utc(),
+            duration_s: self.duration_ns / 1_000_000_000,
+            running_status: 1,
+            language: self.language.clone().unwrap_or_else(|| "und".to_owned()),
+            title: self.title.clone(),
+            text: String::new(),
+            extended: self.description.clone(),
+            content: self.genre.as_deref().and_then(content_nibble),
+            min_age: self.rating,
+        }
+    }
+
+    /// The EIT events of `(event_id, programme)`s (a week, a guide).
+    pub(crate) fn events(programmes: &[(u16, OnAirProgramme)]) -> Vec<Event> {
+        programmes.iter().map(|(id, p)| p.event(*id)).collect()
     }
 }

@@ -21,6 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use epg::carousel::{Carousel, NetworkSi, PfPosted, SiOutput};
+use epg::eit_cache::{Built, EitJob};
+use epg::si::Event;
 use playout::mux::{Mux, MuxConfig, MuxEvent, Underflow};
 use playout::splice::{IoRequest, OutputPids, SpliceConfig, SpliceEvent, Splicer};
 use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
@@ -29,19 +32,17 @@ use playout::ts::Pid;
 use crate::cas::{CasEvent, Provision};
 use crate::clock::ClockMap;
 use crate::config::{ChannelConfig, Config, PidPlan};
-use crate::eit_builder::{Built, EitJob};
 use crate::input::file::IoDone;
 
 mod cue;
 mod overrides;
 pub(crate) mod scrambling;
-pub(crate) mod si;
+mod si;
 pub(crate) use cue::{OnAirProgramme, ScheduleMsg};
 pub(crate) use overrides::{AirAlert, AirKind, AirReport, OverrideMsg};
-use si::{NetworkSi, PfPosted, SiOutput, StationSi};
 
 /// How often TDT/TOT are refreshed (and peers' EIT other sent): each second of output time.
-const SI_TICK: Ticks27M = SYSTEM_CLOCK_HZ;
+const SI_TICK: Ticks27M = Carousel::TICK;
 /// Packets [`Station::emit`] works on at a time: one UDP datagram.
 pub(crate) const EMIT_STEP: usize = 7;
 
@@ -50,8 +51,8 @@ pub(crate) const EMIT_STEP: usize = 7;
 pub(crate) enum Output {
     /// An alert went on or off air (for the alert desk's audit log).
     Air(AirReport),
-    /// EIT schedule work ([`crate::eit_builder`]); the answer goes to
-    /// [`Station::handle_built`].
+    /// EIT schedule work ([`crate::eit_builder`], [`epg::eit_cache::EitBuilds`]); the answer
+    /// goes to [`Station::handle_built`].
     Eit(EitJob),
     /// A service's present/following changed: for every other station
     /// ([`Station::handle_peer`]).
@@ -108,7 +109,7 @@ pub(crate) struct Station {
     /// Each program's files (the config's playlist, then what schedules and alerts add).
     playlists: Vec<Vec<PathBuf>>,
     /// DVB SI of the station (none when every channel has it off).
-    si: Option<StationSi>,
+    si: Option<Carousel>,
     /// Programmes of the cues handed to the splicer, by tag, until they go on air.
     programmes: BTreeMap<u64, OnAirProgramme>,
     /// The tag of the cue on air (program 0), if it came from the schedule.
@@ -146,11 +147,11 @@ impl Station {
             scrambled.push((program, s));
         }
         let utc = plan.clock.utc_ns(mux.now());
-        let si = StationSi::start(
+        let si = Carousel::start(
             &mut mux,
             plan.network,
             plan.transport_stream_id,
-            &refs,
+            &si::service_specs(plan.channels),
             plan.mpts,
             utc,
         );
@@ -309,7 +310,12 @@ impl Station {
     pub(crate) fn handle_schedule(&mut self, msg: ScheduleMsg) {
         let utc = self.utc_ns();
         if let (Some(guide), Some(si)) = (&msg.guide, self.si.as_mut()) {
-            si.set_guide(&mut self.mux, self.service_ids[0], guide, utc);
+            si.set_guide(
+                &mut self.mux,
+                self.service_ids[0],
+                OnAirProgramme::events(guide),
+                utc,
+            );
         }
         if self.mux.programs() != 1 {
             return;
@@ -350,7 +356,7 @@ impl Station {
             }
         }
         if let (Some(week), Some(si)) = (msg.week, self.si.as_mut()) {
-            si.set_week(self.service_ids[0], &week, utc);
+            si.set_week(self.service_ids[0], OnAirProgramme::events(&week), utc);
         }
         // An edit of what comes next shows in EIT p/f now, not when the next item starts.
         if let (Some(si), Some(t)) = (self.si.as_mut(), self.on_air_tag) {
@@ -358,8 +364,8 @@ impl Station {
                 .programmes
                 .range(t + 1..)
                 .next()
-                .map(|(_, p)| p.clone());
-            si.set_following(&mut self.mux, self.service_ids[0], next.as_ref());
+                .map(|(_, p)| p.event(0));
+            si.set_following(&mut self.mux, self.service_ids[0], next);
         }
         self.collect();
     }
@@ -456,18 +462,22 @@ impl Station {
             let utc = self.clock.utc_ns(s.presented_at);
             let Some(si) = self.si.as_mut() else { continue };
             // A cue's programme from the schedule; otherwise the file name.
-            let title = match &s.present {
-                Some(p) => p.title.clone(),
-                None => self.playlists[s.program]
-                    .get(s.item)
-                    .and_then(|p| p.file_stem())
-                    .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+            let present = match &s.present {
+                Some(p) => p.event(0),
+                None => Event {
+                    language: "und".to_owned(),
+                    title: self.playlists[s.program]
+                        .get(s.item)
+                        .and_then(|p| p.file_stem())
+                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+                    ..Event::default()
+                },
             };
             si.on_air(
                 &mut self.mux,
                 self.service_ids[s.program],
-                (s.present.as_ref(), &title),
-                s.following.as_ref(),
+                present,
+                s.following.as_ref().map(|p| p.event(0)),
                 utc,
             );
         }
@@ -608,7 +618,7 @@ pub(crate) fn specs(config: &Config) -> Vec<StationSpec> {
 
 /// The network's SI for a start at `utc_ns`, shared by every station.
 pub(crate) fn network(config: &Config, utc_ns: i64) -> Arc<NetworkSi> {
-    Arc::new(NetworkSi::new(config, utc_ns))
+    Arc::new(si::network(config, utc_ns))
 }
 
 /// One splicer per channel, with its output PIDs.

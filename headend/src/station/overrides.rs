@@ -214,7 +214,7 @@ impl Station {
                 si.on_air(
                     &mut self.mux,
                     self.service_ids[program],
-                    (Some(&air.programme), &air.programme.title),
+                    air.programme.event(0),
                     None,
                     utc,
                 );

@@ -1,0 +1,116 @@
+//! The EIT state of each service of a carousel (EN 300 468 §5.2.4): its own services' present,
+//! following and week with their event_ids, and its peers' present/following (EIT other).
+
+use chrono::NaiveDate;
+
+use crate::si::{Charset, Event};
+use crate::text::check_text;
+
+use super::ServiceSpec;
+
+/// One service's EIT state.
+#[derive(Debug)]
+pub(super) struct ServiceSi {
+    pub(super) service_id: u16,
+    pub(super) charset: Charset,
+    pub(super) terrestrial: bool,
+    pub(super) eit_version: u8,
+    /// The last event_id handed out for an event the week does not have.
+    event_id: u16,
+    pub(super) present: Option<Event>,
+    pub(super) following: Option<Event>,
+    /// The scheduled events of the coming days.
+    pub(super) week: Vec<Event>,
+    /// The day (UTC) the EIT schedule was last built from: at midnight UTC segment 0 moves
+    /// to the new day. The building itself is the builder's.
+    pub(super) built_today: Option<NaiveDate>,
+    /// The guide comes whole: present/following follow the clock through `week`.
+    pub(super) by_clock: bool,
+}
+
+impl ServiceSi {
+    pub(super) fn new(spec: &ServiceSpec, version: u8) -> ServiceSi {
+        ServiceSi {
+            service_id: spec.service_id,
+            charset: spec.charset,
+            terrestrial: spec.terrestrial,
+            eit_version: version,
+            event_id: 0,
+            present: None,
+            following: None,
+            week: Vec::new(),
+            built_today: None,
+            by_clock: false,
+        }
+    }
+
+    /// The event_id of `e`: the schedule's, when the EIT schedule has the same event (start
+    /// and title), so a receiver's reminder follows it; otherwise one the schedule does not use.
+    pub(super) fn event_id_for(&mut self, e: &Event) -> u16 {
+        if let Some(w) = self
+            .week
+            .iter()
+            .find(|w| w.start == e.start && w.title == e.title)
+        {
+            return w.event_id;
+        }
+        loop {
+            self.event_id = self.event_id.wrapping_add(1);
+            if !self.week.iter().any(|w| w.event_id == self.event_id) {
+                return self.event_id;
+            }
+        }
+    }
+}
+
+/// A peer service (another MPTS) whose EIT p/f other a carousel sends.
+#[derive(Debug)]
+pub(super) struct PeerService {
+    pub(super) ts: (u16, u16),
+    pub(super) service_id: u16,
+    pub(super) charset: Charset,
+    pub(super) present: Option<Event>,
+    pub(super) following: Option<Event>,
+    /// Whether its present/following changed since last sent (or was never sent).
+    pub(super) dirty: bool,
+    /// Whether it was ever sent.
+    pub(super) sent: bool,
+    pub(super) version: u8,
+}
+
+impl PeerService {
+    /// Service `service_id` of stream `ts`, not sent yet.
+    pub(super) fn new(ts: (u16, u16), service_id: u16, charset: Charset, version: u8) -> Self {
+        PeerService {
+            ts,
+            service_id,
+            charset,
+            present: None,
+            following: None,
+            dirty: true,
+            sent: false,
+            version,
+        }
+    }
+}
+
+/// `e` with every character `charset` cannot hold replaced by `?`.
+pub(super) fn codable(e: &Event, charset: Charset) -> Event {
+    let fix = |t: &str| -> String {
+        t.chars()
+            .map(|c| {
+                if check_text(c.encode_utf8(&mut [0; 4]), charset).is_ok() {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect()
+    };
+    Event {
+        title: fix(&e.title),
+        text: fix(&e.text),
+        extended: fix(&e.extended),
+        ..e.clone()
+    }
+}
