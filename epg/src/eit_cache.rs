@@ -356,7 +356,7 @@ pub type Tables = Vec<(u8, Vec<Bytes>)>;
 
 /// The tables an [`EitJob`] changed, for the carousel that asked
 /// ([`crate::carousel::Carousel::handle_built`]).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Built {
     /// The service whose tables these are.
     pub service_id: u16,
@@ -366,7 +366,7 @@ pub struct Built {
 
 /// What a carousel asks of the EIT schedule builder: encoding a week takes milliseconds, so
 /// its driver may do it elsewhere (another thread) and hand the answer back.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum EitJob {
     /// A service to keep the EIT schedule of.
     Register {

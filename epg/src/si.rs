@@ -669,4 +669,13 @@ mod tests {
             t[t.len() - 4..]
         );
     }
+
+    #[test]
+    fn content_nibbles_of_common_genres() {
+        assert_eq!(content_nibble("News"), Some(0x20));
+        assert_eq!(content_nibble("film"), Some(0x10));
+        assert_eq!(content_nibble("Documentary"), Some(0x90));
+        assert_eq!(content_nibble("hobbies"), Some(0xA0));
+        assert_eq!(content_nibble("quiz"), None);
+    }
 }

@@ -114,3 +114,72 @@ pub(super) fn codable(e: &Event, charset: Charset) -> Event {
         ..e.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, NaiveDate};
+
+    use super::*;
+    use crate::schedule::Tz;
+
+    fn service() -> ServiceSi {
+        let spec = ServiceSpec {
+            service_id: 1,
+            name: "One".to_owned(),
+            provider: "P".to_owned(),
+            service_type: 0x01,
+            charset: Charset::Latin,
+            eit_days: 7,
+            country: "FRA".to_owned(),
+            timezone: Tz::Europe__Paris,
+            original_network_id: 1,
+            terrestrial: false,
+            lcn: None,
+        };
+        ServiceSi::new(&spec, 3)
+    }
+
+    fn event(event_id: u16, minute: i64, title: &str) -> Event {
+        Event {
+            event_id,
+            start: NaiveDate::from_ymd_opt(2026, 11, 23)
+                .unwrap()
+                .and_hms_opt(20, 0, 0)
+                .unwrap()
+                + Duration::minutes(minute),
+            title: title.to_owned(),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn event_ids_are_the_schedules_or_ones_it_does_not_use() {
+        let mut s = service();
+        s.week = vec![
+            event(1, 0, "News"),
+            event(2, 30, "Film"),
+            event(4, 120, "Late"),
+        ];
+        // Same start and title: the schedule's event_id (a reminder follows it).
+        assert_eq!(s.event_id_for(&event(0, 30, "Film")), 2);
+        // Another title at that start, or the title at another start: a free one, counting on
+        // from the last given and skipping the schedule's.
+        assert_eq!(s.event_id_for(&event(0, 30, "Sport")), 3);
+        assert_eq!(s.event_id_for(&event(0, 31, "Film")), 5);
+        assert_eq!(s.event_id_for(&event(0, 0, "News")), 1);
+    }
+
+    #[test]
+    fn what_a_charset_cannot_hold_becomes_a_question_mark() {
+        let e = Event {
+            title: "Café 新闻".to_owned(),
+            extended: "ok".to_owned(),
+            ..event(9, 0, "")
+        };
+        let c = codable(&e, Charset::Latin);
+        assert_eq!(c.title, "Café ??");
+        assert_eq!(c.extended, "ok");
+        assert_eq!((c.event_id, c.start), (9, e.start));
+        assert_eq!(codable(&e, Charset::Utf8), e);
+    }
+}
