@@ -1,8 +1,9 @@
 //! The alert audit log (安全播出 record): append-only, one JSON object per line, each line
 //! written whole and fsynced before the call returns. Every line carries the instant in UTC
 //! and in the configured local zone. On start the log is read back so identifiers already
-//! seen stay refused (replays across restarts).
+//! seen stay refused (replays across restarts): [`Replays`] is that memory.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -104,6 +105,22 @@ impl Audit {
             tracing::error!(log = %self.path.display(), error = %e, "cannot write the alert audit log");
         }
         result
+    }
+}
+
+/// The replay memory: the (sender, identifier) pairs verified so far, in this run and, read
+/// back from the audit log, before it.
+pub(crate) struct Replays(HashSet<(String, String)>);
+
+impl Replays {
+    /// The memory of an audit log's past ([`Audit::open`]).
+    pub(crate) fn new(seen: Seen) -> Replays {
+        Replays(seen.into_iter().collect())
+    }
+
+    /// Notes the pair; false if it was seen before.
+    pub(crate) fn first_time(&mut self, sender: &str, identifier: &str) -> bool {
+        self.0.insert((sender.to_owned(), identifier.to_owned()))
     }
 }
 

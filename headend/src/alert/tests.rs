@@ -442,3 +442,64 @@ fn uploads_must_be_playable_transport_streams() {
         "no such uploaded clip",
     );
 }
+
+/// The policy alone, without a desk, files or stations: levels, queueing, an update in
+/// place, expiry of a queued and of a shown alert, and a cancel through an update's id.
+#[test]
+fn the_board_shows_the_highest_level_then_the_oldest() {
+    use policy::{Board, Decision::*, DeskChannel, Placement};
+    let channel = |i: usize| DeskChannel {
+        id: format!("c{i}"),
+        station: i,
+        program: 0,
+        service_id: 1,
+        transport_stream_id: 1,
+        original_network_id: 1,
+        single: true,
+        drills: false,
+    };
+    let parsed =
+        |id: &str, msg: &str, extra| epg::alert::parse_json(&alert("prov@x", id, msg, extra));
+    let placed = |channels: Vec<usize>, level: u8, minutes: i64| Placement {
+        channels,
+        level,
+        clip: "alert.ts".into(),
+        expires: now() + Duration::minutes(minutes),
+    };
+    let mut b = Board::new(vec![channel(0), channel(1)]);
+    let admit = |b: &mut Board, id: &str, p: Placement| {
+        let seq = b.take_seq();
+        b.admit(seq, parsed(id, "Alert", Value::Null).unwrap(), p, now());
+        b.arbitrate()
+    };
+    assert_eq!(
+        admit(&mut b, "A-1", placed(vec![0, 1], 2, 30)),
+        vec![Show { channel: 0, seq: 1 }, Show { channel: 1, seq: 1 }]
+    );
+    // The same level queues; a higher one pre-empts.
+    assert_eq!(admit(&mut b, "A-2", placed(vec![1], 2, 10)), vec![]);
+    assert_eq!(
+        admit(&mut b, "A-3", placed(vec![1], 1, 20)),
+        vec![Show { channel: 1, seq: 3 }]
+    );
+    // An update keeps its number and is shown again where it is on air.
+    let refs = |id: &str| serde_json::json!({"references": format!("prov@x,{id},{}", at(now()))});
+    let u = parsed("A-1u", "Update", refs("A-1")).unwrap();
+    assert_eq!(b.referenced(&u), Some(1));
+    assert!(b.update(1, u, placed(vec![0, 1], 2, 30)));
+    assert_eq!(b.arbitrate(), vec![Show { channel: 0, seq: 1 }]);
+    // The queued alert expires unseen; then the level 1 one, and channel 1 goes back to 1.
+    let seqs = |ended: Vec<policy::Live>| ended.iter().map(|l| l.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(b.expire(now() + Duration::minutes(15))), vec![2]);
+    assert_eq!(b.arbitrate(), vec![]);
+    assert_eq!(seqs(b.expire(now() + Duration::minutes(25))), vec![3]);
+    assert_eq!(b.arbitrate(), vec![Show { channel: 1, seq: 1 }]);
+    // A cancel may name the update's identifier.
+    let x = parsed("A-1x", "Cancel", refs("A-1u")).unwrap();
+    assert_eq!(seqs(b.cancel(&x)), vec![1]);
+    assert_eq!(
+        b.arbitrate(),
+        vec![Clear { channel: 0 }, Clear { channel: 1 }]
+    );
+    assert!(b.live().is_empty());
+}

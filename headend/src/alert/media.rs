@@ -1,0 +1,72 @@
+//! Clips uploaded for later alerts (`POST /api/alerts/media`), kept in `[alerts] media_dir`
+//! under their content hash as `ID.ts`, and named by alerts as `media:ID`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The directory of uploaded clips.
+pub(super) struct Media {
+    dir: PathBuf,
+}
+
+/// A clip kept.
+pub(super) struct Stored {
+    /// What an alert names it by, `media:ID`.
+    pub(super) uri: String,
+    pub(super) duration_ns: u64,
+}
+
+/// Why an upload was not kept.
+pub(super) enum UploadError {
+    /// The directory cannot be written.
+    Io(io::Error),
+    /// The bytes are not a playable transport stream: why.
+    NotPlayable(String),
+}
+
+impl Media {
+    /// Creates the directory if it is missing.
+    pub(super) fn open(dir: &Path) -> io::Result<Media> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Media {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The uploaded clip `id` (ASCII letters, digits and `-`), if there is one.
+    pub(super) fn clip(&self, id: &str) -> Option<PathBuf> {
+        let ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let path = self.dir.join(format!("{id}.ts"));
+        (ok && path.is_file()).then_some(path)
+    }
+
+    /// Keeps `data` if it is a transport stream with a duration; written to a temporary
+    /// name first, so a clip is never seen half written.
+    pub(super) fn store(&self, data: &[u8]) -> Result<Stored, UploadError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut h);
+        let id = format!("{:016x}{:x}", h.finish(), data.len());
+        let path = self.dir.join(format!("{id}.ts"));
+        let tmp = self.dir.join(format!(".{id}.tmp"));
+        std::fs::write(&tmp, data).map_err(UploadError::Io)?;
+        let probed = crate::input::probe::probe_file(&tmp);
+        match probed {
+            Ok(info) if info.duration_ns > 0 => {
+                std::fs::rename(&tmp, &path).map_err(UploadError::Io)?;
+                Ok(Stored {
+                    uri: format!("media:{id}"),
+                    duration_ns: info.duration_ns,
+                })
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(UploadError::NotPlayable("no duration".into()))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(UploadError::NotPlayable(e))
+            }
+        }
+    }
+}
