@@ -531,6 +531,33 @@ fn debug_hides_keys() {
     );
 }
 
+/// One 16-byte hex parser, two spellings: the command line's (`0x` allowed) and the
+/// configuration's (32 digits exactly).
+#[test]
+fn hex16_with_and_without_prefix() {
+    use drm::cipher::{parse_hex16, parse_hex16_strict};
+    let bytes = hex::<16>(CW);
+    assert_eq!(parse_hex16(CW), Ok(bytes));
+    assert_eq!(parse_hex16(&format!("0X{CW}")), Ok(bytes));
+    assert_eq!(parse_hex16_strict(&CW.to_uppercase()), Ok(bytes));
+    assert_eq!(
+        parse_hex16_strict(&format!("0x{CW}")),
+        Err(ScrambleError::HexLength { digits: 34 })
+    );
+    assert_eq!(
+        parse_hex16_strict(&format!("0x{}", &CW[2..])),
+        Err(ScrambleError::HexDigit { position: 1 })
+    );
+    assert_eq!(
+        parse_hex16_strict(&format!(" {}", &CW[1..])),
+        Err(ScrambleError::HexDigit { position: 0 })
+    );
+    assert_eq!(
+        parse_hex16("0x"),
+        Err(ScrambleError::HexLength { digits: 0 })
+    );
+}
+
 #[test]
 fn errors_name_the_packet_and_change_nothing() {
     let mut s = scrambler(CipherKind::DvbCissa, None, CW, CW);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread;
 
 use anyhow::Context;
+use drm::cipher::parse_hex16;
 use drm::ecm::{build_ecm, Wrap};
 use drm::simulcrypt::{
     encode, Body, ChannelError, ChannelStatus, CwProvision, Decoder, EcmResponse, ErrorStatus,
@@ -27,7 +28,7 @@ pub(crate) struct EcmgArgs {
     /// is the first line printed: `listening on ADDR`.
     #[arg(long)]
     listen: SocketAddr,
-    /// The ECM key: 32 hex digits.
+    /// The ECM key: 32 hex digits (an optional `0x`), as `hectl descramble --ecm-key`.
     #[arg(long)]
     key: String,
     /// The cipher that wraps the control words in ECMs: aes (AES-128) or sm4.
@@ -71,7 +72,7 @@ enum WrapArg {
 
 /// Runs the server until the process is stopped.
 pub(crate) fn run(args: EcmgArgs) -> anyhow::Result<ExitCode> {
-    let key = parse_key(&args.key)?;
+    let key = parse_hex16(args.key.trim()).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
     let ecmg = Arc::new(Ecmg {
         key,
         wrap: match args.wrap {
@@ -416,20 +417,6 @@ fn ecm_for(ecmg: &Ecmg, stream: &mut Stream, p: &CwProvision) -> Result<Vec<u8>,
         &stream.even.unwrap_or_default(),
         &stream.odd.unwrap_or_default(),
     ))
-}
-
-fn parse_key(hex: &str) -> anyhow::Result<[u8; 16]> {
-    let hex = hex.trim();
-    anyhow::ensure!(
-        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        "--key: expected 32 hex digits"
-    );
-    let mut key = [0u8; 16];
-    for (i, k) in key.iter_mut().enumerate() {
-        // Checked above: 32 ASCII hex digits.
-        *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
-    }
-    Ok(key)
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {

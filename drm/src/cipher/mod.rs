@@ -214,13 +214,20 @@ impl Drop for ControlWord {
     }
 }
 
-/// 16 bytes from 32 hex digits (an optional `0x` prefix), e.g. an IV on the command line.
+/// 16 bytes from 32 hex digits with an optional `0x` prefix, as on the command line (a
+/// key, a control word, an IV). Errors say where, never what.
 pub fn parse_hex16(s: &str) -> Result<[u8; 16], ScrambleError> {
     let digits = s
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
-        .unwrap_or(s)
-        .as_bytes();
+        .unwrap_or(s);
+    parse_hex16_strict(digits)
+}
+
+/// 16 bytes from exactly 32 hex digits, nothing else (no prefix, no white space): the one
+/// spelling a configuration file accepts. Errors say where, never what.
+pub fn parse_hex16_strict(s: &str) -> Result<[u8; 16], ScrambleError> {
+    let digits = s.as_bytes();
     if digits.len() != 32 {
         return Err(ScrambleError::HexLength {
             digits: digits.len(),

@@ -125,16 +125,9 @@ struct RawSimulcrypt {
     access_criteria: Option<String>,
 }
 
+/// 32 hex digits, nothing else but white space around them (no `0x`).
 fn hex16(text: &str) -> Option<[u8; 16]> {
-    let t = text.trim();
-    if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    drm::cipher::parse_hex16_strict(text.trim()).ok()
 }
 
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
