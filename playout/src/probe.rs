@@ -6,6 +6,12 @@
 //! PAT and PMT, then the last megabytes ([`Probe::tail`]); the middle is never read. A
 //! timestamp discontinuity inside the file (a concatenation) makes the span meaningless: the
 //! duration is then computed from the head alone and flagged.
+//!
+//! [`read_head_and_tail`] does those reads, from any `Read + Seek` the caller opened (a
+//! file, a `Cursor` over an upload): the head, then the tail, each [`WINDOW_BYTES`] long,
+//! or the whole source when it is no longer than both.
+
+use std::io::{Read, Seek, SeekFrom};
 
 use bytes::Bytes;
 
@@ -61,6 +67,49 @@ pub enum ProbeError {
         /// The anchor PID.
         pid: Pid,
     },
+}
+
+/// Bytes read from each end of a file: 4 MiB.
+pub const WINDOW_BYTES: u64 = 4 << 20;
+
+/// Why [`read_head_and_tail`] found no duration: the source could not be read, or its bytes
+/// hold none. Each says only what went wrong, for the caller to add which file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeReadError {
+    /// Reading or seeking the source failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The bytes read hold no duration.
+    #[error("{0}")]
+    Media(#[from] ProbeError),
+}
+
+/// Probes `source` from its first and last `window` bytes (the middle is never read), or
+/// whole when it is no longer than `2 * window`. Reads from the start, wherever `source`
+/// stands.
+pub fn read_head_and_tail(
+    mut source: impl Read + Seek,
+    window: u64,
+) -> Result<ProbeInfo, ProbeReadError> {
+    let len = source.seek(SeekFrom::End(0))?;
+    source.seek(SeekFrom::Start(0))?;
+    let whole = len <= window.saturating_mul(2);
+    let mut head = Vec::new();
+    (&mut source)
+        .take(if whole { len } else { window })
+        .read_to_end(&mut head)?;
+    let read = head.len() as u64;
+    let mut p = Probe::new();
+    p.head(Bytes::from(head));
+    if !whole {
+        // len > 2 * window >= window + read: the tail starts after the head.
+        let mut tail = Vec::new();
+        source.seek(SeekFrom::Start(len - window))?;
+        source.take(window).read_to_end(&mut tail)?;
+        p.tail(Bytes::from(tail), len - window - read);
+    }
+    Ok(p.result()?)
 }
 
 /// Probes one file: [`Probe::head`], then [`Probe::tail`] (optional for short files read

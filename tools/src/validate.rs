@@ -5,17 +5,12 @@
 //! no filler. Every problem is printed with the file, line, item and field.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bytes::Bytes;
 use epg::schedule::{parse, Day, Source, Tz};
-use playout::probe::Probe;
+use playout::probe::{read_head_and_tail, ProbeReadError, WINDOW_BYTES};
 use playout::schedule::{resolve, Clip, MediaId, MediaInfo, ScheduleError, Utc};
-
-/// Bytes read from each end of a media file to probe its duration.
-const PROBE_BYTES: u64 = 4 << 20;
 
 /// What `hectl validate` found.
 pub(crate) struct Report {
@@ -230,27 +225,10 @@ fn explain(e: &ScheduleError, day: &Day, names: &[String], tz: Tz) -> String {
 
 /// A media file's duration (ns), from its first and last megabytes.
 fn probe(path: &PathBuf) -> Result<u64, String> {
-    let mut f = File::open(path).map_err(|e| format!("file not found or unreadable: {e}"))?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut head = Vec::new();
-    (&mut f)
-        .take(PROBE_BYTES)
-        .read_to_end(&mut head)
-        .map_err(|e| e.to_string())?;
-    let mut p = Probe::new();
-    p.head(Bytes::from(head));
-    if len > 2 * PROBE_BYTES {
-        let mut tail = Vec::new();
-        f.seek(SeekFrom::Start(len - PROBE_BYTES))
-            .and_then(|_| f.read_to_end(&mut tail))
-            .map_err(|e| e.to_string())?;
-        p.tail(Bytes::from(tail), len - 2 * PROBE_BYTES);
-    } else if len > PROBE_BYTES {
-        let mut rest = Vec::new();
-        f.read_to_end(&mut rest).map_err(|e| e.to_string())?;
-        p.head(Bytes::from(rest));
+    let f = File::open(path).map_err(|e| format!("file not found or unreadable: {e}"))?;
+    match read_head_and_tail(f, WINDOW_BYTES) {
+        Ok(info) => Ok(info.duration_ns),
+        Err(ProbeReadError::Media(e)) => Err(format!("unreadable media: {e}")),
+        Err(e) => Err(e.to_string()),
     }
-    p.result()
-        .map(|i| i.duration_ns)
-        .map_err(|e| format!("unreadable media: {e}"))
 }

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use playout::probe::{read_head_and_tail, WINDOW_BYTES};
+
 /// The directory of uploaded clips.
 pub(super) struct Media {
     dir: PathBuf,
@@ -40,33 +42,30 @@ impl Media {
         (ok && path.is_file()).then_some(path)
     }
 
-    /// Keeps `data` if it is a transport stream with a duration; written to a temporary
-    /// name first, so a clip is never seen half written.
+    /// Keeps `data` if it is a transport stream with a duration (probed in memory, as a
+    /// file would be); written to a temporary name first, so a clip is never seen half
+    /// written.
     pub(super) fn store(&self, data: &[u8]) -> Result<Stored, UploadError> {
         use std::hash::{Hash, Hasher};
+        let probed = read_head_and_tail(io::Cursor::new(data), WINDOW_BYTES);
+        let duration_ns = match probed {
+            Ok(info) if info.duration_ns > 0 => info.duration_ns,
+            Ok(_) => return Err(UploadError::NotPlayable("no duration".into())),
+            Err(e) => return Err(UploadError::NotPlayable(e.to_string())),
+        };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         data.hash(&mut h);
         let id = format!("{:016x}{:x}", h.finish(), data.len());
         let path = self.dir.join(format!("{id}.ts"));
         let tmp = self.dir.join(format!(".{id}.tmp"));
-        std::fs::write(&tmp, data).map_err(UploadError::Io)?;
-        let probed = crate::input::probe::probe_file(&tmp);
-        match probed {
-            Ok(info) if info.duration_ns > 0 => {
-                std::fs::rename(&tmp, &path).map_err(UploadError::Io)?;
-                Ok(Stored {
-                    uri: format!("media:{id}"),
-                    duration_ns: info.duration_ns,
-                })
-            }
-            Ok(_) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(UploadError::NotPlayable("no duration".into()))
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(UploadError::NotPlayable(e))
-            }
+        let kept = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = kept {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(UploadError::Io(e));
         }
+        Ok(Stored {
+            uri: format!("media:{id}"),
+            duration_ns,
+        })
     }
 }
