@@ -53,10 +53,11 @@ mod sm4;
 use std::fmt;
 use std::str::FromStr;
 
+use playout::ts::{header, Pid};
 use zeroize::Zeroize;
 
 pub use block::{Aes128, Sm4};
-pub use packet::PACKET_SIZE;
+pub use playout::ts::PACKET_SIZE;
 
 use modes::{Batch, Keyed};
 use packet::Skip;
@@ -410,12 +411,12 @@ impl Scrambler {
             let at = i * PACKET_SIZE;
             let pkt = &mut buf[at..at + PACKET_SIZE];
             stats.packets += 1;
-            let pid = packet::pid(pkt);
-            let start = if pid == packet::NULL_PID {
+            let pid = header::pid(pkt);
+            let start = if pid == Pid::NULL {
                 Err(Skip::Null)
-            } else if packet::tsc(pkt) != 0 {
+            } else if header::scrambling_control(pkt) != 0 {
                 Err(Skip::AlreadyScrambled)
-            } else if !pids(pid) {
+            } else if !pids(pid.value()) {
                 Err(Skip::Excluded)
             } else {
                 packet::payload_start(pkt)
@@ -424,7 +425,7 @@ impl Scrambler {
                 Ok(start) => {
                     // The header is outside the payload: the bits can be set before the
                     // batch is scrambled.
-                    packet::set_tsc(pkt, parity.bits());
+                    header::set_scrambling_control(pkt, parity.bits());
                     let len = PACKET_SIZE - start;
                     if len < 16 && kind.clear_residue() {
                         stats.short_payload += 1;
@@ -462,13 +463,13 @@ impl Scrambler {
             let at = i * PACKET_SIZE;
             let pkt = &mut buf[at..at + PACKET_SIZE];
             stats.packets += 1;
-            let slot = match packet::tsc(pkt) {
+            let slot = match header::scrambling_control(pkt) {
                 0b10 => Ok(Parity::Even.slot()),
                 0b11 => Ok(Parity::Odd.slot()),
                 0b01 => Err(Skip::Reserved),
                 _ => Err(Skip::Clear),
             };
-            let start = if packet::pid(pkt) == packet::NULL_PID {
+            let start = if header::pid(pkt) == Pid::NULL {
                 Err(Skip::Null)
             } else {
                 slot.and_then(|s| {
@@ -482,7 +483,7 @@ impl Scrambler {
             };
             match start {
                 Ok((slot, start)) => {
-                    packet::set_tsc(pkt, 0);
+                    header::set_scrambling_control(pkt, 0);
                     let len = PACKET_SIZE - start;
                     if len < 16 && kind.clear_residue() {
                         stats.short_payload += 1;

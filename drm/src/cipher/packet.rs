@@ -1,17 +1,11 @@
-//! The TS packet fields scrambling reads and writes (ISO/IEC 13818-1 §2.4.3.2, §2.4.3.4).
-//!
-//! ```text
-//!  byte 3: transport_scrambling_control(2) | adaptation_field_control(2) | CC(4)
-//!  byte 4: adaptation_field_length when adaptation_field_control is 10 or 11
-//!  payload: from byte 4 (AFC 01), or byte 5 + adaptation_field_length (AFC 11)
-//! ```
+//! Which packets scrambling leaves alone and why, and the check of a buffer of packets.
+//! The header fields themselves (PID, transport_scrambling_control, where the payload
+//! starts: ISO/IEC 13818-1 §2.4.3.2, §2.4.3.4) are read with [`playout::ts::header`].
+
+use playout::ts::header::{self, NoPayload};
+use playout::ts::{PACKET_SIZE, SYNC_BYTE};
 
 use super::{PacketCounts, ScrambleError};
-
-/// Size of one transport stream packet in bytes.
-pub const PACKET_SIZE: usize = 188;
-pub(super) const NULL_PID: u16 = 0x1FFF;
-const SYNC_BYTE: u8 = 0x47;
 
 /// Why a packet is left alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,33 +56,11 @@ pub(super) fn check(buf: &[u8]) -> Result<(), ScrambleError> {
     Ok(())
 }
 
-/// The PID of a packet (`pkt` is 188 bytes).
-pub(super) fn pid(pkt: &[u8]) -> u16 {
-    u16::from_be_bytes([pkt[1], pkt[2]]) & 0x1FFF
-}
-
-/// transport_scrambling_control.
-pub(super) fn tsc(pkt: &[u8]) -> u8 {
-    pkt[3] >> 6
-}
-
-/// Sets transport_scrambling_control to `bits` (0..=3).
-pub(super) fn set_tsc(pkt: &mut [u8], bits: u8) {
-    pkt[3] = (pkt[3] & 0x3F) | (bits & 0b11) << 6;
-}
-
 /// Offset of the payload in the packet, if it has a non-empty one.
+#[inline]
 pub(super) fn payload_start(pkt: &[u8]) -> Result<usize, Skip> {
-    match (pkt[3] >> 4) & 0b11 {
-        0b01 => Ok(4),
-        0b11 => {
-            let start = 5 + pkt[4] as usize;
-            match start {
-                PACKET_SIZE => Err(Skip::NoPayload),
-                s if s > PACKET_SIZE => Err(Skip::BadAdaptationField),
-                s => Ok(s),
-            }
-        }
-        _ => Err(Skip::NoPayload),
-    }
+    header::payload_start(pkt).map_err(|e| match e {
+        NoPayload::Absent => Skip::NoPayload,
+        NoPayload::BadAdaptationField => Skip::BadAdaptationField,
+    })
 }

@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 use playout::psi::packetize_section;
-use playout::ts::{Pid, PACKET_SIZE, SYNC_BYTE};
+use playout::ts::{header, Pid, PACKET_SIZE, SYNC_BYTE};
 
 use super::error::SimulcryptError;
 use super::message::SectionTspktFlag;
@@ -41,14 +41,13 @@ pub fn ecm_packets(
             for chunk in datagram.chunks_exact(PACKET_SIZE) {
                 let mut p = [0u8; PACKET_SIZE];
                 p.copy_from_slice(chunk);
-                p[1] = (p[1] & 0xE0) | (pid.value() >> 8) as u8;
-                p[2] = pid.value() as u8;
+                header::set_pid(&mut p, pid);
                 // The counter advances on packets with a payload only.
-                if p[3] & 0x10 != 0 {
-                    p[3] = (p[3] & 0xF0) | (*cc & 0x0F);
+                if header::has_payload(&p) {
+                    header::set_continuity_counter(&mut p, *cc);
                     *cc = (*cc + 1) & 0x0F;
                 } else {
-                    p[3] = (p[3] & 0xF0) | (cc.wrapping_sub(1) & 0x0F);
+                    header::set_continuity_counter(&mut p, cc.wrapping_sub(1));
                 }
                 out.push(p);
             }

@@ -8,8 +8,9 @@
 //!
 //! [`TsPacket`] is an immutable view over a 188-byte [`bytes::Bytes`] (cloning bumps a
 //! reference count). [`TsPacketMut`] rewrites a packet in place on the output copy: PID, CC,
-//! PCR and PES timestamps.
+//! PCR and PES timestamps. [`header`] has the accessors both use, on a plain `&[u8]`.
 
+pub mod header;
 mod packet;
 mod pid;
 

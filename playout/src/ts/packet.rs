@@ -1,8 +1,9 @@
-//! Packet views. The accessors work on any `&[u8]` of 188 bytes; [`TsPacket`] owns a
+//! Packet views over the accessors of [`super::header`]: [`TsPacket`] owns a
 //! reference-counted [`Bytes`] and [`TsPacketMut`] borrows a mutable slot of an output buffer.
 
 use bytes::Bytes;
 
+use super::header::{has_adaptation_field, has_payload, payload_start, pid, pusi};
 use super::{Pid, TsError, PACKET_SIZE, SYNC_BYTE};
 use crate::pes;
 use crate::time::Pcr;
@@ -58,11 +59,11 @@ impl TsPacket {
     }
     /// transport_scrambling_control (0 = clear).
     pub fn scrambling(&self) -> u8 {
-        self.0[3] >> 6
+        super::header::scrambling_control(&self.0)
     }
     /// continuity_counter.
     pub fn cc(&self) -> u8 {
-        self.0[3] & 0x0F
+        super::header::continuity_counter(&self.0)
     }
     /// Whether the packet carries a payload (adaptation_field_control 01 or 11).
     pub fn has_payload(&self) -> bool {
@@ -140,12 +141,11 @@ impl<'a> TsPacketMut<'a> {
     }
     /// Rewrites the PID, keeping TEI, PUSI and priority.
     pub fn set_pid(&mut self, pid: Pid) {
-        self.0[1] = (self.0[1] & 0xE0) | (pid.value() >> 8) as u8;
-        self.0[2] = pid.value() as u8;
+        super::header::set_pid(self.0, pid);
     }
     /// Rewrites the continuity counter.
     pub fn set_cc(&mut self, cc: u8) {
-        self.0[3] = (self.0[3] & 0xF0) | (cc & 0x0F);
+        super::header::set_continuity_counter(self.0, cc);
     }
     /// Whether the adaptation field carries a PCR.
     pub fn has_pcr(&self) -> bool {
@@ -180,7 +180,7 @@ impl<'a> TsPacketMut<'a> {
     }
     /// Sets discontinuity_indicator if there is an adaptation field with a flags byte.
     pub fn set_discontinuity(&mut self, on: bool) {
-        if self.0[3] & 0x20 != 0 && self.0[4] > 0 {
+        if has_adaptation_field(self.0) && self.0[4] > 0 {
             if on {
                 self.0[5] |= 0x80;
             } else {
@@ -204,20 +204,8 @@ pub fn pcr_only_packet(pid: Pid, pcr: Pcr) -> [u8; PACKET_SIZE] {
     p
 }
 
-pub(crate) fn pid(p: &[u8]) -> Pid {
-    Pid::from_bits(u16::from_be_bytes([p[1], p[2]]))
-}
-
-pub(crate) fn pusi(p: &[u8]) -> bool {
-    p[1] & 0x40 != 0
-}
-
-pub(crate) fn has_payload(p: &[u8]) -> bool {
-    p[3] & 0x10 != 0
-}
-
 fn adaptation_field(p: &[u8]) -> Option<AdaptationField<'_>> {
-    if p[3] & 0x20 == 0 {
+    if !has_adaptation_field(p) {
         return None;
     }
     let len = p[4] as usize;
@@ -228,14 +216,7 @@ fn adaptation_field(p: &[u8]) -> Option<AdaptationField<'_>> {
 }
 
 pub(crate) fn payload_offset(p: &[u8]) -> Option<usize> {
-    if !has_payload(p) {
-        return None;
-    }
-    if p[3] & 0x20 == 0 {
-        return Some(4);
-    }
-    let off = 5 + p[4] as usize;
-    (off < PACKET_SIZE).then_some(off)
+    payload_start(p).ok()
 }
 
 fn read_pcr(b: &[u8]) -> Pcr {
