@@ -121,16 +121,21 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                 .iter()
                 .map(|_| FileSource::default())
                 .collect(),
-            scheduler: spec.single_channel().map(|ch| {
-                driver::State::new(ScheduledChannel {
-                    station: i,
-                    channel: ch.id.clone(),
-                    tz: ch.timezone,
-                    filler: ch.filler.clone(),
-                    base_items: ch.playlist.len(),
-                    guide_from_xmltv: ch.si.xmltv.is_some(),
-                })
-            }),
+            // A channel with no schedule directory plays its playlist: unlike the daemon's,
+            // render's schedule cannot appear half-way, so it is not looked for every round.
+            scheduler: spec
+                .single_channel()
+                .filter(|ch| config.schedules.dir.join(&ch.id).is_dir())
+                .map(|ch| {
+                    driver::State::new(ScheduledChannel {
+                        station: i,
+                        channel: ch.id.clone(),
+                        tz: ch.timezone,
+                        filler: ch.filler.clone(),
+                        base_items: ch.playlist.len(),
+                        guide_from_xmltv: ch.si.xmltv.is_some(),
+                    })
+                }),
             // As on air, where the scheduler's first look comes once the station is sending:
             // after the first datagram.
             next_round: start_utc_ns + 1,
