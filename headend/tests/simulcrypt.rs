@@ -1,10 +1,13 @@
 //! SimulCrypt end to end: `headend` (the SCS) scrambles a channel with words it provisions
-//! over TCP to our test ECMG (`hectl ecmg`, ETSI TS 103 197), crypto-period 2 s, for a minute.
-//! Every crypto-period's ECM (from the ECMG) is on air before its parity flip; when the ECMG
-//! is killed mid-run the configured policy (keep the last word) holds: no flip, the stream
-//! stays scrambled with the last announced word and descramblable, and an alarm is logged;
-//! when it comes back the SCS reconnects and rotation resumes. The descrambled capture is
-//! conformant and ffmpeg decodes it without an error.
+//! over TCP to our test ECMG (`hectl ecmg`, ETSI TS 103 197), crypto-period 1 s (the shortest
+//! the config takes), for about 20 s. Every crypto-period's ECM (from the ECMG) is on air before
+//! its parity flip; when the ECMG is killed mid-run (for 6 s, four crypto-periods past the
+//! words it had already announced) the configured policy (keep the last word) holds: no flip,
+//! the stream stays scrambled with the last announced word and descramblable, and an alarm is
+//! logged; when it comes back the SCS reconnects and rotation resumes. Flips are placed in
+//! those windows by their datagrams' kernel receive stamps (SO_TIMESTAMPNS) against the
+//! realtime instants of the kill and the restart. The descrambled capture is conformant and
+//! ffmpeg decodes it without an error.
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -18,10 +21,19 @@ use playout::check::{check, CheckLimits};
 use playout::ts::Pid;
 
 mod common;
-use common::{ffmpeg_errors, hectl, media, signal_and_wait, tool, Daemon};
+use common::{
+    ffmpeg_errors, flatten, hectl, media, receive_stamped, signal_and_wait, tool, utc_ns, Daemon,
+};
 
 const KEY: &str = "8899aabbccddeeff0011223344556677";
 const ECM_PID: u16 = 0x1FF0;
+/// Rotation before the outage, the outage, rotation after it.
+const BEFORE: Duration = Duration::from_secs(6);
+const OUTAGE: Duration = Duration::from_secs(6);
+const AFTER: Duration = Duration::from_secs(6);
+/// After the kill, flips on the words the ECMG had already announced (the ECM of the period
+/// before carries the next word: at most one flip, within a crypto-period) may still come.
+const GRACE_NS: i64 = 2_000_000_000;
 
 struct Ecmg(Child);
 
@@ -64,7 +76,7 @@ fn scs_against_the_test_ecmg_with_an_outage() {
         format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n\n[[channel]]\nid = \"pay\"\nservice_id = 9\nname = \"Pay\"\n\
              muxrate = \"3M\"\nplaylist = [{a:?}, {e:?}]\n\n[channel.scrambling]\ncipher = \"dvb-cissa\"\n\
-             crypto_period = \"2s\"\nkeys = \"simulcrypt\"\non_failure = \"keep\"\n\
+             crypto_period = \"1s\"\nkeys = \"simulcrypt\"\non_failure = \"keep\"\n\
              [channel.scrambling.simulcrypt]\necmg = \"{addr}\"\nsuper_cas_id = 0x4AD10000\n\n\
              [[channel.output]]\nurl = \"udp://127.0.0.1:{port}\"\n",
             a = media("a.ts").display().to_string(),
@@ -73,68 +85,63 @@ fn scs_against_the_test_ecmg_with_an_outage() {
     )
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let receiver = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            rx.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            let mut data: Vec<(Instant, Vec<u8>)> = Vec::new();
-            let mut buf = [0u8; 2048];
-            let started = Instant::now();
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90) {
-                if let Ok(n) = rx.recv(&mut buf) {
-                    data.push((Instant::now(), buf[..n].to_vec()));
-                }
-            }
-            data
-        })
-    };
+    let receiver = receive_stamped(rx, stop.clone(), Duration::from_secs(90));
     let mut daemon = Daemon::run(&cfg, "info");
     let t0 = Instant::now();
-    // 25 s of rotation, then the ECMG dies for 15 s, then 20 s more.
-    std::thread::sleep(Duration::from_secs(25));
+    // Rotation, then the ECMG dies for a while, then rotation again. The realtime instants
+    // around the kill and the restart bound when each happened.
+    std::thread::sleep(BEFORE);
+    let killing = utc_ns();
     drop(first);
-    let killed = Instant::now();
-    std::thread::sleep(Duration::from_secs(15));
+    let killed = utc_ns();
+    std::thread::sleep(OUTAGE);
+    let restarting = utc_ns();
     let (second, again) = ecmg(&addr);
     assert_eq!(again, addr);
-    let restarted = Instant::now();
-    std::thread::sleep(Duration::from_secs(20));
+    let restarted = utc_ns();
+    std::thread::sleep(AFTER);
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     drop(second);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let datagrams = receiver.join().unwrap();
+    let (data, stamps) = flatten(&receiver.join().unwrap());
     eprintln!("ran {:?}", t0.elapsed());
 
-    let mut data = Vec::new();
-    let mut arrivals = Vec::new();
-    for (t, d) in &datagrams {
-        for _ in 0..d.len() / 188 {
-            arrivals.push(*t);
-        }
-        data.extend_from_slice(&d[..d.len() / 188 * 188]);
-    }
     let key = drm::cipher::parse_hex16(KEY).unwrap();
     let kind = "dvb-cissa".parse().unwrap();
     let w = common::receive_scrambled("simulcrypt", &data, kind, ECM_PID, &key, Wrap::Aes128);
-    let flip_times: Vec<Instant> = w.flips.iter().map(|&k| arrivals[k]).collect();
-    let before = flip_times.iter().filter(|t| **t < killed).count();
+    // Each flip at its datagram's kernel stamp: when the daemon sent it.
+    let flip_times: Vec<i64> = w
+        .flips
+        .iter()
+        .map(|&k| stamps[stamps.partition_point(|(i, _)| *i <= k) - 1].1)
+        .collect();
+    let before = flip_times.iter().filter(|t| **t < killing).count();
     let during = flip_times
         .iter()
-        .filter(|t| **t > killed + Duration::from_secs(3) && **t < restarted)
+        .filter(|t| **t > killed + GRACE_NS && **t < restarting)
         .count();
     let after = flip_times.iter().filter(|t| **t > restarted).count();
+    let since_kill: Vec<String> = flip_times
+        .iter()
+        .map(|t| format!("{:+.2}", (t - killed) as f64 / 1e9))
+        .collect();
     eprintln!(
-        "{} ECMs, flips: {before} before the outage, {during} during, {after} after",
-        w.ecms
+        "{} ECMs, flips: {before} before the outage, {during} during, {after} after; \
+         at {} s from the kill, restarted at {:+.2} s",
+        w.ecms,
+        since_kill.join(" "),
+        (restarted - killed) as f64 / 1e9
     );
-    assert!(before >= 10, "rotation every 2 s: {before} flips in 25 s");
+    assert!(
+        before >= 4,
+        "rotation every second: {before} flips in {BEFORE:?}"
+    );
     assert_eq!(during, 0, "no flip without the ECMG (keep the last word)");
     assert!(
-        after >= 6,
-        "rotation resumed: {after} flips in the last 20 s"
+        after >= 3,
+        "rotation resumed: {after} flips in the last {AFTER:?}"
     );
     assert!(stderr.contains("ALARM: ECMG link down"), "{stderr}");
     assert!(
