@@ -3,6 +3,16 @@
 //! then replaces the first of them through the API while the channel is on air. The capture
 //! shows the replacement (not the original) and the second item each presented within one
 //! frame of their wall-clock times, with the stream conformant throughout.
+//!
+//! Presentation times come from kernel receive stamps (SO_TIMESTAMPNS, realtime clock) as a
+//! receiver's clock recovery would have them (see `common::due_ns`), never from when this
+//! test's threads ran: on a loaded 2-core machine the stamps still sit within a fraction of a
+//! millisecond of the constant-bitrate line, and the entries land within a few ms of their
+//! times (up to +13 ms seen with two busy loops and other builds beside it). The one-frame
+//! limit still catches a hard start really off: a cue applied at the next key frame or item
+//! boundary, a handover late or early by the scheduler's lead, an output clock mapped wrongly
+//! to UTC, or an output that fell behind (the pacer re-anchors after 100 ms late) before the
+//! entry. When one fails, the engine's stall and underflow counters are in the message.
 
 use std::net::UdpSocket;
 use std::process::Command;
@@ -22,6 +32,7 @@ use common::{
 };
 
 const MUXRATE: u64 = 3_000_000;
+/// One frame at 25 fps: the hard-start limit.
 const FRAME_NS: i64 = 40_000_000;
 const TOKEN: &str = "schedule-test-token-0123456789";
 
@@ -147,6 +158,20 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     );
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
     sleep_until(end);
+    // The engine's own account of its real-time health: a failure below is the daemon's when
+    // its pacer stalled (fell over 100 ms behind and re-anchored, so the output left later) or
+    // its input ran dry (null packets where pictures were due).
+    let channels = http(http_port, "GET /channels", "", "");
+    let channels: serde_json::Value =
+        serde_json::from_str(channels.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let engine = {
+        let st = &channels[0]["status"];
+        format!(
+            "engine: {} pacer stalls, {} underflows, {} late packets, latest datagram {} µs late",
+            st["pacer_stalls"], st["underflows"], st["late_packets"], st["max_late_us"]
+        )
+    };
+    eprintln!("{engine}");
     let (xml, json) = (
         http(http_port, "GET /epg.xml", "", ""),
         http(http_port, "GET /epg/sched.json", "", ""),
@@ -234,7 +259,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     eprintln!("now edit: on air {delay:.2} s after the daemon answered it");
     assert!(
         (0.0..5.0).contains(&delay),
-        "now edit on air {delay} s later"
+        "now edit on air {delay} s later ({engine})"
     );
     // Hard starts: the first picture within a frame of its wall-clock time.
     let t1_ns = t1 * 1_000_000_000;
@@ -248,7 +273,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         );
         assert!(
             off.abs() <= FRAME_NS,
-            "{name}: presented {off} ns from its start"
+            "{name}: presented {off} ns from its start ({engine})"
         );
     }
 
@@ -325,7 +350,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
 
     let r = check(&data, &CheckLimits::across_joins(MUXRATE));
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));
-    assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
+    assert!(v.is_empty(), "{}\n{r}\n{engine}", v.join("\n"));
     assert_eq!(r.cc_error_count, 0);
 }
 
