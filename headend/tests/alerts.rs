@@ -24,7 +24,7 @@ use playout::ts::{Pid, TsPacket};
 mod common;
 use common::{
     exchange_stamped, ffmpeg_errors, media, multicast_on_lo, multicast_receiver, receive_stamped,
-    signal_and_wait, tool, Daemon, Stamped,
+    signal_and_wait, tool, utc_ns, Daemon, Stamped,
 };
 
 const CHANNELS: usize = 20;
@@ -248,6 +248,8 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         .collect();
     let mut daemon = Daemon::run(&cfg_path, "info");
     let started = Instant::now();
+    let since_t0 = |utc: i64| (utc - t0 * 1_000_000_000) as f64 / 1e9;
+    let mut steps = vec![format!("on air at T0{:+.2} s", since_t0(utc_ns()))];
 
     // Forged: signed by a key we do not trust, claiming a trusted key id.
     let forged = cap("FORGED-1", utc_s(), utc_s() + 60, "310104", "伪造");
@@ -301,6 +303,7 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         &signed(&sm2, "prov-sm2", alert.as_bytes()),
         alert.as_bytes(),
     );
+    steps.push(format!("alert answered at T0{:+.2} s", since_t0(answered)));
     assert_eq!(status, 202, "{body}");
     let accepted: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(accepted["channels"].as_array().unwrap().len(), 5, "{body}");
@@ -328,7 +331,12 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         &signed(&ed, "city-ed", drill.as_bytes()),
         drill.as_bytes(),
     );
-    assert_eq!(status, 202, "{body}");
+    steps.push(format!(
+        "drill answered at T0{:+.2} s",
+        since_t0(drill_answered)
+    ));
+    eprintln!("{}", steps.join(", "));
+    assert_eq!(status, 202, "{}: {body}", steps.join(", "));
     let listed: serde_json::Value = serde_json::from_str(&get(http_port, "/api/alerts")).unwrap();
     assert_eq!(listed["active"].as_array().unwrap().len(), 2, "{listed}");
 
