@@ -1,9 +1,11 @@
 //! Emergency alerts end to end: 20 channels on IPv6 multicast (kept on loopback); a signed
-//! CAP alert (SM2 over SM3) for one area pre-empts exactly that area's channels, measured from
-//! the API's answer to the first packet of the alert clip on each group; a drill (JSON, Ed25519)
+//! CAP alert (SM2 over SM3) for one area pre-empts exactly that area's channels within a second,
+//! measured on kernel receive stamps (SO_TIMESTAMPNS, the realtime clock) from the API's answer
+//! to the alert clip's PMT on each group; a drill (JSON, Ed25519)
 //! reaches only the drill channel of its area; forged, unknown-key and replayed alerts change
 //! nothing and are in the audit log. While the alert is on air the EIT present event is its
-//! headline and the EBIT (0xFD) and SCTE-18 (0xD8) tables go out and parse; at `expires` the
+//! headline and the EBIT (0xFD) and SCTE-18 (0xD8) tables go out, parse, and stop within 1.5 s
+//! of `expires` (kernel stamps against the UTC instant); at `expires` the
 //! playlist channels go on and the scheduled channel rejoins its schedule where the wall clock
 //! is (the missed part skipped); every capture stays conformant throughout.
 
@@ -21,7 +23,8 @@ use playout::ts::{Pid, TsPacket};
 
 mod common;
 use common::{
-    ffmpeg_errors, media, multicast_on_lo, multicast_receiver, signal_and_wait, tool, Daemon,
+    exchange_stamped, ffmpeg_errors, media, multicast_on_lo, multicast_receiver, receive_stamped,
+    signal_and_wait, tool, utc_ns, Daemon, Stamped,
 };
 
 const CHANNELS: usize = 20;
@@ -43,10 +46,9 @@ fn beijing(t: i64) -> String {
         .to_string()
 }
 
-/// POSTs `body` with `headers`; (status, body).
-fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// POSTs `body` with `headers`; (status, body, when the daemon answered: the kernel receive
+/// stamp of its answer, realtime ns).
+fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String, i64) {
     let mut req = format!(
         "POST {path} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n",
         body.len()
@@ -55,17 +57,17 @@ fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16,
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
+    let (answered, text) = exchange_stamped(("127.0.0.1", port), &req);
+    let text = String::from_utf8(text).unwrap();
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned();
-    (status, body)
+    (status, body, answered)
 }
 
 fn get(port: u16, path: &str) -> String {
@@ -114,21 +116,18 @@ fn cap(identifier: &str, sent: i64, expires: i64, geocode: &str, headline: &str)
     )
 }
 
-/// Datagrams of one group with their arrival instants.
-type Capture = Vec<(Instant, Vec<u8>)>;
-
-/// Per packet of a capture: (arrival, packet).
-fn packets(cap: &Capture) -> Vec<(Instant, TsPacket)> {
+/// Per packet of a capture: (its datagram's kernel receive stamp, realtime ns; packet).
+fn packets(cap: &Stamped) -> Vec<(i64, TsPacket)> {
     cap.iter()
         .flat_map(|(t, d)| {
             d.chunks_exact(188)
-                .map(move |p| (*t, TsPacket::new(Bytes::copy_from_slice(p)).unwrap()))
+                .map(move |p| (*t as i64, TsPacket::new(Bytes::copy_from_slice(p)).unwrap()))
         })
         .collect()
 }
 
 /// Every complete section on `pid`, with the arrival of its last packet.
-fn sections(pkts: &[(Instant, TsPacket)], pid: u16) -> Vec<(Instant, Vec<u8>)> {
+fn sections(pkts: &[(i64, TsPacket)], pid: u16) -> Vec<(i64, Vec<u8>)> {
     let mut asm = SectionAssembler::default();
     let mut out = Vec::new();
     for (t, p) in pkts {
@@ -141,7 +140,7 @@ fn sections(pkts: &[(Instant, TsPacket)], pid: u16) -> Vec<(Instant, Vec<u8>)> {
 
 /// Arrival of the first PMT without AC-3 (the alert clip, a.ts: H.264 and AAC; the programmes,
 /// e.ts, have AAC and AC-3), and of the first PMT with it again after that.
-fn alert_pmts(pkts: &[(Instant, TsPacket)]) -> (Option<Instant>, Option<Instant>) {
+fn alert_pmts(pkts: &[(i64, TsPacket)]) -> (Option<i64>, Option<i64>) {
     let (mut on, mut off) = (None, None);
     for (t, s) in sections(pkts, 0x1000) {
         let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), &s) else {
@@ -235,31 +234,26 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     std::fs::write(&cfg_path, cfg).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Each datagram with its kernel receive stamp: a receiving thread that runs late on a busy
+    // machine does not move it.
     let receivers: Vec<_> = (0..CHANNELS)
         .map(|i| {
             let group: Ipv6Addr = format!("ff15::a:{}", i + 1).parse().unwrap();
-            let s = multicast_receiver(group, ports[i]);
-            s.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut got: Capture = Vec::new();
-                let mut buf = vec![0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = s.recv(&mut buf) {
-                        got.push((Instant::now(), buf[..n].to_vec()));
-                    }
-                }
-                got
-            })
+            receive_stamped(
+                multicast_receiver(group, ports[i]),
+                stop.clone(),
+                Duration::from_secs(90),
+            )
         })
         .collect();
     let mut daemon = Daemon::run(&cfg_path, "info");
     let started = Instant::now();
+    let since_t0 = |utc: i64| (utc - t0 * 1_000_000_000) as f64 / 1e9;
+    let mut steps = vec![format!("on air at T0{:+.2} s", since_t0(utc_ns()))];
 
     // Forged: signed by a key we do not trust, claiming a trusted key id.
     let forged = cap("FORGED-1", utc_s(), utc_s() + 60, "310104", "伪造");
-    let (status, body) = post(
+    let (status, body, _) = post(
         http_port,
         "/api/alerts",
         &signed(&rogue, "prov-sm2", forged.as_bytes()),
@@ -268,7 +262,7 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("bad signature"), "{body}");
     // An unknown key; no signature at all; the wrong token.
-    let (status, body) = post(
+    let (status, body, _) = post(
         http_port,
         "/api/alerts",
         &signed(&rogue, "nobody", forged.as_bytes()),
@@ -276,11 +270,11 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("unknown key"), "{body}");
-    let (status, _) = post(http_port, "/api/alerts", &[], forged.as_bytes());
+    let (status, _, _) = post(http_port, "/api/alerts", &[], forged.as_bytes());
     assert_eq!(status, 403);
     // The area no channel serves.
     let nowhere = cap("NOWHERE-1", utc_s(), utc_s() + 60, "440000", "别处");
-    let (status, body) = post(
+    let (status, body, _) = post(
         http_port,
         "/api/alerts",
         &signed(&sm2, "prov-sm2", nowhere.as_bytes()),
@@ -303,18 +297,18 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     }
     let headline = "台风红色预警";
     let alert = cap("SH-20261201-0001", utc_s(), t0 + 6, "310104", headline);
-    let (status, body) = post(
+    let (status, body, answered) = post(
         http_port,
         "/api/alerts",
         &signed(&sm2, "prov-sm2", alert.as_bytes()),
         alert.as_bytes(),
     );
-    let answered = Instant::now();
+    steps.push(format!("alert answered at T0{:+.2} s", since_t0(answered)));
     assert_eq!(status, 202, "{body}");
     let accepted: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(accepted["channels"].as_array().unwrap().len(), 5, "{body}");
     // The same again: a replay.
-    let (status, body) = post(
+    let (status, body, _) = post(
         http_port,
         "/api/alerts",
         &signed(&sm2, "prov-sm2", alert.as_bytes()),
@@ -331,14 +325,18 @@ fn signed_alerts_preempt_their_area_within_a_second() {
                   "area": [{"areaDesc": "长宁区", "geocode": [{"valueName": "GB2260", "value": "310105"}]}]}]
     })
     .to_string();
-    let (status, body) = post(
+    let (status, body, drill_answered) = post(
         http_port,
         "/api/alerts",
         &signed(&ed, "city-ed", drill.as_bytes()),
         drill.as_bytes(),
     );
-    let drill_answered = Instant::now();
-    assert_eq!(status, 202, "{body}");
+    steps.push(format!(
+        "drill answered at T0{:+.2} s",
+        since_t0(drill_answered)
+    ));
+    eprintln!("{}", steps.join(", "));
+    assert_eq!(status, 202, "{}: {body}", steps.join(", "));
     let listed: serde_json::Value = serde_json::from_str(&get(http_port, "/api/alerts")).unwrap();
     assert_eq!(listed["active"].as_array().unwrap().len(), 2, "{listed}");
 
@@ -353,9 +351,13 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     assert!(status.success(), "{stderr}");
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    let captures: Vec<Capture> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
+    let captures: Vec<Stamped> = receivers.into_iter().map(|r| r.join().unwrap()).collect();
 
-    // Switch latency: API answer → first packet of the alert clip's PMT, per channel.
+    // Switch latency, per channel: from the API's answer to the alert clip's first PMT, both
+    // as the kernel stamped them (the daemon's answer and its datagram, on loopback as they
+    // were sent), so neither this test's threads nor the machine's load move the measurement;
+    // the daemon's own delay, load included, is what it measures. The product requirement is
+    // one second.
     let mut delays = Vec::new();
     for (i, cap) in captures.iter().enumerate() {
         assert!(!cap.is_empty(), "ch{i:02}: nothing received");
@@ -364,17 +366,23 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         match i {
             0..=4 => {
                 let on = on.unwrap_or_else(|| panic!("ch{i:02}: the alert never went on air"));
-                let d = on.saturating_duration_since(answered);
+                let d = on - answered;
                 delays.push(d);
                 assert!(
-                    d < Duration::from_secs(1),
-                    "ch{i:02}: on air {d:?} after the answer"
+                    d < 1_000_000_000,
+                    "ch{i:02}: on air {} ms after the answer",
+                    d / 1_000_000
                 );
                 assert!(off.is_some(), "ch{i:02}: back from the alert");
             }
             7 => {
                 let on = on.expect("ch07: the drill went on air");
-                assert!(on.saturating_duration_since(drill_answered) < Duration::from_secs(1));
+                let d = on - drill_answered;
+                assert!(
+                    d < 1_000_000_000,
+                    "ch07: the drill on air {} ms after the answer",
+                    d / 1_000_000
+                );
             }
             _ => assert!(
                 on.is_none(),
@@ -400,10 +408,10 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     }
     delays.sort();
     eprintln!(
-        "switch latency over {} channels: p50 {:?}, max {:?}",
+        "switch latency over {} channels (kernel stamps): p50 {:.1} ms, max {:.1} ms",
         delays.len(),
-        delays[delays.len() / 2],
-        delays[delays.len() - 1]
+        delays[delays.len() / 2] as f64 / 1e6,
+        delays[delays.len() - 1] as f64 / 1e6
     );
 
     // ffmpeg decodes a switched channel (programme → alert → programme) without an error.
@@ -441,12 +449,15 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         epg::emergency::parse_scte18(&scte.first().expect("SCTE-18 on PID 0x1FFB").1).unwrap();
     assert!(eam.alert_text.contains(headline), "{}", eam.alert_text);
     assert_eq!(eam.priority, 11);
-    // The tables stop with the alert.
-    let expiry = answered + Duration::from_millis(4500);
+    // The tables stop with the alert: the last EBIT's kernel stamp within 1.5 s of `expires`
+    // (T0 + 6 s, UTC, the clock the stamps are on), neither long after it nor well before.
+    let expiry = (t0 + 6) * 1_000_000_000;
     let last_ebit = ebit.last().unwrap().0;
+    let off = (last_ebit - expiry) as f64 / 1e9;
+    eprintln!("last EBIT {:+.1} ms from expiry", off * 1e3);
     assert!(
-        last_ebit < expiry + Duration::from_millis(1500),
-        "EBIT went on after the alert"
+        off.abs() < 1.5,
+        "the last EBIT {off:+.3} s from the alert's expiry"
     );
 
     // The scheduled channel rejoined its schedule where the wall clock was: g.ts (T0+5..10),

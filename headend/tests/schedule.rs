@@ -3,10 +3,22 @@
 //! then replaces the first of them through the API while the channel is on air. The capture
 //! shows the replacement (not the original) and the second item each presented within one
 //! frame of their wall-clock times, with the stream conformant throughout.
+//!
+//! Presentation times come from kernel receive stamps (SO_TIMESTAMPNS, realtime clock) as a
+//! receiver's clock recovery would have them (see `common::due_ns`), never from when this
+//! test's threads ran: on a loaded 2-core machine the stamps still sit within a fraction of a
+//! millisecond of the constant-bitrate line, and the entries land within a few ms of their
+//! times (up to +13 ms seen with two busy loops and other builds beside it). The one-frame
+//! limit still catches a hard start really off: a cue applied at the next key frame or item
+//! boundary, a handover late or early by the scheduler's lead, an output clock mapped wrongly
+//! to UTC, or an output that fell behind (the pacer re-anchors after 100 ms late) before the
+//! entry. When one fails, the engine's stall and underflow counters are in the message.
 
 use std::net::UdpSocket;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use playout::check::{check, CheckLimits};
 use playout::pes::PesHeader;
@@ -14,39 +26,35 @@ use playout::psi::{Pmt, SectionAssembler};
 use playout::ts::{Pid, TsPacket};
 
 mod common;
-use common::{civil_date as chrono_date, free_tcp_port, media, signal_and_wait, Daemon};
+use common::{
+    civil_date as chrono_date, due_ns, exchange_stamped, flatten, free_tcp_port, media,
+    receive_stamped, signal_and_wait, utc_ns, Daemon,
+};
 
 const MUXRATE: u64 = 3_000_000;
+/// One frame at 25 fps: the hard-start limit.
 const FRAME_NS: i64 = 40_000_000;
 const TOKEN: &str = "schedule-test-token-0123456789";
 
 /// One HTTP/1.0 request (`GET /path`) with the token, an extra header line and a body: the
-/// raw reply.
-fn http(port: u16, request: &str, header: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+/// kernel receive stamp of the reply (when the daemon answered, realtime ns) and the raw reply.
+fn http_stamped(port: u16, request: &str, header: &str, body: &str) -> (i64, String) {
     let header = if header.is_empty() {
         String::new()
     } else {
         format!("{header}\r\n")
     };
-    write!(
-        s,
+    let request = format!(
         "{request} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n{header}Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
+    );
+    let (at, reply) = exchange_stamped(("127.0.0.1", port), request.as_bytes());
+    (at, String::from_utf8(reply).unwrap())
 }
 
-fn utc_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
+/// [`http_stamped`]'s reply.
+fn http(port: u16, request: &str, header: &str, body: &str) -> String {
+    http_stamped(port, request, header, body).1
 }
 
 /// `HH:MM:SS` and the date of a UTC instant in whole seconds.
@@ -64,7 +72,8 @@ fn clock(secs: i64) -> (String, String) {
 fn hard_starts_go_on_air_at_their_wall_clock_time() {
     let dir = tempfile::tempdir().unwrap();
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
+    socket2::SockRef::from(&rx)
+        .set_recv_buffer_size(8 << 20)
         .unwrap();
     let port = rx.local_addr().unwrap().port();
     let http_port = free_tcp_port();
@@ -114,45 +123,55 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         utc_ns() < (t1 - 8) * 1_000_000_000,
         "the edit came too late to apply (machine too slow?)"
     );
-    // Receive, stamping each datagram with UTC. While the looped c.ts plays: read the status
-    // (T1 + 6 s), then replace the block by a looped a.ts with `now` (T1 + 6.5 s).
+    // Receive on a thread, each datagram with its kernel receive stamp (realtime ns). While the
+    // looped c.ts plays: read the status (T1 + 6 s), then replace the block by a looped a.ts
+    // with `now` (T1 + 6.5 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = receive_stamped(rx, stop.clone(), Duration::from_secs(60));
     let now_edit = format!(
         "date = \"{date}\"\n\n[[item]]\nstart = \"{c1}\"\nfile = \"b.ts\"\ntitle = \"改\"\n\n\
          [[item]]\nstart = \"{c2}\"\nblock = [\"a.ts\"]\nloop_for = \"30s\"\ntitle = \"三\"\n"
     );
+    let sleep_until = |utc: i64| {
+        let left = utc - utc_ns();
+        if left > 0 {
+            std::thread::sleep(Duration::from_nanos(left as u64));
+        }
+    };
     let status_at = (t1 + 6) * 1_000_000_000;
     let edit_at = (t1 * 2 + 13) * 500_000_000;
     let end = edit_at + 7_000_000_000;
-    let started = Instant::now();
-    let mut data = Vec::new();
-    let mut stamps: Vec<(usize, i64)> = Vec::new();
-    let mut buf = [0u8; 2048];
-    let mut status_json = None;
-    let mut edited_now = None;
-    while utc_ns() < end {
-        assert!(started.elapsed() < Duration::from_secs(60), "bounded");
-        if let Ok(n) = rx.recv(&mut buf) {
-            stamps.push((data.len() / 188, utc_ns()));
-            data.extend_from_slice(&buf[..n]);
-        }
-        if status_json.is_none() && utc_ns() >= status_at {
-            let reply = http(http_port, "GET /api/channels/sched/status", "", "");
-            let body = reply.split_once("\r\n\r\n").unwrap().1.to_owned();
-            status_json = Some(serde_json::from_str::<serde_json::Value>(&body).unwrap());
-        }
-        if edited_now.is_none() && utc_ns() >= edit_at {
-            let reply = http(
-                http_port,
-                &format!("PUT /api/schedules/sched/{date}?now=1"),
-                "If-Match: \"1\"",
-                &now_edit,
-            );
-            assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
-            edited_now = Some(utc_ns());
-        }
-    }
-    let status_json = status_json.unwrap();
-    let edited_now = edited_now.unwrap();
+    sleep_until(status_at);
+    // The status as of some instant between the request and the reply.
+    let asked = utc_ns();
+    let reply = http(http_port, "GET /api/channels/sched/status", "", "");
+    let replied = utc_ns();
+    let body = reply.split_once("\r\n\r\n").unwrap().1.to_owned();
+    let status_json = serde_json::from_str::<serde_json::Value>(&body).unwrap();
+    sleep_until(edit_at);
+    // When the daemon answered the edit (its kernel stamp): from then on it must go on air.
+    let (edited_now, reply) = http_stamped(
+        http_port,
+        &format!("PUT /api/schedules/sched/{date}?now=1"),
+        "If-Match: \"1\"",
+        &now_edit,
+    );
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    sleep_until(end);
+    // The engine's own account of its real-time health: a failure below is the daemon's when
+    // its pacer stalled (fell over 100 ms behind and re-anchored, so the output left later) or
+    // its input ran dry (null packets where pictures were due).
+    let channels = http(http_port, "GET /channels", "", "");
+    let channels: serde_json::Value =
+        serde_json::from_str(channels.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let engine = {
+        let st = &channels[0]["status"];
+        format!(
+            "engine: {} pacer stalls, {} underflows, {} late packets, latest datagram {} µs late",
+            st["pacer_stalls"], st["underflows"], st["late_packets"], st["max_late_us"]
+        )
+    };
+    eprintln!("{engine}");
     let (xml, json) = (
         http(http_port, "GET /epg.xml", "", ""),
         http(http_port, "GET /epg/sched.json", "", ""),
@@ -161,22 +180,24 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("schedule takes over"), "{stderr}");
+    stop.store(true, Ordering::Relaxed);
+    let (data, stamps) = flatten(&receiver.join().unwrap());
     check_guide(dir.path(), &xml, &json, &date, &c1);
 
     // Each PMT version marks an item; the first video PES after it is the item's entry
-    // picture. Its presentation time on the wall clock: the arrival of the latest PCR plus the
-    // PTS's distance from that PCR.
-    let arrival = |k: usize| {
-        let i = stamps.partition_point(|(p, _)| *p <= k) - 1;
-        stamps[i].1
-    };
+    // picture. Its presentation time on the wall clock, as a receiver's clock recovery has it:
+    // when the latest PCR was due on the wire (the line the datagrams' kernel receive stamps
+    // follow around it, see `due_ns`) plus the PTS's distance from that PCR. Neither this
+    // thread's lateness nor a datagram sent late on a busy machine moves it; a daemon that
+    // presents late (a cue applied late, a slipping output clock) does.
     const PCR_WRAP: i64 = (1 << 33) * 300;
     let mut pmt_asm = SectionAssembler::default();
     let mut pmt: Option<Pmt> = None;
     let mut pending_entry = false;
-    let mut pcr_ref: Option<(i64, i64)> = None;
+    let mut pcr_ref: Option<(usize, i64)> = None;
     // (the item's PMT, when its entry picture is presented, UTC ns)
     let mut entries: Vec<(Pmt, i64)> = Vec::new();
+    let mut spreads = Vec::new();
     for (k, raw) in data.chunks_exact(188).enumerate() {
         let p = TsPacket::new(bytes::Bytes::copy_from_slice(raw)).unwrap();
         if p.pid() == Pid::from_bits(0x1000) {
@@ -190,15 +211,17 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
             });
         }
         if let Some(pcr) = p.pcr() {
-            pcr_ref = Some((arrival(k), pcr.ticks() as i64));
+            pcr_ref = Some((k, pcr.ticks() as i64));
         }
-        let (Some(current), Some((utc, pcr))) = (&pmt, pcr_ref) else {
+        let (Some(current), Some((pcr_at, pcr))) = (&pmt, pcr_ref) else {
             continue;
         };
         if pending_entry && p.pid() == current.pcr_pid && p.pusi() {
             if let Some(pts) = PesHeader::parse(p.payload()).and_then(|h| h.pts) {
                 let d = (pts.raw() as i64 * 300 - pcr).rem_euclid(PCR_WRAP);
                 let d = if d > PCR_WRAP / 2 { d - PCR_WRAP } else { d };
+                let (utc, spread) = due_ns(&stamps, pcr_at, MUXRATE);
+                spreads.push(spread);
                 entries.push((current.clone(), utc + d * 1000 / 27));
                 pending_entry = false;
             }
@@ -233,21 +256,24 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         .find(|(p, at)| h264_with(p, 0x0F) && *at > edited_now)
         .expect("the now edit went on air");
     let delay = (after.1 - edited_now) as f64 / 1e9;
-    eprintln!("now edit: on air {delay:.2} s after it was made");
+    eprintln!("now edit: on air {delay:.2} s after the daemon answered it");
     assert!(
         (0.0..5.0).contains(&delay),
-        "now edit on air {delay} s later"
+        "now edit on air {delay} s later ({engine})"
     );
+    // Hard starts: the first picture within a frame of its wall-clock time.
     let t1_ns = t1 * 1_000_000_000;
     for (name, at, want) in [("b.ts", a.1, t1_ns), ("c.ts", c.1, t1_ns + 4_000_000_000)] {
         let off = at - want;
         eprintln!(
-            "{name}: first picture presented {:+.1} ms from its hard start",
-            off as f64 / 1e6
+            "{name}: first picture presented {:+.1} ms from its hard start \
+             (the stamps around entries spread up to {:.3} ms, p5 to p95)",
+            off as f64 / 1e6,
+            spreads.iter().max().copied().unwrap_or(0) as f64 / 1e6
         );
         assert!(
             off.abs() <= FRAME_NS,
-            "{name}: presented {off} ns from its start"
+            "{name}: presented {off} ns from its start ({engine})"
         );
     }
 
@@ -261,9 +287,20 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         now["file"].as_str().unwrap().ends_with("c.ts"),
         "{status_json}"
     );
+    // c.ts went on air at T1 + 4 s; the status is of an instant between the request and the
+    // reply (the window widens with a late request instead of failing it).
     let pos = now["position_s"].as_f64().unwrap();
     let rem = now["remaining_s"].as_f64().unwrap();
-    assert!((1.5..2.6).contains(&pos), "{status_json}");
+    let since_t2 = |utc: i64| (utc - t2_ns) as f64 / 1e9;
+    let (lo, hi) = (since_t2(asked) - 0.5, since_t2(replied) + 0.6);
+    eprintln!(
+        "status: c.ts at {pos:.2} s (asked {:.2} s in)",
+        since_t2(asked)
+    );
+    assert!(
+        (lo..hi).contains(&pos),
+        "not in {lo:.2}..{hi:.2}: {status_json}"
+    );
     assert!((pos + rem - 5.0).abs() < 0.05, "c.ts is 5 s: {status_json}");
     assert!(
         status_json["next"]["label"]
@@ -313,7 +350,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
 
     let r = check(&data, &CheckLimits::across_joins(MUXRATE));
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));
-    assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
+    assert!(v.is_empty(), "{}\n{r}\n{engine}", v.join("\n"));
     assert_eq!(r.cc_error_count, 0);
 }
 

@@ -420,3 +420,90 @@ pub(crate) fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<(i64,
     });
     rx
 }
+
+/// Sends `request` on a new TCP connection to `addr` and reads the answer to its end; returns
+/// the kernel receive stamp (SO_TIMESTAMPNS, ns on the realtime clock, like [`utc_ns`]) of the
+/// answer's first bytes and the whole answer. On loopback the kernel stamps a segment as the
+/// server writes it, so this is when the server answered, however late this thread reads it.
+pub(crate) fn exchange_stamped(
+    addr: impl std::net::ToSocketAddrs,
+    request: &[u8],
+) -> (i64, Vec<u8>) {
+    use nix::sys::socket::{
+        recvmsg, setsockopt, sockopt::ReceiveTimestampns, ControlMessageOwned, MsgFlags,
+        SockaddrStorage,
+    };
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Before anything can arrive: the stamp is taken as the segment comes in.
+    setsockopt(&s, ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+    s.write_all(request).expect("send the request");
+    let mut answer = Vec::new();
+    let mut first = None;
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg =
+            recvmsg::<SockaddrStorage>(s.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                .unwrap_or_else(|e| panic!("recvmsg: {e}"));
+        if msg.bytes == 0 {
+            break;
+        }
+        let n = msg.bytes;
+        if first.is_none() {
+            first = msg
+                .cmsgs()
+                .expect("control messages")
+                .find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(t) => {
+                        Some(t.tv_sec() * 1_000_000_000 + t.tv_nsec())
+                    }
+                    _ => None,
+                });
+            assert!(first.is_some(), "no kernel receive timestamp on the answer");
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    (first.expect("an answer"), answer)
+}
+
+/// Bytes per TS packet on the wire, in ns, at `muxrate`.
+pub(crate) fn packet_ns(muxrate: u64) -> f64 {
+    188.0 * 8.0 * 1e9 / muxrate as f64
+}
+
+/// A constant-bitrate capture as one byte string, with the kernel stamp of each datagram
+/// (index of its first packet, stamp in ns on the realtime clock).
+pub(crate) fn flatten(capture: &Stamped) -> (Vec<u8>, Vec<(usize, i64)>) {
+    let mut data = Vec::new();
+    let mut stamps = Vec::with_capacity(capture.len());
+    for (t, d) in capture {
+        stamps.push((data.len() / 188, *t as i64));
+        data.extend_from_slice(&d[..d.len() / 188 * 188]);
+    }
+    (data, stamps)
+}
+
+/// When packet `k` of a constant-bitrate capture was due on the wire, in realtime ns: the
+/// packet's place in the stream (`k` packets at `muxrate`) on the line the datagrams' kernel
+/// stamps follow within a second either side, taken as their median distance from that line.
+/// A receiver's clock recovery does the same with PCR arrivals: a datagram the sender put out
+/// late on a busy machine moves its own stamp, not the estimate, while a sender that really
+/// runs late moves them all and so the estimate. Also returns the spread of those distances
+/// (5th to 95th percentile, ns), to show how steady the pacing was.
+pub(crate) fn due_ns(stamps: &[(usize, i64)], k: usize, muxrate: u64) -> (i64, i64) {
+    let pkt = packet_ns(muxrate);
+    let second = (1e9 / pkt) as usize;
+    let mut off: Vec<i64> = stamps
+        .iter()
+        .filter(|(i, _)| i.abs_diff(k) <= second)
+        .map(|(i, t)| t - (*i as f64 * pkt) as i64)
+        .collect();
+    assert!(off.len() > 10, "too few datagrams around packet {k}");
+    off.sort_unstable();
+    let q = |f: f64| off[((off.len() - 1) as f64 * f) as usize];
+    (q(0.5) + (k as f64 * pkt) as i64, q(0.95) - q(0.05))
+}
