@@ -8,7 +8,7 @@
 //! receiver's clock recovery would have them (see `common::due_ns`), never from when this
 //! test's threads ran: on a loaded 2-core machine the stamps still sit within a fraction of a
 //! millisecond of the constant-bitrate line, and the entries land within a few ms of their
-//! times (up to +13 ms seen with two busy loops and other builds beside it). The one-frame
+//! times (up to +17 ms seen with two busy loops and other builds beside it). The one-frame
 //! limit still catches a hard start really off: a cue applied at the next key frame or item
 //! boundary, a handover late or early by the scheduler's lead, an output clock mapped wrongly
 //! to UTC, or an output that fell behind (the pacer re-anchors after 100 ms late) before the
@@ -350,7 +350,16 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
 
     let r = check(&data, &CheckLimits::across_joins(MUXRATE));
     let v = r.violations(&CheckLimits::across_joins(MUXRATE));
-    assert!(v.is_empty(), "{}\n{r}\n{engine}", v.join("\n"));
+    let splices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("item on air") || l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        v.is_empty(),
+        "{}\n{r}\n{engine}\n{}",
+        v.join("\n"),
+        splices.join("\n")
+    );
     assert_eq!(r.cc_error_count, 0);
 }
 

@@ -64,6 +64,9 @@ impl Drop for Ecmg {
 fn ecmg(addr: &str) -> (Ecmg, String) {
     let mut child = Command::new(hectl())
         .args(["ecmg", "--listen", addr, "--key", KEY, "--wrap", "aes"])
+        // The SCS waits the ECMG's max_comp_time for each ECM, then drops the link: generous,
+        // so a test ECMG slowed by a loaded machine is not taken for an outage.
+        .args(["--max-comp-time", "2000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -85,6 +88,9 @@ fn scs_against_the_test_ecmg_with_an_outage() {
     let dir = tempfile::tempdir().unwrap();
     let (first, addr) = ecmg("127.0.0.1:0");
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&rx)
+        .set_recv_buffer_size(8 << 20)
+        .unwrap();
     let port = rx.local_addr().unwrap().port();
     let cfg = dir.path().join("headend.toml");
     std::fs::write(
