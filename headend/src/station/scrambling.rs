@@ -56,6 +56,11 @@ pub(crate) struct ProgramScrambling {
     simulcrypt: bool,
     provisions: Vec<crate::cas::Provision>,
     ecm_cp: Option<u16>,
+    /// Output time by which that ECM is surely on air: the mux sends a replaced table from
+    /// its next cycle, up to one repetition interval after it arrived.
+    ecm_on_air: Ticks27M,
+    /// A flip whose ECM is not on air yet: (CP_number, parity), done once it is.
+    held: Option<(u16, Parity)>,
     ecm_interval: Ticks27M,
     parity: Parity,
     mode: Mode,
@@ -118,6 +123,8 @@ impl ProgramScrambling {
             simulcrypt: matches!(cfg.keys, KeySourceConfig::Simulcrypt(_)),
             provisions: Vec::new(),
             ecm_cp: None,
+            ecm_on_air: 0,
+            held: None,
             ecm_interval: cfg.ecm_interval.as_nanos() as u64 * 27 / 1000,
             channel: ch.id.clone(),
             scrambler: Scrambler::new(cfg.cipher, cfg.iv),
@@ -166,6 +173,9 @@ impl ProgramScrambling {
     /// Crypto-period work due at `now`: ECMs from the ECMG, next words (and their ECMs),
     /// parity flips.
     pub(crate) fn rotate(&mut self, mux: &mut Mux, now: Ticks27M) {
+        if let Some((cp, parity)) = self.held.take() {
+            self.flip(now, cp, parity);
+        }
         while let Some(ev) = self.rotation.poll(now) {
             match ev {
                 RotationEvent::NextWord { cp, parity, .. } => match self.word_for(cp) {
@@ -182,7 +192,7 @@ impl ProgramScrambling {
                         tracing::error!(channel = %self.channel, cp, error = %e, policy = ?self.cfg.on_failure, "no control word for the next crypto-period");
                     }
                 },
-                RotationEvent::Flip { cp, parity } => self.flip(cp, parity),
+                RotationEvent::Flip { cp, parity } => self.flip(now, cp, parity),
             }
         }
     }
@@ -210,6 +220,7 @@ impl ProgramScrambling {
                         self.ecm_interval,
                     );
                     self.ecm_cp = Some(cp);
+                    self.ecm_on_air = mux.now() + self.ecm_interval;
                 }
                 crate::cas::CasEvent::Down { reason } => {
                     self.stats.key_failures += 1;
@@ -219,7 +230,7 @@ impl ProgramScrambling {
         }
     }
 
-    fn flip(&mut self, cp: u16, parity: Parity) {
+    fn flip(&mut self, now: Ticks27M, cp: u16, parity: Parity) {
         let word = self.words[slot(parity)]
             .as_ref()
             .is_some_and(|(c, _)| *c == cp);
@@ -229,6 +240,12 @@ impl ProgramScrambling {
             || self
                 .ecm_cp
                 .is_some_and(|e| e == cp || e == cp.wrapping_sub(1));
+        if word && announced && self.simulcrypt && now < self.ecm_on_air {
+            // Its ECM arrived but is not on air yet (it goes out at the table's next cycle):
+            // the flip waits for it, at most one ECM repetition, instead of going out first.
+            self.held = Some((cp, parity));
+            return;
+        }
         if word && announced {
             if self.stats.alarm {
                 tracing::warn!(channel = %self.channel, cp, "scrambling recovered");
