@@ -57,15 +57,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             .iter()
             .enumerate()
             .filter_map(|(i, spec)| {
-                let ch = spec.single_channel()?;
-                Some(ScheduledChannel {
-                    station: i,
-                    channel: ch.id.clone(),
-                    tz: ch.timezone,
-                    filler: ch.filler.clone(),
-                    base_items: ch.playlist.len(),
-                    guide_from_xmltv: ch.si.xmltv.is_some(),
-                })
+                Some(ScheduledChannel::of(i, spec.single_channel()?))
             })
             .collect();
         let (trigger, shutdown) = Trigger::new();

@@ -198,16 +198,7 @@ pub(crate) fn watch_xmltv(
                             guides.send_modify(|g| {
                                 g.insert(c.channel.clone(), events.clone());
                             });
-                            let msg = crate::station::ScheduleMsg {
-                                station: c.station,
-                                new_paths: Vec::new(),
-                                handover: None,
-                                preempt: false,
-                                cues: Vec::new(),
-                                programmes: Vec::new(),
-                                week: None,
-                                guide: Some(events),
-                            };
+                            let msg = crate::station::ScheduleMsg::guide(c.station, events);
                             if !sink.send(msg) {
                                 return;
                             }

@@ -126,16 +126,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             scheduler: spec
                 .single_channel()
                 .filter(|ch| config.schedules.dir.join(&ch.id).is_dir())
-                .map(|ch| {
-                    driver::State::new(ScheduledChannel {
-                        station: i,
-                        channel: ch.id.clone(),
-                        tz: ch.timezone,
-                        filler: ch.filler.clone(),
-                        base_items: ch.playlist.len(),
-                        guide_from_xmltv: ch.si.xmltv.is_some(),
-                    })
-                }),
+                .map(|ch| driver::State::new(ScheduledChannel::of(i, ch))),
             // As on air, where the scheduler's first look comes once the station is sending:
             // after the first datagram.
             next_round: start_utc_ns + 1,
@@ -165,16 +156,8 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             path,
         };
         let events = crate::guide::read_xmltv(&c).map_err(anyhow::Error::msg)?;
-        sim.st.handle_schedule(station::ScheduleMsg {
-            station: i,
-            new_paths: Vec::new(),
-            handover: None,
-            preempt: false,
-            cues: Vec::new(),
-            programmes: Vec::new(),
-            week: None,
-            guide: Some(events),
-        });
+        sim.st
+            .handle_schedule(station::ScheduleMsg::guide(i, events));
     }
     let sim_of = |station: usize| running.iter().position(|&r| r == station);
     let store = Store::new(config.schedules.dir.clone());

@@ -72,6 +72,20 @@ pub(crate) type Mailbox = std::sync::mpsc::Sender<Wake>;
 /// Views by channel id: a snapshot the scheduler refreshes and the API reads.
 pub(crate) type ScheduleViews = Arc<tokio::sync::watch::Sender<HashMap<String, ScheduleView>>>;
 
+impl ScheduledChannel {
+    /// Channel `ch`, on its own as station `station`.
+    pub(crate) fn of(station: usize, ch: &crate::config::ChannelConfig) -> ScheduledChannel {
+        ScheduledChannel {
+            station,
+            channel: ch.id.clone(),
+            tz: ch.timezone,
+            filler: ch.filler.clone(),
+            base_items: ch.playlist.len(),
+            guide_from_xmltv: ch.si.xmltv.is_some(),
+        }
+    }
+}
+
 /// One channel the scheduler drives.
 pub(crate) struct ScheduledChannel {
     pub(crate) station: usize,

@@ -30,6 +30,22 @@ pub(crate) struct ScheduleMsg {
     pub(crate) guide: Option<Vec<(u16, OnAirProgramme)>>,
 }
 
+impl ScheduleMsg {
+    /// A channel's whole guide from XMLTV (`[channel.si] xmltv`), and nothing else.
+    pub(crate) fn guide(station: usize, events: Vec<(u16, OnAirProgramme)>) -> ScheduleMsg {
+        ScheduleMsg {
+            station,
+            new_paths: Vec::new(),
+            handover: None,
+            preempt: false,
+            cues: Vec::new(),
+            programmes: Vec::new(),
+            week: None,
+            guide: Some(events),
+        }
+    }
+}
+
 /// A cue's programme, for the EIT: from the schedule item (or the filler's file name).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OnAirProgramme {
