@@ -15,7 +15,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use playout::psi::SectionAssembler;
 use playout::ts::TsPacket;
 
 mod common;
-use common::{media, run_bounded, signal_and_wait, Daemon};
+use common::{cap_alert, media, run_bounded, set_mode_600, signal_and_wait, Daemon};
 
 const MUXRATE: u64 = 3_000_000;
 const ECM_KEY: &str = "00112233445566778899aabbccddeeff";
@@ -49,11 +48,6 @@ fn local(t_s: i64, fmt: &str) -> String {
         .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
         .format(fmt)
         .to_string()
-}
-
-fn set_mode_600(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn post_alert(port: u16, key_id: &str, signature: &str, body: &[u8]) -> (u16, String) {
@@ -267,31 +261,7 @@ fn render_carries_what_the_daemon_sends() {
         assert!(started.elapsed() < Duration::from_secs(30), "bounded");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let cap = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>SH-AIR-0001</identifier>
-  <sender>prov@example.cn</sender>
-  <sent>{sent}</sent>
-  <status>Actual</status>
-  <msgType>Alert</msgType>
-  <scope>Public</scope>
-  <info>
-    <language>zh-CN</language>
-    <category>Met</category>
-    <event>台风</event>
-    <urgency>Immediate</urgency>
-    <severity>Severe</severity>
-    <certainty>Observed</certainty>
-    <expires>{expires}</expires>
-    <headline>{HEADLINE}</headline>
-    <area><areaDesc>徐汇区</areaDesc><geocode><valueName>GB2260</valueName><value>310104</value></geocode></area>
-  </info>
-</alert>
-"#,
-        sent = local(t0 + 2, "%Y-%m-%dT%H:%M:%S+08:00"),
-        expires = local(t0 + 5, "%Y-%m-%dT%H:%M:%S+08:00"),
-    );
+    let cap = cap_alert("SH-AIR-0001", t0 + 2, t0 + 5, "310104", HEADLINE);
     let signature = encode_signature(&signer.sign(cap.as_bytes()));
     let sent_at = utc_ns();
     let (status, reply) = post_alert(http_port, "prov-sm2", &signature, cap.as_bytes());

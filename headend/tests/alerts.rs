@@ -23,8 +23,8 @@ use playout::ts::{Pid, TsPacket};
 
 mod common;
 use common::{
-    exchange_stamped, ffmpeg_errors, media, multicast_on_lo, multicast_receiver, receive_stamped,
-    signal_and_wait, tool, utc_ns, Daemon, Stamped,
+    beijing, cap_alert, exchange_stamped, ffmpeg_errors, media, multicast_on_lo,
+    multicast_receiver, receive_stamped, signal_and_wait, tool, utc_ns, Daemon, Stamped,
 };
 
 const CHANNELS: usize = 20;
@@ -36,14 +36,6 @@ fn utc_s() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn beijing(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .unwrap()
-        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
-        .format("%Y-%m-%dT%H:%M:%S+08:00")
-        .to_string()
 }
 
 /// POSTs `body` with `headers`; (status, body, when the daemon answered: the kernel receive
@@ -84,36 +76,6 @@ fn signed(key: &SigningKey, key_id: &str, body: &[u8]) -> Vec<(&'static str, Str
         (KEY_HEADER, key_id.to_owned()),
         (SIGNATURE_HEADER, encode_signature(&key.sign(body))),
     ]
-}
-
-fn cap(identifier: &str, sent: i64, expires: i64, geocode: &str, headline: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>{identifier}</identifier>
-  <sender>prov@example.cn</sender>
-  <sent>{sent}</sent>
-  <status>Actual</status>
-  <msgType>Alert</msgType>
-  <scope>Public</scope>
-  <info>
-    <language>zh-CN</language>
-    <category>Met</category>
-    <event>台风</event>
-    <urgency>Immediate</urgency>
-    <severity>Severe</severity>
-    <certainty>Observed</certainty>
-    <eventCode><valueName>GB/T 35965</valueName><value>11B03</value></eventCode>
-    <expires>{expires}</expires>
-    <headline>{headline}</headline>
-    <description>台风中心将于今日登陆，请立即转移到安全地带。</description>
-    <area><areaDesc>徐汇区</areaDesc><geocode><valueName>GB2260</valueName><value>{geocode}</value></geocode></area>
-  </info>
-</alert>
-"#,
-        sent = beijing(sent),
-        expires = beijing(expires),
-    )
 }
 
 /// Per packet of a capture: (its datagram's kernel receive stamp, realtime ns; packet).
@@ -252,7 +214,7 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     let mut steps = vec![format!("on air at T0{:+.2} s", since_t0(utc_ns()))];
 
     // Forged: signed by a key we do not trust, claiming a trusted key id.
-    let forged = cap("FORGED-1", utc_s(), utc_s() + 60, "310104", "伪造");
+    let forged = cap_alert("FORGED-1", utc_s(), utc_s() + 60, "310104", "伪造");
     let (status, body, _) = post(
         http_port,
         "/api/alerts",
@@ -273,7 +235,7 @@ fn signed_alerts_preempt_their_area_within_a_second() {
     let (status, _, _) = post(http_port, "/api/alerts", &[], forged.as_bytes());
     assert_eq!(status, 403);
     // The area no channel serves.
-    let nowhere = cap("NOWHERE-1", utc_s(), utc_s() + 60, "440000", "别处");
+    let nowhere = cap_alert("NOWHERE-1", utc_s(), utc_s() + 60, "440000", "别处");
     let (status, body, _) = post(
         http_port,
         "/api/alerts",
@@ -296,7 +258,7 @@ fn signed_alerts_preempt_their_area_within_a_second() {
         }
     }
     let headline = "台风红色预警";
-    let alert = cap("SH-20261201-0001", utc_s(), t0 + 6, "310104", headline);
+    let alert = cap_alert("SH-20261201-0001", utc_s(), t0 + 6, "310104", headline);
     let (status, body, answered) = post(
         http_port,
         "/api/alerts",

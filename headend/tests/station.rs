@@ -20,7 +20,7 @@ use playout::psi::{Pmt, SectionAssembler};
 use playout::ts::{Pid, TsPacket};
 
 mod common;
-use common::{ffmpeg_errors, media, run_bounded, tool};
+use common::{cap_alert, ffmpeg_errors, media, run_bounded, set_mode_600, tool};
 
 const MUXRATE: u64 = 3_000_000;
 const ECM_KEY: &str = "00112233445566778899aabbccddeeff";
@@ -91,33 +91,10 @@ fn setup(dir: &Path, file_keys: bool) -> (PathBuf, PathBuf) {
     let cfg_path = dir.join("headend.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     // The alert at 20:00:13 until 20:00:20, replayed 13 s into the render.
+    let t = start().and_utc().timestamp();
     std::fs::write(
         dir.join("typhoon.xml"),
-        format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>SH-20261205-0001</identifier>
-  <sender>prov@example.cn</sender>
-  <sent>2026-12-05T20:00:13+08:00</sent>
-  <status>Actual</status>
-  <msgType>Alert</msgType>
-  <scope>Public</scope>
-  <info>
-    <language>zh-CN</language>
-    <category>Met</category>
-    <event>台风</event>
-    <urgency>Immediate</urgency>
-    <severity>Severe</severity>
-    <certainty>Observed</certainty>
-    <eventCode><valueName>GB/T 35965</valueName><value>11B03</value></eventCode>
-    <expires>2026-12-05T20:00:20+08:00</expires>
-    <headline>{HEADLINE}</headline>
-    <description>台风中心将于今日登陆，请立即转移到安全地带。</description>
-    <area><areaDesc>徐汇区</areaDesc><geocode><valueName>GB2260</valueName><value>310104</value></geocode></area>
-  </info>
-</alert>
-"#
-        ),
+        cap_alert("SH-20261205-0001", t + 13, t + 20, "310104", HEADLINE),
     )
     .unwrap();
     let alerts = dir.join("alerts.toml");
@@ -127,11 +104,6 @@ fn setup(dir: &Path, file_keys: bool) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     (cfg_path, alerts)
-}
-
-fn set_mode_600(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn render(cfg: &Path, alerts: Option<&Path>, out: &Path, duration: &str) -> String {

@@ -507,3 +507,56 @@ pub(crate) fn due_ns(stamps: &[(usize, i64)], k: usize, muxrate: u64) -> (i64, i
     let q = |f: f64| off[((off.len() - 1) as f64 * f) as usize];
     (q(0.5) + (k as f64 * pkt) as i64, q(0.95) - q(0.05))
 }
+
+/// UTC second `t` as Beijing time in RFC 3339 (`2026-12-05T20:00:13+08:00`), as CAP carries it.
+pub(crate) fn beijing(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S+08:00")
+        .to_string()
+}
+
+/// A CAP 1.2 typhoon alert (sender prov@example.cn, event code 11B03) for GB/T 2260 area
+/// `geocode`, sent at UTC second `sent`, expiring at `expires`.
+pub(crate) fn cap_alert(
+    identifier: &str,
+    sent: i64,
+    expires: i64,
+    geocode: &str,
+    headline: &str,
+) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>{identifier}</identifier>
+  <sender>prov@example.cn</sender>
+  <sent>{sent}</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>zh-CN</language>
+    <category>Met</category>
+    <event>台风</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Observed</certainty>
+    <eventCode><valueName>GB/T 35965</valueName><value>11B03</value></eventCode>
+    <expires>{expires}</expires>
+    <headline>{headline}</headline>
+    <description>台风中心将于今日登陆，请立即转移到安全地带。</description>
+    <area><areaDesc>徐汇区</areaDesc><geocode><valueName>GB2260</valueName><value>{geocode}</value></geocode></area>
+  </info>
+</alert>
+"#,
+        sent = beijing(sent),
+        expires = beijing(expires),
+    )
+}
+
+/// Makes `path` readable by its owner only (key files must be).
+pub(crate) fn set_mode_600(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
