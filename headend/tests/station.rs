@@ -505,3 +505,65 @@ fn the_start_instant_picks_the_schedule_and_bad_alert_files_are_named() {
         );
     }
 }
+
+/// An MPTS whose scrambled channel comes after a clear one: the scrambled channel's packets
+/// are scrambled with its own key file's words (each scrambled channel takes the key source
+/// made for it), the clear one's stay clear.
+#[test]
+fn in_an_mpts_each_scrambled_channel_gets_its_own_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("cw.keys");
+    std::fs::write(&keys, "0123456789abcdef0123456789abcdef\n").unwrap();
+    set_mode_600(&keys);
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[channel]]\nid = \"free\"\nservice_id = 1\nname = \"Free\"\nmuxrate = \"3M\"\nplaylist = [{e:?}]\n\
+             pids = {{ pmt = 0x1001, video = 0x200, audio = 0x201, subtitle = 0x220, data = 0x230 }}\n\n\
+             [[channel]]\nid = \"pay\"\nservice_id = 2\nname = \"Pay\"\nmuxrate = \"3M\"\nplaylist = [{e:?}]\n\
+             pids = {{ pmt = 0x1002, video = 0x400, audio = 0x401, subtitle = 0x420, data = 0x430 }}\n\n\
+             [channel.scrambling]\ncipher = \"dvb-cissa\"\nkeys = \"file\"\nkey_file = \"cw.keys\"\n\n\
+             [[mpts]]\nid = \"m\"\ntransport_stream_id = 9\nmuxrate = \"7M\"\nchannels = [\"free\", \"pay\"]\n",
+            e = media("e.ts").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("m.ts");
+    let res = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_headend"))
+            .args(["render", "--config"])
+            .arg(&cfg)
+            .args(["--mpts", "m", "--duration", "5s", "-o"])
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let data = std::fs::read(&out).unwrap();
+    let (mut free, mut pay) = ((0, 0), (0, 0));
+    for p in data.chunks_exact(188) {
+        let pid = u16::from_be_bytes([p[1], p[2]]) & 0x1FFF;
+        let scrambled = p[3] >> 6 != 0;
+        let counts = match pid {
+            0x200..=0x230 => &mut free,
+            0x400..=0x430 => &mut pay,
+            _ => continue,
+        };
+        if p[3] & 0x10 != 0 {
+            counts.0 += 1;
+            counts.1 += u64::from(scrambled);
+        }
+    }
+    assert!(
+        free.0 > 100 && free.1 == 0,
+        "free: {free:?} (ES packets, scrambled)"
+    );
+    assert!(
+        pay.0 > 100 && pay.1 == pay.0,
+        "pay: {pay:?} (ES packets, scrambled)"
+    );
+}

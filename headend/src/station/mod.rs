@@ -137,10 +137,9 @@ impl Station {
         let mut keys = plan.keys.into_iter();
         let mut scrambled = Vec::new();
         for (program, ch) in plan.channels.iter().enumerate() {
-            let (Some(sc), Some(k)) = (&ch.scrambling, ch.scrambling.as_ref().and(keys.next()))
-            else {
-                continue;
-            };
+            let Some(sc) = &ch.scrambling else { continue };
+            // One key source per scrambled channel, in channel order.
+            let Some(k) = keys.next() else { continue };
             let now = mux.now();
             let mut s = scrambling::ProgramScrambling::new(ch, sc, k, now);
             s.start(&mut mux, now);
