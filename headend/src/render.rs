@@ -224,29 +224,28 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             desk.tick(now);
         }
         for d in inbox.drain() {
-            let (station, d) = match d {
-                Delivered::Override(o) => (o.station(), Delivered::Override(o)),
-                Delivered::Schedule(m) => (m.station, Delivered::Schedule(m)),
+            let Some(j) = sim_of(d.station()) else {
+                continue;
             };
-            let Some(j) = sim_of(station) else { continue };
             match d {
                 Delivered::Override(o) => sims[j].st.handle_override(o),
                 Delivered::Schedule(m) => sims[j].st.handle_schedule(m),
             }
         }
-        let ended: Vec<String> = wakes
-            .try_iter()
-            .filter_map(|w| match w {
-                driver::Wake::AlertEnded(c) => Some(c),
-                driver::Wake::EditNow(_) => None,
-            })
-            .collect();
+        // A channel whose alert ended rejoins its schedule at its next round, at once.
+        for w in wakes.try_iter() {
+            let driver::Wake::AlertEnded(channel) = w else {
+                continue;
+            };
+            for sim in &mut sims {
+                if let Some(s) = sim.scheduler.as_mut().filter(|s| s.channel() == channel) {
+                    s.alert_ended();
+                    sim.next_round = utc;
+                }
+            }
+        }
         let sim = &mut sims[k];
         if let Some(s) = &mut sim.scheduler {
-            if ended.contains(&s.channel().to_owned()) {
-                s.alert_ended();
-                sim.next_round = utc;
-            }
             if utc >= sim.next_round {
                 sim.next_round = utc + ROUND_NS;
                 let r = s.round(

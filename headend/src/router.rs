@@ -72,6 +72,16 @@ pub(crate) enum Delivered {
     Override(OverrideMsg),
 }
 
+impl Delivered {
+    /// The station it is for.
+    pub(crate) fn station(&self) -> usize {
+        match self {
+            Delivered::Schedule(m) => m.station,
+            Delivered::Override(o) => o.station(),
+        }
+    }
+}
+
 impl Inbox {
     /// Cues and overrides sent so far, oldest first.
     pub(crate) fn drain(&self) -> Vec<Delivered> {
