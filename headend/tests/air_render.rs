@@ -181,7 +181,7 @@ fn render_carries_what_the_daemon_sends() {
     let port = rx.local_addr().unwrap().port();
     let http_port = common::free_tcp_port();
     // The schedule: Evening News (g.ts) at a hard start 7 s from now, Weather (e.ts) 6 s
-    // later; the alert goes on 9 s from now for 3 s.
+    // later; the alert goes on 9 s from now for 2 s.
     let t0 = utc_ns() / 1_000_000_000 + 7;
     let sched = dir.path().join("sched/pay");
     std::fs::create_dir_all(&sched).unwrap();
@@ -256,12 +256,16 @@ fn render_carries_what_the_daemon_sends() {
     };
     let mut daemon = Daemon::run(&cfg, "info");
     let started = Instant::now();
-    // The alert, at t0 + 2, until t0 + 5.
+    // The alert, at t0 + 2, until t0 + 4: the schedule is rejoined a second after it ends
+    // (the scheduler's return lead), so a second before Weather's hard start at t0 + 6. Had it
+    // ended at t0 + 5, the rejoin would land on Weather's start itself, and whether Weather
+    // is joined from its start or a GOP in would hang on which side of it the desk's clock
+    // (50 ms on air, one render step offline) saw the expiry.
     while utc_ns() < (t0 + 2) * 1_000_000_000 {
         assert!(started.elapsed() < Duration::from_secs(30), "bounded");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let cap = cap_alert("SH-AIR-0001", t0 + 2, t0 + 5, "310104", HEADLINE);
+    let cap = cap_alert("SH-AIR-0001", t0 + 2, t0 + 4, "310104", HEADLINE);
     let signature = encode_signature(&signer.sign(cap.as_bytes()));
     let sent_at = utc_ns();
     let (status, reply) = post_alert(http_port, "prov-sm2", &signature, cap.as_bytes());
