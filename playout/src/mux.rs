@@ -339,7 +339,10 @@ impl Mux {
                 let c = &mut self.carousels[i];
                 c.interval = interval.max(1);
                 if c.next == 0 {
+                    // Between cycles: at once, and whatever was waiting for this point is
+                    // older than it.
                     c.sections = packets;
+                    c.pending = None;
                 } else {
                     c.pending = Some(packets);
                 }

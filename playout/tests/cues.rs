@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use playout::check::{check, CheckLimits};
 use playout::mux::{Mux, MuxConfig, MuxEvent};
 use playout::offline::{MemorySource, Offline, BATCH};
-use playout::splice::{Cue, SpliceConfig, SpliceEvent, Splicer};
+use playout::splice::{Cue, SpliceConfig, SpliceEvent, Splicer, HANDOVER_SLACK};
 use playout::time::SYSTEM_CLOCK_HZ;
 
 const MUXRATE: u64 = 6_000_000;
@@ -171,15 +171,16 @@ fn an_offset_skips_the_start_of_the_file() {
     assert!((0.5..0.7).contains(&ratio), "{part} of {full} packets");
 }
 
-/// A schedule taking over a channel that loops its playlist: the item on air is cut where
-/// the first cue's fixed start says, and the cue goes on air then. What the splicer has
-/// already released (up to its read-ahead, a second or two) cannot be cut, so the handover
-/// is asked for 3.6 s ahead here, as the daemon's scheduler does.
-#[test]
-fn cut_current_hands_over_on_time() {
-    let items: Vec<Option<Bytes>> = ["b", "a"].iter().map(|n| Some(fixture(n))).collect();
+/// Renders `total_secs` of the playlist `items` (no cues at first); `at_1s` is applied to the
+/// splicer once, when the output clock reaches 1 s (a schedule arriving while the playlist
+/// plays). Returns (output, events).
+fn render_taking_over(
+    items: Vec<Option<Bytes>>,
+    total_secs: u64,
+    at_1s: impl FnOnce(&mut Splicer),
+) -> (Bytes, Vec<MuxEvent>) {
     let splicer = Splicer::new(SpliceConfig::new(1), items.len());
-    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(10), MUXRATE);
+    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(total_secs), MUXRATE);
     let mut run = Offline::new(
         Mux::new(MuxConfig::new(MUXRATE), vec![splicer]),
         vec![MemorySource::new(items)],
@@ -187,30 +188,43 @@ fn cut_current_hands_over_on_time() {
     );
     let mut out = BytesMut::new();
     let mut events = Vec::new();
-    let mut handed_over = false;
+    let mut at_1s = Some(at_1s);
     while !run.done() {
-        if !handed_over && run.mux().now() >= secs(1.0) {
-            handed_over = true;
-            let s = run.mux().program_mut(0);
-            let extra = s.add_item();
-            assert_eq!(extra, 2);
-            s.cut_current(secs(4.6));
-            s.push_cue(Cue {
-                item: 1,
-                offset_90k: 0,
-                from_byte: 0,
-                first_pts: None,
-                not_before: Some(secs(4.6)),
-                until: Some(secs(7.0)),
-                entry_delay_90k: 0,
-                tag: 0,
-            });
+        if run.mux().now() >= secs(1.0) {
+            if let Some(f) = at_1s.take() {
+                f(run.mux().program_mut(0));
+            }
         }
         run.step(&mut out, BATCH);
         while let Some(e) = run.mux().poll_event() {
             events.push(e);
         }
     }
+    (out.freeze(), events)
+}
+
+/// A schedule taking over a channel that loops its playlist: the item on air is cut where
+/// the first cue's fixed start says, and the cue goes on air then. What the splicer has
+/// already released (up to its read-ahead, a second or two) cannot be cut, so the handover
+/// is asked for 3.6 s ahead here, as the daemon's scheduler does.
+#[test]
+fn cut_current_hands_over_on_time() {
+    let items: Vec<Option<Bytes>> = ["b", "a"].iter().map(|n| Some(fixture(n))).collect();
+    let (out, events) = render_taking_over(items, 10, |s| {
+        let extra = s.add_item();
+        assert_eq!(extra, 2);
+        s.cut_current(secs(4.6));
+        s.push_cue(Cue {
+            item: 1,
+            offset_90k: 0,
+            from_byte: 0,
+            first_pts: None,
+            not_before: Some(secs(4.6)),
+            until: Some(secs(7.0)),
+            entry_delay_90k: 0,
+            tag: 0,
+        });
+    });
     let st = starts(&events);
     assert_eq!(st[0].0, 0);
     assert_eq!(st[1].0, 1, "{st:?}");
@@ -222,6 +236,99 @@ fn cut_current_hands_over_on_time() {
     let r = check(&out, &limits());
     let v = r.violations(&limits());
     assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
+}
+
+/// A schedule taking over from a playlist whose item ends before the handover: the playlist
+/// goes on until the handover, so the cues start when their timeline says. Had the first
+/// (filler) cue started when the playlist item ended, each cue would run early by as much,
+/// and the filler fragment before the hard start, a shorter cut of the same clip, would run
+/// out before it: a frozen picture until the hard start. The handover is asked for at a
+/// second into the playlist's e.ts (3.03 s, presented from 0.7 s), as the daemon's
+/// scheduler does, with filler e.ts cut to fit before a hard start at 10 s; the first cue
+/// with a fixed start or without, with an entry delay or without, and the handover from a
+/// frame to 2.3 s after the playlist item ends.
+#[test]
+fn a_handover_after_the_item_on_air_ends_keeps_the_timeline() {
+    for (handover, lead_90k, fixed) in [
+        (3.78, 0, false),
+        (3.95, 0, false),
+        (4.0, 10_800, false),
+        (4.0, 7_200, true),
+        (5.0, 0, false),
+        (6.0, 3_600, true),
+    ] {
+        handover_case(handover, lead_90k, fixed);
+    }
+}
+
+fn handover_case(handover: f64, lead_90k: u64, fixed: bool) {
+    let case = format!("handover at {handover} s, entry delay {lead_90k}, fixed {fixed}");
+    let cue = |not_before: Option<f64>, until: f64, tag: u64| Cue {
+        item: 0,
+        offset_90k: 0,
+        from_byte: 0,
+        first_pts: None,
+        not_before: not_before.map(secs),
+        until: Some(secs(until)),
+        entry_delay_90k: if tag == 1 { lead_90k } else { 0 },
+        tag,
+    };
+    let (out, events) = render_taking_over(vec![Some(fixture("e"))], 14, |s| {
+        s.cut_current(secs(handover));
+        s.push_cue(cue(fixed.then_some(handover), handover + 3.03, 1));
+        s.push_cue(cue(None, 10.0, 2));
+        s.push_cue(cue(Some(10.0), 13.0, 3));
+    });
+    let tagged: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            MuxEvent::Splice {
+                event:
+                    SpliceEvent::ItemStarted {
+                        tag: Some(t),
+                        presented_at,
+                        ..
+                    },
+                ..
+            } => Some((*t, *presented_at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tagged.iter().map(|t| t.0).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{case}: {tagged:?}"
+    );
+    // Without a fixed start, a cue with an entry delay starts that much early (the item
+    // before is cut early so decoding never goes back), and the one after it with it.
+    let early = if fixed {
+        0.0
+    } else {
+        lead_90k as f64 / 90_000.0
+    };
+    for ((tag, at), want) in tagged
+        .iter()
+        .zip([handover - early, handover + 3.03 - early, 10.0])
+    {
+        // A cue without a fixed start may start up to `HANDOVER_SLACK` early (and the next
+        // with it) rather than after a sliver of the playlist.
+        let slack = if *tag < 3 && !fixed {
+            HANDOVER_SLACK
+        } else {
+            0
+        };
+        let off = *at as i64 - secs(want) as i64;
+        assert!(
+            off <= FRAME as i64 && -off <= (FRAME + slack) as i64,
+            "{case}: cue {tag} on air {:.3} s, scheduled {want:.3} s",
+            *at as f64 / SYSTEM_CLOCK_HZ as f64
+        );
+    }
+    // No frozen picture (a presentation gap) anywhere.
+    let r = check(&out, &limits());
+    let v = r.violations(&limits());
+    assert!(v.is_empty(), "{case}: {}\n{r}", v.join("\n"));
+    assert_eq!(r.cc_error_count, 0, "{case}");
 }
 
 /// Ten minutes of a dense schedule through the real pipeline (resolve → cues → splicer →

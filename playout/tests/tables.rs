@@ -12,9 +12,8 @@ use playout::splice::{SpliceConfig, Splicer};
 use playout::time::SYSTEM_CLOCK_HZ;
 use playout::ts::{Pid, TsPacket, PACKET_SIZE};
 
-#[test]
-fn tables_repeat_at_their_interval() {
-    let muxrate = 3_000_000;
+/// `secs` of a.ts looped, unpaced, at `muxrate`.
+fn playing_a(muxrate: u64, secs: u64) -> Offline<MemorySource> {
     let clip = Bytes::from(
         std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -22,15 +21,21 @@ fn tables_repeat_at_their_interval() {
         ))
         .unwrap(),
     );
-    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(10), muxrate);
-    let mut run = Offline::new(
+    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(secs), muxrate);
+    Offline::new(
         Mux::new(
             MuxConfig::new(muxrate),
             vec![Splicer::new(SpliceConfig::new(1), 1)],
         ),
         vec![MemorySource::new(vec![Some(clip)])],
         total,
-    );
+    )
+}
+
+#[test]
+fn tables_repeat_at_their_interval() {
+    let muxrate = 3_000_000;
+    let mut run = playing_a(muxrate, 10);
     // Two sections (one of them 3 packets long) every second on PID 0x11.
     let small = vec![0x42u8; 100];
     let big = vec![0x42u8; 500];
@@ -68,4 +73,56 @@ fn tables_repeat_at_their_interval() {
     assert!(r.violations(&limits).is_empty(), "{r}");
     assert_eq!(r.cc_error_count, 0);
     assert!(run.mux().stats().si_packets >= 19 * 2);
+}
+
+/// A table replaced twice within one cycle: the later content wins. The first replacement
+/// comes mid-cycle (it waits for the cycle to end), the second between cycles (it applies at
+/// once); the first must not then overwrite the second when the cycle ends. (An EIT present
+/// event set for a short playlist item and then, a frame later, for the programme taking
+/// over showed the item's event for another 3.5 s.)
+#[test]
+fn the_latest_table_wins() {
+    let muxrate = 3_000_000;
+    let mut run = playing_a(muxrate, 6);
+    let pid = Pid::from_bits(0x12);
+    // Version v of section s: bytes [v, s, ...].
+    let table = |v: u8| [vec![v, 0, 0, 0], vec![v, 1, 0, 0]];
+    let set = |run: &mut Offline<MemorySource>, v: u8| {
+        let t = table(v);
+        run.mux()
+            .set_table(pid, 0x4E, &[&t[0], &t[1]], SYSTEM_CLOCK_HZ);
+    };
+    // The sections sent so far: (version, section).
+    let sent = |out: &BytesMut| -> Vec<(u8, u8)> {
+        out.chunks_exact(PACKET_SIZE)
+            .filter_map(|raw| {
+                let p = TsPacket::new(Bytes::copy_from_slice(raw)).ok()?;
+                (p.pid() == pid && p.pusi()).then(|| {
+                    let pl = p.payload();
+                    let at = 1 + usize::from(pl[0]);
+                    (pl[at], pl[at + 1])
+                })
+            })
+            .collect()
+    };
+    set(&mut run, 1);
+    let mut out = BytesMut::new();
+    // Until section 0 has gone out: mid-cycle, version 2 waits.
+    while sent(&out).is_empty() {
+        run.step(&mut out, 1);
+    }
+    set(&mut run, 2);
+    // Until section 1 has gone out: between cycles, version 3 applies at once.
+    while sent(&out).len() < 2 {
+        run.step(&mut out, 1);
+    }
+    set(&mut run, 3);
+    while !run.done() {
+        run.step(&mut out, BATCH);
+        while run.mux().poll_event().is_some() {}
+    }
+    let s = sent(&out);
+    assert_eq!(&s[..2], &[(1, 0), (1, 1)], "{s:?}");
+    assert!(s[2..].iter().all(|(v, _)| *v == 3), "{s:?}");
+    assert!(s.len() >= 8, "{s:?}");
 }

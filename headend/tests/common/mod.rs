@@ -69,9 +69,22 @@ pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
 
 /// Runs the strict checker on `data` and fails the test on any violation.
 pub(crate) fn checked(data: &[u8], limits: &CheckLimits) -> Report {
+    checked_as("output", data, limits)
+}
+
+/// [`checked`], keeping `data` as `<target tmp>/failed-<name>.ts` when it fails (named in
+/// the message), for a look with ffprobe or `hectl check` after a run that failed.
+pub(crate) fn checked_as(name: &str, data: &[u8], limits: &CheckLimits) -> Report {
     let report = check(data, limits);
     let v = report.violations(limits);
-    assert!(v.is_empty(), "{}\n{report}", v.join("\n"));
+    if !v.is_empty() {
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("failed-{name}.ts"));
+        let saved = std::fs::write(&kept, data).map_or_else(
+            |e| format!("not kept: {e}"),
+            |()| format!("kept as {}", kept.display()),
+        );
+        panic!("{name} ({saved}): {}\n{report}", v.join("\n"));
+    }
     report
 }
 

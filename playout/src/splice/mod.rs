@@ -30,6 +30,11 @@ use item::{CueParams, Item};
 pub use pids::OutputPids;
 use pids::PidAllocator;
 
+/// A handover or fixed start this close to the end of what is on air is left to the cues
+/// (the next starts up to this much early, or holds its first picture as long) rather than
+/// filled with a sliver of the playlist.
+pub const HANDOVER_SLACK: Ticks27M = SYSTEM_CLOCK_HZ / 10;
+
 /// Most packets queued for the muxer (about 6 MB): an input richer than the muxrate stops
 /// being read here instead of growing the queue.
 pub const MAX_QUEUED: usize = 32 * 1024;
@@ -313,6 +318,12 @@ enum Io {
 pub struct Splicer {
     cfg: SpliceConfig,
     items: usize,
+    /// The playlist proper (the entries given to [`Splicer::new`]): what loops when no cue
+    /// is queued, and until a handover; entries added later are files a schedule names.
+    playlist: usize,
+    /// A schedule takes over at this output time ([`Splicer::cut_current`]): until then the
+    /// playlist goes on, even if the item on air ends earlier.
+    handover: Option<Ticks27M>,
     io: Io,
     item: Option<Item>,
     out: VecDeque<Queued>,
@@ -365,6 +376,8 @@ impl Splicer {
             },
             emitted: preempt::Emitted::new(pmt.clone()),
             items,
+            playlist: items,
+            handover: None,
             item: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -413,16 +426,21 @@ impl Splicer {
         self.items - 1
     }
 
-    /// Cuts the item on air (or the next one opened) where presentation reaches `at`, as if
-    /// its cue had said `until: at`: to hand over to a schedule, or for an edit that applies
-    /// now. An earlier cut already set stays. What is already released to the muxer (the
-    /// read-ahead: up to `horizon` plus one read) is not cut, so ask a few seconds ahead.
+    /// Hands over at `at`: the item on air (or the next one opened) is cut where
+    /// presentation reaches `at`, as if its cue had said `until: at`, and if it ends sooner
+    /// the playlist goes on (cut at `at` too), so the cues queued start at `at`, not early:
+    /// a schedule's timeline assumes they do, and a fixed start after a run of cues that
+    /// started early would find nothing left to play before it. For a schedule taking over
+    /// or an edit that applies now. An earlier cut already set stays. What is already
+    /// released to the muxer (the read-ahead: up to `horizon` plus one read) is not cut, so
+    /// ask a few seconds ahead.
     pub fn cut_current(&mut self, at: Ticks27M) {
         let until = Some(self.current_cue.until.map_or(at, |u| u.min(at)));
         self.current_cue.until = until;
         if let Some(it) = self.item.as_mut() {
             it.set_until(until);
         }
+        self.handover = Some(self.handover.map_or(at, |h| h.min(at)));
     }
 
     /// Drops the cues not yet started (a schedule edit replaces them).
@@ -453,6 +471,7 @@ impl Splicer {
         }
         self.chosen = true;
         self.failed_in_row = 0;
+        self.handover = None;
         self.cues.push_front(cue);
         self.io = match self.io {
             Io::Opening(i) | Io::Reading(i) => Io::Discard(i),
@@ -472,8 +491,32 @@ impl Splicer {
     }
 
     /// What to open after `item` (`None`: at the start): the next cue, else the next
-    /// playlist entry.
+    /// playlist entry. While a handover ([`Splicer::cut_current`]) or the next cue's fixed
+    /// start is more than [`HANDOVER_SLACK`] away, the playlist goes on until then (cut
+    /// there) instead: a cue never starts early by more, so a schedule's timeline holds, and
+    /// no picture freezes before a fixed start when what came before ended early (it was
+    /// shorter than probed, or joined late).
     fn next_io(&mut self, item: Option<usize>) -> Io {
+        let next_in_playlist = item.map_or(0, |i| if i + 1 < self.loop_len() { i + 1 } else { 0 });
+        let handover = self.handover.take();
+        if let Some(at) = handover.or_else(|| self.cues.front().and_then(|c| c.not_before)) {
+            let end = self
+                .timeline
+                .end_pts_90k
+                .map_or(0, |e| (e.max(0) as u64).saturating_mul(300));
+            // The item before the next cue ends its entry delay early (see `Cue`).
+            let lead_90k = self.cues.front().map_or(0, |n| n.entry_delay_90k);
+            let target = at.saturating_sub(lead_90k.saturating_mul(300));
+            if end.saturating_add(HANDOVER_SLACK) < target {
+                self.handover = handover;
+                self.current_cue = CueParams {
+                    until: Some(at),
+                    cut_lead_90k: lead_90k,
+                    ..CueParams::default()
+                };
+                return Io::Open(next_in_playlist);
+            }
+        }
         match self.cues.pop_front() {
             Some(c) if c.item < self.items => {
                 self.current_cue = CueParams {
@@ -489,8 +532,18 @@ impl Splicer {
             }
             _ => {
                 self.current_cue = CueParams::default();
-                Io::Open(item.map_or(0, |i| (i + 1) % self.items.max(1)))
+                Io::Open(next_in_playlist)
             }
+        }
+    }
+
+    /// How many entries the playlist loops over: the playlist proper, or (a splicer made
+    /// with none) every entry added since.
+    fn loop_len(&self) -> usize {
+        if self.playlist > 0 {
+            self.playlist
+        } else {
+            self.items.max(1)
         }
     }
 
@@ -684,7 +737,7 @@ impl Splicer {
         self.events
             .push_back(SpliceEvent::ItemFailed { item, error });
         let next = self.next_io(Some(item));
-        if self.failed_in_row >= self.items {
+        if self.failed_in_row >= self.loop_len() {
             self.failed_in_row = 0;
             self.stats.nothing_playable += 1;
             let until = now + self.cfg.retry_after;
