@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod analyse;
 pub mod check;
 pub mod demux;
 pub mod es;

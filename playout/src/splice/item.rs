@@ -63,6 +63,10 @@ pub(crate) struct CueParams {
     pub(crate) until: Option<Ticks27M>,
     /// Cut this much before `until`: the next item's entry delay.
     pub(crate) cut_lead_90k: u64,
+    /// The item's first packet leaves no sooner than this after it is read (a live input:
+    /// its data arrives in real time, so what follows needs this much lead to absorb the
+    /// network's jitter). See [`crate::splice::Splicer::set_live`].
+    pub(crate) min_lead: Ticks27M,
 }
 
 /// An item cut at its cue's `until`: nothing presented from `pts_out` on is kept.
@@ -850,10 +854,11 @@ impl State {
             (None, _) => ceil_div(now - t_rap as i128, 300) as i64,
         };
         let first_due = t_rap as i128 + i128::from(shift90) * 300;
-        // Not before the output time now (the driver fell behind, or a retry after filler):
-        // leave a gap, never go back.
-        if first_due < now {
-            shift90 += ceil_div(now - first_due, 300) as i64;
+        // Not before the output time now (the driver fell behind, or a retry after filler),
+        // plus a live input's lead: leave a gap, never go back.
+        let earliest = now + i128::from(self.cue.min_lead);
+        if first_due < earliest {
+            shift90 += ceil_div(earliest - first_due, 300) as i64;
         }
         // A fixed start: the entry picture is presented no earlier than the cue says.
         if let Some(nb) = self.cue.not_before {

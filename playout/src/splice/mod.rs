@@ -337,6 +337,8 @@ pub struct Splicer {
     current_cue: CueParams,
     /// Something was chosen to open already (a cue replaced the first playlist item).
     chosen: bool,
+    /// Playlist entries that are live inputs, with their lead ([`Splicer::set_live`]).
+    live: Vec<(usize, Ticks27M)>,
     /// What the muxer has taken: for a pre-emption.
     emitted: preempt::Emitted,
 }
@@ -389,6 +391,7 @@ impl Splicer {
             cues: VecDeque::new(),
             current_cue: CueParams::default(),
             chosen: false,
+            live: Vec::new(),
             cfg,
         }
     }
@@ -413,6 +416,17 @@ impl Splicer {
                 it.set_cut_lead(cue.entry_delay_90k);
             }
         }
+    }
+
+    /// Marks playlist entry `item` as a live input: its data arrives in real time rather than
+    /// being read ahead, so when it starts (at a random access point, timestamps continuing
+    /// from what went before) its first packet is due no sooner than `lead` after it is read,
+    /// which every later packet then keeps as its margin against network jitter. The driver
+    /// answers its reads with what has arrived (and, at the start, what it kept of the
+    /// input's last seconds, so the item can start at once at a recent random access point).
+    pub fn set_live(&mut self, item: usize, lead: Ticks27M) {
+        self.live.retain(|(i, _)| *i != item);
+        self.live.push((item, lead));
     }
 
     /// Cues queued and not yet started.
@@ -527,6 +541,7 @@ impl Splicer {
                     not_before: c.not_before,
                     until: c.until,
                     cut_lead_90k: self.cues.front().map_or(0, |n| n.entry_delay_90k),
+                    min_lead: 0,
                 };
                 Io::Open(c.item)
             }
@@ -615,7 +630,13 @@ impl Splicer {
         if self.io != Io::Opening(item) {
             return;
         }
-        self.item = Some(Item::new(item, self.current_cue));
+        let mut cue = self.current_cue;
+        cue.min_lead = self
+            .live
+            .iter()
+            .find(|(i, _)| *i == item)
+            .map_or(0, |(_, lead)| *lead);
+        self.item = Some(Item::new(item, cue));
         self.io = Io::Read(item);
     }
 
