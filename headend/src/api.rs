@@ -65,6 +65,10 @@ pub(crate) struct ApiState {
     /// Channels whose schedule edit must apply now (see `schedule::driver`).
     /// The scheduler's mailbox (edits that apply now).
     pub(crate) requeue: crate::schedule::driver::Mailbox,
+    /// Channels relaying live inputs: (channel, its station, its inputs' names in order).
+    pub(crate) live: Vec<(String, usize, Vec<String>)>,
+    /// Where operators' input orders go (the engine).
+    pub(crate) sink: crate::router::ScheduleSink,
     /// Media probed for timelines: (size, modification time, duration) by path.
     pub(crate) probes: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Probed>>,
 }
@@ -295,6 +299,65 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(ApiError::Alert)?;
             Ok(json(StatusCode::CREATED, &stored))
+        }
+        ["channels", channel, "input"] => {
+            if req.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            authorize(state, &req)?;
+            let Some((channel, station, names)) = state.live.iter().find(|(c, _, _)| c == channel)
+            else {
+                return Err(ApiError::NotFound(format!(
+                    "channel `{channel}` has no live inputs"
+                )));
+            };
+            let body = read_body(req).await?;
+            let order: serde_json::Value = serde_json::from_str(&body)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+            let input = match order.get("input") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(n)) if n == "playlist" => None,
+                Some(serde_json::Value::String(n)) => match names.iter().position(|x| x == n) {
+                    Some(i) => Some(i),
+                    None => {
+                        return Err(ApiError::BadRequest(format!(
+                            "channel `{channel}` has no input `{n}` (it has {})",
+                            names.join(", ")
+                        )))
+                    }
+                },
+                Some(other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`input` must be an input's name or \"playlist\", not {other}"
+                    )))
+                }
+            };
+            let action = match order.get("action").and_then(serde_json::Value::as_str) {
+                Some("switch") => crate::router::InputAction::Switch(input),
+                Some("lock") => crate::router::InputAction::Lock(input),
+                Some("unlock") => crate::router::InputAction::Unlock,
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`action` must be \"switch\", \"lock\" or \"unlock\", not {other:?}"
+                    )))
+                }
+            };
+            let sent = state.sink.send_input(crate::router::InputOrder {
+                station: *station,
+                channel: channel.clone(),
+                action: action.clone(),
+            });
+            if !sent {
+                return Err(ApiError::Internal("the engine has stopped".to_owned()));
+            }
+            Ok(json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({
+                    "channel": channel,
+                    "action": order.get("action"),
+                    "input": input.map_or("playlist", |i| names[i].as_str()),
+                }),
+            ))
         }
         ["channels", channel, "status"] => {
             if !state.channels.iter().any(|c| c == channel) {

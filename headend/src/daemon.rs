@@ -153,6 +153,23 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 .collect(),
             media_dir: config.schedules.media_dir.clone(),
             requeue: mailbox,
+            live: specs
+                .iter()
+                .enumerate()
+                .flat_map(|(i, spec)| {
+                    spec.channels
+                        .iter()
+                        .filter(|c| !c.inputs.is_empty())
+                        .map(move |c| {
+                            (
+                                c.id.clone(),
+                                i,
+                                c.inputs.iter().map(|x| x.name.clone()).collect(),
+                            )
+                        })
+                })
+                .collect(),
+            sink: engine.schedule.clone(),
             probes: Default::default(),
         });
         let state = Arc::new(HttpState {

@@ -110,6 +110,9 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             origin: spec.mux.clock_origin,
             skipped_ns: 0,
         };
+        for ch in spec.channels.iter().filter(|c| !c.inputs.is_empty()) {
+            tracing::warn!(channel = %ch.id, "live inputs are not rendered: the render plays the channel's playlist in their place");
+        }
         let st = Station::new(spec.plan(i, &network, clock, spec.key_sources()?));
         let muxrate = spec.mux.muxrate_bps;
         let total = (duration.as_nanos() * u128::from(muxrate)

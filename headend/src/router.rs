@@ -33,6 +33,11 @@ impl ScheduleSink {
         self.deliver(msg.station(), Control::Override(msg))
     }
 
+    /// Hands an operator's input order to its station's engine thread; `false` once stopped.
+    pub(crate) fn send_input(&self, order: InputOrder) -> bool {
+        self.deliver(order.station, Control::Input(order))
+    }
+
     /// A service's present/following, for every station (the MPTS that carry EIT other).
     pub(crate) fn broadcast_pf(&self, pf: &Arc<PfPosted>) {
         for tx in &self.txs {
@@ -90,7 +95,7 @@ impl Inbox {
             .filter_map(|c| match c {
                 Control::Schedule(m) => Some(Delivered::Schedule(m)),
                 Control::Override(o) => Some(Delivered::Override(o)),
-                Control::Peer(_) => None,
+                Control::Peer(_) | Control::Input(_) => None,
             })
             .collect()
     }
@@ -116,4 +121,30 @@ pub(crate) enum Control {
     Override(OverrideMsg),
     /// A service's present/following, for every station.
     Peer(Arc<PfPosted>),
+    /// An operator's order for a channel's live inputs.
+    Input(InputOrder),
+}
+
+/// An operator's order for a channel relaying live inputs (`POST /api/channels/ID/input`,
+/// `hectl input`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InputOrder {
+    /// The station carrying the channel.
+    pub(crate) station: usize,
+    /// The channel.
+    pub(crate) channel: String,
+    /// What to do.
+    pub(crate) action: InputAction,
+}
+
+/// What an [`InputOrder`] does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum InputAction {
+    /// On air now: the input at this index (`None`: the playlist); the verdicts may move it
+    /// again.
+    Switch(Option<usize>),
+    /// The same, and held there whatever the verdicts, until unlocked.
+    Lock(Option<usize>),
+    /// The verdicts decide again.
+    Unlock,
 }

@@ -28,6 +28,46 @@ pub(crate) struct StationStatus {
     pub(crate) outputs: Vec<OutputStatus>,
     /// The scrambled programs: counters and whether a failure policy is in force (alarm).
     pub(crate) scrambling: Vec<ScramblingStats>,
+    /// Programs relaying live inputs: which is on air, and each input's verdict and counters.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) relays: Vec<RelayStatus>,
+}
+
+/// A program relaying live inputs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct RelayStatus {
+    /// The channel.
+    pub(crate) channel: String,
+    /// The input on air (`None`: the playlist).
+    pub(crate) active: Option<String>,
+    /// Whether an operator locked it.
+    pub(crate) locked: bool,
+    /// Every input, in priority order.
+    pub(crate) inputs: Vec<InputStatus>,
+}
+
+/// One live input's verdict and counters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct InputStatus {
+    pub(crate) name: String,
+    /// `good`, `starting`, or what is wrong (`no data for 300 ms`).
+    pub(crate) health: String,
+    pub(crate) bytes: u64,
+    pub(crate) packets: u64,
+    pub(crate) cc_errors: u64,
+    pub(crate) sync_losses: u64,
+    pub(crate) pcr_jumps: u64,
+    pub(crate) scrambled_packets: u64,
+    pub(crate) rtp_lost: u64,
+    pub(crate) rtp_reordered: u64,
+    pub(crate) rtp_duplicates: u64,
+    /// Datagrams that were not transport stream.
+    pub(crate) foreign_datagrams: u64,
+    /// Bytes dropped because the channel did not take them in time.
+    pub(crate) overflow_bytes: u64,
+    /// Why the input cannot be received, if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -254,6 +254,11 @@ impl Analyser {
         self.st.pmt.as_ref()
     }
 
+    /// The programme (service_id and PMT PID), once the PAT is seen.
+    pub fn program(&self) -> Option<(u16, Pid)> {
+        self.st.program
+    }
+
     /// What arrived at `now`: any number of bytes (datagrams, reads), packets in any
     /// alignment.
     pub fn push(&mut self, now: u64, data: Bytes) {

@@ -9,6 +9,7 @@ mod diff;
 mod ecmg_cmd;
 mod edit;
 mod epg_cmd;
+mod input_cmd;
 mod schedule_cmd;
 mod scramble_cmd;
 mod validate;
@@ -86,6 +87,18 @@ enum Command {
     Schedule {
         #[command(subcommand)]
         action: schedule_cmd::ScheduleAction,
+        /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or `http://[::1]:8080`).
+        #[arg(long, global = true)]
+        server: Option<String>,
+        /// File whose first line is the API token (default `$HECTL_TOKEN`).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+    },
+    /// A live channel's inputs on a running daemon: switch to one, lock it, unlock (the
+    /// inputs' verdicts decide again). Needs the API token.
+    Input {
+        #[command(subcommand)]
+        action: input_cmd::InputAction,
         /// The daemon, `http://HOST:PORT` (default `$HECTL_SERVER` or `http://[::1]:8080`).
         #[arg(long, global = true)]
         server: Option<String>,
@@ -184,6 +197,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server,
             token_file,
         } => alert_cmd::run(action, server, token_file.as_deref()),
+        Command::Input {
+            action,
+            server,
+            token_file,
+        } => input_cmd::run(&client::Server::new(server, token_file.as_deref())?, action),
         Command::Epg {
             action,
             server,

@@ -47,6 +47,12 @@ pub(crate) struct ChannelConfig {
     pub(crate) clock_origin_90k: u64,
     /// Array `[[channel.output]]`: where the stream is sent. Default empty.
     pub(crate) outputs: Vec<OutputConfig>,
+    /// Array `[[channel.input]]`: live feeds, in priority order (the first is the main). With
+    /// any, the channel relays the first that is fit for air and falls back to `playlist`
+    /// (its slate or filler) when none is. Default empty (the channel plays files).
+    pub(crate) inputs: Vec<super::InputConfig>,
+    /// Table `[channel.failover]`: when the channel leaves an input and comes back to it.
+    pub(crate) failover: super::FailoverConfig,
     /// Key `timezone`: the zone the channel's schedules are written in, an IANA name such as
     /// `"Asia/Shanghai"`. Default `"UTC"`.
     pub(crate) timezone: Tz,
@@ -230,6 +236,8 @@ pub(super) fn channel(
     claims: &mut Claims,
 ) -> Option<ChannelConfig> {
     let outputs = table.remove("output");
+    let inputs = table.remove("input");
+    let failover = table.remove("failover");
     let id_hint = table
         .get("id")
         .and_then(toml::Value::as_str)
@@ -326,6 +334,8 @@ pub(super) fn channel(
         );
     }
     let outputs = output::outputs(outputs, path, diag, claims);
+    let inputs = super::input::inputs(inputs, path, diag);
+    let failover = super::input::failover(failover, path, diag);
     let timezone = match raw.timezone.as_deref() {
         None => Some(Tz::UTC),
         Some(name) => match name.parse::<Tz>() {
@@ -363,6 +373,8 @@ pub(super) fn channel(
         Some(outputs),
         Some(timezone),
         Some(si),
+        Some(inputs),
+        Some(failover),
     ) = (
         service_id,
         muxrate,
@@ -374,6 +386,8 @@ pub(super) fn channel(
         outputs,
         timezone,
         si,
+        inputs,
+        failover,
     )
     else {
         return None;
@@ -391,6 +405,8 @@ pub(super) fn channel(
         psi_interval,
         clock_origin_90k,
         outputs,
+        inputs,
+        failover,
         timezone,
         filler,
         si,

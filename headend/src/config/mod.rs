@@ -17,6 +17,7 @@ mod alerts;
 mod channel;
 mod claims;
 mod error;
+mod input;
 mod mpts;
 mod output;
 mod pids;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
 pub(crate) use channel::ChannelConfig;
 pub(crate) use error::{ConfigError, ConfigErrors};
+pub(crate) use input::{FailoverConfig, InputConfig};
 pub(crate) use mpts::MptsConfig;
 #[allow(
     unused_imports,
@@ -560,13 +562,18 @@ fn tables(
 
 /// Channel and mpts ids: `[a-z0-9_-]{1,32}`.
 fn check_id(id: &str, item_path: &str, diag: &mut Diagnostics) {
+    check_name(id, &format!("{item_path}.id"), diag);
+}
+
+/// Checks an id-like name (`[a-z0-9_-]{1,32}`) at `path`.
+fn check_name(id: &str, path: &str, diag: &mut Diagnostics) {
     let valid = (1..=32).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !valid {
         diag.push(
-            format!("{item_path}.id"),
+            path,
             format!(
                 "invalid id `{}`, expected 1 to 32 characters of a-z, 0-9, `_` and `-`",
                 id.escape_debug()

@@ -100,18 +100,7 @@ fn output(
         }
     };
     if let Some(name) = &raw.interface {
-        if name.is_empty()
-            || name.len() > 15
-            || name.contains(|c: char| c == '/' || c.is_whitespace())
-        {
-            diag.push(
-                format!("{path}.interface"),
-                format!(
-                    "invalid interface name `{}`, expected 1..=15 bytes without `/` or whitespace",
-                    name.escape_debug()
-                ),
-            );
-        }
+        check_interface(name, &format!("{path}.interface"), diag);
     }
     let multicast = target.is_some_and(|(_, dest)| dest.ip().is_multicast());
     let hop_limit = diag.ranged(
@@ -156,9 +145,41 @@ fn output(
     })
 }
 
+/// Checks an interface name (`eth0`) at `path`.
+pub(super) fn check_interface(name: &str, path: &str, diag: &mut Diagnostics) {
+    if name.is_empty() || name.len() > 15 || name.contains(|c: char| c == '/' || c.is_whitespace())
+    {
+        diag.push(
+            path,
+            format!(
+                "invalid interface name `{}`, expected 1..=15 bytes without `/` or whitespace",
+                name.escape_debug()
+            ),
+        );
+    }
+}
+
+/// Parses an input's `udp://address:port` or `rtp://address:port`: a group to join or a
+/// local address to receive on (the unspecified address `[::]` or `0.0.0.0` included).
+pub(super) fn parse_input_url(url: &str) -> Result<(OutputKind, SocketAddr), String> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("srt://") || lower.starts_with("http://") || lower.starts_with("https://")
+    {
+        return Err(format!(
+            "`{}`: SRT and HTTP inputs are not supported yet, only udp:// and rtp://",
+            url.escape_debug()
+        ));
+    }
+    parse_endpoint(url, true)
+}
+
 /// Parses `udp://address:port` or `rtp://address:port`; the address is an IP literal (IPv6
 /// in brackets). A trailing `/` is tolerated.
 fn parse_url(url: &str) -> Result<(OutputKind, SocketAddr), String> {
+    parse_endpoint(url, false)
+}
+
+fn parse_endpoint(url: &str, unspecified_ok: bool) -> Result<(OutputKind, SocketAddr), String> {
     let shown = url.escape_debug();
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
@@ -189,7 +210,7 @@ fn parse_url(url: &str) -> Result<(OutputKind, SocketAddr), String> {
     if dest.port() == 0 {
         return Err(format!("port of `{shown}` must not be 0"));
     }
-    if dest.ip().is_unspecified() {
+    if dest.ip().is_unspecified() && !unspecified_ok {
         return Err(format!(
             "destination {} of `{shown}` is the unspecified address",
             dest.ip()

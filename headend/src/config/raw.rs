@@ -84,6 +84,12 @@ pub(super) struct RawChannel {
     /// unknown-key error lists `output` among the expected keys.
     #[serde(rename = "output")]
     pub(super) _output: Option<IgnoredAny>,
+    /// `[[channel.input]]`: split off first, like `output`.
+    #[serde(rename = "input")]
+    pub(super) _input: Option<IgnoredAny>,
+    /// `[channel.failover]`: split off first, like `output`.
+    #[serde(rename = "failover")]
+    pub(super) _failover: Option<IgnoredAny>,
 }
 
 /// `[channel.pids]`; every key defaults to the matching [`super::PidPlan::default`] value.

@@ -866,3 +866,51 @@ fn scrambled_channels_of_one_mpts_need_their_own_ecm_pids() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn live_inputs_and_failover() {
+    let text = "[[channel]]\nid = \"a\"\nservice_id = 1\nname = \"A\"\nmuxrate = \"6M\"\nplaylist = [\"slate.ts\"]\n\
+        [channel.failover]\nloss_timeout = \"150ms\"\nrestore_after = \"30s\"\nmax_cc_errors = 20\nmin_bitrate = \"1M\"\n\
+        [[channel.input]]\nname = \"main\"\nurl = \"rtp://239.1.1.1:5000\"\nsource = \"10.0.0.1\"\nservice_id = 7\n\
+        [[channel.input]]\nname = \"backup\"\nurl = \"udp://[ff15::1:2]:5000\"\ninterface = \"eth1\"\n\
+        [[channel.input]]\nname = \"unicast\"\nurl = \"udp://[::]:6000\"\n";
+    let config = parse(text, Path::new("/etc/headend"), "test.toml").unwrap();
+    let ch = &config.channels[0];
+    assert_eq!(ch.inputs.len(), 3);
+    assert_eq!(ch.inputs[0].kind, OutputKind::Rtp);
+    assert_eq!(ch.inputs[0].addr, addr("239.1.1.1:5000"));
+    assert_eq!(ch.inputs[0].source, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(ch.inputs[0].service_id, Some(7));
+    assert_eq!(ch.inputs[1].interface.as_deref(), Some("eth1"));
+    assert_eq!(ch.inputs[2].addr, addr("[::]:6000"));
+    assert_eq!(ch.failover.loss_timeout, Duration::from_millis(150));
+    assert_eq!(ch.failover.restore_after, Duration::from_secs(30));
+    assert_eq!(ch.failover.lead, Duration::from_millis(300));
+    assert_eq!(ch.failover.max_cc_errors, 20);
+    assert_eq!(ch.failover.min_bitrate_bps, Some(1_000_000));
+
+    let errors = errors_of_output(
+        "[channel.failover]\nloss_timeout = \"5ms\"\nbogus = 1\n\
+         [[channel.input]]\nname = \"m\"\nurl = \"srt://[::1]:9000?mode=listener\"\n\
+         [[channel.input]]\nname = \"m\"\nurl = \"udp://[ff15::1]:5000\"\n\
+         [[channel.input]]\nname = \"Bad Name\"\nurl = \"udp://239.1.1.1:5000\"\nsource = \"ff15::1\"\n\
+         [[channel.input]]\nname = \"u\"\nurl = \"udp://127.0.0.1:5000\"\nsource = \"10.0.0.1\"\n\
+         [[channel.input]]\nname = \"v6\"\nurl = \"udp://[ff15::2]:5000\"\ninterface = \"lo\"\nsource = \"fd00::1\"\n",
+    );
+    let joined = errors.join("\n");
+    for want in [
+        "channel[0].failover: unknown field `bogus`",
+        "channel[0].input[0].url: `srt://[::1]:9000?mode=listener`: SRT and HTTP inputs are not supported yet",
+        "channel[0].input[1].interface: required to join the IPv6 group ff15::1",
+        "channel[0].input[1].name: input `m` is named twice",
+        "channel[0].input[2].name: invalid id `Bad Name`",
+        "channel[0].input[2].source: source ff15::1 must be a unicast address",
+        "channel[0].input[3].source: a source-specific join needs a multicast group",
+        "channel[0].input[4].source: source-specific joins are supported for IPv4 groups only",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in:\n{joined}"
+        );
+    }
+}

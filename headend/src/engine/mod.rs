@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use epg::eit_cache::Built;
+use playout::analyse::Health;
 use playout::pacing::{Pacer, PacerConfig};
 use playout::splice::IoRequest;
 use playout::ts::PACKET_SIZE;
@@ -23,10 +24,12 @@ use crate::config::{Config, KeySourceConfig};
 use crate::eit_builder::EitBuilder;
 use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
+use crate::input::live::LiveSet;
 use crate::output::udp::{OutputStats, UdpOutput};
-use crate::router::{Control, ScheduleSink};
+use crate::router::{Control, InputAction, InputOrder, ScheduleSink};
+use crate::station::failover::Failover;
 use crate::station::{self, AirReport, Output, Station, StationSpec};
-use crate::status::{ClockMaps, OutputStatus, StationStatus, Status};
+use crate::status::{ClockMaps, InputStatus, OutputStatus, RelayStatus, StationStatus, Status};
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -130,6 +133,34 @@ impl Engine {
                 "station clock"
             );
             let mut st = Station::new(spec.plan(si, &network, clock, spec.key_sources()?));
+            let mut relays = Vec::new();
+            for (program, ch) in spec.channels.iter().enumerate() {
+                if ch.inputs.is_empty() {
+                    continue;
+                }
+                let names: Vec<String> = ch.inputs.iter().map(|i| i.name.clone()).collect();
+                st.add_live(
+                    program,
+                    &names,
+                    ch.failover.lead.as_nanos() as u64 * 27 / 1000,
+                );
+                let set = LiveSet::start(&ch.id, &ch.inputs, &ch.failover, epoch).map_err(|e| {
+                    anyhow::anyhow!("channel `{}`: starting its inputs: {e}", ch.id)
+                })?;
+                relays.push(Relay {
+                    program,
+                    channel: ch.id.clone(),
+                    timezone: ch.timezone,
+                    failover: Failover::new(
+                        set.feeds.len(),
+                        ch.failover.restore_after.as_nanos() as u64,
+                    ),
+                    set,
+                    waiting: None,
+                    ending: false,
+                    next_check: 0,
+                });
+            }
             let feed = (!spec.mpts).then(Feed::new);
             st.mux_mut().track_raps(feed.is_some());
             feeds.push(feed.clone());
@@ -146,6 +177,7 @@ impl Engine {
                 acc_slot: 0,
                 acc_since: start_ns,
                 acc_rap: None,
+                relays,
             });
         }
         let status: Status = Arc::new(tokio::sync::watch::Sender::new(
@@ -285,7 +317,27 @@ struct Live {
     acc_slot: u64,
     acc_since: u64,
     acc_rap: Option<(usize, Bytes)>,
+    /// Programs that relay live inputs.
+    relays: Vec<Relay>,
 }
+
+/// A program relaying live inputs: its feeds, which is on air, and a read waiting for data.
+struct Relay {
+    program: usize,
+    channel: String,
+    timezone: epg::schedule::Tz,
+    set: LiveSet,
+    failover: Failover,
+    /// A read of the input on air that found nothing yet: (item, input).
+    waiting: Option<(usize, usize)>,
+    /// The input on air is being left: its next read ends it.
+    ending: bool,
+    /// When the verdicts are next looked at (feed clock, ns).
+    next_check: u64,
+}
+
+/// How often a relay looks at its inputs' verdicts.
+const RELAY_CHECK_NS: u64 = 10_000_000;
 
 struct IoJob {
     shard: usize,
@@ -424,6 +476,11 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
                         l.st.handle_peer(&pf);
                     }
                 }
+                Control::Input(order) => {
+                    if let Some(k) = local(order.station) {
+                        stations[k].order(order);
+                    }
+                }
             }
         }
         while let Ok((g, built)) = links.built.try_recv() {
@@ -513,9 +570,115 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>
 }
 
 impl Live {
+    /// An operator's order: carried out at the relay's next look at its inputs.
+    fn order(&mut self, order: InputOrder) {
+        let Some(r) = self.relays.iter_mut().find(|r| r.channel == order.channel) else {
+            return;
+        };
+        tracing::info!(channel = %r.channel, action = ?order.action, "input order");
+        match order.action {
+            InputAction::Switch(to) => r.failover.manual(to, false),
+            InputAction::Lock(to) => r.failover.manual(to, true),
+            InputAction::Unlock => r.failover.unlock(),
+        }
+        r.next_check = 0;
+    }
+
+    /// Looks at the live inputs: switches when the verdicts say so, and hands the splicer
+    /// what arrived for a read that was waiting.
+    fn relay(&mut self) {
+        for r in &mut self.relays {
+            let now = r.set.feeds.first().map_or(0, |f| f.now());
+            if now >= r.next_check {
+                r.next_check = now + RELAY_CHECK_NS;
+                let health: Vec<_> = r.set.feeds.iter().map(|f| f.health()).collect();
+                if let Some(sw) = r.failover.update(now, &health) {
+                    let name = |s: Option<usize>| {
+                        s.and_then(|i| r.set.feeds.get(i))
+                            .map_or_else(|| "playlist".to_owned(), |f| f.name().to_owned())
+                    };
+                    let utc = chrono::Utc::now();
+                    tracing::warn!(
+                        channel = %r.channel,
+                        from = %name(sw.from),
+                        to = %name(sw.to),
+                        cause = %sw.cause,
+                        utc = %utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        local = %utc.with_timezone(&r.timezone).to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+                        "input switch"
+                    );
+                    // Leaving an input: what it queued plays out (it is good, and covers
+                    // the new input's start), its reads end. Leaving the playlist (a file
+                    // read ahead): at once.
+                    let from_live = sw.from.is_some();
+                    if let Some(f) = sw.from.and_then(|i| r.set.feeds.get(i)) {
+                        f.go_off_air();
+                    }
+                    self.st.relay(r.program, sw.to, !from_live);
+                    if from_live {
+                        match r.waiting.take() {
+                            Some((item, _)) => self
+                                .st
+                                .handle_io(r.program, IoDone::Eof { item, error: None }),
+                            None => r.ending = true,
+                        }
+                    }
+                }
+            }
+            if let Some((item, input)) = r.waiting {
+                let data = r.set.feeds[input].take();
+                if !data.is_empty() {
+                    r.waiting = None;
+                    self.st.handle_io(r.program, IoDone::Data { item, data });
+                }
+            }
+        }
+    }
+
+    /// A live input's open or read, answered from its feed at once (a read with nothing
+    /// there yet waits for [`Live::relay`]).
+    fn live_io(&mut self, program: usize, input: usize, req: IoRequest) {
+        let Some(r) = self.relays.iter_mut().find(|r| r.program == program) else {
+            return;
+        };
+        let Some(feed) = r.set.feeds.get(input) else {
+            return;
+        };
+        match req {
+            IoRequest::Open { item, .. } => {
+                r.ending = false;
+                for (i, f) in r.set.feeds.iter().enumerate() {
+                    if i != input {
+                        f.go_off_air();
+                    }
+                }
+                feed.go_on_air();
+                self.st.handle_io(program, IoDone::Opened { item });
+            }
+            IoRequest::Read { item } if r.ending => {
+                r.ending = false;
+                self.st
+                    .handle_io(program, IoDone::Eof { item, error: None });
+            }
+            IoRequest::Read { item } => {
+                let data = feed.take();
+                if data.is_empty() {
+                    r.waiting = Some((item, input));
+                } else {
+                    self.st.handle_io(program, IoDone::Data { item, data });
+                }
+            }
+        }
+    }
+
     /// Sends the station's file reads to the I/O threads.
     fn request_io(&mut self, shard: usize, index: usize, jobs: &mpsc::Sender<IoJob>) {
+        self.relay();
         while let Some(job) = self.st.poll_io() {
+            if let Some(input) = job.live {
+                self.live_io(job.program, input, job.req);
+                continue;
+            }
             match self.sources.get_mut(job.program).and_then(Option::take) {
                 Some(source) => {
                     let _ = jobs.send(IoJob {
@@ -657,6 +820,49 @@ impl Live {
                 })
                 .collect(),
             scrambling: self.st.scrambling_stats(),
+            relays: self.relays.iter().map(Relay::status).collect(),
+        }
+    }
+}
+
+impl Relay {
+    fn status(&self) -> RelayStatus {
+        RelayStatus {
+            channel: self.channel.clone(),
+            active: self
+                .failover
+                .active()
+                .and_then(|i| self.set.feeds.get(i))
+                .map(|f| f.name().to_owned()),
+            locked: self.failover.locked(),
+            inputs: self
+                .set
+                .feeds
+                .iter()
+                .map(|f| {
+                    let s = f.status();
+                    InputStatus {
+                        name: s.name,
+                        health: match s.health {
+                            Health::Good => "good".to_owned(),
+                            Health::Starting => "starting".to_owned(),
+                            Health::Bad(fault) => fault.to_string(),
+                        },
+                        bytes: s.stats.bytes,
+                        packets: s.stats.packets,
+                        cc_errors: s.stats.cc_errors,
+                        sync_losses: s.stats.sync_losses,
+                        pcr_jumps: s.stats.pcr_jumps,
+                        scrambled_packets: s.stats.scrambled,
+                        rtp_lost: s.rtp.lost,
+                        rtp_reordered: s.rtp.reordered,
+                        rtp_duplicates: s.rtp.duplicates,
+                        foreign_datagrams: s.foreign,
+                        overflow_bytes: s.overflow,
+                        error: s.error,
+                    }
+                })
+                .collect(),
         }
     }
 }

@@ -1,4 +1,5 @@
 //! Inputs: playlist files and their probing.
 
 pub(crate) mod file;
+pub(crate) mod live;
 pub(crate) mod probe;

@@ -394,6 +394,8 @@ mod tests {
                 zones: Vec::new(),
                 media_dir: "/nonexistent".into(),
                 requeue: std::sync::mpsc::channel().0,
+                live: Vec::new(),
+                sink: crate::router::ScheduleSink::inbox(0).0,
                 probes: Default::default(),
             }),
         };

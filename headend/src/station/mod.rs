@@ -35,6 +35,7 @@ use crate::config::{ChannelConfig, Config, PidPlan};
 use crate::input::file::IoDone;
 
 mod cue;
+pub(crate) mod failover;
 mod overrides;
 pub(crate) mod scrambling;
 mod si;
@@ -70,6 +71,9 @@ pub(crate) struct IoJob {
     pub(crate) program: usize,
     pub(crate) req: IoRequest,
     pub(crate) path: Option<PathBuf>,
+    /// The item is this live input of the program (its index among the program's inputs):
+    /// the driver answers from the feed, not a file.
+    pub(crate) live: Option<usize>,
 }
 
 /// What a station is made of.
@@ -127,6 +131,8 @@ pub(crate) struct Station {
     items: ItemStats,
     /// Items reported started, until they are presented.
     starts: VecDeque<PendingStart>,
+    /// Each program's live inputs: their playlist items, in priority order.
+    live: Vec<Vec<usize>>,
 }
 
 impl Station {
@@ -173,6 +179,7 @@ impl Station {
             out: VecDeque::new(),
             items: ItemStats::default(),
             starts: VecDeque::new(),
+            live: Vec::new(),
         };
         st.collect();
         st
@@ -258,6 +265,13 @@ impl Station {
     /// The next file read to do, if any (one per program at a time).
     pub(crate) fn poll_io(&mut self) -> Option<IoJob> {
         let (program, req) = self.mux.poll_io()?;
+        let item = match req {
+            IoRequest::Open { item, .. } | IoRequest::Read { item } => item,
+        };
+        let live = self
+            .live
+            .get(program)
+            .and_then(|items| items.iter().position(|i| *i == item));
         let path = match &req {
             IoRequest::Open { item, .. } => self
                 .playlists
@@ -266,7 +280,68 @@ impl Station {
                 .cloned(),
             IoRequest::Read { .. } => None,
         };
-        Some(IoJob { program, req, path })
+        Some(IoJob {
+            program,
+            req,
+            path,
+            live,
+        })
+    }
+
+    /// Adds program `program`'s live inputs (names in priority order) to its playlist, each
+    /// held `lead` ahead of sending (see [`Splicer::set_live`]).
+    pub(crate) fn add_live(&mut self, program: usize, names: &[String], lead: Ticks27M) {
+        if program >= self.mux.programs() {
+            return;
+        }
+        if self.live.len() <= program {
+            self.live.resize(program + 1, Vec::new());
+        }
+        for name in names {
+            self.playlists[program].push(PathBuf::from(format!("live:{name}")));
+            let s = self.mux.program_mut(program);
+            let item = s.add_item();
+            s.set_live(item, lead);
+            self.live[program].push(item);
+        }
+    }
+
+    /// Program `program` relays its live input `input` (`None`: its playlist, from the
+    /// first file). `at_once`: what is on air gives way now, on a clean boundary (leaving a
+    /// file); otherwise after what is queued (leaving a live input, whose queued packets are
+    /// good and cover the new one's start: the driver ends the old input's reads). Under an
+    /// alert, that is what comes back when the alert ends.
+    pub(crate) fn relay(&mut self, program: usize, input: Option<usize>, at_once: bool) {
+        let item = match input {
+            Some(i) => match self.live.get(program).and_then(|l| l.get(i)) {
+                Some(item) => *item,
+                None => return,
+            },
+            None => 0,
+        };
+        if self.air.overriding(program) {
+            self.air.set_resume(program, item);
+            return;
+        }
+        let now = self.mux.now();
+        let cue = playout::splice::Cue {
+            item,
+            offset_90k: 0,
+            from_byte: 0,
+            first_pts: None,
+            not_before: None,
+            until: None,
+            entry_delay_90k: 0,
+            tag: 0,
+        };
+        let s = self.mux.program_mut(program);
+        if at_once {
+            s.preempt(now, cue);
+        } else {
+            s.clear_cues();
+            s.push_cue(cue);
+        }
+        self.collect();
     }
 
     /// A file read of program `program` is done.

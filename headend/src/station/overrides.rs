@@ -119,6 +119,13 @@ impl Air {
         }
     }
 
+    /// While an alert holds `program`: what to go back to when it ends.
+    pub(crate) fn set_resume(&mut self, program: usize, item: usize) {
+        if let Some(p) = self.per_program.get_mut(program) {
+            p.resume = Some(item);
+        }
+    }
+
     /// Whether an alert holds `program`.
     pub(crate) fn overriding(&self, program: usize) -> bool {
         self.per_program
@@ -185,7 +192,14 @@ impl Station {
         let p = &mut self.air.per_program[program];
         let same_clip = p.current.as_ref().is_some_and(|c| c.air.clip == air.clip);
         if p.current.is_none() {
-            p.resume = p.item_on_air.map(|i| (i + 1) % p.base_items.max(1));
+            // A playlist file: the next one; a live input (or a schedule's file): itself.
+            p.resume = p.item_on_air.map(|i| {
+                if i < p.base_items {
+                    (i + 1) % p.base_items.max(1)
+                } else {
+                    i
+                }
+            });
         }
         // Tables: the new alert's; any key it does not use stops.
         let old_tables = std::mem::take(&mut p.tables);

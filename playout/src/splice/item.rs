@@ -854,9 +854,13 @@ impl State {
             (None, _) => ceil_div(now - t_rap as i128, 300) as i64,
         };
         let first_due = t_rap as i128 + i128::from(shift90) * 300;
-        // Not before the output time now (the driver fell behind, or a retry after filler),
-        // plus a live input's lead: leave a gap, never go back.
-        let earliest = now + i128::from(self.cue.min_lead);
+        // Not before the output time now (the driver fell behind, or a retry after filler):
+        // leave a gap, never go back. A live input's newest data is to leave its lead after
+        // now; what was kept from before it (the entry point is that far behind the newest
+        // data read) has that much of the lead already.
+        let behind = self.clock.last.map_or(0, |(t, _)| t.saturating_sub(t_rap));
+        let lead = i128::from(self.cue.min_lead) - i128::from(behind);
+        let earliest = now + lead.max(0);
         if first_due < earliest {
             shift90 += ceil_div(earliest - first_due, 300) as i64;
         }

@@ -681,7 +681,10 @@ impl Splicer {
         let Some(mut it) = self.item.take() else {
             return;
         };
-        it.finish(error.is_none());
+        // A live input never ends cleanly: it is left, or it stopped, mid-stream, so what
+        // is open then is cut short.
+        let live = self.live.iter().any(|(i, _)| *i == item);
+        it.finish(error.is_none() && !live);
         self.item = Some(it);
         self.release(now);
         let Some(it) = self.item.take() else { return };

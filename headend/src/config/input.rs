@@ -1,0 +1,261 @@
+//! Live inputs (`[[channel.input]]`, in priority order) and how a channel fails over between
+//! them (`[channel.failover]`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::Diagnostics;
+use super::output::{self, OutputKind};
+use super::units::HumanDuration;
+
+/// One live feed of a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InputConfig {
+    /// Key `name`: how the API, `hectl input` and the logs call it. Required,
+    /// `[a-z0-9_-]{1,32}`, unique within the channel.
+    pub(crate) name: String,
+    /// Scheme of key `url`: `udp` (TS packets in datagrams) or `rtp` (behind an RTP header,
+    /// RFC 2250/3550: sequence numbers count loss and reordering).
+    pub(crate) kind: OutputKind,
+    /// Address and port of key `url`: a multicast group to join (`udp://[ff15::1:1]:5000`,
+    /// `rtp://239.1.1.1:5000`), or a local address to receive unicast on
+    /// (`udp://127.0.0.1:6000`, `udp://[::]:6000`). Required; IP literals only.
+    pub(crate) addr: SocketAddr,
+    /// Key `interface`: the interface to join the group on (`eth1`). Required for an IPv6
+    /// group; for an IPv4 group the kernel's choice is used without it.
+    pub(crate) interface: Option<String>,
+    /// Key `source`: the sender, for a source-specific (S,G) join (IGMPv3; IPv4 groups only
+    /// for now). Default none (any-source join).
+    pub(crate) source: Option<IpAddr>,
+    /// Key `service_id`: the programme to take from a multi-programme input. Default the
+    /// first in its PAT.
+    pub(crate) service_id: Option<u16>,
+}
+
+/// `[channel.failover]`: when a channel leaves an input and when it comes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FailoverConfig {
+    /// Key `loss_timeout`: no data for this long fails the input. Default `"200ms"`,
+    /// 20ms..=10s.
+    pub(crate) loss_timeout: Duration,
+    /// Key `restore_after`: a higher-priority input must be clean this long before the
+    /// channel goes back to it. Default `"10s"`, 0s..=1h.
+    pub(crate) restore_after: Duration,
+    /// Key `lead`: how far ahead of sending a live packet is held, against network jitter
+    /// (the channel's delay over its input). Default `"300ms"`, 50ms..=5s.
+    pub(crate) lead: Duration,
+    /// Key `standby`: how much of each input's latest data is kept while it is not on air,
+    /// so a switch can start it at once at a random access point: at least a GOP. Default
+    /// `"2s"`, 200ms..=10s.
+    pub(crate) standby: Duration,
+    /// Key `max_cc_errors`: more continuity errors than this within a second fail the input.
+    /// Default 5, 0..=100000.
+    pub(crate) max_cc_errors: u64,
+    /// Key `min_bitrate`: below this over a second fails the input. Default none.
+    pub(crate) min_bitrate_bps: Option<u64>,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            loss_timeout: Duration::from_millis(200),
+            restore_after: Duration::from_secs(10),
+            lead: Duration::from_millis(300),
+            standby: Duration::from_secs(2),
+            max_cc_errors: 5,
+            min_bitrate_bps: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    name: String,
+    url: String,
+    interface: Option<String>,
+    source: Option<IpAddr>,
+    service_id: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFailover {
+    loss_timeout: Option<HumanDuration>,
+    restore_after: Option<HumanDuration>,
+    lead: Option<HumanDuration>,
+    standby: Option<HumanDuration>,
+    max_cc_errors: Option<i64>,
+    #[serde(default, deserialize_with = "opt_bitrate")]
+    min_bitrate: Option<super::units::Bitrate>,
+}
+
+fn opt_bitrate<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<super::units::Bitrate>, D::Error> {
+    super::units::bitrate(d).map(Some)
+}
+
+/// Converts the `input` array of the channel at `owner`. `None` iff an error was reported.
+pub(super) fn inputs(
+    value: Option<toml::Value>,
+    owner: &str,
+    diag: &mut Diagnostics,
+) -> Option<Vec<InputConfig>> {
+    let items = super::tables(value, &format!("{owner}.input"), diag);
+    let mut out = Vec::new();
+    let mut ok = true;
+    let mut names: Vec<String> = Vec::new();
+    for (path, table) in items {
+        // Names are checked for duplicates even where the rest of the input is wrong.
+        if let Some(name) = table
+            .as_ref()
+            .and_then(|t| t.get("name"))
+            .and_then(toml::Value::as_str)
+        {
+            if names.iter().any(|n| n == name) {
+                diag.push(
+                    format!("{path}.name"),
+                    format!("input `{name}` is named twice in this channel"),
+                );
+                ok = false;
+            }
+            names.push(name.to_owned());
+        }
+        match table.and_then(|t| input(t, &path, diag)) {
+            Some(i) => out.push(i),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn input(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Option<InputConfig> {
+    let raw: RawInput = match toml::Value::Table(table).try_into() {
+        Ok(raw) => raw,
+        Err(err) => {
+            diag.toml(path, &err);
+            return None;
+        }
+    };
+    let before = diag.len();
+    super::check_name(&raw.name, &format!("{path}.name"), diag);
+    let url_path = format!("{path}.url");
+    let target = match output::parse_input_url(&raw.url) {
+        Ok(t) => Some(t),
+        Err(message) => {
+            diag.push(url_path, message);
+            None
+        }
+    };
+    if let Some(name) = &raw.interface {
+        output::check_interface(name, &format!("{path}.interface"), diag);
+    }
+    let service_id = raw
+        .service_id
+        .and_then(|v| diag.ranged(format!("{path}.service_id"), v, 1u16..=65535));
+    if let Some((_, addr)) = target {
+        if addr.ip().is_multicast() && addr.is_ipv6() && raw.interface.is_none() {
+            diag.push(
+                format!("{path}.interface"),
+                format!("required to join the IPv6 group {}", addr.ip()),
+            );
+        }
+        if let Some(source) = raw.source {
+            if !addr.ip().is_multicast() {
+                diag.push(
+                    format!("{path}.source"),
+                    format!(
+                        "a source-specific join needs a multicast group, not {}",
+                        addr.ip()
+                    ),
+                );
+            } else if addr.is_ipv6() {
+                // socket2 has no MCAST_JOIN_SOURCE_GROUP for IPv6, and the workspace forbids
+                // the unsafe setsockopt it would take.
+                diag.push(
+                    format!("{path}.source"),
+                    "source-specific joins are supported for IPv4 groups only (not yet for IPv6)",
+                );
+            } else if source.is_ipv4() != addr.is_ipv4() || source.is_multicast() {
+                diag.push(
+                    format!("{path}.source"),
+                    format!(
+                        "source {source} must be a unicast address of the group's family ({})",
+                        addr.ip()
+                    ),
+                );
+            }
+        }
+    }
+    let (kind, addr) = target?;
+    (diag.len() == before).then_some(InputConfig {
+        name: raw.name,
+        kind,
+        addr,
+        interface: raw.interface,
+        source: raw.source,
+        service_id,
+    })
+}
+
+/// Converts `[channel.failover]`. `None` iff an error was reported.
+pub(super) fn failover(
+    value: Option<toml::Value>,
+    owner: &str,
+    diag: &mut Diagnostics,
+) -> Option<FailoverConfig> {
+    let path = format!("{owner}.failover");
+    let raw: RawFailover = match value.map(toml::Value::try_into).transpose() {
+        Ok(raw) => raw.unwrap_or_default(),
+        Err(err) => {
+            diag.toml(&path, &err);
+            return None;
+        }
+    };
+    let d = FailoverConfig::default();
+    let before = diag.len();
+    let mut time = |v: Option<HumanDuration>, key: &str, default: Duration, min, max| {
+        let value = v.map_or(default, |v| v.0);
+        if !(min..=max).contains(&value) {
+            diag.push(
+                format!("{path}.{key}"),
+                format!("{value:?} is out of range, expected {min:?}..={max:?}"),
+            );
+        }
+        value
+    };
+    let ms = Duration::from_millis;
+    let s = Duration::from_secs;
+    let loss_timeout = time(
+        raw.loss_timeout,
+        "loss_timeout",
+        d.loss_timeout,
+        ms(20),
+        s(10),
+    );
+    let restore_after = time(
+        raw.restore_after,
+        "restore_after",
+        d.restore_after,
+        s(0),
+        s(3600),
+    );
+    let lead = time(raw.lead, "lead", d.lead, ms(50), s(5));
+    let standby = time(raw.standby, "standby", d.standby, ms(200), s(10));
+    let max_cc_errors = diag.ranged(
+        format!("{path}.max_cc_errors"),
+        raw.max_cc_errors.unwrap_or(5),
+        0u32..=100_000,
+    );
+    (diag.len() == before).then_some(FailoverConfig {
+        loss_timeout,
+        restore_after,
+        lead,
+        standby,
+        max_cc_errors: u64::from(max_cc_errors?),
+        min_bitrate_bps: raw.min_bitrate.map(|b| b.bps()),
+    })
+}

@@ -1,0 +1,560 @@
+//! Live feeds: a receiving thread per `[[channel.input]]` (UDP or RTP, unicast or multicast,
+//! IPv4 or IPv6; source-specific joins for IPv4 groups), its analyser, and what the engine
+//! takes from it.
+//!
+//! Every input is received all the time (hot standby): the thread keeps the last
+//! `standby` of it, so when the channel switches to it the splicer starts at once at a recent
+//! random access point. While it is on air, what arrives is also queued for the splicer,
+//! which the engine hands over without blocking ([`LiveFeed::take`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use playout::analyse::{Analyser, AnalyserConfig, AnalyserStats, Health};
+use playout::ts::{PACKET_SIZE, SYNC_BYTE};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{FailoverConfig, InputConfig, OutputKind};
+
+/// Most bytes queued for the splicer while on air (about 25 s at 8 Mbit/s): beyond this the
+/// oldest are dropped and counted.
+const MAX_PENDING: usize = 24 << 20;
+
+/// RTP counters (RFC 3550 sequence numbers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RtpStats {
+    /// Datagrams with an RTP header.
+    pub(crate) packets: u64,
+    /// Sequence numbers never seen (lost).
+    pub(crate) lost: u64,
+    /// Datagrams that arrived after a later one.
+    pub(crate) reordered: u64,
+    /// Datagrams seen twice (dropped).
+    pub(crate) duplicates: u64,
+}
+
+/// What the engine and the API read of a feed.
+#[derive(Clone, Debug)]
+pub(crate) struct FeedStatus {
+    /// The input's name.
+    pub(crate) name: String,
+    /// The analyser's verdict.
+    pub(crate) health: Health,
+    /// Its counters.
+    pub(crate) stats: AnalyserStats,
+    /// RTP counters (zero for `udp://`).
+    pub(crate) rtp: RtpStats,
+    /// Datagrams that were not transport stream (dropped).
+    pub(crate) foreign: u64,
+    /// Bytes dropped because the splicer did not take them in time.
+    pub(crate) overflow: u64,
+    /// The socket failed (it is retried every second).
+    pub(crate) error: Option<String>,
+}
+
+struct Inner {
+    analyser: Analyser,
+    /// The last `standby` of the feed: (arrival ns, datagram payload).
+    ring: VecDeque<(u64, Bytes)>,
+    /// While on air: what the splicer has not taken yet.
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    on_air: bool,
+    rtp: RtpStats,
+    /// The highest RTP sequence number seen, extended to 64 bits.
+    rtp_top: Option<u64>,
+    /// Recently seen sequence numbers, for duplicates.
+    rtp_recent: VecDeque<u64>,
+    foreign: u64,
+    overflow: u64,
+    error: Option<String>,
+}
+
+/// One input, shared by its receiving thread and the engine.
+pub(crate) struct LiveFeed {
+    name: String,
+    standby_ns: u64,
+    epoch: Instant,
+    inner: Mutex<Inner>,
+}
+
+impl LiveFeed {
+    fn new(cfg: &InputConfig, failover: &FailoverConfig, epoch: Instant) -> LiveFeed {
+        let analyser = Analyser::new(AnalyserConfig {
+            service_id: cfg.service_id,
+            loss_timeout_ns: failover.loss_timeout.as_nanos() as u64,
+            max_cc_errors: failover.max_cc_errors,
+            min_bitrate_bps: failover.min_bitrate_bps.unwrap_or(0),
+            ..AnalyserConfig::default()
+        });
+        LiveFeed {
+            name: cfg.name.clone(),
+            standby_ns: failover.standby.as_nanos() as u64,
+            epoch,
+            inner: Mutex::new(Inner {
+                analyser,
+                ring: VecDeque::new(),
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                on_air: false,
+                rtp: RtpStats::default(),
+                rtp_top: None,
+                rtp_recent: VecDeque::new(),
+                foreign: 0,
+                overflow: 0,
+                error: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Nanoseconds on the feeds' monotonic clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The input's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The analyser's verdict now.
+    pub(crate) fn health(&self) -> Health {
+        let now = self.now();
+        self.lock().analyser.health(now)
+    }
+
+    /// Verdict and counters.
+    pub(crate) fn status(&self) -> FeedStatus {
+        let now = self.now();
+        let g = self.lock();
+        FeedStatus {
+            name: self.name.clone(),
+            health: g.analyser.health(now),
+            stats: g.analyser.stats(),
+            rtp: g.rtp,
+            foreign: g.foreign,
+            overflow: g.overflow,
+            error: g.error.clone(),
+        }
+    }
+
+    /// Puts the feed on air: what the splicer gets first is the latest PAT and PMT and the
+    /// kept data from its last random access point (a packet whose adaptation field says
+    /// so), else all of it; then what arrives.
+    pub(crate) fn go_on_air(&self) {
+        let mut g = self.lock();
+        g.on_air = true;
+        g.pending.clear();
+        g.pending_bytes = 0;
+        // Random access points of the video (audio frames are all flagged as such).
+        let video = g.analyser.pmt().and_then(|p| {
+            p.streams
+                .iter()
+                .find(|e| playout::es::Codec::of(e).class() == playout::es::StreamClass::Video)
+                .map(|e| e.pid.value())
+        });
+        let start = video
+            .and_then(|v| g.ring.iter().rposition(|(_, d)| has_random_access(d, v)))
+            .unwrap_or(0);
+        // PAT and PMT from before that point, so the splicer knows the programme at once.
+        let mut psi = BytesMut::new();
+        if let Some(pmt_pid) = pmt_pid_of(&g.analyser) {
+            for pid in [0u16, pmt_pid] {
+                if let Some(p) = g
+                    .ring
+                    .iter()
+                    .take(start)
+                    .rev()
+                    .find_map(|(_, d)| last_packet_of(d, pid))
+                {
+                    psi.extend_from_slice(&p);
+                }
+            }
+        }
+        let kept: Vec<Bytes> = g.ring.iter().skip(start).map(|(_, d)| d.clone()).collect();
+        if !psi.is_empty() {
+            g.pending_bytes += psi.len();
+            g.pending.push_back(psi.freeze());
+        }
+        for d in kept {
+            g.pending_bytes += d.len();
+            g.pending.push_back(d);
+        }
+    }
+
+    /// Takes the feed off air.
+    pub(crate) fn go_off_air(&self) {
+        let mut g = self.lock();
+        g.on_air = false;
+        g.pending.clear();
+        g.pending_bytes = 0;
+    }
+
+    /// What arrived for the splicer since the last call (empty if nothing), without blocking.
+    pub(crate) fn take(&self) -> Bytes {
+        let mut g = self.lock();
+        g.pending_bytes = 0;
+        match g.pending.len() {
+            0 => Bytes::new(),
+            1 => g.pending.pop_front().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::new();
+                for d in g.pending.drain(..) {
+                    out.extend_from_slice(&d);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// A datagram arrived at `now` (RTP header already taken off).
+    fn arrived(&self, now: u64, data: Bytes) {
+        let mut g = self.lock();
+        g.analyser.push(now, data.clone());
+        g.ring.push_back((now, data.clone()));
+        while g
+            .ring
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > self.standby_ns)
+        {
+            g.ring.pop_front();
+        }
+        if g.on_air {
+            g.pending_bytes += data.len();
+            g.pending.push_back(data);
+            while g.pending_bytes > MAX_PENDING {
+                let Some(d) = g.pending.pop_front() else {
+                    break;
+                };
+                g.pending_bytes -= d.len();
+                g.overflow += d.len() as u64;
+            }
+        }
+    }
+
+    /// Counts an RTP sequence number; false for a duplicate (to drop).
+    fn rtp_seq(&self, seq: u16) -> bool {
+        let mut g = self.lock();
+        g.rtp.packets += 1;
+        let ext = match g.rtp_top {
+            None => u64::from(seq) + (1 << 16),
+            Some(top) => {
+                // The 64-bit number nearest the last.
+                let base = top & !0xFFFF;
+                [base.wrapping_sub(1 << 16), base, base + (1 << 16)]
+                    .into_iter()
+                    .map(|b| b | u64::from(seq))
+                    .min_by_key(|c| c.abs_diff(top))
+                    .unwrap_or(top)
+            }
+        };
+        if g.rtp_recent.contains(&ext) {
+            g.rtp.duplicates += 1;
+            return false;
+        }
+        g.rtp_recent.push_back(ext);
+        if g.rtp_recent.len() > 256 {
+            g.rtp_recent.pop_front();
+        }
+        match g.rtp_top {
+            Some(top) if ext < top => {
+                // Late: it was counted lost when the later one came.
+                g.rtp.reordered += 1;
+                g.rtp.lost = g.rtp.lost.saturating_sub(1);
+            }
+            Some(top) => {
+                g.rtp.lost += ext - top - 1;
+                g.rtp_top = Some(ext);
+            }
+            None => g.rtp_top = Some(ext),
+        }
+        true
+    }
+}
+
+fn pmt_pid_of(a: &Analyser) -> Option<u16> {
+    a.program().map(|(_, pid)| pid.value())
+}
+
+/// Whether a datagram holds a packet of `pid` starting a PES with random_access_indicator.
+fn has_random_access(d: &[u8], pid: u16) -> bool {
+    d.chunks_exact(PACKET_SIZE).any(|p| {
+        p[0] == SYNC_BYTE
+            && (u16::from(p[1] & 0x1F) << 8 | u16::from(p[2])) == pid
+            && p[1] & 0x40 != 0
+            && p[3] & 0x20 != 0
+            && p[4] > 0
+            && p[5] & 0x40 != 0
+    })
+}
+
+/// The last whole packet of `pid` in a datagram.
+fn last_packet_of(d: &[u8], pid: u16) -> Option<Bytes> {
+    d.chunks_exact(PACKET_SIZE)
+        .rev()
+        .find(|p| p[0] == SYNC_BYTE && (u16::from(p[1] & 0x1F) << 8 | u16::from(p[2])) == pid)
+        .map(Bytes::copy_from_slice)
+}
+
+/// The feeds of one channel and their threads.
+pub(crate) struct LiveSet {
+    pub(crate) feeds: Vec<Arc<LiveFeed>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl LiveSet {
+    /// Starts receiving every input of a channel.
+    pub(crate) fn start(
+        channel: &str,
+        inputs: &[InputConfig],
+        failover: &FailoverConfig,
+        epoch: Instant,
+    ) -> io::Result<LiveSet> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut feeds = Vec::new();
+        let mut threads = Vec::new();
+        for cfg in inputs {
+            let feed = Arc::new(LiveFeed::new(cfg, failover, epoch));
+            let (f, s, c) = (feed.clone(), stop.clone(), cfg.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("in-{channel}-{}", cfg.name))
+                    .spawn(move || receive(&f, &c, &s))?,
+            );
+            feeds.push(feed);
+        }
+        Ok(LiveSet {
+            feeds,
+            stop,
+            threads,
+        })
+    }
+
+    /// Stops the receiving threads.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LiveSet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The receiving thread: (re)opens the socket, then takes datagrams until stopped.
+fn receive(feed: &LiveFeed, cfg: &InputConfig, stop: &AtomicBool) {
+    let mut logged = false;
+    while !stop.load(Ordering::Relaxed) {
+        let socket = match open(cfg) {
+            Ok(s) => {
+                feed.lock().error = None;
+                s
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", cfg.addr);
+                if !logged {
+                    tracing::error!(input = %cfg.name, error = %msg, "cannot receive the input; retrying every second");
+                    logged = true;
+                }
+                feed.lock().error = Some(msg);
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        tracing::info!(input = %cfg.name, addr = %cfg.addr, kind = %cfg.kind, "receiving");
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::Relaxed) {
+            let n = match socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    tracing::warn!(input = %cfg.name, error = %e, "receive failed; reopening");
+                    break;
+                }
+            };
+            let now = feed.now();
+            let data = &buf[..n];
+            let payload = match cfg.kind {
+                OutputKind::Rtp => match rtp_payload(data) {
+                    Some((seq, p)) => {
+                        if !feed.rtp_seq(seq) {
+                            continue;
+                        }
+                        p
+                    }
+                    None => {
+                        feed.lock().foreign += 1;
+                        continue;
+                    }
+                },
+                OutputKind::Udp => data,
+            };
+            if payload.first() != Some(&SYNC_BYTE) {
+                // Not a transport stream datagram: counted, and still given to the analyser
+                // (its sync check names the problem) but not queued for air.
+                let mut g = feed.lock();
+                g.foreign += 1;
+                g.analyser.push(now, Bytes::copy_from_slice(payload));
+                continue;
+            }
+            feed.arrived(now, Bytes::copy_from_slice(payload));
+        }
+    }
+}
+
+/// The sequence number and payload of an RTP datagram (RFC 3550: version 2, CSRCs and a
+/// header extension skipped, padding removed).
+fn rtp_payload(d: &[u8]) -> Option<(u16, &[u8])> {
+    if d.len() < 12 || d[0] >> 6 != 2 {
+        return None;
+    }
+    let cc = usize::from(d[0] & 0x0F);
+    let mut off = 12 + 4 * cc;
+    if d[0] & 0x10 != 0 {
+        let ext = d.get(off + 2..off + 4)?;
+        off += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+    }
+    let mut end = d.len();
+    if d[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*d.last()?))?;
+    }
+    let seq = u16::from_be_bytes([d[2], d[3]]);
+    Some((seq, d.get(off..end)?))
+}
+
+/// A socket bound to the input's port (and group), joined to its group, with a read timeout
+/// so the thread sees the stop flag.
+fn open(cfg: &InputConfig) -> io::Result<UdpSocket> {
+    let addr = cfg.addr;
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    let index = match &cfg.interface {
+        Some(name) => Some(crate::output::udp::interface_index(name)?),
+        None => None,
+    };
+    if addr.ip().is_multicast() {
+        // Bound to the group, so only its datagrams arrive on this socket.
+        socket.bind(&addr.into())?;
+        match (addr.ip(), cfg.source) {
+            (IpAddr::V4(group), None) => {
+                socket.join_multicast_v4_n(
+                    &group,
+                    &match index {
+                        Some(i) => socket2::InterfaceIndexOrAddress::Index(i),
+                        None => socket2::InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
+                    },
+                )?;
+            }
+            (IpAddr::V4(group), Some(IpAddr::V4(source))) => {
+                socket.join_ssm_v4(&source, &group, &Ipv4Addr::UNSPECIFIED)?;
+            }
+            (IpAddr::V6(group), None) => socket.join_multicast_v6(&group, index.unwrap_or(0))?,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "source and group of different families",
+                ))
+            }
+        }
+    } else {
+        socket.bind(&SocketAddr::new(addr.ip(), addr.port()).into())?;
+        if let Some(name) = &cfg.interface {
+            socket.bind_device(Some(name.as_bytes()))?;
+        }
+    }
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_headers_are_taken_off() {
+        let mut d = vec![0x80, 33, 0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 2];
+        d.extend_from_slice(&[0x47; 188]);
+        let (seq, p) = rtp_payload(&d).unwrap();
+        assert_eq!(seq, 0x1234);
+        assert_eq!(p.len(), 188);
+        // One CSRC, an extension of one word, 4 bytes of padding.
+        let mut d = vec![
+            0xB1, 33, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 9, 9, 9, 9, 0xBE, 0xDE, 0, 1, 5, 5, 5, 5,
+        ];
+        d.extend_from_slice(&[0x47; 188]);
+        d.extend_from_slice(&[0, 0, 0, 4]);
+        let (seq, p) = rtp_payload(&d).unwrap();
+        assert_eq!(seq, 7);
+        assert_eq!(p.len(), 188);
+        assert!(rtp_payload(&[0x47; 188]).is_none());
+        assert!(rtp_payload(&[0x80, 33, 0]).is_none());
+    }
+
+    #[test]
+    fn rtp_loss_reorder_and_duplicates_are_counted() {
+        let cfg = InputConfig {
+            name: "x".into(),
+            kind: OutputKind::Rtp,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            interface: None,
+            source: None,
+            service_id: None,
+        };
+        let f = LiveFeed::new(&cfg, &FailoverConfig::default(), Instant::now());
+        // 65534, 65535, 1 (0 late), 0, 0 again, 2, 5.
+        for (seq, keep) in [
+            (65534, true),
+            (65535, true),
+            (1, true),
+            (0, true),
+            (0, false),
+            (2, true),
+            (5, true),
+        ] {
+            assert_eq!(f.rtp_seq(seq), keep, "{seq}");
+        }
+        let r = f.lock().rtp;
+        assert_eq!(
+            r,
+            RtpStats {
+                packets: 7,
+                lost: 2,
+                reordered: 1,
+                duplicates: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Which live input a channel relays: main → backup → … → its playlist (slate or filler).
+//!
+//! Sans-IO: [`Failover::update`] takes the inputs' verdicts and the time, and says when to
+//! switch and why. An input on air that turns bad is left at once for the first good one in
+//! priority order (or the playlist); an input better placed than the one on air is taken back
+//! only once it has been good for `restore_after`; from the playlist any good input is taken
+//! at once. An operator can switch to an input and lock it there (it stays on air whatever
+//! its verdict), and unlock it.
+
+use playout::analyse::Health;
+
+/// What a channel is relaying.
+pub(crate) type Source = Option<usize>;
+
+/// A switch to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Switch {
+    /// From this input (`None`: the playlist).
+    pub(crate) from: Source,
+    /// To this one.
+    pub(crate) to: Source,
+    /// Why, for the log and the event.
+    pub(crate) cause: String,
+}
+
+/// The failover state of one channel.
+#[derive(Debug)]
+pub(crate) struct Failover {
+    restore_after_ns: u64,
+    /// Since when each input has been good (`None`: not good now).
+    good_since: Vec<Option<u64>>,
+    active: Source,
+    locked: bool,
+    /// A switch asked for by an operator, to report at the next update.
+    manual: Option<Switch>,
+}
+
+impl Failover {
+    /// A channel with `inputs` inputs, on its playlist until one is good.
+    pub(crate) fn new(inputs: usize, restore_after_ns: u64) -> Failover {
+        Failover {
+            restore_after_ns,
+            good_since: vec![None; inputs],
+            active: None,
+            locked: false,
+            manual: None,
+        }
+    }
+
+    /// What is on air.
+    pub(crate) fn active(&self) -> Source {
+        self.active
+    }
+
+    /// Whether an operator locked the channel to what is on air.
+    pub(crate) fn locked(&self) -> bool {
+        self.locked
+    }
+
+    /// An operator switches to `to` (and locks it there if `lock`).
+    pub(crate) fn manual(&mut self, to: Source, lock: bool) {
+        self.locked = lock;
+        if to != self.active {
+            self.manual = Some(Switch {
+                from: self.active,
+                to,
+                cause: if lock {
+                    "switched and locked by an operator".to_owned()
+                } else {
+                    "switched by an operator".to_owned()
+                },
+            });
+            self.active = to;
+        }
+    }
+
+    /// An operator unlocks: the verdicts decide again.
+    pub(crate) fn unlock(&mut self) {
+        self.locked = false;
+    }
+
+    /// The verdicts at `now` (ns, monotonic): a switch to carry out, if any.
+    pub(crate) fn update(&mut self, now: u64, health: &[Health]) -> Option<Switch> {
+        for (since, h) in self.good_since.iter_mut().zip(health) {
+            match (h.is_good(), *since) {
+                (true, None) => *since = Some(now),
+                (false, _) => *since = None,
+                _ => {}
+            }
+        }
+        if let Some(m) = self.manual.take() {
+            return Some(m);
+        }
+        if self.locked {
+            return None;
+        }
+        let good = |i: usize| self.good_since.get(i).copied().flatten();
+        let first_good = (0..self.good_since.len()).find(|&i| good(i).is_some());
+        let to = match self.active {
+            // On the playlist: any good input at once.
+            None => first_good?,
+            Some(a) if good(a).is_none() => {
+                // The input on air failed: the first good one, else the playlist.
+                let cause = match health.get(a) {
+                    Some(Health::Bad(f)) => format!("input failed: {f}"),
+                    _ => "input not ready".to_owned(),
+                };
+                let to = first_good;
+                let s = Switch {
+                    from: self.active,
+                    to,
+                    cause,
+                };
+                self.active = to;
+                return Some(s);
+            }
+            Some(a) => {
+                // A better-placed input, good for long enough.
+                let back = (0..a).find(|&i| {
+                    good(i).is_some_and(|t| now.saturating_sub(t) >= self.restore_after_ns)
+                })?;
+                let s = Switch {
+                    from: self.active,
+                    to: Some(back),
+                    cause: format!(
+                        "restored: clean for {} s",
+                        self.restore_after_ns / 1_000_000_000
+                    ),
+                };
+                self.active = Some(back);
+                return Some(s);
+            }
+        };
+        let s = Switch {
+            from: None,
+            to: Some(to),
+            cause: "input good".to_owned(),
+        };
+        self.active = Some(to);
+        Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use playout::analyse::Fault;
+
+    const S: u64 = 1_000_000_000;
+
+    fn bad() -> Health {
+        Health::Bad(Fault::NoData { ms: 300 })
+    }
+
+    #[test]
+    fn main_backup_slate_and_back() {
+        let g = Health::Good;
+        let mut f = Failover::new(2, 10 * S);
+        // Starting: the playlist; the backup is good first and goes on air at once.
+        assert_eq!(f.update(0, &[Health::Starting, Health::Starting]), None);
+        let s = f.update(S / 2, &[Health::Starting, g.clone()]).unwrap();
+        assert_eq!((s.from, s.to), (None, Some(1)));
+        // The main turns good: back to it only after 10 s.
+        assert_eq!(f.update(S, &[g.clone(), g.clone()]), None);
+        assert_eq!(f.update(10 * S, &[g.clone(), g.clone()]), None);
+        let s = f.update(11 * S, &[g.clone(), g.clone()]).unwrap();
+        assert_eq!((s.from, s.to), (Some(1), Some(0)));
+        assert!(s.cause.starts_with("restored"), "{}", s.cause);
+        // The main fails: the backup at once.
+        let s = f.update(12 * S, &[bad(), g.clone()]).unwrap();
+        assert_eq!((s.from, s.to), (Some(0), Some(1)));
+        assert_eq!(s.cause, "input failed: no data for 300 ms");
+        // Both fail: the playlist.
+        let s = f.update(13 * S, &[bad(), bad()]).unwrap();
+        assert_eq!((s.from, s.to), (Some(1), None));
+        // A blip of the main resets its clean time.
+        assert!(f.update(14 * S, &[g.clone(), bad()]).is_some());
+        assert_eq!(f.active(), Some(0));
+        assert!(f.update(15 * S, &[bad(), g.clone()]).is_some());
+        assert_eq!(f.active(), Some(1));
+        assert_eq!(f.update(16 * S, &[g.clone(), g.clone()]), None);
+        assert_eq!(f.update(17 * S, &[bad(), g.clone()]), None);
+        assert_eq!(f.update(18 * S, &[g.clone(), g.clone()]), None);
+        assert_eq!(f.update(27 * S, &[g.clone(), g.clone()]), None);
+        assert!(f.update(28 * S, &[g.clone(), g.clone()]).is_some());
+    }
+
+    #[test]
+    fn a_lock_holds_until_unlocked() {
+        let g = Health::Good;
+        let mut f = Failover::new(2, 10 * S);
+        f.update(0, &[g.clone(), g.clone()]);
+        assert_eq!(f.active(), Some(0));
+        f.manual(Some(1), true);
+        let s = f.update(S, &[g.clone(), bad()]).unwrap();
+        assert_eq!((s.from, s.to), (Some(0), Some(1)));
+        assert_eq!(f.update(2 * S, &[g.clone(), bad()]), None);
+        assert!(f.locked());
+        f.unlock();
+        let s = f.update(3 * S, &[g.clone(), bad()]).unwrap();
+        assert_eq!((s.from, s.to), (Some(1), Some(0)));
+    }
+}

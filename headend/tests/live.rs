@@ -1,0 +1,438 @@
+//! A live channel with a main and a backup input (UDP on loopback, sent in real time by a
+//! test sender paced by the streams' own PCR): the main on air, killed mid-GOP (the backup
+//! takes over), back and restored after `restore_after`, then corrupted (lost packets: the
+//! backup again). The output passes the strict checker across every switch and ffmpeg decodes
+//! it without an error line.
+//!
+//! Main and backup are told apart by their PMTs: the main has H.264 + AAC, the backup H.264 +
+//! AAC + AC-3 (both made by ffmpeg), the slate is c.ts (HEVC).
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use playout::check::CheckLimits;
+use playout::psi::{Pmt, SectionAssembler};
+use playout::ts::{Pid, TsPacket, PACKET_SIZE};
+
+mod common;
+use common::{
+    checked_as, ffmpeg_errors, media, receive_stamped, run_bounded, signal_and_wait, tool, utc_ns,
+    Daemon, Stamped,
+};
+
+const MUXRATE: u64 = 4_000_000;
+const MS: i64 = 1_000_000;
+
+/// A live source, `secs` long, encoded by ffmpeg: 320x180 H.264 (an IDR every second) and
+/// AAC, plus AC-3 when `ac3` (so main and backup are told apart by their PMTs). Looping a
+/// fixture would not do: ffmpeg's `-stream_loop` overlaps an audio frame at each join.
+fn source(dir: &Path, name: &str, secs: u32, ac3: bool) -> Vec<u8> {
+    let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed to make the live sources");
+    let out = dir.join(format!("{name}.ts"));
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args([
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-fflags",
+        "+bitexact",
+        "-f",
+        "lavfi",
+        "-i",
+    ])
+    .arg(format!("testsrc2=size=320x180:rate=25:duration={secs}"))
+    .args(["-f", "lavfi", "-i"])
+    .arg(format!(
+        "sine=frequency=440:sample_rate=48000:duration={secs}"
+    ))
+    .args(["-map", "0:v", "-map", "1:a"]);
+    if ac3 {
+        cmd.args(["-map", "1:a"]);
+    }
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-keyint_min",
+        "25",
+        "-sc_threshold",
+        "0",
+        "-b:v",
+        "600k",
+        "-threads",
+        "1",
+        "-c:a:0",
+        "aac",
+        "-b:a:0",
+        "96k",
+    ]);
+    if ac3 {
+        cmd.args(["-c:a:1", "ac3", "-b:a:1", "128k"]);
+    }
+    cmd.args(["-flags", "+bitexact", "-f", "mpegts", "-muxrate", "1200k"])
+        .arg(&out);
+    let r = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::read(out).unwrap()
+}
+
+/// Each 7-packet datagram of `data` with when to send it (ns after the start), from the PCR
+/// of `pcr_pid` interpolated by byte position.
+fn paced(data: &[u8], pcr_pid: u16) -> Vec<(u64, Vec<u8>)> {
+    let mut pcrs: Vec<(usize, u64)> = Vec::new();
+    for (k, p) in data.chunks_exact(PACKET_SIZE).enumerate() {
+        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+        if pid == pcr_pid && p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x10 != 0 {
+            let base = u64::from(p[6]) << 25
+                | u64::from(p[7]) << 17
+                | u64::from(p[8]) << 9
+                | u64::from(p[9]) << 1
+                | u64::from(p[10] >> 7);
+            pcrs.push((k, base * 300));
+        }
+    }
+    assert!(pcrs.len() > 10);
+    let t0 = pcrs[0].1;
+    let at = |k: usize| -> u64 {
+        let i = pcrs
+            .partition_point(|(j, _)| *j <= k)
+            .clamp(1, pcrs.len() - 1);
+        let ((ka, ta), (kb, tb)) = (pcrs[i - 1], pcrs[i]);
+        let t = ta as f64 + (k as f64 - ka as f64) * (tb as f64 - ta as f64) / (kb - ka) as f64;
+        ((t - t0 as f64).max(0.0) / 27.0 * 1000.0) as u64
+    };
+    data.chunks(7 * PACKET_SIZE)
+        .enumerate()
+        .map(|(d, chunk)| (at(d * 7), chunk.to_vec()))
+        .collect()
+}
+
+/// What the sender does to the main.
+const MAIN_ON: u8 = 0;
+const MAIN_KILLED: u8 = 1;
+const MAIN_CORRUPT: u8 = 2;
+
+/// Sends `main` and `backup` to their ports in real time from `start`, the main as `mode`
+/// says; returns the realtime instant (ns) of the main's last datagram before each kill.
+fn sender(
+    main: Vec<(u64, Vec<u8>)>,
+    backup: Vec<(u64, Vec<u8>)>,
+    ports: (u16, u16),
+    mode: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<i64>> {
+    std::thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = Instant::now();
+        let (mut i, mut j) = (0, 0);
+        let mut last_main = 0;
+        let mut kills = Vec::new();
+        let mut was = MAIN_ON;
+        let mut dropped = 0u64;
+        while !stop.load(Ordering::Relaxed) && (i < main.len() || j < backup.len()) {
+            let now = start.elapsed().as_nanos() as u64;
+            let m = mode.load(Ordering::Relaxed);
+            if m == MAIN_KILLED && was != MAIN_KILLED {
+                kills.push(last_main);
+            }
+            was = m;
+            let mut sent = false;
+            if i < main.len() && main[i].0 <= now {
+                match m {
+                    MAIN_ON => {
+                        let _ = socket.send_to(&main[i].1, ("127.0.0.1", ports.0));
+                        last_main = utc_ns();
+                    }
+                    MAIN_CORRUPT => {
+                        // One packet in five lost.
+                        let mut d = Vec::new();
+                        for p in main[i].1.chunks(PACKET_SIZE) {
+                            dropped += 1;
+                            if dropped % 5 != 0 {
+                                d.extend_from_slice(p);
+                            }
+                        }
+                        let _ = socket.send_to(&d, ("127.0.0.1", ports.0));
+                    }
+                    _ => {}
+                }
+                i += 1;
+                sent = true;
+            }
+            if j < backup.len() && backup[j].0 <= now {
+                let _ = socket.send_to(&backup[j].1, ("127.0.0.1", ports.1));
+                j += 1;
+                sent = true;
+            }
+            if !sent {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        kills
+    })
+}
+
+/// The PMT changes in the capture: (kernel stamp of the datagram, which source: 'm' main,
+/// 'b' backup, 's' slate, '?' other), in order.
+fn sources(cap: &Stamped) -> Vec<(i64, char)> {
+    let mut asm = SectionAssembler::default();
+    let mut out: Vec<(i64, char)> = Vec::new();
+    for (t, d) in cap {
+        for raw in d.chunks_exact(PACKET_SIZE) {
+            let Ok(p) = TsPacket::new(bytes::Bytes::copy_from_slice(raw)) else {
+                continue;
+            };
+            if p.pid() != Pid::from_bits(0x1000) {
+                continue;
+            }
+            let mut secs = Vec::new();
+            asm.push(&p, true, |s| secs.push(s.to_vec()));
+            for s in secs {
+                let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), &s) else {
+                    continue;
+                };
+                let types: Vec<u8> = pmt.streams.iter().map(|e| e.stream_type).collect();
+                let which = if types.contains(&0x24) {
+                    's'
+                } else if types.contains(&0x81) {
+                    'b'
+                } else if types.contains(&0x1B) {
+                    'm'
+                } else {
+                    '?'
+                };
+                if out.last().is_none_or(|(_, c)| *c != which) {
+                    out.push((*t as i64, which));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The kernel stamps of the last ES datagram before `at` and the first after it.
+fn es_around(cap: &Stamped, at: i64) -> (i64, i64) {
+    let es = |d: &Vec<u8>| {
+        d.chunks_exact(PACKET_SIZE).any(|p| {
+            let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+            (0x100..0x1000).contains(&pid) && p[3] & 0x10 != 0 && p[1] & 0x40 != 0
+        })
+    };
+    let before = cap
+        .iter()
+        .filter(|(t, d)| (*t as i64) < at && es(d))
+        .map(|(t, _)| *t as i64)
+        .next_back()
+        .unwrap_or(at);
+    let after = cap
+        .iter()
+        .filter(|(t, d)| (*t as i64) >= at && es(d))
+        .map(|(t, _)| *t as i64)
+        .next()
+        .unwrap_or(at);
+    (before, after)
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const TOKEN: &str = "operator-token-0123456789abcdef";
+
+fn config(dir: &Path, main: u16, backup: u16, out: u16, http: u16) -> PathBuf {
+    let cfg = dir.join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n\
+             [[channel]]\nid = \"live\"\nservice_id = 1\nname = \"Live\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [{slate:?}]\n\n\
+             [channel.failover]\nloss_timeout = \"200ms\"\nrestore_after = \"3s\"\nlead = \"300ms\"\n\n\
+             [[channel.input]]\nname = \"main\"\nurl = \"udp://127.0.0.1:{main}\"\n\n\
+             [[channel.input]]\nname = \"backup\"\nurl = \"udp://127.0.0.1:{backup}\"\n\n\
+             [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n",
+            slate = media("c.ts").display().to_string(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn main_killed_restored_and_corrupted_the_output_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = paced(&source(dir.path(), "main", 24, false), 0x100);
+    let backup = paced(&source(dir.path(), "backup", 24, true), 0x100);
+    let (pm, pb) = (free_udp_port(), free_udp_port());
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = rx.local_addr().unwrap().port();
+    let http = common::free_tcp_port();
+    let cfg = config(dir.path(), pm, pb, out, http);
+    let stop = Arc::new(AtomicBool::new(false));
+    let capture = receive_stamped(rx, stop.clone(), Duration::from_secs(60));
+    let mut daemon = Daemon::run(&cfg, "info");
+    let mode = Arc::new(AtomicU8::new(MAIN_ON));
+    let send_stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let send = sender(main, backup, (pm, pb), mode.clone(), send_stop.clone());
+    let at = |s: f64| {
+        while started.elapsed() < Duration::from_secs_f64(s) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // Main on air by then; killed 0.5 s into a GOP (IDR every second).
+    at(5.5);
+    mode.store(MAIN_KILLED, Ordering::Relaxed);
+    at(9.0);
+    mode.store(MAIN_ON, Ordering::Relaxed);
+    let revived_at = utc_ns();
+    // Restored after 3 s clean: by about 12.3 s.
+    at(14.0);
+    mode.store(MAIN_CORRUPT, Ordering::Relaxed);
+    let corrupted_at = utc_ns();
+    at(16.5);
+    mode.store(MAIN_ON, Ordering::Relaxed);
+    // An operator: the main locked on air (clean again by now), then killed: it stays, as
+    // locked; unlocked, the backup takes over.
+    at(18.0);
+    let hectl = |args: &[&str]| {
+        let out = run_bounded(
+            Command::new(common::hectl())
+                .args(["input", "--server", &format!("http://127.0.0.1:{http}")])
+                .args(args)
+                .env("HECTL_TOKEN", TOKEN),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "hectl input {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let channels = |()| -> serde_json::Value {
+        let out = run_bounded(
+            Command::new("curl").args(["-s", &format!("http://127.0.0.1:{http}/channels")]),
+            Duration::from_secs(10),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let relay = channels(())[0]["status"]["relays"][0].clone();
+    assert_eq!(relay["active"], "backup", "{relay}");
+    assert_eq!(relay["inputs"][0]["name"], "main");
+    assert!(
+        relay["inputs"][0]["cc_errors"].as_u64().unwrap() > 0,
+        "{relay}"
+    );
+    assert!(
+        relay["inputs"][1]["bytes"].as_u64().unwrap() > 1_000_000,
+        "{relay}"
+    );
+    let locked_at = utc_ns();
+    assert_eq!(hectl(&["lock", "live", "main"]).trim(), "live: lock main");
+    at(19.0);
+    mode.store(MAIN_KILLED, Ordering::Relaxed);
+    at(20.0);
+    let relay = channels(())[0]["status"]["relays"][0].clone();
+    assert_eq!(relay["active"], "main", "{relay}");
+    assert_eq!(relay["locked"], true, "{relay}");
+    assert!(
+        relay["inputs"][0]["health"]
+            .as_str()
+            .unwrap()
+            .starts_with("no data"),
+        "{relay}"
+    );
+    let unlocked_at = utc_ns();
+    assert_eq!(hectl(&["unlock", "live"]).trim(), "live: unlock playlist");
+    at(21.5);
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    send_stop.store(true, Ordering::Relaxed);
+    let kills = send.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let cap = capture.join().unwrap();
+    let switches: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("input switch"))
+        .collect();
+    eprintln!("{}", switches.join("\n"));
+
+    let seq = sources(&cap);
+    let order: String = seq.iter().map(|(_, c)| *c).collect();
+    assert!(
+        order.ends_with("mbmbmb"),
+        "slate, then main, backup (kill), main (restored), backup (corrupt), main (locked),
+         backup (unlocked) expected; got {order:?}\n{}",
+        switches.join("\n")
+    );
+    let n = seq.len();
+    let (kill_switch, restore, corrupt_switch) = (seq[n - 5].0, seq[n - 4].0, seq[n - 3].0);
+    let (lock_switch, unlock_switch) = (seq[n - 2].0, seq[n - 1].0);
+    eprintln!(
+        "operator: locked main on air {} ms after the order, backup {} ms after the unlock",
+        (lock_switch - locked_at) / MS,
+        (unlock_switch - unlocked_at) / MS
+    );
+    assert!(lock_switch - locked_at < 1500 * MS);
+    assert!(unlock_switch - unlocked_at < 1500 * MS);
+    assert!(unlock_switch > locked_at + 2000 * MS, "the lock held");
+    // The kill: the backup's first ES packet within 300 ms of the main's last on the output.
+    let (last_main, first_backup) = es_around(&cap, kill_switch);
+    let gap = first_backup - last_main;
+    let since_kill = first_backup - kills[0];
+    eprintln!(
+        "kill: output gap {} ms (main's last to backup's first), backup on air {} ms after the main's last datagram in",
+        gap / MS,
+        since_kill / MS
+    );
+    assert!(gap <= 300 * MS, "output gap {} ms", gap / MS);
+    // Restored no sooner than restore_after of clean input.
+    assert!(
+        restore - revived_at >= 3000 * MS,
+        "restored {} ms after the main came back",
+        (restore - revived_at) / MS
+    );
+    // Corruption is caught like a kill.
+    let caught = corrupt_switch - corrupted_at;
+    eprintln!(
+        "corruption: backup on air {} ms after it began",
+        caught / MS
+    );
+    assert!(caught < 1500 * MS, "{} ms", caught / MS);
+    assert!(
+        switches.iter().any(|l| l.contains("continuity")),
+        "the corruption switch names its cause:\n{}",
+        switches.join("\n")
+    );
+
+    // The output across all of it: continuity, PCR, PSI, no DTS going back; a frozen picture
+    // of up to the detection time at each failure.
+    let data: Vec<u8> = cap.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    let limits = CheckLimits {
+        max_video_step_ratio: 30.0,
+        max_audio_step_ratio: 40.0,
+        ..CheckLimits::across_joins(MUXRATE)
+    };
+    let r = checked_as("live-failover", &data, &limits);
+    assert_eq!(r.cc_error_count, 0);
+    let file = dir.path().join("out.ts");
+    std::fs::write(&file, &data).unwrap();
+    if let Some(ffmpeg) = tool("ffmpeg") {
+        let errors = ffmpeg_errors(ffmpeg, &file);
+        assert!(errors.is_empty(), "ffmpeg: {errors:?}");
+    }
+}
