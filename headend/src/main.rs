@@ -13,6 +13,7 @@ mod guide;
 mod input;
 mod keys;
 mod logging;
+mod net;
 mod output;
 mod render;
 mod router;

@@ -463,7 +463,7 @@ fn open(cfg: &InputConfig) -> io::Result<UdpSocket> {
         socket.set_only_v6(true)?;
     }
     let index = match &cfg.interface {
-        Some(name) => Some(crate::output::udp::interface_index(name)?),
+        Some(name) => Some(crate::net::interface_index(name)?),
         None => None,
     };
     if addr.ip().is_multicast() {

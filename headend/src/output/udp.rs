@@ -123,7 +123,7 @@ fn make_socket(cfg: &OutputConfig) -> io::Result<Socket> {
     // Room for bursts after a late wake-up without EAGAIN.
     let _ = socket.set_send_buffer_size(1 << 20);
     let index = match &cfg.interface {
-        Some(name) => Some(interface_index(name)?),
+        Some(name) => Some(crate::net::interface_index(name)?),
         None => None,
     };
     let multicast = cfg.dest.ip().is_multicast();
@@ -166,23 +166,6 @@ fn make_socket(cfg: &OutputConfig) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// The kernel's index of a network interface, from sysfs.
-pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
-    let path = format!("/sys/class/net/{name}/ifindex");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("no network interface `{name}` ({path}: {e})"),
-        )
-    })?;
-    text.trim().parse().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{path}: not an interface index: {:?}", text.trim()),
-        )
-    })
-}
-
 /// A 64-bit mixer (splitmix64) for RTP sequence and SSRC seeds.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -206,9 +189,9 @@ mod tests {
 
     #[test]
     fn unknown_interface_is_named() {
-        let err = interface_index("nosuchif0").unwrap_err();
+        let err = crate::net::interface_index("nosuchif0").unwrap_err();
         assert!(err.to_string().contains("no network interface `nosuchif0`"));
-        assert_eq!(interface_index("lo").unwrap(), 1);
+        assert_eq!(crate::net::interface_index("lo").unwrap(), 1);
     }
 
     /// Real sockets on loopback: UDP carries the payload as is, RTP behind a header whose
