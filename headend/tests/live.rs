@@ -249,6 +249,57 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// `/channels` of the daemon listening on `http`.
+fn channels_of(http: u16) -> serde_json::Value {
+    let out = run_bounded(
+        Command::new("curl").args(["-s", &format!("http://127.0.0.1:{http}/channels")]),
+        Duration::from_secs(10),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The first relay of channel `id` in a `/channels` answer.
+fn relay_of(channels: &serde_json::Value, id: &str) -> serde_json::Value {
+    channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .map(|c| c["status"]["relays"][0].clone())
+        .unwrap_or_else(|| panic!("no channel {id}: {channels}"))
+}
+
+/// The captured output passes the strict checker (a frozen picture of up to a failure's
+/// detection allowed) and ffmpeg decodes it without an error line.
+fn check_and_decode(name: &str, cap: &Stamped, dir: &Path) {
+    let data: Vec<u8> = cap.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    let limits = CheckLimits {
+        max_video_step_ratio: 30.0,
+        max_audio_step_ratio: 40.0,
+        ..CheckLimits::across_joins(MUXRATE)
+    };
+    let r = checked_as(name, &data, &limits);
+    assert_eq!(r.cc_error_count, 0, "{name}");
+    let file = dir.join(format!("{name}.ts"));
+    std::fs::write(&file, &data).unwrap();
+    let ffmpeg = tool("ffmpeg").expect("ffmpeg");
+    let errors = ffmpeg_errors(ffmpeg, &file);
+    assert!(errors.is_empty(), "{name}: ffmpeg: {errors:?}");
+}
+
+/// A `[[channel]]` with the c.ts slate, one input named `input` at `url`, and an output to
+/// 127.0.0.1:`out` if any.
+fn live_channel(id: &str, sid: u16, input: &str, url_and_keys: &str, out: Option<u16>) -> String {
+    format!(
+        "[[channel]]\nid = \"{id}\"\nservice_id = {sid}\nname = \"{id}\"\nmuxrate = \"{MUXRATE}\"\n\
+         playlist = [{slate:?}]\n\n[[channel.input]]\nname = \"{input}\"\n{url_and_keys}\n\n{}",
+        out.map_or_else(String::new, |o| format!(
+            "[[channel.output]]\nurl = \"udp://127.0.0.1:{o}\"\n\n"
+        )),
+        slate = media("c.ts").display().to_string(),
+    )
+}
+
 const TOKEN: &str = "operator-token-0123456789abcdef";
 
 fn config(dir: &Path, main: u16, backup: u16, out: u16, http: u16) -> PathBuf {
@@ -322,14 +373,7 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let channels = |()| -> serde_json::Value {
-        let out = run_bounded(
-            Command::new("curl").args(["-s", &format!("http://127.0.0.1:{http}/channels")]),
-            Duration::from_secs(10),
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let relay = channels(())[0]["status"]["relays"][0].clone();
+    let relay = relay_of(&channels_of(http), "live");
     assert_eq!(relay["active"], "backup", "{relay}");
     assert_eq!(relay["inputs"][0]["name"], "main");
     assert!(
@@ -345,7 +389,7 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     at(19.0);
     mode.store(MAIN_KILLED, Ordering::Relaxed);
     at(20.0);
-    let relay = channels(())[0]["status"]["relays"][0].clone();
+    let relay = relay_of(&channels_of(http), "live");
     assert_eq!(relay["active"], "main", "{relay}");
     assert_eq!(relay["locked"], true, "{relay}");
     assert!(
@@ -421,18 +465,238 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
 
     // The output across all of it: continuity, PCR, PSI, no DTS going back; a frozen picture
     // of up to the detection time at each failure.
-    let data: Vec<u8> = cap.iter().flat_map(|(_, d)| d.iter().copied()).collect();
-    let limits = CheckLimits {
-        max_video_step_ratio: 30.0,
-        max_audio_step_ratio: 40.0,
-        ..CheckLimits::across_joins(MUXRATE)
+    check_and_decode("live-failover", &cap, dir.path());
+}
+
+/// Real senders nobody here wrote: ffmpeg streams one source to an IPv6 multicast group
+/// (`udp://[ff15::…]`, on loopback) and another as RTP (`-f rtp_mpegts`) to a unicast port;
+/// two channels relay them. Each goes from its slate to its input, the output passes the
+/// strict checker and ffmpeg decodes it, and the RTP input's counters show no loss.
+#[test]
+fn ffmpeg_multicast_and_rtp_sources_are_relayed() {
+    let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed");
+    let dir = tempfile::tempdir().unwrap();
+    source(dir.path(), "src", 12, false);
+    let src = dir.path().join("src.ts");
+    let group = "ff15::a:51";
+    common::multicast_on_lo(group);
+    let (pm, pr) = (free_udp_port(), free_udp_port());
+    let rx_m = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rx_r = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (om, or) = (
+        rx_m.local_addr().unwrap().port(),
+        rx_r.local_addr().unwrap().port(),
+    );
+    let http = common::free_tcp_port();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n{}{}",
+            live_channel(
+                "mcast",
+                1,
+                "feed",
+                &format!("url = \"udp://[{group}]:{pm}\"\ninterface = \"lo\""),
+                Some(om)
+            ),
+            live_channel(
+                "rtp",
+                2,
+                "feed",
+                &format!("url = \"rtp://127.0.0.1:{pr}\""),
+                Some(or)
+            ),
+        ),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cap_m = receive_stamped(rx_m, stop.clone(), Duration::from_secs(60));
+    let cap_r = receive_stamped(rx_r, stop.clone(), Duration::from_secs(60));
+    let mut daemon = Daemon::run(&cfg, "info");
+    let send = |url: String, format: &str| {
+        Command::new(ffmpeg)
+            .args(["-nostdin", "-v", "error", "-re", "-i"])
+            .arg(&src)
+            .args(["-map", "0", "-c", "copy", "-f", format])
+            .arg(url)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ffmpeg")
     };
-    let r = checked_as("live-failover", &data, &limits);
-    assert_eq!(r.cc_error_count, 0);
-    let file = dir.path().join("out.ts");
-    std::fs::write(&file, &data).unwrap();
-    if let Some(ffmpeg) = tool("ffmpeg") {
-        let errors = ffmpeg_errors(ffmpeg, &file);
-        assert!(errors.is_empty(), "ffmpeg: {errors:?}");
+    let mut senders = [
+        send(
+            format!("udp://[{group}]:{pm}?pkt_size=1316&ttl=1"),
+            "mpegts",
+        ),
+        send(format!("rtp://127.0.0.1:{pr}"), "rtp_mpegts"),
+    ];
+    std::thread::sleep(Duration::from_secs(7));
+    let channels = channels_of(http);
+    // The daemon first, so the senders' end is not a failure on air.
+    let (st, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    for s in &mut senders {
+        let _ = s.kill();
+        let _ = s.wait();
     }
+    assert!(st.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for (name, cap) in [
+        ("mcast", cap_m.join().unwrap()),
+        ("rtp", cap_r.join().unwrap()),
+    ] {
+        let relay = relay_of(&channels, name);
+        let input = &relay["inputs"][0];
+        assert_eq!(input["health"], "good", "{name}: {relay}");
+        assert_eq!(input["cc_errors"], 0, "{name}: {relay}");
+        if name == "rtp" {
+            assert!(input["bytes"].as_u64().unwrap() > 100_000, "{relay}");
+            assert_eq!(input["rtp_lost"], 0, "{relay}");
+            assert_eq!(input["foreign_datagrams"], 0, "{relay}");
+        }
+        // (The muxer's first PMT, before the slate starts, lists no stream: '?'.)
+        let order: String = sources(&cap).iter().map(|(_, c)| *c).collect();
+        assert_eq!(
+            order.trim_start_matches('?'),
+            "sm",
+            "{name}: slate, then the feed ({order:?})\n{stderr}"
+        );
+        check_and_decode(&format!("live-{name}"), &cap, dir.path());
+    }
+}
+
+/// HTTP pull: ffmpeg serving a live stream (`-listen 1`) is relayed; servers that answer
+/// 404, HTML, or bytes that are not a transport stream leave their channels on the slate
+/// with the reason in the status, and none of it holds up the channel that works.
+#[test]
+fn http_inputs_pull_and_bad_servers_are_named() {
+    use std::io::{Read as _, Write as _};
+    let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed");
+    let dir = tempfile::tempdir().unwrap();
+    source(dir.path(), "src", 12, false);
+    let src = dir.path().join("src.ts");
+    // A bad server: 404 for /missing, HTML for /page, random bytes for /noise.
+    let bad = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bad_port = bad.local_addr().unwrap().port();
+    bad.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad_stop = stop.clone();
+    let server = std::thread::spawn(move || {
+        let mut served = 0;
+        while !bad_stop.load(Ordering::Relaxed) && served < 200 {
+            let Ok((mut c, _)) = bad.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            served += 1;
+            c.set_nonblocking(false).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut req = [0u8; 2048];
+            let n = c.read(&mut req).unwrap_or(0);
+            let req = String::from_utf8_lossy(&req[..n]);
+            let reply: Vec<u8> = if req.starts_with("GET /missing ") {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+            } else if req.starts_with("GET /page ") {
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html>hello</html>"
+                    .to_vec()
+            } else {
+                let mut r = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+                let mut x = 0x9E37_79B9u32;
+                r.extend((0..200_000).map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    // Never a sync byte.
+                    (x as u8) & 0x3F
+                }));
+                r
+            };
+            let _ = c.write_all(&reply);
+        }
+    });
+    let pull_port = common::free_tcp_port();
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = rx.local_addr().unwrap().port();
+    let http = common::free_tcp_port();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n{}{}{}{}",
+            live_channel(
+                "pull",
+                1,
+                "web",
+                &format!("url = \"http://127.0.0.1:{pull_port}/live.ts\""),
+                Some(out)
+            ),
+            live_channel(
+                "missing",
+                2,
+                "web",
+                &format!("url = \"http://127.0.0.1:{bad_port}/missing\""),
+                None
+            ),
+            live_channel(
+                "html",
+                3,
+                "web",
+                &format!("url = \"http://127.0.0.1:{bad_port}/page\""),
+                None
+            ),
+            live_channel(
+                "noise",
+                4,
+                "web",
+                &format!("url = \"http://127.0.0.1:{bad_port}/noise\""),
+                None
+            ),
+        ),
+    )
+    .unwrap();
+    let cap_stop = Arc::new(AtomicBool::new(false));
+    let capture = receive_stamped(rx, cap_stop.clone(), Duration::from_secs(60));
+    let mut sender = Command::new(ffmpeg)
+        .args(["-nostdin", "-v", "error", "-re", "-i"])
+        .arg(&src)
+        .args(["-map", "0", "-c", "copy", "-f", "mpegts", "-listen", "1"])
+        .arg(format!("http://127.0.0.1:{pull_port}/live.ts"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
+    let mut daemon = Daemon::run(&cfg, "info");
+    std::thread::sleep(Duration::from_secs(7));
+    let channels = channels_of(http);
+    let (st, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    let _ = sender.kill();
+    let _ = sender.wait();
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    assert!(st.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    cap_stop.store(true, Ordering::Relaxed);
+    let cap = capture.join().unwrap();
+    let relay = |id: &str| relay_of(&channels, id);
+    let pull = relay("pull");
+    assert_eq!(pull["active"], "web", "{pull}\n{stderr}");
+    assert_eq!(pull["inputs"][0]["health"], "good", "{pull}");
+    for (id, why) in [
+        ("missing", "HTTP 404 Not Found"),
+        (
+            "html",
+            "the server sends text/html; charset=utf-8, not a transport stream",
+        ),
+        (
+            "noise",
+            "the server sends something that is not a transport stream",
+        ),
+    ] {
+        let r = relay(id);
+        assert_eq!(r["active"], serde_json::Value::Null, "{id}: {r}");
+        assert_eq!(r["inputs"][0]["error"], why, "{id}: {r}");
+    }
+    let order: String = sources(&cap).iter().map(|(_, c)| *c).collect();
+    assert_eq!(order.trim_start_matches('?'), "sm", "{order:?}\n{stderr}");
+    check_and_decode("live-http", &cap, dir.path());
 }

@@ -16,13 +16,8 @@ pub(crate) struct InputConfig {
     /// Key `name`: how the API, `hectl input` and the logs call it. Required,
     /// `[a-z0-9_-]{1,32}`, unique within the channel.
     pub(crate) name: String,
-    /// Scheme of key `url`: `udp` (TS packets in datagrams) or `rtp` (behind an RTP header,
-    /// RFC 2250/3550: sequence numbers count loss and reordering).
-    pub(crate) kind: OutputKind,
-    /// Address and port of key `url`: a multicast group to join (`udp://[ff15::1:1]:5000`,
-    /// `rtp://239.1.1.1:5000`), or a local address to receive unicast on
-    /// (`udp://127.0.0.1:6000`, `udp://[::]:6000`). Required; IP literals only.
-    pub(crate) addr: SocketAddr,
+    /// Key `url`, required: where the feed comes from (see [`Endpoint`]).
+    pub(crate) endpoint: Endpoint,
     /// Key `interface`: the interface to join the group on (`eth1`). Required for an IPv6
     /// group; for an IPv4 group the kernel's choice is used without it.
     pub(crate) interface: Option<String>,
@@ -32,6 +27,112 @@ pub(crate) struct InputConfig {
     /// Key `service_id`: the programme to take from a multi-programme input. Default the
     /// first in its PAT.
     pub(crate) service_id: Option<u16>,
+}
+
+/// Where a live feed comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `udp://` (TS packets in datagrams) or `rtp://` (behind an RTP header, RFC 2250/3550:
+    /// sequence numbers count loss and reordering): a multicast group to join
+    /// (`udp://[ff15::1:1]:5000`, `rtp://239.1.1.1:5000`), or a local address to receive
+    /// unicast on (`udp://127.0.0.1:6000`, `udp://[::]:6000`); IP literals only.
+    Datagram {
+        /// The RTP header is there.
+        rtp: bool,
+        /// Group or local address, and port.
+        addr: SocketAddr,
+    },
+    /// `http://host[:port]/path`: a continuous TS pulled over HTTP/1.1 (plain or chunked),
+    /// reconnected with back-off when it ends or fails.
+    Http {
+        /// Host name or IP literal (IPv6 in brackets in the URL).
+        host: String,
+        /// Port (default 80).
+        port: u16,
+        /// Path and query (`/live/news.ts?x=1`).
+        path: String,
+    },
+}
+
+impl Endpoint {
+    /// The multicast group or local address of a datagram input.
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Datagram { addr, .. } => Some(*addr),
+            Endpoint::Http { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Datagram { rtp, addr } => {
+                write!(f, "{}://{addr}", if *rtp { "rtp" } else { "udp" })
+            }
+            Endpoint::Http { host, port, path } => {
+                if host.contains(':') {
+                    write!(f, "http://[{host}]:{port}{path}")
+                } else {
+                    write!(f, "http://{host}:{port}{path}")
+                }
+            }
+        }
+    }
+}
+
+/// Parses an input's `url`.
+fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
+    let lower = url.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("http://").map(|_| &url[7..]) {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let bad = || {
+            format!(
+                "invalid url `{}`, expected http://host[:port]/path",
+                url.escape_debug()
+            )
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad());
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
+            h.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse::<u16>().map_err(|_| bad())?,
+                None if after.is_empty() => 80,
+                None => return Err(bad()),
+            };
+            (h.to_owned(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse::<u16>().map_err(|_| bad())?),
+                None => (authority.to_owned(), 80),
+            }
+        };
+        if port == 0 || host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(bad());
+        }
+        return Ok(Endpoint::Http {
+            host,
+            port,
+            path: path.to_owned(),
+        });
+    }
+    if lower.starts_with("srt://") || lower.starts_with("https://") {
+        return Err(format!(
+            "`{}`: SRT and HTTPS inputs are not supported yet, only udp://, rtp:// and http://",
+            url.escape_debug()
+        ));
+    }
+    let (kind, addr) = output::parse_input_url(url)?;
+    Ok(Endpoint::Datagram {
+        rtp: kind == OutputKind::Rtp,
+        addr,
+    })
 }
 
 /// `[channel.failover]`: when a channel leaves an input and when it comes back.
@@ -143,20 +244,34 @@ fn input(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Option<Input
     let before = diag.len();
     super::check_name(&raw.name, &format!("{path}.name"), diag);
     let url_path = format!("{path}.url");
-    let target = match output::parse_input_url(&raw.url) {
+    let endpoint = match parse_endpoint(&raw.url) {
         Ok(t) => Some(t),
         Err(message) => {
             diag.push(url_path, message);
             None
         }
     };
+    let target = endpoint.as_ref().and_then(Endpoint::addr);
     if let Some(name) = &raw.interface {
         output::check_interface(name, &format!("{path}.interface"), diag);
     }
     let service_id = raw
         .service_id
         .and_then(|v| diag.ranged(format!("{path}.service_id"), v, 1u16..=65535));
-    if let Some((_, addr)) = target {
+    if matches!(endpoint, Some(Endpoint::Http { .. })) {
+        for (key, set) in [
+            ("interface", raw.interface.is_some()),
+            ("source", raw.source.is_some()),
+        ] {
+            if set {
+                diag.push(
+                    format!("{path}.{key}"),
+                    "applies to udp:// and rtp:// inputs only",
+                );
+            }
+        }
+    }
+    if let Some(addr) = target {
         if addr.ip().is_multicast() && addr.is_ipv6() && raw.interface.is_none() {
             diag.push(
                 format!("{path}.interface"),
@@ -190,11 +305,10 @@ fn input(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Option<Input
             }
         }
     }
-    let (kind, addr) = target?;
+    let endpoint = endpoint?;
     (diag.len() == before).then_some(InputConfig {
         name: raw.name,
-        kind,
-        addr,
+        endpoint,
         interface: raw.interface,
         source: raw.source,
         service_id,

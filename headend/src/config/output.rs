@@ -162,14 +162,6 @@ pub(super) fn check_interface(name: &str, path: &str, diag: &mut Diagnostics) {
 /// Parses an input's `udp://address:port` or `rtp://address:port`: a group to join or a
 /// local address to receive on (the unspecified address `[::]` or `0.0.0.0` included).
 pub(super) fn parse_input_url(url: &str) -> Result<(OutputKind, SocketAddr), String> {
-    let lower = url.to_ascii_lowercase();
-    if lower.starts_with("srt://") || lower.starts_with("http://") || lower.starts_with("https://")
-    {
-        return Err(format!(
-            "`{}`: SRT and HTTP inputs are not supported yet, only udp:// and rtp://",
-            url.escape_debug()
-        ));
-    }
     parse_endpoint(url, true)
 }
 

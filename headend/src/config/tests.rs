@@ -873,16 +873,32 @@ fn live_inputs_and_failover() {
         [channel.failover]\nloss_timeout = \"150ms\"\nrestore_after = \"30s\"\nmax_cc_errors = 20\nmin_bitrate = \"1M\"\n\
         [[channel.input]]\nname = \"main\"\nurl = \"rtp://239.1.1.1:5000\"\nsource = \"10.0.0.1\"\nservice_id = 7\n\
         [[channel.input]]\nname = \"backup\"\nurl = \"udp://[ff15::1:2]:5000\"\ninterface = \"eth1\"\n\
-        [[channel.input]]\nname = \"unicast\"\nurl = \"udp://[::]:6000\"\n";
+        [[channel.input]]\nname = \"unicast\"\nurl = \"udp://[::]:6000\"\n\
+        [[channel.input]]\nname = \"pull\"\nurl = \"http://encoder.example:8000/live/news.ts?q=1\"\n\
+        [[channel.input]]\nname = \"pull6\"\nurl = \"http://[::1]\"\n";
     let config = parse(text, Path::new("/etc/headend"), "test.toml").unwrap();
     let ch = &config.channels[0];
-    assert_eq!(ch.inputs.len(), 3);
-    assert_eq!(ch.inputs[0].kind, OutputKind::Rtp);
-    assert_eq!(ch.inputs[0].addr, addr("239.1.1.1:5000"));
+    assert_eq!(ch.inputs.len(), 5);
+    assert_eq!(
+        ch.inputs[0].endpoint,
+        Endpoint::Datagram {
+            rtp: true,
+            addr: addr("239.1.1.1:5000")
+        }
+    );
     assert_eq!(ch.inputs[0].source, Some("10.0.0.1".parse().unwrap()));
     assert_eq!(ch.inputs[0].service_id, Some(7));
     assert_eq!(ch.inputs[1].interface.as_deref(), Some("eth1"));
-    assert_eq!(ch.inputs[2].addr, addr("[::]:6000"));
+    assert_eq!(ch.inputs[2].endpoint.addr(), Some(addr("[::]:6000")));
+    assert_eq!(
+        ch.inputs[3].endpoint,
+        Endpoint::Http {
+            host: "encoder.example".into(),
+            port: 8000,
+            path: "/live/news.ts?q=1".into()
+        }
+    );
+    assert_eq!(ch.inputs[4].endpoint.to_string(), "http://[::1]:80/");
     assert_eq!(ch.failover.loss_timeout, Duration::from_millis(150));
     assert_eq!(ch.failover.restore_after, Duration::from_secs(30));
     assert_eq!(ch.failover.lead, Duration::from_millis(300));
@@ -900,7 +916,7 @@ fn live_inputs_and_failover() {
     let joined = errors.join("\n");
     for want in [
         "channel[0].failover: unknown field `bogus`",
-        "channel[0].input[0].url: `srt://[::1]:9000?mode=listener`: SRT and HTTP inputs are not supported yet",
+        "channel[0].input[0].url: `srt://[::1]:9000?mode=listener`: SRT and HTTPS inputs are not supported yet",
         "channel[0].input[1].interface: required to join the IPv6 group ff15::1",
         "channel[0].input[1].name: input `m` is named twice",
         "channel[0].input[2].name: invalid id `Bad Name`",

@@ -20,7 +20,7 @@ use playout::analyse::{Analyser, AnalyserConfig, AnalyserStats, Health};
 use playout::ts::{PACKET_SIZE, SYNC_BYTE};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{FailoverConfig, InputConfig, OutputKind};
+use crate::config::{Endpoint, FailoverConfig, InputConfig};
 
 /// Most bytes queued for the splicer while on air (about 25 s at 8 Mbit/s): beyond this the
 /// oldest are dropped and counted.
@@ -217,6 +217,25 @@ impl LiveFeed {
         }
     }
 
+    /// Why the input cannot be received now, if it cannot (`None`: it can).
+    pub(super) fn set_error(&self, error: Option<String>) {
+        self.lock().error = error;
+    }
+
+    /// Bytes that are not transport stream packets: counted, and given to the analyser (its
+    /// sync check names the problem), not queued for air.
+    pub(super) fn foreign_bytes(&self, data: Bytes) {
+        let now = self.now();
+        let mut g = self.lock();
+        g.foreign += 1;
+        g.analyser.push(now, data);
+    }
+
+    /// Whole packets of a stream input (HTTP) arrived now.
+    pub(super) fn arrived_stream(&self, packets: Bytes) {
+        self.arrived(self.now(), packets);
+    }
+
     /// A datagram arrived at `now` (RTP header already taken off).
     fn arrived(&self, now: u64, data: Bytes) {
         let mut g = self.lock();
@@ -356,17 +375,34 @@ impl Drop for LiveSet {
     }
 }
 
-/// The receiving thread: (re)opens the socket, then takes datagrams until stopped.
+/// The receiving thread, until stopped.
 fn receive(feed: &LiveFeed, cfg: &InputConfig, stop: &AtomicBool) {
+    match &cfg.endpoint {
+        Endpoint::Datagram { rtp, addr } => receive_datagrams(feed, cfg, *rtp, *addr, stop),
+        Endpoint::Http { host, port, path } => {
+            tracing::info!(input = %cfg.name, url = %cfg.endpoint, "pulling");
+            super::http_pull::pull(feed, &cfg.name, host, *port, path, stop);
+        }
+    }
+}
+
+/// (Re)opens the socket, then takes datagrams until stopped.
+fn receive_datagrams(
+    feed: &LiveFeed,
+    cfg: &InputConfig,
+    rtp: bool,
+    addr: SocketAddr,
+    stop: &AtomicBool,
+) {
     let mut logged = false;
     while !stop.load(Ordering::Relaxed) {
-        let socket = match open(cfg) {
+        let socket = match open(cfg, addr) {
             Ok(s) => {
                 feed.lock().error = None;
                 s
             }
             Err(e) => {
-                let msg = format!("{}: {e}", cfg.addr);
+                let msg = format!("{addr}: {e}");
                 if !logged {
                     tracing::error!(input = %cfg.name, error = %msg, "cannot receive the input; retrying every second");
                     logged = true;
@@ -376,7 +412,7 @@ fn receive(feed: &LiveFeed, cfg: &InputConfig, stop: &AtomicBool) {
                 continue;
             }
         };
-        tracing::info!(input = %cfg.name, addr = %cfg.addr, kind = %cfg.kind, "receiving");
+        tracing::info!(input = %cfg.name, url = %cfg.endpoint, "receiving");
         let mut buf = vec![0u8; 65536];
         while !stop.load(Ordering::Relaxed) {
             let n = match socket.recv(&mut buf) {
@@ -398,8 +434,8 @@ fn receive(feed: &LiveFeed, cfg: &InputConfig, stop: &AtomicBool) {
             };
             let now = feed.now();
             let data = &buf[..n];
-            let payload = match cfg.kind {
-                OutputKind::Rtp => match rtp_payload(data) {
+            let payload = match rtp {
+                true => match rtp_payload(data) {
                     Some((seq, p)) => {
                         if !feed.rtp_seq(seq) {
                             continue;
@@ -411,7 +447,7 @@ fn receive(feed: &LiveFeed, cfg: &InputConfig, stop: &AtomicBool) {
                         continue;
                     }
                 },
-                OutputKind::Udp => data,
+                false => data,
             };
             if payload.first() != Some(&SYNC_BYTE) {
                 // Not a transport stream datagram: counted, and still given to the analyser
@@ -448,8 +484,7 @@ fn rtp_payload(d: &[u8]) -> Option<(u16, &[u8])> {
 
 /// A socket bound to the input's port (and group), joined to its group, with a read timeout
 /// so the thread sees the stop flag.
-fn open(cfg: &InputConfig) -> io::Result<UdpSocket> {
-    let addr = cfg.addr;
+fn open(cfg: &InputConfig, addr: SocketAddr) -> io::Result<UdpSocket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -527,8 +562,10 @@ mod tests {
     fn rtp_loss_reorder_and_duplicates_are_counted() {
         let cfg = InputConfig {
             name: "x".into(),
-            kind: OutputKind::Rtp,
-            addr: "127.0.0.1:1".parse().unwrap(),
+            endpoint: Endpoint::Datagram {
+                rtp: true,
+                addr: "127.0.0.1:1".parse().unwrap(),
+            },
             interface: None,
             source: None,
             service_id: None,
