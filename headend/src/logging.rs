@@ -20,9 +20,17 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Libraries too chatty for an operator's log, unless `RUST_LOG` names them.
+const QUIET: &str = "srt_protocol=error";
+
 /// Installs the global subscriber; call once, before anything logs.
 pub(crate) fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The SRT library logs every packet of a closing connection at `warn`: its own errors
+    // only, unless `RUST_LOG` names it. Our inputs log what matters (connected, lost, refused).
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("srt_protocol")) {
+        filter = filter.add_directive(QUIET.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -65,6 +65,8 @@ pub(crate) struct InputStatus {
     pub(crate) foreign_datagrams: u64,
     /// Bytes dropped because the channel did not take them in time.
     pub(crate) overflow_bytes: u64,
+    /// Connections refused (an SRT caller with the wrong passphrase).
+    pub(crate) refused_connections: u64,
     /// Why the input cannot be received, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,

@@ -300,6 +300,20 @@ fn live_channel(id: &str, sid: u16, input: &str, url_and_keys: &str, out: Option
     )
 }
 
+/// Writes a config with the API on 127.0.0.1:`http` and `channels`; returns its path.
+fn write_config(dir: &Path, http: u16, channels: &[String]) -> PathBuf {
+    let cfg = dir.join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n{}",
+            channels.concat()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 const TOKEN: &str = "operator-token-0123456789abcdef";
 
 fn config(dir: &Path, main: u16, backup: u16, out: u16, http: u16) -> PathBuf {
@@ -488,28 +502,26 @@ fn ffmpeg_multicast_and_rtp_sources_are_relayed() {
         rx_r.local_addr().unwrap().port(),
     );
     let http = common::free_tcp_port();
-    let cfg = dir.path().join("headend.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n{}{}",
+    let cfg = write_config(
+        dir.path(),
+        http,
+        &[
             live_channel(
                 "mcast",
                 1,
                 "feed",
                 &format!("url = \"udp://[{group}]:{pm}\"\ninterface = \"lo\""),
-                Some(om)
+                Some(om),
             ),
             live_channel(
                 "rtp",
                 2,
                 "feed",
                 &format!("url = \"rtp://127.0.0.1:{pr}\""),
-                Some(or)
+                Some(or),
             ),
-        ),
-    )
-    .unwrap();
+        ],
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let cap_m = receive_stamped(rx_m, stop.clone(), Duration::from_secs(60));
     let cap_r = receive_stamped(rx_r, stop.clone(), Duration::from_secs(60));
@@ -619,42 +631,40 @@ fn http_inputs_pull_and_bad_servers_are_named() {
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let out = rx.local_addr().unwrap().port();
     let http = common::free_tcp_port();
-    let cfg = dir.path().join("headend.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n{}{}{}{}",
+    let cfg = write_config(
+        dir.path(),
+        http,
+        &[
             live_channel(
                 "pull",
                 1,
                 "web",
                 &format!("url = \"http://127.0.0.1:{pull_port}/live.ts\""),
-                Some(out)
+                Some(out),
             ),
             live_channel(
                 "missing",
                 2,
                 "web",
                 &format!("url = \"http://127.0.0.1:{bad_port}/missing\""),
-                None
+                None,
             ),
             live_channel(
                 "html",
                 3,
                 "web",
                 &format!("url = \"http://127.0.0.1:{bad_port}/page\""),
-                None
+                None,
             ),
             live_channel(
                 "noise",
                 4,
                 "web",
                 &format!("url = \"http://127.0.0.1:{bad_port}/noise\""),
-                None
+                None,
             ),
-        ),
-    )
-    .unwrap();
+        ],
+    );
     let cap_stop = Arc::new(AtomicBool::new(false));
     let capture = receive_stamped(rx, cap_stop.clone(), Duration::from_secs(60));
     let mut sender = Command::new(ffmpeg)
@@ -699,4 +709,142 @@ fn http_inputs_pull_and_bad_servers_are_named() {
     let order: String = sources(&cap).iter().map(|(_, c)| *c).collect();
     assert_eq!(order.trim_start_matches('?'), "sm", "{order:?}\n{stderr}");
     check_and_decode("live-http", &cap, dir.path());
+}
+
+/// SRT against libsrt's own tool and ffmpeg's libsrt, each direction: `srt-live-transmit` as
+/// caller into our listener (AES-256, IPv6) and as listener for our caller (AES-128, IPv4),
+/// ffmpeg as a clear caller into our listener, and a caller with the wrong passphrase,
+/// refused and counted. Each sender is fed in real time by ffmpeg (`-re`).
+#[test]
+fn srt_both_ways_with_libsrt_and_ffmpeg() {
+    let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed");
+    let slt = tool("srt-live-transmit").expect("srt-live-transmit (srt-tools) is needed");
+    let dir = tempfile::tempdir().unwrap();
+    source(dir.path(), "src", 14, false);
+    let src = dir.path().join("src.ts");
+    const PASS: &str = "correct-horse-battery";
+    // ffmpeg writes its TS output in bursts up to ~350 ms apart (through libsrt too): such a
+    // sender needs a loss timeout and a lead above that.
+    const BURSTY: &str = "\n\n[channel.failover]\nloss_timeout = \"1s\"\nlead = \"800ms\"";
+    let [l6, c4, lf, lw] = [0; 4].map(|_| free_udp_port());
+    let rx: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let outs: Vec<u16> = rx.iter().map(|s| s.local_addr().unwrap().port()).collect();
+    let http = common::free_tcp_port();
+    let cfg = write_config(
+        dir.path(),
+        http,
+        &[
+            live_channel(
+                "listen6",
+                1,
+                "srt",
+                &format!("url = \"srt://[::1]:{l6}?mode=listener&passphrase={PASS}&pbkeylen=32&latency=120\"{BURSTY}"),
+                Some(outs[0])
+            ),
+            live_channel(
+                "call4",
+                2,
+                "srt",
+                &format!("url = \"srt://127.0.0.1:{c4}?mode=caller&passphrase={PASS}&pbkeylen=16\"{BURSTY}"),
+                Some(outs[1])
+            ),
+            live_channel(
+                "ffmpeg",
+                3,
+                "srt",
+                &format!("url = \"srt://127.0.0.1:{lf}?mode=listener\"{BURSTY}"),
+                Some(outs[2])
+            ),
+            live_channel(
+                "wrong",
+                4,
+                "srt",
+                &format!("url = \"srt://127.0.0.1:{lw}?mode=listener&passphrase={PASS}\""),
+                None
+            ),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let caps: Vec<_> = rx
+        .into_iter()
+        .map(|s| receive_stamped(s, stop.clone(), Duration::from_secs(60)))
+        .collect();
+    let mut daemon = Daemon::run(&cfg, "info");
+    // `ffmpeg -re … | srt-live-transmit file://con URL`.
+    let piped = |url: String| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {ffmpeg} -nostdin -v error -re -i '{}' -map 0 -c copy -f mpegts - | exec {slt} -q file://con '{url}'",
+                src.display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sh")
+    };
+    let mut senders = vec![
+        piped(format!(
+            "srt://[::1]:{l6}?mode=caller&passphrase={PASS}&pbkeylen=32"
+        )),
+        piped(format!(
+            "srt://127.0.0.1:{c4}?mode=listener&passphrase={PASS}&pbkeylen=16"
+        )),
+        Command::new(ffmpeg)
+            .args(["-nostdin", "-v", "error", "-re", "-i"])
+            .arg(&src)
+            .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
+            .arg(format!("srt://127.0.0.1:{lf}?mode=caller"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+        piped(format!(
+            "srt://127.0.0.1:{lw}?mode=caller&passphrase=not-the-right-one&pbkeylen=16"
+        )),
+    ];
+    std::thread::sleep(Duration::from_secs(9));
+    let channels = channels_of(http);
+    let (st, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    for s in &mut senders {
+        let _ = Command::new("pkill")
+            .args(["-P", &s.id().to_string()])
+            .status();
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert!(st.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for (id, cap) in ["listen6", "call4", "ffmpeg"].into_iter().zip(caps) {
+        let cap = cap.join().unwrap();
+        let relay = relay_of(&channels, id);
+        assert_eq!(relay["active"], "srt", "{id}: {relay}\n{stderr}");
+        assert_eq!(relay["inputs"][0]["health"], "good", "{id}: {relay}");
+        let order: String = sources(&cap).iter().map(|(_, c)| *c).collect();
+        assert_eq!(
+            order.trim_start_matches('?'),
+            "sm",
+            "{id}: {order:?}\n{stderr}"
+        );
+        check_and_decode(&format!("live-srt-{id}"), &cap, dir.path());
+    }
+    let wrong = relay_of(&channels, "wrong");
+    assert_eq!(wrong["active"], serde_json::Value::Null, "{wrong}");
+    assert!(
+        wrong["inputs"][0]["refused_connections"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{wrong}\n{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("connection refused") && l.contains("input=srt"))
+            .count(),
+        1,
+        "logged once:\n{stderr}"
+    );
 }

@@ -42,6 +42,11 @@ pub(crate) enum Endpoint {
         /// Group or local address, and port.
         addr: SocketAddr,
     },
+    /// `srt://host:port?mode=caller|listener&latency=MS&passphrase=P&pbkeylen=16|24|32&streamid=S`,
+    /// written as libsrt's tools and ffmpeg write it: a caller connects to a listener at
+    /// host:port (reconnecting with back-off), a listener waits for one caller on its port
+    /// (host empty or an address to bind).
+    Srt(SrtEndpoint),
     /// `http://host[:port]/path`: a continuous TS pulled over HTTP/1.1 (plain or chunked),
     /// reconnected with back-off when it ends or fails.
     Http {
@@ -54,14 +59,142 @@ pub(crate) enum Endpoint {
     },
 }
 
+/// An `srt://` input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SrtEndpoint {
+    /// Listener (waits for a caller) or caller (connects).
+    pub(crate) listener: bool,
+    /// Host to call, or address to listen on (`None`: every address, IPv6 and IPv4).
+    pub(crate) host: Option<String>,
+    /// Port.
+    pub(crate) port: u16,
+    /// `latency`: the receiver's buffer, milliseconds (default 120).
+    pub(crate) latency_ms: u32,
+    /// `passphrase` (10..=79 bytes): AES encryption.
+    pub(crate) passphrase: Option<String>,
+    /// `pbkeylen`: 16, 24 or 32 (default 16; needs a passphrase).
+    pub(crate) key_len: u8,
+    /// `streamid`.
+    pub(crate) stream_id: Option<String>,
+}
+
 impl Endpoint {
     /// The multicast group or local address of a datagram input.
     pub(crate) fn addr(&self) -> Option<SocketAddr> {
         match self {
             Endpoint::Datagram { addr, .. } => Some(*addr),
-            Endpoint::Http { .. } => None,
+            Endpoint::Http { .. } | Endpoint::Srt(_) => None,
         }
     }
+}
+
+/// Parses `srt://…` (what follows `srt://`).
+fn parse_srt(url: &str, rest: &str) -> Result<SrtEndpoint, String> {
+    let shown = url.escape_debug();
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    let bad = |why: &str| format!("invalid url `{shown}`: {why}");
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
+        h.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| bad("not an IPv6 address in brackets"))?;
+        let p = after
+            .strip_prefix(':')
+            .ok_or_else(|| bad("a port is required"))?;
+        (Some(h.to_owned()), p)
+    } else {
+        let (h, p) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| bad("a port is required (srt://host:port)"))?;
+        ((!h.is_empty()).then(|| h.to_owned()), p)
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| bad("the port must be 1..=65535"))?;
+    let mut e = SrtEndpoint {
+        listener: host.is_none(),
+        host,
+        port,
+        latency_ms: 120,
+        passphrase: None,
+        key_len: 16,
+        stream_id: None,
+    };
+    let mut key_len = None;
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let v = percent_decode(v).ok_or_else(|| bad(&format!("bad %-escape in `{k}`")))?;
+        match k {
+            "mode" => {
+                e.listener = match v.as_str() {
+                    "listener" | "server" => true,
+                    "caller" | "client" => false,
+                    other => {
+                        return Err(bad(&format!(
+                            "mode `{other}` is not supported (caller or listener)"
+                        )))
+                    }
+                }
+            }
+            "latency" => {
+                e.latency_ms = v
+                    .parse()
+                    .ok()
+                    .filter(|l| *l <= 60_000)
+                    .ok_or_else(|| bad("latency is milliseconds, 0..=60000"))?
+            }
+            "passphrase" => {
+                if !(10..=79).contains(&v.len()) {
+                    return Err(bad("the passphrase must be 10 to 79 bytes"));
+                }
+                e.passphrase = Some(v);
+            }
+            "pbkeylen" => {
+                key_len = Some(match v.as_str() {
+                    "16" => 16,
+                    "24" => 24,
+                    "32" => 32,
+                    _ => return Err(bad("pbkeylen must be 16, 24 or 32")),
+                })
+            }
+            "streamid" => e.stream_id = Some(v),
+            other => {
+                return Err(bad(&format!(
+                "unsupported parameter `{other}` (mode, latency, passphrase, pbkeylen, streamid)"
+            )))
+            }
+        }
+    }
+    if let Some(k) = key_len {
+        if e.passphrase.is_none() {
+            return Err(bad("pbkeylen needs a passphrase"));
+        }
+        e.key_len = k;
+    }
+    if !e.listener && e.host.is_none() {
+        return Err(bad("a caller needs a host to call"));
+    }
+    Ok(e)
+}
+
+/// `%XX` escapes decoded; `None` for a bad one.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl std::fmt::Display for Endpoint {
@@ -69,6 +202,15 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Datagram { rtp, addr } => {
                 write!(f, "{}://{addr}", if *rtp { "rtp" } else { "udp" })
+            }
+            Endpoint::Srt(e) => {
+                let host = e.host.as_deref().unwrap_or("");
+                let mode = if e.listener { "listener" } else { "caller" };
+                if host.contains(':') {
+                    write!(f, "srt://[{host}]:{}?mode={mode}", e.port)
+                } else {
+                    write!(f, "srt://{host}:{}?mode={mode}", e.port)
+                }
             }
             Endpoint::Http { host, port, path } => {
                 if host.contains(':') {
@@ -82,7 +224,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// Parses an input's `url`.
-fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
+pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
     let lower = url.to_ascii_lowercase();
     if let Some(rest) = lower.strip_prefix("http://").map(|_| &url[7..]) {
         let (authority, path) = match rest.find('/') {
@@ -122,9 +264,12 @@ fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
             path: path.to_owned(),
         });
     }
-    if lower.starts_with("srt://") || lower.starts_with("https://") {
+    if lower.starts_with("srt://") {
+        return parse_srt(url, &url[6..]).map(Endpoint::Srt);
+    }
+    if lower.starts_with("https://") {
         return Err(format!(
-            "`{}`: SRT and HTTPS inputs are not supported yet, only udp://, rtp:// and http://",
+            "`{}`: HTTPS inputs are not supported yet (udp://, rtp://, srt:// and http:// are)",
             url.escape_debug()
         ));
     }
@@ -258,7 +403,7 @@ fn input(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Option<Input
     let service_id = raw
         .service_id
         .and_then(|v| diag.ranged(format!("{path}.service_id"), v, 1u16..=65535));
-    if matches!(endpoint, Some(Endpoint::Http { .. })) {
+    if matches!(endpoint, Some(Endpoint::Http { .. } | Endpoint::Srt(_))) {
         for (key, set) in [
             ("interface", raw.interface.is_some()),
             ("source", raw.source.is_some()),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::channel::SiConfig;
+use super::input::parse_endpoint;
 use super::*;
 
 const EXAMPLE: &str = include_str!("../../../fixtures/configs/example.toml");
@@ -875,10 +876,12 @@ fn live_inputs_and_failover() {
         [[channel.input]]\nname = \"backup\"\nurl = \"udp://[ff15::1:2]:5000\"\ninterface = \"eth1\"\n\
         [[channel.input]]\nname = \"unicast\"\nurl = \"udp://[::]:6000\"\n\
         [[channel.input]]\nname = \"pull\"\nurl = \"http://encoder.example:8000/live/news.ts?q=1\"\n\
-        [[channel.input]]\nname = \"pull6\"\nurl = \"http://[::1]\"\n";
+        [[channel.input]]\nname = \"pull6\"\nurl = \"http://[::1]\"\n\
+        [[channel.input]]\nname = \"srt-l\"\nurl = \"srt://[::1]:9000?mode=listener&passphrase=a%20passphrase&pbkeylen=32&latency=200&streamid=%23!::r=live\"\n\
+        [[channel.input]]\nname = \"srt-c\"\nurl = \"srt://encoder.example:9001\"\n";
     let config = parse(text, Path::new("/etc/headend"), "test.toml").unwrap();
     let ch = &config.channels[0];
-    assert_eq!(ch.inputs.len(), 5);
+    assert_eq!(ch.inputs.len(), 7);
     assert_eq!(
         ch.inputs[0].endpoint,
         Endpoint::Datagram {
@@ -899,6 +902,45 @@ fn live_inputs_and_failover() {
         }
     );
     assert_eq!(ch.inputs[4].endpoint.to_string(), "http://[::1]:80/");
+    assert_eq!(
+        ch.inputs[5].endpoint,
+        Endpoint::Srt(SrtEndpoint {
+            listener: true,
+            host: Some("::1".into()),
+            port: 9000,
+            latency_ms: 200,
+            passphrase: Some("a passphrase".into()),
+            key_len: 32,
+            stream_id: Some("#!::r=live".into()),
+        })
+    );
+    assert_eq!(
+        ch.inputs[6].endpoint,
+        Endpoint::Srt(SrtEndpoint {
+            listener: false,
+            host: Some("encoder.example".into()),
+            port: 9001,
+            latency_ms: 120,
+            passphrase: None,
+            key_len: 16,
+            stream_id: None,
+        })
+    );
+    for (url, why) in [
+        ("srt://:9000?mode=caller", "a caller needs a host to call"),
+        ("srt://h:9000?pbkeylen=24", "pbkeylen needs a passphrase"),
+        ("srt://h:9000?passphrase=short", "10 to 79 bytes"),
+        ("srt://h:9000?latency=x", "latency is milliseconds"),
+        (
+            "srt://h:9000?payload_size=1316",
+            "unsupported parameter `payload_size`",
+        ),
+        ("srt://h", "a port is required"),
+        ("https://h/x.ts", "HTTPS inputs are not supported yet"),
+    ] {
+        let e = parse_endpoint(url).expect_err(url);
+        assert!(e.contains(why), "{url}: {e}");
+    }
     assert_eq!(ch.failover.loss_timeout, Duration::from_millis(150));
     assert_eq!(ch.failover.restore_after, Duration::from_secs(30));
     assert_eq!(ch.failover.lead, Duration::from_millis(300));
@@ -907,7 +949,7 @@ fn live_inputs_and_failover() {
 
     let errors = errors_of_output(
         "[channel.failover]\nloss_timeout = \"5ms\"\nbogus = 1\n\
-         [[channel.input]]\nname = \"m\"\nurl = \"srt://[::1]:9000?mode=listener\"\n\
+         [[channel.input]]\nname = \"m\"\nurl = \"srt://[::1]:9000?mode=rendezvous\"\n\
          [[channel.input]]\nname = \"m\"\nurl = \"udp://[ff15::1]:5000\"\n\
          [[channel.input]]\nname = \"Bad Name\"\nurl = \"udp://239.1.1.1:5000\"\nsource = \"ff15::1\"\n\
          [[channel.input]]\nname = \"u\"\nurl = \"udp://127.0.0.1:5000\"\nsource = \"10.0.0.1\"\n\
@@ -916,7 +958,7 @@ fn live_inputs_and_failover() {
     let joined = errors.join("\n");
     for want in [
         "channel[0].failover: unknown field `bogus`",
-        "channel[0].input[0].url: `srt://[::1]:9000?mode=listener`: SRT and HTTPS inputs are not supported yet",
+        "channel[0].input[0].url: invalid url `srt://[::1]:9000?mode=rendezvous`: mode `rendezvous` is not supported (caller or listener)",
         "channel[0].input[1].interface: required to join the IPv6 group ff15::1",
         "channel[0].input[1].name: input `m` is named twice",
         "channel[0].input[2].name: invalid id `Bad Name`",

@@ -859,6 +859,7 @@ impl Relay {
                         rtp_duplicates: s.rtp.duplicates,
                         foreign_datagrams: s.foreign,
                         overflow_bytes: s.overflow,
+                        refused_connections: s.refused,
                         error: s.error,
                     }
                 })

@@ -191,9 +191,10 @@ fn truncate(s: &str) -> String {
     s.chars().take(60).collect()
 }
 
-/// Hands the feed whole packets, aligned on their sync bytes.
+/// Hands the feed whole packets, aligned on their sync bytes, from a byte stream cut
+/// anywhere (HTTP reads, SRT messages of 1456 bytes).
 #[derive(Default)]
-struct Align {
+pub(super) struct Align {
     carry: BytesMut,
     /// Bytes seen before the first packet, to tell a transport stream from anything else.
     seen: u64,
@@ -201,7 +202,7 @@ struct Align {
 }
 
 impl Align {
-    fn push(&mut self, feed: &LiveFeed, data: &[u8]) -> Result<(), String> {
+    pub(super) fn push(&mut self, feed: &LiveFeed, data: &[u8]) -> Result<(), String> {
         self.carry.extend_from_slice(data);
         loop {
             // Find sync: a sync byte with another one packet later (or at the end).

@@ -54,6 +54,8 @@ pub(crate) struct FeedStatus {
     pub(crate) foreign: u64,
     /// Bytes dropped because the splicer did not take them in time.
     pub(crate) overflow: u64,
+    /// Connections refused (an SRT caller with the wrong passphrase).
+    pub(crate) refused: u64,
     /// The socket failed (it is retried every second).
     pub(crate) error: Option<String>,
 }
@@ -73,6 +75,7 @@ struct Inner {
     rtp_recent: VecDeque<u64>,
     foreign: u64,
     overflow: u64,
+    refused: u64,
     error: Option<String>,
 }
 
@@ -108,6 +111,7 @@ impl LiveFeed {
                 rtp_recent: VecDeque::new(),
                 foreign: 0,
                 overflow: 0,
+                refused: 0,
                 error: None,
             }),
         }
@@ -144,6 +148,7 @@ impl LiveFeed {
             rtp: g.rtp,
             foreign: g.foreign,
             overflow: g.overflow,
+            refused: g.refused,
             error: g.error.clone(),
         }
     }
@@ -229,6 +234,18 @@ impl LiveFeed {
         let mut g = self.lock();
         g.foreign += 1;
         g.analyser.push(now, data);
+    }
+
+    /// A caller was refused (SRT): counted, and logged the first time.
+    pub(super) fn refused(&self, why: &str) {
+        let first = {
+            let mut g = self.lock();
+            g.refused += 1;
+            g.refused == 1
+        };
+        if first {
+            tracing::warn!(input = %self.name, reason = %why, "connection refused (further refusals are counted, not logged)");
+        }
     }
 
     /// Whole packets of a stream input (HTTP) arrived now.
@@ -360,11 +377,20 @@ impl LiveSet {
         })
     }
 
-    /// Stops the receiving threads.
+    /// Stops the receiving threads: each sees the flag within about 100 ms; one still busy
+    /// after 2 s (a library call that does not return) is left to end with the process.
     pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_secs(2);
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!(thread = ?t.thread().name(), "input thread did not stop; left behind");
+            }
         }
     }
 }
@@ -379,6 +405,7 @@ impl Drop for LiveSet {
 fn receive(feed: &LiveFeed, cfg: &InputConfig, stop: &AtomicBool) {
     match &cfg.endpoint {
         Endpoint::Datagram { rtp, addr } => receive_datagrams(feed, cfg, *rtp, *addr, stop),
+        Endpoint::Srt(e) => super::srt_in::receive(feed, &cfg.name, e, stop),
         Endpoint::Http { host, port, path } => {
             tracing::info!(input = %cfg.name, url = %cfg.endpoint, "pulling");
             super::http_pull::pull(feed, &cfg.name, host, *port, path, stop);

@@ -4,3 +4,4 @@ pub(crate) mod file;
 pub(crate) mod http_pull;
 pub(crate) mod live;
 pub(crate) mod probe;
+pub(crate) mod srt_in;

@@ -3,11 +3,14 @@
 //! Sans-IO: [`Failover::update`] takes the inputs' verdicts and the time, and says when to
 //! switch and why. An input on air that turns bad is left at once for the first good one in
 //! priority order (or the playlist); an input better placed than the one on air is taken back
-//! only once it has been good for `restore_after`; from the playlist any good input is taken
-//! at once. An operator can switch to an input and lock it there (it stays on air whatever
+//! only once it has been good for `restore_after`; from the playlist the first input good
+//! for a second ([`SETTLE_NS`]) is taken. An operator can switch to an input and lock it there (it stays on air whatever
 //! its verdict), and unlock it.
 
 use playout::analyse::Health;
+
+/// How long an input must have been good before the channel leaves its playlist for it.
+pub(crate) const SETTLE_NS: u64 = 1_000_000_000;
 
 /// What a channel is relaying.
 pub(crate) type Source = Option<usize>;
@@ -96,9 +99,13 @@ impl Failover {
         }
         let good = |i: usize| self.good_since.get(i).copied().flatten();
         let first_good = (0..self.good_since.len()).find(|&i| good(i).is_some());
+        // Good long enough to leave the playlist for: an input that drops out now and then
+        // (a bursty sender) is not put back on air at every burst.
+        let settled = (0..self.good_since.len())
+            .find(|&i| good(i).is_some_and(|t| now.saturating_sub(t) >= SETTLE_NS));
         let to = match self.active {
-            // On the playlist: any good input at once.
-            None => first_good?,
+            // On the playlist: the first input good for `SETTLE_NS`.
+            None => settled?,
             Some(a) if good(a).is_none() => {
                 // The input on air failed: the first good one, else the playlist.
                 let cause = match health.get(a) {
@@ -156,9 +163,11 @@ mod tests {
     fn main_backup_slate_and_back() {
         let g = Health::Good;
         let mut f = Failover::new(2, 10 * S);
-        // Starting: the playlist; the backup is good first and goes on air at once.
+        // Starting: the playlist; the backup is good first and goes on air once it has been
+        // for a second.
         assert_eq!(f.update(0, &[Health::Starting, Health::Starting]), None);
-        let s = f.update(S / 2, &[Health::Starting, g.clone()]).unwrap();
+        assert_eq!(f.update(S / 2, &[Health::Starting, g.clone()]), None);
+        let s = f.update(3 * S / 2, &[Health::Starting, g.clone()]).unwrap();
         assert_eq!((s.from, s.to), (None, Some(1)));
         // The main turns good: back to it only after 10 s.
         assert_eq!(f.update(S, &[g.clone(), g.clone()]), None);
@@ -174,7 +183,8 @@ mod tests {
         let s = f.update(13 * S, &[bad(), bad()]).unwrap();
         assert_eq!((s.from, s.to), (Some(1), None));
         // A blip of the main resets its clean time.
-        assert!(f.update(14 * S, &[g.clone(), bad()]).is_some());
+        assert_eq!(f.update(S * 27 / 2, &[g.clone(), bad()]), None);
+        assert!(f.update(14 * S + S / 2, &[g.clone(), bad()]).is_some());
         assert_eq!(f.active(), Some(0));
         assert!(f.update(15 * S, &[bad(), g.clone()]).is_some());
         assert_eq!(f.active(), Some(1));
@@ -190,14 +200,15 @@ mod tests {
         let g = Health::Good;
         let mut f = Failover::new(2, 10 * S);
         f.update(0, &[g.clone(), g.clone()]);
+        f.update(S, &[g.clone(), g.clone()]);
         assert_eq!(f.active(), Some(0));
         f.manual(Some(1), true);
-        let s = f.update(S, &[g.clone(), bad()]).unwrap();
+        let s = f.update(2 * S, &[g.clone(), bad()]).unwrap();
         assert_eq!((s.from, s.to), (Some(0), Some(1)));
-        assert_eq!(f.update(2 * S, &[g.clone(), bad()]), None);
+        assert_eq!(f.update(3 * S, &[g.clone(), bad()]), None);
         assert!(f.locked());
         f.unlock();
-        let s = f.update(3 * S, &[g.clone(), bad()]).unwrap();
+        let s = f.update(4 * S, &[g.clone(), bad()]).unwrap();
         assert_eq!((s.from, s.to), (Some(1), Some(0)));
     }
 }
