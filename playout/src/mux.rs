@@ -264,6 +264,11 @@ impl Mux {
         self.slot_time(self.slot)
     }
 
+    /// Program `i`'s splicer.
+    pub fn program(&self, i: usize) -> &Splicer {
+        &self.programs[i].splicer
+    }
+
     /// The splicer of program `i`.
     pub fn program_mut(&mut self, i: usize) -> &mut Splicer {
         &mut self.programs[i].splicer

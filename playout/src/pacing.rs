@@ -66,6 +66,8 @@ pub struct Pacer {
     base: u64,
     /// The next datagram to release.
     next: u64,
+    /// The rate's offset from nominal, parts per billion ([`Pacer::set_rate_ppb`]).
+    ppb: i64,
     stats: PacerStats,
 }
 
@@ -82,8 +84,32 @@ impl Pacer {
             origin_ns: start_ns,
             base: 0,
             next: 0,
+            ppb: 0,
             stats: PacerStats::default(),
         }
+    }
+
+    /// Runs the stream `ppb` parts per billion faster than nominal (negative: slower) from
+    /// the next datagram on: to lock the output clock (which the PCR carries) to a live
+    /// source's ([`Steer`]). Datagrams already due keep their times.
+    pub fn set_rate_ppb(&mut self, ppb: i64) {
+        let ppb = ppb.clamp(-1_000_000, 1_000_000);
+        if ppb == self.ppb {
+            return;
+        }
+        self.origin_ns = self.due(self.next);
+        self.base = self.next;
+        self.ppb = ppb;
+    }
+
+    /// The rate's offset from nominal, parts per billion.
+    pub fn rate_ppb(&self) -> i64 {
+        self.ppb
+    }
+
+    /// Bits per second times 10^9, at the steered rate.
+    fn rate_x1e9(&self) -> u128 {
+        u128::from(self.cfg.muxrate_bps) * (1_000_000_000i128 + i128::from(self.ppb)) as u128
     }
 
     /// The configuration.
@@ -105,7 +131,7 @@ impl Pacer {
     /// accumulates, whatever `k`.
     pub fn due(&self, k: u64) -> u64 {
         let n = u128::from(k.saturating_sub(self.base)) * u128::from(self.cfg.datagram_bits());
-        let ns = (n * 1_000_000_000).div_ceil(u128::from(self.cfg.muxrate_bps));
+        let ns = (n * 1_000_000_000 * 1_000_000_000).div_ceil(self.rate_x1e9());
         self.origin_ns + ns as u64
     }
 
@@ -135,8 +161,9 @@ impl Pacer {
         // Datagrams j with due(j) <= now: j - base <= (now - origin) * rate / bits.
         let elapsed = u128::from(now_ns - self.origin_ns);
         let last = self.base
-            + (elapsed * u128::from(self.cfg.muxrate_bps)
-                / (u128::from(self.cfg.datagram_bits()) * 1_000_000_000)) as u64;
+            + (elapsed * self.rate_x1e9()
+                / (u128::from(self.cfg.datagram_bits()) * 1_000_000_000 * 1_000_000_000))
+                as u64;
         let n = (last + 1).saturating_sub(self.next);
         self.next += n;
         self.stats.datagrams += n;
@@ -144,9 +171,131 @@ impl Pacer {
     }
 }
 
+/// Locks a relay's output clock to its live source: from how far ahead of sending the newest
+/// live data is (its lead), the pacer's rate offset, so a source up to ±30 ppm off nominal
+/// neither fills the buffer nor drains it, for days.
+///
+/// Sans-IO: [`Steer::update`] takes the time and the measured lead (`None` while nothing live
+/// is on air: the rate returns to nominal) and gives the rate in parts per billion. A PI loop
+/// on the lead error (measurements smoothed over ~10 s) whose output is clamped to ±30 ppm and
+/// moves at most 0.075 Hz/s on the 27 MHz clock (ISO/IEC 13818-1 §2.4.2.1: 2.78 ppb/s), so the
+/// output PCR stays within the standard's frequency and slew limits. A 30 ppm step takes the
+/// loop about three hours to follow at that slew; the lead's excursion meanwhile is about
+/// 0.2 s, which the relay's lead absorbs.
+#[derive(Clone, Debug)]
+pub struct Steer {
+    target_s: f64,
+    ppb: f64,
+    integral: f64,
+    smoothed: Option<f64>,
+    last_s: Option<f64>,
+}
+
+impl Steer {
+    /// Output clock frequency limit, ppb (±30 ppm).
+    pub const MAX_PPB: f64 = 30_000.0;
+    /// Slew limit, ppb per second (0.075 Hz/s at 27 MHz).
+    pub const SLEW_PPB_PER_S: f64 = 0.075 / 27.0e6 * 1e9;
+    /// Proportional gain, ppb per second of lead error.
+    const KP: f64 = 667_000.0;
+    /// Integral gain, ppb per second² of lead error.
+    const KI: f64 = 111.0;
+    /// Smoothing of the measured lead (s).
+    const TAU_S: f64 = 10.0;
+
+    /// A loop holding the lead at `target_s` seconds.
+    pub fn new(target_s: f64) -> Steer {
+        Steer {
+            target_s,
+            ppb: 0.0,
+            integral: 0.0,
+            smoothed: None,
+            last_s: None,
+        }
+    }
+
+    /// The rate offset now (ppb).
+    pub fn ppb(&self) -> i64 {
+        self.ppb.round() as i64
+    }
+
+    /// At `now_s` (seconds, monotonic), with the lead measured now (`None`: nothing live on
+    /// air): the rate offset to run at (ppb).
+    pub fn update(&mut self, now_s: f64, lead_s: Option<f64>) -> i64 {
+        let dt = self.last_s.map_or(0.0, |t| (now_s - t).max(0.0));
+        self.last_s = Some(now_s);
+        let want = match lead_s {
+            Some(lead) => {
+                let a = if dt > 0.0 {
+                    (dt / Self::TAU_S).min(1.0)
+                } else {
+                    1.0
+                };
+                let s = self.smoothed.map_or(lead, |m| m + a * (lead - m));
+                self.smoothed = Some(s);
+                let e = s - self.target_s;
+                // The integral stops growing against the clamp (anti-windup).
+                let out = Self::KP * e + Self::KI * (self.integral + e * dt);
+                if out.abs() < Self::MAX_PPB || out.signum() != e.signum() {
+                    self.integral += e * dt;
+                }
+                (Self::KP * e + Self::KI * self.integral).clamp(-Self::MAX_PPB, Self::MAX_PPB)
+            }
+            None => {
+                self.smoothed = None;
+                self.integral = 0.0;
+                0.0
+            }
+        };
+        let step = Self::SLEW_PPB_PER_S * dt;
+        self.ppb += (want - self.ppb).clamp(-step, step);
+        self.ppb()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A day of a relay whose source is `src_ppb` off, its lead measured each second with
+    /// ±20 ms of jitter: the lead stays within `within` s of its target, the rate within ±30
+    /// ppm, and it never moves faster than the slew limit. Returns the rate at the end.
+    fn day(src_ppb: f64, within: f64) -> f64 {
+        let target = 0.3;
+        let mut steer = Steer::new(target);
+        let mut lead = target;
+        let mut x = 0x2545_F491u32;
+        let mut last = 0.0;
+        for t in 0..86_400 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let jitter = (f64::from(x % 41) - 20.0) / 1000.0;
+            let ppb = steer.update(f64::from(t), Some(lead + jitter)) as f64;
+            assert!(ppb.abs() <= Steer::MAX_PPB, "{ppb} ppb at {t} s");
+            assert!(
+                (ppb - last).abs() <= Steer::SLEW_PPB_PER_S + 1.0,
+                "slew {} ppb/s at {t} s",
+                ppb - last
+            );
+            last = ppb;
+            // The source adds its rate, the output takes away its own.
+            lead += (src_ppb - ppb) * 1e-9;
+            assert!(
+                (lead - target).abs() <= within,
+                "lead {lead:.3} s at {t} s (source {src_ppb} ppb)"
+            );
+        }
+        last
+    }
+
+    #[test]
+    fn a_drifting_source_is_followed_for_a_day() {
+        for src in [30_000.0, -30_000.0, 12_345.0, 0.0] {
+            let end = day(src, 0.25);
+            assert!((end - src).abs() < 1_000.0, "{src}: ends at {end} ppb");
+        }
+    }
 
     #[test]
     fn releases_on_the_due_times() {

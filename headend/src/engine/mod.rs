@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use epg::eit_cache::Built;
 use playout::analyse::Health;
-use playout::pacing::{Pacer, PacerConfig};
+use playout::pacing::{Pacer, PacerConfig, Steer};
 use playout::splice::IoRequest;
 use playout::ts::PACKET_SIZE;
 
@@ -158,6 +158,8 @@ impl Engine {
                     set,
                     waiting: None,
                     ending: false,
+                    steer: (!spec.mpts).then(|| Steer::new(ch.failover.lead.as_secs_f64())),
+                    next_steer: 0,
                     next_check: 0,
                 });
             }
@@ -332,12 +334,18 @@ struct Relay {
     waiting: Option<(usize, usize)>,
     /// The input on air is being left: its next read ends it.
     ending: bool,
+    /// Locks the station's output clock to the live source on air (a channel on its own).
+    steer: Option<Steer>,
+    /// When the steering is next updated (feed clock, ns).
+    next_steer: u64,
     /// When the verdicts are next looked at (feed clock, ns).
     next_check: u64,
 }
 
 /// How often a relay looks at its inputs' verdicts.
 const RELAY_CHECK_NS: u64 = 10_000_000;
+/// How often a relay's clock steering is updated.
+const STEER_NS: u64 = 100_000_000;
 
 struct IoJob {
     shard: usize,
@@ -625,6 +633,18 @@ impl Live {
                     }
                 }
             }
+            if now >= r.next_steer {
+                r.next_steer = now + STEER_NS;
+                if let Some(steer) = r.steer.as_mut() {
+                    let mux = self.st.mux();
+                    let lead = r.failover.active().and_then(|_| {
+                        let until = mux.program(r.program).queued_until()?;
+                        Some((until as f64 - mux.now() as f64) / 27e6)
+                    });
+                    let ppb = steer.update(now as f64 / 1e9, lead);
+                    self.pacer.set_rate_ppb(ppb);
+                }
+            }
             if let Some((item, input)) = r.waiting {
                 let data = r.set.feeds[input].take();
                 if !data.is_empty() {
@@ -835,6 +855,7 @@ impl Relay {
                 .and_then(|i| self.set.feeds.get(i))
                 .map(|f| f.name().to_owned()),
             locked: self.failover.locked(),
+            clock_ppb: self.steer.as_ref().map_or(0, Steer::ppb),
             inputs: self
                 .set
                 .feeds

@@ -749,6 +749,12 @@ impl Splicer {
         }
     }
 
+    /// When the last packet queued for the muxer is due (output time), if any is queued: for
+    /// a live input, how far ahead of sending its newest data is.
+    pub fn queued_until(&self) -> Option<Ticks27M> {
+        (!self.out.is_empty()).then_some(self.timeline.last_due)
+    }
+
     /// Packets (and PMT changes) queued for the muxer.
     pub fn queued(&self) -> usize {
         self.out.len()
