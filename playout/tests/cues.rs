@@ -468,3 +468,52 @@ fn a_seek_enters_where_the_offset_says() {
     let r = check(&out, &limits());
     assert!(r.violations(&limits()).is_empty(), "{r}");
 }
+
+/// A multi-programme input: `set_program` takes the programme asked for, not the first in
+/// its PAT. d.ts carries two (1: testsrc2 on video PID 0x100, 2: smptebars on 0x102); every
+/// video payload on the output is one of programme 2's.
+#[test]
+fn set_program_takes_that_programme_of_an_mpts() {
+    let d = fixture("d");
+    let payloads = |data: &[u8], pid: u16| -> std::collections::HashSet<Vec<u8>> {
+        data.chunks_exact(188)
+            .filter(|p| (u16::from(p[1] & 0x1F) << 8 | u16::from(p[2])) == pid && p[3] & 0x10 != 0)
+            .map(|p| {
+                let off = if p[3] & 0x20 != 0 {
+                    5 + usize::from(p[4])
+                } else {
+                    4
+                };
+                p[off.min(188)..].to_vec()
+            })
+            .filter(|pl| pl.len() > 20 && pl[..3] != [0, 0, 1])
+            .collect()
+    };
+    let (prog1, prog2) = (payloads(&d, 0x100), payloads(&d, 0x102));
+    let mut splicer = Splicer::new(SpliceConfig::new(1), 1);
+    splicer.set_program(0, 2);
+    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(4), MUXRATE);
+    let mut run = Offline::new(
+        Mux::new(MuxConfig::new(MUXRATE), vec![splicer]),
+        vec![MemorySource::new(vec![Some(d)])],
+        total,
+    );
+    let mut out = BytesMut::new();
+    while !run.done() {
+        run.step(&mut out, BATCH);
+        while run.mux().poll_event().is_some() {}
+    }
+    let got = payloads(&out, 0x100);
+    assert!(got.len() > 10, "{} video payloads", got.len());
+    let from2 = got.iter().filter(|p| prog2.contains(*p)).count();
+    // (A few payloads, static parts of the picture, are in both.)
+    let only1 = got
+        .iter()
+        .filter(|p| prog1.contains(*p) && !prog2.contains(*p))
+        .count();
+    assert!(
+        from2 == got.len() && only1 == 0,
+        "{} payloads: {from2} of programme 2, {only1} only of programme 1",
+        got.len()
+    );
+}

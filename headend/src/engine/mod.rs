@@ -138,10 +138,14 @@ impl Engine {
                 if ch.inputs.is_empty() {
                     continue;
                 }
-                let names: Vec<String> = ch.inputs.iter().map(|i| i.name.clone()).collect();
+                let inputs: Vec<(String, Option<u16>)> = ch
+                    .inputs
+                    .iter()
+                    .map(|i| (i.name.clone(), i.service_id))
+                    .collect();
                 st.add_live(
                     program,
-                    &names,
+                    &inputs,
                     ch.failover.lead.as_nanos() as u64 * 27 / 1000,
                 );
                 let set = LiveSet::start(&ch.id, &ch.inputs, &ch.failover, epoch).map_err(|e| {

@@ -288,20 +288,29 @@ impl Station {
         })
     }
 
-    /// Adds program `program`'s live inputs (names in priority order) to its playlist, each
-    /// held `lead` ahead of sending (see [`Splicer::set_live`]).
-    pub(crate) fn add_live(&mut self, program: usize, names: &[String], lead: Ticks27M) {
+    /// Adds program `program`'s live inputs (names in priority order, with the programme to
+    /// take from each) to its playlist, each held `lead` ahead of sending (see
+    /// [`Splicer::set_live`]).
+    pub(crate) fn add_live(
+        &mut self,
+        program: usize,
+        inputs: &[(String, Option<u16>)],
+        lead: Ticks27M,
+    ) {
         if program >= self.mux.programs() {
             return;
         }
         if self.live.len() <= program {
             self.live.resize(program + 1, Vec::new());
         }
-        for name in names {
+        for (name, service_id) in inputs {
             self.playlists[program].push(PathBuf::from(format!("live:{name}")));
             let s = self.mux.program_mut(program);
             let item = s.add_item();
             s.set_live(item, lead);
+            if let Some(id) = service_id {
+                s.set_program(item, *id);
+            }
             self.live[program].push(item);
         }
     }

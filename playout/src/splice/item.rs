@@ -67,6 +67,8 @@ pub(crate) struct CueParams {
     /// its data arrives in real time, so what follows needs this much lead to absorb the
     /// network's jitter). See [`crate::splice::Splicer::set_live`].
     pub(crate) min_lead: Ticks27M,
+    /// The programme to take from a multi-programme input (`None`: the first in its PAT).
+    pub(crate) program: Option<u16>,
 }
 
 /// An item cut at its cue's `until`: nothing presented from `pts_out` on is kept.
@@ -210,7 +212,7 @@ impl Item {
             demux: Demux::new(),
             st: State {
                 index,
-                program: None,
+                program: cue.program,
                 streams: Vec::new(),
                 slot: Box::new([NO_STREAM; 8192]),
                 pcr_pid: None,

@@ -339,6 +339,8 @@ pub struct Splicer {
     chosen: bool,
     /// Playlist entries that are live inputs, with their lead ([`Splicer::set_live`]).
     live: Vec<(usize, Ticks27M)>,
+    /// Playlist entries to take a given programme from ([`Splicer::set_program`]).
+    programs: Vec<(usize, u16)>,
     /// What the muxer has taken: for a pre-emption.
     emitted: preempt::Emitted,
 }
@@ -392,6 +394,7 @@ impl Splicer {
             current_cue: CueParams::default(),
             chosen: false,
             live: Vec::new(),
+            programs: Vec::new(),
             cfg,
         }
     }
@@ -427,6 +430,14 @@ impl Splicer {
     pub fn set_live(&mut self, item: usize, lead: Ticks27M) {
         self.live.retain(|(i, _)| *i != item);
         self.live.push((item, lead));
+    }
+
+    /// Takes programme `program_number` from playlist entry `item` (a multi-programme input)
+    /// instead of the first in its PAT. An entry without it never goes on air (for a file:
+    /// "no PMT for program N").
+    pub fn set_program(&mut self, item: usize, program_number: u16) {
+        self.programs.retain(|(i, _)| *i != item);
+        self.programs.push((item, program_number));
     }
 
     /// Cues queued and not yet started.
@@ -542,6 +553,7 @@ impl Splicer {
                     until: c.until,
                     cut_lead_90k: self.cues.front().map_or(0, |n| n.entry_delay_90k),
                     min_lead: 0,
+                    program: None,
                 };
                 Io::Open(c.item)
             }
@@ -636,6 +648,11 @@ impl Splicer {
             .iter()
             .find(|(i, _)| *i == item)
             .map_or(0, |(_, lead)| *lead);
+        cue.program = self
+            .programs
+            .iter()
+            .find(|(i, _)| *i == item)
+            .map(|(_, p)| *p);
         self.item = Some(Item::new(item, cue));
         self.io = Io::Read(item);
     }
