@@ -28,7 +28,7 @@ use crate::input::live::LiveSet;
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::router::{Control, InputAction, InputOrder, ScheduleSink};
 use crate::station::failover::Failover;
-use crate::station::{self, AirReport, Output, Station, StationSpec};
+use crate::station::{self, AirReport, Handover, Output, Station, StationSpec};
 use crate::status::{ClockMaps, InputStatus, OutputStatus, RelayStatus, StationStatus, Status};
 
 /// TS packets per datagram.
@@ -162,6 +162,7 @@ impl Engine {
                     set,
                     waiting: None,
                     ending: false,
+                    lead_ns: ch.failover.lead.as_nanos() as u64,
                     steer: (!spec.mpts).then(|| Steer::new(ch.failover.lead.as_secs_f64())),
                     next_steer: 0,
                     next_check: 0,
@@ -338,6 +339,8 @@ struct Relay {
     waiting: Option<(usize, usize)>,
     /// The input on air is being left: its next read ends it.
     ending: bool,
+    /// `[channel.failover] lead`, ns.
+    lead_ns: u64,
     /// Locks the station's output clock to the live source on air (a channel on its own).
     steer: Option<Steer>,
     /// When the steering is next updated (feed clock, ns).
@@ -619,21 +622,38 @@ impl Live {
                         local = %utc.with_timezone(&r.timezone).to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
                         "input switch"
                     );
-                    // Leaving an input: what it queued plays out (it is good, and covers
-                    // the new input's start), its reads end. Leaving the playlist (a file
-                    // read ahead): at once.
-                    let from_live = sw.from.is_some();
+                    // To an input: what is on air gives way where the new input's entry
+                    // point (its data kept from before, so already some way behind) still
+                    // leaves it its lead: no hole, and no delay added switch after switch.
+                    // From an input to the playlist: what it queued plays out (good content),
+                    // then its reads end.
+                    let how = match sw.to.and_then(|i| r.set.feeds.get(i)) {
+                        Some(f) => {
+                            let behind = f.entry_age_ns().unwrap_or(0);
+                            let ahead = r.lead_ns.saturating_sub(behind) * 27 / 1000;
+                            Handover::Cut(ahead)
+                        }
+                        None if sw.from.is_some() => Handover::Drain,
+                        None => Handover::Cut(0),
+                    };
                     if let Some(f) = sw.from.and_then(|i| r.set.feeds.get(i)) {
                         f.go_off_air();
                     }
-                    self.st.relay(r.program, sw.to, !from_live);
-                    if from_live {
-                        match r.waiting.take() {
-                            Some((item, _)) => self
-                                .st
-                                .handle_io(r.program, IoDone::Eof { item, error: None }),
-                            None => r.ending = true,
-                        }
+                    self.st.relay(r.program, sw.to, how);
+                    match (how, r.waiting.take()) {
+                        // The splicer gave the read up: answered empty, the new input opens.
+                        (Handover::Cut(_), Some((item, _))) => self.st.handle_io(
+                            r.program,
+                            IoDone::Data {
+                                item,
+                                data: Bytes::new(),
+                            },
+                        ),
+                        (Handover::Drain, Some((item, _))) => self
+                            .st
+                            .handle_io(r.program, IoDone::Eof { item, error: None }),
+                        (Handover::Drain, None) => r.ending = true,
+                        (Handover::Cut(_), None) => {}
                     }
                 }
             }

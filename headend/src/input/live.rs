@@ -153,6 +153,18 @@ impl LiveFeed {
         }
     }
 
+    /// How long ago the data from which [`LiveFeed::go_on_air`] would start arrived (its
+    /// last video random access point), if it kept any.
+    pub(crate) fn entry_age_ns(&self) -> Option<u64> {
+        let now = self.now();
+        let g = self.lock();
+        let video = video_pid(&g.analyser);
+        let i = video
+            .and_then(|v| g.ring.iter().rposition(|(_, d)| has_random_access(d, v)))
+            .unwrap_or(0);
+        g.ring.get(i).map(|(t, _)| now.saturating_sub(*t))
+    }
+
     /// Puts the feed on air: what the splicer gets first is the latest PAT and PMT and the
     /// kept data from its last random access point (a packet whose adaptation field says
     /// so), else all of it; then what arrives.
@@ -161,13 +173,7 @@ impl LiveFeed {
         g.on_air = true;
         g.pending.clear();
         g.pending_bytes = 0;
-        // Random access points of the video (audio frames are all flagged as such).
-        let video = g.analyser.pmt().and_then(|p| {
-            p.streams
-                .iter()
-                .find(|e| playout::es::Codec::of(e).class() == playout::es::StreamClass::Video)
-                .map(|e| e.pid.value())
-        });
+        let video = video_pid(&g.analyser);
         let start = video
             .and_then(|v| g.ring.iter().rposition(|(_, d)| has_random_access(d, v)))
             .unwrap_or(0);
@@ -316,6 +322,17 @@ impl LiveFeed {
         }
         true
     }
+}
+
+/// The programme's video PID, whose random access points a switch starts at (audio frames
+/// are all flagged as such).
+fn video_pid(a: &Analyser) -> Option<u16> {
+    a.pmt().and_then(|p| {
+        p.streams
+            .iter()
+            .find(|e| playout::es::Codec::of(e).class() == playout::es::StreamClass::Video)
+            .map(|e| e.pid.value())
+    })
 }
 
 fn pmt_pid_of(a: &Analyser) -> Option<u16> {

@@ -47,6 +47,15 @@ const SI_TICK: Ticks27M = Carousel::TICK;
 /// Packets [`Station::emit`] works on at a time: one UDP datagram.
 pub(crate) const EMIT_STEP: usize = 7;
 
+/// How a relay leaves what is on air ([`Station::relay`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handover {
+    /// On a clean boundary at least this far (27 MHz) from now.
+    Cut(Ticks27M),
+    /// After everything queued.
+    Drain,
+}
+
 /// What a station asks of its driver, or tells it.
 #[derive(Debug)]
 pub(crate) enum Output {
@@ -316,11 +325,12 @@ impl Station {
     }
 
     /// Program `program` relays its live input `input` (`None`: its playlist, from the
-    /// first file). `at_once`: what is on air gives way now, on a clean boundary (leaving a
-    /// file); otherwise after what is queued (leaving a live input, whose queued packets are
-    /// good and cover the new one's start: the driver ends the old input's reads). Under an
+    /// first file). `Cut(ahead)`: what is on air gives way on a clean boundary at least
+    /// `ahead` from now (leaving a file, or a live input for another whose entry point is
+    /// that far ahead of now); `Drain`: after all that is queued (leaving a live input for
+    /// the playlist: its queued packets are good; the driver ends its reads). Under an
     /// alert, that is what comes back when the alert ends.
-    pub(crate) fn relay(&mut self, program: usize, input: Option<usize>, at_once: bool) {
+    pub(crate) fn relay(&mut self, program: usize, input: Option<usize>, how: Handover) {
         let item = match input {
             Some(i) => match self.live.get(program).and_then(|l| l.get(i)) {
                 Some(item) => *item,
@@ -344,11 +354,12 @@ impl Station {
             tag: 0,
         };
         let s = self.mux.program_mut(program);
-        if at_once {
-            s.preempt(now, cue);
-        } else {
-            s.clear_cues();
-            s.push_cue(cue);
+        match how {
+            Handover::Cut(ahead) => s.preempt_at(now, now + ahead, cue),
+            Handover::Drain => {
+                s.clear_cues();
+                s.push_cue(cue);
+            }
         }
         self.collect();
     }

@@ -482,10 +482,18 @@ impl Splicer {
     /// and continuity counters running on, and a new PMT only if its streams differ. Its
     /// first packets can leave as soon as its file is read.
     pub fn preempt(&mut self, now: Ticks27M, cue: Cue) {
+        self.preempt_at(now, now, cue);
+    }
+
+    /// [`Splicer::preempt`], keeping what is on air until output time `at` at least: for a
+    /// live input whose entry point is that far ahead (its data kept from before), so the
+    /// switch neither leaves a hole nor adds to the relay's delay.
+    pub fn preempt_at(&mut self, now: Ticks27M, at: Ticks27M, cue: Cue) {
         if self.io == Io::Closed {
             return;
         }
-        let (pmt, end) = preempt::cut_queue(&mut self.out, &self.emitted, now, &mut self.timeline);
+        let (pmt, end) =
+            preempt::cut_queue(&mut self.out, &self.emitted, now, at, &mut self.timeline);
         self.pmt = pmt;
         if let Some(it) = self.item.take() {
             let presented_until = end.map_or(now, |e| (e.max(0) as u64).saturating_mul(300));

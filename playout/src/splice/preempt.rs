@@ -108,6 +108,7 @@ pub(crate) fn cut_queue(
     out: &mut VecDeque<Queued>,
     emitted: &Emitted,
     now: Ticks27M,
+    not_before: Ticks27M,
     timeline: &mut Timeline,
 ) -> (Pmt, Option<i64>) {
     // The cut: the first PES start of the anchor (the PCR PID in effect) presented after
@@ -126,7 +127,7 @@ pub(crate) fn cut_queue(
                         .iter()
                         .find(|k| k.pid == anchor)
                         .is_none_or(|k| t.0 > k.max_pts);
-                    if closed && p.due >= now.saturating_add(SLACK) {
+                    if closed && p.due >= now.saturating_add(SLACK).max(not_before) {
                         cut = Some((i, t.0));
                         break;
                     }
