@@ -848,3 +848,63 @@ fn srt_both_ways_with_libsrt_and_ffmpeg() {
         "logged once:\n{stderr}"
     );
 }
+
+/// A feed whose PIDs and codecs change mid-stream (an encoder reconfigured: AC-3 added, on
+/// the same timeline): the channel rejoins it and carries the new streams.
+#[test]
+fn a_feed_changing_its_pmt_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = paced(&source(dir.path(), "before", 14, false), 0x100);
+    let after = paced(&source(dir.path(), "after", 14, true), 0x100);
+    let port = free_udp_port();
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = rx.local_addr().unwrap().port();
+    let http = common::free_tcp_port();
+    let cfg = write_config(
+        dir.path(),
+        http,
+        &[live_channel(
+            "feed",
+            1,
+            "enc",
+            &format!("url = \"udp://127.0.0.1:{port}\""),
+            Some(out),
+        )],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let capture = receive_stamped(rx, stop.clone(), Duration::from_secs(60));
+    let mut daemon = Daemon::run(&cfg, "info");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    // The same timeline: datagram times from each source's own PCR; the change at 5 s.
+    let (mut i, mut j) = (0, 0);
+    while start.elapsed() < Duration::from_secs(11) {
+        let now = start.elapsed().as_nanos() as u64;
+        let switched = now >= 5_000_000_000;
+        while i < before.len() && before[i].0 <= now {
+            if !switched {
+                socket.send_to(&before[i].1, ("127.0.0.1", port)).unwrap();
+            }
+            i += 1;
+        }
+        while j < after.len() && after[j].0 <= now {
+            if switched {
+                socket.send_to(&after[j].1, ("127.0.0.1", port)).unwrap();
+            }
+            j += 1;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let (st, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(st.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let cap = capture.join().unwrap();
+    let order: String = sources(&cap).iter().map(|(_, c)| *c).collect();
+    assert!(
+        order.trim_start_matches('?').starts_with("smb"),
+        "slate, the feed, the feed with its new PMT: {order:?}\n{stderr}"
+    );
+    assert!(stderr.contains("PMT changed"), "{stderr}");
+    check_and_decode("live-pmt-change", &cap, dir.path());
+}

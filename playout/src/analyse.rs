@@ -176,6 +176,9 @@ pub struct AnalyserStats {
     pub scrambled: u64,
     /// PAT/PMT sections that failed to parse.
     pub psi_errors: u64,
+    /// Different PMTs of the programme seen (1 once it is known; more when the feed's PIDs
+    /// or codecs changed).
+    pub pmts: u64,
 }
 
 /// Buckets per window: counts age out a tenth of a window at a time.
@@ -211,6 +214,8 @@ struct Seen {
     program: Option<(u16, Pid)>,
     pmt: Option<Pmt>,
     last_pmt: Option<u64>,
+    /// When the programme's current PMT was first seen: its streams are expected from then.
+    pmt_since: Option<u64>,
     /// When each PID was last seen (only those of the programme matter).
     pid_seen: Vec<(Pid, u64)>,
     /// Last PCR on the PCR PID: (value in 27 MHz ticks, arrival).
@@ -232,6 +237,7 @@ impl Analyser {
                 program: None,
                 pmt: None,
                 last_pmt: None,
+                pmt_since: None,
                 pid_seen: Vec::new(),
                 last_pcr: None,
                 buckets: [Bucket::default(); BUCKETS],
@@ -329,6 +335,8 @@ impl Seen {
                     self.last_pmt = Some(now);
                     if self.pmt.as_ref() != Some(pmt) {
                         self.pmt = Some(pmt.clone());
+                        self.pmt_since = Some(now);
+                        self.stats.pmts += 1;
                     }
                 }
             }
@@ -455,8 +463,18 @@ impl Seen {
         if av.is_empty() {
             return Health::Bad(Fault::NoStreams { service_id });
         }
+        // A stream the PMT has just started listing has until `pid_timeout_ns` to arrive.
+        let since_pmt = self
+            .pmt_since
+            .map_or(since_first, |t| now.saturating_sub(t));
         for e in &av {
-            match missing(seen(e.pid), cfg.pid_timeout_ns) {
+            let seen_pid = seen(e.pid);
+            let verdict = match seen_pid {
+                Some(t) if now.saturating_sub(t) <= cfg.pid_timeout_ns => Some(false),
+                _ if since_pmt.min(since_first) <= cfg.pid_timeout_ns => None,
+                _ => Some(true),
+            };
+            match verdict {
                 Some(true) => {
                     return Health::Bad(Fault::MissingPid {
                         pid: e.pid,

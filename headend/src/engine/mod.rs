@@ -163,6 +163,7 @@ impl Engine {
                     waiting: None,
                     ending: false,
                     lead_ns: ch.failover.lead.as_nanos() as u64,
+                    on_air_pmts: None,
                     steer: (!spec.mpts).then(|| Steer::new(ch.failover.lead.as_secs_f64())),
                     next_steer: 0,
                     next_check: 0,
@@ -341,6 +342,9 @@ struct Relay {
     ending: bool,
     /// `[channel.failover] lead`, ns.
     lead_ns: u64,
+    /// The input on air and how many PMTs it had had when it went on air: a new one (its
+    /// PIDs or codecs changed) makes the channel rejoin it, so the new streams are carried.
+    on_air_pmts: Option<(usize, u64)>,
     /// Locks the station's output clock to the live source on air (a channel on its own).
     steer: Option<Steer>,
     /// When the steering is next updated (feed clock, ns).
@@ -607,7 +611,30 @@ impl Live {
             if now >= r.next_check {
                 r.next_check = now + RELAY_CHECK_NS;
                 let health: Vec<_> = r.set.feeds.iter().map(|f| f.health()).collect();
-                if let Some(sw) = r.failover.update(now, &health) {
+                let mut sw = r.failover.update(now, &health);
+                let active = r.failover.active();
+                let pmts = |i: usize| r.set.feeds.get(i).map_or(0, |f| f.status().stats.pmts);
+                let mut rejoin = false;
+                if let (true, Some(i), Some((j, seen))) = (sw.is_none(), active, r.on_air_pmts) {
+                    // Once a random access point under the new PMT has come.
+                    if i == j
+                        && pmts(i) != seen
+                        && r.set.feeds.get(i).is_some_and(|f| f.entry_after_pmt())
+                    {
+                        rejoin = true;
+                        sw = Some(crate::station::failover::Switch {
+                            from: Some(i),
+                            to: Some(i),
+                            cause: "the input's PMT changed: rejoined to carry its new streams"
+                                .to_owned(),
+                        });
+                    }
+                }
+                // What the input on air had when it went on air (or was rejoined).
+                if sw.is_some() || r.on_air_pmts.map(|(j, _)| j) != active || rejoin {
+                    r.on_air_pmts = active.map(|i| (i, pmts(i)));
+                }
+                if let Some(sw) = sw {
                     let name = |s: Option<usize>| {
                         s.and_then(|i| r.set.feeds.get(i))
                             .map_or_else(|| "playlist".to_owned(), |f| f.name().to_owned())

@@ -77,6 +77,8 @@ struct Inner {
     overflow: u64,
     refused: u64,
     error: Option<String>,
+    /// When the programme's current PMT first arrived.
+    pmt_at: u64,
 }
 
 /// One input, shared by its receiving thread and the engine.
@@ -113,6 +115,7 @@ impl LiveFeed {
                 overflow: 0,
                 refused: 0,
                 error: None,
+                pmt_at: 0,
             }),
         }
     }
@@ -163,6 +166,20 @@ impl LiveFeed {
             .and_then(|v| g.ring.iter().rposition(|(_, d)| has_random_access(d, v)))
             .unwrap_or(0);
         g.ring.get(i).map(|(t, _)| now.saturating_sub(*t))
+    }
+
+    /// Whether the feed's latest video random access point came after its current PMT (so a
+    /// switch to it now starts with that PMT's streams).
+    pub(crate) fn entry_after_pmt(&self) -> bool {
+        let g = self.lock();
+        let Some(video) = video_pid(&g.analyser) else {
+            return false;
+        };
+        g.ring
+            .iter()
+            .rev()
+            .find(|(_, d)| has_random_access(d, video))
+            .is_some_and(|(t, _)| *t >= g.pmt_at)
     }
 
     /// Puts the feed on air: what the splicer gets first is the latest PAT and PMT and the
@@ -262,7 +279,11 @@ impl LiveFeed {
     /// A datagram arrived at `now` (RTP header already taken off).
     fn arrived(&self, now: u64, data: Bytes) {
         let mut g = self.lock();
+        let pmts = g.analyser.stats().pmts;
         g.analyser.push(now, data.clone());
+        if g.analyser.stats().pmts != pmts {
+            g.pmt_at = now;
+        }
         g.ring.push_back((now, data.clone()));
         while g
             .ring

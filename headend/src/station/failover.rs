@@ -106,7 +106,9 @@ impl Failover {
         let to = match self.active {
             // On the playlist: the first input good for `SETTLE_NS`.
             None => settled?,
-            Some(a) if good(a).is_none() => {
+            // The input on air failed (one still starting, e.g. on a new PMT whose streams are
+            // not all there yet, keeps its place).
+            Some(a) if matches!(health.get(a), Some(Health::Bad(_)) | None) => {
                 // The input on air failed: the first good one, else the playlist.
                 let cause = match health.get(a) {
                     Some(Health::Bad(f)) => format!("input failed: {f}"),
