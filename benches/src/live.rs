@@ -118,3 +118,13 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+/// utime + stime of a process, seconds.
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // CLK_TCK is 100 on Linux
+}

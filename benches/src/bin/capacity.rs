@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use benches::live::{multicast_on_lo, recv_stamped, stamped_socket, Daemon};
+use benches::live::{cpu_seconds, multicast_on_lo, recv_stamped, stamped_socket, Daemon};
 use clap::Parser;
 
 const DATAGRAM: usize = 7 * 188;
@@ -110,16 +110,6 @@ fn write_config(path: &Path, args: &Args) -> anyhow::Result<()> {
         ));
     }
     std::fs::write(path, text).with_context(|| path.display().to_string())
-}
-
-/// utime + stime of a process, seconds.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').map_or("", |(_, s)| s);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    Ok(ticks / 100.0) // CLK_TCK is 100 on Linux
 }
 
 /// Udp6 receive-buffer drops so far (the receiver's losses, not the sender's).
