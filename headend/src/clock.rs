@@ -1,5 +1,6 @@
 //! Output time and UTC: each station's output clock (27 MHz, advanced by the packets it
-//! sends) starts at a UTC instant; the pacer's stalls push it back. The engine publishes the
+//! sends) starts at a UTC instant; the pacer's stalls push it back, and a relay's clock
+//! steering moves it either way. The engine publishes the
 //! map, the scheduler turns wall-clock times into output times with it, and the station
 //! turns output times back into UTC (EIT start times, TDT, alert reports).
 
@@ -13,15 +14,16 @@ pub(crate) struct ClockMap {
     pub(crate) utc_at_origin_ns: i64,
     /// The output clock at that instant (27 MHz).
     pub(crate) origin: Ticks27M,
-    /// Time the pacer has skipped since (stalls), ns.
-    pub(crate) skipped_ns: u64,
+    /// How much later than its nominal rate says the output runs since (ns): the time the
+    /// pacer skipped in stalls, plus or minus what a relay's clock steering moved it.
+    pub(crate) offset_ns: i64,
 }
 
 impl ClockMap {
     /// The output time at which UTC instant `u` leaves (presentation on a receiver locked to
     /// the output's PCR).
     pub(crate) fn output_time(&self, u: Utc) -> Ticks27M {
-        let ns = u.0 - self.utc_at_origin_ns - self.skipped_ns as i64;
+        let ns = u.0 - self.utc_at_origin_ns - self.offset_ns;
         let ticks = i128::from(ns.max(0)) * i128::from(SYSTEM_CLOCK_HZ) / 1_000_000_000;
         self.origin + ticks as u64
     }
@@ -30,6 +32,6 @@ impl ClockMap {
     /// [`ClockMap::output_time`].
     pub(crate) fn utc_ns(&self, t: Ticks27M) -> i64 {
         let d = i128::from(t) - i128::from(self.origin);
-        self.utc_at_origin_ns + (d * 1000 / 27) as i64 + self.skipped_ns as i64
+        self.utc_at_origin_ns + (d * 1000 / 27) as i64 + self.offset_ns
     }
 }

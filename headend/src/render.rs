@@ -108,7 +108,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
         let clock = ClockMap {
             utc_at_origin_ns: start_utc_ns,
             origin: spec.mux.clock_origin,
-            skipped_ns: 0,
+            offset_ns: 0,
         };
         for ch in spec.channels.iter().filter(|c| !c.inputs.is_empty()) {
             tracing::warn!(channel = %ch.id, "live inputs are not rendered: the render plays the channel's playlist in their place");

@@ -68,6 +68,9 @@ pub struct Pacer {
     next: u64,
     /// The rate's offset from nominal, parts per billion ([`Pacer::set_rate_ppb`]).
     ppb: i64,
+    /// How much later (ns; negative: earlier) than at the nominal rate the segments before
+    /// `base` ended, from steering.
+    steered_ns: i64,
     stats: PacerStats,
 }
 
@@ -85,6 +88,7 @@ impl Pacer {
             base: 0,
             next: 0,
             ppb: 0,
+            steered_ns: 0,
             stats: PacerStats::default(),
         }
     }
@@ -97,9 +101,26 @@ impl Pacer {
         if ppb == self.ppb {
             return;
         }
+        self.steered_ns += self.segment_drift_ns();
         self.origin_ns = self.due(self.next);
         self.base = self.next;
         self.ppb = ppb;
+    }
+
+    /// How much later (ns; negative: earlier) the next datagram leaves than it would have at
+    /// the nominal rate from the start: the time skipped in stalls, plus or minus what
+    /// steering ([`Pacer::set_rate_ppb`]) has moved it. What maps the output clock to the wall
+    /// clock.
+    pub fn offset_ns(&self) -> i64 {
+        self.stats.skipped_ns as i64 + self.steered_ns + self.segment_drift_ns()
+    }
+
+    /// The steering's drift over the current segment, up to the next datagram.
+    fn segment_drift_ns(&self) -> i64 {
+        let n = u128::from(self.next.saturating_sub(self.base)) * u128::from(self.cfg.datagram_bits());
+        let nominal = n * 1_000_000_000 / u128::from(self.cfg.muxrate_bps);
+        let steered = (self.due(self.next) - self.origin_ns) as u128;
+        steered as i64 - nominal as i64
     }
 
     /// The rate's offset from nominal, parts per billion.
@@ -149,6 +170,7 @@ impl Pacer {
         let late = now_ns - first_due;
         if late > self.cfg.max_behind_ns {
             // Too far behind to catch up without a flood: send one now and go on from here.
+            self.steered_ns += self.segment_drift_ns();
             self.stats.stalls += 1;
             self.stats.skipped_ns += late;
             self.origin_ns = now_ns;
@@ -287,6 +309,24 @@ mod tests {
             );
         }
         last
+    }
+
+    #[test]
+    fn a_steered_rate_moves_the_offset() {
+        // One datagram per ms nominal; 1000 ppm faster for 1000 datagrams: 1000 × (1 − 1/1.001)
+        // ms earlier, 0.999 ms.
+        let mut p = Pacer::new(PacerConfig::new(10_528_000), 0);
+        assert_eq!(p.poll_release(0), 1);
+        p.set_rate_ppb(1_000_000);
+        let mut t = 0;
+        while p.released() < 1001 {
+            t = p.poll_timeout();
+            p.poll_release(t);
+        }
+        assert_eq!(p.offset_ns(), -999_000);
+        p.set_rate_ppb(0);
+        assert_eq!(p.offset_ns(), -999_000);
+        assert!(t < 1_000_000_000);
     }
 
     #[test]

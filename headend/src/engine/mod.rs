@@ -121,7 +121,7 @@ impl Engine {
             let clock = ClockMap {
                 utc_at_origin_ns: utc_at_epoch_ns + (start_ns + stagger) as i64,
                 origin: spec.mux.clock_origin,
-                skipped_ns: 0,
+                offset_ns: 0,
             };
             maps.push(Some(clock));
             // When its output clock starts, in UTC: `headend render --start` with this instant
@@ -515,18 +515,18 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         if now >= next_status {
             next_status = now + 1_000_000_000;
             publish_status(&stations, &global, status);
-            let mut skips = Vec::new();
+            let mut offsets = Vec::new();
             for (l, &g) in stations.iter_mut().zip(&global) {
-                let skipped = l.pacer.stats().skipped_ns;
-                l.st.set_skipped_ns(skipped);
-                skips.push((g, skipped));
+                let offset = l.pacer.offset_ns();
+                l.st.set_offset_ns(offset);
+                offsets.push((g, offset));
             }
             links.maps.send_if_modified(|all| {
                 let mut changed = false;
-                for &(g, skipped) in &skips {
+                for &(g, offset) in &offsets {
                     if let Some(Some(m)) = all.get_mut(g) {
-                        changed |= m.skipped_ns != skipped;
-                        m.skipped_ns = skipped;
+                        changed |= m.offset_ns != offset;
+                        m.offset_ns = offset;
                     }
                 }
                 changed

@@ -214,9 +214,10 @@ impl Station {
         self.clock
     }
 
-    /// The pacer skipped output time (a stall): `skipped_ns` in all so far.
-    pub(crate) fn set_skipped_ns(&mut self, skipped_ns: u64) {
-        self.clock.skipped_ns = skipped_ns;
+    /// The output runs `offset_ns` later than its nominal rate says (the pacer's stalls and
+    /// clock steering, in all so far).
+    pub(crate) fn set_offset_ns(&mut self, offset_ns: i64) {
+        self.clock.offset_ns = offset_ns;
     }
 
     /// UTC (ns) of the output time now.
