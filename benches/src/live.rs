@@ -128,3 +128,90 @@ pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
     let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
     Ok(ticks / 100.0) // CLK_TCK is 100 on Linux
 }
+
+/// A synthetic live source for the benches, made by ffmpeg once.
+#[derive(Clone, Copy, Debug)]
+pub struct Synthetic {
+    /// Picture size, `WxH`.
+    pub size: &'static str,
+    /// Length, seconds.
+    pub secs: u64,
+    /// H.264 bitrate (an IDR every second), bit/s.
+    pub video_bps: u64,
+    /// The constant muxrate it is padded to, bit/s.
+    pub muxrate: u64,
+    /// An AC-3 track besides the AAC one.
+    pub ac3: bool,
+}
+
+/// `spec` as a transport stream under `dir` (made once, then read back).
+pub fn synthetic(dir: &Path, spec: Synthetic) -> anyhow::Result<Vec<u8>> {
+    let out = dir.join(format!(
+        "synthetic-{}-{}s-{}-{}{}.ts",
+        spec.size,
+        spec.secs,
+        spec.video_bps,
+        spec.muxrate,
+        if spec.ac3 { "-ac3" } else { "" }
+    ));
+    if !out.exists() {
+        eprintln!("making {}", out.display());
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!(
+                "testsrc2=size={}:rate=25:duration={}",
+                spec.size, spec.secs
+            ))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!(
+                "sine=frequency=440:sample_rate=48000:duration={}",
+                spec.secs
+            ))
+            .args(["-map", "0:v", "-map", "1:a"]);
+        if spec.ac3 {
+            cmd.args(["-map", "1:a", "-c:a:1", "ac3"]);
+        }
+        let v = spec.video_bps.to_string();
+        cmd.args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+        ])
+        .args([
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            &v,
+            "-maxrate",
+            &v,
+            "-bufsize",
+            &v,
+        ])
+        .args(["-c:a:0", "aac", "-f", "mpegts", "-muxrate"])
+        .arg(spec.muxrate.to_string())
+        .arg(&out);
+        if !cmd.status().context("ffmpeg")?.success() {
+            bail!("ffmpeg failed making {}", out.display());
+        }
+    }
+    Ok(std::fs::read(&out)?)
+}
+
+/// A CBR transport stream at `rate` bit/s (720p H.264 + AAC padded to the rate), 30 s long.
+pub fn cbr_source(dir: &Path, rate: u64) -> anyhow::Result<Vec<u8>> {
+    synthetic(
+        dir,
+        Synthetic {
+            size: "1280x720",
+            secs: 30,
+            video_bps: 5_000_000,
+            muxrate: rate,
+            ac3: false,
+        },
+    )
+}

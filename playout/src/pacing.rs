@@ -117,7 +117,8 @@ impl Pacer {
 
     /// The steering's drift over the current segment, up to the next datagram.
     fn segment_drift_ns(&self) -> i64 {
-        let n = u128::from(self.next.saturating_sub(self.base)) * u128::from(self.cfg.datagram_bits());
+        let n =
+            u128::from(self.next.saturating_sub(self.base)) * u128::from(self.cfg.datagram_bits());
         let nominal = n * 1_000_000_000 / u128::from(self.cfg.muxrate_bps);
         let steered = (self.due(self.next) - self.origin_ns) as u128;
         steered as i64 - nominal as i64

@@ -14,13 +14,11 @@
 use std::net::{Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
-use benches::live::{multicast_on_lo, recv_stamped, stamped_socket, Daemon};
+use benches::live::{multicast_on_lo, recv_stamped, stamped_socket, synthetic, Daemon, Synthetic};
 use clap::Parser;
 use playout::psi::{Pmt, SectionAssembler};
 use playout::ts::{Pid, TsPacket, PACKET_SIZE};
@@ -44,50 +42,6 @@ fn utc_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// A CBR source `secs` long (1.2 Mbit/s, IDR every second), made once.
-fn source(dir: &Path, name: &str, secs: u64, ac3: bool) -> anyhow::Result<Vec<u8>> {
-    let out = dir.join(format!("failover-{name}-{secs}s.ts"));
-    if !out.exists() {
-        eprintln!("making {}", out.display());
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg(format!("testsrc2=size=320x180:rate=25:duration={secs}"))
-            .args(["-f", "lavfi", "-i"])
-            .arg(format!(
-                "sine=frequency=440:sample_rate=48000:duration={secs}"
-            ))
-            .args(["-map", "0:v", "-map", "1:a"]);
-        if ac3 {
-            cmd.args(["-map", "1:a", "-c:a:1", "ac3"]);
-        }
-        cmd.args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-keyint_min",
-            "25",
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "600k",
-            "-c:a:0",
-            "aac",
-            "-f",
-            "mpegts",
-            "-muxrate",
-            "1200k",
-        ])
-        .arg(&out);
-        if !cmd.status().context("ffmpeg")?.success() {
-            bail!("ffmpeg failed making {}", out.display());
-        }
-    }
-    Ok(std::fs::read(&out)?)
 }
 
 /// Which source a PMT says is on air: 'b' (AC-3 listed), 'm' (H.264), else 's'.
@@ -115,8 +69,15 @@ fn main() -> anyhow::Result<()> {
     let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&bench)?;
     let secs = 5 + args.kills as u64 * 4;
-    let main = source(&bench, "main", secs, false)?;
-    let backup = source(&bench, "backup", secs, true)?;
+    let spec = |ac3| Synthetic {
+        size: "320x180",
+        secs,
+        video_bps: 600_000,
+        muxrate: 1_200_000,
+        ac3,
+    };
+    let main = synthetic(&bench, spec(false))?;
+    let backup = synthetic(&bench, spec(true))?;
     let (pm, pb) = (
         UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port(),
         UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port(),

@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use benches::live::{cpu_seconds, Daemon};
+use benches::live::{cbr_source, cpu_seconds, Daemon};
 use bytes::Bytes;
 use clap::Parser;
 use futures::SinkExt;
@@ -42,50 +41,11 @@ struct Args {
 
 const PASS: &str = "bench-passphrase-0123";
 
-fn source(dir: &Path, rate: u64) -> anyhow::Result<Vec<u8>> {
-    let out = dir.join(format!("srt-source-{rate}.ts"));
-    if !out.exists() {
-        eprintln!("making {}", out.display());
-        let ok = Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc2=size=1280x720:rate=25:duration=30")
-            .args(["-f", "lavfi", "-i", "sine=duration=30"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-b:v",
-                "5M",
-                "-maxrate",
-                "5M",
-                "-bufsize",
-                "5M",
-                "-c:a",
-                "aac",
-                "-f",
-                "mpegts",
-                "-muxrate",
-            ])
-            .arg(rate.to_string())
-            .arg(&out)
-            .status()
-            .context("ffmpeg")?
-            .success();
-        if !ok {
-            bail!("ffmpeg failed");
-        }
-    }
-    Ok(std::fs::read(&out)?)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&bench)?;
-    let data = Arc::new(source(&bench, args.rate)?);
+    let data = Arc::new(cbr_source(&bench, args.rate)?);
     let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
     let slate = media.join("c.ts").canonicalize()?;
     let http = std::net::TcpListener::bind("127.0.0.1:0")?
