@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::live::{cbr_source, cpu_seconds, Daemon};
+use benches::live::{cbr_source, cpu_seconds, recv_stamped, stamped_socket, Daemon};
 use clap::Parser;
+use std::os::fd::AsRawFd;
 
 #[derive(Parser)]
 struct Args {
@@ -56,39 +57,59 @@ fn feed(data: Arc<Vec<u8>>, rate: u64, ports: Vec<u16>, stop: Arc<AtomicBool>) {
     });
 }
 
-/// Sockets on fresh ports, drained by a thread until `stop`; their ports.
-fn sinks(n: usize, stop: Arc<AtomicBool>) -> Vec<u16> {
-    let socks: Vec<UdpSocket> = (0..n)
-        .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0").expect("sink");
-            s.set_nonblocking(true).expect("nonblocking");
-            s
-        })
-        .collect();
-    let ports = socks
+/// Sockets on fresh IPv6 loopback ports with kernel receive stamps, drained by a thread until
+/// `stop`; their ports, and the thread, which returns each socket's inter-arrival times (ns)
+/// from `measure_after` on.
+fn sinks(
+    n: usize,
+    stop: Arc<AtomicBool>,
+    measure_after: Instant,
+) -> (Vec<u16>, std::thread::JoinHandle<Vec<Vec<u64>>>) {
+    let ports = free_ports(n);
+    let socks: Vec<UdpSocket> = ports
         .iter()
-        .map(|s| s.local_addr().expect("addr").port())
+        .map(|p| stamped_socket(*p, &[], 4 << 20).expect("sink"))
         .collect();
-    std::thread::spawn(move || {
+    let t = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut last: Vec<Option<u64>> = vec![None; socks.len()];
+        let mut gaps: Vec<Vec<u64>> = vec![Vec::new(); socks.len()];
         while !stop.load(Ordering::Relaxed) {
             let mut any = false;
-            for s in &socks {
-                while s.recv(&mut buf).is_ok() {
+            let measuring = Instant::now() >= measure_after;
+            for (k, s) in socks.iter().enumerate() {
+                while let Some((_, _, t)) = recv_stamped(s.as_raw_fd(), &mut buf, &mut cmsg) {
                     any = true;
+                    if let (true, Some(l)) = (measuring, last[k]) {
+                        gaps[k].push(t.saturating_sub(l));
+                    }
+                    last[k] = Some(t);
                 }
             }
             if !any {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        gaps
     });
-    ports
+    (ports, t)
+}
+
+/// The worst channel's p99 inter-arrival, ms.
+fn worst_p99(gaps: Vec<Vec<u64>>) -> f64 {
+    gaps.into_iter()
+        .filter(|g| !g.is_empty())
+        .map(|mut g| {
+            g.sort_unstable();
+            g[(g.len() - 1) * 99 / 100] as f64 / 1e6
+        })
+        .fold(0.0, f64::max)
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("port"))
+        .map(|_| UdpSocket::bind("[::]:0").expect("port"))
         .collect();
     held.iter()
         .map(|s| s.local_addr().expect("addr").port())
@@ -109,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     // headend: main + backup per channel.
     {
         let stop = Arc::new(AtomicBool::new(false));
-        let outs = sinks(n, stop.clone());
+        let (outs, drain) = sinks(n, stop.clone(), Instant::now() + Duration::from_secs(5));
         let ins = free_ports(2 * n);
         let http = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -120,7 +141,7 @@ fn main() -> anyhow::Result<()> {
                 "\n[[channel]]\nid = \"r{k}\"\nservice_id = {k}\nname = \"R{k}\"\nmuxrate = \"{mux}\"\n\
                  playlist = [{slate:?}]\n[[channel.input]]\nname = \"main\"\nurl = \"udp://127.0.0.1:{m}\"\n\
                  [[channel.input]]\nname = \"backup\"\nurl = \"udp://127.0.0.1:{b}\"\n\
-                 [[channel.output]]\nurl = \"udp://127.0.0.1:{o}\"\n",
+                 [[channel.output]]\nurl = \"udp://[::1]:{o}\"\n",
                 k = i + 1,
                 mux = args.rate * 11 / 10,
                 slate = slate.display().to_string(),
@@ -157,8 +178,9 @@ fn main() -> anyhow::Result<()> {
         let on_main = relays.iter().filter(|r| r["active"] == "main").count();
         stop.store(true, Ordering::Relaxed);
         drop(daemon);
+        let p99 = worst_p99(drain.join().map_err(|_| anyhow::anyhow!("drain"))?);
         rows.push(format!(
-            "| headend (main + hot backup) | {n} | {:.2} | {:.2} | {good}/{} inputs good, {on_main} on their main |",
+            "| headend (main + hot backup) | {n} | {:.2} | {:.2} | {p99:.2} | {good}/{} inputs good, {on_main} on their main |",
             cores,
             cores * 100.0 / n as f64,
             2 * n
@@ -169,7 +191,7 @@ fn main() -> anyhow::Result<()> {
     // ffmpeg -c copy: one process per channel, no backup.
     {
         let stop = Arc::new(AtomicBool::new(false));
-        let outs = sinks(n, stop.clone());
+        let (outs, drain) = sinks(n, stop.clone(), Instant::now() + Duration::from_secs(5));
         let ins = free_ports(n);
         let mut procs = Vec::new();
         for i in 0..n {
@@ -181,7 +203,7 @@ fn main() -> anyhow::Result<()> {
                         ins[i]
                     ))
                     .args(["-map", "0", "-c", "copy", "-f", "mpegts"])
-                    .arg(format!("udp://127.0.0.1:{}?pkt_size=1316", outs[i]))
+                    .arg(format!("udp://[::1]:{}?pkt_size=1316", outs[i]))
                     .stderr(Stdio::null())
                     .spawn()?,
             );
@@ -205,17 +227,18 @@ fn main() -> anyhow::Result<()> {
             let _ = p.kill();
             let _ = p.wait();
         }
+        let p99 = worst_p99(drain.join().map_err(|_| anyhow::anyhow!("drain"))?);
         rows.push(format!(
-            "| ffmpeg -c copy (no backup) | {n} | {:.2} | {:.2} | {alive}/{n} processes running |",
+            "| ffmpeg -c copy (no backup) | {n} | {:.2} | {:.2} | {p99:.2} | {alive}/{n} processes running |",
             cores,
             cores * 100.0 / n as f64,
         ));
     }
     println!(
-        "| relay | channels at {} Mbit/s | cores | per channel (% of a core) | check |",
+        "| relay | channels at {} Mbit/s | cores | per channel (% of a core) | worst channel's output inter-arrival p99, ms | check |",
         args.rate / 1_000_000
     );
-    println!("|---|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---|");
     for r in rows {
         println!("{r}");
     }
