@@ -406,6 +406,21 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     let relay = relay_of(&channels_of(http), "live");
     assert_eq!(relay["active"], "main", "{relay}");
     assert_eq!(relay["locked"], true, "{relay}");
+    let status = run_bounded(
+        Command::new(common::hectl()).args([
+            "status",
+            "live",
+            "--server",
+            &format!("http://127.0.0.1:{http}"),
+        ]),
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("live  relaying `main`, locked")
+            && text.contains("input `main`: no data for"),
+        "hectl status:\n{text}"
+    );
     assert!(
         relay["inputs"][0]["health"]
             .as_str()

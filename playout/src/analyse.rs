@@ -64,6 +64,9 @@ impl Default for AnalyserConfig {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fault {
+    /// Nothing has arrived since the analyser started.
+    #[error("nothing received yet")]
+    NothingYet,
     /// Nothing arrived for `ms` milliseconds.
     #[error("no data for {ms} ms")]
     NoData {
@@ -389,7 +392,7 @@ impl Seen {
     fn health(&self, now: u64) -> Health {
         let cfg = &self.cfg;
         let (Some(first), Some(last)) = (self.first_data, self.last_data) else {
-            return Health::Bad(Fault::NoData { ms: 0 });
+            return Health::Bad(Fault::NothingYet);
         };
         let quiet = now.saturating_sub(last);
         if quiet > cfg.loss_timeout_ns {

@@ -57,7 +57,7 @@ fn pid(p: &[u8]) -> u16 {
 fn a_clean_feed_is_starting_then_good_and_no_data_is_caught_in_time() {
     let f = feed(|_, _| true);
     let mut a = Analyser::new(AnalyserConfig::default());
-    assert_eq!(a.health(0), Health::Bad(Fault::NoData { ms: 0 }));
+    assert_eq!(a.health(0), Health::Bad(Fault::NothingYet));
     assert_eq!(run(&mut a, &f, 100), Health::Starting);
     let h = run(&mut a, &f, 1500);
     assert_eq!(h, Health::Good);

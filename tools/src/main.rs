@@ -248,8 +248,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!("{channel} at {}", v["now_utc"].as_str().unwrap_or("?"));
-            if v["scheduled"] != true {
+            let relays = v["engine"]["relays"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if v["scheduled"] != true && relays.is_empty() {
                 println!("now   (no schedule: looping the playlist)");
+            }
+            for r in &relays {
+                println!(
+                    "live  {}{} (clock {:+} ppb)",
+                    r["active"].as_str().map_or_else(
+                        || "the playlist: no input fit for air".to_owned(),
+                        |a| format!("relaying `{a}`")
+                    ),
+                    if r["locked"] == true { ", locked" } else { "" },
+                    r["clock_ppb"].as_i64().unwrap_or(0),
+                );
+                for i in r["inputs"].as_array().into_iter().flatten() {
+                    println!(
+                        "      input `{}`: {}{} ({} bytes, {} CC errors)",
+                        i["name"].as_str().unwrap_or("?"),
+                        i["health"].as_str().unwrap_or("?"),
+                        i["error"]
+                            .as_str()
+                            .map_or_else(String::new, |e| format!("; {e}")),
+                        i["bytes"].as_u64().unwrap_or(0),
+                        i["cc_errors"].as_u64().unwrap_or(0),
+                    );
+                }
             }
             if let Some(now) = v["now"].as_object() {
                 println!(
