@@ -15,16 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use epg::alert::sign::{encode_signature, Algorithm, SigningKey, KEY_HEADER, SIGNATURE_HEADER};
 use playout::check::CheckLimits;
-use playout::psi::{Pmt, SectionAssembler};
+use playout::psi::Pmt;
 use playout::ts::{Pid, TsPacket};
 
 mod common;
 use common::{
     beijing, cap_alert, checked_as, exchange_stamped, ffmpeg_errors, media, multicast_on_lo,
-    multicast_receiver, receive_stamped, signal_and_wait, tool, utc_ns, Daemon, Stamped,
+    multicast_receiver, packets, receive_stamped, sections, signal_and_wait, tool, utc_ns, Daemon,
+    Stamped,
 };
 
 const CHANNELS: usize = 20;
@@ -76,28 +76,6 @@ fn signed(key: &SigningKey, key_id: &str, body: &[u8]) -> Vec<(&'static str, Str
         (KEY_HEADER, key_id.to_owned()),
         (SIGNATURE_HEADER, encode_signature(&key.sign(body))),
     ]
-}
-
-/// Per packet of a capture: (its datagram's kernel receive stamp, realtime ns; packet).
-fn packets(cap: &Stamped) -> Vec<(i64, TsPacket)> {
-    cap.iter()
-        .flat_map(|(t, d)| {
-            d.chunks_exact(188)
-                .map(move |p| (*t as i64, TsPacket::new(Bytes::copy_from_slice(p)).unwrap()))
-        })
-        .collect()
-}
-
-/// Every complete section on `pid`, with the arrival of its last packet.
-fn sections(pkts: &[(i64, TsPacket)], pid: u16) -> Vec<(i64, Vec<u8>)> {
-    let mut asm = SectionAssembler::default();
-    let mut out = Vec::new();
-    for (t, p) in pkts {
-        if p.pid() == Pid::from_bits(pid) {
-            asm.push(p, true, |s| out.push((*t, s.to_vec())));
-        }
-    }
-    out
 }
 
 /// Arrival of the first PMT without AC-3 (the alert clip, a.ts: H.264 and AAC; the programmes,

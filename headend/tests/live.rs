@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use playout::check::CheckLimits;
-use playout::psi::{Pmt, SectionAssembler};
-use playout::ts::{Pid, TsPacket, PACKET_SIZE};
+use playout::psi::Pmt;
+use playout::ts::{Pid, PACKET_SIZE};
 
 mod common;
 use common::{
-    checked_as, ffmpeg_errors, media, receive_stamped, run_bounded, signal_and_wait, tool, utc_ns,
-    Daemon, Stamped,
+    checked_as, ffmpeg_errors, media, packets, receive_stamped, run_bounded, sections,
+    signal_and_wait, tool, utc_ns, Daemon, Stamped,
 };
 
 const MUXRATE: u64 = 4_000_000;
@@ -183,36 +183,23 @@ fn sender(
 /// The PMT changes in the capture: (kernel stamp of the datagram, which source: 'm' main,
 /// 'b' backup, 's' slate, '?' other), in order.
 fn sources(cap: &Stamped) -> Vec<(i64, char)> {
-    let mut asm = SectionAssembler::default();
     let mut out: Vec<(i64, char)> = Vec::new();
-    for (t, d) in cap {
-        for raw in d.chunks_exact(PACKET_SIZE) {
-            let Ok(p) = TsPacket::new(bytes::Bytes::copy_from_slice(raw)) else {
-                continue;
-            };
-            if p.pid() != Pid::from_bits(0x1000) {
-                continue;
-            }
-            let mut secs = Vec::new();
-            asm.push(&p, true, |s| secs.push(s.to_vec()));
-            for s in secs {
-                let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), &s) else {
-                    continue;
-                };
-                let types: Vec<u8> = pmt.streams.iter().map(|e| e.stream_type).collect();
-                let which = if types.contains(&0x24) {
-                    's'
-                } else if types.contains(&0x81) {
-                    'b'
-                } else if types.contains(&0x1B) {
-                    'm'
-                } else {
-                    '?'
-                };
-                if out.last().is_none_or(|(_, c)| *c != which) {
-                    out.push((*t as i64, which));
-                }
-            }
+    for (t, s) in sections(&packets(cap), 0x1000) {
+        let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), &s) else {
+            continue;
+        };
+        let types: Vec<u8> = pmt.streams.iter().map(|e| e.stream_type).collect();
+        let which = if types.contains(&0x24) {
+            's'
+        } else if types.contains(&0x81) {
+            'b'
+        } else if types.contains(&0x1B) {
+            'm'
+        } else {
+            '?'
+        };
+        if out.last().is_none_or(|(_, c)| *c != which) {
+            out.push((t, which));
         }
     }
     out

@@ -613,15 +613,13 @@ impl Live {
                 let health: Vec<_> = r.set.feeds.iter().map(|f| f.health()).collect();
                 let mut sw = r.failover.update(now, &health);
                 let active = r.failover.active();
-                let pmts = |i: usize| r.set.feeds.get(i).map_or(0, |f| f.status().stats.pmts);
-                let mut rejoin = false;
+                let pmts = |i: usize| r.set.feeds.get(i).map_or(0, |f| f.pmts());
                 if let (true, Some(i), Some((j, seen))) = (sw.is_none(), active, r.on_air_pmts) {
                     // Once a random access point under the new PMT has come.
                     if i == j
                         && pmts(i) != seen
                         && r.set.feeds.get(i).is_some_and(|f| f.entry_after_pmt())
                     {
-                        rejoin = true;
                         sw = Some(crate::station::failover::Switch {
                             from: Some(i),
                             to: Some(i),
@@ -631,7 +629,7 @@ impl Live {
                     }
                 }
                 // What the input on air had when it went on air (or was rejoined).
-                if sw.is_some() || r.on_air_pmts.map(|(j, _)| j) != active || rejoin {
+                if sw.is_some() || r.on_air_pmts.map(|(j, _)| j) != active {
                     r.on_air_pmts = active.map(|i| (i, pmts(i)));
                 }
                 if let Some(sw) = sw {

@@ -86,6 +86,17 @@ struct Inner {
     pmt_at: u64,
 }
 
+impl Inner {
+    /// Where in the kept data the last random access point of the programme's video is (a
+    /// switch starts there), if there is one.
+    fn last_rap(&self) -> Option<usize> {
+        let video = video_pid(&self.analyser)?;
+        self.ring
+            .iter()
+            .rposition(|(_, d)| has_random_access(d, video))
+    }
+}
+
 /// One input, shared by its receiving thread and the engine.
 pub(crate) struct LiveFeed {
     name: String,
@@ -166,24 +177,21 @@ impl LiveFeed {
     pub(crate) fn entry_age_ns(&self) -> Option<u64> {
         let now = self.now();
         let g = self.lock();
-        let video = video_pid(&g.analyser);
-        let i = video
-            .and_then(|v| g.ring.iter().rposition(|(_, d)| has_random_access(d, v)))
-            .unwrap_or(0);
+        let i = g.last_rap().unwrap_or(0);
         g.ring.get(i).map(|(t, _)| now.saturating_sub(*t))
+    }
+
+    /// How many different PMTs of its programme the feed has had.
+    pub(crate) fn pmts(&self) -> u64 {
+        self.lock().analyser.stats().pmts
     }
 
     /// Whether the feed's latest video random access point came after its current PMT (so a
     /// switch to it now starts with that PMT's streams).
     pub(crate) fn entry_after_pmt(&self) -> bool {
         let g = self.lock();
-        let Some(video) = video_pid(&g.analyser) else {
-            return false;
-        };
-        g.ring
-            .iter()
-            .rev()
-            .find(|(_, d)| has_random_access(d, video))
+        g.last_rap()
+            .and_then(|i| g.ring.get(i))
             .is_some_and(|(t, _)| *t >= g.pmt_at)
     }
 
@@ -195,10 +203,7 @@ impl LiveFeed {
         g.on_air = true;
         g.pending.clear();
         g.pending_bytes = 0;
-        let video = video_pid(&g.analyser);
-        let start = video
-            .and_then(|v| g.ring.iter().rposition(|(_, d)| has_random_access(d, v)))
-            .unwrap_or(0);
+        let start = g.last_rap().unwrap_or(0);
         // PAT and PMT from before that point, so the splicer knows the programme at once.
         let mut psi = BytesMut::new();
         if let Some(pmt_pid) = pmt_pid_of(&g.analyser) {

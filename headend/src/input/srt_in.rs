@@ -184,7 +184,7 @@ async fn listen(feed: &LiveFeed, name: &str, e: &SrtEndpoint, stop: &AtomicBool)
 /// Takes what arrives on a connected socket until it ends (why) or `stop`.
 async fn serve(feed: &LiveFeed, mut socket: SrtSocket, stop: &AtomicBool) -> String {
     // Messages need not be whole packets (srt-live-transmit sends 1456 bytes).
-    let mut align = super::http_pull::Align::default();
+    let mut align = super::align::Align::default();
     loop {
         if stop.load(Ordering::Relaxed) {
             let _ = futures::SinkExt::close(&mut socket).await;

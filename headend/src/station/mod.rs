@@ -344,16 +344,7 @@ impl Station {
             return;
         }
         let now = self.mux.now();
-        let cue = playout::splice::Cue {
-            item,
-            offset_90k: 0,
-            from_byte: 0,
-            first_pts: None,
-            not_before: None,
-            until: None,
-            entry_delay_90k: 0,
-            tag: 0,
-        };
+        let cue = overrides::plain_cue(item);
         let s = self.mux.program_mut(program);
         match how {
             Handover::Cut(ahead) => s.preempt_at(now, now + ahead, cue),

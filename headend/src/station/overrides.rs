@@ -154,7 +154,8 @@ fn alert_cue(item: usize, seq: u64) -> Cue {
     }
 }
 
-fn plain_cue(item: usize) -> Cue {
+/// A cue for `item` from its start, with no times and no tag: what plays next at once.
+pub(super) fn plain_cue(item: usize) -> Cue {
     Cue {
         tag: 0,
         ..alert_cue(item, 0)

@@ -573,3 +573,29 @@ pub(crate) fn set_mode_600(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// Per packet of a capture: (its datagram's kernel receive stamp, realtime ns; packet).
+pub(crate) fn packets(cap: &Stamped) -> Vec<(i64, playout::ts::TsPacket)> {
+    cap.iter()
+        .flat_map(|(t, d)| {
+            d.chunks_exact(188).map(move |p| {
+                (
+                    *t as i64,
+                    playout::ts::TsPacket::new(bytes::Bytes::copy_from_slice(p)).unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Every complete section on `pid`, with the arrival of its last packet.
+pub(crate) fn sections(pkts: &[(i64, playout::ts::TsPacket)], pid: u16) -> Vec<(i64, Vec<u8>)> {
+    let mut asm = playout::psi::SectionAssembler::default();
+    let mut out = Vec::new();
+    for (t, p) in pkts {
+        if p.pid() == playout::ts::Pid::from_bits(pid) {
+            asm.push(p, true, |s| out.push((*t, s.to_vec())));
+        }
+    }
+    out
+}
