@@ -1,6 +1,6 @@
 //! What the engine publishes for the rest of the daemon: each station's counters (for
 //! `/channels` and the API) and each station's clock map (for the scheduler), as `watch`
-//! snapshots: the engine threads write them about once a second, readers borrow the latest
+//! snapshots: the engine threads write them twice a second, readers borrow the latest
 //! without holding anything up.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::clock::ClockMap;
 use crate::station::scrambling::ScramblingStats;
 
-/// What `/channels` shows of a station, refreshed about once a second.
+/// What `/channels` shows of a station, refreshed twice a second.
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct StationStatus {
     pub(crate) id: String,
@@ -83,7 +83,7 @@ pub(crate) struct OutputStatus {
     pub(crate) errors: u64,
 }
 
-/// The status of all stations: a snapshot the engine threads refresh about once a second
+/// The status of all stations: a snapshot the engine threads refresh twice a second
 /// (each its own stations), read by the HTTP side without holding anything up.
 pub(crate) type Status = Arc<tokio::sync::watch::Sender<Vec<StationStatus>>>;
 

@@ -355,6 +355,9 @@ struct Relay {
 
 /// How often a relay looks at its inputs' verdicts.
 const RELAY_CHECK_NS: u64 = 10_000_000;
+/// How often the status (`/channels`) and the clock maps are refreshed: twice a second, so a
+/// live input's verdict there is at most half a second old.
+const STATUS_NS: u64 = 500_000_000;
 /// How often a relay's clock steering is updated.
 const STEER_NS: u64 = 100_000_000;
 
@@ -513,7 +516,7 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             l.take_outputs(global[i], &links);
         }
         if now >= next_status {
-            next_status = now + 1_000_000_000;
+            next_status = now + STATUS_NS;
             publish_status(&stations, &global, status);
             let mut offsets = Vec::new();
             for (l, &g) in stations.iter_mut().zip(&global) {
