@@ -12,8 +12,9 @@ use crate::schedule::{Day, DayError, DayErrors, Item, Programme, Source, StartMo
 /// A CSV schedule: a header naming the columns `start`, `duration`, `title` and `file` (in
 /// any order; `start`, `duration` and `title` may be empty in a row), then one row per item.
 /// `start` is a local time (a hard start; empty: follows), `duration` an `HH:MM:SS` length
-/// (the item's out point; empty: the whole file). Fields may be double-quoted (with `""` for
-/// a quote inside).
+/// (the item's out point; empty: the whole file). A `file` written `live:NAME` relays the
+/// channel's live input NAME for `duration`. Fields may be double-quoted (with `""` for a
+/// quote inside).
 pub fn csv(text: &str, date: NaiveDate) -> Result<Day, DayErrors> {
     let mut lines = text
         .lines()
@@ -76,14 +77,32 @@ pub fn csv(text: &str, date: NaiveDate) -> Result<Day, DayErrors> {
             err("file", "empty".to_owned());
             continue;
         };
-        items.push(Item {
-            line: n,
-            start,
-            source: Source::File {
+        // `live:NAME` relays the channel's input NAME for the duration.
+        let source = match path.strip_prefix("live:") {
+            Some(input) => {
+                let Some(duration) = out_point else {
+                    err(
+                        "duration",
+                        format!("a live item (`{path}`) needs a duration"),
+                    );
+                    continue;
+                };
+                Source::Live {
+                    input: input.to_owned(),
+                    duration,
+                    backup: Vec::new(),
+                }
+            }
+            None => Source::File {
                 path: path.to_owned(),
                 in_point: None,
                 out_point,
             },
+        };
+        items.push(Item {
+            line: n,
+            start,
+            source,
             programme: Programme {
                 title: get(title_col).map(str::to_owned),
                 ..Programme::default()
@@ -147,7 +166,8 @@ pub fn m3u(text: &str, date: NaiveDate) -> Result<Day, DayErrors> {
 }
 
 /// The day as CSV (`start,duration,title,file`), readable by [`csv`]: `duration` is the out
-/// point less the in point (empty for a whole file). CSV cannot hold everything: a block is
+/// point less the in point (empty for a whole file); a live item is `live:NAME` with its
+/// duration. CSV cannot hold everything: a block is
 /// written as its files joined by `|` in `file`, with its loop duration as `duration`; soft
 /// starts become plain starts; descriptions and other metadata are left out.
 pub fn to_csv(day: &Day) -> String {
@@ -168,6 +188,10 @@ pub fn to_csv(day: &Day) -> String {
             Source::Block { paths, loop_for } => {
                 (loop_for.map_or_else(String::new, clock), paths.join("|"))
             }
+            // Backups are left out.
+            Source::Live {
+                input, duration, ..
+            } => (clock(*duration), format!("live:{input}")),
         };
         let title = it.programme.title.clone().unwrap_or_default();
         out.push_str(&format!(
@@ -197,6 +221,9 @@ pub fn to_m3u(day: &Day) -> String {
                 out_point.map(|o| o.saturating_sub(in_point.unwrap_or_default())),
             )],
             Source::Block { paths, .. } => paths.iter().map(|p| (p.clone(), None)).collect(),
+            Source::Live {
+                input, duration, ..
+            } => vec![(format!("live:{input}"), Some(*duration))],
         };
         for (path, d) in files {
             let secs = d.map_or_else(|| "-1".to_owned(), |d| format!("{}", d.as_secs_f64()));

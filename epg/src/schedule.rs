@@ -89,6 +89,16 @@ pub enum Source {
         /// Loop them for this long, cut to fit.
         loop_for: Option<Duration>,
     },
+    /// One of the channel's live inputs (`[[channel.input]]` by name), relayed for a
+    /// duration; while it fails, `backup` inputs in order, then the channel's playlist.
+    Live {
+        /// The input's name.
+        input: String,
+        /// How long the item lasts (a later fixed start may cut it).
+        duration: Duration,
+        /// Inputs to relay in its place while it fails, in order.
+        backup: Vec<String>,
+    },
 }
 
 /// Programme metadata (EN 300 468 short_event, content, parental_rating descriptors).
@@ -172,6 +182,9 @@ struct RawItem {
     mode: Option<String>,
     file: Option<String>,
     block: Option<Vec<String>>,
+    live: Option<String>,
+    duration: Option<String>,
+    backup: Option<Vec<String>>,
     loop_for: Option<String>,
     #[serde(rename = "in")]
     in_point: Option<String>,
@@ -277,9 +290,13 @@ fn label_of(t: &toml::Table) -> String {
         .unwrap_or("follows");
     match t.get("title").and_then(toml::Value::as_str) {
         Some(title) => format!("{start} {title:?}"),
-        None => match t.get("file").and_then(toml::Value::as_str) {
-            Some(file) => format!("{start} {file}"),
-            None => start.to_owned(),
+        None => match (
+            t.get("file").and_then(toml::Value::as_str),
+            t.get("live").and_then(toml::Value::as_str),
+        ) {
+            (Some(file), _) => format!("{start} {file}"),
+            (None, Some(live)) => format!("{start} live {live}"),
+            (None, None) => start.to_owned(),
         },
     }
 }
@@ -350,8 +367,86 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
             );
         }
     }
-    let source = match (raw.file, raw.block) {
-        (Some(path), None) => {
+    let duration = raw.duration.as_deref().and_then(|s| match parse_length(s) {
+        Some(d) if !d.is_zero() => Some(d),
+        _ => {
+            fail(
+                "duration",
+                format!("`{s}` is not a duration like 30m, 1h30m or 00:05:00"),
+                &mut failed,
+            );
+            None
+        }
+    });
+    if raw.live.is_none() {
+        if raw.duration.is_some() {
+            fail(
+                "duration",
+                "only for a live item (a file lasts as long as it is)".to_owned(),
+                &mut failed,
+            );
+        }
+        if raw.backup.is_some() {
+            fail("backup", "only for a live item".to_owned(), &mut failed);
+        }
+    }
+    let source = match (raw.file, raw.block, raw.live) {
+        (None, None, Some(input)) => {
+            if raw.loop_for.is_some() {
+                fail("loop_for", "only for a block".to_owned(), &mut failed);
+            }
+            if raw.in_point.is_some() || raw.out_point.is_some() {
+                fail(
+                    "in",
+                    "in/out points are for a single file, not a live input".to_owned(),
+                    &mut failed,
+                );
+            }
+            if input.trim().is_empty() {
+                fail(
+                    "live",
+                    "empty: the name of one of the channel's inputs".to_owned(),
+                    &mut failed,
+                );
+            }
+            let backup = raw.backup.unwrap_or_default();
+            if let Some(b) = backup.iter().find(|b| b.trim().is_empty() || **b == input) {
+                fail(
+                    "backup",
+                    if b.trim().is_empty() {
+                        "an empty input name".to_owned()
+                    } else {
+                        format!("`{b}` is the item's own input")
+                    },
+                    &mut failed,
+                );
+            }
+            let Some(duration) = duration else {
+                if raw.duration.is_none() {
+                    fail(
+                        "duration",
+                        "missing: a live item lasts as long as this says (30m, 1h30m, 00:05:00)"
+                            .to_owned(),
+                        &mut failed,
+                    );
+                }
+                return None;
+            };
+            Source::Live {
+                input,
+                duration,
+                backup,
+            }
+        }
+        (_, _, Some(_)) => {
+            fail(
+                "live",
+                "an item plays a file, a block or a live input, not several".to_owned(),
+                &mut failed,
+            );
+            return None;
+        }
+        (Some(path), None, None) => {
             if raw.loop_for.is_some() {
                 fail("loop_for", "only for a block".to_owned(), &mut failed);
             }
@@ -364,7 +459,7 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
                 out_point,
             }
         }
-        (None, Some(paths)) => {
+        (None, Some(paths), None) => {
             if raw.in_point.is_some() || raw.out_point.is_some() {
                 fail(
                     "in",
@@ -381,7 +476,7 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
             }
             Source::Block { paths, loop_for }
         }
-        (Some(_), Some(_)) => {
+        (Some(_), Some(_), None) => {
             fail(
                 "block",
                 "an item plays a file or a block, not both".to_owned(),
@@ -389,10 +484,10 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
             );
             return None;
         }
-        (None, None) => {
+        (None, None, None) => {
             fail(
                 "file",
-                "missing: an item plays a file or a block".to_owned(),
+                "missing: an item plays a file, a block or a live input".to_owned(),
                 &mut failed,
             );
             return None;
@@ -504,14 +599,24 @@ impl Item {
             (Some(title), _) => format!("{start} {title:?}"),
             (None, Source::File { path, .. }) => format!("{start} {path}"),
             (None, Source::Block { .. }) => format!("{start} block"),
+            (None, Source::Live { input, .. }) => format!("{start} live {input}"),
         }
     }
 
-    /// Every file the item plays.
+    /// Every file the item plays (none for a live item).
     pub fn paths(&self) -> Vec<&str> {
         match &self.source {
             Source::File { path, .. } => vec![path.as_str()],
             Source::Block { paths, .. } => paths.iter().map(String::as_str).collect(),
+            Source::Live { .. } => Vec::new(),
+        }
+    }
+
+    /// What it plays, in a word or two: its files, or `live NAME`.
+    pub fn what(&self) -> String {
+        match &self.source {
+            Source::Live { input, .. } => format!("live {input}"),
+            _ => self.paths().join(", "),
         }
     }
 }
@@ -578,7 +683,20 @@ impl Day {
     pub fn plan(
         &self,
         tz: Tz,
+        media: impl FnMut(&str) -> Option<MediaId>,
+    ) -> Result<Vec<Entry>, DayErrors> {
+        self.plan_with(tz, media, |_| None)
+    }
+
+    /// [`Day::plan`] for a channel with live inputs: `live` maps an input's name to the
+    /// media id that stands for it (`None`: the channel has no such input). A live item is
+    /// a clip of that media from 0 to its duration, so the media table must give it a
+    /// duration at least as long as any live item.
+    pub fn plan_with(
+        &self,
+        tz: Tz,
         mut media: impl FnMut(&str) -> Option<MediaId>,
+        mut live: impl FnMut(&str) -> Option<MediaId>,
     ) -> Result<Vec<Entry>, DayErrors> {
         let mut errors = Vec::new();
         let mut entries = Vec::new();
@@ -620,6 +738,33 @@ impl Day {
                     clips: paths.iter().map(|p| clip(p, None, None)).collect(),
                     loop_for: loop_for.map(|d| d.as_nanos() as u64),
                 },
+                Source::Live {
+                    input,
+                    duration,
+                    backup,
+                } => {
+                    let mut resolve = |name: &str, field: &str| {
+                        let id = live(name);
+                        if id.is_none() {
+                            errors.push(DayError {
+                                line: Some(item.line),
+                                item: Some((i + 1, item.label())),
+                                field: Some(field.to_owned()),
+                                message: format!("the channel has no live input named `{name}`"),
+                            });
+                        }
+                        id
+                    };
+                    let id = resolve(input, "live");
+                    for b in backup {
+                        resolve(b, "backup");
+                    }
+                    Body::Clip(Clip {
+                        media: id.unwrap_or(MediaId(u32::MAX)),
+                        in_point: 0,
+                        out_point: Some(duration.as_nanos() as u64),
+                    })
+                }
             };
             entries.push(Entry { start, body });
         }
@@ -628,6 +773,38 @@ impl Day {
         } else {
             Err(DayErrors(errors))
         }
+    }
+
+    /// Live items naming an input the channel does not have (`inputs`: its
+    /// `[[channel.input]]` names), each by item and field: refused when a schedule is
+    /// written.
+    pub fn check_inputs(&self, inputs: &[String]) -> Vec<DayError> {
+        let mut errors = Vec::new();
+        for (i, item) in self.items.iter().enumerate() {
+            let Source::Live { input, backup, .. } = &item.source else {
+                continue;
+            };
+            let named =
+                std::iter::once(("live", input)).chain(backup.iter().map(|b| ("backup", b)));
+            for (field, name) in named {
+                if !inputs.contains(name) {
+                    errors.push(DayError {
+                        line: Some(item.line),
+                        item: Some((i + 1, item.label())),
+                        field: Some(field.to_owned()),
+                        message: if inputs.is_empty() {
+                            format!("`{name}`: the channel has no live inputs")
+                        } else {
+                            format!(
+                                "the channel has no live input named `{name}` (it has {})",
+                                inputs.join(", ")
+                            )
+                        },
+                    });
+                }
+            }
+        }
+        errors
     }
 
     /// The file text: the format [`parse`] reads, items in order, keys in a fixed order.
@@ -660,6 +837,18 @@ impl Day {
                     s.push_str(&format!("block = [{}]\n", list.join(", ")));
                     if let Some(d) = loop_for {
                         s.push_str(&format!("loop_for = \"{}\"\n", show(*d)));
+                    }
+                }
+                Source::Live {
+                    input,
+                    duration,
+                    backup,
+                } => {
+                    s.push_str(&format!("live = {}\n", quote(input)));
+                    s.push_str(&format!("duration = \"{}\"\n", show(*duration)));
+                    if !backup.is_empty() {
+                        let list: Vec<String> = backup.iter().map(|p| quote(p)).collect();
+                        s.push_str(&format!("backup = [{}]\n", list.join(", ")));
                     }
                 }
             }
@@ -786,8 +975,8 @@ file = "d.ts"
                 "line 7: item 2 (follows b.ts): out: 00:00:30 is not after in 00:01:00",
                 "line 7: item 2 (follows b.ts): rating: 99 is out of range, expected a minimum age 0..=21",
                 "line 7: item 2 (follows b.ts): language: `Chinese` is not an ISO 639-2 code like zho or eng",
-                "line 14: item 3 (follows \"Nothing\"): file: missing: an item plays a file or a block",
-                "line 17: item 4 (19:00:00 c.ts): unknown field `colour`, expected one of `start`, `mode`, `file`, `block`, `loop_for`, `in`, `out`, `title`, `description`, `genre`, `rating`, `language`, `episode`",
+                "line 14: item 3 (follows \"Nothing\"): file: missing: an item plays a file, a block or a live input",
+                "line 17: item 4 (19:00:00 c.ts): unknown field `colour`, expected one of `start`, `mode`, `file`, `block`, `live`, `duration`, `backup`, `loop_for`, `in`, `out`, `title`, `description`, `genre`, `rating`, `language`, `episode`",
                 "line 22: item 5 (18:00:00 d.ts): mode: `later`, expected hard or soft",
             ],
             "{errors}"
@@ -804,6 +993,80 @@ file = "d.ts"
             .unwrap_err()
             .to_string()
             .contains("date: `23/11/2026` is not a date"));
+    }
+
+    #[test]
+    fn live_items_name_an_input_and_a_duration() {
+        let text = "date = \"2026-11-23\"\n\n[[item]]\nstart = \"19:00:00\"\nlive = \"studio-a\"\n\
+                    duration = \"30m\"\nbackup = [\"studio-b\"]\ntitle = \"Live\"\n\n\
+                    [[item]]\nfile = \"a.ts\"\n";
+        let day = parse(text).unwrap();
+        assert_eq!(
+            day.items[0].source,
+            Source::Live {
+                input: "studio-a".to_owned(),
+                duration: Duration::from_secs(1800),
+                backup: vec!["studio-b".to_owned()],
+            }
+        );
+        assert_eq!(day.items[0].what(), "live studio-a");
+        // Written back as read.
+        let again = parse(&day.to_toml()).unwrap();
+        for (a, b) in again.items.iter().zip(&day.items) {
+            assert_eq!((&a.source, &a.programme), (&b.source, &b.programme));
+        }
+        // Planned as a clip of the input's stand-in media, cut at the duration.
+        let entries = day
+            .plan_with(
+                chrono_tz::UTC,
+                |_| Some(MediaId(0)),
+                |name| (name == "studio-a" || name == "studio-b").then_some(MediaId(7)),
+            )
+            .unwrap();
+        assert_eq!(
+            entries[0].body,
+            Body::Clip(Clip {
+                media: MediaId(7),
+                in_point: 0,
+                out_point: Some(1_800_000_000_000),
+            })
+        );
+        // An input the channel does not have, at plan time and at write time.
+        let err = day
+            .plan_with(chrono_tz::UTC, |_| Some(MediaId(0)), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "item 1 (19:00:00 \"Live\"): live: the channel has no live input named `studio-a`"
+            ) && err.contains("backup: the channel has no live input named `studio-b`"),
+            "{err}"
+        );
+        let errors = day.check_inputs(&["studio-a".to_owned()]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].to_string(),
+            "line 3: item 1 (19:00:00 \"Live\"): backup: the channel has no live input named \
+             `studio-b` (it has studio-a)"
+        );
+        // Mistakes: no duration; a duration or backups on a file; a live item with a file;
+        // its own input as its backup.
+        let bad = |item: &str| {
+            parse(&format!("date = \"2026-11-23\"\n[[item]]\n{item}\n"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("live = \"a\"").contains("duration: missing"));
+        assert!(
+            bad("live = \"a\"\nduration = \"soon\"").contains("duration: `soon` is not a duration")
+        );
+        assert!(
+            bad("file = \"a.ts\"\nduration = \"5m\"").contains("duration: only for a live item")
+        );
+        assert!(bad("file = \"a.ts\"\nbackup = [\"b\"]").contains("backup: only for a live item"));
+        assert!(bad("file = \"a.ts\"\nlive = \"a\"\nduration = \"5m\"").contains("not several"));
+        assert!(bad("live = \"a\"\nduration = \"5m\"\nbackup = [\"a\"]")
+            .contains("the item's own input"));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct ApiState {
     pub(crate) guide_channels: Vec<crate::guide::GuideChannel>,
     /// Each channel's SI character set: schedule text it cannot hold is refused.
     pub(crate) charsets: Vec<(String, epg::si::Charset)>,
+    /// Each channel's live input names: a schedule's live items must name one.
+    pub(crate) inputs: Vec<(String, Vec<String>)>,
     /// The engine's counters.
     pub(crate) status: Status,
     /// Per channel id: its time zone and filler, for timelines.
@@ -693,6 +695,14 @@ async fn put(
     }
     if let Some((_, charset)) = state.charsets.iter().find(|(c, _)| *c == channel) {
         let errors = day.check_charset(*charset);
+        if !errors.is_empty() {
+            return Err(ApiError::Invalid {
+                errors: errors.iter().map(ToString::to_string).collect(),
+            });
+        }
+    }
+    if let Some((_, inputs)) = state.inputs.iter().find(|(c, _)| *c == channel) {
+        let errors = day.check_inputs(inputs);
         if !errors.is_empty() {
             return Err(ApiError::Invalid {
                 errors: errors.iter().map(ToString::to_string).collect(),

@@ -145,6 +145,11 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 .filter(|c| c.si.enabled)
                 .map(|c| (c.id.clone(), c.si.charset))
                 .collect(),
+            inputs: config
+                .channels
+                .iter()
+                .map(|c| (c.id.clone(), c.inputs.iter().map(|i| i.name.clone()).collect()))
+                .collect(),
             status: engine.status.clone(),
             zones: config
                 .channels

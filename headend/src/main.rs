@@ -318,7 +318,9 @@ fn check_config(path: &Path) -> ExitCode {
 
 fn render_to(job: render::RenderJob<'_>, output: &Path) -> anyhow::Result<()> {
     let file = File::create(output).with_context(|| format!("creating {}", output.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    // The render hands over batches larger than this buffer, which go to the file without a
+    // copy; only the short first batches are gathered.
+    let mut out = BufWriter::with_capacity(64 << 10, file);
     let started = Instant::now();
     let stats =
         render::render(job, &mut out).with_context(|| format!("rendering {}", output.display()))?;

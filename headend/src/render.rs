@@ -21,7 +21,7 @@ use playout::ts::PACKET_SIZE;
 use crate::alert::{Desk, DeskLinks};
 use crate::clock::ClockMap;
 use crate::config::Config;
-use crate::input::file::FileSource;
+use crate::input::file::{FileSource, IoDone};
 use crate::router::{Delivered, ScheduleSink};
 use crate::schedule::driver::{self, ScheduledChannel};
 use crate::schedule::store::Store;
@@ -110,10 +110,25 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             origin: spec.mux.clock_origin,
             offset_ns: 0,
         };
-        for ch in spec.channels.iter().filter(|c| !c.inputs.is_empty()) {
+        let mut st = Station::new(spec.plan(i, &network, clock, spec.key_sources()?));
+        for (program, ch) in spec.channels.iter().enumerate() {
+            if ch.inputs.is_empty() {
+                continue;
+            }
             tracing::warn!(channel = %ch.id, "live inputs are not rendered: the render plays the channel's playlist in their place");
+            // As on air, so a schedule's items have the same places in the playlist; their
+            // opens fail, and the playlist plays.
+            let inputs: Vec<(String, Option<u16>)> = ch
+                .inputs
+                .iter()
+                .map(|i| (i.name.clone(), i.service_id))
+                .collect();
+            st.add_live(
+                program,
+                &inputs,
+                ch.failover.lead.as_nanos() as u64 * 27 / 1000,
+            );
         }
-        let st = Station::new(spec.plan(i, &network, clock, spec.key_sources()?));
         let muxrate = spec.mux.muxrate_bps;
         let total = (duration.as_nanos() * u128::from(muxrate)
             / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as u64;
@@ -270,7 +285,13 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             sim.closed = true;
         }
         while let Some(job) = sim.st.poll_io() {
-            let done = sim.sources[job.program].perform(job.req, job.path.as_deref());
+            let done = match (job.live, job.req) {
+                (Some(_), playout::splice::IoRequest::Open { item, .. }) => IoDone::OpenFailed {
+                    item,
+                    reason: "live inputs are not rendered".to_owned(),
+                },
+                (_, req) => sim.sources[job.program].perform(req, job.path.as_deref()),
+            };
             sim.st.handle_io(job.program, done);
         }
         let mut posted = Vec::new();

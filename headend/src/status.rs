@@ -42,6 +42,9 @@ pub(crate) struct RelayStatus {
     pub(crate) active: Option<String>,
     /// Whether an operator locked it.
     pub(crate) locked: bool,
+    /// Whether a schedule drives it (its inputs are on air only in the schedule's live
+    /// items).
+    pub(crate) scheduled: bool,
     /// The output clock's offset from nominal, locked to the live source on air (ppb; ±30
     /// ppm at most, moving at most 0.075 Hz/s).
     pub(crate) clock_ppb: i64,

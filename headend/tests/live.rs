@@ -181,7 +181,7 @@ fn sender(
 }
 
 /// The PMT changes in the capture: (kernel stamp of the datagram, which source: 'm' main,
-/// 'b' backup, 's' slate, '?' other), in order.
+/// 'b' backup, 's' slate, 'f' the b.ts fixture (MPEG audio), '?' other), in order.
 fn sources(cap: &Stamped) -> Vec<(i64, char)> {
     let mut out: Vec<(i64, char)> = Vec::new();
     for (t, s) in sections(&packets(cap), 0x1000) {
@@ -193,6 +193,8 @@ fn sources(cap: &Stamped) -> Vec<(i64, char)> {
             's'
         } else if types.contains(&0x81) {
             'b'
+        } else if types.iter().any(|t| matches!(t, 0x03 | 0x04)) {
+            'f'
         } else if types.contains(&0x1B) {
             'm'
         } else {
@@ -909,4 +911,145 @@ fn a_feed_changing_its_pmt_is_followed() {
     );
     assert!(stderr.contains("PMT changed"), "{stderr}");
     check_and_decode("live-pmt-change", &cap, dir.path());
+}
+
+/// A channel driven by its schedule, with live items between files: a hard start on the
+/// `main` input (backup `backup`), killed part-way (the backup takes the rest of the item),
+/// files after it at their times, then a live item on an input that sends nothing (the
+/// channel's playlist fills it), and files again. Before the first live item the inputs
+/// are good yet stay off air: between live items the schedule decides.
+#[test]
+fn a_schedule_relays_its_live_items_between_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = paced(&source(dir.path(), "main", 40, false), 0x100);
+    let backup = paced(&source(dir.path(), "backup", 40, true), 0x100);
+    let (pm, pb, dead) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&rx)
+        .set_recv_buffer_size(8 << 20)
+        .unwrap();
+    let out = rx.local_addr().unwrap().port();
+    let http = common::free_tcp_port();
+    // T0: b.ts (H.264 + MP2) for 5 s; T0+5: live `main` for 8 s (backup `backup`); T0+13:
+    // b.ts for 4 s; T0+17: live `dead` for 4 s; T0+21: b.ts for 4 s.
+    let t0 = utc_ns() / 1_000_000_000 + 12;
+    let hms = |secs: i64| {
+        let s = secs.rem_euclid(86_400);
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
+    let date = common::civil_date(t0.div_euclid(86_400));
+    assert_eq!(
+        date,
+        common::civil_date((t0 + 30).div_euclid(86_400)),
+        "not across midnight; run again"
+    );
+    let sched = dir.path().join("sched/studio");
+    std::fs::create_dir_all(&sched).unwrap();
+    std::fs::write(
+        sched.join(format!("{date}.toml")),
+        format!(
+            "date = \"{date}\"\n\n\
+             [[item]]\nstart = \"{}\"\nblock = [\"b.ts\"]\nloop_for = \"5s\"\ntitle = \"Before\"\n\n\
+             [[item]]\nstart = \"{}\"\nlive = \"main\"\nduration = \"8s\"\nbackup = [\"backup\"]\ntitle = \"Studio\"\n\n\
+             [[item]]\nblock = [\"b.ts\"]\nloop_for = \"4s\"\ntitle = \"Between\"\n\n\
+             [[item]]\nstart = \"{}\"\nlive = \"dead\"\nduration = \"4s\"\ntitle = \"Outside broadcast\"\n\n\
+             [[item]]\nblock = [\"b.ts\"]\nloop_for = \"4s\"\ntitle = \"After\"\n",
+            hms(t0),
+            hms(t0 + 5),
+            hms(t0 + 17),
+        ),
+    )
+    .unwrap();
+    let slate = media("c.ts").display().to_string();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n\
+             [schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
+             [[channel]]\nid = \"studio\"\nservice_id = 1\nname = \"Studio\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [{slate:?}]\nfiller = [{slate:?}]\ntimezone = \"UTC\"\n\n\
+             [channel.failover]\nloss_timeout = \"200ms\"\nrestore_after = \"30s\"\nlead = \"300ms\"\n\n\
+             [[channel.input]]\nname = \"main\"\nurl = \"udp://127.0.0.1:{pm}\"\n\n\
+             [[channel.input]]\nname = \"backup\"\nurl = \"udp://127.0.0.1:{pb}\"\n\n\
+             [[channel.input]]\nname = \"dead\"\nurl = \"udp://127.0.0.1:{dead}\"\n\n\
+             [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n",
+            media = media("").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let capture = receive_stamped(rx, stop.clone(), Duration::from_secs(60));
+    let mut daemon = Daemon::run(&cfg, "info");
+    let mode = Arc::new(AtomicU8::new(MAIN_ON));
+    let send_stop = Arc::new(AtomicBool::new(false));
+    let send = sender(main, backup, (pm, pb), mode.clone(), send_stop.clone());
+    let until = |t: i64| {
+        while utc_ns() < t {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let s = 1_000 * MS;
+    // Both inputs good for seconds, yet the schedule's filler is on air.
+    until(t0 * s - 2 * s);
+    let relay = relay_of(&channels_of(http), "studio");
+    assert_eq!(relay["scheduled"], true, "{relay}");
+    assert!(relay["active"].is_null(), "{relay}");
+    assert_eq!(relay["inputs"][0]["health"], "good", "{relay}");
+    // The main killed 3 s into its item.
+    until(t0 * s + 8 * s);
+    mode.store(MAIN_KILLED, Ordering::Relaxed);
+    let killed_at = utc_ns();
+    until(t0 * s + 10 * s);
+    let relay = relay_of(&channels_of(http), "studio");
+    assert_eq!(relay["active"], "backup", "{relay}");
+    until(t0 * s + 24 * s);
+    let relay = relay_of(&channels_of(http), "studio");
+    assert!(relay["active"].is_null(), "{relay}");
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    send_stop.store(true, Ordering::Relaxed);
+    send.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let cap = capture.join().unwrap();
+    let switches: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("input switch") || l.contains("live item"))
+        .collect();
+    eprintln!("{}", switches.join("\n"));
+
+    // Which source is on air, by PMT. The very first PMT may come before the slate's; the
+    // filler after the last item may have begun.
+    let seq: Vec<(i64, char)> = sources(&cap)
+        .into_iter()
+        .filter(|(_, c)| *c != '?')
+        .collect();
+    let order: String = seq.iter().map(|(_, c)| *c).collect();
+    assert!(
+        order == "sfmbfsf" || order == "sfmbfsfs",
+        "slate, b.ts, main (live item), backup (main killed), b.ts, slate (dead input's \
+         item), b.ts expected; got {order:?}\n{}",
+        switches.join("\n")
+    );
+    let off = |k: usize, planned: i64| (seq[k].0 - (t0 + planned) * s) / MS;
+    let marks = [
+        ("b.ts", 1, 0),
+        ("live main", 2, 5),
+        ("b.ts after the live item", 4, 13),
+        ("slate in the dead input's item", 5, 17),
+        ("b.ts after it", 6, 21),
+    ];
+    for (what, k, planned) in marks {
+        let ms = off(k, planned);
+        eprintln!("{what}: PMT on the output {ms} ms from its scheduled time");
+        assert!(
+            (-1500..=1500).contains(&ms),
+            "{what}: {ms} ms from its time"
+        );
+    }
+    let took_over = (seq[3].0 - killed_at) / MS;
+    eprintln!("the backup's PMT on the output {took_over} ms after the main was killed");
+    assert!(took_over < 1500, "{took_over} ms");
+    check_and_decode("live-schedule", &cap, dir.path());
 }

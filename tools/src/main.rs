@@ -136,6 +136,10 @@ enum Command {
         /// hold is an error.
         #[arg(long, default_value = "utf-8")]
         charset: String,
+        /// The channel's live inputs (`[[channel.input]] name`, repeat for each): a live item
+        /// naming another is an error. Without it, live items' names are not checked.
+        #[arg(long = "input")]
+        inputs: Vec<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -258,10 +262,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for r in &relays {
                 println!(
                     "live  {}{} (clock {:+} ppb)",
-                    r["active"].as_str().map_or_else(
-                        || "the playlist: no input fit for air".to_owned(),
-                        |a| format!("relaying `{a}`")
-                    ),
+                    match (r["active"].as_str(), r["scheduled"] == true) {
+                        (Some(a), _) => format!("relaying `{a}`"),
+                        (None, true) => "no input on air (schedule-driven)".to_owned(),
+                        (None, false) => "the playlist: no input fit for air".to_owned(),
+                    },
                     if r["locked"] == true { ", locked" } else { "" },
                     r["clock_ppb"].as_i64().unwrap_or(0),
                 );
@@ -309,8 +314,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timezone,
             filler,
             charset,
+            inputs,
             json,
-        } => validate::run(&file, &media, &timezone, &filler, &charset, json),
+        } => validate::run(
+            &file,
+            &media,
+            &timezone,
+            &filler,
+            &charset,
+            (!inputs.is_empty()).then_some(inputs.as_slice()),
+            json,
+        ),
         Command::Check {
             file,
             muxrate,

@@ -28,6 +28,7 @@ pub(crate) fn run(
     timezone: &str,
     filler: &[String],
     charset: &str,
+    inputs: Option<&[String]>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let tz: Tz = timezone
@@ -36,7 +37,7 @@ pub(crate) fn run(
     let charset = epg::si::Charset::from_name(charset).ok_or_else(|| {
         anyhow::anyhow!("--charset: unknown `{charset}` (utf-8, gb2312, latin, iso-8859-1..15)")
     })?;
-    let report = validate(file, media, tz, filler, charset);
+    let report = validate(file, media, tz, filler, charset, inputs);
     if json {
         let value = serde_json::json!({
             "file": file.display().to_string(),
@@ -66,13 +67,14 @@ pub(crate) fn run(
 }
 
 /// Validates `file`; media paths are relative to `media_dir`; programme text must fit the
-/// channel's SI `charset`.
+/// channel's SI `charset`; live items must name one of `inputs` (any name when `None`).
 pub(crate) fn validate(
     file: &Path,
     media_dir: &Path,
     tz: Tz,
     filler: &[String],
     charset: epg::si::Charset,
+    inputs: Option<&[String]>,
 ) -> Report {
     let shown = file.display().to_string();
     let fail = |errors: Vec<String>| Report {
@@ -115,7 +117,38 @@ pub(crate) fn validate(
         .iter()
         .filter_map(|f| lookup(f).map(Clip::whole))
         .collect();
-    let entries = day.plan(tz, &mut lookup);
+    // A live input stands for media as long as the longest live item (cut by what follows),
+    // put in the table once the files are known.
+    const LIVE: MediaId = MediaId(u32::MAX - 1);
+    let longest_live = day
+        .items
+        .iter()
+        .filter_map(|it| match &it.source {
+            Source::Live { duration, .. } => Some(duration.as_nanos() as u64),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let entries = day
+        .plan_with(tz, &mut lookup, |name| {
+            inputs
+                .is_none_or(|list| list.iter().any(|i| i == name))
+                .then_some(LIVE)
+        })
+        .map(|mut entries| {
+            for e in &mut entries {
+                if let playout::schedule::Body::Clip(c) = &mut e.body {
+                    if c.media == LIVE {
+                        c.media = MediaId(media.len() as u32);
+                    }
+                }
+            }
+            entries
+        });
+    let files = names.len();
+    media.push(Some(MediaInfo {
+        duration: longest_live,
+    }));
     for (name, e) in &probe_errors {
         if filler.contains(name) {
             errors.push(format!("{shown}: filler {name}: {e}"));
@@ -147,7 +180,7 @@ pub(crate) fn validate(
     match resolve(&entries, &filler_clips, &table, from, until) {
         Ok(timeline) if errors.is_empty() => Report {
             errors,
-            summary: Some((day.items.len(), names.len(), timeline.segments().len())),
+            summary: Some((day.items.len(), files, timeline.segments().len())),
         },
         Ok(_) => fail(errors),
         Err(e) => {

@@ -106,3 +106,43 @@ fn mistakes_are_named() {
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
     }
 }
+
+#[test]
+fn live_items_are_checked_against_the_channels_inputs() {
+    let day = r#"date = "2026-11-23"
+
+[[item]]
+start = "00:00:00"
+file = "a.ts"
+
+[[item]]
+start = "19:00:00"
+live = "studio-a"
+duration = "1h"
+backup = ["studio-b"]
+title = "直播"
+
+[[item]]
+file = "b.ts"
+"#;
+    // Without --input the names are not checked; the live item lasts its duration.
+    let (ok, out) = validate(day, &["--filler", "e.ts"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("FILE: OK (3 items, 3 media files,"),
+        "{out}"
+    );
+    let (ok, _) = validate(
+        day,
+        &[
+            "--filler", "e.ts", "--input", "studio-a", "--input", "studio-b",
+        ],
+    );
+    assert!(ok);
+    let (ok, out) = validate(day, &["--filler", "e.ts", "--input", "studio-a"]);
+    assert!(!ok);
+    assert_eq!(
+        out.trim(),
+        "FILE: line 7: item 2 (19:00:00 \"直播\"): backup: the channel has no live input named `studio-b`"
+    );
+}

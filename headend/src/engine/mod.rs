@@ -5,6 +5,7 @@
 //! packets (with PAT/PMT and PCR) until it arrives. Outputs are non-blocking: one that fails
 //! or pushes back loses its own datagrams and nothing else.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +17,7 @@ use epg::eit_cache::Built;
 use playout::analyse::Health;
 use playout::pacing::{Pacer, PacerConfig, Steer};
 use playout::splice::IoRequest;
+use playout::time::Ticks27M;
 use playout::ts::PACKET_SIZE;
 
 use crate::cas::CasLink;
@@ -143,7 +145,7 @@ impl Engine {
                     .iter()
                     .map(|i| (i.name.clone(), i.service_id))
                     .collect();
-                st.add_live(
+                let items = st.add_live(
                     program,
                     &inputs,
                     ch.failover.lead.as_nanos() as u64 * 27 / 1000,
@@ -151,15 +153,25 @@ impl Engine {
                 let set = LiveSet::start(&ch.id, &ch.inputs, &ch.failover, epoch).map_err(|e| {
                     anyhow::anyhow!("channel `{}`: starting its inputs: {e}", ch.id)
                 })?;
+                let mut failover =
+                    Failover::new(set.feeds.len(), ch.failover.restore_after.as_nanos() as u64);
+                // A channel with schedules is driven by them from the start: its inputs wait
+                // for the schedule's live items (the scheduler's first cues come within a
+                // second, while an input needs one to settle: better not to race).
+                let scheduled = !spec.mpts && config.schedules.dir.join(&ch.id).is_dir();
+                if scheduled {
+                    failover.idle();
+                }
                 relays.push(Relay {
                     program,
                     channel: ch.id.clone(),
                     timezone: ch.timezone,
-                    failover: Failover::new(
-                        set.feeds.len(),
-                        ch.failover.restore_after.as_nanos() as u64,
-                    ),
+                    failover,
                     set,
+                    items,
+                    scheduled,
+                    slots: VecDeque::new(),
+                    slot: None,
                     waiting: None,
                     ending: false,
                     lead_ns: ch.failover.lead.as_nanos() as u64,
@@ -336,6 +348,15 @@ struct Relay {
     timezone: epg::schedule::Tz,
     set: LiveSet,
     failover: Failover,
+    /// The playlist item of each input.
+    items: Vec<usize>,
+    /// The channel's schedule drives it: its inputs go on air only in the schedule's live
+    /// items (between them the failover is idle).
+    scheduled: bool,
+    /// Live items the schedule cued, not yet on air, in order.
+    slots: VecDeque<Slot>,
+    /// The schedule's live item on air.
+    slot: Option<Slot>,
     /// A read of the input on air that found nothing yet: (item, input).
     waiting: Option<(usize, usize)>,
     /// The input on air is being left: its next read ends it.
@@ -351,6 +372,19 @@ struct Relay {
     next_steer: u64,
     /// When the verdicts are next looked at (feed clock, ns).
     next_check: u64,
+}
+
+/// A schedule's live item.
+#[derive(Clone, Debug)]
+struct Slot {
+    /// The playlist item its cue plays (its own input's).
+    item: usize,
+    /// Its inputs, by index: its own, then its backups.
+    chain: Vec<usize>,
+    /// When it ends (output time).
+    until: Option<Ticks27M>,
+    /// Its cue's tag (its programme in the EIT).
+    tag: u64,
 }
 
 /// How often a relay looks at its inputs' verdicts.
@@ -485,6 +519,9 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             match msg {
                 Control::Schedule(msg) => {
                     if let Some(k) = local(msg.station) {
+                        for r in stations[k].relays.iter_mut().filter(|r| r.program == 0) {
+                            r.schedule(&msg);
+                        }
                         stations[k].st.handle_schedule(msg);
                     }
                 }
@@ -598,10 +635,16 @@ impl Live {
             return;
         };
         tracing::info!(channel = %r.channel, action = ?order.action, "input order");
-        match order.action {
+        let done = match order.action {
             InputAction::Switch(to) => r.failover.manual(to, false),
             InputAction::Lock(to) => r.failover.manual(to, true),
-            InputAction::Unlock => r.failover.unlock(),
+            InputAction::Unlock => {
+                r.failover.unlock();
+                true
+            }
+        };
+        if !done {
+            tracing::warn!(channel = %r.channel, "input order not carried out: between the schedule's live items the schedule decides what is on air");
         }
         r.next_check = 0;
     }
@@ -611,6 +654,14 @@ impl Live {
     fn relay(&mut self) {
         for r in &mut self.relays {
             let now = r.set.feeds.first().map_or(0, |f| f.now());
+            // The schedule's live item is over: the splicer has gone on to the next cue.
+            let mux_now = self.st.mux().now();
+            if r.slot
+                .as_ref()
+                .is_some_and(|s| s.until.is_some_and(|u| mux_now >= u))
+            {
+                r.end_slot(&mut self.st);
+            }
             if now >= r.next_check {
                 r.next_check = now + RELAY_CHECK_NS;
                 let health: Vec<_> = r.set.feeds.iter().map(|f| f.health()).collect();
@@ -667,7 +718,15 @@ impl Live {
                     if let Some(f) = sw.from.and_then(|i| r.set.feeds.get(i)) {
                         f.go_off_air();
                     }
-                    self.st.relay(r.program, sw.to, how);
+                    // In a schedule's live item, what replaces the input plays to the item's
+                    // end, and the schedule's cues after it stay.
+                    let slot = r.slot.as_ref().map(|s| (s.until, s.tag));
+                    self.st.relay(r.program, sw.to, how, slot);
+                    let how = match (how, slot) {
+                        // Nothing is drained and ended: the splicer left the item at once.
+                        (Handover::Drain, Some(_)) => Handover::Cut(0),
+                        (how, _) => how,
+                    };
                     match (how, r.waiting.take()) {
                         // The splicer gave the read up: answered empty, the new input opens.
                         (Handover::Cut(_), Some((item, _))) => self.st.handle_io(
@@ -713,9 +772,13 @@ impl Live {
         let Some(r) = self.relays.iter_mut().find(|r| r.program == program) else {
             return;
         };
-        let Some(feed) = r.set.feeds.get(input) else {
+        if input >= r.set.feeds.len() {
             return;
-        };
+        }
+        if let IoRequest::Open { item, .. } = req {
+            r.enter_slot(item);
+        }
+        let feed = &r.set.feeds[input];
         match req {
             IoRequest::Open { item, .. } => {
                 r.ending = false;
@@ -898,6 +961,86 @@ impl Live {
 }
 
 impl Relay {
+    /// The schedule cued `msg`: its live items are noted, to be relayed when the splicer
+    /// opens them; from its first cues on, the channel's inputs go on air only in them.
+    fn schedule(&mut self, msg: &crate::station::ScheduleMsg) {
+        if msg.handover.is_none() && msg.cues.is_empty() {
+            return;
+        }
+        if !self.scheduled {
+            self.scheduled = true;
+            tracing::info!(channel = %self.channel, "a schedule drives the channel: its live inputs go on air in the schedule's live items");
+            // An input on air plays until the schedule takes over, then the failover rests.
+            match (self.failover.active(), self.slot.is_none()) {
+                (Some(a), true) => {
+                    self.slot = Some(Slot {
+                        item: usize::MAX,
+                        chain: vec![a],
+                        until: msg.handover,
+                        tag: 0,
+                    })
+                }
+                (None, _) => self.failover.idle(),
+                _ => {}
+            }
+        }
+        if let Some(at) = msg.handover {
+            // What was cued is dropped; what is on air ends at the handover.
+            self.slots.clear();
+            if let Some(s) = self.slot.as_mut() {
+                s.until = Some(s.until.map_or(at, |u| u.min(at)));
+            }
+        }
+        for (tag, chain) in &msg.live {
+            let Some(c) = msg.cues.iter().find(|c| c.tag == *tag) else {
+                continue;
+            };
+            self.slots.push_back(Slot {
+                item: c.item,
+                chain: chain.clone(),
+                until: c.until,
+                tag: *tag,
+            });
+        }
+    }
+
+    /// The splicer opens `item`: a schedule's live item goes on air (an input the relay
+    /// itself put in an item's place is not a new item).
+    fn enter_slot(&mut self, item: usize) {
+        if !self.scheduled {
+            return;
+        }
+        let own = |s: &Slot| s.chain.iter().any(|&i| self.items.get(i) == Some(&item));
+        if self.slot.as_ref().is_some_and(own) {
+            return;
+        }
+        while let Some(s) = self.slots.pop_front() {
+            if s.item == item {
+                tracing::info!(channel = %self.channel, input = %self.set.feeds.get(s.chain[0]).map_or("?", |f| f.name()), "live item on air");
+                self.failover.start_slot(s.chain.clone());
+                self.on_air_pmts = None;
+                self.slot = Some(s);
+                return;
+            }
+        }
+    }
+
+    /// The schedule's live item ended: the inputs rest until the next.
+    fn end_slot(&mut self, st: &mut Station) {
+        self.slot = None;
+        self.failover.idle();
+        self.on_air_pmts = None;
+        self.ending = false;
+        for f in &self.set.feeds {
+            f.go_off_air();
+        }
+        // A read still waiting (an input that stopped just before the end) is answered, so
+        // the splicer goes on.
+        if let Some((item, _)) = self.waiting.take() {
+            st.handle_io(self.program, IoDone::Eof { item, error: None });
+        }
+    }
+
     fn status(&self) -> RelayStatus {
         RelayStatus {
             channel: self.channel.clone(),
@@ -907,6 +1050,7 @@ impl Relay {
                 .and_then(|i| self.set.feeds.get(i))
                 .map(|f| f.name().to_owned()),
             locked: self.failover.locked(),
+            scheduled: self.scheduled,
             clock_ppb: self.steer.as_ref().map_or(0, Steer::ppb),
             inputs: self
                 .set

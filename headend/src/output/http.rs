@@ -390,6 +390,7 @@ mod tests {
                 guides: Default::default(),
                 guide_channels: Vec::new(),
                 charsets: Vec::new(),
+                inputs: Vec::new(),
                 status: Default::default(),
                 zones: Vec::new(),
                 media_dir: "/nonexistent".into(),

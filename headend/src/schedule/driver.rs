@@ -44,6 +44,8 @@ const SEEK_MIN_NS: u64 = 20 * 1_000_000_000;
 const SEEK_MARGIN_NS: u64 = 10 * 1_000_000_000;
 /// How far the timeline is resolved each time (a programme longer than this is cut).
 const HORIZON_NS: u64 = 26 * 3600 * 1_000_000_000;
+/// How long a live input lasts as media: longer than any live item.
+const LIVE_NS: u64 = 400 * 86_400 * 1_000_000_000;
 
 /// What a channel's schedule says is on air around now, for the status API.
 #[derive(Clone, Debug)]
@@ -80,7 +82,9 @@ impl ScheduledChannel {
             channel: ch.id.clone(),
             tz: ch.timezone,
             filler: ch.filler.clone(),
-            base_items: ch.playlist.len(),
+            // The engine adds the live inputs after the playlist.
+            base_items: ch.playlist.len() + ch.inputs.len(),
+            inputs: ch.inputs.iter().map(|i| i.name.clone()).collect(),
             guide_from_xmltv: ch.si.xmltv.is_some(),
         }
     }
@@ -92,8 +96,12 @@ pub(crate) struct ScheduledChannel {
     pub(crate) channel: String,
     pub(crate) tz: Tz,
     pub(crate) filler: Vec<PathBuf>,
-    /// Playlist entries before the schedule's own (the config's playlist).
+    /// Playlist entries before the schedule's own (the config's playlist, then the live
+    /// inputs).
     pub(crate) base_items: usize,
+    /// The live inputs' names, in order: input `k` is playlist entry `base_items -
+    /// inputs.len() + k`.
+    pub(crate) inputs: Vec<String>,
     /// Its guide comes from an XMLTV file, not from the schedule.
     pub(crate) guide_from_xmltv: bool,
 }
@@ -313,16 +321,25 @@ fn round(
         }
         any = true;
         let mut failure = None;
-        let planned = day.plan(st.ch.tz, |name| {
-            let path = media_dir.join(name);
-            match media_id(st, &path, &mut new_paths) {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    None
+        let first_live = st.ch.base_items - st.ch.inputs.len();
+        let inputs = st.ch.inputs.clone();
+        let planned = day.plan_with(
+            st.ch.tz,
+            |name| {
+                let path = media_dir.join(name);
+                match media_id(st, &path, &mut new_paths) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        None
+                    }
                 }
-            }
-        });
+            },
+            |name| {
+                let k = inputs.iter().position(|i| i == name)?;
+                Some(MediaId((first_live + k) as u32))
+            },
+        );
         match planned {
             Ok(e) => {
                 entries.extend(e);
@@ -403,6 +420,12 @@ fn round(
         |u| map.output_time(u),
         |m| reorder.get(&(m.0 as usize)).copied().unwrap_or(0),
     );
+    // A live input is joined where it is: it has no offset, and no entry delay known ahead.
+    let live_items = st.ch.base_items - st.ch.inputs.len()..st.ch.base_items;
+    for c in cues.iter_mut().filter(|c| live_items.contains(&c.item)) {
+        c.offset_90k = 0;
+        c.entry_delay_90k = 0;
+    }
     // Joining far into a file (a join in progress, an in point): read from about where the
     // offset is, a few seconds early, instead of from the start.
     for c in &mut cues {
@@ -427,6 +450,7 @@ fn round(
     st.last_error = None;
     // Tag each cue, and say what it is for the EIT.
     let mut programmes = Vec::new();
+    let mut live = Vec::new();
     for (c, seg) in cues.iter_mut().zip(&due) {
         st.next_tag += 1;
         c.tag = st.next_tag;
@@ -437,11 +461,28 @@ fn round(
                 .and_then(|(p, _)| p.file_stem())
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
         };
-        let p = match seg.source {
-            playout::schedule::Source::Entry(i) => items
-                .get(i)
-                .map(|it| OnAirProgramme::of(it, seg, file_title())),
+        let item = match seg.source {
+            playout::schedule::Source::Entry(i) => items.get(i),
             playout::schedule::Source::Filler => None,
+        };
+        // A live item: the inputs to relay, its own first, then its backups.
+        if let Some(epg::schedule::Source::Live { input, backup, .. }) = item.map(|it| &it.source) {
+            let chain: Vec<usize> = std::iter::once(input)
+                .chain(backup)
+                .filter_map(|name| st.ch.inputs.iter().position(|i| i == name))
+                .collect();
+            live.push((c.tag, chain));
+        }
+        let p = match (seg.source, item) {
+            (playout::schedule::Source::Entry(_), Some(it)) => {
+                let title = file_title();
+                Some(OnAirProgramme::of(
+                    it,
+                    seg,
+                    if title.is_empty() { it.what() } else { title },
+                ))
+            }
+            _ => None,
         }
         .unwrap_or_else(|| OnAirProgramme {
             title: file_title(),
@@ -459,6 +500,7 @@ fn round(
         preempt,
         cues,
         programmes,
+        live,
         week,
         guide: None,
     }))
@@ -514,7 +556,7 @@ fn week_events(
         out.push((
             i,
             (id ^ (id >> 16)) as u16,
-            OnAirProgramme::of(it, seg, it.paths().join(", ")),
+            OnAirProgramme::of(it, seg, it.what()),
         ));
     }
     // event_id must be unique within the service: a hash that collides takes the next free.
@@ -571,9 +613,13 @@ fn media_id(
     Ok(MediaId(index as u32))
 }
 
-/// Durations by playlist index (the config's playlist entries are never scheduled: 0).
+/// Durations by playlist index (the config's playlist entries are never scheduled: 0; a live
+/// input lasts longer than any timeline resolved, so its items last what they say).
 fn media_table(st: &State) -> Vec<MediaInfo> {
     let mut table = vec![MediaInfo { duration: 0 }; st.next_item];
+    for info in &mut table[st.ch.base_items - st.ch.inputs.len()..st.ch.base_items] {
+        info.duration = LIVE_NS;
+    }
     for (i, info, _) in st.media.values() {
         table[*i] = *info;
     }

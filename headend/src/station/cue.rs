@@ -22,6 +22,9 @@ pub(crate) struct ScheduleMsg {
     pub(crate) cues: Vec<Cue>,
     /// What each cue (by tag) is, for the EPG.
     pub(crate) programmes: Vec<(u64, OnAirProgramme)>,
+    /// The cues (by tag) that relay a live input: the inputs to relay, in order (the item's
+    /// own, then its backups; by index among the channel's inputs).
+    pub(crate) live: Vec<(u64, Vec<usize>)>,
     /// The next 7 days' events, for the EIT schedule (after every edit, and every 10 s):
     /// (event_id, what).
     pub(crate) week: Option<Vec<(u16, OnAirProgramme)>>,
@@ -40,6 +43,7 @@ impl ScheduleMsg {
             preempt: false,
             cues: Vec::new(),
             programmes: Vec::new(),
+            live: Vec::new(),
             week: None,
             guide: Some(events),
         }

@@ -4,8 +4,13 @@
 //! switch and why. An input on air that turns bad is left at once for the first good one in
 //! priority order (or the playlist); an input better placed than the one on air is taken back
 //! only once it has been good for `restore_after`; from the playlist the first input good
-//! for a second ([`SETTLE_NS`]) is taken. An operator can switch to an input and lock it there (it stays on air whatever
-//! its verdict), and unlock it.
+//! for a second ([`SETTLE_NS`]) is taken. An operator can switch to an input and lock it
+//! there (it stays on air whatever its verdict), and unlock it.
+//!
+//! A channel whose schedule names live inputs relays them only during those items: between
+//! them the failover is idle ([`Failover::idle`]: verdicts are followed, nothing switches);
+//! a live item starts it on the item's own inputs in the item's order
+//! ([`Failover::start_slot`]).
 
 use playout::analyse::Health;
 
@@ -36,6 +41,11 @@ pub(crate) struct Failover {
     locked: bool,
     /// A switch asked for by an operator, to report at the next update.
     manual: Option<Switch>,
+    /// The inputs that may go on air, best first (all, in priority order, unless a live
+    /// item says otherwise).
+    order: Vec<usize>,
+    /// Whether it switches at all (not between a schedule's live items).
+    enabled: bool,
 }
 
 impl Failover {
@@ -47,7 +57,29 @@ impl Failover {
             active: None,
             locked: false,
             manual: None,
+            order: (0..inputs).collect(),
+            enabled: true,
         }
+    }
+
+    /// Between a schedule's live items: nothing on air, nothing switches (verdicts are still
+    /// followed, so an input's clean time counts on).
+    pub(crate) fn idle(&mut self) {
+        self.enabled = false;
+        self.active = None;
+        self.locked = false;
+        self.manual = None;
+    }
+
+    /// A schedule's live item starts: `chain[0]` is on air; while it fails, the other inputs
+    /// of `chain` in order, then the playlist. Empty: nothing changes.
+    pub(crate) fn start_slot(&mut self, chain: Vec<usize>) {
+        let Some(&first) = chain.first() else { return };
+        self.enabled = true;
+        self.locked = false;
+        self.manual = None;
+        self.active = Some(first);
+        self.order = chain;
     }
 
     /// What is on air.
@@ -60,8 +92,12 @@ impl Failover {
         self.locked
     }
 
-    /// An operator switches to `to` (and locks it there if `lock`).
-    pub(crate) fn manual(&mut self, to: Source, lock: bool) {
+    /// An operator switches to `to` (and locks it there if `lock`); `false` when idle
+    /// (between a schedule's live items the schedule decides).
+    pub(crate) fn manual(&mut self, to: Source, lock: bool) -> bool {
+        if !self.enabled {
+            return false;
+        }
         self.locked = lock;
         if to != self.active {
             self.manual = Some(Switch {
@@ -75,6 +111,7 @@ impl Failover {
             });
             self.active = to;
         }
+        true
     }
 
     /// An operator unlocks: the verdicts decide again.
@@ -91,6 +128,9 @@ impl Failover {
                 _ => {}
             }
         }
+        if !self.enabled {
+            return None;
+        }
         if let Some(m) = self.manual.take() {
             return Some(m);
         }
@@ -98,10 +138,13 @@ impl Failover {
             return None;
         }
         let good = |i: usize| self.good_since.get(i).copied().flatten();
-        let first_good = (0..self.good_since.len()).find(|&i| good(i).is_some());
+        let first_good = self.order.iter().copied().find(|&i| good(i).is_some());
         // Good long enough to leave the playlist for: an input that drops out now and then
         // (a bursty sender) is not put back on air at every burst.
-        let settled = (0..self.good_since.len())
+        let settled = self
+            .order
+            .iter()
+            .copied()
             .find(|&i| good(i).is_some_and(|t| now.saturating_sub(t) >= SETTLE_NS));
         let to = match self.active {
             // On the playlist: the first input good for `SETTLE_NS`.
@@ -124,8 +167,11 @@ impl Failover {
                 return Some(s);
             }
             Some(a) => {
-                // A better-placed input, good for long enough.
-                let back = (0..a).find(|&i| {
+                // A better-placed input, good for long enough (an operator may have put one
+                // outside the order on air: every one in the order is better placed).
+                let place = self.order.iter().position(|&i| i == a);
+                let better = &self.order[..place.unwrap_or(self.order.len())];
+                let back = better.iter().copied().find(|&i| {
                     good(i).is_some_and(|t| now.saturating_sub(t) >= self.restore_after_ns)
                 })?;
                 let s = Switch {
@@ -195,6 +241,38 @@ mod tests {
         assert_eq!(f.update(18 * S, &[g.clone(), g.clone()]), None);
         assert_eq!(f.update(27 * S, &[g.clone(), g.clone()]), None);
         assert!(f.update(28 * S, &[g.clone(), g.clone()]).is_some());
+    }
+
+    #[test]
+    fn a_live_item_relays_its_own_inputs_in_its_order() {
+        let g = Health::Good;
+        let mut f = Failover::new(3, 10 * S);
+        f.idle();
+        // Idle: inputs good for long, nothing goes on air, an operator cannot switch.
+        assert_eq!(f.update(0, &[g.clone(), g.clone(), g.clone()]), None);
+        assert_eq!(f.update(20 * S, &[g.clone(), g.clone(), g.clone()]), None);
+        assert!(!f.manual(Some(0), false));
+        assert_eq!(f.update(21 * S, &[g.clone(), g.clone(), g.clone()]), None);
+        assert_eq!(f.active(), None);
+        // An item on input 2 with input 1 as its backup: input 0 is never taken.
+        f.start_slot(vec![2, 1]);
+        assert_eq!(f.active(), Some(2));
+        assert_eq!(f.update(22 * S, &[g.clone(), g.clone(), g.clone()]), None);
+        let s = f.update(23 * S, &[g.clone(), g.clone(), bad()]).unwrap();
+        assert_eq!((s.from, s.to), (Some(2), Some(1)));
+        let s = f.update(24 * S, &[g.clone(), bad(), bad()]).unwrap();
+        assert_eq!((s.from, s.to), (Some(1), None));
+        // Input 2 back: taken from the playlist after a second, input 1 never preferred.
+        assert_eq!(f.update(25 * S, &[g.clone(), bad(), g.clone()]), None);
+        let s = f
+            .update(26 * S, &[g.clone(), g.clone(), g.clone()])
+            .unwrap();
+        assert_eq!((s.from, s.to), (None, Some(2)));
+        assert_eq!(f.update(40 * S, &[g.clone(), g.clone(), g.clone()]), None);
+        // The item ends.
+        f.idle();
+        assert_eq!(f.update(41 * S, &[bad(), bad(), bad()]), None);
+        assert_eq!(f.active(), None);
     }
 
     #[test]

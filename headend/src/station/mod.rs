@@ -125,6 +125,8 @@ pub(crate) struct Station {
     si: Option<Carousel>,
     /// Programmes of the cues handed to the splicer, by tag, until they go on air.
     programmes: BTreeMap<u64, OnAirProgramme>,
+    /// The last cue programme that started (by tag).
+    started_programme: Option<(u64, OnAirProgramme)>,
     /// The tag of the cue on air (program 0), if it came from the schedule.
     on_air_tag: Option<u64>,
     /// Emergency alert overrides, per program.
@@ -178,6 +180,7 @@ impl Station {
             playlists: plan.channels.iter().map(|c| c.playlist.clone()).collect(),
             si,
             programmes: BTreeMap::new(),
+            started_programme: None,
             on_air_tag: None,
             air: overrides::Air::new(plan.channels.iter().map(|c| c.playlist.len()).collect()),
             scrambling: scrambled,
@@ -300,15 +303,15 @@ impl Station {
 
     /// Adds program `program`'s live inputs (names in priority order, with the programme to
     /// take from each) to its playlist, each held `lead` ahead of sending (see
-    /// [`Splicer::set_live`]).
+    /// [`Splicer::set_live`]); returns their playlist items.
     pub(crate) fn add_live(
         &mut self,
         program: usize,
         inputs: &[(String, Option<u16>)],
         lead: Ticks27M,
-    ) {
+    ) -> Vec<usize> {
         if program >= self.mux.programs() {
-            return;
+            return Vec::new();
         }
         if self.live.len() <= program {
             self.live.resize(program + 1, Vec::new());
@@ -323,6 +326,7 @@ impl Station {
             }
             self.live[program].push(item);
         }
+        self.live[program].clone()
     }
 
     /// Program `program` relays its live input `input` (`None`: its playlist, from the
@@ -331,7 +335,17 @@ impl Station {
     /// that far ahead of now); `Drain`: after all that is queued (leaving a live input for
     /// the playlist: its queued packets are good; the driver ends its reads). Under an
     /// alert, that is what comes back when the alert ends.
-    pub(crate) fn relay(&mut self, program: usize, input: Option<usize>, how: Handover) {
+    ///
+    /// `slot`: in a schedule's live item (its end and cue tag): the new source plays until
+    /// that end (its programme in the EIT), and the schedule's cues after it stay; `Drain`
+    /// then keeps what is queued without dropping them.
+    pub(crate) fn relay(
+        &mut self,
+        program: usize,
+        input: Option<usize>,
+        how: Handover,
+        slot: Option<(Option<Ticks27M>, u64)>,
+    ) {
         let item = match input {
             Some(i) => match self.live.get(program).and_then(|l| l.get(i)) {
                 Some(item) => *item,
@@ -344,11 +358,16 @@ impl Station {
             return;
         }
         let now = self.mux.now();
-        let cue = overrides::plain_cue(item);
+        let mut cue = overrides::plain_cue(item);
+        if let Some((until, tag)) = slot {
+            cue.until = until;
+            cue.tag = tag;
+        }
         let s = self.mux.program_mut(program);
-        match how {
-            Handover::Cut(ahead) => s.preempt_at(now, now + ahead, cue),
-            Handover::Drain => {
+        match (how, slot) {
+            (Handover::Cut(ahead), _) => s.preempt_at(now, now.saturating_add(ahead), cue),
+            (Handover::Drain, Some(_)) => s.preempt_at(now, Ticks27M::MAX, cue),
+            (Handover::Drain, None) => {
                 s.clear_cues();
                 s.push_cue(cue);
             }
@@ -507,7 +526,19 @@ impl Station {
                 let (present, following) = match (&alert, tag) {
                     (Some(a), _) => (Some(a.clone()), None),
                     (None, Some(t)) => (
-                        self.programmes.remove(&t),
+                        // A cue's programme, or, for a source put in its place part-way (a
+                        // live item's backup), the one it already had.
+                        match self.programmes.remove(&t) {
+                            Some(p) => {
+                                self.started_programme = Some((t, p.clone()));
+                                Some(p)
+                            }
+                            None => self
+                                .started_programme
+                                .as_ref()
+                                .filter(|(k, _)| *k == t)
+                                .map(|(_, p)| p.clone()),
+                        },
                         self.programmes
                             .range(t + 1..)
                             .next()
