@@ -716,9 +716,9 @@ fn http_inputs_pull_and_bad_servers_are_named() {
 }
 
 /// SRT against libsrt's own tool and ffmpeg's libsrt, each direction: `srt-live-transmit` as
-/// caller into our listener (AES-256, IPv6) and as listener for our caller (AES-128, IPv4),
-/// ffmpeg as a clear caller into our listener, and a caller with the wrong passphrase,
-/// refused and counted. Each sender is fed in real time by ffmpeg (`-re`).
+/// caller into our listener (AES-256, IPv6), as listener for our caller (AES-128, IPv4) and
+/// as our rendezvous peer (AES-192, each side on its own port), ffmpeg as a clear caller into
+/// our listener, and a caller with the wrong passphrase, refused and counted. Each sender is fed in real time by ffmpeg (`-re`).
 #[test]
 fn srt_both_ways_with_libsrt_and_ffmpeg() {
     let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed");
@@ -730,8 +730,8 @@ fn srt_both_ways_with_libsrt_and_ffmpeg() {
     // ffmpeg writes its TS output in bursts up to ~350 ms apart (through libsrt too): such a
     // sender needs a loss timeout and a lead above that.
     const BURSTY: &str = "\n\n[channel.failover]\nloss_timeout = \"1s\"\nlead = \"800ms\"";
-    let [l6, c4, lf, lw] = [0; 4].map(|_| free_udp_port());
-    let rx: Vec<UdpSocket> = (0..3)
+    let [l6, c4, lf, lw, ours, theirs] = [0; 6].map(|_| free_udp_port());
+    let rx: Vec<UdpSocket> = (0..4)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
     let outs: Vec<u16> = rx.iter().map(|s| s.local_addr().unwrap().port()).collect();
@@ -760,6 +760,13 @@ fn srt_both_ways_with_libsrt_and_ffmpeg() {
                 "srt",
                 &format!("url = \"srt://127.0.0.1:{lf}?mode=listener\"{BURSTY}"),
                 Some(outs[2])
+            ),
+            live_channel(
+                "rendezvous",
+                5,
+                "srt",
+                &format!("url = \"srt://127.0.0.1:{theirs}?mode=rendezvous&port={ours}&passphrase={PASS}&pbkeylen=24\"{BURSTY}"),
+                Some(outs[3])
             ),
             live_channel(
                 "wrong",
@@ -807,6 +814,9 @@ fn srt_both_ways_with_libsrt_and_ffmpeg() {
         piped(format!(
             "srt://127.0.0.1:{lw}?mode=caller&passphrase=not-the-right-one&pbkeylen=16"
         )),
+        piped(format!(
+            "srt://127.0.0.1:{ours}?mode=rendezvous&port={theirs}&passphrase={PASS}&pbkeylen=24"
+        )),
     ];
     std::thread::sleep(Duration::from_secs(9));
     let channels = channels_of(http);
@@ -821,7 +831,10 @@ fn srt_both_ways_with_libsrt_and_ffmpeg() {
     assert!(st.success(), "{stderr}");
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    for (id, cap) in ["listen6", "call4", "ffmpeg"].into_iter().zip(caps) {
+    for (id, cap) in ["listen6", "call4", "ffmpeg", "rendezvous"]
+        .into_iter()
+        .zip(caps)
+    {
         let cap = cap.join().unwrap();
         let relay = relay_of(&channels, id);
         assert_eq!(relay["active"], "srt", "{id}: {relay}\n{stderr}");
@@ -1052,4 +1065,159 @@ fn a_schedule_relays_its_live_items_between_files() {
     eprintln!("the backup's PMT on the output {took_over} ms after the main was killed");
     assert!(took_over < 1500, "{took_over} ms");
     check_and_decode("live-schedule", &cap, dir.path());
+}
+
+/// HTTPS inputs against real TLS servers nobody here wrote: ffmpeg (GnuTLS) serving a live
+/// TS with a certificate from a private CA, trusted through the input's `ca`, is relayed;
+/// OpenSSL's `s_server` with the same certificate is refused when the CA is not trusted (no
+/// `ca`: the system roots) and when the certificate does not name the host asked for, each
+/// named in the input's status.
+#[test]
+fn https_inputs_check_the_server_certificate() {
+    let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed");
+    let openssl = common::tool_on_path("openssl").expect("openssl is needed");
+    let dir = tempfile::tempdir().unwrap();
+    source(dir.path(), "src", 12, false);
+    let src = dir.path().join("src.ts");
+    // A private CA and a server certificate it signs for 127.0.0.1 (webpki takes no CA
+    // certificate as a server's own).
+    let p = |name: &str| dir.path().join(name);
+    let (ca_cert, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let openssl_ok = |cmd: &mut Command| {
+        let r = run_bounded(cmd, Duration::from_secs(30));
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    openssl_ok(
+        Command::new(openssl)
+            .args(["req", "-x509", "-days", "1", "-subj", "/CN=Test CA"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(&ca_cert),
+    );
+    openssl_ok(
+        Command::new(openssl)
+            .args(["req", "-subj", "/CN=127.0.0.1"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(p("srv.csr")),
+    );
+    openssl_ok(
+        Command::new(openssl)
+            .args(["x509", "-req", "-days", "1", "-CAcreateserial", "-in"])
+            .arg(p("srv.csr"))
+            .arg("-CA")
+            .arg(&ca_cert)
+            .arg("-CAkey")
+            .arg(p("ca.key"))
+            .arg("-extfile")
+            .arg(p("ext.cnf"))
+            .arg("-out")
+            .arg(&cert),
+    );
+    let (good, bad) = (common::free_tcp_port(), common::free_tcp_port());
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = rx.local_addr().unwrap().port();
+    let http = common::free_tcp_port();
+    let ca = ca_cert.display().to_string();
+    let cfg = write_config(
+        dir.path(),
+        http,
+        &[
+            live_channel(
+                "tls",
+                1,
+                "web",
+                &format!("url = \"https://127.0.0.1:{good}/live.ts\"\nca = {ca:?}"),
+                Some(out),
+            ),
+            live_channel(
+                "untrusted",
+                2,
+                "web",
+                &format!("url = \"https://127.0.0.1:{bad}/live.ts\""),
+                None,
+            ),
+            live_channel(
+                "misnamed",
+                3,
+                "web",
+                &format!("url = \"https://localhost:{bad}/live.ts\"\nca = {ca:?}"),
+                None,
+            ),
+        ],
+    );
+    let cap_stop = Arc::new(AtomicBool::new(false));
+    let capture = receive_stamped(rx, cap_stop.clone(), Duration::from_secs(60));
+    let mut servers = vec![
+        Command::new(ffmpeg)
+            .args(["-nostdin", "-v", "error", "-re", "-i"])
+            .arg(&src)
+            .args(["-map", "0", "-c", "copy", "-f", "mpegts", "-listen", "1"])
+            .arg("-cert_file")
+            .arg(&cert)
+            .arg("-key_file")
+            .arg(&key)
+            .arg(format!("https://127.0.0.1:{good}/live.ts"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+        Command::new(openssl)
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{bad}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server"),
+    ];
+    let mut daemon = Daemon::run(&cfg, "info");
+    std::thread::sleep(Duration::from_secs(7));
+    let channels = channels_of(http);
+    let (st, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert!(st.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    cap_stop.store(true, Ordering::Relaxed);
+    let cap = capture.join().unwrap();
+    let relay = |id: &str| relay_of(&channels, id);
+    let tls = relay("tls");
+    assert_eq!(tls["active"], "web", "{tls}\n{stderr}");
+    assert_eq!(tls["inputs"][0]["health"], "good", "{tls}");
+    for (id, why) in [
+        ("untrusted", "invalid peer certificate: UnknownIssuer"),
+        ("misnamed", "certificate not valid for name \"localhost\""),
+    ] {
+        let r = relay(id);
+        assert_eq!(r["active"], serde_json::Value::Null, "{id}: {r}");
+        let error = r["inputs"][0]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("TLS handshake with ") && error.contains(why),
+            "{id}: {r}"
+        );
+    }
+    let order: String = sources(&cap).iter().map(|(_, c)| *c).collect();
+    assert_eq!(order.trim_start_matches('?'), "sm", "{order:?}\n{stderr}");
+    check_and_decode("live-https", &cap, dir.path());
 }

@@ -334,7 +334,7 @@ pub(super) fn channel(
         );
     }
     let outputs = output::outputs(outputs, path, diag, claims);
-    let inputs = super::input::inputs(inputs, path, diag);
+    let inputs = super::input::inputs(inputs, path, base_dir, diag);
     let failover = super::input::failover(failover, path, diag);
     let timezone = match raw.timezone.as_deref() {
         None => Some(Tz::UTC),

@@ -2,6 +2,7 @@
 //! them (`[channel.failover]`).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -27,6 +28,10 @@ pub(crate) struct InputConfig {
     /// Key `service_id`: the programme to take from a multi-programme input. Default the
     /// first in its PAT.
     pub(crate) service_id: Option<u16>,
+    /// Key `ca`: for an `https://` input, a PEM file of the certificate authorities to trust
+    /// (a private CA, a self-signed encoder) instead of the system's. Relative to the config
+    /// file.
+    pub(crate) ca: Option<PathBuf>,
 }
 
 /// Where a live feed comes from.
@@ -42,20 +47,25 @@ pub(crate) enum Endpoint {
         /// Group or local address, and port.
         addr: SocketAddr,
     },
-    /// `srt://host:port?mode=caller|listener&latency=MS&passphrase=P&pbkeylen=16|24|32&streamid=S`,
+    /// `srt://host:port?mode=caller|listener|rendezvous&latency=MS&passphrase=P&pbkeylen=16|24|32&streamid=S&port=LOCAL`,
     /// written as libsrt's tools and ffmpeg write it: a caller connects to a listener at
     /// host:port (reconnecting with back-off), a listener waits for one caller on its port
-    /// (host empty or an address to bind).
+    /// (host empty or an address to bind), a rendezvous peer meets host:port from its local
+    /// `port` (default the same port, as libsrt does).
     Srt(SrtEndpoint),
-    /// `http://host[:port]/path`: a continuous TS pulled over HTTP/1.1 (plain or chunked),
-    /// reconnected with back-off when it ends or fails.
+    /// `http://host[:port]/path` or `https://…`: a continuous TS pulled over HTTP/1.1
+    /// (plain or chunked; over TLS 1.2/1.3 for https, the server's certificate checked
+    /// against the system's roots or the input's `ca`), reconnected with back-off when it
+    /// ends or fails.
     Http {
         /// Host name or IP literal (IPv6 in brackets in the URL).
         host: String,
-        /// Port (default 80).
+        /// Port (default 80, 443 for https).
         port: u16,
         /// Path and query (`/live/news.ts?x=1`).
         path: String,
+        /// `https://`.
+        tls: bool,
     },
 }
 
@@ -64,6 +74,11 @@ pub(crate) enum Endpoint {
 pub(crate) struct SrtEndpoint {
     /// Listener (waits for a caller) or caller (connects).
     pub(crate) listener: bool,
+    /// Rendezvous (both sides call each other; not a listener).
+    pub(crate) rendezvous: bool,
+    /// `port`: the local port a caller or rendezvous peer sends from (default: any for a
+    /// caller, the remote port for a rendezvous).
+    pub(crate) local_port: Option<u16>,
     /// Host to call, or address to listen on (`None`: every address, IPv6 and IPv4).
     pub(crate) host: Option<String>,
     /// Port.
@@ -115,6 +130,8 @@ fn parse_srt(url: &str, rest: &str) -> Result<SrtEndpoint, String> {
         .ok_or_else(|| bad("the port must be 1..=65535"))?;
     let mut e = SrtEndpoint {
         listener: host.is_none(),
+        rendezvous: false,
+        local_port: None,
         host,
         port,
         latency_ms: 120,
@@ -128,12 +145,13 @@ fn parse_srt(url: &str, rest: &str) -> Result<SrtEndpoint, String> {
         let v = percent_decode(v).ok_or_else(|| bad(&format!("bad %-escape in `{k}`")))?;
         match k {
             "mode" => {
-                e.listener = match v.as_str() {
-                    "listener" | "server" => true,
-                    "caller" | "client" => false,
+                (e.listener, e.rendezvous) = match v.as_str() {
+                    "listener" | "server" => (true, false),
+                    "caller" | "client" => (false, false),
+                    "rendezvous" => (false, true),
                     other => {
                         return Err(bad(&format!(
-                            "mode `{other}` is not supported (caller or listener)"
+                            "mode `{other}` is not supported (caller, listener or rendezvous)"
                         )))
                     }
                 }
@@ -160,9 +178,17 @@ fn parse_srt(url: &str, rest: &str) -> Result<SrtEndpoint, String> {
                 })
             }
             "streamid" => e.stream_id = Some(v),
+            "port" => {
+                e.local_port = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| bad("the local port must be 1..=65535"))?,
+                )
+            }
             other => {
                 return Err(bad(&format!(
-                "unsupported parameter `{other}` (mode, latency, passphrase, pbkeylen, streamid)"
+                "unsupported parameter `{other}` (mode, latency, passphrase, pbkeylen, streamid, port)"
             )))
             }
         }
@@ -174,7 +200,16 @@ fn parse_srt(url: &str, rest: &str) -> Result<SrtEndpoint, String> {
         e.key_len = k;
     }
     if !e.listener && e.host.is_none() {
-        return Err(bad("a caller needs a host to call"));
+        return Err(bad(if e.rendezvous {
+            "a rendezvous needs the peer's host"
+        } else {
+            "a caller needs a host to call"
+        }));
+    }
+    if e.listener && e.local_port.is_some() {
+        return Err(bad(
+            "a listener's port is the one in the address (no `port`)",
+        ));
     }
     Ok(e)
 }
@@ -205,18 +240,28 @@ impl std::fmt::Display for Endpoint {
             }
             Endpoint::Srt(e) => {
                 let host = e.host.as_deref().unwrap_or("");
-                let mode = if e.listener { "listener" } else { "caller" };
+                let mode = match (e.listener, e.rendezvous) {
+                    (true, _) => "listener",
+                    (false, true) => "rendezvous",
+                    (false, false) => "caller",
+                };
                 if host.contains(':') {
                     write!(f, "srt://[{host}]:{}?mode={mode}", e.port)
                 } else {
                     write!(f, "srt://{host}:{}?mode={mode}", e.port)
                 }
             }
-            Endpoint::Http { host, port, path } => {
+            Endpoint::Http {
+                host,
+                port,
+                path,
+                tls,
+            } => {
+                let scheme = if *tls { "https" } else { "http" };
                 if host.contains(':') {
-                    write!(f, "http://[{host}]:{port}{path}")
+                    write!(f, "{scheme}://[{host}]:{port}{path}")
                 } else {
-                    write!(f, "http://{host}:{port}{path}")
+                    write!(f, "{scheme}://{host}:{port}{path}")
                 }
             }
         }
@@ -226,14 +271,19 @@ impl std::fmt::Display for Endpoint {
 /// Parses an input's `url`.
 pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
     let lower = url.to_ascii_lowercase();
-    if let Some(rest) = lower.strip_prefix("http://").map(|_| &url[7..]) {
+    let http = match () {
+        _ if lower.starts_with("http://") => Some((&url[7..], false, 80)),
+        _ if lower.starts_with("https://") => Some((&url[8..], true, 443)),
+        _ => None,
+    };
+    if let Some((rest, tls, default_port)) = http {
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         let bad = || {
             format!(
-                "invalid url `{}`, expected http://host[:port]/path",
+                "invalid url `{}`, expected http[s]://host[:port]/path",
                 url.escape_debug()
             )
         };
@@ -245,14 +295,14 @@ pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
             h.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse::<u16>().map_err(|_| bad())?,
-                None if after.is_empty() => 80,
+                None if after.is_empty() => default_port,
                 None => return Err(bad()),
             };
             (h.to_owned(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_owned(), p.parse::<u16>().map_err(|_| bad())?),
-                None => (authority.to_owned(), 80),
+                None => (authority.to_owned(), default_port),
             }
         };
         if port == 0 || host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
@@ -262,16 +312,11 @@ pub(super) fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
             host,
             port,
             path: path.to_owned(),
+            tls,
         });
     }
     if lower.starts_with("srt://") {
         return parse_srt(url, &url[6..]).map(Endpoint::Srt);
-    }
-    if lower.starts_with("https://") {
-        return Err(format!(
-            "`{}`: HTTPS inputs are not supported yet (udp://, rtp://, srt:// and http:// are)",
-            url.escape_debug()
-        ));
     }
     let (kind, addr) = output::parse_input_url(url)?;
     Ok(Endpoint::Datagram {
@@ -324,6 +369,7 @@ struct RawInput {
     interface: Option<String>,
     source: Option<IpAddr>,
     service_id: Option<i64>,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -348,6 +394,7 @@ fn opt_bitrate<'de, D: serde::Deserializer<'de>>(
 pub(super) fn inputs(
     value: Option<toml::Value>,
     owner: &str,
+    base_dir: &Path,
     diag: &mut Diagnostics,
 ) -> Option<Vec<InputConfig>> {
     let items = super::tables(value, &format!("{owner}.input"), diag);
@@ -370,7 +417,7 @@ pub(super) fn inputs(
             }
             names.push(name.to_owned());
         }
-        match table.and_then(|t| input(t, &path, diag)) {
+        match table.and_then(|t| input(t, &path, base_dir, diag)) {
             Some(i) => out.push(i),
             None => ok = false,
         }
@@ -378,7 +425,12 @@ pub(super) fn inputs(
     ok.then_some(out)
 }
 
-fn input(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Option<InputConfig> {
+fn input(
+    table: toml::Table,
+    path: &str,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> Option<InputConfig> {
     let raw: RawInput = match toml::Value::Table(table).try_into() {
         Ok(raw) => raw,
         Err(err) => {
@@ -450,6 +502,19 @@ fn input(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Option<Input
             }
         }
     }
+    // A CA file for an https input: there, and holding certificates (read again when the
+    // input starts).
+    let ca = raw.ca.map(|c| base_dir.join(c));
+    match (&ca, &endpoint) {
+        (Some(_), Some(Endpoint::Http { tls: true, .. }) | None) => {}
+        (Some(_), Some(_)) => diag.push(format!("{path}.ca"), "applies to https:// inputs only"),
+        _ => {}
+    }
+    if let Some(file) = &ca {
+        if let Err(e) = crate::input::http_pull::read_ca(file) {
+            diag.push(format!("{path}.ca"), e);
+        }
+    }
     let endpoint = endpoint?;
     (diag.len() == before).then_some(InputConfig {
         name: raw.name,
@@ -457,6 +522,7 @@ fn input(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Option<Input
         interface: raw.interface,
         source: raw.source,
         service_id,
+        ca,
     })
 }
 

@@ -898,14 +898,23 @@ fn live_inputs_and_failover() {
         Endpoint::Http {
             host: "encoder.example".into(),
             port: 8000,
-            path: "/live/news.ts?q=1".into()
+            path: "/live/news.ts?q=1".into(),
+            tls: false,
         }
     );
     assert_eq!(ch.inputs[4].endpoint.to_string(), "http://[::1]:80/");
     assert_eq!(
+        parse_endpoint("HTTPS://encoder.example/live.ts")
+            .unwrap()
+            .to_string(),
+        "https://encoder.example:443/live.ts"
+    );
+    assert_eq!(
         ch.inputs[5].endpoint,
         Endpoint::Srt(SrtEndpoint {
             listener: true,
+            rendezvous: false,
+            local_port: None,
             host: Some("::1".into()),
             port: 9000,
             latency_ms: 200,
@@ -918,6 +927,8 @@ fn live_inputs_and_failover() {
         ch.inputs[6].endpoint,
         Endpoint::Srt(SrtEndpoint {
             listener: false,
+            rendezvous: false,
+            local_port: None,
             host: Some("encoder.example".into()),
             port: 9001,
             latency_ms: 120,
@@ -926,8 +937,35 @@ fn live_inputs_and_failover() {
             stream_id: None,
         })
     );
+    let rdv = parse_endpoint("srt://[::1]:9000?mode=rendezvous&port=9002").unwrap();
+    assert_eq!(
+        rdv.to_string(),
+        "srt://[::1]:9000?mode=rendezvous",
+        "shown without secrets or local details"
+    );
+    let Endpoint::Srt(rdv) = rdv else {
+        panic!("{rdv:?}")
+    };
+    assert!(rdv.rendezvous && !rdv.listener);
+    assert_eq!(rdv.local_port, Some(9002));
     for (url, why) in [
         ("srt://:9000?mode=caller", "a caller needs a host to call"),
+        (
+            "srt://:9000?mode=rendezvous",
+            "a rendezvous needs the peer's host",
+        ),
+        (
+            "srt://:9000?mode=listener&port=9001",
+            "a listener's port is the one",
+        ),
+        (
+            "srt://h:9000?mode=rendezvous&port=0",
+            "the local port must be",
+        ),
+        (
+            "srt://h:9000?mode=broadcast",
+            "(caller, listener or rendezvous)",
+        ),
         ("srt://h:9000?pbkeylen=24", "pbkeylen needs a passphrase"),
         ("srt://h:9000?passphrase=short", "10 to 79 bytes"),
         ("srt://h:9000?latency=x", "latency is milliseconds"),
@@ -936,7 +974,7 @@ fn live_inputs_and_failover() {
             "unsupported parameter `payload_size`",
         ),
         ("srt://h", "a port is required"),
-        ("https://h/x.ts", "HTTPS inputs are not supported yet"),
+        ("https://", "expected http[s]://host[:port]/path"),
     ] {
         let e = parse_endpoint(url).expect_err(url);
         assert!(e.contains(why), "{url}: {e}");
@@ -949,22 +987,27 @@ fn live_inputs_and_failover() {
 
     let errors = errors_of_output(
         "[channel.failover]\nloss_timeout = \"5ms\"\nbogus = 1\n\
-         [[channel.input]]\nname = \"m\"\nurl = \"srt://[::1]:9000?mode=rendezvous\"\n\
+         [[channel.input]]\nname = \"m\"\nurl = \"srt://[::1]:9000?mode=sideways\"\n\
          [[channel.input]]\nname = \"m\"\nurl = \"udp://[ff15::1]:5000\"\n\
          [[channel.input]]\nname = \"Bad Name\"\nurl = \"udp://239.1.1.1:5000\"\nsource = \"ff15::1\"\n\
          [[channel.input]]\nname = \"u\"\nurl = \"udp://127.0.0.1:5000\"\nsource = \"10.0.0.1\"\n\
-         [[channel.input]]\nname = \"v6\"\nurl = \"udp://[ff15::2]:5000\"\ninterface = \"lo\"\nsource = \"fd00::1\"\n",
+         [[channel.input]]\nname = \"v6\"\nurl = \"udp://[ff15::2]:5000\"\ninterface = \"lo\"\nsource = \"fd00::1\"\n\
+         [[channel.input]]\nname = \"c\"\nurl = \"udp://127.0.0.1:5001\"\nca = \"/dev/null\"\n\
+         [[channel.input]]\nname = \"d\"\nurl = \"https://h/x.ts\"\nca = \"/nonexistent/ca.pem\"\n",
     );
     let joined = errors.join("\n");
     for want in [
         "channel[0].failover: unknown field `bogus`",
-        "channel[0].input[0].url: invalid url `srt://[::1]:9000?mode=rendezvous`: mode `rendezvous` is not supported (caller or listener)",
+        "channel[0].input[0].url: invalid url `srt://[::1]:9000?mode=sideways`: mode `sideways` is not supported (caller, listener or rendezvous)",
         "channel[0].input[1].interface: required to join the IPv6 group ff15::1",
         "channel[0].input[1].name: input `m` is named twice",
         "channel[0].input[2].name: invalid id `Bad Name`",
         "channel[0].input[2].source: source ff15::1 must be a unicast address",
         "channel[0].input[3].source: a source-specific join needs a multicast group",
         "channel[0].input[4].source: source-specific joins are supported for IPv4 groups only",
+        "channel[0].input[5].ca: applies to https:// inputs only",
+        "channel[0].input[5].ca: /dev/null: no PEM certificate in it",
+        "channel[0].input[6].ca: /nonexistent/ca.pem: ",
     ] {
         assert!(
             errors.iter().any(|e| e.starts_with(want)),

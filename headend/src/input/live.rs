@@ -469,9 +469,23 @@ fn receive(feed: &LiveFeed, cfg: &InputConfig, stop: &AtomicBool) {
     match &cfg.endpoint {
         Endpoint::Datagram { rtp, addr } => receive_datagrams(feed, cfg, *rtp, *addr, stop),
         Endpoint::Srt(e) => super::srt_in::receive(feed, &cfg.name, e, stop),
-        Endpoint::Http { host, port, path } => {
+        Endpoint::Http {
+            host,
+            port,
+            path,
+            tls,
+        } => {
+            let config = match tls.then(|| super::http_pull::tls_config(cfg.ca.as_deref())) {
+                None => None,
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    tracing::error!(input = %cfg.name, error = %e, "cannot pull the input: no TLS");
+                    feed.set_error(Some(e));
+                    return;
+                }
+            };
             tracing::info!(input = %cfg.name, url = %cfg.endpoint, "pulling");
-            super::http_pull::pull(feed, &cfg.name, host, *port, path, stop);
+            super::http_pull::pull(feed, &cfg.name, host, *port, path, config, stop);
         }
     }
 }
@@ -665,6 +679,7 @@ mod tests {
             interface: None,
             source: None,
             service_id: None,
+            ca: None,
         };
         let f = LiveFeed::new(&cfg, &FailoverConfig::default(), Instant::now());
         // 65534, 65535, 1 (0 late), 0, 0 again, 2, 5.

@@ -1,9 +1,11 @@
-//! An `srt://` live input, caller or listener, clear or AES-encrypted, on srt-tokio (a pure
+//! An `srt://` live input, caller, listener or rendezvous, clear or AES-encrypted, on
+//! srt-tokio (a pure
 //! Rust SRT; interoperates with libsrt's `srt-live-transmit` and ffmpeg both ways, clear and
 //! with 16/24/32-byte keys, over IPv4 and IPv6: `headend/tests/live_srt.rs`).
 //!
 //! The input's thread runs its own single-threaded tokio runtime. A caller reconnects with
-//! back-off (1 s doubling to 30 s) when its connection fails or ends; a listener takes one
+//! back-off (1 s doubling to 30 s) when its connection fails or ends (a rendezvous peer
+//! likewise, from its local port); a listener takes one
 //! caller at a time and waits for the next when it leaves. A caller the listener refuses (a
 //! wrong passphrase, say) is counted and logged once.
 
@@ -72,7 +74,22 @@ async fn call(feed: &LiveFeed, name: &str, e: &SrtEndpoint, stop: &AtomicBool) {
                 if let Some(p) = &e.passphrase {
                     b = b.encryption(u16::from(e.key_len), p.as_str());
                 }
-                match b.call(addr, e.stream_id.as_deref()).await {
+                // From the address family of the peer, on the local port asked for (a
+                // rendezvous: the peer's port by default, as libsrt does).
+                let unspecified = match addr {
+                    SocketAddr::V4(_) => std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
+                    SocketAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+                };
+                b = b.local_ip(unspecified);
+                if let Some(p) = e.local_port.or(e.rendezvous.then_some(e.port)) {
+                    b = b.local_port(p);
+                }
+                let connected = if e.rendezvous {
+                    b.rendezvous(addr).await
+                } else {
+                    b.call(addr, e.stream_id.as_deref()).await
+                };
+                match connected {
                     Ok(socket) => {
                         tracing::info!(input = %name, peer = %addr, "SRT connected");
                         feed.set_error(None);
