@@ -200,17 +200,22 @@ impl Pacer {
 ///
 /// Sans-IO: [`Steer::update`] takes the time and the measured lead (`None` while nothing live
 /// is on air: the rate returns to nominal) and gives the rate in parts per billion. A PI loop
-/// on the lead error (measurements smoothed over ~10 s) whose output is clamped to ±30 ppm and
-/// moves at most 0.075 Hz/s on the 27 MHz clock (ISO/IEC 13818-1 §2.4.2.1: 2.78 ppb/s), so the
-/// output PCR stays within the standard's frequency and slew limits. A 30 ppm step takes the
-/// loop about three hours to follow at that slew; the lead's excursion meanwhile is about
-/// 0.2 s, which the relay's lead absorbs.
+/// on the lead error, the lead being the least measured over the last 10 s (what matters
+/// against an underflow; a source's bursts, an I-frame's packets, raise the lead between
+/// them), whose output is clamped to ±30 ppm and moves at most 0.075 Hz/s on the 27 MHz clock
+/// (ISO/IEC 13818-1 §2.4.2.1: 2.78 ppb/s), so the output PCR stays within the standard's
+/// frequency and slew limits. A 30 ppm step takes the loop about three hours to follow at
+/// that slew; the lead strays meanwhile by about 0.17 s, which the relay's lead absorbs (a
+/// source at the very limit keeps it there: the output cannot run faster to win it back).
+/// `playout/tests/drift.rs` relays a source 30 ppm fast and one 30 ppm slow for a day.
 #[derive(Clone, Debug)]
 pub struct Steer {
     target_s: f64,
     ppb: f64,
     integral: f64,
-    smoothed: Option<f64>,
+    /// Leads measured over the last [`Steer::WINDOW_S`], (time, lead), leads increasing: the
+    /// first is the least.
+    window: std::collections::VecDeque<(f64, f64)>,
     last_s: Option<f64>,
 }
 
@@ -223,8 +228,8 @@ impl Steer {
     const KP: f64 = 667_000.0;
     /// Integral gain, ppb per second² of lead error.
     const KI: f64 = 111.0;
-    /// Smoothing of the measured lead (s).
-    const TAU_S: f64 = 10.0;
+    /// The lead steered is the least measured over this long (s).
+    const WINDOW_S: f64 = 10.0;
 
     /// A loop holding the lead at `target_s` seconds.
     pub fn new(target_s: f64) -> Steer {
@@ -232,7 +237,7 @@ impl Steer {
             target_s,
             ppb: 0.0,
             integral: 0.0,
-            smoothed: None,
+            window: std::collections::VecDeque::new(),
             last_s: None,
         }
     }
@@ -249,14 +254,19 @@ impl Steer {
         self.last_s = Some(now_s);
         let want = match lead_s {
             Some(lead) => {
-                let a = if dt > 0.0 {
-                    (dt / Self::TAU_S).min(1.0)
-                } else {
-                    1.0
-                };
-                let s = self.smoothed.map_or(lead, |m| m + a * (lead - m));
-                self.smoothed = Some(s);
-                let e = s - self.target_s;
+                while self.window.back().is_some_and(|&(_, l)| l >= lead) {
+                    self.window.pop_back();
+                }
+                self.window.push_back((now_s, lead));
+                while self
+                    .window
+                    .front()
+                    .is_some_and(|&(t, _)| t < now_s - Self::WINDOW_S)
+                {
+                    self.window.pop_front();
+                }
+                let least = self.window.front().map_or(lead, |&(_, l)| l);
+                let e = least - self.target_s;
                 // The integral stops growing against the clamp (anti-windup).
                 let out = Self::KP * e + Self::KI * (self.integral + e * dt);
                 if out.abs() < Self::MAX_PPB || out.signum() != e.signum() {
@@ -265,7 +275,7 @@ impl Steer {
                 (Self::KP * e + Self::KI * self.integral).clamp(-Self::MAX_PPB, Self::MAX_PPB)
             }
             None => {
-                self.smoothed = None;
+                self.window.clear();
                 self.integral = 0.0;
                 0.0
             }
