@@ -26,7 +26,7 @@ use crate::config::{Config, KeySourceConfig};
 use crate::eit_builder::EitBuilder;
 use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
-use crate::input::live::LiveSet;
+use crate::input::live::{DatagramPoller, LiveSet};
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::router::{Control, InputAction, InputOrder, ScheduleSink};
 use crate::station::failover::Failover;
@@ -69,6 +69,9 @@ pub(crate) struct Engine {
     pub(crate) air_reports: Mutex<Option<mpsc::Receiver<AirReport>>>,
     /// Each station's HTTP feed (channels on their own), by station.
     pub(crate) feeds: Vec<Option<Arc<Feed>>>,
+    /// Receives every UDP/RTP live input (stopped after the engine threads, whose live sets
+    /// let go of their inputs).
+    _poller: DatagramPoller,
 }
 
 impl Engine {
@@ -94,6 +97,7 @@ impl Engine {
         let mut seed = epoch.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
         let (reports_tx, reports_rx) = mpsc::channel();
         let eit_builder = EitBuilder::start()?;
+        let poller = DatagramPoller::start()?;
         for (si, spec) in specs.iter().enumerate() {
             let mut outputs = Vec::new();
             for o in &spec.outputs {
@@ -117,11 +121,12 @@ impl Engine {
                 }
             }
             let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
-            // Stagger the stations across one datagram interval so they do not all wake at
-            // the same instant.
-            let stagger = pacer_cfg.interval_ns() * si as u64 / specs.len().max(1) as u64;
+            // Stations start in step: those of one muxrate are due at the same instants, so
+            // one wake-up sends a datagram of each (each stream stays evenly spaced;
+            // staggering them across the interval woke an engine thread up to four times as
+            // often).
             let clock = ClockMap {
-                utc_at_origin_ns: utc_at_epoch_ns + (start_ns + stagger) as i64,
+                utc_at_origin_ns: utc_at_epoch_ns + start_ns as i64,
                 origin: spec.mux.clock_origin,
                 offset_ns: 0,
             };
@@ -150,9 +155,10 @@ impl Engine {
                     &inputs,
                     ch.failover.lead.as_nanos() as u64 * 27 / 1000,
                 );
-                let set = LiveSet::start(&ch.id, &ch.inputs, &ch.failover, epoch).map_err(|e| {
-                    anyhow::anyhow!("channel `{}`: starting its inputs: {e}", ch.id)
-                })?;
+                let set = LiveSet::start(&ch.id, &ch.inputs, &ch.failover, epoch, &poller)
+                    .map_err(|e| {
+                        anyhow::anyhow!("channel `{}`: starting its inputs: {e}", ch.id)
+                    })?;
                 let mut failover =
                     Failover::new(set.feeds.len(), ch.failover.restore_after.as_nanos() as u64);
                 // A channel with schedules is driven by them from the start: its inputs wait
@@ -190,7 +196,7 @@ impl Engine {
                     .collect(),
                 st,
                 cas,
-                pacer: Pacer::new(pacer_cfg, start_ns + stagger),
+                pacer: Pacer::new(pacer_cfg, start_ns),
                 outputs,
                 feed,
                 acc: BytesMut::with_capacity(HTTP_CHUNK_BYTES + DATAGRAM * 64),
@@ -295,6 +301,7 @@ impl Engine {
             schedule: router,
             air_reports: Mutex::new(Some(reports_rx)),
             feeds,
+            _poller: poller,
         })
     }
 
