@@ -511,7 +511,7 @@ fn input(
         _ => {}
     }
     if let Some(file) = &ca {
-        if let Err(e) = crate::input::http_pull::read_ca(file) {
+        if let Err(e) = read_ca(file) {
             diag.push(format!("{path}.ca"), e);
         }
     }
@@ -524,6 +524,20 @@ fn input(
         service_id,
         ca,
     })
+}
+
+/// The certificates in a PEM file (an https input's `ca`).
+pub(crate) fn read_ca(
+    file: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", file.display()));
+    }
+    Ok(certs)
 }
 
 /// Converts `[channel.failover]`. `None` iff an error was reported.

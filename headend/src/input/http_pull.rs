@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use bytes::Buf;
 
@@ -26,25 +26,13 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// The certificates in a PEM file (an https input's `ca`).
-pub(crate) fn read_ca(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = CertificateDer::pem_file_iter(file)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", file.display()));
-    }
-    Ok(certs)
-}
-
 /// The TLS client of an https input: TLS 1.3 and 1.2, trusting the certificates of `ca` (a
 /// PEM file) or else the system's.
 pub(crate) fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(file) => {
-            for c in read_ca(file)? {
+            for c in crate::config::read_ca(file)? {
                 roots
                     .add(c)
                     .map_err(|e| format!("{}: {e}", file.display()))?;
