@@ -1,6 +1,8 @@
 //! Network helpers shared by inputs and outputs.
 
 use std::io;
+use std::net::Ipv6Addr;
+use std::os::fd::AsRawFd;
 
 /// The kernel's index of a network interface, from sysfs.
 pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
@@ -17,4 +19,57 @@ pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
             format!("{path}: not an interface index: {:?}", text.trim()),
         )
     })
+}
+
+/// Joins IPv6 group `group` for datagrams from `source` only (MLDv2 source-specific join,
+/// RFC 3810; `MCAST_JOIN_SOURCE_GROUP`, RFC 3678) on interface `ifindex`. socket2 and nix
+/// wrap it for IPv4 only.
+#[allow(unsafe_code)]
+pub(crate) fn join_ssm_v6(
+    socket: &impl AsRawFd,
+    group: Ipv6Addr,
+    source: Ipv6Addr,
+    ifindex: u32,
+) -> io::Result<()> {
+    let in6 = |a: Ipv6Addr| libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: a.octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: `group_source_req` is plain old data (integers and byte arrays): all zeroes is
+    // a valid value of it.
+    let mut req: libc::group_source_req = unsafe { std::mem::zeroed() };
+    req.gsr_interface = ifindex;
+    // SAFETY: `sockaddr_storage` is at least as large as `sockaddr_in6` and aligned for any
+    // socket address (that is its purpose); each write stays within its own field.
+    unsafe {
+        std::ptr::write(
+            std::ptr::addr_of_mut!(req.gsr_group).cast::<libc::sockaddr_in6>(),
+            in6(group),
+        );
+        std::ptr::write(
+            std::ptr::addr_of_mut!(req.gsr_source).cast::<libc::sockaddr_in6>(),
+            in6(source),
+        );
+    }
+    // SAFETY: the pointer and length describe `req`, alive for the call; the kernel only
+    // reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::MCAST_JOIN_SOURCE_GROUP,
+            std::ptr::addr_of!(req).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

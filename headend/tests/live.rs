@@ -1221,3 +1221,104 @@ fn https_inputs_check_the_server_certificate() {
     assert_eq!(order.trim_start_matches('?'), "sm", "{order:?}\n{stderr}");
     check_and_decode("live-https", &cap, dir.path());
 }
+
+/// An IPv6 source-specific join (MLDv2, `source = "::1"`): two senders on one group and port,
+/// from `::1` (H.264 + AAC) and from `fd15::5` (with AC-3 too). The channel that names its
+/// source relays only that one, with no continuity error; a channel on the same group without
+/// a source gets both interleaved (the control).
+#[test]
+fn an_ipv6_source_specific_join_takes_only_its_source() {
+    common::multicast_on_lo("ff15::5:2");
+    // The second sender address (scripts/test adds it; root).
+    let _ = Command::new("ip")
+        .args(["-6", "addr", "add", "fd15::5/128", "dev", "lo"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let other: std::net::Ipv6Addr = "fd15::5".parse().unwrap();
+    let Ok(other_socket) = UdpSocket::bind((other, 0)) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "fd15::5 is not on lo: scripts/test adds it (as root)"
+        );
+        eprintln!("skipping: fd15::5 is not on lo");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wanted = paced(&source(dir.path(), "wanted", 10, false), 0x100);
+    let unwanted = paced(&source(dir.path(), "unwanted", 10, true), 0x100);
+    let port = free_udp_port();
+    let lo = {
+        let text = std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap();
+        text.trim().parse::<u32>().unwrap()
+    };
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out = rx.local_addr().unwrap().port();
+    let http = common::free_tcp_port();
+    let url = format!("url = \"udp://[ff15::5:2]:{port}\"\ninterface = \"lo\"");
+    let cfg = write_config(
+        dir.path(),
+        http,
+        &[
+            live_channel(
+                "ssm",
+                1,
+                "feed",
+                &format!("{url}\nsource = \"::1\""),
+                Some(out),
+            ),
+            live_channel("asm", 2, "feed", &url, None),
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let capture = receive_stamped(rx, stop.clone(), Duration::from_secs(60));
+    let mut daemon = Daemon::run(&cfg, "info");
+    let send_stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = [
+        (UdpSocket::bind("[::1]:0").unwrap(), wanted),
+        (other_socket, unwanted),
+    ]
+    .into_iter()
+    .map(|(socket, data)| {
+        socket.set_multicast_loop_v6(true).unwrap();
+        socket2::SockRef::from(&socket)
+            .set_multicast_if_v6(lo)
+            .unwrap();
+        let stop = send_stop.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for (at, d) in data {
+                while start.elapsed() < Duration::from_nanos(at) {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                let _ = socket.send_to(&d, ("ff15::5:2", port));
+            }
+        })
+    })
+    .collect();
+    std::thread::sleep(Duration::from_secs(7));
+    let channels = channels_of(http);
+    let (st, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    send_stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert!(st.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let cap = capture.join().unwrap();
+    let ssm = relay_of(&channels, "ssm");
+    assert_eq!(ssm["active"], "feed", "{ssm}\n{stderr}");
+    assert_eq!(ssm["inputs"][0]["health"], "good", "{ssm}");
+    assert_eq!(ssm["inputs"][0]["cc_errors"], 0, "{ssm}");
+    let asm = relay_of(&channels, "asm");
+    assert!(
+        asm["inputs"][0]["cc_errors"].as_u64().unwrap_or(0) > 0,
+        "the any-source channel gets both senders: {asm}"
+    );
+    let order: String = sources(&cap).iter().map(|(_, c)| *c).collect();
+    assert_eq!(order.trim_start_matches('?'), "sm", "{order:?}\n{stderr}");
+    check_and_decode("live-ssm6", &cap, dir.path());
+}

@@ -22,8 +22,8 @@ pub(crate) struct InputConfig {
     /// Key `interface`: the interface to join the group on (`eth1`). Required for an IPv6
     /// group; for an IPv4 group the kernel's choice is used without it.
     pub(crate) interface: Option<String>,
-    /// Key `source`: the sender, for a source-specific (S,G) join (IGMPv3; IPv4 groups only
-    /// for now). Default none (any-source join).
+    /// Key `source`: the sender, for a source-specific (S,G) join (IGMPv3 for an IPv4 group,
+    /// MLDv2 for an IPv6 one). Default none (any-source join).
     pub(crate) source: Option<IpAddr>,
     /// Key `service_id`: the programme to take from a multi-programme input. Default the
     /// first in its PAT.
@@ -483,13 +483,6 @@ fn input(
                         "a source-specific join needs a multicast group, not {}",
                         addr.ip()
                     ),
-                );
-            } else if addr.is_ipv6() {
-                // socket2 has no MCAST_JOIN_SOURCE_GROUP for IPv6, and the workspace forbids
-                // the unsafe setsockopt it would take.
-                diag.push(
-                    format!("{path}.source"),
-                    "source-specific joins are supported for IPv4 groups only (not yet for IPv6)",
                 );
             } else if source.is_ipv4() != addr.is_ipv4() || source.is_multicast() {
                 diag.push(

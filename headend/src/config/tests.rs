@@ -1004,7 +1004,6 @@ fn live_inputs_and_failover() {
         "channel[0].input[2].name: invalid id `Bad Name`",
         "channel[0].input[2].source: source ff15::1 must be a unicast address",
         "channel[0].input[3].source: a source-specific join needs a multicast group",
-        "channel[0].input[4].source: source-specific joins are supported for IPv4 groups only",
         "channel[0].input[5].ca: applies to https:// inputs only",
         "channel[0].input[5].ca: /dev/null: no PEM certificate in it",
         "channel[0].input[6].ca: /nonexistent/ca.pem: ",

@@ -1,5 +1,5 @@
 //! Live feeds: a receiving thread per `[[channel.input]]` (UDP or RTP, unicast or multicast,
-//! IPv4 or IPv6; source-specific joins for IPv4 groups), its analyser, and what the engine
+//! IPv4 or IPv6, any-source or source-specific joins), its analyser, and what the engine
 //! takes from it.
 //!
 //! Every input is received all the time (hot standby): the thread keeps the last
@@ -781,6 +781,9 @@ fn open(cfg: &InputConfig, addr: SocketAddr) -> io::Result<UdpSocket> {
                 socket.join_ssm_v4(&source, &group, &Ipv4Addr::UNSPECIFIED)?;
             }
             (IpAddr::V6(group), None) => socket.join_multicast_v6(&group, index.unwrap_or(0))?,
+            (IpAddr::V6(group), Some(IpAddr::V6(source))) => {
+                crate::net::join_ssm_v6(&socket, group, source, index.unwrap_or(0))?;
+            }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
