@@ -50,6 +50,27 @@ pub(crate) struct RelayStatus {
     pub(crate) clock_ppb: i64,
     /// Every input, in priority order.
     pub(crate) inputs: Vec<InputStatus>,
+    /// The last switches, oldest first (at most [`SWITCHES_KEPT`]).
+    pub(crate) switches: Vec<SwitchRecord>,
+}
+
+/// How many switches a relay's status keeps.
+pub(crate) const SWITCHES_KEPT: usize = 20;
+
+/// One switch of a relay: when, from what to what, why, and the gap on air.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct SwitchRecord {
+    /// When it was decided, UTC (RFC 3339, ms).
+    pub(crate) utc: String,
+    /// The same instant in the channel's time zone.
+    pub(crate) local: String,
+    /// The input left (`None`: the playlist).
+    pub(crate) from: Option<String>,
+    /// The input put on air (`None`: the playlist).
+    pub(crate) to: Option<String>,
+    pub(crate) cause: String,
+    /// How long nothing new was presented across it (ms), once what it put on air started.
+    pub(crate) gap_ms: Option<f64>,
 }
 
 /// One live input's verdict and counters.

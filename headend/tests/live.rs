@@ -379,6 +379,26 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     let relay = relay_of(&channels_of(http), "live");
     assert_eq!(relay["active"], "backup", "{relay}");
     assert_eq!(relay["inputs"][0]["name"], "main");
+    // Every switch is on record: when (UTC and local), from, to, why, and its gap on air.
+    let switches = relay["switches"].as_array().unwrap();
+    let kill = switches
+        .iter()
+        .find(|s| s["from"] == "main" && s["to"] == "backup")
+        .unwrap_or_else(|| panic!("{relay}"));
+    assert!(
+        kill["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("input failed: no data"),
+        "{kill}"
+    );
+    assert!(kill["utc"].as_str().unwrap().ends_with('Z'), "{kill}");
+    assert!(
+        kill["local"].as_str().unwrap().ends_with("+00:00"),
+        "{kill}"
+    );
+    let gap = kill["gap_ms"].as_f64().unwrap_or_else(|| panic!("{kill}"));
+    assert!((0.0..=300.0).contains(&gap), "{kill}");
     assert!(
         relay["inputs"][0]["cc_errors"].as_u64().unwrap() > 0,
         "{relay}"

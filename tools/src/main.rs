@@ -270,6 +270,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if r["locked"] == true { ", locked" } else { "" },
                     r["clock_ppb"].as_i64().unwrap_or(0),
                 );
+                if let Some(sw) = r["switches"].as_array().and_then(|a| a.last()) {
+                    println!(
+                        "      last switch {}: {} -> {} ({}){}",
+                        sw["local"].as_str().unwrap_or("?"),
+                        sw["from"].as_str().unwrap_or("playlist"),
+                        sw["to"].as_str().unwrap_or("playlist"),
+                        sw["cause"].as_str().unwrap_or("?"),
+                        sw["gap_ms"]
+                            .as_f64()
+                            .map_or_else(String::new, |g| format!(", {g:.0} ms gap on air")),
+                    );
+                }
                 for i in r["inputs"].as_array().into_iter().flatten() {
                     println!(
                         "      input `{}`: {}{} ({} bytes, {} CC errors)",

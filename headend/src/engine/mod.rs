@@ -178,6 +178,8 @@ impl Engine {
                     scheduled,
                     slots: VecDeque::new(),
                     slot: None,
+                    switches: VecDeque::new(),
+                    awaiting_gap: false,
                     waiting: None,
                     ending: false,
                     lead_ns: ch.failover.lead.as_nanos() as u64,
@@ -364,6 +366,10 @@ struct Relay {
     slots: VecDeque<Slot>,
     /// The schedule's live item on air.
     slot: Option<Slot>,
+    /// The last switches (oldest first); the newest waits for its gap on air while
+    /// `awaiting_gap`.
+    switches: VecDeque<crate::status::SwitchRecord>,
+    awaiting_gap: bool,
     /// A read of the input on air that found nothing yet: (item, input).
     waiting: Option<(usize, usize)>,
     /// The input on air is being left: its next read ends it.
@@ -699,15 +705,32 @@ impl Live {
                             .map_or_else(|| "playlist".to_owned(), |f| f.name().to_owned())
                     };
                     let utc = chrono::Utc::now();
+                    let record = crate::status::SwitchRecord {
+                        utc: utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        local: utc
+                            .with_timezone(&r.timezone)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+                        from: sw.from.map(|_| name(sw.from)),
+                        to: sw.to.map(|_| name(sw.to)),
+                        cause: sw.cause.clone(),
+                        gap_ms: None,
+                    };
                     tracing::warn!(
                         channel = %r.channel,
                         from = %name(sw.from),
                         to = %name(sw.to),
                         cause = %sw.cause,
-                        utc = %utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                        local = %utc.with_timezone(&r.timezone).to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+                        utc = %record.utc,
+                        local = %record.local,
                         "input switch"
                     );
+                    if r.switches.len() == crate::status::SWITCHES_KEPT {
+                        r.switches.pop_front();
+                    }
+                    r.switches.push_back(record);
+                    // What started before the switch is not its gap.
+                    let _ = self.st.take_last_start(r.program);
+                    r.awaiting_gap = true;
                     // To an input: what is on air gives way where the new input's entry
                     // point (its data kept from before, so already some way behind) still
                     // leaves it its lead: no hole, and no delay added switch after switch.
@@ -748,6 +771,23 @@ impl Live {
                             .handle_io(r.program, IoDone::Eof { item, error: None }),
                         (Handover::Drain, None) => r.ending = true,
                         (Handover::Cut(_), None) => {}
+                    }
+                }
+            }
+            // The gap on air of the last switch, once what it put on air has started.
+            if r.awaiting_gap {
+                if let Some((item, gap)) = self.st.take_last_start(r.program) {
+                    r.awaiting_gap = false;
+                    let gap_ms = gap.map(|g| g as f64 / 27_000.0);
+                    if let Some(last) = r.switches.back_mut() {
+                        last.gap_ms = gap_ms;
+                        tracing::info!(
+                            channel = %r.channel,
+                            to = %last.to.as_deref().unwrap_or("playlist"),
+                            item,
+                            gap_ms = gap_ms.map_or_else(|| "-".to_owned(), |g| format!("{g:.0}")),
+                            "input switch on air"
+                        );
                     }
                 }
             }
@@ -1058,6 +1098,7 @@ impl Relay {
                 .map(|f| f.name().to_owned()),
             locked: self.failover.locked(),
             scheduled: self.scheduled,
+            switches: self.switches.iter().cloned().collect(),
             clock_ppb: self.steer.as_ref().map_or(0, Steer::ppb),
             inputs: self
                 .set

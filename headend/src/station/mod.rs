@@ -127,6 +127,8 @@ pub(crate) struct Station {
     programmes: BTreeMap<u64, OnAirProgramme>,
     /// The last cue programme that started (by tag).
     started_programme: Option<(u64, OnAirProgramme)>,
+    /// Per program: the last item that started and its gap on air (27 MHz), until taken.
+    last_start: Vec<Option<(usize, Option<Ticks27M>)>>,
     /// The tag of the cue on air (program 0), if it came from the schedule.
     on_air_tag: Option<u64>,
     /// Emergency alert overrides, per program.
@@ -181,6 +183,7 @@ impl Station {
             si,
             programmes: BTreeMap::new(),
             started_programme: None,
+            last_start: vec![None; plan.channels.len()],
             on_air_tag: None,
             air: overrides::Air::new(plan.channels.iter().map(|c| c.playlist.len()).collect()),
             scrambling: scrambled,
@@ -375,6 +378,12 @@ impl Station {
         self.collect();
     }
 
+    /// The last item of program `program` that started since the last call, with its gap on
+    /// air (27 MHz ticks: how long nothing new was presented before it).
+    pub(crate) fn take_last_start(&mut self, program: usize) -> Option<(usize, Option<Ticks27M>)> {
+        self.last_start.get_mut(program).and_then(Option::take)
+    }
+
     /// A file read of program `program` is done.
     pub(crate) fn handle_io(&mut self, program: usize, done: IoDone) {
         let at = self.mux.now();
@@ -516,8 +525,12 @@ impl Station {
                 tag,
                 at,
                 presented_at,
+                gap,
                 ..
             } => {
+                if let Some(slot) = self.last_start.get_mut(program) {
+                    *slot = Some((item, gap));
+                }
                 // The splicer reports an item when it queues its first packet, which can be
                 // seconds before viewers see it: what it is is settled now (the alert loop
                 // goes on, the programme leaves the cue table), and it shows in the status

@@ -911,10 +911,15 @@ impl State {
             ctx.stats.pmt_changes += 1;
         }
         ctx.stats.items_started += 1;
+        let presented_at = ((i128::from(rap_pts) + i128::from(shift90)) * 300).max(0) as u64;
         ctx.events.push_back(SpliceEvent::ItemStarted {
             item: self.index,
             at: (t_rap as i128 + i128::from(shift90) * 300).max(0) as u64,
-            presented_at: ((i128::from(rap_pts) + i128::from(shift90)) * 300).max(0) as u64,
+            presented_at,
+            gap: ctx
+                .timeline
+                .end_pts_90k
+                .map(|end| presented_at.saturating_sub((end.max(0) as u64).saturating_mul(300))),
             tag: self.cue.tag,
             offset_90k: match (self.cue.first_pts, self.first_anchor_pts) {
                 (Some(first), _) => Pts::new(rap_pts as u64).since(first).max(0) as u64,

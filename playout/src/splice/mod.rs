@@ -235,6 +235,10 @@ pub enum SpliceEvent {
         open_gop: bool,
         /// Whether the PMT changed (a new version was sent).
         pmt_changed: bool,
+        /// How long nothing new was presented before it (27 MHz ticks): from the end of what
+        /// the item before presented to its first picture (`None` for the first item). A
+        /// switch's gap on air.
+        gap: Option<Ticks27M>,
     },
     /// An item finished.
     ItemEnded {
