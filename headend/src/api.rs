@@ -709,6 +709,25 @@ async fn put(
             });
         }
     }
+    // Files not there yet are accepted (they may be uploaded later), with a warning each.
+    let warnings: Vec<String> = day
+        .items
+        .iter()
+        .enumerate()
+        .flat_map(|(i, it)| {
+            it.paths()
+                .into_iter()
+                .filter(|p| !state.media_dir.join(p).is_file())
+                .map(move |p| {
+                    format!(
+                        "line {}: item {} ({}): `{p}` does not exist (yet): until it does, its slot airs the filler",
+                        it.line,
+                        i + 1,
+                        it.label()
+                    )
+                })
+        })
+        .collect();
     let store = state.store.clone();
     let items = day.items.len();
     let (channel, revision) = tokio::task::spawn_blocking(move || {
@@ -717,10 +736,15 @@ async fn put(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(store_error)?;
-    tracing::info!(%channel, %date, revision, items, "schedule written");
+    tracing::info!(%channel, %date, revision, items, missing_files = warnings.len(), "schedule written");
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "channel": channel, "date": date.to_string(), "revision": revision }),
+        &serde_json::json!({
+            "channel": channel,
+            "date": date.to_string(),
+            "revision": revision,
+            "warnings": warnings,
+        }),
     ))
 }
 

@@ -110,6 +110,20 @@ fn schedule_api_round_trip() {
     let (status, body) = put(addr, path, "\"0\"", DAY);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["revision"], 1);
+    // A file not uploaded yet is accepted, with a warning (its slot airs the filler until
+    // it appears).
+    assert_eq!(
+        json(&body)["warnings"][0],
+        "line 3: item 1 (19:00:00 \"新闻联播\"): `news.ts` does not exist (yet): until it does, its slot airs the filler"
+    );
+    // A live item on a channel without live inputs: refused.
+    let live = "date = \"2026-11-23\"\n[[item]]\nstart = \"20:00:00\"\nlive = \"studio\"\nduration = \"1h\"\n";
+    let (status, body) = put(addr, path, "\"1\"", live);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        json(&body)["errors"][0],
+        "line 2: item 1 (20:00:00 live studio): live: `studio`: the channel has no live inputs"
+    );
     let on_disk = std::fs::read_to_string(dir.path().join("sched/news/2026-11-23.toml")).unwrap();
     assert!(on_disk.contains("新闻联播"), "{on_disk}");
 

@@ -110,6 +110,10 @@ pub enum Body {
         /// Total duration when looped.
         loop_for: Option<u64>,
     },
+    /// Nothing of its own: an entry whose media cannot be played. It takes its place in the
+    /// timeline (a hard start still cuts what plays before it) and lasts no time, so its slot,
+    /// up to the next fixed start, is filler; what follows it starts at once.
+    Gap,
 }
 
 /// One scheduled entry.
@@ -332,8 +336,9 @@ pub fn resolve(
                     loop_for.unwrap_or(once)
                 }
             }
+            Body::Gap => 0,
         };
-        if len == 0 {
+        if len == 0 && e.body != Body::Gap {
             return Err(ScheduleError::Empty { entry: i });
         }
         lengths.push(len);
@@ -389,6 +394,7 @@ pub fn resolve(
         let end = now.add(lengths[i]);
         // A later hard start may cut this entry; `cut_back` handles it when it comes.
         match &e.body {
+            Body::Gap => {}
             Body::Clip(c) => out.push(now, end, Source::Entry(i), c, 0, false),
             Body::Block { clips, loop_for } => {
                 let mut t = now;

@@ -115,6 +115,9 @@ impl Server {
                 true,
             )?
             .ok()?;
+        for w in v["warnings"].as_array().into_iter().flatten() {
+            eprintln!("warning: {}", w.as_str().unwrap_or_default());
+        }
         Ok(v["revision"].as_u64().unwrap_or(0))
     }
 

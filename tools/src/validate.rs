@@ -18,6 +18,9 @@ pub(crate) struct Report {
     pub(crate) errors: Vec<String>,
     /// Items, media files and timeline segments, when valid.
     pub(crate) summary: Option<(usize, usize, usize)>,
+    /// Files that do not exist yet: accepted (the daemon airs the filler in their slots
+    /// until they appear), one line each.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Runs `hectl validate`: parses `--timezone` and `--charset`, validates, and prints the
@@ -43,12 +46,16 @@ pub(crate) fn run(
             "file": file.display().to_string(),
             "ok": report.errors.is_empty(),
             "errors": report.errors,
+            "warnings": report.warnings,
             "items": report.summary.map(|s| s.0),
             "media": report.summary.map(|s| s.1),
             "segments": report.summary.map(|s| s.2),
         });
         println!("{value:#}");
     } else {
+        for w in &report.warnings {
+            println!("{w}");
+        }
         for e in &report.errors {
             println!("{e}");
         }
@@ -77,18 +84,40 @@ pub(crate) fn validate(
     inputs: Option<&[String]>,
 ) -> Report {
     let shown = file.display().to_string();
-    let fail = |errors: Vec<String>| Report {
+    let mut warnings = Vec::new();
+    let fail = |errors: Vec<String>, warnings: &Vec<String>| Report {
         errors,
         summary: None,
+        warnings: warnings.clone(),
     };
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
-        Err(e) => return fail(vec![format!("{shown}: {e}")]),
+        Err(e) => return fail(vec![format!("{shown}: {e}")], &warnings),
     };
     let day = match parse(&text) {
         Ok(d) => d,
-        Err(errors) => return fail(errors.0.iter().map(|e| format!("{shown}: {e}")).collect()),
+        Err(errors) => {
+            return fail(
+                errors.0.iter().map(|e| format!("{shown}: {e}")).collect(),
+                &warnings,
+            )
+        }
     };
+    // Files that do not exist yet are not refused: the daemon airs the filler in their slots
+    // until they appear; the day is resolved as it would air now.
+    for (i, item) in day.items.iter().enumerate() {
+        for p in item.paths() {
+            if !media_dir.join(p).exists() {
+                warnings.push(format!(
+                    "{shown}: warning: line {}: item {} ({}): `{p}` does not exist (yet): until it does, its slot airs the filler",
+                    item.line,
+                    i + 1,
+                    item.label()
+                ));
+            }
+        }
+    }
+    const MISSING: MediaId = MediaId(u32::MAX - 2);
     // The media table: every file named by an item or the filler list, probed once.
     let mut names: Vec<String> = Vec::new();
     let mut media: Vec<Option<MediaInfo>> = Vec::new();
@@ -99,6 +128,9 @@ pub(crate) fn validate(
         .collect();
     let mut probe_errors: Vec<(String, String)> = Vec::new();
     let mut lookup = |name: &str| -> Option<MediaId> {
+        if !media_dir.join(name).exists() && !filler.iter().any(|f| f == name) {
+            return Some(MISSING);
+        }
         if let Some(i) = names.iter().position(|n| n == name) {
             return media[i].map(|_| MediaId(i as u32));
         }
@@ -137,10 +169,18 @@ pub(crate) fn validate(
         })
         .map(|mut entries| {
             for e in &mut entries {
-                if let playout::schedule::Body::Clip(c) = &mut e.body {
-                    if c.media == LIVE {
-                        c.media = MediaId(media.len() as u32);
+                use playout::schedule::Body;
+                match &mut e.body {
+                    Body::Clip(c) if c.media == LIVE => c.media = MediaId(media.len() as u32),
+                    // What the daemon does with a file not there: a gap, filled.
+                    Body::Clip(c) if c.media == MISSING => e.body = Body::Gap,
+                    Body::Block { clips, .. } => {
+                        clips.retain(|c| c.media != MISSING);
+                        if clips.is_empty() {
+                            e.body = Body::Gap;
+                        }
                     }
+                    _ => {}
                 }
             }
             entries
@@ -169,7 +209,7 @@ pub(crate) fn validate(
                 }
                 errors.push(format!("{shown}: {e}"));
             }
-            return fail(errors);
+            return fail(errors, &warnings);
         }
     };
     let table: Vec<MediaInfo> = media
@@ -181,11 +221,12 @@ pub(crate) fn validate(
         Ok(timeline) if errors.is_empty() => Report {
             errors,
             summary: Some((day.items.len(), files, timeline.segments().len())),
+            warnings,
         },
-        Ok(_) => fail(errors),
+        Ok(_) => fail(errors, &warnings),
         Err(e) => {
             errors.push(format!("{shown}: {}", explain(&e, &day, &names, tz)));
-            fail(errors)
+            fail(errors, &warnings)
         }
     }
 }

@@ -75,9 +75,9 @@ fn mistakes_are_named() {
             "FILE: line 8: item 2 (19:00:00 \"新闻联播\"): description: `𠀀` (character 3) cannot be encoded in the channel's SI charset Gb2312",
         ),
         (
-            &DAY.replace("c.ts", "news.ts"),
+            &DAY.replace("c.ts", "bad/empty.ts"),
             &["--filler", "e.ts"],
-            "FILE: line 8: item 2 (19:00:00 \"新闻联播\"): news.ts: file not found or unreadable",
+            "FILE: line 8: item 2 (19:00:00 \"新闻联播\"): bad/empty.ts: unreadable media: not an MPEG transport stream",
         ),
         (
             &DAY.replace("00:00:04", "00:00:09"),
@@ -145,4 +145,15 @@ file = "b.ts"
         out.trim(),
         "FILE: line 7: item 2 (19:00:00 \"直播\"): backup: the channel has no live input named `studio-b`"
     );
+}
+
+#[test]
+fn a_file_not_there_yet_is_a_warning() {
+    let (ok, out) = validate(&DAY.replace("c.ts", "news.ts"), &["--filler", "e.ts"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("FILE: warning: line 8: item 2 (19:00:00 \"新闻联播\"): `news.ts` does not exist (yet): until it does, its slot airs the filler"),
+        "{out}"
+    );
+    assert!(out.contains("FILE: OK ("), "{out}");
 }

@@ -81,7 +81,12 @@ impl ScheduledChannel {
             station,
             channel: ch.id.clone(),
             tz: ch.timezone,
-            filler: ch.filler.clone(),
+            // Without filler, gaps (and the slots of unplayable items) air the playlist.
+            filler: if ch.filler.is_empty() {
+                ch.playlist.clone()
+            } else {
+                ch.filler.clone()
+            },
             // The engine adds the live inputs after the playlist.
             base_items: ch.playlist.len() + ch.inputs.len(),
             inputs: ch.inputs.iter().map(|i| i.name.clone()).collect(),
@@ -89,6 +94,9 @@ impl ScheduledChannel {
         }
     }
 }
+
+/// A file's size and modification time, to tell when it changed.
+type FileStamp = (u64, Option<SystemTime>);
 
 /// One channel the scheduler drives.
 pub(crate) struct ScheduledChannel {
@@ -126,6 +134,11 @@ pub(crate) struct State {
     seen_writes: u64,
     /// An alert ended: join the schedule at the wall clock, pre-empting the alert.
     returning: bool,
+    /// Files that could not be probed: (size, modification time) then, and why; probed
+    /// again when they change.
+    unplayable: HashMap<PathBuf, (Option<FileStamp>, String)>,
+    /// Faults logged, so each is logged once.
+    faults_logged: std::collections::HashSet<String>,
 }
 
 /// What the scheduler works with, shared with the engine and the API.
@@ -243,6 +256,8 @@ impl State {
             next_week: Utc(0),
             seen_writes: 0,
             returning: false,
+            unplayable: HashMap::new(),
+            faults_logged: std::collections::HashSet::new(),
         }
     }
 
@@ -320,6 +335,9 @@ fn round(
             continue;
         }
         any = true;
+        // A file that cannot be played (missing, unreadable, not a transport stream) costs
+        // only its own item: its slot airs the filler, the rest airs on time.
+        note_unplayable(st, &day, media_dir, &mut new_paths);
         let mut failure = None;
         let first_live = st.ch.base_items - st.ch.inputs.len();
         let inputs = st.ch.inputs.clone();
@@ -329,6 +347,8 @@ fn round(
                 let path = media_dir.join(name);
                 match media_id(st, &path, &mut new_paths) {
                     Ok(id) => Some(id),
+                    // Named in `note_unplayable`; a gap in the entry (see below).
+                    Err(_) if st.unplayable.contains_key(&path) => Some(UNPLAYABLE),
                     Err(e) => {
                         failure.get_or_insert(e);
                         None
@@ -342,7 +362,7 @@ fn round(
         );
         match planned {
             Ok(e) => {
-                entries.extend(e);
+                entries.extend(e.into_iter().map(without_unplayable));
                 labels.extend(day.items.iter().map(|i| format!("{date} {}", i.label())));
                 items.extend(day.items.iter().cloned());
             }
@@ -360,7 +380,10 @@ fn round(
     }
     let mut filler = Vec::new();
     for p in st.ch.filler.clone() {
-        filler.push(Clip::whole(media_id(st, &p, &mut new_paths)?));
+        match media_id(st, &p, &mut new_paths) {
+            Ok(id) => filler.push(Clip::whole(id)),
+            Err(e) => st.fault(format!("filler {e}: left out")),
+        }
     }
     let table = media_table(st);
     // What is on air around now, for the status API.
@@ -572,6 +595,75 @@ fn week_events(
         .collect())
 }
 
+/// Stands for a file that cannot be played in an entry: [`without_unplayable`] takes it out.
+const UNPLAYABLE: MediaId = MediaId(u32::MAX - 2);
+
+/// Probes the files of `day` and names each that cannot be played (once), saying what airs
+/// in its place.
+fn note_unplayable(
+    st: &mut State,
+    day: &epg::schedule::Day,
+    media_dir: &std::path::Path,
+    new_paths: &mut Vec<PathBuf>,
+) {
+    for (i, item) in day.items.iter().enumerate() {
+        let paths = item.paths();
+        let faults: Vec<String> = paths
+            .iter()
+            .filter_map(|p| media_id(st, &media_dir.join(p), new_paths).err())
+            .collect();
+        let all = faults.len() == paths.len();
+        for e in faults {
+            st.fault(format!(
+                "{}: line {}: item {} ({}): {e}: {}",
+                day.date,
+                item.line,
+                i + 1,
+                item.label(),
+                if all {
+                    "its slot airs the filler"
+                } else {
+                    "left out of its block"
+                }
+            ));
+        }
+    }
+}
+
+/// An entry without the files that cannot be played: a block keeps the others; with none
+/// left it is a gap (its slot, up to the next fixed start, airs the filler).
+fn without_unplayable(mut e: playout::schedule::Entry) -> playout::schedule::Entry {
+    use playout::schedule::Body;
+    e.body = match e.body {
+        Body::Clip(c) if c.media == UNPLAYABLE => Body::Gap,
+        Body::Block {
+            mut clips,
+            loop_for,
+        } => {
+            clips.retain(|c| c.media != UNPLAYABLE);
+            if clips.is_empty() {
+                Body::Gap
+            } else {
+                Body::Block { clips, loop_for }
+            }
+        }
+        other => other,
+    };
+    e
+}
+
+impl State {
+    /// A fault in the schedule's media: logged the first time it is seen.
+    fn fault(&mut self, what: String) {
+        if self.faults_logged.len() > 10_000 {
+            self.faults_logged.clear();
+        }
+        if self.faults_logged.insert(what.clone()) {
+            tracing::error!(channel = %self.ch.channel, fault = %what, "schedule item not playable");
+        }
+    }
+}
+
 /// The playlist index of `path`, probing it the first time.
 fn media_id(
     st: &mut State,
@@ -589,8 +681,23 @@ fn media_id(
             return Ok(MediaId(i as u32));
         }
     }
-    let info =
-        crate::input::probe::probe_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A file that failed is probed again only once it has changed (or appeared).
+    if let Some((then, why)) = st.unplayable.get(path) {
+        if *then == stamp {
+            return Err(why.clone());
+        }
+    }
+    let info = match crate::input::probe::probe_file(path) {
+        Ok(info) => {
+            st.unplayable.remove(path);
+            info
+        }
+        Err(e) => {
+            let why = format!("{}: {e}", path.display());
+            st.unplayable.insert(path.clone(), (stamp, why.clone()));
+            return Err(why);
+        }
+    };
     let index = known.unwrap_or_else(|| {
         st.next_item += 1;
         new_paths.push(path.clone());
@@ -629,6 +736,90 @@ fn media_table(st: &State) -> Vec<MediaInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A day with a missing file between two good ones: the item before is cut at the
+    /// missing one's hard start as it would have been, the missing item's slot airs the
+    /// filler up to the next hard start, and the fault is named once.
+    #[test]
+    fn an_unplayable_item_costs_only_its_own_slot() {
+        const S: i64 = 1_000_000_000;
+        let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        // Whole seconds, away from midnight (UTC).
+        let mut now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        if now % 86_400 > 86_000 {
+            now -= 1000;
+        }
+        let at = |secs: i64| {
+            let t = (now + secs).rem_euclid(86_400);
+            format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+        };
+        let date = ChronoUtc
+            .timestamp_opt(now, 0)
+            .unwrap()
+            .date_naive()
+            .to_string();
+        let text = format!(
+            "date = \"{date}\"\n\
+             [[item]]\nstart = \"{}\"\nfile = \"a.ts\"\n\
+             [[item]]\nstart = \"{}\"\nfile = \"not-there-yet.ts\"\ntitle = \"Late\"\n\
+             [[item]]\nstart = \"{}\"\nfile = \"b.ts\"\n",
+            at(5),
+            at(7),
+            at(9)
+        );
+        let day = epg::schedule::parse(&text).unwrap();
+        store.write("news", &day, 0).unwrap();
+        let ch = ScheduledChannel {
+            station: 0,
+            channel: "news".to_owned(),
+            tz: Tz::UTC,
+            filler: vec![media.join("e.ts")],
+            base_items: 1,
+            inputs: Vec::new(),
+            guide_from_xmltv: false,
+        };
+        let mut st = State::new(ch);
+        let map = ClockMap {
+            utc_at_origin_ns: now * S,
+            origin: 0,
+            offset_ns: 0,
+        };
+        let round = st.round(&store, &media, map, Utc(now * S));
+        let msg = round.msg.expect("the schedule applies");
+        let path_of = |item: usize| msg.new_paths[item - 1].file_name().unwrap().to_owned();
+        // From the handover (4 s ahead) to 8 s ahead: filler to a.ts's start at 5 s, a.ts cut
+        // at 7 s (the missing item's hard start), filler in its slot up to b.ts's at 9 s.
+        let cues: Vec<_> = msg
+            .cues
+            .iter()
+            .map(|c| (path_of(c.item), c.not_before, c.until))
+            .collect();
+        let t = |secs: i64| map.output_time(Utc((now + secs) * S));
+        let e = std::ffi::OsString::from("e.ts");
+        let a = std::ffi::OsString::from("a.ts");
+        assert_eq!(
+            cues,
+            vec![
+                (e.clone(), None, Some(t(5))),
+                (a, Some(t(5)), Some(t(7))),
+                (e, None, Some(t(9))),
+            ]
+        );
+        assert_eq!(st.faults_logged.len(), 1, "{:?}", st.faults_logged);
+        let fault = st.faults_logged.iter().next().unwrap();
+        assert!(
+            fault.contains("line 8: item 2 (") && fault.contains("not-there-yet.ts"),
+            "{fault}"
+        );
+        // The next round names it no more (and does not probe it again).
+        st.round(&store, &media, map, Utc(now * S + S / 2));
+        assert_eq!(st.faults_logged.len(), 1);
+    }
 
     #[test]
     fn seeks_land_before_the_offset_on_a_packet_boundary() {
