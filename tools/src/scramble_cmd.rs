@@ -11,6 +11,17 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+/// `println!`, or `eprintln!` when the first argument is true (the data is on stdout).
+macro_rules! say {
+    ($to_stderr:expr, $($t:tt)*) => {
+        if $to_stderr {
+            eprintln!($($t)*)
+        } else {
+            println!($($t)*)
+        }
+    };
+}
 use bytes::Bytes;
 use drm::cipher::{
     parse_hex16, CipherKind, ControlWord, PacketCounts, Parity, ScrambleError, Scrambler,
@@ -135,10 +146,13 @@ pub(crate) fn scramble(args: ScrambleArgs) -> anyhow::Result<std::process::ExitC
             );
         }
     }
+    // With the stream on stdout (`-`), the report goes to stderr.
+    let to_stderr = args.output == Path::new("-");
     let mut s = Scrambler::new(args.cipher, iv);
     s.set_cw(parity, &cw);
     drop(cw);
-    println!(
+    say!(
+        to_stderr,
         "{} -> {}: {}, {} key, PIDs {}{}",
         args.input.display(),
         args.output.display(),
@@ -164,9 +178,15 @@ pub(crate) fn scramble(args: ScrambleArgs) -> anyhow::Result<std::process::ExitC
             .map_err(|e| located(e, first))
     })?;
     let c = s.stats();
-    println!("packets: {}", c.packets);
-    println!("scrambled: {}{}", c.processed, short_note(&c, args.cipher));
-    println!(
+    say!(to_stderr, "packets: {}", c.packets);
+    say!(
+        to_stderr,
+        "scrambled: {}{}",
+        c.processed,
+        short_note(&c, args.cipher)
+    );
+    say!(
+        to_stderr,
         "left clear: {} (PSI/SI or other PIDs: {}, null: {}, no payload: {}, already scrambled: {}, \
          adaptation field past the packet end: {})",
         c.packets - c.processed,
@@ -182,8 +202,10 @@ pub(crate) fn scramble(args: ScrambleArgs) -> anyhow::Result<std::process::ExitC
 /// Runs `hectl descramble`.
 pub(crate) fn descramble(args: DescrambleArgs) -> anyhow::Result<std::process::ExitCode> {
     let iv = args.iv.as_deref().map(iv_arg).transpose()?;
+    let to_stderr = args.output == Path::new("-");
     let mut s = Scrambler::new(args.cipher, iv);
-    println!(
+    say!(
+        to_stderr,
         "{} -> {}: {}",
         args.input.display(),
         args.output.display(),
@@ -221,9 +243,12 @@ pub(crate) fn descramble(args: DescrambleArgs) -> anyhow::Result<std::process::E
             }
             Ok(done)
         })?;
-        println!("ECMs opened: {ecms}");
+        say!(to_stderr, "ECMs opened: {ecms}");
         if bad > 0 {
-            println!("ECMs that did not open with the key (wrong key or damaged): {bad}");
+            say!(
+                to_stderr,
+                "ECMs that did not open with the key (wrong key or damaged): {bad}"
+            );
         }
     } else {
         let (even, odd) = args.keys()?;
@@ -235,13 +260,15 @@ pub(crate) fn descramble(args: DescrambleArgs) -> anyhow::Result<std::process::E
         })?;
     }
     let c = s.stats();
-    println!("packets: {}", c.packets);
-    println!(
+    say!(to_stderr, "packets: {}", c.packets);
+    say!(
+        to_stderr,
         "descrambled: {}{}",
         c.processed,
         short_note(&c, args.cipher)
     );
-    println!(
+    say!(
+        to_stderr,
         "left as they were: {} (clear: {}, null: {}, reserved scrambling bits 01: {}, \
          no payload: {}, adaptation field past the packet end: {})",
         c.packets - c.processed,
@@ -310,48 +337,129 @@ fn located(e: ScrambleError, first: u64) -> anyhow::Error {
     }
 }
 
+/// Where a command's output goes: a regular file (or a new one) is written under a temporary
+/// name beside it and renamed when complete, so a failure leaves no half file (through a
+/// symlink: beside its target, so the link stays); `-` (stdout), devices and FIFOs are
+/// written in place (never replaced by a regular file).
+enum Sink {
+    InPlace(Box<dyn Write>),
+    Atomic {
+        part: PathBuf,
+        target: PathBuf,
+        file: BufWriter<File>,
+    },
+}
+
+impl Sink {
+    fn open(output: &Path) -> anyhow::Result<Sink> {
+        if output == Path::new("-") {
+            return Ok(Sink::InPlace(Box::new(std::io::stdout().lock())));
+        }
+        // Through a symlink, the file it names.
+        let target = match std::fs::symlink_metadata(output) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(output)
+                .with_context(|| format!("{}: a dangling symlink", output.display()))?,
+            _ => output.to_path_buf(),
+        };
+        match std::fs::metadata(&target) {
+            Ok(m) if !m.is_file() => {
+                if m.is_dir() {
+                    anyhow::bail!("{}: a directory", output.display());
+                }
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&target)
+                    .with_context(|| output.display().to_string())?;
+                Ok(Sink::InPlace(Box::new(f)))
+            }
+            _ => {
+                let part = target.with_extension(
+                    target
+                        .extension()
+                        .map_or("part".into(), |e| format!("{}.part", e.to_string_lossy())),
+                );
+                let f = File::create(&part).with_context(|| part.display().to_string())?;
+                Ok(Sink::Atomic {
+                    part,
+                    target,
+                    file: BufWriter::with_capacity(1 << 20, f),
+                })
+            }
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::InPlace(w) => w.write_all(data),
+            Sink::Atomic { file, .. } => file.write_all(data),
+        }
+    }
+
+    /// Complete: flushed, and a regular file synced and renamed into place.
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sink::InPlace(mut w) => Ok(w.flush()?),
+            Sink::Atomic { part, target, file } => {
+                let done = file
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| part.display().to_string())
+                    .and_then(|()| {
+                        std::fs::rename(&part, &target)
+                            .with_context(|| target.display().to_string())
+                    });
+                if done.is_err() {
+                    let _ = std::fs::remove_file(&part);
+                }
+                done
+            }
+        }
+    }
+
+    /// Failed: a temporary file is removed.
+    fn abandon(self) {
+        if let Sink::Atomic { part, .. } = self {
+            let _ = std::fs::remove_file(&part);
+        }
+    }
+}
+
 /// Reads `input` in chunks of whole packets, lets `each` change them in place (with the
-/// index of the chunk's first packet), writes them to `output`. The output is written under
-/// a temporary name and renamed when complete, so a failure leaves no half file.
+/// index of the chunk's first packet), writes them to `output` ([`Sink`]: a regular file
+/// only when complete).
 fn stream(
     input: &Path,
     output: &Path,
     mut each: impl FnMut(&mut [u8], u64) -> anyhow::Result<usize>,
 ) -> anyhow::Result<()> {
     let mut r = File::open(input).with_context(|| input.display().to_string())?;
-    let part = output.with_extension(
-        output
-            .extension()
-            .map_or("part".into(), |e| format!("{}.part", e.to_string_lossy())),
-    );
+    let mut sink = Sink::open(output)?;
+    let mut buf = vec![0u8; CHUNK_PACKETS * PACKET_SIZE];
+    let mut first = 0u64;
     let result = (|| {
-        let f = File::create(&part).with_context(|| part.display().to_string())?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        let mut buf = vec![0u8; CHUNK_PACKETS * PACKET_SIZE];
-        let mut first = 0u64;
         loop {
             let n = read_full(&mut r, &mut buf).with_context(|| input.display().to_string())?;
             if n == 0 {
                 break;
             }
             each(&mut buf[..n], first).with_context(|| input.display().to_string())?;
-            w.write_all(&buf[..n])
-                .with_context(|| part.display().to_string())?;
+            sink.write_all(&buf[..n])
+                .with_context(|| output.display().to_string())?;
             first += (n / PACKET_SIZE) as u64;
             if n < buf.len() {
                 break;
             }
         }
-        w.into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
-            .with_context(|| part.display().to_string())?;
-        std::fs::rename(&part, output).with_context(|| output.display().to_string())
+        anyhow::Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&part);
+    match result {
+        Ok(()) => sink.finish(),
+        Err(e) => {
+            sink.abandon();
+            Err(e)
+        }
     }
-    result
 }
 
 /// Fills `buf` unless the input ends first; returns the bytes read.

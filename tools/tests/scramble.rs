@@ -409,3 +409,68 @@ fn tsduck_descrambles_cissa_and_idsa() {
         );
     }
 }
+
+/// Outputs are never damaged: a device is written in place (`/dev/null` stays a device), a
+/// symlink stays a symlink (the file it names gets the output), `-` is stdout (the report
+/// then goes to stderr), and a regular file appears only when complete.
+#[test]
+fn output_paths_are_never_damaged() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let input = media("a.ts");
+    let args = |out: &str| {
+        vec![
+            "scramble".to_owned(),
+            "--cipher".to_owned(),
+            "aes-ctr".to_owned(),
+            "--cw".to_owned(),
+            CW2.to_owned(),
+            path_str(&input).to_owned(),
+            out.to_owned(),
+        ]
+    };
+    let run = |out: &str| {
+        let a = args(out);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        hectl(&refs)
+    };
+    // A device.
+    let (ok, out) = run("/dev/null");
+    assert!(ok, "{out}");
+    let m = std::fs::metadata("/dev/null").unwrap();
+    assert!(
+        m.file_type().is_char_device(),
+        "/dev/null is still a device"
+    );
+    // A symlink to a file elsewhere: the link stays, the file behind it is replaced.
+    let target = dir.path().join("real.ts");
+    std::fs::write(&target, b"old").unwrap();
+    let link = dir.path().join("link.ts");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (ok, out) = run(path_str(&link));
+    assert!(ok, "{out}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().len(),
+        std::fs::metadata(&input).unwrap().len()
+    );
+    // stdout: the stream only; the report on stderr.
+    let o = Command::new(env!("CARGO_BIN_EXE_hectl"))
+        .args(args("-"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        o.stdout.len() as u64,
+        std::fs::metadata(&input).unwrap().len()
+    );
+    assert_eq!(o.stdout[0], 0x47);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("scrambled: "));
+    // A directory is refused, and nothing is left behind.
+    let (ok, out) = run(path_str(dir.path()));
+    assert!(!ok);
+    assert!(out.contains("a directory"), "{out}");
+}
