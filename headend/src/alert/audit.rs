@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -32,13 +32,24 @@ impl Audit {
             std::fs::create_dir_all(dir)?;
         }
         let mut seen = Vec::new();
-        if let Ok(f) = File::open(path) {
-            for (i, line) in BufReader::new(f).lines().enumerate() {
-                let line = line?;
+        // Read as bytes: a line torn inside a UTF-8 character (a crash mid-write, a full
+        // disk) is skipped like any other that does not parse, and never stops the start.
+        let mut torn_end = false;
+        if let Ok(data) = std::fs::read(path) {
+            torn_end = data.last().is_some_and(|b| *b != b'\n');
+            for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
+                let Ok(line) = std::str::from_utf8(raw) else {
+                    tracing::warn!(
+                        log = %path.display(),
+                        line = i + 1,
+                        "audit log: a line is not UTF-8 (torn write?); skipped"
+                    );
+                    continue;
+                };
                 if line.trim().is_empty() {
                     continue;
                 }
-                match serde_json::from_str::<Value>(&line) {
+                match serde_json::from_str::<Value>(line) {
                     Ok(v) => {
                         if let (Some(s), Some(id)) = (
                             v.get("sender").and_then(Value::as_str),
@@ -58,7 +69,13 @@ impl Audit {
                 }
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        // A torn last line is ended, so the next record starts a line of its own (nothing
+        // already there is changed).
+        if torn_end {
+            file.write_all(b"\n")?;
+            file.sync_data()?;
+        }
         Ok((
             Audit {
                 path: path.to_owned(),
@@ -157,5 +174,37 @@ mod tests {
         assert_eq!(second["utc"], "1970-01-01T00:00:00.000Z");
         assert_eq!(second["local"], "1970-01-01T08:00:00.000+08:00");
         assert_eq!(second["event"], "rejected");
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_utf8_character_is_skipped_and_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let (audit, _) = Audit::open(&path, tz).unwrap();
+        let mut m = Map::new();
+        m.insert("sender".into(), "s@x".into());
+        m.insert("identifier".into(), "ID-1".into());
+        audit.record("verified", m).unwrap();
+        drop(audit);
+        // A record cut inside 预 (E9 A2 84): not UTF-8, no newline.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"event\":\"verified\",\"headline\":\"\xE9\xA2")
+            .unwrap();
+        drop(f);
+        let (audit, seen) = Audit::open(&path, tz).unwrap();
+        assert_eq!(seen, vec![("s@x".to_owned(), "ID-1".to_owned())]);
+        // The next record starts its own line, and reads back.
+        let mut m = Map::new();
+        m.insert("sender".into(), "s@x".into());
+        m.insert("identifier".into(), "ID-2".into());
+        audit.record("verified", m).unwrap();
+        drop(audit);
+        let (_, seen) = Audit::open(&path, tz).unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1].1, "ID-2");
     }
 }
