@@ -118,6 +118,10 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             },
         )?
         .map(Arc::new);
+        if let Some(desk) = &desk {
+            // What was on air when the daemon stopped goes back on air.
+            desk.restore(chrono::Utc::now());
+        }
         if let Some(desk) = desk.clone() {
             // Expiries and the engine's on/off-air reports, a few times a second.
             let mut shutdown = shutdown.clone();

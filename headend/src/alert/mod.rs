@@ -17,6 +17,7 @@
 //! of refusal, the JSON it answers and records); [`air`] is what a channel airs for an alert
 //! (its EIT event and emergency tables).
 
+mod active;
 mod air;
 pub(crate) mod audit;
 mod media;
@@ -33,6 +34,7 @@ use crate::config::{AlertsConfig, Config};
 use crate::router::ScheduleSink;
 use crate::schedule::driver::{Mailbox, Wake};
 use crate::station::{AirKind, AirReport, OverrideMsg};
+use active::Active;
 use audit::{Audit, Replays};
 use media::{Media, UploadError};
 use policy::{Board, Decision, DeskChannel, Live};
@@ -43,6 +45,8 @@ pub(crate) use view::{RejectKind, Rejection};
 pub(crate) struct Desk {
     cfg: AlertsConfig,
     audit: Audit,
+    /// The alerts on air or queued, kept on disk to put back on air after a restart.
+    active: Active,
     media: Media,
     sink: ScheduleSink,
     returns: Mailbox,
@@ -82,6 +86,12 @@ impl Desk {
             .map_err(|e| anyhow::anyhow!("alerts.audit_log {}: {e}", cfg.audit_log.display()))?;
         let media = Media::open(&cfg.media_dir)
             .map_err(|e| anyhow::anyhow!("alerts.media_dir {}: {e}", cfg.media_dir.display()))?;
+        let active = Active::open(&cfg.audit_log).map_err(|e| {
+            anyhow::anyhow!(
+                "alerts.audit_log {}: the active alerts beside it: {e}",
+                cfg.audit_log.display()
+            )
+        })?;
         let channels: Vec<DeskChannel> = config
             .channels
             .iter()
@@ -103,6 +113,7 @@ impl Desk {
         Ok(Some(Desk {
             cfg,
             audit,
+            active,
             media,
             sink: links.sink,
             returns: links.returns,
@@ -238,8 +249,8 @@ impl Desk {
             return Err(self.refuse(reject(RejectKind::Invalid, e.to_string()), ctx));
         }
         match alert.msg_type {
-            MsgType::Alert => self.take_alert(st, alert, now, ctx),
-            MsgType::Update => self.take_update(st, alert, now, ctx),
+            MsgType::Alert => self.take_alert(st, alert, text, now, ctx),
+            MsgType::Update => self.take_update(st, alert, text, now, ctx),
             MsgType::Cancel => self.take_cancel(st, &alert, now, ctx),
             other => Err(self.refuse(
                 reject(
@@ -255,6 +266,7 @@ impl Desk {
         &self,
         st: &mut State,
         alert: Alert,
+        text: &str,
         now: DateTime<Utc>,
         mut ctx: Value,
     ) -> Result<Accepted, Rejection> {
@@ -280,6 +292,12 @@ impl Desk {
         ctx["clip"] = p.clip.display().to_string().into();
         self.record("accepted", ctx.clone())?;
         tracing::warn!(seq, level = p.level, identifier = %alert.identifier, channels = p.channels.len(), "alert accepted");
+        // Kept to put back on air after a restart; a failure to keep it does not keep it off
+        // air now (it is logged and recorded).
+        if let Err(e) = self.active.keep(seq, &alert, text, now, p.expires) {
+            tracing::error!(seq, error = %e, "the alert cannot be kept for a restart");
+            let _ = self.record("not_kept", json!({"seq": seq, "error": e.to_string()}));
+        }
         st.board.admit(seq, alert, p, now);
         self.arbitrate(st, now);
         Ok(ctx)
@@ -291,6 +309,7 @@ impl Desk {
         &self,
         st: &mut State,
         alert: Alert,
+        text: &str,
         now: DateTime<Utc>,
         mut ctx: Value,
     ) -> Result<Accepted, Rejection> {
@@ -310,6 +329,9 @@ impl Desk {
         let channels = st.board.channel_ids(&p.channels);
         view::place(&mut ctx, seq, p.level, p.expires, channels);
         self.record("updated", ctx.clone())?;
+        if let Err(e) = self.active.update(seq, text, p.expires) {
+            tracing::error!(seq, error = %e, "the alert's update cannot be kept for a restart");
+        }
         st.board.update(seq, alert, p);
         self.arbitrate(st, now);
         Ok(ctx)
@@ -434,7 +456,78 @@ impl Desk {
     /// Records the end of alert `l` (`why`: cancelled, expired) and keeps its summary.
     fn end(&self, recent: &mut Recent, l: &Live, why: &str, now: DateTime<Utc>) {
         let _ = self.record(why, view::end_record(l));
+        self.active.forget(l.seq);
         recent.push(l, why, now);
+    }
+
+    /// At start: the alerts that were on air or queued when the daemon stopped go back on
+    /// air until their expiry (or a cancel); those expired meanwhile end. Each is recorded.
+    pub(crate) fn restore(&self, now: DateTime<Utc>) {
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let st = &mut *guard;
+        let mut any = false;
+        for kept in self.active.take_all() {
+            let parse = |t: &str| {
+                if t.trim_start().starts_with('<') {
+                    epg::alert::parse_cap(t)
+                } else {
+                    epg::alert::parse_json(t)
+                }
+            };
+            let Some(first) = kept.bodies.first() else {
+                continue;
+            };
+            let alert = match parse(first) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(file = %kept.file.display(), error = %e, "a kept alert does not parse; not restored");
+                    continue;
+                }
+            };
+            if kept.expires <= now {
+                self.active.rekey(&kept, None);
+                let _ = self.record(
+                    "expired",
+                    json!({"identifier": alert.identifier, "sender": alert.sender, "while": "stopped"}),
+                );
+                continue;
+            }
+            let placed = st
+                .board
+                .place(&self.cfg, &alert, kept.accepted, |id| self.media.clip(id));
+            let mut p = match placed {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(identifier = %alert.identifier, error = %e, "a kept alert cannot be placed (config changed?); not restored");
+                    continue;
+                }
+            };
+            p.expires = kept.expires;
+            let seq = st.board.take_seq();
+            let identifier = alert.identifier.clone();
+            let level = p.level;
+            st.board.admit(seq, alert, p, kept.accepted);
+            for body in &kept.bodies[1..] {
+                let Ok(update) = parse(body) else { continue };
+                if let Ok(mut p) = st
+                    .board
+                    .place(&self.cfg, &update, kept.accepted, |id| self.media.clip(id))
+                {
+                    p.expires = kept.expires;
+                    st.board.update(seq, update, p);
+                }
+            }
+            self.active.rekey(&kept, Some(seq));
+            tracing::warn!(seq, level, identifier = %identifier, expires = %kept.expires.to_rfc3339(), "alert back on air after a restart");
+            let _ = self.record(
+                "restored",
+                json!({"seq": seq, "identifier": identifier, "level": level, "expires": kept.expires.to_rfc3339()}),
+            );
+            any = true;
+        }
+        if any {
+            self.arbitrate(st, now);
+        }
     }
 
     /// Sends the stations what changed on air: the alert each channel now shows, or a

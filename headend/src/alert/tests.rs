@@ -41,7 +41,22 @@ fn fixture() -> Fixture {
             i + 1
         ));
     }
-    let config = crate::config::parse(&text, dir.path(), "test.toml").unwrap();
+    std::fs::write(dir.path().join("test.toml"), &text).unwrap();
+    let (desk, sent, returns) = open_desk(dir.path());
+    Fixture {
+        desk,
+        sent,
+        returns,
+        prov,
+        city,
+        dir,
+    }
+}
+
+/// A desk on the config and files in `dir` (a daemon starting there).
+fn open_desk(dir: &Path) -> (Desk, Inbox, std::sync::mpsc::Receiver<Wake>) {
+    let text = std::fs::read_to_string(dir.join("test.toml")).unwrap();
+    let config = crate::config::parse(&text, dir, "test.toml").unwrap();
     let (sink, sent) = ScheduleSink::inbox(4);
     let (returns_tx, returns) = std::sync::mpsc::channel();
     let desk = Desk::new(
@@ -55,14 +70,7 @@ fn fixture() -> Fixture {
     )
     .unwrap()
     .unwrap();
-    Fixture {
-        desk,
-        sent,
-        returns,
-        prov,
-        city,
-        dir,
-    }
+    (desk, sent, returns)
 }
 
 fn now() -> DateTime<Utc> {
@@ -396,6 +404,82 @@ fn replays_are_refused_after_a_restart() {
     let (_, seen) = audit::Audit::open(&log, epg::schedule::Tz::UTC).unwrap();
     assert!(seen.contains(&("prov@x".to_owned(), "R-1".to_owned())));
     assert!(Path::new(&log).is_file());
+}
+
+#[test]
+fn alerts_on_air_come_back_after_a_restart() {
+    let f = fixture();
+    // A on c0/c1 for 30 minutes, updated (a new headline); B on c2/c3, then cancelled.
+    let a = alert("prov@x", "A-1", "Alert", Value::Null);
+    f.submit_as(&f.prov, "prov", &a).unwrap();
+    let update = alert(
+        "prov@x",
+        "A-2",
+        "Update",
+        serde_json::json!({"references": format!("prov@x,A-1,{}", at(now())),
+                           "info0": {"headline": "Storm warning, updated"}}),
+    );
+    f.submit_as(&f.prov, "prov", &update).unwrap();
+    let b = alert(
+        "prov@x",
+        "B-1",
+        "Alert",
+        serde_json::json!({"info0": {"area": [{"areaDesc": "d2", "geocode": [{"valueName": "GB2260", "value": "310102"}]}]}}),
+    );
+    f.submit_as(&f.prov, "prov", &b).unwrap();
+    let cancel = alert(
+        "prov@x",
+        "B-2",
+        "Cancel",
+        serde_json::json!({"references": format!("prov@x,B-1,{}", at(now()))}),
+    );
+    f.submit_as(&f.prov, "prov", &cancel).unwrap();
+    drop(f.desk);
+    // The daemon restarts 5 minutes later: A is back on air on c0 and c1, updated, until its
+    // expiry; B stays ended.
+    let (desk, sent, _returns) = open_desk(f.dir.path());
+    desk.restore(now() + Duration::minutes(5));
+    let shown: Vec<usize> = sent
+        .overrides_sent()
+        .into_iter()
+        .filter_map(|o| match o {
+            OverrideMsg::Show { station, air, .. } => {
+                assert_eq!(air.programme.title, "Storm warning, updated");
+                Some(station)
+            }
+            OverrideMsg::Clear { .. } => None,
+        })
+        .collect();
+    assert_eq!(shown, vec![0, 1]);
+    let list = desk.list();
+    let active = list["active"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{list}");
+    assert_eq!(active[0]["headline"], "Storm warning, updated", "{list}");
+    assert_eq!(
+        active[0]["channels"],
+        serde_json::json!(["c0", "c1"]),
+        "{list}"
+    );
+    let audit: Vec<Value> = std::fs::read_to_string(f.dir.path().join("alerts-audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let restored = audit.iter().find(|l| l["event"] == "restored").unwrap();
+    assert_eq!(restored["identifier"], "A-1");
+    // Expired while stopped: not back on air, and forgotten.
+    drop(desk);
+    let (desk, sent, _returns) = open_desk(f.dir.path());
+    desk.restore(now() + Duration::minutes(5));
+    drop(desk);
+    let (desk, sent2, _returns) = open_desk(f.dir.path());
+    desk.restore(now() + Duration::minutes(40));
+    assert!(sent2.overrides_sent().is_empty());
+    assert_eq!(desk.list()["active"].as_array().map_or(0, Vec::len), 0);
+    drop(sent);
+    let (desk, sent3, _returns) = open_desk(f.dir.path());
+    desk.restore(now() + Duration::minutes(6));
+    assert!(sent3.overrides_sent().is_empty(), "forgotten once expired");
 }
 
 #[test]
