@@ -35,7 +35,8 @@ impl Audit {
         // Read as bytes: a line torn inside a UTF-8 character (a crash mid-write, a full
         // disk) is skipped like any other that does not parse, and never stops the start.
         let mut torn_end = false;
-        if let Ok(data) = std::fs::read(path) {
+        let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        if let Some(data) = regular.then(|| std::fs::read(path)).and_then(Result::ok) {
             torn_end = data.last().is_some_and(|b| *b != b'\n');
             for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
                 let Ok(line) = std::str::from_utf8(raw) else {
@@ -55,7 +56,12 @@ impl Audit {
                             v.get("sender").and_then(Value::as_str),
                             v.get("identifier").and_then(Value::as_str),
                         ) {
-                            if v.get("event").and_then(Value::as_str) == Some("verified") {
+                            // What was acted on: an alert whose record of it failed was not,
+                            // and may be sent again.
+                            if matches!(
+                                v.get("event").and_then(Value::as_str),
+                                Some("accepted" | "updated" | "cancel_accepted")
+                            ) {
                                 seen.push((s.to_owned(), id.to_owned()));
                             }
                         }
@@ -139,6 +145,12 @@ impl Replays {
     pub(crate) fn first_time(&mut self, sender: &str, identifier: &str) -> bool {
         self.0.insert((sender.to_owned(), identifier.to_owned()))
     }
+
+    /// Forgets the pair: what it came with was not acted on (its record failed), so it may
+    /// be sent again.
+    pub(crate) fn forget(&mut self, sender: &str, identifier: &str) {
+        self.0.remove(&(sender.to_owned(), identifier.to_owned()));
+    }
 }
 
 #[cfg(test)]
@@ -155,7 +167,7 @@ mod tests {
         let mut m = Map::new();
         m.insert("sender".into(), "s@x".into());
         m.insert("identifier".into(), "ID-1".into());
-        audit.record("verified", m).unwrap();
+        audit.record("accepted", m).unwrap();
         let mut m = Map::new();
         m.insert("at_utc_ns".into(), 0i64.into());
         audit.record("rejected", m).unwrap();
@@ -185,7 +197,7 @@ mod tests {
         let mut m = Map::new();
         m.insert("sender".into(), "s@x".into());
         m.insert("identifier".into(), "ID-1".into());
-        audit.record("verified", m).unwrap();
+        audit.record("accepted", m).unwrap();
         drop(audit);
         // A record cut inside 预 (E9 A2 84): not UTF-8, no newline.
         let mut f = std::fs::OpenOptions::new()
@@ -201,7 +213,7 @@ mod tests {
         let mut m = Map::new();
         m.insert("sender".into(), "s@x".into());
         m.insert("identifier".into(), "ID-2".into());
-        audit.record("verified", m).unwrap();
+        audit.record("accepted", m).unwrap();
         drop(audit);
         let (_, seen) = Audit::open(&path, tz).unwrap();
         assert_eq!(seen.len(), 2, "{seen:?}");

@@ -244,7 +244,10 @@ impl Desk {
                 ctx,
             ));
         }
-        self.record("verified", ctx.clone())?;
+        if let Err(e) = self.record("verified", ctx.clone()) {
+            st.replays.forget(&alert.sender, &alert.identifier);
+            return Err(e);
+        }
         if let Err(e) = alert.check_time(now, self.cfg.replay_window) {
             return Err(self.refuse(reject(RejectKind::Invalid, e.to_string()), ctx));
         }
@@ -290,7 +293,11 @@ impl Desk {
         let channels = st.board.channel_ids(&p.channels);
         view::place(&mut ctx, seq, p.level, p.expires, channels);
         ctx["clip"] = p.clip.display().to_string().into();
-        self.record("accepted", ctx.clone())?;
+        if let Err(e) = self.record("accepted", ctx.clone()) {
+            // Not accepted: nothing changed, and it may be sent again.
+            st.replays.forget(&alert.sender, &alert.identifier);
+            return Err(e);
+        }
         tracing::warn!(seq, level = p.level, identifier = %alert.identifier, channels = p.channels.len(), "alert accepted");
         // Kept to put back on air after a restart; a failure to keep it does not keep it off
         // air now (it is logged and recorded).
@@ -328,7 +335,10 @@ impl Desk {
         };
         let channels = st.board.channel_ids(&p.channels);
         view::place(&mut ctx, seq, p.level, p.expires, channels);
-        self.record("updated", ctx.clone())?;
+        if let Err(e) = self.record("updated", ctx.clone()) {
+            st.replays.forget(&alert.sender, &alert.identifier);
+            return Err(e);
+        }
         if let Err(e) = self.active.update(seq, text, p.expires) {
             tracing::error!(seq, error = %e, "the alert's update cannot be kept for a restart");
         }
