@@ -26,6 +26,9 @@ pub(crate) struct StationStatus {
     pub(crate) pacer_stalls: u64,
     pub(crate) max_late_us: u64,
     pub(crate) outputs: Vec<OutputStatus>,
+    /// ETSI TR 101 290 on what the station sends (`playout::monitor`): the count of each
+    /// rule since start, by its number and name (`"1.4 Continuity_count_error": 0`).
+    pub(crate) tr101290: std::collections::BTreeMap<String, u64>,
     /// The scrambled programs: counters and whether a failure policy is in force (alarm).
     pub(crate) scrambling: Vec<ScramblingStats>,
     /// Programs relaying live inputs: which is on air, and each input's verdict and counters.

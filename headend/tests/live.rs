@@ -399,6 +399,19 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     );
     let gap = kill["gap_ms"].as_f64().unwrap_or_else(|| panic!("{kill}"));
     assert!((0.0..=300.0).contains(&gap), "{kill}");
+    // The daemon's own TR 101 290 monitor of what it sends: nothing across the switches.
+    let channels = channels_of(http);
+    let station = channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "live")
+        .unwrap();
+    let tr = station["status"]["tr101290"].as_object().unwrap();
+    assert_eq!(tr.len(), 15, "{tr:?}");
+    for (rule, n) in tr {
+        assert_eq!(n, 0, "{rule}: {tr:?}");
+    }
     assert!(
         relay["inputs"][0]["cc_errors"].as_u64().unwrap() > 0,
         "{relay}"

@@ -16,6 +16,7 @@
 //! - [`probe`]: a media file's duration from its own timestamps (head and tail only).
 //! - [`schedule`]: a channel's schedule resolved into a gapless timeline; what is on air when.
 //! - [`check`]: a strict conformance checker for what we emit.
+//! - [`monitor`]: a continuous TR 101 290 monitor (counts per rule) for outputs and inputs.
 //! - [`units`]: bit rates and durations from the strings operators write (`"6M"`, `"30ms"`).
 #![warn(missing_docs)]
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
@@ -24,6 +25,7 @@ pub mod analyse;
 pub mod check;
 pub mod demux;
 pub mod es;
+pub mod monitor;
 pub mod mux;
 pub mod offline;
 pub mod pacing;

@@ -206,6 +206,10 @@ impl Engine {
                 acc_since: start_ns,
                 acc_rap: None,
                 relays,
+                monitor: playout::monitor::Monitor::new(playout::monitor::MonitorConfig {
+                    si: spec.channels.iter().any(|c| c.si.enabled),
+                    nit: config.network.is_some() && spec.channels.iter().any(|c| c.si.enabled),
+                }),
             });
         }
         let status: Status = Arc::new(tokio::sync::watch::Sender::new(
@@ -348,6 +352,8 @@ struct Live {
     acc_rap: Option<(usize, Bytes)>,
     /// Programs that relay live inputs.
     relays: Vec<Relay>,
+    /// TR 101 290 on what it sends.
+    monitor: playout::monitor::Monitor,
 }
 
 /// A program relaying live inputs: its feeds, which is on air, and a read waiting for data.
@@ -922,6 +928,7 @@ impl Live {
         }
         let start = self.acc.len();
         self.st.emit(&mut self.acc, n * PACKETS_PER_DATAGRAM);
+        self.monitor.push(now, &self.acc[start..]);
         for d in 0..n {
             let off = start + d * DATAGRAM;
             let datagram = &self.acc[off..off + DATAGRAM];
@@ -984,6 +991,12 @@ impl Live {
             underflows: m.underflows,
             pacer_stalls: p.stalls,
             max_late_us: p.max_late_ns / 1000,
+            tr101290: self
+                .monitor
+                .counts()
+                .into_iter()
+                .map(|(rule, n)| (rule.name().to_owned(), n))
+                .collect(),
             outputs: self
                 .outputs
                 .iter()
