@@ -355,6 +355,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = check(&data, &limits);
             print!("{report}");
+            // The ETSI TR 101 290 indicators, as the daemon's monitor counts them on air, by
+            // the byte clock of the file's muxrate.
+            if let Some(rate) = report.clock_muxrate_bps.filter(|r| *r > 0.0) {
+                let mut m = playout::monitor::Monitor::new(playout::monitor::MonitorConfig {
+                    si: data.chunks_exact(188).any(|p| {
+                        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+                        matches!(pid, 0x11 | 0x12 | 0x14)
+                    }),
+                    nit: data
+                        .chunks_exact(188)
+                        .any(|p| (u16::from(p[1] & 0x1F) << 8 | u16::from(p[2])) == 0x10),
+                });
+                let ns_per_packet = 188.0 * 8.0 * 1e9 / rate;
+                for (k, chunk) in data.chunks(7 * 188).enumerate() {
+                    m.push((k as f64 * 7.0 * ns_per_packet) as u64, chunk);
+                }
+                println!("TR 101 290 (by the byte clock):");
+                for (rule, n) in m.counts() {
+                    println!("  {:<42} {n}", rule.name());
+                }
+            }
             let violations = report.violations(&limits);
             for v in &violations {
                 println!("{}: {v}", file.display());

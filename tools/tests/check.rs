@@ -54,6 +54,16 @@ fn muxrate_accepts_what_the_config_accepts() {
         let text = common::text(&o);
         assert!(o.status.success(), "--muxrate {rate:?}: {text}");
         assert!(text.contains(": OK"), "--muxrate {rate:?}: {text}");
+        // TR 101 290 as the daemon counts it on air: every indicator at 0.
+        let tr: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("TR 101 290"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(tr.len(), 15, "{text}");
+        assert!(tr.iter().all(|l| l.ends_with(" 0")), "{text}");
+        assert!(tr[3].contains("1.4 Continuity_count_error"), "{text}");
     }
 
     // The rate is checked, not only parsed.

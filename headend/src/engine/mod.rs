@@ -928,7 +928,14 @@ impl Live {
         }
         let start = self.acc.len();
         self.st.emit(&mut self.acc, n * PACKETS_PER_DATAGRAM);
-        self.monitor.push(now, &self.acc[start..]);
+        // Monitored on the times the datagrams are due: the stream as the muxer made it (a
+        // stall of this thread is counted apart, as the pacer's).
+        let first = self.pacer.released() - n as u64;
+        for d in 0..n {
+            let at = self.pacer.due(first + d as u64);
+            let off = start + d * DATAGRAM;
+            self.monitor.push(at, &self.acc[off..off + DATAGRAM]);
+        }
         for d in 0..n {
             let off = start + d * DATAGRAM;
             let datagram = &self.acc[off..off + DATAGRAM];
