@@ -411,8 +411,9 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
                     info.duration_ns
                 }
                 Err(e) => {
-                    problems.push(format!("{}: {e}", path.display()));
-                    return None;
+                    // As on air: its slot is a gap the filler fills.
+                    problems.push((path.clone(), e.to_string()));
+                    return Some(UNPLAYABLE);
                 }
             },
         };
@@ -420,20 +421,71 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
         table.push(MediaInfo { duration });
         Some(MediaId(names.len() as u32 - 1))
     };
+    // Stand-ins, replaced once the plan is made: a file that cannot be played, a live input.
+    const UNPLAYABLE: MediaId = MediaId(u32::MAX - 2);
+    const LIVE: MediaId = MediaId(u32::MAX - 1);
     let filler_clips: Vec<Clip> = filler
         .iter()
-        .filter_map(|p| lookup(p.clone()).map(Clip::whole))
+        .filter_map(|p| {
+            lookup(p.clone())
+                .filter(|m| *m != UNPLAYABLE)
+                .map(Clip::whole)
+        })
         .collect();
-    let entries = day
-        .plan(*tz, |name| lookup(state.media_dir.join(name)))
+    let inputs = state
+        .inputs
+        .iter()
+        .find(|(c, _)| c == channel)
+        .map(|(_, i)| i.clone())
+        .unwrap_or_default();
+    let mut entries = day
+        .plan_with(
+            *tz,
+            |name| lookup(state.media_dir.join(name)),
+            |name| inputs.iter().any(|i| i == name).then_some(LIVE),
+        )
         .map_err(|e| ApiError::Invalid {
-            errors: e
-                .0
-                .iter()
-                .map(ToString::to_string)
-                .chain(problems.iter().cloned())
-                .collect(),
+            errors: e.0.iter().map(ToString::to_string).collect(),
         })?;
+    // Each file that cannot be played, by the item (or the filler) that names it.
+    let mut warnings: Vec<String> = Vec::new();
+    for (path, why) in &problems {
+        let items: Vec<String> = day
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.paths().iter().any(|p| state.media_dir.join(p) == *path))
+            .map(|(i, it)| format!("line {}: item {} ({})", it.line, i + 1, it.label()))
+            .collect();
+        let at = if items.is_empty() {
+            "filler".to_owned()
+        } else {
+            items.join(", ")
+        };
+        warnings.push(format!(
+            "{at}: {}: {why}: its slot airs the filler until it can be played",
+            path.display()
+        ));
+    }
+    // A live input lasts as long as its item says; a file that cannot be played is a gap.
+    let live_media = MediaId(table.len() as u32);
+    table.push(MediaInfo {
+        duration: 400 * 86_400 * 1_000_000_000,
+    });
+    for e in &mut entries {
+        use playout::schedule::Body;
+        match &mut e.body {
+            Body::Clip(c) if c.media == LIVE => c.media = live_media,
+            Body::Clip(c) if c.media == UNPLAYABLE => e.body = Body::Gap,
+            Body::Block { clips, .. } => {
+                clips.retain(|c| c.media != UNPLAYABLE);
+                if clips.is_empty() {
+                    e.body = Body::Gap;
+                }
+            }
+            _ => {}
+        }
+    }
     let midnight = |d: NaiveDate| {
         tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
             .earliest()
@@ -474,6 +526,10 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
                 "what": what,
                 "label": label,
                 "file": names.get(seg.media.0 as usize).map(|p| p.display().to_string()),
+                "live": (seg.media == live_media).then(|| match seg.source {
+                    Source::Entry(i) => day.items.get(i).map(|it| it.what()),
+                    Source::Filler => None,
+                }),
                 "offset_s": seg.offset as f64 / 1e9,
                 "cut_by": cut_by,
             })
@@ -487,6 +543,7 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
             "revision": day.revision,
             "timezone": tz.name(),
             "segments": rows,
+            "warnings": warnings,
         }),
     ))
 }

@@ -287,6 +287,9 @@ fn schedule(action: ScheduleAction, server: &client::Server) -> anyhow::Result<E
                     true,
                 )?
                 .ok()?;
+            for w in v["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
             println!(
                 "{channel} {}: revision {} written",
                 day.date,
@@ -577,6 +580,9 @@ fn timeline_table(t: &serde_json::Value) -> String {
             s["file"].as_str().unwrap_or("")
         ));
         k += 1;
+    }
+    for w in t["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("warning: {}\n", w.as_str().unwrap_or_default()));
     }
     out
 }

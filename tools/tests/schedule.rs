@@ -60,7 +60,16 @@ fn edit_a_running_channels_schedule() {
     .unwrap();
     let o = hectl(&server, &token, &["put", "news", day.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(text(&o).trim(), "news 2026-11-23: revision 1 written");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "news 2026-11-23: revision 1 written"
+    );
+    // news.ts is not uploaded yet: accepted, with a warning.
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("`news.ts` does not exist (yet)"),
+        "{}",
+        text(&o)
+    );
 
     let o = hectl(&server, &token, &["show", "news", "--date", "2026-11-23"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -206,6 +215,44 @@ fn edit_a_running_channels_schedule() {
     assert!(rows[2].starts_with("00:00:08.000  00:00:13.000"), "{table}");
     assert!(
         rows[3].contains("GAP") && rows[3].contains("e.ts"),
+        "{table}"
+    );
+    // A file not there yet: accepted with a warning, and its slot is filler on the timeline
+    // (as on air); what follows keeps its time.
+    let later = dir.path().join("later.toml");
+    std::fs::write(
+        &later,
+        "date = \"2026-11-25\"\n[[item]]\nstart = \"00:00:00\"\nfile = \"a.ts\"\ntitle = \"一\"\n\
+         [[item]]\nstart = \"00:00:10\"\nfile = \"not-yet.ts\"\ntitle = \"未\"\n\
+         [[item]]\nstart = \"00:00:20\"\nfile = \"b.ts\"\ntitle = \"三\"\n",
+    )
+    .unwrap();
+    let o = hectl(&server, &token, &["put", "news", later.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "warning: line 6: item 2 (00:00:10 \"未\"): `not-yet.ts` does not exist (yet)"
+        ),
+        "{}",
+        text(&o)
+    );
+    let o = hectl(&server, &token, &["show", "news", "--date", "2026-11-25"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let table = text(&o);
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("00:")).collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("00:00:20.000") && r.contains("\"三\"")),
+        "{table}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("00:00:05.000  00:00:20.000") && r.contains("GAP")),
+        "{table}"
+    );
+    assert!(
+        table.contains("warning: line 9: item 2 (00:00:10 \"未\"): ")
+            && table.contains("not-yet.ts: cannot open"),
         "{table}"
     );
 
