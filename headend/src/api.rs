@@ -375,7 +375,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
 /// duration, filler in the gaps, and items cut short by a later hard start.
 fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response<Bytes>, ApiError> {
     use chrono::TimeZone;
-    use playout::schedule::{resolve, Clip, MediaId, MediaInfo, Start};
+    use playout::schedule::{resolve, Clip, MediaId, MediaInfo, Start, ENDLESS_NS, UNPLAYABLE};
     let Some((_, tz, filler)) = state.zones.iter().find(|(c, _, _)| c == channel) else {
         return Err(ApiError::NotFound(format!("no channel `{channel}`")));
     };
@@ -421,8 +421,8 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
         table.push(MediaInfo { duration });
         Some(MediaId(names.len() as u32 - 1))
     };
-    // Stand-ins, replaced once the plan is made: a file that cannot be played, a live input.
-    const UNPLAYABLE: MediaId = MediaId(u32::MAX - 2);
+    // A live input's stand-in, replaced once the plan is made (a file that cannot be played
+    // is `UNPLAYABLE`).
     const LIVE: MediaId = MediaId(u32::MAX - 1);
     let filler_clips: Vec<Clip> = filler
         .iter()
@@ -438,7 +438,7 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
         .find(|(c, _)| c == channel)
         .map(|(_, i)| i.clone())
         .unwrap_or_default();
-    let mut entries = day
+    let entries = day
         .plan_with(
             *tz,
             |name| lookup(state.media_dir.join(name)),
@@ -470,22 +470,19 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
     // A live input lasts as long as its item says; a file that cannot be played is a gap.
     let live_media = MediaId(table.len() as u32);
     table.push(MediaInfo {
-        duration: 400 * 86_400 * 1_000_000_000,
+        duration: ENDLESS_NS,
     });
-    for e in &mut entries {
-        use playout::schedule::Body;
-        match &mut e.body {
-            Body::Clip(c) if c.media == LIVE => c.media = live_media,
-            Body::Clip(c) if c.media == UNPLAYABLE => e.body = Body::Gap,
-            Body::Block { clips, .. } => {
-                clips.retain(|c| c.media != UNPLAYABLE);
-                if clips.is_empty() {
-                    e.body = Body::Gap;
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(|mut e| {
+            if let playout::schedule::Body::Clip(c) = &mut e.body {
+                if c.media == LIVE {
+                    c.media = live_media;
                 }
             }
-            _ => {}
-        }
-    }
+            e.without_unplayable()
+        })
+        .collect();
     let midnight = |d: NaiveDate| {
         tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
             .earliest()

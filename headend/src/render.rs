@@ -118,16 +118,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             tracing::warn!(channel = %ch.id, "live inputs are not rendered: the render plays the channel's playlist in their place");
             // As on air, so a schedule's items have the same places in the playlist; their
             // opens fail, and the playlist plays.
-            let inputs: Vec<(String, Option<u16>)> = ch
-                .inputs
-                .iter()
-                .map(|i| (i.name.clone(), i.service_id))
-                .collect();
-            st.add_live(
-                program,
-                &inputs,
-                ch.failover.lead.as_nanos() as u64 * 27 / 1000,
-            );
+            st.add_live(program, ch);
         }
         let muxrate = spec.mux.muxrate_bps;
         let total = (duration.as_nanos() * u128::from(muxrate)

@@ -125,6 +125,37 @@ pub struct Entry {
     pub body: Body,
 }
 
+/// Stands, in a plan, for media that cannot be played (a file missing, unreadable, not a
+/// transport stream): [`Entry::without_unplayable`] takes its clips out.
+pub const UNPLAYABLE: MediaId = MediaId(u32::MAX - 2);
+
+/// The length to give a live input as media: longer than any item, so its items last what
+/// they say.
+pub const ENDLESS_NS: u64 = 400 * 86_400 * 1_000_000_000;
+
+impl Entry {
+    /// The entry without its clips of [`UNPLAYABLE`]: a block keeps the others; with none
+    /// left it is a [`Body::Gap`] (its slot, up to the next fixed start, is filler).
+    pub fn without_unplayable(mut self) -> Entry {
+        self.body = match self.body {
+            Body::Clip(c) if c.media == UNPLAYABLE => Body::Gap,
+            Body::Block {
+                mut clips,
+                loop_for,
+            } => {
+                clips.retain(|c| c.media != UNPLAYABLE);
+                if clips.is_empty() {
+                    Body::Gap
+                } else {
+                    Body::Block { clips, loop_for }
+                }
+            }
+            other => other,
+        };
+        self
+    }
+}
+
 /// Where a segment's content comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use epg::schedule::{parse, Day, Source, Tz};
 use playout::probe::{read_head_and_tail, ProbeReadError, WINDOW_BYTES};
-use playout::schedule::{resolve, Clip, MediaId, MediaInfo, ScheduleError, Utc};
+use playout::schedule::{
+    resolve, Clip, MediaId, MediaInfo, ScheduleError, Utc, ENDLESS_NS, UNPLAYABLE,
+};
 
 /// What `hectl validate` found.
 pub(crate) struct Report {
@@ -117,7 +119,6 @@ pub(crate) fn validate(
             }
         }
     }
-    const MISSING: MediaId = MediaId(u32::MAX - 2);
     // The media table: every file named by an item or the filler list, probed once.
     let mut names: Vec<String> = Vec::new();
     let mut media: Vec<Option<MediaInfo>> = Vec::new();
@@ -129,7 +130,7 @@ pub(crate) fn validate(
     let mut probe_errors: Vec<(String, String)> = Vec::new();
     let mut lookup = |name: &str| -> Option<MediaId> {
         if !media_dir.join(name).exists() && !filler.iter().any(|f| f == name) {
-            return Some(MISSING);
+            return Some(UNPLAYABLE);
         }
         if let Some(i) = names.iter().position(|n| n == name) {
             return media[i].map(|_| MediaId(i as u32));
@@ -149,45 +150,33 @@ pub(crate) fn validate(
         .iter()
         .filter_map(|f| lookup(f).map(Clip::whole))
         .collect();
-    // A live input stands for media as long as the longest live item (cut by what follows),
-    // put in the table once the files are known.
+    // A live input stands for media longer than any item (its items last what they say), put
+    // in the table once the files are known.
     const LIVE: MediaId = MediaId(u32::MAX - 1);
-    let longest_live = day
-        .items
-        .iter()
-        .filter_map(|it| match &it.source {
-            Source::Live { duration, .. } => Some(duration.as_nanos() as u64),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
     let entries = day
         .plan_with(tz, &mut lookup, |name| {
             inputs
                 .is_none_or(|list| list.iter().any(|i| i == name))
                 .then_some(LIVE)
         })
-        .map(|mut entries| {
-            for e in &mut entries {
-                use playout::schedule::Body;
-                match &mut e.body {
-                    Body::Clip(c) if c.media == LIVE => c.media = MediaId(media.len() as u32),
-                    // What the daemon does with a file not there: a gap, filled.
-                    Body::Clip(c) if c.media == MISSING => e.body = Body::Gap,
-                    Body::Block { clips, .. } => {
-                        clips.retain(|c| c.media != MISSING);
-                        if clips.is_empty() {
-                            e.body = Body::Gap;
+        .map(|entries| {
+            let live = MediaId(media.len() as u32);
+            entries
+                .into_iter()
+                .map(|mut e| {
+                    if let playout::schedule::Body::Clip(c) = &mut e.body {
+                        if c.media == LIVE {
+                            c.media = live;
                         }
                     }
-                    _ => {}
-                }
-            }
-            entries
+                    // What the daemon does with a file not there: a gap, filled.
+                    e.without_unplayable()
+                })
+                .collect::<Vec<_>>()
         });
     let files = names.len();
     media.push(Some(MediaInfo {
-        duration: longest_live,
+        duration: ENDLESS_NS,
     }));
     for (name, e) in &probe_errors {
         if filler.contains(name) {

@@ -145,16 +145,7 @@ impl Engine {
                 if ch.inputs.is_empty() {
                     continue;
                 }
-                let inputs: Vec<(String, Option<u16>)> = ch
-                    .inputs
-                    .iter()
-                    .map(|i| (i.name.clone(), i.service_id))
-                    .collect();
-                let items = st.add_live(
-                    program,
-                    &inputs,
-                    ch.failover.lead.as_nanos() as u64 * 27 / 1000,
-                );
+                let items = st.add_live(program, ch);
                 let set = LiveSet::start(&ch.id, &ch.inputs, &ch.failover, epoch, &poller)
                     .map_err(|e| {
                         anyhow::anyhow!("channel `{}`: starting its inputs: {e}", ch.id)

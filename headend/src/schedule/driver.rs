@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeZone, Utc as ChronoUtc};
 use epg::schedule::Tz;
-use playout::schedule::{cues, resolve, Clip, MediaId, MediaInfo, Utc};
+use playout::schedule::{
+    cues, resolve, Clip, Entry, MediaId, MediaInfo, Utc, ENDLESS_NS, UNPLAYABLE,
+};
 
 use super::store::Store;
 use crate::clock::ClockMap;
@@ -44,8 +46,6 @@ const SEEK_MIN_NS: u64 = 20 * 1_000_000_000;
 const SEEK_MARGIN_NS: u64 = 10 * 1_000_000_000;
 /// How far the timeline is resolved each time (a programme longer than this is cut).
 const HORIZON_NS: u64 = 26 * 3600 * 1_000_000_000;
-/// How long a live input lasts as media: longer than any live item.
-const LIVE_NS: u64 = 400 * 86_400 * 1_000_000_000;
 
 /// What a channel's schedule says is on air around now, for the status API.
 #[derive(Clone, Debug)]
@@ -362,7 +362,7 @@ fn round(
         );
         match planned {
             Ok(e) => {
-                entries.extend(e.into_iter().map(without_unplayable));
+                entries.extend(e.into_iter().map(Entry::without_unplayable));
                 labels.extend(day.items.iter().map(|i| format!("{date} {}", i.label())));
                 items.extend(day.items.iter().cloned());
             }
@@ -595,9 +595,6 @@ fn week_events(
         .collect())
 }
 
-/// Stands for a file that cannot be played in an entry: [`without_unplayable`] takes it out.
-const UNPLAYABLE: MediaId = MediaId(u32::MAX - 2);
-
 /// Probes the files of `day` and names each that cannot be played (once), saying what airs
 /// in its place.
 fn note_unplayable(
@@ -628,28 +625,6 @@ fn note_unplayable(
             ));
         }
     }
-}
-
-/// An entry without the files that cannot be played: a block keeps the others; with none
-/// left it is a gap (its slot, up to the next fixed start, airs the filler).
-fn without_unplayable(mut e: playout::schedule::Entry) -> playout::schedule::Entry {
-    use playout::schedule::Body;
-    e.body = match e.body {
-        Body::Clip(c) if c.media == UNPLAYABLE => Body::Gap,
-        Body::Block {
-            mut clips,
-            loop_for,
-        } => {
-            clips.retain(|c| c.media != UNPLAYABLE);
-            if clips.is_empty() {
-                Body::Gap
-            } else {
-                Body::Block { clips, loop_for }
-            }
-        }
-        other => other,
-    };
-    e
 }
 
 impl State {
@@ -725,7 +700,7 @@ fn media_id(
 fn media_table(st: &State) -> Vec<MediaInfo> {
     let mut table = vec![MediaInfo { duration: 0 }; st.next_item];
     for info in &mut table[st.ch.base_items - st.ch.inputs.len()..st.ch.base_items] {
-        info.duration = LIVE_NS;
+        info.duration = ENDLESS_NS;
     }
     for (i, info, _) in st.media.values() {
         table[*i] = *info;

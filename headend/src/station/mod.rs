@@ -304,28 +304,24 @@ impl Station {
         })
     }
 
-    /// Adds program `program`'s live inputs (names in priority order, with the programme to
-    /// take from each) to its playlist, each held `lead` ahead of sending (see
-    /// [`Splicer::set_live`]); returns their playlist items.
-    pub(crate) fn add_live(
-        &mut self,
-        program: usize,
-        inputs: &[(String, Option<u16>)],
-        lead: Ticks27M,
-    ) -> Vec<usize> {
+    /// Adds the live inputs of `ch`, program `program`, to its playlist (in priority order,
+    /// each with the programme to take from it), each held `[channel.failover] lead` ahead
+    /// of sending (see [`Splicer::set_live`]); returns their playlist items.
+    pub(crate) fn add_live(&mut self, program: usize, ch: &ChannelConfig) -> Vec<usize> {
         if program >= self.mux.programs() {
             return Vec::new();
         }
         if self.live.len() <= program {
             self.live.resize(program + 1, Vec::new());
         }
-        for (name, service_id) in inputs {
-            self.playlists[program].push(PathBuf::from(format!("live:{name}")));
+        let lead = ch.failover.lead.as_nanos() as u64 * 27 / 1000;
+        for input in &ch.inputs {
+            self.playlists[program].push(PathBuf::from(format!("live:{}", input.name)));
             let s = self.mux.program_mut(program);
             let item = s.add_item();
             s.set_live(item, lead);
-            if let Some(id) = service_id {
-                s.set_program(item, *id);
+            if let Some(id) = input.service_id {
+                s.set_program(item, id);
             }
             self.live[program].push(item);
         }
