@@ -34,6 +34,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use playout::schedule::{Source, Utc};
 
 use crate::config::Secret;
+use crate::record::{Kind, Mark};
 use crate::schedule::driver::ScheduleViews;
 use crate::schedule::store::{Store, StoreError};
 use crate::status::Status;
@@ -73,6 +74,10 @@ pub(crate) struct ApiState {
     pub(crate) sink: crate::router::ScheduleSink,
     /// Media probed for timelines: (size, modification time, duration) by path.
     pub(crate) probes: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Probed>>,
+    /// The stoppage record: operators' actions go on it; reports come from it.
+    pub(crate) journal: crate::record::Journal,
+    /// The webhooks its events go to, if any.
+    pub(crate) hooks: Option<crate::record::hooks::Hooks>,
 }
 
 /// A media file's duration as probed, with the size and modification time it had then.
@@ -215,12 +220,13 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 Method::PUT => {
                     authorize(state, &req)?;
                     let expected = if_match(&req)?;
+                    let who = actor(&req);
                     let now = req
                         .uri()
                         .query()
                         .is_some_and(|q| q.split('&').any(|kv| kv == "now=1" || kv == "now"));
                     let body = read_body(req).await?;
-                    let r = put(state, channel.clone(), date, expected, &body).await?;
+                    let r = put(state, channel.clone(), date, expected, &body, who).await?;
                     if now {
                         // Apply at once: the scheduler takes over again, cutting what plays.
                         let _ = state
@@ -246,6 +252,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             }
             authorize(state, &req)?;
             let expected = if_match(&req)?;
+            let who = actor(&req);
             let store = state.store.clone();
             let result = tokio::task::spawn_blocking(move || {
                 let rev = store.undo(&channel, date, expected)?;
@@ -255,6 +262,16 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             .map_err(|e| ApiError::Internal(e.to_string()))?;
             let (channel, revision) = result.map_err(store_error)?;
             tracing::info!(%channel, %date, revision, "schedule undone");
+            state.journal.mark(
+                Mark::instant(
+                    Kind::Manual,
+                    &channel,
+                    "operator",
+                    "schedule",
+                    format!("schedule of {date} undone: revision {revision}"),
+                )
+                .actor(who),
+            );
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "channel": channel, "date": date.to_string(), "revision": revision }),
@@ -307,6 +324,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 return Err(ApiError::MethodNotAllowed);
             }
             authorize(state, &req)?;
+            let who = actor(&req);
             let Some((channel, station, names)) = state.live.iter().find(|(c, _, _)| c == channel)
             else {
                 return Err(ApiError::NotFound(format!(
@@ -352,12 +370,83 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             if !sent {
                 return Err(ApiError::Internal("the engine has stopped".to_owned()));
             }
+            let what = input.map_or("playlist", |i| names[i].as_str());
+            state.journal.mark(
+                Mark::instant(
+                    Kind::Manual,
+                    channel,
+                    "operator",
+                    "input",
+                    match &action {
+                        crate::router::InputAction::Switch(_) => format!("input switch to {what}"),
+                        crate::router::InputAction::Lock(_) => {
+                            format!("input switch to {what}, locked")
+                        }
+                        crate::router::InputAction::Unlock => "input unlocked".to_owned(),
+                    },
+                )
+                .actor(who),
+            );
             Ok(json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({
                     "channel": channel,
                     "action": order.get("action"),
                     "input": input.map_or("playlist", |i| names[i].as_str()),
+                }),
+            ))
+        }
+        ["report"] => {
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let q = query(&req);
+            let now = chrono::Utc::now();
+            let to = q
+                .get("to")
+                .map(|t| instant(t, now))
+                .transpose()?
+                .unwrap_or(now);
+            let from = q
+                .get("from")
+                .map(|t| instant(t, now))
+                .transpose()?
+                .unwrap_or(to - chrono::TimeDelta::days(1));
+            if from >= to {
+                return Err(ApiError::BadRequest(format!(
+                    "`from` ({from}) is not before `to` ({to})"
+                )));
+            }
+            let channel = q.get("channel").cloned();
+            if let Some(c) = &channel {
+                if !state.channels.contains(c) {
+                    return Err(ApiError::NotFound(format!("no channel `{c}`")));
+                }
+            }
+            let Some(path) = state.journal.path().map(std::path::Path::to_owned) else {
+                return Err(ApiError::NotFound("no stoppage record".to_owned()));
+            };
+            let r = tokio::task::spawn_blocking(move || {
+                let (lines, _) = crate::jsonl::read(&path, "stoppage record");
+                let lines: Vec<serde_json::Value> = lines.into_iter().map(|(_, v)| v).collect();
+                crate::record::report::report(&lines, from, to, channel.as_deref(), now)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::to_value(r).map_err(|e| ApiError::Internal(e.to_string()))?,
+            ))
+        }
+        ["record"] => {
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "journal": state.journal.health(),
+                    "webhooks": state.hooks.as_ref().map(crate::record::hooks::Hooks::stats).unwrap_or_default(),
                 }),
             ))
         }
@@ -369,6 +458,70 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
         }
         _ => Err(ApiError::NotFound(format!("no API resource {path}"))),
     }
+}
+
+/// Who acts, as the request says (`X-Operator`: visible characters, at most 64); `None`
+/// (the API) without one.
+fn actor<B>(req: &Request<B>) -> Option<String> {
+    let v = req.headers().get("x-operator")?.to_str().ok()?.trim();
+    let v: String = v.chars().filter(|c| !c.is_control()).take(64).collect();
+    Some(if v.is_empty() { "api".to_owned() } else { v })
+}
+
+/// The query's `key=value` pairs (percent-decoded).
+fn query<B>(req: &Request<B>) -> std::collections::HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), percent_decode(v)))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |x: u8| char::from(x).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (x, _, _) => out.push(x),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An instant in a report query: RFC 3339, a date (its 00:00 UTC), or `now`.
+fn instant(
+    t: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    if t == "now" {
+        return Ok(now);
+    }
+    if let Some(u) = crate::record::parse_utc(t) {
+        return Ok(u);
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(ApiError::BadRequest(format!(
+        "`{t}` is not an instant (RFC 3339 such as 2026-12-05T08:00:00+08:00, a date YYYY-MM-DD, or now)"
+    )))
 }
 
 /// A date's schedule resolved in the channel's zone: every segment with its times and
@@ -735,6 +888,7 @@ async fn put(
     date: NaiveDate,
     expected: u64,
     body: &str,
+    who: Option<String>,
 ) -> Result<Response<Bytes>, ApiError> {
     let day = epg::schedule::parse(body).map_err(|errors| ApiError::Invalid {
         errors: errors.0.iter().map(ToString::to_string).collect(),
@@ -791,6 +945,19 @@ async fn put(
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(store_error)?;
     tracing::info!(%channel, %date, revision, items, missing_files = warnings.len(), "schedule written");
+    state.journal.mark(
+        Mark::instant(
+            Kind::Manual,
+            &channel,
+            "operator",
+            "schedule",
+            format!(
+                "schedule of {date} written: revision {revision}, {items} item(s), {} warning(s)",
+                warnings.len()
+            ),
+        )
+        .actor(who),
+    );
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({

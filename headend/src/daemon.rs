@@ -31,11 +31,33 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             .await
             .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
         let listen = listener.local_addr()?;
+        // The stoppage record first: what the engine, the desk and the API report goes on it.
+        let hooks = if config.record.webhooks.is_empty() {
+            None
+        } else {
+            Some(crate::record::hooks::Hooks::start(&config.record.webhooks)?)
+        };
+        let mut zones: Vec<(String, epg::schedule::Tz)> = config
+            .channels
+            .iter()
+            .map(|c| (c.id.clone(), c.timezone))
+            .collect();
+        for m in &config.mpts {
+            let tz = config
+                .channels
+                .iter()
+                .find(|c| m.channels.contains(&c.id))
+                .map_or(epg::schedule::Tz::UTC, |c| c.timezone);
+            zones.push((m.id.clone(), tz));
+        }
+        let journal = crate::record::Journal::start(&config.record.file, &zones, hooks.clone())
+            .with_context(|| format!("record.file {}", config.record.file.display()))?;
         let engine = Engine::start(
             config,
             &specs,
             config.engine.realtime_priority,
             config.engine.threads,
+            &journal,
         )?;
         let channels = config
             .channels
@@ -115,6 +137,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take(),
                 placement: placement(&specs),
+                journal: journal.clone(),
             },
         )?
         .map(Arc::new);
@@ -180,6 +203,8 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 .collect(),
             sink: engine.schedule.clone(),
             probes: Default::default(),
+            journal: journal.clone(),
+            hooks: hooks.clone(),
         });
         let state = Arc::new(HttpState {
             channels,
@@ -207,6 +232,11 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 let _ = w.join();
             }
             engine.stop();
+            // What is open ends with the run; the webhooks get a little time to deliver.
+            journal.stop(signal);
+            if let Some(h) = hooks {
+                h.stop(Duration::from_secs(2));
+            }
         })
             .await
             .context("stopping the engine")?;

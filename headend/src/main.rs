@@ -11,10 +11,12 @@ mod engine;
 mod feed;
 mod guide;
 mod input;
+mod jsonl;
 mod keys;
 mod logging;
 mod net;
 mod output;
+mod record;
 mod render;
 mod router;
 mod schedule;
@@ -177,6 +179,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     file.display()
                 );
             }
+            // The demo's stoppage record stays out of the source tree.
+            cfg.record.file = PathBuf::from("target/demo/record.jsonl");
             let multicast = demo_multicast_ready();
             if !multicast {
                 for ch in &mut cfg.channels {

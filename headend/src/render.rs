@@ -200,6 +200,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                             .map(move |(p, c)| (c.id.clone(), i, p, !s.mpts))
                     })
                     .collect(),
+                journal: crate::record::Journal::none(),
             },
         )?
     };

@@ -305,12 +305,12 @@ fn write_config(dir: &Path, http: u16, channels: &[String]) -> PathBuf {
 
 const TOKEN: &str = "operator-token-0123456789abcdef";
 
-fn config(dir: &Path, main: u16, backup: u16, out: u16, http: u16) -> PathBuf {
+fn config_with(dir: &Path, main: u16, backup: u16, out: u16, http: u16, extra: &str) -> PathBuf {
     let cfg = dir.join("headend.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n\
+            "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n{extra}\
              [[channel]]\nid = \"live\"\nservice_id = 1\nname = \"Live\"\nmuxrate = \"{MUXRATE}\"\n\
              playlist = [{slate:?}]\n\n\
              [channel.failover]\nloss_timeout = \"200ms\"\nrestore_after = \"3s\"\nlead = \"300ms\"\n\n\
@@ -333,7 +333,17 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let out = rx.local_addr().unwrap().port();
     let http = common::free_tcp_port();
-    let cfg = config(dir.path(), pm, pb, out, http);
+    // The stoppage record, and a webhook receiving its events.
+    let hook_stop = Arc::new(AtomicBool::new(false));
+    let (hook_port, hook) = common::webhook_receiver(hook_stop.clone(), Duration::from_secs(90));
+    let cfg = config_with(
+        dir.path(),
+        pm,
+        pb,
+        out,
+        http,
+        &format!("[record]\nfile = \"state/record.jsonl\"\n\n[[record.webhook]]\nurl = \"http://127.0.0.1:{hook_port}/alarms\"\n\n"),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let capture = receive_stamped(rx, stop.clone(), Duration::from_secs(60));
     let mut daemon = Daemon::run(&cfg, "info");
@@ -366,7 +376,8 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
             Command::new(common::hectl())
                 .args(["input", "--server", &format!("http://127.0.0.1:{http}")])
                 .args(args)
-                .env("HECTL_TOKEN", TOKEN),
+                .env("HECTL_TOKEN", TOKEN)
+                .env("HECTL_OPERATOR", "duty@mcr"),
             Duration::from_secs(10),
         );
         assert!(
@@ -453,8 +464,134 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     let unlocked_at = utc_ns();
     assert_eq!(hectl(&["unlock", "live"]).trim(), "live: unlock playlist");
     at(21.5);
+    // The stoppage record as `hectl report` gives it, while on air.
+    let report = run_bounded(
+        Command::new(common::hectl()).args([
+            "report",
+            "--channel",
+            "live",
+            "--format",
+            "json",
+            "--server",
+            &format!("http://127.0.0.1:{http}"),
+        ]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let figures = &report["channels"][0];
+    assert_eq!(figures["channel"], "live", "{report:#}");
+    // Kill, corruption, unlock: a backup on air three times.
+    assert_eq!(figures["failovers"], 3, "{report:#}");
+    assert_eq!(figures["manual_actions"], 2, "{report:#}");
+    // The slate before the main first settled is no stoppage (the start's grace); the main
+    // locked on air while dead is one: nothing to send, null packets in place of the
+    // programme, until the unlock.
+    assert_eq!(figures["stoppages"], 1, "{report:#}");
+    let (cause, n) = figures["causes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert!(cause.starts_with("underflow"), "{report:#}");
+    assert_eq!(n["count"], 1);
+    let csv = run_bounded(
+        Command::new(common::hectl()).args([
+            "report",
+            "--format",
+            "csv",
+            "--server",
+            &format!("http://127.0.0.1:{http}"),
+        ]),
+        Duration::from_secs(10),
+    );
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    assert!(
+        csv.starts_with("id,event,channel,place,start_utc,"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .filter(|l| l.contains(",failover,live,input,"))
+            .count()
+            == 3,
+        "{csv}"
+    );
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
+    hook_stop.store(true, Ordering::Relaxed);
+    let hooked = hook.join().unwrap();
+    let lines = common::record_lines(&dir.path().join("state/record.jsonl"));
+    eprintln!(
+        "record:\n{}",
+        lines
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Every line went to the webhook too, in order.
+    assert_eq!(hooked, lines, "webhook and journal differ");
+    let failovers: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "failover" && l["phase"] == "start")
+        .collect();
+    assert_eq!(failovers.len(), 3, "{lines:#?}");
+    assert!(
+        failovers[0]["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("input failed: no data"),
+        "{lines:#?}"
+    );
+    assert_eq!(failovers[0]["on_air"], "main", "{lines:#?}");
+    assert_eq!(failovers[0]["channel"], "live");
+    assert!(
+        failovers[1]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("continuity"),
+        "{lines:#?}"
+    );
+    let ended = |id: &serde_json::Value| {
+        lines
+            .iter()
+            .find(|l| l["id"] == *id && l["phase"] == "end")
+            .unwrap_or_else(|| panic!("{id} never ended: {lines:#?}"))
+    };
+    let back = ended(&failovers[0]["id"]);
+    assert_eq!(back["on_air"], "main", "{back}");
+    assert!(
+        back["cause"].as_str().unwrap().contains("restored"),
+        "{back}"
+    );
+    let secs = back["duration_s"].as_f64().unwrap();
+    assert!((5.0..9.0).contains(&secs), "{back}");
+    // The last failover (unlocked onto the backup) ends with the run.
+    assert!(ended(&failovers[2]["id"])["cause"]
+        .as_str()
+        .unwrap()
+        .contains("SIGTERM"));
+    let manual: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "manual").collect();
+    assert_eq!(manual.len(), 2, "{lines:#?}");
+    assert!(
+        manual
+            .iter()
+            .all(|m| m["actor"] == "duty@mcr" && m["channel"] == "live"),
+        "{manual:#?}"
+    );
+    assert_eq!(manual[0]["cause"], "input switch to main, locked");
+    let run_end = lines.last().unwrap();
+    assert_eq!(
+        (&run_end["event"], &run_end["phase"], &run_end["cause"]),
+        (&"run".into(), &"end".into(), &"SIGTERM".into()),
+        "{run_end}"
+    );
     send_stop.store(true, Ordering::Relaxed);
     let kills = send.join().unwrap();
     std::thread::sleep(Duration::from_millis(200));

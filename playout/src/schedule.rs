@@ -180,6 +180,9 @@ pub struct Segment {
     pub offset: u64,
     /// It ends before its natural end: a hard start, a loop duration or the window end cut it.
     pub cut: bool,
+    /// Filler: the entry it follows (the last placed before the gap it fills), if any; an
+    /// entry that is a [`Body::Gap`] makes its slot a gap that follows it.
+    pub follows: Option<usize>,
 }
 
 impl Segment {
@@ -392,6 +395,7 @@ pub fn resolve(
         media,
         from,
         until,
+        follows: None,
     };
     let mut now = from;
     for (i, e) in entries.iter().enumerate() {
@@ -447,6 +451,7 @@ pub fn resolve(
             }
         }
         now = end;
+        out.follows = Some(i);
     }
     out.fill(now, until)?;
     Ok(Timeline {
@@ -460,6 +465,8 @@ struct Builder<'a> {
     media: &'a [MediaInfo],
     from: Utc,
     until: Utc,
+    /// The last entry placed.
+    follows: Option<usize>,
 }
 
 impl Builder<'_> {
@@ -476,6 +483,10 @@ impl Builder<'_> {
             media: clip.media,
             offset: clip.in_point + skip + s.since(start),
             cut: cut || e < end,
+            follows: match source {
+                Source::Filler => self.follows,
+                Source::Entry(_) => None,
+            },
         });
     }
 
@@ -692,6 +703,7 @@ mod tests {
                 media: MediaId(0),
                 offset: 100 * S,
                 cut: false,
+                follows: None,
             }]
         );
         assert_eq!(t.at(at(30)).unwrap().media_offset, 130 * S);

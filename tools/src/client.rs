@@ -164,6 +164,10 @@ impl Server {
                 );
             };
             req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            // Who acts, for the daemon's stoppage record.
+            if let Some(who) = operator() {
+                req.push_str(&format!("X-Operator: {who}\r\n"));
+            }
         }
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -175,6 +179,21 @@ impl Server {
         s.read_to_end(&mut raw)?;
         parse_reply(&raw)
     }
+}
+
+/// The operator: `$HECTL_OPERATOR`, else the login name at this host.
+fn operator() -> Option<String> {
+    let who = std::env::var("HECTL_OPERATOR")
+        .ok()
+        .filter(|w| !w.trim().is_empty());
+    let who = who.or_else(|| {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        Some(format!("{user}@{}", host.trim()))
+    })?;
+    Some(who.chars().filter(|c| !c.is_control()).take(64).collect())
 }
 
 /// Status and body of an HTTP/1.x response (Content-Length, chunked or close-delimited).

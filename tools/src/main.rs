@@ -10,6 +10,7 @@ mod ecmg_cmd;
 mod edit;
 mod epg_cmd;
 mod input_cmd;
+mod report_cmd;
 mod schedule_cmd;
 mod scramble_cmd;
 mod validate;
@@ -73,6 +74,11 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// The stoppage record of a running daemon over a period: per channel the stoppages,
+    /// their time, the stoppage rate against scheduled air time (GY/T 264 style), the
+    /// longest and the causes; and every event (stoppage, degradation, failover, override,
+    /// manual action).
+    Report(report_cmd::ReportArgs),
     /// What a channel has on air now and next, from a running daemon.
     Status {
         channel: String,
@@ -189,6 +195,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ecmg(args) => ecmg_cmd::run(args),
+        Command::Report(args) => report_cmd::run(args),
         Command::Scramble(args) => scramble_cmd::scramble(args),
         Command::Descramble(args) => scramble_cmd::descramble(args),
         Command::Completions { shell } => {

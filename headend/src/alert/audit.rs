@@ -4,7 +4,7 @@
 //! seen stay refused (replays across restarts): [`Replays`] is that memory.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,60 +28,24 @@ impl Audit {
     /// holds. A line that does not parse (a torn write from a crash) is skipped with a
     /// warning naming its line number; nothing is rewritten.
     pub(crate) fn open(path: &Path, tz: Tz) -> std::io::Result<(Audit, Seen)> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
+        let (lines, torn_end) = crate::jsonl::read(path, "audit log");
         let mut seen = Vec::new();
-        // Read as bytes: a line torn inside a UTF-8 character (a crash mid-write, a full
-        // disk) is skipped like any other that does not parse, and never stops the start.
-        let mut torn_end = false;
-        let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
-        if let Some(data) = regular.then(|| std::fs::read(path)).and_then(Result::ok) {
-            torn_end = data.last().is_some_and(|b| *b != b'\n');
-            for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
-                let Ok(line) = std::str::from_utf8(raw) else {
-                    tracing::warn!(
-                        log = %path.display(),
-                        line = i + 1,
-                        "audit log: a line is not UTF-8 (torn write?); skipped"
-                    );
-                    continue;
-                };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<Value>(line) {
-                    Ok(v) => {
-                        if let (Some(s), Some(id)) = (
-                            v.get("sender").and_then(Value::as_str),
-                            v.get("identifier").and_then(Value::as_str),
-                        ) {
-                            // What was acted on: an alert whose record of it failed was not,
-                            // and may be sent again.
-                            if matches!(
-                                v.get("event").and_then(Value::as_str),
-                                Some("accepted" | "updated" | "cancel_accepted")
-                            ) {
-                                seen.push((s.to_owned(), id.to_owned()));
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(
-                        log = %path.display(),
-                        line = i + 1,
-                        error = %e,
-                        "audit log: a line does not parse (torn write?); skipped"
-                    ),
+        for (_, v) in lines {
+            if let (Some(s), Some(id)) = (
+                v.get("sender").and_then(Value::as_str),
+                v.get("identifier").and_then(Value::as_str),
+            ) {
+                // What was acted on: an alert whose record of it failed was not, and may be
+                // sent again.
+                if matches!(
+                    v.get("event").and_then(Value::as_str),
+                    Some("accepted" | "updated" | "cancel_accepted")
+                ) {
+                    seen.push((s.to_owned(), id.to_owned()));
                 }
             }
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-        // A torn last line is ended, so the next record starts a line of its own (nothing
-        // already there is changed).
-        if torn_end {
-            file.write_all(b"\n")?;
-            file.sync_data()?;
-        }
+        let file = crate::jsonl::open_append(path, torn_end)?;
         Ok((
             Audit {
                 path: path.to_owned(),

@@ -52,6 +52,8 @@ pub(crate) struct Desk {
     returns: Mailbox,
     reports: Mutex<Option<mpsc::Receiver<AirReport>>>,
     state: Mutex<State>,
+    /// The stoppage record: each alert on a channel is an override.
+    journal: crate::record::Journal,
 }
 
 /// What the engine and scheduler give the desk.
@@ -61,6 +63,7 @@ pub(crate) struct DeskLinks {
     pub(crate) reports: Option<mpsc::Receiver<AirReport>>,
     /// Station of each channel: (channel id, station index, program index, single).
     pub(crate) placement: Vec<(String, usize, usize, bool)>,
+    pub(crate) journal: crate::record::Journal,
 }
 
 /// Accepted: what the API answers.
@@ -118,6 +121,7 @@ impl Desk {
             sink: links.sink,
             returns: links.returns,
             reports: Mutex::new(links.reports),
+            journal: links.journal,
             state: Mutex::new(State {
                 replays: Replays::new(seen),
                 board: Board::new(channels),
@@ -391,11 +395,29 @@ impl Desk {
             };
             let channel = ch.id.clone();
             let identifier = st.board.find(r.seq).map(|l| l.alert.identifier.clone());
+            let sender = st.board.find(r.seq).map(|l| l.alert.sender.clone());
+            let subject = format!("alert {}", r.seq);
             match r.kind {
                 AirKind::OnAir {
                     first_packet_utc_ns,
                     presented_utc_ns,
                 } => {
+                    self.journal.mark(
+                        crate::record::Mark::start(
+                            crate::record::Kind::Override,
+                            &channel,
+                            "alert",
+                            &subject,
+                            format!(
+                                "emergency alert {} on air",
+                                identifier.as_deref().unwrap_or("?")
+                            ),
+                        )
+                        .at(DateTime::from_timestamp_nanos(presented_utc_ns))
+                        .actor(sender)
+                        .on_air(Some("programme".to_owned()))
+                        .detail(json!({"seq": r.seq, "identifier": identifier})),
+                    );
                     let _ = self.record(
                         "on_air",
                         json!({"at_utc_ns": first_packet_utc_ns, "seq": r.seq, "identifier": identifier, "channel": channel,
@@ -407,6 +429,17 @@ impl Desk {
                 AirKind::OffAir {
                     presented_until_utc_ns,
                 } => {
+                    self.journal.mark(
+                        crate::record::Mark::end(
+                            crate::record::Kind::Override,
+                            &channel,
+                            "alert",
+                            &subject,
+                            "the alert left the air",
+                        )
+                        .at(DateTime::from_timestamp_nanos(presented_until_utc_ns))
+                        .on_air(Some("programme".to_owned())),
+                    );
                     let _ = self.record(
                         "off_air",
                         json!({"at_utc_ns": presented_until_utc_ns, "seq": r.seq, "identifier": identifier, "channel": channel}),

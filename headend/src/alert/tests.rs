@@ -66,6 +66,7 @@ fn open_desk(dir: &Path) -> (Desk, Inbox, std::sync::mpsc::Receiver<Wake>) {
             returns: returns_tx,
             reports: None,
             placement: (0..4).map(|i| (format!("c{i}"), i, 0, true)).collect(),
+            journal: crate::record::Journal::none(),
         },
     )
     .unwrap()

@@ -22,6 +22,7 @@ mod mpts;
 mod output;
 mod pids;
 mod raw;
+mod record;
 mod scrambling;
 mod units;
 
@@ -40,6 +41,7 @@ pub(crate) use mpts::MptsConfig;
 )]
 pub(crate) use output::{OutputConfig, OutputKind};
 pub(crate) use pids::PidPlan;
+pub(crate) use record::{RecordConfig, WebhookConfig};
 pub(crate) use scrambling::{
     EcmKey, KeySourceConfig, OnFailure, ScramblingConfig, SimulcryptConfig,
 };
@@ -68,6 +70,8 @@ pub(crate) struct Config {
     pub(crate) network: Option<NetworkConfig>,
     /// Table `[alerts]`: emergency alerts. Default none (alerts are refused).
     pub(crate) alerts: Option<AlertsConfig>,
+    /// Table `[record]`: the stoppage record and its webhooks. Optional; defaults apply.
+    pub(crate) record: RecordConfig,
 }
 
 /// The DVB network (`[network]`): its NIT lists every transport stream (each `[[mpts]]`,
@@ -99,6 +103,11 @@ pub(crate) struct HttpConfig {
 pub(crate) struct Secret(String);
 
 impl Secret {
+    /// The secret itself, to send it (a webhook's bearer token); never to log.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `candidate` is the secret, in time independent of where they differ.
     pub(crate) fn matches(&self, candidate: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
@@ -192,11 +201,12 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     let mpts_items = document.remove("mpts");
     let network = document.remove("network");
     let alerts = document.remove("alerts");
+    let record = document.remove("record");
     for key in document.keys() {
         diag.push(
             key.escape_debug().to_string(),
             format!(
-                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `channel`, `mpts`",
+                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `channel`, `mpts`",
                 key.escape_debug()
             ),
         );
@@ -205,6 +215,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     let engine = engine_config(engine, &mut diag);
     let schedules = schedules_config(schedules, base_dir, &mut diag);
     let network = network.map(|v| network_config(v, &mut diag));
+    let record = record::record_config(record, base_dir, &mut diag);
     let mut claims = Claims::default();
     let channels: Vec<Option<ChannelConfig>> = tables(channel_items, "channel", &mut diag)
         .into_iter()
@@ -230,7 +241,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
             return Err(diag.finish());
         }
     }
-    match (http, engine, schedules, channels, mpts, network) {
+    match (http, engine, schedules, channels, mpts, network, record) {
         (
             Some(http),
             Some(engine),
@@ -238,6 +249,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
             Some(channels),
             Some(mpts),
             network @ (None | Some(Some(_))),
+            Some(record),
         ) => Ok(Config {
             http,
             engine,
@@ -246,6 +258,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
             mpts,
             network: network.flatten(),
             alerts: alerts_cfg,
+            record,
         }),
         _ => {
             // Unreachable by construction: converters return `None` only after reporting.
@@ -308,7 +321,11 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
 
 /// A bearer token from the config: 16..=256 visible ASCII characters. The value itself is
 /// never repeated in the message.
-fn bearer_token(t: String, path: &str, diag: &mut Diagnostics) -> Option<Secret> {
+pub(in crate::config) fn bearer_token(
+    t: String,
+    path: &str,
+    diag: &mut Diagnostics,
+) -> Option<Secret> {
     if (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()) {
         return Some(Secret(t));
     }

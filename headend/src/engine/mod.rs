@@ -84,6 +84,7 @@ impl Engine {
         specs: &[StationSpec],
         realtime_priority: u8,
         threads: usize,
+        journal: &crate::record::Journal,
     ) -> anyhow::Result<Engine> {
         let epoch = Instant::now();
         let utc_at_epoch_ns = SystemTime::now()
@@ -178,6 +179,7 @@ impl Engine {
                     steer: (!spec.mpts).then(|| Steer::new(ch.failover.lead.as_secs_f64())),
                     next_steer: 0,
                     next_check: 0,
+                    air: AirState::default(),
                 });
             }
             let feed = (!spec.mpts).then(Feed::new);
@@ -201,6 +203,14 @@ impl Engine {
                     si: spec.channels.iter().any(|c| c.si.enabled),
                     nit: config.network.is_some() && spec.channels.iter().any(|c| c.si.enabled),
                 }),
+                rec: OutputRecord {
+                    journal: journal.clone(),
+                    hold_ns: config.record.degraded_hold.as_nanos() as u64,
+                    counts: Default::default(),
+                    degraded: None,
+                    underflows: 0,
+                    starved: None,
+                },
             });
         }
         let status: Status = Arc::new(tokio::sync::watch::Sender::new(
@@ -345,6 +355,121 @@ struct Live {
     relays: Vec<Relay>,
     /// TR 101 290 on what it sends.
     monitor: playout::monitor::Monitor,
+    /// What the stoppage record is told of the station's output.
+    rec: OutputRecord,
+}
+
+/// Degradations (priority 1 and 2 errors on the output) and underflows (nothing to send:
+/// null packets in place of the programme) of a station, for the stoppage record.
+struct OutputRecord {
+    journal: crate::record::Journal,
+    /// A degradation ends once this long passes without a new error (ns).
+    hold_ns: u64,
+    /// Priority 1 and 2 counts at the last look, by rule.
+    counts: std::collections::BTreeMap<&'static str, u64>,
+    /// The open degradation: when the last error came, and the counts since it started.
+    degraded: Option<(u64, std::collections::BTreeMap<&'static str, u64>)>,
+    underflows: u64,
+    /// The open underflow stoppage: when the last underflow came.
+    starved: Option<u64>,
+}
+
+/// How long a station must send without underflow before its underflow stoppage ends.
+const UNDERFLOW_HOLD_NS: u64 = 1_000_000_000;
+
+impl OutputRecord {
+    /// A look at the station's counters at `now` (monotonic ns).
+    fn look(
+        &mut self,
+        now: u64,
+        id: &str,
+        monitor: &playout::monitor::Monitor,
+        underflows: u64,
+        on_air: Option<String>,
+    ) {
+        use crate::record::{Kind, Mark};
+        let mut new: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for (rule, n) in monitor.counts() {
+            if rule.priority() > 2 {
+                continue;
+            }
+            let before = self.counts.insert(rule.name(), n).unwrap_or(0);
+            if n > before {
+                new.insert(rule.name(), n - before);
+            }
+        }
+        if !new.is_empty() {
+            match &mut self.degraded {
+                Some((last, since)) => {
+                    *last = now;
+                    for (k, v) in &new {
+                        *since.entry(k).or_insert(0) += v;
+                    }
+                }
+                None => {
+                    let what: Vec<String> = new.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+                    self.journal.mark(
+                        Mark::start(
+                            Kind::Degradation,
+                            id,
+                            "output",
+                            "tr101290",
+                            format!("TR 101 290: {}", what.join(", ")),
+                        )
+                        .on_air(on_air.clone())
+                        .detail(serde_json::json!(new)),
+                    );
+                    self.degraded = Some((now, new));
+                }
+            }
+        } else if let Some((last, since)) = &self.degraded {
+            if now.saturating_sub(*last) >= self.hold_ns {
+                self.journal.mark(
+                    Mark::end(
+                        Kind::Degradation,
+                        id,
+                        "output",
+                        "tr101290",
+                        format!("no error for {} s", self.hold_ns / 1_000_000_000),
+                    )
+                    .on_air(on_air.clone())
+                    .detail(serde_json::json!(since)),
+                );
+                self.degraded = None;
+            }
+        }
+        if underflows > self.underflows {
+            if self.starved.is_none() {
+                self.journal.mark(
+                    Mark::start(
+                        Kind::Stoppage,
+                        id,
+                        "mux",
+                        "underflow",
+                        "underflow: nothing queued to send, null packets in place of the programme",
+                    )
+                    .on_air(on_air.clone()),
+                );
+            }
+            self.starved = Some(now);
+        } else if self
+            .starved
+            .is_some_and(|t| now.saturating_sub(t) >= UNDERFLOW_HOLD_NS)
+        {
+            self.journal.mark(
+                Mark::end(
+                    Kind::Stoppage,
+                    id,
+                    "mux",
+                    "underflow",
+                    "the programme is sent again",
+                )
+                .on_air(on_air),
+            );
+            self.starved = None;
+        }
+        self.underflows = underflows;
+    }
 }
 
 /// A program relaying live inputs: its feeds, which is on air, and a read waiting for data.
@@ -382,7 +507,37 @@ struct Relay {
     next_steer: u64,
     /// When the verdicts are next looked at (feed clock, ns).
     next_check: u64,
+    /// What the stoppage record says of the relay now, and what it needs to say more.
+    air: AirState,
 }
+
+/// A relay as the stoppage record sees it.
+#[derive(Debug, Default)]
+struct AirState {
+    state: OnAir,
+    /// What was on air at the last look (for the next event's "before").
+    last: Option<String>,
+    /// Why the last switch was made (the next event's cause).
+    cause: Option<String>,
+    /// Whether an input has been on air since the start.
+    ever_on_input: bool,
+    /// The first look (feed clock, ns).
+    first: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum OnAir {
+    /// The preferred input, or the schedule's files.
+    #[default]
+    Normal,
+    /// A backup input.
+    Failover,
+    /// The playlist (slate, filler) because every input failed.
+    Stoppage,
+}
+
+/// How long a relay may wait for its first input before its slate is a stoppage.
+const START_GRACE_NS: u64 = 5_000_000_000;
 
 /// A schedule's live item.
 #[derive(Clone, Debug)]
@@ -561,9 +716,17 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             l.request_io(shard, i, &links.jobs);
             l.take_cas();
             l.take_outputs(global[i], &links);
+            for m in l.st.take_marks() {
+                l.rec.journal.mark(m);
+            }
         }
         if now >= next_status {
             next_status = now + STATUS_NS;
+            for l in stations.iter_mut() {
+                let on_air = l.st.on_air().first().cloned().flatten();
+                let underflows = l.st.mux().stats().underflows;
+                l.rec.look(now, l.st.id(), &l.monitor, underflows, on_air);
+            }
             publish_status(&stations, &global, status);
             let mut offsets = Vec::new();
             for (l, &g) in stations.iter_mut().zip(&global) {
@@ -697,6 +860,7 @@ impl Live {
                     r.on_air_pmts = active.map(|i| (i, pmts(i)));
                 }
                 if let Some(sw) = sw {
+                    r.air.cause = Some(sw.cause.clone());
                     let name = |s: Option<usize>| {
                         s.and_then(|i| r.set.feeds.get(i))
                             .map_or_else(|| "playlist".to_owned(), |f| f.name().to_owned())
@@ -771,6 +935,7 @@ impl Live {
                     }
                 }
             }
+            r.note_air(now, &self.rec.journal);
             // The gap on air of the last switch, once what it put on air has started.
             if r.awaiting_gap {
                 if let Some((item, gap)) = self.st.take_last_start(r.program) {
@@ -1081,6 +1246,64 @@ impl Relay {
                 return;
             }
         }
+    }
+
+    /// Records a change of what the relay has on air: a backup input (failover), the
+    /// playlist because every input failed (stoppage), or back to normal.
+    fn note_air(&mut self, now: u64, journal: &crate::record::Journal) {
+        use crate::record::{Kind, Mark};
+        let active = self.failover.active();
+        let name = |s: Option<usize>| {
+            s.and_then(|i| self.set.feeds.get(i))
+                .map_or_else(|| "playlist".to_owned(), |f| f.name().to_owned())
+        };
+        let on_air = Some(name(active));
+        self.air.ever_on_input |= active.is_some();
+        let first = *self.air.first.get_or_insert(now);
+        let want = match (self.failover.preferred(), active) {
+            (None, _) => OnAir::Normal,
+            (Some(p), Some(a)) if p == a => OnAir::Normal,
+            (Some(_), Some(_)) => OnAir::Failover,
+            (Some(_), None)
+                if self.air.ever_on_input || now.saturating_sub(first) >= START_GRACE_NS =>
+            {
+                OnAir::Stoppage
+            }
+            (Some(_), None) => OnAir::Normal,
+        };
+        let before = std::mem::replace(&mut self.air.last, on_air.clone());
+        if want == self.air.state {
+            return;
+        }
+        let cause = self.air.cause.take();
+        let kind = |s: OnAir| match s {
+            OnAir::Failover => Some(Kind::Failover),
+            OnAir::Stoppage => Some(Kind::Stoppage),
+            OnAir::Normal => None,
+        };
+        if let Some(k) = kind(self.air.state) {
+            let why = match (want, &cause) {
+                (OnAir::Normal, Some(c)) => format!("{} on air: {c}", name(active)),
+                (OnAir::Normal, None) => "the live item ended".to_owned(),
+                (_, Some(c)) => c.clone(),
+                (_, None) => format!("{} on air", name(active)),
+            };
+            journal.mark(Mark::end(k, &self.channel, "input", "relay", why).on_air(on_air.clone()));
+        }
+        if let Some(k) = kind(want) {
+            let why = cause.unwrap_or_else(|| match want {
+                OnAir::Stoppage if !self.air.ever_on_input => {
+                    "no input good since the start: the playlist is on air".to_owned()
+                }
+                _ => format!("{} on air", name(active)),
+            });
+            let why = match want {
+                OnAir::Stoppage => format!("all inputs lost ({why}): the playlist is on air"),
+                _ => why,
+            };
+            journal.mark(Mark::start(k, &self.channel, "input", "relay", why).on_air(before));
+        }
+        self.air.state = want;
     }
 
     /// The schedule's live item ended: the inputs rest until the next.

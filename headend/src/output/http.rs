@@ -398,6 +398,8 @@ mod tests {
                 live: Vec::new(),
                 sink: crate::router::ScheduleSink::inbox(0).0,
                 probes: Default::default(),
+                journal: crate::record::Journal::none(),
+                hooks: None,
             }),
         };
         let m3u = playlist_m3u(&state, "[::1]:8080");

@@ -19,9 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeZone, Utc as ChronoUtc};
 use epg::schedule::Tz;
-use playout::schedule::{
-    cues, resolve, Clip, Entry, MediaId, MediaInfo, Utc, ENDLESS_NS, UNPLAYABLE,
-};
+use playout::schedule::{cues, resolve, Clip, MediaId, MediaInfo, Utc, ENDLESS_NS, UNPLAYABLE};
 
 use super::store::Store;
 use crate::clock::ClockMap;
@@ -319,6 +317,8 @@ fn round(
     let mut items: Vec<epg::schedule::Item> = Vec::new();
     let mut new_paths = Vec::new();
     let mut any = false;
+    // Entries that are gaps because their files cannot be played, with why.
+    let mut faulty: HashMap<usize, String> = HashMap::new();
     // Yesterday to tomorrow for the cues; the whole week, every 10 s and after every edit
     // through the API, for the EIT schedule and the guide.
     let writes = store.writes();
@@ -362,7 +362,31 @@ fn round(
         );
         match planned {
             Ok(e) => {
-                entries.extend(e.into_iter().map(Entry::without_unplayable));
+                for (k, entry) in e.into_iter().enumerate() {
+                    let was_gap = entry.body == playout::schedule::Body::Gap;
+                    let entry = entry.without_unplayable();
+                    if !was_gap && entry.body == playout::schedule::Body::Gap {
+                        let why: Vec<String> = day
+                            .items
+                            .get(k)
+                            .map(|it| it.paths())
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|p| {
+                                st.unplayable.get(&media_dir.join(p)).map(|u| u.1.clone())
+                            })
+                            .collect();
+                        let label = day.items.get(k).map_or_else(String::new, |it| it.label());
+                        faulty.insert(
+                            entries.len(),
+                            format!(
+                                "{date} item `{label}` cannot be played ({})",
+                                why.join("; ")
+                            ),
+                        );
+                    }
+                    entries.push(entry);
+                }
                 labels.extend(day.items.iter().map(|i| format!("{date} {}", i.label())));
                 items.extend(day.items.iter().cloned());
             }
@@ -474,9 +498,13 @@ fn round(
     // Tag each cue, and say what it is for the EIT.
     let mut programmes = Vec::new();
     let mut live = Vec::new();
+    let mut faults = Vec::new();
     for (c, seg) in cues.iter_mut().zip(&due) {
         st.next_tag += 1;
         c.tag = st.next_tag;
+        if let Some(why) = seg.follows.and_then(|i| faulty.get(&i)) {
+            faults.push((c.tag, why.clone()));
+        }
         let file_title = || {
             st.media
                 .iter()
@@ -524,6 +552,7 @@ fn round(
         cues,
         programmes,
         live,
+        faults,
         week,
         guide: None,
     }))
@@ -784,6 +813,14 @@ mod tests {
                 (a, Some(t(5)), Some(t(7))),
                 (e, None, Some(t(9))),
             ]
+        );
+        // The filler in the missing item's slot is a stoppage when it goes on air.
+        assert_eq!(msg.faults.len(), 1, "{:?}", msg.faults);
+        assert_eq!(msg.faults[0].0, msg.cues[2].tag);
+        assert!(
+            msg.faults[0].1.contains("not-there-yet.ts"),
+            "{:?}",
+            msg.faults
         );
         assert_eq!(st.faults_logged.len(), 1, "{:?}", st.faults_logged);
         let fault = st.faults_logged.iter().next().unwrap();

@@ -25,6 +25,9 @@ pub(crate) struct ScheduleMsg {
     /// The cues (by tag) that relay a live input: the inputs to relay, in order (the item's
     /// own, then its backups; by index among the channel's inputs).
     pub(crate) live: Vec<(u64, Vec<usize>)>,
+    /// The cues (by tag) that air the filler in place of an item that cannot be played,
+    /// with why (a stoppage on the record when they go on air).
+    pub(crate) faults: Vec<(u64, String)>,
     /// The next 7 days' events, for the EIT schedule (after every edit, and every 10 s):
     /// (event_id, what).
     pub(crate) week: Option<Vec<(u16, OnAirProgramme)>>,
@@ -44,6 +47,7 @@ impl ScheduleMsg {
             cues: Vec::new(),
             programmes: Vec::new(),
             live: Vec::new(),
+            faults: Vec::new(),
             week: None,
             guide: Some(events),
         }

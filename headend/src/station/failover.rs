@@ -87,6 +87,12 @@ impl Failover {
         self.active
     }
 
+    /// What should be on air when every input is good: the first of the order (`None`:
+    /// nothing, between a schedule's live items).
+    pub(crate) fn preferred(&self) -> Source {
+        self.enabled.then(|| self.order.first().copied()).flatten()
+    }
+
     /// Whether an operator locked the channel to what is on air.
     pub(crate) fn locked(&self) -> bool {
         self.locked

@@ -16,7 +16,7 @@
 //! on threads; `headend render` (`crate::render`) runs it on a simulated clock and does its
 //! I/O inline. Both see the same state machine, so what render writes is what goes on air.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -146,6 +146,13 @@ pub(crate) struct Station {
     starts: VecDeque<PendingStart>,
     /// Each program's live inputs: their playlist items, in priority order.
     live: Vec<Vec<usize>>,
+    /// Cues (by tag) that air the filler in place of an item that cannot be played, with
+    /// why: a stoppage when they go on air.
+    fault_tags: HashMap<u64, String>,
+    /// Per program: a media stoppage is open (filler or nothing on air because of a fault).
+    media_fault: Vec<bool>,
+    /// What the stoppage record is to be told, until taken.
+    marks: Vec<crate::record::Mark>,
 }
 
 impl Station {
@@ -195,9 +202,33 @@ impl Station {
             items: ItemStats::default(),
             starts: VecDeque::new(),
             live: Vec::new(),
+            fault_tags: HashMap::new(),
+            media_fault: vec![false; plan.channels.len()],
+            marks: Vec::new(),
         };
         st.collect();
         st
+    }
+
+    /// What the stoppage record is to be told since the last call.
+    pub(crate) fn take_marks(&mut self) -> Vec<crate::record::Mark> {
+        std::mem::take(&mut self.marks)
+    }
+
+    /// A media stoppage of `program` starts at output time `at` (once until it ends).
+    fn media_stoppage(&mut self, program: usize, at: Ticks27M, cause: String) {
+        let Some(open) = self.media_fault.get_mut(program).filter(|o| !**o) else {
+            return;
+        };
+        *open = true;
+        let channel = self.names.get(program).map_or("?", String::as_str);
+        let at = chrono::DateTime::from_timestamp_nanos(self.clock.utc_ns(at));
+        let before = self.on_air.get(program).cloned().flatten();
+        self.marks.push(
+            crate::record::Mark::start(crate::record::Kind::Stoppage, channel, "media", "", cause)
+                .at(at)
+                .on_air(before),
+        );
     }
 
     /// Its id (channel or MPTS).
@@ -434,6 +465,10 @@ impl Station {
             self.playlists[0].push(p);
             self.mux.program_mut(0).add_item();
         }
+        if msg.handover.is_some() {
+            self.fault_tags.clear();
+        }
+        self.fault_tags.extend(msg.faults);
         self.air.scheduled |= msg.handover.is_some() || !msg.cues.is_empty();
         if self.air.overriding(0) {
             // An alert is on air: the schedule's cues wait; when the alert ends the scheduler
@@ -516,6 +551,21 @@ impl Station {
                 item,
                 presented_until,
             } => self.alert_item_preempted(program, item, presented_until),
+            SpliceEvent::ItemFailed { item, ref error } => {
+                let name = self.playlists[program]
+                    .get(item)
+                    .map_or_else(|| format!("#{item}"), |p| p.display().to_string());
+                let now = self.mux.now();
+                self.media_stoppage(program, now, format!("{name}: {error}"));
+            }
+            SpliceEvent::NothingPlayable { .. } => {
+                let now = self.mux.now();
+                self.media_stoppage(
+                    program,
+                    now,
+                    "no playable item: PAT, PMT, PCR and null packets are sent".to_owned(),
+                );
+            }
             SpliceEvent::ItemStarted {
                 item,
                 tag,
@@ -577,6 +627,9 @@ impl Station {
             let Some(s) = self.starts.pop_front() else {
                 break;
             };
+            if !s.alert {
+                self.note_media(&s);
+            }
             if let Some(slot) = self.on_air.get_mut(s.program) {
                 *slot = self.playlists[s.program]
                     .get(s.item)
@@ -607,6 +660,49 @@ impl Station {
                 utc,
             );
         }
+    }
+}
+
+impl Station {
+    /// An item presented: the filler in place of an item that cannot be played starts a
+    /// media stoppage; the schedule's next item (or, on a playlist, the next item) ends it.
+    fn note_media(&mut self, s: &PendingStart) {
+        if let Some(cause) = s.tag.and_then(|t| self.fault_tags.remove(&t)) {
+            self.media_stoppage(
+                s.program,
+                s.presented_at,
+                format!("{cause}: the filler airs in its slot"),
+            );
+            return;
+        }
+        let scheduled = s.program == 0 && self.air.scheduled;
+        if !self.media_fault.get(s.program).copied().unwrap_or(false)
+            || (scheduled && s.tag.is_none())
+        {
+            return;
+        }
+        self.media_fault[s.program] = false;
+        let channel = self.names.get(s.program).map_or("?", String::as_str);
+        let name = self.playlists[s.program]
+            .get(s.item)
+            .map(|p| p.display().to_string());
+        self.marks.push(
+            crate::record::Mark::end(
+                crate::record::Kind::Stoppage,
+                channel,
+                "media",
+                "",
+                if scheduled {
+                    "the schedule's next item is on air"
+                } else {
+                    "the next item is on air"
+                },
+            )
+            .at(chrono::DateTime::from_timestamp_nanos(
+                self.clock.utc_ns(s.presented_at),
+            ))
+            .on_air(name),
+        );
     }
 }
 

@@ -599,3 +599,77 @@ pub(crate) fn sections(pkts: &[(i64, playout::ts::TsPacket)], pid: u16) -> Vec<(
     }
     out
 }
+
+/// A webhook receiver on 127.0.0.1: answers every POST 204 and keeps its JSON body, until
+/// `stop` (or `limit`); returns its port and the bodies.
+pub(crate) fn webhook_receiver(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    limit: Duration,
+) -> (u16, std::thread::JoinHandle<Vec<serde_json::Value>>) {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let began = std::time::Instant::now();
+        let mut got = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && began.elapsed() < limit {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+                let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if raw.len() >= end + 4 + len {
+                    assert!(head.starts_with("post "), "{head}");
+                    assert!(head.contains("content-type: application/json"), "{head}");
+                    break Some(raw[end + 4..end + 4 + len].to_vec());
+                }
+            };
+            if let Some(b) = body {
+                got.push(serde_json::from_slice(&b).expect("a JSON body"));
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        }
+        got
+    });
+    (port, h)
+}
+
+/// The stoppage record's lines.
+pub(crate) fn record_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// `GET path` from 127.0.0.1:`port`: the body.
+pub(crate) fn http_get(port: u16, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.split_once("\r\n\r\n")
+        .map_or(text.clone(), |(_, b)| b.to_owned())
+}
