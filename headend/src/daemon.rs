@@ -211,6 +211,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             status: engine.status.clone(),
             listen,
             api,
+            metrics: Default::default(),
         });
         let server = tokio::spawn(http::serve(listener, state, shutdown.clone()));
         drop(shutdown);

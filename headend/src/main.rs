@@ -14,6 +14,7 @@ mod input;
 mod jsonl;
 mod keys;
 mod logging;
+mod metrics;
 mod net;
 mod output;
 mod record;

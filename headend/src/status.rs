@@ -31,9 +31,23 @@ pub(crate) struct StationStatus {
     pub(crate) tr101290: std::collections::BTreeMap<String, u64>,
     /// The scrambled programs: counters and whether a failure policy is in force (alarm).
     pub(crate) scrambling: Vec<ScramblingStats>,
+    /// The SimulCrypt links (ECMG⇔SCS) of the scrambled programs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) ecmg: Vec<EcmgStatus>,
     /// Programs relaying live inputs: which is on air, and each input's verdict and counters.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) relays: Vec<RelayStatus>,
+}
+
+/// A SimulCrypt link's state.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct EcmgStatus {
+    pub(crate) channel: String,
+    /// The ECMG channel is set up.
+    pub(crate) up: bool,
+    /// Why it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
 }
 
 /// A program relaying live inputs.

@@ -263,7 +263,122 @@ fn a_journal_on_a_full_disk_is_an_alarm_and_the_channel_stays_on_air() {
     // Still on air.
     let mut buf = [0u8; 2048];
     assert!(out.recv(&mut buf).unwrap() > 0);
+    // `/metrics` shows the alarm, and parses as Prometheus expects it.
+    std::thread::sleep(Duration::from_millis(600));
+    let text = common::http_get(http, "/metrics");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert_eq!(value("headend_record_alarm "), 1.0);
+    assert!(
+        value("headend_output_datagrams_total{channel=\"news\",output=") > 100.0,
+        "{text}"
+    );
+    assert!(
+        value("headend_packets_total{channel=\"news\"}") > 1000.0,
+        "{text}"
+    );
+    assert_eq!(value("headend_on_air{channel=\"news\"}"), 1.0);
+    assert_eq!(
+        value("headend_tr101290_errors_total{channel=\"news\",rule=\"1.4\",name=\"Continuity_count_error\",priority=\"1\"}"),
+        0.0
+    );
+    assert!(value("process_resident_memory_bytes ") > 1e6, "{text}");
+    assert!(value("process_open_fds ") > 3.0, "{text}");
+    assert!(
+        text.contains("# TYPE headend_output_bytes_total counter"),
+        "{text}"
+    );
+    if let Some(promtool) = common::tool_on_path("promtool") {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("stoppage record: cannot write"), "{stderr}");
+}
+
+/// The Grafana dashboard in `dist/`: valid JSON, and every query parses as PromQL
+/// (`promtool check rules` on them as recording rules) and names only metrics `/metrics`
+/// has.
+#[test]
+fn the_grafana_dashboard_queries_parse() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/grafana-headend.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$channel", ".*")
+                .replace("$job", ".*")
+        })
+        .collect();
+    assert!(exprs.len() >= 12);
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"),
+    )
+    .unwrap();
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("headend_") || word.starts_with("process_") {
+                assert!(
+                    source.contains(&format!("\"{word}\"")),
+                    "{word} (in `{e}`) is not a metric /metrics has"
+                );
+            }
+        }
+    }
+    let Some(promtool) = common::tool_on_path("promtool") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let mut yaml = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        yaml.push_str(&format!(
+            "      - record: headend:dashboard_{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    std::fs::write(&rules, yaml).unwrap();
+    let out = run_bounded(
+        Command::new(promtool).args(["check", "rules"]).arg(&rules),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -108,6 +108,7 @@ impl Engine {
                 })?);
             }
             let mut cas = Vec::new();
+            let mut cas_state = Vec::new();
             for (program, ch) in spec.channels.iter().enumerate() {
                 if let Some(sc) = &ch.scrambling {
                     if let KeySourceConfig::Simulcrypt(link) = &sc.keys {
@@ -118,6 +119,11 @@ impl Engine {
                             )
                         })?;
                         cas.push((program, l));
+                        cas_state.push(crate::status::EcmgStatus {
+                            channel: ch.id.clone(),
+                            up: false,
+                            error: Some("connecting".to_owned()),
+                        });
                     }
                 }
             }
@@ -191,6 +197,7 @@ impl Engine {
                     .collect(),
                 st,
                 cas,
+                cas_state,
                 pacer: Pacer::new(pacer_cfg, start_ns),
                 outputs,
                 feed,
@@ -343,6 +350,8 @@ struct Live {
     sources: Vec<Option<FileSource>>,
     /// The SimulCrypt link of each program that has one.
     cas: Vec<(usize, CasLink)>,
+    /// Each link's state: (channel, up, why it is down).
+    cas_state: Vec<crate::status::EcmgStatus>,
     pacer: Pacer,
     outputs: Vec<UdpOutput>,
     feed: Option<Arc<Feed>>,
@@ -1044,8 +1053,21 @@ impl Live {
 
     /// What the SimulCrypt links brought.
     fn take_cas(&mut self) {
-        for (program, link) in &self.cas {
+        for (k, (program, link)) in self.cas.iter().enumerate() {
             while let Ok(ev) = link.events.try_recv() {
+                if let Some(state) = self.cas_state.get_mut(k) {
+                    match &ev {
+                        crate::cas::CasEvent::Up { .. } => {
+                            state.up = true;
+                            state.error = None;
+                        }
+                        crate::cas::CasEvent::Down { reason } => {
+                            state.up = false;
+                            state.error = Some(reason.clone());
+                        }
+                        crate::cas::CasEvent::Ecm { .. } => {}
+                    }
+                }
                 self.st.handle_cas(*program, ev);
             }
         }
@@ -1178,6 +1200,7 @@ impl Live {
                 })
                 .collect(),
             scrambling: self.st.scrambling_stats(),
+            ecmg: self.cas_state.clone(),
             relays: self.relays.iter().map(Relay::status).collect(),
         }
     }

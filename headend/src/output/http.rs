@@ -47,6 +47,8 @@ pub(crate) struct HttpState {
     pub(crate) listen: SocketAddr,
     /// The control API under `/api/`.
     pub(crate) api: Arc<ApiState>,
+    /// `/metrics`.
+    pub(crate) metrics: crate::metrics::Exporter,
 }
 
 /// Serves until the shutdown; then stops accepting and returns.
@@ -136,6 +138,15 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
             let json = channels_json(state);
             let body = if head { None } else { Some(Bytes::from(json)) };
             response(StatusCode::OK, "application/json", Body::Full(body))
+        }
+        "/metrics" => {
+            let text = state.metrics.render(state);
+            let body = if head { None } else { Some(Bytes::from(text)) };
+            response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Body::Full(body),
+            )
         }
         "/epg.xml" => {
             let xml = crate::guide::xmltv_document(&state.api.guide_channels, &state.api.guides);
@@ -401,6 +412,7 @@ mod tests {
                 journal: crate::record::Journal::none(),
                 hooks: None,
             }),
+            metrics: Default::default(),
         };
         let m3u = playlist_m3u(&state, "[::1]:8080");
         assert_eq!(

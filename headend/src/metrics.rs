@@ -1,0 +1,381 @@
+//! `GET /metrics`: the daemon's figures in the Prometheus text format (0.0.4), through the
+//! `metrics` crate and its Prometheus exporter. Per channel and output: bytes, datagrams,
+//! send errors; per station: packets, null packets, late packets, underflows, pacer stalls,
+//! items started and failed, what is on air, TR 101 290 counts by rule; per live input: which
+//! is active, its health, bytes and errors; HTTP clients and bytes; alerts on air; scrambling
+//! and ECMG link state; the stoppage record and its webhooks; and the process (CPU, memory,
+//! file descriptors, threads, start time).
+//!
+//! The engine already keeps every counter (published twice a second, [`crate::status`]): a
+//! scrape copies the latest snapshot into the recorder (counters as absolute values, gauges
+//! set) and renders it, so the hot paths carry no metrics calls at all. Names follow the
+//! Prometheus conventions: `headend_` prefix, base units, `_total` on counters; labels are
+//! the configured names (channel, output, input, rule), never a value that grows without bound.
+
+use std::sync::atomic::Ordering;
+
+use metrics::{counter, gauge, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::output::http::HttpState;
+
+/// The recorder the scrapes fill.
+pub(crate) struct Exporter {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, describe);
+        Exporter { recorder, handle }
+    }
+}
+
+impl Exporter {
+    /// The text exposition of `state` now.
+    pub(crate) fn render(&self, state: &HttpState) -> String {
+        metrics::with_local_recorder(&self.recorder, || record(state));
+        self.handle.render()
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "headend_output_bytes_total",
+        Unit::Bytes,
+        "Bytes sent by an output (UDP/RTP/SRT payload)."
+    );
+    describe_counter!(
+        "headend_output_datagrams_total",
+        Unit::Count,
+        "Datagrams sent by an output."
+    );
+    describe_counter!(
+        "headend_output_errors_total",
+        Unit::Count,
+        "Send errors of an output."
+    );
+    describe_counter!(
+        "headend_packets_total",
+        Unit::Count,
+        "Transport stream packets a station sent."
+    );
+    describe_counter!(
+        "headend_null_packets_total",
+        Unit::Count,
+        "Null packets a station sent (stuffing)."
+    );
+    describe_counter!(
+        "headend_late_packets_total",
+        Unit::Count,
+        "Packets sent after their due time (input over the muxrate)."
+    );
+    describe_counter!(
+        "headend_underflows_total",
+        Unit::Count,
+        "Packets sent while a program had nothing queued (null packets in place of the programme)."
+    );
+    describe_counter!(
+        "headend_pacer_stalls_total",
+        Unit::Count,
+        "Times the pacer fell over 100 ms behind and re-anchored."
+    );
+    describe_counter!(
+        "headend_items_started_total",
+        Unit::Count,
+        "Playlist and schedule items put on air."
+    );
+    describe_counter!(
+        "headend_items_failed_total",
+        Unit::Count,
+        "Items that could not be played."
+    );
+    describe_gauge!(
+        "headend_on_air",
+        Unit::Count,
+        "1 while a station has an item on air, 0 otherwise."
+    );
+    describe_gauge!(
+        "headend_max_late_seconds",
+        Unit::Seconds,
+        "The latest datagram's lateness so far."
+    );
+    describe_counter!(
+        "headend_tr101290_errors_total",
+        Unit::Count,
+        "ETSI TR 101 290 indicator counts on a station's output, by rule."
+    );
+    describe_gauge!(
+        "headend_input_active",
+        Unit::Count,
+        "1 for the live input a channel relays, 0 for the others."
+    );
+    describe_gauge!(
+        "headend_input_good",
+        Unit::Count,
+        "1 while a live input's verdict is good."
+    );
+    describe_counter!(
+        "headend_input_bytes_total",
+        Unit::Bytes,
+        "Bytes received on a live input."
+    );
+    describe_counter!(
+        "headend_input_cc_errors_total",
+        Unit::Count,
+        "Continuity errors on a live input."
+    );
+    describe_counter!(
+        "headend_input_rtp_lost_total",
+        Unit::Count,
+        "RTP packets lost on a live input."
+    );
+    describe_counter!(
+        "headend_input_overflow_bytes_total",
+        Unit::Bytes,
+        "Bytes a live input dropped because the channel did not take them in time."
+    );
+    describe_counter!(
+        "headend_input_switches_total",
+        Unit::Count,
+        "Switches between a channel's live sources (kept in the status)."
+    );
+    describe_gauge!(
+        "headend_http_clients",
+        Unit::Count,
+        "HTTP clients receiving a channel."
+    );
+    describe_counter!(
+        "headend_http_bytes_total",
+        Unit::Bytes,
+        "Bytes sent to a channel's HTTP clients."
+    );
+    describe_counter!(
+        "headend_http_skips_total",
+        Unit::Count,
+        "Times a slow HTTP client skipped ahead."
+    );
+    describe_gauge!(
+        "headend_alerts_active",
+        Unit::Count,
+        "Emergency alerts on air or queued."
+    );
+    describe_gauge!(
+        "headend_scrambling_alarm",
+        Unit::Count,
+        "1 while a scrambled program is in its failure policy."
+    );
+    describe_counter!(
+        "headend_scrambled_packets_total",
+        Unit::Count,
+        "Packets scrambled."
+    );
+    describe_counter!(
+        "headend_scrambling_key_failures_total",
+        Unit::Count,
+        "Control words or ECMs that did not come in time."
+    );
+    describe_gauge!(
+        "headend_ecmg_up",
+        Unit::Count,
+        "1 while a program's ECMG channel is set up."
+    );
+    describe_gauge!(
+        "headend_record_alarm",
+        Unit::Count,
+        "1 while the stoppage record cannot be written."
+    );
+    describe_gauge!(
+        "headend_record_pending_lines",
+        Unit::Count,
+        "Stoppage record lines held in memory."
+    );
+    describe_counter!(
+        "headend_record_lines_total",
+        Unit::Count,
+        "Stoppage record lines written."
+    );
+    describe_gauge!(
+        "headend_record_open_events",
+        Unit::Count,
+        "Events open now, by kind."
+    );
+    describe_counter!(
+        "headend_webhook_delivered_total",
+        Unit::Count,
+        "Events a webhook received."
+    );
+    describe_counter!(
+        "headend_webhook_failed_attempts_total",
+        Unit::Count,
+        "Failed webhook deliveries (retried)."
+    );
+    describe_counter!(
+        "headend_webhook_dropped_total",
+        Unit::Count,
+        "Events dropped from a full webhook queue."
+    );
+    describe_gauge!(
+        "headend_webhook_queued",
+        Unit::Count,
+        "Events waiting for a webhook."
+    );
+    describe_counter!(
+        "process_cpu_seconds_total",
+        Unit::Seconds,
+        "User and system CPU time of the process."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory."
+    );
+    describe_gauge!(
+        "process_virtual_memory_bytes",
+        Unit::Bytes,
+        "Virtual memory."
+    );
+    describe_gauge!("process_open_fds", Unit::Count, "Open file descriptors.");
+    describe_gauge!("process_threads", Unit::Count, "Threads.");
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch."
+    );
+}
+
+fn flag(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+fn record(state: &HttpState) {
+    let status = state.status.borrow().clone();
+    for st in &status {
+        let ch = st.id.clone();
+        for o in &st.outputs {
+            let labels = [("channel", ch.clone()), ("output", o.url.clone())];
+            counter!("headend_output_bytes_total", &labels).absolute(o.bytes);
+            counter!("headend_output_datagrams_total", &labels).absolute(o.datagrams);
+            counter!("headend_output_errors_total", &labels).absolute(o.errors);
+        }
+        let labels = [("channel", ch.clone())];
+        counter!("headend_packets_total", &labels).absolute(st.packets);
+        counter!("headend_null_packets_total", &labels).absolute(st.null_packets);
+        counter!("headend_late_packets_total", &labels).absolute(st.late_packets);
+        counter!("headend_underflows_total", &labels).absolute(st.underflows);
+        counter!("headend_pacer_stalls_total", &labels).absolute(st.pacer_stalls);
+        counter!("headend_items_started_total", &labels).absolute(st.items_started);
+        counter!("headend_items_failed_total", &labels).absolute(st.items_failed);
+        gauge!("headend_on_air", &labels).set(flag(st.on_air.iter().any(Option::is_some)));
+        gauge!("headend_max_late_seconds", &labels).set(st.max_late_us as f64 / 1e6);
+        for (rule, n) in &st.tr101290 {
+            let (number, name) = rule.split_once(' ').unwrap_or((rule.as_str(), ""));
+            let priority = number.split('.').next().unwrap_or("").to_owned();
+            counter!(
+                "headend_tr101290_errors_total",
+                "channel" => ch.clone(),
+                "rule" => number.to_owned(),
+                "name" => name.to_owned(),
+                "priority" => priority,
+            )
+            .absolute(*n);
+        }
+        for s in &st.scrambling {
+            let labels = [("channel", s.channel.clone()), ("cipher", s.cipher.clone())];
+            gauge!("headend_scrambling_alarm", &labels).set(flag(s.alarm));
+            counter!("headend_scrambled_packets_total", &labels).absolute(s.packets_scrambled);
+            counter!("headend_scrambling_key_failures_total", &labels).absolute(s.key_failures);
+        }
+        for e in &st.ecmg {
+            gauge!("headend_ecmg_up", "channel" => e.channel.clone()).set(flag(e.up));
+        }
+        for r in &st.relays {
+            counter!("headend_input_switches_total", "channel" => r.channel.clone())
+                .absolute(r.switches.len() as u64);
+            for i in &r.inputs {
+                let labels = [("channel", r.channel.clone()), ("input", i.name.clone())];
+                gauge!("headend_input_active", &labels)
+                    .set(flag(r.active.as_deref() == Some(i.name.as_str())));
+                gauge!("headend_input_good", &labels).set(flag(i.health == "good"));
+                counter!("headend_input_bytes_total", &labels).absolute(i.bytes);
+                counter!("headend_input_cc_errors_total", &labels).absolute(i.cc_errors);
+                counter!("headend_input_rtp_lost_total", &labels).absolute(i.rtp_lost);
+                counter!("headend_input_overflow_bytes_total", &labels).absolute(i.overflow_bytes);
+            }
+        }
+    }
+    for c in &state.channels {
+        let labels = [("channel", c.id.clone())];
+        let s = &c.feed.stats;
+        gauge!("headend_http_clients", &labels).set(s.clients.load(Ordering::Relaxed) as f64);
+        counter!("headend_http_bytes_total", &labels)
+            .absolute(s.bytes_sent.load(Ordering::Relaxed));
+        counter!("headend_http_skips_total", &labels).absolute(s.skips.load(Ordering::Relaxed));
+    }
+    let active = state
+        .api
+        .alerts
+        .as_ref()
+        .map_or(0, |d| d.list()["active"].as_array().map_or(0, Vec::len));
+    gauge!("headend_alerts_active").set(active as f64);
+    let h = state.api.journal.health();
+    gauge!("headend_record_alarm").set(flag(h.alarm.is_some()));
+    gauge!("headend_record_pending_lines").set(h.pending as f64);
+    counter!("headend_record_lines_total").absolute(h.lines_written);
+    for kind in ["stoppage", "degradation", "failover", "override"] {
+        gauge!("headend_record_open_events", "event" => kind)
+            .set(h.open.get(kind).copied().unwrap_or(0) as f64);
+    }
+    for w in state
+        .api
+        .hooks
+        .as_ref()
+        .map(crate::record::hooks::Hooks::stats)
+        .unwrap_or_default()
+    {
+        let labels = [("url", w.url.clone())];
+        counter!("headend_webhook_delivered_total", &labels).absolute(w.delivered);
+        counter!("headend_webhook_failed_attempts_total", &labels).absolute(w.failed_attempts);
+        counter!("headend_webhook_dropped_total", &labels).absolute(w.dropped);
+        gauge!("headend_webhook_queued", &labels).set(w.queued as f64);
+    }
+    process();
+}
+
+/// The process figures, from `/proc/self` (Linux; USER_HZ is 100 in what it reports).
+fn process() {
+    const TICKS: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may hold spaces and parentheses).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // (3-based field numbers of proc(5), less 3): utime 14, stime 15, threads 20,
+    // starttime 22, vsize 23, rss 24.
+    counter!("process_cpu_seconds_total").absolute(((num(11) + num(12)) / TICKS) as u64);
+    gauge!("process_threads").set(num(17));
+    gauge!("process_virtual_memory_bytes").set(num(20));
+    gauge!("process_resident_memory_bytes").set(num(21) * 4096.0);
+    if let Some(boot) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    }) {
+        gauge!("process_start_time_seconds").set(boot + num(19) / TICKS);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(fds.count() as f64);
+    }
+}
