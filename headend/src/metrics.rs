@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 use metrics::{counter, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::output::http::HttpState;
+use crate::api::ApiState;
+use crate::feed::FeedStats;
+use crate::status::StationStatus;
 
 /// The recorder the scrapes fill.
 pub(crate) struct Exporter {
@@ -35,9 +37,15 @@ impl Default for Exporter {
 }
 
 impl Exporter {
-    /// The text exposition of `state` now.
-    pub(crate) fn render(&self, state: &HttpState) -> String {
-        metrics::with_local_recorder(&self.recorder, || record(state));
+    /// The text exposition now: the stations' `status`, each channel's HTTP `feeds` (id,
+    /// counters) and what the API holds (alerts, the record, webhooks).
+    pub(crate) fn render(
+        &self,
+        status: &[StationStatus],
+        feeds: &[(&str, &FeedStats)],
+        api: &ApiState,
+    ) -> String {
+        metrics::with_local_recorder(&self.recorder, || record(status, feeds, api));
         self.handle.render()
     }
 }
@@ -256,9 +264,8 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-fn record(state: &HttpState) {
-    let status = state.status.borrow().clone();
-    for st in &status {
+fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState) {
+    for st in status {
         let ch = st.id.clone();
         for o in &st.outputs {
             let labels = [("channel", ch.clone()), ("output", o.url.clone())];
@@ -312,21 +319,19 @@ fn record(state: &HttpState) {
             }
         }
     }
-    for c in &state.channels {
-        let labels = [("channel", c.id.clone())];
-        let s = &c.feed.stats;
+    for (id, s) in feeds {
+        let labels = [("channel", (*id).to_owned())];
         gauge!("headend_http_clients", &labels).set(s.clients.load(Ordering::Relaxed) as f64);
         counter!("headend_http_bytes_total", &labels)
             .absolute(s.bytes_sent.load(Ordering::Relaxed));
         counter!("headend_http_skips_total", &labels).absolute(s.skips.load(Ordering::Relaxed));
     }
-    let active = state
-        .api
+    let active = api
         .alerts
         .as_ref()
         .map_or(0, |d| d.list()["active"].as_array().map_or(0, Vec::len));
     gauge!("headend_alerts_active").set(active as f64);
-    let h = state.api.journal.health();
+    let h = api.journal.health();
     gauge!("headend_record_alarm").set(flag(h.alarm.is_some()));
     gauge!("headend_record_pending_lines").set(h.pending as f64);
     counter!("headend_record_lines_total").absolute(h.lines_written);
@@ -334,8 +339,7 @@ fn record(state: &HttpState) {
         gauge!("headend_record_open_events", "event" => kind)
             .set(h.open.get(kind).copied().unwrap_or(0) as f64);
     }
-    for w in state
-        .api
+    for w in api
         .hooks
         .as_ref()
         .map(crate::record::hooks::Hooks::stats)

@@ -41,7 +41,7 @@ pub(crate) use mpts::MptsConfig;
 )]
 pub(crate) use output::{OutputConfig, OutputKind};
 pub(crate) use pids::PidPlan;
-pub(crate) use record::{RecordConfig, WebhookConfig};
+pub(crate) use record::{RecordConfig, WebhookConfig, WebhookTarget};
 pub(crate) use scrambling::{
     EcmKey, KeySourceConfig, OnFailure, ScramblingConfig, SimulcryptConfig,
 };

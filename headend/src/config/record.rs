@@ -28,6 +28,8 @@ pub(crate) struct RecordConfig {
 pub(crate) struct WebhookConfig {
     /// Key `url`: `http://` or `https://` URL to POST to. Required.
     pub(crate) url: String,
+    /// The URL taken apart.
+    pub(crate) target: WebhookTarget,
     /// Key `bearer_token`: sent as `Authorization: Bearer ...` (16..=256 visible ASCII
     /// characters). Default none.
     pub(crate) bearer_token: Option<Secret>,
@@ -39,6 +41,76 @@ pub(crate) struct WebhookConfig {
     pub(crate) queue: usize,
     /// Key `timeout`: one attempt's limit, 100ms..=60s. Default `"5s"`.
     pub(crate) timeout: Duration,
+}
+
+/// Where a webhook's requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WebhookTarget {
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
+}
+
+impl WebhookTarget {
+    /// `http://host[:port][/path]` or `https://…`; IPv6 hosts in brackets.
+    pub(crate) fn parse(url: &str) -> Result<WebhookTarget, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("`{url}`: expected an http:// or https:// URL"));
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        if authority.contains('@') {
+            return Err(format!(
+                "`{url}`: user names in URLs are not supported (use bearer_token)"
+            ));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+            let (h, after) = r
+                .split_once(']')
+                .ok_or_else(|| format!("`{url}`: unclosed `[` in the host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("`{url}`: unexpected `{after}` after the host")),
+            };
+            (h.to_owned(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_owned(),
+                    p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+                ),
+                None => (authority.to_owned(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}`: no host"));
+        }
+        if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(format!(
+                "`{url}`: the path holds spaces or control characters"
+            ));
+        }
+        Ok(WebhookTarget {
+            tls,
+            host,
+            port,
+            path,
+        })
+    }
 }
 
 impl RecordConfig {
@@ -113,9 +185,13 @@ pub(super) fn record_config(
     }
     for (i, w) in raw.webhook.unwrap_or_default().into_iter().enumerate() {
         let path = format!("record.webhook[{i}]");
-        if let Err(e) = crate::record::hooks::Target::parse(&w.url) {
-            diag.push(format!("{path}.url"), e);
-        }
+        let target = match WebhookTarget::parse(&w.url) {
+            Ok(t) => t,
+            Err(e) => {
+                diag.push(format!("{path}.url"), e);
+                continue;
+            }
+        };
         let bearer_token = w
             .bearer_token
             .and_then(|t| super::bearer_token(t, &format!("{path}.bearer_token"), diag));
@@ -135,6 +211,7 @@ pub(super) fn record_config(
         }
         cfg.webhooks.push(WebhookConfig {
             url: w.url,
+            target,
             bearer_token,
             ca: w.ca.map(|c| base_dir.join(c)),
             queue: queue.clamp(1, 100_000) as usize,
@@ -142,4 +219,69 @@ pub(super) fn record_config(
         });
     }
     (diag.len() == before).then_some(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = WebhookTarget::parse("http://127.0.0.1:9000/alarms?x=1").unwrap();
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
+            (false, "127.0.0.1", 9000, "/alarms?x=1")
+        );
+        let t = WebhookTarget::parse("https://[::1]/").unwrap();
+        assert_eq!((t.tls, t.host.as_str(), t.port), (true, "::1", 443));
+        let t = WebhookTarget::parse("https://mon.example").unwrap();
+        assert_eq!((t.port, t.path.as_str()), (443, "/"));
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://a:b/",
+            "http://u@h/",
+            "http://[::1",
+            "http://h/a b",
+        ] {
+            assert!(WebhookTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    #[test]
+    fn record_mistakes_are_named() {
+        let text = "[record]\nfile = \"r.jsonl\"\ndegraded_hold = \"0s\"\n\n\
+                    [[record.webhook]]\nurl = \"ftp://x\"\n\n\
+                    [[record.webhook]]\nurl = \"http://127.0.0.1:9/a\"\nqueue = 0\ntimeout = \"2m\"\nbearer_token = \"short\"\n";
+        let errors = super::super::parse(text, std::path::Path::new("/etc/headend"), "h.toml")
+            .unwrap_err()
+            .0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "record.degraded_hold",
+                "record.webhook[0].url",
+                "record.webhook[1].bearer_token",
+                "record.webhook[1].queue",
+                "record.webhook[1].timeout",
+            ],
+            "{errors:#?}"
+        );
+        let ok = super::super::parse(
+            "[[record.webhook]]\nurl = \"https://[::1]:8443/alarms\"\n",
+            std::path::Path::new("/etc/headend"),
+            "h.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.record.file,
+            std::path::Path::new("/etc/headend/record.jsonl")
+        );
+        assert_eq!(ok.record.webhooks[0].target.port, 8443);
+        assert_eq!(ok.record.webhooks[0].queue, 10_000);
+    }
 }

@@ -140,7 +140,13 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
             response(StatusCode::OK, "application/json", Body::Full(body))
         }
         "/metrics" => {
-            let text = state.metrics.render(state);
+            let status = state.status.borrow().clone();
+            let feeds: Vec<(&str, &crate::feed::FeedStats)> = state
+                .channels
+                .iter()
+                .map(|c| (c.id.as_str(), &c.feed.stats))
+                .collect();
+            let text = state.metrics.render(&status, &feeds, &state.api);
             let body = if head { None } else { Some(Bytes::from(text)) };
             response(
                 StatusCode::OK,

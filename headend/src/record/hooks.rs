@@ -18,80 +18,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::WebhookConfig;
+use crate::config::{WebhookConfig, WebhookTarget as Target};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-/// Where a webhook's requests go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Target {
-    pub(crate) tls: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) path: String,
-}
-
-impl Target {
-    /// `http://host[:port][/path]` or `https://…`; IPv6 hosts in brackets.
-    pub(crate) fn parse(url: &str) -> Result<Target, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else {
-            return Err(format!("`{url}`: expected an http:// or https:// URL"));
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let path = if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_owned()
-        };
-        if authority.contains('@') {
-            return Err(format!(
-                "`{url}`: user names in URLs are not supported (use bearer_token)"
-            ));
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-            let (h, after) = r
-                .split_once(']')
-                .ok_or_else(|| format!("`{url}`: unclosed `[` in the host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
-                None if after.is_empty() => default_port,
-                None => return Err(format!("`{url}`: unexpected `{after}` after the host")),
-            };
-            (h.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_owned(),
-                    p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
-                ),
-                None => (authority.to_owned(), default_port),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("`{url}`: no host"));
-        }
-        if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(format!(
-                "`{url}`: the path holds spaces or control characters"
-            ));
-        }
-        Ok(Target {
-            tls,
-            host,
-            port,
-            path,
-        })
-    }
-}
 
 /// One receiver's counters, for `/metrics` and `/health`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -130,7 +60,7 @@ impl Hooks {
         let stop = Arc::new(AtomicBool::new(false));
         let mut queues = Vec::new();
         for (i, c) in configs.iter().enumerate() {
-            let target = Target::parse(&c.url).map_err(anyhow::Error::msg)?;
+            let target = c.target.clone();
             let tls = if target.tls {
                 Some(
                     crate::input::http_pull::tls_config(c.ca.as_deref())
@@ -385,31 +315,3 @@ impl Sender {
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let t = Target::parse("http://127.0.0.1:9000/alarms?x=1").unwrap();
-        assert_eq!(
-            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
-            (false, "127.0.0.1", 9000, "/alarms?x=1")
-        );
-        let t = Target::parse("https://[::1]/").unwrap();
-        assert_eq!((t.tls, t.host.as_str(), t.port), (true, "::1", 443));
-        let t = Target::parse("https://mon.example").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (443, "/"));
-        for bad in [
-            "ftp://x",
-            "http://",
-            "http://a:b/",
-            "http://u@h/",
-            "http://[::1",
-            "http://h/a b",
-        ] {
-            assert!(Target::parse(bad).is_err(), "{bad}");
-        }
-    }
-}

@@ -86,7 +86,9 @@ pub(crate) struct Mark {
     /// What in the channel it is about: a start and its end share kind, channel, place and
     /// subject.
     pub(crate) subject: String,
-    pub(crate) at: DateTime<Utc>,
+    /// When (`None`: when the journal is handed it, so the sans-IO station core never reads
+    /// a clock).
+    pub(crate) at: Option<DateTime<Utc>>,
     /// Why (a start, an instant), or how it ended (an end).
     pub(crate) cause: String,
     /// What was on air before (a start) or is after (an end).
@@ -112,7 +114,7 @@ impl Mark {
             channel: channel.to_owned(),
             place,
             subject: subject.to_owned(),
-            at: Utc::now(),
+            at: None,
             cause: cause.into(),
             on_air: None,
             actor: None,
@@ -154,8 +156,13 @@ impl Mark {
     }
 
     pub(crate) fn at(mut self, at: DateTime<Utc>) -> Mark {
-        self.at = at;
+        self.at = Some(at);
         self
+    }
+
+    /// Its instant (set by then: [`Journal::mark`] fills it in).
+    fn when(&self) -> DateTime<Utc> {
+        self.at.unwrap_or(DateTime::UNIX_EPOCH)
     }
 
     pub(crate) fn on_air(mut self, what: Option<String>) -> Mark {
@@ -275,8 +282,9 @@ impl Journal {
     }
 
     /// Hands `mark` to the writer; never waits (a full queue drops it, counted).
-    pub(crate) fn mark(&self, mark: Mark) {
+    pub(crate) fn mark(&self, mut mark: Mark) {
         let Some(tx) = &self.tx else { return };
+        mark.at.get_or_insert_with(Utc::now);
         match tx.try_send(Msg::Mark(Box::new(mark))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -563,7 +571,7 @@ impl Writer {
                 &subject,
                 format!("the head-end stopped ({why})"),
             );
-            m.at = now;
+            m.at = Some(now);
             self.line_end(id, started, &m);
         }
         let run = Mark::end(Kind::Run, "*", "head-end", "", why).at(now);
@@ -582,7 +590,7 @@ impl Writer {
                     return;
                 }
                 let id = self.next_id();
-                self.open.insert(key, (id, m.at));
+                self.open.insert(key, (id, m.when()));
                 self.line(id, "start", &m, None);
             }
             Phase::End => {
@@ -605,7 +613,7 @@ impl Writer {
     }
 
     fn line_end(&mut self, id: u64, started: DateTime<Utc>, m: &Mark) {
-        let secs = (m.at - started).num_milliseconds().max(0) as f64 / 1000.0;
+        let secs = (m.when() - started).num_milliseconds().max(0) as f64 / 1000.0;
         self.line(id, "end", m, Some(secs));
     }
 
@@ -619,7 +627,7 @@ impl Writer {
         if !m.subject.is_empty() {
             o.insert("subject".into(), m.subject.clone().into());
         }
-        self.stamp(&mut o, m.at);
+        self.stamp(&mut o, m.when());
         if let Some(d) = duration_s {
             o.insert("duration_s".into(), d.into());
         }
