@@ -124,6 +124,40 @@ fn scs_against_the_test_ecmg_with_an_outage() {
     std::thread::sleep(AFTER);
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
+    // The outage is on the stoppage record: a degradation at the scrambler (its failure
+    // policy in force) from the link's loss to its return.
+    let record: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("record.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let down: Vec<&serde_json::Value> = record
+        .iter()
+        .filter(|l| l["place"] == "cas" && l["phase"] == "start")
+        .collect();
+    assert_eq!(down.len(), 1, "{record:#?}");
+    assert!(
+        down[0]["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("ECMG link down"),
+        "{record:#?}"
+    );
+    let up = record
+        .iter()
+        .find(|l| l["id"] == down[0]["id"] && l["phase"] == "end")
+        .unwrap_or_else(|| panic!("{record:#?}"));
+    assert_eq!(up["cause"], "the ECMG channel is up");
+    let at = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v["utc"].as_str().unwrap())
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
+    };
+    assert!(
+        at(down[0]) >= killing - 1_000_000_000 && at(up) >= restarting - 1_000_000_000,
+        "{record:#?}"
+    );
     drop(second);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);

@@ -1058,10 +1058,27 @@ impl Live {
                 if let Some(state) = self.cas_state.get_mut(k) {
                     match &ev {
                         crate::cas::CasEvent::Up { .. } => {
+                            if !state.up {
+                                self.rec.journal.mark(crate::record::Mark::end(
+                                    crate::record::Kind::Degradation,
+                                    &state.channel,
+                                    "cas",
+                                    "ecmg",
+                                    "the ECMG channel is up",
+                                ));
+                            }
                             state.up = true;
                             state.error = None;
                         }
                         crate::cas::CasEvent::Down { reason } => {
+                            // The scrambling's failure policy is in force meanwhile.
+                            self.rec.journal.mark(crate::record::Mark::start(
+                                crate::record::Kind::Degradation,
+                                &state.channel,
+                                "cas",
+                                "ecmg",
+                                format!("ECMG link down: {reason}"),
+                            ));
                             state.up = false;
                             state.error = Some(reason.clone());
                         }
