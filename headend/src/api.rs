@@ -262,15 +262,12 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             .map_err(|e| ApiError::Internal(e.to_string()))?;
             let (channel, revision) = result.map_err(store_error)?;
             tracing::info!(%channel, %date, revision, "schedule undone");
-            state.journal.mark(
-                Mark::instant(
-                    Kind::Manual,
-                    &channel,
-                    "operator",
-                    "schedule",
-                    format!("schedule of {date} undone: revision {revision}"),
-                )
-                .actor(who),
+            note_manual(
+                state,
+                &channel,
+                "schedule",
+                format!("schedule of {date} undone: revision {revision}"),
+                who,
             );
             Ok(json(
                 StatusCode::OK,
@@ -371,22 +368,12 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 return Err(ApiError::Internal("the engine has stopped".to_owned()));
             }
             let what = input.map_or("playlist", |i| names[i].as_str());
-            state.journal.mark(
-                Mark::instant(
-                    Kind::Manual,
-                    channel,
-                    "operator",
-                    "input",
-                    match &action {
-                        crate::router::InputAction::Switch(_) => format!("input switch to {what}"),
-                        crate::router::InputAction::Lock(_) => {
-                            format!("input switch to {what}, locked")
-                        }
-                        crate::router::InputAction::Unlock => "input unlocked".to_owned(),
-                    },
-                )
-                .actor(who),
-            );
+            let done = match &action {
+                crate::router::InputAction::Switch(_) => format!("input switch to {what}"),
+                crate::router::InputAction::Lock(_) => format!("input switch to {what}, locked"),
+                crate::router::InputAction::Unlock => "input unlocked".to_owned(),
+            };
+            note_manual(state, channel, "input", done, who);
             Ok(json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({
@@ -400,7 +387,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             if !matches!(*req.method(), Method::GET | Method::HEAD) {
                 return Err(ApiError::MethodNotAllowed);
             }
-            let q = query(&req);
+            let q = query(&req)?;
             let now = chrono::Utc::now();
             let to = q
                 .get("to")
@@ -468,41 +455,26 @@ fn actor<B>(req: &Request<B>) -> Option<String> {
     Some(if v.is_empty() { "api".to_owned() } else { v })
 }
 
-/// The query's `key=value` pairs (percent-decoded).
-fn query<B>(req: &Request<B>) -> std::collections::HashMap<String, String> {
+/// The query's `key=value` pairs, percent-decoded (a bad escape is named).
+fn query<B>(req: &Request<B>) -> Result<std::collections::HashMap<String, String>, ApiError> {
     req.uri()
         .query()
         .unwrap_or("")
         .split('&')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_owned(), percent_decode(v)))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = crate::config::percent_decode(v)
+                .ok_or_else(|| ApiError::BadRequest(format!("bad %-escape in `{k}`")))?;
+            Ok((k.to_owned(), v))
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let hex = |x: u8| char::from(x).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-            (b'+', _, _) => out.push(b' '),
-            (x, _, _) => out.push(x),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Notes an operator's action on `channel` in the stoppage record.
+fn note_manual(state: &ApiState, channel: &str, subject: &str, what: String, who: Option<String>) {
+    state
+        .journal
+        .mark(Mark::instant(Kind::Manual, channel, "operator", subject, what).actor(who));
 }
 
 /// An instant in a report query: RFC 3339, a date (its 00:00 UTC), or `now`.
@@ -945,18 +917,15 @@ async fn put(
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(store_error)?;
     tracing::info!(%channel, %date, revision, items, missing_files = warnings.len(), "schedule written");
-    state.journal.mark(
-        Mark::instant(
-            Kind::Manual,
-            &channel,
-            "operator",
-            "schedule",
-            format!(
-                "schedule of {date} written: revision {revision}, {items} item(s), {} warning(s)",
-                warnings.len()
-            ),
-        )
-        .actor(who),
+    note_manual(
+        state,
+        &channel,
+        "schedule",
+        format!(
+            "schedule of {date} written: revision {revision}, {items} item(s), {} warning(s)",
+            warnings.len()
+        ),
+        who,
     );
     Ok(json(
         StatusCode::OK,

@@ -465,18 +465,7 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     assert_eq!(hectl(&["unlock", "live"]).trim(), "live: unlock playlist");
     at(21.5);
     // The stoppage record as `hectl report` gives it, while on air.
-    let report = run_bounded(
-        Command::new(common::hectl()).args([
-            "report",
-            "--channel",
-            "live",
-            "--format",
-            "json",
-            "--server",
-            &format!("http://127.0.0.1:{http}"),
-        ]),
-        Duration::from_secs(10),
-    );
+    let report = common::hectl_report(http, &["--channel", "live", "--format", "json"]);
     assert!(
         report.status.success(),
         "{}",
@@ -500,16 +489,7 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
         .unwrap();
     assert!(cause.starts_with("underflow"), "{report:#}");
     assert_eq!(n["count"], 1);
-    let csv = run_bounded(
-        Command::new(common::hectl()).args([
-            "report",
-            "--format",
-            "csv",
-            "--server",
-            &format!("http://127.0.0.1:{http}"),
-        ]),
-        Duration::from_secs(10),
-    );
+    let csv = common::hectl_report(http, &["--format", "csv"]);
     let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
     assert!(
         csv.starts_with("id,event,channel,place,start_utc,"),

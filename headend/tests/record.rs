@@ -84,52 +84,25 @@ fn faults_crashes_and_stops_are_on_record() {
     std::thread::sleep(Duration::from_secs(1));
     let daemon = Daemon::run(&cfg, "info");
     std::thread::sleep(Duration::from_secs(1));
-    let report = run_bounded(
-        Command::new(common::hectl()).args([
-            "report",
-            "--from",
-            &utc_date,
-            "--format",
-            "json",
-            "--server",
-            &format!("http://127.0.0.1:{http}"),
-        ]),
-        Duration::from_secs(10),
-    );
+    let report = common::hectl_report(http, &["--from", &utc_date, "--format", "json"]);
     assert!(
         report.status.success(),
         "{}",
         String::from_utf8_lossy(&report.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
-    let text = run_bounded(
-        Command::new(common::hectl()).args([
-            "report",
-            "--from",
-            &utc_date,
-            "--server",
-            &format!("http://127.0.0.1:{http}"),
-        ]),
-        Duration::from_secs(10),
-    );
+    let text = common::hectl_report(http, &["--from", &utc_date]);
     eprintln!("{}", String::from_utf8_lossy(&text.stdout));
     // Bad periods are named.
-    let bad = run_bounded(
-        Command::new(common::hectl()).args([
-            "report",
-            "--from",
-            "yesterday",
-            "--server",
-            &format!("http://127.0.0.1:{http}"),
-        ]),
-        Duration::from_secs(10),
-    );
+    let bad = common::hectl_report(http, &["--from", "yesterday"]);
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("`yesterday` is not an instant"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    let reply = common::http_get(http, "/api/report?from=2026-12-0%ZZ");
+    assert!(reply.contains("bad %-escape in `from`"), "{reply}");
     drop(daemon);
 
     let lines = record_lines(&record);

@@ -126,11 +126,7 @@ fn scs_against_the_test_ecmg_with_an_outage() {
     assert!(status.success(), "{stderr}");
     // The outage is on the stoppage record: a degradation at the scrambler (its failure
     // policy in force) from the link's loss to its return.
-    let record: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("record.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let record = common::record_lines(&dir.path().join("record.jsonl"));
     let down: Vec<&serde_json::Value> = record
         .iter()
         .filter(|l| l["place"] == "cas" && l["phase"] == "start")

@@ -100,7 +100,7 @@ const EVENT_COLUMNS: [&str; 16] = [
     "subject",
 ];
 
-const FIGURE_COLUMNS: [&str; 13] = [
+const FIGURE_COLUMNS: [&str; 14] = [
     "channel",
     "scheduled_s",
     "stoppages",
@@ -114,6 +114,7 @@ const FIGURE_COLUMNS: [&str; 13] = [
     "degradation_s",
     "failovers",
     "overrides",
+    "manual_actions",
 ];
 
 /// One CSV field (RFC 4180: quoted when it holds a comma, quote or line break).
@@ -130,10 +131,18 @@ fn field(v: &Value) -> String {
     }
 }
 
-fn table(rows: Option<&Vec<Value>>, columns: &[&str]) -> String {
-    let mut out = columns.join(",") + "\n";
+/// A computed column: its name, and its value from a row.
+type Column = (&'static str, fn(&Value) -> String);
+
+/// A CSV table of `rows` by `columns`, with one more column computed from each row when
+/// `extra` gives its name and how.
+fn table(rows: Option<&Vec<Value>>, columns: &[&str], extra: Option<Column>) -> String {
+    let mut head: Vec<&str> = columns.to_vec();
+    head.extend(extra.map(|(name, _)| name));
+    let mut out = head.join(",") + "\n";
     for r in rows.into_iter().flatten() {
-        let line: Vec<String> = columns.iter().map(|c| field(&r[*c])).collect();
+        let mut line: Vec<String> = columns.iter().map(|c| field(&r[*c])).collect();
+        line.extend(extra.map(|(_, f)| field(&Value::String(f(r)))));
         out.push_str(&line.join(","));
         out.push('\n');
     }
@@ -141,28 +150,16 @@ fn table(rows: Option<&Vec<Value>>, columns: &[&str]) -> String {
 }
 
 fn events_csv(v: &Value) -> String {
-    table(v["events"].as_array(), &EVENT_COLUMNS)
+    table(v["events"].as_array(), &EVENT_COLUMNS, None)
 }
 
+/// The per-channel figures, with the causes as a last column (`cause ×n (s); …`).
 fn figures_csv(v: &Value) -> String {
-    let mut columns = FIGURE_COLUMNS.to_vec();
-    columns.push("manual_actions");
-    let mut out = table(v["channels"].as_array(), &columns);
-    // The causes as one more column: `cause ×n (s); …`.
-    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    if let Some(first) = lines.first_mut() {
-        first.push_str(",causes");
-    }
-    for (line, ch) in lines
-        .iter_mut()
-        .skip(1)
-        .zip(v["channels"].as_array().into_iter().flatten())
-    {
-        line.push(',');
-        line.push_str(&field(&Value::String(causes(ch))));
-    }
-    out = lines.join("\n") + "\n";
-    out
+    table(
+        v["channels"].as_array(),
+        &FIGURE_COLUMNS,
+        Some(("causes", causes)),
+    )
 }
 
 fn causes(ch: &Value) -> String {

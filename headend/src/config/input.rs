@@ -214,8 +214,8 @@ fn parse_srt(url: &str, rest: &str) -> Result<SrtEndpoint, String> {
     Ok(e)
 }
 
-/// `%XX` escapes decoded; `None` for a bad one.
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` escapes decoded; `None` for a bad one (or bytes that are not UTF-8).
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

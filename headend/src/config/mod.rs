@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
 pub(crate) use channel::ChannelConfig;
 pub(crate) use error::{ConfigError, ConfigErrors};
-pub(crate) use input::{read_ca, Endpoint, FailoverConfig, InputConfig, SrtEndpoint};
+pub(crate) use input::{
+    percent_decode, read_ca, Endpoint, FailoverConfig, InputConfig, SrtEndpoint,
+};
 pub(crate) use mpts::MptsConfig;
 #[allow(
     unused_imports,

@@ -29,7 +29,7 @@ use crate::input::file::{FileSource, IoDone};
 use crate::input::live::{DatagramPoller, LiveSet};
 use crate::output::udp::{OutputStats, UdpOutput};
 use crate::router::{Control, InputAction, InputOrder, ScheduleSink};
-use crate::station::failover::Failover;
+use crate::station::failover::{Failover, Source};
 use crate::station::{self, AirReport, Handover, Output, Station, StationSpec};
 use crate::status::{ClockMaps, InputStatus, OutputStatus, RelayStatus, StationStatus, Status};
 
@@ -525,8 +525,8 @@ struct Relay {
 struct AirState {
     state: OnAir,
     /// What was on air at the last look (for the next event's "before").
-    last: Option<String>,
-    /// Why the last switch was made (the next event's cause).
+    last: Source,
+    /// Why this look's switch was made (the next event's cause).
     cause: Option<String>,
     /// Whether an input has been on air since the start.
     ever_on_input: bool,
@@ -844,7 +844,8 @@ impl Live {
             {
                 r.end_slot(&mut self.st);
             }
-            if now >= r.next_check {
+            let checked = now >= r.next_check;
+            if checked {
                 r.next_check = now + RELAY_CHECK_NS;
                 let health: Vec<_> = r.set.feeds.iter().map(|f| f.health()).collect();
                 let mut sw = r.failover.update(now, &health);
@@ -944,7 +945,9 @@ impl Live {
                     }
                 }
             }
-            r.note_air(now, &self.rec.journal);
+            if checked {
+                r.note_air(now, &self.rec.journal);
+            }
             // The gap on air of the last switch, once what it put on air has started.
             if r.awaiting_gap {
                 if let Some((item, gap)) = self.st.take_last_start(r.program) {
@@ -1297,7 +1300,6 @@ impl Relay {
             s.and_then(|i| self.set.feeds.get(i))
                 .map_or_else(|| "playlist".to_owned(), |f| f.name().to_owned())
         };
-        let on_air = Some(name(active));
         self.air.ever_on_input |= active.is_some();
         let first = *self.air.first.get_or_insert(now);
         let want = match (self.failover.preferred(), active) {
@@ -1311,11 +1313,13 @@ impl Relay {
             }
             (Some(_), None) => OnAir::Normal,
         };
-        let before = std::mem::replace(&mut self.air.last, on_air.clone());
+        let before = std::mem::replace(&mut self.air.last, active);
+        // Why this look's switch was made, if it made one.
+        let cause = self.air.cause.take();
         if want == self.air.state {
             return;
         }
-        let cause = self.air.cause.take();
+        let on_air = Some(name(active));
         let kind = |s: OnAir| match s {
             OnAir::Failover => Some(Kind::Failover),
             OnAir::Stoppage => Some(Kind::Stoppage),
@@ -1341,7 +1345,9 @@ impl Relay {
                 OnAir::Stoppage => format!("all inputs lost ({why}): the playlist is on air"),
                 _ => why,
             };
-            journal.mark(Mark::start(k, &self.channel, "input", "relay", why).on_air(before));
+            journal.mark(
+                Mark::start(k, &self.channel, "input", "relay", why).on_air(Some(name(before))),
+            );
         }
         self.air.state = want;
     }

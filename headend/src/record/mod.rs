@@ -561,9 +561,6 @@ impl Writer {
         let mut open: Vec<(Key, (u64, DateTime<Utc>))> = self.open.drain().collect();
         open.sort_by_key(|(_, (id, _))| *id);
         for ((kind, channel, place, subject), (id, started)) in open {
-            if kind == Kind::Run {
-                continue;
-            }
             let mut m = Mark::end(
                 kind,
                 &channel,

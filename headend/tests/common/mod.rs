@@ -673,3 +673,14 @@ pub(crate) fn http_get(port: u16, path: &str) -> String {
     text.split_once("\r\n\r\n")
         .map_or(text.clone(), |(_, b)| b.to_owned())
 }
+
+/// `hectl report ARGS` against the daemon's API on 127.0.0.1:`http` (10 s at most).
+pub(crate) fn hectl_report(http: u16, args: &[&str]) -> Output {
+    run_bounded(
+        Command::new(hectl())
+            .arg("report")
+            .args(args)
+            .args(["--server", &format!("http://127.0.0.1:{http}")]),
+        Duration::from_secs(10),
+    )
+}
