@@ -14,6 +14,12 @@
 //!   items cut short by a later hard start.
 //! - `GET /api/channels/{channel}/status`: what the schedule has on air now (label, file,
 //!   position, remaining) and next, and the engine's counters.
+//! - `POST /api/channels/{channel}/input`: an operator's input order (`{"action": "switch" |
+//!   "lock" | "unlock", "input": NAME | "playlist"}`), on the stoppage record with the
+//!   `X-Operator` who gave it (as are schedule writes and undos).
+//! - `GET /api/report?from=&to=&channel=`: the stoppage record's events and per-channel
+//!   figures over a period; `GET /api/record`: the record's and webhooks' health (see
+//!   `docs/record.md`).
 //!
 //! - `POST /api/alerts`: an emergency alert (CAP 1.2 XML or JSON), signed (`X-Signature-Key`,
 //!   `X-Signature`); `GET /api/alerts`: active and recent alerts; `POST /api/alerts/media`: a
