@@ -481,3 +481,52 @@ fn late_joiners_start_clean_at_random_access_points() {
         assert_clean(&format!("join at slot {}", rap.slot), &r, &limits());
     }
 }
+
+/// A lower mux delay ([`SpliceConfig::mux_delay`]): every pair of fixtures still passes the
+/// strict checker, which holds each PES whole in the decoder's buffer by its decode time,
+/// and no PES starts to arrive much earlier than the delay asks (ffmpeg muxed these files
+/// with 0.7 s, its default).
+#[test]
+fn a_lower_mux_delay_keeps_the_buffer_model() {
+    let facts: BTreeMap<&str, (u64, i64)> = CLIPS.iter().map(|c| (*c, clip_facts(c))).collect();
+    for delay_ms in [500u64, 300, 200] {
+        for x in CLIPS {
+            for y in ["a", "c", "e"] {
+                let (dx, rx) = facts[x];
+                let (dy, ry) = facts[y];
+                let secs = (2 * (dx + dy) / 90_000 + 2).min(30);
+                let mut sc = SpliceConfig::new(101);
+                sc.mux_delay = Some(delay_ms * 27_000);
+                sc.muxrate_bps = MUXRATE;
+                let items = [x, y].iter().map(|n| Some(fixture(n))).collect();
+                let out = render(MuxConfig::new(MUXRATE), vec![(sc, items)], secs);
+                let extra = rx.max(ry) as f64;
+                let lim = CheckLimits {
+                    max_video_step_ratio: 2.0 + extra / 3600.0,
+                    max_audio_step_ratio: 2.0 + extra / 14_400.0,
+                    ..limits()
+                };
+                let r = check(&out.out, &lim);
+                assert_clean(&format!("{x} then {y}, {delay_ms} ms"), &r, &lim);
+                for (pid, s) in &r.pes {
+                    let Some(lead) = s.max_decode_lead else {
+                        continue;
+                    };
+                    // Holding the video back holds back the audio muxed after it: below
+                    // 500 ms (and for d.ts, whose audio comes latest) the audio's room, not
+                    // the delay, sets how far, and never past the input's own 0.7 s.
+                    let limit = if x == "d" || y == "d" || delay_ms < 500 {
+                        0.71
+                    } else {
+                        delay_ms as f64 / 1000.0 + 0.1
+                    };
+                    assert!(
+                        lead as f64 / 90_000.0 <= limit,
+                        "{x} then {y}, {delay_ms} ms: PID {pid} leads by {} ms",
+                        lead / 90
+                    );
+                }
+            }
+        }
+    }
+}

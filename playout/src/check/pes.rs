@@ -34,12 +34,14 @@ pub struct PesStats {
     pub pts_before_dts: u64,
     /// Largest PTS − DTS, 90 kHz: the reorder delay of a video stream with B-pictures.
     pub max_reorder: i64,
-    /// Smallest time between a PES's arrival (byte clock, on the program's PCR timeline) and
-    /// its decode time, 90 kHz; negative means it arrived late.
+    /// Smallest time between a PES's complete arrival (its last packet, on the byte clock of
+    /// the program's PCR timeline) and its decode time, 90 kHz; negative means it was not
+    /// whole in the decoder's buffer when due (the T-STD of ISO/IEC 13818-1 §2.4.2).
     pub min_decode_lead: Option<i64>,
-    /// Packet index of the PES with the smallest lead.
+    /// Packet index of the start of the PES with the smallest lead.
     pub min_decode_lead_at: u64,
-    /// Largest such time, 90 kHz.
+    /// Largest time between a PES's first packet and its decode time, 90 kHz: how long it
+    /// waits in the buffer at most.
     pub max_decode_lead: Option<i64>,
     /// Largest gap between consecutive presentation times (PTS in display order), 90 kHz.
     pub max_pts_gap: i64,
@@ -54,6 +56,8 @@ pub struct PesStats {
     last: Option<i64>,
     /// (PTS unwrapped, packet index) of the current run, sorted into display order at its end.
     run: Vec<(i64, u64)>,
+    /// The index in the file's PES starts of this stream's PES still arriving.
+    open: Option<usize>,
 }
 
 impl PesStats {
@@ -122,8 +126,14 @@ impl PesStats {
     }
 }
 
-/// A PES start: (PID, packet index, decode time unwrapped at 90 kHz).
-pub(super) type PesStart = (Pid, u64, i64);
+/// A PES: PID, index of its first and (so far) last packet, decode time unwrapped at 90 kHz.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PesStart {
+    pid: Pid,
+    first: u64,
+    last: u64,
+    decode: i64,
+}
 
 /// Takes packet `n`, past the PSI step: a PES start on a stream a PMT lists is recorded (and
 /// kept in `starts`); a packet on a PID no table lists is counted.
@@ -143,13 +153,27 @@ pub(super) fn handle(
         return;
     };
     if !packet.pusi() {
+        // A PCR-only packet on the stream's PID carries none of it.
+        if packet.payload().is_empty() {
+            return;
+        }
+        if let Some(s) = stats.open.and_then(|k| starts.get_mut(k)) {
+            s.last = n;
+        }
         return;
     }
+    stats.open = None;
     let Some(h) = PesHeader::parse(packet.payload()) else {
         return;
     };
     if let Some(t) = stats.record(pid, n, &h) {
-        starts.push((pid, n, t));
+        stats.open = Some(starts.len());
+        starts.push(PesStart {
+            pid,
+            first: n,
+            last: n,
+            decode: t,
+        });
     }
 }
 
@@ -162,14 +186,16 @@ pub(super) fn finish(r: &mut Report, starts: &[PesStart], clock: Option<ByteCloc
         s.typical_step = most_frequent(&s.steps);
     }
     if let Some(clock) = clock {
-        for &(pid, n, t) in starts {
-            decode_lead(r, clock, pid, n, t);
+        for s in starts {
+            decode_lead(r, clock, s);
         }
     }
 }
 
-/// Decode lead: arrival on the program's PCR timeline versus decode time.
-fn decode_lead(r: &mut Report, clock: ByteClock, pid: Pid, n: u64, t: i64) {
+/// Decode lead: arrival on the program's PCR timeline (of the PES's first packet, and of its
+/// last) versus decode time.
+fn decode_lead(r: &mut Report, clock: ByteClock, pes: &PesStart) {
+    let pid = pes.pid;
     let Some(program) = r
         .programs
         .iter()
@@ -177,23 +203,25 @@ fn decode_lead(r: &mut Report, clock: ByteClock, pid: Pid, n: u64, t: i64) {
     else {
         return;
     };
-    let Some(arrival_27m) = r
-        .pcr
-        .get(&program.number)
-        .and_then(|pcr| pcr.byte_clock_at(n, clock))
-    else {
+    let Some(pcr) = r.pcr.get(&program.number) else {
         return;
     };
-    let arrival = (arrival_27m / 300.0).rem_euclid((PCR_MODULUS / 300) as f64);
-    let decode = (t as f64).rem_euclid((PCR_MODULUS / 300) as f64);
-    let lead = Pts::new(decode as u64).since(Pts::new(arrival as u64));
+    let decode = (pes.decode as f64).rem_euclid((PCR_MODULUS / 300) as f64);
+    let lead = |n: u64| {
+        let arrival_27m = pcr.byte_clock_at(n, clock)?;
+        let arrival = (arrival_27m / 300.0).rem_euclid((PCR_MODULUS / 300) as f64);
+        Some(Pts::new(decode as u64).since(Pts::new(arrival as u64)))
+    };
+    let (Some(first), Some(last)) = (lead(pes.first), lead(pes.last)) else {
+        return;
+    };
     // Every start was recorded on a PID with stats, and stats are never removed.
     let s = r.pes.get_mut(&pid).expect("stream listed");
-    if s.min_decode_lead.is_none_or(|m| lead < m) {
-        s.min_decode_lead = Some(lead);
-        s.min_decode_lead_at = n;
+    if s.min_decode_lead.is_none_or(|m| last < m) {
+        s.min_decode_lead = Some(last);
+        s.min_decode_lead_at = pes.first;
     }
-    s.max_decode_lead = Some(s.max_decode_lead.map_or(lead, |m| m.max(lead)));
+    s.max_decode_lead = Some(s.max_decode_lead.map_or(first, |m| m.max(first)));
 }
 
 /// The most frequent step (the last of equals), 0 if there is none.

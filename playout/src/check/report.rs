@@ -196,7 +196,7 @@ impl Report {
             if let Some(lead) = s.min_decode_lead {
                 if lead < 0 {
                     v.push(format!(
-                        "PID {pid}: the PES at packet {} arrives {} ms after its decode time",
+                        "PID {pid}: the PES starting at packet {} is whole {} ms after its decode time",
                         s.min_decode_lead_at,
                         -lead / 90
                     ));

@@ -19,6 +19,9 @@ use crate::psi::{EsInfo, Pmt};
 use crate::time::{Pcr, Pts, Ticks27M};
 use crate::ts::{Pid, TsPacket, PACKET_SIZE};
 
+/// What the stream with the least lead keeps of it when packets are sent later than the
+/// input had them ([`SpliceConfig::mux_delay`]): 100 ms (27 MHz).
+const LEAD_MARGIN: i128 = crate::time::SYSTEM_CLOCK_HZ as i128 / 10;
 /// Bytes of a video access unit scanned for its first picture before giving up.
 const SCAN_LIMIT: usize = 32 * 1024;
 /// Packets held back waiting for one PES to complete before it is dropped as broken.
@@ -135,6 +138,12 @@ struct Stream {
     last_t_in: Option<u64>,
     max_pts_out: Option<i64>,
     dur: i64,
+    /// How much later than the input had them the packets of the PES being released leave
+    /// (27 MHz; see [`State::delay_for`]).
+    delay: u64,
+    /// The decode time (input clock, 90 kHz) of the PES being released, whose last packets
+    /// may still follow.
+    releasing_dts: Option<i64>,
 }
 
 struct PesRec {
@@ -421,6 +430,8 @@ impl State {
                 last_t_in: None,
                 max_pts_out: None,
                 dur: 3600,
+                delay: 0,
+                releasing_dts: None,
             });
         }
         let first = |c: StreamClass| self.streams.iter().position(|s| s.codec.class() == c);
@@ -484,6 +495,7 @@ impl State {
             if Some(si) == self.anchor && self.first_anchor_pts.is_none() {
                 self.first_anchor_pts = rec.pts;
             }
+
             let complete = rec.complete;
             self.pes.push_back(rec);
             let seq = self.pes_front + self.pes.len() as u64 - 1;
@@ -699,7 +711,10 @@ impl State {
                 && rec.pts.is_some()
             {
                 self.start(rec, ctx);
+                let delay = self.delay_for(rec, ctx.cfg);
                 let st = &mut self.streams[si];
+                st.delay = delay;
+                st.releasing_dts = rec.dts;
                 st.keep = true;
                 st.started = true;
                 st.entry_pes = true;
@@ -770,6 +785,45 @@ impl State {
         st.keep = true;
         st.rap = random_access && Some(si) == self.anchor;
         self.track(si, rec);
+        self.streams[si].delay = self.delay_for(rec, ctx.cfg);
+        self.streams[si].releasing_dts = rec.dts;
+    }
+
+    /// How much later than the input had them the packets of `rec` leave (27 MHz), for the
+    /// output's mux delay ([`SpliceConfig::mux_delay`]): enough to bring the PES's lead (its
+    /// decode time less its arrival) down to the mux delay plus the time the PES takes to
+    /// send at the muxrate, so that it is still whole in the decoder's buffer at its decode
+    /// time (the T-STD of ISO/IEC 13818-1 §2.4.2). Packets leave in input order, so a
+    /// delay holds back what follows too: it never exceeds what leaves every PES read
+    /// after it (the read-ahead, about a second) [`LEAD_MARGIN`] before its decode time
+    /// (the audio of a file muxed with its audio later than its video has the least). The
+    /// delay does not depend on the item's shift: both the decode and the due time move
+    /// with it.
+    fn delay_for(&self, rec: &PesRec, cfg: &SpliceConfig) -> u64 {
+        let (Some(mux_delay), Some(dts), Some(t)) = (cfg.mux_delay, rec.dts, rec.t_in) else {
+            return 0;
+        };
+        let lead = i128::from(dts) * 300 - i128::from(t);
+        let send = if cfg.muxrate_bps > 0 {
+            let packets = rec.got.div_ceil(PACKET_SIZE - 4) as i128;
+            packets * (PACKET_SIZE as i128) * 8 * i128::from(crate::time::SYSTEM_CLOCK_HZ)
+                / i128::from(cfg.muxrate_bps)
+        } else {
+            0
+        };
+        let want = lead - i128::from(mux_delay) - send;
+        let t = i128::from(t);
+        let pending = self.pes.iter().filter_map(|q| q.dts);
+        let releasing = self
+            .streams
+            .iter()
+            .filter(|s| s.keep)
+            .filter_map(|s| s.releasing_dts);
+        let room = pending
+            .chain(releasing)
+            .map(|d| i128::from(d) * 300 - t)
+            .fold(lead, i128::min);
+        want.min(room - LEAD_MARGIN).max(0) as u64
     }
 
     /// Applies the cue's `until`: the anchor stream is cut before the first access unit
@@ -855,7 +909,9 @@ impl State {
             (Some(end), end_pts) => (end - rap_dts).max(end_pts.map_or(i64::MIN, |e| e - rap_pts)),
             (None, _) => ceil_div(now - t_rap as i128, 300) as i64,
         };
-        let first_due = t_rap as i128 + i128::from(shift90) * 300;
+        // The entry PES leaves as late as the mux delay lets it (see `delay_for`).
+        let delay = i128::from(self.delay_for(rec, ctx.cfg));
+        let first_due = t_rap as i128 + i128::from(shift90) * 300 + delay;
         // Not before the output time now (the driver fell behind, or a retry after filler):
         // leave a gap, never go back. A live input's newest data is to leave its lead after
         // now; what was kept from before it (the entry point is that far behind the newest
@@ -914,7 +970,7 @@ impl State {
         let presented_at = ((i128::from(rap_pts) + i128::from(shift90)) * 300).max(0) as u64;
         ctx.events.push_back(SpliceEvent::ItemStarted {
             item: self.index,
-            at: (t_rap as i128 + i128::from(shift90) * 300).max(0) as u64,
+            at: (t_rap as i128 + i128::from(shift90) * 300 + delay).max(0) as u64,
             presented_at,
             gap: ctx
                 .timeline
@@ -936,7 +992,9 @@ impl State {
         let st = &self.streams[usize::from(held.stream)];
         let Some(pid) = st.out_pid else { return };
         let due = match held.t_in {
-            Some(t) => (t as i128 + i128::from(entry.shift90) * 300).max(0) as u64,
+            Some(t) => {
+                (t as i128 + i128::from(entry.shift90) * 300 + i128::from(st.delay)).max(0) as u64
+            }
             None => ctx.timeline.last_due,
         };
         let due = due.max(ctx.timeline.last_due);

@@ -55,6 +55,17 @@ pub struct SpliceConfig {
     pub program_info: Bytes,
     /// Descriptors added to every elementary stream of the output PMT.
     pub es_info: Bytes,
+    /// The output's mux delay (27 MHz): how long before its decode time a PES's packets
+    /// start to leave, at most, on top of the time the PES takes to send at
+    /// `muxrate_bps`. Inputs come muxed with their own (ffmpeg's default is 0.7 s); what is
+    /// sent that far ahead is what a receiver still presents before anything that replaces
+    /// it (an emergency alert), so a lower one puts a pre-emption on screen sooner. Packets
+    /// are only ever held back, never sent earlier than the input had them, and never so far
+    /// that a stream is left with less than 100 ms before its decode time. `None`: each
+    /// input's own.
+    pub mux_delay: Option<Ticks27M>,
+    /// The output's rate (bits/s), for the time a PES takes to send (0: not counted).
+    pub muxrate_bps: u64,
 }
 
 impl SpliceConfig {
@@ -67,6 +78,8 @@ impl SpliceConfig {
             retry_after: SYSTEM_CLOCK_HZ,
             program_info: Bytes::new(),
             es_info: Bytes::new(),
+            mux_delay: None,
+            muxrate_bps: 0,
         }
     }
 }
