@@ -198,6 +198,12 @@ struct RawItem {
     episode: Option<String>,
 }
 
+/// The first day a schedule may be for: the playout clock ([`Utc`]) counts from 1970.
+pub const FIRST_DATE: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 2).expect("a date");
+/// The last day a schedule may be for: its items, in any time zone, still end before the
+/// playout clock's end (64-bit nanoseconds reach 2262-04-11).
+pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2261, 12, 31).expect("a date");
+
 /// Parses and validates a schedule file; every mistake is reported.
 pub fn parse(text: &str) -> Result<Day, DayErrors> {
     let line_of = |span: Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -211,7 +217,19 @@ pub fn parse(text: &str) -> Result<Day, DayErrors> {
     })?;
     let mut errors = Vec::new();
     let date = match NaiveDate::parse_from_str(raw.date.get_ref(), "%Y-%m-%d") {
-        Ok(d) => Some(d),
+        Ok(d) if (FIRST_DATE..=LAST_DATE).contains(&d) => Some(d),
+        Ok(d) => {
+            errors.push(DayError {
+                line: Some(line_of(raw.date.span())),
+                item: None,
+                field: Some("date".to_owned()),
+                message: format!(
+                    "{d} is outside {FIRST_DATE}..={LAST_DATE}, the days the playout clock \
+                     (nanoseconds since 1970 in 64 bits) holds"
+                ),
+            });
+            None
+        }
         Err(_) => {
             errors.push(DayError {
                 line: Some(line_of(raw.date.span())),
@@ -993,6 +1011,12 @@ file = "d.ts"
             .unwrap_err()
             .to_string()
             .contains("date: `23/11/2026` is not a date"));
+        // Found by fuzzing: a start past 2262 overflowed the nanosecond clock.
+        let far = "date = \"4052-11-23\"\n[[item]]\nstart = \"18:30:00\"\nfile = \"a.ts\"\n";
+        assert!(parse(far)
+            .unwrap_err()
+            .to_string()
+            .contains("line 1: date: 4052-11-23 is outside 1970-01-02..=2261-12-31"));
     }
 
     #[test]
