@@ -1,11 +1,37 @@
-//! A panic anywhere ends the process. The engine, the scheduler, the EIT builder, the
-//! SimulCrypt links and the HTTP workers are threads of one process: one that died quietly
-//! would leave channels unscheduled or frozen while the process looks alive. Instead, the
-//! panic is logged with the thread's name and where it happened, and the process exits with
-//! status 70 (EX_SOFTWARE), so that systemd (`Restart=on-failure`) starts it again.
+//! Panics. A panic in work that can be contained ([`contain`]: one station's share of an
+//! engine thread) is logged and handed back to the caller, which rebuilds what panicked; the
+//! other channels keep their timing and the process keeps running. A panic anywhere else
+//! ends the process: the scheduler, the EIT builder, the SimulCrypt links and the HTTP
+//! workers are threads of one process, and one that died quietly would leave channels
+//! unscheduled or frozen while the process looks alive. Instead, the panic is logged with
+//! the thread's name and where it happened, and the process exits with status 70
+//! (EX_SOFTWARE), so that systemd (`Restart=on-failure`) starts it again.
+
+use std::cell::{Cell, RefCell};
 
 /// Exit status after a panic (sysexits' EX_SOFTWARE).
 pub(crate) const PANIC_STATUS: i32 = 70;
+
+thread_local! {
+    /// Set while [`contain`] runs its work on this thread.
+    static CONTAINED: Cell<bool> = const { Cell::new(false) };
+    /// What the hook saw of a contained panic: the message and where.
+    static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `work`; a panic in it is logged (thread, place, message) and returned as
+/// `Err("MESSAGE at FILE:LINE")` instead of ending the process. What `work` touched may be
+/// half-changed: the caller must drop or rebuild it.
+pub(crate) fn contain<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    let outer = CONTAINED.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    CONTAINED.with(|c| c.set(outer));
+    result.map_err(|_| {
+        CAUGHT
+            .with(|c| c.borrow_mut().take())
+            .unwrap_or_else(|| "a panic".to_owned())
+    })
+}
 
 /// Installs the hook; call once at the start of `main`.
 pub(crate) fn install_panic_hook() {
@@ -21,6 +47,11 @@ pub(crate) fn install_panic_hook() {
         let place = info
             .location()
             .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()));
+        if CONTAINED.with(Cell::get) {
+            tracing::error!(thread = %name, at = %place, panic = %what, "a panic, contained: what panicked is rebuilt");
+            CAUGHT.with(|c| *c.borrow_mut() = Some(format!("{what} at {place}")));
+            return;
+        }
         tracing::error!(thread = %name, at = %place, panic = %what, "a thread panicked: exiting so that the service is restarted");
         // Also on stderr as it is: logging may be what failed.
         eprintln!("headend: thread `{name}` panicked at {place}: {what}");
@@ -31,6 +62,47 @@ pub(crate) fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use std::process::Command;
+
+    /// A contained panic comes back as an error naming it, and the thread goes on; one
+    /// outside [`super::contain`] afterwards still ends the process. In a child process (the
+    /// hook is process-wide).
+    #[test]
+    fn a_contained_panic_is_handed_back() {
+        if std::env::var_os("HEADEND_CONTAIN_CHILD").is_some() {
+            super::install_panic_hook();
+            let r: Result<(), String> = super::contain(|| panic!("splicer state broken"));
+            let e = r.unwrap_err();
+            assert!(
+                e.contains("splicer state broken") && e.contains("supervise.rs"),
+                "{e}"
+            );
+            assert_eq!(super::contain(|| 7), Ok(7));
+            eprintln!("contained: {e}");
+            let _ = std::thread::Builder::new()
+                .name("eit".to_owned())
+                .spawn(|| panic!("not contained"))
+                .unwrap()
+                .join();
+            std::process::exit(0);
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "supervise::tests::a_contained_panic_is_handed_back",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HEADEND_CONTAIN_CHILD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(super::PANIC_STATUS), "{stderr}");
+        assert!(
+            stderr.contains("contained: splicer state broken")
+                && stderr.contains("thread `eit` panicked"),
+            "{stderr}"
+        );
+    }
 
     /// Runs itself as a child process that panics on a named thread: the child must exit
     /// with [`super::PANIC_STATUS`], naming the thread and the panic.

@@ -1,10 +1,13 @@
-//! Emergency alert switch latency (issue #6): N channels on air (IPv6 multicast kept on
-//! `lo`, one port per channel), one signed alert (SM2) for all of them; for each channel, the
-//! time from the API's answer to the first packet of the alert clip's PMT (the alert clip is
-//! HEVC, the programmes H.264) on its group, by the kernel's receive timestamps. Prints one
-//! markdown row: channels, the clip's min/p50/p99/max, how many switched, and the same
-//! p50/p99/max for the first packet of the in-band emergency table (EBIT, PID 0x21), which is
-//! what set-top boxes react to.
+//! Emergency alert switch latency (issues #6, #15): N channels on air (IPv6 multicast kept on
+//! `lo`, one port per channel), one signed alert (SM2) for all of them; for each channel, by
+//! the kernel's receive timestamps and from the moment the API's answer is read: the first
+//! packet of the alert clip's PMT (the alert clip is HEVC, the programmes H.264) on its
+//! group, the first packet of the in-band emergency table (EBIT, PID 0x21), which is what
+//! set-top boxes react to, and the alert's presentation as a viewer sees it: the clip's first
+//! picture's PTS mapped through the PCR to arrival (a receiver's clock is locked to the PCR,
+//! so that is when its decoder shows the picture). Prints one markdown row: channels, then
+//! min/p50/p99/max of the presentation, of the clip's first packet, how many switched, and
+//! p50/p99/max of the EBIT.
 //!
 //! `cargo run --release -p benches --bin alert_latency -- --channels 100`
 //! (needs root for the loopback multicast routes; never sends anywhere but `lo`).
@@ -19,7 +22,9 @@ use anyhow::{bail, Context};
 use benches::live::{multicast_on_lo, recv_stamped, stamped_socket, Daemon};
 use clap::Parser;
 use epg::alert::sign::{encode_signature, Algorithm, SigningKey, KEY_HEADER, SIGNATURE_HEADER};
+use playout::pes::PesHeader;
 use playout::psi::{Pmt, SectionAssembler};
+use playout::time::PCR_MODULUS;
 use playout::ts::{Pid, TsPacket};
 
 const TOKEN: &str = "bench-emergency-token-0123456789";
@@ -41,6 +46,9 @@ struct Args {
     /// The daemon binary.
     #[arg(long, default_value = "target/release/headend")]
     headend: PathBuf,
+    /// The channels' `mux_delay` (e.g. `500ms`; default: the daemon's).
+    #[arg(long)]
+    mux_delay: Option<String>,
 }
 
 fn group() -> Ipv6Addr {
@@ -70,9 +78,13 @@ fn write_config(path: &Path, args: &Args, key: &SigningKey) -> anyhow::Result<()
         pk = key.verifying_key().to_hex(),
         ids = ids.join(", "),
     );
+    let delay = args
+        .mux_delay
+        .as_ref()
+        .map_or_else(String::new, |d| format!("mux_delay = \"{d}\"\n"));
     for i in 0..args.channels {
         text.push_str(&format!(
-            "\n[[channel]]\nid = \"c{n}\"\nservice_id = {n}\nname = \"C{n}\"\nmuxrate = \"{rate}\"\n\
+            "\n[[channel]]\nid = \"c{n}\"\nservice_id = {n}\nname = \"C{n}\"\nmuxrate = \"{rate}\"\n{delay}\
              playlist = [\"{a}\", \"{e}\"]\n\n[[channel.output]]\nurl = \"udp://[{g}]:{port}\"\ninterface = \"lo\"\n",
             n = i + 1,
             rate = args.muxrate,
@@ -160,38 +172,60 @@ fn main() -> anyhow::Result<()> {
         bail!("alert refused: {reply}");
     }
 
-    // Per channel: the first PMT announcing HEVC.
+    // Per channel: the first PMT announcing HEVC, then the first PES on its HEVC PID, whose
+    // PTS is put on the arrival clock through the latest PCR (value, arrival).
     let mut first: Vec<Option<i64>> = vec![None; args.channels];
+    let mut hevc_pid: Vec<Option<Pid>> = vec![None; args.channels];
+    let mut last_pcr: Vec<Option<(u64, i64)>> = vec![None; args.channels];
+    let mut shown: Vec<Option<i64>> = vec![None; args.channels];
     let mut table: Vec<Option<i64>> = vec![None; args.channels];
     let mut asm: Vec<SectionAssembler> = (0..args.channels)
         .map(|_| SectionAssembler::default())
         .collect();
     let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end && first.iter().any(Option::is_none) {
+    while Instant::now() < end
+        && (shown.iter().any(Option::is_none) || table.iter().any(Option::is_none))
+    {
         for (k, &fd) in fds.iter().enumerate() {
             while let Some((n, _, stamp)) = recv_stamped(fd, &mut buf, &mut cmsg) {
                 let stamp = stamp as i64;
-                if first[k].is_some() && table[k].is_some() {
+                if shown[k].is_some() && table[k].is_some() {
                     continue;
                 }
                 for p in buf[..n].chunks_exact(188) {
                     let Ok(p) = TsPacket::new(bytes::Bytes::copy_from_slice(p)) else {
                         continue;
                     };
+                    if let Some(pcr) = p.pcr() {
+                        last_pcr[k] = Some((pcr.ticks(), stamp));
+                    }
                     if p.pid() == Pid::from_bits(0x21) && table[k].is_none() {
                         table[k] = Some(stamp);
+                    }
+                    if Some(p.pid()) == hevc_pid[k] && p.pusi() && shown[k].is_none() {
+                        let pts = PesHeader::parse(p.payload()).and_then(|h| h.pts);
+                        if let (Some(pts), Some((pcr, at))) = (pts, last_pcr[k]) {
+                            // PTS and PCR run on the same 2^33 × 300 cycle.
+                            let ahead = (pts.raw() * 300 + PCR_MODULUS - pcr) % PCR_MODULUS;
+                            shown[k] = Some(at + (ahead as f64 / 27e6 * 1e9) as i64);
+                        }
                     }
                     if p.pid() != Pid::from_bits(0x1000) {
                         continue;
                     }
-                    let mut hevc = false;
+                    let mut hevc = None;
                     asm[k].push(&p, true, |sec| {
                         if let Ok(pmt) = Pmt::parse(Pid::from_bits(0x1000), sec) {
-                            hevc |= pmt.streams.iter().any(|e| e.stream_type == 0x24);
+                            hevc = pmt
+                                .streams
+                                .iter()
+                                .find(|e| e.stream_type == 0x24)
+                                .map(|e| e.pid);
                         }
                     });
-                    if hevc && first[k].is_none() {
+                    if hevc.is_some() && first[k].is_none() {
                         first[k] = Some(stamp);
+                        hevc_pid[k] = hevc;
                     }
                 }
             }
@@ -212,15 +246,19 @@ fn main() -> anyhow::Result<()> {
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let (clip, eb) = (sorted(&first), sorted(&table));
+    let (clip, eb, seen) = (sorted(&first), sorted(&table), sorted(&shown));
     println!(
-        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {}/{} | {:.1} | {:.1} | {:.1} |",
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {}/{} | {:.1} | {:.1} | {:.1} |",
         args.channels,
+        pick(&seen, 0.0),
+        pick(&seen, 0.5),
+        pick(&seen, 0.99),
+        pick(&seen, 1.0),
         pick(&clip, 0.0),
         pick(&clip, 0.5),
         pick(&clip, 0.99),
         pick(&clip, 1.0),
-        clip.len(),
+        seen.len(),
         args.channels,
         pick(&eb, 0.5),
         pick(&eb, 0.99),

@@ -42,6 +42,14 @@ pub(crate) struct ChannelConfig {
     pub(crate) pcr_interval: Duration,
     /// Key `psi_interval`: repetition period of PAT and PMT. Default `"80ms"`, 10ms..=100ms.
     pub(crate) psi_interval: Duration,
+    /// Key `mux_delay`: how long before its decode time a picture or audio frame starts to
+    /// leave, at most (plus the time it takes to send at the muxrate). Default `"500ms"`,
+    /// 200ms..=10s. What has been sent ahead is presented before anything that replaces it,
+    /// so this bounds how soon an emergency alert is on screen; files come muxed with their
+    /// own (ffmpeg's is 0.7 s), and packets are only held back, never sent earlier, and
+    /// never so far that a stream keeps less than 100 ms (see
+    /// [`playout::splice::SpliceConfig::mux_delay`]). A large value keeps each input's own.
+    pub(crate) mux_delay: Duration,
     /// Key `clock_origin`: first output PTS/PCR base in 90 kHz ticks. Default 0, 0..2^33
     /// (set it just below 2^33 = 8589934592 to exercise the 33-bit wrap).
     pub(crate) clock_origin_90k: u64,
@@ -220,6 +228,9 @@ pub(super) fn charset(value: Option<&str>, path: &str, diag: &mut Diagnostics) -
 
 const NAME_MAX_BYTES: usize = 64;
 const DEFAULT_PCR_INTERVAL: Duration = Duration::from_millis(30);
+const DEFAULT_MUX_DELAY: Duration = Duration::from_millis(500);
+const MUX_DELAY_MIN: Duration = Duration::from_millis(200);
+const MUX_DELAY_MAX: Duration = Duration::from_secs(10);
 const PCR_INTERVAL_MIN: Duration = Duration::from_millis(5);
 const PCR_INTERVAL_MAX: Duration = Duration::from_millis(40);
 const DEFAULT_PSI_INTERVAL: Duration = Duration::from_millis(80);
@@ -323,6 +334,14 @@ pub(super) fn channel(
         PSI_INTERVAL_MAX,
         diag,
     );
+    let mux_delay = interval(
+        raw.mux_delay,
+        format!("{path}.mux_delay"),
+        DEFAULT_MUX_DELAY,
+        MUX_DELAY_MIN,
+        MUX_DELAY_MAX,
+        diag,
+    );
     let clock_origin = raw.clock_origin.unwrap_or(0);
     let clock_origin_90k = u64::try_from(clock_origin)
         .ok()
@@ -369,6 +388,7 @@ pub(super) fn channel(
         Some(pids),
         Some(pcr_interval),
         Some(psi_interval),
+        Some(mux_delay),
         Some(clock_origin_90k),
         Some(outputs),
         Some(timezone),
@@ -382,6 +402,7 @@ pub(super) fn channel(
         pids,
         pcr_interval,
         psi_interval,
+        mux_delay,
         clock_origin_90k,
         outputs,
         timezone,
@@ -403,6 +424,7 @@ pub(super) fn channel(
         pids,
         pcr_interval,
         psi_interval,
+        mux_delay,
         clock_origin_90k,
         outputs,
         inputs,

@@ -74,6 +74,8 @@ pub(super) struct RawChannel {
     pub(super) pcr_interval: Option<HumanDuration>,
     /// `psi_interval`: default `"80ms"`, 10ms..=100ms.
     pub(super) psi_interval: Option<HumanDuration>,
+    /// `mux_delay`: default `"500ms"`, 200ms..=10s.
+    pub(super) mux_delay: Option<HumanDuration>,
     /// `clock_origin`: default 0, 0..2^33.
     pub(super) clock_origin: Option<i64>,
     /// `timezone`: IANA zone name; default `"UTC"`.

@@ -32,6 +32,7 @@ use crate::router::{Control, InputAction, InputOrder, ScheduleSink};
 use crate::station::failover::{Failover, Source};
 use crate::station::{self, AirReport, Handover, Output, Station, StationSpec};
 use crate::status::{ClockMaps, InputStatus, OutputStatus, RelayStatus, StationStatus, Status};
+use crate::supervise::contain;
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
@@ -148,6 +149,7 @@ impl Engine {
             );
             let mut st = Station::new(spec.plan(si, &network, clock, spec.key_sources()?));
             let mut relays = Vec::new();
+            let mut scheduled_relays = Vec::new();
             for (program, ch) in spec.channels.iter().enumerate() {
                 if ch.inputs.is_empty() {
                     continue;
@@ -157,36 +159,12 @@ impl Engine {
                     .map_err(|e| {
                         anyhow::anyhow!("channel `{}`: starting its inputs: {e}", ch.id)
                     })?;
-                let mut failover =
-                    Failover::new(set.feeds.len(), ch.failover.restore_after.as_nanos() as u64);
                 // A channel with schedules is driven by them from the start: its inputs wait
                 // for the schedule's live items (the scheduler's first cues come within a
                 // second, while an input needs one to settle: better not to race).
                 let scheduled = !spec.mpts && config.schedules.dir.join(&ch.id).is_dir();
-                if scheduled {
-                    failover.idle();
-                }
-                relays.push(Relay {
-                    program,
-                    channel: ch.id.clone(),
-                    timezone: ch.timezone,
-                    failover,
-                    set,
-                    items,
-                    scheduled,
-                    slots: VecDeque::new(),
-                    slot: None,
-                    switches: VecDeque::new(),
-                    awaiting_gap: false,
-                    waiting: None,
-                    ending: false,
-                    lead_ns: ch.failover.lead.as_nanos() as u64,
-                    on_air_pmts: None,
-                    steer: (!spec.mpts).then(|| Steer::new(ch.failover.lead.as_secs_f64())),
-                    next_steer: 0,
-                    next_check: 0,
-                    air: AirState::default(),
-                });
+                scheduled_relays.push((program, scheduled));
+                relays.push(Relay::new(program, ch, set, items, scheduled, spec.mpts));
             }
             let feed = (!spec.mpts).then(Feed::new);
             st.mux_mut().track_raps(feed.is_some());
@@ -218,6 +196,16 @@ impl Engine {
                     underflows: 0,
                     starved: None,
                 },
+                rebuild: Rebuild {
+                    spec: spec.clone(),
+                    global: si,
+                    network: network.clone(),
+                    utc_at_epoch_ns,
+                    scheduled: scheduled_relays,
+                },
+                generation: 0,
+                panicked: None,
+                chaos_at: chaos_panic(&spec.id),
             });
         }
         let status: Status = Arc::new(tokio::sync::watch::Sender::new(
@@ -366,6 +354,57 @@ struct Live {
     monitor: playout::monitor::Monitor,
     /// What the stoppage record is told of the station's output.
     rec: OutputRecord,
+    /// How to build the station again after a contained panic.
+    rebuild: Rebuild,
+    /// The build of `st` (0 at the start, one more at each rebuild): I/O results for an
+    /// earlier one are dropped.
+    generation: u32,
+    /// A contained panic's stoppage, open until the rebuilt station has something on air; the
+    /// rebuild itself waits while it cannot be done (a key file gone).
+    panicked: Option<Panicked>,
+    /// The chaos knob (`HEADEND_CHAOS_PANIC=STATION@SECONDS`): panic once at this time
+    /// (engine clock, ns), to prove containment.
+    chaos_at: Option<u64>,
+}
+
+/// What a station is built from, kept to build it again.
+struct Rebuild {
+    spec: StationSpec,
+    /// Its index among all stations.
+    global: usize,
+    network: Arc<epg::carousel::NetworkSi>,
+    /// UTC at the engine's epoch (ns).
+    utc_at_epoch_ns: i64,
+    /// Whether each relay (by program) is driven by a schedule.
+    scheduled: Vec<(usize, bool)>,
+}
+
+impl Rebuild {
+    /// Whether the relay of `program` is driven by a schedule.
+    fn rebuild_scheduled(&self, program: usize) -> bool {
+        self.scheduled
+            .iter()
+            .any(|(p, scheduled)| *p == program && *scheduled)
+    }
+}
+
+/// A contained panic of a station's engine work.
+struct Panicked {
+    why: String,
+    /// Built again already (else: the rebuild is retried at the next status look).
+    rebuilt: bool,
+}
+
+/// How long a rebuilt station's output pauses before its first datagram.
+const REBUILD_START_NS: u64 = 20_000_000;
+
+/// The chaos knob: `HEADEND_CHAOS_PANIC=STATION@SECONDS` makes that station's engine work
+/// panic once, that long after the start (tests and the soak prove the containment with it).
+fn chaos_panic(station: &str) -> Option<u64> {
+    let v = std::env::var("HEADEND_CHAOS_PANIC").ok()?;
+    let (id, secs) = v.split_once('@')?;
+    let secs: f64 = secs.parse().ok()?;
+    (id == station).then_some((secs * 1e9) as u64)
 }
 
 /// Degradations (priority 1 and 2 errors on the output) and underflows (nothing to send:
@@ -520,6 +559,46 @@ struct Relay {
     air: AirState,
 }
 
+impl Relay {
+    /// The relay of program `program` (channel `ch`) over its running inputs `set`, which
+    /// are the station's playlist items `items`.
+    fn new(
+        program: usize,
+        ch: &crate::config::ChannelConfig,
+        set: LiveSet,
+        items: Vec<usize>,
+        scheduled: bool,
+        mpts: bool,
+    ) -> Relay {
+        let mut failover =
+            Failover::new(set.feeds.len(), ch.failover.restore_after.as_nanos() as u64);
+        if scheduled {
+            failover.idle();
+        }
+        Relay {
+            program,
+            channel: ch.id.clone(),
+            timezone: ch.timezone,
+            failover,
+            set,
+            items,
+            scheduled,
+            slots: VecDeque::new(),
+            slot: None,
+            switches: VecDeque::new(),
+            awaiting_gap: false,
+            waiting: None,
+            ending: false,
+            lead_ns: ch.failover.lead.as_nanos() as u64,
+            on_air_pmts: None,
+            steer: (!mpts).then(|| Steer::new(ch.failover.lead.as_secs_f64())),
+            next_steer: 0,
+            next_check: 0,
+            air: AirState::default(),
+        }
+    }
+}
+
 /// A relay as the stoppage record sees it.
 #[derive(Debug, Default)]
 struct AirState {
@@ -572,6 +651,7 @@ const STEER_NS: u64 = 100_000_000;
 struct IoJob {
     shard: usize,
     station: usize,
+    generation: u32,
     program: usize,
     source: FileSource,
     req: IoRequest,
@@ -580,6 +660,7 @@ struct IoJob {
 
 struct IoResult {
     station: usize,
+    generation: u32,
     program: usize,
     source: FileSource,
     done: IoDone,
@@ -670,8 +751,17 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         }
         // First what is due: the datagrams.
         let mut next = now + MAX_SLEEP.as_nanos() as u64;
+        // Each station's work is contained: a panic rebuilds that station (`Live::restart`)
+        // while the others keep their timing.
         for l in stations.iter_mut() {
-            l.tick(now);
+            let r = contain(|| {
+                if l.chaos_at.is_some_and(|t| now >= t) {
+                    l.chaos_at = None;
+                    panic!("HEADEND_CHAOS_PANIC");
+                }
+                l.tick(now)
+            });
+            l.contained(r, now, &links.maps);
             next = next.min(l.pacer.poll_timeout());
         }
         // Then the rest, in the time left before the next datagram is due. Applying a read
@@ -685,56 +775,79 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             }
             let Ok(r) = links.done.try_recv() else { break };
             let l = &mut stations[r.station];
+            if r.generation != l.generation {
+                // For the station as it was before a rebuild.
+                continue;
+            }
             l.sources[r.program] = Some(r.source);
-            l.st.handle_io(r.program, r.done);
+            let done = contain(|| l.st.handle_io(r.program, r.done));
+            l.contained(done, now, &links.maps);
             applied += 1;
         }
         while let Ok(msg) = links.control.try_recv() {
             match msg {
                 Control::Schedule(msg) => {
                     if let Some(k) = local(msg.station) {
-                        for r in stations[k].relays.iter_mut().filter(|r| r.program == 0) {
-                            r.schedule(&msg);
-                        }
-                        stations[k].st.handle_schedule(msg);
+                        let l = &mut stations[k];
+                        let r = contain(|| {
+                            for r in l.relays.iter_mut().filter(|r| r.program == 0) {
+                                r.schedule(&msg);
+                            }
+                            l.st.handle_schedule(msg);
+                        });
+                        l.contained(r, now, &links.maps);
                     }
                 }
                 Control::Override(msg) => {
                     if let Some(k) = local(msg.station()) {
-                        stations[k].st.handle_override(msg);
+                        let l = &mut stations[k];
+                        let r = contain(|| l.st.handle_override(msg));
+                        l.contained(r, now, &links.maps);
                     }
                 }
                 Control::Peer(pf) => {
                     for l in &mut stations {
-                        l.st.handle_peer(&pf);
+                        let r = contain(|| l.st.handle_peer(&pf));
+                        l.contained(r, now, &links.maps);
                     }
                 }
                 Control::Input(order) => {
                     if let Some(k) = local(order.station) {
-                        stations[k].order(order);
+                        let l = &mut stations[k];
+                        let r = contain(|| l.order(order));
+                        l.contained(r, now, &links.maps);
                     }
                 }
             }
         }
         while let Ok((g, built)) = links.built.try_recv() {
             if let Some(k) = local(g) {
-                stations[k].st.handle_built(built);
+                let l = &mut stations[k];
+                let r = contain(|| l.st.handle_built(built));
+                l.contained(r, now, &links.maps);
             }
         }
         for (i, l) in stations.iter_mut().enumerate() {
-            l.request_io(shard, i, &links.jobs);
-            l.take_cas();
-            l.take_outputs(global[i], &links);
-            for m in l.st.take_marks() {
-                l.rec.journal.mark(m);
-            }
+            let r = contain(|| {
+                l.request_io(shard, i, &links.jobs);
+                l.take_cas();
+                l.take_outputs(global[i], &links);
+                for m in l.st.take_marks() {
+                    l.rec.journal.mark(m);
+                }
+            });
+            l.contained(r, now, &links.maps);
         }
         if now >= next_status {
             next_status = now + STATUS_NS;
             for l in stations.iter_mut() {
-                let on_air = l.st.on_air().first().cloned().flatten();
-                let underflows = l.st.mux().stats().underflows;
-                l.rec.look(now, l.st.id(), &l.monitor, underflows, on_air);
+                let r = contain(|| {
+                    let on_air = l.st.on_air().first().cloned().flatten();
+                    let underflows = l.st.mux().stats().underflows;
+                    l.rec.look(now, l.st.id(), &l.monitor, underflows, on_air);
+                });
+                l.contained(r, now, &links.maps);
+                l.after_restart(now, &links.maps);
             }
             publish_status(&stations, &global, status);
             let mut offsets = Vec::new();
@@ -799,6 +912,7 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>
         if done
             .send(IoResult {
                 station: job.station,
+                generation: job.generation,
                 program: job.program,
                 source,
                 done: result,
@@ -811,6 +925,131 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>
 }
 
 impl Live {
+    /// After contained work: a panic (`Err`) rebuilds the station.
+    fn contained(&mut self, result: Result<(), String>, now: u64, maps: &ClockMaps) {
+        if let Err(why) = result {
+            self.restart(now, why, maps);
+        }
+    }
+
+    /// The station's engine work panicked: what it was in the middle of may be half-done,
+    /// so the station (splicers, muxer, SI, scramblers) is built again from its config and
+    /// goes on air afresh, with its outputs, live inputs and SimulCrypt links kept. Its
+    /// output pauses for [`REBUILD_START_NS`] and restarts its clock (a PCR discontinuity
+    /// receivers resync on); the scheduler sees the new clock and cues the schedule again
+    /// from the wall clock. A stoppage is on record from the panic until something is on
+    /// air again.
+    fn restart(&mut self, now: u64, why: String, maps: &ClockMaps) {
+        use crate::record::{Kind, Mark};
+        let id = self.rebuild.spec.id.clone();
+        if self.panicked.as_ref().is_none_or(|p| p.rebuilt) {
+            tracing::error!(station = %id, panic = %why, "the station's engine work panicked: it is built again; the other stations go on");
+            for ch in &self.rebuild.spec.channels {
+                let on_air = self.st.on_air().first().cloned().flatten();
+                self.rec.journal.mark(
+                    Mark::start(
+                        Kind::Stoppage,
+                        &ch.id,
+                        "head-end",
+                        "engine",
+                        format!("the channel's engine work panicked ({why}): it is built again"),
+                    )
+                    .on_air(on_air),
+                );
+            }
+        }
+        self.panicked = Some(Panicked {
+            why,
+            rebuilt: false,
+        });
+        self.try_rebuild(now, maps);
+    }
+
+    /// Builds the station again (see [`Live::restart`]); a key file that cannot be read
+    /// leaves it to the next status look, the output silent meanwhile.
+    fn try_rebuild(&mut self, now: u64, maps: &ClockMaps) {
+        let r = &self.rebuild;
+        let keys = match r.spec.key_sources() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(station = %r.spec.id, error = %e, "the station cannot be built again yet");
+                return;
+            }
+        };
+        let start_ns = now + REBUILD_START_NS;
+        let clock = ClockMap {
+            utc_at_origin_ns: r.utc_at_epoch_ns + start_ns as i64,
+            origin: r.spec.mux.clock_origin,
+            offset_ns: 0,
+        };
+        let mut st = Station::new(r.spec.plan(r.global, &r.network, clock, keys));
+        st.mux_mut().track_raps(self.feed.is_some());
+        let relays = std::mem::take(&mut self.relays);
+        for old in relays {
+            let Some(ch) = r.spec.channels.get(old.program) else {
+                continue;
+            };
+            let items = st.add_live(old.program, ch);
+            let scheduled = r.rebuild_scheduled(old.program);
+            self.relays.push(Relay::new(
+                old.program,
+                ch,
+                old.set,
+                items,
+                scheduled,
+                r.spec.mpts,
+            ));
+        }
+        self.st = st;
+        self.generation = self.generation.wrapping_add(1);
+        for s in &mut self.sources {
+            *s = Some(FileSource::default());
+        }
+        self.pacer = Pacer::new(PacerConfig::new(r.spec.mux.muxrate_bps), start_ns);
+        self.acc.clear();
+        self.acc_slot = 0;
+        self.acc_since = start_ns;
+        self.acc_rap = None;
+        let global = r.global;
+        maps.send_modify(|all| {
+            if let Some(m) = all.get_mut(global) {
+                *m = Some(clock);
+            }
+        });
+        if let Some(p) = &mut self.panicked {
+            p.rebuilt = true;
+        }
+    }
+
+    /// At a status look: a rebuild still to do is tried again; once the rebuilt station has
+    /// something on air, the panic's stoppage ends.
+    fn after_restart(&mut self, now: u64, maps: &ClockMaps) {
+        use crate::record::{Kind, Mark};
+        let Some(p) = &self.panicked else { return };
+        if !p.rebuilt {
+            self.try_rebuild(now, maps);
+            return;
+        }
+        let on_air = self.st.on_air().first().cloned().flatten();
+        if on_air.is_none() {
+            return;
+        }
+        tracing::info!(station = %self.rebuild.spec.id, panic = %p.why, "the station is on air again after its rebuild");
+        for ch in &self.rebuild.spec.channels {
+            self.rec.journal.mark(
+                Mark::end(
+                    Kind::Stoppage,
+                    &ch.id,
+                    "head-end",
+                    "engine",
+                    "the channel is on air again, built afresh",
+                )
+                .on_air(on_air.clone()),
+            );
+        }
+        self.panicked = None;
+    }
+
     /// An operator's order: carried out at the relay's next look at its inputs.
     fn order(&mut self, order: InputOrder) {
         let Some(r) = self.relays.iter_mut().find(|r| r.channel == order.channel) else {
@@ -1040,6 +1279,7 @@ impl Live {
                     let _ = jobs.send(IoJob {
                         shard,
                         station: index,
+                        generation: self.generation,
                         program: job.program,
                         source,
                         req: job.req,

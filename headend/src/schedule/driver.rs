@@ -97,6 +97,7 @@ impl ScheduledChannel {
 type FileStamp = (u64, Option<SystemTime>);
 
 /// One channel the scheduler drives.
+#[derive(Clone)]
 pub(crate) struct ScheduledChannel {
     pub(crate) station: usize,
     pub(crate) channel: String,
@@ -137,6 +138,9 @@ pub(crate) struct State {
     unplayable: HashMap<PathBuf, (Option<FileStamp>, String)>,
     /// Faults logged, so each is logged once.
     faults_logged: std::collections::HashSet<String>,
+    /// The station's output clock origin (UTC, ns) last seen: a new one means the station
+    /// was built again (after a contained panic) and has none of what was cued.
+    origin_seen: Option<i64>,
 }
 
 /// What the scheduler works with, shared with the engine and the API.
@@ -185,6 +189,7 @@ pub(crate) fn start(
                     }
                     let map = maps.borrow().get(st.ch.station).copied().flatten();
                     if let Some(map) = map {
+                        st.see_clock(&map);
                         let r = st.round(&store, &media_dir, map, now_utc());
                         if let Some(view) = r.view {
                             views.send_modify(|v| {
@@ -256,6 +261,20 @@ impl State {
             returning: false,
             unplayable: HashMap::new(),
             faults_logged: std::collections::HashSet::new(),
+            origin_seen: None,
+        }
+    }
+
+    /// Notes the station's clock; when its origin moved, the station was built again with
+    /// only its config's playlist: everything is cued afresh, joining the schedule at once.
+    pub(crate) fn see_clock(&mut self, map: &ClockMap) {
+        let seen = self.origin_seen.replace(map.utc_at_origin_ns);
+        if seen.is_some_and(|o| o != map.utc_at_origin_ns) {
+            tracing::warn!(channel = %self.ch.channel, "the station was built again: its schedule is cued afresh");
+            let ch = self.ch.clone();
+            *self = State::new(ch);
+            self.origin_seen = Some(map.utc_at_origin_ns);
+            self.returning = true;
         }
     }
 

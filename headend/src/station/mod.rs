@@ -850,6 +850,8 @@ pub(crate) fn splicers(channels: &[&ChannelConfig]) -> Vec<Splicer> {
         .map(|ch| {
             let mut sc = SpliceConfig::new(ch.service_id);
             sc.pids = output_pids(&ch.pids);
+            sc.mux_delay = Some(ch.mux_delay.as_nanos() as u64 * 27 / 1000);
+            sc.muxrate_bps = ch.muxrate.bps();
             if let Some(s) = &ch.scrambling {
                 (sc.program_info, sc.es_info) = scrambling::pmt_descriptors(s);
             }
