@@ -2,7 +2,7 @@
 //! `metrics` crate and its Prometheus exporter. Per channel and output: bytes, datagrams,
 //! send errors; per station: packets, null packets, late packets, underflows, pacer stalls,
 //! items started and failed, what is on air, TR 101 290 counts by rule; per live input: which
-//! is active, its health, bytes and errors; HTTP clients and bytes; alerts on air; scrambling
+//! is active, its health, bytes, errors and TR 101 290 counts by rule; HTTP clients and bytes; alerts on air; scrambling
 //! and ECMG link state; the stoppage record and its webhooks; and the process (CPU, memory,
 //! file descriptors, threads, start time).
 //!
@@ -116,6 +116,11 @@ fn describe() {
         "headend_tr101290_errors_total",
         Unit::Count,
         "ETSI TR 101 290 indicator counts on a station's output, by rule."
+    );
+    describe_counter!(
+        "headend_input_tr101290_errors_total",
+        Unit::Count,
+        "ETSI TR 101 290 indicator counts on what a live input receives, by rule (priority 1 and 2)."
     );
     describe_gauge!(
         "headend_input_active",
@@ -284,16 +289,9 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
         gauge!("headend_on_air", &labels).set(flag(st.on_air.iter().any(Option::is_some)));
         gauge!("headend_max_late_seconds", &labels).set(st.max_late_us as f64 / 1e6);
         for (rule, n) in &st.tr101290 {
-            let (number, name) = rule.split_once(' ').unwrap_or((rule.as_str(), ""));
-            let priority = number.split('.').next().unwrap_or("").to_owned();
-            counter!(
-                "headend_tr101290_errors_total",
-                "channel" => ch.clone(),
-                "rule" => number.to_owned(),
-                "name" => name.to_owned(),
-                "priority" => priority,
-            )
-            .absolute(*n);
+            let mut labels = vec![("channel", ch.clone())];
+            labels.extend(rule_labels(rule));
+            counter!("headend_tr101290_errors_total", &labels).absolute(*n);
         }
         for s in &st.scrambling {
             let labels = [("channel", s.channel.clone()), ("cipher", s.cipher.clone())];
@@ -316,6 +314,11 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
                 counter!("headend_input_cc_errors_total", &labels).absolute(i.cc_errors);
                 counter!("headend_input_rtp_lost_total", &labels).absolute(i.rtp_lost);
                 counter!("headend_input_overflow_bytes_total", &labels).absolute(i.overflow_bytes);
+                for (rule, n) in &i.tr101290 {
+                    let mut labels = labels.to_vec();
+                    labels.extend(rule_labels(rule));
+                    counter!("headend_input_tr101290_errors_total", &labels).absolute(*n);
+                }
             }
         }
     }
@@ -352,6 +355,18 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
         gauge!("headend_webhook_queued", &labels).set(w.queued as f64);
     }
     process();
+}
+
+/// The labels of a TR 101 290 rule from its name (`"1.4 Continuity_count_error"`): `rule`
+/// (`1.4`), `name` and `priority` (`1`).
+fn rule_labels(rule: &str) -> [(&'static str, String); 3] {
+    let (number, name) = rule.split_once(' ').unwrap_or((rule, ""));
+    let priority = number.split('.').next().unwrap_or("");
+    [
+        ("rule", number.to_owned()),
+        ("name", name.to_owned()),
+        ("priority", priority.to_owned()),
+    ]
 }
 
 /// The process figures, from `/proc/self` (Linux; USER_HZ is 100 in what it reports).

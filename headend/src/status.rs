@@ -114,6 +114,9 @@ pub(crate) struct InputStatus {
     /// Why the input cannot be received, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// ETSI TR 101 290 on what arrives (`playout::monitor`, priority 1 and 2: an input's SI
+    /// is not ours to check): the count of each rule since start, by its number and name.
+    pub(crate) tr101290: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -419,10 +419,32 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
         .find(|c| c["id"] == "live")
         .unwrap();
     let tr = station["status"]["tr101290"].as_object().unwrap();
-    assert_eq!(tr.len(), 15, "{tr:?}");
+    assert_eq!(tr.len(), 16, "{tr:?}");
     for (rule, n) in tr {
         assert_eq!(n, 0, "{rule}: {tr:?}");
     }
+    // Each input's own monitor, on all that arrives: the main's losses are continuity errors
+    // there, in /channels and in /metrics.
+    for input in relay["inputs"].as_array().unwrap() {
+        let tr = input["tr101290"].as_object();
+        assert_eq!(tr.map(|t| t.len()), Some(16), "{input}");
+    }
+    assert!(
+        relay["inputs"][0]["tr101290"]["1.4 Continuity_count_error"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{relay}"
+    );
+    let metrics = common::http_get(http, "/metrics");
+    let main_cc =
+        "headend_input_tr101290_errors_total{channel=\"live\",input=\"main\",rule=\"1.4\"";
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(main_cc) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     assert!(
         relay["inputs"][0]["cc_errors"].as_u64().unwrap() > 0,
         "{relay}"

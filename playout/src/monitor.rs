@@ -1,7 +1,7 @@
 //! A continuous ETSI TR 101 290 monitor (§5.2): counts, per rule, the errors of a transport
 //! stream as it goes by: priority 1 (sync, PAT, continuity, PMT, PID), priority 2 (transport
-//! error, CRC, PCR repetition and discontinuity, PTS repetition) and, for the SI a head-end
-//! sends, priority 3 repetition (NIT, SDT, EIT, TDT).
+//! error, CRC, PCR repetition, discontinuity and accuracy, PTS repetition) and, for the SI a
+//! head-end sends, priority 3 repetition (NIT, SDT, EIT, TDT).
 //!
 //! Sans-IO: [`Monitor::push`] takes packets with the time they went by (ns, any monotonic
 //! origin); [`Monitor::tick`] takes the time alone, for the rules that fire on absence.
@@ -9,11 +9,24 @@
 //! values for a discontinuity), PTS 700 ms, a PID of the PMT 5 s (the "user specified"
 //! period), NIT 10 s, SDT and EIT p/f 2 s, TDT 30 s. An absence is counted once per period it
 //! lasts.
+//!
+//! PCR accuracy (2.4, ±500 ns) is judged in the packet-count model, never from arrival times:
+//! a constant-bitrate stream puts each PCR where the previous accurate PCR of its PID and the
+//! packets between them at the stream's rate say it should be, and that rate is estimated
+//! from the PCRs themselves (packets over ticks since the PID's first PCR). Arrival times
+//! carry the network's jitter (milliseconds on a live input), a thousand times the tolerance,
+//! so they cannot judge it; the byte positions can, on any CBR stream, live or not. A single
+//! PCR off by more than 500 ns counts once (the next PCR is judged from the last good one); a
+//! step (every PCR from one on shifted alike, or a new rate) counts once too and the
+//! estimate starts again from there, as it does at a discontinuity_indicator. A lost packet
+//! shifts the byte count, so on a lossy input a loss in front of a PCR counts once as well. A
+//! variable-bitrate stream has no such model: [`MonitorConfig::pcr_accuracy`] is off for it.
 
 use std::collections::HashMap;
 
 use crate::psi::{crc32_mpeg2, Pat, Pmt, SectionAssembler};
-use crate::ts::{Pid, TsPacket, PACKET_SIZE, SYNC_BYTE};
+use crate::time::Pcr;
+use crate::ts::{Pid, PACKET_SIZE, SYNC_BYTE};
 
 /// A TR 101 290 indicator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +52,9 @@ pub enum Rule {
     /// 2.3b: consecutive PCR values more than 100 ms apart, or going back, without the
     /// discontinuity_indicator.
     PcrDiscontinuity,
+    /// 2.4: a PCR more than ±500 ns from where the constant bitrate puts it (judged by packet
+    /// count, see the module docs).
+    PcrAccuracy,
     /// 2.5: PTS of a stream more than 700 ms apart.
     PtsRepetition,
     /// 3.1a: no NIT for 10 s.
@@ -53,7 +69,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in the document's order.
-    pub const ALL: [Rule; 15] = [
+    pub const ALL: [Rule; 16] = [
         Rule::SyncLoss,
         Rule::SyncByte,
         Rule::Pat,
@@ -64,6 +80,7 @@ impl Rule {
         Rule::Crc,
         Rule::PcrRepetition,
         Rule::PcrDiscontinuity,
+        Rule::PcrAccuracy,
         Rule::PtsRepetition,
         Rule::Nit,
         Rule::Sdt,
@@ -84,6 +101,7 @@ impl Rule {
             Rule::Crc => "2.2 CRC_error",
             Rule::PcrRepetition => "2.3a PCR_repetition_error",
             Rule::PcrDiscontinuity => "2.3b PCR_discontinuity_indicator_error",
+            Rule::PcrAccuracy => "2.4 PCR_accuracy_error",
             Rule::PtsRepetition => "2.5 PTS_error",
             Rule::Nit => "3.1a NIT_actual_error",
             Rule::Sdt => "3.5a SDT_actual_error",
@@ -105,6 +123,7 @@ impl Rule {
             | Rule::Crc
             | Rule::PcrRepetition
             | Rule::PcrDiscontinuity
+            | Rule::PcrAccuracy
             | Rule::PtsRepetition => 2,
             Rule::Nit | Rule::Sdt | Rule::Eit | Rule::Tdt => 3,
         }
@@ -121,6 +140,92 @@ pub struct MonitorConfig {
     pub si: bool,
     /// Check the NIT's repetition too (a stream of a configured network).
     pub nit: bool,
+    /// Check PCR accuracy (2.4): for a stream meant to be constant-bitrate (a head-end's
+    /// output, a CBR file or contribution feed), where each PCR's byte position fixes its
+    /// value. Off for a variable-bitrate stream, where nothing does.
+    pub pcr_accuracy: bool,
+}
+
+/// 500 ns in 27 MHz ticks, doubled (13.5 ticks: kept in integers).
+const PCR_TOLERANCE_TWICE: i128 = 27;
+
+/// PCR accuracy (2.4) of one PID in the packet-count model: the rate is the ticks over the
+/// packets from `base` to `anchor` (its first and its last accurate PCR of the run).
+#[derive(Clone, Copy, Debug)]
+struct PcrClock {
+    /// (packet number, PCR) where the run began.
+    base: (u64, Pcr),
+    /// (packet number, PCR) of the last PCR judged accurate (`base` at first).
+    anchor: (u64, Pcr),
+    /// Ticks from `base` to `anchor` (unwrapped).
+    span: i64,
+    /// A PCR judged inaccurate just before: an outlier if the next is accurate again, a step
+    /// if the next agrees with it.
+    suspect: Option<(u64, Pcr)>,
+}
+
+impl PcrClock {
+    fn new(at: (u64, Pcr)) -> PcrClock {
+        PcrClock {
+            base: at,
+            anchor: at,
+            span: 0,
+            suspect: None,
+        }
+    }
+
+    /// Whether PCR `v` at packet `n` is where the estimated rate puts it, counted from `from`
+    /// (`None` while there is no rate yet).
+    fn accurate(&self, from: (u64, Pcr), n: u64, v: Pcr) -> Option<bool> {
+        let packets = i128::from(self.anchor.0 - self.base.0);
+        if packets == 0 || self.span <= 0 {
+            return None;
+        }
+        // v − (from + (n − from.n) × span / packets), times `packets`.
+        let off = i128::from(v.since(from.1)) * packets
+            - i128::from(n.wrapping_sub(from.0) as i64) * i128::from(self.span);
+        Some(off.abs() * 2 <= PCR_TOLERANCE_TWICE * packets)
+    }
+
+    /// Judges the PCR `v` of packet `n`; true if it is an error.
+    fn judge(&mut self, n: u64, v: Pcr) -> bool {
+        let accept = |c: &mut PcrClock| {
+            c.span += v.since(c.anchor.1);
+            c.anchor = (n, v);
+            c.suspect = None;
+        };
+        match self.accurate(self.anchor, n, v) {
+            // The second PCR of a run gives the first rate; after one that went back, the
+            // run starts again.
+            None => {
+                if self.anchor.0 == self.base.0 {
+                    accept(self);
+                } else {
+                    *self = PcrClock::new((n, v));
+                }
+                false
+            }
+            Some(true) => {
+                accept(self);
+                false
+            }
+            Some(false) => match self.suspect {
+                None => {
+                    self.suspect = Some((n, v));
+                    true
+                }
+                Some(s) => {
+                    // Two in a row: the stream moved. Counted once if this one agrees with
+                    // the first (a step), again if not; either way the run starts again at
+                    // the first.
+                    let step = self.accurate(s, n, v) == Some(true);
+                    *self = PcrClock::new(s);
+                    accept(self);
+                    !step
+                }
+            },
+        }
+    }
 }
 
 /// The last time something was seen, for a rule that fires on its absence.
@@ -141,38 +246,65 @@ impl Watch {
         self.last += n * limit;
         n
     }
+
+    /// [`Watch::overdue`], lowering `due` to this watch's next deadline.
+    fn overdue_by(&mut self, now: u64, limit: u64, due: &mut u64) -> u64 {
+        let n = self.overdue(now, limit);
+        *due = (*due).min(self.last + limit);
+        n
+    }
 }
 
 #[derive(Debug, Default)]
 struct PidState {
+    pid: u16,
     cc: Option<u8>,
     /// The last packet repeated once (a duplicate is allowed once).
     duplicate: bool,
     asm: Option<SectionAssembler>,
-    last_seen: u64,
     /// (arrival, value) of the last PCR.
     pcr: Option<(u64, u64)>,
+    /// PCR accuracy, when checked.
+    pcr_clock: Option<PcrClock>,
     last_pts: Option<u64>,
+    /// A PMT the PAT lists is on this PID: when it was last seen.
+    pmt: Option<Watch>,
+    /// A PMT lists this PID: when it was last seen (started when listed).
+    listed: Option<Watch>,
+    /// The CRC_32 of the last PAT or PMT section parsed here: the same section again is not
+    /// parsed again.
+    last_crc: Option<u32>,
 }
 
+/// Every PID (13 bits).
+const PIDS: usize = 1 << 13;
+
 /// The monitor of one transport stream.
+///
+/// The per-packet path is a table lookup by PID and a few compares; it allocates nothing
+/// (sections are assembled in a buffer kept per PID, and a PAT or PMT is parsed only when it
+/// differs from the last one).
 #[derive(Debug)]
 pub struct Monitor {
     cfg: MonitorConfig,
-    counts: HashMap<Rule, u64>,
-    pids: HashMap<u16, PidState>,
+    /// Per rule, in the order of [`Rule::ALL`].
+    counts: [u64; Rule::ALL.len()],
+    /// PID → 1 + its index in `pids` (0: not seen yet).
+    index: Box<[u16; PIDS]>,
+    pids: Vec<PidState>,
     /// Consecutive packets with a bad sync byte.
     bad_syncs: u32,
     pat: Option<Watch>,
-    /// PMT PID → its watch.
-    pmts: HashMap<u16, Watch>,
-    /// PIDs the PMTs list → when they were last seen (started when listed).
-    listed: HashMap<u16, Watch>,
     /// What each PMT (by PID) lists now.
     by_pmt: HashMap<u16, Vec<u16>>,
     si: [Option<Watch>; 4],
     started: Option<u64>,
     packets: u64,
+    /// The earliest deadline of any watch at the last full look: nothing is overdue before
+    /// it. A sighting only moves a deadline later, and a watch made since has one no earlier
+    /// than it: the PAT's watch, there from the first look on, has the shortest limit (0.5 s)
+    /// and was last seen no later than the look.
+    next_due: u64,
 }
 
 impl Monitor {
@@ -180,25 +312,22 @@ impl Monitor {
     pub fn new(cfg: MonitorConfig) -> Monitor {
         Monitor {
             cfg,
-            counts: HashMap::new(),
-            pids: HashMap::new(),
+            counts: [0; Rule::ALL.len()],
+            index: Box::new([0; PIDS]),
+            pids: Vec::new(),
             bad_syncs: 0,
             pat: None,
-            pmts: HashMap::new(),
-            listed: HashMap::new(),
             by_pmt: HashMap::new(),
             si: [None; 4],
             started: None,
             packets: 0,
+            next_due: 0,
         }
     }
 
     /// The count of every rule, in the document's order.
     pub fn counts(&self) -> Vec<(Rule, u64)> {
-        Rule::ALL
-            .iter()
-            .map(|r| (*r, self.counts.get(r).copied().unwrap_or(0)))
-            .collect()
+        Rule::ALL.iter().copied().zip(self.counts).collect()
     }
 
     /// Packets seen.
@@ -211,9 +340,27 @@ impl Monitor {
     }
 
     fn add(&mut self, rule: Rule, n: u64) {
-        if n > 0 {
-            *self.counts.entry(rule).or_default() += n;
+        self.counts[rule as usize] += n;
+    }
+
+    /// The state of `pid`, made on first use.
+    fn state(&mut self, pid: u16) -> &mut PidState {
+        let slot = &mut self.index[usize::from(pid) & (PIDS - 1)];
+        if *slot == 0 {
+            self.pids.push(PidState {
+                pid,
+                ..PidState::default()
+            });
+            // At most 8192 PIDs: the index fits.
+            *slot = self.pids.len() as u16;
         }
+        &mut self.pids[usize::from(*slot) - 1]
+    }
+
+    /// The state of `pid`, if it has one.
+    fn state_of(&mut self, pid: u16) -> Option<&mut PidState> {
+        let slot = self.index[usize::from(pid) & (PIDS - 1)];
+        self.pids.get_mut(usize::from(slot).checked_sub(1)?)
     }
 
     /// Packets (whole, back to back) that went by at `now` (ns).
@@ -225,25 +372,29 @@ impl Monitor {
         self.tick(now);
     }
 
-    /// The rules that fire on absence, at `now`.
+    /// The rules that fire on absence, at `now`. Cheap until the earliest deadline passes
+    /// (it runs after every push).
     pub fn tick(&mut self, now: u64) {
         let Some(start) = self.started else { return };
+        if now <= self.next_due {
+            return;
+        }
+        let mut due = u64::MAX;
         let pat = self
             .pat
             .get_or_insert(Watch { last: start })
-            .overdue(now, 500 * MS);
+            .overdue_by(now, 500 * MS, &mut due);
         self.add(Rule::Pat, pat);
-        let late: u64 = self
-            .pmts
-            .values_mut()
-            .map(|w| w.overdue(now, 500 * MS))
-            .sum();
+        let (mut late, mut gone) = (0, 0);
+        for st in &mut self.pids {
+            if let Some(w) = st.pmt.as_mut() {
+                late += w.overdue_by(now, 500 * MS, &mut due);
+            }
+            if let Some(w) = st.listed.as_mut() {
+                gone += w.overdue_by(now, 5000 * MS, &mut due);
+            }
+        }
         self.add(Rule::Pmt, late);
-        let gone: u64 = self
-            .listed
-            .values_mut()
-            .map(|w| w.overdue(now, 5000 * MS))
-            .sum();
         self.add(Rule::Pid, gone);
         if self.cfg.si {
             let limits = [
@@ -258,10 +409,11 @@ impl Monitor {
                 }
                 let n = self.si[k]
                     .get_or_insert(Watch { last: start })
-                    .overdue(now, limit);
+                    .overdue_by(now, limit, &mut due);
                 self.add(rule, n);
             }
         }
+        self.next_due = due;
     }
 
     fn packet(&mut self, now: u64, p: &[u8]) {
@@ -287,11 +439,11 @@ impl Monitor {
         let af = p[3] & 0x20 != 0 && p[4] > 0;
         let discontinuity = af && p[5] & 0x80 != 0;
         let cc = p[3] & 0x0F;
-        if let Some(w) = self.listed.get_mut(&pid) {
+        let (packets, pcr_accuracy) = (self.packets, self.cfg.pcr_accuracy);
+        let st = self.state(pid);
+        if let Some(w) = st.listed.as_mut() {
             w.last = now;
         }
-        let st = self.pids.entry(pid).or_default();
-        st.last_seen = now;
         // 1.4: continuity (a duplicate once; the discontinuity_indicator resets).
         let mut cc_error = false;
         if has_payload {
@@ -314,7 +466,7 @@ impl Monitor {
             st.cc = Some(cc);
         }
         // 2.3: PCR.
-        let mut pcr_errors = (false, false);
+        let mut pcr_errors = (false, false, false);
         if af && p[5] & 0x10 != 0 && p[4] >= 7 {
             let base = u64::from(p[6]) << 25
                 | u64::from(p[7]) << 17
@@ -332,12 +484,19 @@ impl Monitor {
                 }
             }
             st.pcr = Some((now, value));
+            if pcr_accuracy {
+                let at = (packets, Pcr::new(value));
+                match st.pcr_clock.as_mut() {
+                    Some(c) if !discontinuity => pcr_errors.2 = c.judge(at.0, at.1),
+                    _ => st.pcr_clock = Some(PcrClock::new(at)),
+                }
+            }
         }
         // 2.5: PTS repetition, on the streams that carry PTS.
         let mut pts_error = false;
+        let payload_at = if af { 5 + usize::from(p[4]) } else { 4 };
         if p[1] & 0x40 != 0 && has_payload && !scrambled {
-            let start = if af { 5 + usize::from(p[4]) } else { 4 };
-            if let Some(h) = p.get(start..start + 14) {
+            if let Some(h) = p.get(payload_at..payload_at + 14) {
                 if h[..3] == [0, 0, 1] && h[3] >= 0xBD && h[7] & 0x80 != 0 {
                     if let Some(last) = st.last_pts {
                         if now.saturating_sub(last) > 700 * MS {
@@ -348,20 +507,19 @@ impl Monitor {
                 }
             }
         }
-        if cc_error {
-            self.count(Rule::Continuity);
-        }
-        if pcr_errors.0 {
-            self.count(Rule::PcrRepetition);
-        }
-        if pcr_errors.1 {
-            self.count(Rule::PcrDiscontinuity);
-        }
-        if pts_error {
-            self.count(Rule::PtsRepetition);
+        let is_pmt = st.pmt.is_some();
+        for (error, rule) in [
+            (cc_error, Rule::Continuity),
+            (pcr_errors.0, Rule::PcrRepetition),
+            (pcr_errors.1, Rule::PcrDiscontinuity),
+            (pcr_errors.2, Rule::PcrAccuracy),
+            (pts_error, Rule::PtsRepetition),
+        ] {
+            if error {
+                self.count(rule);
+            }
         }
         // PSI and SI sections.
-        let is_pmt = self.pmts.contains_key(&pid);
         let si_pid = matches!(pid, 0x10 | 0x11 | 0x12 | 0x14);
         if pid != 0 && !is_pmt && !si_pid {
             return;
@@ -370,17 +528,17 @@ impl Monitor {
             self.count(if pid == 0 { Rule::Pat } else { Rule::Pmt });
             return;
         }
-        let Ok(packet) = TsPacket::new(bytes::Bytes::copy_from_slice(p)) else {
+        if !has_payload || payload_at >= PACKET_SIZE {
             return;
-        };
-        let mut sections: Vec<Vec<u8>> = Vec::new();
-        let st = self.pids.entry(pid).or_default();
-        st.asm
-            .get_or_insert_with(SectionAssembler::default)
-            .push(&packet, !cc_error, |s| sections.push(s.to_vec()));
-        for s in sections {
-            self.section(now, pid, &s);
         }
+        // The assembler is taken out while its sections are handled (they may touch any
+        // PID's state), then put back: its buffer is kept.
+        let pusi = p[1] & 0x40 != 0;
+        let mut asm = self.state(pid).asm.take().unwrap_or_default();
+        asm.push_payload(&p[payload_at..], pusi, !cc_error, |s| {
+            self.section(now, pid, s);
+        });
+        self.state(pid).asm = Some(asm);
     }
 
     fn section(&mut self, now: u64, pid: u16, s: &[u8]) {
@@ -391,12 +549,21 @@ impl Monitor {
             self.count(Rule::Crc);
             return;
         }
+        // A PAT or PMT section the same as the last on its PID (the same CRC_32) lists
+        // nothing new.
+        let crc = s
+            .len()
+            .checked_sub(4)
+            .map(|at| u32::from_be_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]]));
         match (pid, table) {
             (0, 0x00) => {
                 if let Some(w) = self.pat.as_mut() {
                     w.last = now;
                 } else {
                     self.pat = Some(Watch { last: now });
+                }
+                if std::mem::replace(&mut self.state(0).last_crc, crc) == crc {
+                    return;
                 }
                 if let Ok(pat) = Pat::parse(s) {
                     // The programmes now: a PMT no longer listed is no longer expected.
@@ -406,9 +573,13 @@ impl Monitor {
                         .filter(|(number, _)| *number != 0)
                         .map(|(_, pmt)| pmt.value())
                         .collect();
-                    self.pmts.retain(|pid, _| now_listed.contains(pid));
+                    for st in &mut self.pids {
+                        if !now_listed.contains(&st.pid) {
+                            st.pmt = None;
+                        }
+                    }
                     for pmt in now_listed {
-                        self.pmts.entry(pmt).or_insert(Watch { last: now });
+                        self.state(pmt).pmt.get_or_insert(Watch { last: now });
                     }
                 }
             }
@@ -417,9 +588,13 @@ impl Monitor {
             (0x11, 0x42) => self.si[1] = Some(Watch { last: now }),
             (0x12, 0x4E) => self.si[2] = Some(Watch { last: now }),
             (0x14, 0x70) => self.si[3] = Some(Watch { last: now }),
-            (p, 0x02) if self.pmts.contains_key(&p) => {
-                if let Some(w) = self.pmts.get_mut(&p) {
-                    w.last = now;
+            (p, 0x02) => {
+                let Some(st) = self.state_of(p).filter(|st| st.pmt.is_some()) else {
+                    return;
+                };
+                st.pmt = Some(Watch { last: now });
+                if std::mem::replace(&mut st.last_crc, crc) == crc {
+                    return;
                 }
                 if let Ok(pmt) = Pmt::parse(Pid::from_bits(p), s) {
                     // A new version may list other PIDs: those it dropped are no longer
@@ -428,16 +603,17 @@ impl Monitor {
                     let old = self.by_pmt.insert(p, new.clone()).unwrap_or_default();
                     for pid in old.into_iter().filter(|x| !new.contains(x)) {
                         if !self.by_pmt.values().any(|l| l.contains(&pid)) {
-                            self.listed.remove(&pid);
-                            // Nor its PTS: it may come back, after any time.
-                            if let Some(st) = self.pids.get_mut(&pid) {
+                            if let Some(st) = self.state_of(pid) {
+                                st.listed = None;
+                                // Nor its PTS and PCR: it may come back, after any time.
                                 st.last_pts = None;
                                 st.pcr = None;
+                                st.pcr_clock = None;
                             }
                         }
                     }
                     for pid in new {
-                        self.listed.entry(pid).or_insert(Watch { last: now });
+                        self.state(pid).listed.get_or_insert(Watch { last: now });
                     }
                 }
             }
@@ -491,7 +667,10 @@ mod tests {
     }
 
     fn run(data: &[u8], per_packet_ns: u64) -> Monitor {
-        let mut m = Monitor::new(MonitorConfig::default());
+        let mut m = Monitor::new(MonitorConfig {
+            pcr_accuracy: true,
+            ..MonitorConfig::default()
+        });
         for (k, chunk) in data.chunks(7 * PACKET_SIZE).enumerate() {
             m.push(k as u64 * 7 * per_packet_ns, chunk);
         }
@@ -564,11 +743,106 @@ mod tests {
         assert_eq!(count(&m, Rule::Sdt), 0, "SI is not checked unless asked");
     }
 
+    /// The packets of `data` that carry a PCR, by index.
+    fn pcr_packets(data: &[u8]) -> Vec<usize> {
+        data.chunks(PACKET_SIZE)
+            .enumerate()
+            .filter(|(_, p)| p[3] & 0x20 != 0 && p[4] >= 7 && p[5] & 0x10 != 0)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Moves the PCR of packet `k` by `ticks` (27 MHz).
+    fn nudge_pcr(data: &mut [u8], k: usize, ticks: i64) {
+        let slot = &mut data[k * PACKET_SIZE..(k + 1) * PACKET_SIZE];
+        let pcr = crate::ts::TsPacket::new(Bytes::copy_from_slice(slot))
+            .unwrap()
+            .pcr()
+            .unwrap();
+        let moved = Pcr::new((pcr.ticks() as i64 + ticks) as u64);
+        assert!(crate::ts::TsPacketMut::new(slot).unwrap().set_pcr(moved));
+    }
+
+    #[test]
+    fn rules_are_indexed_in_document_order() {
+        for (k, rule) in Rule::ALL.iter().enumerate() {
+            assert_eq!(*rule as usize, k, "{}", rule.name());
+        }
+        assert_eq!(Rule::PcrAccuracy.name(), "2.4 PCR_accuracy_error");
+        assert_eq!(Rule::PcrAccuracy.priority(), 2);
+    }
+
+    #[test]
+    fn one_pcr_nudged_by_a_microsecond_counts_once() {
+        let (mut data, per) = rendered();
+        let pcrs = pcr_packets(&data);
+        assert!(pcrs.len() > 100);
+        nudge_pcr(&mut data, pcrs[pcrs.len() / 2], 27);
+        let m = run(&data, per);
+        assert_eq!(count(&m, Rule::PcrAccuracy), 1);
+        // Within the tolerance (400 ns): none.
+        let (mut data, _) = rendered();
+        nudge_pcr(&mut data, pcrs[pcrs.len() / 2], 11);
+        assert_eq!(count(&run(&data, per), Rule::PcrAccuracy), 0);
+        // Not checked unless asked (a VBR stream).
+        let (mut data, _) = rendered();
+        nudge_pcr(&mut data, pcrs[pcrs.len() / 2], 27);
+        let mut m = Monitor::new(MonitorConfig::default());
+        m.push(0, &data);
+        assert_eq!(count(&m, Rule::PcrAccuracy), 0);
+    }
+
+    #[test]
+    fn a_pcr_step_counts_once_and_a_flagged_one_not_at_all() {
+        let (data, per) = rendered();
+        let pcrs = pcr_packets(&data);
+        let from = pcrs[pcrs.len() / 3];
+        // Every PCR from one on 2 µs late: one error, then the new timeline is accurate.
+        let mut stepped = data.clone();
+        for &k in pcrs.iter().filter(|&&k| k >= from) {
+            nudge_pcr(&mut stepped, k, 54);
+        }
+        assert_eq!(count(&run(&stepped, per), Rule::PcrAccuracy), 1);
+        // The same step with the discontinuity_indicator on its first PCR: none.
+        let p = &mut stepped[from * PACKET_SIZE..];
+        assert!(p[3] & 0x20 != 0 && p[4] >= 1);
+        p[5] |= 0x80;
+        assert_eq!(count(&run(&stepped, per), Rule::PcrAccuracy), 0);
+        // Every other PCR 1 µs off: each of them counts.
+        let mut jittery = data.clone();
+        for &k in pcrs.iter().step_by(2).skip(2) {
+            nudge_pcr(&mut jittery, k, 27);
+        }
+        let n = pcrs.iter().step_by(2).skip(2).count() as u64;
+        assert_eq!(count(&run(&jittery, per), Rule::PcrAccuracy), n);
+    }
+
+    #[test]
+    fn a_pmt_gap_is_counted_while_the_pat_goes_on() {
+        let (data, per) = rendered();
+        let pid = |p: &[u8]| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+        // The PMT's PID, from the first PAT (one programme).
+        let pat = data.chunks(PACKET_SIZE).find(|p| pid(p) == 0).unwrap();
+        let pmt = u16::from(pat[15] & 0x1F) << 8 | u16::from(pat[16]);
+        // No PMT from 3 s to 4.2 s: a gap of 1.2 s and a bit, two whole periods of 0.5 s.
+        let window = (3_000 * MS / per) as usize..(4_200 * MS / per) as usize;
+        let mut out = data.clone();
+        for (k, p) in out.chunks_mut(PACKET_SIZE).enumerate() {
+            if window.contains(&k) && pid(p) == pmt {
+                p.copy_from_slice(&NULL);
+            }
+        }
+        let m = run(&out, per);
+        assert_eq!(count(&m, Rule::Pmt), 2);
+        assert_eq!(count(&m, Rule::Pat), 0);
+    }
+
     #[test]
     fn absence_counts_once_per_period() {
         let mut m = Monitor::new(MonitorConfig {
             si: true,
             nit: true,
+            pcr_accuracy: false,
         });
         m.push(0, &NULL);
         m.tick(2_100 * MS);

@@ -373,6 +373,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     nit: data
                         .chunks_exact(188)
                         .any(|p| (u16::from(p[1] & 0x1F) << 8 | u16::from(p[2])) == 0x10),
+                    // Judged as the constant-bitrate stream the byte clock takes it for.
+                    pcr_accuracy: true,
                 });
                 let ns_per_packet = 188.0 * 8.0 * 1e9 / rate;
                 for (k, chunk) in data.chunks(7 * 188).enumerate() {

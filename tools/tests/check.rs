@@ -61,7 +61,7 @@ fn muxrate_accepts_what_the_config_accepts() {
             .skip(1)
             .take_while(|l| l.starts_with("  "))
             .collect();
-        assert_eq!(tr.len(), 15, "{text}");
+        assert_eq!(tr.len(), 16, "{text}");
         assert!(tr.iter().all(|l| l.ends_with(" 0")), "{text}");
         assert!(tr[3].contains("1.4 Continuity_count_error"), "{text}");
     }

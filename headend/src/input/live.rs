@@ -6,6 +6,14 @@
 //! `standby` of it, so when the channel switches to it the splicer starts at once at a recent
 //! random access point. While it is on air, what arrives is also queued for the splicer,
 //! which the engine hands over without blocking ([`LiveFeed::take`]).
+//!
+//! Each feed also runs an ETSI TR 101 290 monitor ([`playout::monitor`]) over everything that
+//! arrives, on air or not, timed by the feed's clock ([`LiveFeed::now`]): priority 1 and 2,
+//! not the SI repetition of priority 3 (an input's SI is not ours: the station replaces it).
+//! PCR accuracy (2.4) is judged on UDP and RTP inputs, contribution feeds that are
+//! constant-bitrate by convention, by packet count (the network's jitter does not enter
+//! it); not on SRT and HTTP inputs, which commonly carry an encoder's variable bitrate or a
+//! file. Datagrams that are not transport stream are counted as foreign, not monitored.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use playout::analyse::{Analyser, AnalyserConfig, AnalyserStats, Health};
+use playout::monitor::{Monitor, MonitorConfig};
 use playout::ts::{PACKET_SIZE, SYNC_BYTE};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -63,10 +72,23 @@ pub(crate) struct FeedStatus {
     pub(crate) refused: u64,
     /// The socket failed (it is retried every second).
     pub(crate) error: Option<String>,
+    /// ETSI TR 101 290 on what arrived: the count of each rule since start, by its number
+    /// and name (`"1.4 Continuity_count_error": 0`).
+    pub(crate) tr101290: std::collections::BTreeMap<String, u64>,
+}
+
+/// Whether the TR 101 290 monitors run (outputs and inputs): always, unless the environment
+/// sets `HEADEND_BENCH_NO_MONITOR=1`, a benchmark knob to measure what they cost (read once;
+/// not for production: nothing is monitored then).
+pub(crate) fn monitoring() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("HEADEND_BENCH_NO_MONITOR").is_none_or(|v| v != "1"))
 }
 
 struct Inner {
     analyser: Analyser,
+    /// TR 101 290 on everything that arrives.
+    monitor: Monitor,
     /// The last `standby` of the feed: (arrival ns, datagram payload).
     ring: VecDeque<(u64, Bytes)>,
     /// While on air: what the splicer has not taken yet.
@@ -114,12 +136,18 @@ impl LiveFeed {
             min_bitrate_bps: failover.min_bitrate_bps.unwrap_or(0),
             ..AnalyserConfig::default()
         });
+        let monitor = Monitor::new(MonitorConfig {
+            si: false,
+            nit: false,
+            pcr_accuracy: matches!(cfg.endpoint, Endpoint::Datagram { .. }),
+        });
         LiveFeed {
             name: cfg.name.clone(),
             standby_ns: failover.standby.as_nanos() as u64,
             epoch,
             inner: Mutex::new(Inner {
                 analyser,
+                monitor,
                 ring: VecDeque::new(),
                 pending: VecDeque::new(),
                 pending_bytes: 0,
@@ -156,10 +184,11 @@ impl LiveFeed {
         self.lock().analyser.health(now)
     }
 
-    /// Verdict and counters.
+    /// Verdict and counters (the monitor's absence rules brought up to now).
     pub(crate) fn status(&self) -> FeedStatus {
         let now = self.now();
-        let g = self.lock();
+        let mut g = self.lock();
+        g.monitor.tick(now);
         FeedStatus {
             name: self.name.clone(),
             health: g.analyser.health(now),
@@ -169,6 +198,12 @@ impl LiveFeed {
             overflow: g.overflow,
             refused: g.refused,
             error: g.error.clone(),
+            tr101290: g
+                .monitor
+                .counts()
+                .into_iter()
+                .map(|(rule, n)| (rule.name().to_owned(), n))
+                .collect(),
         }
     }
 
@@ -311,8 +346,11 @@ impl LiveFeed {
         }
     }
 
-    /// Analysed, and kept for a switch.
+    /// Analysed, monitored, and kept for a switch.
     fn seen_locked(g: &mut Inner, standby_ns: u64, now: u64, data: Bytes) {
+        if monitoring() {
+            g.monitor.push(now, &data);
+        }
         let pmts = g.analyser.stats().pmts;
         g.analyser.push(now, data.clone());
         if g.analyser.stats().pmts != pmts {

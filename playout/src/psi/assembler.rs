@@ -19,15 +19,26 @@ impl SectionAssembler {
     /// Feeds one packet. `continuous` is false when the demuxer saw a continuity error on
     /// this PID, which throws away a half-assembled section. Every section completed by this
     /// packet is passed to `emit`.
-    pub fn push(&mut self, packet: &TsPacket, continuous: bool, mut emit: impl FnMut(&[u8])) {
+    pub fn push(&mut self, packet: &TsPacket, continuous: bool, emit: impl FnMut(&[u8])) {
+        self.push_payload(packet.payload(), packet.pusi(), continuous, emit);
+    }
+
+    /// [`SectionAssembler::push`] of a packet's payload and payload_unit_start_indicator, for
+    /// a caller that has the packet as plain bytes (no packet view to build).
+    pub fn push_payload(
+        &mut self,
+        payload: &[u8],
+        pusi: bool,
+        continuous: bool,
+        mut emit: impl FnMut(&[u8]),
+    ) {
         if !continuous {
             self.reset();
         }
-        let payload = packet.payload();
         if payload.is_empty() {
             return;
         }
-        if !packet.pusi() {
+        if !pusi {
             if self.active {
                 self.extend(payload, &mut emit);
             }

@@ -67,3 +67,20 @@ pub(crate) fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A third-party program, if `name arg` runs (`arg`: the switch it answers with its version),
+/// or `None` to skip outside CI. Under `CI=true` a missing one fails the test: scripts/test
+/// installs it, and the real check never silently disappears.
+pub(crate) fn tool<'a>(name: &'a str, arg: &str) -> Option<&'a str> {
+    let found = Command::new(name)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(name);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(!ci, "{name} is required (scripts/test installs it)");
+    eprintln!("skipping: {name} not installed (set CI=true to make this fatal)");
+    None
+}
