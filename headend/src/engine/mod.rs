@@ -44,8 +44,16 @@ const MAX_SLEEP: Duration = Duration::from_millis(2);
 /// HTTP chunks: published at this size or age, whichever comes first.
 const HTTP_CHUNK_BYTES: usize = 32 * DATAGRAM;
 const HTTP_CHUNK_NS: u64 = 40_000_000;
-/// File I/O threads.
+/// File I/O threads at the start.
 const IO_THREADS: usize = 4;
+/// At most this many file I/O threads: one more is started whenever a read is handed over
+/// while every one is busy, so reads stuck on a slow or hung disk do not hold up the other
+/// channels' (see [`IoPool`]).
+const IO_THREADS_MAX: usize = 64;
+/// A file open or read that has not come back for this long (a slow or hung disk) fails its
+/// item, so the channel goes on with what follows (its filler) rather than running dry; its
+/// answer, if it ever comes, is dropped. The splicers read a second ahead.
+const IO_STALL_NS: u64 = 2_000_000_000;
 /// Time one read result may take to apply (demux of a 385 KB chunk, with margin): after the
 /// first one in a wake-up, more are applied only while this much is left before the next
 /// datagram is due.
@@ -60,7 +68,6 @@ const CLOSE_LIMIT_NS: u64 = 3_000_000_000;
 pub(crate) struct Engine {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
     pub(crate) status: Status,
     /// How each station's output clock maps to UTC, for the scheduler.
     pub(crate) maps: ClockMaps,
@@ -206,6 +213,9 @@ impl Engine {
                     scheduled: scheduled_relays,
                 },
                 generation: 0,
+                pending: (0..spec.channels.len()).map(|_| None).collect(),
+                io_seq: 0,
+                open_files: vec![None; spec.channels.len()],
                 panicked: None,
                 chaos_at: chaos_panic(&spec.id),
             });
@@ -216,8 +226,6 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = threads.clamp(1, stations.len().max(1));
         // The I/O threads answer every shard, each on its own channel.
-        let (job_tx, job_rx) = mpsc::channel::<IoJob>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
         let mut done_txs = Vec::new();
         let mut done_rxs = Vec::new();
         for _ in 0..threads {
@@ -225,18 +233,7 @@ impl Engine {
             done_txs.push(tx);
             done_rxs.push(rx);
         }
-        let done_txs = Arc::new(done_txs);
-        let mut workers = Vec::new();
-        for i in 0..IO_THREADS {
-            let job_rx = job_rx.clone();
-            let done_txs = done_txs.clone();
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("io-{i}"))
-                    .spawn(move || io_worker(&job_rx, &done_txs))?,
-            );
-        }
-        drop(done_txs);
+        let io = IoPool::start(done_txs)?;
         let mut shards: Vec<Vec<(usize, Live)>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, st) in stations.into_iter().enumerate() {
             shards[i % threads].push((i, st));
@@ -244,7 +241,7 @@ impl Engine {
         tracing::info!(
             stations = specs.len(),
             engine_threads = threads,
-            io_threads = workers.len(),
+            io_threads = IO_THREADS,
             "engine on air"
         );
         let maps: ClockMaps = Arc::new(tokio::sync::watch::Sender::new(maps));
@@ -268,7 +265,7 @@ impl Engine {
             let status = status.clone();
             let (built_tx, built_rx) = mpsc::channel();
             let links = Links {
-                jobs: job_tx.clone(),
+                jobs: io.clone(),
                 done: done_rx,
                 control: sched_rx,
                 router: router.clone(),
@@ -299,7 +296,6 @@ impl Engine {
         Ok(Engine {
             stop,
             threads: handles,
-            workers,
             status,
             maps,
             schedule: router,
@@ -319,10 +315,8 @@ impl Engine {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        // The shards dropped their job senders: the I/O threads end.
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+        // The shards dropped the I/O pool: its threads end once their read is done (one stuck
+        // on a hung disk is not waited for).
     }
 }
 
@@ -361,6 +355,11 @@ struct Live {
     /// The build of `st` (0 at the start, one more at each rebuild): I/O results for an
     /// earlier one are dropped.
     generation: u32,
+    /// The file I/O each program waits for, and how many requests the station has made.
+    pending: Vec<Option<PendingIo>>,
+    io_seq: u64,
+    /// The file each program has open (or is opening).
+    open_files: Vec<Option<std::path::PathBuf>>,
     /// A contained panic's stoppage, open until the rebuilt station has something on air; the
     /// rebuild itself waits while it cannot be done (a key file gone).
     panicked: Option<Panicked>,
@@ -388,6 +387,17 @@ impl Rebuild {
             .iter()
             .any(|(p, scheduled)| *p == program && *scheduled)
     }
+}
+
+/// A file request handed to the I/O threads, not answered yet.
+struct PendingIo {
+    seq: u64,
+    /// When it was handed over (engine clock, ns).
+    since: u64,
+    req: IoRequest,
+    file: Option<std::path::PathBuf>,
+    /// Whether a thread has taken it: only then is its file stuck on the disk.
+    taken: Arc<AtomicBool>,
 }
 
 /// A contained panic of a station's engine work.
@@ -654,6 +664,12 @@ struct IoJob {
     shard: usize,
     station: usize,
     generation: u32,
+    /// The station's count of its requests: an answer must match the one it waits for.
+    seq: u64,
+    /// The item's file (that of the open it reads from, for a read).
+    file: Option<std::path::PathBuf>,
+    /// Set when a thread takes it (a job still queued has not reached the disk).
+    taken: Arc<AtomicBool>,
     program: usize,
     source: FileSource,
     req: IoRequest,
@@ -663,6 +679,7 @@ struct IoJob {
 struct IoResult {
     station: usize,
     generation: u32,
+    seq: u64,
     program: usize,
     source: FileSource,
     done: IoDone,
@@ -697,7 +714,7 @@ fn set_realtime(priority: u8) {
 
 /// What one engine thread talks to.
 struct Links {
-    jobs: mpsc::Sender<IoJob>,
+    jobs: Arc<IoPool>,
     done: mpsc::Receiver<IoResult>,
     /// Cues, overrides and peers' present/following for this thread's stations.
     control: mpsc::Receiver<Control>,
@@ -777,10 +794,15 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             }
             let Ok(r) = links.done.try_recv() else { break };
             let l = &mut stations[r.station];
-            if r.generation != l.generation {
-                // For the station as it was before a rebuild.
+            let awaited = l
+                .pending
+                .get(r.program)
+                .and_then(|p| p.as_ref().map(|p| p.seq));
+            if r.generation != l.generation || awaited != Some(r.seq) {
+                // For the station as it was before a rebuild, or given up as stalled.
                 continue;
             }
+            l.pending[r.program] = None;
             l.sources[r.program] = Some(r.source);
             let done = contain(|| l.st.handle_io(r.program, r.done));
             l.contained(done, now, &links.maps);
@@ -831,7 +853,8 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         }
         for (i, l) in stations.iter_mut().enumerate() {
             let r = contain(|| {
-                l.request_io(shard, i, &links.jobs);
+                l.give_up_stalled_io(now, &links.jobs);
+                l.request_io(now, shard, i, &links.jobs);
                 l.take_cas();
                 l.take_outputs(global[i], &links);
                 for m in l.st.take_marks() {
@@ -900,21 +923,118 @@ fn publish_status(stations: &[Live], global: &[usize], status: &Status) {
     });
 }
 
-fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>]) {
-    loop {
-        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
-            Ok(job) => job,
-            Err(_) => return,
+/// The file I/O threads, shared by every engine thread: [`IO_THREADS`] to start with, and one
+/// more (up to [`IO_THREADS_MAX`]) whenever a job is handed over while none is free, so a
+/// slow or hung disk holds up the reads of the channels whose files are on it and no others.
+struct IoPool {
+    jobs: mpsc::Sender<IoJob>,
+    shared: Arc<IoShared>,
+}
+
+/// What the I/O threads share (not the job sender: when the engine threads drop the pool,
+/// they end).
+struct IoShared {
+    jobs: Mutex<mpsc::Receiver<IoJob>>,
+    /// Each engine thread's answers.
+    done: Vec<mpsc::Sender<IoResult>>,
+    threads: std::sync::atomic::AtomicUsize,
+    /// Threads waiting for a job, and jobs waiting for a thread.
+    idle: std::sync::atomic::AtomicUsize,
+    queued: std::sync::atomic::AtomicUsize,
+    /// Files whose open or read was given up as stalled and has not come back: opening one
+    /// again fails at once, so a hung disk takes one thread per file, not one per retry.
+    stalled: Mutex<std::collections::HashSet<std::path::PathBuf>>,
+}
+
+impl IoPool {
+    fn start(done: Vec<mpsc::Sender<IoResult>>) -> std::io::Result<Arc<IoPool>> {
+        let (tx, rx) = mpsc::channel();
+        let pool = IoPool {
+            jobs: tx,
+            shared: Arc::new(IoShared {
+                jobs: Mutex::new(rx),
+                done,
+                threads: Default::default(),
+                idle: Default::default(),
+                queued: Default::default(),
+                stalled: Default::default(),
+            }),
         };
+        for _ in 0..IO_THREADS {
+            pool.spawn()?;
+        }
+        Ok(Arc::new(pool))
+    }
+
+    fn spawn(&self) -> std::io::Result<()> {
+        let n = self.shared.threads.fetch_add(1, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name(format!("io-{n}"))
+            .spawn(move || io_worker(&shared))
+            .map(drop)
+            .inspect_err(|_| {
+                self.shared.threads.fetch_sub(1, Ordering::Relaxed);
+            })
+    }
+
+    fn stalled(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<std::path::PathBuf>> {
+        self.shared
+            .stalled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands `job` to a thread, starting one more if more jobs wait than threads do.
+    fn submit(&self, job: IoJob) {
+        let queued = self.shared.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.jobs.send(job).is_err() {
+            return;
+        }
+        let threads = self.shared.threads.load(Ordering::Relaxed);
+        if queued > self.shared.idle.load(Ordering::Relaxed) && threads < IO_THREADS_MAX {
+            tracing::warn!(
+                io_threads = threads + 1,
+                "every file I/O thread is busy (a slow disk?): one more is started"
+            );
+            if let Err(e) = self.spawn() {
+                tracing::error!(error = %e, "cannot start another file I/O thread");
+            }
+        }
+    }
+}
+
+fn io_worker(shared: &IoShared) {
+    loop {
+        shared.idle.fetch_add(1, Ordering::Relaxed);
+        let job = shared
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv();
+        shared.idle.fetch_sub(1, Ordering::Relaxed);
+        let Ok(job) = job else { return };
+        shared.queued.fetch_sub(1, Ordering::Relaxed);
+        job.taken.store(true, Ordering::Relaxed);
         let mut source = job.source;
         let result = source.perform(job.req, job.path.as_deref());
-        let Some(done) = done.get(job.shard) else {
+        if let Some(file) = &job.file {
+            let mut stalled = shared
+                .stalled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if stalled.remove(file) {
+                tracing::info!(file = %file.display(), "the disk answered for the file at last");
+            }
+        }
+        let Some(done) = shared.done.get(job.shard) else {
             return;
         };
         if done
             .send(IoResult {
                 station: job.station,
                 generation: job.generation,
+                seq: job.seq,
                 program: job.program,
                 source,
                 done: result,
@@ -927,6 +1047,39 @@ fn io_worker(jobs: &Mutex<mpsc::Receiver<IoJob>>, done: &[mpsc::Sender<IoResult>
 }
 
 impl Live {
+    /// A file open or read not answered in [`IO_STALL_NS`] (a slow or hung disk) fails its
+    /// item: the splicer goes on with what follows, and the late answer will be dropped.
+    fn give_up_stalled_io(&mut self, now: u64, io: &IoPool) {
+        for program in 0..self.pending.len() {
+            let Some(p) =
+                self.pending[program].take_if(|p| now.saturating_sub(p.since) >= IO_STALL_NS)
+            else {
+                continue;
+            };
+            let what = match p.req {
+                IoRequest::Open { .. } => "an open",
+                IoRequest::Read { .. } => "a read",
+            };
+            let reason = format!(
+                "the disk has not answered {what} in {} s (a slow or hung disk): the item is given up",
+                IO_STALL_NS / 1_000_000_000
+            );
+            tracing::error!(station = %self.st.id(), program, "{reason}");
+            if let Some(file) = p.file.filter(|_| p.taken.load(Ordering::Relaxed)) {
+                io.stalled().insert(file);
+            }
+            let done = match p.req {
+                IoRequest::Open { item, .. } => IoDone::OpenFailed { item, reason },
+                IoRequest::Read { item } => IoDone::Eof {
+                    item,
+                    error: Some(reason),
+                },
+            };
+            self.sources[program] = Some(FileSource::default());
+            self.st.handle_io(program, done);
+        }
+    }
+
     /// After contained work: a panic (`Err`) rebuilds the station.
     fn contained(&mut self, result: Result<(), String>, now: u64, maps: &ClockMaps) {
         if let Err(why) = result {
@@ -1006,6 +1159,9 @@ impl Live {
         self.generation = self.generation.wrapping_add(1);
         for s in &mut self.sources {
             *s = Some(FileSource::default());
+        }
+        for p in &mut self.pending {
+            *p = None;
         }
         self.pacer = Pacer::new(PacerConfig::new(r.spec.mux.muxrate_bps), start_ns);
         self.acc.clear();
@@ -1269,19 +1425,50 @@ impl Live {
     }
 
     /// Sends the station's file reads to the I/O threads.
-    fn request_io(&mut self, shard: usize, index: usize, jobs: &mpsc::Sender<IoJob>) {
+    fn request_io(&mut self, now: u64, shard: usize, index: usize, jobs: &IoPool) {
         self.relay();
         while let Some(job) = self.st.poll_io() {
             if let Some(input) = job.live {
                 self.live_io(job.program, input, job.req);
                 continue;
             }
+            if let (IoRequest::Open { item, .. }, Some(path)) = (job.req, &job.path) {
+                if jobs.stalled().contains(path) {
+                    let reason = format!(
+                        "the disk has not answered an earlier open or read of {} yet",
+                        path.display()
+                    );
+                    self.st
+                        .handle_io(job.program, IoDone::OpenFailed { item, reason });
+                    continue;
+                }
+            }
             match self.sources.get_mut(job.program).and_then(Option::take) {
                 Some(source) => {
-                    let _ = jobs.send(IoJob {
+                    if matches!(job.req, IoRequest::Open { .. }) {
+                        if let Some(f) = self.open_files.get_mut(job.program) {
+                            f.clone_from(&job.path);
+                        }
+                    }
+                    let file = self.open_files.get(job.program).cloned().flatten();
+                    self.io_seq += 1;
+                    let taken = Arc::new(AtomicBool::new(false));
+                    if let Some(p) = self.pending.get_mut(job.program) {
+                        *p = Some(PendingIo {
+                            seq: self.io_seq,
+                            since: now,
+                            req: job.req,
+                            file: file.clone(),
+                            taken: taken.clone(),
+                        });
+                    }
+                    jobs.submit(IoJob {
                         shard,
                         station: index,
                         generation: self.generation,
+                        seq: self.io_seq,
+                        file,
+                        taken,
                         program: job.program,
                         source,
                         req: job.req,

@@ -558,6 +558,34 @@ impl Station {
                 let now = self.mux.now();
                 self.media_stoppage(program, now, format!("{name}: {error}"));
             }
+            SpliceEvent::ItemEnded { item, damage, .. }
+                if damage != playout::splice::Damage::default() =>
+            {
+                // It played, what was whole of it: not a stoppage, but on record (劣播).
+                let name = self.playlists[program]
+                    .get(item)
+                    .map_or_else(|| format!("#{item}"), |p| p.display().to_string());
+                let channel = self.names.get(program).map_or("?", String::as_str);
+                let at = chrono::DateTime::from_timestamp_nanos(self.clock.utc_ns(self.mux.now()));
+                self.marks.push(
+                    crate::record::Mark::instant(
+                        crate::record::Kind::Degradation,
+                        channel,
+                        "media",
+                        "",
+                        format!(
+                            "{name} played damaged: {} continuity errors, {} sync losses, {} bytes \
+                             skipped, {} PES dropped (what was damaged was left out)",
+                            damage.cc_errors,
+                            damage.sync_losses,
+                            damage.skipped_bytes,
+                            damage.dropped_pes
+                        ),
+                    )
+                    .at(at)
+                    .on_air(Some(name)),
+                );
+            }
             SpliceEvent::NothingPlayable { .. } => {
                 let now = self.mux.now();
                 self.media_stoppage(
