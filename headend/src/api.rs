@@ -18,8 +18,9 @@
 //!   "lock" | "unlock", "input": NAME | "playlist"}`), on the stoppage record with the
 //!   `X-Operator` who gave it (as are schedule writes and undos).
 //! - `GET /api/report?from=&to=&channel=`: the stoppage record's events and per-channel
-//!   figures over a period; `GET /api/record`: the record's and webhooks' health (see
-//!   `docs/record.md`).
+//!   figures over a period; `GET /api/record`: the record's and webhooks' health, the alarms
+//!   of the disks the daemon writes (schedule store, alert media and audit log) and of the
+//!   HTTP listener, and the listener's counters (see `docs/record.md`).
 //!
 //! - `POST /api/alerts`: an emergency alert (CAP 1.2 XML or JSON), signed (`X-Signature-Key`,
 //!   `X-Signature`); `GET /api/alerts`: active and recent alerts; `POST /api/alerts/media`: a
@@ -27,8 +28,12 @@
 //!   (`[alerts] token`) instead; see `docs/alerts.md`.
 //!
 //! Every other mutating call needs `Authorization: Bearer <http.api_token>`. The token is never
-//! logged. Answers to mistakes are JSON `{"error": KIND, "message": ...}`.
+//! logged. Answers to mistakes are JSON `{"error": KIND, "message": ...}`. A write the disk
+//! refuses (a schedule, a clip) changes nothing and raises the part's alarm: `507
+//! insufficient_storage` when it is full, `500 storage` otherwise, the message naming the file
+//! and the OS error.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
@@ -40,6 +45,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use playout::schedule::{Source, Utc};
 
 use crate::config::Secret;
+use crate::record::alarm::Alarm;
 use crate::record::{Kind, Mark};
 use crate::schedule::driver::ScheduleViews;
 use crate::schedule::store::{Store, StoreError};
@@ -84,6 +90,59 @@ pub(crate) struct ApiState {
     pub(crate) journal: crate::record::Journal,
     /// The webhooks its events go to, if any.
     pub(crate) hooks: Option<crate::record::hooks::Hooks>,
+    /// The HTTP listener's counters and alarm (kept by `output::http`).
+    pub(crate) listener: Arc<ListenerStats>,
+}
+
+/// The HTTP listener's counters (`output::http` keeps them; `GET /api/record` shows them)
+/// and its alarm, raised while connections are refused or idle ones closed to make room (a
+/// client flood).
+#[derive(Debug)]
+pub(crate) struct ListenerStats {
+    /// Connections open now.
+    pub(crate) open: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    /// Refused at `http.max_connections` with none idle to close (answered 503).
+    pub(crate) refused: AtomicU64,
+    /// Idle connections (no request in progress) closed to make room for a new one.
+    pub(crate) evicted: AtomicU64,
+    /// Closed for not sending a whole request head within `http.header_timeout`.
+    pub(crate) header_timeouts: AtomicU64,
+    /// Closed for moving no byte either way for `http.idle_timeout`.
+    pub(crate) idle_timeouts: AtomicU64,
+    /// API requests answered 408 for running over `http.request_timeout`.
+    pub(crate) request_timeouts: AtomicU64,
+    pub(crate) alarm: Alarm,
+}
+
+impl Default for ListenerStats {
+    fn default() -> ListenerStats {
+        ListenerStats {
+            open: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
+            request_timeouts: AtomicU64::new(0),
+            alarm: Alarm::new("http"),
+        }
+    }
+}
+
+impl ListenerStats {
+    fn json(&self) -> serde_json::Value {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "open": n(&self.open),
+            "accepted": n(&self.accepted),
+            "refused": n(&self.refused),
+            "evicted_idle": n(&self.evicted),
+            "header_timeouts": n(&self.header_timeouts),
+            "idle_timeouts": n(&self.idle_timeouts),
+            "request_timeouts": n(&self.request_timeouts),
+        })
+    }
 }
 
 /// A media file's duration as probed, with the size and modification time it had then.
@@ -109,6 +168,14 @@ enum ApiError {
         errors: Vec<String>,
     },
     Internal(String),
+    /// A write the disk refused: `full` (ENOSPC, EDQUOT) or another error; the message names
+    /// the file and the OS error.
+    Storage {
+        full: bool,
+        message: String,
+    },
+    /// The request ran over `http.request_timeout`.
+    Timeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -122,6 +189,9 @@ impl ApiError {
                     RejectKind::Replay => (StatusCode::CONFLICT, "replay"),
                     RejectKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
                     RejectKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                    RejectKind::InsufficientStorage => {
+                        (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+                    }
                 };
                 (status, kind, r.reason, None)
             }
@@ -171,6 +241,28 @@ impl ApiError {
                 Some(("errors", serde_json::json!(errors))),
             ),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, None),
+            ApiError::Storage {
+                full: true,
+                message,
+            } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+                None,
+            ),
+            ApiError::Storage {
+                full: false,
+                message,
+            } => (StatusCode::INTERNAL_SERVER_ERROR, "storage", message, None),
+            ApiError::Timeout(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request took over {} s (http.request_timeout); nothing was changed unless the answer to a retry says so",
+                    limit.as_secs_f64()
+                ),
+                None,
+            ),
         };
         let mut v = serde_json::json!({ "error": kind, "message": message });
         if let Some((k, x)) = extra {
@@ -201,6 +293,12 @@ pub(crate) async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Resp
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// The answer to a request that ran over `limit` (`http.request_timeout`; the listener
+/// enforces it and counts it).
+pub(crate) fn timed_out(limit: std::time::Duration) -> Response<Bytes> {
+    ApiError::Timeout(limit).into_response()
 }
 
 async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
@@ -260,13 +358,18 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             let expected = if_match(&req)?;
             let who = actor(&req);
             let store = state.store.clone();
+            let ch = channel.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let rev = store.undo(&channel, date, expected)?;
-                Ok::<_, StoreError>((channel, rev))
+                let rev = store.undo(&ch, date, expected)?;
+                Ok::<_, StoreError>((ch, rev))
             })
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-            let (channel, revision) = result.map_err(store_error)?;
+            let (channel, revision) = result.map_err(|e| {
+                let what = format!("undo of the schedule of {date}");
+                refused_write(state, &e, &channel, &who, &what);
+                store_error(e)
+            })?;
             tracing::info!(%channel, %date, revision, "schedule undone");
             note_manual(
                 state,
@@ -435,11 +538,18 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             if !matches!(*req.method(), Method::GET | Method::HEAD) {
                 return Err(ApiError::MethodNotAllowed);
             }
+            let mut alarms = vec![state.store.alarm().state()];
+            if let Some(desk) = &state.alerts {
+                alarms.extend(desk.alarms());
+            }
+            alarms.push(state.listener.alarm.state());
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({
                     "journal": state.journal.health(),
                     "webhooks": state.hooks.as_ref().map(crate::record::hooks::Hooks::stats).unwrap_or_default(),
+                    "alarms": alarms,
+                    "http": state.listener.json(),
                 }),
             ))
         }
@@ -916,12 +1026,15 @@ async fn put(
         .collect();
     let store = state.store.clone();
     let items = day.items.len();
-    let (channel, revision) = tokio::task::spawn_blocking(move || {
-        store.write(&channel, &day, expected).map(|r| (channel, r))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(store_error)?;
+    let ch = channel.clone();
+    let revision = tokio::task::spawn_blocking(move || store.write(&ch, &day, expected))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            let what = format!("write of the schedule of {date}");
+            refused_write(state, &e, &channel, &who, &what);
+            store_error(e)
+        })?;
     tracing::info!(%channel, %date, revision, items, missing_files = warnings.len(), "schedule written");
     note_manual(
         state,
@@ -944,6 +1057,26 @@ async fn put(
     ))
 }
 
+/// A schedule write the disk refused goes on the stoppage record as the operator's action
+/// that did not happen (the alarm is the store's).
+fn refused_write(
+    state: &ApiState,
+    e: &StoreError,
+    channel: &str,
+    who: &Option<String>,
+    what: &str,
+) {
+    if let StoreError::Io { .. } = e {
+        note_manual(
+            state,
+            channel,
+            "schedule",
+            format!("{what} refused, nothing changed: {e}"),
+            who.clone(),
+        );
+    }
+}
+
 fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Conflict { current, .. } => ApiError::Conflict {
@@ -955,7 +1088,14 @@ fn store_error(e: StoreError) -> ApiError {
         },
         StoreError::BadChannel(c) => ApiError::NotFound(format!("no channel `{c}`")),
         StoreError::NoHistory { .. } => ApiError::NothingToUndo(e.to_string()),
-        StoreError::Corrupt { .. } | StoreError::Io { .. } => {
+        StoreError::Io { .. } => {
+            tracing::error!(error = %e, "schedule store: a write failed; nothing changed");
+            ApiError::Storage {
+                full: e.is_full(),
+                message: format!("{e}; nothing changed, the schedule in force stays"),
+            }
+        }
+        StoreError::Corrupt { .. } => {
             tracing::error!(error = %e, "schedule store");
             ApiError::Internal(e.to_string())
         }

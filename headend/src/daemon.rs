@@ -205,6 +205,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             probes: Default::default(),
             journal: journal.clone(),
             hooks: hooks.clone(),
+            listener: Default::default(),
         });
         let state = Arc::new(HttpState {
             channels,
@@ -212,6 +213,10 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             listen,
             api,
             metrics: Default::default(),
+            limits: http::Limits {
+                max_connections: fit_open_files(config.http.max_connections),
+                ..http::Limits::of(&config.http)
+            },
         });
         let server = tokio::spawn(http::serve(listener, state, shutdown.clone()));
         drop(shutdown);
@@ -245,6 +250,38 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Descriptors kept for what is not an HTTP connection (files, sockets, threads' pipes).
+const OTHER_FILES: u64 = 256;
+
+/// `http.max_connections`, once the open-file limit is raised to fit it (to the hard limit
+/// at most); lowered, with a warning, to what fits if it cannot be: a connection past the
+/// limit would otherwise fail at `accept`, before it could be answered 503.
+fn fit_open_files(max_connections: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max_connections;
+    };
+    let want = max_connections as u64 + OTHER_FILES;
+    let mut have = soft;
+    if soft < want {
+        let raised = want.min(hard);
+        if setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() {
+            have = raised;
+        }
+    }
+    if have >= want {
+        return max_connections;
+    }
+    let fits = have.saturating_sub(OTHER_FILES).max(16) as usize;
+    tracing::warn!(
+        max_connections,
+        open_files = have,
+        lowered_to = fits,
+        "http.max_connections: the open-file limit (RLIMIT_NOFILE) is too low for it; lowered"
+    );
+    fits
 }
 
 /// Where each channel is: (channel id, station, program, whether it is a station of its own).

@@ -377,6 +377,7 @@ impl HttpHarness {
             probes: Default::default(),
             journal: crate::record::Journal::none(),
             hooks: None,
+            listener: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

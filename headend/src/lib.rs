@@ -32,11 +32,8 @@ mod supervise;
 #[doc(hidden)]
 pub mod fuzzing;
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -165,7 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 alerts,
                 audit_log: PathBuf::from(audit),
             };
-            render_to(job, &output)?;
+            render::render_to(job, &output)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
@@ -326,29 +323,4 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn render_to(job: render::RenderJob<'_>, output: &Path) -> anyhow::Result<()> {
-    let file = File::create(output).with_context(|| format!("creating {}", output.display()))?;
-    // The render hands over batches larger than this buffer, which go to the file without a
-    // copy; only the short first batches are gathered.
-    let mut out = BufWriter::with_capacity(64 << 10, file);
-    let started = Instant::now();
-    let stats =
-        render::render(job, &mut out).with_context(|| format!("rendering {}", output.display()))?;
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
-        output = %output.display(),
-        packets = stats.packets,
-        es_packets = stats.es_packets,
-        null_packets = stats.null_packets,
-        items_started = stats.items_started,
-        items_failed = stats.items_failed,
-        late_packets = stats.late_packets,
-        alerts_accepted = stats.alerts_accepted,
-        alerts_refused = stats.alerts_refused,
-        seconds = format!("{secs:.3}"),
-        "render done"
-    );
-    Ok(())
 }

@@ -5,12 +5,17 @@
 //! scrambling with its key rotation, ECMs and CAT, and alerts replayed at given offsets
 //! (`--alerts`), through the same alert desk the daemon runs. File reads are done inline
 //! before each batch of packets, so the inputs are never late.
+//!
+//! The output ([`render_to`]) is never damaged: a regular file appears only when the render
+//! is complete (a failed or interrupted render leaves the old file, or none); `-` (stdout),
+//! devices and FIFOs are written in place; through a symlink, the file it names gets the
+//! output and the link stays (`outfile`).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::BytesMut;
@@ -82,6 +87,32 @@ struct Sim {
     total: u64,
     close_at: u64,
     closed: bool,
+}
+
+/// Renders `job` to `output` (`headend render -o`): a regular file only when complete,
+/// `-`, devices and FIFOs in place ([`outfile::Sink`]). Every error names `output`.
+pub(crate) fn render_to(job: RenderJob<'_>, output: &Path) -> anyhow::Result<RenderStats> {
+    let mut out = outfile::Sink::open(output).context("opening the output")?;
+    let started = Instant::now();
+    // On an error the sink is dropped unfinished: its temporary file goes, the target stays.
+    let stats = render(job, &mut out).with_context(|| format!("rendering {}", output.display()))?;
+    out.finish()
+        .with_context(|| format!("completing {}", output.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        output = %output.display(),
+        packets = stats.packets,
+        es_packets = stats.es_packets,
+        null_packets = stats.null_packets,
+        items_started = stats.items_started,
+        items_failed = stats.items_failed,
+        late_packets = stats.late_packets,
+        alerts_accepted = stats.alerts_accepted,
+        alerts_refused = stats.alerts_refused,
+        seconds = format!("{secs:.3}"),
+        "render done"
+    );
+    Ok(stats)
 }
 
 /// Renders `job.target` into `out`. The other stations the target's SI depends on (the
@@ -422,4 +453,188 @@ pub(crate) fn load_alerts(path: &Path) -> anyhow::Result<Vec<ReplayAlert>> {
     }
     out.sort_by_key(|a| a.at);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    //! `render_to`'s output paths: never damaged (see `outfile` for the rules).
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    const MUXRATE: u64 = 2_000_000;
+
+    fn config(dir: &Path) -> Config {
+        let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media/a.ts");
+        let text = format!(
+            "[schedules]\ndir = \"sched\"\n\n[[channel]]\nid = \"test\"\nservice_id = 101\n\
+             name = \"Test\"\nprovider = \"Tests\"\nmuxrate = \"2M\"\nplaylist = [{:?}]\n\n\
+             [[channel.output]]\nurl = \"udp://[ff15::101]:5000\"\ninterface = \"lo\"\n",
+            clip.display().to_string()
+        );
+        crate::config::parse(&text, dir, "test.toml").unwrap()
+    }
+
+    /// Renders `secs` seconds of the one channel of [`config`] to `output`.
+    fn render_secs(dir: &Path, output: &Path, secs: u64) -> anyhow::Result<RenderStats> {
+        let cfg = config(dir);
+        let job = RenderJob {
+            specs: station::specs(&cfg),
+            config: &cfg,
+            target: 0,
+            start_utc_ns: 1_800_000_000_000_000_000,
+            duration: Duration::from_secs(secs),
+            alerts: Vec::new(),
+            audit_log: dir.join("audit.jsonl"),
+        };
+        render_to(job, output)
+    }
+
+    fn bytes_for(secs: u64) -> u64 {
+        secs * MUXRATE / 8 / PACKET_SIZE as u64 * PACKET_SIZE as u64
+    }
+
+    /// The directory's entries, sorted.
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_device_stays_a_device_and_a_fifo_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = render_secs(dir.path(), Path::new("/dev/null"), 2).unwrap();
+        assert_eq!(stats.packets * PACKET_SIZE as u64, bytes_for(2));
+        let m = std::fs::metadata("/dev/null").unwrap();
+        assert!(
+            m.file_type().is_char_device(),
+            "/dev/null is still a device"
+        );
+        // A FIFO with a reader: the whole stream comes through it.
+        let fifo = dir.path().join("out.fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        render_secs(dir.path(), &fifo, 2).unwrap();
+        let got = reader.join().unwrap();
+        assert_eq!(got.len() as u64, bytes_for(2));
+        assert_eq!(got[0], 0x47);
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(entries(dir.path()), vec!["out.fifo"], "no temporary left");
+    }
+
+    #[test]
+    fn a_symlink_stays_a_link_and_the_file_it_names_gets_the_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("store");
+        std::fs::create_dir(&real_dir).unwrap();
+        let real = real_dir.join("real.ts");
+        std::fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("link.ts");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        render_secs(dir.path(), &link, 2).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::metadata(&real).unwrap().len(), bytes_for(2));
+        assert_eq!(entries(&real_dir), vec!["real.ts"]);
+    }
+
+    /// `-`: the stream on stdout, in a child process (the test re-runs itself).
+    #[test]
+    fn dash_is_stdout() {
+        if let Some(dir) = std::env::var_os("HEADEND_RENDER_STDOUT_CHILD") {
+            render_secs(Path::new(&dir), Path::new("-"), 2).unwrap();
+            std::process::exit(0);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let o = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "render::tests::dash_is_stdout", "--nocapture"])
+            .env("HEADEND_RENDER_STDOUT_CHILD", dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // The test harness's own lines come first.
+        let n = bytes_for(2) as usize;
+        assert!(o.stdout.len() >= n);
+        let (harness, stream) = o.stdout.split_at(o.stdout.len() - n);
+        assert!(
+            stream.chunks(PACKET_SIZE).all(|p| p[0] == 0x47),
+            "whole packets"
+        );
+        assert!(
+            !harness.contains(&0x47),
+            "{}",
+            String::from_utf8_lossy(harness)
+        );
+        assert!(!dir.path().join("-").exists(), "no file named `-`");
+    }
+
+    /// A render that fails (the disk fills) or is killed leaves the file that was there,
+    /// whole, and no temporary file.
+    #[test]
+    fn a_failed_or_interrupted_render_leaves_no_partial_file() {
+        if let Some(out) = std::env::var_os("HEADEND_RENDER_KILL_CHILD") {
+            let out = PathBuf::from(out);
+            let dir = out.parent().unwrap().to_owned();
+            let _ = render_secs(&dir, &out, 3600);
+            std::process::exit(0);
+        }
+        // Killed part way: the old file stays as it was.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.ts");
+        std::fs::write(&out, b"the previous render").unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "render::tests::a_failed_or_interrupted_render_leaves_no_partial_file",
+            ])
+            .env("HEADEND_RENDER_KILL_CHILD", &out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Until it has written a few MB (its temporary file grows).
+        let started = Instant::now();
+        let written = || {
+            entries(dir.path())
+                .iter()
+                .filter(|n| n.ends_with(".part"))
+                .map(|n| std::fs::metadata(dir.path().join(n)).map_or(0, |m| m.len()))
+                .sum::<u64>()
+        };
+        while written() < 4 << 20 && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the child wrote"
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), b"the previous render");
+        // (A killed process cannot remove its temporary file: it is hidden, and named.)
+        // The disk fills part way: an error naming the output, the old file, no temporary.
+        let Some(small) = crate::record::alarm::SmallDisk::mount(1 << 20) else {
+            return;
+        };
+        let out = small.path().join("out.ts");
+        std::fs::write(&out, b"the previous render").unwrap();
+        let e = render_secs(dir.path(), &out, 10).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains(&out.display().to_string()), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"the previous render");
+        assert_eq!(entries(small.path()), vec!["out.ts"]);
+    }
 }

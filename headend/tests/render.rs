@@ -301,3 +301,96 @@ colour = "red"
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// `-o` never damages what it names (`outfile`): `-` is stdout (the stream only, the log on
+/// stderr), `/dev/null` stays a device, and a render that cannot complete leaves the file that
+/// was there.
+#[test]
+fn render_outputs_are_never_damaged() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &[media("a.ts")]);
+    let run = |out: &Path| {
+        run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_headend"))
+                .args(["render", "--config"])
+                .arg(&cfg)
+                .args(["--channel", "test", "--duration", "2s", "-o"])
+                .arg(out),
+            Duration::from_secs(60),
+        )
+    };
+    // `-`: read as it comes (a pipe holds less than the stream), within a minute.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_headend"))
+        .args(["render", "--config"])
+        .arg(&cfg)
+        .args(["--channel", "test", "--duration", "2s", "-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut v).unwrap();
+        v
+    });
+    let logs = std::thread::spawn(move || {
+        let mut v = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut v).unwrap();
+        v
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("render -o - ran over 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stream, logs) = (reader.join().unwrap(), logs.join().unwrap());
+    assert!(status.success(), "{logs}");
+    assert_eq!(stream.len() as u64, 2 * MUXRATE / 8 / 188 * 188);
+    assert!(stream.chunks(188).all(|p| p[0] == 0x47));
+    assert!(logs.contains("render done"), "{logs}");
+    assert!(!dir.path().join("-").exists());
+    let res = run(Path::new("/dev/null"));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // The output's directory cannot take a new file (read-only): an error naming it, the old
+    // file as it was.
+    let out = dir.path().join("out.ts");
+    std::fs::write(&out, b"the previous render").unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mounted = Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(dir.path())
+        .arg(&ro)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping the read-only part: cannot bind-mount (not root?)");
+        return;
+    }
+    let res = run(&ro.join("out.ts"));
+    let _ = Command::new("umount").arg(&ro).status();
+    let said = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success());
+    assert!(
+        said.contains("out.ts") && said.contains("Read-only file system"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous render");
+}

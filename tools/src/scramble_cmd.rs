@@ -7,7 +7,7 @@
 //! PSI/SI (0x0000..=0x001F, the PMTs) and null packets never. Key bytes are never printed.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -147,7 +147,7 @@ pub(crate) fn scramble(args: ScrambleArgs) -> anyhow::Result<std::process::ExitC
         }
     }
     // With the stream on stdout (`-`), the report goes to stderr.
-    let to_stderr = args.output == Path::new("-");
+    let to_stderr = outfile::is_stdout(&args.output);
     let mut s = Scrambler::new(args.cipher, iv);
     s.set_cw(parity, &cw);
     drop(cw);
@@ -202,7 +202,7 @@ pub(crate) fn scramble(args: ScrambleArgs) -> anyhow::Result<std::process::ExitC
 /// Runs `hectl descramble`.
 pub(crate) fn descramble(args: DescrambleArgs) -> anyhow::Result<std::process::ExitCode> {
     let iv = args.iv.as_deref().map(iv_arg).transpose()?;
-    let to_stderr = args.output == Path::new("-");
+    let to_stderr = outfile::is_stdout(&args.output);
     let mut s = Scrambler::new(args.cipher, iv);
     say!(
         to_stderr,
@@ -337,104 +337,16 @@ fn located(e: ScrambleError, first: u64) -> anyhow::Error {
     }
 }
 
-/// Where a command's output goes: a regular file (or a new one) is written under a temporary
-/// name beside it and renamed when complete, so a failure leaves no half file (through a
-/// symlink: beside its target, so the link stays); `-` (stdout), devices and FIFOs are
-/// written in place (never replaced by a regular file).
-enum Sink {
-    InPlace(Box<dyn Write>),
-    Atomic {
-        part: PathBuf,
-        target: PathBuf,
-        file: BufWriter<File>,
-    },
-}
-
-impl Sink {
-    fn open(output: &Path) -> anyhow::Result<Sink> {
-        if output == Path::new("-") {
-            return Ok(Sink::InPlace(Box::new(std::io::stdout().lock())));
-        }
-        // Through a symlink, the file it names.
-        let target = match std::fs::symlink_metadata(output) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(output)
-                .with_context(|| format!("{}: a dangling symlink", output.display()))?,
-            _ => output.to_path_buf(),
-        };
-        match std::fs::metadata(&target) {
-            Ok(m) if !m.is_file() => {
-                if m.is_dir() {
-                    anyhow::bail!("{}: a directory", output.display());
-                }
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&target)
-                    .with_context(|| output.display().to_string())?;
-                Ok(Sink::InPlace(Box::new(f)))
-            }
-            _ => {
-                let part = target.with_extension(
-                    target
-                        .extension()
-                        .map_or("part".into(), |e| format!("{}.part", e.to_string_lossy())),
-                );
-                let f = File::create(&part).with_context(|| part.display().to_string())?;
-                Ok(Sink::Atomic {
-                    part,
-                    target,
-                    file: BufWriter::with_capacity(1 << 20, f),
-                })
-            }
-        }
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::InPlace(w) => w.write_all(data),
-            Sink::Atomic { file, .. } => file.write_all(data),
-        }
-    }
-
-    /// Complete: flushed, and a regular file synced and renamed into place.
-    fn finish(self) -> anyhow::Result<()> {
-        match self {
-            Sink::InPlace(mut w) => Ok(w.flush()?),
-            Sink::Atomic { part, target, file } => {
-                let done = file
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .and_then(|f| f.sync_all())
-                    .with_context(|| part.display().to_string())
-                    .and_then(|()| {
-                        std::fs::rename(&part, &target)
-                            .with_context(|| target.display().to_string())
-                    });
-                if done.is_err() {
-                    let _ = std::fs::remove_file(&part);
-                }
-                done
-            }
-        }
-    }
-
-    /// Failed: a temporary file is removed.
-    fn abandon(self) {
-        if let Sink::Atomic { part, .. } = self {
-            let _ = std::fs::remove_file(&part);
-        }
-    }
-}
-
 /// Reads `input` in chunks of whole packets, lets `each` change them in place (with the
-/// index of the chunk's first packet), writes them to `output` ([`Sink`]: a regular file
-/// only when complete).
+/// index of the chunk's first packet), writes them to `output` ([`outfile::Sink`]: a regular
+/// file only when complete, devices, FIFOs and `-` in place).
 fn stream(
     input: &Path,
     output: &Path,
     mut each: impl FnMut(&mut [u8], u64) -> anyhow::Result<usize>,
 ) -> anyhow::Result<()> {
     let mut r = File::open(input).with_context(|| input.display().to_string())?;
-    let mut sink = Sink::open(output)?;
+    let mut sink = outfile::Sink::open(output)?;
     let mut buf = vec![0u8; CHUNK_PACKETS * PACKET_SIZE];
     let mut first = 0u64;
     let result = (|| {
@@ -453,13 +365,9 @@ fn stream(
         }
         anyhow::Ok(())
     })();
-    match result {
-        Ok(()) => sink.finish(),
-        Err(e) => {
-            sink.abandon();
-            Err(e)
-        }
-    }
+    // On an error the sink is dropped unfinished: a temporary file goes, the target stays.
+    result?;
+    Ok(sink.finish()?)
 }
 
 /// Fills `buf` unless the input ends first; returns the bytes read.

@@ -20,8 +20,9 @@ pub(super) struct Stored {
 
 /// Why an upload was not kept.
 pub(super) enum UploadError {
-    /// The directory cannot be written.
-    Io(io::Error),
+    /// The directory cannot be written: the file and the OS error (a full disk:
+    /// [`outfile::Error::is_full`]).
+    Io(outfile::Error),
     /// The bytes are not a playable transport stream: why.
     NotPlayable(String),
 }
@@ -43,8 +44,9 @@ impl Media {
     }
 
     /// Keeps `data` if it is a transport stream with a duration (probed in memory, as a
-    /// file would be); written to a temporary name first, so a clip is never seen half
-    /// written.
+    /// file would be); written atomically (`outfile::write_atomic`: a temporary name,
+    /// fsynced, renamed), so a clip is never seen half written and a failed write (a full
+    /// disk) leaves nothing. A clip already kept is not written again.
     pub(super) fn store(&self, data: &[u8]) -> Result<Stored, UploadError> {
         use std::hash::{Hash, Hasher};
         let probed = read_head_and_tail(io::Cursor::new(data), WINDOW_BYTES);
@@ -57,11 +59,15 @@ impl Media {
         data.hash(&mut h);
         let id = format!("{:016x}{:x}", h.finish(), data.len());
         let path = self.dir.join(format!("{id}.ts"));
-        let tmp = self.dir.join(format!(".{id}.tmp"));
-        let kept = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = kept {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(UploadError::Io(e));
+        let kept =
+            std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == data.len() as u64);
+        if !kept {
+            outfile::write_atomic(&path, data).map_err(|e| {
+                UploadError::Io(outfile::Error {
+                    path: path.clone(),
+                    source: e.source,
+                })
+            })?;
         }
         Ok(Stored {
             uri: format!("media:{id}"),

@@ -31,6 +31,7 @@ use epg::alert::{Alert, MsgType, Status};
 use serde_json::{json, Map, Value};
 
 use crate::config::{AlertsConfig, Config};
+use crate::record::alarm::{Alarm, AlarmState};
 use crate::router::ScheduleSink;
 use crate::schedule::driver::{Mailbox, Wake};
 use crate::station::{AirKind, AirReport, OverrideMsg};
@@ -54,6 +55,10 @@ pub(crate) struct Desk {
     state: Mutex<State>,
     /// The stoppage record: each alert on a channel is an override.
     journal: crate::record::Journal,
+    /// Raised while uploaded clips cannot be stored, and while the audit log cannot be
+    /// written (`GET /api/record`).
+    media_alarm: Alarm,
+    audit_alarm: Alarm,
 }
 
 /// What the engine and scheduler give the desk.
@@ -122,6 +127,8 @@ impl Desk {
             returns: links.returns,
             reports: Mutex::new(links.reports),
             journal: links.journal,
+            media_alarm: Alarm::new("alert media"),
+            audit_alarm: Alarm::new("alert audit log"),
             state: Mutex::new(State {
                 replays: Replays::new(seen),
                 board: Board::new(channels),
@@ -138,6 +145,12 @@ impl Desk {
     /// Largest clip upload.
     pub(crate) fn max_upload(&self) -> u64 {
         self.cfg.max_upload_bytes
+    }
+
+    /// The desk's alarms: uploaded clips that cannot be stored, the audit log that cannot
+    /// be written.
+    pub(crate) fn alarms(&self) -> [AlarmState; 2] {
+        [self.media_alarm.state(), self.audit_alarm.state()]
     }
 
     /// Takes one alert message: `body` as received, signed with `signature` (base64) by
@@ -460,14 +473,25 @@ impl Desk {
     pub(crate) fn upload(&self, data: &[u8]) -> Result<Value, Rejection> {
         match self.media.store(data) {
             Ok(stored) => {
+                self.media_alarm.clear("a clip was stored");
                 let v = json!({"media": stored.uri, "bytes": data.len(), "duration_s": stored.duration_ns as f64 / 1e9});
                 let _ = self.record("media_stored", v.clone());
                 Ok(v)
             }
-            Err(UploadError::Io(e)) => Err(reject(
-                RejectKind::Internal,
-                format!("storing the clip: {e}"),
-            )),
+            Err(UploadError::Io(e)) => {
+                // Nothing was kept (no partial file); the answer names the file and the error.
+                self.media_alarm
+                    .raise(format!("cannot store an uploaded clip: {e}"));
+                let kind = if e.is_full() {
+                    RejectKind::InsufficientStorage
+                } else {
+                    RejectKind::Internal
+                };
+                Err(reject(
+                    kind,
+                    format!("storing the clip: {e}; nothing was kept"),
+                ))
+            }
             Err(UploadError::NotPlayable(why)) => Err(reject(
                 RejectKind::Invalid,
                 format!("not a playable transport stream: {why}"),
@@ -480,12 +504,20 @@ impl Desk {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        self.audit.record(event, map).map_err(|e| {
-            reject(
-                RejectKind::Internal,
-                format!("the audit log cannot be written: {e}"),
-            )
-        })
+        match self.audit.record(event, map) {
+            Ok(()) => {
+                self.audit_alarm.clear("a line was written");
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!(
+                    "the audit log {} cannot be written: {e}",
+                    self.cfg.audit_log.display()
+                );
+                self.audit_alarm.raise(why.clone());
+                Err(reject(RejectKind::Internal, why))
+            }
+        }
     }
 
     fn refuse(&self, r: Rejection, mut fields: Value) -> Rejection {

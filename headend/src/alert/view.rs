@@ -28,8 +28,11 @@ pub(crate) enum RejectKind {
     Replay,
     /// Malformed, expired, stale, no channel for its area, a reference to nothing.
     Invalid,
-    /// The audit log cannot be written: nothing is aired without its record.
+    /// The audit log cannot be written: nothing is aired without its record. An upload
+    /// that cannot be stored (a failing disk).
     Internal,
+    /// An upload that cannot be stored: no space left.
+    InsufficientStorage,
 }
 
 impl RejectKind {
@@ -39,6 +42,7 @@ impl RejectKind {
             RejectKind::Replay => "replay",
             RejectKind::Invalid => "invalid",
             RejectKind::Internal => "internal",
+            RejectKind::InsufficientStorage => "insufficient_storage",
         }
     }
 }

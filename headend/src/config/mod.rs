@@ -29,6 +29,7 @@ mod units;
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
 pub(crate) use channel::ChannelConfig;
@@ -52,6 +53,7 @@ pub(crate) use units::{parse_duration, Bitrate};
 use claims::Claims;
 use error::Diagnostics;
 use raw::{RawEngine, RawHttp, RawNetwork, RawSchedules};
+use units::HumanDuration;
 
 /// The validated configuration of one head-end process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +100,24 @@ pub(crate) struct HttpConfig {
     /// (`Authorization: Bearer ...`), 16..=256 visible ASCII characters. Default none: mutating
     /// calls are refused. Never logged or shown.
     pub(crate) api_token: Option<Secret>,
+    /// Key `max_connections`: connections open at once (players, the API, `/metrics`),
+    /// 1..=100000. Default 1024. At the limit a new connection takes the place of the oldest
+    /// idle one (no request in progress); with none idle it is answered 503 and closed. Both
+    /// are counted and raise the `http` alarm (`GET /api/record`). The daemon raises its
+    /// open-file limit to fit; if it cannot, the limit is lowered to what fits, with a
+    /// warning.
+    pub(crate) max_connections: usize,
+    /// Key `header_timeout`: how long a connection may take to send a whole request head,
+    /// from its opening or its last answer, 1s..=5m. Default `"10s"`: a slow or idle client
+    /// (slowloris) is closed and counted.
+    pub(crate) header_timeout: Duration,
+    /// Key `idle_timeout`: a connection that moves no byte either way for this long is
+    /// closed (a player that stopped reading, a stalled upload), 5s..=1h. Default `"60s"`.
+    pub(crate) idle_timeout: Duration,
+    /// Key `request_timeout`: an API request, its body included, must be answered within
+    /// this, 1s..=1h; beyond, 408 (counted). Default `"120s"` (a clip upload on a slow link).
+    /// Live channel streams have no such limit.
+    pub(crate) request_timeout: Duration,
 }
 
 /// A secret string: compared in constant time, never shown by `Debug`.
@@ -167,6 +187,10 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from((Ipv6Addr::LOCALHOST, 8080)),
             api_token: None,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -309,9 +333,57 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
                 None => Some(None),
                 Some(t) => bearer_token(t, "http.api_token", diag).map(Some),
             };
+            let d = HttpConfig::default();
+            let s = Duration::from_secs;
+            let before = diag.len();
+            let mut time = |v: Option<HumanDuration>, key: &str, default, min, max| {
+                let t = v.map_or(default, |t| t.0);
+                if t < min || t > max {
+                    diag.push(
+                        format!("http.{key}"),
+                        format!("{t:?} is out of range {min:?}..={max:?}"),
+                    );
+                }
+                t
+            };
+            let header_timeout = time(
+                raw.header_timeout,
+                "header_timeout",
+                d.header_timeout,
+                s(1),
+                s(300),
+            );
+            let idle_timeout = time(
+                raw.idle_timeout,
+                "idle_timeout",
+                d.idle_timeout,
+                s(5),
+                s(3600),
+            );
+            let request_timeout = time(
+                raw.request_timeout,
+                "request_timeout",
+                d.request_timeout,
+                s(1),
+                s(3600),
+            );
+            let max_connections = raw.max_connections.unwrap_or(d.max_connections as i64);
+            if !(1..=100_000).contains(&max_connections) {
+                diag.push(
+                    "http.max_connections",
+                    format!("{max_connections} is out of range 1..=100000"),
+                );
+            }
+            if diag.len() > before {
+                return None;
+            }
             Some(HttpConfig {
-                listen: raw.listen.unwrap_or(HttpConfig::default().listen),
+                listen: raw.listen.unwrap_or(d.listen),
                 api_token: api_token?,
+                max_connections: max_connections as usize,
+                header_timeout,
+                idle_timeout,
+                request_timeout,
             })
         }
         Err(err) => {

@@ -23,6 +23,14 @@ pub(super) struct RawHttp {
     pub(super) listen: Option<SocketAddr>,
     /// `api_token`: bearer token for mutating API calls; default none (they are refused).
     pub(super) api_token: Option<String>,
+    /// `max_connections`: default 1024, 1..=100000.
+    pub(super) max_connections: Option<i64>,
+    /// `header_timeout`: default `"10s"`, 1s..=5m.
+    pub(super) header_timeout: Option<HumanDuration>,
+    /// `idle_timeout`: default `"60s"`, 5s..=1h.
+    pub(super) idle_timeout: Option<HumanDuration>,
+    /// `request_timeout`: default `"120s"`, 1s..=1h.
+    pub(super) request_timeout: Option<HumanDuration>,
 }
 
 /// `[schedules]`; see [`super::SchedulesConfig`].

@@ -1014,3 +1014,48 @@ fn live_inputs_and_failover() {
         );
     }
 }
+
+/// `[http]`'s client bounds: defaults, values, and each out-of-range key named.
+#[test]
+fn http_client_bounds() {
+    let config = parse(
+        "[http]\nmax_connections = 4096\nheader_timeout = \"5s\"\nidle_timeout = \"30s\"\n\
+         request_timeout = \"1m\"\n",
+        Path::new("."),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(config.http.max_connections, 4096);
+    assert_eq!(config.http.header_timeout, Duration::from_secs(5));
+    assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.http.request_timeout, Duration::from_secs(60));
+    let d = HttpConfig::default();
+    assert_eq!(
+        (
+            d.max_connections,
+            d.header_timeout,
+            d.idle_timeout,
+            d.request_timeout
+        ),
+        (
+            1024,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(120)
+        )
+    );
+    let errors = reject(
+        "[http]\nmax_connections = 0\nheader_timeout = \"500ms\"\nidle_timeout = \"2h\"\n\
+         request_timeout = \"0s\"\n",
+    );
+    assert_eq!(
+        paths(&errors),
+        [
+            "http.header_timeout",
+            "http.idle_timeout",
+            "http.request_timeout",
+            "http.max_connections"
+        ]
+    );
+    assert!(message(&errors, "http.max_connections").contains("1..=100000"));
+}

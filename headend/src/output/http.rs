@@ -9,25 +9,36 @@
 //!   channel's, as JSON (see `crate::guide`).
 //! - `GET /playlist.m3u`: an M3U playlist (tvg-id, tvg-name, group-title) for VLC and
 //!   IPTV players.
+//!
+//! A client flood never reaches the channels (the engine threads pace the outputs; this
+//! runtime only serves) and is bounded here ([`Limits`], `[http]` in the config): at most
+//! `max_connections` open (a new one takes the place of the oldest idle one, or is answered
+//! 503 and closed at once), a request head within `header_timeout` and at most
+//! [`MAX_HEAD`] bytes, no connection silent for `idle_timeout`, an API request answered
+//! within `request_timeout`. Each refusal and closing is counted, and a flood raises the
+//! `http` alarm (`GET /api/record`, [`crate::api::ListenerStats`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::Stream;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, ListenerStats};
 use crate::feed::{Chunk, Feed};
 use crate::status::Status;
 
@@ -49,6 +60,75 @@ pub(crate) struct HttpState {
     pub(crate) api: Arc<ApiState>,
     /// `/metrics`.
     pub(crate) metrics: crate::metrics::Exporter,
+    pub(crate) limits: Limits,
+}
+
+/// Largest request head (request line and headers) accepted; beyond, 431.
+pub(crate) const MAX_HEAD: usize = 64 << 10;
+/// Most header lines in a request.
+const MAX_HEADERS: usize = 64;
+/// The `http` alarm clears once nothing has been refused or closed to make room for this long.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// What bounds the clients (`[http]`; see `crate::config::HttpConfig`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+}
+
+impl Limits {
+    pub(crate) fn of(c: &crate::config::HttpConfig) -> Limits {
+        Limits {
+            max_connections: c.max_connections,
+            header_timeout: c.header_timeout,
+            idle_timeout: c.idle_timeout,
+            request_timeout: c.request_timeout,
+        }
+    }
+}
+
+/// The connections open now, by age (their ids grow), for the limit and to make room.
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    open: BTreeMap<u64, Arc<Conn>>,
+}
+
+/// One connection as the listener watches it; times in milliseconds since the listener
+/// started.
+struct Conn {
+    /// Requests in progress: from a whole request head until its answer is all sent.
+    busy: AtomicUsize,
+    /// Since when it has no request in progress (the header timeout counts from there).
+    idle_since: AtomicU64,
+    /// When it last moved a byte either way.
+    last_io: AtomicU64,
+    /// Closed by the listener to make room for a new connection.
+    evict: tokio::sync::Notify,
+}
+
+/// The listener's clock: milliseconds since it started.
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn ms(self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+
+    fn at(self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
+}
+
+/// Why the listener closed a connection.
+enum Closed {
+    Evicted,
+    HeaderTimeout,
+    IdleTimeout,
 }
 
 /// Serves until the shutdown; then stops accepting and returns.
@@ -57,6 +137,12 @@ pub(crate) async fn serve(
     state: Arc<HttpState>,
     mut shutdown: crate::shutdown::Shutdown,
 ) {
+    let clock = Clock(Instant::now());
+    let table = Arc::new(Mutex::new(Table::default()));
+    let stats = state.api.listener.clone();
+    // When a connection was last refused or closed to make room (ms + 1; 0: never).
+    let mut pressure = 0u64;
+    let mut quiet = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -65,36 +151,296 @@ pub(crate) async fn serve(
                     Err(e) => {
                         // Out of descriptors and the like: keep serving the others.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
+                let Some((conn, evicted)) = admit(&table, &state.limits, clock) else {
+                    refuse(&stream, &stats, state.limits.max_connections);
+                    pressure = clock.ms() + 1;
+                    continue;
+                };
+                if evicted {
+                    stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    flood(&stats, state.limits.max_connections);
+                    pressure = clock.ms() + 1;
+                }
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                stats.open.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let state = state.clone();
-                        async move {
-                            if req.uri().path().starts_with("/api/") {
-                                Ok::<_, Infallible>(
-                                    api::handle(state.api.clone(), req)
-                                        .await
-                                        .map(|b| Body::Full(Some(b))),
-                                )
-                            } else {
-                                Ok::<_, Infallible>(handle(&state, &req))
-                            }
-                        }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "http connection ended");
-                    }
-                });
+                tokio::spawn(connection(stream, peer, state.clone(), table.clone(), conn, clock));
+            }
+            _ = quiet.tick() => {
+                if pressure > 0 && clock.ms() + 1 - pressure >= QUIET.as_millis() as u64 {
+                    pressure = 0;
+                    stats.alarm.clear("no connection refused or closed to make room for 10 s");
+                }
             }
             _ = shutdown.wait() => break,
         }
+    }
+}
+
+/// A place for a new connection: a free one, or the oldest idle connection's (closed; the
+/// bool says so). `None` when every place is taken by a connection with a request in
+/// progress.
+fn admit(table: &Mutex<Table>, limits: &Limits, clock: Clock) -> Option<(Arc<Conn>, bool)> {
+    let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut evicted = false;
+    if t.open.len() >= limits.max_connections {
+        let oldest_idle = t
+            .open
+            .iter()
+            .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+            .map(|(id, _)| *id)?;
+        if let Some(c) = t.open.remove(&oldest_idle) {
+            c.evict.notify_one();
+        }
+        evicted = true;
+    }
+    let now = clock.ms();
+    let conn = Arc::new(Conn {
+        busy: AtomicUsize::new(0),
+        idle_since: AtomicU64::new(now),
+        last_io: AtomicU64::new(now),
+        evict: tokio::sync::Notify::new(),
+    });
+    let id = t.next_id;
+    t.next_id += 1;
+    t.open.insert(id, conn.clone());
+    Some((conn, evicted))
+}
+
+/// At the limit with no idle connection to close: 503 (if the socket takes it at once) and
+/// closed, counted. What the client already sent is read first, so the close is a FIN the
+/// client reads the 503 before, not a reset.
+fn refuse(stream: &TcpStream, stats: &ListenerStats, max: usize) {
+    stats.refused.fetch_add(1, Ordering::Relaxed);
+    flood(stats, max);
+    let mut sent = [0u8; 4096];
+    let _ = stream.try_read(&mut sent);
+    let body = format!("busy: {max} connections open (http.max_connections); try again later\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Retry-After: 5\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+}
+
+/// Raises (or updates) the `http` alarm: at the connection limit.
+fn flood(stats: &ListenerStats, max: usize) {
+    stats.alarm.raise(format!(
+        "client flood: at http.max_connections ({max}); {} connection(s) refused and {} idle one(s) closed to make room since start",
+        stats.refused.load(Ordering::Relaxed),
+        stats.evicted.load(Ordering::Relaxed)
+    ));
+}
+
+/// Serves one connection until it ends, is closed to make room, or runs over the header
+/// or idle timeout.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<HttpState>,
+    table: Arc<Mutex<Table>>,
+    conn: Arc<Conn>,
+    clock: Clock,
+) {
+    let limits = state.limits;
+    let stats = state.api.listener.clone();
+    let io = Watched {
+        inner: stream,
+        conn: conn.clone(),
+        clock,
+    };
+    let for_service = conn.clone();
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let state = state.clone();
+        let busy = Busy::start(for_service.clone(), clock);
+        async move {
+            let r = if req.uri().path().starts_with("/api/") {
+                let limit = limits.request_timeout;
+                match tokio::time::timeout(limit, api::handle(state.api.clone(), req)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        state
+                            .api
+                            .listener
+                            .request_timeouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        api::timed_out(limit)
+                    }
+                }
+                .map(|b| Body::Full(Some(b)))
+            } else {
+                handle(&state, &req)
+            };
+            Ok::<_, Infallible>(r.map(|body| Tracked { body, _busy: busy }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_header_size(MAX_HEAD).max_headers(MAX_HEADERS);
+    let served = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(served);
+    let closed = loop {
+        // The next instant a timeout could fall due.
+        let idle_at = conn.last_io.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64;
+        let head_at = (conn.busy.load(Ordering::Acquire) == 0).then(|| {
+            conn.idle_since.load(Ordering::Relaxed) + limits.header_timeout.as_millis() as u64
+        });
+        let due = head_at.map_or(idle_at, |h| h.min(idle_at));
+        tokio::select! {
+            r = &mut served => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "http connection ended");
+                }
+                break None;
+            }
+            _ = conn.evict.notified() => break Some(Closed::Evicted),
+            _ = tokio::time::sleep_until(clock.at(due)) => {
+                let now = clock.ms();
+                let idle = conn.busy.load(Ordering::Acquire) == 0;
+                if idle && now >= conn.idle_since.load(Ordering::Relaxed) + limits.header_timeout.as_millis() as u64 {
+                    stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    break Some(Closed::HeaderTimeout);
+                }
+                if now >= conn.last_io.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64 {
+                    stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                    break Some(Closed::IdleTimeout);
+                }
+            }
+        }
+    };
+    match closed {
+        Some(Closed::HeaderTimeout) => {
+            tracing::debug!(%peer, "http connection closed: no whole request head within http.header_timeout");
+        }
+        Some(Closed::IdleTimeout) => {
+            tracing::debug!(%peer, "http connection closed: nothing moved for http.idle_timeout");
+        }
+        // Already out of the table.
+        Some(Closed::Evicted) => {}
+        None => {}
+    }
+    if !matches!(closed, Some(Closed::Evicted)) {
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        t.open.retain(|_, c| !Arc::ptr_eq(c, &conn));
+    }
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A request in progress on a connection, from its whole head until its answer's body is
+/// all sent (or dropped).
+struct Busy {
+    conn: Arc<Conn>,
+    clock: Clock,
+}
+
+impl Busy {
+    fn start(conn: Arc<Conn>, clock: Clock) -> Busy {
+        conn.busy.fetch_add(1, Ordering::AcqRel);
+        Busy { conn, clock }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.conn
+            .idle_since
+            .store(self.clock.ms(), Ordering::Relaxed);
+        self.conn.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body with its request's [`Busy`] mark.
+pub(crate) struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
+/// A connection's socket, noting when a byte last moved either way.
+struct Watched {
+    inner: TcpStream,
+    conn: Arc<Conn>,
+    clock: Clock,
+}
+
+impl Watched {
+    fn moved(&self) {
+        self.conn.last_io.store(self.clock.ms(), Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut me.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            me.moved();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            me.moved();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            me.moved();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -417,8 +763,10 @@ mod tests {
                 probes: Default::default(),
                 journal: crate::record::Journal::none(),
                 hooks: None,
+                listener: Default::default(),
             }),
             metrics: Default::default(),
+            limits: Limits::of(&crate::config::HttpConfig::default()),
         };
         let m3u = playlist_m3u(&state, "[::1]:8080");
         assert_eq!(

@@ -1,9 +1,12 @@
 //! The schedule store: one human-editable TOML file per channel and date, in a directory the
 //! daemon owns (`{dir}/{channel}/{date}.toml`; format in `epg::schedule`).
 //!
-//! - Every write is validated first, then made atomic: the new text goes to a temporary file
-//!   in the same directory, is fsynced, renamed over the old file, and the directory is
-//!   fsynced. A crash at any point leaves the old file or the new one, never a torn one.
+//! - Every write is validated first, then made atomic (`outfile::write_atomic`): the new text
+//!   goes to a temporary file in the same directory, is fsynced, renamed over the old file,
+//!   and the directory is fsynced. A crash at any point leaves the old file or the new one,
+//!   never a torn one; a failed write (a full or failing disk) leaves the old one in force
+//!   and no temporary file, answers [`StoreError::Io`] naming the file and the OS error, and
+//!   raises the store's [`Alarm`], cleared by the next write that succeeds.
 //! - Every write bumps the revision, and the revision it replaces is kept under
 //!   `{dir}/{channel}/.history/{date}.r{N}.toml`, so `undo` can bring it back (as a new
 //!   revision, so an undo can itself be undone).
@@ -11,13 +14,15 @@
 //!   replace revision 7. Two schedulers editing at once: one wins, the other gets
 //!   [`StoreError::Conflict`] with the current revision, and nothing is overwritten silently.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::NaiveDate;
 use epg::schedule::{parse, Day, DayErrors};
+
+use crate::record::alarm::Alarm;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +47,23 @@ pub(crate) enum StoreError {
     /// Nothing to undo.
     #[error("{channel} {date}: no earlier revision to go back to")]
     NoHistory { channel: String, date: NaiveDate },
-    /// File system error, with the path.
+    /// File system error, with the path (a full disk: [`StoreError::is_full`]).
     #[error("{path}: {source}")]
     Io {
         path: String,
         #[source]
         source: io::Error,
     },
+}
+
+impl StoreError {
+    /// No space left (ENOSPC, EDQUOT).
+    pub(crate) fn is_full(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ))
+    }
 }
 
 /// The schedule directory.
@@ -58,6 +73,8 @@ pub(crate) struct Store {
     write_lock: Mutex<()>,
     /// Writes accepted so far, so readers (the scheduler) see an edit at once.
     writes: std::sync::atomic::AtomicU64,
+    /// Raised while writes fail.
+    alarm: Alarm,
 }
 
 impl Store {
@@ -66,7 +83,13 @@ impl Store {
             dir: dir.into(),
             write_lock: Mutex::new(()),
             writes: Default::default(),
+            alarm: Alarm::new("schedule store"),
         }
+    }
+
+    /// The store's alarm: raised while its writes fail.
+    pub(crate) fn alarm(&self) -> &Alarm {
+        &self.alarm
     }
 
     /// How many writes this store has accepted (grows with every write and undo).
@@ -153,11 +176,38 @@ impl Store {
                 errors,
             });
         }
-        if let Some(old) = &current {
-            let h = self.history_path(channel, day.date, old.revision)?;
-            write_atomic(&h, old.to_toml().as_bytes())?;
+        let written = (|| {
+            let history = match &current {
+                Some(old) => {
+                    let h = self.history_path(channel, day.date, old.revision)?;
+                    // Named by the schedule's file, which is what was not written.
+                    outfile::write_atomic(&h, old.to_toml().as_bytes()).map_err(|e| {
+                        StoreError::Io {
+                            path: path.display().to_string(),
+                            source: io::Error::new(
+                                e.source.kind(),
+                                format!("keeping the revision it replaces: {e}"),
+                            ),
+                        }
+                    })?;
+                    Some(h)
+                }
+                None => None,
+            };
+            let done = write_atomic(&path, text.as_bytes());
+            if let (Err(_), Some(h)) = (&done, history) {
+                // The old revision is still the current one: no copy of it in the history.
+                let _ = fs::remove_file(h);
+            }
+            done
+        })();
+        if let Err(e) = written {
+            self.alarm.raise(format!(
+                "cannot write the schedule store: {e}; the schedule in force is unchanged"
+            ));
+            return Err(e);
         }
-        write_atomic(&path, text.as_bytes())?;
+        self.alarm.clear("a schedule was written");
         self.writes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(new.revision)
@@ -222,31 +272,13 @@ fn read_day(path: &Path) -> Result<Option<Day>, StoreError> {
         })
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix:
-/// temporary file, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` so that a crash or a failure leaves the old content or the new,
+/// never a mix, and no temporary file ([`outfile::write_atomic`]); an error names `path`.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io_err = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| StoreError::Io { path: p, source }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
+    outfile::write_atomic(path, bytes).map_err(|e| StoreError::Io {
+        path: path.display().to_string(),
+        source: e.source,
+    })
 }
 
 #[cfg(test)]
@@ -327,6 +359,49 @@ mod tests {
             msg.contains("news/2026-11-23.toml: line 2: item 1"),
             "{msg}"
         );
+    }
+
+    /// A full disk: the write is refused naming the file and the OS error, the schedule in
+    /// force stays (on disk and in the history), no temporary file is left, the alarm is
+    /// raised; once there is room again the next write goes through and clears it.
+    #[test]
+    fn a_full_disk_refuses_the_write_and_leaves_the_old_schedule() {
+        let Some(disk) = crate::record::alarm::SmallDisk::mount(256 << 10) else {
+            return;
+        };
+        let store = Store::new(disk.path().join("sched"));
+        store.write("news", &day(&["one"]), 0).unwrap();
+        store.write("news", &day(&["two"]), 1).unwrap();
+        let before = fs::read(disk.path().join("sched/news/2026-11-23.toml")).unwrap();
+        let listing = |d: &str| {
+            let mut v: Vec<String> = fs::read_dir(disk.path().join(d))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let filler = disk.fill(0);
+        let e = store
+            .write("news", &day(&["three", "four"]), 2)
+            .unwrap_err();
+        assert!(e.is_full(), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("No space left on device"), "{msg}");
+        assert!(msg.contains("sched/news/"), "{msg}");
+        assert!(store.alarm().state().alarm.is_some());
+        assert_eq!(
+            fs::read(disk.path().join("sched/news/2026-11-23.toml")).unwrap(),
+            before
+        );
+        assert_eq!(store.read("news", date()).unwrap().revision, 2);
+        assert_eq!(listing("sched/news"), vec![".history", "2026-11-23.toml"]);
+        assert_eq!(listing("sched/news/.history"), vec!["2026-11-23.r1.toml"]);
+        // Room again.
+        fs::remove_file(filler).unwrap();
+        assert_eq!(store.write("news", &day(&["three", "four"]), 2).unwrap(), 3);
+        assert!(store.alarm().state().alarm.is_none());
+        assert_eq!(store.alarm().state().count, 1);
     }
 
     /// Two writers racing from the same revision: exactly one wins each round, the other
