@@ -8,7 +8,9 @@
 //!   counted over 10 loops (item changes, PMT changes and all);
 //! - within one item: a single long item (the first 64 MB of `target/bench/input-1g.ts`,
 //!   made by `scripts/bench-peers`; skipped when absent), counted over 300 s of output after
-//!   a 10 s warm-up, with no item change inside the window.
+//!   a 10 s warm-up, with no item change inside the window;
+//! - the TR 101 290 monitor (run on every output and live input): over 60 s of the a,b,c,e
+//!   render in 7-packet datagrams (no SI in it: not checked), counted after its first 10 s.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
@@ -276,8 +278,42 @@ fn within_item() {
     );
 }
 
+fn monitored() {
+    let muxrate = 6_000_000;
+    let out = benches::rendered_abce(muxrate, Duration::from_secs(60));
+    let mut m = playout::monitor::Monitor::new(playout::monitor::MonitorConfig {
+        si: false,
+        nit: false,
+        pcr_accuracy: true,
+    });
+    let datagram = 7 * PACKET_SIZE;
+    let ns = datagram as u64 * 8 * 1_000_000_000 / muxrate;
+    let warm = packets(10, muxrate) as usize * PACKET_SIZE / datagram;
+    let mut counted = (0, 0);
+    for (k, d) in out.chunks_exact(datagram).enumerate() {
+        if k == warm {
+            counted.0 = ALLOCS.load(Ordering::Relaxed);
+        }
+        m.push(k as u64 * ns, d);
+        counted.1 += usize::from(k >= warm) * 7;
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - counted.0;
+    println!(
+        "TR 101 290 monitor (a,b,c,e at 6 Mb/s, 50 s after 10 s warm-up): {allocs} allocations \
+         over {} packets = {:.5} allocations/packet; errors counted: {:?}",
+        counted.1,
+        allocs as f64 / counted.1.max(1) as f64,
+        m.counts()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{} {n}", r.name()))
+            .collect::<Vec<_>>(),
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; there is nothing to filter.
     whole_loops();
     within_item();
+    monitored();
 }

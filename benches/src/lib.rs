@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use playout::mux::{Mux, MuxConfig};
-use playout::offline::{MemorySource, Offline};
+use playout::offline::{MemorySource, Offline, BATCH};
 use playout::splice::{SpliceConfig, Splicer};
 
 pub mod live;
@@ -45,4 +45,18 @@ pub fn render(
     let mux = Mux::new(MuxConfig::new(muxrate_bps), vec![splicer]);
     let total = Offline::<MemorySource>::packets_for(duration, muxrate_bps);
     Offline::new(mux, vec![MemorySource::new(items)], total)
+}
+
+/// The whole output of [`render`] over the playlist a, b, c, e (looped), in memory.
+pub fn rendered_abce(muxrate_bps: u64, duration: Duration) -> Bytes {
+    let mut run = render(
+        playlist(&["a.ts", "b.ts", "c.ts", "e.ts"]),
+        muxrate_bps,
+        duration,
+    );
+    let mut out = BytesMut::new();
+    while !run.done() {
+        run.step(&mut out, BATCH);
+    }
+    out.freeze()
 }
