@@ -237,6 +237,40 @@ fn describe() {
         Unit::Count,
         "Events waiting for a webhook."
     );
+    describe_gauge!(
+        "headend_alarm",
+        "1 while the alarm of a part that is not a channel's is raised (place: schedule store, alert media, alert audit log, http)."
+    );
+    describe_counter!(
+        "headend_alarms_raised_total",
+        Unit::Count,
+        "Times an alarm was raised in this run."
+    );
+    describe_gauge!(
+        "headend_http_connections",
+        Unit::Count,
+        "HTTP connections open now (players, the API, /metrics)."
+    );
+    describe_counter!(
+        "headend_http_connections_accepted_total",
+        Unit::Count,
+        "HTTP connections accepted."
+    );
+    describe_counter!(
+        "headend_http_connections_refused_total",
+        Unit::Count,
+        "HTTP connections refused at http.max_connections with none idle to close (answered 503)."
+    );
+    describe_counter!(
+        "headend_http_connections_closed_total",
+        Unit::Count,
+        "HTTP connections closed by the head-end: an idle one to make room, or a timeout."
+    );
+    describe_counter!(
+        "headend_http_request_timeouts_total",
+        Unit::Count,
+        "API requests answered 408 for running over http.request_timeout."
+    );
     describe_counter!(
         "process_cpu_seconds_total",
         Unit::Seconds,
@@ -354,6 +388,31 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
         counter!("headend_webhook_dropped_total", &labels).absolute(w.dropped);
         gauge!("headend_webhook_queued", &labels).set(w.queued as f64);
     }
+    // The alarms of parts that are not a channel's (a full disk, a client flood).
+    let mut alarms = vec![api.store.alarm().state(), api.listener.alarm.state()];
+    if let Some(desk) = &api.alerts {
+        alarms.extend(desk.alarms());
+    }
+    for a in alarms {
+        let labels = [("place", a.place.to_owned())];
+        gauge!("headend_alarm", &labels).set(flag(a.alarm.is_some()));
+        counter!("headend_alarms_raised_total", &labels).absolute(a.count);
+    }
+    let l = &api.listener;
+    gauge!("headend_http_connections").set(l.open.load(Ordering::Relaxed) as f64);
+    counter!("headend_http_connections_accepted_total")
+        .absolute(l.accepted.load(Ordering::Relaxed));
+    counter!("headend_http_connections_refused_total").absolute(l.refused.load(Ordering::Relaxed));
+    for (why, n) in [
+        ("evicted_idle", &l.evicted),
+        ("header_timeout", &l.header_timeouts),
+        ("idle_timeout", &l.idle_timeouts),
+    ] {
+        counter!("headend_http_connections_closed_total", "reason" => why)
+            .absolute(n.load(Ordering::Relaxed));
+    }
+    counter!("headend_http_request_timeouts_total")
+        .absolute(l.request_timeouts.load(Ordering::Relaxed));
     process();
 }
 
