@@ -48,7 +48,8 @@ pub(crate) struct ChannelConfig {
     /// so this bounds how soon an emergency alert is on screen; files come muxed with their
     /// own (ffmpeg's is 0.7 s), and packets are only held back, never sent earlier, and
     /// never so far that a stream keeps less than 100 ms (see
-    /// [`playout::splice::SpliceConfig::mux_delay`]). A large value keeps each input's own.
+    /// [`playout::splice::SpliceConfig::mux_delay`]). A large value keeps each file's own; live
+    /// inputs always keep theirs.
     pub(crate) mux_delay: Duration,
     /// Key `clock_origin`: first output PTS/PCR base in 90 kHz ticks. Default 0, 0..2^33
     /// (set it just below 2^33 = 8589934592 to exercise the 33-bit wrap).

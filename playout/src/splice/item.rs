@@ -798,11 +798,17 @@ impl State {
     /// after it (the read-ahead, about a second) [`LEAD_MARGIN`] before its decode time
     /// (the audio of a file muxed with its audio later than its video has the least). The
     /// delay does not depend on the item's shift: both the decode and the due time move
-    /// with it.
+    /// with it. Live inputs keep their own timing.
     fn delay_for(&self, rec: &PesRec, cfg: &SpliceConfig) -> u64 {
         let (Some(mux_delay), Some(dts), Some(t)) = (cfg.mux_delay, rec.dts, rec.t_in) else {
             return 0;
         };
+        if self.cue.min_lead > 0 {
+            // A live input: its data arrives in real time, and its timing is the relay's
+            // lead (see `CueParams::min_lead`); holding some of it back would let what
+            // follows fall due before it has arrived.
+            return 0;
+        }
         let lead = i128::from(dts) * 300 - i128::from(t);
         let send = if cfg.muxrate_bps > 0 {
             let packets = rec.got.div_ceil(PACKET_SIZE - 4) as i128;
