@@ -9,6 +9,12 @@
 //! the kill and the restart. The descrambled capture is conformant and ffmpeg decodes it
 //! without an error.
 //!
+//! `scs_after_an_ecmg_stall` stops the ECMG instead (SIGSTOP, its connection open and silent)
+//! for 13 s, from just after the ECM of crypto-period 1, then resumes it (SIGCONT), as the
+//! soak's fault did (docs/soak.md): the flip to period 3 is deferred until the ECMG is back, and
+//! a receiver following the ECMs on air must descramble every PES start throughout, no ECM
+//! changing the word in use (words change only at a flip).
+//!
 //! The capture is judged as a receiver tuning in sees it: from the first ECM, each stream from
 //! its first PES start after the PAT and PMT, video from a random access point (the service
 //! starts scrambled before the ECMG's first answer can be on air).
@@ -83,29 +89,61 @@ fn ecmg(addr: &str) -> (Ecmg, String) {
     (Ecmg(child), bound)
 }
 
-#[test]
-fn scs_against_the_test_ecmg_with_an_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let (first, addr) = ecmg("127.0.0.1:0");
-    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket2::SockRef::from(&rx)
-        .set_recv_buffer_size(8 << 20)
-        .unwrap();
-    let port = rx.local_addr().unwrap().port();
-    let cfg = dir.path().join("headend.toml");
+impl Ecmg {
+    /// Sends `signal` ("STOP", "CONT") to the ECMG.
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{signal}");
+    }
+}
+
+/// The tests of this file one at a time: each places its outage against the crypto-periods'
+/// timing, which two daemons and two ECMGs at once on a loaded machine would blur.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The config of channel `pay`, scrambled with SimulCrypt keys from the ECMG at `addr`
+/// (crypto-period 2 s, keep the last word on failure), out on UDP to each of `ports`.
+fn config(dir: &std::path::Path, addr: &str, ports: &[u16]) -> std::path::PathBuf {
+    let cfg = dir.join("headend.toml");
+    let outputs: String = ports
+        .iter()
+        .map(|p| format!("\n[[channel.output]]\nurl = \"udp://127.0.0.1:{p}\"\n"))
+        .collect();
     std::fs::write(
         &cfg,
         format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n\n[[channel]]\nid = \"pay\"\nservice_id = 9\nname = \"Pay\"\n\
              muxrate = \"3M\"\nplaylist = [{a:?}, {e:?}]\n\n[channel.scrambling]\ncipher = \"dvb-cissa\"\n\
              crypto_period = \"2s\"\nkeys = \"simulcrypt\"\non_failure = \"keep\"\n\
-             [channel.scrambling.simulcrypt]\necmg = \"{addr}\"\nsuper_cas_id = 0x4AD10000\n\n\
-             [[channel.output]]\nurl = \"udp://127.0.0.1:{port}\"\n",
+             [channel.scrambling.simulcrypt]\necmg = \"{addr}\"\nsuper_cas_id = 0x4AD10000\n{outputs}",
             a = media("a.ts").display().to_string(),
             e = media("e.ts").display().to_string(),
         ),
     )
     .unwrap();
+    cfg
+}
+
+/// A UDP receiver with a large buffer: the socket and its port.
+fn udp_receiver() -> (UdpSocket, u16) {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&rx)
+        .set_recv_buffer_size(8 << 20)
+        .unwrap();
+    let port = rx.local_addr().unwrap().port();
+    (rx, port)
+}
+
+#[test]
+fn scs_against_the_test_ecmg_with_an_outage() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (first, addr) = ecmg("127.0.0.1:0");
+    let (rx, port) = udp_receiver();
+    let cfg = config(dir.path(), &addr, &[port]);
     let stop = Arc::new(AtomicBool::new(false));
     let receiver = receive_stamped(rx, stop.clone(), Duration::from_secs(90));
     let mut daemon = Daemon::run(&cfg, "info");
@@ -155,16 +193,207 @@ fn scs_against_the_test_ecmg_with_an_outage() {
         "{record:#?}"
     );
     drop(second);
+    let (w, sent) = receive("simulcrypt", receiver, &stop, t0);
+    // Each flip at its datagram's kernel stamp: when the daemon sent it.
+    let flip_times: Vec<i64> = w.flips.iter().map(|&k| sent(k)).collect();
+    let before = flip_times.iter().filter(|t| **t < killing).count();
+    let during = flip_times
+        .iter()
+        .filter(|t| **t > killed + GRACE_NS && **t < restarting)
+        .count();
+    let after = flip_times.iter().filter(|t| **t > restarted).count();
+    let since_kill: Vec<String> = flip_times
+        .iter()
+        .map(|t| format!("{:+.2}", (t - killed) as f64 / 1e9))
+        .collect();
+    eprintln!(
+        "{} ECMs, flips: {before} before the outage, {during} during, {after} after; \
+         at {} s from the kill, restarted at {:+.2} s",
+        w.ecms,
+        since_kill.join(" "),
+        (restarted - killed) as f64 / 1e9
+    );
+    assert!(
+        before >= 2,
+        "rotation every 2 s: {before} flips in {BEFORE:?}"
+    );
+    assert_eq!(during, 0, "no flip without the ECMG (keep the last word)");
+    assert!(
+        after >= 2,
+        "rotation resumed: {after} flips in the last {AFTER:?}"
+    );
+    assert!(stderr.contains("ALARM: ECMG link down"), "{stderr}");
+    assert!(
+        stderr.contains("ALARM: crypto-period without its word"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.matches("ECMG stream ready").count() >= 2,
+        "reconnected: {stderr}"
+    );
+
+    assert!(
+        w.undecodable.is_empty(),
+        "{} PES starts not descrambled by the ECMs' words",
+        w.undecodable.len()
+    );
+    let limits = CheckLimits {
+        private_pids: vec![Pid::from_bits(ECM_PID)],
+        ..CheckLimits::across_joins(3_000_000)
+    };
+    let r = check(&w.out, &limits);
+    let v = r.violations(&limits);
+    assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
+    if let Some(ffmpeg) = tool("ffmpeg") {
+        let file = dir.path().join("descrambled.ts");
+        std::fs::write(&file, &w.out).unwrap();
+        let errors = ffmpeg_errors(ffmpeg, &file);
+        assert!(errors.is_empty(), "ffmpeg: {errors:#?}");
+    }
+}
+
+/// How long the ECMG stalls: past the SCS's channel_test (every 10 s, answered within 2 s), so
+/// the link goes down and the SCS reconnects, as in the soak (docs/soak.md).
+const STALL: Duration = Duration::from_secs(13);
+/// Rotation after the ECMG resumes.
+const AFTER_STALL: Duration = Duration::from_secs(10);
+
+/// The CP_numbers of the ECMs on air on `socket`, each time it changes, until `stop`.
+fn watch_ecms(socket: UdpSocket, stop: Arc<AtomicBool>) -> std::sync::mpsc::Receiver<u16> {
+    let key = drm::cipher::parse_hex16(KEY).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut asm = SectionAssembler::default();
+        let mut last = None;
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(n) = socket.recv(&mut buf) else {
+                continue;
+            };
+            for p in buf[..n].chunks_exact(188) {
+                if u16::from_be_bytes([p[1], p[2]]) & 0x1FFF != ECM_PID {
+                    continue;
+                }
+                let p = TsPacket::new(Bytes::copy_from_slice(p)).unwrap();
+                asm.push(&p, true, |s| {
+                    if let Ok(e) = drm::ecm::parse_ecm(&key, Wrap::Aes128, s) {
+                        if last != Some(e.cp_number) {
+                            last = Some(e.cp_number);
+                            let _ = tx.send(e.cp_number);
+                        }
+                    }
+                });
+            }
+        }
+    });
+    rx
+}
+
+/// The ECMG stalls (SIGSTOP, its TCP connection open but unanswered) for several
+/// crypto-periods, then resumes (SIGCONT), as the soak's fault did. It stalls as soon as the
+/// ECM of crypto-period 1 is on air, so period 2 flips on its word but the ECM announcing
+/// period 3's word never comes: the flip to 3 is deferred, period after period, on the last
+/// word (`keep`), until the SCS has reconnected and the ECMG answered. A receiver following
+/// the ECMs on air must descramble every packet throughout (during the stall the ECM of
+/// period 1 carries period 2's word, still in use), and no ECM may change the word in use:
+/// words change only at a flip.
+#[test]
+fn scs_after_an_ecmg_stall() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (ecmg, addr) = ecmg("127.0.0.1:0");
+    let (rx, port) = udp_receiver();
+    let (watch, watch_port) = udp_receiver();
+    let cfg = config(dir.path(), &addr, &[port, watch_port]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = receive_stamped(rx, stop.clone(), Duration::from_secs(90));
+    let ecms = watch_ecms(watch, stop.clone());
+    let mut daemon = Daemon::run(&cfg, "info");
+    let t0 = Instant::now();
+    loop {
+        let cp = ecms
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the ECM of crypto-period 1 on air");
+        if cp == 1 {
+            break;
+        }
+    }
+    ecmg.signal("STOP");
+    let stalled = utc_ns();
+    std::thread::sleep(STALL);
+    let resuming = utc_ns();
+    ecmg.signal("CONT");
+    std::thread::sleep(AFTER_STALL);
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    drop(ecmg);
+    let (w, sent) = receive("stall", receiver, &stop, t0);
+    let from_stall = |k: usize| format!("{:+.2}", (sent(k) - stalled) as f64 / 1e9);
+    let flips: Vec<i64> = w.flips.iter().map(|&k| sent(k)).collect();
+    eprintln!(
+        "{} ECMs, flips at {} s from the stall, resumed at {:+.2} s; {} PES starts not descrambled{}",
+        w.ecms,
+        w.flips.iter().map(|&k| from_stall(k)).collect::<Vec<_>>().join(" "),
+        (resuming - stalled) as f64 / 1e9,
+        w.undecodable.len(),
+        w.undecodable
+            .first()
+            .map_or(String::new(), |&k| format!(", the first at {} s", from_stall(k)))
+    );
+    assert!(
+        w.undecodable.is_empty(),
+        "{} PES starts not descrambled by the words of the ECMs on air, from {} s to {} s after the stall",
+        w.undecodable.len(),
+        from_stall(w.undecodable[0]),
+        from_stall(*w.undecodable.last().unwrap())
+    );
+    let during = flips
+        .iter()
+        .filter(|t| **t > stalled + GRACE_NS && **t < resuming)
+        .count();
+    let after = flips.iter().filter(|t| **t > resuming).count();
+    assert_eq!(during, 0, "no flip without the ECMG (keep the last word)");
+    assert!(
+        after >= 3,
+        "rotation resumed: {after} flips in the last {AFTER_STALL:?}"
+    );
+    assert!(stderr.contains("ALARM: ECMG link down"), "{stderr}");
+    assert!(
+        stderr.contains("ALARM: crypto-period without its word"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("scrambling recovered"), "{stderr}");
+}
+
+/// Stops the capture (300 ms after the daemon has stopped) and walks it as a receiver tuning
+/// in does ([`tune_in`], [`common::receive_scrambled`]): what the receiver made of it, and when
+/// each of its packets was sent (its datagram's kernel stamp, realtime ns).
+fn receive(
+    label: &str,
+    receiver: std::thread::JoinHandle<common::Stamped>,
+    stop: &AtomicBool,
+    t0: Instant,
+) -> (common::Received, impl Fn(usize) -> i64) {
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (data, stamps) = flatten(&receiver.join().unwrap());
     eprintln!("ran {:?}", t0.elapsed());
-
     let key = drm::cipher::parse_hex16(KEY).unwrap();
     let kind = "dvb-cissa".parse().unwrap();
-    // Tuning in, as a receiver does: from the first ECM, each elementary stream from its first
-    // PES start after a PAT and PMT (video from a random access point); what came before on
-    // those PIDs becomes null packets, so the byte clock stays as sent.
+    let (data, first_ecm) = tune_in(&data);
+    let w = common::receive_scrambled(label, &data, kind, ECM_PID, &key, Wrap::Aes128);
+    let sent = move |k: usize| stamps[stamps.partition_point(|(i, _)| *i <= first_ecm + k) - 1].1;
+    (w, sent)
+}
+
+/// A capture as a receiver tuning in sees it, and the index in `data` of its first ECM (the
+/// tuned capture starts there): from the first ECM, each elementary stream from its first PES
+/// start after a PAT and PMT (video from a random access point); what came before on those
+/// PIDs becomes null packets, so the byte clock stays as sent.
+fn tune_in(data: &[u8]) -> (Vec<u8>, usize) {
     let pid = |p: &[u8]| u16::from_be_bytes([p[1], p[2]]) & 0x1FFF;
     let starts = |k: usize, want: u16| {
         data.chunks_exact(188)
@@ -211,61 +440,5 @@ fn scs_against_the_test_ecmg_with_an_outage() {
         }
         tuned.extend_from_slice(p);
     }
-    let data = tuned;
-    let w = common::receive_scrambled("simulcrypt", &data, kind, ECM_PID, &key, Wrap::Aes128);
-    // Each flip at its datagram's kernel stamp: when the daemon sent it.
-    let flip_times: Vec<i64> = w
-        .flips
-        .iter()
-        .map(|&k| stamps[stamps.partition_point(|(i, _)| *i <= first_ecm + k) - 1].1)
-        .collect();
-    let before = flip_times.iter().filter(|t| **t < killing).count();
-    let during = flip_times
-        .iter()
-        .filter(|t| **t > killed + GRACE_NS && **t < restarting)
-        .count();
-    let after = flip_times.iter().filter(|t| **t > restarted).count();
-    let since_kill: Vec<String> = flip_times
-        .iter()
-        .map(|t| format!("{:+.2}", (t - killed) as f64 / 1e9))
-        .collect();
-    eprintln!(
-        "{} ECMs, flips: {before} before the outage, {during} during, {after} after; \
-         at {} s from the kill, restarted at {:+.2} s",
-        w.ecms,
-        since_kill.join(" "),
-        (restarted - killed) as f64 / 1e9
-    );
-    assert!(
-        before >= 2,
-        "rotation every 2 s: {before} flips in {BEFORE:?}"
-    );
-    assert_eq!(during, 0, "no flip without the ECMG (keep the last word)");
-    assert!(
-        after >= 2,
-        "rotation resumed: {after} flips in the last {AFTER:?}"
-    );
-    assert!(stderr.contains("ALARM: ECMG link down"), "{stderr}");
-    assert!(
-        stderr.contains("ALARM: crypto-period without its word"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.matches("ECMG stream ready").count() >= 2,
-        "reconnected: {stderr}"
-    );
-
-    let limits = CheckLimits {
-        private_pids: vec![Pid::from_bits(ECM_PID)],
-        ..CheckLimits::across_joins(3_000_000)
-    };
-    let r = check(&w.out, &limits);
-    let v = r.violations(&limits);
-    assert!(v.is_empty(), "{}\n{r}", v.join("\n"));
-    if let Some(ffmpeg) = tool("ffmpeg") {
-        let file = dir.path().join("descrambled.ts");
-        std::fs::write(&file, &w.out).unwrap();
-        let errors = ffmpeg_errors(ffmpeg, &file);
-        assert!(errors.is_empty(), "ffmpeg: {errors:#?}");
-    }
+    (tuned, first_ecm)
 }

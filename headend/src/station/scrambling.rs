@@ -47,7 +47,9 @@ pub(crate) struct ProgramScrambling {
     scrambler: Scrambler,
     rotation: Rotation,
     keys: Box<dyn KeySource + Send>,
-    /// Words generated, by crypto-period (the last few).
+    /// Words generated, by crypto-period: those of the periods around the next one (two
+    /// before it to one after it), kept until the rotation has moved past them, so a period's
+    /// word never changes once it exists (see [`ProgramScrambling::word_for`]).
     generated: Vec<(u16, ControlWord)>,
     /// The words of the even and odd crypto-periods, with the period each belongs to.
     words: [Option<(u16, ControlWord)>; 2],
@@ -157,17 +159,32 @@ impl ProgramScrambling {
         self.rotate(mux, now);
     }
 
-    /// The word of crypto-period `cp` (generated once, then remembered for a while).
+    /// The word of crypto-period `cp`: the one the scrambler holds for it, else the one
+    /// generated for it earlier, else a new one from the key source. A period's word never
+    /// changes once it exists: the scrambler and every ECM that names the period (ours, or the
+    /// ECMG's from a CW_provision, however often a deferred flip asks for it again) must carry
+    /// the same word, or receivers following the ECMs lose the period.
     fn word_for(&mut self, cp: u16) -> Result<ControlWord, drm::keys::KeyError> {
-        if let Some((_, w)) = self.generated.iter().find(|(c, _)| *c == cp) {
+        let known = self
+            .words
+            .iter()
+            .flatten()
+            .chain(&self.generated)
+            .find(|(c, _)| *c == cp);
+        if let Some((_, w)) = known {
             return Ok(w.clone());
         }
         let w = self.keys.control_word(cp)?;
         self.generated.push((cp, w.clone()));
-        if self.generated.len() > 4 {
-            self.generated.remove(0);
-        }
         Ok(w)
+    }
+
+    /// Forgets the generated words of periods more than two before `next` (the period whose
+    /// word was just asked for): no ECM names them again. Words of `next - 2` to `next + 1`
+    /// (what [`ProgramScrambling::send_ecm`] provisions) stay, deferred flips included.
+    fn forget_words_before(&mut self, next: u16) {
+        self.generated
+            .retain(|(c, _)| (c.wrapping_sub(next) as i16) >= -2);
     }
 
     /// Crypto-period work due at `now`: ECMs from the ECMG, next words (and their ECMs),
@@ -178,20 +195,23 @@ impl ProgramScrambling {
         }
         while let Some(ev) = self.rotation.poll(now) {
             match ev {
-                RotationEvent::NextWord { cp, parity, .. } => match self.word_for(cp) {
-                    Ok(cw) => {
-                        // The word in use is never replaced: a deferred flip keeps its period.
-                        if self.words[slot(parity)].as_ref().map(|(c, _)| *c) != Some(cp) {
-                            self.scrambler.set_cw(parity, &cw);
-                            self.words[slot(parity)] = Some((cp, cw));
+                RotationEvent::NextWord { cp, parity, .. } => {
+                    self.forget_words_before(cp);
+                    match self.word_for(cp) {
+                        Ok(cw) => {
+                            // The word in use is never replaced: a deferred flip keeps its period.
+                            if self.words[slot(parity)].as_ref().map(|(c, _)| *c) != Some(cp) {
+                                self.scrambler.set_cw(parity, &cw);
+                                self.words[slot(parity)] = Some((cp, cw));
+                            }
+                            self.send_ecm(mux, cp);
                         }
-                        self.send_ecm(mux, cp);
+                        Err(e) => {
+                            self.stats.key_failures += 1;
+                            tracing::error!(channel = %self.channel, cp, error = %e, policy = ?self.cfg.on_failure, "no control word for the next crypto-period");
+                        }
                     }
-                    Err(e) => {
-                        self.stats.key_failures += 1;
-                        tracing::error!(channel = %self.channel, cp, error = %e, policy = ?self.cfg.on_failure, "no control word for the next crypto-period");
-                    }
-                },
+                }
                 RotationEvent::Flip { cp, parity } => self.flip(now, cp, parity),
             }
         }
@@ -348,6 +368,92 @@ fn cat_section(ca_system_id: u16, emm_pid: u16) -> bytes::BytesMut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new word at every call, as the OS random generator gives (never the same twice).
+    struct Fresh(u64);
+
+    impl KeySource for Fresh {
+        fn control_word(&mut self, _cp: u16) -> Result<ControlWord, drm::keys::KeyError> {
+            self.0 += 1;
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&self.0.to_be_bytes());
+            Ok(ControlWord::new(b))
+        }
+    }
+
+    fn channel(scrambling: &str) -> ChannelConfig {
+        crate::config::parse(
+            &format!(
+                "[[channel]]\nid = \"x\"\nservice_id = 1\nname = \"X\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n{scrambling}"
+            ),
+            std::path::Path::new("/"),
+            "t.toml",
+        )
+        .unwrap()
+        .channels
+        .remove(0)
+    }
+
+    /// The soak's fault (docs/soak.md): the ECMG stalls right after the ECM of crypto-period
+    /// 1, so the flip to period 3 is deferred period after period until it answers again.
+    /// Every CW_provision (the first, each one a deferred flip asks for again, the one the
+    /// link repeats on reconnection) must carry the word the scrambler uses for that period:
+    /// a period's word never changes once it exists.
+    #[test]
+    fn deferred_flips_keep_each_periods_word() {
+        let ch = channel(
+            "[channel.scrambling]\ncrypto_period = \"2s\"\nkeys = \"simulcrypt\"\n\
+             [channel.scrambling.simulcrypt]\necmg = \"127.0.0.1:4100\"\nsuper_cas_id = 0x4AD10000\n",
+        );
+        let sc = ch.scrambling.clone().unwrap();
+        let mut p = ProgramScrambling::new(&ch, &sc, Box::new(Fresh(0)), 0);
+        let mut mux = Mux::new(playout::mux::MuxConfig::new(2_000_000), Vec::new());
+        const MS: Ticks27M = 27_000;
+        // The ECMG answers at once, but not from 5 s to 17 s (periods 2 s, ECMs 667 ms ahead).
+        let stalled = 5_000 * MS..17_000 * MS;
+        let mut words: std::collections::HashMap<u16, [u8; 16]> = Default::default();
+        let mut on_air = Vec::new();
+        p.start(&mut mux, 0);
+        for t in (0..30_000).step_by(10).map(|ms| ms * MS) {
+            p.rotate(&mut mux, t);
+            for prov in p.take_provisions() {
+                for (cp, w) in &prov.words {
+                    let first = words.entry(*cp).or_insert(*w);
+                    assert_eq!(first, w, "at {t}: the word of period {cp} changed");
+                }
+                if !stalled.contains(&t) {
+                    let ecm = drm::ecm::build_ecm(
+                        &[0; 16],
+                        drm::ecm::Wrap::Aes128,
+                        prov.cp,
+                        &[0; 16],
+                        &[0; 16],
+                    );
+                    p.handle_cas(
+                        &mut mux,
+                        crate::cas::CasEvent::Ecm {
+                            cp: prov.cp,
+                            sections: vec![ecm.to_vec()],
+                        },
+                    );
+                }
+            }
+            // The word the scrambler uses is the one provisioned for its period.
+            let (cp, w) = p.words[slot(p.parity)].clone().unwrap();
+            assert_eq!(words.get(&cp), Some(w.as_bytes()), "at {t}: period {cp}");
+            if on_air.last() != Some(&cp) {
+                on_air.push(cp);
+            }
+        }
+        // Period 3 waited from 6 s to 18 s, then one every 2 s.
+        assert_eq!(on_air, (0..=8).collect::<Vec<u16>>());
+        assert!(
+            p.stats.key_failures == 0 && p.stats.flips == 8,
+            "{:?}",
+            p.stats
+        );
+        assert!(p.generated.len() <= 4, "{}", p.generated.len());
+    }
 
     #[test]
     fn cat_and_pmt_descriptors() {

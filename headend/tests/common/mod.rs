@@ -257,12 +257,17 @@ pub(crate) struct Received {
     pub(crate) flips: Vec<usize>,
     pub(crate) ecms: usize,
     pub(crate) scrambled: u64,
+    /// Packets starting a PES (payload_unit_start) that did not descramble to a PES start
+    /// code: the word the ECMs gave was not the one they were scrambled with.
+    pub(crate) undecodable: Vec<usize>,
 }
 
 /// Walks a scrambled capture as a receiver does: ECMs on `ecm_pid` (opened with `key`) give
 /// the words; every elementary-stream packet must be scrambled and everything else clear;
-/// every parity flip must come after an ECM announcing its new word; every scrambled packet
-/// must find its key. Panics naming the packet otherwise.
+/// every parity flip must come after an ECM announcing its new word; no ECM may change the
+/// word of the parity in use (words change only at a flip); every scrambled packet must find
+/// its key. Panics naming the packet otherwise. PES starts that do not descramble to a start
+/// code (a wrong word) are listed in [`Received::undecodable`].
 pub(crate) fn receive_scrambled(
     label: &str,
     data: &[u8],
@@ -282,6 +287,7 @@ pub(crate) fn receive_scrambled(
         flips: Vec::new(),
         ecms: 0,
         scrambled: 0,
+        undecodable: Vec::new(),
     };
     for (k, raw) in data.chunks_exact(188).enumerate() {
         let mut pkt = raw.to_vec();
@@ -294,6 +300,15 @@ pub(crate) fn receive_scrambled(
                 let e = drm::ecm::parse_ecm(key, wrap, s)
                     .unwrap_or_else(|e| panic!("{label}: packet {k}: ECM: {e}"));
                 r.ecms += 1;
+                if let Some(tsc) = parity {
+                    let slot = usize::from(tsc & 1);
+                    let word = [e.even_cw, e.odd_cw][slot];
+                    assert!(
+                        in_use[slot].is_none_or(|w| w == word),
+                        "{label}: packet {k}: ECM (CP_number {}) with a new word for parity {tsc:02b} while its old word is in use",
+                        e.cp_number
+                    );
+                }
                 announced = [Some(e.even_cw), Some(e.odd_cw)];
                 descrambler.set_cw(Parity::Even, &ControlWord::new(e.even_cw));
                 descrambler.set_cw(Parity::Odd, &ControlWord::new(e.odd_cw));
@@ -330,6 +345,16 @@ pub(crate) fn receive_scrambled(
         let n = descrambler.descramble(&mut pkt).unwrap();
         if tsc != 0 && es {
             assert_eq!(n, 1, "{label}: packet {k}: no key to descramble it");
+            if pkt[1] & 0x40 != 0 {
+                let at = if pkt[3] & 0x20 != 0 {
+                    5 + usize::from(pkt[4])
+                } else {
+                    4
+                };
+                if pkt.get(at..at + 3) != Some(&[0, 0, 1][..]) {
+                    r.undecodable.push(k);
+                }
+            }
         }
         r.out.extend_from_slice(&pkt);
     }
