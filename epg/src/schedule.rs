@@ -357,7 +357,7 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
         if d.is_none() {
             fail(
                 field,
-                format!("`{s}` is not an offset like 00:29:30 or 00:00:10.5"),
+                format!("`{s}` is not an offset like 00:29:30 or 00:00:10.5 (at most 31 days)"),
                 failed,
             );
         }
@@ -370,7 +370,7 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
         _ => {
             fail(
                 "loop_for",
-                format!("`{s}` is not a duration like 30m, 1h30m or 00:05:00"),
+                format!("`{s}` is not a duration like 30m, 1h30m or 00:05:00 (at most 31 days)"),
                 &mut failed,
             );
             None
@@ -390,7 +390,7 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
         _ => {
             fail(
                 "duration",
-                format!("`{s}` is not a duration like 30m, 1h30m or 00:05:00"),
+                format!("`{s}` is not a duration like 30m, 1h30m or 00:05:00 (at most 31 days)"),
                 &mut failed,
             );
             None
@@ -555,6 +555,10 @@ fn parse_clock(s: &str) -> Option<NaiveTime> {
     NaiveTime::parse_from_str(s, "%H:%M:%S%.f").ok()
 }
 
+/// The longest offset or length a schedule may give: far past any programme, and short
+/// enough that the playout clock's 64-bit nanoseconds add it without overflow.
+pub const MAX_LENGTH: Duration = Duration::from_secs(31 * 86_400);
+
 /// An offset into a file: `00:29:30`, `29:30.5` (no hours), seconds `1770`.
 fn parse_offset(s: &str) -> Option<Duration> {
     let mut secs = 0f64;
@@ -570,7 +574,9 @@ fn parse_offset(s: &str) -> Option<Duration> {
         }
         secs = secs * 60.0 + v;
     }
-    Duration::try_from_secs_f64(secs).ok()
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_LENGTH)
 }
 
 /// A length: `30m`, `1h30m`, `90s`, or an offset-style `00:05:00`.
@@ -587,14 +593,16 @@ fn parse_length(s: &str) -> Option<Duration> {
         }
         let n: u64 = num.parse().ok()?;
         num.clear();
-        total += n * match c {
+        let unit = match c {
             'h' => 3600,
             'm' => 60,
             's' => 1,
             _ => return None,
         };
+        total = total.checked_add(n.checked_mul(unit)?)?;
     }
-    num.is_empty().then_some(Duration::from_secs(total))
+    let d = Duration::from_secs(total);
+    (num.is_empty() && d <= MAX_LENGTH).then_some(d)
 }
 
 fn show(d: Duration) -> String {
@@ -1155,6 +1163,12 @@ file = "d.ts"
         assert_eq!(parse_length("00:05:00"), Some(Duration::from_secs(300)));
         assert_eq!(parse_length("5x"), None);
         assert_eq!(parse_length("5"), None);
+        // Found by fuzzing: these overflowed the sum, or the nanoseconds later.
+        assert_eq!(parse_length("20496382304121724000h30m"), None);
+        assert_eq!(parse_length("2049638230412172400h30m"), None);
+        assert_eq!(parse_length("744h"), Some(MAX_LENGTH));
+        assert_eq!(parse_length("744h1s"), None);
+        assert_eq!(parse_offset("99999999999:00:00"), None);
         assert_eq!(
             parse_offset("29:30.5"),
             Some(Duration::from_millis(1_770_500))

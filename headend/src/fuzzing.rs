@@ -262,17 +262,16 @@ pub fn http_request(data: &[u8]) {
 /// - A timeline for a day outside 1970..=2261 overflows the nanosecond clock
 ///   (`api::timeline`'s midnight, `timeline-date-past-2262-overflow.http`).
 fn reaches_open_crash(request: &[u8]) -> bool {
-    // The request line: the first line that is not empty (a server skips empty ones).
-    let line = request
-        .split(|b| *b == b'\n')
-        .find(|l| !l.trim_ascii().is_empty())
-        .unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    line.contains("timeline")
-        && line.split(['/', '?', ' ']).any(|seg| {
-            chrono::NaiveDate::parse_from_str(seg, "%Y-%m-%d")
-                .is_ok_and(|d| !(epg::schedule::FIRST_DATE..=epg::schedule::LAST_DATE).contains(&d))
-        })
+    // Any line, not only the first request's: a connection may carry several requests.
+    request.split(|b| *b == b'\n').any(|line| {
+        let line = String::from_utf8_lossy(line);
+        line.contains("timeline")
+            && line.split(['/', '?', ' ']).any(|seg| {
+                chrono::NaiveDate::parse_from_str(seg, "%Y-%m-%d").is_ok_and(|d| {
+                    !(epg::schedule::FIRST_DATE..=epg::schedule::LAST_DATE).contains(&d)
+                })
+            })
+    })
 }
 
 thread_local! {
