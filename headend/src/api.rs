@@ -850,6 +850,13 @@ fn target(state: &ApiState, channel: &str, date: &str) -> Result<(String, NaiveD
     }
     let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| ApiError::BadRequest(format!("`{date}` is not a date like 2026-11-23")))?;
+    // The playout clock counts nanoseconds from 1970 in 64 bits (fuzz/regressions/http_request).
+    let (first, last) = (epg::schedule::FIRST_DATE, epg::schedule::LAST_DATE);
+    if !(first..=last).contains(&date) {
+        return Err(ApiError::BadRequest(format!(
+            "{date} is outside {first}..={last}, the days the playout clock can hold"
+        )));
+    }
     Ok((channel.to_owned(), date))
 }
 
