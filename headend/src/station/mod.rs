@@ -559,9 +559,11 @@ impl Station {
                 self.media_stoppage(program, now, format!("{name}: {error}"));
             }
             SpliceEvent::ItemEnded { item, damage, .. }
-                if damage != playout::splice::Damage::default() =>
+                if damage.cc_errors + damage.sync_losses + damage.skipped_bytes > 0 =>
             {
-                // It played, what was whole of it: not a stoppage, but on record (劣播).
+                // It played, what was whole of it: not a stoppage, but on record (劣播). Only
+                // damage in the file's bytes counts: a PES dropped alone can be the splicer's
+                // own doing at a cut (a clean file looped to a hard start showed one).
                 let name = self.playlists[program]
                     .get(item)
                     .map_or_else(|| format!("#{item}"), |p| p.display().to_string());
