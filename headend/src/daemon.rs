@@ -23,6 +23,8 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("http")
+        // A panic serving a request costs that request, not the channels (supervise).
+        .on_thread_start(crate::supervise::contain_thread)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

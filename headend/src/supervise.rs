@@ -1,8 +1,9 @@
 //! Panics. A panic in work that can be contained ([`contain`]: one station's share of an
 //! engine thread) is logged and handed back to the caller, which rebuilds what panicked; the
-//! other channels keep their timing and the process keeps running. A panic anywhere else
-//! ends the process: the scheduler, the EIT builder, the SimulCrypt links and the HTTP
-//! workers are threads of one process, and one that died quietly would leave channels
+//! other channels keep their timing and the process keeps running. A panic on an HTTP thread
+//! ([`contain_thread`]) is logged and costs the request it served. A panic anywhere else
+//! ends the process: the scheduler, the EIT builder, the SimulCrypt links and the inputs'
+//! receivers are threads of one process, and one that died quietly would leave channels
 //! unscheduled or frozen while the process looks alive. Instead, the panic is logged with
 //! the thread's name and where it happened, and the process exits with status 70
 //! (EX_SOFTWARE), so that systemd (`Restart=on-failure`) starts it again.
@@ -31,6 +32,13 @@ pub(crate) fn contain<T>(work: impl FnOnce() -> T) -> Result<T, String> {
             .with(|c| c.borrow_mut().take())
             .unwrap_or_else(|| "a panic".to_owned())
     })
+}
+
+/// Marks the calling thread's panics as contained for good: for the HTTP runtime's threads,
+/// where tokio catches a task's panic (the request's connection is dropped, the server goes
+/// on). Call it from `on_thread_start`.
+pub(crate) fn contain_thread() {
+    CONTAINED.with(|c| c.set(true));
 }
 
 /// Installs the hook; call once at the start of `main`.
@@ -62,6 +70,40 @@ pub(crate) fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use std::process::Command;
+
+    /// A panic in a task of a runtime whose threads are contained costs that task only, in a
+    /// child process (the hook is process-wide).
+    #[test]
+    fn a_panicking_http_task_costs_its_request_only() {
+        if std::env::var_os("HEADEND_HTTP_PANIC_CHILD").is_some() {
+            super::install_panic_hook();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .on_thread_start(super::contain_thread)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let r = tokio::spawn(async { panic!("an API handler's bug") }).await;
+                assert!(r.unwrap_err().is_panic());
+                let fine = tokio::spawn(async { 7 }).await.unwrap();
+                eprintln!("the runtime goes on: {fine}");
+            });
+            std::process::exit(0);
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "supervise::tests::a_panicking_http_task_costs_its_request_only",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HEADEND_HTTP_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("the runtime goes on: 7"), "{stderr}");
+    }
 
     /// A contained panic comes back as an error naming it, and the thread goes on; one
     /// outside [`super::contain`] afterwards still ends the process. In a child process (the
