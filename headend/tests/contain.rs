@@ -18,7 +18,8 @@ use std::time::Duration;
 
 mod common;
 use common::{
-    checked_as, civil_date, media, receive_stamped, record_lines, signal_and_wait, utc_ns, Daemon,
+    checked_as, civil_date, flatten, longest_gap_ns, media, receive_stamped, record_lines,
+    signal_and_wait, utc_ns, Daemon,
 };
 use playout::check::CheckLimits;
 
@@ -103,16 +104,15 @@ fn a_panicking_channel_is_rebuilt_and_the_others_keep_their_timing() {
 
     // Channel b: every datagram on time, and a clean stream all along.
     assert!(b.len() > 1000, "{} datagrams of b", b.len());
-    let worst = b.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
+    let worst = longest_gap_ns(&b);
     assert!(
         worst < 200_000_000,
         "b's datagrams: a gap of {} ms",
         worst / 1_000_000
     );
-    let data_b: Vec<u8> = b.iter().flat_map(|(_, d)| d.clone()).collect();
     checked_as(
         "contain-b",
-        &data_b,
+        &flatten(&b).0,
         &CheckLimits {
             private_pids: vec![playout::ts::Pid::from_bits(0x21)],
             ..CheckLimits::across_joins(MUXRATE)
@@ -125,8 +125,7 @@ fn a_panicking_channel_is_rebuilt_and_the_others_keep_their_timing() {
         .find(|l| l.contains("a panic, contained"))
         .unwrap();
     eprintln!("{panic_at}");
-    let gaps: Vec<u64> = a.windows(2).map(|w| w[1].0 - w[0].0).collect();
-    let longest = gaps.iter().max().copied().unwrap_or(0);
+    let longest = longest_gap_ns(&a);
     assert!(
         longest < 1_000_000_000,
         "a's output paused {} ms",

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_tcp_port, media, packets, receive_stamped, Daemon, Stamped};
+use common::{free_tcp_port, longest_gap_ns, media, packets, receive_stamped, Daemon, Stamped};
 
 /// One short request on a new connection: (status line, body, how long the answer took).
 fn request(addr: SocketAddr, req: &str) -> (String, String, Duration) {
@@ -260,11 +260,7 @@ fn a_client_flood_is_bounded_and_recorded_and_the_channel_keeps_its_timing() {
     );
     let cap = flooded;
     let (spread, worst) = pcr_jitter(&cap);
-    let longest_gap = cap
-        .windows(2)
-        .map(|w| w[1].0.saturating_sub(w[0].0))
-        .max()
-        .unwrap_or(0);
+    let longest_gap = longest_gap_ns(&cap);
     eprintln!(
         "UDP output over {:.1} s: {} datagrams; PCR vs arrival p0.1..p99.9 spread {:.2} ms, \
          worst {:.2} ms; longest gap between datagrams {:.2} ms",

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::{checked_as, http_get, media, receive_stamped, signal_and_wait, Daemon};
+use common::{
+    checked_as, flatten, http_get, longest_gap_ns, media, receive_stamped, signal_and_wait, Daemon,
+};
 use playout::check::CheckLimits;
 
 const MUXRATE: u64 = 2_000_000;
@@ -74,14 +76,17 @@ fn a_hung_disk_holds_up_only_its_own_channels() {
     assert!(status.success(), "an orderly stop: {status:?}\n{stderr}");
 
     // The fine channel: on time and clean, not one underflow.
-    let worst = got.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
+    let worst = longest_gap_ns(&got);
     assert!(
         worst < 200_000_000,
         "the fine channel paused {} ms",
         worst / 1_000_000
     );
-    let data: Vec<u8> = got.iter().flat_map(|(_, d)| d.clone()).collect();
-    checked_as("slow-disk-fine", &data, &CheckLimits::across_joins(MUXRATE));
+    checked_as(
+        "slow-disk-fine",
+        &flatten(&got).0,
+        &CheckLimits::across_joins(MUXRATE),
+    );
     let v: serde_json::Value =
         serde_json::from_str(&channels).unwrap_or_else(|e| panic!("{e}: {channels}"));
     let fine = v

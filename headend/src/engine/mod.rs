@@ -156,7 +156,6 @@ impl Engine {
             );
             let mut st = Station::new(spec.plan(si, &network, clock, spec.key_sources()?));
             let mut relays = Vec::new();
-            let mut scheduled_relays = Vec::new();
             for (program, ch) in spec.channels.iter().enumerate() {
                 if ch.inputs.is_empty() {
                     continue;
@@ -170,7 +169,6 @@ impl Engine {
                 // for the schedule's live items (the scheduler's first cues come within a
                 // second, while an input needs one to settle: better not to race).
                 let scheduled = !spec.mpts && config.schedules.dir.join(&ch.id).is_dir();
-                scheduled_relays.push((program, scheduled));
                 relays.push(Relay::new(program, ch, set, items, scheduled, spec.mpts));
             }
             let feed = (!spec.mpts).then(Feed::new);
@@ -210,9 +208,7 @@ impl Engine {
                     global: si,
                     network: network.clone(),
                     utc_at_epoch_ns,
-                    scheduled: scheduled_relays,
                 },
-                generation: 0,
                 pending: (0..spec.channels.len()).map(|_| None).collect(),
                 io_seq: 0,
                 open_files: vec![None; spec.channels.len()],
@@ -352,10 +348,9 @@ struct Live {
     rec: OutputRecord,
     /// How to build the station again after a contained panic.
     rebuild: Rebuild,
-    /// The build of `st` (0 at the start, one more at each rebuild): I/O results for an
-    /// earlier one are dropped.
-    generation: u32,
-    /// The file I/O each program waits for, and how many requests the station has made.
+    /// The file I/O each program waits for, and how many requests the station has made (an
+    /// answer must match the request waited for: one given up as stalled, or made before a
+    /// rebuild, is dropped).
     pending: Vec<Option<PendingIo>>,
     io_seq: u64,
     /// The file each program has open (or is opening).
@@ -376,17 +371,6 @@ struct Rebuild {
     network: Arc<epg::carousel::NetworkSi>,
     /// UTC at the engine's epoch (ns).
     utc_at_epoch_ns: i64,
-    /// Whether each relay (by program) is driven by a schedule.
-    scheduled: Vec<(usize, bool)>,
-}
-
-impl Rebuild {
-    /// Whether the relay of `program` is driven by a schedule.
-    fn rebuild_scheduled(&self, program: usize) -> bool {
-        self.scheduled
-            .iter()
-            .any(|(p, scheduled)| *p == program && *scheduled)
-    }
 }
 
 /// A file request handed to the I/O threads, not answered yet.
@@ -663,7 +647,6 @@ const STEER_NS: u64 = 100_000_000;
 struct IoJob {
     shard: usize,
     station: usize,
-    generation: u32,
     /// The station's count of its requests: an answer must match the one it waits for.
     seq: u64,
     /// The item's file (that of the open it reads from, for a read).
@@ -678,7 +661,6 @@ struct IoJob {
 
 struct IoResult {
     station: usize,
-    generation: u32,
     seq: u64,
     program: usize,
     source: FileSource,
@@ -798,8 +780,9 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
                 .pending
                 .get(r.program)
                 .and_then(|p| p.as_ref().map(|p| p.seq));
-            if r.generation != l.generation || awaited != Some(r.seq) {
-                // For the station as it was before a rebuild, or given up as stalled.
+            if awaited != Some(r.seq) {
+                // Given up as stalled, or for the station as it was before a rebuild (which
+                // forgets what it waited for).
                 continue;
             }
             l.pending[r.program] = None;
@@ -1033,7 +1016,6 @@ fn io_worker(shared: &IoShared) {
         if done
             .send(IoResult {
                 station: job.station,
-                generation: job.generation,
                 seq: job.seq,
                 program: job.program,
                 source,
@@ -1145,18 +1127,16 @@ impl Live {
                 continue;
             };
             let items = st.add_live(old.program, ch);
-            let scheduled = r.rebuild_scheduled(old.program);
             self.relays.push(Relay::new(
                 old.program,
                 ch,
                 old.set,
                 items,
-                scheduled,
+                old.scheduled,
                 r.spec.mpts,
             ));
         }
         self.st = st;
-        self.generation = self.generation.wrapping_add(1);
         for s in &mut self.sources {
             *s = Some(FileSource::default());
         }
@@ -1465,7 +1445,6 @@ impl Live {
                     jobs.submit(IoJob {
                         shard,
                         station: index,
-                        generation: self.generation,
                         seq: self.io_seq,
                         file,
                         taken,

@@ -525,6 +525,15 @@ pub(crate) fn flatten(capture: &Stamped) -> (Vec<u8>, Vec<(usize, i64)>) {
     (data, stamps)
 }
 
+/// The longest time between two datagrams of a capture (ns), by their kernel stamps.
+pub(crate) fn longest_gap_ns(capture: &Stamped) -> u64 {
+    capture
+        .windows(2)
+        .map(|w| w[1].0.saturating_sub(w[0].0))
+        .max()
+        .unwrap_or(0)
+}
+
 /// When packet `k` of a constant-bitrate capture was due on the wire, in realtime ns: the
 /// packet's place in the stream (`k` packets at `muxrate`) on the line the datagrams' kernel
 /// stamps follow within a second either side, taken as their median distance from that line.
