@@ -403,6 +403,18 @@ pub struct EitBuilds {
 }
 
 impl EitBuilds {
+    /// The schedule of service `service_id` of carousel `stream`, if registered.
+    pub fn get(&self, stream: usize, service_id: u16) -> Option<&EitSchedule> {
+        self.services.get(&(stream, service_id))
+    }
+
+    /// Puts `schedule` (of its own service) back for carousel `stream`: as it was before a
+    /// job that could not be done.
+    pub fn restore(&mut self, stream: usize, schedule: EitSchedule) {
+        self.services
+            .insert((stream, schedule.service_id), schedule);
+    }
+
     /// Does `job` of carousel `stream`: the tables that changed, if any. A week that cannot be
     /// coded leaves the service's tables as they were (and is logged).
     pub fn apply(&mut self, stream: usize, job: EitJob) -> Option<Built> {

@@ -543,6 +543,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 alarms.extend(desk.alarms());
             }
             alarms.push(state.listener.alarm.state());
+            alarms.extend(crate::supervise::panic_alarms());
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({

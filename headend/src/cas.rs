@@ -145,10 +145,22 @@ impl Link {
         }
     }
 
-    /// One connection, until it fails: the reason, and whether the stream was up.
+    /// One connection, until it fails: the reason, and whether the stream was up. A panic in
+    /// it ends the connection as a failure would (the link reconnects a second later, the
+    /// stations keep the policy of an ECMG gone), with an alarm.
     fn session(&mut self) -> (String, bool) {
         let mut ready = false;
-        let reason = self.connection(&mut ready);
+        let reason = match crate::supervise::contain(|| self.connection(&mut ready)) {
+            Ok(reason) => reason,
+            Err(why) => {
+                let reason = format!("the session panicked ({why})");
+                crate::supervise::panicked(
+                    "simulcrypt link",
+                    format!("channel {}: {reason}: reconnecting", self.channel),
+                );
+                reason
+            }
+        };
         (reason, ready)
     }
 
@@ -185,6 +197,9 @@ impl Link {
                 Ok(n) => scs.handle_bytes(Instant::now(), &buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return format!("read: {e}"),
+            }
+            if *ready {
+                crate::supervise::chaos(|| format!("scs:{}", self.channel));
             }
             let now = Instant::now();
             if scs.poll_timeout().is_some_and(|t| t <= now) {

@@ -50,8 +50,32 @@ fn run(rx: &mpsc::Receiver<Job>) {
         reply,
     }) = rx.recv()
     {
-        if let Some(b) = builds.apply(station, job) {
-            let _ = reply.send((station, b));
+        // A panic costs the job: the service's schedule is put back as it was (its tables on
+        // air stay; a service being registered is registered), and its next week is built
+        // afresh.
+        let service_id = job.service_id();
+        let before = match &job {
+            EitJob::Register { schedule, .. } => Some((**schedule).clone()),
+            EitJob::Week { .. } => builds.get(station, service_id).cloned(),
+        };
+        let built = crate::supervise::contain(|| {
+            crate::supervise::chaos(|| "eit-builder".to_owned());
+            builds.apply(station, job)
+        });
+        match built {
+            Ok(Some(b)) => {
+                let _ = reply.send((station, b));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                if let Some(s) = before {
+                    builds.restore(station, s);
+                }
+                crate::supervise::panicked(
+                    "eit builder",
+                    format!("service {service_id}: an EIT schedule job panicked ({why}): its tables on air stay"),
+                );
+            }
         }
     }
 }

@@ -180,35 +180,62 @@ pub(crate) fn watch_xmltv(
             let mut seen: Vec<Option<(u64, Option<std::time::SystemTime>)>> =
                 vec![None; channels.len()];
             while !shutdown.is_shutdown() {
-                for (c, seen) in channels.iter().zip(seen.iter_mut()) {
-                    let stamp = std::fs::metadata(&c.path)
-                        .ok()
-                        .map(|m| (m.len(), m.modified().ok()));
-                    if stamp.is_none() || stamp == *seen {
-                        if stamp.is_none() && seen.is_some() {
-                            tracing::error!(channel = %c.channel, file = %c.path.display(), "XMLTV guide file gone; the last one read stays on air");
-                            *seen = None;
-                        }
-                        continue;
-                    }
-                    *seen = stamp;
-                    match read_xmltv(c) {
-                        Ok(events) => {
-                            tracing::info!(channel = %c.channel, programmes = events.len(), "XMLTV guide read");
-                            guides.send_modify(|g| {
-                                g.insert(c.channel.clone(), events.clone());
-                            });
-                            let msg = crate::station::ScheduleMsg::guide(c.station, events);
-                            if !sink.send(msg) {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(channel = %c.channel, error = %e, "XMLTV guide not read; the last good one stays on air")
-                        }
+                // A panic costs the file being read: it is taken as read (its stamp is noted
+                // first), so it is read again once it changes; the others are read at the next
+                // pass. The last guide read of it stays on air.
+                let pass = crate::supervise::contain(|| {
+                    crate::supervise::chaos(|| "xmltv".to_owned());
+                    xmltv_pass(&channels, &mut seen, &sink, &guides)
+                });
+                match pass {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(why) => {
+                        crate::supervise::panicked(
+                            "xmltv",
+                            format!("reading the XMLTV guides panicked ({why}): the last ones read stay on air"),
+                        );
                     }
                 }
                 shutdown.sleep(XMLTV_POLL);
             }
         })
+}
+
+/// One look at every XMLTV file, reading those that changed; `false` once the engine is gone.
+fn xmltv_pass(
+    channels: &[XmltvChannel],
+    seen: &mut [Option<(u64, Option<std::time::SystemTime>)>],
+    sink: &crate::router::ScheduleSink,
+    guides: &Guides,
+) -> bool {
+    for (c, seen) in channels.iter().zip(seen.iter_mut()) {
+        let stamp = std::fs::metadata(&c.path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        if stamp.is_none() || stamp == *seen {
+            if stamp.is_none() && seen.is_some() {
+                tracing::error!(channel = %c.channel, file = %c.path.display(), "XMLTV guide file gone; the last one read stays on air");
+                *seen = None;
+            }
+            continue;
+        }
+        *seen = stamp;
+        match read_xmltv(c) {
+            Ok(events) => {
+                tracing::info!(channel = %c.channel, programmes = events.len(), "XMLTV guide read");
+                guides.send_modify(|g| {
+                    g.insert(c.channel.clone(), events.clone());
+                });
+                let msg = crate::station::ScheduleMsg::guide(c.station, events);
+                if !sink.send(msg) {
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::error!(channel = %c.channel, error = %e, "XMLTV guide not read; the last good one stays on air")
+            }
+        }
+    }
+    true
 }

@@ -388,11 +388,12 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
         counter!("headend_webhook_dropped_total", &labels).absolute(w.dropped);
         gauge!("headend_webhook_queued", &labels).set(w.queued as f64);
     }
-    // The alarms of parts that are not a channel's (a full disk, a client flood).
+    // The alarms of parts that are not a channel's (a full disk, a client flood, a panic).
     let mut alarms = vec![api.store.alarm().state(), api.listener.alarm.state()];
     if let Some(desk) = &api.alerts {
         alarms.extend(desk.alarms());
     }
+    alarms.extend(crate::supervise::panic_alarms());
     for a in alarms {
         let labels = [("place", a.place.to_owned())];
         gauge!("headend_alarm", &labels).set(flag(a.alarm.is_some()));

@@ -20,100 +20,12 @@ use playout::ts::{Pid, PACKET_SIZE};
 
 mod common;
 use common::{
-    checked_as, ffmpeg_errors, media, packets, receive_stamped, run_bounded, sections,
-    signal_and_wait, tool, utc_ns, Daemon, Stamped,
+    checked_as, ffmpeg_errors, media, paced, packets, receive_stamped, run_bounded, sections,
+    signal_and_wait, source, tool, utc_ns, Daemon, Stamped,
 };
 
 const MUXRATE: u64 = 4_000_000;
 const MS: i64 = 1_000_000;
-
-/// A live source, `secs` long, encoded by ffmpeg: 320x180 H.264 (an IDR every second) and
-/// AAC, plus AC-3 when `ac3` (so main and backup are told apart by their PMTs). Looping a
-/// fixture would not do: ffmpeg's `-stream_loop` overlaps an audio frame at each join.
-fn source(dir: &Path, name: &str, secs: u32, ac3: bool) -> Vec<u8> {
-    let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed to make the live sources");
-    let out = dir.join(format!("{name}.ts"));
-    let mut cmd = Command::new(ffmpeg);
-    cmd.args([
-        "-nostdin",
-        "-v",
-        "error",
-        "-y",
-        "-fflags",
-        "+bitexact",
-        "-f",
-        "lavfi",
-        "-i",
-    ])
-    .arg(format!("testsrc2=size=320x180:rate=25:duration={secs}"))
-    .args(["-f", "lavfi", "-i"])
-    .arg(format!(
-        "sine=frequency=440:sample_rate=48000:duration={secs}"
-    ))
-    .args(["-map", "0:v", "-map", "1:a"]);
-    if ac3 {
-        cmd.args(["-map", "1:a"]);
-    }
-    cmd.args([
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-keyint_min",
-        "25",
-        "-sc_threshold",
-        "0",
-        "-b:v",
-        "600k",
-        "-threads",
-        "1",
-        "-c:a:0",
-        "aac",
-        "-b:a:0",
-        "96k",
-    ]);
-    if ac3 {
-        cmd.args(["-c:a:1", "ac3", "-b:a:1", "128k"]);
-    }
-    cmd.args(["-flags", "+bitexact", "-f", "mpegts", "-muxrate", "1200k"])
-        .arg(&out);
-    let r = run_bounded(&mut cmd, Duration::from_secs(60));
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    std::fs::read(out).unwrap()
-}
-
-/// Each 7-packet datagram of `data` with when to send it (ns after the start), from the PCR
-/// of `pcr_pid` interpolated by byte position.
-fn paced(data: &[u8], pcr_pid: u16) -> Vec<(u64, Vec<u8>)> {
-    let mut pcrs: Vec<(usize, u64)> = Vec::new();
-    for (k, p) in data.chunks_exact(PACKET_SIZE).enumerate() {
-        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
-        if pid == pcr_pid && p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x10 != 0 {
-            let base = u64::from(p[6]) << 25
-                | u64::from(p[7]) << 17
-                | u64::from(p[8]) << 9
-                | u64::from(p[9]) << 1
-                | u64::from(p[10] >> 7);
-            pcrs.push((k, base * 300));
-        }
-    }
-    assert!(pcrs.len() > 10);
-    let t0 = pcrs[0].1;
-    let at = |k: usize| -> u64 {
-        let i = pcrs
-            .partition_point(|(j, _)| *j <= k)
-            .clamp(1, pcrs.len() - 1);
-        let ((ka, ta), (kb, tb)) = (pcrs[i - 1], pcrs[i]);
-        let t = ta as f64 + (k as f64 - ka as f64) * (tb as f64 - ta as f64) / (kb - ka) as f64;
-        ((t - t0 as f64).max(0.0) / 27.0 * 1000.0) as u64
-    };
-    data.chunks(7 * PACKET_SIZE)
-        .enumerate()
-        .map(|(d, chunk)| (at(d * 7), chunk.to_vec()))
-        .collect()
-}
 
 /// What the sender does to the main.
 const MAIN_ON: u8 = 0;

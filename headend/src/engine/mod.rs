@@ -213,6 +213,7 @@ impl Engine {
                 io_seq: 0,
                 open_files: vec![None; spec.channels.len()],
                 panicked: None,
+                alerts: Vec::new(),
                 chaos_at: chaos_panic(&spec.id),
             });
         }
@@ -358,6 +359,9 @@ struct Live {
     /// A contained panic's stoppage, open until the rebuilt station has something on air; the
     /// rebuild itself waits while it cannot be done (a key file gone).
     panicked: Option<Panicked>,
+    /// The alert on air on each program that has one (the alert desk's last `Show`), to put
+    /// back on air when the station is built again.
+    alerts: Vec<(usize, Arc<station::AirAlert>)>,
     /// The chaos knob (`HEADEND_CHAOS_PANIC=STATION@SECONDS`): panic once at this time
     /// (engine clock, ns), to prove containment.
     chaos_at: Option<u64>,
@@ -394,13 +398,13 @@ struct Panicked {
 /// How long a rebuilt station's output pauses before its first datagram.
 const REBUILD_START_NS: u64 = 20_000_000;
 
-/// The chaos knob: `HEADEND_CHAOS_PANIC=STATION@SECONDS` makes that station's engine work
-/// panic once, that long after the start (tests and the soak prove the containment with it).
+/// The chaos knob (`crate::supervise`): `HEADEND_CHAOS_PANIC=STATION@SECONDS` makes that
+/// station's engine work panic once, that long after the engine's start (tests and the soak prove the containment with it).
 fn chaos_panic(station: &str) -> Option<u64> {
-    let v = std::env::var("HEADEND_CHAOS_PANIC").ok()?;
-    let (id, secs) = v.split_once('@')?;
-    let secs: f64 = secs.parse().ok()?;
-    (id == station).then_some((secs * 1e9) as u64)
+    crate::supervise::chaos_places()
+        .into_iter()
+        .find(|(id, _)| id == station)
+        .map(|(_, at)| at.as_nanos() as u64)
 }
 
 /// Degradations (priority 1 and 2 errors on the output) and underflows (nothing to send:
@@ -808,7 +812,20 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
                 Control::Override(msg) => {
                     if let Some(k) = local(msg.station()) {
                         let l = &mut stations[k];
+                        let shown = match &msg {
+                            station::OverrideMsg::Show { program, air, .. } => {
+                                (*program, Some(air.clone()))
+                            }
+                            station::OverrideMsg::Clear { program, .. } => (*program, None),
+                        };
                         let r = contain(|| l.st.handle_override(msg));
+                        // An alert whose showing panicked is not shown again by the rebuild.
+                        if r.is_ok() {
+                            l.alerts.retain(|(p, _)| *p != shown.0);
+                            if let (p, Some(air)) = shown {
+                                l.alerts.push((p, air));
+                            }
+                        }
                         l.contained(r, now, &links.maps);
                     }
                 }
@@ -1000,7 +1017,35 @@ fn io_worker(shared: &IoShared) {
         shared.queued.fetch_sub(1, Ordering::Relaxed);
         job.taken.store(true, Ordering::Relaxed);
         let mut source = job.source;
-        let result = source.perform(job.req, job.path.as_deref());
+        // A panic costs the item, as a file that cannot be read does.
+        let req = job.req;
+        let result = match crate::supervise::contain(|| {
+            crate::supervise::chaos(|| "io".to_owned());
+            source.perform(req, job.path.as_deref())
+        }) {
+            Ok(done) => done,
+            Err(why) => {
+                source = FileSource::default();
+                let reason = format!("reading the file panicked ({why}): the item is given up");
+                crate::supervise::panicked(
+                    "file io",
+                    format!(
+                        "{}: {reason}",
+                        job.path
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new("?"))
+                            .display()
+                    ),
+                );
+                match req {
+                    IoRequest::Open { item, .. } => IoDone::OpenFailed { item, reason },
+                    IoRequest::Read { item } => IoDone::Eof {
+                        item,
+                        error: Some(reason),
+                    },
+                }
+            }
+        };
         if let Some(file) = &job.file {
             let mut stalled = shared
                 .stalled
@@ -1156,6 +1201,25 @@ impl Live {
         });
         if let Some(p) = &mut self.panicked {
             p.rebuilt = true;
+        }
+        // The alerts on air go back on air (before the scheduler's cues, which wait under
+        // an alert). One whose showing panics is dropped, and the station built once more.
+        for (program, air) in self.alerts.clone() {
+            let msg = station::OverrideMsg::Show {
+                station: global,
+                program,
+                air,
+            };
+            match contain(|| self.st.handle_override(msg)) {
+                Ok(()) => {
+                    tracing::warn!(station = %self.rebuild.spec.id, program, "the alert on air is on air again after the rebuild");
+                }
+                Err(why) => {
+                    tracing::error!(station = %self.rebuild.spec.id, program, panic = %why, "showing the alert again panicked: it is dropped on this program, the station built once more");
+                    self.alerts.retain(|(p, _)| *p != program);
+                    return self.try_rebuild(now, maps);
+                }
+            }
         }
     }
 

@@ -325,6 +325,7 @@ impl LiveFeed {
     /// both are emptied.
     /// On air, the batch is queued for the splicer whole: a read then takes it without a copy.
     fn arrived_batch(&self, now: u64, batch: &mut BytesMut, lens: &mut Vec<usize>) {
+        crate::supervise::chaos(|| format!("input:{}", self.name));
         let whole = batch.split().freeze();
         let mut all = whole.clone();
         let mut g = self.lock();
@@ -339,6 +340,7 @@ impl LiveFeed {
 
     /// A datagram arrived at `now` (RTP header already taken off).
     fn arrived(&self, now: u64, data: Bytes) {
+        crate::supervise::chaos(|| format!("input:{}", self.name));
         let mut g = self.lock();
         Self::seen_locked(&mut g, self.standby_ns, now, data.clone());
         if g.on_air {
@@ -488,16 +490,23 @@ impl LiveSet {
                     logged: false,
                     batch: BytesMut::new(),
                     lens: Vec::new(),
+                    panics: 0,
                 });
                 feeds.push(feed);
                 continue;
             }
             let (f, s, c) = (feed.clone(), stop.clone(), cfg.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("in-{channel}-{}", cfg.name))
-                    .spawn(move || receive(&f, &c, &s))?,
-            );
+            // A panic in the receiver (the data it takes apart) costs its connection: it
+            // starts again, the feed silent meanwhile (a failover if it was on air).
+            threads.push(crate::supervise::spawn_restarting(
+                format!("in-{channel}-{}", cfg.name),
+                "input receiver",
+                move || {
+                    if !s.load(Ordering::Relaxed) {
+                        receive(&f, &c, &s);
+                    }
+                },
+            )?);
             feeds.push(feed);
         }
         Ok(LiveSet {
@@ -584,7 +593,10 @@ impl DatagramPoller {
                         // The inputs of a channel that stopped close.
                         inputs.retain(|d| !d.set_stop.load(Ordering::Relaxed));
                         for d in inputs.iter_mut() {
-                            d.poll(&mut buf);
+                            // A panic costs that input's socket (see `after_panic`).
+                            if let Err(why) = crate::supervise::contain(|| d.poll(&mut buf)) {
+                                d.after_panic(&why);
+                            }
                         }
                     }
                     std::thread::sleep(POLL);
@@ -672,9 +684,30 @@ struct DatagramInput {
     logged: bool,
     batch: BytesMut,
     lens: Vec<usize>,
+    /// Polls that panicked since the socket last received.
+    panics: u32,
 }
 
 impl DatagramInput {
+    /// A poll panicked (on the data it took apart): the socket is closed and opened again
+    /// after a rest (1 s, doubling to a minute while it keeps panicking), the feed silent
+    /// meanwhile (a failover if it was on air); what it had taken of the batch is dropped.
+    fn after_panic(&mut self, why: &str) {
+        self.socket = None;
+        self.batch.clear();
+        self.lens.clear();
+        self.panics = self.panics.saturating_add(1);
+        let rest_s = (1u64 << (self.panics - 1).min(6)).min(60);
+        self.retry_at = Some(Instant::now() + Duration::from_secs(rest_s));
+        let reason =
+            format!("the receiver panicked ({why}): the socket is opened again in {rest_s} s");
+        self.feed.set_error(Some(reason.clone()));
+        crate::supervise::panicked(
+            "input receiver",
+            format!("input {}: {reason}", self.cfg.name),
+        );
+    }
+
     /// Opens the socket if it is time, then takes what has arrived.
     fn poll(&mut self, bufs: &mut RecvBuffers) {
         if self.socket.is_none() {
@@ -760,6 +793,8 @@ impl DatagramInput {
         }
         if !self.lens.is_empty() {
             feed.arrived_batch(feed.now(), &mut self.batch, &mut self.lens);
+            // Taken whole: the rest after a panic starts from 1 s again.
+            self.panics = 0;
         }
     }
 }

@@ -87,9 +87,10 @@ impl Hooks {
                 queue: q.clone(),
                 stop: stop.clone(),
             };
-            std::thread::Builder::new()
-                .name(format!("webhook-{i}"))
-                .spawn(move || sender.run())?;
+            // A panic costs the event being sent (the next is taken after a back-off).
+            crate::supervise::spawn_restarting(format!("webhook-{i}"), "webhook", move || {
+                sender.run()
+            })?;
             queues.push(q);
         }
         Ok(Hooks { queues, stop })
@@ -170,7 +171,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn run(self) {
+    fn run(&self) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let event = {

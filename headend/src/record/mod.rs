@@ -276,9 +276,8 @@ impl Journal {
             health: w.health.clone(),
             path: Some(path.to_owned()),
         };
-        std::thread::Builder::new()
-            .name("record".into())
-            .spawn(move || w.run(&rx))?;
+        // A panic costs the marks being taken (the writer goes on with the rest).
+        crate::supervise::spawn_restarting("record".into(), "record", move || w.run(&rx))?;
         Ok(journal)
     }
 
@@ -516,7 +515,7 @@ impl Writer {
         );
     }
 
-    fn run(mut self, rx: &Receiver<Msg>) {
+    fn run(&mut self, rx: &Receiver<Msg>) {
         let mut last_retry = Instant::now();
         loop {
             match rx.recv_timeout(RETRY) {
@@ -581,6 +580,7 @@ impl Writer {
     }
 
     fn take(&mut self, m: Mark) {
+        crate::supervise::chaos(|| "record".to_owned());
         let key: Key = (m.kind, m.channel.clone(), m.place, m.subject.clone());
         match m.phase {
             Phase::Start => {

@@ -123,6 +123,10 @@ pub(crate) struct State {
     /// Media by playlist index: (size, modification time) when probed.
     stamps: HashMap<usize, (u64, Option<SystemTime>)>,
     next_item: usize,
+    /// Files given playlist indices (`next_item`) that no message has carried to the station
+    /// yet: a round that fails (an error, a panic) after taking them hands them over with the
+    /// next one, so the indices stay the station's.
+    unsent: Vec<PathBuf>,
     cued_until: Option<Utc>,
     last_error: Option<String>,
     /// The last cue tag handed out.
@@ -141,6 +145,9 @@ pub(crate) struct State {
     /// The station's output clock origin (UTC, ns) last seen: a new one means the station
     /// was built again (after a contained panic) and has none of what was cued.
     origin_seen: Option<i64>,
+    /// Rounds that panicked in a row, and until when the channel rests after the last.
+    panics: u32,
+    resting_until: Utc,
 }
 
 /// What the scheduler works with, shared with the engine and the API.
@@ -190,7 +197,26 @@ pub(crate) fn start(
                     let map = maps.borrow().get(st.ch.station).copied().flatten();
                     if let Some(map) = map {
                         st.see_clock(&map);
-                        let r = st.round(&store, &media_dir, map, now_utc());
+                        let now = now_utc();
+                        if now < st.resting_until {
+                            continue;
+                        }
+                        // A panic costs this channel's round only (see `State::after_panic`).
+                        let (cued_until, returning) = (st.cued_until, st.returning);
+                        let r = crate::supervise::contain(|| {
+                            crate::supervise::chaos(|| format!("scheduler:{}", st.ch.channel));
+                            st.round(&store, &media_dir, map, now)
+                        });
+                        let r = match r {
+                            Ok(r) => {
+                                st.panics = 0;
+                                r
+                            }
+                            Err(why) => {
+                                st.after_panic(cued_until, returning, now, &why);
+                                continue;
+                            }
+                        };
                         if let Some(view) = r.view {
                             views.send_modify(|v| {
                                 v.insert(st.ch.channel.clone(), view);
@@ -249,6 +275,7 @@ impl State {
     pub(crate) fn new(ch: ScheduledChannel) -> State {
         State {
             next_item: ch.base_items,
+            unsent: Vec::new(),
             ch,
             media: HashMap::new(),
             seekable: HashMap::new(),
@@ -262,7 +289,37 @@ impl State {
             unplayable: HashMap::new(),
             faults_logged: std::collections::HashSet::new(),
             origin_seen: None,
+            panics: 0,
+            resting_until: Utc(i64::MIN),
         }
+    }
+
+    /// A round panicked (at UTC `now`): nothing of it reached the station, so the state is
+    /// put back to what the station has (what was cued, and whether an alert's end is to be
+    /// joined; files given indices stay in [`State::unsent`]) and the week is recomputed.
+    /// The channel goes on with what is cued (the next [`AHEAD`]) and its next round comes
+    /// after a rest, 1 s doubling to a minute while its rounds keep panicking, so a bug that
+    /// a schedule's content trips costs that channel's edits, never the other channels'.
+    pub(crate) fn after_panic(
+        &mut self,
+        cued_until: Option<Utc>,
+        returning: bool,
+        now: Utc,
+        why: &str,
+    ) {
+        self.cued_until = cued_until;
+        self.returning = returning;
+        self.next_week = Utc(0);
+        self.panics = self.panics.saturating_add(1);
+        let rest_s = (1u64 << (self.panics - 1).min(6)).min(60);
+        self.resting_until = now.add(rest_s * 1_000_000_000);
+        crate::supervise::panicked(
+            "scheduler",
+            format!(
+                "channel {}: a schedule round panicked ({why}): what is cued stays on air, next round in {rest_s} s",
+                self.ch.channel
+            ),
+        );
     }
 
     /// Notes the station's clock; when its origin moved, the station was built again with
@@ -334,7 +391,6 @@ fn round(
     let mut entries = Vec::new();
     let mut labels = Vec::new();
     let mut items: Vec<epg::schedule::Item> = Vec::new();
-    let mut new_paths = Vec::new();
     let mut any = false;
     // Entries that are gaps because their files cannot be played, with why.
     let mut faulty: HashMap<usize, String> = HashMap::new();
@@ -356,7 +412,7 @@ fn round(
         any = true;
         // A file that cannot be played (missing, unreadable, not a transport stream) costs
         // only its own item: its slot airs the filler, the rest airs on time.
-        note_unplayable(st, &day, media_dir, &mut new_paths);
+        note_unplayable(st, &day, media_dir);
         let mut failure = None;
         let first_live = st.ch.base_items - st.ch.inputs.len();
         let inputs = st.ch.inputs.clone();
@@ -364,7 +420,7 @@ fn round(
             st.ch.tz,
             |name| {
                 let path = media_dir.join(name);
-                match media_id(st, &path, &mut new_paths) {
+                match media_id(st, &path) {
                     Ok(id) => Some(id),
                     // Named in `note_unplayable`; a gap in the entry (see below).
                     Err(_) if st.unplayable.contains_key(&path) => Some(UNPLAYABLE),
@@ -423,7 +479,7 @@ fn round(
     }
     let mut filler = Vec::new();
     for p in st.ch.filler.clone() {
-        match media_id(st, &p, &mut new_paths) {
+        match media_id(st, &p) {
             Ok(id) => filler.push(Clip::whole(id)),
             Err(e) => st.fault(format!("filler {e}: left out")),
         }
@@ -465,7 +521,7 @@ fn round(
     let lead = if st.returning { RETURN_LEAD } else { LEAD };
     let from = st.cued_until.unwrap_or(now.add(lead.as_nanos() as u64));
     let ahead = now.add(AHEAD.as_nanos() as u64);
-    if from >= ahead && new_paths.is_empty() && week.is_none() {
+    if from >= ahead && st.unsent.is_empty() && week.is_none() {
         return Ok(None);
     }
     let timeline = resolve(&entries, &filler, &table, from, from.add(HORIZON_NS))
@@ -509,7 +565,7 @@ fn round(
             c.first_pts = Some(first);
         }
     }
-    if cues.is_empty() && new_paths.is_empty() && week.is_none() {
+    if cues.is_empty() && st.unsent.is_empty() && week.is_none() {
         return Ok(None);
     }
 
@@ -565,7 +621,7 @@ fn round(
     let preempt = first && std::mem::take(&mut st.returning);
     Ok(Some(ScheduleMsg {
         station: st.ch.station,
-        new_paths,
+        new_paths: std::mem::take(&mut st.unsent),
         handover: first.then(|| map.output_time(from)),
         preempt,
         cues,
@@ -645,17 +701,12 @@ fn week_events(
 
 /// Probes the files of `day` and names each that cannot be played (once), saying what airs
 /// in its place.
-fn note_unplayable(
-    st: &mut State,
-    day: &epg::schedule::Day,
-    media_dir: &std::path::Path,
-    new_paths: &mut Vec<PathBuf>,
-) {
+fn note_unplayable(st: &mut State, day: &epg::schedule::Day, media_dir: &std::path::Path) {
     for (i, item) in day.items.iter().enumerate() {
         let paths = item.paths();
         let faults: Vec<String> = paths
             .iter()
-            .filter_map(|p| media_id(st, &media_dir.join(p), new_paths).err())
+            .filter_map(|p| media_id(st, &media_dir.join(p)).err())
             .collect();
         let all = faults.len() == paths.len();
         for e in faults {
@@ -687,12 +738,9 @@ impl State {
     }
 }
 
-/// The playlist index of `path`, probing it the first time.
-fn media_id(
-    st: &mut State,
-    path: &PathBuf,
-    new_paths: &mut Vec<PathBuf>,
-) -> Result<MediaId, String> {
+/// The playlist index of `path`, probing it the first time (a new one is added to the
+/// station's playlist with the next message: [`State::unsent`]).
+fn media_id(st: &mut State, path: &PathBuf) -> Result<MediaId, String> {
     // A file replaced since it was probed (another size or modification time) is probed
     // again; it keeps its playlist index, since the engine reads it by path.
     let stamp = std::fs::metadata(path)
@@ -723,7 +771,7 @@ fn media_id(
     };
     let index = known.unwrap_or_else(|| {
         st.next_item += 1;
-        new_paths.push(path.clone());
+        st.unsent.push(path.clone());
         st.next_item - 1
     });
     st.media.insert(
@@ -760,6 +808,104 @@ fn media_table(st: &State) -> Vec<MediaInfo> {
 mod tests {
     use super::*;
 
+    /// Now in whole UTC seconds, or a while before when midnight is near.
+    fn away_from_midnight() -> i64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        if now % 86_400 > 86_000 {
+            now - 1000
+        } else {
+            now
+        }
+    }
+
+    /// The scheduler's state of channel `news` (UTC, e.ts as filler, one playlist entry), and
+    /// its clock with UTC second `now` at the origin.
+    fn news(media: &std::path::Path, now: i64) -> (State, ClockMap) {
+        let ch = ScheduledChannel {
+            station: 0,
+            channel: "news".to_owned(),
+            tz: Tz::UTC,
+            filler: vec![media.join("e.ts")],
+            base_items: 1,
+            inputs: Vec::new(),
+            guide_from_xmltv: false,
+        };
+        let map = ClockMap {
+            utc_at_origin_ns: now * 1_000_000_000,
+            origin: 0,
+            offset_ns: 0,
+        };
+        (State::new(ch), map)
+    }
+
+    /// A round that fails (tomorrow's file names an input the channel does not have) after
+    /// today's new file was given its playlist index: the file goes to the station with the
+    /// next message, so the index the cues use is the station's. So after a round that
+    /// panicked: what it cued is put back, and the channel rests before its next round.
+    #[test]
+    fn a_failed_round_hands_its_new_files_over_with_the_next() {
+        const S: i64 = 1_000_000_000;
+        let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let now = away_from_midnight();
+        let t = (now + 5).rem_euclid(86_400);
+        let today = ChronoUtc.timestamp_opt(now, 0).unwrap().date_naive();
+        let tomorrow = today.succ_opt().unwrap();
+        let text = format!(
+            "date = \"{today}\"\n[[item]]\nstart = \"{:02}:{:02}:{:02}\"\nfile = \"a.ts\"\n",
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        );
+        store
+            .write("news", &epg::schedule::parse(&text).unwrap(), 0)
+            .unwrap();
+        let bad = format!(
+            "date = \"{tomorrow}\"\n[[item]]\nstart = \"10:00:00\"\nlive = \"nope\"\nduration = \"10m\"\n"
+        );
+        store
+            .write("news", &epg::schedule::parse(&bad).unwrap(), 0)
+            .unwrap();
+        let (mut st, map) = news(&media, now);
+        let round = st.round(&store, &media, map, Utc(now * S));
+        assert!(round.msg.is_none(), "tomorrow's error stops the round");
+        assert_eq!(st.unsent.len(), 1, "a.ts waits: {:?}", st.unsent);
+        // Tomorrow mended: the next message carries it, and its cues name it.
+        let good =
+            format!("date = \"{tomorrow}\"\n[[item]]\nstart = \"10:00:00\"\nfile = \"b.ts\"\n");
+        store
+            .write("news", &epg::schedule::parse(&good).unwrap(), 1)
+            .unwrap();
+        let msg = st
+            .round(&store, &media, map, Utc(now * S + S / 2))
+            .msg
+            .expect("the schedule applies");
+        let names: Vec<_> = msg
+            .new_paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&"a.ts".to_owned()) && names.contains(&"b.ts".to_owned()));
+        for c in &msg.cues {
+            assert!((1..4).contains(&c.item), "{c:?}");
+        }
+        assert!(st.unsent.is_empty());
+
+        // A panicked round: what was cued is put back, and the next round waits 1 s, then 2 s.
+        let cued = st.cued_until;
+        st.cued_until = Some(Utc(0));
+        st.after_panic(cued, false, Utc(now * S), "a bug");
+        assert_eq!(st.cued_until, cued);
+        assert_eq!(st.resting_until, Utc((now + 1) * S));
+        st.after_panic(cued, false, Utc(now * S), "a bug");
+        assert_eq!(st.resting_until, Utc((now + 2) * S));
+    }
+
     /// A day with a missing file between two good ones: the item before is cut at the
     /// missing one's hard start as it would have been, the missing item's slot airs the
     /// filler up to the next hard start, and the fault is named once.
@@ -769,14 +915,7 @@ mod tests {
         let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
-        // Whole seconds, away from midnight (UTC).
-        let mut now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        if now % 86_400 > 86_000 {
-            now -= 1000;
-        }
+        let now = away_from_midnight();
         let at = |secs: i64| {
             let t = (now + secs).rem_euclid(86_400);
             format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
@@ -797,21 +936,7 @@ mod tests {
         );
         let day = epg::schedule::parse(&text).unwrap();
         store.write("news", &day, 0).unwrap();
-        let ch = ScheduledChannel {
-            station: 0,
-            channel: "news".to_owned(),
-            tz: Tz::UTC,
-            filler: vec![media.join("e.ts")],
-            base_items: 1,
-            inputs: Vec::new(),
-            guide_from_xmltv: false,
-        };
-        let mut st = State::new(ch);
-        let map = ClockMap {
-            utc_at_origin_ns: now * S,
-            origin: 0,
-            offset_ns: 0,
-        };
+        let (mut st, map) = news(&media, now);
         let round = st.round(&store, &media, map, Utc(now * S));
         let msg = round.msg.expect("the schedule applies");
         let path_of = |item: usize| msg.new_paths[item - 1].file_name().unwrap().to_owned();

@@ -121,6 +121,12 @@ pub(crate) struct Station {
     service_ids: Vec<u16>,
     /// Each program's files (the config's playlist, then what schedules and alerts add).
     playlists: Vec<Vec<PathBuf>>,
+    /// The scheduler's playlist (program 0): its entries below `sched_base` are the config's
+    /// playlist and live inputs, as here; its entry `sched_base + k` is the `k`th file it
+    /// added, which is this playlist's `sched_items[k]` (an alert's clip, added between two
+    /// of them, takes a place of its own).
+    sched_base: usize,
+    sched_items: Vec<usize>,
     /// DVB SI of the station (none when every channel has it off).
     si: Option<Carousel>,
     /// Programmes of the cues handed to the splicer, by tag, until they go on air.
@@ -187,6 +193,11 @@ impl Station {
             names: plan.channels.iter().map(|c| c.id.clone()).collect(),
             service_ids: plan.channels.iter().map(|c| c.service_id).collect(),
             playlists: plan.channels.iter().map(|c| c.playlist.clone()).collect(),
+            sched_base: plan
+                .channels
+                .first()
+                .map_or(0, |c| c.playlist.len() + c.inputs.len()),
+            sched_items: Vec::new(),
             si,
             programmes: BTreeMap::new(),
             started_programme: None,
@@ -446,6 +457,14 @@ impl Station {
         }
     }
 
+    /// The playlist index of the scheduler's item `item` (see [`Station::sched_items`]).
+    fn sched_item(&self, item: usize) -> Option<usize> {
+        match item.checked_sub(self.sched_base) {
+            None => Some(item),
+            Some(k) => self.sched_items.get(k).copied(),
+        }
+    }
+
     /// Takes the scheduler's cues: new files join the playlist, the first cues take over
     /// from it.
     pub(crate) fn handle_schedule(&mut self, msg: ScheduleMsg) {
@@ -462,6 +481,7 @@ impl Station {
             return;
         }
         for p in msg.new_paths {
+            self.sched_items.push(self.playlists[0].len());
             self.playlists[0].push(p);
             self.mux.program_mut(0).add_item();
         }
@@ -488,12 +508,18 @@ impl Station {
             }
             self.programmes.extend(msg.programmes);
             let now = self.mux.now();
-            let splicer = self.mux.program_mut(0);
-            for (k, c) in msg.cues.into_iter().enumerate() {
+            let mut first = true;
+            for mut c in msg.cues {
+                let Some(item) = self.sched_item(c.item) else {
+                    tracing::error!(station = %self.id, item = c.item, "a cue names a file the scheduler never added: left out");
+                    continue;
+                };
+                c.item = item;
+                let splicer = self.mux.program_mut(0);
                 if c.from_byte > 0 {
                     tracing::info!(station = %self.id, item = c.item, from_byte = c.from_byte, offset_s = c.offset_90k as f64 / 90_000.0, "joining far into a file: reading from near the offset");
                 }
-                if k == 0 && msg.preempt && msg.handover.is_some() {
+                if std::mem::take(&mut first) && msg.preempt && msg.handover.is_some() {
                     splicer.preempt(now, c);
                 } else {
                     splicer.push_cue(c);
@@ -971,5 +997,98 @@ fn output_pids(p: &PidPlan) -> OutputPids {
         audio: Pid::from_bits(p.audio),
         subtitle: Pid::from_bits(p.subtitle),
         data: Pid::from_bits(p.data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::file::IoDone;
+    use overrides::{AirAlert, OverrideMsg};
+    use playout::splice::Cue;
+
+    /// The files a station opens (answering each open with a failure, so the next comes).
+    fn opens(st: &mut Station) -> Vec<PathBuf> {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let Some(job) = st.poll_io() else { break };
+            let IoRequest::Open { item, .. } = job.req else {
+                break;
+            };
+            seen.extend(job.path);
+            let reason = "not read in this test".to_owned();
+            st.handle_io(job.program, IoDone::OpenFailed { item, reason });
+        }
+        seen
+    }
+
+    /// An alert's clip joins the playlist between two of the scheduler's files: the
+    /// scheduler's next file must still be the one its cues name (the scheduler numbers its
+    /// files from the config's playlist and inputs, and knows nothing of alert clips).
+    #[test]
+    fn an_alert_clip_does_not_shift_the_schedules_files() {
+        let config = crate::config::parse(
+            "[[channel]]\nid = \"x\"\nservice_id = 1\nname = \"X\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n",
+            std::path::Path::new("/m"),
+            "t.toml",
+        )
+        .unwrap();
+        let spec = &specs(&config)[0];
+        let network = network(&config, 0);
+        let clock = crate::clock::ClockMap {
+            utc_at_origin_ns: 0,
+            origin: spec.mux.clock_origin,
+            offset_ns: 0,
+        };
+        let mut st = Station::new(spec.plan(0, &network, clock, Vec::new()));
+        let msg = |new_paths: Vec<PathBuf>, cues: Vec<Cue>| ScheduleMsg {
+            station: 0,
+            new_paths,
+            handover: Some(0),
+            preempt: true,
+            cues,
+            programmes: Vec::new(),
+            live: Vec::new(),
+            faults: Vec::new(),
+            week: None,
+            guide: None,
+        };
+        let cue = |item: usize, tag: u64| Cue {
+            item,
+            offset_90k: 0,
+            from_byte: 0,
+            first_pts: None,
+            not_before: None,
+            until: None,
+            entry_delay_90k: 0,
+            tag,
+        };
+        opens(&mut st);
+        // The scheduler's first file: its item 1 (after the config's a.ts).
+        st.handle_schedule(msg(vec!["/m/news.ts".into()], vec![cue(1, 1)]));
+        assert_eq!(opens(&mut st), [PathBuf::from("/m/news.ts")]);
+        let air = Arc::new(AirAlert {
+            seq: 1,
+            clip: "/m/alert.ts".into(),
+            programme: OnAirProgramme::default(),
+            tables: Vec::new(),
+        });
+        st.handle_override(OverrideMsg::Show {
+            station: 0,
+            program: 0,
+            air,
+        });
+        assert!(opens(&mut st).contains(&PathBuf::from("/m/alert.ts")));
+        st.handle_override(OverrideMsg::Clear {
+            station: 0,
+            program: 0,
+        });
+        opens(&mut st);
+        // Its second file: item 2 to the scheduler, whatever the alert added.
+        st.handle_schedule(msg(vec!["/m/film.ts".into()], vec![cue(2, 2)]));
+        assert_eq!(opens(&mut st), [PathBuf::from("/m/film.ts")]);
+        // A cue naming a file the scheduler never added is left out, not played.
+        st.handle_schedule(msg(Vec::new(), vec![cue(3, 3), cue(1, 4)]));
+        assert_eq!(opens(&mut st), [PathBuf::from("/m/news.ts")]);
     }
 }
