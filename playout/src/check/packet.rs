@@ -9,21 +9,30 @@ use bytes::Bytes;
 use super::{CcError, Report, KEEP};
 use crate::ts::{Pid, TsPacket, PACKET_SIZE, SYNC_BYTE};
 
-/// The continuity state of every PID.
+/// The continuity state of every PID seen: a slot per PID in the order first seen (what is
+/// made and dropped per check is what the stream has, not 8192 states: the fuzzer checks
+/// inputs of a few packets millions of times).
+#[derive(Default)]
 pub(super) struct Continuity {
-    pids: Vec<PidState>,
+    /// By PID: 1 + the index of its slot in `states`, 0 while not seen.
+    slots: Vec<u16>,
+    states: Vec<PidState>,
 }
 
-impl Default for Continuity {
-    fn default() -> Self {
-        Continuity {
-            pids: (0..8192)
-                .map(|_| PidState {
-                    cc: None,
-                    last_payload: None,
-                })
-                .collect(),
+impl Continuity {
+    fn state(&mut self, pid: Pid) -> &mut PidState {
+        if self.slots.is_empty() {
+            self.slots = vec![0; 8192];
         }
+        let slot = &mut self.slots[pid.index()];
+        if *slot == 0 {
+            self.states.push(PidState {
+                cc: None,
+                last_payload: None,
+            });
+            *slot = self.states.len() as u16;
+        }
+        &mut self.states[usize::from(*slot) - 1]
     }
 }
 
@@ -38,7 +47,7 @@ impl Continuity {
         discontinuity: bool,
     ) -> ControlFlow<(), bool> {
         let pid = packet.pid();
-        let st = &mut self.pids[pid.index()];
+        let st = self.state(pid);
         let mut continuous = true;
         if let Some(prev) = st.cc {
             let expected = if packet.has_payload() {
