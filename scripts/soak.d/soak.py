@@ -146,6 +146,19 @@ class Soak:
         os.makedirs(os.path.join(self.media, "faults"), exist_ok=True)
         # The live sources' slate.
         shutil.copyfile(os.path.join(fixtures, "c.ts"), os.path.join(base, "slate.ts"))
+        # The video presentation gap a join may show, in frames: one frame, plus one for the
+        # PES the cut lands in, plus the entering picture's reorder delay (its first picture
+        # is presented that long after it is decoded, and decode times must keep increasing):
+        # the splicer's own bound (playout/tests/splice.rs, every pair of fixtures), taken
+        # over every clip the soak plays, from `hectl check`'s "reorder delay".
+        self.join_video_frames = 2.0
+        for f in BASE_FILES + [FILLER, REPLACEMENT]:
+            r = subprocess.run([self.hectl, "check", os.path.join(base, f)], capture_output=True, text=True)
+            for l in r.stdout.splitlines():
+                m = re.search(r"stream_type 0x(1B|24|02): .*frame (\d+) .*reorder delay (-?\d+)", l)
+                if m and int(m.group(2)) > 0:
+                    self.join_video_frames = max(self.join_video_frames, 2.0 + int(m.group(3)) / int(m.group(2)))
+        log(f"joins may show video presentation gaps up to {self.join_video_frames:g} frames (2 + the largest reorder delay)")
 
     def start_capture(self):
         names = [c[0] for c in SCHEDULED] + [LIVE[0]]
@@ -932,8 +945,9 @@ class Soak:
                 pid = int(m.group(1), 16)
                 ratio = int(m.group(2)) / int(m.group(3))
                 cls = ana.pid_class.get(pid, "video")
-                # The splicer's known limits at joins (playout::check::CheckLimits::across_joins).
-                limit = 4.0 if cls == "video" else 3.5
+                # The splicer's bound at joins (see `setup`); audio as
+                # playout::check::CheckLimits::across_joins.
+                limit = self.join_video_frames if cls == "video" else 3.5
                 if cid == LIVE[0]:
                     # A frozen picture up to a failure's detection (headend/tests/live.rs).
                     limit = 30.0 if cls == "video" else 40.0

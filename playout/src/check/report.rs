@@ -262,8 +262,8 @@ impl fmt::Display for Report {
                 if let Some(s) = self.pes.get(pid) {
                     write!(
                         f,
-                        ": {} PES, frame {} (largest presentation gap {}, decode step {}), non-increasing DTS {}",
-                        s.pes, s.typical_pts_step, s.max_pts_gap, s.max_step, s.non_increasing
+                        ": {} PES, frame {} (largest presentation gap {}, decode step {}), non-increasing DTS {}, reorder delay {}",
+                        s.pes, s.typical_pts_step, s.max_pts_gap, s.max_step, s.non_increasing, s.max_reorder
                     )?;
                 }
                 writeln!(f)?;
