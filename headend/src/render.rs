@@ -270,7 +270,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             };
             match d {
                 Delivered::Override(o) => sims[j].st.handle_override(o),
-                Delivered::Schedule(m) => sims[j].st.handle_schedule(m),
+                Delivered::Schedule(m) => sims[j].st.handle_schedule(*m),
             }
         }
         // A channel whose alert ended rejoins its schedule at its next round, at once.

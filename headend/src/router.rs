@@ -25,7 +25,7 @@ impl ScheduleSink {
 
     /// Hands `msg` to its station's engine thread; `false` once the engine has stopped.
     pub(crate) fn send(&self, msg: ScheduleMsg) -> bool {
-        self.deliver(msg.station, Control::Schedule(msg))
+        self.deliver(msg.station, Control::Schedule(Box::new(msg)))
     }
 
     /// Hands an alert override to its station's engine thread; `false` once stopped.
@@ -73,7 +73,7 @@ pub(crate) struct Inbox(mpsc::Receiver<Control>);
 
 /// What an [`Inbox`] holds.
 pub(crate) enum Delivered {
-    Schedule(ScheduleMsg),
+    Schedule(Box<ScheduleMsg>),
     Override(OverrideMsg),
 }
 
@@ -116,7 +116,7 @@ impl Inbox {
 /// What an engine thread is told.
 pub(crate) enum Control {
     /// The scheduler's cues for a station.
-    Schedule(ScheduleMsg),
+    Schedule(Box<ScheduleMsg>),
     /// The alert desk's order for a program.
     Override(OverrideMsg),
     /// A service's present/following, for every station.

@@ -804,7 +804,7 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
                             for r in l.relays.iter_mut().filter(|r| r.program == 0) {
                                 r.schedule(&msg);
                             }
-                            l.st.handle_schedule(msg);
+                            l.st.handle_schedule(*msg);
                         });
                         l.contained(r, now, &links.maps);
                     }
@@ -819,12 +819,11 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
                             station::OverrideMsg::Clear { program, .. } => (*program, None),
                         };
                         let r = contain(|| l.st.handle_override(msg));
-                        // An alert whose showing panicked is not shown again by the rebuild.
-                        if r.is_ok() {
-                            l.alerts.retain(|(p, _)| *p != shown.0);
-                            if let (p, Some(air)) = shown {
-                                l.alerts.push((p, air));
-                            }
+                        // What the rebuild puts back on air: the alert shown; none after a
+                        // clear, or when showing it panicked (not to panic again).
+                        l.alerts.retain(|(p, _)| *p != shown.0);
+                        if let (true, (p, Some(air))) = (r.is_ok(), shown) {
+                            l.alerts.push((p, air));
                         }
                         l.contained(r, now, &links.maps);
                     }

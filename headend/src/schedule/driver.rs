@@ -621,6 +621,8 @@ fn round(
     let preempt = first && std::mem::take(&mut st.returning);
     Ok(Some(ScheduleMsg {
         station: st.ch.station,
+        first_item: Some(st.next_item - st.unsent.len()),
+        clock_origin_ns: Some(map.utc_at_origin_ns),
         new_paths: std::mem::take(&mut st.unsent),
         handover: first.then(|| map.output_time(from)),
         preempt,

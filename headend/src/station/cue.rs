@@ -12,6 +12,14 @@ use playout::time::Ticks27M;
 /// What the scheduler tells the engine about one station.
 pub(crate) struct ScheduleMsg {
     pub(crate) station: usize,
+    /// The scheduler's number of the first of `new_paths` (of the next file it adds, when
+    /// there are none): the station takes the message only when it has every file before it
+    /// (one the scheduler computed before the station was built again is dropped); `None`
+    /// for a message without files or cues (a guide).
+    pub(crate) first_item: Option<usize>,
+    /// The station's clock the cues were computed for (UTC at its origin, ns): one for the
+    /// clock before a rebuild is dropped; `None` with `first_item`.
+    pub(crate) clock_origin_ns: Option<i64>,
     /// Files to append to the station's playlist (in this order) before the cues use them.
     pub(crate) new_paths: Vec<PathBuf>,
     /// Cut the item on air here: the schedule takes over.
@@ -41,6 +49,8 @@ impl ScheduleMsg {
     pub(crate) fn guide(station: usize, events: Vec<(u16, OnAirProgramme)>) -> ScheduleMsg {
         ScheduleMsg {
             station,
+            first_item: None,
+            clock_origin_ns: None,
             new_paths: Vec::new(),
             handover: None,
             preempt: false,

@@ -480,6 +480,15 @@ impl Station {
         if self.mux.programs() != 1 {
             return;
         }
+        let have = self.sched_base + self.sched_items.len();
+        if msg.first_item.is_some_and(|first| first != have)
+            || msg
+                .clock_origin_ns
+                .is_some_and(|o| o != self.clock.utc_at_origin_ns)
+        {
+            tracing::warn!(station = %self.id, first_item = ?msg.first_item, have, "a schedule message for the station as it was before it was built again: dropped (the scheduler cues it afresh)");
+            return;
+        }
         for p in msg.new_paths {
             self.sched_items.push(self.playlists[0].len());
             self.playlists[0].push(p);
@@ -1041,8 +1050,10 @@ mod tests {
             offset_ns: 0,
         };
         let mut st = Station::new(spec.plan(0, &network, clock, Vec::new()));
-        let msg = |new_paths: Vec<PathBuf>, cues: Vec<Cue>| ScheduleMsg {
+        let msg = |first: usize, new_paths: Vec<PathBuf>, cues: Vec<Cue>| ScheduleMsg {
             station: 0,
+            first_item: Some(first),
+            clock_origin_ns: Some(0),
             new_paths,
             handover: Some(0),
             preempt: true,
@@ -1065,7 +1076,7 @@ mod tests {
         };
         opens(&mut st);
         // The scheduler's first file: its item 1 (after the config's a.ts).
-        st.handle_schedule(msg(vec!["/m/news.ts".into()], vec![cue(1, 1)]));
+        st.handle_schedule(msg(1, vec!["/m/news.ts".into()], vec![cue(1, 1)]));
         assert_eq!(opens(&mut st), [PathBuf::from("/m/news.ts")]);
         let air = Arc::new(AirAlert {
             seq: 1,
@@ -1085,10 +1096,19 @@ mod tests {
         });
         opens(&mut st);
         // Its second file: item 2 to the scheduler, whatever the alert added.
-        st.handle_schedule(msg(vec!["/m/film.ts".into()], vec![cue(2, 2)]));
+        st.handle_schedule(msg(2, vec!["/m/film.ts".into()], vec![cue(2, 2)]));
         assert_eq!(opens(&mut st), [PathBuf::from("/m/film.ts")]);
         // A cue naming a file the scheduler never added is left out, not played.
-        st.handle_schedule(msg(Vec::new(), vec![cue(3, 3), cue(1, 4)]));
+        st.handle_schedule(msg(3, Vec::new(), vec![cue(3, 3), cue(1, 4)]));
         assert_eq!(opens(&mut st), [PathBuf::from("/m/news.ts")]);
+        // A message computed for the playlist as it was before a rebuild (its first file
+        // numbered past what the station has) is dropped whole.
+        st.handle_schedule(msg(
+            5,
+            vec!["/m/stale.ts".into()],
+            vec![cue(5, 5), cue(2, 6)],
+        ));
+        assert_eq!(opens(&mut st), Vec::<PathBuf>::new());
+        assert_eq!(st.sched_items.len(), 2);
     }
 }
