@@ -517,3 +517,66 @@ fn set_program_takes_that_programme_of_an_mpts() {
         got.len()
     );
 }
+
+/// A cue whose file cannot be played (here: no transport stream at all) costs its own slot:
+/// the playlist goes on at once up to the next cue's start, with no "nothing playable" pause
+/// of null packets, even with a playlist of one entry (the schedule's filler), which used to
+/// count the failed cue as the whole playlist failing.
+#[test]
+fn a_failed_cue_hands_over_to_the_playlist_at_once() {
+    let mut splicer = Splicer::new(SpliceConfig::new(1), 1);
+    let bad = splicer.add_item();
+    let cue = |item: usize, not_before: Option<u64>, tag: u64| Cue {
+        item,
+        offset_90k: 0,
+        from_byte: 0,
+        first_pts: None,
+        not_before,
+        until: None,
+        entry_delay_90k: 0,
+        tag,
+    };
+    splicer.push_cue(cue(bad, Some(secs(2.0)), 1));
+    splicer.push_cue(cue(0, Some(secs(8.0)), 2));
+    let items = vec![
+        Some(fixture("e")),
+        Some(Bytes::from(vec![0x47u8; 188 * 50])),
+    ];
+    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(10), MUXRATE);
+    let mut run = Offline::new(
+        Mux::new(MuxConfig::new(MUXRATE), vec![splicer]),
+        vec![MemorySource::new(items)],
+        total,
+    );
+    let mut out = BytesMut::new();
+    let mut events = Vec::new();
+    while !run.done() {
+        run.step(&mut out, BATCH);
+        while let Some(e) = run.mux().poll_event() {
+            events.push(e);
+        }
+    }
+    let failed_at = events
+        .iter()
+        .position(|e| {
+            matches!(e, MuxEvent::Splice { event: SpliceEvent::ItemFailed { item, .. }, .. } if *item == bad)
+        })
+        .expect("the bad cue fails");
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            MuxEvent::Splice {
+                event: SpliceEvent::NothingPlayable { .. },
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    // The playlist's e.ts is on air again within a second of the bad cue's start.
+    let after: Vec<(usize, u64)> = starts(&events[failed_at..]);
+    let (item, at) = after[0];
+    assert_eq!(item, 0, "{after:?}");
+    assert!(at < secs(3.0), "the playlist at {} s", at as f64 / 27e6);
+    let r = check(&out, &limits());
+    assert_eq!(r.cc_error_count, 0);
+}

@@ -805,10 +805,20 @@ impl Splicer {
     fn fail(&mut self, now: Ticks27M, item: usize, error: ItemError) {
         self.item = None;
         self.stats.items_failed += 1;
-        self.failed_in_row += 1;
         self.events
             .push_back(SpliceEvent::ItemFailed { item, error });
+        // A cue that fails costs its own slot only: what follows (the next cue, or the
+        // playlist up to the next cue's start) goes on at once. Only the playlist's own
+        // entries failing one after another make nothing playable (null packets until a
+        // retry): a schedule's file replaced on air by one that cannot be joined left its
+        // channel without programme for the retry's second, with its filler playable.
+        let from_cue = self.current_cue.tag.is_some();
         let next = self.next_io(Some(item));
+        if from_cue {
+            self.io = next;
+            return;
+        }
+        self.failed_in_row += 1;
         if self.failed_in_row >= self.loop_len() {
             self.failed_in_row = 0;
             self.stats.nothing_playable += 1;
