@@ -39,6 +39,16 @@ fn render_items(
     for c in cues {
         splicer.push_cue(*c);
     }
+    run_splicer(splicer, items, total_secs, muxrate)
+}
+
+/// Renders `secs` of what `splicer` makes of `items`; (output, events).
+fn run_splicer(
+    splicer: Splicer,
+    items: Vec<Bytes>,
+    total_secs: u64,
+    muxrate: u64,
+) -> (Bytes, Vec<MuxEvent>) {
     let total = Offline::<MemorySource>::packets_for(Duration::from_secs(total_secs), muxrate);
     let mut run = Offline::new(
         Mux::new(MuxConfig::new(muxrate), vec![splicer]),
@@ -538,24 +548,8 @@ fn a_failed_cue_hands_over_to_the_playlist_at_once() {
     };
     splicer.push_cue(cue(bad, Some(secs(2.0)), 1));
     splicer.push_cue(cue(0, Some(secs(8.0)), 2));
-    let items = vec![
-        Some(fixture("e")),
-        Some(Bytes::from(vec![0x47u8; 188 * 50])),
-    ];
-    let total = Offline::<MemorySource>::packets_for(Duration::from_secs(10), MUXRATE);
-    let mut run = Offline::new(
-        Mux::new(MuxConfig::new(MUXRATE), vec![splicer]),
-        vec![MemorySource::new(items)],
-        total,
-    );
-    let mut out = BytesMut::new();
-    let mut events = Vec::new();
-    while !run.done() {
-        run.step(&mut out, BATCH);
-        while let Some(e) = run.mux().poll_event() {
-            events.push(e);
-        }
-    }
+    let items = vec![fixture("e"), Bytes::from(vec![0x47u8; 188 * 50])];
+    let (out, events) = run_splicer(splicer, items, 10, MUXRATE);
     let failed_at = events
         .iter()
         .position(|e| {
