@@ -543,3 +543,60 @@ fn panics_around_the_channels_cost_their_unit_of_work_only() {
         );
     }
 }
+
+/// A panic while reading a file (on an I/O thread; the chaos knob's `io`) costs the item being
+/// read: it ends there, as a file that cannot be read does, and the playlist goes on; the
+/// output never pauses, and the `file io` alarm counts it.
+#[test]
+fn a_panic_reading_a_file_costs_that_item_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let http = common::free_tcp_port();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n\
+             [[channel]]\nid = \"x\"\nservice_id = 1\nname = \"x\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [{e:?}, {a:?}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{port}\"\n",
+            e = media("e.ts").display().to_string(),
+            a = media("a.ts").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cap = receive_stamped(rx, stop.clone(), Duration::from_secs(30));
+    let started = utc_ns();
+    let mut daemon = Daemon::run_env(&cfg, "info", &[("HEADEND_CHAOS_PANIC", "io@2")]);
+    while utc_ns() - started < 7_000_000_000 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(daemon.0.try_wait().unwrap().is_none(), "still running");
+    let record: serde_json::Value = serde_json::from_str(&http_get(http, "/api/record")).unwrap();
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let x = cap.join().unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("a panic, contained") && l.contains("HEADEND_CHAOS_PANIC=io@2")),
+        "{stderr}"
+    );
+    let alarm = record["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["place"] == "file io")
+        .unwrap_or_else(|| panic!("no file io alarm: {record}"));
+    assert_eq!(alarm["count"], 1, "{alarm}");
+    assert!(
+        longest_gap_ns(&x) < 200_000_000,
+        "a gap of {} ms",
+        longest_gap_ns(&x) / 1_000_000
+    );
+    let r = common::checked(&flatten(&x).0, &CheckLimits::across_joins(MUXRATE));
+    assert_eq!(r.cc_error_count, 0);
+}
