@@ -20,6 +20,15 @@ pub(crate) struct ClockMap {
 }
 
 impl ClockMap {
+    /// A clock whose output time `origin` leaves at UTC `utc_ns`, with no offset yet.
+    pub(crate) fn starting(utc_ns: i64, origin: Ticks27M) -> ClockMap {
+        ClockMap {
+            utc_at_origin_ns: utc_ns,
+            origin,
+            offset_ns: 0,
+        }
+    }
+
     /// The output time at which UTC instant `u` leaves (presentation on a receiver locked to
     /// the output's PCR).
     pub(crate) fn output_time(&self, u: Utc) -> Ticks27M {

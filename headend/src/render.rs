@@ -136,11 +136,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     let mut sims = Vec::new();
     for &i in &running {
         let spec = &specs[i];
-        let clock = ClockMap {
-            utc_at_origin_ns: start_utc_ns,
-            origin: spec.mux.clock_origin,
-            offset_ns: 0,
-        };
+        let clock = ClockMap::starting(start_utc_ns, spec.mux.clock_origin);
         let mut st = Station::new(spec.plan(i, &network, clock, spec.key_sources()?));
         for (program, ch) in spec.channels.iter().enumerate() {
             if ch.inputs.is_empty() {

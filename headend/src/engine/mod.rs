@@ -140,11 +140,8 @@ impl Engine {
             // one wake-up sends a datagram of each (each stream stays evenly spaced;
             // staggering them across the interval woke an engine thread up to four times as
             // often).
-            let clock = ClockMap {
-                utc_at_origin_ns: utc_at_epoch_ns + start_ns as i64,
-                origin: spec.mux.clock_origin,
-                offset_ns: 0,
-            };
+            let clock =
+                ClockMap::starting(utc_at_epoch_ns + start_ns as i64, spec.mux.clock_origin);
             maps.push(Some(clock));
             // When its output clock starts, in UTC: `headend render --start` with this instant
             // renders what this station sends (tests/air_render.rs).
@@ -1158,11 +1155,8 @@ impl Live {
             }
         };
         let start_ns = now + REBUILD_START_NS;
-        let clock = ClockMap {
-            utc_at_origin_ns: r.utc_at_epoch_ns + start_ns as i64,
-            origin: r.spec.mux.clock_origin,
-            offset_ns: 0,
-        };
+        let clock =
+            ClockMap::starting(r.utc_at_epoch_ns + start_ns as i64, r.spec.mux.clock_origin);
         let mut st = Station::new(r.spec.plan(r.global, &r.network, clock, keys));
         st.mux_mut().track_raps(self.feed.is_some());
         let relays = std::mem::take(&mut self.relays);

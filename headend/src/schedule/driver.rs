@@ -835,11 +835,7 @@ mod tests {
             inputs: Vec::new(),
             guide_from_xmltv: false,
         };
-        let map = ClockMap {
-            utc_at_origin_ns: now * 1_000_000_000,
-            origin: 0,
-            offset_ns: 0,
-        };
+        let map = ClockMap::starting(now * 1_000_000_000, 0);
         (State::new(ch), map)
     }
 

@@ -1044,11 +1044,7 @@ mod tests {
         .unwrap();
         let spec = &specs(&config)[0];
         let network = network(&config, 0);
-        let clock = crate::clock::ClockMap {
-            utc_at_origin_ns: 0,
-            origin: spec.mux.clock_origin,
-            offset_ns: 0,
-        };
+        let clock = crate::clock::ClockMap::starting(0, spec.mux.clock_origin);
         let mut st = Station::new(spec.plan(0, &network, clock, Vec::new()));
         let msg = |first: usize, new_paths: Vec<PathBuf>, cues: Vec<Cue>| ScheduleMsg {
             station: 0,
