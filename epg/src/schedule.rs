@@ -647,6 +647,38 @@ impl Item {
     }
 }
 
+/// Whether `name` may name a schedule's file: a path relative to the channel's media
+/// directory that stays inside it (normal components only: not absolute, no `..`), so a
+/// schedule can put on air only what the media directory holds. Said why when not. (Whether
+/// a symbolic link inside leads out of it is for the one who opens the file to see.)
+pub fn media_path(name: &str) -> Result<(), &'static str> {
+    use std::path::Component;
+    if name.is_empty() {
+        return Err("an empty file name");
+    }
+    if name.contains('\0') {
+        return Err("a NUL character in the file name");
+    }
+    let mut any = false;
+    for c in std::path::Path::new(name).components() {
+        match c {
+            Component::Normal(_) => any = true,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err("`..` would leave the media directory: name files inside it")
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("an absolute path: name files relative to the media directory")
+            }
+        }
+    }
+    if any {
+        Ok(())
+    } else {
+        Err("no file name")
+    }
+}
+
 impl Day {
     /// The instant item `i`'s fixed start names in `tz`, if it has one. A local time that
     /// does not exist (skipped by a daylight-saving change) is an error; an ambiguous one is
@@ -801,6 +833,30 @@ impl Day {
         }
     }
 
+    /// Items naming a file outside the media directory (see [`media_path`]), each by item
+    /// and field: refused when a schedule is written; such an item never airs.
+    pub fn check_paths(&self) -> Vec<DayError> {
+        let mut errors = Vec::new();
+        for (i, item) in self.items.iter().enumerate() {
+            let field = match item.source {
+                Source::File { .. } => "file",
+                Source::Block { .. } => "block",
+                Source::Live { .. } => continue,
+            };
+            for p in item.paths() {
+                if let Err(why) = media_path(p) {
+                    errors.push(DayError {
+                        line: Some(item.line),
+                        item: Some((i + 1, item.label())),
+                        field: Some(field.to_owned()),
+                        message: format!("`{p}`: {why}"),
+                    });
+                }
+            }
+        }
+        errors
+    }
+
     /// Live items naming an input the channel does not have (`inputs`: its
     /// `[[channel.input]]` names), each by item and field: refused when a schedule is
     /// written.
@@ -906,6 +962,40 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files inside the media directory only: absolute paths and `..` are refused, each by
+    /// item, line and field; `./` and subdirectories are fine.
+    #[test]
+    fn paths_outside_the_media_directory_are_refused() {
+        for ok in ["news.ts", "./news.ts", "2026/12/news.ts", "a..b.ts"] {
+            assert_eq!(media_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../secret.ts",
+            "clips/../../x.ts",
+            ".",
+            "a\0b",
+        ] {
+            assert!(media_path(bad).is_err(), "{bad:?}");
+        }
+        let day = parse(
+            "date = \"2026-12-06\"\n[[item]]\nstart = \"10:00:00\"\nfile = \"/srv/other/x.ts\"\n\
+             [[item]]\nblock = [\"ok.ts\", \"../y.ts\"]\nloop_for = \"1m\"\n[[item]]\nfile = \"fine.ts\"\n",
+        )
+        .unwrap();
+        let errors = day.check_paths();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(
+            (errors[0].line, errors[0].field.as_deref()),
+            (Some(2), Some("file"))
+        );
+        assert!(errors[0].message.contains("absolute path"), "{}", errors[0]);
+        assert_eq!(errors[1].item.as_ref().map(|i| i.0), Some(2));
+        assert_eq!(errors[1].field.as_deref(), Some("block"));
+        assert!(errors[1].to_string().contains("`../y.ts`"), "{}", errors[1]);
+    }
 
     const NEWS: &str = r#"date = "2026-11-23"
 revision = 3

@@ -1013,6 +1013,26 @@ async fn put(
             });
         }
     }
+    // Files only inside the media directory (no absolute path, no `..`, no symbolic link
+    // out of it), regular files only.
+    let mut errors: Vec<String> = day.check_paths().iter().map(ToString::to_string).collect();
+    if errors.is_empty() {
+        for (i, it) in day.items.iter().enumerate() {
+            for p in it.paths() {
+                if let Err(why) = crate::schedule::confine::media_file(&state.media_dir, p) {
+                    errors.push(format!(
+                        "line {}: item {} ({}): `{p}`: {why}",
+                        it.line,
+                        i + 1,
+                        it.label()
+                    ));
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid { errors });
+    }
     // Files not there yet are accepted (they may be uploaded later), with a warning each.
     let warnings: Vec<String> = day
         .items

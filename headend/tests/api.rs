@@ -124,6 +124,35 @@ fn schedule_api_round_trip() {
         json(&body)["errors"][0],
         "line 2: item 1 (20:00:00 live studio): live: `studio`: the channel has no live inputs"
     );
+    // Files outside the media directory (the config's directory here): refused, each named.
+    std::os::unix::fs::symlink("/etc/hostname", dir.path().join("out.ts")).unwrap();
+    let outside =
+        "date = \"2026-11-23\"\n[[item]]\nstart = \"20:00:00\"\nfile = \"/etc/hostname\"\n\
+                   [[item]]\nblock = [\"../x.ts\"]\nloop_for = \"1m\"\n";
+    let (status, body) = put(addr, path, "\"1\"", outside);
+    assert_eq!(status, 422, "{body}");
+    let errors = &json(&body)["errors"];
+    assert_eq!(
+        errors[0],
+        "line 2: item 1 (20:00:00 /etc/hostname): file: `/etc/hostname`: an absolute path: name files relative to the media directory"
+    );
+    assert!(
+        errors[1]
+            .as_str()
+            .unwrap()
+            .contains("block: `../x.ts`: `..`"),
+        "{errors}"
+    );
+    let link = "date = \"2026-11-23\"\n[[item]]\nstart = \"20:00:00\"\nfile = \"out.ts\"\n";
+    let (status, body) = put(addr, path, "\"1\"", link);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        json(&body)["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("`out.ts`: a symbolic link out of the media directory"),
+        "{body}"
+    );
     let on_disk = std::fs::read_to_string(dir.path().join("sched/news/2026-11-23.toml")).unwrap();
     assert!(on_disk.contains("新闻联播"), "{on_disk}");
 

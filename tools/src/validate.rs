@@ -75,6 +75,23 @@ pub(crate) fn run(
     })
 }
 
+/// Why the existing file `name` in `media_dir` is not one a schedule may air: a symbolic
+/// link out of the directory, or not a regular file (`None`: it may, or it does not exist).
+fn leaves(media_dir: &Path, name: &str) -> Option<String> {
+    let path = media_dir.join(name);
+    std::fs::symlink_metadata(&path).ok()?;
+    let (Ok(real), Ok(dir)) = (path.canonicalize(), media_dir.canonicalize()) else {
+        return Some("cannot be resolved".to_owned());
+    };
+    if !real.starts_with(&dir) {
+        return Some(format!(
+            "a symbolic link out of the media directory (to {})",
+            real.display()
+        ));
+    }
+    (!real.is_file()).then(|| "not a regular file".to_owned())
+}
+
 /// Validates `file`; media paths are relative to `media_dir`; programme text must fit the
 /// channel's SI `charset`; live items must name one of `inputs` (any name when `None`).
 pub(crate) fn validate(
@@ -107,6 +124,30 @@ pub(crate) fn validate(
     };
     // Files that do not exist yet are not refused: the daemon airs the filler in their slots
     // until they appear; the day is resolved as it would air now.
+    // Files only inside the media directory, as the daemon takes them: relative, no `..`, no
+    // symbolic link out of it, regular files.
+    let mut confined: Vec<String> = day
+        .check_paths()
+        .iter()
+        .map(|e| format!("{shown}: {e}"))
+        .collect();
+    for (i, item) in day.items.iter().enumerate() {
+        for p in item.paths() {
+            if epg::schedule::media_path(p).is_ok() {
+                if let Some(why) = leaves(media_dir, p) {
+                    confined.push(format!(
+                        "{shown}: line {}: item {} ({}): `{p}`: {why}",
+                        item.line,
+                        i + 1,
+                        item.label()
+                    ));
+                }
+            }
+        }
+    }
+    if !confined.is_empty() {
+        return fail(confined, &warnings);
+    }
     for (i, item) in day.items.iter().enumerate() {
         for p in item.paths() {
             if !media_dir.join(p).exists() {

@@ -157,3 +157,18 @@ fn a_file_not_there_yet_is_a_warning() {
     );
     assert!(out.contains("FILE: OK ("), "{out}");
 }
+
+/// Files outside the media directory are refused, as the daemon refuses them: an absolute
+/// path, `..` (each with its line and field).
+#[test]
+fn files_outside_the_media_directory_are_refused() {
+    let day = "date = \"2026-11-23\"\n[[item]]\nstart = \"00:00:00\"\nfile = \"/etc/hostname\"\n\
+               [[item]]\nblock = [\"a.ts\", \"../media/b.ts\"]\nloop_for = \"1m\"\n";
+    let (ok, out) = validate(day, &["--filler", "e.ts"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FILE: line 2: item 1 (00:00:00 /etc/hostname): file: `/etc/hostname`: an absolute path"),
+        "{out}"
+    );
+    assert!(out.contains("block: `../media/b.ts`: `..`"), "{out}");
+}

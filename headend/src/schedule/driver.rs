@@ -12,7 +12,7 @@
 //! [`LEAD`] after the schedule appears.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -94,7 +94,9 @@ impl ScheduledChannel {
 }
 
 /// A file's size and modification time, to tell when it changed.
-type FileStamp = (u64, Option<SystemTime>);
+/// A file's size, modification time and inode (a symbolic link pointed elsewhere, or a file
+/// renamed over, shows as another inode whatever its size and time).
+type FileStamp = (u64, Option<SystemTime>, u64);
 
 /// One channel the scheduler drives.
 #[derive(Clone)]
@@ -121,7 +123,7 @@ pub(crate) struct State {
     /// Media by playlist index: (file size, first presentation time), to seek into.
     seekable: HashMap<usize, (u64, playout::time::Pts)>,
     /// Media by playlist index: (size, modification time) when probed.
-    stamps: HashMap<usize, (u64, Option<SystemTime>)>,
+    stamps: HashMap<usize, FileStamp>,
     next_item: usize,
     /// Files given playlist indices (`next_item`) that no message has carried to the station
     /// yet: a round that fails (an error, a panic) after taking them hands them over with the
@@ -420,7 +422,7 @@ fn round(
             st.ch.tz,
             |name| {
                 let path = media_dir.join(name);
-                match media_id(st, &path) {
+                match schedule_media(st, media_dir, name) {
                     Ok(id) => Some(id),
                     // Named in `note_unplayable`; a gap in the entry (see below).
                     Err(_) if st.unplayable.contains_key(&path) => Some(UNPLAYABLE),
@@ -479,7 +481,7 @@ fn round(
     }
     let mut filler = Vec::new();
     for p in st.ch.filler.clone() {
-        match media_id(st, &p) {
+        match media_id(st, &p, None) {
             Ok(id) => filler.push(Clip::whole(id)),
             Err(e) => st.fault(format!("filler {e}: left out")),
         }
@@ -708,7 +710,7 @@ fn note_unplayable(st: &mut State, day: &epg::schedule::Day, media_dir: &std::pa
         let paths = item.paths();
         let faults: Vec<String> = paths
             .iter()
-            .filter_map(|p| media_id(st, &media_dir.join(p)).err())
+            .filter_map(|p| schedule_media(st, media_dir, p).err())
             .collect();
         let all = faults.len() == paths.len();
         for e in faults {
@@ -740,14 +742,29 @@ impl State {
     }
 }
 
+/// The playlist index of schedule file `name`, confined to `media_dir`
+/// (`super::confine`): a name outside it (absolute, `..`) is never playable; a symbolic link
+/// out of it, or what is not a regular file, is not while it stays so.
+fn schedule_media(st: &mut State, media_dir: &Path, name: &str) -> Result<MediaId, String> {
+    let path = media_dir.join(name);
+    if let Err(why) = epg::schedule::media_path(name) {
+        let why = format!("`{name}`: {why}");
+        st.unplayable.insert(path, (None, why.clone()));
+        return Err(why);
+    }
+    media_id(st, &path, Some(media_dir))
+}
+
 /// The playlist index of `path`, probing it the first time (a new one is added to the
-/// station's playlist with the next message: [`State::unsent`]).
-fn media_id(st: &mut State, path: &PathBuf) -> Result<MediaId, String> {
-    // A file replaced since it was probed (another size or modification time) is probed
-    // again; it keeps its playlist index, since the engine reads it by path.
-    let stamp = std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.len(), m.modified().ok()));
+/// station's playlist with the next message: [`State::unsent`]); `confined_to`: the
+/// directory it must be a regular file inside of, checked whenever it is probed.
+fn media_id(st: &mut State, path: &PathBuf, confined_to: Option<&Path>) -> Result<MediaId, String> {
+    // A file replaced since it was probed (another size, modification time or inode) is
+    // probed again; it keeps its playlist index, since the engine reads it by path.
+    let stamp = std::fs::metadata(path).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.len(), m.modified().ok(), m.ino())
+    });
     let known = st.media.get(path).map(|(i, _, _)| *i);
     if let Some(i) = known {
         if st.stamps.get(&i) == stamp.as_ref() {
@@ -760,7 +777,11 @@ fn media_id(st: &mut State, path: &PathBuf) -> Result<MediaId, String> {
             return Err(why.clone());
         }
     }
-    let info = match crate::input::probe::probe_file(path) {
+    let probed = match confined_to.map_or(Ok(()), |dir| super::confine::inside(dir, path)) {
+        Ok(()) => crate::input::probe::probe_file(path).map_err(|e| e.to_string()),
+        Err(why) => Err(why),
+    };
+    let info = match probed {
         Ok(info) => {
             st.unplayable.remove(path);
             info
@@ -809,6 +830,20 @@ fn media_table(st: &State) -> Vec<MediaInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `HH:MM:SS` (UTC) of UTC second `t`.
+    fn hms(t: i64) -> String {
+        let t = t.rem_euclid(86_400);
+        format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+    }
+
+    /// The file names of the files a message adds to the playlist.
+    fn file_names(msg: &ScheduleMsg) -> Vec<String> {
+        msg.new_paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect()
+    }
 
     /// Now in whole UTC seconds, or a while before when midnight is near.
     fn away_from_midnight() -> i64 {
@@ -882,11 +917,7 @@ mod tests {
             .round(&store, &media, map, Utc(now * S + S / 2))
             .msg
             .expect("the schedule applies");
-        let names: Vec<_> = msg
-            .new_paths
-            .iter()
-            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
-            .collect();
+        let names = file_names(&msg);
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(names.contains(&"a.ts".to_owned()) && names.contains(&"b.ts".to_owned()));
         for c in &msg.cues {
@@ -914,10 +945,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         let now = away_from_midnight();
-        let at = |secs: i64| {
-            let t = (now + secs).rem_euclid(86_400);
-            format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
-        };
+        let at = |secs: i64| hms(now + secs);
         let date = ChronoUtc
             .timestamp_opt(now, 0)
             .unwrap()
@@ -973,6 +1001,59 @@ mod tests {
         // The next round names it no more (and does not probe it again).
         st.round(&store, &media, map, Utc(now * S + S / 2));
         assert_eq!(st.faults_logged.len(), 1);
+    }
+
+    /// Files outside the media directory never air: an absolute path, `..`, a symbolic link
+    /// out of it; each slot airs the filler and is named as a fault with why.
+    #[test]
+    fn files_outside_the_media_directory_air_the_filler() {
+        const S: i64 = 1_000_000_000;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
+        let media = tempfile::tempdir().unwrap();
+        std::fs::copy(fixtures.join("a.ts"), media.path().join("a.ts")).unwrap();
+        std::os::unix::fs::symlink(fixtures.join("b.ts"), media.path().join("out.ts")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let now = away_from_midnight();
+        let at = |secs: i64| hms(now + secs);
+        let date = ChronoUtc.timestamp_opt(now, 0).unwrap().date_naive();
+        let abs = fixtures.join("b.ts").display().to_string();
+        let text = format!(
+            "date = \"{date}\"\n\
+             [[item]]\nstart = \"{}\"\nfile = \"a.ts\"\n\
+             [[item]]\nstart = \"{}\"\nfile = {abs:?}\n\
+             [[item]]\nstart = \"{}\"\nfile = \"out.ts\"\n\
+             [[item]]\nstart = \"{}\"\nfile = \"../b.ts\"\n",
+            at(5),
+            at(6),
+            at(7),
+            at(9)
+        );
+        // Written to the store directly (the API refuses such a day).
+        store
+            .write("news", &epg::schedule::parse(&text).unwrap(), 0)
+            .unwrap();
+        let (mut st, map) = news(&fixtures, now);
+        let msg = st
+            .round(&store, media.path(), map, Utc(now * S))
+            .msg
+            .expect("the schedule applies");
+        let names = file_names(&msg);
+        assert!(
+            !names.contains(&"b.ts".to_owned()) && !names.contains(&"out.ts".to_owned()),
+            "{names:?}"
+        );
+        let faults: Vec<&str> = msg.faults.iter().map(|f| f.1.as_str()).collect();
+        assert_eq!(faults.len(), 2, "{faults:?}");
+        assert!(faults[0].contains("absolute path"), "{faults:?}");
+        assert!(faults[1].contains("symbolic link out"), "{faults:?}");
+        assert!(
+            st.faults_logged
+                .iter()
+                .any(|f| f.contains("`../b.ts`") && f.contains("`..`")),
+            "{:?}",
+            st.faults_logged
+        );
     }
 
     #[test]
