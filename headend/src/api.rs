@@ -27,8 +27,9 @@
 //!   clip to air with a later alert. These need the `emergency` role's token
 //!   (`[alerts] token`) instead; see `docs/alerts.md`.
 //!
-//! Every other mutating call needs `Authorization: Bearer <http.api_token>`. The token is never
-//! logged. Answers to mistakes are JSON `{"error": KIND, "message": ...}`. A write the disk
+//! Every other mutating call needs `Authorization: Bearer` with a token whose role allows it
+//! (`crate::auth`: `[[http.token]]`, or `http.api_token` as an admin); once named tokens are
+//! configured, reads need one too. Tokens are never logged. Answers to mistakes are JSON `{"error": KIND, "message": ...}`. A write the disk
 //! refuses (a schedule, a clip) changes nothing and raises the part's alarm: `507
 //! insufficient_storage` when it is full, `500 storage` otherwise, the message naming the file
 //! and the OS error.
@@ -44,7 +45,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, IF_MATCH, WWW_AUTH
 use hyper::{Method, Request, Response, StatusCode};
 use playout::schedule::{Source, Utc};
 
-use crate::config::Secret;
+use crate::auth::{Caller, Need};
 use crate::record::alarm::Alarm;
 use crate::record::{Kind, Mark};
 use crate::schedule::driver::ScheduleViews;
@@ -61,7 +62,8 @@ pub(crate) struct ApiState {
     pub(crate) store: Arc<Store>,
     /// Channel ids from the config.
     pub(crate) channels: Vec<String>,
-    pub(crate) token: Option<Secret>,
+    /// Who may call it, and what they may do (`crate::auth`).
+    pub(crate) auth: crate::auth::Auth,
     /// What each channel's schedule says is on air.
     pub(crate) views: ScheduleViews,
     /// The coming days' events of each scheduled channel, and the channels of the guide.
@@ -155,6 +157,10 @@ enum ApiError {
     Alert(crate::alert::Rejection),
     Unauthorized,
     NoToken,
+    /// A token that does not allow this (its role, its channels).
+    Forbidden(String),
+    /// Too many failed authentications from the caller's address.
+    TooManyFailures,
     NotFound(String),
     MethodNotAllowed,
     PreconditionRequired,
@@ -201,10 +207,21 @@ impl ApiError {
                 "a valid `Authorization: Bearer` token is required".to_owned(),
                 None,
             ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m, None),
+            ApiError::TooManyFailures => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!(
+                    "more than {} failed authentications from this address in {} s: try again later",
+                    crate::auth::MAX_FAILURES,
+                    crate::auth::FAILURE_WINDOW.as_secs()
+                ),
+                None,
+            ),
             ApiError::NoToken => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "no http.api_token is configured: changes are refused".to_owned(),
+                "no http.api_token or [[http.token]] is configured: changes are refused".to_owned(),
                 None,
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
@@ -302,6 +319,10 @@ pub(crate) fn timed_out(limit: std::time::Duration) -> Response<Bytes> {
 }
 
 async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
+    // Reading needs a token (any role) once named tokens are configured.
+    if matches!(*req.method(), Method::GET | Method::HEAD) && state.auth.reads_need_a_token() {
+        authorize(state, &req, Need::Read)?;
+    }
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
     match parts.as_slice() {
@@ -322,9 +343,9 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                     get(state, channel, date, revision).await
                 }
                 Method::PUT => {
-                    authorize(state, &req)?;
+                    let caller = authorize(state, &req, Need::Schedule(&channel))?;
                     let expected = if_match(&req)?;
-                    let who = actor(&req);
+                    let who = actor(&caller, &req);
                     let now = req
                         .uri()
                         .query()
@@ -354,9 +375,9 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             if req.method() != Method::POST {
                 return Err(ApiError::MethodNotAllowed);
             }
-            authorize(state, &req)?;
+            let caller = authorize(state, &req, Need::Schedule(&channel))?;
             let expected = if_match(&req)?;
-            let who = actor(&req);
+            let who = actor(&caller, &req);
             let store = state.store.clone();
             let ch = channel.clone();
             let result = tokio::task::spawn_blocking(move || {
@@ -384,11 +405,13 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             ))
         }
         ["alerts"] => {
+            if req.method() == Method::POST {
+                authorize(state, &req, Need::Emergency)?;
+            }
             let desk = alert_desk(state)?;
             match *req.method() {
                 Method::GET | Method::HEAD => Ok(json(StatusCode::OK, &desk.list())),
                 Method::POST => {
-                    authorize_emergency(&desk, &req)?;
                     let header = |name: &str| {
                         req.headers()
                             .get(name)
@@ -412,11 +435,11 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             }
         }
         ["alerts", "media"] => {
-            let desk = alert_desk(state)?;
             if req.method() != Method::POST {
                 return Err(ApiError::MethodNotAllowed);
             }
-            authorize_emergency(&desk, &req)?;
+            authorize(state, &req, Need::Emergency)?;
+            let desk = alert_desk(state)?;
             let body = read_bytes(req, desk.max_upload()).await?;
             let d = desk.clone();
             let stored = tokio::task::spawn_blocking(move || d.upload(&body))
@@ -429,8 +452,8 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             if req.method() != Method::POST {
                 return Err(ApiError::MethodNotAllowed);
             }
-            authorize(state, &req)?;
-            let who = actor(&req);
+            let caller = authorize(state, &req, Need::Operate(channel))?;
+            let who = actor(&caller, &req);
             let Some((channel, station, names)) = state.live.iter().find(|(c, _, _)| c == channel)
             else {
                 return Err(ApiError::NotFound(format!(
@@ -566,10 +589,27 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
 
 /// Who acts, as the request says (`X-Operator`: visible characters, at most 64); `None`
 /// (the API) without one.
-fn actor<B>(req: &Request<B>) -> Option<String> {
-    let v = req.headers().get("x-operator")?.to_str().ok()?.trim();
-    let v: String = v.chars().filter(|c| !c.is_control()).take(64).collect();
-    Some(if v.is_empty() { "api".to_owned() } else { v })
+/// Who acted, for the record: a named token's name (with the `X-Operator` it gives, if
+/// any); for the unnamed `http.api_token`, the `X-Operator` alone (`api` when empty).
+fn actor<B>(caller: &Caller, req: &Request<B>) -> Option<String> {
+    let operator = req
+        .headers()
+        .get("x-operator")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        });
+    if caller.legacy {
+        return operator.map(|v| if v.is_empty() { "api".to_owned() } else { v });
+    }
+    Some(match operator.filter(|v| !v.is_empty()) {
+        Some(op) => format!("{} ({op})", caller.name),
+        None => caller.name.clone(),
+    })
 }
 
 /// The query's `key=value` pairs, percent-decoded (a bad escape is named).
@@ -861,26 +901,48 @@ fn target(state: &ApiState, channel: &str, date: &str) -> Result<(String, NaiveD
     Ok((channel.to_owned(), date))
 }
 
-fn authorize<B>(state: &ApiState, req: &Request<B>) -> Result<(), ApiError> {
-    let Some(token) = &state.token else {
-        return Err(ApiError::NoToken);
-    };
-    bearer(token, req)
+/// The answer to a read of `/channels` or `/metrics` (they show addresses and paths) that
+/// may not be made: once named tokens are configured, reading needs one (any role).
+pub(crate) fn read_refused<B>(state: &ApiState, req: &Request<B>) -> Option<Response<Bytes>> {
+    if !state.auth.reads_need_a_token() {
+        return None;
+    }
+    authorize(state, req, Need::Read)
+        .err()
+        .map(ApiError::into_response)
 }
 
-/// Whether the request carries `Authorization: Bearer <token>`.
-fn bearer<B>(token: &Secret, req: &Request<B>) -> Result<(), ApiError> {
+/// The source address of a request, put in its extensions by the listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
+/// Who sent `req` (its `Authorization: Bearer` token), if they may do `need`.
+fn authorize<B>(state: &ApiState, req: &Request<B>, need: Need<'_>) -> Result<Caller, ApiError> {
+    use crate::auth::Denied;
+    let changes = !matches!(need, Need::Read | Need::Emergency);
+    if changes && !state.auth.any() {
+        return Err(ApiError::NoToken);
+    }
     let given = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if token.matches(given.trim()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+        .unwrap_or("")
+        .trim();
+    let from = req.extensions().get::<Peer>().map(|p| p.0.ip());
+    state.auth.check(given, from, need).map_err(|d| match d {
+        Denied::Unauthenticated => ApiError::Unauthorized,
+        Denied::TooManyFailures => ApiError::TooManyFailures,
+        Denied::Forbidden { caller, role } => ApiError::Forbidden(format!(
+            "token `{caller}` ({} role) may not do this{}",
+            role.name(),
+            match need {
+                Need::Schedule(c) | Need::Operate(c) => format!(" on channel `{c}`"),
+                _ => String::new(),
+            }
+        )),
+    })
 }
 
 fn alert_desk(state: &ApiState) -> Result<Arc<crate::alert::Desk>, ApiError> {
@@ -888,11 +950,6 @@ fn alert_desk(state: &ApiState) -> Result<Arc<crate::alert::Desk>, ApiError> {
         .alerts
         .clone()
         .ok_or_else(|| ApiError::NotFound("no [alerts] is configured: alerts are refused".into()))
-}
-
-/// Alert calls need the `emergency` role's token (`[alerts] token`), not the API token.
-fn authorize_emergency<B>(desk: &crate::alert::Desk, req: &Request<B>) -> Result<(), ApiError> {
-    bearer(desk.token(), req)
 }
 
 /// The body, at most `limit` bytes.

@@ -164,7 +164,11 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             alerts: desk,
             store,
             channels: config.channels.iter().map(|c| c.id.clone()).collect(),
-            token: config.http.api_token.clone(),
+            auth: crate::auth::Auth::new(
+                crate::auth::load(&config.http.tokens).map_err(anyhow::Error::msg)?,
+                config.http.api_token.clone(),
+                config.alerts.as_ref().map(|a| a.token.clone()),
+            ),
             views,
             guides,
             guide_channels: crate::guide::channels(config),

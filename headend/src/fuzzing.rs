@@ -312,7 +312,7 @@ impl HttpHarness {
                 config.schedules.dir.clone(),
             )),
             channels: channels.iter().map(|c| c.id.clone()).collect(),
-            token: config.http.api_token.clone(),
+            auth: crate::auth::Auth::new(Vec::new(), config.http.api_token.clone(), None),
             views: Default::default(),
             guides: Default::default(),
             guide_channels: crate::guide::channels(&config),

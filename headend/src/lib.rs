@@ -5,6 +5,7 @@
 
 mod alert;
 mod api;
+mod auth;
 mod cas;
 mod clock;
 mod config;
@@ -308,6 +309,11 @@ fn check_config(path: &Path) -> ExitCode {
                     path.display(),
                     file.display()
                 );
+            }
+            // The token files, as the daemon reads them at start.
+            if let Err(e) = auth::load(&cfg.http.tokens) {
+                eprintln!("{}: http.token: {e}", path.display());
+                return ExitCode::FAILURE;
             }
             println!(
                 "{}: ok ({} channel(s), {} mpts)",

@@ -225,3 +225,132 @@ fn schedule_api_round_trip() {
     assert!(stderr.contains("schedule written"), "{stderr}");
     assert!(!stderr.contains(TOKEN), "the token must never be logged");
 }
+
+/// Roles and scopes (`[[http.token]]`, issue #16): each token from its own 0600 file. A
+/// viewer reads and changes nothing; a scheduler limited to `news` writes news's schedules
+/// and no other's; an operator gives input orders and writes no schedule; an admin does
+/// both but sends no alert; the emergency token only alerts. Reading needs a token once
+/// named tokens exist (the API, `/channels`, `/metrics`); the set-top boxes' `/playlist.m3u`
+/// does not. Changes are on the record under the token's name. A source that keeps failing
+/// is answered 429. A token file readable by others stops the daemon at start, naming it.
+#[test]
+fn roles_and_scopes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let tokens = [
+        ("view", "viewer", "", "viewer-token-0123456789abcdef"),
+        (
+            "sched-news",
+            "scheduler",
+            "channels = [\"news\"]\n",
+            "scheduler-token-0123456789abc",
+        ),
+        ("op", "operator", "", "operator-token-0123456789abcd"),
+        ("root", "admin", "", "admin-token-0123456789abcdefg"),
+        ("alerter", "emergency", "", "emergency-token-0123456789ab"),
+    ];
+    let mut http = format!("[http]\nlisten = \"127.0.0.1:{port}\"\n\n");
+    for (name, role, extra, secret) in tokens {
+        let file = dir.path().join(format!("{name}.token"));
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        http.push_str(&format!(
+            "[[http.token]]\nname = \"{name}\"\nrole = \"{role}\"\nfile = \"{name}.token\"\n{extra}\n"
+        ));
+    }
+    let channels = format!(
+        "[schedules]\ndir = \"sched\"\n\n[record]\nfile = \"record.jsonl\"\n\n\
+         [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{a:?}]\n\n\
+         [[channel]]\nid = \"intl\"\nservice_id = 2\nname = \"Intl\"\nmuxrate = \"2M\"\nplaylist = [{a:?}]\n",
+        a = media("a.ts").display().to_string()
+    );
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(&cfg, format!("{http}{channels}")).unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let bearer = |i: usize| format!("Bearer {}", tokens[i].3);
+    let as_ = |i: Option<usize>, method: &str, path: &str, body: &str| {
+        let auth = i.map(bearer);
+        let mut h: Vec<(&str, &str)> = vec![("If-Match", "\"0\"")];
+        if let Some(a) = &auth {
+            h.push(("Authorization", a));
+        }
+        request(addr, method, path, &h, body).0
+    };
+    let (view, sched, op, admin, emergency) = (Some(0), Some(1), Some(2), Some(3), Some(4));
+    let news = "/api/schedules/news/2026-11-23";
+    let intl = "/api/schedules/intl/2026-11-23";
+    let day = DAY;
+
+    // Reading: any token; none is 401. The set-top boxes' playlist needs none.
+    assert_eq!(as_(None, "GET", news, ""), 401);
+    assert_eq!(as_(view, "GET", news, ""), 200);
+    assert_eq!(as_(None, "GET", "/channels", ""), 401);
+    assert_eq!(as_(view, "GET", "/channels", ""), 200);
+    assert_eq!(as_(None, "GET", "/metrics", ""), 401);
+    assert_eq!(as_(op, "GET", "/metrics", ""), 200);
+    assert_eq!(as_(None, "GET", "/playlist.m3u", ""), 200);
+
+    // Schedules: the scheduler on its channel, the admin anywhere; nobody else.
+    assert_eq!(as_(view, "PUT", news, day), 403);
+    assert_eq!(as_(op, "PUT", news, day), 403);
+    assert_eq!(as_(emergency, "PUT", news, day), 403);
+    assert_eq!(as_(sched, "PUT", intl, day), 403);
+    assert_eq!(as_(sched, "PUT", news, day), 200);
+    assert_eq!(as_(admin, "PUT", intl, day), 200);
+    // Input orders: the operator and the admin (news has no live inputs: 404 past the role).
+    let order = r#"{"action": "switch", "input": "playlist"}"#;
+    assert_eq!(as_(sched, "POST", "/api/channels/news/input", order), 403);
+    assert_eq!(as_(op, "POST", "/api/channels/news/input", order), 404);
+    assert_eq!(as_(admin, "POST", "/api/channels/news/input", order), 404);
+    // Alerts: the emergency role only (no [alerts] here: 404 past the role).
+    assert_eq!(as_(admin, "POST", "/api/alerts", "{}"), 403);
+    assert_eq!(as_(emergency, "POST", "/api/alerts", "{}"), 404);
+
+    // Failures from one source: 401 up to the 11th in a minute (the 3 reads without a
+    // token above count), then 429, even with a good token.
+    let wrong = "Bearer wrong-token-wrong-token-wrong";
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(request(addr, "GET", news, &[("Authorization", wrong)], "").0);
+    }
+    assert_eq!(codes, [401, 401, 401, 401, 401, 401, 401, 401, 429, 429]);
+    assert_eq!(as_(view, "GET", news, ""), 429);
+
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    for (_, _, _, secret) in tokens {
+        assert!(!stderr.contains(secret), "a token in the log");
+    }
+    assert!(
+        stderr.contains("API calls from this address refused with 429"),
+        "{stderr}"
+    );
+    // The changes on the record, by token name.
+    let record = std::fs::read_to_string(dir.path().join("record.jsonl")).unwrap();
+    let actors: Vec<String> = record
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "manual")
+        .map(|v| v["actor"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(actors, ["sched-news", "root"], "{record}");
+
+    // A token file others may read: the daemon does not start, naming it.
+    let file = dir.path().join("view.token");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headend"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("token `view`")
+            && stderr.contains("mode 0644")
+            && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}

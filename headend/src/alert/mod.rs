@@ -137,11 +137,6 @@ impl Desk {
         }))
     }
 
-    /// The `emergency` role's token.
-    pub(crate) fn token(&self) -> &crate::config::Secret {
-        &self.cfg.token
-    }
-
     /// Largest clip upload.
     pub(crate) fn max_upload(&self) -> u64 {
         self.cfg.max_upload_bytes

@@ -118,6 +118,53 @@ pub(crate) struct HttpConfig {
     /// this, 1s..=1h; beyond, 408 (counted). Default `"120s"` (a clip upload on a slow link).
     /// Live channel streams have no such limit.
     pub(crate) request_timeout: Duration,
+    /// Array `[[http.token]]`: named tokens, each with a role and optionally the channels it
+    /// may act on; the token itself is in its own file (read at start: `crate::auth`). Once
+    /// there is one, reading the API needs a token too (any role). Default none.
+    pub(crate) tokens: Vec<TokenConfig>,
+}
+
+/// What a caller of the control API may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Read the API (schedules, status, the record, `/channels`).
+    Viewer,
+    /// Read, and write the schedules of its channels.
+    Scheduler,
+    /// Read, and send emergency alerts (`/api/alerts`).
+    Emergency,
+    /// Read, and give input orders to its channels.
+    Operator,
+    /// Everything but alerts (they are the emergency role's alone).
+    Admin,
+}
+
+impl Role {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Scheduler => "scheduler",
+            Role::Emergency => "emergency",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[http.token]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TokenConfig {
+    /// Key `name`: who acts with it (on the record and in logs), 1..=64 of `A-Za-z0-9._-`,
+    /// unique. Required.
+    pub(crate) name: String,
+    /// Key `file`: the file holding the token (16..=256 visible ASCII characters; a final
+    /// newline is ignored), relative to the config file; it must not be readable or
+    /// writable by group or others (mode 0600 or 0400). Required.
+    pub(crate) file: PathBuf,
+    /// Key `role`: `viewer`, `scheduler`, `emergency`, `operator` or `admin`. Required.
+    pub(crate) role: Role,
+    /// Key `channels`: the channel ids a `scheduler` or `operator` may act on. Default all.
+    pub(crate) channels: Option<Vec<String>>,
 }
 
 /// A secret string: compared in constant time, never shown by `Debug`.
@@ -125,6 +172,11 @@ pub(crate) struct HttpConfig {
 pub(crate) struct Secret(String);
 
 impl Secret {
+    /// A secret read from elsewhere (a token file).
+    pub(crate) fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
     /// The secret itself, to send it (a webhook's bearer token); never to log.
     pub(crate) fn expose(&self) -> &str {
         &self.0
@@ -191,6 +243,7 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(120),
+            tokens: Vec::new(),
         }
     }
 }
@@ -237,7 +290,7 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
             ),
         );
     }
-    let http = http_config(http, &mut diag);
+    let http = http_config(http, base_dir, &mut diag);
     let engine = engine_config(engine, &mut diag);
     let schedules = schedules_config(schedules, base_dir, &mut diag);
     let network = network.map(|v| network_config(v, &mut diag));
@@ -263,6 +316,18 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
         check_network(channels, mpts, network.as_ref(), &mut diag);
         check_ecm_pids(channels, mpts, &mut diag);
         alerts_cfg = alerts.and_then(|v| alerts::alerts_config(v, base_dir, channels, &mut diag));
+        if let Some(http) = &http {
+            for (i, t) in http.tokens.iter().enumerate() {
+                for c in t.channels.iter().flatten() {
+                    if !channels.iter().any(|ch| &ch.id == c) {
+                        diag.push(
+                            format!("http.token[{i}].channels"),
+                            format!("no channel `{c}`"),
+                        );
+                    }
+                }
+            }
+        }
         if !diag.is_empty() {
             return Err(diag.finish());
         }
@@ -316,7 +381,11 @@ pub(crate) fn missing_media(config: &Config) -> Vec<(String, PathBuf)> {
 const MUXRATE_MIN: Bitrate = Bitrate::from_bps(100_000);
 const MUXRATE_MAX: Bitrate = Bitrate::from_bps(1_000_000_000);
 
-fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<HttpConfig> {
+fn http_config(
+    value: Option<toml::Value>,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> Option<HttpConfig> {
     let Some(value) = value else {
         return Some(HttpConfig::default());
     };
@@ -367,6 +436,7 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
                 s(1),
                 s(3600),
             );
+            let tokens = tokens_config(raw.token.unwrap_or_default(), base_dir, diag);
             let max_connections = raw.max_connections.unwrap_or(d.max_connections as i64);
             if !(1..=100_000).contains(&max_connections) {
                 diag.push(
@@ -384,6 +454,7 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
                 header_timeout,
                 idle_timeout,
                 request_timeout,
+                tokens,
             })
         }
         Err(err) => {
@@ -391,6 +462,63 @@ fn http_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<Htt
             None
         }
     }
+}
+
+/// `[[http.token]]` entries, each checked (the files are read at start).
+fn tokens_config(
+    raw: Vec<raw::RawToken>,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> Vec<TokenConfig> {
+    let mut out: Vec<TokenConfig> = Vec::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let at = |key: &str| format!("http.token[{i}].{key}");
+        let name_ok = (1..=64).contains(&t.name.len())
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !name_ok {
+            diag.push(
+                at("name"),
+                format!("`{}`: 1..=64 of A-Za-z0-9._-", t.name.escape_debug()),
+            );
+        } else if out.iter().any(|o| o.name == t.name) {
+            diag.push(at("name"), format!("`{}` is named twice", t.name));
+        }
+        let role = match t.role.as_str() {
+            "viewer" => Role::Viewer,
+            "scheduler" => Role::Scheduler,
+            "emergency" => Role::Emergency,
+            "operator" => Role::Operator,
+            "admin" => Role::Admin,
+            other => {
+                diag.push(
+                    at("role"),
+                    format!(
+                        "`{}`: one of viewer, scheduler, emergency, operator, admin",
+                        other.escape_debug()
+                    ),
+                );
+                Role::Viewer
+            }
+        };
+        if t.channels.is_some() && !matches!(role, Role::Scheduler | Role::Operator) {
+            diag.push(
+                at("channels"),
+                format!(
+                    "only a scheduler or an operator token is limited to channels, not a {} token",
+                    role.name()
+                ),
+            );
+        }
+        out.push(TokenConfig {
+            name: t.name,
+            file: base_dir.join(t.file),
+            role,
+            channels: t.channels,
+        });
+    }
+    out
 }
 
 /// A bearer token from the config: 16..=256 visible ASCII characters. The value itself is

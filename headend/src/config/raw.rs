@@ -31,6 +31,18 @@ pub(super) struct RawHttp {
     pub(super) idle_timeout: Option<HumanDuration>,
     /// `request_timeout`: default `"120s"`, 1s..=1h.
     pub(super) request_timeout: Option<HumanDuration>,
+    /// `[[http.token]]`: named tokens with a role, each read from its own file.
+    pub(super) token: Option<Vec<RawToken>>,
+}
+
+/// `[[http.token]]`; see [`super::TokenConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    pub(super) name: String,
+    pub(super) file: PathBuf,
+    pub(super) role: String,
+    pub(super) channels: Option<Vec<String>>,
 }
 
 /// `[schedules]`; see [`super::SchedulesConfig`].

@@ -1059,3 +1059,60 @@ fn http_client_bounds() {
     );
     assert!(message(&errors, "http.max_connections").contains("1..=100000"));
 }
+
+/// `[[http.token]]`: names, roles, channel scopes, files relative to the config file; each
+/// mistake named by its key.
+#[test]
+fn http_tokens() {
+    let config = parse(
+        "[http]\n[[http.token]]\nname = \"ann\"\nrole = \"scheduler\"\nfile = \"tokens/ann\"\nchannels = [\"news\"]\n\
+         [[http.token]]\nname = \"ops.1\"\nrole = \"operator\"\nfile = \"/etc/headend/ops\"\n\
+         [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"N\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n",
+        Path::new("/srv/headend"),
+        "test.toml",
+    )
+    .unwrap();
+    let t = &config.http.tokens;
+    assert_eq!(
+        (
+            t[0].name.as_str(),
+            t[0].role,
+            t[0].file.as_path(),
+            t[0].channels.clone()
+        ),
+        (
+            "ann",
+            Role::Scheduler,
+            Path::new("/srv/headend/tokens/ann"),
+            Some(vec!["news".to_owned()])
+        )
+    );
+    assert_eq!(
+        (t[1].role, t[1].file.as_path(), &t[1].channels),
+        (Role::Operator, Path::new("/etc/headend/ops"), &None)
+    );
+    let errors = reject(
+        "[http]\n[[http.token]]\nname = \"a b\"\nrole = \"root\"\nfile = \"x\"\n\
+         [[http.token]]\nname = \"v\"\nrole = \"viewer\"\nfile = \"y\"\nchannels = [\"news\"]\n\
+         [[http.token]]\nname = \"v\"\nrole = \"scheduler\"\nfile = \"z\"\nchannels = [\"nope\"]\n\
+         [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"N\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n",
+    );
+    assert_eq!(
+        paths(&errors),
+        [
+            "http.token[0].name",
+            "http.token[0].role",
+            "http.token[1].channels",
+            "http.token[2].name",
+        ],
+        "{errors:?}"
+    );
+    assert!(message(&errors, "http.token[0].role").contains("viewer, scheduler"));
+    // The unknown channel is named once the rest is right.
+    let errors = reject(
+        "[http]\n[[http.token]]\nname = \"s\"\nrole = \"scheduler\"\nfile = \"z\"\nchannels = [\"nope\"]\n\
+         [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"N\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n",
+    );
+    assert_eq!(paths(&errors), ["http.token[0].channels"]);
+    assert!(message(&errors, "http.token[0].channels").contains("no channel `nope`"));
+}

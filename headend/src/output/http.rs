@@ -255,7 +255,8 @@ async fn connection(
         clock,
     };
     let for_service = conn.clone();
-    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(api::Peer(peer));
         let state = state.clone();
         let busy = Busy::start(for_service.clone(), clock);
         async move {
@@ -478,6 +479,11 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
             }
             None => text(StatusCode::NOT_FOUND, &format!("no channel `{id}`\n")),
         };
+    }
+    if matches!(path, "/channels" | "/channels/" | "/metrics") {
+        if let Some(refused) = api::read_refused(&state.api, req) {
+            return refused.map(|b| Body::Full(Some(b)));
+        }
     }
     match path {
         "/channels" | "/channels/" => {
@@ -748,7 +754,7 @@ mod tests {
                 alerts: None,
                 store: Arc::new(crate::schedule::store::Store::new("/nonexistent")),
                 channels: Vec::new(),
-                token: None,
+                auth: crate::auth::Auth::new(Vec::new(), None, None),
                 views: Default::default(),
                 guides: Default::default(),
                 guide_channels: Vec::new(),
