@@ -64,6 +64,8 @@ pub(crate) struct ApiState {
     pub(crate) channels: Vec<String>,
     /// Who may call it, and what they may do (`crate::auth`).
     pub(crate) auth: crate::auth::Auth,
+    /// The audit trail of every change (`[http] audit_log`), when kept.
+    pub(crate) trail: Option<Arc<crate::trail::Trail>>,
     /// What each channel's schedule says is on air.
     pub(crate) views: ScheduleViews,
     /// The coming days' events of each scheduled channel, and the channels of the guide.
@@ -306,10 +308,81 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Bytes> {
 
 /// Answers one `/api/...` request.
 pub(crate) async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Response<Bytes> {
-    match route(&state, req).await {
+    let change = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let audit = state
+        .trail
+        .clone()
+        .filter(|_| change)
+        .map(|trail| (trail, audit_entry(&state, &req)));
+    let answer = match route(&state, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    if let Some((trail, mut entry)) = audit {
+        // The result: the status, the revision made, and why when refused.
+        let body: serde_json::Value = serde_json::from_slice(answer.body()).unwrap_or_default();
+        entry.insert("status".into(), answer.status().as_u16().into());
+        if let Some(r) = body
+            .get("revision")
+            .filter(|_| answer.status().is_success())
+        {
+            entry.insert("after".into(), r.clone());
+        }
+        if let Some(m) = body
+            .get("message")
+            .filter(|_| !answer.status().is_success())
+        {
+            entry.insert("message".into(), m.clone());
+        }
+        let written =
+            tokio::task::spawn_blocking(move || trail.append(entry).map_err(|e| (trail, e))).await;
+        if let Ok(Err((trail, e))) = written {
+            tracing::error!(file = %trail.path().display(), error = %e, "the API audit trail cannot be written");
+        }
     }
+    answer
+}
+
+/// What the audit trail says of a change before it is made: who (the token's name), from
+/// where, what (method, path, channel), the revision it was made on, and the `X-Operator`.
+fn audit_entry<B>(
+    state: &ApiState,
+    req: &Request<B>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut e = serde_json::Map::new();
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect::<String>()
+            })
+    };
+    let given = bearer(req);
+    e.insert("who".into(), state.auth.name_of(given).into());
+    if let Some(op) = header("x-operator") {
+        e.insert("operator".into(), op.into());
+    }
+    let from = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
+    e.insert("from".into(), from.into());
+    let path = req.uri().path();
+    e.insert("what".into(), format!("{} {path}", req.method()).into());
+    let channel = match path
+        .trim_start_matches("/api/")
+        .split('/')
+        .collect::<Vec<_>>()[..]
+    {
+        ["schedules", c, ..] | ["channels", c, ..] => Some(c.to_owned()),
+        _ => None,
+    };
+    e.insert("channel".into(), channel.into());
+    if let Some(before) = header("if-match") {
+        e.insert("before".into(), before.trim_matches('"').into());
+    }
+    e
 }
 
 /// The answer to a request that ran over `limit` (`http.request_timeout`; the listener
@@ -912,6 +985,16 @@ pub(crate) fn read_refused<B>(state: &ApiState, req: &Request<B>) -> Option<Resp
         .map(ApiError::into_response)
 }
 
+/// The request's bearer token (`Authorization: Bearer ...`), `""` when none.
+fn bearer<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+}
+
 /// The source address of a request, put in its extensions by the listener.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
@@ -923,13 +1006,7 @@ fn authorize<B>(state: &ApiState, req: &Request<B>, need: Need<'_>) -> Result<Ca
     if changes && !state.auth.any() {
         return Err(ApiError::NoToken);
     }
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim();
+    let given = bearer(req);
     let from = req.extensions().get::<Peer>().map(|p| p.0.ip());
     state.auth.check(given, from, need).map_err(|d| match d {
         Denied::Unauthenticated => ApiError::Unauthorized,

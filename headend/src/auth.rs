@@ -149,6 +149,11 @@ impl Auth {
             })
     }
 
+    /// The name of the token `given`, if it is one (for the audit trail; no failure counted).
+    pub(crate) fn name_of(&self, given: &str) -> Option<String> {
+        self.identify(given).map(|c| c.name)
+    }
+
     /// Lets `given` (the bearer token, `""` when none) from `from` do `need`, or says why
     /// not; failures are counted and logged by source.
     pub(crate) fn check(

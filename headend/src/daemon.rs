@@ -169,6 +169,11 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 config.http.api_token.clone(),
                 config.alerts.as_ref().map(|a| a.token.clone()),
             ),
+            trail: Some(Arc::new(
+                crate::trail::Trail::open(&config.http.audit_log).with_context(|| {
+                    format!("http.audit_log: {}", config.http.audit_log.display())
+                })?,
+            )),
             views,
             guides,
             guide_channels: crate::guide::channels(config),

@@ -313,6 +313,7 @@ impl HttpHarness {
             )),
             channels: channels.iter().map(|c| c.id.clone()).collect(),
             auth: crate::auth::Auth::new(Vec::new(), config.http.api_token.clone(), None),
+            trail: None,
             views: Default::default(),
             guides: Default::default(),
             guide_channels: crate::guide::channels(&config),

@@ -29,6 +29,7 @@ mod shutdown;
 mod station;
 mod status;
 mod supervise;
+mod trail;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -337,6 +337,75 @@ fn roles_and_scopes() {
         .collect();
     assert_eq!(actors, ["sched-news", "root"], "{record}");
 
+    // The audit trail: every change tried, who, from where, the result; the chain verifies,
+    // and an edited or deleted line is found.
+    let trail_path = dir.path().join("api-audit.jsonl");
+    let trail = std::fs::read_to_string(&trail_path).unwrap();
+    let lines: Vec<serde_json::Value> = trail.lines().map(json).collect();
+    assert_eq!(lines.len(), 11, "{trail}");
+    let put = lines
+        .iter()
+        .find(|l| l["status"] == 200 && l["channel"] == "news")
+        .unwrap_or_else(|| panic!("{trail}"));
+    assert_eq!(put["who"], "sched-news");
+    assert_eq!(put["from"], "127.0.0.1");
+    assert_eq!(put["what"], "PUT /api/schedules/news/2026-11-23");
+    assert_eq!(
+        (put["before"].as_str(), put["after"].as_u64()),
+        (Some("0"), Some(1))
+    );
+    let refused = &lines[0];
+    assert_eq!(
+        (refused["who"].as_str(), refused["status"].as_u64()),
+        (Some("view"), Some(403))
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("token `view`"),
+        "{refused}"
+    );
+    let verify = |path: &std::path::Path| {
+        let out = std::process::Command::new(common::hectl())
+            .args(["audit", "verify"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = verify(&trail_path);
+    assert!(ok && out.contains("OK (11 lines"), "{out}");
+    let raw: Vec<&str> = trail.lines().collect();
+    let edited = dir.path().join("edited.jsonl");
+    std::fs::write(
+        &edited,
+        raw.join("\n")
+            .replacen("\"who\":\"root\"", "\"who\":\"view\"", 1)
+            + "\n",
+    )
+    .unwrap();
+    let (ok, out) = verify(&edited);
+    assert!(!ok, "{out}");
+    let root_line = raw
+        .iter()
+        .position(|l| l.contains("\"who\":\"root\""))
+        .unwrap()
+        + 1;
+    assert!(
+        out.contains(&format!("line {}: `prev`", root_line + 1)),
+        "{out}"
+    );
+    let deleted = dir.path().join("deleted.jsonl");
+    let mut fewer = raw.clone();
+    fewer.remove(4);
+    std::fs::write(&deleted, fewer.join("\n") + "\n").unwrap();
+    let (ok, out) = verify(&deleted);
+    assert!(!ok && out.contains("line 5: `prev`"), "{out}");
+
     // A token file others may read: the daemon does not start, naming it.
     let file = dir.path().join("view.token");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -4,6 +4,7 @@
 //! imports the guide and shows the status; `hectl ecmg` is a test ECMG for SimulCrypt.
 
 mod alert_cmd;
+mod audit_cmd;
 mod client;
 mod diff;
 mod ecmg_cmd;
@@ -29,6 +30,18 @@ use playout::units::Bitrate;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `hectl audit ...`.
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Checks the trail's hash chain offline: every line chained to the one before it; an
+    /// edited, deleted or inserted line is named by line number, and the exit status is
+    /// non-zero.
+    Verify {
+        /// The trail (`[http] audit_log`).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +92,11 @@ enum Command {
     /// longest and the causes; and every event (stoppage, degradation, failover, override,
     /// manual action).
     Report(report_cmd::ReportArgs),
+    /// The daemon's API audit trail (`[http] audit_log`).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// What a channel has on air now and next, from a running daemon.
     Status {
         channel: String,
@@ -196,6 +214,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ecmg(args) => ecmg_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
+        Command::Audit {
+            action: AuditAction::Verify { file },
+        } => audit_cmd::run(&file),
         Command::Scramble(args) => scramble_cmd::scramble(args),
         Command::Descramble(args) => scramble_cmd::descramble(args),
         Command::Completions { shell } => {

@@ -122,6 +122,10 @@ pub(crate) struct HttpConfig {
     /// may act on; the token itself is in its own file (read at start: `crate::auth`). Once
     /// there is one, reading the API needs a token too (any role). Default none.
     pub(crate) tokens: Vec<TokenConfig>,
+    /// Key `audit_log`: the audit trail of every change made through the API (who, from
+    /// where, what, the revisions, the result; hash-chained: `hectl audit verify`). Default
+    /// `"api-audit.jsonl"`, relative to the config file.
+    pub(crate) audit_log: PathBuf,
 }
 
 /// What a caller of the control API may do.
@@ -244,9 +248,13 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(120),
             tokens: Vec::new(),
+            audit_log: PathBuf::from(DEFAULT_API_AUDIT),
         }
     }
 }
+
+/// `[http] audit_log` by default, relative to the config file.
+const DEFAULT_API_AUDIT: &str = "api-audit.jsonl";
 
 /// Reads and validates the config file at `path`. Relative playlist entries are resolved
 /// against the file's directory; errors name the file as `path` is written.
@@ -387,7 +395,10 @@ fn http_config(
     diag: &mut Diagnostics,
 ) -> Option<HttpConfig> {
     let Some(value) = value else {
-        return Some(HttpConfig::default());
+        return Some(HttpConfig {
+            audit_log: base_dir.join(DEFAULT_API_AUDIT),
+            ..HttpConfig::default()
+        });
     };
     if !value.is_table() {
         diag.push(
@@ -455,6 +466,11 @@ fn http_config(
                 idle_timeout,
                 request_timeout,
                 tokens,
+                audit_log: base_dir.join(
+                    raw.audit_log
+                        .as_deref()
+                        .unwrap_or(Path::new(DEFAULT_API_AUDIT)),
+                ),
             })
         }
         Err(err) => {

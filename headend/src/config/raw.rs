@@ -33,6 +33,9 @@ pub(super) struct RawHttp {
     pub(super) request_timeout: Option<HumanDuration>,
     /// `[[http.token]]`: named tokens with a role, each read from its own file.
     pub(super) token: Option<Vec<RawToken>>,
+    /// `audit_log`: the API's audit trail; default `"api-audit.jsonl"`, relative to the
+    /// config file.
+    pub(super) audit_log: Option<PathBuf>,
 }
 
 /// `[[http.token]]`; see [`super::TokenConfig`].

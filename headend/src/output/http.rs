@@ -755,6 +755,7 @@ mod tests {
                 store: Arc::new(crate::schedule::store::Store::new("/nonexistent")),
                 channels: Vec::new(),
                 auth: crate::auth::Auth::new(Vec::new(), None, None),
+                trail: None,
                 views: Default::default(),
                 guides: Default::default(),
                 guide_channels: Vec::new(),
