@@ -108,6 +108,8 @@ pub(crate) struct ListenerStats {
     pub(crate) accepted: AtomicU64,
     /// Refused at `http.max_connections` with none idle to close (answered 503).
     pub(crate) refused: AtomicU64,
+    /// Refused at `http.max_connections_per_source` (answered 503).
+    pub(crate) refused_per_source: AtomicU64,
     /// Idle connections (no request in progress) closed to make room for a new one.
     pub(crate) evicted: AtomicU64,
     /// Closed for not sending a whole request head within `http.header_timeout`.
@@ -125,6 +127,7 @@ impl Default for ListenerStats {
             open: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            refused_per_source: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
             idle_timeouts: AtomicU64::new(0),
@@ -141,6 +144,7 @@ impl ListenerStats {
             "open": n(&self.open),
             "accepted": n(&self.accepted),
             "refused": n(&self.refused),
+            "refused_per_source": n(&self.refused_per_source),
             "evicted_idle": n(&self.evicted),
             "header_timeouts": n(&self.header_timeouts),
             "idle_timeouts": n(&self.idle_timeouts),

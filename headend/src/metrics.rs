@@ -262,6 +262,11 @@ fn describe() {
         "HTTP connections refused at http.max_connections with none idle to close (answered 503)."
     );
     describe_counter!(
+        "headend_http_connections_refused_per_source_total",
+        Unit::Count,
+        "HTTP connections refused at http.max_connections_per_source: one address had that many open (answered 503)."
+    );
+    describe_counter!(
         "headend_http_connections_closed_total",
         Unit::Count,
         "HTTP connections closed by the head-end: an idle one to make room, or a timeout."
@@ -404,6 +409,8 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
     counter!("headend_http_connections_accepted_total")
         .absolute(l.accepted.load(Ordering::Relaxed));
     counter!("headend_http_connections_refused_total").absolute(l.refused.load(Ordering::Relaxed));
+    counter!("headend_http_connections_refused_per_source_total")
+        .absolute(l.refused_per_source.load(Ordering::Relaxed));
     for (why, n) in [
         ("evicted_idle", &l.evicted),
         ("header_timeout", &l.header_timeouts),

@@ -103,7 +103,7 @@ fn a_client_flood_is_bounded_and_recorded_and_the_channel_keeps_its_timing() {
     std::fs::write(
         &cfg,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\nmax_connections = 256\nheader_timeout = \"2s\"\n\
+            "[http]\nlisten = \"127.0.0.1:{http}\"\nmax_connections = 256\nmax_connections_per_source = 100000\nheader_timeout = \"2s\"\n\
              idle_timeout = \"5s\"\n\n[record]\nfile = \"record.jsonl\"\n\n\
              [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"3M\"\n\
              playlist = [{a:?}, {e:?}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{p}\"\n",
@@ -287,4 +287,73 @@ fn a_client_flood_is_bounded_and_recorded_and_the_channel_keeps_its_timing() {
         std::thread::sleep(Duration::from_secs(1));
     }
     eprintln!("whole test: {:?}", started.elapsed());
+}
+
+/// One source address cannot take every place (`http.max_connections_per_source`): past
+/// its cap its new connections are answered 503 at once and counted, while a client from
+/// another address (127.0.0.2, loopback too) is served; the counter and the alarm show it.
+#[test]
+fn one_source_is_capped_and_the_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 200\nmax_connections_per_source = 20\n\n\
+             [[channel]]\nid = \"a\"\nservice_id = 1\nname = \"A\"\nmuxrate = \"2M\"\nplaylist = [{e:?}]\n",
+            e = media("e.ts").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // 20 stream clients from 127.0.0.1 that never read hold its places (an idle one would
+    // make room for its own address's next); the 21st is refused.
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /channels/a.ts HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body, _) = get(addr, "/channels");
+    assert!(status.contains(" 503 "), "{status}");
+    assert!(body.contains("http.max_connections_per_source"), "{body}");
+    // Another address is served.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    other.connect(&addr.into()).unwrap();
+    let mut other: TcpStream = other.into();
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    other
+        .write_all(b"GET /api/record HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    other.read_to_string(&mut text).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert!(
+        record["http"]["refused_per_source"].as_u64() >= Some(1),
+        "{record}"
+    );
+    assert!(
+        http_alarm(&record)["alarm"]
+            .as_str()
+            .is_some_and(|a| a.contains("client flood from 127.0.0.1")),
+        "{record}"
+    );
+    drop(idle);
+    let (status, stderr) = common::signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
 }

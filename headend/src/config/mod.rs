@@ -107,6 +107,11 @@ pub(crate) struct HttpConfig {
     /// open-file limit to fit; if it cannot, the limit is lowered to what fits, with a
     /// warning.
     pub(crate) max_connections: usize,
+    /// Key `max_connections_per_source`: connections open at once from one source address,
+    /// 1..=100000. Default 256. Beyond, a new one is answered 503 and closed, counted
+    /// (`refused_per_source`) and the `http` alarm raised: one address cannot take the
+    /// places of every set-top box.
+    pub(crate) max_connections_per_source: usize,
     /// Key `header_timeout`: how long a connection may take to send a whole request head,
     /// from its opening or its last answer, 1s..=5m. Default `"10s"`: a slow or idle client
     /// (slowloris) is closed and counted.
@@ -244,6 +249,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from((Ipv6Addr::LOCALHOST, 8080)),
             api_token: None,
             max_connections: 1024,
+            max_connections_per_source: 256,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(120),
@@ -455,6 +461,15 @@ fn http_config(
                     format!("{max_connections} is out of range 1..=100000"),
                 );
             }
+            let per_source = raw
+                .max_connections_per_source
+                .unwrap_or(d.max_connections_per_source as i64);
+            if !(1..=100_000).contains(&per_source) {
+                diag.push(
+                    "http.max_connections_per_source",
+                    format!("{per_source} is out of range 1..=100000"),
+                );
+            }
             if diag.len() > before {
                 return None;
             }
@@ -462,6 +477,7 @@ fn http_config(
                 listen: raw.listen.unwrap_or(d.listen),
                 api_token: api_token?,
                 max_connections: max_connections as usize,
+                max_connections_per_source: per_source as usize,
                 header_timeout,
                 idle_timeout,
                 request_timeout,

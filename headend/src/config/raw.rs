@@ -25,6 +25,8 @@ pub(super) struct RawHttp {
     pub(super) api_token: Option<String>,
     /// `max_connections`: default 1024, 1..=100000.
     pub(super) max_connections: Option<i64>,
+    /// `max_connections_per_source`: default 256, 1..=100000.
+    pub(super) max_connections_per_source: Option<i64>,
     /// `header_timeout`: default `"10s"`, 1s..=5m.
     pub(super) header_timeout: Option<HumanDuration>,
     /// `idle_timeout`: default `"60s"`, 5s..=1h.

@@ -74,6 +74,7 @@ const QUIET: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
+    pub(crate) max_per_source: usize,
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) request_timeout: Duration,
@@ -83,6 +84,7 @@ impl Limits {
     pub(crate) fn of(c: &crate::config::HttpConfig) -> Limits {
         Limits {
             max_connections: c.max_connections,
+            max_per_source: c.max_connections_per_source,
             header_timeout: c.header_timeout,
             idle_timeout: c.idle_timeout,
             request_timeout: c.request_timeout,
@@ -95,11 +97,15 @@ impl Limits {
 struct Table {
     next_id: u64,
     open: BTreeMap<u64, Arc<Conn>>,
+    /// Connections open by source address.
+    per_source: std::collections::HashMap<std::net::IpAddr, usize>,
 }
 
 /// One connection as the listener watches it; times in milliseconds since the listener
 /// started.
 struct Conn {
+    /// Where it comes from.
+    source: std::net::IpAddr,
     /// Requests in progress: from a whole request head until its answer is all sent.
     busy: AtomicUsize,
     /// Since when it has no request in progress (the header timeout counts from there).
@@ -155,10 +161,13 @@ pub(crate) async fn serve(
                         continue;
                     }
                 };
-                let Some((conn, evicted)) = admit(&table, &state.limits, clock) else {
-                    refuse(&stream, &stats, state.limits.max_connections);
-                    pressure = clock.ms() + 1;
-                    continue;
+                let (conn, evicted) = match admit(&table, &state.limits, clock, peer.ip()) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        refuse(&stream, &stats, why);
+                        pressure = clock.ms() + 1;
+                        continue;
+                    }
                 };
                 if evicted {
                     stats.evicted.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +177,14 @@ pub(crate) async fn serve(
                 stats.accepted.fetch_add(1, Ordering::Relaxed);
                 stats.open.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
+                // A peer gone without a word (a set-top box switched off) is found in about
+                // a minute even while nothing is to be sent.
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(
+                    &socket2::TcpKeepalive::new()
+                        .with_time(KEEPALIVE_IDLE)
+                        .with_interval(Duration::from_secs(10))
+                        .with_retries(3),
+                );
                 tokio::spawn(connection(stream, peer, state.clone(), table.clone(), conn, clock));
             }
             _ = quiet.tick() => {
@@ -181,25 +198,60 @@ pub(crate) async fn serve(
     }
 }
 
-/// A place for a new connection: a free one, or the oldest idle connection's (closed; the
-/// bool says so). `None` when every place is taken by a connection with a request in
-/// progress.
-fn admit(table: &Mutex<Table>, limits: &Limits, clock: Clock) -> Option<(Arc<Conn>, bool)> {
+/// How long a connection may be silent before TCP keepalive probes it.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+/// Why a connection is refused.
+enum Refusal {
+    /// `http.max_connections` open, none idle to close.
+    Full(usize),
+    /// `http.max_connections_per_source` open from its address.
+    Source(std::net::IpAddr, usize),
+}
+
+/// A place for a new connection from `source`: a free one, or the oldest idle connection's
+/// (closed; the bool says so), its own address's when that has
+/// `http.max_connections_per_source` open. Refused when the places it may take are all
+/// held by connections with a request in progress.
+fn admit(
+    table: &Mutex<Table>,
+    limits: &Limits,
+    clock: Clock,
+    source: std::net::IpAddr,
+) -> Result<(Arc<Conn>, bool), Refusal> {
     let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
     let mut evicted = false;
+    if t.per_source.get(&source).copied().unwrap_or(0) >= limits.max_per_source {
+        // Its own oldest idle connection makes room, or it is refused.
+        let oldest_idle = t
+            .open
+            .iter()
+            .find(|(_, c)| c.source == source && c.busy.load(Ordering::Acquire) == 0)
+            .map(|(id, _)| *id)
+            .ok_or(Refusal::Source(source, limits.max_per_source))?;
+        if let Some(c) = t.open.remove(&oldest_idle) {
+            forget_source(&mut t, c.source);
+            c.evict.notify_one();
+        }
+        evicted = true;
+    }
     if t.open.len() >= limits.max_connections {
         let oldest_idle = t
             .open
             .iter()
             .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
-            .map(|(id, _)| *id)?;
+            .map(|(id, _)| *id)
+            .ok_or(Refusal::Full(limits.max_connections))?;
         if let Some(c) = t.open.remove(&oldest_idle) {
+            forget_source(&mut t, c.source);
             c.evict.notify_one();
         }
         evicted = true;
     }
+    *t.per_source.entry(source).or_insert(0) += 1;
     let now = clock.ms();
     let conn = Arc::new(Conn {
+        source,
         busy: AtomicUsize::new(0),
         idle_since: AtomicU64::new(now),
         last_io: AtomicU64::new(now),
@@ -208,18 +260,40 @@ fn admit(table: &Mutex<Table>, limits: &Limits, clock: Clock) -> Option<(Arc<Con
     let id = t.next_id;
     t.next_id += 1;
     t.open.insert(id, conn.clone());
-    Some((conn, evicted))
+    Ok((conn, evicted))
+}
+
+/// One connection from `source` fewer.
+fn forget_source(t: &mut Table, source: std::net::IpAddr) {
+    if let Some(n) = t.per_source.get_mut(&source) {
+        *n -= 1;
+        if *n == 0 {
+            t.per_source.remove(&source);
+        }
+    }
 }
 
 /// At the limit with no idle connection to close: 503 (if the socket takes it at once) and
 /// closed, counted. What the client already sent is read first, so the close is a FIN the
 /// client reads the 503 before, not a reset.
-fn refuse(stream: &TcpStream, stats: &ListenerStats, max: usize) {
-    stats.refused.fetch_add(1, Ordering::Relaxed);
-    flood(stats, max);
+fn refuse(stream: &TcpStream, stats: &ListenerStats, why: Refusal) {
+    let body = match why {
+        Refusal::Full(max) => {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            flood(stats, max);
+            format!("busy: {max} connections open (http.max_connections); try again later\n")
+        }
+        Refusal::Source(ip, max) => {
+            stats.refused_per_source.fetch_add(1, Ordering::Relaxed);
+            stats.alarm.raise(format!(
+                "client flood from {ip}: at http.max_connections_per_source ({max}); {} connection(s) refused by source since start",
+                stats.refused_per_source.load(Ordering::Relaxed)
+            ));
+            format!("busy: {max} connections open from your address (http.max_connections_per_source); try again later\n")
+        }
+    };
     let mut sent = [0u8; 4096];
     let _ = stream.try_read(&mut sent);
-    let body = format!("busy: {max} connections open (http.max_connections); try again later\n");
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
          Retry-After: 5\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
@@ -326,7 +400,11 @@ async fn connection(
     }
     if !matches!(closed, Some(Closed::Evicted)) {
         let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = t.open.len();
         t.open.retain(|_, c| !Arc::ptr_eq(c, &conn));
+        if t.open.len() < before {
+            forget_source(&mut t, conn.source);
+        }
     }
     stats.open.fetch_sub(1, Ordering::Relaxed);
 }
