@@ -301,6 +301,13 @@ fn load(path: &Path) -> anyhow::Result<config::Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))
 }
 
+/// The file's permission bits when group or others may read it.
+fn others_may_read(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 fn check_config(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
@@ -309,6 +316,26 @@ fn check_config(path: &Path) -> ExitCode {
                     "warning: {}: {at}: media file not found: {}",
                     path.display(),
                     file.display()
+                );
+            }
+            // Secrets in a file others may read.
+            let secrets: Vec<&str> = [
+                cfg.http.api_token.as_ref().map(|_| "http.api_token"),
+                cfg.alerts.as_ref().map(|_| "alerts.token"),
+                cfg.record
+                    .webhooks
+                    .iter()
+                    .any(|w| w.bearer_token.is_some())
+                    .then_some("record.webhook.bearer_token"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if let Some(mode) = others_may_read(path).filter(|_| !secrets.is_empty()) {
+                eprintln!(
+                    "warning: {}: mode {mode:04o}: group or others may read it, and it holds {}: chmod 600 {0} (or keep tokens in [[http.token]] files)",
+                    path.display(),
+                    secrets.join(", ")
                 );
             }
             // The token files, as the daemon reads them at start.

@@ -423,3 +423,56 @@ fn roles_and_scopes() {
         "{stderr}"
     );
 }
+
+/// `headend check-config`: a config holding a secret that others may read is warned about;
+/// a token file others may read fails the check, naming it.
+#[test]
+fn check_config_guards_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("headend.toml");
+    let check = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_headend"))
+            .arg("check-config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let channel = format!(
+        "[[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{:?}]\n",
+        media("a.ts").display().to_string()
+    );
+    std::fs::write(
+        &cfg,
+        format!("[http]\napi_token = \"{TOKEN}\"\n\n{channel}"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, err) = check();
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("mode 0644") && err.contains("http.api_token"),
+        "{err}"
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, err) = check();
+    assert!(ok && !err.contains("warning"), "{err}");
+    // Named tokens: the file others may read fails the check.
+    let token = dir.path().join("ann.token");
+    std::fs::write(&token, "scheduler-token-0123456789abc\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[http]\n[[http.token]]\nname = \"ann\"\nrole = \"scheduler\"\nfile = \"ann.token\"\n\n{channel}"),
+    )
+    .unwrap();
+    let (ok, err) = check();
+    assert!(
+        !ok && err.contains("token `ann`") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
