@@ -233,8 +233,12 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         drop(shutdown);
         tracing::info!(%listen, channels = config.channels.len(), mpts = config.mpts.len(), "on air");
         on_ready(listen);
+        // The service manager (Type=notify): on air, and the watchdog fed by the engine.
+        crate::notify::notify("READY=1");
+        crate::notify::start_watchdog();
         let signal = wait_for_signal().await?;
         tracing::info!(signal, "shutting down");
+        crate::notify::notify("STOPPING=1");
         // One shutdown: HTTP stops accepting, the scheduler, the XMLTV watcher and the desk's
         // clock stop; then the engine sends its last datagrams.
         trigger.shutdown();

@@ -20,6 +20,7 @@ mod keys;
 mod logging;
 mod metrics;
 mod net;
+mod notify;
 mod output;
 mod record;
 mod render;
@@ -188,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             // The demo's stoppage record stays out of the source tree.
             cfg.record.file = PathBuf::from("target/demo/record.jsonl");
+            cfg.http.audit_log = PathBuf::from("target/demo/api-audit.jsonl");
             let multicast = demo_multicast_ready();
             if !multicast {
                 for ch in &mut cfg.channels {

@@ -158,6 +158,7 @@ fn clip_table(
 pub(super) fn alerts_config(
     value: toml::Value,
     base_dir: &Path,
+    (state_dir, logs_dir): (&Path, &Path),
     channels: &[ChannelConfig],
     diag: &mut Diagnostics,
 ) -> Option<AlertsConfig> {
@@ -339,8 +340,12 @@ pub(super) fn alerts_config(
     }
     Some(AlertsConfig {
         token: token?,
-        audit_log: base_dir.join(raw.audit_log.unwrap_or_else(|| "alerts-audit.jsonl".into())),
-        media_dir: base_dir.join(raw.media_dir.unwrap_or_else(|| "alert-media".into())),
+        audit_log: raw
+            .audit_log
+            .map_or_else(|| logs_dir.join("alerts-audit.jsonl"), |p| base_dir.join(p)),
+        media_dir: raw
+            .media_dir
+            .map_or_else(|| state_dir.join("alert-media"), |p| base_dir.join(p)),
         max_upload_bytes: u64::from(max_upload_mb?) << 20,
         replay_window,
         max_duration,

@@ -262,6 +262,44 @@ impl Default for HttpConfig {
 /// `[http] audit_log` by default, relative to the config file.
 const DEFAULT_API_AUDIT: &str = "api-audit.jsonl";
 
+/// Where a service manager keeps the daemon's state and logs (systemd's `StateDirectory=`
+/// and `LogsDirectory=`, given as `$STATE_DIRECTORY` and `$LOGS_DIRECTORY`): the default
+/// places of what the daemon writes go there instead of beside the config file (schedules,
+/// uploaded alert clips and the stoppage record in the state directory; the alert and API
+/// audit logs in the logs directory). Paths the config names stay relative to it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ServiceDirs {
+    pub(crate) state: Option<PathBuf>,
+    pub(crate) logs: Option<PathBuf>,
+}
+
+impl ServiceDirs {
+    /// From `$STATE_DIRECTORY` and `$LOGS_DIRECTORY` (the first of a `:`-separated list).
+    pub(crate) fn from_env() -> ServiceDirs {
+        let dir = |var| {
+            std::env::var_os(var)
+                .and_then(|v| {
+                    v.to_str()
+                        .map(|s| s.split(':').next().unwrap_or("").to_owned())
+                })
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        };
+        ServiceDirs {
+            state: dir("STATE_DIRECTORY"),
+            logs: dir("LOGS_DIRECTORY"),
+        }
+    }
+
+    fn state<'a>(&'a self, base_dir: &'a Path) -> &'a Path {
+        self.state.as_deref().unwrap_or(base_dir)
+    }
+
+    fn logs<'a>(&'a self, base_dir: &'a Path) -> &'a Path {
+        self.logs.as_deref().unwrap_or(base_dir)
+    }
+}
+
 /// Reads and validates the config file at `path`. Relative playlist entries are resolved
 /// against the file's directory; errors name the file as `path` is written.
 pub(crate) fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -273,12 +311,27 @@ pub(crate) fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {err}"),
         }])
     })?;
-    parse(&text, path.parent().unwrap_or(Path::new("")), &file_name)
+    parse_in(
+        &text,
+        path.parent().unwrap_or(Path::new("")),
+        &ServiceDirs::from_env(),
+        &file_name,
+    )
 }
 
 /// Validates the TOML document `text`. Relative playlist entries are resolved against
 /// `base_dir`; errors name the file as `file_name`. Does no I/O.
 pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Config, ConfigErrors> {
+    parse_in(text, base_dir, &ServiceDirs::default(), file_name)
+}
+
+/// [`parse`], with the defaults of what the daemon writes in `dirs` when given.
+pub(crate) fn parse_in(
+    text: &str,
+    base_dir: &Path,
+    dirs: &ServiceDirs,
+    file_name: &str,
+) -> Result<Config, ConfigErrors> {
     let mut diag = Diagnostics::new(file_name);
     let mut document = match text.parse::<toml::Table>() {
         Ok(document) => document,
@@ -304,11 +357,11 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
             ),
         );
     }
-    let http = http_config(http, base_dir, &mut diag);
+    let http = http_config(http, base_dir, dirs, &mut diag);
     let engine = engine_config(engine, &mut diag);
-    let schedules = schedules_config(schedules, base_dir, &mut diag);
+    let schedules = schedules_config(schedules, base_dir, dirs, &mut diag);
     let network = network.map(|v| network_config(v, &mut diag));
-    let record = record::record_config(record, base_dir, &mut diag);
+    let record = record::record_config(record, base_dir, dirs.state(base_dir), &mut diag);
     let mut claims = Claims::default();
     let channels: Vec<Option<ChannelConfig>> = tables(channel_items, "channel", &mut diag)
         .into_iter()
@@ -329,7 +382,15 @@ pub(crate) fn parse(text: &str, base_dir: &Path, file_name: &str) -> Result<Conf
     if let (Some(channels), Some(mpts)) = (&channels, &mpts) {
         check_network(channels, mpts, network.as_ref(), &mut diag);
         check_ecm_pids(channels, mpts, &mut diag);
-        alerts_cfg = alerts.and_then(|v| alerts::alerts_config(v, base_dir, channels, &mut diag));
+        alerts_cfg = alerts.and_then(|v| {
+            alerts::alerts_config(
+                v,
+                base_dir,
+                (dirs.state(base_dir), dirs.logs(base_dir)),
+                channels,
+                &mut diag,
+            )
+        });
         if let Some(http) = &http {
             for (i, t) in http.tokens.iter().enumerate() {
                 for c in t.channels.iter().flatten() {
@@ -398,11 +459,12 @@ const MUXRATE_MAX: Bitrate = Bitrate::from_bps(1_000_000_000);
 fn http_config(
     value: Option<toml::Value>,
     base_dir: &Path,
+    dirs: &ServiceDirs,
     diag: &mut Diagnostics,
 ) -> Option<HttpConfig> {
     let Some(value) = value else {
         return Some(HttpConfig {
-            audit_log: base_dir.join(DEFAULT_API_AUDIT),
+            audit_log: dirs.logs(base_dir).join(DEFAULT_API_AUDIT),
             ..HttpConfig::default()
         });
     };
@@ -482,11 +544,10 @@ fn http_config(
                 idle_timeout,
                 request_timeout,
                 tokens,
-                audit_log: base_dir.join(
-                    raw.audit_log
-                        .as_deref()
-                        .unwrap_or(Path::new(DEFAULT_API_AUDIT)),
-                ),
+                audit_log: match raw.audit_log {
+                    Some(p) => base_dir.join(p),
+                    None => dirs.logs(base_dir).join(DEFAULT_API_AUDIT),
+                },
             })
         }
         Err(err) => {
@@ -692,6 +753,7 @@ fn check_network(
 fn schedules_config(
     value: Option<toml::Value>,
     base_dir: &Path,
+    dirs: &ServiceDirs,
     diag: &mut Diagnostics,
 ) -> Option<SchedulesConfig> {
     let raw = match value {
@@ -711,16 +773,16 @@ fn schedules_config(
             return None;
         }
     };
-    let dir = raw.dir.unwrap_or_else(|| PathBuf::from("schedules"));
-    if dir.as_os_str().is_empty() {
-        diag.push("schedules.dir", "empty path");
-        return None;
-    }
+    let dir = match raw.dir {
+        Some(d) if d.as_os_str().is_empty() => {
+            diag.push("schedules.dir", "empty path");
+            return None;
+        }
+        Some(d) => base_dir.join(d),
+        None => dirs.state(base_dir).join("schedules"),
+    };
     let media_dir = base_dir.join(raw.media_dir.unwrap_or_default());
-    Some(SchedulesConfig {
-        dir: base_dir.join(dir),
-        media_dir,
-    })
+    Some(SchedulesConfig { dir, media_dir })
 }
 
 fn engine_config(value: Option<toml::Value>, diag: &mut Diagnostics) -> Option<EngineConfig> {

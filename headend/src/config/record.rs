@@ -114,7 +114,8 @@ impl WebhookTarget {
 }
 
 impl RecordConfig {
-    /// The defaults, with the journal beside the config file.
+    /// The defaults, with the journal in `base_dir` (beside the config file, or in the
+    /// service's state directory).
     pub(crate) fn default_in(base_dir: &Path) -> RecordConfig {
         RecordConfig {
             file: base_dir.join("record.jsonl"),
@@ -146,9 +147,10 @@ struct RawWebhook {
 pub(super) fn record_config(
     value: Option<toml::Value>,
     base_dir: &Path,
+    state_dir: &Path,
     diag: &mut Diagnostics,
 ) -> Option<RecordConfig> {
-    let mut cfg = RecordConfig::default_in(base_dir);
+    let mut cfg = RecordConfig::default_in(state_dir);
     let Some(value) = value else {
         return Some(cfg);
     };

@@ -1116,3 +1116,47 @@ fn http_tokens() {
     assert_eq!(paths(&errors), ["http.token[0].channels"]);
     assert!(message(&errors, "http.token[0].channels").contains("no channel `nope`"));
 }
+
+/// Under a service manager's state and logs directories, the defaults of what the daemon
+/// writes go there; what the config names stays relative to the config file.
+#[test]
+fn defaults_go_to_the_service_directories() {
+    let dirs = ServiceDirs {
+        state: Some(PathBuf::from("/var/lib/headend")),
+        logs: Some(PathBuf::from("/var/log/headend")),
+    };
+    let key = epg::alert::sign::SigningKey::generate(epg::alert::sign::Algorithm::Ed25519)
+        .unwrap()
+        .verifying_key()
+        .to_hex();
+    let text = format!("[alerts]\ntoken = \"0123456789abcdef0123\"\n[alerts.clips]\ndefault = \"alert.ts\"\n\
+                [[alerts.sender]]\nkey_id = \"city\"\nalgorithm = \"ed25519\"\npublic_key = \"{key}\"\nsenders = [\"a@b\"]\n[[alerts.area]]\ncode = \"310101\"\nchannels = [\"news\"]\n\
+                [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"N\"\nmuxrate = \"2M\"\nplaylist = [\"a.ts\"]\n");
+    let c = parse_in(&text, Path::new("/etc/headend"), &dirs, "test.toml").unwrap();
+    let alerts = c.alerts.as_ref().unwrap();
+    assert_eq!(
+        (
+            c.schedules.dir.as_path(),
+            c.record.file.as_path(),
+            alerts.media_dir.as_path(),
+            alerts.audit_log.as_path(),
+            c.http.audit_log.as_path()
+        ),
+        (
+            Path::new("/var/lib/headend/schedules"),
+            Path::new("/var/lib/headend/record.jsonl"),
+            Path::new("/var/lib/headend/alert-media"),
+            Path::new("/var/log/headend/alerts-audit.jsonl"),
+            Path::new("/var/log/headend/api-audit.jsonl")
+        )
+    );
+    let named = format!("[schedules]\ndir = \"sched\"\n[record]\nfile = \"r.jsonl\"\n[http]\naudit_log = \"a.jsonl\"\n{text}");
+    let c = parse_in(&named, Path::new("/etc/headend"), &dirs, "test.toml").unwrap();
+    assert_eq!(c.schedules.dir, Path::new("/etc/headend/sched"));
+    assert_eq!(c.record.file, Path::new("/etc/headend/r.jsonl"));
+    assert_eq!(c.http.audit_log, Path::new("/etc/headend/a.jsonl"));
+    // Without them, beside the config file as before.
+    let c = parse(&text, Path::new("/etc/headend"), "test.toml").unwrap();
+    assert_eq!(c.schedules.dir, Path::new("/etc/headend/schedules"));
+    assert_eq!(c.http.audit_log, Path::new("/etc/headend/api-audit.jsonl"));
+}

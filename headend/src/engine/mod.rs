@@ -730,7 +730,10 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
     let local = |g: usize| global.iter().position(|x| *x == g);
     let mut next_status = 0u64;
     let mut closing_since: Option<u64> = None;
+    // The service manager's watchdog is fed only while this loop goes round (`notify`).
+    let beat = crate::notify::heartbeat();
     loop {
+        beat.now();
         let now = epoch.elapsed().as_nanos() as u64;
         match closing_since {
             None if stop.load(Ordering::Relaxed) => {
