@@ -42,6 +42,8 @@ const RETURN_LEAD: Duration = Duration::from_millis(1000);
 const SEEK_MIN_NS: u64 = 20 * 1_000_000_000;
 /// ...landing this much before the offset, so a random access point is found before it.
 const SEEK_MARGIN_NS: u64 = 10 * 1_000_000_000;
+/// The least of a file under way worth joining at a takeover.
+const MIN_JOIN_NS: u64 = 1_000_000_000;
 /// How far the timeline is resolved each time (a programme longer than this is cut).
 const HORIZON_NS: u64 = 26 * 3600 * 1_000_000_000;
 
@@ -529,12 +531,20 @@ fn round(
     let timeline = resolve(&entries, &filler, &table, from, from.add(HORIZON_NS))
         .map_err(|e| e.to_string())?;
     let reorder: HashMap<usize, u64> = st.media.values().map(|(i, _, r)| (*i, *r)).collect();
-    let due: Vec<_> = timeline
+    let mut due: Vec<_> = timeline
         .segments()
         .iter()
         .take_while(|seg| seg.start < ahead)
         .copied()
         .collect();
+    // Taking over in the last moments of a file already under way: too little is left to
+    // find a picture to start from (a file joined 4.8 s into 5 s has no random access point
+    // after that). The playlist goes on to the next segment, which takes over instead.
+    let mut from = from;
+    if first && due.len() > 1 && due[0].offset > 0 && due[0].duration() < MIN_JOIN_NS {
+        from = due[0].end;
+        due.remove(0);
+    }
     if let Some(last) = due.last() {
         st.cued_until = Some(last.end);
     }
@@ -1053,6 +1063,42 @@ mod tests {
                 .any(|f| f.contains("`../b.ts`") && f.contains("`..`")),
             "{:?}",
             st.faults_logged
+        );
+    }
+
+    /// A takeover half a second before the next hard start, in a file under way: the tail is
+    /// not joined (no picture to start from is left in it); the playlist goes on and the
+    /// schedule takes over at the hard start.
+    #[test]
+    fn a_takeover_does_not_join_the_last_moments_of_a_file() {
+        const S: i64 = 1_000_000_000;
+        let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let now = away_from_midnight();
+        let date = ChronoUtc.timestamp_opt(now, 0).unwrap().date_naive();
+        // The hard start at now + 4.5 s: the takeover (now + 4 s) falls 0.5 s before it.
+        let text = format!(
+            "date = \"{date}\"\n\
+             [[item]]\nstart = \"{}\"\nblock = [\"a.ts\"]\nloop_for = \"1m\"\n\
+             [[item]]\nstart = \"{}.500\"\nfile = \"b.ts\"\n",
+            hms(now - 9),
+            hms(now + 4)
+        );
+        store
+            .write("news", &epg::schedule::parse(&text).unwrap(), 0)
+            .unwrap();
+        let (mut st, map) = news(&media, now);
+        let msg = st
+            .round(&store, &media, map, Utc(now * S))
+            .msg
+            .expect("the schedule applies");
+        let names = file_names(&msg);
+        let first = &msg.cues[0];
+        assert_eq!(names[first.item - 1], "b.ts", "{names:?}");
+        assert_eq!(
+            msg.handover,
+            Some(map.output_time(Utc(now * S + 4 * S + S / 2)))
         );
     }
 
