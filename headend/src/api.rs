@@ -45,8 +45,8 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, IF_MATCH, WWW_AUTH
 use hyper::{Method, Request, Response, StatusCode};
 use playout::schedule::{Source, Utc};
 
+use crate::alarm::Alarm;
 use crate::auth::{Caller, Need};
-use crate::record::alarm::Alarm;
 use crate::record::{Kind, Mark};
 use crate::schedule::driver::ScheduleViews;
 use crate::schedule::store::{Store, StoreError};

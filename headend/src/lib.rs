@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only calls [`main`]; the modules stay private, and
 //! [`fuzzing`] is the one other door in.
 
+mod alarm;
 mod alert;
 mod api;
 mod auth;

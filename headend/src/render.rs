@@ -621,7 +621,7 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"the previous render");
         // (A killed process cannot remove its temporary file: it is hidden, and named.)
         // The disk fills part way: an error naming the output, the old file, no temporary.
-        let Some(small) = crate::record::alarm::SmallDisk::mount(1 << 20) else {
+        let Some(small) = crate::alarm::SmallDisk::mount(1 << 20) else {
             return;
         };
         let out = small.path().join("out.ts");

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::record::alarm::{Alarm, AlarmState};
+use crate::alarm::{Alarm, AlarmState};
 
 /// Exit status after a panic (sysexits' EX_SOFTWARE).
 pub(crate) const PANIC_STATUS: i32 = 70;

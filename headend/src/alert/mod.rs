@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 use epg::alert::{Alert, MsgType, Status};
 use serde_json::{json, Map, Value};
 
+use crate::alarm::{Alarm, AlarmState};
 use crate::config::{AlertsConfig, Config};
-use crate::record::alarm::{Alarm, AlarmState};
 use crate::router::ScheduleSink;
 use crate::schedule::driver::{Mailbox, Wake};
 use crate::station::{AirKind, AirReport, OverrideMsg};

@@ -18,7 +18,6 @@
 //! "on_air":…}` and later `{"id":7,"phase":"end",…,"duration_s":12.3}`; `instant` for
 //! events without duration; `event` `run` for the head-end's own start and stop.
 
-pub(crate) mod alarm;
 pub(crate) mod hooks;
 pub(crate) mod report;
 

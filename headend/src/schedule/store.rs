@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use chrono::NaiveDate;
 use epg::schedule::{parse, Day, DayErrors};
 
-use crate::record::alarm::Alarm;
+use crate::alarm::Alarm;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -366,7 +366,7 @@ mod tests {
     /// raised; once there is room again the next write goes through and clears it.
     #[test]
     fn a_full_disk_refuses_the_write_and_leaves_the_old_schedule() {
-        let Some(disk) = crate::record::alarm::SmallDisk::mount(256 << 10) else {
+        let Some(disk) = crate::alarm::SmallDisk::mount(256 << 10) else {
             return;
         };
         let store = Store::new(disk.path().join("sched"));

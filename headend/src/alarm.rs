@@ -1,6 +1,6 @@
 //! Alarms of the parts around the channels whose trouble is not an event of a channel: a disk
 //! that refused a write of the schedule store or of an uploaded clip, the HTTP listener at its
-//! connection limit (a client flood). Like the journal's own alarm ([`super::JournalHealth`]),
+//! connection limit (a client flood). Like the journal's own alarm ([`crate::record::JournalHealth`]),
 //! each is raised with why (the file and the OS error), logged once when it is raised and once
 //! when it clears, counted, and shown by `GET /api/record` under `alarms`; it clears when the
 //! part works again (the next write that succeeds; a quiet listener).
