@@ -229,7 +229,34 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 ..http::Limits::of(&config.http)
             },
         });
-        let server = tokio::spawn(http::serve(listener, state, shutdown.clone()));
+        // The management plane on a listener of its own (with TLS off loopback), or on the
+        // streams' listener.
+        let (plane, management) = match &config.management {
+            None => (http::Plane::All, None),
+            Some(m) => {
+                let tls = match &m.tls {
+                    Some((cert, key)) => Some(Arc::new(
+                        crate::output::tls::Tls::load(cert, key)
+                            .map_err(|e| anyhow::anyhow!("management.tls_cert: {e}"))?,
+                    )),
+                    None => None,
+                };
+                let l = TcpListener::bind(m.listen).await.with_context(|| {
+                    format!("management.listen: cannot listen on {}", m.listen)
+                })?;
+                let at = l.local_addr()?;
+                tracing::info!(management = %at, tls = tls.is_some(), "management plane listening");
+                let server = tokio::spawn(http::serve(
+                    l,
+                    state.clone(),
+                    shutdown.clone(),
+                    http::Plane::Management,
+                    tls,
+                ));
+                (http::Plane::Streaming, Some(server))
+            }
+        };
+        let server = tokio::spawn(http::serve(listener, state, shutdown.clone(), plane, None));
         drop(shutdown);
         tracing::info!(%listen, channels = config.channels.len(), mpts = config.mpts.len(), "on air");
         on_ready(listen);
@@ -243,6 +270,9 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         // clock stop; then the engine sends its last datagrams.
         trigger.shutdown();
         let _ = server.await;
+        if let Some(m) = management {
+            let _ = m.await;
+        }
         if !trigger.completed(Duration::from_secs(5)).await {
             tracing::warn!("a task did not stop within 5 s of the shutdown; stopping the engine anyway");
         }

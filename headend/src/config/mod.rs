@@ -60,6 +60,9 @@ use units::HumanDuration;
 pub(crate) struct Config {
     /// Table `[http]`: the control API. Optional; defaults apply when absent.
     pub(crate) http: HttpConfig,
+    /// Table `[management]`: the management plane on a listener of its own. Optional: without
+    /// it the API and `/metrics` share `[http] listen` with the streams.
+    pub(crate) management: Option<ManagementConfig>,
     /// Table `[engine]`: the real-time engine. Optional; defaults apply when absent.
     pub(crate) engine: EngineConfig,
     /// Table `[schedules]`: where schedule files live. Optional; defaults apply when absent.
@@ -131,6 +134,19 @@ pub(crate) struct HttpConfig {
     /// where, what, the revisions, the result; hash-chained: `hectl audit verify`). Default
     /// `"api-audit.jsonl"`, relative to the config file.
     pub(crate) audit_log: PathBuf,
+}
+
+/// The management plane (`[management]`): `/api/*`, `/metrics` and `/channels` on a
+/// listener of their own, so they can sit on another interface than the set-top boxes'
+/// streams; `[http] listen` then serves the streams, the playlist and the guide only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ManagementConfig {
+    /// Key `listen`: its socket address. Required.
+    pub(crate) listen: SocketAddr,
+    /// Keys `tls_cert` and `tls_key`: PEM files (the certificate chain, its private key),
+    /// relative to the config file, read again when they change; TLS 1.3 and 1.2 only.
+    /// Required unless `listen` is a loopback address.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// What a caller of the control API may do.
@@ -347,6 +363,7 @@ pub(crate) fn parse_in(
     let mpts_items = document.remove("mpts");
     let network = document.remove("network");
     let alerts = document.remove("alerts");
+    let management = document.remove("management");
     let record = document.remove("record");
     for key in document.keys() {
         diag.push(
@@ -358,6 +375,7 @@ pub(crate) fn parse_in(
         );
     }
     let http = http_config(http, base_dir, dirs, &mut diag);
+    let management = management.map(|v| management_config(v, base_dir, &mut diag));
     let engine = engine_config(engine, &mut diag);
     let schedules = schedules_config(schedules, base_dir, dirs, &mut diag);
     let network = network.map(|v| network_config(v, &mut diag));
@@ -407,9 +425,12 @@ pub(crate) fn parse_in(
             return Err(diag.finish());
         }
     }
-    match (http, engine, schedules, channels, mpts, network, record) {
+    match (
+        http, management, engine, schedules, channels, mpts, network, record,
+    ) {
         (
             Some(http),
+            management @ (None | Some(Some(_))),
             Some(engine),
             Some(schedules),
             Some(channels),
@@ -418,6 +439,7 @@ pub(crate) fn parse_in(
             Some(record),
         ) => Ok(Config {
             http,
+            management: management.flatten(),
             engine,
             schedules,
             channels,
@@ -555,6 +577,47 @@ fn http_config(
             None
         }
     }
+}
+
+/// `[management]`.
+fn management_config(
+    value: toml::Value,
+    base_dir: &Path,
+    diag: &mut Diagnostics,
+) -> Option<ManagementConfig> {
+    let raw = match value.try_into::<raw::RawManagement>() {
+        Ok(raw) => raw,
+        Err(err) => {
+            diag.toml("management", &err);
+            return None;
+        }
+    };
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(c), Some(k)) => Some((base_dir.join(c), base_dir.join(k))),
+        (None, None) => None,
+        (c, _) => {
+            let missing = if c.is_some() { "tls_key" } else { "tls_cert" };
+            diag.push(
+                format!("management.{missing}"),
+                "tls_cert and tls_key go together",
+            );
+            return None;
+        }
+    };
+    if tls.is_none() && !raw.listen.ip().is_loopback() {
+        diag.push(
+            "management.listen",
+            format!(
+                "{} is not a loopback address: the management plane needs TLS there (tls_cert, tls_key)",
+                raw.listen
+            ),
+        );
+        return None;
+    }
+    Some(ManagementConfig {
+        listen: raw.listen,
+        tls,
+    })
 }
 
 /// `[[http.token]]` entries, each checked (the files are read at start).

@@ -50,6 +50,15 @@ pub(super) struct RawToken {
     pub(super) channels: Option<Vec<String>>,
 }
 
+/// `[management]`; see [`super::ManagementConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawManagement {
+    pub(super) listen: SocketAddr,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
+}
+
 /// `[schedules]`; see [`super::SchedulesConfig`].
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

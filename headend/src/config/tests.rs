@@ -1160,3 +1160,44 @@ fn defaults_go_to_the_service_directories() {
     assert_eq!(c.schedules.dir, Path::new("/etc/headend/schedules"));
     assert_eq!(c.http.audit_log, Path::new("/etc/headend/api-audit.jsonl"));
 }
+
+/// `[management]`: TLS files relative to the config file, both or neither; off loopback it
+/// needs TLS.
+#[test]
+fn management_listener() {
+    let c = parse(
+        "[management]\nlisten = \"[::1]:8443\"\n",
+        Path::new("/etc/headend"),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.management,
+        Some(ManagementConfig {
+            listen: addr("[::1]:8443"),
+            tls: None
+        })
+    );
+    let c = parse(
+        "[management]\nlisten = \"192.0.2.1:8443\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n",
+        Path::new("/etc/headend"),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.management.unwrap().tls,
+        Some((
+            PathBuf::from("/etc/headend/tls/cert.pem"),
+            PathBuf::from("/etc/headend/tls/key.pem")
+        ))
+    );
+    let errors = reject("[management]\nlisten = \"192.0.2.1:8443\"\n");
+    assert_eq!(paths(&errors), ["management.listen"]);
+    assert!(message(&errors, "management.listen").contains("needs TLS"));
+    let errors = reject("[management]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"c.pem\"\n");
+    assert_eq!(paths(&errors), ["management.tls_key"]);
+    assert!(parse("", Path::new("."), "t.toml")
+        .unwrap()
+        .management
+        .is_none());
+}

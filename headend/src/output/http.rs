@@ -10,6 +10,9 @@
 //! - `GET /playlist.m3u`: an M3U playlist (tvg-id, tvg-name, group-title) for VLC and
 //!   IPTV players.
 //!
+//! With `[management]`, a second listener (TLS: `super::tls`) serves the API, `/metrics` and
+//! `/channels`, and this one the streams, the playlist and the guide only ([`Plane`]).
+//!
 //! A client flood never reaches the channels (the engine threads pace the outputs; this
 //! runtime only serves) and is bounded here ([`Limits`], `[http]` in the config): at most
 //! `max_connections` open (a new one takes the place of the oldest idle one, or is answered
@@ -137,11 +140,43 @@ enum Closed {
     IdleTimeout,
 }
 
-/// Serves until the shutdown; then stops accepting and returns.
+/// What a listener serves (`[management]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plane {
+    /// Everything: no management listener of its own.
+    All,
+    /// The set-top boxes': streams, the playlist, the guide.
+    Streaming,
+    /// The management plane: `/api/*`, `/metrics`, `/channels` (the status as JSON).
+    Management,
+}
+
+impl Plane {
+    /// Why `path` is not served here, if it is not.
+    fn refuses(self, path: &str) -> Option<&'static str> {
+        let management =
+            path.starts_with("/api/") || matches!(path, "/metrics" | "/channels" | "/channels/");
+        match self {
+            Plane::All => None,
+            Plane::Streaming if management => {
+                Some("not here: on the management listener ([management] listen)\n")
+            }
+            Plane::Management if !management => {
+                Some("not here: on the streaming listener ([http] listen)\n")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Serves until the shutdown; then stops accepting and returns. `plane`: what it serves;
+/// `tls`: the management plane's TLS, when it speaks it.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
     mut shutdown: crate::shutdown::Shutdown,
+    plane: Plane,
+    tls: Option<Arc<super::tls::Tls>>,
 ) {
     let clock = Clock(Instant::now());
     let table = Arc::new(Mutex::new(Table::default()));
@@ -185,7 +220,25 @@ pub(crate) async fn serve(
                         .with_interval(Duration::from_secs(10))
                         .with_retries(3),
                 );
-                tokio::spawn(connection(stream, peer, state.clone(), table.clone(), conn, clock));
+                let (state, table, tls) = (state.clone(), table.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let Some(tls) = tls else {
+                        return connection(stream, peer, state, table, conn, clock, plane).await;
+                    };
+                    // The handshake within the header timeout, or the connection is dropped.
+                    let limit = state.limits.header_timeout;
+                    match tokio::time::timeout(limit, tls.acceptor().accept(stream)).await {
+                        Ok(Ok(s)) => connection(s, peer, state, table, conn, clock, plane).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            release(&table, &conn, &state.api.listener);
+                        }
+                        Err(_) => {
+                            state.api.listener.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                            release(&table, &conn, &state.api.listener);
+                        }
+                    }
+                });
             }
             _ = quiet.tick() => {
                 if pressure > 0 && clock.ms() + 1 - pressure >= QUIET.as_millis() as u64 {
@@ -313,14 +366,17 @@ fn flood(stats: &ListenerStats, max: usize) {
 
 /// Serves one connection until it ends, is closed to make room, or runs over the header
 /// or idle timeout.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     state: Arc<HttpState>,
     table: Arc<Mutex<Table>>,
     conn: Arc<Conn>,
     clock: Clock,
-) {
+    plane: Plane,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = state.limits;
     let stats = state.api.listener.clone();
     let io = Watched {
@@ -334,6 +390,10 @@ async fn connection(
         let state = state.clone();
         let busy = Busy::start(for_service.clone(), clock);
         async move {
+            if let Some(why) = plane.refuses(req.uri().path()) {
+                let r = text(StatusCode::NOT_FOUND, why);
+                return Ok::<_, Infallible>(r.map(|body| Tracked { body, _busy: busy }));
+            }
             let r = if req.uri().path().starts_with("/api/") {
                 let limit = limits.request_timeout;
                 match tokio::time::timeout(limit, api::handle(state.api.clone(), req)).await {
@@ -398,13 +458,17 @@ async fn connection(
         Some(Closed::Evicted) => {}
         None => {}
     }
-    if !matches!(closed, Some(Closed::Evicted)) {
-        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = t.open.len();
-        t.open.retain(|_, c| !Arc::ptr_eq(c, &conn));
-        if t.open.len() < before {
-            forget_source(&mut t, conn.source);
-        }
+    // One closed to make room is out of the table already.
+    release(&table, &conn, &stats);
+}
+
+/// A connection ended: out of the table (if still in it) and the counts.
+fn release(table: &Mutex<Table>, conn: &Arc<Conn>, stats: &ListenerStats) {
+    let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = t.open.len();
+    t.open.retain(|_, c| !Arc::ptr_eq(c, conn));
+    if t.open.len() < before {
+        forget_source(&mut t, conn.source);
     }
     stats.open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -455,19 +519,19 @@ impl http_body::Body for Tracked {
 }
 
 /// A connection's socket, noting when a byte last moved either way.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     conn: Arc<Conn>,
     clock: Clock,
 }
 
-impl Watched {
+impl<S> Watched<S> {
     fn moved(&self) {
         self.conn.last_io.store(self.clock.ms(), Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -483,7 +547,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
