@@ -1,7 +1,8 @@
 //! The management plane on a listener of its own, speaking TLS (`[management]`, issue #16
 //! item 1), checked with curl (a client nobody here wrote) against a test CA made by openssl:
 //! the API answers over TLS to a client that trusts the CA, a client that does not refuses
-//! the server, plain HTTP and TLS 1.1 get nothing; the streams' listener serves the streams
+//! the server, plain HTTP and TLS 1.1 get nothing; hectl verifies the server against `--ca`
+//! and refuses plain HTTP off this machine; the streams' listener serves the streams
 //! and not the API, the management listener the API and not the streams; a renewed
 //! certificate (another CA) is served without a restart.
 
@@ -164,6 +165,28 @@ fn the_management_plane_speaks_tls_on_its_own_listener() {
         curl(&[&format!("http://127.0.0.1:{port}/playlist.m3u")]).1,
         200
     );
+
+    // hectl: verifies the server against --ca (or the system's roots), and will not send a
+    // token over plain HTTP off this machine (refused before connecting).
+    let hectl = |args: &[&str]| {
+        let o = run_bounded(
+            Command::new(common::hectl()).args(args),
+            Duration::from_secs(20),
+        );
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let server = format!("https://127.0.0.1:{mport}");
+    let (ok, err) = hectl(&["--ca", &ca1, "status", "a", "--server", &server]);
+    assert!(ok, "{err}");
+    let (ok, err) = hectl(&["status", "a", "--server", &server]);
+    assert!(!ok && err.contains("certificate"), "{err}");
+    let (ok, err) = hectl(&["--ca", &ca2, "status", "a", "--server", &server]);
+    assert!(!ok && err.contains("certificate"), "{err}");
+    let (ok, err) = hectl(&["status", "a", "--server", "http://192.0.2.1:8080"]);
+    assert!(!ok && err.contains("in clear"), "{err}");
 
     // A renewed certificate (another CA) is served within seconds, without a restart.
     std::fs::copy(dir.path().join("two-key.pem"), dir.path().join("key.pem")).unwrap();

@@ -1,20 +1,30 @@
-//! `hectl schedule ...`: the daemon's control API from the command line (plain HTTP/1.1 over
-//! TCP; one request per connection).
+//! The daemon's control API from the command line, over HTTP or HTTPS (ureq, rustls).
 //!
-//! The server is `--server` or `$HECTL_SERVER` (default `http://[::1]:8080`); the bearer
-//! token for changes is `$HECTL_TOKEN` (`$HECTL_ALERT_TOKEN` for alerts: the emergency role's),
-//! or the first line of `--token-file`. The token is never printed.
+//! The server is `--server` or `$HECTL_SERVER` (default `http://[::1]:8080`): `https://` is
+//! verified against the system's roots, or the CA of `--ca FILE` (PEM) alone; plain `http://`
+//! is refused for a host that is not a loopback address (the token would cross the network
+//! in clear) unless `--insecure`. The bearer token for changes is `$HECTL_TOKEN`
+//! (`$HECTL_ALERT_TOKEN` for alerts: the emergency role's), or the first line of
+//! `--token-file`. The token is never printed.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+/// `--ca` and `--insecure`, set once by `main`.
+static TRANSPORT: OnceLock<(Option<PathBuf>, bool)> = OnceLock::new();
+
+/// Sets `--ca FILE` and `--insecure` for every request.
+pub(crate) fn set_transport(ca: Option<PathBuf>, insecure: bool) {
+    let _ = TRANSPORT.set((ca, insecure));
+}
+
 /// Where the daemon is, and the token for changes.
 pub(crate) struct Server {
-    host: String,
+    /// `http://HOST:PORT` or `https://HOST:PORT`, without a final `/`.
+    base: String,
     token: Option<String>,
     /// The environment variable the token came from when there is no `--token-file`.
     token_env: &'static str,
@@ -79,10 +89,19 @@ impl Server {
         let url = server
             .or_else(|| std::env::var("HECTL_SERVER").ok())
             .unwrap_or_else(|| "http://[::1]:8080".to_owned());
-        let Some(host) = url.strip_prefix("http://") else {
-            bail!("--server {url}: expected http://HOST:PORT");
+        let (tls, host) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(h), _) => (true, h),
+            (None, Some(h)) => (false, h),
+            _ => bail!("--server {url}: expected https://HOST:PORT or http://HOST:PORT"),
         };
-        let host = host.trim_end_matches('/').to_owned();
+        let host = host.trim_end_matches('/');
+        let insecure = TRANSPORT.get().is_some_and(|t| t.1);
+        if !tls && !insecure && !loopback(host) {
+            bail!(
+                "--server {url}: plain http:// to a host that is not this machine would send the token in clear; use https:// (the daemon's [management] listener), or --insecure"
+            );
+        }
+        let base = format!("{}://{host}", if tls { "https" } else { "http" });
         let token = match token_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -96,7 +115,7 @@ impl Server {
             None => std::env::var(token_env).ok(),
         };
         Ok(Server {
-            host,
+            base,
             token,
             token_env,
         })
@@ -142,20 +161,9 @@ impl Server {
         body: &[u8],
         auth: bool,
     ) -> anyhow::Result<Reply> {
-        let addr = self
-            .host
-            .to_socket_addrs()
-            .with_context(|| format!("server address {}", self.host))?
-            .next()
-            .with_context(|| format!("server address {} resolves to nothing", self.host))?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .with_context(|| format!("connecting to http://{}", self.host))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.host,
-            body.len()
-        );
+        let agent = agent()?;
+        let url = format!("{}{path}", self.base);
+        let mut req = agent.request(method, &url);
         if auth {
             let Some(token) = &self.token else {
                 bail!(
@@ -163,22 +171,74 @@ impl Server {
                     self.token_env
                 );
             };
-            req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            req = req.set("Authorization", &format!("Bearer {token}"));
             // Who acts, for the daemon's stoppage record.
             if let Some(who) = operator() {
-                req.push_str(&format!("X-Operator: {who}\r\n"));
+                req = req.set("X-Operator", &who);
             }
         }
         for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
+            req = req.set(k, v);
         }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())?;
-        s.write_all(body)?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        parse_reply(&raw)
+        let reply = match req.send_bytes(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => bail!("{method} {url}: {e}"),
+        };
+        let status = reply.status();
+        let body = reply
+            .into_string()
+            .with_context(|| format!("{method} {url}: reading the answer"))?;
+        Ok(Reply { status, body })
     }
+}
+
+/// Whether `host` (`HOST:PORT`, `[V6]:PORT`) names this machine.
+fn loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The HTTP client: HTTPS verified against `--ca` alone, or the system's roots.
+fn agent() -> anyhow::Result<ureq::Agent> {
+    let mut roots = rustls::RootCertStore::empty();
+    match TRANSPORT.get().and_then(|t| t.0.as_deref()) {
+        Some(ca) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("--ca {}", ca.display()))?;
+            for c in certs {
+                roots
+                    .add(c.with_context(|| format!("--ca {}", ca.display()))?)
+                    .with_context(|| format!("--ca {}", ca.display()))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    // ring, as the daemon: a lean build.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .tls_config(Arc::new(tls))
+        .build())
 }
 
 /// The operator: `$HECTL_OPERATOR`, else the login name at this host.
@@ -196,58 +256,28 @@ fn operator() -> Option<String> {
     Some(who.chars().filter(|c| !c.is_control()).take(64).collect())
 }
 
-/// Status and body of an HTTP/1.x response (Content-Length, chunked or close-delimited).
-fn parse_reply(raw: &[u8]) -> anyhow::Result<Reply> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let status: u16 = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP status line")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    });
-    let mut body = raw[end + 4..].to_vec();
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let line_end = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .context("malformed chunk")?;
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16)
-                .context("malformed chunk size")?;
-            rest = &rest[line_end + 2..];
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(rest.get(..size).context("truncated chunk")?);
-            rest = rest.get(size + 2..).unwrap_or_default();
-        }
-        body = out;
-    }
-    Ok(Reply {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::parse_reply;
+    use super::loopback;
 
     #[test]
-    fn replies() {
-        let r = parse_reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "{}"));
-        let r = parse_reply(b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-            .unwrap();
-        assert_eq!((r.status, r.body.as_str()), (409, "abcde"));
-        assert!(parse_reply(b"garbage").is_err());
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost:80",
+            "127.3.4.5",
+            "[::1]",
+        ] {
+            assert!(loopback(h), "{h}");
+        }
+        for h in [
+            "192.0.2.1:8080",
+            "[2001:db8::1]:443",
+            "example.org:80",
+            "10.0.0.1",
+        ] {
+            assert!(!loopback(h), "{h}");
+        }
     }
 }

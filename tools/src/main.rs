@@ -30,6 +30,14 @@ use playout::units::Bitrate;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// For a daemon at https://: trust the CA in this PEM file (alone) instead of the
+    /// system's roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Allow plain http:// to a daemon that is not on this machine (the token then crosses
+    /// the network in clear).
+    #[arg(long, global = true)]
+    insecure: bool,
 }
 
 /// `hectl audit ...`.
@@ -211,6 +219,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    client::set_transport(cli.ca, cli.insecure);
     match cli.command {
         Command::Ecmg(args) => ecmg_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
@@ -434,6 +443,7 @@ mod tests {
             |arg: &str| match Cli::try_parse_from(["hectl", "check", "f.ts", "--muxrate", arg]) {
                 Ok(Cli {
                     command: Command::Check { muxrate, .. },
+                    ..
                 }) => Ok(muxrate.map(|r| r.bps())),
                 Ok(_) => unreachable!("not a check command"),
                 Err(e) => Err(e.to_string()),
