@@ -517,9 +517,22 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             }
             authorize(state, &req, Need::Emergency)?;
             let desk = alert_desk(state)?;
-            let body = read_bytes(req, desk.max_upload()).await?;
+            // Spooled to disk as it comes (no client holds more than a frame of memory),
+            // then kept or dropped whole.
+            let spool = desk.spool();
+            let len = match spool_body(req, &spool, desk.max_upload()).await {
+                Ok(len) => len,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&spool).await;
+                    return Err(match e {
+                        // The disk: the desk's alarm, as for any clip it cannot keep.
+                        Spooled::Io(e) => ApiError::Alert(desk.spool_failed(&spool, e)),
+                        Spooled::Api(e) => e,
+                    });
+                }
+            };
             let d = desk.clone();
-            let stored = tokio::task::spawn_blocking(move || d.upload(&body))
+            let stored = tokio::task::spawn_blocking(move || d.upload_spooled(&spool, len))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(ApiError::Alert)?;
@@ -1046,6 +1059,39 @@ async fn read_bytes(req: Request<Incoming>, limit: u64) -> Result<Vec<u8>, ApiEr
             }
         })?;
     Ok(collected.to_bytes().to_vec())
+}
+
+/// Why a body was not spooled.
+enum Spooled {
+    /// The disk refused it.
+    Io(std::io::Error),
+    Api(ApiError),
+}
+
+/// Writes the body to `spool` as it comes, at most `limit` bytes; its length.
+async fn spool_body(
+    req: Request<Incoming>,
+    spool: &std::path::Path,
+    limit: u64,
+) -> Result<u64, Spooled> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(spool).await.map_err(Spooled::Io)?;
+    let mut body = req.into_body();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Spooled::Api(ApiError::BadRequest(format!("reading the body: {e}"))))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len() as u64;
+        if len > limit {
+            return Err(Spooled::Api(ApiError::TooLarge));
+        }
+        file.write_all(&data).await.map_err(Spooled::Io)?;
+    }
+    file.flush().await.map_err(Spooled::Io)?;
+    Ok(len)
 }
 
 /// The revision named by `If-Match: "N"` (quotes optional).

@@ -465,11 +465,52 @@ impl Desk {
 
     /// `POST /api/alerts/media`: a clip to air with a later alert (`resource` with `uri`
     /// `media:ID`). It must be a playable transport stream; kept under its content hash.
+    /// (The API spools the body to disk as it comes: [`Desk::upload_spooled`].)
+    #[cfg(test)]
     pub(crate) fn upload(&self, data: &[u8]) -> Result<Value, Rejection> {
-        match self.media.store(data) {
+        let spool = self.spool();
+        std::fs::write(&spool, data).expect("a test writes its spool");
+        self.upload_spooled(&spool, data.len() as u64)
+    }
+
+    /// Where an upload is spooled as it comes (then [`Desk::upload_spooled`]).
+    pub(crate) fn spool(&self) -> std::path::PathBuf {
+        self.media.spool()
+    }
+
+    /// [`Desk::upload`] of a clip spooled at `spool` (`len` bytes), within `[alerts]
+    /// media_quota_mb`; the spool is gone afterwards.
+    pub(crate) fn upload_spooled(
+        &self,
+        spool: &std::path::Path,
+        len: u64,
+    ) -> Result<Value, Rejection> {
+        let stored = self.media.store_file(spool, self.cfg.media_quota_bytes);
+        self.uploaded(stored, len)
+    }
+
+    /// An upload the disk refused while it was spooled: the `alert media` alarm, and the
+    /// answer (507 when full), as for a clip that cannot be kept.
+    pub(crate) fn spool_failed(&self, spool: &std::path::Path, e: std::io::Error) -> Rejection {
+        let err = UploadError::Io(outfile::Error {
+            path: spool.to_owned(),
+            source: e,
+        });
+        match self.uploaded(Err(err), 0) {
+            Err(r) => r,
+            Ok(_) => reject(RejectKind::Internal, "storing the clip failed".to_owned()),
+        }
+    }
+
+    fn uploaded(
+        &self,
+        stored: Result<media::Stored, UploadError>,
+        len: u64,
+    ) -> Result<Value, Rejection> {
+        match stored {
             Ok(stored) => {
                 self.media_alarm.clear("a clip was stored");
-                let v = json!({"media": stored.uri, "bytes": data.len(), "duration_s": stored.duration_ns as f64 / 1e9});
+                let v = json!({"media": stored.uri, "bytes": len, "duration_s": stored.duration_ns as f64 / 1e9});
                 let _ = self.record("media_stored", v.clone());
                 Ok(v)
             }
@@ -490,6 +531,12 @@ impl Desk {
             Err(UploadError::NotPlayable(why)) => Err(reject(
                 RejectKind::Invalid,
                 format!("not a playable transport stream: {why}"),
+            )),
+            Err(UploadError::Quota { kept, quota }) => Err(reject(
+                RejectKind::InsufficientStorage,
+                format!(
+                    "the clips kept take {kept} bytes: this one ({len} bytes) would take them past alerts.media_quota_mb ({quota} bytes); nothing was kept"
+                ),
             )),
         }
     }

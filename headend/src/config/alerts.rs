@@ -24,6 +24,9 @@ pub(crate) struct AlertsConfig {
     pub(crate) media_dir: PathBuf,
     /// Key `max_upload_mb`: largest clip accepted, 1..=4096 MiB. Default 64.
     pub(crate) max_upload_bytes: u64,
+    /// Key `media_quota_mb`: what the kept clips may take in all, 1..=1048576 MiB. Default
+    /// 1024: an upload past it is refused (507) and nothing is kept.
+    pub(crate) media_quota_bytes: u64,
     /// Key `replay_window`: an alert whose `sent` is further than this from now is refused
     /// (replays, clocks far off). Default `"10m"`, 10s..=24h.
     pub(crate) replay_window: Duration,
@@ -103,6 +106,7 @@ struct RawAlerts {
     audit_log: Option<PathBuf>,
     media_dir: Option<PathBuf>,
     max_upload_mb: Option<i64>,
+    media_quota_mb: Option<i64>,
     replay_window: Option<HumanDuration>,
     max_duration: Option<HumanDuration>,
     tables: Option<Vec<String>>,
@@ -191,6 +195,11 @@ pub(super) fn alerts_config(
         "alerts.max_upload_mb".to_owned(),
         raw.max_upload_mb.unwrap_or(64),
         1u16..=4096,
+    );
+    let media_quota_mb = diag.ranged(
+        "alerts.media_quota_mb".to_owned(),
+        raw.media_quota_mb.unwrap_or(1024),
+        1u32..=1_048_576,
     );
     let replay_window = raw.replay_window.map_or(Duration::from_secs(600), |d| d.0);
     if !within(
@@ -347,6 +356,7 @@ pub(super) fn alerts_config(
             .media_dir
             .map_or_else(|| state_dir.join("alert-media"), |p| base_dir.join(p)),
         max_upload_bytes: u64::from(max_upload_mb?) << 20,
+        media_quota_bytes: u64::from(media_quota_mb?) << 20,
         replay_window,
         max_duration,
         tables,
