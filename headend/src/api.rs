@@ -354,20 +354,9 @@ fn audit_entry<B>(
     req: &Request<B>,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut e = serde_json::Map::new();
-    let header = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.chars()
-                    .filter(|c| !c.is_control())
-                    .take(64)
-                    .collect::<String>()
-            })
-    };
     let given = bearer(req);
     e.insert("who".into(), state.auth.name_of(given).into());
-    if let Some(op) = header("x-operator") {
+    if let Some(op) = header_text(req, "x-operator") {
         e.insert("operator".into(), op.into());
     }
     let from = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
@@ -383,7 +372,7 @@ fn audit_entry<B>(
         _ => None,
     };
     e.insert("channel".into(), channel.into());
-    if let Some(before) = header("if-match") {
+    if let Some(before) = header_text(req, "if-match") {
         e.insert("before".into(), before.trim_matches('"').into());
     }
     e
@@ -682,17 +671,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
 /// Who acted, for the record: a named token's name (with the `X-Operator` it gives, if
 /// any); for the unnamed `http.api_token`, the `X-Operator` alone (`api` when empty).
 fn actor<B>(caller: &Caller, req: &Request<B>) -> Option<String> {
-    let operator = req
-        .headers()
-        .get("x-operator")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        });
+    let operator = header_text(req, "x-operator");
     if caller.legacy {
         return operator.map(|v| if v.is_empty() { "api".to_owned() } else { v });
     }
@@ -700,6 +679,19 @@ fn actor<B>(caller: &Caller, req: &Request<B>) -> Option<String> {
         Some(op) => format!("{} ({op})", caller.name),
         None => caller.name.clone(),
     })
+}
+
+/// Header `name` as text to record: trimmed, without control characters, at most 64
+/// characters.
+fn header_text<B>(req: &Request<B>, name: &str) -> Option<String> {
+    let v = req.headers().get(name)?.to_str().ok()?;
+    Some(
+        v.trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect(),
+    )
 }
 
 /// The query's `key=value` pairs, percent-decoded (a bad escape is named).

@@ -65,6 +65,7 @@ pub(crate) const PANIC_ALARM_HOLD: Duration = Duration::from_secs(30);
 
 /// A part's panic alarm, and when it last panicked.
 struct PanicAlarm {
+    place: &'static str,
     alarm: Alarm,
     last: Instant,
 }
@@ -76,10 +77,11 @@ static PANIC_ALARMS: Mutex<Vec<PanicAlarm>> = Mutex::new(Vec::new());
 /// `why` (what the part does about it included).
 pub(crate) fn panicked(place: &'static str, why: String) {
     let mut all = PANIC_ALARMS.lock().unwrap_or_else(PoisonError::into_inner);
-    let i = match all.iter().position(|a| a.alarm.state().place == place) {
+    let i = match all.iter().position(|a| a.place == place) {
         Some(i) => i,
         None => {
             all.push(PanicAlarm {
+                place,
                 alarm: Alarm::new(place),
                 last: Instant::now(),
             });
@@ -102,6 +104,12 @@ pub(crate) fn panic_alarms() -> Vec<AlarmState> {
             a.alarm.state()
         })
         .collect()
+}
+
+/// How long a part rests after `panics` panics in a row (at least 1) before it tries again:
+/// 1 s, doubling to a minute.
+pub(crate) fn rest_after(panics: u32) -> Duration {
+    Duration::from_secs((1u64 << panics.saturating_sub(1).min(6)).min(60))
 }
 
 /// Runs `body` on a thread named `name` until it returns; a panic in it is contained, raises

@@ -697,8 +697,9 @@ impl DatagramInput {
         self.batch.clear();
         self.lens.clear();
         self.panics = self.panics.saturating_add(1);
-        let rest_s = (1u64 << (self.panics - 1).min(6)).min(60);
-        self.retry_at = Some(Instant::now() + Duration::from_secs(rest_s));
+        let rest = crate::supervise::rest_after(self.panics);
+        let rest_s = rest.as_secs();
+        self.retry_at = Some(Instant::now() + rest);
         let reason =
             format!("the receiver panicked ({why}): the socket is opened again in {rest_s} s");
         self.feed.set_error(Some(reason.clone()));

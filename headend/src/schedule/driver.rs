@@ -315,8 +315,9 @@ impl State {
         self.returning = returning;
         self.next_week = Utc(0);
         self.panics = self.panics.saturating_add(1);
-        let rest_s = (1u64 << (self.panics - 1).min(6)).min(60);
-        self.resting_until = now.add(rest_s * 1_000_000_000);
+        let rest = crate::supervise::rest_after(self.panics);
+        let rest_s = rest.as_secs();
+        self.resting_until = now.add(rest.as_nanos() as u64);
         crate::supervise::panicked(
             "scheduler",
             format!(
