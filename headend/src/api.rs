@@ -17,6 +17,10 @@
 //! - `POST /api/channels/{channel}/input`: an operator's input order (`{"action": "switch" |
 //!   "lock" | "unlock", "input": NAME | "playlist"}`), on the stoppage record with the
 //!   `X-Operator` who gave it (as are schedule writes and undos).
+//! - `GET /api/overview`: every channel's state (on air, stoppage, alert, failover,
+//!   degraded), what is on it (the engine's file, the schedule's and the guide's now and
+//!   next, the alert, scrambling, the live input on air), its counters, the record's open
+//!   and last events and the alarms raised: what the operator's page (`GET /`) draws.
 //! - `GET /api/report?from=&to=&channel=`: the stoppage record's events and per-channel
 //!   figures over a period; `GET /api/record`: the record's and webhooks' health, the alarms
 //!   of the disks the daemon writes (schedule store, alert media and audit log) and of the
@@ -640,12 +644,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             if !matches!(*req.method(), Method::GET | Method::HEAD) {
                 return Err(ApiError::MethodNotAllowed);
             }
-            let mut alarms = vec![state.store.alarm().state()];
-            if let Some(desk) = &state.alerts {
-                alarms.extend(desk.alarms());
-            }
-            alarms.push(state.listener.alarm.state());
-            alarms.extend(crate::supervise::panic_alarms());
+            let alarms = alarms(state);
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -655,6 +654,12 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                     "http": state.listener.json(),
                 }),
             ))
+        }
+        ["overview"] => {
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            Ok(json(StatusCode::OK, &overview(state)))
         }
         ["channels", channel, "status"] => {
             if !state.channels.iter().any(|c| c == channel) {
@@ -911,60 +916,71 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
 
 /// Now, next, position and remaining from the schedule, and the engine's counters.
 fn channel_status(state: &ApiState, channel: &str) -> serde_json::Value {
-    let now = Utc(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64));
+    let now = now_utc();
     let engine = state
         .status
         .borrow()
         .iter()
         .find(|s| s.id == channel)
         .cloned();
-    let secs = |ns: u64| ns as f64 / 1e9;
-    let utc = |t: Utc| {
-        chrono::DateTime::from_timestamp_nanos(t.0)
-            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-            .to_string()
-    };
     let views = state.views.borrow();
-    let describe = |view: &crate::schedule::driver::ScheduleView,
-                    seg: &playout::schedule::Segment| {
-        let label = match seg.source {
-            Source::Entry(i) => view.labels.get(i).cloned().unwrap_or_default(),
-            Source::Filler => "filler".to_owned(),
-        };
-        serde_json::json!({
-            "label": label,
-            "file": view.files.get(&(seg.media.0 as usize)).map(|p| p.display().to_string()),
-            "start": utc(seg.start),
-            "end": utc(seg.end),
-        })
-    };
     let (now_json, next_json) = match views
         .get(channel)
-        .and_then(|v| Some((v, v.timeline.at(now)?)))
+        .and_then(|v| crate::overview::schedule_now_next(v, now))
     {
-        Some((view, on)) => {
-            let mut cur = describe(view, &on.segment);
-            cur["position_s"] = serde_json::json!(secs(on.media_offset));
-            cur["remaining_s"] = serde_json::json!(secs(on.remaining));
-            let next = view
-                .timeline
-                .segments()
-                .get(on.index + 1)
-                .map(|s| describe(view, s));
-            (Some(cur), next)
-        }
+        Some((cur, next)) => (Some(cur), next),
         None => (None, None),
     };
     serde_json::json!({
         "channel": channel,
-        "now_utc": utc(now),
+        "now_utc": crate::overview::utc(now),
         "scheduled": now_json.is_some(),
         "now": now_json,
         "next": next_json,
         "engine": engine,
     })
+}
+
+/// The wall clock as the playout clock counts it.
+fn now_utc() -> Utc {
+    Utc(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64))
+}
+
+/// Every alarm, raised or not: the disks the daemon writes, the HTTP listener, panics.
+fn alarms(state: &ApiState) -> Vec<crate::alarm::AlarmState> {
+    let mut alarms = vec![state.store.alarm().state()];
+    if let Some(desk) = &state.alerts {
+        alarms.extend(desk.alarms());
+    }
+    alarms.push(state.listener.alarm.state());
+    alarms.extend(crate::supervise::panic_alarms());
+    alarms
+}
+
+/// `GET /api/overview`: the whole station at a glance (`crate::overview`).
+fn overview(state: &ApiState) -> serde_json::Value {
+    let (recent, open) = state.journal.shown();
+    let status = state.status.borrow().clone();
+    let views = state.views.borrow();
+    let guides = state.guides.borrow();
+    let parts = crate::overview::Parts {
+        now: now_utc(),
+        channels: state
+            .guide_channels
+            .iter()
+            .map(|c| (c.id(), c.name()))
+            .collect(),
+        status: &status,
+        views: &views,
+        guides: &guides,
+        alerts: state.alerts.as_ref().map(|d| d.list()),
+        recent,
+        open,
+        alarms: alarms(state),
+    };
+    crate::overview::build(&parts)
 }
 
 fn target(state: &ApiState, channel: &str, date: &str) -> Result<(String, NaiveDate), ApiError> {

@@ -32,6 +32,18 @@ pub(crate) struct GuideChannel {
     country: String,
 }
 
+impl GuideChannel {
+    /// The channel's config id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The channel's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The channels of `config`, in config order.
 pub(crate) fn channels(config: &Config) -> Vec<GuideChannel> {
     config

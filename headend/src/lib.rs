@@ -23,6 +23,7 @@ mod metrics;
 mod net;
 mod notify;
 mod output;
+mod overview;
 mod record;
 mod render;
 mod router;

@@ -291,6 +291,11 @@ fn roles_and_scopes() {
     assert_eq!(as_(None, "GET", "/metrics", ""), 401);
     assert_eq!(as_(op, "GET", "/metrics", ""), 200);
     assert_eq!(as_(None, "GET", "/playlist.m3u", ""), 200);
+    // The operator's page: its files need no token, what it shows does.
+    assert_eq!(as_(None, "GET", "/", ""), 200);
+    assert_eq!(as_(None, "GET", "/ui/app.js", ""), 200);
+    assert_eq!(as_(None, "GET", "/api/overview", ""), 401);
+    assert_eq!(as_(view, "GET", "/api/overview", ""), 200);
 
     // Schedules: the scheduler on its channel, the admin anywhere; nobody else.
     assert_eq!(as_(view, "PUT", news, day), 403);
@@ -308,14 +313,14 @@ fn roles_and_scopes() {
     assert_eq!(as_(admin, "POST", "/api/alerts", "{}"), 403);
     assert_eq!(as_(emergency, "POST", "/api/alerts", "{}"), 404);
 
-    // Failures from one source: 401 up to the 11th in a minute (the 3 reads without a
+    // Failures from one source: 401 up to the 11th in a minute (the 4 reads without a
     // token above count), then 429, even with a good token.
     let wrong = "Bearer wrong-token-wrong-token-wrong";
     let mut codes = Vec::new();
     for _ in 0..10 {
         codes.push(request(addr, "GET", news, &[("Authorization", wrong)], "").0);
     }
-    assert_eq!(codes, [401, 401, 401, 401, 401, 401, 401, 401, 429, 429]);
+    assert_eq!(codes, [401, 401, 401, 401, 401, 401, 401, 429, 429, 429]);
     assert_eq!(as_(view, "GET", news, ""), 429);
 
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");

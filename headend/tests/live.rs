@@ -20,77 +20,13 @@ use playout::ts::{Pid, PACKET_SIZE};
 
 mod common;
 use common::{
-    checked_as, ffmpeg_errors, media, paced, packets, receive_stamped, run_bounded, sections,
-    signal_and_wait, source, tool, utc_ns, Daemon, Stamped,
+    checked_as, ffmpeg_errors, free_udp_port, media, paced, packets, receive_stamped, run_bounded,
+    sections, sender, signal_and_wait, source, tool, utc_ns, Daemon, Stamped, MAIN_CORRUPT,
+    MAIN_KILLED, MAIN_ON,
 };
 
 const MUXRATE: u64 = 4_000_000;
 const MS: i64 = 1_000_000;
-
-/// What the sender does to the main.
-const MAIN_ON: u8 = 0;
-const MAIN_KILLED: u8 = 1;
-const MAIN_CORRUPT: u8 = 2;
-
-/// Sends `main` and `backup` to their ports in real time from `start`, the main as `mode`
-/// says; returns the realtime instant (ns) of the main's last datagram before each kill.
-fn sender(
-    main: Vec<(u64, Vec<u8>)>,
-    backup: Vec<(u64, Vec<u8>)>,
-    ports: (u16, u16),
-    mode: Arc<AtomicU8>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<i64>> {
-    std::thread::spawn(move || {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let start = Instant::now();
-        let (mut i, mut j) = (0, 0);
-        let mut last_main = 0;
-        let mut kills = Vec::new();
-        let mut was = MAIN_ON;
-        let mut dropped = 0u64;
-        while !stop.load(Ordering::Relaxed) && (i < main.len() || j < backup.len()) {
-            let now = start.elapsed().as_nanos() as u64;
-            let m = mode.load(Ordering::Relaxed);
-            if m == MAIN_KILLED && was != MAIN_KILLED {
-                kills.push(last_main);
-            }
-            was = m;
-            let mut sent = false;
-            if i < main.len() && main[i].0 <= now {
-                match m {
-                    MAIN_ON => {
-                        let _ = socket.send_to(&main[i].1, ("127.0.0.1", ports.0));
-                        last_main = utc_ns();
-                    }
-                    MAIN_CORRUPT => {
-                        // One packet in five lost.
-                        let mut d = Vec::new();
-                        for p in main[i].1.chunks(PACKET_SIZE) {
-                            dropped += 1;
-                            if dropped % 5 != 0 {
-                                d.extend_from_slice(p);
-                            }
-                        }
-                        let _ = socket.send_to(&d, ("127.0.0.1", ports.0));
-                    }
-                    _ => {}
-                }
-                i += 1;
-                sent = true;
-            }
-            if j < backup.len() && backup[j].0 <= now {
-                let _ = socket.send_to(&backup[j].1, ("127.0.0.1", ports.1));
-                j += 1;
-                sent = true;
-            }
-            if !sent {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-        kills
-    })
-}
 
 /// The PMT changes in the capture: (kernel stamp of the datagram, which source: 'm' main,
 /// 'b' backup, 's' slate, 'f' the b.ts fixture (MPEG audio), '?' other), in order.
@@ -140,14 +76,6 @@ fn es_around(cap: &Stamped, at: i64) -> (i64, i64) {
         .next()
         .unwrap_or(at);
     (before, after)
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `/channels` of the daemon listening on `http`.

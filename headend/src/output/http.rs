@@ -147,15 +147,17 @@ pub(crate) enum Plane {
     All,
     /// The set-top boxes': streams, the playlist, the guide.
     Streaming,
-    /// The management plane: `/api/*`, `/metrics`, `/channels` (the status as JSON).
+    /// The management plane: `/api/*`, `/metrics`, `/channels` (the status as JSON), the
+    /// operator's page (`/`, `/ui/*`).
     Management,
 }
 
 impl Plane {
     /// Why `path` is not served here, if it is not.
     fn refuses(self, path: &str) -> Option<&'static str> {
-        let management =
-            path.starts_with("/api/") || matches!(path, "/metrics" | "/channels" | "/channels/");
+        let management = path.starts_with("/api/")
+            || path.starts_with("/ui/")
+            || matches!(path, "/" | "/metrics" | "/channels" | "/channels/");
         match self {
             Plane::All => None,
             Plane::Streaming if management => {
@@ -627,6 +629,9 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
             return refused.map(|b| Body::Full(Some(b)));
         }
     }
+    if let Some(page) = super::ui::asset(path) {
+        return page_response(page, head);
+    }
     match path {
         "/channels" | "/channels/" => {
             let json = channels_json(state);
@@ -678,6 +683,31 @@ fn response(status: StatusCode, content_type: &'static str, body: Body) -> Respo
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// One of the operator's page's files: static, so no token is needed for it (what it shows
+/// comes from `/api/overview`, which asks for one), and a policy that lets it run only its
+/// own script and style.
+fn page_response(page: super::ui::Asset, head: bool) -> Response<Body> {
+    let body = if head {
+        None
+    } else {
+        Some(Bytes::from_static(page.body.as_bytes()))
+    };
+    let mut r = response(StatusCode::OK, page.content_type, Body::Full(body));
+    let h = r.headers_mut();
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     r
 }
 

@@ -3,3 +3,4 @@
 pub(crate) mod http;
 pub(crate) mod tls;
 pub(crate) mod udp;
+pub(crate) mod ui;

@@ -205,6 +205,17 @@ pub(crate) struct JournalHealth {
     pub(crate) open: std::collections::BTreeMap<String, u64>,
 }
 
+/// How many of the last lines the journal keeps in memory for the operator's page.
+const SHOWN: usize = 50;
+
+/// What the operator's page shows of the journal: its last lines (newest first) and the
+/// start lines of the events open now.
+#[derive(Debug, Default)]
+struct Shown {
+    recent: VecDeque<Value>,
+    open: std::collections::BTreeMap<u64, Value>,
+}
+
 enum Msg {
     Mark(Box<Mark>),
     Stop(String, SyncSender<()>),
@@ -216,6 +227,7 @@ pub(crate) struct Journal {
     tx: Option<SyncSender<Msg>>,
     dropped: Arc<AtomicU64>,
     health: Arc<Mutex<JournalHealth>>,
+    shown: Arc<Mutex<Shown>>,
     path: Option<PathBuf>,
 }
 
@@ -226,6 +238,7 @@ impl Journal {
             tx: None,
             dropped: Arc::default(),
             health: Arc::default(),
+            shown: Arc::default(),
             path: None,
         }
     }
@@ -257,6 +270,7 @@ impl Journal {
                 ..JournalHealth::default()
             })),
             dropped: Arc::default(),
+            shown: Arc::default(),
             last_alive: None,
             failing: false,
             run_id: None,
@@ -273,6 +287,7 @@ impl Journal {
             tx: Some(tx),
             dropped: w.dropped.clone(),
             health: w.health.clone(),
+            shown: w.shown.clone(),
             path: Some(path.to_owned()),
         };
         // A panic costs the marks being taken (the writer goes on with the rest).
@@ -312,6 +327,19 @@ impl Journal {
             .clone();
         h.dropped += self.dropped.load(Ordering::Relaxed);
         h
+    }
+
+    /// The last lines written (at most 50, newest first), and the start lines of the events
+    /// open now (oldest first): what the operator's page shows.
+    pub(crate) fn shown(&self) -> (Vec<Value>, Vec<Value>) {
+        let s = self
+            .shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            s.recent.iter().cloned().collect(),
+            s.open.values().cloned().collect(),
+        )
     }
 
     /// The journal's file, if it has one.
@@ -423,6 +451,7 @@ struct Writer {
     hooks: Option<hooks::Hooks>,
     health: Arc<Mutex<JournalHealth>>,
     dropped: Arc<AtomicU64>,
+    shown: Arc<Mutex<Shown>>,
     last_alive: Option<Instant>,
     failing: bool,
     /// This run's id and start.
@@ -642,13 +671,37 @@ impl Writer {
         if let Some(d) = &m.detail {
             o.insert("detail".into(), d.clone());
         }
-        self.push(Value::Object(o));
+        let v = Value::Object(o);
+        if m.kind != Kind::Run {
+            let mut shown = self
+                .shown
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match phase {
+                "start" => {
+                    shown.open.insert(id, v.clone());
+                }
+                "end" => {
+                    shown.open.remove(&id);
+                }
+                _ => {}
+            }
+        }
+        self.push(v);
     }
 
     /// Queues one line for the disk, and hands it to the webhooks.
     fn push(&mut self, v: Value) {
         if let Some(h) = &self.hooks {
             h.send(&v);
+        }
+        {
+            let mut shown = self
+                .shown
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            shown.recent.push_front(v.clone());
+            shown.recent.truncate(SHOWN);
         }
         if self.pending.len() >= PENDING_MAX {
             self.pending.pop_front();

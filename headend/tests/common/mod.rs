@@ -32,7 +32,7 @@ pub(crate) fn tool_on_path(name: &str) -> Option<&str> {
     present(name, found)
 }
 
-fn present(name: &str, found: bool) -> Option<&str> {
+pub(crate) fn present(name: &str, found: bool) -> Option<&str> {
     if found {
         return Some(name);
     }
@@ -812,4 +812,80 @@ pub(crate) fn paced(data: &[u8], pcr_pid: u16) -> Vec<(u64, Vec<u8>)> {
         .enumerate()
         .map(|(d, chunk)| (at(d * 7), chunk.to_vec()))
         .collect()
+}
+
+/// A free UDP port on 127.0.0.1 (bound and let go).
+pub(crate) fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What [`sender`] does to the main.
+pub(crate) const MAIN_ON: u8 = 0;
+pub(crate) const MAIN_KILLED: u8 = 1;
+pub(crate) const MAIN_CORRUPT: u8 = 2;
+
+/// Sends `main` and `backup` to their ports in real time from `start`, the main as `mode`
+/// says; returns the realtime instant (ns) of the main's last datagram before each kill.
+pub(crate) fn sender(
+    main: Vec<(u64, Vec<u8>)>,
+    backup: Vec<(u64, Vec<u8>)>,
+    ports: (u16, u16),
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<i64>> {
+    std::thread::spawn(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = Instant::now();
+        let (mut i, mut j) = (0, 0);
+        let mut last_main = 0;
+        let mut kills = Vec::new();
+        let mut was = MAIN_ON;
+        let mut dropped = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed)
+            && (i < main.len() || j < backup.len())
+        {
+            let now = start.elapsed().as_nanos() as u64;
+            let m = mode.load(std::sync::atomic::Ordering::Relaxed);
+            if m == MAIN_KILLED && was != MAIN_KILLED {
+                kills.push(last_main);
+            }
+            was = m;
+            let mut sent = false;
+            if i < main.len() && main[i].0 <= now {
+                match m {
+                    MAIN_ON => {
+                        let _ = socket.send_to(&main[i].1, ("127.0.0.1", ports.0));
+                        last_main = utc_ns();
+                    }
+                    MAIN_CORRUPT => {
+                        // One packet in five lost.
+                        let mut d = Vec::new();
+                        for p in main[i].1.chunks(playout::ts::PACKET_SIZE) {
+                            dropped += 1;
+                            if dropped % 5 != 0 {
+                                d.extend_from_slice(p);
+                            }
+                        }
+                        let _ = socket.send_to(&d, ("127.0.0.1", ports.0));
+                    }
+                    _ => {}
+                }
+                i += 1;
+                sent = true;
+            }
+            if j < backup.len() && backup[j].0 <= now {
+                let _ = socket.send_to(&backup[j].1, ("127.0.0.1", ports.1));
+                j += 1;
+                sent = true;
+            }
+            if !sent {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        kills
+    })
 }
