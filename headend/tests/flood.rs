@@ -357,3 +357,183 @@ fn one_source_is_capped_and_the_others_are_served() {
     let (status, stderr) = common::signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
 }
+
+/// The daemon's resident memory (kB), from `/proc/PID/status`.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A TCP connection to `addr` from the loopback address `from`.
+fn connect_from(from: [u8; 4], addr: SocketAddr, recv_buffer: Option<usize>) -> Option<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    if let Some(b) = recv_buffer {
+        s.set_recv_buffer_size(b).ok()?;
+    }
+    s.bind(&SocketAddr::from((from, 0)).into()).ok()?;
+    s.connect_timeout(&addr.into(), Duration::from_secs(3)).ok()?;
+    Some(s.into())
+}
+
+/// The issue's flood, with the shipped defaults (`max_connections` 1024, 256 per source,
+/// header timeout 10 s, idle timeout 60 s): from 127.0.0.1, 5,000 idle connections and 500
+/// stream clients that read 1 KB a second, while 50 set-top boxes (127.0.0.10..59, one
+/// address each) stream the channel. Each box keeps the channel's rate, the management
+/// listener (the API) answers within a second throughout, the flooding address is capped
+/// (refusals counted) and the daemon's memory grows by a bounded amount.
+#[test]
+fn a_flood_from_one_address_leaves_the_set_top_boxes_and_the_api_alone() {
+    const BOXES: usize = 50;
+    const MUXRATE: u64 = 3_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (http, mgmt) = (free_tcp_port(), free_tcp_port());
+    let streams: SocketAddr = ([127, 0, 0, 1], http).into();
+    let api: SocketAddr = ([127, 0, 0, 1], mgmt).into();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[management]\nlisten = \"127.0.0.1:{mgmt}\"\n\n\
+             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [{a:?}, {e:?}]\n",
+            a = media("a.ts").display().to_string(),
+            e = media("e.ts").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::run(&cfg, "warn");
+    let pid = daemon.0.id();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The set-top boxes: each reads the channel as fast as it comes; bytes by second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let boxes: Vec<_> = (0..BOXES)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = connect_from([127, 0, 0, 10 + i as u8], streams, None)
+                    .expect("a set-top box connects");
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                s.write_all(b"GET /channels/news.ts HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let began = Instant::now();
+                let mut per_second = vec![0u64; 60];
+                let mut buf = vec![0u8; 64 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let sec = began.elapsed().as_secs() as usize;
+                            if let Some(b) = per_second.get_mut(sec) {
+                                *b += n as u64;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => break,
+                    }
+                }
+                (began, per_second)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = rss_kb(pid);
+    let (status, _, _) = get(api, "/api/record");
+    assert!(status.contains("200"), "{status}");
+
+    // The flood, from 127.0.0.1: 5,000 idle connections (four threads)...
+    let flood_began = Instant::now();
+    let idle = idle_connections(streams, 5000);
+    // ...then 500 stream clients that read 1 KB a second, each with a small receive buffer.
+    let slow_stop = Arc::new(AtomicBool::new(false));
+    let slow: Vec<_> = (0..500)
+        .map(|_| {
+            let stop = slow_stop.clone();
+            let s = connect_from([127, 0, 0, 1], streams, Some(4096));
+            std::thread::spawn(move || {
+                let Some(mut s) = s else { return 0u64 };
+                if s
+                    .write_all(b"GET /channels/news.ts HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .is_err()
+                {
+                    return 0;
+                }
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                let mut got = 0u64;
+                let mut buf = [0u8; 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) if got > 0 => break,
+                        Ok(n) => got += n as u64,
+                        Err(_) => {}
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                got
+            })
+        })
+        .collect();
+    let opened = flood_began.elapsed();
+    // The API answers throughout.
+    let mut api_times = Vec::new();
+    let mut rss_peak = 0;
+    let flood_until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < flood_until {
+        let (status, body, took) = get(api, "/api/record");
+        assert!(status.contains("200"), "the API during the flood: {status} {body}");
+        api_times.push(took);
+        rss_peak = rss_peak.max(rss_kb(pid));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, body, _) = get(api, "/api/record");
+    let record: serde_json::Value = serde_json::from_str(&body).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    slow_stop.store(true, Ordering::Relaxed);
+    let flood_secs = flood_began.elapsed().as_secs() as usize;
+    let rates: Vec<f64> = boxes
+        .into_iter()
+        .map(|b| {
+            let (began, per_second) = b.join().unwrap();
+            // The whole seconds of the flood, as each box counted them.
+            let from = (flood_began - began).as_secs() as usize + 1;
+            let secs = &per_second[from..(from + flood_secs - 2).min(per_second.len())];
+            secs.iter().sum::<u64>() as f64 * 8.0 / secs.len() as f64
+        })
+        .collect();
+    let slow_read: Vec<u64> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    drop(idle);
+    let worst = rates.iter().copied().fold(f64::MAX, f64::min);
+    let h = &record["http"];
+    eprintln!(
+        "flood opened in {opened:?}; {} slow readers got bytes; boxes' rate over the flood: \
+         worst {:.3} Mbit/s, mean {:.3} (muxrate {:.1}); API answers: worst {:?}; \
+         RSS {rss_before} kB before, peak {rss_peak} kB; {h}",
+        slow_read.iter().filter(|b| **b > 0).count(),
+        worst / 1e6,
+        rates.iter().sum::<f64>() / rates.len() as f64 / 1e6,
+        MUXRATE as f64 / 1e6,
+        api_times.iter().max().unwrap(),
+    );
+    assert!(
+        worst >= 0.95 * MUXRATE as f64,
+        "a set-top box fell to {worst:.0} bit/s: {rates:?}"
+    );
+    assert!(
+        api_times.iter().all(|t| *t < Duration::from_secs(1)),
+        "{api_times:?}"
+    );
+    assert!(
+        h["refused_per_source"].as_u64() >= Some(1),
+        "the flooding address was not capped: {record:#}"
+    );
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "memory grew from {rss_before} kB to {rss_peak} kB"
+    );
+}
