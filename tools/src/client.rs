@@ -164,18 +164,20 @@ impl Server {
         let agent = agent()?;
         let url = format!("{}{path}", self.base);
         let mut req = agent.request(method, &url);
-        if auth {
-            let Some(token) = &self.token else {
-                bail!(
-                    "changes need a token: set {} or --token-file",
-                    self.token_env
-                );
-            };
-            req = req.set("Authorization", &format!("Bearer {token}"));
-            // Who acts, for the daemon's stoppage record.
-            if let Some(who) = operator() {
-                req = req.set("X-Operator", &who);
+        match (&self.token, auth) {
+            (None, true) => bail!(
+                "changes need a token: set {} or --token-file",
+                self.token_env
+            ),
+            (Some(token), _) => {
+                // Reads send it too: once the daemon has named tokens, reading needs one.
+                req = req.set("Authorization", &format!("Bearer {token}"));
+                // Who acts, for the daemon's stoppage record.
+                if let Some(who) = operator().filter(|_| auth) {
+                    req = req.set("X-Operator", &who);
+                }
             }
+            (None, false) => {}
         }
         for (k, v) in headers {
             req = req.set(k, v);
