@@ -1,18 +1,40 @@
-//! A channel's output as HTTP clients get it: chunks of whole TS packets shared by every
-//! client (one `Bytes` each, never copied per client), and the current GOP, so a new client
-//! starts at once on a random access point with PAT and PMT first.
+//! A channel's output as HTTP clients get it.
+//!
+//! The engine thread appends each chunk of whole TS packets to the feed's store: memory files
+//! (`memfd_create(2)`) in a row, [`SEGMENT_BYTES`] each, holding the last [`RETAIN_BYTES`] of
+//! output while the channel has clients (the current GOP only while it has none). Every client
+//! reads the same files from its own offset ([`Cursor`]): a plain HTTP client is sent its part
+//! with `sendfile(2)` (`crate::output::live`), without a copy, the way nginx sends a file.
+//!
+//! The store notes each random access point (its offset, and the PAT/PMT to send before it), so
+//! a new client starts on the latest one at once, and a client that falls behind the store
+//! skips ahead to the latest one (counted in [`FeedStats::skips`]).
+//!
+//! Clients are woken together, once per [`BATCH`] of output, so each sends one larger piece
+//! instead of every chunk: fewer system calls and wake-ups. A set-top box buffers more than
+//! that; a new client gets everything up to the newest chunk at once.
+//!
+//! A byte once written to the store is never changed: `sendfile` queues references to a file's
+//! pages in the socket, not copies, and they may still be queued after the file has left the
+//! store (the kernel frees the pages once sent).
 
-use std::sync::atomic::AtomicU64;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-/// Chunks a client may fall behind before it skips ahead to the next random access point.
-const BACKLOG_CHUNKS: usize = 256;
-/// The GOP kept for new clients is dropped beyond this (a stream without random access
-/// points, or a very long GOP); new clients then wait for the next one.
-const MAX_GOP_BYTES: usize = 16 << 20;
+/// Output kept while the channel has clients: a client further behind skips ahead. (About
+/// 256 of the engine's chunks, as before the store; 10 s at 8 Mbit/s.)
+const RETAIN_BYTES: u64 = 10 << 20;
+/// One memory file of the store; a client's `sendfile` stops at its end.
+const SEGMENT_BYTES: u64 = 2 << 20;
+/// Clients are woken at most this often (the output comes in between is sent at the next).
+pub(crate) const BATCH: Duration = Duration::from_millis(500);
 
 /// A piece of the output: whole TS packets.
 #[derive(Debug)]
@@ -34,75 +56,324 @@ pub(crate) struct FeedStats {
 
 /// One channel's HTTP feed.
 pub(crate) struct Feed {
-    gop: Mutex<Gop>,
+    store: Mutex<Store>,
+    /// What clients may send: bumped once per [`BATCH`] (and at the end).
+    ready: watch::Sender<Ready>,
+    retain_bytes: u64,
+    segment_bytes: u64,
     pub(crate) stats: FeedStats,
 }
 
-struct Gop {
-    /// PAT/PMT, then the packets from the last random access point on; empty until one.
-    parts: Vec<Bytes>,
-    bytes: usize,
-    /// `None` once the feed is closed: clients see the end of the stream.
-    tx: Option<broadcast::Sender<Arc<Chunk>>>,
+/// One memory file of a feed's store.
+pub(crate) struct Segment {
+    /// The file; read at offsets only (`sendfile`, `pread`), so its position does not matter.
+    pub(crate) file: File,
+    /// The stream offset of its first byte.
+    start: u64,
+}
+
+/// How far clients may send, as last announced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// Stream offset: everything before it is in the store.
+    end: u64,
+    /// The feed is closed: `end` is the end of the stream.
+    closed: bool,
+}
+
+/// A random access point in the store.
+struct Rap {
+    /// Its stream offset.
+    offset: u64,
+    /// PAT and PMT, sent before it.
+    psi: Bytes,
+}
+
+struct Store {
+    /// In stream order; the last is the one written to.
+    segments: VecDeque<Arc<Segment>>,
+    /// Random access points within the segments, oldest first.
+    raps: VecDeque<Rap>,
+    /// Stream offset of the end of what was written.
+    end: u64,
+    /// When clients were last woken.
+    woken: Option<Instant>,
+    closed: bool,
+    /// The memory files failed (reported once until they work again).
+    failing: bool,
 }
 
 impl Feed {
     pub(crate) fn new() -> Arc<Feed> {
-        let (tx, _) = broadcast::channel(BACKLOG_CHUNKS);
+        Feed::sized(RETAIN_BYTES, SEGMENT_BYTES)
+    }
+
+    /// A feed keeping `retain_bytes` in memory files of `segment_bytes` (tests: small ones).
+    pub(crate) fn sized(retain_bytes: u64, segment_bytes: u64) -> Arc<Feed> {
         Arc::new(Feed {
-            gop: Mutex::new(Gop {
-                parts: Vec::new(),
-                bytes: 0,
-                tx: Some(tx),
+            store: Mutex::new(Store {
+                segments: VecDeque::new(),
+                raps: VecDeque::new(),
+                end: 0,
+                woken: None,
+                closed: false,
+                failing: false,
             }),
+            ready: watch::Sender::new(Ready::default()),
+            retain_bytes,
+            segment_bytes,
             stats: FeedStats::default(),
         })
     }
 
     /// Publishes the next chunk of output (the engine thread).
     pub(crate) fn publish(&self, chunk: Chunk) {
-        let mut gop = self.gop.lock().unwrap_or_else(PoisonError::into_inner);
-        match &chunk.rap {
-            Some((offset, psi)) => {
-                gop.parts.clear();
-                gop.parts.push(psi.clone());
-                gop.parts.push(chunk.data.slice(*offset..));
-                gop.bytes = psi.len() + chunk.data.len() - offset;
+        self.publish_at(chunk, Instant::now());
+    }
+
+    /// [`Feed::publish`] at `now`.
+    pub(crate) fn publish_at(&self, chunk: Chunk, now: Instant) {
+        let wake = {
+            let mut s = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.closed {
+                return;
             }
-            None if !gop.parts.is_empty() => {
-                gop.bytes += chunk.data.len();
-                if gop.bytes > MAX_GOP_BYTES {
-                    gop.parts.clear();
-                    gop.bytes = 0;
-                } else {
-                    gop.parts.push(chunk.data.clone());
+            self.append(&mut s, chunk);
+            let due = s.woken.is_none_or(|t| now.duration_since(t) >= BATCH);
+            if due {
+                s.woken = Some(now);
+            }
+            due.then_some(s.end)
+        };
+        // One writer (the engine thread): announced in order, outside the lock.
+        if let Some(end) = wake {
+            self.ready.send_replace(Ready { end, closed: false });
+        }
+    }
+
+    /// Ends the stream for every client (shutdown): what was published is still sent.
+    pub(crate) fn close(&self) {
+        let end = {
+            let mut s = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            s.closed = true;
+            s.end
+        };
+        self.ready.send_replace(Ready { end, closed: true });
+    }
+
+    /// A new client, starting at the latest random access point (or, before the first, at
+    /// the next one). `None` once the feed is closed.
+    pub(crate) fn subscribe(self: &Arc<Feed>) -> Option<Cursor> {
+        let s = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.closed {
+            return None;
+        }
+        self.stats.clients.fetch_add(1, Ordering::Relaxed);
+        self.stats.clients_total.fetch_add(1, Ordering::Relaxed);
+        Some(Cursor {
+            feed: self.clone(),
+            pos: None,
+            psi: Bytes::new(),
+            floor: s.end,
+            ready: self.ready.subscribe(),
+        })
+    }
+
+    /// Appends `chunk` to the store and drops what is no longer kept.
+    fn append(&self, s: &mut Store, chunk: Chunk) {
+        let start = s.end;
+        let len = chunk.data.len() as u64;
+        match self.write(s, &chunk.data) {
+            Ok(()) => {
+                if s.failing {
+                    s.failing = false;
+                    tracing::info!("http feed: memory files work again");
                 }
             }
-            None => {}
+            Err(e) => {
+                if !s.failing {
+                    s.failing = true;
+                    tracing::warn!(error = %e, "http feed: cannot write a memory file; clients skip to the next random access point");
+                }
+                // A gap: every client is now behind the store and skips ahead.
+                s.segments.clear();
+                s.raps.clear();
+                s.end = start + len;
+                return;
+            }
         }
-        // Under the lock, so a subscriber gets the GOP and then exactly what follows it.
-        if let Some(tx) = gop.tx.as_ref().filter(|tx| tx.receiver_count() > 0) {
-            let _ = tx.send(Arc::new(chunk));
+        s.end = start + len;
+        if let Some((offset, psi)) = chunk.rap {
+            s.raps.push_back(Rap {
+                offset: start + offset as u64,
+                psi,
+            });
+        }
+        // Kept: the last `retain_bytes` while there are clients; with none, from the latest
+        // random access point on (for the next client), as long as that is within
+        // `retain_bytes` too.
+        let mut keep_from = s.end.saturating_sub(self.retain_bytes);
+        if self.stats.clients.load(Ordering::Relaxed) == 0 {
+            keep_from = keep_from.max(s.raps.back().map_or(s.end, |r| r.offset));
+        }
+        while s.segments.len() > 1 && s.segments[1].start <= keep_from {
+            s.segments.pop_front();
+        }
+        let oldest = s.segments.front().map_or(s.end, |seg| seg.start);
+        while s.raps.front().is_some_and(|r| r.offset < oldest) {
+            s.raps.pop_front();
         }
     }
 
-    /// Ends the stream for every client (shutdown).
-    pub(crate) fn close(&self) {
-        self.gop.lock().unwrap_or_else(PoisonError::into_inner).tx = None;
+    /// Writes `data` at the end of the store, in a new segment if the last one is full.
+    fn write(&self, s: &mut Store, data: &[u8]) -> std::io::Result<()> {
+        let full = s
+            .segments
+            .back()
+            .is_none_or(|seg| s.end - seg.start >= self.segment_bytes);
+        if full {
+            let fd = nix::sys::memfd::memfd_create(
+                c"headend-feed",
+                nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+            )?;
+            s.segments.push_back(Arc::new(Segment {
+                file: File::from(fd),
+                start: s.end,
+            }));
+        }
+        let seg = s
+            .segments
+            .back()
+            .expect("a segment was just made if there was none");
+        (&seg.file).write_all(data)
+    }
+}
+
+/// One client's place in a feed; counted in [`FeedStats::clients`] while it lives.
+pub(crate) struct Cursor {
+    feed: Arc<Feed>,
+    /// The next stream byte to send; `None` while waiting for a random access point (a new
+    /// client before the first one, or one that fell behind).
+    pos: Option<u64>,
+    /// PAT and PMT still to send before `pos`.
+    psi: Bytes,
+    /// Sent up to here without waiting for the next batch: the end of the store when the
+    /// client joined or skipped ahead.
+    floor: u64,
+    ready: watch::Receiver<Ready>,
+}
+
+/// What a client sends next.
+pub(crate) enum Next {
+    /// These table bytes; then [`Cursor::psi_sent`].
+    Psi(Bytes),
+    /// `len` bytes of `segment`'s file from file offset `offset`; then [`Cursor::sent`].
+    Data {
+        segment: Arc<Segment>,
+        offset: u64,
+        len: usize,
+    },
+    /// Nothing until the next batch: [`Cursor::changed`].
+    Wait,
+    /// The feed is closed and everything was sent.
+    End,
+}
+
+impl Cursor {
+    /// What to send now.
+    pub(crate) fn next(&mut self) -> Next {
+        if !self.psi.is_empty() {
+            return Next::Psi(self.psi.clone());
+        }
+        let ready = *self.ready.borrow_and_update();
+        let s = self
+            .feed
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let oldest = s.segments.front().map_or(s.end, |seg| seg.start);
+        if self.pos.is_some_and(|p| p < oldest) {
+            self.pos = None;
+            self.feed.stats.skips.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                behind = s.end - oldest,
+                "http client fell behind: skipping to the latest random access point"
+            );
+        }
+        let pos = match self.pos {
+            Some(p) => p,
+            None => match s.raps.back() {
+                Some(rap) => {
+                    self.pos = Some(rap.offset);
+                    self.floor = s.end;
+                    self.psi = rap.psi.clone();
+                    return Next::Psi(self.psi.clone());
+                }
+                None if ready.closed => return Next::End,
+                None => return Next::Wait,
+            },
+        };
+        let limit = ready.end.max(self.floor).min(s.end);
+        if pos >= limit {
+            return if ready.closed && pos >= s.end {
+                Next::End
+            } else {
+                Next::Wait
+            };
+        }
+        // The segment holding `pos` (`oldest <= pos < s.end`, so there is one).
+        let i = s.segments.partition_point(|seg| seg.start <= pos) - 1;
+        let segment = s.segments[i].clone();
+        let segment_end = s.segments.get(i + 1).map_or(s.end, |seg| seg.start);
+        Next::Data {
+            offset: pos - segment.start,
+            len: (limit.min(segment_end) - pos) as usize,
+            segment,
+        }
     }
 
-    /// A new client: what to send first (PAT, PMT and the current GOP; empty if there is no
-    /// random access point yet), and the live chunks after it.
-    /// `None` once the feed is closed.
-    pub(crate) fn subscribe(&self) -> Option<(Vec<Bytes>, broadcast::Receiver<Arc<Chunk>>)> {
-        let gop = self.gop.lock().unwrap_or_else(PoisonError::into_inner);
-        let rx = gop.tx.as_ref()?.subscribe();
-        Some((gop.parts.clone(), rx))
+    /// `n` bytes of [`Next::Psi`] were sent.
+    pub(crate) fn psi_sent(&mut self, n: usize) {
+        self.psi = self.psi.slice(n.min(self.psi.len())..);
+        self.feed
+            .stats
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` bytes of [`Next::Data`] were sent.
+    pub(crate) fn sent(&mut self, n: usize) {
+        if let Some(p) = &mut self.pos {
+            *p += n as u64;
+        }
+        self.feed
+            .stats
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Waits for the next batch (after [`Next::Wait`]).
+    pub(crate) async fn changed(&mut self) {
+        // The sender lives in the feed, which this cursor holds: it never goes away.
+        let _ = self.ready.changed().await;
+    }
+
+    /// A receiver that sees each batch, for a body polled by hand (`Body::Live`).
+    pub(crate) fn batches(&self) -> tokio_stream::wrappers::WatchStream<Ready> {
+        tokio_stream::wrappers::WatchStream::from_changes(self.ready.clone())
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.feed.stats.clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::os::unix::fs::FileExt;
+
     use super::*;
 
     fn chunk(data: &'static [u8], rap: Option<usize>) -> Chunk {
@@ -112,26 +383,110 @@ mod tests {
         }
     }
 
+    /// Everything `cursor` may send now, as one string (`|` after each piece of tables).
+    pub(crate) fn drain(cursor: &mut Cursor) -> String {
+        let mut out = Vec::new();
+        loop {
+            match cursor.next() {
+                Next::Psi(b) => {
+                    out.extend_from_slice(&b);
+                    out.push(b'|');
+                    cursor.psi_sent(b.len());
+                }
+                Next::Data {
+                    segment,
+                    offset,
+                    len,
+                } => {
+                    let mut buf = vec![0; len];
+                    segment.file.read_exact_at(&mut buf, offset).unwrap();
+                    out.extend_from_slice(&buf);
+                    cursor.sent(len);
+                }
+                Next::Wait | Next::End => return String::from_utf8(out).unwrap(),
+            }
+        }
+    }
+
     #[test]
-    fn new_clients_get_the_gop_then_live_chunks() {
-        let feed = Feed::new();
-        feed.publish(chunk(b"before", None));
-        let (first, _rx) = feed.subscribe().unwrap();
-        assert!(first.is_empty(), "no random access point yet");
-        feed.publish(chunk(b"xxRAP1", Some(2)));
-        feed.publish(chunk(b"more", None));
-        let (first, mut rx) = feed.subscribe().unwrap();
-        assert_eq!(first, vec![&b"PSI"[..], b"RAP1", b"more"]);
-        feed.publish(chunk(b"live", None));
-        assert_eq!(&rx.try_recv().unwrap().data[..], b"live");
-        feed.publish(chunk(b"RAP2", Some(0)));
-        let (first, _) = feed.subscribe().unwrap();
-        assert_eq!(first, vec![&b"PSI"[..], b"RAP2"]);
+    fn new_clients_start_on_the_latest_random_access_point_then_get_each_batch() {
+        let feed = Feed::sized(1 << 20, 8);
+        let t0 = Instant::now();
+        let at = |n: u32| t0 + BATCH * n;
+        feed.publish_at(chunk(b"before", None), at(0));
+        let mut early = feed.subscribe().unwrap();
+        assert_eq!(drain(&mut early), "", "no random access point yet");
+        feed.publish_at(chunk(b"xxRAP1", Some(2)), at(1));
+        feed.publish_at(chunk(b"more", None), at(2));
+        assert_eq!(drain(&mut early), "PSI|RAP1more");
+        let mut c = feed.subscribe().unwrap();
+        assert_eq!(drain(&mut c), "PSI|RAP1more");
+        // Within the batch: not yet sent to those already there; all of it to a new client.
+        feed.publish_at(chunk(b"live", None), at(2) + BATCH / 2);
+        assert_eq!(drain(&mut c), "");
+        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP1morelive");
+        feed.publish_at(chunk(b"RAP2", Some(0)), at(3));
+        assert_eq!(drain(&mut c), "liveRAP2");
+        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP2");
+        assert_eq!(feed.stats.clients.load(Ordering::Relaxed), 2);
         feed.close();
         assert!(feed.subscribe().is_none());
-        assert!(
-            rx.blocking_recv().is_ok(),
-            "what was sent is still delivered"
+        feed.publish_at(chunk(b"after", None), at(4));
+        assert_eq!(
+            drain(&mut c),
+            "",
+            "what was sent is delivered, nothing after"
         );
+        assert!(matches!(c.next(), Next::End));
+        assert_eq!(feed.stats.skips.load(Ordering::Relaxed), 0);
+    }
+
+    /// A client that falls behind what is kept skips to the latest random access point, or
+    /// waits for the next one, and is counted; with no client, only the GOP is kept.
+    #[test]
+    fn a_lagging_client_skips_ahead_and_the_store_is_bounded() {
+        let feed = Feed::sized(32, 8);
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut publish = |c: Chunk| {
+            n += 1;
+            feed.publish_at(c, t0 + BATCH * n);
+        };
+        publish(chunk(b"..RAP", Some(2)));
+        let mut c = feed.subscribe().unwrap();
+        publish(chunk(b"next", None));
+        assert_eq!(drain(&mut c), "PSI|RAPnext");
+        for _ in 0..30 {
+            publish(chunk(b"old", None));
+        }
+        assert_eq!(drain(&mut c), "", "waits for a random access point");
+        assert_eq!(feed.stats.skips.load(Ordering::Relaxed), 1);
+        publish(chunk(b"more", None));
+        publish(chunk(b"xxxRAP2", Some(3)));
+        publish(chunk(b"live", None));
+        assert_eq!(drain(&mut c), "PSI|RAP2live");
+        for _ in 0..30 {
+            publish(chunk(b"old", None));
+        }
+        publish(chunk(b"RAP3", Some(0)));
+        assert_eq!(drain(&mut c), "PSI|RAP3", "skips to the latest");
+        assert_eq!(feed.stats.skips.load(Ordering::Relaxed), 2);
+        let kept = |feed: &Feed| {
+            let s = feed.store.lock().unwrap();
+            s.end - s.segments.front().unwrap().start
+        };
+        assert!(kept(&feed) <= 32 + 16, "{}", kept(&feed));
+        drop(c);
+        for _ in 0..10 {
+            publish(chunk(b"gop", None));
+        }
+        publish(chunk(b"RAP4", Some(0)));
+        publish(chunk(b"x", None));
+        assert!(
+            kept(&feed) <= 16,
+            "no client: the GOP only; {}",
+            kept(&feed)
+        );
+        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP4x");
     }
 }

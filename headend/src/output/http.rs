@@ -21,9 +21,10 @@
 //! within `request_timeout`. Each refusal and closing is counted, and a flood raises the
 //! `http` alarm (`GET /api/record`, [`crate::api::ListenerStats`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,13 +38,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::WatchStream;
 use tokio_stream::Stream;
 
 use crate::api::{self, ApiState, ListenerStats};
-use crate::feed::{Chunk, Feed};
+use crate::feed::{Cursor, Feed, Next, Ready};
 use crate::status::Status;
+
+mod live;
 
 /// A channel as HTTP shows it.
 pub(crate) struct HttpChannel {
@@ -225,7 +227,7 @@ pub(crate) async fn serve(
                 let (state, table, tls) = (state.clone(), table.clone(), tls.clone());
                 tokio::spawn(async move {
                     let Some(tls) = tls else {
-                        return connection(stream, peer, state, table, conn, clock, plane).await;
+                        return plain(stream, peer, state, table, conn, clock, plane).await;
                     };
                     // The handshake within the header timeout, or the connection is dropped.
                     let limit = state.limits.header_timeout;
@@ -366,8 +368,8 @@ fn flood(stats: &ListenerStats, max: usize) {
     ));
 }
 
-/// Serves one connection until it ends, is closed to make room, or runs over the header
-/// or idle timeout.
+/// Serves one connection with hyper until it ends, is closed to make room, or runs over the
+/// header or idle timeout.
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
@@ -379,18 +381,56 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let work = hyper_connection(stream, peer, state.clone(), conn.clone(), clock, plane);
+    watch(work, peer, &state, &table, &conn, clock).await;
+}
+
+/// A connection without TLS: its first request, if for a channel's stream, is answered by
+/// [`live`] (`sendfile` from the feed); anything else goes to hyper with the bytes read.
+async fn plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<HttpState>,
+    table: Arc<Mutex<Table>>,
+    conn: Arc<Conn>,
+    clock: Clock,
+    plane: Plane,
+) {
+    let work = {
+        let (state, conn) = (state.clone(), conn.clone());
+        async move {
+            match live::first_request(stream, &state, plane, &conn, clock).await {
+                live::First::Stream(s) => s.send(&conn, clock).await,
+                live::First::Other(io) => {
+                    hyper_connection(io, peer, state, conn, clock, plane).await;
+                }
+            }
+        }
+    };
+    watch(work, peer, &state, &table, &conn, clock).await;
+}
+
+/// The requests of a connection, served by hyper.
+async fn hyper_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    state: Arc<HttpState>,
+    conn: Arc<Conn>,
+    clock: Clock,
+    plane: Plane,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = state.limits;
-    let stats = state.api.listener.clone();
     let io = Watched {
         inner: stream,
         conn: conn.clone(),
         clock,
     };
-    let for_service = conn.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(api::Peer(peer));
         let state = state.clone();
-        let busy = Busy::start(for_service.clone(), clock);
+        let busy = Busy::start(conn.clone(), clock);
         async move {
             if let Some(why) = plane.refuses(req.uri().path()) {
                 let r = text(StatusCode::NOT_FOUND, why);
@@ -419,7 +459,24 @@ async fn connection<S>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.max_header_size(MAX_HEAD).max_headers(MAX_HEADERS);
     let served = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    tokio::pin!(served);
+    if let Err(e) = served.await {
+        tracing::debug!(%peer, error = %e, "http connection ended");
+    }
+}
+
+/// Runs `work` (a connection's serving) until it ends, the connection is closed to make
+/// room, or it runs over the header or idle timeout; then releases its place.
+async fn watch(
+    work: impl std::future::Future<Output = ()>,
+    peer: SocketAddr,
+    state: &HttpState,
+    table: &Mutex<Table>,
+    conn: &Arc<Conn>,
+    clock: Clock,
+) {
+    let limits = state.limits;
+    let stats = &state.api.listener;
+    tokio::pin!(work);
     let closed = loop {
         // The next instant a timeout could fall due.
         let idle_at = conn.last_io.load(Ordering::Relaxed) + limits.idle_timeout.as_millis() as u64;
@@ -428,12 +485,7 @@ async fn connection<S>(
         });
         let due = head_at.map_or(idle_at, |h| h.min(idle_at));
         tokio::select! {
-            r = &mut served => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "http connection ended");
-                }
-                break None;
-            }
+            () = &mut work => break None,
             _ = conn.evict.notified() => break Some(Closed::Evicted),
             _ = tokio::time::sleep_until(clock.at(due)) => {
                 let now = clock.ms();
@@ -461,7 +513,7 @@ async fn connection<S>(
         None => {}
     }
     // One closed to make room is out of the table already.
-    release(&table, &conn, &stats);
+    release(table, conn, stats);
 }
 
 /// A connection ended: out of the table (if still in it) and the counts.
@@ -605,7 +657,7 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
         let body = if head {
             Body::Full(None)
         } else {
-            match Live::new(ch.feed.clone()) {
+            match Live::new(&ch.feed) {
                 Some(live) => Body::Live(Box::new(live)),
                 None => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
             }
@@ -798,79 +850,71 @@ impl http_body::Body for Body {
     }
 }
 
-/// One client of a channel.
+/// One client of a channel served by hyper (over TLS, or after other requests on its
+/// connection): the feed's files read into buffers of at most [`LIVE_READ`] bytes.
 pub(crate) struct Live {
-    feed: Arc<Feed>,
-    pending: VecDeque<Bytes>,
-    rx: BroadcastStream<Arc<Chunk>>,
-    /// Waiting for a random access point (joined before the first one, or fell behind).
-    resync: bool,
+    cursor: Cursor,
+    batches: WatchStream<Ready>,
 }
 
+/// Most bytes of a channel read for one frame of a [`Live`] body.
+const LIVE_READ: usize = 64 << 10;
+
 impl Live {
-    fn new(feed: Arc<Feed>) -> Option<Live> {
-        let (first, rx) = feed.subscribe()?;
-        feed.stats.clients.fetch_add(1, Ordering::Relaxed);
-        feed.stats.clients_total.fetch_add(1, Ordering::Relaxed);
+    fn new(feed: &Arc<Feed>) -> Option<Live> {
+        let cursor = feed.subscribe()?;
         Some(Live {
-            resync: first.is_empty(),
-            pending: first.into(),
-            rx: BroadcastStream::new(rx),
-            feed,
+            batches: cursor.batches(),
+            cursor,
         })
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         loop {
-            if let Some(b) = self.pending.pop_front() {
-                self.feed
-                    .stats
-                    .bytes_sent
-                    .fetch_add(b.len() as u64, Ordering::Relaxed);
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-            match Pin::new(&mut self.rx).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => {
-                    self.feed.stats.skips.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        chunks = n,
-                        "http client fell behind: skipping to the next random access point"
-                    );
-                    self.resync = true;
+            match self.cursor.next() {
+                Next::Psi(b) => {
+                    self.cursor.psi_sent(b.len());
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
-                Poll::Ready(Some(Ok(chunk))) => {
-                    if self.resync {
-                        if let Some((offset, psi)) = &chunk.rap {
-                            self.resync = false;
-                            self.pending.push_back(psi.clone());
-                            self.pending.push_back(chunk.data.slice(*offset..));
-                        }
-                    } else {
-                        self.pending.push_back(chunk.data.clone());
+                Next::Data {
+                    segment,
+                    offset,
+                    len,
+                } => {
+                    let mut buf = bytes::BytesMut::zeroed(len.min(LIVE_READ));
+                    if let Err(e) = segment.file.read_exact_at(&mut buf, offset) {
+                        tracing::warn!(error = %e, "http feed: cannot read a memory file");
+                        return Poll::Ready(None);
                     }
+                    self.cursor.sent(buf.len());
+                    return Poll::Ready(Some(Ok(Frame::data(buf.freeze()))));
                 }
+                Next::Wait => match Pin::new(&mut self.batches).poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(_)) => {}
+                    Poll::Ready(None) => return Poll::Ready(None),
+                },
+                Next::End => return Poll::Ready(None),
             }
         }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.feed.stats.clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feed::Chunk;
 
-    fn frames(live: &mut Live) -> Vec<Bytes> {
+    /// What `live` gives now, as one string (`|` after each frame of tables).
+    fn frames(live: &mut Live) -> String {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut out = Vec::new();
+        let mut out = String::new();
         while let Poll::Ready(Some(Ok(frame))) = live.poll(&mut cx) {
-            out.push(frame.into_data().unwrap());
+            let b = frame.into_data().unwrap();
+            out.push_str(std::str::from_utf8(&b).unwrap());
+            if &b[..] == b"PSI" {
+                out.push('|');
+            }
         }
         out
     }
@@ -882,30 +926,32 @@ mod tests {
         }
     }
 
-    /// A client that joins gets the GOP first; one that falls more than the backlog behind
+    /// A client that joins gets the GOP first; one that falls behind what the feed keeps
     /// skips to the next random access point, tables first, and is counted.
     #[test]
     fn a_lagging_client_skips_to_the_next_random_access_point() {
-        let feed = Feed::new();
-        feed.publish(chunk(b"..RAP", Some(2)));
-        let mut live = Live::new(feed.clone()).unwrap();
+        let feed = Feed::sized(64, 16);
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        let mut publish = |c: Chunk| {
+            n += 1;
+            feed.publish_at(c, t0 + crate::feed::BATCH * n);
+        };
+        publish(chunk(b"..RAP", Some(2)));
+        let mut live = Live::new(&feed).unwrap();
         assert_eq!(feed.stats.clients.load(Ordering::Relaxed), 1);
-        feed.publish(chunk(b"next", None));
-        assert_eq!(frames(&mut live), vec![&b"PSI"[..], b"RAP", b"next"]);
-        // Fall behind: more chunks than the backlog without reading.
-        for _ in 0..300 {
-            feed.publish(chunk(b"old", None));
+        publish(chunk(b"next", None));
+        assert_eq!(frames(&mut live), "PSI|RAPnext");
+        // Fall behind: more than the feed keeps without reading.
+        for _ in 0..30 {
+            publish(chunk(b"old", None));
         }
-        assert_eq!(
-            frames(&mut live),
-            Vec::<Bytes>::new(),
-            "waits for a random access point"
-        );
+        assert_eq!(frames(&mut live), "", "waits for a random access point");
         assert_eq!(feed.stats.skips.load(Ordering::Relaxed), 1);
-        feed.publish(chunk(b"more", None));
-        feed.publish(chunk(b"xxxRAP2", Some(3)));
-        feed.publish(chunk(b"live", None));
-        assert_eq!(frames(&mut live), vec![&b"PSI"[..], b"RAP2", b"live"]);
+        publish(chunk(b"more", None));
+        publish(chunk(b"xxxRAP2", Some(3)));
+        publish(chunk(b"live", None));
+        assert_eq!(frames(&mut live), "PSI|RAP2live");
         drop(live);
         assert_eq!(feed.stats.clients.load(Ordering::Relaxed), 0);
     }
