@@ -1,9 +1,10 @@
 //! HTTP for set-top boxes and players (hyper, HTTP/1.1):
 //! - `GET|HEAD /channels/{id}.ts`: the channel live, `video/mp2t`, to any number of clients.
 //!   A new client starts on a random access point with PAT and PMT first (the current GOP is
-//!   kept, so the picture comes at once). A client that falls behind skips ahead to the next
-//!   random access point; it never slows the channel or the other clients. Every client shares
-//!   the same buffers.
+//!   kept, so the picture comes at once). A client that falls behind skips ahead to the latest
+//!   random access point; it never slows the channel or the other clients. Every client reads
+//!   the same memory files (`crate::feed`), woken twice a second; on a plain connection the
+//!   stream is sent from them with `sendfile(2)` ([`live`]), otherwise hyper sends it.
 //! - `GET /channels`: the channels and their counters as JSON.
 //! - `GET /epg.xml`: the programme guide of every channel as XMLTV; `GET /epg/{id}.json`: one
 //!   channel's, as JSON (see `crate::guide`).
