@@ -100,6 +100,8 @@ pub(crate) struct ApiState {
     pub(crate) hooks: Option<crate::record::hooks::Hooks>,
     /// The HTTP listener's counters and alarm (kept by `output::http`).
     pub(crate) listener: Arc<ListenerStats>,
+    /// The channels' archives (`[channel.archive]`), for HLS and catch-up.
+    pub(crate) archives: Option<Arc<crate::archive::Archives>>,
 }
 
 /// The HTTP listener's counters (`output::http` keeps them; `GET /api/record` shows them)
@@ -955,6 +957,9 @@ fn alarms(state: &ApiState) -> Vec<crate::alarm::AlarmState> {
         alarms.extend(desk.alarms());
     }
     alarms.push(state.listener.alarm.state());
+    if let Some(a) = &state.archives {
+        alarms.push(a.alarm.state());
+    }
     alarms.extend(crate::supervise::panic_alarms());
     alarms
 }

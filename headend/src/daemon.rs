@@ -54,12 +54,24 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         }
         let journal = crate::record::Journal::start(&config.record.file, &zones, hooks.clone())
             .with_context(|| format!("record.file {}", config.record.file.display()))?;
+        // The channels' archives: one writer thread, fed by the engine without waiting.
+        let archived: Vec<(String, crate::config::archive::ArchiveConfig, u64)> = config
+            .channels
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), c.archive.clone()?, c.muxrate.bps())))
+            .collect();
+        let archives = if archived.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::archive::Archives::start(&archived)?))
+        };
         let engine = Engine::start(
             config,
             &specs,
             config.engine.realtime_priority,
             config.engine.threads,
             &journal,
+            archives.as_deref(),
         )?;
         let channels = config
             .channels
@@ -217,6 +229,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             journal: journal.clone(),
             hooks: hooks.clone(),
             listener: Default::default(),
+            archives: archives.clone(),
         });
         let state = Arc::new(HttpState {
             channels,
@@ -283,6 +296,10 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 let _ = w.join();
             }
             engine.stop();
+            // The segments being written end where the output did.
+            if let Some(a) = &archives {
+                a.stop();
+            }
             // What is open ends with the run; the webhooks get a little time to deliver.
             journal.stop(signal);
             if let Some(h) = hooks {

@@ -355,6 +355,7 @@ impl HttpHarness {
             journal: crate::record::Journal::none(),
             hooks: None,
             listener: Default::default(),
+            archives: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

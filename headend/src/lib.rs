@@ -6,6 +6,7 @@
 mod alarm;
 mod alert;
 mod api;
+mod archive;
 mod auth;
 mod cas;
 mod clock;

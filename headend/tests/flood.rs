@@ -376,7 +376,8 @@ fn connect_from(from: [u8; 4], addr: SocketAddr, recv_buffer: Option<usize>) -> 
         s.set_recv_buffer_size(b).ok()?;
     }
     s.bind(&SocketAddr::from((from, 0)).into()).ok()?;
-    s.connect_timeout(&addr.into(), Duration::from_secs(3)).ok()?;
+    s.connect_timeout(&addr.into(), Duration::from_secs(3))
+        .ok()?;
     Some(s.into())
 }
 
@@ -458,8 +459,7 @@ fn a_flood_from_one_address_leaves_the_set_top_boxes_and_the_api_alone() {
             let s = connect_from([127, 0, 0, 1], streams, Some(4096));
             std::thread::spawn(move || {
                 let Some(mut s) = s else { return 0u64 };
-                if s
-                    .write_all(b"GET /channels/news.ts HTTP/1.1\r\nHost: x\r\n\r\n")
+                if s.write_all(b"GET /channels/news.ts HTTP/1.1\r\nHost: x\r\n\r\n")
                     .is_err()
                 {
                     return 0;
@@ -486,7 +486,10 @@ fn a_flood_from_one_address_leaves_the_set_top_boxes_and_the_api_alone() {
     let flood_until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < flood_until {
         let (status, body, took) = get(api, "/api/record");
-        assert!(status.contains("200"), "the API during the flood: {status} {body}");
+        assert!(
+            status.contains("200"),
+            "the API during the flood: {status} {body}"
+        );
         api_times.push(took);
         rss_peak = rss_peak.max(rss_kb(pid));
         std::thread::sleep(Duration::from_millis(500));

@@ -25,6 +25,7 @@ pub mod analyse;
 pub mod check;
 pub mod demux;
 pub mod es;
+pub mod hls;
 pub mod monitor;
 pub mod mux;
 pub mod offline;

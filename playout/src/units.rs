@@ -155,7 +155,7 @@ impl fmt::Display for BitrateErrorKind {
 }
 
 /// Parses a duration: one or more `<number><unit>` parts, largest unit first, each unit at
-/// most once. Units: `h`, `m` (minutes), `s`, `ms`, `us` (or `µs`), `ns`. Numbers may have a
+/// most once. Units: `d` (days of 24 h), `h`, `m` (minutes), `s`, `ms`, `us` (or `µs`), `ns`. Numbers may have a
 /// fraction (`"1.5s"`); whitespace between parts is allowed.
 ///
 /// Examples: `"30ms"`, `"10s"`, `"10m"`, `"1h"`, `"1h30m"`, `"500us"`. A bare number is an
@@ -166,6 +166,7 @@ impl fmt::Display for BitrateErrorKind {
 /// use playout::units::parse_duration;
 ///
 /// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
 /// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
 /// assert!(parse_duration("30").is_err());
 /// ```
@@ -200,12 +201,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             }));
         }
         let (rank, scale_ns): (u8, u128) = match unit {
-            "h" => (0, 3_600_000_000_000),
-            "m" => (1, 60_000_000_000),
-            "s" => (2, 1_000_000_000),
-            "ms" => (3, 1_000_000),
-            "us" | "µs" | "μs" => (4, 1_000),
-            "ns" => (5, 1),
+            "d" => (0, 86_400_000_000_000),
+            "h" => (1, 3_600_000_000_000),
+            "m" => (2, 60_000_000_000),
+            "s" => (3, 1_000_000_000),
+            "ms" => (4, 1_000_000),
+            "us" | "µs" | "μs" => (5, 1_000),
+            "ns" => (6, 1),
             "" => return Err(invalid(DurationErrorKind::MissingUnit(number.to_owned()))),
             _ => return Err(invalid(DurationErrorKind::UnknownUnit(unit.to_owned()))),
         };
@@ -289,11 +291,11 @@ impl fmt::Display for DurationErrorKind {
             Self::NumberExpected(unit) => write!(f, "expected a number before `{unit}`"),
             Self::MissingUnit(number) => write!(
                 f,
-                "missing unit after `{number}`, expected one of h, m, s, ms, us, ns"
+                "missing unit after `{number}`, expected one of d, h, m, s, ms, us, ns"
             ),
             Self::UnknownUnit(unit) => write!(
                 f,
-                "unknown unit `{}`, expected one of h, m, s, ms, us, ns",
+                "unknown unit `{}`, expected one of d, h, m, s, ms, us, ns",
                 unit.escape_debug()
             ),
             Self::UnitOrder => {
@@ -491,7 +493,7 @@ mod tests {
         assert_eq!(kind("1..5s"), DurationErrorKind::Malformed("1..5".into()));
         assert_eq!(
             parse_duration("30").unwrap_err().to_string(),
-            "invalid duration `30`: missing unit after `30`, expected one of h, m, s, ms, us, ns"
+            "invalid duration `30`: missing unit after `30`, expected one of d, h, m, s, ms, us, ns"
         );
     }
 }

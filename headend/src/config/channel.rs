@@ -72,6 +72,9 @@ pub(crate) struct ChannelConfig {
     pub(crate) si: SiConfig,
     /// Table `[channel.scrambling]`: how the channel is scrambled. Default none (clear).
     pub(crate) scrambling: Option<super::ScramblingConfig>,
+    /// Table `[channel.archive]`: the output recorded for time-shift and catch-up. Default
+    /// none (not recorded).
+    pub(crate) archive: Option<super::archive::ArchiveConfig>,
 }
 
 /// How a channel's DVB SI is sent (`[channel.si]`).
@@ -244,6 +247,7 @@ pub(super) fn channel(
     mut table: toml::Table,
     path: &str,
     base_dir: &Path,
+    state_dir: &Path,
     diag: &mut Diagnostics,
     claims: &mut Claims,
 ) -> Option<ChannelConfig> {
@@ -315,6 +319,9 @@ pub(super) fn channel(
         .collect();
     let pids = pids::plan(raw.pids, path, diag);
     let si = si_config(raw.si, path, base_dir, diag);
+    let archive = raw
+        .archive
+        .map(|v| super::archive::archive(v, path, base_dir, state_dir, diag));
     let scrambling = raw.scrambling.map(|v| {
         super::scrambling::scrambling_config(v, path, base_dir, service_id, pids.as_ref(), diag)
     });
@@ -435,6 +442,7 @@ pub(super) fn channel(
         si,
         // Reported already when it did not parse.
         scrambling: scrambling.flatten(),
+        archive: archive.flatten(),
     })
 }
 

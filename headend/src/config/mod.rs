@@ -14,6 +14,7 @@
 //! `docs/config.md`: keep it in sync with the `///` docs of the typed structs.
 
 mod alerts;
+pub(crate) mod archive;
 mod channel;
 mod claims;
 mod error;
@@ -384,7 +385,16 @@ pub(crate) fn parse_in(
     let channels: Vec<Option<ChannelConfig>> = tables(channel_items, "channel", &mut diag)
         .into_iter()
         .map(|(path, table)| {
-            table.and_then(|t| channel::channel(t, &path, base_dir, &mut diag, &mut claims))
+            table.and_then(|t| {
+                channel::channel(
+                    t,
+                    &path,
+                    base_dir,
+                    dirs.state(base_dir),
+                    &mut diag,
+                    &mut claims,
+                )
+            })
         })
         .collect();
     let mpts: Vec<Option<MptsConfig>> = tables(mpts_items, "mpts", &mut diag)

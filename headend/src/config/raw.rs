@@ -104,6 +104,8 @@ pub(super) struct RawChannel {
     pub(super) si: Option<RawSi>,
     /// `[channel.scrambling]`: checked by `super::scrambling`. Default none (clear).
     pub(super) scrambling: Option<toml::Value>,
+    /// `[channel.archive]`: checked by `super::archive`. Default none (not recorded).
+    pub(super) archive: Option<toml::Value>,
     /// `pcr_interval`: default `"30ms"`, 5ms..=40ms.
     pub(super) pcr_interval: Option<HumanDuration>,
     /// `psi_interval`: default `"80ms"`, 10ms..=100ms.

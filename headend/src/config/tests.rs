@@ -1201,3 +1201,48 @@ fn management_listener() {
         .management
         .is_none());
 }
+
+#[test]
+fn channel_archive_settings() {
+    let base = "[[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"3M\"\nplaylist = [\"a.ts\"]\n";
+    let cfg = parse(base, Path::new("/srv"), "t.toml").unwrap();
+    assert!(cfg.channels[0].archive.is_none());
+    let cfg = parse(
+        &format!("{base}[channel.archive]\n"),
+        Path::new("/srv"),
+        "t.toml",
+    )
+    .unwrap();
+    let a = cfg.channels[0].archive.clone().unwrap();
+    assert_eq!(a.dir, PathBuf::from("/srv/archive"));
+    assert_eq!(a.keep, Duration::from_secs(7 * 86_400));
+    assert_eq!(a.segment, Duration::from_secs(4));
+    assert_eq!(a.max_bytes, None);
+    let cfg = parse(
+        &format!("{base}[channel.archive]\ndir = \"/data/arch\"\nkeep = \"2d12h\"\nmax_bytes = \"1.5Ti\"\nsegment = \"6s\"\n"),
+        Path::new("/srv"),
+        "t.toml",
+    )
+    .unwrap();
+    let a = cfg.channels[0].archive.clone().unwrap();
+    assert_eq!(a.dir, PathBuf::from("/data/arch"));
+    assert_eq!(a.keep, Duration::from_secs(2 * 86_400 + 12 * 3600));
+    assert_eq!(a.max_bytes, Some(3 << 39));
+    let errors = reject(&format!(
+        "{base}[channel.archive]\nkeep = \"10s\"\nmax_bytes = \"5X\"\nsegment = \"1s\"\n"
+    ));
+    assert_eq!(
+        paths(&errors),
+        [
+            "channel[0].archive.keep",
+            "channel[0].archive.segment",
+            "channel[0].archive.max_bytes"
+        ]
+    );
+    assert!(message(&errors, "channel[0].archive.max_bytes").contains("unknown unit `X`"));
+    let errors = reject(&format!("{base}[channel.archive]\nkept = \"1d\"\n"));
+    assert!(
+        message(&errors, "channel[0].archive").contains("unknown field `kept`"),
+        "{errors:#?}"
+    );
+}

@@ -131,7 +131,7 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             err,
-            "invalid duration `30`: missing unit after `30`, expected one of h, m, s, ms, us, ns"
+            "invalid duration `30`: missing unit after `30`, expected one of d, h, m, s, ms, us, ns"
         );
     }
 }

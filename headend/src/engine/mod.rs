@@ -93,6 +93,7 @@ impl Engine {
         realtime_priority: u8,
         threads: usize,
         journal: &crate::record::Journal,
+        archives: Option<&crate::archive::Archives>,
     ) -> anyhow::Result<Engine> {
         let epoch = Instant::now();
         let utc_at_epoch_ns = SystemTime::now()
@@ -181,6 +182,9 @@ impl Engine {
                 pacer: Pacer::new(pacer_cfg, start_ns),
                 outputs,
                 feed,
+                archive: archives
+                    .filter(|_| !spec.mpts)
+                    .and_then(|a| a.tap(&spec.id)),
                 acc: BytesMut::with_capacity(HTTP_CHUNK_BYTES + DATAGRAM * 64),
                 acc_slot: 0,
                 acc_since: start_ns,
@@ -333,6 +337,8 @@ struct Live {
     pacer: Pacer,
     outputs: Vec<UdpOutput>,
     feed: Option<Arc<Feed>>,
+    /// The channel's archive, if it is recorded: it gets what the feed gets.
+    archive: Option<crate::archive::Tap>,
     /// Output not yet published to the HTTP feed, from slot `acc_slot` on.
     acc: BytesMut,
     acc_slot: u64,
@@ -1643,12 +1649,19 @@ impl Live {
             return;
         }
         let data = self.acc.split().freeze();
+        let first_slot = self.acc_slot;
         self.acc_slot = self.st.mux().slot();
         self.acc.reserve(HTTP_CHUNK_BYTES + DATAGRAM * 64);
-        feed.publish(Chunk {
-            data,
-            rap: self.acc_rap.take(),
-        });
+        let rap = self.acc_rap.take();
+        if let Some(archive) = &self.archive {
+            let utc_ns = self.st.clock().utc_ns(self.st.mux().slot_time(first_slot));
+            archive.send(crate::archive::Piece {
+                data: data.clone(),
+                rap: rap.clone(),
+                utc_ns,
+            });
+        }
+        feed.publish(Chunk { data, rap });
     }
 
     fn status(&self) -> StationStatus {

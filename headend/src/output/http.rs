@@ -648,6 +648,9 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
     if req.method() != Method::GET && !head {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
+    if let Some(r) = super::hls::handle(state.api.archives.as_deref(), path, req.uri().query()) {
+        return hls_response(r, head);
+    }
     if let Some(id) = path
         .strip_prefix("/channels/")
         .and_then(|p| p.strip_suffix(".ts"))
@@ -737,6 +740,16 @@ fn response(status: StatusCode, content_type: &'static str, body: Body) -> Respo
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// An HLS answer (`super::hls`): any origin's page may play it.
+fn hls_response(r: super::hls::Reply, head: bool) -> Response<Body> {
+    let body = if head { None } else { Some(r.body) };
+    let mut resp = response(r.status, r.content_type, Body::Full(body));
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(r.cache));
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    resp
 }
 
 /// One of the operator's page's files: static, so no token is needed for it (what it shows
@@ -990,6 +1003,7 @@ mod tests {
                 journal: crate::record::Journal::none(),
                 hooks: None,
                 listener: Default::default(),
+                archives: None,
             }),
             metrics: Default::default(),
             limits: Limits::of(&crate::config::HttpConfig::default()),

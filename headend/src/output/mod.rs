@@ -1,5 +1,6 @@
 //! Network outputs: UDP and RTP datagrams ([`udp`]) and HTTP for set-top boxes ([`http`]).
 
+pub(crate) mod hls;
 pub(crate) mod http;
 pub(crate) mod tls;
 pub(crate) mod udp;

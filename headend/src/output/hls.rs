@@ -1,0 +1,227 @@
+//! HLS on the streaming plane, from the channels' archives (`crate::archive`):
+//!
+//! - `GET /hls/{channel}/live.m3u8`: the live sliding window (the last
+//!   [`LIVE_SEGMENTS`] segments);
+//! - `?window=2h`: the same with a time-shift (DVR) window reaching that far back (a
+//!   player may seek anywhere in it);
+//! - `?from=<RFC 3339>`: a playlist starting at that instant and growing with the channel
+//!   (the player starts at its beginning);
+//! - `GET /hls/{channel}/{seq}.ts`: a segment.
+//!
+//! Playlists are `playout::hls`'s; every answer may be read from another origin (a web
+//! player's page).
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use playout::hls::{Kind, Playlist, Segment};
+
+use crate::archive::index::Run;
+use crate::archive::Archives;
+
+/// Segments in the live window (RFC 8216 6.2.2: at least three target durations).
+pub(crate) const LIVE_SEGMENTS: usize = 6;
+
+/// An answer.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: &'static str,
+    pub(crate) cache: &'static str,
+    pub(crate) body: Bytes,
+}
+
+fn text(status: StatusCode, msg: String) -> Reply {
+    Reply {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        cache: "no-cache",
+        body: Bytes::from(msg),
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The query parameter `key`, percent-decoded.
+fn param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The answer to `path` (`/hls/...`) with `query`; `None` when `path` is not under `/hls/`.
+pub(crate) fn handle(
+    archives: Option<&Archives>,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Reply> {
+    let rest = path.strip_prefix("/hls/")?;
+    let Some((channel, file)) = rest.split_once('/') else {
+        return Some(text(StatusCode::NOT_FOUND, "not found\n".into()));
+    };
+    let Some(archive) = archives.and_then(|a| a.get(channel)) else {
+        return Some(text(
+            StatusCode::NOT_FOUND,
+            format!("channel `{channel}` is not archived ([channel.archive])\n"),
+        ));
+    };
+    if file == "live.m3u8" {
+        return Some(live(archive, query));
+    }
+    if let Some(seq) = file.strip_suffix(".ts").and_then(|s| s.parse::<u64>().ok()) {
+        let seg = archive.index.read().ok().and_then(|ix| ix.get(seq));
+        let Some(seg) = seg else {
+            return Some(text(
+                StatusCode::NOT_FOUND,
+                format!("{channel}: no segment {seq} (gone or not yet written)\n"),
+            ));
+        };
+        return Some(match std::fs::read(archive.path(&seg)) {
+            Ok(data) => Reply {
+                status: StatusCode::OK,
+                content_type: "video/mp2t",
+                cache: "max-age=86400, immutable",
+                body: Bytes::from(data),
+            },
+            // Removed by retention between the look-up and the read.
+            Err(e) => text(
+                StatusCode::NOT_FOUND,
+                format!("{channel}: segment {seq}: {e}\n"),
+            ),
+        });
+    }
+    Some(text(StatusCode::NOT_FOUND, "not found\n".into()))
+}
+
+/// `live.m3u8`, with `window` or `from`.
+fn live(archive: &crate::archive::Shared, query: Option<&str>) -> Reply {
+    let window = param(query, "window");
+    let from = param(query, "from");
+    let ix = archive
+        .index
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (run, start_offset_s) = match (window, from) {
+        (Some(_), Some(_)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "give `window` or `from`, not both\n".into(),
+            )
+        }
+        (Some(w), None) => match crate::config::parse_duration(&w) {
+            Ok(d) if !d.is_zero() => (ix.between(now_ns() - d.as_nanos() as i64, i64::MAX), None),
+            Ok(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "`window` must be more than 0\n".into(),
+                )
+            }
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("`window`: {e}\n")),
+        },
+        (None, Some(f)) => match chrono::DateTime::parse_from_rfc3339(&f) {
+            Ok(t) => {
+                let from_ns = t.timestamp_nanos_opt().unwrap_or(i64::MIN);
+                let run = ix.between(from_ns, i64::MAX);
+                if run.segs.is_empty() {
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        format!("nothing archived at or after {f}\n"),
+                    );
+                }
+                // From the instant asked for, inside the first segment.
+                let into = (from_ns - run.segs[0].start_utc_ns).max(0) as f64 / 1e9;
+                (run, Some(into))
+            }
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("`from`: `{f}` is not an RFC 3339 instant ({e})\n"),
+                )
+            }
+        },
+        (None, None) => (ix.tail(LIVE_SEGMENTS), None),
+    };
+    drop(ix);
+    if run.segs.is_empty() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no segment recorded yet\n".into(),
+        );
+    }
+    playlist(&run, Kind::Live, start_offset_s)
+}
+
+fn playlist(run: &Run, kind: Kind, start_offset_s: Option<f64>) -> Reply {
+    let segments: Vec<Segment> = run
+        .segs
+        .iter()
+        .map(|s| Segment {
+            seq: s.seq,
+            uri: format!("{}.ts", s.seq),
+            start_utc_ns: s.start_utc_ns,
+            duration_ns: s.duration_ns,
+            discontinuity: s.disc,
+            key: None,
+        })
+        .collect();
+    // A discontinuity before the first segment listed is counted, not marked.
+    let first_disc = u64::from(run.segs.first().is_some_and(|s| s.disc));
+    let p = Playlist {
+        kind,
+        segments: &segments,
+        discontinuity_sequence: run.discs_before + first_disc,
+        start_offset_s,
+    };
+    Reply {
+        status: StatusCode::OK,
+        content_type: "application/vnd.apple.mpegurl",
+        cache: "no-cache",
+        body: Bytes::from(p.render()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn queries_are_decoded() {
+        assert_eq!(
+            percent_decode("2026-12-06T08%3A00%3A00%2B08%3A00"),
+            "2026-12-06T08:00:00+08:00"
+        );
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+    }
+}

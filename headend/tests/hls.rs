@@ -1,0 +1,308 @@
+//! The rolling archive and HLS (issue #17): a channel recorded as segments cut at random
+//! access points, each starting with PAT and PMT; the live playlist played by hls.js in
+//! headless Chromium for 60 s with no stall and no error, read by ffmpeg, every segment
+//! decoded by ffmpeg and passed by the strict checker; a playlist from an instant starts in
+//! the segment holding it; retention by bytes never leaves a playlist naming a missing
+//! segment; a kill -9 while recording loses at most the segment being written, and the
+//! archive resumes numbering on after a discontinuity.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use playout::check::CheckLimits;
+
+mod common;
+use common::{checked_as, free_tcp_port, http_get, media, present, run_bounded, tool, Daemon};
+
+const MUXRATE: u64 = 3_000_000;
+
+fn page_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page")
+}
+
+/// Chromium and hls.js, or `None` to skip outside CI (fatal under `CI=true`).
+fn hlsjs() -> Option<()> {
+    let chromium =
+        Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).is_file();
+    present("chromium", chromium)?;
+    let js = page_dir()
+        .join("node_modules/hls.js/dist/hls.min.js")
+        .is_file();
+    present("hls.js (npm ci in headend/tests/page)", js)?;
+    Some(())
+}
+
+/// Plays `url` with hls.js for `secs`; its report.
+fn play(url: &str, secs: u32) -> serde_json::Value {
+    let out = run_bounded(
+        Command::new("node")
+            .arg(page_dir().join("hls.mjs"))
+            .arg(url)
+            .arg(secs.to_string())
+            .current_dir(page_dir()),
+        Duration::from_secs(u64::from(secs) + 90),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .unwrap_or_else(|_| panic!("hls.mjs: {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn config(dir: &Path, http: u16, archive: &str) -> PathBuf {
+    let cfg = dir.join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n\
+             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [{a:?}, {e:?}]\n\n[channel.archive]\ndir = \"archive\"\nsegment = \"2s\"\n{archive}\n",
+            a = media("a.ts").display().to_string(),
+            e = media("e.ts").display().to_string(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A playlist's segments: (sequence, URI, its PROGRAM-DATE-TIME, duration s, after a
+/// discontinuity tag).
+fn segments(m3u8: &str) -> Vec<(u64, String, String, f64, bool)> {
+    let mut seq: u64 = m3u8
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence: {m3u8}"));
+    let (mut date, mut dur, mut disc) = (None, None, false);
+    let mut out = Vec::new();
+    for l in m3u8.lines() {
+        if let Some(d) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            date = Some(d.to_owned());
+        } else if let Some(d) = l.strip_prefix("#EXTINF:") {
+            dur = d.trim_end_matches(',').parse::<f64>().ok();
+        } else if l == "#EXT-X-DISCONTINUITY" {
+            disc = true;
+        } else if !l.starts_with('#') && !l.is_empty() {
+            let date = date
+                .take()
+                .unwrap_or_else(|| panic!("{l} has no date: {m3u8}"));
+            out.push((seq, l.to_owned(), date, dur.take().unwrap(), disc));
+            disc = false;
+            seq += 1;
+        }
+    }
+    out
+}
+
+fn get_status(port: u16, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&raw[..head_end])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    (status, raw[head_end + 4..].to_vec())
+}
+
+#[test]
+fn the_live_playlist_plays_in_hlsjs_and_ffmpeg_and_every_segment_is_conformant() {
+    let Some(ffmpeg) = tool("ffmpeg") else { return };
+    if hlsjs().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_tcp_port();
+    let cfg = config(dir.path(), http, "");
+    let mut daemon = Daemon::run(&cfg, "info");
+    std::thread::sleep(Duration::from_secs(7));
+
+    // hls.js plays the live window for 60 s: no stall, no error.
+    let url = format!("http://127.0.0.1:{http}/hls/news/live.m3u8");
+    let r = play(&url, 60);
+    eprintln!("hls.js, live: {r}");
+    assert_eq!(r["event"], "played", "{r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["stalls"], 0, "{r}");
+    assert!(r["played_s"].as_f64().unwrap() > 55.0, "{r}");
+
+    // ffmpeg reads the live playlist.
+    let out = run_bounded(
+        Command::new(ffmpeg)
+            .args(["-nostdin", "-v", "error", "-i", &url])
+            .args(["-map", "0:v", "-frames:v", "150", "-f", "null", "-"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every segment of the window: a date, PAT then PMT first, decoded by ffmpeg, passed by
+    // the strict checker.
+    let m3u8 = http_get(http, "/hls/news/live.m3u8?window=1h");
+    let segs = segments(&m3u8);
+    assert!(segs.len() >= 25, "{m3u8}");
+    assert!(m3u8.contains("#EXT-X-TARGETDURATION:"));
+    assert_eq!(m3u8.matches("#EXT-X-DISCONTINUITY\n").count(), 0, "{m3u8}");
+    for (seq, uri, _, dur, _) in segs.iter().take(8) {
+        assert!((1.5..=6.5).contains(dur), "segment {seq}: {dur} s");
+        let (status, data) = get_status(http, &format!("/hls/news/{uri}"));
+        assert_eq!(status, 200);
+        let pid =
+            |k: usize| u16::from(data[k * 188 + 1] & 0x1F) << 8 | u16::from(data[k * 188 + 2]);
+        assert_eq!(
+            (pid(0), pid(1)),
+            (0, 0x1000),
+            "segment {seq}: PAT, PMT first"
+        );
+        let file = dir.path().join(format!("seg{seq}.ts"));
+        std::fs::write(&file, &data).unwrap();
+        // The picture and the first sound (a stream the PMT announces near a segment's end,
+        // with no frame yet, has nothing to decode: ffmpeg cannot set up its filter).
+        let out = run_bounded(
+            Command::new(ffmpeg)
+                .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
+                .arg(&file)
+                .args(["-map", "0:v", "-map", "0:a:0", "-f", "null", "-"]),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "segment {seq}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked_as(
+            &format!("hls-segment-{seq}"),
+            &data,
+            &CheckLimits::default(),
+        );
+    }
+    // Dates follow durations.
+    let t = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    for w in segs.windows(2) {
+        let gap = t(&w[1].2) - t(&w[0].2) - (w[0].3 * 1000.0).round() as i64;
+        assert!(gap.abs() <= 2, "{:?} then {:?}", w[0], w[1]);
+    }
+
+    // A playlist from an instant: its first segment holds it, and hls.js starts there.
+    let (seq, _, date, dur, _) = &segs[10];
+    let from = chrono::DateTime::parse_from_rfc3339(date).unwrap()
+        + chrono::TimeDelta::milliseconds((dur * 500.0) as i64);
+    let q = from
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .replace('+', "%2B");
+    let m3u8 = http_get(http, &format!("/hls/news/live.m3u8?from={q}"));
+    assert_eq!(segments(&m3u8)[0].0, *seq, "{m3u8}");
+    assert!(m3u8.contains("#EXT-X-START:TIME-OFFSET="), "{m3u8}");
+    let r = play(&format!("{url}?from={q}"), 6);
+    assert_eq!(r["first_frag"], *seq, "{r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    // Bad queries are refused with the reason.
+    let (status, body) = get_status(http, "/hls/news/live.m3u8?from=yesterday");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = get_status(http, "/hls/news/live.m3u8?window=2x");
+    assert_eq!(status, 400);
+    let (status, _) = get_status(http, "/hls/nosuch/live.m3u8");
+    assert_eq!(status, 404);
+
+    let (status, stderr) = common::signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn retention_never_leaves_a_missing_segment_and_a_kill_loses_at_most_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_tcp_port();
+    // About four 2-3 s segments at 3 Mbit/s.
+    let cfg = config(dir.path(), http, "max_bytes = \"3M\"\n");
+    let mut daemon = Daemon::run(&cfg, "info");
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut removed_some = false;
+    let arch = dir.path().join("archive/news");
+    while started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(700));
+        let (status, body) = get_status(http, "/hls/news/live.m3u8?window=1h");
+        if status != 200 {
+            continue;
+        }
+        let m3u8 = String::from_utf8(body).unwrap();
+        let segs = segments(&m3u8);
+        removed_some |= segs[0].0 > 0;
+        for (seq, uri, ..) in &segs {
+            let (status, _) = get_status(http, &format!("/hls/news/{uri}"));
+            assert_eq!(status, 200, "segment {seq} named but gone: {m3u8}");
+            seen += 1;
+        }
+        let bytes: u64 = walk(&arch)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "ts"))
+            .map(|p| p.metadata().unwrap().len())
+            .sum();
+        assert!(bytes <= 3_000_000, "{bytes} bytes kept");
+    }
+    assert!(
+        removed_some && seen > 20,
+        "retention never removed a segment ({seen} seen)"
+    );
+    let before = segments(&http_get(http, "/hls/news/live.m3u8?window=1h"));
+    let last = before.last().unwrap().0;
+
+    // kill -9 while a segment is being written; the next run resumes.
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    let parts: Vec<PathBuf> = walk(&arch)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "part"))
+        .collect();
+    eprintln!("after kill -9: {parts:?}");
+    let mut daemon = Daemon::run(&cfg, "info");
+    std::thread::sleep(Duration::from_secs(8));
+    for p in &parts {
+        assert!(!p.exists(), "{} left after the restart", p.display());
+    }
+    let m3u8 = http_get(http, "/hls/news/live.m3u8?window=1h");
+    let after = segments(&m3u8);
+    let first_new = after
+        .iter()
+        .find(|s| s.0 > last)
+        .unwrap_or_else(|| panic!("nothing new after {last}: {m3u8}"));
+    assert_eq!(first_new.0, last + 1, "numbering goes on: {m3u8}");
+    assert!(
+        first_new.4,
+        "a discontinuity before the first segment after the restart: {m3u8}"
+    );
+    // What was on disk before the kill is still served (those retention kept).
+    for (seq, uri, ..) in after.iter().filter(|s| s.0 <= last) {
+        let (status, _) = get_status(http, &format!("/hls/news/{uri}"));
+        assert_eq!(status, 200, "segment {seq}");
+    }
+    let (status, stderr) = common::signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
