@@ -8,6 +8,7 @@
 //! - [`simulcrypt`]: ETSI TS 103 197 ECMG⇔SCS messages (encode, decode) and the SCS side's
 //!   state machine.
 //! - [`ecm`]: the ECM format of the test ECMG (control words wrapped with AES or SM4).
+//! - [`hls`]: HLS AES-128 segment encryption and the keys of key periods.
 //!
 //! Key material never appears in `Debug` output or errors.
 #![warn(missing_docs)]
@@ -15,5 +16,6 @@
 
 pub mod cipher;
 pub mod ecm;
+pub mod hls;
 pub mod keys;
 pub mod simulcrypt;

@@ -1015,6 +1015,14 @@ pub(crate) fn read_refused<B>(state: &ApiState, req: &Request<B>) -> Option<Resp
         .map(ApiError::into_response)
 }
 
+/// The answer to a request for an HLS key (`/hls/CHANNEL/key/N`) that may not be made: it
+/// needs a valid token of any role, whatever else the config says.
+pub(crate) fn key_refused<B>(state: &ApiState, req: &Request<B>) -> Option<Response<Bytes>> {
+    authorize(state, req, Need::Read)
+        .err()
+        .map(ApiError::into_response)
+}
+
 /// The request's bearer token (`Authorization: Bearer ...`), `""` when none.
 fn bearer<B>(req: &Request<B>) -> &str {
     req.headers()

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use playout::check::CheckLimits;
 
 mod common;
-use common::{checked_as, free_tcp_port, http_get, media, present, run_bounded, tool, Daemon};
+use common::{
+    checked_as, free_tcp_port, http_get, media, present, run_bounded, tool, tool_on_path, Daemon,
+};
 
 const MUXRATE: u64 = 3_000_000;
 
@@ -35,14 +37,20 @@ fn hlsjs() -> Option<()> {
 
 /// Plays `url` with hls.js for `secs`; its report.
 fn play(url: &str, secs: u32) -> serde_json::Value {
-    let out = run_bounded(
-        Command::new("node")
-            .arg(page_dir().join("hls.mjs"))
-            .arg(url)
-            .arg(secs.to_string())
-            .current_dir(page_dir()),
-        Duration::from_secs(u64::from(secs) + 90),
-    );
+    play_with(url, secs, None)
+}
+
+/// [`play`], sending `token` with key requests.
+fn play_with(url: &str, secs: u32, token: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new("node");
+    cmd.arg(page_dir().join("hls.mjs"))
+        .arg(url)
+        .arg(secs.to_string())
+        .current_dir(page_dir());
+    if let Some(t) = token {
+        cmd.arg(t);
+    }
+    let out = run_bounded(&mut cmd, Duration::from_secs(u64::from(secs) + 90));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line)
@@ -305,4 +313,127 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// HLS AES-128 (`[channel.archive] key_file`): the playlist names a key per key period, the
+/// segments are served encrypted (openssl decrypts one into a stream ffmpeg decodes), a key
+/// needs a token of any role, and hls.js plays the channel with the token and fails without.
+#[test]
+fn encrypted_segments_play_with_a_token_and_not_without() {
+    let Some(ffmpeg) = tool("ffmpeg") else { return };
+    let Some(openssl) = tool_on_path("openssl") else {
+        return;
+    };
+    if hlsjs().is_none() {
+        return;
+    }
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    const TOKEN: &str = "wall-viewer-token-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("hls.key", KEY), ("wall.token", TOKEN)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{text}\n")).unwrap();
+        common::set_mode_600(&p);
+    }
+    let http = free_tcp_port();
+    let cfg = config(
+        dir.path(),
+        http,
+        "key_file = \"hls.key\"\nkey_period = \"1m\"\n",
+    );
+    // A viewer's token, in [http].
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[[channel]]",
+        "[[http.token]]\nname = \"wall\"\nrole = \"viewer\"\nfile = \"wall.token\"\n\n[[channel]]",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    std::thread::sleep(Duration::from_secs(7));
+
+    let m3u8 = http_get(http, "/hls/news/live.m3u8");
+    let key_line = m3u8
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-KEY:"))
+        .unwrap_or_else(|| panic!("no key: {m3u8}"));
+    assert!(
+        key_line.starts_with("#EXT-X-KEY:METHOD=AES-128,URI=\"key/"),
+        "{key_line}"
+    );
+    let key_uri = key_line.split('"').nth(1).unwrap();
+    let (status, _) = get_status(http, &format!("/hls/news/{key_uri}"));
+    assert_eq!(status, 401, "a key without a token");
+    let key = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        write!(
+            s,
+            "GET /hls/news/{key_uri} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(raw.starts_with(b"HTTP/1.0 200") || raw.starts_with(b"HTTP/1.1 200"));
+        raw[at..].to_vec()
+    };
+    assert_eq!(key.len(), 16);
+    let segs = segments(&m3u8);
+    let (seq, uri, ..) = &segs[0];
+    let (status, data) = get_status(http, &format!("/hls/news/{uri}"));
+    assert_eq!(status, 200);
+    assert_ne!(data[0], 0x47, "served encrypted");
+    let enc = dir.path().join("enc.ts");
+    let plain = dir.path().join("plain.ts");
+    std::fs::write(&enc, &data).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let out = run_bounded(
+        Command::new(openssl)
+            .args(["aes-128-cbc", "-d", "-K", &hex(&key)])
+            .args(["-iv", &format!("{seq:032x}")])
+            .arg("-in")
+            .arg(&enc)
+            .arg("-out")
+            .arg(&plain),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clear = std::fs::read(&plain).unwrap();
+    assert_eq!(clear.len() % 188, 0);
+    assert_eq!(clear[0], 0x47);
+    let out = run_bounded(
+        Command::new(ffmpeg)
+            .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
+            .arg(&plain)
+            .args(["-map", "0:v", "-map", "0:a:0", "-f", "null", "-"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // hls.js: with the token it plays; without, the key is refused and playback fails.
+    let url = format!("http://127.0.0.1:{http}/hls/news/live.m3u8");
+    let r = play_with(&url, 10, Some(TOKEN));
+    eprintln!("hls.js with the token: {r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert!(r["played_s"].as_f64().unwrap() > 7.0, "{r}");
+    let r = play_with(&url, 10, None);
+    eprintln!("hls.js without: {r}");
+    assert_eq!(r["fatal"], true, "{r}");
+    assert!(r["errors"].to_string().contains("keyLoadError"), "{r}");
+    assert!(r["played_s"].as_f64().unwrap() < 0.5, "{r}");
+
+    let (status, stderr) = common::signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !stderr.contains(TOKEN) && !stderr.contains(KEY),
+        "a secret in the log"
+    );
 }

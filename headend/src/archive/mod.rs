@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub(crate) index: RwLock<Index>,
     /// The target segment length (ns).
     pub(crate) segment_ns: u64,
+    /// HLS AES-128: the master key and the key period (ns), when segments are served
+    /// encrypted.
+    pub(crate) hls_key: Option<(drm::hls::MasterKey, u64)>,
     /// Pieces dropped because the writer was behind.
     pub(crate) dropped: AtomicU64,
     lost: AtomicBool,
@@ -64,6 +67,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The key period of segment `seg` (keys change every `key_period`, UTC-aligned).
+    pub(crate) fn key_period(&self, seg: &Seg) -> Option<u64> {
+        let (_, period) = self.hls_key.as_ref()?;
+        Some(seg.start_utc_ns.max(0) as u64 / period)
+    }
+
+    /// The HLS key of key period `period`.
+    pub(crate) fn period_key(&self, period: u64) -> Option<[u8; 16]> {
+        let (master, _) = self.hls_key.as_ref()?;
+        Some(master.period_key(&self.channel, period))
+    }
+
     /// The path of segment `seg`.
     pub(crate) fn path(&self, seg: &Seg) -> PathBuf {
         self.dir.join(seg.file())
@@ -245,16 +260,26 @@ impl Recorder {
         if let Some(last) = index.last() {
             tracing::info!(channel = %id, segments = index.len(), bytes = index.bytes(), last_seq = last.seq, "archive resumed");
         }
-        let shared = Arc::new(Shared {
-            channel: id.to_owned(),
-            dir,
-            index: RwLock::new(index),
-            segment_ns: cfg.segment.as_nanos() as u64,
-            dropped: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
-            segments_written: AtomicU64::new(0),
-            write_errors: AtomicU64::new(0),
-        });
+        let shared =
+            Arc::new(Shared {
+                channel: id.to_owned(),
+                dir,
+                index: RwLock::new(index),
+                segment_ns: cfg.segment.as_nanos() as u64,
+                hls_key: match &cfg.key_file {
+                    Some(path) => Some((
+                        drm::hls::MasterKey::new(crate::keys::read_key16(path).map_err(|e| {
+                            anyhow::anyhow!("channel `{id}`: archive.key_file: {e}")
+                        })?),
+                        cfg.key_period.as_nanos() as u64,
+                    )),
+                    None => None,
+                },
+                dropped: AtomicU64::new(0),
+                lost: AtomicBool::new(false),
+                segments_written: AtomicU64::new(0),
+                write_errors: AtomicU64::new(0),
+            });
         Ok(Recorder {
             shared,
             keep_ns: cfg.keep.as_nanos() as u64,
@@ -474,6 +499,8 @@ mod tests {
             keep: Duration::from_secs(keep_s),
             max_bytes,
             segment: Duration::from_secs(2),
+            key_file: None,
+            key_period: Duration::from_secs(600),
         }
     }
 

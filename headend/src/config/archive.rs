@@ -24,6 +24,12 @@ pub(crate) struct ArchiveConfig {
     /// Key `segment`: the target segment length; a segment ends at the first random access
     /// point past it. Default `"4s"`, 2s..=6s.
     pub(crate) segment: Duration,
+    /// Key `key_file`: HLS AES-128: the master key (32 hex digits, mode 0600 or narrower),
+    /// relative to the config file; each key period's key is derived from it. Default none
+    /// (segments served clear).
+    pub(crate) key_file: Option<PathBuf>,
+    /// Key `key_period`: how long one HLS key is used. Default `"10m"`, 1m..=1d.
+    pub(crate) key_period: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +39,8 @@ struct RawArchive {
     keep: Option<HumanDuration>,
     max_bytes: Option<toml::Value>,
     segment: Option<HumanDuration>,
+    key_file: Option<PathBuf>,
+    key_period: Option<HumanDuration>,
 }
 
 /// A size in bytes: `"200G"`, `"1.5Ti"`, `"500MB"`, or a bare integer.
@@ -101,6 +109,7 @@ pub(super) fn archive(
     let s = Duration::from_secs;
     let keep = time(raw.keep, "keep", s(7 * 86_400), s(60), s(400 * 86_400));
     let segment = time(raw.segment, "segment", s(4), s(2), s(6));
+    let key_period = time(raw.key_period, "key_period", s(600), s(60), s(86_400));
     let max_bytes = match raw.max_bytes {
         None => None,
         Some(toml::Value::Integer(n)) if n > 0 => Some(n as u64),
@@ -131,11 +140,20 @@ pub(super) fn archive(
         Some(d) => base_dir.join(d),
         None => state_dir.join("archive"),
     };
+    let key_file = match raw.key_file {
+        Some(k) if k.as_os_str().is_empty() => {
+            diag.push(format!("{path}.key_file"), "empty path");
+            None
+        }
+        k => k.map(|k| base_dir.join(k)),
+    };
     (diag.len() == before).then_some(ArchiveConfig {
         dir,
         keep,
         max_bytes,
         segment,
+        key_file,
+        key_period,
     })
 }
 

@@ -1229,13 +1229,14 @@ fn channel_archive_settings() {
     assert_eq!(a.keep, Duration::from_secs(2 * 86_400 + 12 * 3600));
     assert_eq!(a.max_bytes, Some(3 << 39));
     let errors = reject(&format!(
-        "{base}[channel.archive]\nkeep = \"10s\"\nmax_bytes = \"5X\"\nsegment = \"1s\"\n"
+        "{base}[channel.archive]\nkeep = \"10s\"\nmax_bytes = \"5X\"\nsegment = \"1s\"\nkey_period = \"10s\"\n"
     ));
     assert_eq!(
         paths(&errors),
         [
             "channel[0].archive.keep",
             "channel[0].archive.segment",
+            "channel[0].archive.key_period",
             "channel[0].archive.max_bytes"
         ]
     );

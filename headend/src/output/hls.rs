@@ -6,14 +6,18 @@
 //!   player may seek anywhere in it);
 //! - `?from=<RFC 3339>`: a playlist starting at that instant and growing with the channel
 //!   (the player starts at its beginning);
-//! - `GET /hls/{channel}/{seq}.ts`: a segment.
+//! - `GET /hls/{channel}/{seq}.ts`: a segment;
+//! - `GET /hls/{channel}/key/{period}`: with `[channel.archive] key_file`, segments are
+//!   served encrypted (AES-128, the key changing every `key_period`) and this gives a key
+//!   period's 16 bytes, to a caller with a token of any role (checked by the HTTP side with
+//!   `crate::api::key_refused` before [`handle`]).
 //!
 //! Playlists are `playout::hls`'s; every answer may be read from another origin (a web
 //! player's page).
 
 use bytes::Bytes;
 use hyper::StatusCode;
-use playout::hls::{Kind, Playlist, Segment};
+use playout::hls::{KeyRef, Kind, Playlist, Segment};
 
 use crate::archive::index::Run;
 use crate::archive::Archives;
@@ -81,7 +85,15 @@ fn percent_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether `path` asks for a key (which needs a token).
+pub(crate) fn is_key(path: &str) -> bool {
+    path.strip_prefix("/hls/")
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(_, f)| f.starts_with("key/"))
+}
+
 /// The answer to `path` (`/hls/...`) with `query`; `None` when `path` is not under `/hls/`.
+/// A key is given to whoever asks: the caller checks the token first ([`is_key`]).
 pub(crate) fn handle(
     archives: Option<&Archives>,
     path: &str,
@@ -100,6 +112,26 @@ pub(crate) fn handle(
     if file == "live.m3u8" {
         return Some(live(archive, query));
     }
+    if let Some(period) = file.strip_prefix("key/") {
+        let key = period
+            .parse::<u64>()
+            .ok()
+            .and_then(|p| archive.period_key(p));
+        return Some(match key {
+            Some(k) => Reply {
+                status: StatusCode::OK,
+                content_type: "application/octet-stream",
+                cache: "private, no-store",
+                body: Bytes::copy_from_slice(&k),
+            },
+            None => text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{channel}: no key `{period}` (segments are served clear, or not a number)\n"
+                ),
+            ),
+        });
+    }
     if let Some(seq) = file.strip_suffix(".ts").and_then(|s| s.parse::<u64>().ok()) {
         let seg = archive.index.read().ok().and_then(|ix| ix.get(seq));
         let Some(seg) = seg else {
@@ -113,7 +145,14 @@ pub(crate) fn handle(
                 status: StatusCode::OK,
                 content_type: "video/mp2t",
                 cache: "max-age=86400, immutable",
-                body: Bytes::from(data),
+                body: match archive.key_period(&seg).and_then(|p| archive.period_key(p)) {
+                    Some(key) => Bytes::from(drm::hls::encrypt_segment(
+                        &key,
+                        &playout::hls::default_iv(seq),
+                        &data,
+                    )),
+                    None => Bytes::from(data),
+                },
             },
             // Removed by retention between the look-up and the read.
             Err(e) => text(
@@ -180,10 +219,15 @@ fn live(archive: &crate::archive::Shared, query: Option<&str>) -> Reply {
             "no segment recorded yet\n".into(),
         );
     }
-    playlist(&run, Kind::Live, start_offset_s)
+    playlist(archive, &run, Kind::Live, start_offset_s)
 }
 
-fn playlist(run: &Run, kind: Kind, start_offset_s: Option<f64>) -> Reply {
+fn playlist(
+    archive: &crate::archive::Shared,
+    run: &Run,
+    kind: Kind,
+    start_offset_s: Option<f64>,
+) -> Reply {
     let segments: Vec<Segment> = run
         .segs
         .iter()
@@ -193,7 +237,11 @@ fn playlist(run: &Run, kind: Kind, start_offset_s: Option<f64>) -> Reply {
             start_utc_ns: s.start_utc_ns,
             duration_ns: s.duration_ns,
             discontinuity: s.disc,
-            key: None,
+            // The IV is the media sequence number (RFC 8216 5.2): none given.
+            key: archive.key_period(s).map(|p| KeyRef {
+                uri: format!("key/{p}"),
+                iv: None,
+            }),
         })
         .collect();
     // A discontinuity before the first segment listed is counted, not marked.

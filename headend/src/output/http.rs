@@ -645,8 +645,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
     let path = req.uri().path();
     let head = req.method() == Method::HEAD;
+    if req.method() == Method::OPTIONS && path.starts_with("/hls/") {
+        // A web player's preflight before it sends its token for a key.
+        let mut r = response(StatusCode::NO_CONTENT, "text/plain", Body::Full(None));
+        let h = r.headers_mut();
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("authorization"),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("600"));
+        return r;
+    }
     if req.method() != Method::GET && !head {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    if super::hls::is_key(path) {
+        if let Some(refused) = api::key_refused(&state.api, req) {
+            let mut r = refused.map(|b| Body::Full(Some(b)));
+            r.headers_mut()
+                .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+            return r;
+        }
     }
     if let Some(r) = super::hls::handle(state.api.archives.as_deref(), path, req.uri().query()) {
         return hls_response(r, head);
