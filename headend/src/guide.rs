@@ -112,13 +112,38 @@ pub(crate) fn xmltv_document(channels: &[GuideChannel], guides: &Guides) -> Stri
     xmltv::to_xml(&guide(&refs, guides))
 }
 
-/// One channel's guide as JSON (`None`: no such channel).
-pub(crate) fn channel_json(channels: &[GuideChannel], guides: &Guides, id: &str) -> Option<String> {
+/// One channel's guide as JSON (`None`: no such channel). With `archived_from` (UTC ns of
+/// the oldest segment of the channel's archive), each programme that started since, up to
+/// `now_ns`, carries `catchup`: its HLS playlist from the archive.
+pub(crate) fn channel_json(
+    channels: &[GuideChannel],
+    guides: &Guides,
+    id: &str,
+    archived_from: Option<i64>,
+    now_ns: i64,
+) -> Option<String> {
     let c = channels.iter().find(|c| c.id == id)?;
     let g = guide(&[c], guides);
+    let mut programmes = serde_json::to_value(&g.programmes).ok()?;
+    if let (Some(first), Some(list)) = (archived_from, programmes.as_array_mut()) {
+        for p in list {
+            let at = |key: &str| {
+                p.get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.timestamp())
+            };
+            let (Some(start), Some(stop)) = (at("start"), at("stop")) else {
+                continue;
+            };
+            if start * 1_000_000_000 >= first && start * 1_000_000_000 <= now_ns {
+                p["catchup"] = format!("/hls/{id}/live.m3u8?from={start}&to={stop}").into();
+            }
+        }
+    }
     let mut s = serde_json::to_string_pretty(&serde_json::json!({
         "channel": g.channels.first(),
-        "programmes": g.programmes,
+        "programmes": programmes,
     }))
     .ok()?;
     s.push('\n');
@@ -250,4 +275,63 @@ fn xmltv_pass(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use playout::schedule::Utc;
+
+    #[test]
+    fn programmes_in_the_archive_link_to_their_catch_up() {
+        let c = GuideChannel {
+            id: "news".into(),
+            xmltv_id: "news.headend".into(),
+            name: "News".into(),
+            lcn: None,
+            tz: Tz::Asia__Shanghai,
+            country: "CN".into(),
+        };
+        const S: i64 = 1_000_000_000;
+        let t0 = 1_796_515_200;
+        let programme = |title: &str, start: i64| OnAirProgramme {
+            title: title.into(),
+            description: String::new(),
+            genre: None,
+            rating: 0,
+            language: None,
+            episode: None,
+            start: Utc(start * S),
+            duration_ns: 3600 * S as u64,
+        };
+        let guides: Guides = Arc::default();
+        guides.send_modify(|g| {
+            g.insert(
+                "news".into(),
+                vec![
+                    (1, programme("Before", t0 - 3600)),
+                    (2, programme("Kept", t0)),
+                    (3, programme("Now", t0 + 3600)),
+                    (4, programme("Later", t0 + 7200)),
+                ],
+            );
+        });
+        let json = channel_json(&[c], &guides, "news", Some(t0 * S), (t0 + 4000) * S).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let links: Vec<Option<&str>> = v["programmes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["catchup"].as_str())
+            .collect();
+        assert_eq!(
+            links,
+            [
+                None,
+                Some(format!("/hls/news/live.m3u8?from={t0}&to={}", t0 + 3600).as_str()),
+                Some(format!("/hls/news/live.m3u8?from={}&to={}", t0 + 3600, t0 + 7200).as_str()),
+                None
+            ]
+        );
+    }
 }

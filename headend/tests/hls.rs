@@ -217,10 +217,31 @@ fn the_live_playlist_plays_in_hlsjs_and_ffmpeg_and_every_segment_is_conformant()
     let r = play(&format!("{url}?from={q}"), 6);
     assert_eq!(r["first_frag"], *seq, "{r}");
     assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    // Catch-up of a span that has ended (Unix seconds, as IPTV players' `{utc}` give): a
+    // VOD playlist, played by hls.js to its end.
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+    let (from, to) = (t(&segs[3].2), t(&segs[6].2));
+    let vod = http_get(http, &format!("/hls/news/live.m3u8?from={from}&to={to}"));
+    assert!(
+        vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && vod.ends_with("#EXT-X-ENDLIST\n"),
+        "{vod}"
+    );
+    let r = play(&format!("{url}?from={from}&to={to}"), 30);
+    eprintln!("hls.js, catch-up: {r}");
+    assert_eq!(r["ended"], true, "{r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    // The M3U offers catch-up as IPTV players take it.
+    let m3u = http_get(http, "/playlist.m3u");
+    assert!(
+        m3u.contains(&format!("catchup=\"default\" catchup-days=\"7\" catchup-source=\"http://127.0.0.1:{http}/hls/news/live.m3u8?from={{utc}}&to={{utcend}}\"")),
+        "{m3u}"
+    );
     // Bad queries are refused with the reason.
     let (status, body) = get_status(http, "/hls/news/live.m3u8?from=yesterday");
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     let (status, _) = get_status(http, "/hls/news/live.m3u8?window=2x");
+    assert_eq!(status, 400);
+    let (status, _) = get_status(http, &format!("/hls/news/live.m3u8?from={to}&to={from}"));
     assert_eq!(status, 400);
     let (status, _) = get_status(http, "/hls/nosuch/live.m3u8");
     assert_eq!(status, 404);

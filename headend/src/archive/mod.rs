@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) index: RwLock<Index>,
     /// The target segment length (ns).
     pub(crate) segment_ns: u64,
+    /// How long segments are kept (ns).
+    pub(crate) keep_ns: u64,
     /// HLS AES-128: the master key and the key period (ns), when segments are served
     /// encrypted.
     pub(crate) hls_key: Option<(drm::hls::MasterKey, u64)>,
@@ -77,6 +79,11 @@ impl Shared {
     pub(crate) fn period_key(&self, period: u64) -> Option<[u8; 16]> {
         let (master, _) = self.hls_key.as_ref()?;
         Some(master.period_key(&self.channel, period))
+    }
+
+    /// UTC (ns) of the oldest segment kept, if any.
+    pub(crate) fn first_utc_ns(&self) -> Option<i64> {
+        self.index.read().ok()?.first().map(|s| s.start_utc_ns)
     }
 
     /// The path of segment `seg`.
@@ -266,6 +273,7 @@ impl Recorder {
                 dir,
                 index: RwLock::new(index),
                 segment_ns: cfg.segment.as_nanos() as u64,
+                keep_ns: cfg.keep.as_nanos() as u64,
                 hls_key: match &cfg.key_file {
                     Some(path) => Some((
                         drm::hls::MasterKey::new(crate::keys::read_key16(path).map_err(|e| {

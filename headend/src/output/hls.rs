@@ -164,62 +164,96 @@ pub(crate) fn handle(
     Some(text(StatusCode::NOT_FOUND, "not found\n".into()))
 }
 
-/// `live.m3u8`, with `window` or `from`.
+/// An instant of a query: RFC 3339, or Unix seconds (as IPTV players' `{utc}` gives).
+fn instant(key: &str, value: &str) -> Result<i64, Reply> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value
+            .parse::<i64>()
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000_000))
+            .ok_or_else(|| {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{key}`: {value} is out of range\n"),
+                )
+            });
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("`{key}`: `{value}` is not an RFC 3339 instant or Unix seconds\n"),
+            )
+        })
+}
+
+/// `live.m3u8`: the live window, or with `window` a time-shift window, or with `from` (and
+/// `to`) a playlist from an instant (to an instant: the programme's catch-up, a VOD
+/// playlist once it has ended).
 fn live(archive: &crate::archive::Shared, query: Option<&str>) -> Reply {
+    match live_run(archive, query) {
+        Ok((run, kind, start)) => playlist(archive, &run, kind, start),
+        Err(r) => r,
+    }
+}
+
+fn live_run(
+    archive: &crate::archive::Shared,
+    query: Option<&str>,
+) -> Result<(Run, Kind, Option<f64>), Reply> {
+    let bad = |m: &str| text(StatusCode::BAD_REQUEST, format!("{m}\n"));
     let window = param(query, "window");
-    let from = param(query, "from");
+    let from = param(query, "from")
+        .map(|f| instant("from", &f))
+        .transpose()?;
+    let to = param(query, "to").map(|t| instant("to", &t)).transpose()?;
     let ix = archive
         .index
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (run, start_offset_s) = match (window, from) {
-        (Some(_), Some(_)) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "give `window` or `from`, not both\n".into(),
-            )
+    let (run, kind, start) = match (window, from, to) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(bad("give `window`, or `from` (and `to`), not both"))
         }
-        (Some(w), None) => match crate::config::parse_duration(&w) {
-            Ok(d) if !d.is_zero() => (ix.between(now_ns() - d.as_nanos() as i64, i64::MAX), None),
-            Ok(_) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "`window` must be more than 0\n".into(),
-                )
-            }
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("`window`: {e}\n")),
+        (None, None, Some(_)) => return Err(bad("`to` goes with `from`")),
+        (Some(w), None, None) => match crate::config::parse_duration(&w) {
+            Ok(d) if !d.is_zero() => (
+                ix.between(now_ns() - d.as_nanos() as i64, i64::MAX),
+                Kind::Live,
+                None,
+            ),
+            Ok(_) => return Err(bad("`window` must be more than 0")),
+            Err(e) => return Err(bad(&format!("`window`: {e}"))),
         },
-        (None, Some(f)) => match chrono::DateTime::parse_from_rfc3339(&f) {
-            Ok(t) => {
-                let from_ns = t.timestamp_nanos_opt().unwrap_or(i64::MIN);
-                let run = ix.between(from_ns, i64::MAX);
-                if run.segs.is_empty() {
-                    return text(
-                        StatusCode::NOT_FOUND,
-                        format!("nothing archived at or after {f}\n"),
-                    );
-                }
-                // From the instant asked for, inside the first segment.
-                let into = (from_ns - run.segs[0].start_utc_ns).max(0) as f64 / 1e9;
-                (run, Some(into))
+        (None, Some(from), to) => {
+            if to.is_some_and(|t| t <= from) {
+                return Err(bad("`to` must be after `from`"));
             }
-            Err(e) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("`from`: `{f}` is not an RFC 3339 instant ({e})\n"),
-                )
-            }
-        },
-        (None, None) => (ix.tail(LIVE_SEGMENTS), None),
+            let run = ix.between(from, to.unwrap_or(i64::MAX));
+            let Some(first) = run.segs.first() else {
+                return Err(text(
+                    StatusCode::NOT_FOUND,
+                    "nothing archived in that span\n".into(),
+                ));
+            };
+            // From the instant asked for, inside the first segment.
+            let into = (from - first.start_utc_ns).max(0) as f64 / 1e9;
+            // Ended and recorded to its end: a VOD playlist; otherwise it still grows.
+            let ended = to.is_some_and(|t| run.segs.last().is_some_and(|l| l.end_utc_ns() >= t));
+            (run, if ended { Kind::Vod } else { Kind::Live }, Some(into))
+        }
+        (None, None, None) => (ix.tail(LIVE_SEGMENTS), Kind::Live, None),
     };
     drop(ix);
     if run.segs.is_empty() {
-        return text(
+        return Err(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "no segment recorded yet\n".into(),
-        );
+        ));
     }
-    playlist(archive, &run, Kind::Live, start_offset_s)
+    Ok((run, kind, start))
 }
 
 fn playlist(

@@ -696,7 +696,22 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
         .strip_prefix("/epg/")
         .and_then(|p| p.strip_suffix(".json"))
     {
-        return match crate::guide::channel_json(&state.api.guide_channels, &state.api.guides, id) {
+        let archived_from = state
+            .api
+            .archives
+            .as_ref()
+            .and_then(|a| a.get(id))
+            .and_then(|a| a.first_utc_ns());
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        return match crate::guide::channel_json(
+            &state.api.guide_channels,
+            &state.api.guides,
+            id,
+            archived_from,
+            now_ns,
+        ) {
             Some(json) => {
                 let body = if head { None } else { Some(Bytes::from(json)) };
                 response(StatusCode::OK, "application/json", Body::Full(body))
@@ -849,8 +864,22 @@ fn attr(v: &str) -> String {
 fn playlist_m3u(state: &HttpState, host: &str) -> String {
     let mut s = String::from("#EXTM3U\n");
     for (i, c) in state.channels.iter().enumerate() {
+        // An archived channel: catch-up as IPTV players take it (`{utc}`, `{utcend}`: the
+        // programme's start and end, Unix seconds).
+        let catchup = state
+            .api
+            .archives
+            .as_ref()
+            .and_then(|a| a.get(&c.id))
+            .map_or_else(String::new, |a| {
+                format!(
+                    " catchup=\"default\" catchup-days=\"{}\" catchup-source=\"http://{host}/hls/{}/live.m3u8?from={{utc}}&to={{utcend}}\"",
+                    a.keep_ns.div_ceil(86_400_000_000_000),
+                    c.id
+                )
+            });
         s.push_str(&format!(
-            "#EXTINF:-1 tvg-id=\"{}\" tvg-name=\"{}\" tvg-chno=\"{}\" group-title=\"{}\",{}\nhttp://{}/channels/{}.ts\n",
+            "#EXTINF:-1 tvg-id=\"{}\" tvg-name=\"{}\" tvg-chno=\"{}\" group-title=\"{}\"{catchup},{}\nhttp://{}/channels/{}.ts\n",
             attr(&c.id),
             attr(&c.name),
             i + 1,
