@@ -114,7 +114,9 @@ pub(crate) fn xmltv_document(channels: &[GuideChannel], guides: &Guides) -> Stri
 
 /// One channel's guide as JSON (`None`: no such channel). With `archived_from` (UTC ns of
 /// the oldest segment of the channel's archive), each programme that started since, up to
-/// `now_ns`, carries `catchup`: its HLS playlist from the archive.
+/// `now_ns`, carries `catchup` (its span's HLS playlist from the archive) and
+/// `catchup_event` (the EIT event's playlist, as it aired). Every programme has its
+/// `event_id`.
 pub(crate) fn channel_json(
     channels: &[GuideChannel],
     guides: &Guides,
@@ -125,6 +127,17 @@ pub(crate) fn channel_json(
     let c = channels.iter().find(|c| c.id == id)?;
     let g = guide(&[c], guides);
     let mut programmes = serde_json::to_value(&g.programmes).ok()?;
+    // The EIT event_id of each (the guide's programmes are its events, in order).
+    let ids: Vec<u16> = guides
+        .borrow()
+        .get(id)
+        .map(|events| events.iter().map(|(e, _)| *e).collect())
+        .unwrap_or_default();
+    if let Some(list) = programmes.as_array_mut() {
+        for (p, e) in list.iter_mut().zip(&ids) {
+            p["event_id"] = (*e).into();
+        }
+    }
     if let (Some(first), Some(list)) = (archived_from, programmes.as_array_mut()) {
         for p in list {
             let at = |key: &str| {
@@ -138,6 +151,10 @@ pub(crate) fn channel_json(
             };
             if start * 1_000_000_000 >= first && start * 1_000_000_000 <= now_ns {
                 p["catchup"] = format!("/hls/{id}/live.m3u8?from={start}&to={stop}").into();
+                // As it aired, from its first frame (when it aired as scheduled).
+                if let Some(e) = p["event_id"].as_u64() {
+                    p["catchup_event"] = format!("/hls/{id}/event/{e}.m3u8").into();
+                }
             }
         }
     }

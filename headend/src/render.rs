@@ -326,6 +326,8 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                     }
                 }
                 Output::Pf(pf) => posted.push(pf),
+                // A render has no archive.
+                Output::Boundary(_) => {}
                 Output::Provision { .. } => {
                     if !warned_simulcrypt {
                         warned_simulcrypt = true;

@@ -122,30 +122,15 @@ fn signed_alerts_preempt_their_area_within_a_second() {
 
     // ch00 runs a schedule: e.ts at T0, g.ts at T0+5, e.ts at T0+10 (hard starts).
     let t0 = utc_s() + 16;
-    let clock = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0)
-            .unwrap()
-            .format("%H:%M:%S")
-            .to_string()
-    };
-    let date = chrono::DateTime::from_timestamp(t0, 0)
-        .unwrap()
-        .format("%Y-%m-%d")
-        .to_string();
-    let sched = dir.path().join("sched/ch00");
-    std::fs::create_dir_all(&sched).unwrap();
-    std::fs::write(
-        sched.join(format!("{date}.toml")),
-        format!(
-            "date = \"{date}\"\n\n[[item]]\nstart = \"{}\"\nfile = \"e.ts\"\ntitle = \"E0\"\n\n\
-             [[item]]\nstart = \"{}\"\nfile = \"g.ts\"\ntitle = \"G\"\n\n\
-             [[item]]\nstart = \"{}\"\nfile = \"e.ts\"\ntitle = \"E\"\n",
-            clock(t0),
-            clock(t0 + 5),
-            clock(t0 + 10)
-        ),
-    )
-    .unwrap();
+    common::write_schedule(
+        &dir.path().join("sched"),
+        "ch00",
+        &[
+            (t0, "e.ts", "E0"),
+            (t0 + 5, "g.ts", "G"),
+            (t0 + 10, "e.ts", "E"),
+        ],
+    );
     let mut cfg = format!(
         "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = {media:?}\n\n\
          [alerts]\ntoken = \"{TOKEN}\"\naudit_log = \"audit/alerts.jsonl\"\ntables = [\"ebit\", \"scte18\"]\n\

@@ -162,7 +162,7 @@ fn the_live_playlist_plays_in_hlsjs_and_ffmpeg_and_every_segment_is_conformant()
     assert_eq!(m3u8.matches("#EXT-X-DISCONTINUITY\n").count(), 0, "{m3u8}");
     for (seq, uri, _, dur, _) in segs.iter().take(8) {
         assert!((1.5..=6.5).contains(dur), "segment {seq}: {dur} s");
-        let (status, data) = get_status(http, &format!("/hls/news/{uri}"));
+        let (status, data) = get_status(http, uri);
         assert_eq!(status, 200);
         let pid =
             |k: usize| u16::from(data[k * 188 + 1] & 0x1F) << 8 | u16::from(data[k * 188 + 2]);
@@ -271,7 +271,7 @@ fn retention_never_leaves_a_missing_segment_and_a_kill_loses_at_most_one() {
         let segs = segments(&m3u8);
         removed_some |= segs[0].0 > 0;
         for (seq, uri, ..) in &segs {
-            let (status, _) = get_status(http, &format!("/hls/news/{uri}"));
+            let (status, _) = get_status(http, uri);
             assert_eq!(status, 200, "segment {seq} named but gone: {m3u8}");
             seen += 1;
         }
@@ -315,7 +315,7 @@ fn retention_never_leaves_a_missing_segment_and_a_kill_loses_at_most_one() {
     );
     // What was on disk before the kill is still served (those retention kept).
     for (seq, uri, ..) in after.iter().filter(|s| s.0 <= last) {
-        let (status, _) = get_status(http, &format!("/hls/news/{uri}"));
+        let (status, _) = get_status(http, uri);
         assert_eq!(status, 200, "segment {seq}");
     }
     let (status, stderr) = common::signal_and_wait(&mut daemon.0, "TERM");
@@ -378,18 +378,18 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
         .find(|l| l.starts_with("#EXT-X-KEY:"))
         .unwrap_or_else(|| panic!("no key: {m3u8}"));
     assert!(
-        key_line.starts_with("#EXT-X-KEY:METHOD=AES-128,URI=\"key/"),
+        key_line.starts_with("#EXT-X-KEY:METHOD=AES-128,URI=\"/hls/news/key/"),
         "{key_line}"
     );
     let key_uri = key_line.split('"').nth(1).unwrap();
-    let (status, _) = get_status(http, &format!("/hls/news/{key_uri}"));
+    let (status, _) = get_status(http, key_uri);
     assert_eq!(status, 401, "a key without a token");
     let key = {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
         write!(
             s,
-            "GET /hls/news/{key_uri} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            "GET {key_uri} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
         )
         .unwrap();
         let mut raw = Vec::new();
@@ -401,7 +401,7 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
     assert_eq!(key.len(), 16);
     let segs = segments(&m3u8);
     let (seq, uri, ..) = &segs[0];
-    let (status, data) = get_status(http, &format!("/hls/news/{uri}"));
+    let (status, data) = get_status(http, uri);
     assert_eq!(status, 200);
     assert_ne!(data[0], 0x47, "served encrypted");
     let enc = dir.path().join("enc.ts");
@@ -457,4 +457,115 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
         !stderr.contains(TOKEN) && !stderr.contains(KEY),
         "a secret in the log"
     );
+}
+
+/// A clip of `secs` seconds, every picture one colour (the frame marker), with a tone.
+fn colour_clip(ffmpeg: &str, dir: &Path, colour: &str, secs: u32) {
+    let out = run_bounded(
+        Command::new(ffmpeg)
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!(
+                "color=c={colour}:size=320x180:rate=25:duration={secs}"
+            ))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!(
+                "sine=frequency=440:sample_rate=48000:duration={secs}"
+            ))
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+            ])
+            .args(["-sc_threshold", "0", "-b:v", "300k", "-threads", "1"])
+            .args([
+                "-c:a", "aac", "-b:a", "64k", "-f", "mpegts", "-muxrate", "800k",
+            ])
+            .arg(dir.join(format!("{colour}.ts"))),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Catch-up of an EIT event as it aired (`/hls/CH/event/ID.m3u8`): three scheduled
+/// programmes, blue, red and green pictures; the red one's playlist, found through the
+/// guide's `catchup_event`, is a VOD playlist that hls.js plays from its first frame (red,
+/// not the blue before it) to its last (red, not the green after it).
+#[test]
+fn an_eit_event_is_replayed_from_its_first_frame_to_its_last() {
+    let Some(ffmpeg) = tool("ffmpeg") else { return };
+    if hlsjs().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for c in ["blue", "red", "green"] {
+        colour_clip(ffmpeg, dir.path(), c, 6);
+    }
+    let t0 = chrono::Utc::now().timestamp() + 8;
+    common::write_schedule(
+        &dir.path().join("sched"),
+        "news",
+        &[
+            (t0, "blue.ts", "Blue"),
+            (t0 + 6, "red.ts", "Red"),
+            (t0 + 12, "green.ts", "Green"),
+        ],
+    );
+    let http = free_tcp_port();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[schedules]\ndir = \"sched\"\nmedia_dir = \".\"\n\n\
+             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [\"blue.ts\"]\n\n[channel.archive]\ndir = \"archive\"\nsegment = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    // The green programme begins at t0 + 12: the red one has ended by then.
+    let wait = (t0 + 15 - chrono::Utc::now().timestamp()).max(0) as u64;
+    std::thread::sleep(Duration::from_secs(wait));
+
+    let guide: serde_json::Value = serde_json::from_str(&http_get(http, "/epg/news.json")).unwrap();
+    let red = guide["programmes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["titles"].to_string().contains("Red"))
+        .unwrap_or_else(|| panic!("no Red in {guide:#}"));
+    let link = red["catchup_event"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no catch-up link: {red:#}"));
+    let m3u8 = http_get(http, link);
+    assert!(
+        m3u8.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && m3u8.ends_with("#EXT-X-ENDLIST\n"),
+        "{m3u8}"
+    );
+    let total: f64 = segments(&m3u8).iter().map(|s| s.3).sum();
+    assert!((5.5..=6.5).contains(&total), "{total} s: {m3u8}");
+    let r = play(&format!("http://127.0.0.1:{http}{link}"), 30);
+    eprintln!("hls.js, the red programme: {r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["ended"], true, "{r}");
+    let is_red = |v: &serde_json::Value| {
+        let c: Vec<u64> = v
+            .as_array()
+            .map_or(vec![], |a| a.iter().filter_map(|x| x.as_u64()).collect());
+        c.len() == 3 && c[0] > 180 && c[1] < 80 && c[2] < 80
+    };
+    assert!(is_red(&r["first_rgb"]), "the first frame: {r}");
+    assert!(is_red(&r["last_rgb"]), "the last frame: {r}");
+    let (status, _) = get_status(http, "/hls/news/event/65000.m3u8");
+    assert_eq!(status, 404);
+    let (status, stderr) = common::signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
 }

@@ -270,6 +270,22 @@ impl Carousel {
         self.send_eit(mux, k);
     }
 
+    /// The event_id the service with `service_id` has for an event starting at `start` with
+    /// `title` in its week (its EIT schedule), if it has one: the id the EIT present event
+    /// takes when it goes on air ([`Carousel::on_air`]).
+    pub fn scheduled_event_id(
+        &self,
+        service_id: u16,
+        start: chrono::NaiveDateTime,
+        title: &str,
+    ) -> Option<u16> {
+        let s = &self.services[self.service(service_id)?];
+        s.week
+            .iter()
+            .find(|w| w.start == start && w.title == title)
+            .map(|w| w.event_id)
+    }
+
     /// The next days of the service with `service_id` (events with their event_ids) as its
     /// EIT schedule (tables 0x50..), each section once every 8 s (within the cable/satellite
     /// prime period's 10 s; 25 s terrestrial, within 30 s): handed to the builder when it

@@ -42,6 +42,22 @@ impl Seg {
     }
 }
 
+/// An item that began on air at the start of segment `seq`: a programme (the schedule's,
+/// with its EIT event when it has one), an alert's clip, or a playlist's item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    /// `programme`, `alert` or `item`.
+    pub(crate) mark: String,
+    /// The segment it begins.
+    pub(crate) seq: u64,
+    /// UTC (ns) its first picture was presented.
+    pub(crate) utc_ns: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) event_id: Option<u16>,
+    #[serde(default)]
+    pub(crate) title: String,
+}
+
 /// The directory name of the UTC day holding instant `ns`: `20261206`.
 pub(crate) fn day_dir(ns: i64) -> String {
     let iso = playout::hls::iso8601(ns);
@@ -52,6 +68,8 @@ pub(crate) fn day_dir(ns: i64) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     segs: VecDeque<Seg>,
+    /// Items begun at a segment's start, oldest first.
+    marks: VecDeque<Mark>,
     bytes: u64,
     /// Discontinuities among the segments that retention removed (HLS
     /// `EXT-X-DISCONTINUITY-SEQUENCE` counts from them).
@@ -74,6 +92,12 @@ impl Index {
         let mut ix = Index::default();
         for v in lines {
             ix.lines += 1;
+            if v.get("mark").is_some() {
+                if let Ok(m) = serde_json::from_value::<Mark>(v) {
+                    ix.marks.push_back(m);
+                }
+                continue;
+            }
             let Ok(seg) = serde_json::from_value::<Seg>(v) else {
                 continue;
             };
@@ -84,6 +108,52 @@ impl Index {
         }
         ix.lines = ix.lines.max(ix.segs.len());
         ix
+    }
+
+    /// Adds a mark (its segment is being written).
+    pub(crate) fn mark(&mut self, m: Mark) {
+        self.marks.push_back(m);
+    }
+
+    /// The marks, oldest first (for rewriting the file).
+    pub(crate) fn marks(&self) -> impl Iterator<Item = &Mark> {
+        self.marks.iter()
+    }
+
+    /// The segments of the latest airing of EIT event `event_id`: from the segment its first
+    /// item began to the one before the next item that is neither it again nor an alert (an
+    /// alert inside it stays inside), or to the last segment while it is on air. With
+    /// whether it has ended.
+    pub(crate) fn event(&self, event_id: u16) -> Option<(Run, bool)> {
+        let last = self
+            .marks
+            .iter()
+            .rposition(|m| m.event_id == Some(event_id))?;
+        let is_it = |m: &Mark| m.event_id == Some(event_id) || m.mark == "alert";
+        let mut first = last;
+        while first > 0 && is_it(&self.marks[first - 1]) {
+            first -= 1;
+        }
+        // From its first own mark (an alert just before it is another programme's).
+        while self.marks[first].event_id != Some(event_id) {
+            first += 1;
+        }
+        let end = self.marks.iter().skip(last + 1).find(|m| !is_it(m));
+        let from = self.marks[first].seq;
+        let to = end.map_or(u64::MAX, |m| m.seq);
+        let start = self.segs.partition_point(|s| s.seq < from);
+        let stop = self.segs.partition_point(|s| s.seq < to);
+        if start >= stop {
+            return None;
+        }
+        Some((self.run(start..stop), end.is_some()))
+    }
+
+    /// The line `index.jsonl` keeps for mark `m`.
+    pub(crate) fn mark_line(m: &Mark) -> String {
+        let mut s = serde_json::to_string(m).unwrap_or_default();
+        s.push('\n');
+        s
     }
 
     /// The line `index.jsonl` keeps for `seg`.
@@ -111,6 +181,10 @@ impl Index {
             }
             self.pop_front();
             gone.push(first);
+        }
+        let first = self.segs.front().map_or(u64::MAX, |s| s.seq);
+        while self.marks.front().is_some_and(|m| m.seq < first) {
+            self.marks.pop_front();
         }
         gone
     }
@@ -237,6 +311,47 @@ mod tests {
         assert_eq!(ix.first().unwrap().seq, 7);
         assert_eq!(ix.tail(10).discs_before, 2);
         assert_eq!(ix.bytes(), 3000);
+    }
+
+    #[test]
+    fn an_event_spans_its_airing_with_the_alerts_inside_it() {
+        let mut ix = Index::default();
+        for i in 0..12 {
+            ix.push(seg(i, false));
+        }
+        let mark = |kind: &str, seq: u64, id: Option<u16>| Mark {
+            mark: kind.into(),
+            seq,
+            utc_ns: 0,
+            event_id: id,
+            title: String::new(),
+        };
+        ix.mark(mark("programme", 1, Some(7)));
+        ix.mark(mark("programme", 3, Some(8)));
+        ix.mark(mark("alert", 5, None));
+        ix.mark(mark("programme", 6, Some(8)));
+        ix.mark(mark("programme", 8, Some(9)));
+        let seqs = |r: &Run| r.segs.iter().map(|s| s.seq).collect::<Vec<_>>();
+        let (run, ended) = ix.event(8).unwrap();
+        assert_eq!(
+            seqs(&run),
+            [3, 4, 5, 6, 7],
+            "the alert and the rejoin inside it"
+        );
+        assert!(ended);
+        let (run, ended) = ix.event(9).unwrap();
+        assert_eq!(seqs(&run), [8, 9, 10, 11]);
+        assert!(!ended, "still on air");
+        assert_eq!(seqs(&ix.event(7).unwrap().0), [1, 2]);
+        assert!(ix.event(10).is_none());
+        // Retention takes the marks of the segments it removes.
+        ix.expire(0, 0, Some(8 * 1000));
+        assert!(ix.event(7).is_none());
+        assert_eq!(
+            seqs(&ix.event(8).unwrap().0),
+            [6, 7],
+            "its beginning gone, from where it rejoined"
+        );
     }
 
     #[test]

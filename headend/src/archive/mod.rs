@@ -28,7 +28,7 @@ use playout::ts::PACKET_SIZE;
 
 use crate::alarm::Alarm;
 use crate::config::archive::ArchiveConfig;
-use index::{Index, Seg};
+use index::{Index, Mark, Seg};
 
 /// Pieces waiting for the writer, across channels; beyond, pieces are dropped (counted).
 const QUEUE: usize = 4096;
@@ -46,6 +46,8 @@ pub(crate) struct Piece {
     pub(crate) rap: Option<(usize, Bytes)>,
     /// UTC (ns) at which the first packet of `data` left.
     pub(crate) utc_ns: i64,
+    /// The item that begins at `rap`, if one does: the segment is cut there.
+    pub(crate) boundary: Option<crate::station::Boundary>,
 }
 
 /// What the HTTP side and the status see of one channel's archive.
@@ -207,6 +209,8 @@ struct Open {
     file: std::io::BufWriter<File>,
     part: PathBuf,
     seg: Seg,
+    /// The item that begins with it, if one does.
+    mark: Option<Mark>,
 }
 
 /// One channel's recording.
@@ -314,15 +318,25 @@ impl Recorder {
         match &piece.rap {
             Some((offset, psi)) => {
                 let rap_ns = at(offset / PACKET_SIZE);
-                let due = self
-                    .open
-                    .as_ref()
-                    .is_none_or(|o| rap_ns - o.seg.start_utc_ns >= self.shared.segment_ns as i64);
+                // An item's beginning always starts a segment: its catch-up starts there.
+                let due = piece.boundary.is_some()
+                    || self.open.as_ref().is_none_or(|o| {
+                        rap_ns - o.seg.start_utc_ns >= self.shared.segment_ns as i64
+                    });
                 if due {
                     self.write(&piece.data[..*offset]);
                     self.end_ns = Some(rap_ns);
                     self.finish();
                     self.begin(rap_ns, psi);
+                    if let (Some(o), Some(b)) = (self.open.as_mut(), &piece.boundary) {
+                        o.mark = Some(Mark {
+                            mark: b.kind.to_owned(),
+                            seq: o.seg.seq,
+                            utc_ns: b.presented_utc_ns,
+                            event_id: b.event_id,
+                            title: b.title.clone(),
+                        });
+                    }
                     self.write(&piece.data[*offset..]);
                 } else {
                     self.write(&piece.data);
@@ -366,6 +380,7 @@ impl Recorder {
                     file: std::io::BufWriter::with_capacity(256 * 1024, f),
                     part,
                     seg,
+                    mark: None,
                 });
                 self.write(psi);
             }
@@ -434,7 +449,7 @@ impl Recorder {
             self.failed(&o.part, &e);
             return;
         }
-        if let Err(e) = self.note(&o.seg) {
+        if let Err(e) = self.note(&o.seg, o.mark.take()) {
             let index = self.shared.dir.join("index.jsonl");
             self.failed(&index, &e);
         }
@@ -447,17 +462,27 @@ impl Recorder {
 
     /// Puts `seg` on the index, in memory and on disk (rewriting the file when most of its
     /// lines name segments retention removed).
-    fn note(&self, seg: &Seg) -> std::io::Result<()> {
+    fn note(&self, seg: &Seg, mark: Option<Mark>) -> std::io::Result<()> {
         let path = self.shared.dir.join("index.jsonl");
         let mut ix = self
             .shared
             .index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lines = String::new();
+        if let Some(m) = mark {
+            lines.push_str(&Index::mark_line(&m));
+            ix.mark(m);
+            ix.lines += 1;
+        }
+        lines.push_str(&Index::line(seg));
         ix.push(*seg);
         ix.lines += 1;
         if ix.lines > 2 * ix.len() + 1000 {
             let mut text = String::new();
+            for m in ix.marks() {
+                text.push_str(&Index::mark_line(m));
+            }
             for s in ix.iter() {
                 text.push_str(&Index::line(s));
             }
@@ -469,7 +494,7 @@ impl Recorder {
             .create(true)
             .append(true)
             .open(&path)?;
-        f.write_all(Index::line(seg).as_bytes())
+        f.write_all(lines.as_bytes())
     }
 
     /// Retention: the oldest segments past `keep` (before `now_ns`) or `max_bytes` go, from
@@ -524,6 +549,7 @@ mod tests {
             data: Bytes::from(data),
             rap: (ms % 1000 == 0).then(|| (0, Bytes::from(vec![0xEE; 2 * PACKET_SIZE]))),
             utc_ns: T0 + ms * MS,
+            boundary: None,
         }
     }
 

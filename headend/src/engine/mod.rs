@@ -185,6 +185,8 @@ impl Engine {
                 archive: archives
                     .filter(|_| !spec.mpts)
                     .and_then(|a| a.tap(&spec.id)),
+                boundaries: VecDeque::new(),
+                acc_boundary: None,
                 acc: BytesMut::with_capacity(HTTP_CHUNK_BYTES + DATAGRAM * 64),
                 acc_slot: 0,
                 acc_since: start_ns,
@@ -339,6 +341,10 @@ struct Live {
     feed: Option<Arc<Feed>>,
     /// The channel's archive, if it is recorded: it gets what the feed gets.
     archive: Option<crate::archive::Tap>,
+    /// Items starting (their first packet not yet sent), for the archive to cut at; and the
+    /// one the random access point in the output not yet published starts.
+    boundaries: VecDeque<crate::station::Boundary>,
+    acc_boundary: Option<crate::station::Boundary>,
     /// Output not yet published to the HTTP feed, from slot `acc_slot` on.
     acc: BytesMut,
     acc_slot: u64,
@@ -1582,6 +1588,11 @@ impl Live {
                         let _ = link.requests.send(provision);
                     }
                 }
+                Output::Boundary(b) => {
+                    if self.archive.is_some() && b.program == 0 {
+                        self.boundaries.push_back(*b);
+                    }
+                }
             }
         }
     }
@@ -1625,6 +1636,16 @@ impl Live {
         }
         while let Some(rap) = self.st.mux_mut().poll_rap() {
             if let Some(k) = rap.slot.checked_sub(self.acc_slot) {
+                // The first random access point at or after an item's first packet is where
+                // the item begins.
+                let t = self.st.mux().slot_time(rap.slot);
+                if self.boundaries.front().is_some_and(|b| b.at <= t) {
+                    self.acc_boundary = self.boundaries.pop_front();
+                    // Items that started and ended before it (none reached the output).
+                    while self.boundaries.front().is_some_and(|b| b.at <= t) {
+                        self.acc_boundary = self.boundaries.pop_front();
+                    }
+                }
                 self.acc_rap = Some((k as usize * PACKET_SIZE, rap.psi));
             }
         }
@@ -1659,6 +1680,7 @@ impl Live {
                 data: data.clone(),
                 rap: rap.clone(),
                 utc_ns,
+                boundary: self.acc_boundary.take(),
             });
         }
         feed.publish(Chunk { data, rap });

@@ -6,6 +6,9 @@
 //!   player may seek anywhere in it);
 //! - `?from=<RFC 3339>`: a playlist starting at that instant and growing with the channel
 //!   (the player starts at its beginning);
+//! - `GET /hls/{channel}/event/{event_id}.m3u8`: catch-up of an EIT event as it aired, from
+//!   its first frame (a segment begins with every item) to the next programme's, alerts
+//!   inside it kept (a VOD playlist once it has ended);
 //! - `GET /hls/{channel}/{seq}.ts`: a segment;
 //! - `GET /hls/{channel}/key/{period}`: with `[channel.archive] key_file`, segments are
 //!   served encrypted (AES-128, the key changing every `key_period`) and this gives a key
@@ -111,6 +114,36 @@ pub(crate) fn handle(
     };
     if file == "live.m3u8" {
         return Some(live(archive, query));
+    }
+    if let Some(id) = file
+        .strip_prefix("event/")
+        .and_then(|f| f.strip_suffix(".m3u8"))
+    {
+        let Ok(event_id) = id.parse::<u16>() else {
+            return Some(text(
+                StatusCode::BAD_REQUEST,
+                format!("`{id}` is not an EIT event_id (0..=65535)\n"),
+            ));
+        };
+        let found = archive
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .event(event_id);
+        return Some(match found {
+            // From the programme's first frame (its first segment begins there) to the
+            // next programme's: a VOD playlist once it has ended.
+            Some((run, ended)) => playlist(
+                archive,
+                &run,
+                if ended { Kind::Vod } else { Kind::Live },
+                None,
+            ),
+            None => text(
+                StatusCode::NOT_FOUND,
+                format!("{channel}: event {event_id} is not in the archive\n"),
+            ),
+        });
     }
     if let Some(period) = file.strip_prefix("key/") {
         let key = period
@@ -267,13 +300,13 @@ fn playlist(
         .iter()
         .map(|s| Segment {
             seq: s.seq,
-            uri: format!("{}.ts", s.seq),
+            uri: format!("/hls/{}/{}.ts", archive.channel, s.seq),
             start_utc_ns: s.start_utc_ns,
             duration_ns: s.duration_ns,
             discontinuity: s.disc,
             // The IV is the media sequence number (RFC 8216 5.2): none given.
             key: archive.key_period(s).map(|p| KeyRef {
-                uri: format!("key/{p}"),
+                uri: format!("/hls/{}/key/{p}", archive.channel),
                 iv: None,
             }),
         })

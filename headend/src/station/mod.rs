@@ -72,6 +72,25 @@ pub(crate) enum Output {
         program: usize,
         provision: Provision,
     },
+    /// An item starts on program `program`: where its first packet leaves, for the archive
+    /// to begin a segment there (a programme's catch-up then starts with its first frame).
+    Boundary(Box<Boundary>),
+}
+
+/// An item starting on air, as the archive marks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Boundary {
+    pub(crate) program: usize,
+    /// Output time of its first packet.
+    pub(crate) at: Ticks27M,
+    /// UTC (ns) at which its first picture is presented.
+    pub(crate) presented_utc_ns: i64,
+    /// `programme` (a schedule's item), `alert` (an alert's clip) or `item` (a playlist's).
+    pub(crate) kind: &'static str,
+    /// The EIT event it is, when its programme is in the service's EIT schedule.
+    pub(crate) event_id: Option<u16>,
+    /// The programme's title, else the file's name.
+    pub(crate) title: String,
 }
 
 /// A file read a station wants: `req` of program `program`; `path` is the file for an open.
@@ -670,6 +689,37 @@ impl Station {
                     ),
                     (None, None) => (None, None),
                 };
+                let title = present.as_ref().map_or_else(
+                    || {
+                        self.playlists[program]
+                            .get(item)
+                            .and_then(|p| p.file_stem())
+                            .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+                    },
+                    |p| p.title.clone(),
+                );
+                let event_id = match (&alert, &present, self.si.as_ref()) {
+                    (None, Some(p), Some(si)) => si.scheduled_event_id(
+                        self.service_ids[program],
+                        chrono::DateTime::from_timestamp_nanos(p.start.0).naive_utc(),
+                        &p.title,
+                    ),
+                    _ => None,
+                };
+                self.out.push_back(Output::Boundary(Box::new(Boundary {
+                    program,
+                    at,
+                    presented_utc_ns: self.clock.utc_ns(presented_at.max(at)),
+                    kind: if alert.is_some() {
+                        "alert"
+                    } else if tag.is_some() {
+                        "programme"
+                    } else {
+                        "item"
+                    },
+                    event_id,
+                    title,
+                })));
                 self.starts.push_back(PendingStart {
                     presented_at: presented_at.max(at),
                     program,

@@ -889,3 +889,26 @@ pub(crate) fn sender(
         kills
     })
 }
+
+/// Writes `sched_dir/channel/DATE.toml`: one item per `(UTC second, file, title)`, each a
+/// hard start at that second (times in UTC: the channel's zone must be UTC), dated by the
+/// first.
+pub(crate) fn write_schedule(sched_dir: &Path, channel: &str, items: &[(i64, &str, &str)]) {
+    let day = |t: i64, f: &str| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .format(f)
+            .to_string()
+    };
+    let date = day(items[0].0, "%Y-%m-%d");
+    let mut text = format!("date = \"{date}\"\n");
+    for (t, file, title) in items {
+        text.push_str(&format!(
+            "\n[[item]]\nstart = \"{}\"\nfile = \"{file}\"\ntitle = \"{title}\"\n",
+            day(*t, "%H:%M:%S")
+        ));
+    }
+    let dir = sched_dir.join(channel);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{date}.toml")), text).unwrap();
+}

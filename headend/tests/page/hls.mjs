@@ -1,8 +1,9 @@
 // Plays an HLS playlist with hls.js (from the npm registry, node_modules/hls.js) in Debian's
 // chromium, headless, through playwright-core, and prints one JSON line with what happened:
 //   node hls.mjs URL SECONDS [TOKEN]
-// {"event":"played","played_s":..,"stalls":..,"errors":[..],"fatal":..,"levels":..,
-//  "first_frag":..,"frag_loaded":..}
+// {"event":"played","played_s":..,"stalls":..,"errors":[..],"fatal":..,"ended":..,
+//  "first_frag":..,"frag_loaded":..,"first_rgb":[r,g,b],"last_rgb":[r,g,b]}
+// (the colour at the centre of the first frame shown, and of the last when it ended)
 // SECONDS: how long to watch (a live playlist) or at most (a VOD playlist, which ends).
 // TOKEN: sent as `Authorization: Bearer` with key requests (AES-128).
 import { chromium } from "playwright-core";
@@ -35,6 +36,13 @@ try {
     hls.on(Hls.Events.ERROR, (_, d) => { r.errors.push(`${d.type}/${d.details}${d.fatal ? " (fatal)" : ""}`); if (d.fatal) r.fatal = true; });
     hls.on(Hls.Events.FRAG_LOADED, (_, d) => { r.frag_loaded++; if (r.first_frag === null) r.first_frag = d.frag.sn; });
     let started = false;
+    // The colour at the centre of the picture shown (frame markers in test media).
+    const canvas = document.createElement("canvas");
+    canvas.width = 32; canvas.height = 18;
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    const rgb = () => { ctx.drawImage(v, 0, 0, 32, 18); const d = ctx.getImageData(16, 9, 1, 1).data; return [d[0], d[1], d[2]]; };
+    v.requestVideoFrameCallback(() => { r.first_rgb = rgb(); });
+    v.addEventListener("ended", () => { r.last_rgb = rgb(); });
     v.addEventListener("playing", () => { started = true; });
     v.addEventListener("waiting", () => { if (started) r.stalls++; });
     v.addEventListener("ended", () => { r.ended = true; });
