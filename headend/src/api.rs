@@ -657,6 +657,16 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 }),
             ))
         }
+        ["archive", channel] => {
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let q = query(&req)?;
+            Ok(json(
+                StatusCode::OK,
+                &archive_listing(state, channel, q.get("date"))?,
+            ))
+        }
         ["overview"] => {
             if !matches!(*req.method(), Method::GET | Method::HEAD) {
                 return Err(ApiError::MethodNotAllowed);
@@ -962,6 +972,71 @@ fn alarms(state: &ApiState) -> Vec<crate::alarm::AlarmState> {
     }
     alarms.extend(crate::supervise::panic_alarms());
     alarms
+}
+
+/// `GET /api/archive/{channel}[?date=YYYY-MM-DD]`: what the channel's archive holds (span,
+/// segments, bytes) and the items that began on a day in the channel's zone (default today),
+/// each with its catch-up playlists.
+fn archive_listing(
+    state: &ApiState,
+    channel: &str,
+    date: Option<&String>,
+) -> Result<serde_json::Value, ApiError> {
+    use chrono::TimeZone;
+    let Some(archive) = state.archives.as_ref().and_then(|a| a.get(channel)) else {
+        return Err(ApiError::NotFound(format!(
+            "channel `{channel}` is not archived ([channel.archive])"
+        )));
+    };
+    let tz = state
+        .zones
+        .iter()
+        .find(|z| z.0 == channel)
+        .map_or(epg::schedule::Tz::UTC, |z| z.1);
+    let day = match date {
+        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| ApiError::BadRequest(format!("`{d}` is not a date like 2026-12-06")))?,
+        None => chrono::Utc::now().with_timezone(&tz).date_naive(),
+    };
+    let at = |d: NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .earliest()
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(0)
+    };
+    let (from, to) = (at(day), at(day.succ_opt().unwrap_or(day)));
+    let ix = archive.index.read().unwrap_or_else(PoisonError::into_inner);
+    let utc = |ns: i64| crate::overview::utc(Utc(ns));
+    let items: Vec<serde_json::Value> = ix
+        .marks_between(from, to)
+        .into_iter()
+        .map(|(m, end)| {
+            let secs = m.utc_ns.div_euclid(1_000_000_000);
+            serde_json::json!({
+                "kind": m.mark,
+                "title": m.title,
+                "event_id": m.event_id,
+                "start": utc(m.utc_ns),
+                "end": end.map(utc),
+                "catchup": format!(
+                    "/hls/{channel}/live.m3u8?from={secs}{}",
+                    end.map_or(String::new(), |e| format!("&to={}", e.div_euclid(1_000_000_000) + 1))
+                ),
+                "catchup_event": m.event_id.map(|e| format!("/hls/{channel}/event/{e}.m3u8")),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "channel": channel,
+        "date": day.to_string(),
+        "timezone": tz.name(),
+        "segments": ix.len(),
+        "bytes": ix.bytes(),
+        "first": ix.first().map(|s| utc(s.start_utc_ns)),
+        "last_end": ix.last().map(|s| utc(s.end_utc_ns())),
+        "keep_s": archive.keep_ns / 1_000_000_000,
+        "items": items,
+    }))
 }
 
 /// `GET /api/overview`: the whole station at a glance (`crate::overview`).

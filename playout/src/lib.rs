@@ -26,6 +26,7 @@ pub mod check;
 pub mod demux;
 pub mod es;
 pub mod hls;
+pub mod join;
 pub mod monitor;
 pub mod mux;
 pub mod offline;

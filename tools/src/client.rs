@@ -152,6 +152,26 @@ impl Server {
         self.request_bytes(method, path, headers, body.as_bytes(), auth)
     }
 
+    /// GETs `path` into `out` as it comes (a large body, never held whole); the bytes
+    /// written. An answer other than 200 is an error with the daemon's message.
+    pub(crate) fn download(&self, path: &str, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        let url = format!("{}{path}", self.base);
+        let mut req = agent()?.get(&url);
+        if let Some(token) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {token}"));
+        }
+        let reply = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, r)) => {
+                let body = r.into_string().unwrap_or_default();
+                bail!("GET {url}: {code}: {}", body.trim());
+            }
+            Err(e) => bail!("GET {url}: {e}"),
+        };
+        std::io::copy(&mut reply.into_reader(), out)
+            .with_context(|| format!("GET {url}: reading the answer"))
+    }
+
     /// [`Server::request`] with a body of any bytes, sent exactly as given.
     pub(crate) fn request_bytes(
         &self,

@@ -4,6 +4,7 @@
 //! imports the guide and shows the status; `hectl ecmg` is a test ECMG for SimulCrypt.
 
 mod alert_cmd;
+mod archive_cmd;
 mod audit_cmd;
 mod client;
 mod diff;
@@ -100,6 +101,12 @@ enum Command {
     /// longest and the causes; and every event (stoppage, degradation, failover, override,
     /// manual action).
     Report(report_cmd::ReportArgs),
+    /// A channel's archive on a running daemon ([channel.archive]): what aired (`ls`), a span
+    /// as one transport stream (`export`)
+    Archive {
+        #[command(subcommand)]
+        action: archive_cmd::ArchiveAction,
+    },
     /// The daemon's API audit trail (`[http] audit_log`).
     Audit {
         #[command(subcommand)]
@@ -223,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ecmg(args) => ecmg_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
+        Command::Archive { action } => archive_cmd::run(action),
         Command::Audit {
             action: AuditAction::Verify { file },
         } => audit_cmd::run(&file),

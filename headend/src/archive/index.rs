@@ -149,6 +149,21 @@ impl Index {
         Some((self.run(start..stop), end.is_some()))
     }
 
+    /// The marks whose item began in `[from_ns, to_ns)`, each with the UTC (ns) its segment
+    /// range ends (the next mark's segment start, or `None` while it is the last).
+    pub(crate) fn marks_between(&self, from_ns: i64, to_ns: i64) -> Vec<(Mark, Option<i64>)> {
+        let start_of = |seq: u64| self.get(seq).map(|s| s.start_utc_ns);
+        self.marks
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| (from_ns..to_ns).contains(&m.utc_ns))
+            .map(|(i, m)| {
+                let end = self.marks.get(i + 1).and_then(|n| start_of(n.seq));
+                (m.clone(), end)
+            })
+            .collect()
+    }
+
     /// The line `index.jsonl` keeps for mark `m`.
     pub(crate) fn mark_line(m: &Mark) -> String {
         let mut s = serde_json::to_string(m).unwrap_or_default();

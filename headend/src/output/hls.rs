@@ -222,6 +222,73 @@ fn instant(key: &str, value: &str) -> Result<i64, Reply> {
         })
 }
 
+/// `GET /archive/{channel}.ts?from=&to=`: the archive between two instants as one
+/// continuous transport stream (`playout::join`: the table copies where segments continue
+/// left out, counters carried over gaps), from the random access point that begins the
+/// segment holding `from` to the end of the one holding `to`. Read and joined a segment at
+/// a time on a blocking thread, sent as it comes (a few segments of memory at most); a
+/// segment retention removes meanwhile ends the stream there.
+pub(crate) fn export(
+    archives: Option<&Archives>,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Result<tokio::sync::mpsc::Receiver<Bytes>, Reply>> {
+    let channel = path.strip_prefix("/archive/")?.strip_suffix(".ts")?;
+    Some(export_run(archives, channel, query))
+}
+
+fn export_run(
+    archives: Option<&Archives>,
+    channel: &str,
+    query: Option<&str>,
+) -> Result<tokio::sync::mpsc::Receiver<Bytes>, Reply> {
+    let Some(archive) = archives.and_then(|a| a.get(channel)) else {
+        return Err(text(
+            StatusCode::NOT_FOUND,
+            format!("channel `{channel}` is not archived ([channel.archive])\n"),
+        ));
+    };
+    let bad = |m: &str| text(StatusCode::BAD_REQUEST, format!("{m}\n"));
+    let (Some(from), Some(to)) = (param(query, "from"), param(query, "to")) else {
+        return Err(bad("give `from` and `to` (RFC 3339 or Unix seconds)"));
+    };
+    let (from, to) = (instant("from", &from)?, instant("to", &to)?);
+    if to <= from {
+        return Err(bad("`to` must be after `from`"));
+    }
+    let run = archive
+        .index
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .between(from, to);
+    if run.segs.is_empty() {
+        return Err(text(
+            StatusCode::NOT_FOUND,
+            "nothing archived in that span\n".into(),
+        ));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let archive = archive.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut joiner = playout::join::Joiner::new();
+        for seg in &run.segs {
+            let data = match std::fs::read(archive.path(seg)) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(channel = %archive.channel, seq = seg.seq, error = %e, "archive export: a segment went (retention): the export ends there");
+                    return;
+                }
+            };
+            let mut out = Vec::with_capacity(data.len());
+            joiner.push(&data, usize::from(seg.psi_packets), seg.disc, &mut out);
+            if tx.blocking_send(Bytes::from(out)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 /// `live.m3u8`: the live window, or with `window` a time-shift window, or with `from` (and
 /// `to`) a playlist from an instant (to an instant: the programme's catch-up, a VOD
 /// playlist once it has ended).

@@ -664,6 +664,18 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
     if req.method() != Method::GET && !head {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
+    if path.starts_with("/archive/") {
+        // A recording for a monitoring platform: a token of any role, as for keys.
+        if let Some(refused) = api::key_refused(&state.api, req) {
+            return refused.map(|b| Body::Full(Some(b)));
+        }
+        return match super::hls::export(state.api.archives.as_deref(), path, req.uri().query()) {
+            Some(Ok(rx)) if !head => response(StatusCode::OK, "video/mp2t", Body::Chunks(rx)),
+            Some(Ok(_)) => response(StatusCode::OK, "video/mp2t", Body::Full(None)),
+            Some(Err(r)) => hls_response(r, head),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+    }
     if super::hls::is_key(path) {
         if let Some(refused) = api::key_refused(&state.api, req) {
             let mut r = refused.map(|b| Body::Full(Some(b)));
@@ -896,6 +908,8 @@ fn playlist_m3u(state: &HttpState, host: &str) -> String {
 pub(crate) enum Body {
     Full(Option<Bytes>),
     Live(Box<Live>),
+    /// Pieces made by another task as they come (an archive export).
+    Chunks(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl http_body::Body for Body {
@@ -909,6 +923,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Live(live) => live.poll(cx),
+            Body::Chunks(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
         }
     }
 
