@@ -36,6 +36,24 @@ fn hlsjs() -> Option<()> {
     Some(())
 }
 
+/// Decodes the picture and the first sound of `file` with ffmpeg and fails on any error
+/// line (`what` names it). Only those: a stream the PMT announces near a segment's end, with
+/// no frame yet, has nothing to decode and ffmpeg cannot set up its filter.
+fn decodes(ffmpeg: &str, file: &Path, what: &str) {
+    let out = run_bounded(
+        Command::new(ffmpeg)
+            .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
+            .arg(file)
+            .args(["-map", "0:v", "-map", "0:a:0", "-f", "null", "-"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Plays `url` with hls.js for `secs`; its report.
 fn play(url: &str, secs: u32) -> serde_json::Value {
     play_with(url, secs, None)
@@ -174,20 +192,7 @@ fn the_live_playlist_plays_in_hlsjs_and_ffmpeg_and_every_segment_is_conformant()
         );
         let file = dir.path().join(format!("seg{seq}.ts"));
         std::fs::write(&file, &data).unwrap();
-        // The picture and the first sound (a stream the PMT announces near a segment's end,
-        // with no frame yet, has nothing to decode: ffmpeg cannot set up its filter).
-        let out = run_bounded(
-            Command::new(ffmpeg)
-                .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
-                .arg(&file)
-                .args(["-map", "0:v", "-map", "0:a:0", "-f", "null", "-"]),
-            Duration::from_secs(60),
-        );
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "segment {seq}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        decodes(ffmpeg, &file, &format!("segment {seq}"));
         checked_as(
             &format!("hls-segment-{seq}"),
             &data,
@@ -374,18 +379,7 @@ fn retention_never_leaves_a_missing_segment_and_a_kill_loses_at_most_one() {
     eprintln!("export across the restart: {} bytes\n{report}", data.len());
     assert!(report.contains("continuity 0,"), "{report}");
     if let Some(ffmpeg) = tool("ffmpeg") {
-        let out = run_bounded(
-            Command::new(ffmpeg)
-                .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
-                .arg(&file)
-                .args(["-map", "0:v", "-map", "0:a:0", "-f", "null", "-"]),
-            Duration::from_secs(60),
-        );
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        decodes(ffmpeg, &file, "file");
     }
     // hectl archive ls: the items that began today.
     let out = run_bounded(
@@ -519,18 +513,7 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
     let clear = std::fs::read(&plain).unwrap();
     assert_eq!(clear.len() % 188, 0);
     assert_eq!(clear[0], 0x47);
-    let out = run_bounded(
-        Command::new(ffmpeg)
-            .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
-            .arg(&plain)
-            .args(["-map", "0:v", "-map", "0:a:0", "-f", "null", "-"]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    decodes(ffmpeg, &plain, "plain");
 
     // hls.js: with the token it plays; without, the key is refused and playback fails.
     let url = format!("http://127.0.0.1:{http}/hls/news/live.m3u8");
