@@ -3,8 +3,8 @@
 //! by `scripts/test` with `npm ci`). A 20-channel station with its management plane on a
 //! listener of its own and a viewer token: the page shows every channel; a live input's
 //! failover (its main stops) and an emergency alert each appear on it within 2 s of the
-//! fault or the alert's acceptance. The screenshot is kept as
-//! `target/tmp/operator-page.png`.
+//! fault or the alert's acceptance (and the channel's archive marks the failover). The
+//! screenshot is kept as `target/tmp/operator-page.png`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -142,6 +142,7 @@ fn the_operators_page_shows_every_channel_and_a_failover_and_an_alert_within_2_s
          [[alerts.area]]\ncode = \"310104\"\nchannels = [\"ch01\", \"ch02\", \"ch03\", \"ch04\"]\n\n\
          [[channel]]\nid = \"ch00\"\nservice_id = 1\nname = \"直播 Live\"\nmuxrate = \"2M\"\nplaylist = [{slate:?}]\n\n\
          [channel.failover]\nloss_timeout = \"200ms\"\nrestore_after = \"60s\"\nlead = \"300ms\"\n\n\
+         [channel.archive]\ndir = \"archive\"\nsegment = \"2s\"\n\n\
          [[channel.input]]\nname = \"main\"\nurl = \"udp://127.0.0.1:{main_port}\"\n\n\
          [[channel.input]]\nname = \"backup\"\nurl = \"udp://127.0.0.1:{backup_port}\"\n\n",
         clip = media("a.ts").display().to_string(),
@@ -258,6 +259,25 @@ fn the_operators_page_shows_every_channel_and_a_failover_and_an_alert_within_2_s
     page.order("text body");
     let v = page.answer(Duration::from_secs(5));
     assert_eq!(v["problems"], serde_json::json!([]), "console errors: {v}");
+
+    // The archive of ch00 marks the failover inside the segment it happened in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listing = common::http_get_with(
+            mgmt,
+            "/api/archive/ch00",
+            &[("Authorization", &format!("Bearer {VIEWER}"))],
+        );
+        if listing.contains("\"kind\": \"failover\"") {
+            assert!(listing.contains("main -> backup"), "{listing}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover in the archive: {listing}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     drop(page);
     stop.store(true, Ordering::Relaxed);

@@ -42,11 +42,12 @@ impl Seg {
     }
 }
 
-/// An item that began on air at the start of segment `seq`: a programme (the schedule's,
-/// with its EIT event when it has one), an alert's clip, or a playlist's item.
+/// An item that began on air at the start of segment `seq` — a programme (the schedule's,
+/// with its EIT event when it has one), an alert's clip, a playlist's item — or a failover
+/// inside segment `seq` (`title`: from what to what, and why).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Mark {
-    /// `programme`, `alert` or `item`.
+    /// `programme`, `alert`, `item` or `failover`.
     pub(crate) mark: String,
     /// The segment it begins.
     pub(crate) seq: u64,
@@ -122,14 +123,15 @@ impl Index {
 
     /// The segments of the latest airing of EIT event `event_id`: from the segment its first
     /// item began to the one before the next item that is neither it again nor an alert (an
-    /// alert inside it stays inside), or to the last segment while it is on air. With
-    /// whether it has ended.
+    /// alert or a failover inside it stays inside), or to the last segment while it is on
+    /// air. With whether it has ended.
     pub(crate) fn event(&self, event_id: u16) -> Option<(Run, bool)> {
         let last = self
             .marks
             .iter()
             .rposition(|m| m.event_id == Some(event_id))?;
-        let is_it = |m: &Mark| m.event_id == Some(event_id) || m.mark == "alert";
+        let is_it =
+            |m: &Mark| m.event_id == Some(event_id) || m.mark == "alert" || m.mark == "failover";
         let mut first = last;
         while first > 0 && is_it(&self.marks[first - 1]) {
             first -= 1;
@@ -344,6 +346,7 @@ mod tests {
         ix.mark(mark("programme", 1, Some(7)));
         ix.mark(mark("programme", 3, Some(8)));
         ix.mark(mark("alert", 5, None));
+        ix.mark(mark("failover", 5, None));
         ix.mark(mark("programme", 6, Some(8)));
         ix.mark(mark("programme", 8, Some(9)));
         let seqs = |r: &Run| r.segs.iter().map(|s| s.seq).collect::<Vec<_>>();

@@ -103,6 +103,19 @@ pub(crate) struct Tap {
 }
 
 impl Tap {
+    /// Marks what happened on air now (`kind`, what): a failover, inside the segment being
+    /// written. Never waits (a full queue drops it).
+    pub(crate) fn note(&self, kind: &str, title: String, utc_ns: i64) {
+        let mark = Mark {
+            mark: kind.to_owned(),
+            seq: 0,
+            utc_ns,
+            event_id: None,
+            title,
+        };
+        let _ = self.tx.try_send(Msg::Note(self.channel, mark));
+    }
+
     /// Hands `piece` to the writer; never waits (a full queue drops it, counted).
     pub(crate) fn send(&self, piece: Piece) {
         match self.tx.try_send(Msg::Piece(self.channel, piece)) {
@@ -117,6 +130,8 @@ impl Tap {
 
 enum Msg {
     Piece(usize, Piece),
+    /// Something that happened on air inside the segment being written (a failover).
+    Note(usize, Mark),
     Stop(SyncSender<()>),
 }
 
@@ -211,6 +226,8 @@ struct Open {
     seg: Seg,
     /// The item that begins with it, if one does.
     mark: Option<Mark>,
+    /// What else happened on air while it was written (failovers).
+    notes: Vec<Mark>,
 }
 
 /// One channel's recording.
@@ -235,6 +252,14 @@ fn run(mut recorders: Vec<Recorder>, rx: &Receiver<Msg>) {
             Ok(Msg::Piece(i, piece)) => {
                 if let Some(r) = recorders.get_mut(i) {
                     r.take(&piece);
+                }
+            }
+            Ok(Msg::Note(i, mark)) => {
+                if let Some(o) = recorders.get_mut(i).and_then(|r| r.open.as_mut()) {
+                    o.notes.push(Mark {
+                        seq: o.seg.seq,
+                        ..mark
+                    });
                 }
             }
             Ok(Msg::Stop(done)) => {
@@ -381,6 +406,7 @@ impl Recorder {
                     part,
                     seg,
                     mark: None,
+                    notes: Vec::new(),
                 });
                 self.write(psi);
             }
@@ -449,7 +475,8 @@ impl Recorder {
             self.failed(&o.part, &e);
             return;
         }
-        if let Err(e) = self.note(&o.seg, o.mark.take()) {
+        let marks: Vec<Mark> = o.mark.take().into_iter().chain(o.notes.drain(..)).collect();
+        if let Err(e) = self.note(&o.seg, marks) {
             let index = self.shared.dir.join("index.jsonl");
             self.failed(&index, &e);
         }
@@ -462,7 +489,7 @@ impl Recorder {
 
     /// Puts `seg` on the index, in memory and on disk (rewriting the file when most of its
     /// lines name segments retention removed).
-    fn note(&self, seg: &Seg, mark: Option<Mark>) -> std::io::Result<()> {
+    fn note(&self, seg: &Seg, marks: Vec<Mark>) -> std::io::Result<()> {
         let path = self.shared.dir.join("index.jsonl");
         let mut ix = self
             .shared
@@ -470,7 +497,7 @@ impl Recorder {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut lines = String::new();
-        if let Some(m) = mark {
+        for m in marks {
             lines.push_str(&Index::mark_line(&m));
             ix.mark(m);
             ix.lines += 1;

@@ -1325,6 +1325,13 @@ impl Live {
                             .map_or_else(|| "playlist".to_owned(), |f| f.name().to_owned())
                     };
                     let utc = chrono::Utc::now();
+                    if let Some(a) = &self.archive {
+                        a.note(
+                            "failover",
+                            format!("{} -> {}: {}", name(sw.from), name(sw.to), sw.cause),
+                            utc.timestamp_nanos_opt().unwrap_or(0),
+                        );
+                    }
                     let record = crate::status::SwitchRecord {
                         utc: utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                         local: utc

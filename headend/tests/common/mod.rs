@@ -704,10 +704,20 @@ pub(crate) fn record_lines(path: &Path) -> Vec<serde_json::Value> {
 
 /// `GET path` from 127.0.0.1:`port`: the body.
 pub(crate) fn http_get(port: u16, path: &str) -> String {
+    http_get_with(port, path, &[])
+}
+
+/// [`http_get`] with request headers.
+pub(crate) fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
