@@ -52,6 +52,13 @@ struct Args {
     /// The daemon binary.
     #[arg(long, default_value = "target/release/headend")]
     headend: PathBuf,
+    /// Record every channel in an archive under this directory (`[channel.archive]`,
+    /// issue #17), emptied first; the bytes written over the window are reported.
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// With `--archive`: each channel's `max_bytes` (retention keeps the disk use bounded).
+    #[arg(long, default_value = "64M")]
+    archive_max_bytes: String,
 }
 
 struct Stream {
@@ -108,8 +115,44 @@ fn write_config(path: &Path, args: &Args) -> anyhow::Result<()> {
             g = dest(args, i).0,
             port = dest(args, i).1,
         ));
+        if let Some(dir) = &args.archive {
+            text.push_str(&format!(
+                "\n[channel.archive]\ndir = \"{}\"\nmax_bytes = \"{}\"\n",
+                dir.display(),
+                args.archive_max_bytes
+            ));
+        }
     }
     std::fs::write(path, text).with_context(|| path.display().to_string())
+}
+
+/// The bytes of the archived segments that began within `[from_ns, to_ns)` UTC, from every
+/// channel's `index.jsonl` under `dir` (retention may have removed some files meanwhile: the
+/// index still says what was written).
+fn archived_bytes(dir: &Path, from_ns: i64, to_ns: i64) -> (u64, u64) {
+    let (mut bytes, mut segments) = (0, 0);
+    for ch in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(ch.path().join("index.jsonl")).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(at), Some(b)) = (v["utc_ns"].as_i64(), v["bytes"].as_u64()) else {
+                continue;
+            };
+            if v.get("mark").is_none() && (from_ns..to_ns).contains(&at) {
+                bytes += b;
+                segments += 1;
+            }
+        }
+    }
+    (bytes, segments)
+}
+
+fn utc_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Udp6 receive-buffer drops so far (the receiver's losses, not the sender's).
@@ -153,6 +196,10 @@ fn main() -> anyhow::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("capacity.toml");
+    if let Some(a) = &args.archive {
+        let _ = std::fs::remove_dir_all(a);
+        std::fs::create_dir_all(a).with_context(|| a.display().to_string())?;
+    }
     write_config(&cfg, &args)?;
 
     // `groups`: one socket joined to every group, streams told apart by their source port.
@@ -195,6 +242,7 @@ fn main() -> anyhow::Result<()> {
     }
     let cpu0 = cpu_seconds(&pid)?;
     let self0 = cpu_seconds("self")?;
+    let utc0 = utc_ns();
     let drops0 = rcvbuf_errors();
     let started = Instant::now();
     let end = started + Duration::from_secs(args.secs);
@@ -243,6 +291,7 @@ fn main() -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(&pid)? - cpu0;
+    let utc1 = utc_ns();
     let engine_late = max_late_us(
         line.trim_start_matches("on air; http://")
             .trim_end_matches("/channels\n"),
@@ -296,6 +345,16 @@ fn main() -> anyhow::Result<()> {
         p99(&pooled)
     );
     println!("engine: largest lateness of a datagram {engine_late} µs, pacer stalls (re-anchors) see /channels");
+    if let Some(a) = &args.archive {
+        // Segments that began in the window (the last of each channel ends when the daemon
+        // stops, a little after it).
+        let (bytes, segments) = archived_bytes(a, utc0, utc1);
+        println!(
+            "archive: {segments} segments that began in the window, {:.1} MB/s ({:.2} Gbit/s) recorded",
+            bytes as f64 / secs / 1e6,
+            bytes as f64 * 8.0 / secs / 1e9
+        );
+    }
     println!(
         "headend CPU {cpu:.2} s = {:.2} cores; receiver CPU {self_cpu:.2} s = {:.2} cores",
         cpu / secs,

@@ -5,7 +5,7 @@
 //! The engine hands each archived channel's output to [`Tap::send`] as it publishes it to
 //! HTTP clients (the same shared chunks, never copied); that never waits: a full queue drops
 //! the chunk, counts it, and the recording resumes at the next random access point with a
-//! discontinuity. One writer thread records every channel: `DIR/CHANNEL/YYYYMMDD/SEQ.ts`,
+//! discontinuity. Up to 8 writer threads share the channels out and record them: `DIR/CHANNEL/YYYYMMDD/SEQ.ts`,
 //! written as `SEQ.ts.part`, synced and renamed when the segment ends, then a line in
 //! `DIR/CHANNEL/index.jsonl` ([`index`]). Retention (age, bytes) removes the oldest
 //! segments from the index first and from the disk after, so a playlist never names a
@@ -30,8 +30,13 @@ use crate::alarm::Alarm;
 use crate::config::archive::ArchiveConfig;
 use index::{Index, Mark, Seg};
 
-/// Pieces waiting for the writer, across channels; beyond, pieces are dropped (counted).
+/// Pieces waiting for a writer, across its channels; beyond, pieces are dropped (counted).
+/// About 4 s of 40 ms pieces for 40 channels: a segment's sync may stall a writer that long on
+/// a busy disk.
 const QUEUE: usize = 4096;
+/// Writer threads at most: channels are shared out among them, so one disk's stall (a
+/// segment's sync) holds up only its writer's channels, and syncs overlap.
+const WRITERS: usize = 8;
 /// A segment with no random access point for this long is ended anyway; the recording then
 /// waits for the next one.
 const MAX_SEGMENT_NS: i64 = 30_000_000_000;
@@ -137,7 +142,8 @@ enum Msg {
 
 /// Every archived channel, and the writer thread.
 pub(crate) struct Archives {
-    tx: SyncSender<Msg>,
+    /// Each writer thread's queue.
+    txs: Vec<SyncSender<Msg>>,
     pub(crate) channels: Vec<Arc<Shared>>,
     pub(crate) alarm: Alarm,
 }
@@ -147,19 +153,24 @@ impl Archives {
     /// and starts the writer. A directory that cannot be made is an error.
     pub(crate) fn start(channels: &[(String, ArchiveConfig, u64)]) -> anyhow::Result<Archives> {
         let alarm = Alarm::new("archive");
-        let mut recorders = Vec::new();
+        let writers = channels.len().clamp(1, WRITERS);
+        let mut shards: Vec<Vec<Recorder>> = (0..writers).map(|_| Vec::new()).collect();
         let mut shared = Vec::new();
-        for (id, cfg, muxrate) in channels {
+        for (i, (id, cfg, muxrate)) in channels.iter().enumerate() {
             let r = Recorder::open(id, cfg, *muxrate, &alarm)?;
             shared.push(r.shared.clone());
-            recorders.push(r);
+            shards[i % writers].push(r);
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("archive".into())
-            .spawn(move || run(recorders, &rx))?;
+        let mut txs = Vec::new();
+        for (k, recorders) in shards.into_iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            std::thread::Builder::new()
+                .name(format!("archive-{k}"))
+                .spawn(move || run(recorders, &rx))?;
+            txs.push(tx);
+        }
         Ok(Archives {
-            tx,
+            txs,
             channels: shared,
             alarm,
         })
@@ -167,11 +178,13 @@ impl Archives {
 
     /// The engine's handle on channel `id`'s archive, if it has one.
     pub(crate) fn tap(&self, id: &str) -> Option<Tap> {
-        let channel = self.channels.iter().position(|s| s.channel == id)?;
+        let i = self.channels.iter().position(|s| s.channel == id)?;
+        // Channel i is the (i / writers)-th of writer i % writers.
+        let writers = self.txs.len();
         Some(Tap {
-            tx: self.tx.clone(),
-            channel,
-            shared: self.channels[channel].clone(),
+            tx: self.txs[i % writers].clone(),
+            channel: i / writers,
+            shared: self.channels[i].clone(),
         })
     }
 
@@ -182,9 +195,18 @@ impl Archives {
 
     /// Ends the segments being written (what has been recorded stays); waits up to 2 s.
     pub(crate) fn stop(&self) {
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        if self.tx.send(Msg::Stop(done)).is_ok() {
-            let _ = wait.recv_timeout(Duration::from_secs(2));
+        let (done, wait) = std::sync::mpsc::sync_channel(self.txs.len());
+        let sent = self
+            .txs
+            .iter()
+            .filter(|tx| tx.send(Msg::Stop(done.clone())).is_ok())
+            .count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        for _ in 0..sent {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if wait.recv_timeout(left).is_err() {
+                break;
+            }
         }
     }
 }
