@@ -451,6 +451,17 @@ async fn hyper_connection<S>(
                     }
                 }
                 .map(|b| Body::Full(Some(b)))
+            } else if req.uri().path().starts_with("/hls/") {
+                // A segment is read from disk (and encrypted): on the blocking pool, so a slow
+                // disk holds up its readers, not the runtime's workers.
+                let st = state.clone();
+                match tokio::task::spawn_blocking(move || handle(&st, &req)).await {
+                    Ok(r) => r,
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("the request failed: {e}\n"),
+                    ),
+                }
             } else {
                 handle(&state, &req)
             };
