@@ -928,7 +928,7 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
 
 /// Now, next, position and remaining from the schedule, and the engine's counters.
 fn channel_status(state: &ApiState, channel: &str) -> serde_json::Value {
-    let now = now_utc();
+    let now = crate::schedule::driver::now_utc();
     let engine = state
         .status
         .borrow()
@@ -951,13 +951,6 @@ fn channel_status(state: &ApiState, channel: &str) -> serde_json::Value {
         "next": next_json,
         "engine": engine,
     })
-}
-
-/// The wall clock as the playout clock counts it.
-fn now_utc() -> Utc {
-    Utc(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64))
 }
 
 /// Every alarm, raised or not: the disks the daemon writes, the HTTP listener, panics.
@@ -1046,7 +1039,7 @@ fn overview(state: &ApiState) -> serde_json::Value {
     let views = state.views.borrow();
     let guides = state.guides.borrow();
     let parts = crate::overview::Parts {
-        now: now_utc(),
+        now: crate::schedule::driver::now_utc(),
         channels: state
             .guide_channels
             .iter()

@@ -46,46 +46,21 @@ fn text(status: StatusCode, msg: String) -> Reply {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// The query parameter `key`, percent-decoded.
-fn param(query: Option<&str>, key: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| percent_decode(v))
+/// The query parameter `key`, percent-decoded (`crate::config::percent_decode`, as the
+/// API's); a bad escape is refused with its name.
+fn param(query: Option<&str>, key: &str) -> Result<Option<String>, Reply> {
+    let Some(v) = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|kv| kv.1))
+    }) else {
+        return Ok(None);
+    };
+    crate::config::percent_decode(v).map(Some).ok_or_else(|| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("bad %-escape in `{key}`\n"),
+        )
     })
-}
-
-fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h << 4 | l);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `path` asks for a key (which needs a token).
@@ -249,7 +224,7 @@ fn export_run(
         ));
     };
     let bad = |m: &str| text(StatusCode::BAD_REQUEST, format!("{m}\n"));
-    let (Some(from), Some(to)) = (param(query, "from"), param(query, "to")) else {
+    let (Some(from), Some(to)) = (param(query, "from")?, param(query, "to")?) else {
         return Err(bad("give `from` and `to` (RFC 3339 or Unix seconds)"));
     };
     let (from, to) = (instant("from", &from)?, instant("to", &to)?);
@@ -304,11 +279,11 @@ fn live_run(
     query: Option<&str>,
 ) -> Result<(Run, Kind, Option<f64>), Reply> {
     let bad = |m: &str| text(StatusCode::BAD_REQUEST, format!("{m}\n"));
-    let window = param(query, "window");
-    let from = param(query, "from")
+    let window = param(query, "window")?;
+    let from = param(query, "from")?
         .map(|f| instant("from", &f))
         .transpose()?;
-    let to = param(query, "to").map(|t| instant("to", &t)).transpose()?;
+    let to = param(query, "to")?.map(|t| instant("to", &t)).transpose()?;
     let ix = archive
         .index
         .read()
@@ -320,7 +295,10 @@ fn live_run(
         (None, None, Some(_)) => return Err(bad("`to` goes with `from`")),
         (Some(w), None, None) => match crate::config::parse_duration(&w) {
             Ok(d) if !d.is_zero() => (
-                ix.between(now_ns() - d.as_nanos() as i64, i64::MAX),
+                ix.between(
+                    crate::schedule::driver::now_utc().0 - d.as_nanos() as i64,
+                    i64::MAX,
+                ),
                 Kind::Live,
                 None,
             ),
@@ -396,14 +374,17 @@ fn playlist(
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::param;
 
     #[test]
-    fn queries_are_decoded() {
+    fn queries_are_decoded_and_bad_escapes_refused() {
+        let q = Some("window=2h&from=2026-12-06T08%3A00%3A00%2B08%3A00");
         assert_eq!(
-            percent_decode("2026-12-06T08%3A00%3A00%2B08%3A00"),
-            "2026-12-06T08:00:00+08:00"
+            param(q, "from").unwrap().as_deref(),
+            Some("2026-12-06T08:00:00+08:00")
         );
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
+        assert_eq!(param(q, "to").unwrap(), None);
+        let r = param(Some("from=a%2"), "from").unwrap_err();
+        assert_eq!(r.status, hyper::StatusCode::BAD_REQUEST);
     }
 }

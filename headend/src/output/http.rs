@@ -725,15 +725,12 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
             .as_ref()
             .and_then(|a| a.get(id))
             .and_then(|a| a.first_utc_ns());
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
         return match crate::guide::channel_json(
             &state.api.guide_channels,
             &state.api.guides,
             id,
             archived_from,
-            now_ns,
+            crate::schedule::driver::now_utc().0,
         ) {
             Some(json) => {
                 let body = if head { None } else { Some(Bytes::from(json)) };

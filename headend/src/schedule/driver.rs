@@ -257,7 +257,8 @@ pub(crate) fn start(
         })
 }
 
-fn now_utc() -> Utc {
+/// The wall clock as the playout clock counts it (UTC ns since 1970).
+pub(crate) fn now_utc() -> Utc {
     Utc(SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64))
