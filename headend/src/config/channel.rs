@@ -461,7 +461,8 @@ fn check_text(text: &str, path: &str, may_be_empty: bool, diag: &mut Diagnostics
     }
 }
 
-fn interval(
+/// `value` (or `default`) if within `min..=max`; otherwise the error at `path` and `None`.
+pub(super) fn interval(
     value: Option<HumanDuration>,
     path: String,
     default: Duration,

@@ -549,15 +549,10 @@ pub(super) fn failover(
     };
     let d = FailoverConfig::default();
     let before = diag.len();
+    // Out of range is reported (and the whole table refused below).
     let mut time = |v: Option<HumanDuration>, key: &str, default: Duration, min, max| {
-        let value = v.map_or(default, |v| v.0);
-        if !(min..=max).contains(&value) {
-            diag.push(
-                format!("{path}.{key}"),
-                format!("{value:?} is out of range, expected {min:?}..={max:?}"),
-            );
-        }
-        value
+        super::channel::interval(v, format!("{path}.{key}"), default, min, max, diag)
+            .unwrap_or(default)
     };
     let ms = Duration::from_millis;
     let s = Duration::from_secs;
