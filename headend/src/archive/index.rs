@@ -199,19 +199,20 @@ impl Index {
             self.pop_front();
             gone.push(first);
         }
-        let first = self.segs.front().map_or(u64::MAX, |s| s.seq);
-        while self.marks.front().is_some_and(|m| m.seq < first) {
-            self.marks.pop_front();
-        }
         gone
     }
 
-    /// Removes the oldest segment (its file is gone).
+    /// Removes the oldest segment (its file is gone), and the marks of the segments before
+    /// the one now first.
     pub(crate) fn pop_front(&mut self) -> Option<Seg> {
         let first = self.segs.pop_front()?;
         self.bytes -= first.bytes;
         if first.disc {
             self.discs_before += 1;
+        }
+        let next = self.segs.front().map_or(u64::MAX, |s| s.seq);
+        while self.marks.front().is_some_and(|m| m.seq < next) {
+            self.marks.pop_front();
         }
         Some(first)
     }

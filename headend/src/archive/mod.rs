@@ -536,7 +536,7 @@ impl Recorder {
                 text.push_str(&Index::line(s));
             }
             outfile::write_atomic(&path, text.as_bytes()).map_err(|e| e.source)?;
-            ix.lines = ix.len();
+            ix.lines = ix.len() + ix.marks().count();
             return Ok(());
         }
         let mut f = std::fs::OpenOptions::new()
