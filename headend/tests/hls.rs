@@ -13,27 +13,15 @@ use std::time::{Duration, Instant};
 use playout::check::CheckLimits;
 
 mod common;
-use common::{
-    checked_as, free_tcp_port, http_get, media, present, run_bounded, tool, tool_on_path, Daemon,
-};
+use common::{checked_as, free_tcp_port, http_get, media, run_bounded, tool, tool_on_path, Daemon};
 
 const MUXRATE: u64 = 3_000_000;
 const ADMIN: &str = "admin-token-0123456789abcdef";
 
-fn page_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page")
-}
-
-/// Chromium and hls.js, or `None` to skip outside CI (fatal under `CI=true`).
+/// Chromium, node, playwright-core and hls.js (`tests/page/hls.mjs`), or `None` to skip
+/// outside CI.
 fn hlsjs() -> Option<()> {
-    let chromium =
-        Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).is_file();
-    present("chromium", chromium)?;
-    let js = page_dir()
-        .join("node_modules/hls.js/dist/hls.min.js")
-        .is_file();
-    present("hls.js (npm ci in headend/tests/page)", js)?;
-    Some(())
+    common::browser_with(&["playwright-core/package.json", "hls.js/dist/hls.min.js"])
 }
 
 /// Decodes the picture and the first sound of `file` with ffmpeg and fails on any error
@@ -62,10 +50,10 @@ fn play(url: &str, secs: u32) -> serde_json::Value {
 /// [`play`], sending `token` with key requests.
 fn play_with(url: &str, secs: u32, token: Option<&str>) -> serde_json::Value {
     let mut cmd = Command::new("node");
-    cmd.arg(page_dir().join("hls.mjs"))
+    cmd.arg(common::page_dir().join("hls.mjs"))
         .arg(url)
         .arg(secs.to_string())
-        .current_dir(page_dir());
+        .current_dir(common::page_dir());
     if let Some(t) = token {
         cmd.arg(t);
     }
@@ -535,55 +523,23 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
     );
 }
 
-/// A clip of `secs` seconds, every picture one colour (the frame marker), with a tone.
-fn colour_clip(ffmpeg: &str, dir: &Path, colour: &str, secs: u32) {
-    let out = run_bounded(
-        Command::new(ffmpeg)
-            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg(format!(
-                "color=c={colour}:size=320x180:rate=25:duration={secs}"
-            ))
-            .args(["-f", "lavfi", "-i"])
-            .arg(format!(
-                "sine=frequency=440:sample_rate=48000:duration={secs}"
-            ))
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "25",
-                "-keyint_min",
-                "25",
-            ])
-            .args(["-sc_threshold", "0", "-b:v", "300k", "-threads", "1"])
-            .args([
-                "-c:a", "aac", "-b:a", "64k", "-f", "mpegts", "-muxrate", "800k",
-            ])
-            .arg(dir.join(format!("{colour}.ts"))),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Catch-up of an EIT event as it aired (`/hls/CH/event/ID.m3u8`): three scheduled
 /// programmes, blue, red and green pictures; the red one's playlist, found through the
 /// guide's `catchup_event`, is a VOD playlist that hls.js plays from its first frame (red,
 /// not the blue before it) to its last (red, not the green after it).
 #[test]
 fn an_eit_event_is_replayed_from_its_first_frame_to_its_last() {
-    let Some(ffmpeg) = tool("ffmpeg") else { return };
+    if tool("ffmpeg").is_none() {
+        return;
+    }
     if hlsjs().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // Every picture of a programme one colour: the frame marker.
     for c in ["blue", "red", "green"] {
-        colour_clip(ffmpeg, dir.path(), c, 6);
+        let video = format!("color=c={c}:size=320x180:rate=25");
+        common::lavfi_source(dir.path(), c, &video, 6, false);
     }
     let t0 = chrono::Utc::now().timestamp() + 8;
     common::write_schedule(

@@ -7,7 +7,7 @@
 //! screenshot is kept as `target/tmp/operator-page.png`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::Receiver;
@@ -18,8 +18,8 @@ use epg::alert::sign::{encode_signature, Algorithm, SigningKey, KEY_HEADER, SIGN
 
 mod common;
 use common::{
-    cap_alert, exchange_stamped, free_tcp_port, free_udp_port, media, paced, present, sender,
-    set_mode_600, source, utc_ns, Daemon, MAIN_KILLED, MAIN_ON,
+    cap_alert, exchange_stamped, free_tcp_port, free_udp_port, media, paced, sender, set_mode_600,
+    source, utc_ns, Daemon, MAIN_KILLED, MAIN_ON,
 };
 
 const CHANNELS: usize = 20;
@@ -27,26 +27,6 @@ const VIEWER: &str = "wall-viewer-token-0123456789abcdef";
 const EMERGENCY: &str = "emergency-token-0123456789abcdef";
 /// How soon a failover or an alert must show on the page.
 const WITHIN: Duration = Duration::from_secs(2);
-
-fn page_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page")
-}
-
-/// The browser and its driver, or `None` to skip outside CI (fatal under `CI=true`).
-fn browser() -> Option<()> {
-    let chromium =
-        Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).is_file();
-    present("chromium", chromium)?;
-    let driver = page_dir()
-        .join("node_modules/playwright-core/package.json")
-        .is_file();
-    present("playwright-core (npm ci in headend/tests/page)", driver)?;
-    present(
-        "node",
-        Command::new("node").arg("--version").output().is_ok(),
-    )?;
-    Some(())
-}
 
 /// The driver: its stdin for orders, and its answers (JSON lines) as they come.
 struct Driver {
@@ -58,10 +38,10 @@ struct Driver {
 impl Driver {
     fn open(url: &str, cards: usize) -> Driver {
         let mut child = Command::new("node")
-            .arg(page_dir().join("drive.mjs"))
+            .arg(common::page_dir().join("drive.mjs"))
             .arg(url)
             .arg(cards.to_string())
-            .current_dir(page_dir())
+            .current_dir(common::page_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -122,7 +102,7 @@ impl Drop for Driver {
 
 #[test]
 fn the_operators_page_shows_every_channel_and_a_failover_and_an_alert_within_2_s() {
-    if browser().is_none() {
+    if common::browser_with(&["playwright-core/package.json"]).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

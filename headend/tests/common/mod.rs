@@ -740,6 +740,12 @@ pub(crate) fn hectl_report(http: u16, args: &[&str]) -> Output {
 /// AAC, plus AC-3 when `ac3` (so main and backup are told apart by their PMTs). Looping a
 /// fixture would not do: ffmpeg's `-stream_loop` overlaps an audio frame at each join.
 pub(crate) fn source(dir: &Path, name: &str, secs: u32, ac3: bool) -> Vec<u8> {
+    lavfi_source(dir, name, "testsrc2=size=320x180:rate=25", secs, ac3)
+}
+
+/// [`source`] with the picture of lavfi source `video` (`color=c=red:size=320x180:rate=25`:
+/// every picture one colour, a frame marker), written to `dir/name.ts`.
+pub(crate) fn lavfi_source(dir: &Path, name: &str, video: &str, secs: u32, ac3: bool) -> Vec<u8> {
     let ffmpeg = tool("ffmpeg").expect("ffmpeg is needed to make the live sources");
     let out = dir.join(format!("{name}.ts"));
     let mut cmd = Command::new(ffmpeg);
@@ -754,7 +760,7 @@ pub(crate) fn source(dir: &Path, name: &str, secs: u32, ac3: bool) -> Vec<u8> {
         "lavfi",
         "-i",
     ])
-    .arg(format!("testsrc2=size=320x180:rate=25:duration={secs}"))
+    .arg(format!("{video}:duration={secs}"))
     .args(["-f", "lavfi", "-i"])
     .arg(format!(
         "sine=frequency=440:sample_rate=48000:duration={secs}"
@@ -921,4 +927,27 @@ pub(crate) fn write_schedule(sched_dir: &Path, channel: &str, items: &[(i64, &st
     let dir = sched_dir.join(channel);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{date}.toml")), text).unwrap();
+}
+
+/// Where the browser tests' npm packages are (`npm ci` there in `scripts/test`): the
+/// playwright-core driver and hls.js, with the scripts that use them.
+pub(crate) fn page_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page")
+}
+
+/// Debian's chromium (or `$CHROMIUM`), node and the npm packages `packages` (files under
+/// `node_modules`), or `None` to skip outside CI (fatal under `CI=true`, as [`tool`]).
+pub(crate) fn browser_with(packages: &[&str]) -> Option<()> {
+    let chromium =
+        Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).is_file();
+    present("chromium", chromium)?;
+    present(
+        "node",
+        Command::new("node").arg("--version").output().is_ok(),
+    )?;
+    for p in packages {
+        let found = page_dir().join("node_modules").join(p).is_file();
+        present(&format!("{p} (npm ci in headend/tests/page)"), found)?;
+    }
+    Some(())
 }
