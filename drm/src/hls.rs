@@ -2,7 +2,7 @@
 //! padding, and the keys of a channel's key periods derived from one master key, so no key
 //! is stored beside the segments and any period's key can be given again later (catch-up).
 
-use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use aes::Aes128;
 use cmac::{Cmac, Mac};
 use zeroize::Zeroize;
@@ -47,42 +47,145 @@ impl MasterKey {
 /// `data` encrypted with AES-128-CBC under `key` from `iv`, PKCS#7-padded (1..=16 bytes
 /// added): what an HLS player decrypts with `METHOD=AES-128`.
 pub fn encrypt_segment(key: &[u8; 16], iv: &[u8; 16], data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut e = SegmentEncryptor::new(key, iv);
+    e.update(data, &mut out);
+    e.finish(&mut out);
+    out
+}
+
+/// [`encrypt_segment`] a piece at a time, for a segment written as it comes: the same bytes
+/// whatever the pieces.
+pub struct SegmentEncryptor {
+    cipher: Aes128,
+    /// The last ciphertext block (the IV at first).
+    prev: [u8; 16],
+    /// Bytes not yet making a whole block.
+    pending: [u8; 16],
+    pending_len: usize,
+}
+
+impl std::fmt::Debug for SegmentEncryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SegmentEncryptor(..)")
+    }
+}
+
+impl Drop for SegmentEncryptor {
+    fn drop(&mut self) {
+        self.pending.zeroize();
+    }
+}
+
+impl SegmentEncryptor {
+    /// Encrypts under `key` from `iv`.
+    pub fn new(key: &[u8; 16], iv: &[u8; 16]) -> SegmentEncryptor {
+        SegmentEncryptor {
+            cipher: Aes128::new(key.into()),
+            prev: *iv,
+            pending: [0; 16],
+            pending_len: 0,
+        }
+    }
+
+    fn block(&mut self, block: &mut [u8; 16]) {
+        for (b, p) in block.iter_mut().zip(self.prev) {
+            *b ^= p;
+        }
+        self.cipher.encrypt_block(block.into());
+        self.prev = *block;
+    }
+
+    /// Appends to `out` the ciphertext of `data` that makes whole blocks with what came
+    /// before (the rest waits for more, or for [`finish`](Self::finish)).
+    pub fn update(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        out.reserve(data.len() + 16);
+        if self.pending_len > 0 {
+            let take = (16 - self.pending_len).min(data.len());
+            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&data[..take]);
+            self.pending_len += take;
+            data = &data[take..];
+            if self.pending_len < 16 {
+                return;
+            }
+            let mut b = self.pending;
+            self.block(&mut b);
+            out.extend_from_slice(&b);
+            self.pending_len = 0;
+        }
+        let whole = data.len() / 16 * 16;
+        let at = out.len();
+        out.extend_from_slice(&data[..whole]);
+        for block in out[at..].chunks_exact_mut(16) {
+            let b: &mut [u8; 16] = block.try_into().expect("16 bytes");
+            self.block(b);
+        }
+        let rest = &data[whole..];
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.pending_len = rest.len();
+    }
+
+    /// Appends the last block: what is pending and the PKCS#7 padding (1..=16 bytes).
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        let pad = 16 - self.pending_len;
+        let mut b = self.pending;
+        b[self.pending_len..].fill(pad as u8);
+        self.block(&mut b);
+        out.extend_from_slice(&b);
+    }
+}
+
+/// Why a segment could not be decrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecryptError {
+    /// Not a whole number of blocks (a torn file).
+    #[error("{0} bytes is not a whole number of 16-byte blocks")]
+    Length(usize),
+    /// The padding is not PKCS#7: another key, or damaged data.
+    #[error("bad padding: another key, or damaged data")]
+    Padding,
+}
+
+/// `data` decrypted with AES-128-CBC under `key` from `iv`, its PKCS#7 padding checked and
+/// removed: the inverse of [`encrypt_segment`].
+pub fn decrypt_segment(
+    key: &[u8; 16],
+    iv: &[u8; 16],
+    data: &[u8],
+) -> Result<Vec<u8>, DecryptError> {
+    if data.is_empty() || data.len() % 16 != 0 {
+        return Err(DecryptError::Length(data.len()));
+    }
     let cipher = Aes128::new(key.into());
-    let pad = 16 - data.len() % 16;
-    let mut out = Vec::with_capacity(data.len() + pad);
-    out.extend_from_slice(data);
-    out.resize(data.len() + pad, pad as u8);
+    let mut out = data.to_vec();
     let mut prev = *iv;
     for block in out.chunks_exact_mut(16) {
+        let c: [u8; 16] = (&*block).try_into().expect("16 bytes");
+        cipher.decrypt_block(block.into());
         for (b, p) in block.iter_mut().zip(prev) {
             *b ^= p;
         }
-        cipher.encrypt_block(block.into());
-        prev.copy_from_slice(block);
+        prev = c;
     }
-    out
+    let pad = usize::from(out[out.len() - 1]);
+    if !(1..=16).contains(&pad)
+        || out[out.len() - pad..]
+            .iter()
+            .any(|&b| usize::from(b) != pad)
+    {
+        out.zeroize();
+        return Err(DecryptError::Padding);
+    }
+    out.truncate(out.len() - pad);
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aes::cipher::BlockDecrypt;
 
     fn decrypt(key: &[u8; 16], iv: &[u8; 16], data: &[u8]) -> Vec<u8> {
-        let cipher = Aes128::new(key.into());
-        let mut out = data.to_vec();
-        let mut prev = *iv;
-        for block in out.chunks_exact_mut(16) {
-            let c: [u8; 16] = block.try_into().unwrap();
-            cipher.decrypt_block(block.into());
-            for (b, p) in block.iter_mut().zip(prev) {
-                *b ^= p;
-            }
-            prev = c;
-        }
-        let pad = usize::from(*out.last().unwrap());
-        out.truncate(out.len() - pad);
-        out
+        decrypt_segment(key, iv, data).unwrap()
     }
 
     #[test]
@@ -112,6 +215,41 @@ mod tests {
             assert_eq!(c.len(), (len / 16 + 1) * 16);
             assert_eq!(decrypt(&key, &iv, &c), data);
         }
+    }
+
+    #[test]
+    fn pieces_encrypt_as_the_whole_and_damage_is_an_error() {
+        let key = [9; 16];
+        let iv = [3; 16];
+        let data: Vec<u8> = (0..188 * 40).map(|i| (i * 31 % 251) as u8).collect();
+        let whole = encrypt_segment(&key, &iv, &data);
+        for cuts in [
+            &[1usize, 15, 16, 17][..],
+            &[188; 40][..],
+            &[7, 100, 1000, 3][..],
+        ] {
+            let mut e = SegmentEncryptor::new(&key, &iv);
+            let mut out = Vec::new();
+            let mut rest = &data[..];
+            for &n in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = n.min(rest.len());
+                e.update(&rest[..n], &mut out);
+                rest = &rest[n..];
+            }
+            e.finish(&mut out);
+            assert_eq!(out, whole, "{cuts:?}");
+        }
+        assert_eq!(
+            decrypt_segment(&key, &iv, &whole[..whole.len() - 1]),
+            Err(DecryptError::Length(whole.len() - 1))
+        );
+        assert_eq!(
+            decrypt_segment(&[8; 16], &iv, &whole),
+            Err(DecryptError::Padding)
+        );
     }
 
     #[test]

@@ -110,6 +110,19 @@ pub struct Programme {
     pub episode_num: Option<EpisodeNum>,
     /// Age rating.
     pub rating: Option<Rating>,
+    /// Addresses about it (`<url system="...">`): a head-end gives its catch-up playlist
+    /// with `system="catchup"`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<Url>,
+}
+
+/// An address: `<url system="...">`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Url {
+    /// What it is (`catchup`, `imdb`, ...), if said.
+    pub system: Option<String>,
+    /// The address.
+    pub value: String,
 }
 
 /// An episode number: `<episode-num system="...">`.

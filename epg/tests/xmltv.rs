@@ -15,7 +15,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use epg::schedule;
 use epg::xmltv::{
     format_time, from_schedule, merge, parse, parse_bytes, parse_time, to_xml, Channel, EpisodeNum,
-    Guide, ProblemKind, Programme, Rating, Text, XmltvError, MAX_PROBLEMS,
+    Guide, ProblemKind, Programme, Rating, Text, Url, XmltvError, MAX_PROBLEMS,
 };
 use proptest::prelude::*;
 
@@ -71,6 +71,10 @@ fn guide() -> Guide {
                     system: Some("CHN".into()),
                     value: "12+".into(),
                 }),
+                urls: vec![Url {
+                    system: Some("catchup".into()),
+                    value: "http://[::1]:8080/hls/cctv1/event/7.m3u8?a=1&b=2".into(),
+                }],
             },
             Programme {
                 channel: "cctv1.cn".into(),
@@ -83,6 +87,7 @@ fn guide() -> Guide {
                 language: None,
                 episode_num: None,
                 rating: None,
+                urls: vec![],
             },
             Programme {
                 channel: "bbc1.uk".into(),
@@ -101,6 +106,7 @@ fn guide() -> Guide {
                     system: None,
                     value: "PG".into(),
                 }),
+                urls: vec![],
             },
         ],
     }
@@ -549,6 +555,7 @@ proptest! {
                 language: None,
                 episode_num: None,
                 rating: None,
+                urls: vec![],
             }],
         };
         let back = parse(&to_xml(&g)).map_err(|e| TestCaseError::fail(e.to_string()))?;

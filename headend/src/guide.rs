@@ -3,13 +3,14 @@
 //! publishes each scheduled channel's coming days ([`Guides`]) every 10 s; times are given
 //! in the channel's zone.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError};
 
 use chrono::{DateTime, FixedOffset, TimeZone};
 use epg::schedule::Tz;
 use epg::xmltv::{self, Guide, Text};
 
+use crate::archive::Archives;
 use crate::config::Config;
 use crate::station::OnAirProgramme;
 
@@ -65,10 +66,12 @@ fn local(tz: Tz, utc_ns: i64) -> DateTime<FixedOffset> {
     tz.from_utc_datetime(&t.naive_utc()).fixed_offset()
 }
 
-fn guide(channels: &[&GuideChannel], guides: &Guides) -> Guide {
+/// The guide of `channels`, with the EIT event_id of each programme (in the same order).
+fn guide(channels: &[&GuideChannel], guides: &Guides) -> (Guide, Vec<(usize, u16)>) {
     let all = guides.borrow();
     let mut g = Guide::default();
-    for c in channels {
+    let mut ids = Vec::new();
+    for (i, c) in channels.iter().enumerate() {
         g.channels.push(xmltv::Channel {
             id: c.xmltv_id.clone(),
             display_names: vec![Text::new(None, &c.name)],
@@ -102,58 +105,114 @@ fn guide(channels: &[&GuideChannel], guides: &Guides) -> Guide {
                 .iter()
                 .map(|(s, e, p)| (local(c.tz, *s), local(c.tz, *e), p, "")),
         ));
+        ids.extend(events.iter().map(|(e, _)| (i, *e)));
     }
-    g
+    (g, ids)
 }
 
-/// The XMLTV document of every channel.
-pub(crate) fn xmltv_document(channels: &[GuideChannel], guides: &Guides) -> String {
+/// What a channel's archive holds, for the guide's catch-up links.
+#[derive(Debug, Default)]
+pub(crate) struct Archived {
+    /// UTC (ns) of its oldest segment.
+    pub(crate) first_ns: i64,
+    /// The EIT events with an airing in it (`/hls/CH/event/E.m3u8` answers for them).
+    pub(crate) events: HashSet<u16>,
+}
+
+/// What `archives` holds of channel `id`: `None` when it is not archived or has no segment.
+pub(crate) fn archived(archives: Option<&Archives>, id: &str) -> Option<Archived> {
+    let ix = archives?
+        .get(id)?
+        .index
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
+    Some(Archived {
+        first_ns: ix.first()?.start_utc_ns,
+        events: ix.marks().filter_map(|m| m.event_id).collect(),
+    })
+}
+
+/// A programme's catch-up links, when it started between the archive's oldest segment and
+/// `now_ns`: the playlist of its scheduled span (start and stop in Unix seconds) and, when the
+/// archive holds its airing, the EIT event's playlist, as it aired (from its first frame).
+fn catchup(
+    channel: &str,
+    archived: &Archived,
+    now_ns: i64,
+    event_id: u16,
+    (start, stop): (i64, i64),
+) -> Option<(String, Option<String>)> {
+    let start_ns = start.saturating_mul(1_000_000_000);
+    if start_ns < archived.first_ns || start_ns > now_ns {
+        return None;
+    }
+    Some((
+        format!("/hls/{channel}/live.m3u8?from={start}&to={stop}"),
+        archived
+            .events
+            .contains(&event_id)
+            .then(|| format!("/hls/{channel}/event/{event_id}.m3u8")),
+    ))
+}
+
+/// The start and stop (Unix seconds) of a programme of the guide.
+fn span(p: &xmltv::Programme) -> Option<(i64, i64)> {
+    Some((p.start.timestamp(), p.stop?.timestamp()))
+}
+
+/// The XMLTV document of every channel. A programme still in its channel's archive (what
+/// `archived` says of a config id) carries its catch-up playlist as
+/// `<url system="catchup">`, an absolute address under `base` (`http://host:port`): the
+/// event as it aired when the archive holds its airing, else its scheduled span.
+pub(crate) fn xmltv_document(
+    channels: &[GuideChannel],
+    guides: &Guides,
+    archived: &dyn Fn(&str) -> Option<Archived>,
+    base: &str,
+    now_ns: i64,
+) -> String {
     let refs: Vec<&GuideChannel> = channels.iter().collect();
-    xmltv::to_xml(&guide(&refs, guides))
+    let (mut g, ids) = guide(&refs, guides);
+    let held: Vec<Option<Archived>> = channels.iter().map(|c| archived(&c.id)).collect();
+    for (p, (i, e)) in g.programmes.iter_mut().zip(ids) {
+        let (Some(a), Some(span)) = (&held[i], span(p)) else {
+            continue;
+        };
+        if let Some((window, aired)) = catchup(&channels[i].id, a, now_ns, e, span) {
+            p.urls.push(xmltv::Url {
+                system: Some("catchup".to_owned()),
+                value: format!("{base}{}", aired.unwrap_or(window)),
+            });
+        }
+    }
+    xmltv::to_xml(&g)
 }
 
-/// One channel's guide as JSON (`None`: no such channel). With `archived_from` (UTC ns of
-/// the oldest segment of the channel's archive), each programme that started since, up to
-/// `now_ns`, carries `catchup` (its span's HLS playlist from the archive) and
-/// `catchup_event` (the EIT event's playlist, as it aired). Every programme has its
-/// `event_id`.
+/// One channel's guide as JSON (`None`: no such channel). Every programme has its
+/// `event_id`; with `archived` (what the channel's archive holds), each programme that
+/// started since its oldest segment, up to `now_ns`, carries `catchup` (its scheduled span's
+/// HLS playlist) and, when the archive holds its airing, `catchup_event` (the EIT event's
+/// playlist, as it aired).
 pub(crate) fn channel_json(
     channels: &[GuideChannel],
     guides: &Guides,
     id: &str,
-    archived_from: Option<i64>,
+    archived: Option<&Archived>,
     now_ns: i64,
 ) -> Option<String> {
     let c = channels.iter().find(|c| c.id == id)?;
-    let g = guide(&[c], guides);
+    let (g, ids) = guide(&[c], guides);
     let mut programmes = serde_json::to_value(&g.programmes).ok()?;
-    // The EIT event_id of each (the guide's programmes are its events, in order).
-    let ids: Vec<u16> = guides
-        .borrow()
-        .get(id)
-        .map(|events| events.iter().map(|(e, _)| *e).collect())
-        .unwrap_or_default();
     if let Some(list) = programmes.as_array_mut() {
-        for (p, e) in list.iter_mut().zip(&ids) {
-            p["event_id"] = (*e).into();
-        }
-    }
-    if let (Some(first), Some(list)) = (archived_from, programmes.as_array_mut()) {
-        for p in list {
-            let at = |key: &str| {
-                p.get(key)
-                    .and_then(serde_json::Value::as_str)
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.timestamp())
-            };
-            let (Some(start), Some(stop)) = (at("start"), at("stop")) else {
-                continue;
-            };
-            if start * 1_000_000_000 >= first && start * 1_000_000_000 <= now_ns {
-                p["catchup"] = format!("/hls/{id}/live.m3u8?from={start}&to={stop}").into();
-                // As it aired, from its first frame (when it aired as scheduled).
-                if let Some(e) = p["event_id"].as_u64() {
-                    p["catchup_event"] = format!("/hls/{id}/event/{e}.m3u8").into();
+        for ((v, p), (_, e)) in list.iter_mut().zip(&g.programmes).zip(ids) {
+            v["event_id"] = e.into();
+            let links = archived
+                .zip(span(p))
+                .and_then(|(a, span)| catchup(id, a, now_ns, e, span));
+            if let Some((window, aired)) = links {
+                v["catchup"] = window.into();
+                if let Some(aired) = aired {
+                    v["catchup_event"] = aired.into();
                 }
             }
         }
@@ -333,22 +392,70 @@ mod tests {
                 ],
             );
         });
-        let json = channel_json(&[c], &guides, "news", Some(t0 * S), (t0 + 4000) * S).unwrap();
+        let archived = || Archived {
+            first_ns: t0 * S,
+            events: HashSet::from([2, 9]),
+        };
+        let now = (t0 + 4000) * S;
+        let json = channel_json(
+            std::slice::from_ref(&c),
+            &guides,
+            "news",
+            Some(&archived()),
+            now,
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let links: Vec<Option<&str>> = v["programmes"]
+        let links: Vec<(Option<&str>, Option<&str>)> = v["programmes"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| p["catchup"].as_str())
+            .map(|p| (p["catchup"].as_str(), p["catchup_event"].as_str()))
             .collect();
+        let span = |a: i64, b: i64| format!("/hls/news/live.m3u8?from={a}&to={b}");
         assert_eq!(
             links,
             [
-                None,
-                Some(format!("/hls/news/live.m3u8?from={t0}&to={}", t0 + 3600).as_str()),
-                Some(format!("/hls/news/live.m3u8?from={}&to={}", t0 + 3600, t0 + 7200).as_str()),
-                None
+                (None, None),
+                (
+                    Some(span(t0, t0 + 3600).as_str()),
+                    Some("/hls/news/event/2.m3u8")
+                ),
+                (Some(span(t0 + 3600, t0 + 7200).as_str()), None),
+                (None, None)
             ]
         );
+        // XMLTV: one absolute link each, the airing when the archive has it.
+        let xml = xmltv_document(
+            &[c],
+            &guides,
+            &|id| (id == "news").then(archived),
+            "http://[::1]:8080",
+            now,
+        );
+        let back = xmltv::parse(&xml).unwrap();
+        let urls: Vec<Vec<String>> = back
+            .programmes
+            .iter()
+            .map(|p| {
+                p.urls
+                    .iter()
+                    .map(|u| format!("{:?} {}", u.system, u.value))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                vec![],
+                vec!["Some(\"catchup\") http://[::1]:8080/hls/news/event/2.m3u8".to_owned()],
+                vec![format!(
+                    "Some(\"catchup\") http://[::1]:8080{}",
+                    span(t0 + 3600, t0 + 7200)
+                )],
+                vec![],
+            ]
+        );
+        assert!(xml.contains("live.m3u8?from=1796518800&amp;to="), "{xml}");
     }
 }

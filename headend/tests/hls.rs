@@ -411,8 +411,26 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// HLS AES-128 (`[channel.archive] key_file`): the playlist names a key per key period, the
-/// segments are served encrypted (openssl decrypts one into a stream ffmpeg decodes), a key
+/// `GET path` with a bearer token: (status, body).
+fn get_with_token(port: u16, path: &str, token: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let status = String::from_utf8_lossy(&raw[9..12]).parse().unwrap();
+    (status, raw[at..].to_vec())
+}
+
+/// HLS AES-128 (`[channel.archive] key_file`), segments stored encrypted
+/// (`encrypt_on_disk`): the playlist names a key per key period, the segments are served as
+/// stored (openssl decrypts one into a stream ffmpeg decodes), the export is clear, a key
 /// needs a token of any role, and hls.js plays the channel with the token and fails without.
 #[test]
 fn encrypted_segments_play_with_a_token_and_not_without() {
@@ -435,7 +453,7 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
     let cfg = config(
         dir.path(),
         http,
-        "key_file = \"hls.key\"\nkey_period = \"1m\"\n",
+        "key_file = \"hls.key\"\nkey_period = \"1m\"\nencrypt_on_disk = true\n",
     );
     // A viewer's token, in [http].
     let text = std::fs::read_to_string(&cfg).unwrap().replacen(
@@ -459,20 +477,8 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
     let key_uri = key_line.split('"').nth(1).unwrap();
     let (status, _) = get_status(http, key_uri);
     assert_eq!(status, 401, "a key without a token");
-    let key = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
-        write!(
-            s,
-            "GET {key_uri} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        assert!(raw.starts_with(b"HTTP/1.0 200") || raw.starts_with(b"HTTP/1.1 200"));
-        raw[at..].to_vec()
-    };
+    let (status, key) = get_with_token(http, key_uri, TOKEN);
+    assert_eq!(status, 200);
     assert_eq!(key.len(), 16);
     let segs = segments(&m3u8);
     let (seq, uri, ..) = &segs[0];
@@ -502,6 +508,20 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
     assert_eq!(clear.len() % 188, 0);
     assert_eq!(clear[0], 0x47);
     decodes(ffmpeg, &plain, "plain");
+    // Stored encrypted (`encrypt_on_disk`): the file on disk is what was served, and the
+    // export is clear and decodes.
+    let name = format!("{seq:010}.ts");
+    let stored = walk(&dir.path().join("archive/news"))
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == name.as_str()))
+        .unwrap_or_else(|| panic!("no {name} on disk"));
+    assert_eq!(std::fs::read(&stored).unwrap(), data, "stored as served");
+    let (status, export) = get_with_token(http, "/archive/news.ts?from=0&to=4000000000", TOKEN);
+    assert_eq!(status, 200);
+    assert!(export.len() > 188 * 100 && export.chunks(188).all(|p| p[0] == 0x47));
+    let exported = dir.path().join("export.ts");
+    std::fs::write(&exported, &export).unwrap();
+    decodes(ffmpeg, &exported, "export");
 
     // hls.js: with the token it plays; without, the key is refused and playback fails.
     let url = format!("http://127.0.0.1:{http}/hls/news/live.m3u8");
@@ -577,6 +597,17 @@ fn an_eit_event_is_replayed_from_its_first_frame_to_its_last() {
     let link = red["catchup_event"]
         .as_str()
         .unwrap_or_else(|| panic!("no catch-up link: {red:#}"));
+    // XMLTV links to the same playlist, absolute, for middleware that reads the guide there.
+    let xmltv = epg::xmltv::parse(&http_get(http, "/epg.xml")).unwrap();
+    let urls: Vec<(Option<&str>, &str)> = xmltv
+        .programmes
+        .iter()
+        .filter(|p| p.titles.iter().any(|t| t.value == "Red"))
+        .flat_map(|p| &p.urls)
+        .map(|u| (u.system.as_deref(), u.value.as_str()))
+        .collect();
+    let absolute = format!("http://127.0.0.1:{http}{link}");
+    assert_eq!(urls, [(Some("catchup"), absolute.as_str())]);
     let m3u8 = http_get(http, link);
     assert!(
         m3u8.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && m3u8.ends_with("#EXT-X-ENDLIST\n"),

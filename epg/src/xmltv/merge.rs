@@ -138,6 +138,7 @@ pub fn from_schedule<'a>(
                     system: rating_system.map(str::to_owned),
                     value: format!("{}+", p.rating),
                 }),
+                urls: Vec::new(),
             }
         })
         .collect()

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
 
 use super::{
-    Channel, EpisodeNum, Guide, Problem, ProblemKind, Programme, Rating, Text, XmltvError,
+    Channel, EpisodeNum, Guide, Problem, ProblemKind, Programme, Rating, Text, Url, XmltvError,
     MAX_PROBLEMS,
 };
 
@@ -451,6 +451,7 @@ fn read_programme(
         language: None,
         episode_num: None,
         rating: None,
+        urls: Vec::new(),
     };
     for child in node.children().filter(roxmltree::Node::is_element) {
         match child.tag_name().name() {
@@ -460,6 +461,19 @@ fn read_programme(
             "category" => p.categories.extend(lang_text(child)),
             "language" if p.language.is_none() => {
                 p.language = Some(text_of(child)).filter(|l| !l.is_empty());
+            }
+            "url" => {
+                let value = text_of(child);
+                if !value.is_empty() {
+                    let system = child
+                        .attribute("system")
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty());
+                    p.urls.push(Url {
+                        system: system.map(str::to_owned),
+                        value,
+                    });
+                }
             }
             "episode-num" => {
                 let value = text_of(child);

@@ -66,6 +66,14 @@ pub fn to_xml(guide: &Guide) -> String {
         if let Some(l) = &p.language {
             element(&mut out, "language", None, l, true);
         }
+        for u in &p.urls {
+            out_element(
+                &mut out,
+                "url",
+                &[("system", u.system.as_deref())],
+                &u.value,
+            );
+        }
         if let Some(e) = &p.episode_num {
             let system = Some(e.system.as_str()).filter(|s| !s.is_empty());
             out_element(&mut out, "episode-num", &[("system", system)], &e.value);

@@ -27,6 +27,10 @@ pub(crate) struct Seg {
     /// the stream is discontinuous there.
     #[serde(default)]
     pub(crate) disc: bool,
+    /// Stored encrypted (`encrypt_on_disk`): the key period of its key; the file is what
+    /// HLS serves (AES-128-CBC, the IV its sequence number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<u64>,
 }
 
 impl Seg {
@@ -286,6 +290,7 @@ mod tests {
             bytes: 1000,
             psi_packets: 2,
             disc,
+            key: None,
         }
     }
 

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     /// HLS AES-128: the master key and the key period (ns), when segments are served
     /// encrypted.
     pub(crate) hls_key: Option<(drm::hls::MasterKey, u64)>,
+    /// New segments are written encrypted (`encrypt_on_disk`).
+    encrypt_on_disk: bool,
     /// Pieces dropped because the writer was behind.
     pub(crate) dropped: AtomicU64,
     lost: AtomicBool,
@@ -76,21 +78,55 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The key period of segment `seg` (keys change every `key_period`, UTC-aligned).
+    /// The key period of segment `seg`: the one it was stored encrypted with, or, served
+    /// encrypted, the one its start falls in (keys change every `key_period`, UTC-aligned).
     pub(crate) fn key_period(&self, seg: &Seg) -> Option<u64> {
+        if seg.key.is_some() {
+            return seg.key;
+        }
         let (_, period) = self.hls_key.as_ref()?;
         Some(seg.start_utc_ns.max(0) as u64 / period)
+    }
+
+    /// Segment `seg` as HLS serves it (encrypted when keys are configured), read from disk.
+    pub(crate) fn read_served(&self, seg: &Seg) -> std::io::Result<Vec<u8>> {
+        let data = std::fs::read(self.path(seg))?;
+        if seg.key.is_some() {
+            return Ok(data);
+        }
+        Ok(
+            match self.key_period(seg).and_then(|p| self.period_key(p)) {
+                Some(key) => {
+                    drm::hls::encrypt_segment(&key, &playout::hls::default_iv(seg.seq), &data)
+                }
+                None => data,
+            },
+        )
+    }
+
+    /// Segment `seg` clear, read from disk (decrypted when it was stored encrypted).
+    pub(crate) fn read_clear(&self, seg: &Seg) -> std::io::Result<Vec<u8>> {
+        let data = std::fs::read(self.path(seg))?;
+        let Some(period) = seg.key else {
+            return Ok(data);
+        };
+        let bad = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: stored encrypted: {why}", self.path(seg).display()),
+            )
+        };
+        let key = self
+            .period_key(period)
+            .ok_or_else(|| bad("no key_file to decrypt it with".to_owned()))?;
+        drm::hls::decrypt_segment(&key, &playout::hls::default_iv(seg.seq), &data)
+            .map_err(|e| bad(e.to_string()))
     }
 
     /// The HLS key of key period `period`.
     pub(crate) fn period_key(&self, period: u64) -> Option<[u8; 16]> {
         let (master, _) = self.hls_key.as_ref()?;
         Some(master.period_key(&self.channel, period))
-    }
-
-    /// UTC (ns) of the oldest segment kept, if any.
-    pub(crate) fn first_utc_ns(&self) -> Option<i64> {
-        self.index.read().ok()?.first().map(|s| s.start_utc_ns)
     }
 
     /// The path of segment `seg`.
@@ -244,6 +280,8 @@ fn resume(dir: &Path) -> Index {
 /// A segment being written.
 struct Open {
     file: std::io::BufWriter<File>,
+    /// Stored encrypted: its encryptor, and a buffer for the ciphertext.
+    enc: Option<(drm::hls::SegmentEncryptor, Vec<u8>)>,
     part: PathBuf,
     seg: Seg,
     /// The item that begins with it, if one does.
@@ -318,6 +356,9 @@ impl Recorder {
         if let Some(last) = index.last() {
             tracing::info!(channel = %id, segments = index.len(), bytes = index.bytes(), last_seq = last.seq, "archive resumed");
         }
+        if cfg.key_file.is_none() && index.iter().any(|s| s.key.is_some()) {
+            tracing::warn!(channel = %id, "archive: segments on disk are stored encrypted but [channel.archive] has no key_file: they cannot be played or exported until it is given back");
+        }
         let shared =
             Arc::new(Shared {
                 channel: id.to_owned(),
@@ -334,6 +375,7 @@ impl Recorder {
                     )),
                     None => None,
                 },
+                encrypt_on_disk: cfg.encrypt_on_disk,
                 dropped: AtomicU64::new(0),
                 lost: AtomicBool::new(false),
                 segments_written: AtomicU64::new(0),
@@ -414,6 +456,18 @@ impl Recorder {
             bytes: 0,
             psi_packets: (psi.len() / PACKET_SIZE) as u16,
             disc: self.disc,
+            key: None,
+        };
+        // Stored encrypted: with the key of the period it starts in, its sequence the IV.
+        let enc = if self.shared.encrypt_on_disk {
+            let p = self.shared.key_period(&seg);
+            p.and_then(|p| Some((p, self.shared.period_key(p)?)))
+        } else {
+            None
+        };
+        let seg = Seg {
+            key: enc.map(|(p, _)| p),
+            ..seg
         };
         let path = self.shared.path(&seg);
         let part = path.with_extension("ts.part");
@@ -425,6 +479,10 @@ impl Recorder {
             Ok(f) => {
                 self.open = Some(Open {
                     file: std::io::BufWriter::with_capacity(256 * 1024, f),
+                    enc: enc.map(|(_, key)| {
+                        let iv = playout::hls::default_iv(seq);
+                        (drm::hls::SegmentEncryptor::new(&key, &iv), Vec::new())
+                    }),
                     part,
                     seg,
                     mark: None,
@@ -440,13 +498,21 @@ impl Recorder {
         let Some(o) = self.open.as_mut() else {
             return;
         };
-        if let Err(e) = o.file.write_all(data) {
+        let out = match &mut o.enc {
+            Some((enc, buf)) => {
+                buf.clear();
+                enc.update(data, buf);
+                &buf[..]
+            }
+            None => data,
+        };
+        if let Err(e) = o.file.write_all(out) {
             let part = o.part.clone();
             self.abandon();
             self.failed(&part, &e);
             return;
         }
-        o.seg.bytes += data.len() as u64;
+        o.seg.bytes += out.len() as u64;
     }
 
     /// Drops the segment being written (its file too).
@@ -486,10 +552,25 @@ impl Recorder {
             let _ = std::fs::remove_file(&o.part);
             return;
         }
-        let done = o
-            .file
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)
+        // Stored encrypted: the last block, padded.
+        let last = o.enc.take().map(|(enc, mut buf)| {
+            buf.clear();
+            enc.finish(&mut buf);
+            buf
+        });
+        if let Some(last) = &last {
+            o.seg.bytes += last.len() as u64;
+        }
+        let mut file = o.file;
+        let written = match &last {
+            Some(l) => file.write_all(l),
+            None => Ok(()),
+        };
+        let done = written
+            .and_then(|()| {
+                file.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+            })
             .and_then(|f| f.sync_data())
             .and_then(|()| std::fs::rename(&o.part, o.part.with_extension("")));
         if let Err(e) = done {
@@ -583,6 +664,7 @@ mod tests {
             segment: Duration::from_secs(2),
             key_file: None,
             key_period: Duration::from_secs(600),
+            encrypt_on_disk: false,
         }
     }
 
@@ -652,6 +734,76 @@ mod tests {
         let s = segs(&r);
         assert_eq!(s[4].seq, 4);
         assert!(s[4].disc);
+    }
+
+    #[test]
+    fn segments_stored_encrypted_are_served_as_stored_and_exported_clear() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("hls.key");
+        std::fs::write(&key_file, "000102030405060708090a0b0c0d0e0f\n").unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let alarm = Alarm::new("archive");
+        let clear_cfg = ArchiveConfig {
+            key_file: Some(key_file.clone()),
+            ..cfg(&dir.path().join("clear"), 3600, None)
+        };
+        let enc_cfg = ArchiveConfig {
+            encrypt_on_disk: true,
+            ..cfg(&dir.path().join("enc"), 3600, None)
+        };
+        let enc_cfg = ArchiveConfig {
+            key_file: Some(key_file),
+            ..enc_cfg
+        };
+        let mut clear = Recorder::open("news", &clear_cfg, MUXRATE, &alarm).unwrap();
+        let mut enc = Recorder::open("news", &enc_cfg, MUXRATE, &alarm).unwrap();
+        for r in [&mut clear, &mut enc] {
+            play(r, 960, 9_000);
+            r.finish();
+        }
+        let (c, e) = (segs(&clear), segs(&enc));
+        assert_eq!(c.len(), 4);
+        assert_eq!(e.len(), 4);
+        for (c, e) in c.iter().zip(&e) {
+            let plain = std::fs::read(clear.shared.path(c)).unwrap();
+            let stored = std::fs::read(enc.shared.path(e)).unwrap();
+            assert_eq!(e.key, Some(((T0 + 1000 * MS) / 600_000_000_000) as u64));
+            assert_eq!(e.bytes, stored.len() as u64);
+            assert_eq!(stored.len(), plain.len() / 16 * 16 + 16, "padded");
+            assert!(stored
+                .chunks(PACKET_SIZE)
+                .all(|p| p[0] != 0x47 || p[1] != 0));
+            // Served: the stored bytes; the key is the period's; exported: the clear ones.
+            assert_eq!(enc.shared.read_served(e).unwrap(), stored);
+            let key = enc.shared.period_key(e.key.unwrap()).unwrap();
+            let iv = playout::hls::default_iv(e.seq);
+            assert_eq!(drm::hls::encrypt_segment(&key, &iv, &plain), stored);
+            assert_eq!(enc.shared.read_clear(e).unwrap(), plain);
+            // A clear archive serves the same bytes, encrypted on the way out.
+            assert_eq!(clear.shared.read_served(c).unwrap(), stored);
+        }
+        // The stored key period survives a restart with another key_period.
+        drop(enc);
+        let enc_cfg = ArchiveConfig {
+            key_period: Duration::from_secs(60),
+            ..enc_cfg
+        };
+        let enc = Recorder::open("news", &enc_cfg, MUXRATE, &alarm).unwrap();
+        assert_eq!(segs(&enc), e);
+        assert_eq!(
+            enc.shared.read_clear(&e[0]).unwrap(),
+            std::fs::read(clear.shared.path(&c[0])).unwrap()
+        );
+        // A damaged file is an error naming it, not garbage.
+        let mut stored = std::fs::read(enc.shared.path(&e[1])).unwrap();
+        stored.truncate(stored.len() - 5);
+        std::fs::write(enc.shared.path(&e[1]), stored).unwrap();
+        let err = enc.shared.read_clear(&e[1]).unwrap_err().to_string();
+        assert!(
+            err.contains("0000000001.ts: stored encrypted: ") && err.contains("whole number"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub(crate) struct ArchiveConfig {
     pub(crate) key_file: Option<PathBuf>,
     /// Key `key_period`: how long one HLS key is used. Default `"10m"`, 1m..=1d.
     pub(crate) key_period: Duration,
+    /// Key `encrypt_on_disk`: segments are written to disk already encrypted (as HLS
+    /// serves them, with `key_file`'s keys), so the disk holds no clear picture and serving
+    /// costs no encryption. Default `false`; `true` needs `key_file`.
+    pub(crate) encrypt_on_disk: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +45,7 @@ struct RawArchive {
     segment: Option<HumanDuration>,
     key_file: Option<PathBuf>,
     key_period: Option<HumanDuration>,
+    encrypt_on_disk: Option<bool>,
 }
 
 /// A size in bytes: `"200G"`, `"1.5Ti"`, `"500MB"`, or a bare integer.
@@ -142,6 +147,13 @@ pub(super) fn archive(
         }
         k => k.map(|k| base_dir.join(k)),
     };
+    let encrypt_on_disk = raw.encrypt_on_disk.unwrap_or(false);
+    if encrypt_on_disk && key_file.is_none() {
+        diag.push(
+            format!("{path}.encrypt_on_disk"),
+            "needs `key_file` (the master key the segments are encrypted with)",
+        );
+    }
     (diag.len() == before).then_some(ArchiveConfig {
         dir,
         keep,
@@ -149,6 +161,7 @@ pub(super) fn archive(
         segment,
         key_file,
         key_period,
+        encrypt_on_disk,
     })
 }
 

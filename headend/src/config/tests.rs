@@ -1241,6 +1241,13 @@ fn channel_archive_settings() {
         ]
     );
     assert!(message(&errors, "channel[0].archive.max_bytes").contains("unknown unit `X`"));
+    let errors = reject(&format!(
+        "{base}[channel.archive]\nencrypt_on_disk = true\n"
+    ));
+    assert!(
+        message(&errors, "channel[0].archive.encrypt_on_disk").contains("needs `key_file`"),
+        "{errors:#?}"
+    );
     let errors = reject(&format!("{base}[channel.archive]\nkept = \"1d\"\n"));
     assert!(
         message(&errors, "channel[0].archive").contains("unknown field `kept`"),

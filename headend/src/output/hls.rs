@@ -148,19 +148,12 @@ pub(crate) fn handle(
                 format!("{channel}: no segment {seq} (gone or not yet written)\n"),
             ));
         };
-        return Some(match std::fs::read(archive.path(&seg)) {
+        return Some(match archive.read_served(&seg) {
             Ok(data) => Reply {
                 status: StatusCode::OK,
                 content_type: "video/mp2t",
                 cache: "max-age=86400, immutable",
-                body: match archive.key_period(&seg).and_then(|p| archive.period_key(p)) {
-                    Some(key) => Bytes::from(drm::hls::encrypt_segment(
-                        &key,
-                        &playout::hls::default_iv(seq),
-                        &data,
-                    )),
-                    None => Bytes::from(data),
-                },
+                body: Bytes::from(data),
             },
             // Removed by retention between the look-up and the read.
             Err(e) => text(
@@ -247,10 +240,10 @@ fn export_run(
     tokio::task::spawn_blocking(move || {
         let mut joiner = playout::join::Joiner::new();
         for seg in &run.segs {
-            let data = match std::fs::read(archive.path(seg)) {
+            let data = match archive.read_clear(seg) {
                 Ok(d) => d,
                 Err(e) => {
-                    tracing::warn!(channel = %archive.channel, seq = seg.seq, error = %e, "archive export: a segment went (retention): the export ends there");
+                    tracing::warn!(channel = %archive.channel, seq = seg.seq, error = %e, "archive export: a segment cannot be read (gone by retention, or damaged): the export ends there");
                     return;
                 }
             };

@@ -719,17 +719,12 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
         .strip_prefix("/epg/")
         .and_then(|p| p.strip_suffix(".json"))
     {
-        let archived_from = state
-            .api
-            .archives
-            .as_ref()
-            .and_then(|a| a.get(id))
-            .and_then(|a| a.first_utc_ns());
+        let archived = crate::guide::archived(state.api.archives.as_deref(), id);
         return match crate::guide::channel_json(
             &state.api.guide_channels,
             &state.api.guides,
             id,
-            archived_from,
+            archived.as_ref(),
             crate::schedule::driver::now_utc().0,
         ) {
             Some(json) => {
@@ -769,7 +764,14 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
             )
         }
         "/epg.xml" => {
-            let xml = crate::guide::xmltv_document(&state.api.guide_channels, &state.api.guides);
+            let base = format!("http://{}", request_host(state, req));
+            let xml = crate::guide::xmltv_document(
+                &state.api.guide_channels,
+                &state.api.guides,
+                &|id| crate::guide::archived(state.api.archives.as_deref(), id),
+                &base,
+                crate::schedule::driver::now_utc().0,
+            );
             let body = if head { None } else { Some(Bytes::from(xml)) };
             response(
                 StatusCode::OK,
@@ -778,17 +780,21 @@ fn handle<B>(state: &HttpState, req: &Request<B>) -> Response<Body> {
             )
         }
         "/playlist.m3u" => {
-            let host = req
-                .headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map_or_else(|| state.listen.to_string(), str::to_owned);
-            let m3u = playlist_m3u(state, &host);
+            let m3u = playlist_m3u(state, &request_host(state, req));
             let body = if head { None } else { Some(Bytes::from(m3u)) };
             response(StatusCode::OK, "audio/x-mpegurl", Body::Full(body))
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The host (and port) the client asked for, for absolute links: its `Host`, else the
+/// address it reached.
+fn request_host<B>(state: &HttpState, req: &Request<B>) -> String {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| state.listen.to_string(), str::to_owned)
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
