@@ -411,6 +411,40 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// One request on a keep-alive connection: (status, head, body read to its length).
+fn exchange(
+    conn: &mut std::io::BufReader<std::net::TcpStream>,
+    method: &str,
+    path: &str,
+) -> (u16, String, Vec<u8>) {
+    use std::io::{BufRead, Read, Write};
+    write!(
+        conn.get_mut(),
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = String::new();
+    loop {
+        let n = conn.read_line(&mut head).unwrap();
+        assert!(n > 0, "closed after: {head}");
+        if head.ends_with("\r\n\r\n") {
+            break;
+        }
+    }
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: ").map(str::to_owned))
+        .unwrap_or_else(|| panic!("no length: {head}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0; if method == "HEAD" { 0 } else { length }];
+    conn.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
 /// `GET path` with a bearer token: (status, body).
 fn get_with_token(port: u16, path: &str, token: &str) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
@@ -485,6 +519,32 @@ fn encrypted_segments_play_with_a_token_and_not_without() {
     let (status, data) = get_status(http, uri);
     assert_eq!(status, 200);
     assert_ne!(data[0], 0x47, "served encrypted");
+    // One keep-alive connection as a player uses it: the playlist, a segment's HEAD, the
+    // segment (sent from its file), a key without a token (refused: hyper takes the
+    // connection over from there), the segment again; every answer with its length.
+    {
+        let s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut conn = std::io::BufReader::new(s);
+        let (status, head, body) = exchange(&mut conn, "GET", "/hls/news/live.m3u8");
+        assert_eq!(status, 200, "{head}");
+        assert!(body.starts_with(b"#EXTM3U"));
+        let (status, head, body) = exchange(&mut conn, "HEAD", uri);
+        assert_eq!(status, 200);
+        assert!(body.is_empty());
+        assert!(
+            head.contains(&format!("content-length: {}\r\n", data.len())),
+            "{head}"
+        );
+        for _ in 0..2 {
+            let (status, head, body) = exchange(&mut conn, "GET", uri);
+            assert_eq!(status, 200);
+            assert!(head.contains("access-control-allow-origin: *"), "{head}");
+            assert_eq!(body, data);
+            let (status, _, _) = exchange(&mut conn, "GET", key_uri);
+            assert_eq!(status, 401);
+        }
+    }
     let enc = dir.path().join("enc.ts");
     let plain = dir.path().join("plain.ts");
     std::fs::write(&enc, &data).unwrap();

@@ -46,6 +46,7 @@ use crate::api::{self, ApiState, ListenerStats};
 use crate::feed::{Cursor, Feed, Next, Ready};
 use crate::status::Status;
 
+mod hls_plain;
 mod live;
 
 /// A channel as HTTP shows it.
@@ -387,7 +388,9 @@ async fn connection<S>(
 }
 
 /// A connection without TLS: its first request, if for a channel's stream, is answered by
-/// [`live`] (`sendfile` from the feed); anything else goes to hyper with the bytes read.
+/// [`live`] (`sendfile` from the feed); HLS requests by [`hls_plain`] while they come
+/// (segments with `sendfile` from the archive); anything else goes to hyper with the bytes
+/// read.
 async fn plain(
     stream: TcpStream,
     peer: SocketAddr,
@@ -403,7 +406,10 @@ async fn plain(
             match live::first_request(stream, &state, plane, &conn, clock).await {
                 live::First::Stream(s) => s.send(&conn, clock).await,
                 live::First::Other(io) => {
-                    hyper_connection(io, peer, state, conn, clock, plane).await;
+                    // HLS requests are answered without hyper while they come.
+                    if let Some(io) = hls_plain::serve(io, &state, plane, &conn, clock).await {
+                        hyper_connection(io, peer, state, conn, clock, plane).await;
+                    }
                 }
             }
         }
@@ -581,6 +587,10 @@ impl http_body::Body for Tracked {
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -943,6 +953,15 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         matches!(self, Body::Full(None))
+    }
+
+    /// A whole answer's length, so it goes with `Content-Length` (a player sees a
+    /// segment's size; a keep-alive connection needs no chunked coding).
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Full(Some(b)) => http_body::SizeHint::with_exact(b.len() as u64),
+            _ => http_body::SizeHint::default(),
+        }
     }
 }
 

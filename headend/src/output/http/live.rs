@@ -103,13 +103,25 @@ fn stream_request(
     let Some((http10, channel)) = request_line(&head[..line_end], plane, channel) else {
         return Some(Verdict::Other);
     };
+    match head_end(head)? {
+        Ok(_) => Some(Verdict::Stream { http10, channel }),
+        Err(()) => Some(Verdict::Other),
+    }
+}
+
+/// Whether `head` holds a whole request head whose header lines are as hyper would take
+/// them (else hyper answers it: 400, 431): `Ok(end)` (where the head ends, after its blank
+/// line), `Err(())` when not, `None` when more is needed to tell.
+pub(super) fn head_end(head: &[u8]) -> Option<Result<usize, ()>> {
+    let Some(line_end) = find(head, b"\r\n") else {
+        return (head.len() > MAX_HEAD).then_some(Err(()));
+    };
     let Some(end) = find(head, b"\r\n\r\n") else {
-        return (head.len() > MAX_HEAD).then_some(Verdict::Other);
+        return (head.len() > MAX_HEAD).then_some(Err(()));
     };
     if end + 4 > MAX_HEAD {
-        return Some(Verdict::Other);
+        return Some(Err(()));
     }
-    // Header lines as hyper would take them; otherwise hyper answers (400, 431).
     // (`end == line_end`: no header lines at all.)
     let fields = head.get(line_end + 2..end).unwrap_or_default();
     let lines = if fields.is_empty() {
@@ -128,9 +140,9 @@ fn stream_request(
             }) && !l.contains(&b'\r')
         });
     if lines > MAX_HEADERS || !well_formed {
-        return Some(Verdict::Other);
+        return Some(Err(()));
     }
-    Some(Verdict::Stream { http10, channel })
+    Some(Ok(end + 4))
 }
 
 /// `GET /channels/{id}.ts HTTP/1.x` for a channel this listener serves: (HTTP/1.0, the
@@ -159,7 +171,7 @@ fn request_line(
     Some((http10, channel(id)?))
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -218,7 +230,12 @@ impl Stream {
 }
 
 /// Writes some of `buf` once the socket takes it: how much.
-async fn write(socket: &TcpStream, buf: &[u8], conn: &Conn, clock: Clock) -> io::Result<usize> {
+pub(super) async fn write(
+    socket: &TcpStream,
+    buf: &[u8],
+    conn: &Conn,
+    clock: Clock,
+) -> io::Result<usize> {
     loop {
         socket.writable().await?;
         match socket.try_write(buf) {
@@ -234,7 +251,7 @@ async fn write(socket: &TcpStream, buf: &[u8], conn: &Conn, clock: Clock) -> io:
 }
 
 /// Sends up to `len` bytes of `file` from `offset` if the socket takes some now: how much.
-fn send_file(
+pub(super) fn send_file(
     socket: &TcpStream,
     file: &std::fs::File,
     offset: u64,
@@ -254,6 +271,18 @@ fn send_file(
 pub(super) struct Rewind {
     read: Bytes,
     inner: TcpStream,
+}
+
+impl Rewind {
+    /// `inner` with `read` (read from it) put back in front.
+    pub(super) fn new(read: Bytes, inner: TcpStream) -> Rewind {
+        Rewind { read, inner }
+    }
+
+    /// What was read and not yet taken, and the socket.
+    pub(super) fn into_parts(self) -> (Bytes, TcpStream) {
+        (self.read, self.inner)
+    }
 }
 
 impl AsyncRead for Rewind {
