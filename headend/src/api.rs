@@ -102,6 +102,11 @@ pub(crate) struct ApiState {
     pub(crate) listener: Arc<ListenerStats>,
     /// The channels' archives (`[channel.archive]`), for HLS and catch-up.
     pub(crate) archives: Option<Arc<crate::archive::Archives>>,
+    /// With `[fleet]`: the fleet as this node last read it, and the config (for drains).
+    pub(crate) fleet: Option<(
+        Arc<std::sync::RwLock<crate::fleet::View>>,
+        crate::config::FleetConfig,
+    )>,
 }
 
 /// The HTTP listener's counters (`output::http` keeps them; `GET /api/record` shows them)
@@ -174,6 +179,8 @@ enum ApiError {
     /// Too many failed authentications from the caller's address.
     TooManyFailures,
     NotFound(String),
+    /// A part it needs does not answer (etcd).
+    Unavailable(String),
     MethodNotAllowed,
     PreconditionRequired,
     TooLarge,
@@ -237,6 +244,7 @@ impl ApiError {
                 None,
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, None),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -657,6 +665,52 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 }),
             ))
         }
+        ["fleet"] => {
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let (view, _) = fleet_of(state)?;
+            let v = view
+                .read()
+                .map(|v| serde_json::to_value(&*v))
+                .map_err(|_| ApiError::Internal("the fleet view is poisoned".to_owned()))?;
+            Ok(json(
+                StatusCode::OK,
+                &v.map_err(|e| ApiError::Internal(e.to_string()))?,
+            ))
+        }
+        ["fleet", "drain"] => {
+            if req.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            authorize(state, &req, Need::Fleet)?;
+            let (_, cfg) = fleet_of(state)?;
+            let q = query(&req)?;
+            let node = q
+                .get("node")
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| ApiError::BadRequest("give `node`".to_owned()))?
+                .clone();
+            let on = match q.get("on").map(String::as_str) {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(o) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`on`: `{o}`, expected true or false"
+                    )))
+                }
+            };
+            let (cfg, n) = (cfg.clone(), node.clone());
+            tokio::task::spawn_blocking(move || crate::fleet::set_drain(&cfg, &n, on))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(ApiError::Unavailable)?;
+            tracing::info!(%node, drained = on, "fleet: drain set");
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "node": node, "drained": on }),
+            ))
+        }
         ["archive", channel] => {
             if !matches!(*req.method(), Method::GET | Method::HEAD) {
                 return Err(ApiError::MethodNotAllowed);
@@ -712,6 +766,22 @@ fn header_text<B>(req: &Request<B>, name: &str) -> Option<String> {
 }
 
 /// The query's `key=value` pairs, percent-decoded (a bad escape is named).
+/// The fleet's view and config, or 404 without `[fleet]`.
+fn fleet_of(
+    state: &ApiState,
+) -> Result<
+    &(
+        Arc<std::sync::RwLock<crate::fleet::View>>,
+        crate::config::FleetConfig,
+    ),
+    ApiError,
+> {
+    state
+        .fleet
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("this head-end runs alone (no [fleet])".to_owned()))
+}
+
 fn query<B>(req: &Request<B>) -> Result<std::collections::HashMap<String, String>, ApiError> {
     req.uri()
         .query()

@@ -40,6 +40,8 @@ pub(crate) enum Need<'a> {
     Operate(&'a str),
     /// Send an alert, upload an alert clip.
     Emergency,
+    /// Drain a fleet node (moves every channel it sends).
+    Fleet,
 }
 
 /// Who a request comes from.
@@ -65,6 +67,8 @@ impl Caller {
             (Need::Emergency, role) => role == Role::Emergency,
             (Need::Read, _) | (_, Role::Admin) => true,
             (Need::Schedule(c), Role::Scheduler) | (Need::Operate(c), Role::Operator) => on(c),
+            // An operator of every channel.
+            (Need::Fleet, Role::Operator) => self.channels.is_none(),
             _ => false,
         }
     }

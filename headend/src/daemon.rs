@@ -65,6 +65,24 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         } else {
             Some(Arc::new(crate::archive::Archives::start(&archived)?))
         };
+        // With a fleet, the agent first: every station's gate is shut until this node holds
+        // the channel in etcd.
+        let mut fleet = match &config.fleet {
+            Some(f) => {
+                let placed = specs
+                    .iter()
+                    .map(|s| crate::fleet::Placed {
+                        id: s.id.clone(),
+                        prefer: s
+                            .single_channel()
+                            .map(|c| c.prefer.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                Some(crate::fleet::Fleet::start(f, placed)?)
+            }
+            None => None,
+        };
         let engine = Engine::start(
             config,
             &specs,
@@ -72,6 +90,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             config.engine.threads,
             &journal,
             archives.as_deref(),
+            fleet.as_ref().map(|f| &f.gates),
         )?;
         let channels = config
             .channels
@@ -230,6 +249,10 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             hooks: hooks.clone(),
             listener: Default::default(),
             archives: archives.clone(),
+            fleet: fleet
+                .as_ref()
+                .zip(config.fleet.clone())
+                .map(|(f, c)| (f.view.clone(), c)),
         });
         let state = Arc::new(HttpState {
             channels,
@@ -291,6 +314,11 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         }
         // The engine sends its last datagrams and closes the feeds, which ends HTTP bodies.
         tokio::task::spawn_blocking(move || {
+            // Leaving the fleet first: this node stops sending and its channels start on
+            // the others at once (its lease revoked).
+            if let Some(f) = &mut fleet {
+                f.stop();
+            }
             let _ = scheduler.join();
             if let Some(w) = watcher {
                 let _ = w.join();

@@ -356,6 +356,7 @@ impl HttpHarness {
             hooks: None,
             listener: Default::default(),
             archives: None,
+            fleet: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -15,6 +15,7 @@ mod daemon;
 mod eit_builder;
 mod engine;
 mod feed;
+mod fleet;
 mod guide;
 mod input;
 mod jsonl;

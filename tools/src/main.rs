@@ -11,6 +11,7 @@ mod diff;
 mod ecmg_cmd;
 mod edit;
 mod epg_cmd;
+mod fleet_cmd;
 mod input_cmd;
 mod report_cmd;
 mod schedule_cmd;
@@ -106,6 +107,12 @@ enum Command {
     Archive {
         #[command(subcommand)]
         action: archive_cmd::ArchiveAction,
+    },
+    /// The fleet of head-ends sharing channels through etcd ([fleet]): who sends what
+    /// (`status`), moving every channel off a node (`drain`, `undrain`).
+    Fleet {
+        #[command(subcommand)]
+        action: fleet_cmd::FleetAction,
     },
     /// The daemon's API audit trail (`[http] audit_log`).
     Audit {
@@ -231,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ecmg(args) => ecmg_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
         Command::Archive { action } => archive_cmd::run(action),
+        Command::Fleet { action } => fleet_cmd::run(action),
         Command::Audit {
             action: AuditAction::Verify { file },
         } => audit_cmd::run(&file),

@@ -75,6 +75,9 @@ pub(crate) struct ChannelConfig {
     /// Table `[channel.archive]`: the output recorded for time-shift and catch-up. Default
     /// none (not recorded).
     pub(crate) archive: Option<super::archive::ArchiveConfig>,
+    /// Key `prefer`: with `[fleet]`, the nodes that send the channel first, in order (while
+    /// live, not drained and with room). Default none: placed by capacity.
+    pub(crate) prefer: Vec<String>,
 }
 
 /// How a channel's DVB SI is sent (`[channel.si]`).
@@ -443,6 +446,7 @@ pub(super) fn channel(
         // Reported already when it did not parse.
         scrambling: scrambling.flatten(),
         archive: archive.flatten(),
+        prefer: raw.prefer.unwrap_or_default(),
     })
 }
 

@@ -18,6 +18,7 @@ pub(crate) mod archive;
 mod channel;
 mod claims;
 mod error;
+mod fleet;
 mod input;
 mod mpts;
 mod output;
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
 pub(crate) use channel::ChannelConfig;
 pub(crate) use error::{ConfigError, ConfigErrors};
+pub(crate) use fleet::FleetConfig;
 pub(crate) use input::{
     percent_decode, read_ca, Endpoint, FailoverConfig, InputConfig, SrtEndpoint,
 };
@@ -80,6 +82,9 @@ pub(crate) struct Config {
     pub(crate) alerts: Option<AlertsConfig>,
     /// Table `[record]`: the stoppage record and its webhooks. Optional; defaults apply.
     pub(crate) record: RecordConfig,
+    /// Table `[fleet]`: head-ends sharing their channels through etcd. Default none (this
+    /// head-end sends every channel itself).
+    pub(crate) fleet: Option<FleetConfig>,
 }
 
 /// The DVB network (`[network]`): its NIT lists every transport stream (each `[[mpts]]`,
@@ -366,11 +371,12 @@ pub(crate) fn parse_in(
     let alerts = document.remove("alerts");
     let management = document.remove("management");
     let record = document.remove("record");
+    let fleet = document.remove("fleet");
     for key in document.keys() {
         diag.push(
             key.escape_debug().to_string(),
             format!(
-                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `channel`, `mpts`",
+                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `fleet`, `channel`, `mpts`",
                 key.escape_debug()
             ),
         );
@@ -381,6 +387,7 @@ pub(crate) fn parse_in(
     let schedules = schedules_config(schedules, base_dir, dirs, &mut diag);
     let network = network.map(|v| network_config(v, &mut diag));
     let record = record::record_config(record, base_dir, dirs.state(base_dir), &mut diag);
+    let fleet = fleet.map(|v| fleet::fleet_config(v, http.as_ref().map(|h| h.listen), &mut diag));
     let mut claims = Claims::default();
     let channels: Vec<Option<ChannelConfig>> = tables(channel_items, "channel", &mut diag)
         .into_iter()
@@ -410,6 +417,14 @@ pub(crate) fn parse_in(
     if let (Some(channels), Some(mpts)) = (&channels, &mpts) {
         check_network(channels, mpts, network.as_ref(), &mut diag);
         check_ecm_pids(channels, mpts, &mut diag);
+        for (i, c) in channels.iter().enumerate() {
+            if !c.prefer.is_empty() && fleet.is_none() {
+                diag.push(
+                    format!("channel[{i}].prefer"),
+                    "goes with [fleet] (the nodes a channel is sent from first)",
+                );
+            }
+        }
         alerts_cfg = alerts.and_then(|v| {
             alerts::alerts_config(
                 v,
@@ -435,6 +450,9 @@ pub(crate) fn parse_in(
             return Err(diag.finish());
         }
     }
+    if matches!(fleet, Some(None)) {
+        return Err(diag.finish());
+    }
     match (
         http, management, engine, schedules, channels, mpts, network, record,
     ) {
@@ -457,6 +475,7 @@ pub(crate) fn parse_in(
             network: network.flatten(),
             alerts: alerts_cfg,
             record,
+            fleet: fleet.flatten(),
         }),
         _ => {
             // Unreachable by construction: converters return `None` only after reporting.

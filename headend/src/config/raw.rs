@@ -106,6 +106,8 @@ pub(super) struct RawChannel {
     pub(super) scrambling: Option<toml::Value>,
     /// `[channel.archive]`: checked by `super::archive`. Default none (not recorded).
     pub(super) archive: Option<toml::Value>,
+    /// `prefer`: fleet nodes that send it first. Default none.
+    pub(super) prefer: Option<Vec<String>>,
     /// `pcr_interval`: default `"30ms"`, 5ms..=40ms.
     pub(super) pcr_interval: Option<HumanDuration>,
     /// `psi_interval`: default `"80ms"`, 10ms..=100ms.

@@ -1254,3 +1254,44 @@ fn channel_archive_settings() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn fleet_settings() {
+    let ch = "[[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"3M\"\nplaylist = [\"a.ts\"]\n";
+    let cfg = parse(ch, Path::new("/srv"), "t.toml").unwrap();
+    assert!(cfg.fleet.is_none());
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:8080\"\n\n[fleet]\netcd = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379/\"]\nnode = \"he-01\"\n\n{ch}prefer = [\"he-02\", \"he-01\"]\n"
+    );
+    let cfg = parse(&text, Path::new("/srv"), "t.toml").unwrap();
+    let f = cfg.fleet.unwrap();
+    assert_eq!(f.node, "he-01");
+    assert_eq!(f.capacity, 300);
+    assert_eq!(f.lease, Duration::from_secs(3));
+    assert_eq!(f.prefix, "/headend/");
+    assert_eq!(f.api, "http://127.0.0.1:8080");
+    assert_eq!(f.margin(), Duration::from_millis(300));
+    assert_eq!(f.call_timeout(), Duration::from_secs(1));
+    assert_eq!(cfg.channels[0].prefer, ["he-02", "he-01"]);
+    let errors = reject(
+        "[fleet]\netcd = [\"https://a:1\", \"http://b\"]\nnode = \"he 01\"\ncapacity = 0\nlease = \"1500ms\"\nprefix = \"headend\"\n",
+    );
+    assert_eq!(
+        paths(&errors),
+        [
+            "fleet.etcd[0]",
+            "fleet.etcd[1]",
+            "fleet.node",
+            "fleet.capacity",
+            "fleet.lease",
+            "fleet.prefix"
+        ]
+    );
+    assert!(message(&errors, "fleet.lease").contains("whole seconds"));
+    let errors = reject("[fleet]\nnode = \"a\"\n");
+    assert!(message(&errors, "fleet.etcd").contains("1 to 9"));
+    let errors = reject("[fleet]\netcd = [\"http://a:1\"]\nnode = \"a\"\nleases = 3\n");
+    assert!(message(&errors, "fleet").contains("unknown field `leases`"));
+    let errors = reject(&format!("{ch}prefer = [\"he-01\"]\n"));
+    assert!(message(&errors, "channel[0].prefer").contains("[fleet]"));
+}

@@ -94,6 +94,7 @@ impl Engine {
         threads: usize,
         journal: &crate::record::Journal,
         archives: Option<&crate::archive::Archives>,
+        gates: Option<&Arc<crate::fleet::Gates>>,
     ) -> anyhow::Result<Engine> {
         let epoch = Instant::now();
         let utc_at_epoch_ns = SystemTime::now()
@@ -173,6 +174,7 @@ impl Engine {
             st.mux_mut().track_raps(feed.is_some());
             feeds.push(feed.clone());
             stations.push(Live {
+                gate: gates.map(|g| (g.clone(), si)),
                 sources: (0..spec.channels.len())
                     .map(|_| Some(FileSource::default()))
                     .collect(),
@@ -338,6 +340,9 @@ struct Live {
     cas_state: Vec<crate::status::EcmgStatus>,
     pacer: Pacer,
     outputs: Vec<UdpOutput>,
+    /// With a fleet, the station's send gate (its index): the UDP/RTP outputs send only while
+    /// this node holds the channel (`crate::fleet`); the rest goes on (warm).
+    gate: Option<(Arc<crate::fleet::Gates>, usize)>,
     feed: Option<Arc<Feed>>,
     /// The channel's archive, if it is recorded: it gets what the feed gets.
     archive: Option<crate::archive::Tap>,
@@ -1629,7 +1634,11 @@ impl Live {
                 self.monitor.push(at, &self.acc[off..off + DATAGRAM]);
             }
         }
-        for d in 0..n {
+        let send = self
+            .gate
+            .as_ref()
+            .is_none_or(|(g, i)| g.open(*i, Instant::now()));
+        for d in (0..n).filter(|_| send) {
             let off = start + d * DATAGRAM;
             let datagram = &self.acc[off..off + DATAGRAM];
             let ts90k = self

@@ -266,7 +266,7 @@ fn truncate(s: &str) -> String {
 
 /// A chunked body (RFC 9112 §7.1) decoder.
 #[derive(Default)]
-struct Dechunk {
+pub(crate) struct Dechunk {
     line: Vec<u8>,
     /// Bytes of chunk data still to come.
     left: usize,
@@ -277,7 +277,7 @@ struct Dechunk {
 
 impl Dechunk {
     /// Decodes `input` into `out`; true once the last chunk has come.
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+    pub(crate) fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
         let mut b = input;
         while !b.is_empty() && !self.done {
             if self.left > 0 {

@@ -1105,6 +1105,7 @@ mod tests {
                 hooks: None,
                 listener: Default::default(),
                 archives: None,
+                fleet: None,
             }),
             metrics: Default::default(),
             limits: Limits::of(&crate::config::HttpConfig::default()),

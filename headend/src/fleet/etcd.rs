@@ -1,0 +1,327 @@
+//! A small etcd v3 client over etcd's own JSON gateway (`POST /v3/...` on the client port,
+//! served by every etcd since 3.4; keys and values base64, 64-bit numbers as strings): the
+//! calls the fleet needs — leases (grant, keep-alive, revoke), reads of a prefix, and writes
+//! as transactions that compare first (create if absent, delete if still held by a lease).
+//! Blocking, with a time limit on every call, one short connection per call: the fleet agent
+//! runs on its own thread and must know within its deadline whether etcd answered.
+//!
+//! Several endpoints (a cluster's members) may be given: a call goes to the one that answered
+//! last, then to the others in turn, so losing a member costs one failed connection.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// A key and its value as etcd holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Kv {
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    /// The lease it is attached to (0: none).
+    pub(crate) lease: i64,
+    pub(crate) mod_revision: i64,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EtcdError {
+    /// No endpoint answered in time (or at all).
+    #[error("no etcd endpoint answered: {0}")]
+    Unreachable(String),
+    /// An endpoint answered with an error.
+    #[error("etcd: {0}")]
+    Refused(String),
+}
+
+/// The endpoints, and which answered last.
+#[derive(Debug)]
+pub(crate) struct Etcd {
+    endpoints: Vec<(String, SocketAddr)>,
+    current: usize,
+    timeout: Duration,
+}
+
+impl Etcd {
+    /// A client of `urls` (`http://host:port`), each call limited to `timeout`.
+    pub(crate) fn new(urls: &[String], timeout: Duration) -> Result<Etcd, String> {
+        let mut endpoints = Vec::new();
+        for url in urls {
+            let authority = url
+                .strip_prefix("http://")
+                .map(|r| r.trim_end_matches('/'))
+                .filter(|a| !a.is_empty() && !a.contains('/'))
+                .ok_or_else(|| format!("`{url}`: expected http://HOST:PORT"))?;
+            let addr = authority
+                .to_socket_addrs()
+                .map_err(|e| format!("`{url}`: {e}"))?
+                .next()
+                .ok_or_else(|| format!("`{url}`: no address"))?;
+            endpoints.push((authority.to_owned(), addr));
+        }
+        if endpoints.is_empty() {
+            return Err("no etcd endpoint".to_owned());
+        }
+        Ok(Etcd {
+            endpoints,
+            current: 0,
+            timeout,
+        })
+    }
+
+    /// `POST /v3/{path}` with `body`, to the endpoint that answered last, then the others,
+    /// all within the time limit.
+    fn call(&mut self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        let deadline = Instant::now() + self.timeout;
+        let body = body.to_string();
+        let mut why = Vec::new();
+        for k in 0..self.endpoints.len() {
+            let i = (self.current + k) % self.endpoints.len();
+            let (host, addr) = &self.endpoints[i];
+            match post(host, *addr, path, &body, deadline) {
+                Ok((200, v)) => {
+                    self.current = i;
+                    return Ok(v);
+                }
+                Ok((status, v)) => {
+                    let msg = v
+                        .get("message")
+                        .or_else(|| v.get("error"))
+                        .and_then(Value::as_str)
+                        .map_or_else(|| v.to_string(), str::to_owned);
+                    return Err(EtcdError::Refused(format!("{path}: {status}: {msg}")));
+                }
+                Err(e) => why.push(format!("{host}: {e}")),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Err(EtcdError::Unreachable(why.join("; ")))
+    }
+
+    /// A lease of `ttl_s` seconds: its id and the TTL granted.
+    pub(crate) fn grant(&mut self, ttl_s: i64) -> Result<(i64, i64), EtcdError> {
+        let v = self.call("lease/grant", &json!({ "TTL": ttl_s.to_string() }))?;
+        let id = int(&v["ID"]);
+        if id == 0 {
+            return Err(EtcdError::Refused(format!("lease/grant: {v}")));
+        }
+        Ok((id, int(&v["TTL"])))
+    }
+
+    /// Renews lease `id`: the TTL it has again, 0 when it has expired (or is unknown).
+    pub(crate) fn keep_alive(&mut self, id: i64) -> Result<i64, EtcdError> {
+        let v = self.call("lease/keepalive", &json!({ "ID": id.to_string() }))?;
+        // A stream's message comes wrapped in `result`.
+        Ok(int(&v.get("result").unwrap_or(&v)["TTL"]).max(0))
+    }
+
+    /// Ends lease `id` (its keys go at once).
+    pub(crate) fn revoke(&mut self, id: i64) -> Result<(), EtcdError> {
+        self.call("lease/revoke", &json!({ "ID": id.to_string() }))
+            .map(drop)
+    }
+
+    /// Every key under `prefix`, and the store's revision.
+    pub(crate) fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+        let v = self.call(
+            "kv/range",
+            &json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) }),
+        )?;
+        let revision = int(&v["header"]["revision"]);
+        let kvs = v["kvs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(kv).collect())
+            .unwrap_or_default();
+        Ok((kvs, revision))
+    }
+
+    /// Puts `key` (attached to `lease` unless 0).
+    pub(crate) fn put(&mut self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
+        self.call("kv/put", &put_request(key, value, lease))
+            .map(drop)
+    }
+
+    /// Puts `key` only if it does not exist: whether it was put.
+    pub(crate) fn create(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        lease: i64,
+    ) -> Result<bool, EtcdError> {
+        self.txn(
+            json!([{ "target": "CREATE", "key": B64.encode(key), "create_revision": "0", "result": "EQUAL" }]),
+            json!([{ "request_put": put_request(key, value, lease) }]),
+        )
+    }
+
+    /// Deletes `key` only if it is attached to `lease`: whether it was.
+    pub(crate) fn delete_held(&mut self, key: &str, lease: i64) -> Result<bool, EtcdError> {
+        self.txn(
+            json!([{ "target": "LEASE", "key": B64.encode(key), "lease": lease.to_string(), "result": "EQUAL" }]),
+            json!([{ "request_delete_range": { "key": B64.encode(key) } }]),
+        )
+    }
+
+    /// Deletes `key`.
+    pub(crate) fn delete(&mut self, key: &str) -> Result<(), EtcdError> {
+        self.call("kv/deleterange", &json!({ "key": B64.encode(key) }))
+            .map(drop)
+    }
+
+    /// A transaction: `success` if every comparison holds: whether they did.
+    fn txn(&mut self, compare: Value, success: Value) -> Result<bool, EtcdError> {
+        let v = self.call(
+            "kv/txn",
+            &json!({ "compare": compare, "success": success, "failure": [] }),
+        )?;
+        // proto3 JSON leaves a false boolean out.
+        Ok(v["succeeded"].as_bool().unwrap_or(false))
+    }
+}
+
+fn put_request(key: &str, value: &[u8], lease: i64) -> Value {
+    let mut put = json!({ "key": B64.encode(key), "value": B64.encode(value) });
+    if lease != 0 {
+        put["lease"] = lease.to_string().into();
+    }
+    put
+}
+
+/// The end of the range of keys starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every key: etcd's "\0" range end.
+    vec![0]
+}
+
+/// A 64-bit number of the gateway's JSON: a string, or a number; 0 when absent.
+fn int(v: &Value) -> i64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_i64())
+        .unwrap_or(0)
+}
+
+fn kv(v: &Value) -> Option<Kv> {
+    let key = B64.decode(v["key"].as_str()?).ok()?;
+    Some(Kv {
+        key: String::from_utf8(key).ok()?,
+        value: v["value"]
+            .as_str()
+            .and_then(|s| B64.decode(s).ok())
+            .unwrap_or_default(),
+        lease: int(&v["lease"]),
+        mod_revision: int(&v["mod_revision"]),
+    })
+}
+
+/// One `POST` on its own connection, answered before `deadline`: (status, JSON body).
+fn post(
+    host: &str,
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    deadline: Instant,
+) -> Result<(u16, Value), String> {
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| "timed out".to_owned())
+    };
+    let mut s = TcpStream::connect_timeout(&addr, left()?).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(left()?))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "POST /v3/{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        s.set_read_timeout(Some(left()?))
+            .map_err(|e| e.to_string())?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if raw.len() > 64 << 20 {
+                    return Err("an answer over 64 MiB".to_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no whole answer head")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let status: u16 = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("a bad status line: {:.40}", head))?;
+    let mut body = raw[end + 4..].to_vec();
+    if head.contains("\r\ntransfer-encoding: chunked") {
+        let mut out = Vec::new();
+        crate::input::http_pull::Dechunk::default().push(&body, &mut out)?;
+        body = out;
+    }
+    // A stream's answer is one message a line: the first is the one.
+    let first = body
+        .split(|b| *b == b'\n')
+        .find(|l| !l.is_empty())
+        .unwrap_or(&[]);
+    let v: Value = serde_json::from_slice(first).map_err(|e| {
+        format!(
+            "{status}: not JSON ({e}): {:.80}",
+            String::from_utf8_lossy(first)
+        )
+    })?;
+    Ok((status, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_and_numbers() {
+        assert_eq!(prefix_end("/headend/"), b"/headend0");
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
+        assert_eq!(
+            int(&json!("7587862215541417234")),
+            7_587_862_215_541_417_234
+        );
+        assert_eq!(int(&json!(3)), 3);
+        assert_eq!(int(&Value::Null), 0);
+        let v = json!({ "key": B64.encode("/k"), "value": B64.encode("v"), "lease": "12", "mod_revision": "5" });
+        assert_eq!(
+            kv(&v),
+            Some(Kv {
+                key: "/k".into(),
+                value: b"v".to_vec(),
+                lease: 12,
+                mod_revision: 5
+            })
+        );
+        assert!(Etcd::new(&["https://a:1".into()], Duration::from_secs(1)).is_err());
+        assert!(Etcd::new(&["http://127.0.0.1:2379".into()], Duration::from_secs(1)).is_ok());
+    }
+}

@@ -1,0 +1,524 @@
+//! Fleet mode (`[fleet]`): head-ends that share their channels through etcd.
+//!
+//! Each node registers `{prefix}nodes/{node}` under its lease. Each channel (station) has at
+//! most one owner, `{prefix}owners/{channel}` = the owner's name, held under the owner's lease
+//! and created only where absent (a transaction), so one node sends a channel. Every node
+//! places the channels over the live nodes that are not drained ([`place`]: the same answer
+//! on every node) and claims the unowned ones placed on it; one it owns but placed elsewhere
+//! (a drain, a node that joined) it stops sending and gives up. A dead node's keys go when its
+//! lease expires, and the channels' next choices claim them.
+//!
+//! Fencing: every node muxes every channel of its config (warm: a takeover is only the time
+//! to see the owner key go), and the engine sends a station only while its gate is open
+//! ([`Gates`]). The agent opens an owned station's gate until the instant its lease is known
+//! valid to, less a margin: the keep-alive's send time plus the TTL etcd answered. A node cut
+//! off from etcd therefore stops sending before its lease can have expired and another node
+//! claimed the channel, so two nodes never send one channel.
+//!
+//! `{prefix}drain/{node}` (no lease; `hectl fleet drain`) keeps a node's registration but
+//! places nothing on it.
+
+pub(crate) mod etcd;
+pub(crate) mod place;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::FleetConfig;
+use etcd::{Etcd, Kv};
+
+/// How often the agent reads etcd.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Each station's send gate: open until an instant on one monotonic clock (ms since
+/// `epoch`). Without a fleet every gate stays open.
+#[derive(Debug)]
+pub(crate) struct Gates {
+    epoch: Instant,
+    until_ms: Vec<AtomicU64>,
+}
+
+impl Gates {
+    /// `n` gates, all open (no fleet) or all shut.
+    pub(crate) fn new(n: usize, open: bool) -> Gates {
+        let v = if open { u64::MAX } else { 0 };
+        Gates {
+            epoch: Instant::now(),
+            until_ms: (0..n).map(|_| AtomicU64::new(v)).collect(),
+        }
+    }
+
+    /// Whether station `i` may send at `now`.
+    pub(crate) fn open(&self, i: usize, now: Instant) -> bool {
+        let until = self
+            .until_ms
+            .get(i)
+            .map_or(u64::MAX, |g| g.load(Ordering::Acquire));
+        until == u64::MAX || (now.saturating_duration_since(self.epoch).as_millis() as u64) < until
+    }
+
+    fn set(&self, i: usize, until: Option<Instant>) {
+        let ms = until.map_or(0, |t| {
+            t.saturating_duration_since(self.epoch).as_millis() as u64
+        });
+        if let Some(g) = self.until_ms.get(i) {
+            g.store(ms, Ordering::Release);
+        }
+    }
+}
+
+/// A station as the fleet places it.
+#[derive(Clone, Debug)]
+pub(crate) struct Placed {
+    pub(crate) id: String,
+    pub(crate) prefer: Vec<String>,
+}
+
+/// What a node registers.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct NodeInfo {
+    pub(crate) capacity: usize,
+    /// Its API, for `hectl --server`.
+    #[serde(default)]
+    pub(crate) api: String,
+}
+
+/// The fleet as this node last saw it (`GET /api/fleet`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct View {
+    pub(crate) node: String,
+    /// Whether the last read of etcd succeeded.
+    pub(crate) connected: bool,
+    /// Whether this node's lease is known valid now (it may send).
+    pub(crate) lease_valid: bool,
+    pub(crate) nodes: Vec<NodeView>,
+    pub(crate) channels: Vec<ChannelView>,
+    /// When it was read (RFC 3339).
+    pub(crate) at: String,
+    /// The last error, if the last step failed.
+    pub(crate) error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct NodeView {
+    pub(crate) name: String,
+    pub(crate) capacity: usize,
+    pub(crate) api: String,
+    pub(crate) drained: bool,
+    /// Channels it owns (sends).
+    pub(crate) owns: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ChannelView {
+    pub(crate) id: String,
+    /// Who sends it (holds its owner key).
+    pub(crate) owner: Option<String>,
+    /// Where placement puts it.
+    pub(crate) placed: Option<String>,
+    /// The other live nodes: every node muxes every channel, so each is a warm standby.
+    pub(crate) standbys: Vec<String>,
+}
+
+/// The running agent.
+pub(crate) struct Fleet {
+    pub(crate) gates: Arc<Gates>,
+    pub(crate) view: Arc<RwLock<View>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Starts the agent of `cfg` for `stations` (in engine order); every gate starts shut.
+    pub(crate) fn start(cfg: &FleetConfig, stations: Vec<Placed>) -> anyhow::Result<Fleet> {
+        let etcd = Etcd::new(&cfg.etcd, cfg.call_timeout())
+            .map_err(|e| anyhow::anyhow!("fleet.etcd: {e}"))?;
+        let gates = Arc::new(Gates::new(stations.len(), false));
+        let view = Arc::new(RwLock::new(View {
+            node: cfg.node.clone(),
+            ..View::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut agent = Agent {
+            cfg: cfg.clone(),
+            etcd,
+            stations,
+            gates: gates.clone(),
+            view: view.clone(),
+            lease: None,
+            renewed_at: None,
+            owned: HashSet::new(),
+        };
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fleet".to_owned())
+            .spawn(move || agent.run(&st))?;
+        Ok(Fleet {
+            gates,
+            view,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops sending, gives the channels up (revoking the lease, so the others take over at
+    /// once) and ends the agent.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Agent {
+    cfg: FleetConfig,
+    etcd: Etcd,
+    stations: Vec<Placed>,
+    gates: Arc<Gates>,
+    view: Arc<RwLock<View>>,
+    /// The lease, and until when it is known valid (less the margin).
+    lease: Option<(i64, Instant)>,
+    renewed_at: Option<Instant>,
+    /// Stations whose owner key this node holds, as last read.
+    owned: HashSet<usize>,
+}
+
+impl Agent {
+    fn run(&mut self, stop: &AtomicBool) {
+        tracing::info!(node = %self.cfg.node, etcd = ?self.cfg.etcd, "fleet: joining");
+        let mut last_error: Option<String> = None;
+        while !stop.load(Ordering::Relaxed) {
+            let began = Instant::now();
+            let step = self.step();
+            let error = step.err();
+            if error != last_error {
+                match &error {
+                    Some(e) => tracing::warn!(node = %self.cfg.node, "fleet: {e}"),
+                    None => tracing::info!(node = %self.cfg.node, "fleet: etcd answers again"),
+                }
+                last_error.clone_from(&error);
+            }
+            if let Ok(mut v) = self.view.write() {
+                v.error = error;
+                v.lease_valid = self.valid_until().is_some_and(|t| Instant::now() < t);
+            }
+            std::thread::sleep(TICK.saturating_sub(began.elapsed()));
+        }
+        // Leaving: stop sending, then let the others take over at once.
+        for i in 0..self.stations.len() {
+            self.gates.set(i, None);
+        }
+        if let Some((id, _)) = self.lease.take() {
+            let _ = self.etcd.revoke(id);
+        }
+        tracing::info!(node = %self.cfg.node, "fleet: left");
+    }
+
+    fn valid_until(&self) -> Option<Instant> {
+        self.lease.map(|(_, t)| t)
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}/{name}", self.cfg.prefix)
+    }
+
+    /// One pass: the lease, a read, the claims and releases, the gates.
+    fn step(&mut self) -> Result<(), String> {
+        self.renew()?;
+        let (lease, valid_until) = self.lease.ok_or("no lease")?;
+        let read = self
+            .etcd
+            .range_prefix(&self.cfg.prefix)
+            .map_err(|e| e.to_string());
+        let kvs = match read {
+            Ok((kvs, _)) => kvs,
+            Err(e) => {
+                if let Ok(mut v) = self.view.write() {
+                    v.connected = false;
+                }
+                return Err(e);
+            }
+        };
+        let state = State::read(&self.cfg.prefix, &kvs);
+        let live: Vec<place::Node> = state
+            .nodes
+            .iter()
+            .filter(|(n, _)| !state.drained.contains(n))
+            .map(|(n, info)| place::Node {
+                name: n.clone(),
+                capacity: info.capacity,
+            })
+            .collect();
+        let chans: Vec<place::Channel> = self
+            .stations
+            .iter()
+            .map(|s| place::Channel {
+                id: s.id.clone(),
+                prefer: s.prefer.clone(),
+            })
+            .collect();
+        let placed = place::place(&chans, &live);
+        let me = self.cfg.node.clone();
+        let mut errors = Vec::new();
+        for (i, s) in self.stations.clone().iter().enumerate() {
+            let key = self.key("owners", &s.id);
+            let owner = state.owners.get(&s.id);
+            let target = placed.get(&s.id);
+            match owner {
+                Some((name, l)) if *name == me && *l == lease => {
+                    if target.is_some_and(|t| *t != me) {
+                        // Placed elsewhere (a drain, a node that joined): stop, then let go.
+                        self.gates.set(i, None);
+                        self.owned.remove(&i);
+                        match self.etcd.delete_held(&key, lease) {
+                            Ok(_) => {
+                                tracing::info!(channel = %s.id, to = %target.map_or("", |t| t.as_str()), "fleet: channel handed over")
+                            }
+                            Err(e) => errors.push(format!("{}: giving up: {e}", s.id)),
+                        }
+                    } else {
+                        self.owned.insert(i);
+                        self.gates.set(i, Some(valid_until));
+                    }
+                }
+                Some(_) => {
+                    self.gates.set(i, None);
+                    self.owned.remove(&i);
+                }
+                None if target == Some(&me) => match self.etcd.create(&key, me.as_bytes(), lease) {
+                    Ok(true) => {
+                        self.owned.insert(i);
+                        self.gates.set(i, Some(valid_until));
+                        tracing::info!(channel = %s.id, "fleet: channel taken (sending)");
+                    }
+                    Ok(false) => self.gates.set(i, None),
+                    Err(e) => {
+                        self.gates.set(i, None);
+                        errors.push(format!("{}: claiming: {e}", s.id));
+                    }
+                },
+                None => {
+                    self.gates.set(i, None);
+                    self.owned.remove(&i);
+                }
+            }
+        }
+        self.publish(&state, &placed);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Grants the lease and registers (or renews it when due); a lease found expired is
+    /// dropped, every gate shut, and the next pass starts over.
+    fn renew(&mut self) -> Result<(), String> {
+        let ttl = self.cfg.lease;
+        let margin = self.cfg.margin();
+        match self.lease {
+            None => {
+                let sent = Instant::now();
+                let (id, granted) = self
+                    .etcd
+                    .grant(ttl.as_secs() as i64)
+                    .map_err(|e| e.to_string())?;
+                let until = sent + Duration::from_secs(granted.max(0) as u64);
+                self.lease = Some((id, until.checked_sub(margin).unwrap_or(sent)));
+                self.renewed_at = Some(sent);
+                self.register(id)?;
+                tracing::info!(node = %self.cfg.node, lease = id, ttl_s = granted, "fleet: registered");
+                Ok(())
+            }
+            Some((id, _)) => {
+                if self.renewed_at.is_some_and(|t| t.elapsed() < ttl / 4) {
+                    return Ok(());
+                }
+                let sent = Instant::now();
+                let left = self.etcd.keep_alive(id).map_err(|e| e.to_string())?;
+                if left <= 0 {
+                    for i in 0..self.stations.len() {
+                        self.gates.set(i, None);
+                    }
+                    self.owned.clear();
+                    self.lease = None;
+                    return Err(
+                        "the lease expired: every channel stopped; registering again".to_owned(),
+                    );
+                }
+                let until = sent + Duration::from_secs(left as u64);
+                self.lease = Some((id, until.checked_sub(margin).unwrap_or(sent)));
+                self.renewed_at = Some(sent);
+                Ok(())
+            }
+        }
+    }
+
+    /// Puts this node's key under lease `id`; a key of the same name under another lease is
+    /// a previous run of this node (killed): its lease is revoked so its channels go now.
+    fn register(&mut self, id: i64) -> Result<(), String> {
+        let key = self.key("nodes", &self.cfg.node);
+        let (kvs, _) = self.etcd.range_prefix(&key).map_err(|e| e.to_string())?;
+        if let Some(old) = kvs
+            .iter()
+            .find(|kv| kv.key == key && kv.lease != 0 && kv.lease != id)
+        {
+            tracing::warn!(node = %self.cfg.node, lease = old.lease, "fleet: a previous run of this node is still registered: its lease is revoked");
+            self.etcd.revoke(old.lease).map_err(|e| e.to_string())?;
+        }
+        let info = NodeInfo {
+            capacity: self.cfg.capacity,
+            api: self.cfg.api.clone(),
+        };
+        let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
+        self.etcd.put(&key, &value, id).map_err(|e| e.to_string())
+    }
+
+    fn publish(&self, state: &State, placed: &HashMap<String, String>) {
+        let owned_by = |n: &str| state.owners.values().filter(|(o, _)| o == n).count();
+        let nodes: Vec<NodeView> = state
+            .nodes
+            .iter()
+            .map(|(name, info)| NodeView {
+                name: name.clone(),
+                capacity: info.capacity,
+                api: info.api.clone(),
+                drained: state.drained.contains(name),
+                owns: owned_by(name),
+            })
+            .collect();
+        let channels = self
+            .stations
+            .iter()
+            .map(|s| {
+                let owner = state.owners.get(&s.id).map(|(o, _)| o.clone());
+                ChannelView {
+                    id: s.id.clone(),
+                    standbys: nodes
+                        .iter()
+                        .filter(|n| Some(&n.name) != owner.as_ref())
+                        .map(|n| n.name.clone())
+                        .collect(),
+                    owner,
+                    placed: placed.get(&s.id).cloned(),
+                }
+            })
+            .collect();
+        if let Ok(mut v) = self.view.write() {
+            v.connected = true;
+            v.nodes = nodes;
+            v.channels = channels;
+            v.at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        }
+    }
+}
+
+/// The fleet's keys, read.
+#[derive(Debug, Default)]
+struct State {
+    /// Registered nodes, by name (sorted).
+    nodes: Vec<(String, NodeInfo)>,
+    drained: HashSet<String>,
+    /// Channel id → (owner, its lease).
+    owners: HashMap<String, (String, i64)>,
+}
+
+impl State {
+    fn read(prefix: &str, kvs: &[Kv]) -> State {
+        let mut s = State::default();
+        for kv in kvs {
+            let Some(rest) = kv.key.strip_prefix(prefix) else {
+                continue;
+            };
+            let Some((kind, name)) = rest.split_once('/') else {
+                continue;
+            };
+            match kind {
+                "nodes" => {
+                    if let Ok(info) = serde_json::from_slice::<NodeInfo>(&kv.value) {
+                        s.nodes.push((name.to_owned(), info));
+                    }
+                }
+                "drain" => {
+                    s.drained.insert(name.to_owned());
+                }
+                "owners" => {
+                    let owner = String::from_utf8_lossy(&kv.value).into_owned();
+                    s.owners.insert(name.to_owned(), (owner, kv.lease));
+                }
+                _ => {}
+            }
+        }
+        s.nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        s
+    }
+}
+
+/// Drains node `node` (`on`), or ends its drain, through etcd.
+pub(crate) fn set_drain(cfg: &FleetConfig, node: &str, on: bool) -> Result<(), String> {
+    let mut etcd = Etcd::new(&cfg.etcd, cfg.call_timeout())?;
+    let key = format!("{}drain/{node}", cfg.prefix);
+    if on {
+        etcd.put(&key, b"1", 0)
+    } else {
+        etcd.delete(&key)
+    }
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_open_until_their_instant() {
+        let g = Gates::new(2, false);
+        let now = Instant::now();
+        assert!(!g.open(0, now));
+        g.set(0, Some(now + Duration::from_millis(500)));
+        assert!(g.open(0, now));
+        assert!(!g.open(0, now + Duration::from_millis(600)));
+        assert!(!g.open(1, now));
+        let all = Gates::new(1, true);
+        assert!(all.open(0, now + Duration::from_secs(1 << 20)));
+    }
+
+    #[test]
+    fn the_keys_are_read_by_kind() {
+        let kv = |k: &str, v: &str, lease| Kv {
+            key: k.into(),
+            value: v.as_bytes().to_vec(),
+            lease,
+            mod_revision: 1,
+        };
+        let s = State::read(
+            "/h/",
+            &[
+                kv("/h/nodes/b", r#"{"capacity":10,"api":"http://b"}"#, 7),
+                kv("/h/nodes/a", r#"{"capacity":5}"#, 8),
+                kv("/h/nodes/bad", "not json", 9),
+                kv("/h/drain/a", "1", 0),
+                kv("/h/owners/news", "b", 7),
+                kv("/x/owners/other", "a", 8),
+            ],
+        );
+        assert_eq!(
+            s.nodes.iter().map(|n| n.0.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(s.drained.contains("a"));
+        assert_eq!(s.owners["news"], ("b".to_owned(), 7));
+        assert_eq!(s.owners.len(), 1);
+    }
+}

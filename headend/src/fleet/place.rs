@@ -1,0 +1,137 @@
+//! Where each channel goes: every node computes the same placement from the same view (the
+//! live nodes and the channels), so they agree without talking; etcd's owner keys, not this,
+//! decide who sends. Weighted rendezvous hashing: each channel ranks the nodes by a score
+//! drawn from a hash of (channel, node) and weighted by the node's capacity, and goes to the
+//! first with room. A node that joins takes from each other node only the channels it now
+//! ranks first for; a node that leaves gives its channels to their next choices; nothing else
+//! moves. A channel's `prefer` list goes before the ranking: the first live node of it with
+//! room.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+/// A live node as placement sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub(crate) name: String,
+    /// The most channels it carries.
+    pub(crate) capacity: usize,
+}
+
+/// A channel to place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Channel {
+    pub(crate) id: String,
+    /// Nodes it goes to first, in order.
+    pub(crate) prefer: Vec<String>,
+}
+
+/// Where each channel goes, by id; a channel no node has room for is left out.
+pub(crate) fn place(channels: &[Channel], nodes: &[Node]) -> HashMap<String, String> {
+    let mut load: HashMap<&str, usize> = nodes.iter().map(|n| (n.name.as_str(), 0)).collect();
+    let mut out = HashMap::new();
+    // Pinned channels first, so the ranking fills what is left; each group in id order, so
+    // every node takes the same decisions.
+    let mut order: Vec<&Channel> = channels.iter().collect();
+    order.sort_by(|a, b| (a.prefer.is_empty(), &a.id).cmp(&(b.prefer.is_empty(), &b.id)));
+    for c in order {
+        let preferred = c
+            .prefer
+            .iter()
+            .filter_map(|p| nodes.iter().find(|n| &n.name == p));
+        let mut ranked: Vec<(f64, &Node)> = nodes.iter().map(|n| (score(&c.id, n), n)).collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        let choice = preferred
+            .chain(ranked.into_iter().map(|(_, n)| n))
+            .find(|n| load[n.name.as_str()] < n.capacity);
+        if let Some(n) = choice {
+            *load.get_mut(n.name.as_str()).expect("a listed node") += 1;
+            out.insert(c.id.clone(), n.name.clone());
+        }
+    }
+    out
+}
+
+/// The weighted rendezvous score of `node` for `channel`: `capacity / -ln(u)`, `u` uniform
+/// in (0, 1) from a hash of both names.
+fn score(channel: &str, node: &Node) -> f64 {
+    let h = Sha256::new()
+        .chain_update(channel.as_bytes())
+        .chain_update([0])
+        .chain_update(node.name.as_bytes())
+        .finalize();
+    let x = u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> 11;
+    // (x + 0.5) / 2^53: strictly inside (0, 1).
+    let u = (x as f64 + 0.5) / (1u64 << 53) as f64;
+    node.capacity as f64 / -u.ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(spec: &[(&str, usize)]) -> Vec<Node> {
+        spec.iter()
+            .map(|(n, c)| Node {
+                name: (*n).into(),
+                capacity: *c,
+            })
+            .collect()
+    }
+
+    fn channels(n: usize) -> Vec<Channel> {
+        (0..n)
+            .map(|i| Channel {
+                id: format!("ch{i:03}"),
+                prefer: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spread_by_capacity_and_stable_when_a_node_comes_or_goes() {
+        let chans = channels(300);
+        let three = nodes(&[("a", 300), ("b", 300), ("c", 300)]);
+        let p3 = place(&chans, &three);
+        assert_eq!(p3.len(), 300);
+        for n in ["a", "b", "c"] {
+            let k = p3.values().filter(|v| *v == n).count();
+            assert!((70..=130).contains(&k), "{n}: {k}");
+        }
+        // c leaves: only its channels move.
+        let p2 = place(&chans, &three[..2]);
+        for (ch, n) in &p3 {
+            if n != "c" {
+                assert_eq!(&p2[ch], n, "{ch} moved");
+            }
+        }
+        // d joins: channels only move to d.
+        let four = nodes(&[("a", 300), ("b", 300), ("c", 300), ("d", 300)]);
+        let p4 = place(&chans, &four);
+        let moved: Vec<_> = p3.iter().filter(|(ch, n)| &&p4[*ch] != n).collect();
+        assert!(moved.iter().all(|(ch, _)| p4[*ch] == "d"));
+        assert!((50..=100).contains(&moved.len()), "{}", moved.len());
+        // Capacity weighs and caps.
+        let uneven = nodes(&[("big", 300), ("small", 20)]);
+        let p = place(&chans, &uneven);
+        let small = p.values().filter(|v| *v == "small").count();
+        assert!((5..=20).contains(&small), "{small}");
+        let tiny = nodes(&[("x", 100), ("y", 50)]);
+        assert_eq!(place(&chans, &tiny).len(), 150, "the rest has no room");
+    }
+
+    #[test]
+    fn preferred_nodes_go_first_while_live_and_with_room() {
+        let mut chans = channels(10);
+        for c in &mut chans {
+            c.prefer = vec!["b".into(), "a".into()];
+        }
+        let n = nodes(&[("a", 10), ("b", 6), ("c", 10)]);
+        let p = place(&chans, &n);
+        assert_eq!(p.values().filter(|v| *v == "b").count(), 6);
+        assert_eq!(p.values().filter(|v| *v == "a").count(), 4);
+        let p = place(&chans, &nodes(&[("a", 10), ("c", 10)]));
+        assert!(p.values().all(|v| v == "a"));
+    }
+}

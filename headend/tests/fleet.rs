@@ -1,0 +1,565 @@
+//! Fleet mode (`[fleet]`) against a real etcd (Debian's `etcd-server`, started here with
+//! short election timings so that 1 s leases are honoured): three head-end nodes on loopback
+//! share 20 channels; a receiver takes every channel's datagrams with kernel timestamps and
+//! the sender's port (each node sends from its own sockets), so it sees who sends what, when.
+//!
+//! - kill -9 the node that sends the most channels: every one of its channels is back from
+//!   another node within 3 s, and no channel is ever sent by two nodes at once;
+//! - a node cut off from etcd (its etcd traffic goes through a relay here that stops
+//!   forwarding) stops sending before another node starts: never two senders on a channel;
+//! - `hectl fleet drain` moves a node's channels off it, `undrain` lets them come back;
+//! - a 3-member etcd cluster loses a member: nothing moves, nothing stops.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_tcp_port, hectl, media, run_bounded, tool_on_path, Daemon};
+
+const CHANNELS: usize = 20;
+const MUXRATE: &str = "1M";
+/// The nodes' admin token.
+const TOKEN: &str = "fleet-test-admin-token-0123456789";
+
+/// One etcd member, stopped (killed) when dropped.
+struct Etcd {
+    child: Child,
+    client: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the members `names` (with their client and peer ports) of one cluster and waits
+/// until every one answers.
+fn etcd_cluster(members: &[(&str, u16, u16)]) -> Vec<Etcd> {
+    let cluster: Vec<String> = members
+        .iter()
+        .map(|(n, _, peer)| format!("{n}=http://127.0.0.1:{peer}"))
+        .collect();
+    let cluster = cluster.join(",");
+    let started: Vec<Etcd> = members
+        .iter()
+        .map(|(name, client, peer)| {
+            let dir = tempfile::tempdir().unwrap();
+            let child = Command::new("etcd")
+                .args(["--name", name, "--data-dir"])
+                .arg(dir.path())
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+                ))
+                .arg(format!("--initial-cluster={cluster}"))
+                .args(["--initial-cluster-state", "new"])
+                // Short timings: leases down to 1 s (etcd's minimum TTL is 1.5 election
+                // timeouts, rounded up to whole seconds).
+                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                .args(["--logger", "zap", "--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd");
+            Etcd {
+                child,
+                client: *client,
+                _dir: dir,
+            }
+        })
+        .collect();
+    for e in &started {
+        let until = Instant::now() + Duration::from_secs(20);
+        while etcd_post(e.client, "/v3/kv/range", r#"{"key":"AA=="}"#).is_none() {
+            assert!(
+                Instant::now() < until,
+                "etcd on {} never answered",
+                e.client
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    started
+}
+
+/// A POST to etcd's gateway: the body of a 200 answer.
+fn etcd_post(port: u16, path: &str, body: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.starts_with("HTTP/1.1 200").then(|| {
+        raw.split_once("\r\n\r\n")
+            .map_or(String::new(), |b| b.1.to_owned())
+    })
+}
+
+/// A TCP relay to `to` that can stop forwarding (a node's etcd traffic, cut off).
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: u16) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(a) = conn else { return };
+                if c.load(Ordering::Relaxed) {
+                    // Cut off: the connection is held and nothing comes back.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(30));
+                        drop(a);
+                    });
+                    continue;
+                }
+                let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                for (mut from, mut into) in
+                    [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)]
+                {
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        from.set_read_timeout(Some(Duration::from_millis(50))).ok();
+                        loop {
+                            if c.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = into.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    if into.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, cut }
+    }
+}
+
+/// Every channel's datagrams as they arrive: (kernel ns, sender's port), by channel.
+type Arrivals = Arc<Mutex<BTreeMap<usize, Vec<(u64, u16)>>>>;
+
+/// Receives channel `k`'s datagrams on `base + k` until `stop`.
+fn receiver(base: u16, stop: Arc<AtomicBool>) -> (Arrivals, Vec<std::thread::JoinHandle<()>>) {
+    use nix::sys::socket::{
+        recvmsg, setsockopt, sockopt::ReceiveTimestampns, ControlMessageOwned, MsgFlags, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let got: Arrivals = Arc::default();
+    let mut threads = Vec::new();
+    for k in 0..CHANNELS {
+        let s = UdpSocket::bind(("127.0.0.1", base + k as u16)).unwrap();
+        setsockopt(&s, ReceiveTimestampns, &true).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let (got, stop) = (got.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 2048];
+            let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            while !stop.load(Ordering::Relaxed) {
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let Ok(msg) = recvmsg::<SockaddrIn>(
+                    s.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::empty(),
+                ) else {
+                    continue;
+                };
+                let at = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|c| match c {
+                        ControlMessageOwned::ScmTimestampns(t) => {
+                            Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+                        }
+                        _ => None,
+                    })
+                });
+                let port = msg.address.map_or(0, |a| a.port());
+                if let Some(at) = at {
+                    got.lock().unwrap().entry(k).or_default().push((at, port));
+                }
+            }
+        }));
+    }
+    (got, threads)
+}
+
+/// A node's config: the 20 channels, each to `127.0.0.1:{base + k}`.
+fn node_config(dir: &Path, node: &str, http: u16, etcd: &[u16], base: u16, lease: &str) -> PathBuf {
+    let a = media("a.ts").display().to_string();
+    let endpoints: Vec<String> = etcd
+        .iter()
+        .map(|p| format!("\"http://127.0.0.1:{p}\""))
+        .collect();
+    let mut text = format!(
+        "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n[engine]\nthreads = 1\n\n\
+         [fleet]\netcd = [{}]\nnode = \"{node}\"\nlease = \"{lease}\"\nprefix = \"/fleet-test/\"\n",
+        endpoints.join(", ")
+    );
+    for k in 0..CHANNELS {
+        text.push_str(&format!(
+            "\n[[channel]]\nid = \"c{k:02}\"\nservice_id = {}\nname = \"C{k}\"\nmuxrate = \"{MUXRATE}\"\n\
+             playlist = [{a:?}]\n[[channel.output]]\nurl = \"udp://127.0.0.1:{}\"\n",
+            k + 1,
+            base + k as u16
+        ));
+    }
+    let d = dir.join(node);
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("headend.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// `GET /api/fleet` of the node on `http`.
+fn fleet(http: u16) -> serde_json::Value {
+    serde_json::from_str(&common::http_get(http, "/api/fleet")).unwrap_or_default()
+}
+
+/// Waits until `nodes` nodes are registered and every channel is sent from where placement
+/// puts it (per `http`'s view), up to `limit`: the owners.
+fn settled(http: u16, nodes: usize, limit: Duration) -> HashMap<String, String> {
+    let until = Instant::now() + limit;
+    loop {
+        let v = fleet(http);
+        let owners: HashMap<String, String> = v["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["owner"] == c["placed"])
+            .filter_map(|c| {
+                Some((
+                    c["id"].as_str()?.to_owned(),
+                    c["owner"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        let registered = v["nodes"].as_array().map_or(0, Vec::len);
+        if owners.len() == CHANNELS && registered == nodes {
+            return owners;
+        }
+        assert!(Instant::now() < until, "not settled: {v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the fleet is settled (as [`settled`]) with `node` sending `want` channels
+/// (`None`: some), up to `limit`: the owners.
+fn settled_with(
+    http: u16,
+    nodes: usize,
+    node: &str,
+    want: Option<usize>,
+    limit: Duration,
+) -> HashMap<String, String> {
+    let until = Instant::now() + limit;
+    loop {
+        let owners = settled(http, nodes, limit);
+        let n = owners.values().filter(|o| *o == node).count();
+        if want.map_or(n > 0, |w| n == w) {
+            return owners;
+        }
+        assert!(Instant::now() < until, "{node} sends {n}: {owners:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Per channel, the senders in the order they sent (one entry per run of datagrams from one
+/// sender) and the longest silence (ms) after `from_ns`. Panics if two senders interleave:
+/// a run between two others that lasts under 60 ms (two nodes sending at once alternate
+/// every datagram or few, 10.5 ms apart at 1 Mbit/s; a handover's runs last as long as
+/// a placement change takes to see, 100 ms and more).
+fn senders(got: &Arrivals, from_ns: u64) -> BTreeMap<usize, (Vec<u16>, f64)> {
+    let got = got.lock().unwrap();
+    let mut out = BTreeMap::new();
+    for (k, arrivals) in got.iter() {
+        // (sender, first, last)
+        let mut runs: Vec<(u16, u64, u64)> = Vec::new();
+        let mut worst = 0u64;
+        for &(at, port) in arrivals.iter().filter(|a| a.0 >= from_ns) {
+            match runs.last_mut() {
+                Some(r) if r.0 == port => {
+                    worst = worst.max(at - r.2);
+                    r.2 = at;
+                }
+                last => {
+                    if let Some(r) = last {
+                        worst = worst.max(at - r.2);
+                    }
+                    runs.push((port, at, at));
+                }
+            }
+        }
+        for (i, r) in runs.iter().enumerate() {
+            if i > 0 && i + 1 < runs.len() {
+                assert!(
+                    r.2 - r.1 >= 60_000_000,
+                    "channel {k}: two senders at once: {:?}",
+                    runs.iter()
+                        .map(|r| (r.0, (r.2 - r.1) / 1_000_000))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+        out.insert(*k, (runs.iter().map(|r| r.0).collect(), worst as f64 / 1e6));
+    }
+    out
+}
+
+fn now_ns() -> u64 {
+    common::utc_ns() as u64
+}
+
+#[test]
+fn a_dead_or_cut_off_node_s_channels_move_and_are_never_sent_twice() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("t1", client, peer)]);
+    let base = 27_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (got, threads) = receiver(base, stop.clone());
+    // he-03 reaches etcd through a relay that can cut it off.
+    let relay = Relay::start(client);
+    let names = ["he-01", "he-02", "he-03"];
+    let https: Vec<u16> = names.iter().map(|_| free_tcp_port()).collect();
+    let mut nodes: Vec<Option<Daemon>> = names
+        .iter()
+        .zip(&https)
+        .map(|(n, h)| {
+            let port = if *n == "he-03" { relay.port } else { client };
+            Some(Daemon::run(
+                &node_config(dir.path(), n, *h, &[port], base, "1s"),
+                "info",
+            ))
+        })
+        .collect();
+    let owners = settled(https[0], 3, Duration::from_secs(20));
+    // (Before this the nodes were joining one by one: channels moved as each came.)
+    let settled_at = now_ns();
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    for o in owners.values() {
+        *load.entry(o.as_str()).or_default() += 1;
+    }
+    eprintln!("placement: {load:?}");
+    assert_eq!(load.len(), 3, "every node sends some: {load:?}");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // kill -9 the node that sends the most among he-01 and he-02.
+    let victim = ["he-01", "he-02"]
+        .into_iter()
+        .max_by_key(|n| load.get(n).copied().unwrap_or(0))
+        .unwrap();
+    let vi = names.iter().position(|n| *n == victim).unwrap();
+    let theirs: Vec<usize> = owners
+        .iter()
+        .filter(|(_, o)| o.as_str() == victim)
+        .map(|(c, _)| c[1..].parse().unwrap())
+        .collect();
+    let killed_at = now_ns();
+    let mut d = nodes[vi].take().unwrap();
+    let _ = d.0.kill();
+    let _ = d.0.wait();
+    std::thread::sleep(Duration::from_secs(5));
+    let seen = senders(&got, killed_at - 1_000_000_000);
+    let mut gaps = Vec::new();
+    for k in &theirs {
+        let (order, worst) = &seen[k];
+        assert_eq!(order.len(), 2, "channel {k}: {order:?}");
+        gaps.push(*worst);
+    }
+    gaps.sort_by(f64::total_cmp);
+    eprintln!(
+        "kill -9 {victim}: {} channels, silence ms {gaps:?}",
+        theirs.len()
+    );
+    assert!(gaps.iter().all(|g| *g < 3000.0), "{gaps:?}");
+    // The others never paused.
+    for (k, (order, worst)) in &seen {
+        if !theirs.contains(k) {
+            assert_eq!(order.len(), 1, "channel {k} moved: {order:?}");
+            assert!(*worst < 500.0, "channel {k}: {worst} ms");
+        }
+    }
+
+    // he-03 cut off from etcd: it stops before its channels start elsewhere.
+    let survivor = names
+        .iter()
+        .position(|n| *n != victim && *n != "he-03")
+        .unwrap();
+    let owners = settled(https[survivor], 2, Duration::from_secs(10));
+    let cut_off: Vec<usize> = owners
+        .iter()
+        .filter(|(_, o)| o.as_str() == "he-03")
+        .map(|(c, _)| c[1..].parse().unwrap())
+        .collect();
+    assert!(!cut_off.is_empty());
+    let cut_at = now_ns();
+    relay.cut.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(5));
+    let seen = senders(&got, cut_at - 500_000_000);
+    for k in &cut_off {
+        let (order, worst) = &seen[k];
+        assert_eq!(order.len(), 2, "channel {k}: {order:?}");
+        assert!(*worst < 3000.0, "channel {k}: {worst} ms");
+    }
+    // The stop came first: the last datagram of the cut-off sender before the first of the
+    // next, on every channel (checked as no interleaving in `senders`) and with a gap.
+    eprintln!("he-03 cut off: {} channels moved", cut_off.len());
+
+    // he-03 reaches etcd again: it registers anew and takes its share back.
+    relay.cut.store(false, Ordering::Relaxed);
+    let limit = Duration::from_secs(15);
+    settled_with(https[survivor], 2, "he-03", None, limit);
+    let server = format!("http://127.0.0.1:{}", https[survivor]);
+    let hectl_fleet = |args: &[&str]| {
+        let out = run_bounded(
+            Command::new(hectl())
+                .arg("fleet")
+                .args(args)
+                .args(["--server", &server])
+                .env("HECTL_TOKEN", TOKEN),
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = hectl_fleet(&["status"]);
+    eprintln!("{status}");
+    assert!(
+        status.contains("he-01") && status.contains("he-03"),
+        "{status}"
+    );
+    // Drained, he-03 sends nothing and keeps its registration; undrained, it takes its share.
+    hectl_fleet(&["drain", "he-03"]);
+    settled_with(https[survivor], 2, "he-03", Some(0), limit);
+    assert!(hectl_fleet(&["status"]).contains("drained"));
+    std::thread::sleep(Duration::from_secs(1));
+    hectl_fleet(&["undrain", "he-03"]);
+    settled_with(https[survivor], 2, "he-03", None, limit);
+    // Across all of it, no channel was ever sent by two nodes at once.
+    senders(&got, settled_at);
+
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    for n in nodes.iter_mut().flatten() {
+        let (st, err) = common::signal_and_wait(&mut n.0, "TERM");
+        assert!(st.success(), "{err}");
+    }
+}
+
+/// A 3-member etcd cluster loses a member (each in turn is tried: whichever was the leader
+/// goes too): the two nodes, which know all three endpoints, go on; no channel moves or
+/// pauses.
+#[test]
+fn an_etcd_member_lost_moves_nothing_and_stops_nothing() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_tcp_port(), free_tcp_port())).collect();
+    let names = ["m1", "m2", "m3"];
+    let members: Vec<(&str, u16, u16)> = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, (c, p))| (*n, *c, *p))
+        .collect();
+    let mut etcd: Vec<Option<Etcd>> = etcd_cluster(&members).into_iter().map(Some).collect();
+    let clients: Vec<u16> = ports.iter().map(|p| p.0).collect();
+    let base = 27_100;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (got, threads) = receiver(base, stop.clone());
+    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
+    let mut nodes: Vec<Daemon> = ["he-a", "he-b"]
+        .iter()
+        .zip(&https)
+        .map(|(n, h)| {
+            // A lease of a few seconds rides out a leader election (STANDARDS 8.6).
+            Daemon::run(
+                &node_config(dir.path(), n, *h, &clients, base, "3s"),
+                "info",
+            )
+        })
+        .collect();
+    let before = settled(https[0], 2, Duration::from_secs(20));
+    let from = now_ns();
+    // The member that leads goes (found by asking each for its status), then a second
+    // one would lose the quorum, so one only.
+    let leader = clients
+        .iter()
+        .position(|c| {
+            etcd_post(*c, "/v3/maintenance/status", "{}").is_some_and(|b| {
+                let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+                v["leader"] == v["header"]["member_id"]
+            })
+        })
+        .unwrap_or(0);
+    eprintln!("killing etcd member {} (the leader)", names[leader]);
+    drop(etcd[leader].take());
+    std::thread::sleep(Duration::from_secs(8));
+    let after = settled(https[1], 2, Duration::from_secs(5));
+    assert_eq!(before, after, "channels moved");
+    let seen = senders(&got, from);
+    let worst = seen.values().map(|s| s.1).fold(0.0, f64::max);
+    for (k, (order, _)) in &seen {
+        assert_eq!(order.len(), 1, "channel {k}: {order:?}");
+    }
+    eprintln!("longest silence on any channel: {worst:.1} ms");
+    assert!(worst < 300.0, "{worst} ms");
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    for n in &mut nodes {
+        let (st, err) = common::signal_and_wait(&mut n.0, "TERM");
+        assert!(st.success(), "{err}");
+    }
+}
