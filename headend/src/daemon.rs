@@ -69,17 +69,12 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         // the channel in etcd.
         let mut fleet = match &config.fleet {
             Some(f) => {
-                let placed = specs
-                    .iter()
-                    .map(|s| crate::fleet::Placed {
-                        id: s.id.clone(),
-                        prefer: s
-                            .single_channel()
-                            .map(|c| c.prefer.clone())
-                            .unwrap_or_default(),
-                    })
+                let placed = crate::fleet::placed(&specs);
+                let missing = crate::config::missing_media(config)
+                    .into_iter()
+                    .map(|(_, file)| file.display().to_string())
                     .collect();
-                Some(crate::fleet::Fleet::start(f, placed)?)
+                Some(crate::fleet::Fleet::start(f, placed, missing)?)
             }
             None => None,
         };

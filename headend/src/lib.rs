@@ -98,6 +98,21 @@ enum Command {
     /// Run the embedded demo (two channels from the fixtures, IPv6 multicast kept on `lo`,
     /// HTTP on `[::1]:8080`; run it from the repository root) and say what to open.
     Demo,
+    /// For the etcd load bench (`scripts/bench-fleet`): `--nodes` fleet agents (named
+    /// `[fleet] node` and `-0`, `-1`, ...) for the config's channels, without the engine, for
+    /// `--secs` after they settle; prints their etcd calls as JSON.
+    #[command(hide = true)]
+    FleetAgents {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Also the CPU time of this process (etcd) over the window.
+        #[arg(long)]
+        watch_pid: Option<u32>,
+    },
 }
 
 /// The `headend` command: parses the command line, runs what it says and returns the exit code.
@@ -180,6 +195,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(&cfg, |addr| {
                 println!("on air; http://{addr}/channels");
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FleetAgents {
+            config,
+            nodes,
+            secs,
+            watch_pid,
+        } => {
+            let cfg = load(&config)?;
+            let report =
+                fleet::simulate(&cfg, nodes, std::time::Duration::from_secs(secs), watch_pid)?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => {

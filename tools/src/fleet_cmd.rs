@@ -74,6 +74,7 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                 "{:<16} {:>8} {:>6}  {:<8} api",
                 "node", "capacity", "sends", ""
             );
+            let mut lacking = Vec::new();
             for n in v["nodes"].as_array().into_iter().flatten() {
                 println!(
                     "{:<16} {:>8} {:>6}  {:<8} {}",
@@ -83,6 +84,12 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                     if n["drained"] == true { "drained" } else { "" },
                     s(&n["api"])
                 );
+                for f in n["missing_media"].as_array().into_iter().flatten() {
+                    lacking.push(format!("{} lacks {}", s(&n["name"]), s(f)));
+                }
+            }
+            for l in &lacking {
+                println!("warning: {l} (it cannot play it should it take the channel over)");
             }
             println!(
                 "{:<16} {:<16} {:<16} warm standbys",

@@ -43,6 +43,8 @@ pub(crate) struct Etcd {
     endpoints: Vec<(String, SocketAddr)>,
     current: usize,
     timeout: Duration,
+    /// Calls made, by path (`lease/keepalive`, `kv/range`, ...), answered or not.
+    pub(crate) calls: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Etcd {
@@ -69,12 +71,14 @@ impl Etcd {
             endpoints,
             current: 0,
             timeout,
+            calls: std::collections::BTreeMap::new(),
         })
     }
 
     /// `POST /v3/{path}` with `body`, to the endpoint that answered last, then the others,
     /// all within the time limit.
-    fn call(&mut self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+    fn call(&mut self, path: &'static str, body: &Value) -> Result<Value, EtcdError> {
+        *self.calls.entry(path).or_default() += 1;
         let deadline = Instant::now() + self.timeout;
         let body = body.to_string();
         let mut why = Vec::new();
@@ -138,6 +142,21 @@ impl Etcd {
             .map(|a| a.iter().filter_map(kv).collect())
             .unwrap_or_default();
         Ok((kvs, revision))
+    }
+
+    /// What changes whenever a key under `prefix` is put or deleted (and with any other
+    /// write to the store), read with one small call that only counts: (how many keys, the
+    /// store's revision).
+    pub(crate) fn fingerprint(&mut self, prefix: &str) -> Result<(i64, i64), EtcdError> {
+        let v = self.call(
+            "kv/range",
+            &json!({
+                "key": B64.encode(prefix),
+                "range_end": B64.encode(prefix_end(prefix)),
+                "count_only": true,
+            }),
+        )?;
+        Ok((int(&v["count"]), int(&v["header"]["revision"])))
     }
 
     /// Puts `key` (attached to `lease` unless 0).

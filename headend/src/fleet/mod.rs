@@ -78,6 +78,21 @@ pub(crate) struct Placed {
     pub(crate) prefer: Vec<String>,
 }
 
+/// The stations of `specs` as the fleet places them (in engine order): a channel of its own
+/// with its `prefer` list, an MPTS with none.
+pub(crate) fn placed(specs: &[crate::station::StationSpec]) -> Vec<Placed> {
+    specs
+        .iter()
+        .map(|s| Placed {
+            id: s.id.clone(),
+            prefer: s
+                .single_channel()
+                .map(|c| c.prefer.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// What a node registers.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub(crate) struct NodeInfo {
@@ -85,6 +100,10 @@ pub(crate) struct NodeInfo {
     /// Its API, for `hectl --server`.
     #[serde(default)]
     pub(crate) api: String,
+    /// Media files its channels name that it does not have (at its start): it cannot play
+    /// them should it take those channels over.
+    #[serde(default)]
+    pub(crate) missing_media: Vec<String>,
 }
 
 /// The fleet as this node last saw it (`GET /api/fleet`).
@@ -101,6 +120,9 @@ pub(crate) struct View {
     pub(crate) at: String,
     /// The last error, if the last step failed.
     pub(crate) error: Option<String>,
+    /// This node's calls to etcd since it started, by kind (`lease/keepalive`, `kv/range`,
+    /// `kv/txn`, ...).
+    pub(crate) etcd_calls: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,6 +133,8 @@ pub(crate) struct NodeView {
     pub(crate) drained: bool,
     /// Channels it owns (sends).
     pub(crate) owns: usize,
+    /// Media files its channels need that it lacks.
+    pub(crate) missing_media: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -134,7 +158,13 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     /// Starts the agent of `cfg` for `stations` (in engine order); every gate starts shut.
-    pub(crate) fn start(cfg: &FleetConfig, stations: Vec<Placed>) -> anyhow::Result<Fleet> {
+    /// `missing_media` (files the channels name that this node lacks) goes on its
+    /// registration, for `hectl fleet status`.
+    pub(crate) fn start(
+        cfg: &FleetConfig,
+        stations: Vec<Placed>,
+        missing_media: Vec<String>,
+    ) -> anyhow::Result<Fleet> {
         let etcd = Etcd::new(&cfg.etcd, cfg.call_timeout())
             .map_err(|e| anyhow::anyhow!("fleet.etcd: {e}"))?;
         let gates = Arc::new(Gates::new(stations.len(), false));
@@ -152,6 +182,8 @@ impl Fleet {
             lease: None,
             renewed_at: None,
             owned: HashSet::new(),
+            seen: None,
+            missing_media,
         };
         let st = stop.clone();
         let thread = std::thread::Builder::new()
@@ -192,6 +224,10 @@ struct Agent {
     renewed_at: Option<Instant>,
     /// Stations whose owner key this node holds, as last read.
     owned: HashSet<usize>,
+    /// The fleet's keys' fingerprint at the last full read (`Etcd::fingerprint`): while it
+    /// stays, nothing is read again and only the gates follow the lease.
+    seen: Option<(i64, i64)>,
+    missing_media: Vec<String>,
 }
 
 impl Agent {
@@ -212,6 +248,12 @@ impl Agent {
             if let Ok(mut v) = self.view.write() {
                 v.error = error;
                 v.lease_valid = self.valid_until().is_some_and(|t| Instant::now() < t);
+                v.etcd_calls = self
+                    .etcd
+                    .calls
+                    .iter()
+                    .map(|(k, n)| ((*k).to_owned(), *n))
+                    .collect();
             }
             std::thread::sleep(TICK.saturating_sub(began.elapsed()));
         }
@@ -237,6 +279,28 @@ impl Agent {
     fn step(&mut self) -> Result<(), String> {
         self.renew()?;
         let (lease, valid_until) = self.lease.ok_or("no lease")?;
+        // Nothing changed since the last full read: the owned channels' gates follow the
+        // lease, and that is all.
+        let fingerprint = self.etcd.fingerprint(&self.cfg.prefix);
+        let fingerprint = match fingerprint {
+            Ok(f) => f,
+            Err(e) => {
+                if let Ok(mut v) = self.view.write() {
+                    v.connected = false;
+                }
+                return Err(e.to_string());
+            }
+        };
+        if self.seen == Some(fingerprint) {
+            for &i in &self.owned {
+                self.gates.set(i, Some(valid_until));
+            }
+            if let Ok(mut v) = self.view.write() {
+                v.connected = true;
+                v.at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            }
+            return Ok(());
+        }
         let read = self
             .etcd
             .range_prefix(&self.cfg.prefix)
@@ -315,6 +379,8 @@ impl Agent {
             }
         }
         self.publish(&state, &placed);
+        // Our own writes change it again: the next pass reads once more, and then rests.
+        self.seen = errors.is_empty().then_some(fingerprint);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -353,6 +419,7 @@ impl Agent {
                     }
                     self.owned.clear();
                     self.lease = None;
+                    self.seen = None;
                     return Err(
                         "the lease expired: every channel stopped; registering again".to_owned(),
                     );
@@ -380,6 +447,7 @@ impl Agent {
         let info = NodeInfo {
             capacity: self.cfg.capacity,
             api: self.cfg.api.clone(),
+            missing_media: self.missing_media.clone(),
         };
         let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
         self.etcd.put(&key, &value, id).map_err(|e| e.to_string())
@@ -396,6 +464,7 @@ impl Agent {
                 api: info.api.clone(),
                 drained: state.drained.contains(name),
                 owns: owned_by(name),
+                missing_media: info.missing_media.clone(),
             })
             .collect();
         let channels = self
@@ -465,6 +534,105 @@ impl State {
     }
 }
 
+/// The etcd load bench: `nodes` agents for `config`'s stations, without the engine. Waits
+/// until every station is owned (up to 60 s), then counts every agent's etcd calls over
+/// `secs`; the agents then leave (their leases revoked).
+pub(crate) fn simulate(
+    config: &crate::config::Config,
+    nodes: usize,
+    secs: Duration,
+    watch_pid: Option<u32>,
+) -> anyhow::Result<serde_json::Value> {
+    // utime + stime of a process, seconds (CLK_TCK is 100 on Linux).
+    let cpu_s = |pid: u32| -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+    };
+    let cfg = config
+        .fleet
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the config has no [fleet]"))?;
+    let placed = placed(&crate::station::specs(config));
+    let began = Instant::now();
+    let mut fleet: Vec<Fleet> = (0..nodes)
+        .map(|k| {
+            let c = FleetConfig {
+                node: format!("{}-{k}", cfg.node),
+                ..cfg.clone()
+            };
+            Fleet::start(&c, placed.clone(), Vec::new())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // Settled: every station sent from where placement puts it, as every node sees it.
+    let owned = |f: &[Fleet]| {
+        f.iter()
+            .map(|f| {
+                f.view.read().map_or(0, |v| {
+                    let all = v.nodes.len() == nodes;
+                    v.channels
+                        .iter()
+                        .filter(|c| all && c.owner.is_some() && c.owner == c.placed)
+                        .count()
+                })
+            })
+            .min()
+            .unwrap_or(0)
+    };
+    while owned(&fleet) < placed.len() {
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(60),
+            "not settled after 60 s: {} of {} channels owned",
+            owned(&fleet),
+            placed.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settled_s = began.elapsed().as_secs_f64();
+    // Settled for good once no node is still reading everything again.
+    std::thread::sleep(Duration::from_secs(2));
+    let calls = |f: &[Fleet]| -> std::collections::BTreeMap<String, u64> {
+        let mut all = std::collections::BTreeMap::new();
+        for n in f {
+            if let Ok(v) = n.view.read() {
+                for (k, c) in &v.etcd_calls {
+                    *all.entry(k.clone()).or_default() += c;
+                }
+            }
+        }
+        all
+    };
+    let before = calls(&fleet);
+    let watched0 = watch_pid.and_then(cpu_s);
+    std::thread::sleep(secs);
+    let after = calls(&fleet);
+    let watched = watch_pid
+        .and_then(cpu_s)
+        .zip(watched0)
+        .map(|(b, a)| (b - a) / secs.as_secs_f64());
+    let per_s: std::collections::BTreeMap<String, f64> = after
+        .iter()
+        .map(|(k, n)| {
+            let d = n - before.get(k).copied().unwrap_or(0);
+            (k.clone(), d as f64 / secs.as_secs_f64())
+        })
+        .collect();
+    let total: f64 = per_s.values().sum();
+    for f in &mut fleet {
+        f.stop();
+    }
+    Ok(serde_json::json!({
+        "nodes": nodes,
+        "channels": placed.len(),
+        "lease_s": cfg.lease.as_secs(),
+        "settled_s": settled_s,
+        "window_s": secs.as_secs_f64(),
+        "calls_per_s": per_s,
+        "total_calls_per_s": total,
+        "watched_pid_cores": watched,
+    }))
+}
+
 /// Drains node `node` (`on`), or ends its drain, through etcd.
 pub(crate) fn set_drain(cfg: &FleetConfig, node: &str, on: bool) -> Result<(), String> {
     let mut etcd = Etcd::new(&cfg.etcd, cfg.call_timeout())?;
@@ -505,7 +673,11 @@ mod tests {
         let s = State::read(
             "/h/",
             &[
-                kv("/h/nodes/b", r#"{"capacity":10,"api":"http://b"}"#, 7),
+                kv(
+                    "/h/nodes/b",
+                    r#"{"capacity":10,"api":"http://b","missing_media":["x.ts"]}"#,
+                    7,
+                ),
                 kv("/h/nodes/a", r#"{"capacity":5}"#, 8),
                 kv("/h/nodes/bad", "not json", 9),
                 kv("/h/drain/a", "1", 0),
@@ -518,6 +690,7 @@ mod tests {
             ["a", "b"]
         );
         assert!(s.drained.contains("a"));
+        assert_eq!(s.nodes[1].1.missing_media, ["x.ts"]);
         assert_eq!(s.owners["news"], ("b".to_owned(), 7));
         assert_eq!(s.owners.len(), 1);
     }
