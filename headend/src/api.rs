@@ -1459,6 +1459,7 @@ fn store_error(e: StoreError) -> ApiError {
         },
         StoreError::BadChannel(c) => ApiError::NotFound(format!("no channel `{c}`")),
         StoreError::NoHistory { .. } => ApiError::NothingToUndo(e.to_string()),
+        StoreError::Unshared(_) => ApiError::Unavailable(e.to_string()),
         StoreError::Io { .. } => {
             tracing::error!(error = %e, "schedule store: a write failed; nothing changed");
             ApiError::Storage {

@@ -103,6 +103,10 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             })
             .collect();
         let store = Arc::new(Store::new(config.schedules.dir.clone()));
+        // With a fleet, schedules are shared: writes agreed in etcd, every node's copy kept.
+        if let Some(f) = &fleet {
+            f.share_schedules(store.clone());
+        }
         let scheduled = specs
             .iter()
             .enumerate()

@@ -573,3 +573,164 @@ fn an_etcd_member_lost_moves_nothing_and_stops_nothing() {
         assert!(st.success(), "{err}");
     }
 }
+
+/// One HTTP/1.0 request: (status, body).
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (
+        status,
+        raw.split_once("\r\n\r\n")
+            .map_or(String::new(), |b| b.1.to_owned()),
+    )
+}
+
+/// Schedules are shared: an edit through the node that sends the channel is agreed in etcd
+/// (a second edit of the same revision through the other node is refused, 409), copied to the
+/// other node's store, and on air from it after the first is killed.
+#[test]
+fn a_schedule_edited_through_one_node_is_on_air_from_another_after_a_takeover() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("s1", client, peer)]);
+    let out = free_tcp_port();
+    let rx = UdpSocket::bind(("127.0.0.1", out)).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let media = media("a.ts");
+    let media_dir = media.parent().unwrap().display().to_string();
+    let names = ["he-a", "he-b"];
+    let https: Vec<u16> = names.iter().map(|_| free_tcp_port()).collect();
+    let mut nodes: Vec<Option<Daemon>> = names
+        .iter()
+        .zip(&https)
+        .map(|(n, h)| {
+            let d = dir.path().join(n);
+            std::fs::create_dir_all(d.join("sched")).unwrap();
+            let cfg = d.join("headend.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[http]\nlisten = \"127.0.0.1:{h}\"\napi_token = \"{TOKEN}\"\n\n\
+                     [schedules]\ndir = \"sched\"\nmedia_dir = {media_dir:?}\n\n\
+                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/sched-test/\"\n\n\
+                     [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"{MUXRATE}\"\n\
+                     playlist = [{:?}]\nfiller = [{:?}]\n[[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n",
+                    media.display().to_string(),
+                    media.display().to_string()
+                ),
+            )
+            .unwrap();
+            Some(Daemon::run(&cfg, "info"))
+        })
+        .collect();
+    let owner_of = |http: u16| -> Option<String> {
+        fleet(http)["channels"][0]["owner"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    let owner = loop {
+        let v = fleet(https[0]);
+        if v["nodes"].as_array().map_or(0, Vec::len) == 2 {
+            if let Some(o) = owner_of(https[0]).filter(|o| {
+                Some(o)
+                    == v["channels"][0]["placed"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .as_ref()
+            }) {
+                break o;
+            }
+        }
+        assert!(Instant::now() < until, "{v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let a = names.iter().position(|n| *n == owner).unwrap();
+    let b = 1 - a;
+    // The edit, through the node that sends the channel: an item 4 s from now.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let date = at.format("%Y-%m-%d").to_string();
+    let title = format!("Edited on {owner}");
+    let day = format!(
+        "date = \"{date}\"\n\n[[item]]\nstart = \"{}\"\nfile = \"a.ts\"\ntitle = \"{title}\"\n",
+        at.format("%H:%M:%S")
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let path = format!("/api/schedules/news/{date}");
+    let put = |node: usize, rev: &str| {
+        request(
+            https[node],
+            "PUT",
+            &path,
+            &[("Authorization", &auth), ("If-Match", rev)],
+            &day,
+        )
+    };
+    let (status, body) = put(a, "\"0\"");
+    assert_eq!(status, 200, "{body}");
+    // The same revision through the other node: someone wrote first.
+    let (status, body) = put(b, "\"0\"");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("revision 1"), "{body}");
+    // The other node has it.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = request(https[b], "GET", &path, &[], "");
+        if status == 200 && body.contains(&title) {
+            break;
+        }
+        assert!(Instant::now() < until, "{status}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The sender dies; the other takes the channel over and plays the edit.
+    let mut d = nodes[a].take().unwrap();
+    let _ = d.0.kill();
+    let _ = d.0.wait();
+    let until = Instant::now() + Duration::from_secs(10);
+    while owner_of(https[b]).as_deref() != Some(names[b]) {
+        assert!(Instant::now() < until, "{:#}", fleet(https[b]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wait = (at + chrono::Duration::seconds(2) - chrono::Utc::now())
+        .num_milliseconds()
+        .max(0) as u64;
+    std::thread::sleep(Duration::from_millis(wait));
+    let (status, body) = request(https[b], "GET", "/api/channels/news/status", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["now"]["label"].as_str().unwrap_or("").contains(&title),
+        "{v:#}"
+    );
+    // And it is sending.
+    let mut buf = [0u8; 2048];
+    let (n, from) = rx.recv_from(&mut buf).unwrap();
+    assert!(n > 0 && from.port() != 0);
+    for n in nodes.iter_mut().flatten() {
+        let (st, err) = common::signal_and_wait(&mut n.0, "TERM");
+        assert!(st.success(), "{err}");
+    }
+}

@@ -132,10 +132,22 @@ impl Etcd {
 
     /// Every key under `prefix`, and the store's revision.
     pub(crate) fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
-        let v = self.call(
-            "kv/range",
-            &json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) }),
-        )?;
+        self.range_since(prefix, 0)
+    }
+
+    /// The keys under `prefix` changed at or after revision `min_mod_revision` (every key
+    /// with 0), and the store's revision.
+    pub(crate) fn range_since(
+        &mut self,
+        prefix: &str,
+        min_mod_revision: i64,
+    ) -> Result<(Vec<Kv>, i64), EtcdError> {
+        let mut req =
+            json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) });
+        if min_mod_revision > 0 {
+            req["min_mod_revision"] = min_mod_revision.to_string().into();
+        }
+        let v = self.call("kv/range", &req)?;
         let revision = int(&v["header"]["revision"]);
         let kvs = v["kvs"]
             .as_array()
@@ -163,6 +175,25 @@ impl Etcd {
     pub(crate) fn put(&mut self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
         self.call("kv/put", &put_request(key, value, lease))
             .map(drop)
+    }
+
+    /// Key `key`, if it exists.
+    pub(crate) fn get(&mut self, key: &str) -> Result<Option<Kv>, EtcdError> {
+        let v = self.call("kv/range", &json!({ "key": B64.encode(key) }))?;
+        Ok(v["kvs"].as_array().and_then(|a| a.first()).and_then(kv))
+    }
+
+    /// Puts `key` only if it was last changed at `mod_revision`: whether it was put.
+    pub(crate) fn put_if_unchanged(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        mod_revision: i64,
+    ) -> Result<bool, EtcdError> {
+        self.txn(
+            json!([{ "target": "MOD", "key": B64.encode(key), "mod_revision": mod_revision.to_string(), "result": "EQUAL" }]),
+            json!([{ "request_put": put_request(key, value, 0) }]),
+        )
     }
 
     /// Puts `key` only if it does not exist: whether it was put.

@@ -20,10 +20,11 @@
 
 pub(crate) mod etcd;
 pub(crate) mod place;
+pub(crate) mod schedules;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -152,6 +153,9 @@ pub(crate) struct ChannelView {
 pub(crate) struct Fleet {
     pub(crate) gates: Arc<Gates>,
     pub(crate) view: Arc<RwLock<View>>,
+    cfg: FleetConfig,
+    /// The schedule store, once shared ([`Fleet::share_schedules`]).
+    store: Arc<OnceLock<Arc<crate::schedule::store::Store>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -173,7 +177,10 @@ impl Fleet {
             ..View::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
+        let store: Arc<OnceLock<Arc<crate::schedule::store::Store>>> = Arc::default();
         let mut agent = Agent {
+            store: store.clone(),
+            schedules_since: 0,
             cfg: cfg.clone(),
             etcd,
             stations,
@@ -192,9 +199,20 @@ impl Fleet {
         Ok(Fleet {
             gates,
             view,
+            cfg: cfg.clone(),
+            store,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Shares `store`'s schedules with the fleet: its writes are agreed in etcd first, and
+    /// the agent copies into it what any node wrote.
+    pub(crate) fn share_schedules(&self, store: Arc<crate::schedule::store::Store>) {
+        store.share(Arc::new(schedules::EtcdSchedules {
+            cfg: self.cfg.clone(),
+        }));
+        let _ = self.store.set(store);
     }
 
     /// Stops sending, gives the channels up (revoking the lease, so the others take over at
@@ -215,6 +233,9 @@ impl Drop for Fleet {
 
 struct Agent {
     cfg: FleetConfig,
+    store: Arc<OnceLock<Arc<crate::schedule::store::Store>>>,
+    /// The etcd revision to copy schedules from next (0: every one).
+    schedules_since: i64,
     etcd: Etcd,
     stations: Vec<Placed>,
     gates: Arc<Gates>,
@@ -291,7 +312,9 @@ impl Agent {
                 return Err(e.to_string());
             }
         };
-        if self.seen == Some(fingerprint) {
+        let store = self.store.get().cloned();
+        let mirrored = store.is_none() || self.schedules_since > 0;
+        if self.seen == Some(fingerprint) && mirrored {
             for &i in &self.owned {
                 self.gates.set(i, Some(valid_until));
             }
@@ -301,12 +324,26 @@ impl Agent {
             }
             return Ok(());
         }
-        let read = self
-            .etcd
-            .range_prefix(&self.cfg.prefix)
+        if let Some(store) = &store {
+            let (next, _) = schedules::mirror(
+                &mut self.etcd,
+                &self.cfg.prefix,
+                store,
+                self.schedules_since,
+            )?;
+            self.schedules_since = next;
+        }
+        let read = ["nodes/", "owners/", "drain/"]
+            .iter()
+            .map(|kind| {
+                self.etcd
+                    .range_prefix(&format!("{}{kind}", self.cfg.prefix))
+                    .map(|(kvs, _)| kvs)
+            })
+            .collect::<Result<Vec<Vec<Kv>>, _>>()
             .map_err(|e| e.to_string());
         let kvs = match read {
-            Ok((kvs, _)) => kvs,
+            Ok(kvs) => kvs.concat(),
             Err(e) => {
                 if let Ok(mut v) = self.view.write() {
                     v.connected = false;

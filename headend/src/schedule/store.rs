@@ -47,6 +47,9 @@ pub(crate) enum StoreError {
     /// Nothing to undo.
     #[error("{channel} {date}: no earlier revision to go back to")]
     NoHistory { channel: String, date: NaiveDate },
+    /// The shared copy (a fleet's etcd) could not be reached: nothing changed.
+    #[error("the fleet's shared schedules cannot be reached: {0}; nothing changed")]
+    Unshared(String),
     /// File system error, with the path (a full disk: [`StoreError::is_full`]).
     #[error("{path}: {source}")]
     Io {
@@ -66,6 +69,29 @@ impl StoreError {
     }
 }
 
+/// Where a write is agreed first when head-ends share their schedules (`crate::fleet`): the
+/// shared copy holds each day's current revision, and the precondition is checked there,
+/// atomically, so two nodes' APIs cannot both accept an edit of the same revision.
+pub(crate) trait Shared: Send + Sync {
+    /// Publishes `text` (revision `expected + 1` of `channel`'s `date`) if the shared copy
+    /// is still at `expected` (or has none of that day yet).
+    fn publish(
+        &self,
+        channel: &str,
+        date: NaiveDate,
+        expected: u64,
+        text: &str,
+    ) -> Result<(), SharedRefusal>;
+}
+
+/// Why the shared copy refused a write.
+#[derive(Debug)]
+pub(crate) enum SharedRefusal {
+    /// It is at this revision.
+    Conflict(u64),
+    Unreachable(String),
+}
+
 /// The schedule directory.
 pub(crate) struct Store {
     dir: PathBuf,
@@ -75,6 +101,8 @@ pub(crate) struct Store {
     writes: std::sync::atomic::AtomicU64,
     /// Raised while writes fail.
     alarm: Alarm,
+    /// With a fleet, where writes are agreed first.
+    shared: std::sync::OnceLock<std::sync::Arc<dyn Shared>>,
 }
 
 impl Store {
@@ -84,7 +112,26 @@ impl Store {
             write_lock: Mutex::new(()),
             writes: Default::default(),
             alarm: Alarm::new("schedule store"),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on every write is agreed with `shared` first.
+    pub(crate) fn share(&self, shared: std::sync::Arc<dyn Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Takes revision `day.revision` of `channel`'s `day.date` from the shared copy, unless
+    /// this store has it (or a later one) already: whether it was taken.
+    pub(crate) fn mirror(&self, channel: &str, day: &Day) -> Result<bool, StoreError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.day_path(channel, day.date)?;
+        let current = read_day(&path)?;
+        if current.as_ref().is_some_and(|c| c.revision >= day.revision) {
+            return Ok(false);
+        }
+        self.put_file(channel, &path, current.as_ref(), &day.to_toml())?;
+        Ok(true)
     }
 
     /// The store's alarm: raised while its writes fail.
@@ -158,7 +205,9 @@ impl Store {
         let path = self.day_path(channel, day.date)?;
         let current = read_day(&path)?;
         let current_rev = current.as_ref().map_or(0, |d| d.revision);
-        if current_rev != expected {
+        let shared = self.shared.get();
+        // Shared: the shared copy's revision is the one in force (this store may lag it).
+        if current_rev != expected && shared.is_none() {
             return Err(StoreError::Conflict {
                 channel: channel.to_owned(),
                 date: day.date,
@@ -167,7 +216,7 @@ impl Store {
             });
         }
         let mut new = day.clone();
-        new.revision = current_rev + 1;
+        new.revision = expected + 1;
         let text = new.to_toml();
         // What is written must read back as what was meant.
         if let Err(errors) = parse(&text) {
@@ -176,10 +225,35 @@ impl Store {
                 errors,
             });
         }
+        if let Some(s) = shared {
+            s.publish(channel, day.date, expected, &text)
+                .map_err(|r| match r {
+                    SharedRefusal::Conflict(current) => StoreError::Conflict {
+                        channel: channel.to_owned(),
+                        date: day.date,
+                        expected,
+                        current,
+                    },
+                    SharedRefusal::Unreachable(why) => StoreError::Unshared(why),
+                })?;
+        }
+        self.put_file(channel, &path, current.as_ref(), &text)?;
+        Ok(new.revision)
+    }
+
+    /// Writes `text` as the day's file at `path`, keeping `current` (what it replaces) in the
+    /// history; the alarm follows the outcome.
+    fn put_file(
+        &self,
+        channel: &str,
+        path: &Path,
+        current: Option<&Day>,
+        text: &str,
+    ) -> Result<(), StoreError> {
         let written = (|| {
-            let history = match &current {
+            let history = match current {
                 Some(old) => {
-                    let h = self.history_path(channel, day.date, old.revision)?;
+                    let h = self.history_path(channel, old.date, old.revision)?;
                     // Named by the schedule's file, which is what was not written.
                     outfile::write_atomic(&h, old.to_toml().as_bytes()).map_err(|e| {
                         StoreError::Io {
@@ -194,7 +268,7 @@ impl Store {
                 }
                 None => None,
             };
-            let done = write_atomic(&path, text.as_bytes());
+            let done = write_atomic(path, text.as_bytes());
             if let (Err(_), Some(h)) = (&done, history) {
                 // The old revision is still the current one: no copy of it in the history.
                 let _ = fs::remove_file(h);
@@ -210,7 +284,7 @@ impl Store {
         self.alarm.clear("a schedule was written");
         self.writes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Ok(new.revision)
+        Ok(())
     }
 
     /// Puts back the revision before the current one, as a new revision (if still at
