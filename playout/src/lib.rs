@@ -34,6 +34,7 @@ pub mod pacing;
 pub mod pes;
 pub mod probe;
 pub mod psi;
+pub mod rtp;
 pub mod schedule;
 pub mod splice;
 pub mod time;

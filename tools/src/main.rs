@@ -13,6 +13,7 @@ mod edit;
 mod epg_cmd;
 mod fleet_cmd;
 mod input_cmd;
+mod receive_cmd;
 mod report_cmd;
 mod schedule_cmd;
 mod scramble_cmd;
@@ -108,12 +109,15 @@ enum Command {
         #[command(subcommand)]
         action: archive_cmd::ArchiveAction,
     },
-    /// The fleet of head-ends sharing channels through etcd ([fleet]): who sends what
+    /// The fleet of head-ends sharing channels through etcd (`[fleet]`): who sends what
     /// (`status`), moving every channel off a node (`drain`, `undrain`).
     Fleet {
         #[command(subcommand)]
         action: fleet_cmd::FleetAction,
     },
+    /// A stream from the network to a file: `udp://` or `rtp://` (RTP sequence gaps counted),
+    /// or with `--merge` two RTP paths merged by sequence number (SMPTE ST 2022-7).
+    Receive(receive_cmd::ReceiveArgs),
     /// The daemon's API audit trail (`[http] audit_log`).
     Audit {
         #[command(subcommand)]
@@ -239,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => report_cmd::run(args),
         Command::Archive { action } => archive_cmd::run(action),
         Command::Fleet { action } => fleet_cmd::run(action),
+        Command::Receive(args) => receive_cmd::run(args),
         Command::Audit {
             action: AuditAction::Verify { file },
         } => audit_cmd::run(&file),

@@ -111,8 +111,11 @@ impl Engine {
         let poller = DatagramPoller::start()?;
         for (si, spec) in specs.iter().enumerate() {
             let mut outputs = Vec::new();
+            // One RTP stream per station: every RTP output sends the same SSRC, sequence
+            // numbers and timestamps, so two outputs on two paths are a SMPTE ST 2022-7 pair
+            // (`hectl receive --merge`).
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
             for o in &spec.outputs {
-                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
                 outputs.push(UdpOutput::open(o, seed).map_err(|e| {
                     anyhow::anyhow!("station `{}`: cannot open output: {e}", spec.id)
                 })?);

@@ -759,7 +759,7 @@ impl DatagramInput {
                 }
                 let data = &bufs.data[k][..n];
                 let payload = match self.rtp {
-                    true => match rtp_payload(data) {
+                    true => match playout::rtp::payload(data) {
                         Some((seq, p)) => {
                             if !feed.rtp_seq(seq) {
                                 continue;
@@ -798,26 +798,6 @@ impl DatagramInput {
             self.panics = 0;
         }
     }
-}
-
-/// The sequence number and payload of an RTP datagram (RFC 3550: version 2, CSRCs and a
-/// header extension skipped, padding removed).
-fn rtp_payload(d: &[u8]) -> Option<(u16, &[u8])> {
-    if d.len() < 12 || d[0] >> 6 != 2 {
-        return None;
-    }
-    let cc = usize::from(d[0] & 0x0F);
-    let mut off = 12 + 4 * cc;
-    if d[0] & 0x10 != 0 {
-        let ext = d.get(off + 2..off + 4)?;
-        off += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
-    }
-    let mut end = d.len();
-    if d[0] & 0x20 != 0 {
-        end = end.checked_sub(usize::from(*d.last()?))?;
-    }
-    let seq = u16::from_be_bytes([d[2], d[3]]);
-    Some((seq, d.get(off..end)?))
 }
 
 /// A non-blocking socket bound to the input's port (and group), joined to its group.
@@ -882,7 +862,7 @@ mod tests {
     fn rtp_headers_are_taken_off() {
         let mut d = vec![0x80, 33, 0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 2];
         d.extend_from_slice(&[0x47; 188]);
-        let (seq, p) = rtp_payload(&d).unwrap();
+        let (seq, p) = playout::rtp::payload(&d).unwrap();
         assert_eq!(seq, 0x1234);
         assert_eq!(p.len(), 188);
         // One CSRC, an extension of one word, 4 bytes of padding.
@@ -891,11 +871,11 @@ mod tests {
         ];
         d.extend_from_slice(&[0x47; 188]);
         d.extend_from_slice(&[0, 0, 0, 4]);
-        let (seq, p) = rtp_payload(&d).unwrap();
+        let (seq, p) = playout::rtp::payload(&d).unwrap();
         assert_eq!(seq, 7);
         assert_eq!(p.len(), 188);
-        assert!(rtp_payload(&[0x47; 188]).is_none());
-        assert!(rtp_payload(&[0x80, 33, 0]).is_none());
+        assert!(playout::rtp::payload(&[0x47; 188]).is_none());
+        assert!(playout::rtp::payload(&[0x80, 33, 0]).is_none());
     }
 
     #[test]
