@@ -593,6 +593,28 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                 return Err(ApiError::Internal("the engine has stopped".to_owned()));
             }
             let what = input.map_or("playlist", |i| names[i].as_str());
+            // With a fleet, a lock is the fleet's: every node holds it (a takeover keeps it).
+            let shared = match &state.fleet {
+                Some((_, cfg)) if !matches!(action, crate::router::InputAction::Switch(_)) => {
+                    let (cfg, ch, a, w) = (
+                        cfg.clone(),
+                        channel.clone(),
+                        action.clone(),
+                        what.to_owned(),
+                    );
+                    let r = tokio::task::spawn_blocking(move || {
+                        crate::fleet::locks::publish(&cfg, &ch, &a, Some(&w))
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                    if let Err(e) = &r {
+                        tracing::warn!(%channel, error = %e, "input lock applied here but not shared with the fleet");
+                    }
+                    Some(r.is_ok())
+                }
+                _ => None,
+            };
             let done = match &action {
                 crate::router::InputAction::Switch(_) => format!("input switch to {what}"),
                 crate::router::InputAction::Lock(_) => format!("input switch to {what}, locked"),
@@ -605,6 +627,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                     "channel": channel,
                     "action": order.get("action"),
                     "input": input.map_or("playlist", |i| names[i].as_str()),
+                    "shared_with_fleet": shared,
                 }),
             ))
         }

@@ -87,6 +87,23 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             archives.as_deref(),
             fleet.as_ref().map(|f| &f.gates),
         )?;
+        if let Some(f) = &fleet {
+            let live = specs
+                .iter()
+                .enumerate()
+                .flat_map(|(i, spec)| {
+                    spec.channels
+                        .iter()
+                        .filter(|c| !c.inputs.is_empty())
+                        .map(move |c| crate::fleet::locks::LiveChannel {
+                            channel: c.id.clone(),
+                            station: i,
+                            inputs: c.inputs.iter().map(|x| x.name.clone()).collect(),
+                        })
+                })
+                .collect();
+            f.share_locks(engine.schedule.clone(), live);
+        }
         let channels = config
             .channels
             .iter()

@@ -734,3 +734,89 @@ fn a_schedule_edited_through_one_node_is_on_air_from_another_after_a_takeover() 
         assert!(st.success(), "{err}");
     }
 }
+
+/// An input lock set through one node's API is the fleet's: the other node's engine holds it
+/// too (a takeover keeps it), and an unlock through the other node ends it on both.
+#[test]
+fn an_input_lock_set_through_one_node_holds_on_every_node() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("l1", client, peer)]);
+    let slate = media("c.ts").display().to_string();
+    let (main, backup, out) = (
+        common::free_udp_port(),
+        common::free_udp_port(),
+        common::free_udp_port(),
+    );
+    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
+    let mut nodes: Vec<Daemon> = ["he-a", "he-b"]
+        .iter()
+        .zip(&https)
+        .map(|(n, h)| {
+            let d = dir.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            let cfg = d.join("headend.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[http]\nlisten = \"127.0.0.1:{h}\"\napi_token = \"{TOKEN}\"\n\n\
+                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/lock-test/\"\n\n\
+                     [[channel]]\nid = \"live\"\nservice_id = 1\nname = \"Live\"\nmuxrate = \"{MUXRATE}\"\nplaylist = [{slate:?}]\n\
+                     [[channel.input]]\nname = \"main\"\nurl = \"udp://127.0.0.1:{main}\"\n\
+                     [[channel.input]]\nname = \"backup\"\nurl = \"udp://127.0.0.1:{backup}\"\n\
+                     [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n"
+                ),
+            )
+            .unwrap();
+            Daemon::run(&cfg, "info")
+        })
+        .collect();
+    let relay = |http: u16| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&common::http_get(http, "/channels")).unwrap_or_default();
+        v.as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == "live"))
+            .map(|c| c["status"]["relays"][0].clone())
+            .unwrap_or_default()
+    };
+    let wait_for = |http: u16, locked: bool, active: Option<&str>| {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = relay(http);
+            if r["locked"] == locked && (active.is_none() || r["active"].as_str() == active) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "want locked {locked} {active:?}: {r:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let auth = format!("Bearer {TOKEN}");
+    let order = |http: u16, body: &str| {
+        let (status, reply) = request(
+            http,
+            "POST",
+            "/api/channels/live/input",
+            &[("Authorization", &auth)],
+            body,
+        );
+        assert_eq!(status, 202, "{reply}");
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["shared_with_fleet"], true, "{reply}");
+    };
+    order(https[0], r#"{"action":"lock","input":"backup"}"#);
+    wait_for(https[0], true, Some("backup"));
+    wait_for(https[1], true, Some("backup"));
+    order(https[1], r#"{"action":"unlock"}"#);
+    wait_for(https[1], false, None);
+    wait_for(https[0], false, None);
+    for n in &mut nodes {
+        let (st, err) = common::signal_and_wait(&mut n.0, "TERM");
+        assert!(st.success(), "{err}");
+    }
+}

@@ -338,7 +338,7 @@ channels = []
     let m = |path| message(&errors, path);
     assert_eq!(
         m("unknown_top"),
-        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `channel`, `mpts`"
+        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `fleet`, `channel`, `mpts`"
     );
     assert!(m("channel[0].id").starts_with("invalid id `Bad Id`"));
     assert_eq!(

@@ -19,6 +19,7 @@
 //! places nothing on it.
 
 pub(crate) mod etcd;
+pub(crate) mod locks;
 pub(crate) mod place;
 pub(crate) mod schedules;
 
@@ -156,6 +157,8 @@ pub(crate) struct Fleet {
     cfg: FleetConfig,
     /// The schedule store, once shared ([`Fleet::share_schedules`]).
     store: Arc<OnceLock<Arc<crate::schedule::store::Store>>>,
+    /// Where the input locks go, once shared ([`Fleet::share_locks`]).
+    locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -178,8 +181,11 @@ impl Fleet {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let store: Arc<OnceLock<Arc<crate::schedule::store::Store>>> = Arc::default();
+        let locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>> = Arc::default();
         let mut agent = Agent {
             store: store.clone(),
+            locks: locks.clone(),
+            locks_read: false,
             schedules_since: 0,
             cfg: cfg.clone(),
             etcd,
@@ -201,6 +207,7 @@ impl Fleet {
             view,
             cfg: cfg.clone(),
             store,
+            locks,
             stop,
             thread: Some(thread),
         })
@@ -213,6 +220,18 @@ impl Fleet {
             cfg: self.cfg.clone(),
         }));
         let _ = self.store.set(store);
+    }
+
+    /// Shares the live channels' input locks with the fleet: the agent applies to `sink` the
+    /// locks any node's operator set (the API writes them: [`locks::publish`]).
+    pub(crate) fn share_locks(
+        &self,
+        sink: crate::router::ScheduleSink,
+        channels: Vec<locks::LiveChannel>,
+    ) {
+        let _ = self
+            .locks
+            .set(std::sync::Mutex::new(locks::Locks::new(sink, channels)));
     }
 
     /// Stops sending, gives the channels up (revoking the lease, so the others take over at
@@ -234,6 +253,9 @@ impl Drop for Fleet {
 struct Agent {
     cfg: FleetConfig,
     store: Arc<OnceLock<Arc<crate::schedule::store::Store>>>,
+    locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>>,
+    /// The locks have been read once since they were shared.
+    locks_read: bool,
     /// The etcd revision to copy schedules from next (0: every one).
     schedules_since: i64,
     etcd: Etcd,
@@ -313,7 +335,8 @@ impl Agent {
             }
         };
         let store = self.store.get().cloned();
-        let mirrored = store.is_none() || self.schedules_since > 0;
+        let mirrored = (store.is_none() || self.schedules_since > 0)
+            && (self.locks.get().is_none() || self.locks_read);
         if self.seen == Some(fingerprint) && mirrored {
             for &i in &self.owned {
                 self.gates.set(i, Some(valid_until));
@@ -332,6 +355,15 @@ impl Agent {
                 self.schedules_since,
             )?;
             self.schedules_since = next;
+        }
+        if let Some(locks) = self.locks.get() {
+            let base = format!("{}locks/", self.cfg.prefix);
+            let (kvs, _) = self.etcd.range_prefix(&base).map_err(|e| e.to_string())?;
+            locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply(&self.cfg.prefix, &kvs);
+            self.locks_read = true;
         }
         let read = ["nodes/", "owners/", "drain/"]
             .iter()
