@@ -503,12 +503,23 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                     let body = read_bytes(req, MAX_BODY as u64).await?;
                     let now = chrono::Utc::now();
                     let d = desk.clone();
-                    let accepted = tokio::task::spawn_blocking(move || {
-                        d.submit(&body, key.as_deref(), sig.as_deref(), now)
+                    let fleet = state.fleet.as_ref().map(|(_, c)| c.clone());
+                    let (mut accepted, shared) = tokio::task::spawn_blocking(move || {
+                        let accepted = d.submit(&body, key.as_deref(), sig.as_deref(), now)?;
+                        // With a fleet, every node's desk takes it too.
+                        let shared = fleet.map(|cfg| {
+                            crate::fleet::alerts::publish(&cfg, &body, key.as_deref(), sig.as_deref())
+                                .inspect_err(|e| tracing::error!(error = %e, "alert accepted here but not shared with the fleet: other nodes' channels are not pre-empted"))
+                                .is_ok()
+                        });
+                        Ok((accepted, shared))
                     })
                     .await
                     .map_err(|e| ApiError::Internal(e.to_string()))?
                     .map_err(ApiError::Alert)?;
+                    if let (Some(s), Some(o)) = (shared, accepted.as_object_mut()) {
+                        o.insert("shared_with_fleet".into(), s.into());
+                    }
                     Ok(json(StatusCode::ACCEPTED, &accepted))
                 }
                 _ => Err(ApiError::MethodNotAllowed),

@@ -193,6 +193,10 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         if let Some(desk) = &desk {
             // What was on air when the daemon stopped goes back on air.
             desk.restore(chrono::Utc::now());
+            // With a fleet, alerts are the fleet's: what any node accepted goes on air here.
+            if let Some(f) = &fleet {
+                f.share_alerts(desk.clone());
+            }
         }
         if let Some(desk) = desk.clone() {
             // Expiries and the engine's on/off-air reports, a few times a second.

@@ -820,3 +820,89 @@ fn an_input_lock_set_through_one_node_holds_on_every_node() {
         assert!(st.success(), "{err}");
     }
 }
+
+/// An alert accepted through one node goes on air on the channels of its area on every node
+/// (each node's desk verifies it again); the same message sent to another node after that is
+/// a replay there.
+#[test]
+fn an_alert_sent_to_one_node_is_on_air_on_every_node() {
+    use epg::alert::sign::{encode_signature, Algorithm, SigningKey, KEY_HEADER, SIGNATURE_HEADER};
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    const ALERT_TOKEN: &str = "fleet-emergency-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("a1", client, peer)]);
+    let key = SigningKey::generate(Algorithm::Sm2).unwrap();
+    let e = media("e.ts").display().to_string();
+    let out = common::free_udp_port();
+    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
+    let mut nodes: Vec<Daemon> = ["he-a", "he-b"]
+        .iter()
+        .zip(&https)
+        .map(|(n, h)| {
+            let d = dir.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            let cfg = d.join("headend.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[http]\nlisten = \"127.0.0.1:{h}\"\n\n\
+                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/alert-test/\"\n\n\
+                     [alerts]\ntoken = \"{ALERT_TOKEN}\"\naudit_log = \"alerts.jsonl\"\n\
+                     [alerts.clips]\ndefault = {e:?}\n\n\
+                     [[alerts.sender]]\nkey_id = \"prov-sm2\"\nalgorithm = \"sm2\"\npublic_key = \"{}\"\nsenders = [\"prov@example.cn\"]\n\n\
+                     [[alerts.area]]\ncode = \"310104\"\nchannels = [\"ch00\"]\n\n\
+                     [[channel]]\nid = \"ch00\"\nservice_id = 1\nname = \"C0\"\nmuxrate = \"{MUXRATE}\"\nplaylist = [{e:?}]\n\
+                     [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n",
+                    key.verifying_key().to_hex()
+                ),
+            )
+            .unwrap();
+            Daemon::run(&cfg, "info")
+        })
+        .collect();
+    // Both nodes registered and the channel placed: the agents have read the fleet.
+    let until = Instant::now() + Duration::from_secs(20);
+    while fleet(https[1])["nodes"].as_array().map_or(0, Vec::len) < 2 {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now = common::utc_ns() / 1_000_000_000;
+    let alert = common::cap_alert("FLEET-1", now, now + 60, "310104", "台风");
+    let signature = encode_signature(&key.sign(alert.as_bytes()));
+    let headers = [
+        ("Authorization", format!("Bearer {ALERT_TOKEN}")),
+        (KEY_HEADER, "prov-sm2".to_owned()),
+        (SIGNATURE_HEADER, signature),
+    ];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = request(https[0], "POST", "/api/alerts", &headers, &alert);
+    assert_eq!(status, 202, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["shared_with_fleet"], true, "{body}");
+    // On air on the other node too.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, list) = request(https[1], "GET", "/api/alerts", &[], "");
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+        let on_b =
+            v["active"].as_array().into_iter().flatten().any(|a| {
+                a["identifier"] == "FLEET-1" && a["on_air"] == serde_json::json!(["ch00"])
+            });
+        if on_b {
+            break;
+        }
+        assert!(Instant::now() < until, "not on air on he-b: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same message through he-b: it has it already.
+    let (status, body) = request(https[1], "POST", "/api/alerts", &headers, &alert);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("replay"), "{body}");
+    for n in &mut nodes {
+        let (st, err) = common::signal_and_wait(&mut n.0, "TERM");
+        assert!(st.success(), "{err}");
+    }
+}

@@ -18,6 +18,7 @@
 //! `{prefix}drain/{node}` (no lease; `hectl fleet drain`) keeps a node's registration but
 //! places nothing on it.
 
+pub(crate) mod alerts;
 pub(crate) mod etcd;
 pub(crate) mod locks;
 pub(crate) mod place;
@@ -159,6 +160,8 @@ pub(crate) struct Fleet {
     store: Arc<OnceLock<Arc<crate::schedule::store::Store>>>,
     /// Where the input locks go, once shared ([`Fleet::share_locks`]).
     locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>>,
+    /// The alert desk, once shared ([`Fleet::share_alerts`]).
+    desk: Arc<OnceLock<Arc<crate::alert::Desk>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -182,7 +185,10 @@ impl Fleet {
         let stop = Arc::new(AtomicBool::new(false));
         let store: Arc<OnceLock<Arc<crate::schedule::store::Store>>> = Arc::default();
         let locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>> = Arc::default();
+        let desk: Arc<OnceLock<Arc<crate::alert::Desk>>> = Arc::default();
         let mut agent = Agent {
+            desk: desk.clone(),
+            alerts_since: 0,
             store: store.clone(),
             locks: locks.clone(),
             locks_read: false,
@@ -208,6 +214,7 @@ impl Fleet {
             cfg: cfg.clone(),
             store,
             locks,
+            desk,
             stop,
             thread: Some(thread),
         })
@@ -234,6 +241,12 @@ impl Fleet {
             .set(std::sync::Mutex::new(locks::Locks::new(sink, channels)));
     }
 
+    /// Shares the alert desk with the fleet: the agent hands it the alert messages any node
+    /// accepted (the API writes them: [`alerts::publish`]).
+    pub(crate) fn share_alerts(&self, desk: Arc<crate::alert::Desk>) {
+        let _ = self.desk.set(desk);
+    }
+
     /// Stops sending, gives the channels up (revoking the lease, so the others take over at
     /// once) and ends the agent.
     pub(crate) fn stop(&mut self) {
@@ -256,6 +269,9 @@ struct Agent {
     locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>>,
     /// The locks have been read once since they were shared.
     locks_read: bool,
+    desk: Arc<OnceLock<Arc<crate::alert::Desk>>>,
+    /// The etcd revision to hand alert messages from next (0: every one).
+    alerts_since: i64,
     /// The etcd revision to copy schedules from next (0: every one).
     schedules_since: i64,
     etcd: Etcd,
@@ -336,7 +352,8 @@ impl Agent {
         };
         let store = self.store.get().cloned();
         let mirrored = (store.is_none() || self.schedules_since > 0)
-            && (self.locks.get().is_none() || self.locks_read);
+            && (self.locks.get().is_none() || self.locks_read)
+            && (self.desk.get().is_none() || self.alerts_since > 0);
         if self.seen == Some(fingerprint) && mirrored {
             for &i in &self.owned {
                 self.gates.set(i, Some(valid_until));
@@ -355,6 +372,10 @@ impl Agent {
                 self.schedules_since,
             )?;
             self.schedules_since = next;
+        }
+        if let Some(desk) = self.desk.get().cloned() {
+            self.alerts_since =
+                alerts::mirror(&mut self.etcd, &self.cfg.prefix, &desk, self.alerts_since)?;
         }
         if let Some(locks) = self.locks.get() {
             let base = format!("{}locks/", self.cfg.prefix);
