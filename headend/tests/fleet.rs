@@ -574,6 +574,32 @@ fn an_etcd_member_lost_moves_nothing_and_stops_nothing() {
     }
 }
 
+/// Two nodes, he-a and he-b, each in its own directory, on the etcd at `client` under
+/// `prefix`: `[http]` (with the admin token) and `[fleet]` (1 s lease), then `rest`, the same
+/// for both. The daemons, on air, and their HTTP ports.
+fn two_nodes(dir: &Path, client: u16, prefix: &str, rest: &str) -> (Vec<Daemon>, Vec<u16>) {
+    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
+    let nodes = ["he-a", "he-b"]
+        .iter()
+        .zip(&https)
+        .map(|(n, h)| {
+            let d = dir.join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            let cfg = d.join("headend.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[http]\nlisten = \"127.0.0.1:{h}\"\napi_token = \"{TOKEN}\"\n\n\
+                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"{prefix}\"\n\n{rest}"
+                ),
+            )
+            .unwrap();
+            Daemon::run(&cfg, "info")
+        })
+        .collect();
+    (nodes, https)
+}
+
 /// One HTTP/1.0 request: (status, body).
 fn request(
     port: u16,
@@ -751,29 +777,17 @@ fn an_input_lock_set_through_one_node_holds_on_every_node() {
         common::free_udp_port(),
         common::free_udp_port(),
     );
-    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
-    let mut nodes: Vec<Daemon> = ["he-a", "he-b"]
-        .iter()
-        .zip(&https)
-        .map(|(n, h)| {
-            let d = dir.path().join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            let cfg = d.join("headend.toml");
-            std::fs::write(
-                &cfg,
-                format!(
-                    "[http]\nlisten = \"127.0.0.1:{h}\"\napi_token = \"{TOKEN}\"\n\n\
-                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/lock-test/\"\n\n\
-                     [[channel]]\nid = \"live\"\nservice_id = 1\nname = \"Live\"\nmuxrate = \"{MUXRATE}\"\nplaylist = [{slate:?}]\n\
-                     [[channel.input]]\nname = \"main\"\nurl = \"udp://127.0.0.1:{main}\"\n\
-                     [[channel.input]]\nname = \"backup\"\nurl = \"udp://127.0.0.1:{backup}\"\n\
-                     [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n"
-                ),
-            )
-            .unwrap();
-            Daemon::run(&cfg, "info")
-        })
-        .collect();
+    let (mut nodes, https) = two_nodes(
+        dir.path(),
+        client,
+        "/lock-test/",
+        &format!(
+            "[[channel]]\nid = \"live\"\nservice_id = 1\nname = \"Live\"\nmuxrate = \"{MUXRATE}\"\nplaylist = [{slate:?}]\n\
+             [[channel.input]]\nname = \"main\"\nurl = \"udp://127.0.0.1:{main}\"\n\
+             [[channel.input]]\nname = \"backup\"\nurl = \"udp://127.0.0.1:{backup}\"\n\
+             [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n"
+        ),
+    );
     let relay = |http: u16| -> serde_json::Value {
         let v: serde_json::Value =
             serde_json::from_str(&common::http_get(http, "/channels")).unwrap_or_default();
@@ -837,32 +851,20 @@ fn an_alert_sent_to_one_node_is_on_air_on_every_node() {
     let key = SigningKey::generate(Algorithm::Sm2).unwrap();
     let e = media("e.ts").display().to_string();
     let out = common::free_udp_port();
-    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
-    let mut nodes: Vec<Daemon> = ["he-a", "he-b"]
-        .iter()
-        .zip(&https)
-        .map(|(n, h)| {
-            let d = dir.path().join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            let cfg = d.join("headend.toml");
-            std::fs::write(
-                &cfg,
-                format!(
-                    "[http]\nlisten = \"127.0.0.1:{h}\"\n\n\
-                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/alert-test/\"\n\n\
-                     [alerts]\ntoken = \"{ALERT_TOKEN}\"\naudit_log = \"alerts.jsonl\"\n\
-                     [alerts.clips]\ndefault = {e:?}\n\n\
-                     [[alerts.sender]]\nkey_id = \"prov-sm2\"\nalgorithm = \"sm2\"\npublic_key = \"{}\"\nsenders = [\"prov@example.cn\"]\n\n\
-                     [[alerts.area]]\ncode = \"310104\"\nchannels = [\"ch00\"]\n\n\
-                     [[channel]]\nid = \"ch00\"\nservice_id = 1\nname = \"C0\"\nmuxrate = \"{MUXRATE}\"\nplaylist = [{e:?}]\n\
-                     [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n",
-                    key.verifying_key().to_hex()
-                ),
-            )
-            .unwrap();
-            Daemon::run(&cfg, "info")
-        })
-        .collect();
+    let (mut nodes, https) = two_nodes(
+        dir.path(),
+        client,
+        "/alert-test/",
+        &format!(
+            "[alerts]\ntoken = \"{ALERT_TOKEN}\"\naudit_log = \"alerts.jsonl\"\n\
+             [alerts.clips]\ndefault = {e:?}\n\n\
+             [[alerts.sender]]\nkey_id = \"prov-sm2\"\nalgorithm = \"sm2\"\npublic_key = \"{}\"\nsenders = [\"prov@example.cn\"]\n\n\
+             [[alerts.area]]\ncode = \"310104\"\nchannels = [\"ch00\"]\n\n\
+             [[channel]]\nid = \"ch00\"\nservice_id = 1\nname = \"C0\"\nmuxrate = \"{MUXRATE}\"\nplaylist = [{e:?}]\n\
+             [[channel.output]]\nurl = \"udp://127.0.0.1:{out}\"\n",
+            key.verifying_key().to_hex()
+        ),
+    );
     // Both nodes registered and the channel placed: the agents have read the fleet.
     let until = Instant::now() + Duration::from_secs(20);
     while fleet(https[1])["nodes"].as_array().map_or(0, Vec::len) < 2 {
