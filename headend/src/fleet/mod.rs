@@ -364,28 +364,6 @@ impl Agent {
             }
             return Ok(());
         }
-        if let Some(store) = &store {
-            let (next, _) = schedules::mirror(
-                &mut self.etcd,
-                &self.cfg.prefix,
-                store,
-                self.schedules_since,
-            )?;
-            self.schedules_since = next;
-        }
-        if let Some(desk) = self.desk.get().cloned() {
-            self.alerts_since =
-                alerts::mirror(&mut self.etcd, &self.cfg.prefix, &desk, self.alerts_since)?;
-        }
-        if let Some(locks) = self.locks.get() {
-            let base = format!("{}locks/", self.cfg.prefix);
-            let (kvs, _) = self.etcd.range_prefix(&base).map_err(|e| e.to_string())?;
-            locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .apply(&self.cfg.prefix, &kvs);
-            self.locks_read = true;
-        }
         let read = ["nodes/", "owners/", "drain/"]
             .iter()
             .map(|kind| {
@@ -469,6 +447,11 @@ impl Agent {
             }
         }
         self.publish(&state, &placed);
+        // What the fleet shares, after the channels (a failing store must never hold up the
+        // gates): a failure is retried at the next pass.
+        if let Err(e) = self.share(store.as_deref()) {
+            errors.push(e);
+        }
         // Our own writes change it again: the next pass reads once more, and then rests.
         self.seen = errors.is_empty().then_some(fingerprint);
         if errors.is_empty() {
@@ -476,6 +459,34 @@ impl Agent {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// Copies the fleet's schedules, alert messages and input locks to this node's store, desk
+    /// and engine (those shared with it).
+    fn share(&mut self, store: Option<&crate::schedule::store::Store>) -> Result<(), String> {
+        if let Some(store) = store {
+            let (next, _) = schedules::mirror(
+                &mut self.etcd,
+                &self.cfg.prefix,
+                store,
+                self.schedules_since,
+            )?;
+            self.schedules_since = next;
+        }
+        if let Some(desk) = self.desk.get().cloned() {
+            self.alerts_since =
+                alerts::mirror(&mut self.etcd, &self.cfg.prefix, &desk, self.alerts_since)?;
+        }
+        if let Some(locks) = self.locks.get() {
+            let base = format!("{}locks/", self.cfg.prefix);
+            let (kvs, _) = self.etcd.range_prefix(&base).map_err(|e| e.to_string())?;
+            locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply(&self.cfg.prefix, &kvs);
+            self.locks_read = true;
+        }
+        Ok(())
     }
 
     /// Grants the lease and registers (or renews it when due); a lease found expired is
