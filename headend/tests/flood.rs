@@ -531,10 +531,14 @@ fn a_flood_from_one_address_leaves_the_set_top_boxes_and_the_api_alone() {
         api_times.iter().all(|t| *t < Duration::from_secs(1)),
         "{api_times:?}"
     );
-    assert!(
-        h["refused_per_source"].as_u64() >= Some(1),
-        "the flooding address was not capped: {record:#}"
-    );
+    // Capped: at 256 places the flooding address's idle connections are closed to make room
+    // for its new ones, and it is refused once all 256 are busy. Which of the two shows
+    // depends on how many slow readers are busy at once (a loaded machine opens the flood
+    // more slowly): either way it never held more than its 256 places (the 50 boxes come from
+    // other addresses).
+    let capped = h["refused_per_source"].as_u64() >= Some(1)
+        || (h["evicted_idle"].as_u64() >= Some(1) && h["open"].as_u64() <= Some(256 + 50 + 1));
+    assert!(capped, "the flooding address was not capped: {record:#}");
     assert!(
         rss_peak < rss_before + 64 * 1024,
         "memory grew from {rss_before} kB to {rss_peak} kB"
