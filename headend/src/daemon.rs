@@ -87,22 +87,23 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             archives.as_deref(),
             fleet.as_ref().map(|f| &f.gates),
         )?;
+        // The live channels: each with its station and its inputs' names.
+        let live: Vec<crate::fleet::locks::LiveChannel> = specs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, spec)| {
+                spec.channels
+                    .iter()
+                    .filter(|c| !c.inputs.is_empty())
+                    .map(move |c| crate::fleet::locks::LiveChannel {
+                        channel: c.id.clone(),
+                        station: i,
+                        inputs: c.inputs.iter().map(|x| x.name.clone()).collect(),
+                    })
+            })
+            .collect();
         if let Some(f) = &fleet {
-            let live = specs
-                .iter()
-                .enumerate()
-                .flat_map(|(i, spec)| {
-                    spec.channels
-                        .iter()
-                        .filter(|c| !c.inputs.is_empty())
-                        .map(move |c| crate::fleet::locks::LiveChannel {
-                            channel: c.id.clone(),
-                            station: i,
-                            inputs: c.inputs.iter().map(|x| x.name.clone()).collect(),
-                        })
-                })
-                .collect();
-            f.share_locks(engine.schedule.clone(), live);
+            f.share_locks(engine.schedule.clone(), live.clone());
         }
         let channels = config
             .channels
@@ -247,21 +248,9 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 .collect(),
             media_dir: config.schedules.media_dir.clone(),
             requeue: mailbox,
-            live: specs
+            live: live
                 .iter()
-                .enumerate()
-                .flat_map(|(i, spec)| {
-                    spec.channels
-                        .iter()
-                        .filter(|c| !c.inputs.is_empty())
-                        .map(move |c| {
-                            (
-                                c.id.clone(),
-                                i,
-                                c.inputs.iter().map(|x| x.name.clone()).collect(),
-                            )
-                        })
-                })
+                .map(|l| (l.channel.clone(), l.station, l.inputs.clone()))
                 .collect(),
             sink: engine.schedule.clone(),
             probes: Default::default(),

@@ -7,39 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 mod common;
-use common::{free_tcp_port, media, signal_and_wait, Daemon};
+use common::{free_tcp_port, media, request, signal_and_wait, Daemon};
 
 const TOKEN: &str = "s3cret-token-for-tests-0123456789";
-
-/// One HTTP/1.0 request: (status, body).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
 
 /// An authorised PUT of `body` made on revision `if_match`.
 fn put(addr: SocketAddr, path: &str, if_match: &str, body: &str) -> (u16, String) {

@@ -600,7 +600,7 @@ fn two_nodes(dir: &Path, client: u16, prefix: &str, rest: &str) -> (Vec<Daemon>,
     (nodes, https)
 }
 
-/// One HTTP/1.0 request: (status, body).
+/// One HTTP/1.0 request to the node on `port` (`common::request`).
 fn request(
     port: u16,
     method: &str,
@@ -608,25 +608,12 @@ fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (
-        status,
-        raw.split_once("\r\n\r\n")
-            .map_or(String::new(), |b| b.1.to_owned()),
+    common::request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        method,
+        path,
+        headers,
+        body,
     )
 }
 
