@@ -78,6 +78,24 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             }
             None => None,
         };
+        let store = Arc::new(Store::new(config.schedules.dir.clone()));
+        // With a fleet, schedules are shared: writes agreed in etcd, every node's copy kept;
+        // and each station plays from its origin, in step with the other nodes.
+        let in_step = match (&fleet, &config.fleet) {
+            (Some(f), Some(cfg)) => {
+                f.share_schedules(store.clone());
+                Some(crate::engine::InStep {
+                    gates: &f.gates,
+                    origins: crate::fleet::origins::origins(
+                        cfg,
+                        &specs,
+                        driver::now_utc().0,
+                    ),
+                    store: &store,
+                })
+            }
+            _ => None,
+        };
         let engine = Engine::start(
             config,
             &specs,
@@ -85,8 +103,9 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             config.engine.threads,
             &journal,
             archives.as_deref(),
-            fleet.as_ref().map(|f| &f.gates),
+            in_step.as_ref(),
         )?;
+        drop(in_step);
         // The live channels: each with its station and its inputs' names.
         let live: Vec<crate::fleet::locks::LiveChannel> = specs
             .iter()
@@ -120,11 +139,6 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 })
             })
             .collect();
-        let store = Arc::new(Store::new(config.schedules.dir.clone()));
-        // With a fleet, schedules are shared: writes agreed in etcd, every node's copy kept.
-        if let Some(f) = &fleet {
-            f.share_schedules(store.clone());
-        }
         let scheduled = specs
             .iter()
             .enumerate()
@@ -136,8 +150,15 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         let views: driver::ScheduleViews = Arc::default();
         let guides: crate::guide::Guides = Arc::default();
         let (mailbox, wakes) = std::sync::mpsc::channel();
+        let resumed = std::mem::take(
+            &mut *engine
+                .schedulers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let scheduler = driver::start(
             scheduled,
+            resumed,
             driver::SchedulerLinks {
                 store: store.clone(),
                 media_dir: config.schedules.media_dir.clone(),

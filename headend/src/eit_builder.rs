@@ -8,13 +8,19 @@
 use std::sync::mpsc;
 
 use epg::eit_cache::{Built, EitBuilds, EitJob};
+use playout::time::Ticks27M;
 
 /// A job of one station, and where its answer goes.
 struct Job {
     station: usize,
     job: EitJob,
-    reply: mpsc::Sender<(usize, Built)>,
+    /// The output time the station gave it at, handed back with the answer.
+    at: Ticks27M,
+    reply: mpsc::Sender<Answer>,
 }
+
+/// An answer: the station, the output time its job was given at, the tables built.
+pub(crate) type Answer = (usize, Ticks27M, Built);
 
 /// The handle the engine's threads use; cheap to clone.
 #[derive(Clone)]
@@ -32,11 +38,19 @@ impl EitBuilder {
         Ok(EitBuilder { tx })
     }
 
-    /// Hands over `job` of station `station`; the answer comes on `reply` with the station.
-    pub(crate) fn send(&self, station: usize, job: EitJob, reply: &mpsc::Sender<(usize, Built)>) {
+    /// Hands over `job` of station `station`, given at output time `at`; the answer comes on
+    /// `reply` with both.
+    pub(crate) fn send(
+        &self,
+        station: usize,
+        job: EitJob,
+        at: Ticks27M,
+        reply: &mpsc::Sender<Answer>,
+    ) {
         let _ = self.tx.send(Job {
             station,
             job,
+            at,
             reply: reply.clone(),
         });
     }
@@ -47,6 +61,7 @@ fn run(rx: &mpsc::Receiver<Job>) {
     while let Ok(Job {
         station,
         job,
+        at,
         reply,
     }) = rx.recv()
     {
@@ -64,7 +79,7 @@ fn run(rx: &mpsc::Receiver<Job>) {
         });
         match built {
             Ok(Some(b)) => {
-                let _ = reply.send((station, b));
+                let _ = reply.send((station, at, b));
             }
             Ok(None) => {}
             Err(why) => {

@@ -34,8 +34,6 @@ use crate::station::{self, Output, Station, StationSpec, EMIT_STEP};
 
 /// Packets written per step: 64 datagrams.
 const BATCH: usize = EMIT_STEP * 64;
-/// How often the scheduler looks at the schedule (as the daemon's does).
-const ROUND_NS: i64 = 500_000_000;
 
 /// What a render did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -179,21 +177,9 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     }
     // Guides from XMLTV, read once (the daemon watches the files).
     for (sim, &i) in sims.iter_mut().zip(&running) {
-        let Some(ch) = specs[i].single_channel().filter(|c| c.si.enabled) else {
-            continue;
-        };
-        let Some(path) = ch.si.xmltv.clone() else {
-            continue;
-        };
-        let c = crate::guide::XmltvChannel {
-            station: i,
-            channel: ch.id.clone(),
-            xmltv_id: ch.xmltv_id(),
-            path,
-        };
-        let events = crate::guide::read_xmltv(&c).map_err(anyhow::Error::msg)?;
-        sim.st
-            .handle_schedule(station::ScheduleMsg::guide(i, events));
+        if let Some(msg) = xmltv_guide(&specs[i], i)? {
+            sim.st.handle_schedule(msg);
+        }
     }
     let sim_of = |station: usize| running.iter().position(|&r| r == station);
     let store = Store::new(config.schedules.dir.clone());
@@ -284,13 +270,10 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
         let sim = &mut sims[k];
         if let Some(s) = &mut sim.scheduler {
             if utc >= sim.next_round {
-                sim.next_round = utc + ROUND_NS;
-                let r = s.round(
-                    &store,
-                    &config.schedules.media_dir,
-                    sim.st.clock(),
-                    playout::schedule::Utc(utc),
-                );
+                // On the grid the daemon's scheduler looks at it on.
+                let at = driver::round_instant(utc, start_utc_ns);
+                sim.next_round = at.0 + driver::ROUND_NS;
+                let r = s.round(&store, &config.schedules.media_dir, sim.st.clock(), at);
                 if let Some(msg) = r.msg {
                     sim.st.handle_schedule(msg);
                 }
@@ -320,9 +303,9 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                 Output::Air(r) => {
                     let _ = reports_tx.send(r);
                 }
-                Output::Eit(job) => {
+                Output::Eit { job, at } => {
                     if let Some(b) = eit.apply(index, job) {
-                        sim.st.handle_built(b);
+                        sim.st.handle_built(b, at);
                     }
                 }
                 Output::Pf(pf) => posted.push(pf),
@@ -344,6 +327,13 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
         let mut want = (BATCH as u64).min(limit.saturating_sub(sim.st.mux().slot())) as usize;
         if sim.st.mux().slot() == 0 {
             want = want.min(EMIT_STEP);
+        }
+        if sim.scheduler.is_some() {
+            // No further than the next look at the schedule: each look on the grid, once.
+            let muxrate = u128::from(sim.st.mux().config().muxrate_bps);
+            let to_round = ((sim.next_round - utc).max(0) as u128 * muxrate
+                / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as usize;
+            want = want.min((to_round / EMIT_STEP + 1) * EMIT_STEP);
         }
         // An alert goes in at its instant (to the datagram), as it would on air.
         if let Some(a) = alerts.front() {
@@ -386,6 +376,174 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     stats.input_bytes = sim.sources.iter().map(FileSource::bytes_read).sum();
     out.flush()?;
     Ok(stats)
+}
+
+/// The guide of station `index` from its XMLTV file (`[channel.si] xmltv`), read once, if it
+/// has one.
+fn xmltv_guide(spec: &StationSpec, index: usize) -> anyhow::Result<Option<station::ScheduleMsg>> {
+    let Some(ch) = spec.single_channel().filter(|c| c.si.enabled) else {
+        return Ok(None);
+    };
+    let Some(path) = ch.si.xmltv.clone() else {
+        return Ok(None);
+    };
+    let c = crate::guide::XmltvChannel {
+        station: index,
+        channel: ch.id.clone(),
+        xmltv_id: ch.xmltv_id(),
+        path,
+    };
+    let events = crate::guide::read_xmltv(&c).map_err(anyhow::Error::msg)?;
+    Ok(Some(station::ScheduleMsg::guide(index, events)))
+}
+
+/// A station played on a simulated clock from its fleet origin, to join its peers in step
+/// (`crate::fleet`, "deterministic output"): the same [`Station`], inputs read inline, the
+/// scheduler looking at the schedule on the same grid of instants as the daemon's
+/// ([`driver::round_instant`]), and nothing kept of the output. The engine then takes the
+/// station, its open files and its scheduler's state over and paces it from where it is:
+/// its next datagram is the one its peers send at that instant.
+pub(crate) struct CaughtUp {
+    pub(crate) st: Station,
+    pub(crate) sources: Vec<FileSource>,
+    /// The file each program has open.
+    pub(crate) open_files: Vec<Option<PathBuf>>,
+    /// The channel's scheduler (a channel with a schedule directory).
+    pub(crate) scheduler: Option<driver::State>,
+    next_round: i64,
+    eit: EitBuilds,
+    buf: BytesMut,
+}
+
+impl CaughtUp {
+    /// Station `index` of `specs` whose output clock starts at UTC `origin_utc_ns`, before its
+    /// first packet. Only a station that plays files (no live input, no SimulCrypt link)
+    /// can be played again exactly.
+    pub(crate) fn start(
+        config: &Config,
+        spec: &StationSpec,
+        index: usize,
+        network: &epg::carousel::NetworkSi,
+        origin_utc_ns: i64,
+    ) -> anyhow::Result<CaughtUp> {
+        let clock = ClockMap::starting(origin_utc_ns, spec.mux.clock_origin);
+        let mut st = Station::new(spec.plan(index, network, clock, spec.key_sources()?));
+        if let Some(msg) = xmltv_guide(spec, index)? {
+            st.handle_schedule(msg);
+        }
+        Ok(CaughtUp {
+            st,
+            sources: spec
+                .channels
+                .iter()
+                .map(|_| FileSource::default())
+                .collect(),
+            open_files: vec![None; spec.channels.len()],
+            scheduler: spec
+                .single_channel()
+                .filter(|ch| config.schedules.dir.join(&ch.id).is_dir())
+                .map(|ch| driver::State::new(ScheduledChannel::of(index, ch))),
+            next_round: origin_utc_ns + 1,
+            eit: EitBuilds::default(),
+            buf: BytesMut::with_capacity(BATCH * PACKET_SIZE),
+        })
+    }
+
+    /// The services' EIT schedules as played so far, as jobs registering them with the
+    /// daemon's builder (which then goes on from them).
+    pub(crate) fn eit_registrations(&self, services: &[u16]) -> Vec<epg::eit_cache::EitJob> {
+        services
+            .iter()
+            .filter_map(|&service_id| {
+                let schedule = self.eit.get(self.st.index(), service_id)?.clone();
+                Some(epg::eit_cache::EitJob::Register {
+                    service_id,
+                    schedule: Box::new(schedule),
+                })
+            })
+            .collect()
+    }
+
+    /// The channel's scheduler, to go on with its looks from where the play stopped.
+    pub(crate) fn take_scheduler(&mut self) -> Option<driver::State> {
+        let origin = self.st.clock().utc_at_origin_ns;
+        let next = self.next_round;
+        self.scheduler.take().map(|mut s| {
+            s.resume_looks(origin, next);
+            s
+        })
+    }
+
+    /// Datagrams emitted so far.
+    pub(crate) fn datagrams(&self) -> u64 {
+        self.st.mux().slot() / EMIT_STEP as u64
+    }
+
+    /// Plays on until `datagrams` datagrams are out (whole datagrams, as on air), reading
+    /// inputs from `store` and `media_dir` as the daemon would.
+    pub(crate) fn advance(&mut self, store: &Store, media_dir: &Path, datagrams: u64) {
+        let index = self.st.index();
+        let total = datagrams * EMIT_STEP as u64;
+        let muxrate = self.st.mux().config().muxrate_bps;
+        let origin = self.st.clock().utc_at_origin_ns;
+        while self.st.mux().slot() < total {
+            let utc = self.st.utc_ns();
+            if let Some(s) = &mut self.scheduler {
+                // Not before the first datagram (nor does the daemon's look before then).
+                if utc >= self.next_round && self.st.mux().slot() > 0 {
+                    let at = driver::round_instant(utc, origin);
+                    self.next_round = at.0 + driver::ROUND_NS;
+                    let r = s.round(store, media_dir, self.st.clock(), at);
+                    if let Some(msg) = r.msg {
+                        self.st.handle_schedule(msg);
+                    }
+                }
+            }
+            while let Some(job) = self.st.poll_io() {
+                let done = match (job.live, job.req) {
+                    (Some(_), playout::splice::IoRequest::Open { item, .. }) => {
+                        IoDone::OpenFailed {
+                            item,
+                            reason: "live inputs are not played again".to_owned(),
+                        }
+                    }
+                    (_, req) => {
+                        if matches!(req, playout::splice::IoRequest::Open { .. }) {
+                            if let Some(f) = self.open_files.get_mut(job.program) {
+                                f.clone_from(&job.path);
+                            }
+                        }
+                        match self.sources.get_mut(job.program) {
+                            Some(src) => src.perform(req, job.path.as_deref()),
+                            None => continue,
+                        }
+                    }
+                };
+                self.st.handle_io(job.program, done);
+            }
+            while let Some(o) = self.st.poll_output() {
+                if let Output::Eit { job, at } = o {
+                    if let Some(b) = self.eit.apply(index, job) {
+                        self.st.handle_built(b, at);
+                    }
+                }
+            }
+            let slot = self.st.mux().slot();
+            let mut want = (BATCH as u64).min(total - slot);
+            if self.scheduler.is_some() && slot > 0 {
+                // Up to the next look at the schedule, in whole datagrams.
+                let to_round = (self.next_round - utc).max(0) as u128 * u128::from(muxrate)
+                    / (8 * PACKET_SIZE as u128 * 1_000_000_000);
+                let to_round = (to_round as u64 / EMIT_STEP as u64 + 1) * EMIT_STEP as u64;
+                want = want.min(to_round);
+            }
+            if slot == 0 {
+                want = want.min(EMIT_STEP as u64);
+            }
+            self.buf.clear();
+            self.st.emit(&mut self.buf, want as usize);
+        }
+    }
 }
 
 /// The `--alerts` file: alerts to replay, each `at` an offset from the start.

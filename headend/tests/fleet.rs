@@ -895,3 +895,109 @@ fn an_alert_sent_to_one_node_is_on_air_on_every_node() {
         assert!(st.success(), "{err}");
     }
 }
+
+/// Deterministic output: two nodes play one channel from its origin in etcd, the second
+/// started 4 s after the first (it plays the channel from the origin up to now before it
+/// paces it), and each sends it to its own path of a SMPTE 2022-7 pair (`seamless = true`):
+/// the two paths carry the same RTP, byte for byte. The first node is killed (-9): the merge
+/// (`hectl receive --merge`) loses nothing, the strict checker and ffmpeg pass it.
+#[test]
+fn two_nodes_in_step_send_one_stream_and_a_2022_7_pair_survives_a_kill() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let Some(ffmpeg) = common::tool("ffmpeg") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("d1", client, peer)]);
+    let paths = [common::free_udp_port(), common::free_udp_port()];
+    // One file throughout (its layout and coding stay: the splices are the plainest).
+    let playlist = [media("a.ts")]
+        .map(|m| format!("{:?}", m.display().to_string()))
+        .join(", ");
+    let media_dir = media("a.ts").parent().unwrap().display().to_string();
+    // A schedule (the same on both nodes): the playlist until it takes over, then a fixed
+    // start and the items that follow while both nodes send, and after the first is killed.
+    let t0 = common::utc_ns() / 1_000_000_000;
+    let configs: Vec<PathBuf> = ["he-a", "he-b"]
+        .iter()
+        .zip(paths)
+        .map(|(n, port)| {
+            let d = dir.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            // A fixed start, then items that follow it.
+            common::write_schedule(&d.join("sched"), "news", &[(t0 + 7, "a.ts", "Second")]);
+            let day = std::fs::read_dir(d.join("sched/news"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            let mut text = std::fs::read_to_string(&day).unwrap();
+            text.push_str(
+                "\n[[item]]\nfile = \"a.ts\"\ntitle = \"Third\"\n\n[[item]]\nfile = \"a.ts\"\ntitle = \"Fourth\"\n",
+            );
+            std::fs::write(&day, text).unwrap();
+            let cfg = d.join("headend.toml");
+            let http = free_tcp_port();
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n\
+                     [schedules]\ndir = \"sched\"\nmedia_dir = {media_dir:?}\n\n\
+                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/step-test/\"\n\n\
+                     [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\n\
+                     playlist = [{playlist}]\n\
+                     [[channel.output]]\nurl = \"rtp://127.0.0.1:{port}\"\nseamless = true\n"
+                ),
+            )
+            .unwrap();
+            cfg
+        })
+        .collect();
+    let merged = dir.path().join("merged.ts");
+    let receiver = {
+        let mut cmd = Command::new(hectl());
+        cmd.args(["receive", "--merge"])
+            .arg(format!("rtp://127.0.0.1:{}", paths[0]))
+            .arg(format!("rtp://127.0.0.1:{}", paths[1]))
+            .args(["--for", "16s", "-o"])
+            .arg(&merged);
+        std::thread::spawn(move || run_bounded(&mut cmd, Duration::from_secs(40)))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut a = Daemon::run(&configs[0], "info");
+    std::thread::sleep(Duration::from_secs(4));
+    let mut b = Daemon::run(&configs[1], "info");
+    std::thread::sleep(Duration::from_secs(6));
+    let _ = a.0.kill();
+    let _ = a.0.wait();
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, stderr) = common::signal_and_wait(&mut b.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("played from their origins, in step"),
+        "{stderr}"
+    );
+    let out = receiver.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    eprintln!("{stderr}");
+    let stats: serde_json::Value =
+        serde_json::from_str(stderr.lines().last().unwrap_or("{}")).unwrap();
+    // Both paths carried the stream for seconds (2 Mbit/s: 190 datagrams a second), the
+    // same bytes under each sequence number; the second took over alone.
+    assert!(stats["duplicates"].as_u64().unwrap() > 500, "{stats}");
+    assert_eq!(stats["differing"], 0, "{stats}");
+    assert!(stats["taken"][1].as_u64().unwrap() > 300, "{stats}");
+    assert_eq!(stats["lost"], 0, "{stats}");
+    assert_eq!(stats["late"], 0, "{stats}");
+    let data = std::fs::read(&merged).unwrap();
+    let limits = playout::check::CheckLimits::across_joins(2_000_000);
+    let r = common::checked_as("fleet-2022-7", &data, &limits);
+    assert_eq!(r.cc_error_count, 0);
+    let errors = common::ffmpeg_errors(ffmpeg, &merged);
+    assert!(errors.is_empty(), "ffmpeg: {errors:?}");
+}

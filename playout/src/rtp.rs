@@ -40,7 +40,15 @@ pub struct MergeStats {
     pub late: u64,
     /// Datagrams that are not RTP: dropped.
     pub not_rtp: u64,
+    /// Duplicates whose payload differs from the copy taken (among the last
+    /// [`COMPARED`] sequence numbers): the paths do not carry one stream, and a merge of
+    /// them is not seamless (two senders that are not in step, a misconfigured pair).
+    pub differing: u64,
 }
+
+/// How many of the latest sequence numbers keep a digest of the payload taken, to compare
+/// the other path's copy with.
+pub const COMPARED: usize = 8192;
 
 /// A SMPTE ST 2022-7 merge of two paths: datagrams out in sequence order, each once. A
 /// missing sequence number is waited for up to `skew` (the most one path may lag the other)
@@ -54,7 +62,16 @@ pub struct Merger {
     held: BTreeMap<u64, (u64, Vec<u8>)>,
     /// The last gaps given up, `[from, to)`, to tell a late datagram from a duplicate.
     gaps: std::collections::VecDeque<(u64, u64)>,
+    /// Digests of the payloads taken, by extended sequence number (the last [`COMPARED`]).
+    digests: BTreeMap<u64, u64>,
     stats: MergeStats,
+}
+
+/// FNV-1a of a payload.
+fn digest(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// How far ahead of the next expected sequence number a datagram may be and still be taken
@@ -69,6 +86,7 @@ impl Merger {
             next: None,
             held: BTreeMap::new(),
             gaps: std::collections::VecDeque::new(),
+            digests: BTreeMap::new(),
             stats: MergeStats::default(),
         }
     }
@@ -101,7 +119,7 @@ impl Merger {
                 if self.gaps.iter().any(|(a, b)| (*a..*b).contains(&ext)) {
                     self.stats.late += 1;
                 } else {
-                    self.stats.duplicates += 1;
+                    self.duplicate(ext, data);
                 }
                 return;
             }
@@ -109,12 +127,24 @@ impl Merger {
             self.restart(ext);
         }
         if self.held.contains_key(&ext) {
-            self.stats.duplicates += 1;
+            self.duplicate(ext, data);
         } else {
             self.stats.taken[path.min(1)] += 1;
+            self.digests.insert(ext, digest(data));
+            if self.digests.len() > COMPARED {
+                self.digests.pop_first();
+            }
             self.held.insert(ext, (now_ns, data.to_vec()));
         }
         self.release(now_ns, out);
+    }
+
+    /// Sequence number `ext` again: counted, and compared with the copy taken.
+    fn duplicate(&mut self, ext: u64, data: &[u8]) {
+        self.stats.duplicates += 1;
+        if self.digests.get(&ext).is_some_and(|d| *d != digest(data)) {
+            self.stats.differing += 1;
+        }
     }
 
     /// Gives out what is due at `now_ns` with nothing new arriving (a path that stopped):
@@ -132,6 +162,7 @@ impl Merger {
         let mut none = Vec::new();
         self.release(u64::MAX, &mut none);
         self.held.clear();
+        self.digests.clear();
         self.next = Some(at);
     }
 
@@ -250,6 +281,12 @@ mod tests {
         // Not RTP.
         m.push(0, &[0x47; 188], 240_000_000, &mut out);
         assert_eq!(m.stats().not_rtp, 1);
+        assert_eq!(m.stats().differing, 0);
+        // A copy that is not the same bytes: a pair out of step.
+        let mut other = datagram(60);
+        other[13] ^= 1;
+        m.push(1, &other, 250_000_000, &mut out);
+        assert_eq!((m.stats().duplicates, m.stats().differing), (42, 1));
     }
 
     #[test]

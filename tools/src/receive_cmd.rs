@@ -147,10 +147,13 @@ pub(crate) fn run(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
     let s = merger.stats();
     if args.merge {
         eprintln!(
-            "{}: {} datagrams, {} taken; {}: {} datagrams, {} taken; {} duplicates, {} lost on both, {} late; {} bytes out",
+            "{}: {} datagrams, {} taken; {}: {} datagrams, {} taken; {} duplicates ({} not the same bytes), {} lost on both, {} late; {} bytes out",
             labels[0], datagrams[0], s.taken[0], labels[1], datagrams[1], s.taken[1],
-            s.duplicates, s.lost, s.late, bytes
+            s.duplicates, s.differing, s.lost, s.late, bytes
         );
+        if s.differing > 0 {
+            eprintln!("warning: the two paths do not carry the same stream ({} copies differ): their senders are not in step, the merge is not seamless", s.differing);
+        }
     } else {
         eprintln!(
             "{}: {} datagrams, {} lost{}; {} bytes out",
@@ -163,8 +166,8 @@ pub(crate) fn run(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
     }
     // A JSON line for scripts and tests.
     eprintln!(
-        "{{\"datagrams\":[{},{}],\"taken\":[{},{}],\"duplicates\":{},\"lost\":{},\"late\":{},\"not_rtp\":{},\"bytes\":{bytes}}}",
-        datagrams[0], datagrams[1], s.taken[0], s.taken[1], s.duplicates, s.lost, s.late, s.not_rtp
+        "{{\"datagrams\":[{},{}],\"taken\":[{},{}],\"duplicates\":{},\"differing\":{},\"lost\":{},\"late\":{},\"not_rtp\":{},\"bytes\":{bytes}}}",
+        datagrams[0], datagrams[1], s.taken[0], s.taken[1], s.duplicates, s.differing, s.lost, s.late, s.not_rtp
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,12 @@ pub(crate) struct FleetConfig {
     /// Key `api`: the URL other nodes and `hectl` reach this node's API at. Default
     /// `http://` and `[http] listen`.
     pub(crate) api: String,
+    /// Key `catch_up`: how far back a station's origin may be for this node to play it from
+    /// there at its start and join the other nodes in step (same bytes, same RTP; docs/fleet.md).
+    /// Playing costs about a CPU-second per hour of a 6 Mbit/s channel (BENCHMARKS.md §16).
+    /// An older origin: the station starts on this node's clock, not in step. 0s..=7d.
+    /// Default `"6h"`.
+    pub(crate) catch_up: Duration,
 }
 
 impl FleetConfig {
@@ -50,6 +56,7 @@ struct RawFleet {
     lease: Option<HumanDuration>,
     prefix: Option<String>,
     api: Option<String>,
+    catch_up: Option<HumanDuration>,
 }
 
 /// Converts `[fleet]`; `listen` is `[http] listen`. `None` iff an error was reported.
@@ -118,6 +125,13 @@ pub(super) fn fleet_config(
         .api
         .or_else(|| listen.map(|l| format!("http://{l}")))
         .unwrap_or_default();
+    let catch_up = raw.catch_up.map_or(Duration::from_secs(6 * 3600), |d| d.0);
+    if catch_up > Duration::from_secs(7 * 86_400) {
+        diag.push(
+            "fleet.catch_up",
+            format!("{catch_up:?}: must be at most 7 days"),
+        );
+    }
     (diag.len() == before).then_some(FleetConfig {
         etcd,
         node,
@@ -125,5 +139,6 @@ pub(super) fn fleet_config(
         lease,
         prefix,
         api,
+        catch_up,
     })
 }

@@ -30,6 +30,12 @@ pub(crate) struct OutputConfig {
     /// Key `source`: local address to send from; must be a unicast address of the same
     /// family as `dest`. Default: none (the kernel picks).
     pub(crate) source: Option<IpAddr>,
+    /// Key `seamless`: with a fleet, this output is this node's own path of a SMPTE 2022-7
+    /// pair: sent whenever the node runs the channel, whether or not it owns it (the other
+    /// node's config names the other path; both send identical RTP, docs/fleet.md). Other
+    /// outputs are sent only by the channel's owner. Without a fleet it changes nothing.
+    /// Default false.
+    pub(crate) seamless: bool,
 }
 
 /// How transport stream packets are carried in each datagram.
@@ -142,6 +148,7 @@ fn output(
         hop_limit,
         dscp,
         source: raw.source,
+        seamless: raw.seamless.unwrap_or(false),
     })
 }
 

@@ -163,6 +163,9 @@ pub(super) struct RawOutput {
     pub(super) dscp: Option<i64>,
     /// `source`: local source address, same family as the destination.
     pub(super) source: Option<IpAddr>,
+    /// `seamless`: default false; with a fleet, sent whether or not this node owns the
+    /// channel (this node's path of a SMPTE 2022-7 pair).
+    pub(super) seamless: Option<bool>,
 }
 
 /// One `[[mpts]]` without its `output` array; see [`super::MptsConfig`].

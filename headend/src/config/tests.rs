@@ -82,6 +82,7 @@ fn issue_shape_parses_with_defaults() {
             hop_limit: 1,
             dscp: 0,
             source: None,
+            seamless: false,
         }]
     );
 }

@@ -13,7 +13,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use epg::eit_cache::Built;
 use playout::analyse::Health;
 use playout::pacing::{Pacer, PacerConfig, Steer};
 use playout::splice::IoRequest;
@@ -36,6 +35,9 @@ use crate::supervise::contain;
 
 /// TS packets per datagram.
 const PACKETS_PER_DATAGRAM: usize = 7;
+/// In step with a fleet, a datagram this late (after a stall) is not sent: the pacer's
+/// `max_behind` for the others.
+const LATE_NS: u64 = 100_000_000;
 const DATAGRAM: usize = PACKETS_PER_DATAGRAM * PACKET_SIZE;
 /// Datagrams due this soon are sent in the same wake-up (a little early) to save wake-ups.
 const EARLY_NS: u64 = 300_000;
@@ -64,6 +66,89 @@ const CLOSE_CUTOFF_NS: u64 = 1_500_000_000;
 /// ...and the engine stops after at most this long.
 const CLOSE_LIMIT_NS: u64 = 3_000_000_000;
 
+/// What a fleet asks of the engine (`crate::fleet`).
+pub(crate) struct InStep<'a> {
+    /// Each station's send gate.
+    pub(crate) gates: &'a Arc<crate::fleet::Gates>,
+    /// Each station's origin (UTC ns of its first datagram), where it plays in step with the
+    /// other nodes: its bytes are then those of every node that plays it from there.
+    pub(crate) origins: Vec<Option<i64>>,
+    /// The schedules, to play the stations from their origins.
+    pub(crate) store: &'a crate::schedule::store::Store,
+}
+
+/// The UTC offset (ns) of datagram `k` from a station's origin at `muxrate_bps`.
+fn datagram_offset_ns(k: u64, muxrate_bps: u64) -> u64 {
+    (u128::from(k) * (DATAGRAM as u128 * 8) * 1_000_000_000 / u128::from(muxrate_bps.max(1))) as u64
+}
+
+/// A 64-bit FNV-1a hash: a station's SSRC seed from its id, the same on every node.
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// How far ahead of the wall clock stations in step are played before the engine starts:
+/// room to start the threads.
+const CATCH_UP_AHEAD_NS: i64 = 300_000_000;
+
+/// The stations of `specs` with an origin in `fleet`, each played from its origin to a
+/// little ahead of now ([`CATCH_UP_AHEAD_NS`]), by index (`None`: the station starts now,
+/// on its own clock). Passes repeat until one takes less than a third of that lead, so
+/// none is behind the wall clock when the engine starts.
+fn catch_up(
+    config: &Config,
+    specs: &[StationSpec],
+    fleet: Option<&InStep<'_>>,
+) -> anyhow::Result<Vec<Option<crate::render::CaughtUp>>> {
+    let Some(fleet) = fleet else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (si, spec) in specs.iter().enumerate() {
+        let origin = fleet.origins.get(si).copied().flatten();
+        out.push(match origin {
+            Some(o) => {
+                let network = station::network(config, o);
+                Some(crate::render::CaughtUp::start(
+                    config, spec, si, &network, o,
+                )?)
+            }
+            None => None,
+        });
+    }
+    let began = Instant::now();
+    let mut played = 0u64;
+    for _ in 0..20 {
+        let pass = Instant::now();
+        let target = crate::schedule::driver::now_utc().0 + CATCH_UP_AHEAD_NS;
+        for cu in out.iter_mut().flatten() {
+            let clock = cu.st.clock();
+            let muxrate = cu.st.mux().config().muxrate_bps;
+            let ahead = (target - clock.utc_at_origin_ns).max(0) as u128;
+            let k =
+                (ahead * u128::from(muxrate)).div_ceil(DATAGRAM as u128 * 8 * 1_000_000_000) as u64;
+            if k > cu.datagrams() {
+                played += k - cu.datagrams();
+                cu.advance(fleet.store, &config.schedules.media_dir, k);
+            }
+        }
+        if pass.elapsed() < Duration::from_nanos(CATCH_UP_AHEAD_NS as u64 / 3) {
+            break;
+        }
+    }
+    if played > 0 {
+        tracing::info!(
+            stations = out.iter().flatten().count(),
+            datagrams = played,
+            seconds = format!("{:.3}", began.elapsed().as_secs_f64()),
+            "fleet: stations played from their origins, in step"
+        );
+    }
+    Ok(out)
+}
+
 /// The running engine threads.
 pub(crate) struct Engine {
     stop: Arc<AtomicBool>,
@@ -77,6 +162,9 @@ pub(crate) struct Engine {
     pub(crate) air_reports: Mutex<Option<mpsc::Receiver<AirReport>>>,
     /// Each station's HTTP feed (channels on their own), by station.
     pub(crate) feeds: Vec<Option<Arc<Feed>>>,
+    /// The schedulers of the stations played from their origins, to go on from where they
+    /// are (taken by the scheduler thread).
+    pub(crate) schedulers: Mutex<Vec<crate::schedule::driver::State>>,
     /// Receives every UDP/RTP live input (stopped after the engine threads, whose live sets
     /// let go of their inputs).
     _poller: DatagramPoller,
@@ -94,8 +182,13 @@ impl Engine {
         threads: usize,
         journal: &crate::record::Journal,
         archives: Option<&crate::archive::Archives>,
-        gates: Option<&Arc<crate::fleet::Gates>>,
+        fleet: Option<&InStep<'_>>,
     ) -> anyhow::Result<Engine> {
+        let gates = fleet.map(|f| f.gates);
+        // Stations that join their fleet in step: played from their origin up to a little
+        // ahead of now before anything starts.
+        let mut caught = catch_up(config, specs, fleet)?;
+        let mut schedulers = Vec::new();
         let epoch = Instant::now();
         let utc_at_epoch_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -114,11 +207,21 @@ impl Engine {
             // One RTP stream per station: every RTP output sends the same SSRC, sequence
             // numbers and timestamps, so two outputs on two paths are a SMPTE ST 2022-7 pair
             // (`hectl receive --merge`).
+            // In step with a fleet, the SSRC is the station's and the sequence numbers count
+            // its datagrams from its origin: every node sends the same RTP.
+            let caught_up = caught.get_mut(si).and_then(Option::take);
             seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let ssrc_seed = if caught_up.is_some() {
+                fnv64(spec.id.as_bytes())
+            } else {
+                seed
+            };
+            let mut seamless = Vec::new();
             for o in &spec.outputs {
-                outputs.push(UdpOutput::open(o, seed).map_err(|e| {
+                outputs.push(UdpOutput::open(o, ssrc_seed).map_err(|e| {
                     anyhow::anyhow!("station `{}`: cannot open output: {e}", spec.id)
                 })?);
+                seamless.push(o.seamless);
             }
             let mut cas = Vec::new();
             let mut cas_state = Vec::new();
@@ -140,13 +243,59 @@ impl Engine {
                     }
                 }
             }
-            let pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
+            let mut pacer_cfg = PacerConfig::new(spec.mux.muxrate_bps);
             // Stations start in step: those of one muxrate are due at the same instants, so
             // one wake-up sends a datagram of each (each stream stays evenly spaced;
             // staggering them across the interval woke an engine thread up to four times as
-            // often).
-            let clock =
-                ClockMap::starting(utc_at_epoch_ns + start_ns as i64, spec.mux.clock_origin);
+            // often). One in step with a fleet starts where its origin puts it.
+            let (clock, mut st, sources, open_files, pacer_start, rtp_base, station_network) =
+                match caught_up {
+                    Some(mut cu) => {
+                        // The builder goes on from the EIT schedules as played.
+                        let services: Vec<u16> =
+                            spec.channels.iter().map(|c| c.service_id).collect();
+                        let (no_answer, _) = mpsc::channel();
+                        for job in cu.eit_registrations(&services) {
+                            eit_builder.send(si, job, 0, &no_answer);
+                        }
+                        let clock = cu.st.clock();
+                        let d = cu.datagrams();
+                        let due = clock.utc_at_origin_ns
+                            + datagram_offset_ns(d, spec.mux.muxrate_bps) as i64;
+                        schedulers.extend(cu.take_scheduler());
+                        // Never re-anchored: a stall loses datagrams (tick), the output keeps
+                        // its instants and so its bytes.
+                        pacer_cfg.max_behind_ns = u64::MAX;
+                        (
+                            clock,
+                            cu.st,
+                            cu.sources.into_iter().map(Some).collect(),
+                            cu.open_files,
+                            (due - utc_at_epoch_ns).max(0) as u64,
+                            d,
+                            station::network(config, clock.utc_at_origin_ns),
+                        )
+                    }
+                    None => {
+                        let clock = ClockMap::starting(
+                            utc_at_epoch_ns + start_ns as i64,
+                            spec.mux.clock_origin,
+                        );
+                        let st = Station::new(spec.plan(si, &network, clock, spec.key_sources()?));
+                        (
+                            clock,
+                            st,
+                            (0..spec.channels.len())
+                                .map(|_| Some(FileSource::default()))
+                                .collect(),
+                            vec![None; spec.channels.len()],
+                            start_ns,
+                            // RFC 3550: a random first sequence number.
+                            crate::output::udp::mix(seed ^ 0x5eed) & 0xFFFF,
+                            network.clone(),
+                        )
+                    }
+                };
             maps.push(Some(clock));
             // When its output clock starts, in UTC: `headend render --start` with this instant
             // renders what this station sends (tests/air_render.rs).
@@ -156,7 +305,6 @@ impl Engine {
                     .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
                 "station clock"
             );
-            let mut st = Station::new(spec.plan(si, &network, clock, spec.key_sources()?));
             let mut relays = Vec::new();
             for (program, ch) in spec.channels.iter().enumerate() {
                 if ch.inputs.is_empty() {
@@ -174,17 +322,20 @@ impl Engine {
                 relays.push(Relay::new(program, ch, set, items, scheduled, spec.mpts));
             }
             let feed = (!spec.mpts).then(Feed::new);
+            let st_slot = st.mux().slot();
             st.mux_mut().track_raps(feed.is_some());
             feeds.push(feed.clone());
             stations.push(Live {
                 gate: gates.map(|g| (g.clone(), si)),
-                sources: (0..spec.channels.len())
-                    .map(|_| Some(FileSource::default()))
-                    .collect(),
+                seamless,
+                rtp_base,
+                in_step: pacer_cfg.max_behind_ns == u64::MAX,
+                late_unsent: 0,
+                sources,
                 st,
                 cas,
                 cas_state,
-                pacer: Pacer::new(pacer_cfg, start_ns),
+                pacer: Pacer::new(pacer_cfg, pacer_start),
                 outputs,
                 feed,
                 archive: archives
@@ -193,8 +344,8 @@ impl Engine {
                 boundaries: VecDeque::new(),
                 acc_boundary: None,
                 acc: BytesMut::with_capacity(HTTP_CHUNK_BYTES + DATAGRAM * 64),
-                acc_slot: 0,
-                acc_since: start_ns,
+                acc_slot: st_slot,
+                acc_since: pacer_start,
                 acc_rap: None,
                 relays,
                 monitor: playout::monitor::Monitor::new(playout::monitor::MonitorConfig {
@@ -214,12 +365,12 @@ impl Engine {
                 rebuild: Rebuild {
                     spec: spec.clone(),
                     global: si,
-                    network: network.clone(),
+                    network: station_network,
                     utc_at_epoch_ns,
                 },
                 pending: (0..spec.channels.len()).map(|_| None).collect(),
                 io_seq: 0,
-                open_files: vec![None; spec.channels.len()],
+                open_files,
                 panicked: None,
                 alerts: Vec::new(),
                 chaos_at: chaos_panic(&spec.id),
@@ -306,6 +457,7 @@ impl Engine {
             schedule: router,
             air_reports: Mutex::new(Some(reports_rx)),
             feeds,
+            schedulers: Mutex::new(schedulers),
             _poller: poller,
         })
     }
@@ -346,6 +498,15 @@ struct Live {
     /// With a fleet, the station's send gate (its index): the UDP/RTP outputs send only while
     /// this node holds the channel (`crate::fleet`); the rest goes on (warm).
     gate: Option<(Arc<crate::fleet::Gates>, usize)>,
+    /// Per output: sent whether or not the gate is open (a path of a 2022-7 pair).
+    seamless: Vec<bool>,
+    /// The RTP sequence number of the pacer's first datagram (in step with a fleet: the
+    /// datagrams since the station's origin).
+    rtp_base: u64,
+    /// In step with a fleet: never re-anchored; datagrams a stall made late are not sent.
+    in_step: bool,
+    /// Datagrams not sent because a stall made them late (in step only).
+    late_unsent: u64,
     feed: Option<Arc<Feed>>,
     /// The channel's archive, if it is recorded: it gets what the feed gets.
     archive: Option<crate::archive::Tap>,
@@ -725,8 +886,8 @@ struct Links {
     router: ScheduleSink,
     eit: EitBuilder,
     /// Where the EIT builder answers this thread (by global station index).
-    built_tx: mpsc::Sender<(usize, Built)>,
-    built: mpsc::Receiver<(usize, Built)>,
+    built_tx: mpsc::Sender<crate::eit_builder::Answer>,
+    built: mpsc::Receiver<crate::eit_builder::Answer>,
     reports: mpsc::Sender<AirReport>,
     maps: ClockMaps,
 }
@@ -863,10 +1024,10 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
                 }
             }
         }
-        while let Ok((g, built)) = links.built.try_recv() {
+        while let Ok((g, at, built)) = links.built.try_recv() {
             if let Some(k) = local(g) {
                 let l = &mut stations[k];
-                let r = contain(|| l.st.handle_built(built));
+                let r = contain(|| l.st.handle_built(built, at));
                 l.contained(r, now, &links.maps);
             }
         }
@@ -1204,6 +1365,9 @@ impl Live {
         for p in &mut self.pending {
             *p = None;
         }
+        // The RTP sequence goes on from the last datagram sent.
+        self.rtp_base += self.pacer.released();
+        self.in_step = false;
         self.pacer = Pacer::new(PacerConfig::new(r.spec.mux.muxrate_bps), start_ns);
         self.acc.clear();
         self.acc_slot = 0;
@@ -1596,7 +1760,7 @@ impl Live {
                 Output::Air(r) => {
                     let _ = links.reports.send(r);
                 }
-                Output::Eit(job) => links.eit.send(global, job, &links.built_tx),
+                Output::Eit { job, at } => links.eit.send(global, job, at, &links.built_tx),
                 Output::Pf(pf) => links.router.broadcast_pf(&Arc::from(pf)),
                 Output::Provision { program, provision } => {
                     if let Some((_, link)) = self.cas.iter().find(|(p, _)| *p == program) {
@@ -1641,16 +1805,27 @@ impl Live {
             .gate
             .as_ref()
             .is_none_or(|(g, i)| g.open(*i, Instant::now()));
-        for d in (0..n).filter(|_| send) {
-            let off = start + d * DATAGRAM;
-            let datagram = &self.acc[off..off + DATAGRAM];
-            let ts90k = self
-                .st
-                .mux()
-                .slot_time(slot0 + (d * PACKETS_PER_DATAGRAM) as u64)
-                / 300;
-            for o in &mut self.outputs {
-                o.send(datagram, ts90k);
+        if send || self.seamless.iter().any(|s| *s) {
+            for d in 0..n {
+                let index = first + d as u64;
+                if self.in_step && self.pacer.due(index) + LATE_NS < now {
+                    // Late after a stall: lost, so what follows leaves on its instant (the
+                    // other path of a 2022-7 pair has it).
+                    self.late_unsent += 1;
+                    continue;
+                }
+                let off = start + d * DATAGRAM;
+                let datagram = &self.acc[off..off + DATAGRAM];
+                let ts90k = self
+                    .st
+                    .mux()
+                    .slot_time(slot0 + (d * PACKETS_PER_DATAGRAM) as u64)
+                    / 300;
+                for (o, seamless) in self.outputs.iter_mut().zip(&self.seamless) {
+                    if send || *seamless {
+                        o.send(datagram, ts90k, self.rtp_base + index);
+                    }
+                }
             }
         }
         while let Some(rap) = self.st.mux_mut().poll_rap() {

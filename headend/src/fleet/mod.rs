@@ -21,6 +21,7 @@
 pub(crate) mod alerts;
 pub(crate) mod etcd;
 pub(crate) mod locks;
+pub(crate) mod origins;
 pub(crate) mod place;
 pub(crate) mod schedules;
 

@@ -34,18 +34,17 @@ pub(crate) struct UdpOutput {
 }
 
 struct RtpState {
-    seq: u16,
     ssrc: u32,
 }
 
 impl UdpOutput {
-    /// Opens the socket with the configured interface, hop limit, DSCP and source.
+    /// Opens the socket with the configured interface, hop limit, DSCP and source; an RTP
+    /// output's SSRC comes from `ssrc_seed`.
     pub(crate) fn open(cfg: &OutputConfig, ssrc_seed: u64) -> io::Result<UdpOutput> {
         let label = format!("{}://{}", cfg.kind, cfg.dest);
         let socket =
             make_socket(cfg).map_err(|e| io::Error::new(e.kind(), format!("{label}: {e}")))?;
         let rtp = (cfg.kind == OutputKind::Rtp).then(|| RtpState {
-            seq: (mix(ssrc_seed ^ 0x5eed) & 0xFFFF) as u16,
             ssrc: (mix(ssrc_seed) >> 32) as u32,
         });
         Ok(UdpOutput {
@@ -67,14 +66,14 @@ impl UdpOutput {
         self.stats
     }
 
-    /// Sends one datagram of TS packets; `ts90k` is the output clock (90 kHz) at its first
-    /// byte, the RTP timestamp. Failures are counted and logged, never returned.
-    pub(crate) fn send(&mut self, payload: &[u8], ts90k: u64) {
-        let result = match &mut self.rtp {
+    /// Sends one datagram of TS packets: the station's datagram `index` (its RTP sequence
+    /// number, modulo 2^16), with `ts90k` the output clock (90 kHz) at its first byte (the
+    /// RTP timestamp). Failures are counted and logged, never returned.
+    pub(crate) fn send(&mut self, payload: &[u8], ts90k: u64, index: u64) {
+        let result = match &self.rtp {
             None => self.socket.send(payload),
             Some(rtp) => {
-                let header = rtp_header(rtp.seq, ts90k as u32, rtp.ssrc);
-                rtp.seq = rtp.seq.wrapping_add(1);
+                let header = rtp_header(index as u16, ts90k as u32, rtp.ssrc);
                 self.socket
                     .send_vectored(&[IoSlice::new(&header), IoSlice::new(payload)])
             }
@@ -167,7 +166,7 @@ fn make_socket(cfg: &OutputConfig) -> io::Result<Socket> {
 }
 
 /// A 64-bit mixer (splitmix64) for RTP sequence and SSRC seeds.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -195,7 +194,7 @@ mod tests {
     }
 
     /// Real sockets on loopback: UDP carries the payload as is, RTP behind a header whose
-    /// sequence number counts up.
+    /// sequence number is the datagram's index, wrapping.
     #[test]
     fn sends_udp_and_rtp_on_loopback() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -209,11 +208,12 @@ mod tests {
                 hop_limit: 4,
                 dscp: 46,
                 source: Some("127.0.0.1".parse().unwrap()),
+                seamless: false,
             };
             let mut out = UdpOutput::open(&cfg, 1).unwrap();
             let payload = [0x47u8; 1316];
-            out.send(&payload, 90_000);
-            out.send(&payload, 93_600);
+            out.send(&payload, 90_000, 0xFFFF);
+            out.send(&payload, 93_600, 0x1_0000);
             let mut buf = [0u8; 2048];
             let (n1, _) = rx.recv_from(&mut buf).unwrap();
             let first = buf[..n1].to_vec();
@@ -226,7 +226,7 @@ mod tests {
                     assert_eq!(first[1], 33);
                     let seq1 = u16::from_be_bytes([first[2], first[3]]);
                     let seq2 = u16::from_be_bytes([buf[2], buf[3]]);
-                    assert_eq!(seq2, seq1.wrapping_add(1));
+                    assert_eq!((seq1, seq2), (0xFFFF, 0));
                     assert_eq!(u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]), 93_600);
                     assert_eq!(&first[12..], &payload[..]);
                 }

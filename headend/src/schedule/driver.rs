@@ -149,6 +149,8 @@ pub(crate) struct State {
     /// The station's output clock origin (UTC, ns) last seen: a new one means the station
     /// was built again (after a contained panic) and has none of what was cued.
     origin_seen: Option<i64>,
+    /// The station's clock origin (UTC ns) and the next look on its grid.
+    next_look: Option<(i64, i64)>,
     /// Rounds that panicked in a row, and until when the channel rests after the last.
     panics: u32,
     resting_until: Utc,
@@ -169,9 +171,11 @@ pub(crate) struct SchedulerLinks {
     pub(crate) shutdown: crate::shutdown::Shutdown,
 }
 
-/// Starts the scheduler thread; it stops on shutdown.
+/// Starts the scheduler thread; it stops on shutdown. A channel with a state in `resumed`
+/// (a station played from its fleet origin, `crate::render::CaughtUp`) goes on from it.
 pub(crate) fn start(
     channels: Vec<ScheduledChannel>,
+    resumed: Vec<State>,
     links: SchedulerLinks,
 ) -> std::io::Result<JoinHandle<()>> {
     let SchedulerLinks {
@@ -187,21 +191,60 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("scheduler".to_owned())
         .spawn(move || {
-            let mut states: Vec<State> = channels.into_iter().map(State::new).collect();
+            let mut resumed = resumed;
+            let mut states: Vec<State> = channels
+                .into_iter()
+                .map(
+                    |ch| match resumed.iter().position(|r| r.ch.channel == ch.channel) {
+                        Some(i) => resumed.swap_remove(i),
+                        None => State::new(ch),
+                    },
+                )
+                .collect();
             let mut woken: Vec<Wake> = Vec::new();
             while !shutdown.is_shutdown() {
                 for st in &mut states {
+                    let mut woke = false;
                     for w in &woken {
                         match w {
-                            Wake::EditNow(c) if *c == st.ch.channel => st.requeue(),
-                            Wake::AlertEnded(c) if *c == st.ch.channel => st.alert_ended(),
+                            Wake::EditNow(c) if *c == st.ch.channel => {
+                                st.requeue();
+                                woke = true;
+                            }
+                            Wake::AlertEnded(c) if *c == st.ch.channel => {
+                                st.alert_ended();
+                                woke = true;
+                            }
                             _ => {}
                         }
                     }
                     let map = maps.borrow().get(st.ch.station).copied().flatten();
-                    if let Some(map) = map {
-                        st.see_clock(&map);
-                        let now = now_utc();
+                    let Some(map) = map else { continue };
+                    st.see_clock(&map);
+                    let wall = now_utc().0;
+                    // Every look on the station's grid, each once, from just after its first
+                    // datagram (a fleet's station may start ahead, at its origin): the same
+                    // looks as render's and every other node's, so the same cues. One woken
+                    // (an edit that applies now, an alert that ended) looks at once too.
+                    let origin = map.utc_at_origin_ns;
+                    let mut next = match st.next_look {
+                        Some((o, n)) if o == origin => n,
+                        _ => origin + 1,
+                    };
+                    if wall - next > 20 * ROUND_NS {
+                        // Far behind (a stopped process): from the current look on.
+                        next = round_instant(wall, origin).0;
+                    }
+                    let mut looks = Vec::new();
+                    while next <= wall {
+                        looks.push((Utc(next), true));
+                        next += ROUND_NS;
+                    }
+                    st.next_look = Some((origin, next));
+                    if woke && wall > origin {
+                        looks.push((Utc(wall), false));
+                    }
+                    for (now, on_grid) in looks {
                         if now < st.resting_until {
                             continue;
                         }
@@ -231,7 +274,10 @@ pub(crate) fn start(
                                 g.insert(st.ch.channel.clone(), week);
                             });
                         }
-                        if let Some(msg) = r.msg {
+                        if let Some(mut msg) = r.msg {
+                            if !on_grid {
+                                msg.look_ns = None;
+                            }
                             if !sink.send(msg) {
                                 return;
                             }
@@ -240,7 +286,7 @@ pub(crate) fn start(
                 }
                 // Half a second between rounds, or less when something wakes it.
                 woken.clear();
-                let until = std::time::Instant::now() + Duration::from_millis(500);
+                let until = std::time::Instant::now() + Duration::from_nanos(ROUND_NS as u64);
                 while !shutdown.is_shutdown() {
                     let left = until.saturating_duration_since(std::time::Instant::now());
                     match wakes.recv_timeout(left.min(Duration::from_millis(100))) {
@@ -255,6 +301,26 @@ pub(crate) fn start(
                 }
             }
         })
+}
+
+impl State {
+    /// Goes on with the looks on the grid of the clock starting at UTC `origin_ns` from
+    /// `next_ns` on (a station played from its fleet origin up to there).
+    pub(crate) fn resume_looks(&mut self, origin_ns: i64, next_ns: i64) {
+        self.next_look = Some((origin_ns, next_ns));
+    }
+}
+
+/// How often the scheduler looks at a channel's schedule (ns).
+pub(crate) const ROUND_NS: i64 = 500_000_000;
+
+/// The instant a look at UTC `now` is made for, on the grid of a station whose output clock
+/// started at UTC `origin_ns`: one every [`ROUND_NS`] from just after its first datagram.
+/// Every node of a fleet, and `headend render`, then decides at the same instants (what is
+/// cued first, where a schedule takes over), so the stations' bytes agree.
+pub(crate) fn round_instant(now: i64, origin_ns: i64) -> Utc {
+    let since = (now - origin_ns - 1).max(0);
+    Utc(origin_ns + 1 + since - since % ROUND_NS)
 }
 
 /// The wall clock as the playout clock counts it (UTC ns since 1970).
@@ -294,6 +360,7 @@ impl State {
             unplayable: HashMap::new(),
             faults_logged: std::collections::HashSet::new(),
             origin_seen: None,
+            next_look: None,
             panics: 0,
             resting_until: Utc(i64::MIN),
         }
@@ -646,6 +713,7 @@ fn round(
         faults,
         week,
         guide: None,
+        look_ns: Some(now.0),
     }))
 }
 

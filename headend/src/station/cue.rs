@@ -42,6 +42,12 @@ pub(crate) struct ScheduleMsg {
     /// The channel's whole guide from XMLTV (`[channel.si] xmltv`): the EIT schedule, and
     /// present/following by the clock rather than by what goes on air.
     pub(crate) guide: Option<Vec<(u16, OnAirProgramme)>>,
+    /// The instant (UTC ns) of the scheduler's look that made it, on the station's grid
+    /// (`crate::schedule::driver::round_instant`): the station applies it a fixed time
+    /// after ([`super::Station::handle_schedule`]), whenever it arrived, so its effects
+    /// are at the same place in the output on every node. `None`: at once (an edit that
+    /// applies now, an alert that ended, a guide).
+    pub(crate) look_ns: Option<i64>,
 }
 
 impl ScheduleMsg {
@@ -60,6 +66,7 @@ impl ScheduleMsg {
             faults: Vec::new(),
             week: None,
             guide: Some(events),
+            look_ns: None,
         }
     }
 }

@@ -44,6 +44,13 @@ pub(crate) use overrides::{AirAlert, AirKind, AirReport, OverrideMsg};
 
 /// How often TDT/TOT are refreshed (and peers' EIT other sent): each second of output time.
 const SI_TICK: Ticks27M = Carousel::TICK;
+/// How long after the scheduler's look (output time) its message applies: more than the
+/// daemon's scheduler can be late with it (its look comes up to a round, 500 ms, after the
+/// instant it is for), and far less than the cues' lead (4 s at least).
+const SCHEDULE_APPLY: Ticks27M = SYSTEM_CLOCK_HZ;
+/// How long after its job was given (output time) an EIT schedule update goes on air: time
+/// for the builder thread, busy with every channel's first week at a start (2 ms each).
+const EIT_APPLY: Ticks27M = SYSTEM_CLOCK_HZ;
 /// Packets [`Station::emit`] works on at a time: one UDP datagram.
 pub(crate) const EMIT_STEP: usize = 7;
 
@@ -61,9 +68,9 @@ pub(crate) enum Handover {
 pub(crate) enum Output {
     /// An alert went on or off air (for the alert desk's audit log).
     Air(AirReport),
-    /// EIT schedule work ([`crate::eit_builder`], [`epg::eit_cache::EitBuilds`]); the answer
-    /// goes to [`Station::handle_built`].
-    Eit(EitJob),
+    /// EIT schedule work ([`crate::eit_builder`], [`epg::eit_cache::EitBuilds`]), given at
+    /// output time `at`; the answer goes to [`Station::handle_built`] with that time.
+    Eit { job: EitJob, at: Ticks27M },
     /// A service's present/following changed: for every other station
     /// ([`Station::handle_peer`]).
     Pf(Box<PfPosted>),
@@ -178,6 +185,10 @@ pub(crate) struct Station {
     media_fault: Vec<bool>,
     /// What the stoppage record is to be told, until taken.
     marks: Vec<crate::record::Mark>,
+    /// EIT schedule tables built, waiting for their output time ([`Station::handle_built`]).
+    built: VecDeque<(Ticks27M, Built)>,
+    /// The scheduler's messages waiting for their output time ([`Station::handle_schedule`]).
+    deferred: VecDeque<(Ticks27M, ScheduleMsg)>,
 }
 
 impl Station {
@@ -235,6 +246,8 @@ impl Station {
             fault_tags: HashMap::new(),
             media_fault: vec![false; plan.channels.len()],
             marks: Vec::new(),
+            built: VecDeque::new(),
+            deferred: VecDeque::new(),
         };
         st.collect();
         st
@@ -259,6 +272,11 @@ impl Station {
                 .at(at)
                 .on_air(before),
         );
+    }
+
+    /// Its index among all stations.
+    pub(crate) fn index(&self) -> usize {
+        self.index
     }
 
     /// Its id (channel or MPTS).
@@ -319,6 +337,7 @@ impl Station {
             let n = left.min(EMIT_STEP);
             left -= n;
             let start = buf.len();
+            self.apply_due_schedule();
             let now = self.mux.now();
             for (_, s) in &mut self.scrambling {
                 s.rotate(&mut self.mux, now);
@@ -327,6 +346,7 @@ impl Station {
             for (_, s) in &mut self.scrambling {
                 s.apply(&mut buf[start..]);
             }
+            self.apply_built();
             let now = self.mux.now();
             if now >= self.next_si_tick {
                 self.next_si_tick += SI_TICK * ((now - self.next_si_tick) / SI_TICK + 1);
@@ -456,9 +476,31 @@ impl Station {
     }
 
     /// EIT schedule tables encoded for this station.
-    pub(crate) fn handle_built(&mut self, built: Built) {
-        if let Some(si) = &mut self.si {
-            si.handle_built(&mut self.mux, built);
+    /// EIT schedule tables built for the job given at output time `at`: they go on air
+    /// [`EIT_APPLY`] after it, whenever the builder finished (at once if later), so the
+    /// output does not depend on how fast the builder was (the engine's thread, render's
+    /// inline call): the same bytes on every node of a fleet.
+    pub(crate) fn handle_built(&mut self, built: Built, at: Ticks27M) {
+        let due = at + EIT_APPLY;
+        if due <= self.mux.now() {
+            if let Some(si) = &mut self.si {
+                si.handle_built(&mut self.mux, built);
+            }
+        } else {
+            self.built.push_back((due, built));
+        }
+    }
+
+    /// The built EIT tables due by now.
+    fn apply_built(&mut self) {
+        let now = self.mux.now();
+        while self.built.front().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, b)) = self.built.pop_front() else {
+                break;
+            };
+            if let Some(si) = &mut self.si {
+                si.handle_built(&mut self.mux, b);
+            }
         }
     }
 
@@ -487,6 +529,31 @@ impl Station {
     /// Takes the scheduler's cues: new files join the playlist, the first cues take over
     /// from it.
     pub(crate) fn handle_schedule(&mut self, msg: ScheduleMsg) {
+        if let Some(look) = msg.look_ns.filter(|_| !msg.preempt) {
+            let due = self.clock.output_time(playout::schedule::Utc(look)) + SCHEDULE_APPLY;
+            if due > self.mux.now() {
+                self.deferred.push_back((due, msg));
+                return;
+            }
+        }
+        // At once, after what came before it.
+        while let Some((_, m)) = self.deferred.pop_front() {
+            self.apply_schedule(m);
+        }
+        self.apply_schedule(msg);
+    }
+
+    /// The scheduler's messages due by now.
+    fn apply_due_schedule(&mut self) {
+        let now = self.mux.now();
+        while self.deferred.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, m)) = self.deferred.pop_front() {
+                self.apply_schedule(m);
+            }
+        }
+    }
+
+    fn apply_schedule(&mut self, msg: ScheduleMsg) {
         let utc = self.utc_ns();
         if let (Some(guide), Some(si)) = (&msg.guide, self.si.as_mut()) {
             si.set_guide(
@@ -580,7 +647,10 @@ impl Station {
         if let Some(si) = &mut self.si {
             while let Some(o) = si.poll_output() {
                 self.out.push_back(match o {
-                    SiOutput::Eit(job) => Output::Eit(job),
+                    SiOutput::Eit(job) => Output::Eit {
+                        job,
+                        at: self.mux.now(),
+                    },
                     SiOutput::Pf(pf) => Output::Pf(pf),
                 });
             }
@@ -1110,6 +1180,7 @@ mod tests {
             faults: Vec::new(),
             week: None,
             guide: None,
+            look_ns: None,
         };
         let cue = |item: usize, tag: u64| Cue {
             item,

@@ -1,0 +1,183 @@
+//! Each station's origin, shared in etcd: `{prefix}origins/{station}` = the UTC instant of
+//! the station's first datagram, the node that set it and a fingerprint of the station's
+//! configuration. A station's bytes are a function of its configuration, its schedules, its
+//! key material and the time since its origin, so every node that plays it from the same
+//! origin sends the same TS and RTP: a takeover continues the stream, and two nodes can send
+//! a SMPTE 2022-7 pair. A node starting later plays the station from the origin on a
+//! simulated clock up to now (`crate::render::CaughtUp`) before it paces it.
+//!
+//! The first node to start a station sets its origin (created only where absent, no lease:
+//! it outlives the nodes). A node whose configuration of the station differs (a changed
+//! playlist, muxrate, PIDs, SI or scrambling) sets a new one: the station cannot be in step
+//! with nodes that play something else. An origin older than `[fleet] catch_up` is not
+//! caught up with (playing that far costs too much at a start): the station starts on this
+//! node's own clock, warm but not in step, and the log says so.
+
+use serde::{Deserialize, Serialize};
+
+use super::etcd::Etcd;
+use crate::config::{FleetConfig, KeySourceConfig};
+use crate::station::StationSpec;
+
+/// Origins are set on this grid (ns): a round instant in the logs.
+const GRID_NS: i64 = 100_000_000;
+/// How far ahead an origin is set: more than the engine's catch-up lead, so the node that
+/// sets it starts the station there and sends its first datagram.
+const LEAD_NS: i64 = 500_000_000;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Origin {
+    utc_ns: i64,
+    node: String,
+    config: String,
+}
+
+/// Whether `spec` plays the same bytes wherever it is played from its origin: a channel of
+/// its own that plays files (a live input's data and a SimulCrypt ECMG's ECMs are not
+/// known ahead) and whose scrambling keys, if any, come from the configuration.
+pub(crate) fn replayable(spec: &StationSpec) -> bool {
+    spec.single_channel().is_some_and(|ch| {
+        ch.inputs.is_empty()
+            && ch.scrambling.as_ref().is_none_or(|sc| {
+                !matches!(
+                    sc.keys,
+                    KeySourceConfig::Simulcrypt(_) | KeySourceConfig::Random
+                )
+            })
+    })
+}
+
+/// What of `spec` the bytes depend on, as 16 hex digits: everything but where it is sent,
+/// recorded and preferred, which may differ between nodes.
+fn fingerprint(spec: &StationSpec) -> String {
+    let mut text = format!("{:?}", spec.mux);
+    for ch in &spec.channels {
+        let mut c = ch.clone();
+        c.outputs.clear();
+        c.archive = None;
+        c.prefer.clear();
+        text.push_str(&format!("{c:?}"));
+    }
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// Each station's origin (UTC ns), by index in `specs`: read from etcd, or set there by this
+/// node (half a second after `now_ns`, on a tenth of a second). `None` for a station that is not
+/// replayable, whose origin is older than the catch-up limit, or when etcd cannot be
+/// reached (logged: such a station starts on this node's own clock).
+pub(crate) fn origins(cfg: &FleetConfig, specs: &[StationSpec], now_ns: i64) -> Vec<Option<i64>> {
+    let mut etcd = match Etcd::new(&cfg.etcd, cfg.call_timeout()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "fleet: cannot read the stations' origins: every station starts on this node's clock");
+            return vec![None; specs.len()];
+        }
+    };
+    let proposed = ((now_ns + LEAD_NS).div_euclid(GRID_NS) + 1) * GRID_NS;
+    specs
+        .iter()
+        .map(|spec| {
+            if !replayable(spec) {
+                return None;
+            }
+            let r = origin(&mut etcd, cfg, spec, proposed);
+            match r {
+                Ok(o) if now_ns - o > cfg.catch_up.as_nanos() as i64 => {
+                    tracing::warn!(
+                        station = %spec.id,
+                        origin = %chrono::DateTime::from_timestamp_nanos(o).to_rfc3339(),
+                        catch_up = ?cfg.catch_up,
+                        "fleet: the station's origin is older than the catch-up limit: it starts on this node's clock, not in step with the other nodes"
+                    );
+                    None
+                }
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::warn!(station = %spec.id, error = %e, "fleet: cannot agree the station's origin: it starts on this node's clock");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The origin of `spec` in etcd, set to `proposed` where absent or set for another
+/// configuration.
+fn origin(
+    etcd: &mut Etcd,
+    cfg: &FleetConfig,
+    spec: &StationSpec,
+    proposed: i64,
+) -> Result<i64, String> {
+    let key = format!("{}origins/{}", cfg.prefix, spec.id);
+    let mine = Origin {
+        utc_ns: proposed,
+        node: cfg.node.clone(),
+        config: fingerprint(spec),
+    };
+    let value = serde_json::to_vec(&mine).map_err(|e| e.to_string())?;
+    for _ in 0..3 {
+        match etcd.get(&key).map_err(|e| e.to_string())? {
+            None => {
+                if etcd.create(&key, &value, 0).map_err(|e| e.to_string())? {
+                    tracing::info!(station = %spec.id, origin = %chrono::DateTime::from_timestamp_nanos(proposed).to_rfc3339(), "fleet: the station's origin is set");
+                    return Ok(proposed);
+                }
+            }
+            Some(kv) => {
+                let theirs: Option<Origin> = serde_json::from_slice(&kv.value).ok();
+                match theirs {
+                    Some(o) if o.config == mine.config => return Ok(o.utc_ns),
+                    other => {
+                        if etcd
+                            .put_if_unchanged(&key, &value, kv.mod_revision)
+                            .map_err(|e| e.to_string())?
+                        {
+                            tracing::warn!(
+                                station = %spec.id,
+                                previous_node = other.as_ref().map_or("?", |o| o.node.as_str()),
+                                "fleet: the station's configuration differs from the one its origin was set for: a new origin is set (nodes still playing the old configuration are not in step with it)"
+                            );
+                            return Ok(proposed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Err(format!("{key}: changed under every attempt"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_ignores_where_a_station_is_sent() {
+        let text = |out: &str| {
+            format!(
+                "[[channel]]\nid = \"c\"\nservice_id = 1\nname = \"C\"\nmuxrate = \"2 Mbit/s\"\nplaylist = [\"a.ts\"]\n\
+                 [[channel.output]]\nurl = \"{out}\"\n"
+            )
+        };
+        let dir = std::path::Path::new("/tmp");
+        let a = crate::config::parse(&text("udp://127.0.0.1:5000"), dir, "a.toml").unwrap();
+        let b = crate::config::parse(&text("rtp://127.0.0.1:5002"), dir, "b.toml").unwrap();
+        let (sa, sb) = (crate::station::specs(&a), crate::station::specs(&b));
+        assert_eq!(fingerprint(&sa[0]), fingerprint(&sb[0]));
+        let c = crate::config::parse(
+            &text("udp://127.0.0.1:5000").replace("2 Mbit/s", "3 Mbit/s"),
+            dir,
+            "c.toml",
+        )
+        .unwrap();
+        assert_ne!(
+            fingerprint(&sa[0]),
+            fingerprint(&crate::station::specs(&c)[0])
+        );
+        assert!(replayable(&sa[0]));
+    }
+}
