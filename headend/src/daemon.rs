@@ -92,6 +92,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                         driver::now_utc().0,
                     ),
                     store: &store,
+                    lease: cfg.lease,
                 })
             }
             _ => None,

@@ -480,13 +480,25 @@ impl CaughtUp {
     }
 
     /// Plays on until `datagrams` datagrams are out (whole datagrams, as on air), reading
-    /// inputs from `store` and `media_dir` as the daemon would.
-    pub(crate) fn advance(&mut self, store: &Store, media_dir: &Path, datagrams: u64) {
+    /// inputs from `store` and `media_dir` as the daemon would: whether it got there before
+    /// `deadline`.
+    pub(crate) fn advance(
+        &mut self,
+        store: &Store,
+        media_dir: &Path,
+        datagrams: u64,
+        deadline: Instant,
+    ) -> bool {
         let index = self.st.index();
         let total = datagrams * EMIT_STEP as u64;
         let muxrate = self.st.mux().config().muxrate_bps;
         let origin = self.st.clock().utc_at_origin_ns;
+        let mut steps = 0u32;
         while self.st.mux().slot() < total {
+            steps += 1;
+            if steps % 256 == 0 && Instant::now() >= deadline {
+                return false;
+            }
             let utc = self.st.utc_ns();
             if let Some(s) = &mut self.scheduler {
                 // Not before the first datagram (nor does the daemon's look before then).
@@ -543,6 +555,7 @@ impl CaughtUp {
             self.buf.clear();
             self.st.emit(&mut self.buf, want as usize);
         }
+        true
     }
 }
 

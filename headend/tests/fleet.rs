@@ -1001,3 +1001,130 @@ fn two_nodes_in_step_send_one_stream_and_a_2022_7_pair_survives_a_kill() {
     let errors = common::ffmpeg_errors(ffmpeg, &merged);
     assert!(errors.is_empty(), "ffmpeg: {errors:?}");
 }
+
+/// A takeover in step on one path: two nodes play a channel from one origin and only its owner
+/// sends it (to an IPv6 group on `lo`); the other listens to the group, keeps what it made
+/// and did not send, and when the owner is killed (-9) sends first what the owner never sent,
+/// then the rest, at twice the rate until caught up. The receiver sees one RTP stream with no
+/// sequence gap and no duplicate, no continuity error across the takeover, and ffmpeg decodes
+/// it with no error.
+#[test]
+fn a_takeover_in_step_continues_the_stream_without_a_gap() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let Some(ffmpeg) = common::tool("ffmpeg") else {
+        return;
+    };
+    let group = "ff15::1:4e";
+    common::multicast_on_lo(group);
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("g1", client, peer)]);
+    let port = common::free_udp_port();
+    let rx = common::multicast_receiver(group.parse().unwrap(), port);
+    rx.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let a = media("a.ts").display().to_string();
+    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
+    let mut nodes: Vec<Option<Daemon>> = ["he-a", "he-b"]
+        .iter()
+        .zip(&https)
+        .map(|(n, http)| {
+            let d = dir.path().join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            let cfg = d.join("headend.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n\
+                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/gap-test/\"\n\n\
+                     [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\n\
+                     playlist = [{a:?}]\n\
+                     [[channel.output]]\nurl = \"rtp://[{group}]:{port}\"\ninterface = \"lo\"\n"
+                ),
+            )
+            .unwrap();
+            let daemon = Some(Daemon::run(&cfg, "info"));
+            // The second a little later: it plays the channel from its origin.
+            std::thread::sleep(Duration::from_secs(2));
+            daemon
+        })
+        .collect();
+    // Who sends it, once both are registered.
+    let until = Instant::now() + Duration::from_secs(20);
+    let owner = loop {
+        let v = fleet(https[0]);
+        let owner = v["channels"][0]["owner"].as_str().map(str::to_owned);
+        if v["nodes"].as_array().map_or(0, Vec::len) == 2 {
+            if let Some(o) = owner {
+                break o;
+            }
+        }
+        assert!(Instant::now() < until, "no owner: {v:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let k = if owner == "he-a" { 0 } else { 1 };
+    // Receive 3 s, kill the owner, receive 5 s more.
+    let mut got: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut buf = [0u8; 2048];
+    let began = Instant::now();
+    let mut killed = false;
+    while began.elapsed() < Duration::from_secs(8) {
+        if !killed && began.elapsed() >= Duration::from_secs(3) {
+            if let Some(mut d) = nodes[k].take() {
+                let _ = d.0.kill();
+                let _ = d.0.wait();
+            }
+            killed = true;
+        }
+        if let Ok(n) = rx.recv(&mut buf) {
+            if let Some((seq, p)) = playout::rtp::payload(&buf[..n]) {
+                got.push((seq, p.to_vec()));
+            }
+        }
+    }
+    let mut survivor = nodes[1 - k].take().unwrap();
+    let (status, stderr) = common::signal_and_wait(&mut survivor.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    // It sent the backlog: what the owner had not sent when it died.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("taking over where the owner stopped"))
+        .unwrap_or_else(|| panic!("no backlog sent: {stderr}"));
+    eprintln!("{line}");
+    assert!(got.len() > 1200, "{} datagrams", got.len());
+    let steps: Vec<u16> = got
+        .windows(2)
+        .map(|w| w[1].0.wrapping_sub(w[0].0))
+        .filter(|s| *s != 1)
+        .collect();
+    assert!(
+        steps.is_empty(),
+        "RTP sequence steps other than 1: {steps:?}"
+    );
+    let data: Vec<u8> = got.iter().flat_map(|(_, p)| p.clone()).collect();
+    // From the first PAT on (the capture starts mid-stream) to the last PES start of the
+    // audio and video (it ends mid-stream: the last access units are cut short).
+    let pusi = |p: &[u8], pid: u16| {
+        p[1] & 0x40 != 0 && u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]) == pid
+    };
+    let packets: Vec<&[u8]> = data.chunks(188).collect();
+    let first_pat = packets.iter().position(|p| pusi(p, 0)).unwrap();
+    let end = [0x100, 0x101]
+        .iter()
+        .map(|&pid| packets.iter().rposition(|p| pusi(p, pid)).unwrap())
+        .min()
+        .unwrap();
+    let data = data[first_pat * 188..end * 188].to_vec();
+    let path = dir.path().join("received.ts");
+    std::fs::write(&path, &data).unwrap();
+    let r = common::checked_as(
+        "fleet-takeover",
+        &data,
+        &playout::check::CheckLimits::across_joins(2_000_000),
+    );
+    assert_eq!(r.cc_error_count, 0);
+    let errors = common::ffmpeg_errors(ffmpeg, &path);
+    assert!(errors.is_empty(), "ffmpeg: {errors:?}");
+}

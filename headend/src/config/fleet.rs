@@ -28,10 +28,10 @@ pub(crate) struct FleetConfig {
     /// `http://` and `[http] listen`.
     pub(crate) api: String,
     /// Key `catch_up`: how far back a station's origin may be for this node to play it from
-    /// there at its start and join the other nodes in step (same bytes, same RTP; docs/fleet.md).
-    /// Playing costs about a CPU-second per hour of a 6 Mbit/s channel (BENCHMARKS.md §16).
-    /// An older origin: the station starts on this node's clock, not in step. 0s..=7d.
-    /// Default `"6h"`.
+    /// there at its start and join the other nodes in step (same bytes, same RTP;
+    /// docs/fleet.md). Playing costs about 1.6 CPU-seconds per hour of a 6 Mbit/s channel
+    /// (BENCHMARKS.md §16.3), and a start gives it 30 s. An older origin: the station starts
+    /// on this node's clock, not in step. 0s..=7d. Default `"6h"`.
     pub(crate) catch_up: Duration,
 }
 

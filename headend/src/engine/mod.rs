@@ -5,7 +5,7 @@
 //! packets (with PAT/PMT and PCR) until it arrives. Outputs are non-blocking: one that fails
 //! or pushes back loses its own datagrams and nothing else.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,6 +75,8 @@ pub(crate) struct InStep<'a> {
     pub(crate) origins: Vec<Option<i64>>,
     /// The schedules, to play the stations from their origins.
     pub(crate) store: &'a crate::schedule::store::Store,
+    /// The node's lease: how long a takeover can take (a standby keeps that much output).
+    pub(crate) lease: Duration,
 }
 
 /// The UTC offset (ns) of datagram `k` from a station's origin at `muxrate_bps`.
@@ -92,6 +94,9 @@ fn fnv64(bytes: &[u8]) -> u64 {
 /// How far ahead of the wall clock stations in step are played before the engine starts:
 /// room to start the threads.
 const CATCH_UP_AHEAD_NS: i64 = 300_000_000;
+/// How long a node's start may spend playing stations from their origins (on every core):
+/// what is not caught up by then starts on the node's own clock.
+const CATCH_UP_BUDGET: Duration = Duration::from_secs(30);
 
 /// The stations of `specs` with an origin in `fleet`, each played from its origin to a
 /// little ahead of now ([`CATCH_UP_AHEAD_NS`]), by index (`None`: the station starts now,
@@ -119,24 +124,66 @@ fn catch_up(
         });
     }
     let began = Instant::now();
+    let deadline = began + CATCH_UP_BUDGET;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut played = 0u64;
+    let mut given_up = Vec::new();
     for _ in 0..20 {
         let pass = Instant::now();
         let target = crate::schedule::driver::now_utc().0 + CATCH_UP_AHEAD_NS;
-        for cu in out.iter_mut().flatten() {
-            let clock = cu.st.clock();
-            let muxrate = cu.st.mux().config().muxrate_bps;
-            let ahead = (target - clock.utc_at_origin_ns).max(0) as u128;
-            let k =
-                (ahead * u128::from(muxrate)).div_ceil(DATAGRAM as u128 * 8 * 1_000_000_000) as u64;
-            if k > cu.datagrams() {
-                played += k - cu.datagrams();
-                cu.advance(fleet.store, &config.schedules.media_dir, k);
-            }
+        // The stations shared out over the cores; each plays up to the target, or gives up
+        // at the deadline (it then starts on this node's clock).
+        let mut slots: Vec<&mut Option<crate::render::CaughtUp>> =
+            out.iter_mut().filter(|c| c.is_some()).collect();
+        let per = slots.len().div_ceil(threads).max(1);
+        let results: Vec<(u64, Vec<String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = slots
+                .chunks_mut(per)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        let (mut played, mut gave_up) = (0u64, Vec::new());
+                        for slot in chunk.iter_mut() {
+                            let Some(cu) = slot.as_mut() else { continue };
+                            let clock = cu.st.clock();
+                            let muxrate = cu.st.mux().config().muxrate_bps;
+                            let ahead = (target - clock.utc_at_origin_ns).max(0) as u128;
+                            let k = (ahead * u128::from(muxrate))
+                                .div_ceil(DATAGRAM as u128 * 8 * 1_000_000_000)
+                                as u64;
+                            if k <= cu.datagrams() {
+                                continue;
+                            }
+                            let from = cu.datagrams();
+                            if cu.advance(fleet.store, &config.schedules.media_dir, k, deadline) {
+                                played += k - from;
+                            } else {
+                                gave_up.push(cu.st.id().to_owned());
+                                **slot = None;
+                            }
+                        }
+                        (played, gave_up)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for (p, g) in results {
+            played += p;
+            given_up.extend(g);
         }
         if pass.elapsed() < Duration::from_nanos(CATCH_UP_AHEAD_NS as u64 / 3) {
             break;
         }
+    }
+    if !given_up.is_empty() {
+        tracing::warn!(
+            stations = ?given_up,
+            budget = ?CATCH_UP_BUDGET,
+            "fleet: playing these stations from their origins took longer than the start allows: they start on this node's clock, not in step with the other nodes"
+        );
     }
     if played > 0 {
         tracing::info!(
@@ -147,6 +194,25 @@ fn catch_up(
         );
     }
     Ok(out)
+}
+
+/// The standby state of station `spec` when it plays in step with a fleet: listening on its
+/// gated multicast outputs, keeping what it makes for the lease and a second more.
+fn standby_of(spec: &StationSpec, fleet: Option<&InStep<'_>>, in_step: bool) -> Option<Standby> {
+    let fleet = fleet.filter(|_| in_step)?;
+    let mut listeners = Vec::new();
+    for o in spec.outputs.iter().filter(|o| !o.seamless) {
+        match crate::output::udp::listen(o) {
+            Ok(Some(l)) => listeners.push(l),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(station = %spec.id, output = %o.dest, error = %e, "fleet: cannot listen to the owner's output: a takeover leaves a gap there");
+            }
+        }
+    }
+    let per_s = spec.mux.muxrate_bps / (DATAGRAM as u64 * 8);
+    let cap = ((fleet.lease.as_secs() + 1) * per_s.max(1)) as usize;
+    Some(Standby::new(listeners, cap))
 }
 
 /// The running engine threads.
@@ -331,6 +397,7 @@ impl Engine {
                 rtp_base,
                 in_step: pacer_cfg.max_behind_ns == u64::MAX,
                 late_unsent: 0,
+                standby: standby_of(spec, fleet, pacer_cfg.max_behind_ns == u64::MAX),
                 sources,
                 st,
                 cas,
@@ -507,6 +574,8 @@ struct Live {
     in_step: bool,
     /// Datagrams not sent because a stall made them late (in step only).
     late_unsent: u64,
+    /// In step on a fleet node: what the owner did not send, sent on taking over.
+    standby: Option<Standby>,
     feed: Option<Arc<Feed>>,
     /// The channel's archive, if it is recorded: it gets what the feed gets.
     archive: Option<crate::archive::Tap>,
@@ -543,6 +612,116 @@ struct Live {
     /// The chaos knob (`HEADEND_CHAOS_PANIC=STATION@SECONDS`): panic once at this time
     /// (engine clock, ns), to prove containment.
     chaos_at: Option<u64>,
+}
+
+/// A station in step on a node that does not own it (its gate shut): what it made and did not
+/// send, and where the owner is, heard on the gated multicast outputs. When the gate opens
+/// (the owner died or gave the channel up), what the owner never sent goes first, then the
+/// rest, at twice the rate until caught up: the receivers see one stream, late for a moment,
+/// with no gap (no continuity error, no RTP sequence gap).
+struct Standby {
+    listeners: Vec<std::net::UdpSocket>,
+    /// What was made while the gate was shut: (datagram index, RTP timestamp, bytes).
+    made: VecDeque<(u64, u64, Bytes)>,
+    /// Index of each made datagram by its digest (UDP outputs carry no sequence number).
+    by_digest: HashMap<u64, u64>,
+    cap: usize,
+    /// The last datagram the owner was heard sending.
+    heard: Option<u64>,
+    open: bool,
+    /// After the gate opened: to send, in order, at twice the rate.
+    backlog: VecDeque<(u64, u64, Bytes)>,
+    /// Datagrams up to this one the owner sent already.
+    sent_through: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl Standby {
+    fn new(listeners: Vec<std::net::UdpSocket>, cap: usize) -> Standby {
+        Standby {
+            listeners,
+            made: VecDeque::new(),
+            by_digest: HashMap::new(),
+            cap,
+            heard: None,
+            open: false,
+            backlog: VecDeque::new(),
+            sent_through: None,
+            buf: vec![0; 2048],
+        }
+    }
+
+    /// Datagram `index` made while the gate is shut.
+    fn keep(&mut self, index: u64, ts90k: u64, datagram: &[u8]) {
+        if let Some(d) = digest(datagram) {
+            self.by_digest.insert(d, index);
+        }
+        self.made
+            .push_back((index, ts90k, Bytes::copy_from_slice(datagram)));
+        while self.made.len() > self.cap {
+            if let Some((i, _, old)) = self.made.pop_front() {
+                if let Some(d) = digest(&old) {
+                    if self.by_digest.get(&d) == Some(&i) {
+                        self.by_digest.remove(&d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the owner sent since the last look, near datagram `index`.
+    fn listen(&mut self, index: u64) {
+        for sock in &self.listeners {
+            while let Ok(n) = sock.recv(&mut self.buf) {
+                let d = &self.buf[..n];
+                let heard = match playout::rtp::payload(d) {
+                    Some((seq, _)) => {
+                        // The index closest to `index` with these low 16 bits.
+                        let base = index & !0xFFFF;
+                        [base.wrapping_sub(0x1_0000), base, base + 0x1_0000]
+                            .into_iter()
+                            .map(|b| b | u64::from(seq))
+                            .min_by_key(|e| e.abs_diff(index))
+                    }
+                    None => digest(d).and_then(|h| self.by_digest.get(&h).copied()),
+                };
+                if let Some(h) = heard {
+                    self.heard = Some(self.heard.map_or(h, |x| x.max(h)));
+                }
+            }
+        }
+    }
+
+    /// The gate opened: what the owner did not send becomes the backlog.
+    fn take_over(&mut self) {
+        self.open = true;
+        if let Some(h) = self.heard.take() {
+            self.backlog = self.made.drain(..).filter(|(i, _, _)| *i > h).collect();
+            self.sent_through = Some(h);
+            if !self.backlog.is_empty() {
+                tracing::info!(from = h + 1, datagrams = self.backlog.len(), "fleet: taking over where the owner stopped: what it did not send goes first, at twice the rate");
+            }
+        }
+        self.made.clear();
+        self.by_digest.clear();
+    }
+}
+
+/// A digest of a datagram of TS packets (an RTP header is left out), or `None` for one of
+/// null packets only, which many datagrams are.
+fn digest(d: &[u8]) -> Option<u64> {
+    let ts = playout::rtp::payload(d).map_or(d, |(_, p)| p);
+    let all_null = ts
+        .chunks(PACKET_SIZE)
+        .all(|p| p.len() >= 3 && p[1] & 0x1F == 0x1F && p[2] == 0xFF);
+    if all_null {
+        return None;
+    }
+    Some(ts.chunks(8).fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+        let mut b = [0u8; 8];
+        b[..w.len()].copy_from_slice(w);
+        (h ^ u64::from_le_bytes(b)).wrapping_mul(0x0100_0000_01b3)
+    }))
 }
 
 /// What a station is built from, kept to build it again.
@@ -1805,25 +1984,62 @@ impl Live {
             .gate
             .as_ref()
             .is_none_or(|(g, i)| g.open(*i, Instant::now()));
-        if send || self.seamless.iter().any(|s| *s) {
-            for d in 0..n {
-                let index = first + d as u64;
-                if self.in_step && self.pacer.due(index) + LATE_NS < now {
-                    // Late after a stall: lost, so what follows leaves on its instant (the
-                    // other path of a 2022-7 pair has it).
-                    self.late_unsent += 1;
-                    continue;
+        let base = self.rtp_base + first;
+        if let Some(sb) = &mut self.standby {
+            if !send {
+                sb.open = false;
+                sb.listen(base);
+            } else if !sb.open {
+                sb.take_over();
+            }
+        }
+        for d in 0..n {
+            let index = first + d as u64;
+            if self.in_step && self.pacer.due(index) + LATE_NS < now {
+                // Late after a stall: lost, so what follows leaves on its instant (the other
+                // path of a 2022-7 pair has it).
+                self.late_unsent += 1;
+                continue;
+            }
+            let off = start + d * DATAGRAM;
+            let datagram = &self.acc[off..off + DATAGRAM];
+            let ts90k = self
+                .st
+                .mux()
+                .slot_time(slot0 + (d * PACKETS_PER_DATAGRAM) as u64)
+                / 300;
+            let abs = self.rtp_base + index;
+            for (o, seamless) in self.outputs.iter_mut().zip(&self.seamless) {
+                if *seamless {
+                    o.send(datagram, ts90k, abs);
                 }
-                let off = start + d * DATAGRAM;
-                let datagram = &self.acc[off..off + DATAGRAM];
-                let ts90k = self
-                    .st
-                    .mux()
-                    .slot_time(slot0 + (d * PACKETS_PER_DATAGRAM) as u64)
-                    / 300;
+            }
+            match &mut self.standby {
+                Some(sb) if !send => sb.keep(abs, ts90k, datagram),
+                Some(sb) if sb.sent_through.is_some_and(|h| abs <= h) => {}
+                Some(sb) if !sb.backlog.is_empty() => {
+                    sb.backlog
+                        .push_back((abs, ts90k, Bytes::copy_from_slice(datagram)));
+                }
+                _ if send => {
+                    for (o, seamless) in self.outputs.iter_mut().zip(&self.seamless) {
+                        if !*seamless {
+                            o.send(datagram, ts90k, abs);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(sb) = self.standby.as_mut().filter(|_| send) {
+            // Twice the rate until the backlog is out.
+            for _ in 0..2 * n {
+                let Some((abs, ts90k, datagram)) = sb.backlog.pop_front() else {
+                    break;
+                };
                 for (o, seamless) in self.outputs.iter_mut().zip(&self.seamless) {
-                    if send || *seamless {
-                        o.send(datagram, ts90k, self.rtp_base + index);
+                    if !*seamless {
+                        o.send(&datagram, ts90k, abs);
                     }
                 }
             }

@@ -195,12 +195,31 @@ pub(crate) fn civil_date(days: i64) -> String {
     format!("{:04}-{m:02}-{d:02}", if m <= 2 { y + 1 } else { y })
 }
 
+/// A port that `free` says is free, below the kernel's ephemeral range (32768 and up on
+/// Linux): a port the kernel picked for `bind(:0)` may be picked again for an outgoing
+/// connection (the fleet's etcd calls, HTTP clients) before the test's server binds it. Each
+/// process walks its own stretch of 20000..32000 (from its pid), a port at most once.
+fn unused_port(free: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % 12_000,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..12_000 {
+        let port = 20_000 + (NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) as u16;
+        if free(port) {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
 /// A TCP port free on 127.0.0.1 right now (for the daemon's `[http] listen`).
 pub(crate) fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    unused_port(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// The group must stay on loopback: set up the routes as `scripts/test` does (root,
@@ -830,13 +849,9 @@ pub(crate) fn paced(data: &[u8], pcr_pid: u16) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
-/// A free UDP port on 127.0.0.1 (bound and let go).
+/// A free UDP port on 127.0.0.1 (bound and let go; see [`unused_port`]).
 pub(crate) fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unused_port(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// What [`sender`] does to the main.
