@@ -107,6 +107,16 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             in_step.as_ref(),
         )?;
         drop(in_step);
+        if let Some(f) = &fleet {
+            f.set_out_of_step(
+                specs
+                    .iter()
+                    .zip(&engine.in_step)
+                    .filter(|(_, ok)| !**ok)
+                    .map(|(s, _)| s.id.clone())
+                    .collect(),
+            );
+        }
         // The live channels: each with its station and its inputs' names.
         let live: Vec<crate::fleet::locks::LiveChannel> = specs
             .iter()

@@ -816,6 +816,24 @@ fn an_input_lock_set_through_one_node_holds_on_every_node() {
     order(https[1], r#"{"action":"unlock"}"#);
     wait_for(https[1], false, None);
     wait_for(https[0], false, None);
+    // A channel relaying live inputs is not played in step: its standby is marked so (a
+    // takeover by it starts a new stream).
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = fleet(https[0]);
+        let c = v["channels"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == "live"))
+            .cloned()
+            .unwrap_or_default();
+        if c["standbys"].as_array().is_some_and(|s| s.len() == 1)
+            && c["not_in_step"] == c["standbys"]
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "{v:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for n in &mut nodes {
         let (st, err) = common::signal_and_wait(&mut n.0, "TERM");
         assert!(st.success(), "{err}");
@@ -972,6 +990,26 @@ fn two_nodes_in_step_send_one_stream_and_a_2022_7_pair_survives_a_kill() {
     std::thread::sleep(Duration::from_secs(4));
     let mut b = Daemon::run(&configs[1], "info");
     std::thread::sleep(Duration::from_secs(6));
+    // Both nodes say they play it in step: every standby continues the sender's stream.
+    let http_b: u16 = std::fs::read_to_string(&configs[1])
+        .unwrap()
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let v = fleet(http_b);
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(2), "{v:#}");
+    assert_eq!(
+        v["channels"][0]["standbys"].as_array().map(Vec::len),
+        Some(1),
+        "{v:#}"
+    );
+    assert_eq!(
+        v["channels"][0]["not_in_step"],
+        serde_json::json!([]),
+        "{v:#}"
+    );
     let _ = a.0.kill();
     let _ = a.0.wait();
     std::thread::sleep(Duration::from_secs(3));

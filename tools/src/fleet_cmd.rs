@@ -95,12 +95,27 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                 "{:<16} {:<16} {:<16} warm standbys",
                 "channel", "sent by", "placed on"
             );
+            let mut any_out = false;
             for c in v["channels"].as_array().into_iter().flatten() {
+                let out: Vec<&str> = c["not_in_step"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str())
+                    .collect();
                 let standbys: Vec<String> = c["standbys"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(s)
+                    .map(|n| {
+                        let name = s(n);
+                        if out.contains(&name.as_str()) {
+                            any_out = true;
+                            format!("{name}*")
+                        } else {
+                            name
+                        }
+                    })
                     .collect();
                 println!(
                     "{:<16} {:<16} {:<16} {}",
@@ -109,6 +124,9 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                     s(&c["placed"]),
                     standbys.join(" ")
                 );
+            }
+            if any_out {
+                println!("* not in step: a takeover by it starts a new stream (the others continue the sender's; docs/fleet.md)");
             }
             Ok(ExitCode::SUCCESS)
         }

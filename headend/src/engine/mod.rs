@@ -231,6 +231,8 @@ pub(crate) struct Engine {
     /// The schedulers of the stations played from their origins, to go on from where they
     /// are (taken by the scheduler thread).
     pub(crate) schedulers: Mutex<Vec<crate::schedule::driver::State>>,
+    /// Whether each station plays in step with its fleet (by index).
+    pub(crate) in_step: Vec<bool>,
     /// Receives every UDP/RTP live input (stopped after the engine threads, whose live sets
     /// let go of their inputs).
     _poller: DatagramPoller,
@@ -457,6 +459,7 @@ impl Engine {
             done_rxs.push(rx);
         }
         let io = IoPool::start(done_txs)?;
+        let in_step: Vec<bool> = stations.iter().map(|l| l.in_step).collect();
         let mut shards: Vec<Vec<(usize, Live)>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, st) in stations.into_iter().enumerate() {
             shards[i % threads].push((i, st));
@@ -525,6 +528,7 @@ impl Engine {
             air_reports: Mutex::new(Some(reports_rx)),
             feeds,
             schedulers: Mutex::new(schedulers),
+            in_step,
             _poller: poller,
         })
     }

@@ -108,6 +108,11 @@ pub(crate) struct NodeInfo {
     /// them should it take those channels over.
     #[serde(default)]
     pub(crate) missing_media: Vec<String>,
+    /// Channels it plays but not in step with the fleet (their origin too old, not caught
+    /// up at its start, or not replayable: live inputs, SimulCrypt): a takeover by it starts
+    /// a new stream. Known once its engine has started.
+    #[serde(default)]
+    pub(crate) out_of_step: Vec<String>,
 }
 
 /// The fleet as this node last saw it (`GET /api/fleet`).
@@ -139,6 +144,8 @@ pub(crate) struct NodeView {
     pub(crate) owns: usize,
     /// Media files its channels need that it lacks.
     pub(crate) missing_media: Vec<String>,
+    /// Channels it plays not in step ([`NodeInfo::out_of_step`]).
+    pub(crate) out_of_step: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -150,6 +157,9 @@ pub(crate) struct ChannelView {
     pub(crate) placed: Option<String>,
     /// The other live nodes: every node muxes every channel, so each is a warm standby.
     pub(crate) standbys: Vec<String>,
+    /// Of them, those not in step: a takeover by one starts a new stream (the others
+    /// continue the owner's).
+    pub(crate) not_in_step: Vec<String>,
 }
 
 /// The running agent.
@@ -163,6 +173,8 @@ pub(crate) struct Fleet {
     locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>>,
     /// The alert desk, once shared ([`Fleet::share_alerts`]).
     desk: Arc<OnceLock<Arc<crate::alert::Desk>>>,
+    /// The channels this node plays not in step, for the agent to register.
+    out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -187,6 +199,7 @@ impl Fleet {
         let store: Arc<OnceLock<Arc<crate::schedule::store::Store>>> = Arc::default();
         let locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>> = Arc::default();
         let desk: Arc<OnceLock<Arc<crate::alert::Desk>>> = Arc::default();
+        let out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
         let mut agent = Agent {
             desk: desk.clone(),
             alerts_since: 0,
@@ -204,12 +217,15 @@ impl Fleet {
             owned: HashSet::new(),
             seen: None,
             missing_media,
+            out_of_step: Vec::new(),
+            out_of_step_news: out_of_step_news.clone(),
         };
         let st = stop.clone();
         let thread = std::thread::Builder::new()
             .name("fleet".to_owned())
             .spawn(move || agent.run(&st))?;
         Ok(Fleet {
+            out_of_step_news,
             gates,
             view,
             cfg: cfg.clone(),
@@ -240,6 +256,14 @@ impl Fleet {
         let _ = self
             .locks
             .set(std::sync::Mutex::new(locks::Locks::new(sink, channels)));
+    }
+
+    /// The channels this node plays but not in step with the fleet (known once the engine
+    /// has started): registered with the node, shown by `hectl fleet status`.
+    pub(crate) fn set_out_of_step(&self, channels: Vec<String>) {
+        if let Ok(mut n) = self.out_of_step_news.lock() {
+            *n = Some(channels);
+        }
     }
 
     /// Shares the alert desk with the fleet: the agent hands it the alert messages any node
@@ -288,6 +312,10 @@ struct Agent {
     /// stays, nothing is read again and only the gates follow the lease.
     seen: Option<(i64, i64)>,
     missing_media: Vec<String>,
+    /// The channels this node plays not in step, as registered, and the engine's news of
+    /// them ([`Fleet::set_out_of_step`]).
+    out_of_step: Vec<String>,
+    out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>>,
 }
 
 impl Agent {
@@ -529,6 +557,10 @@ impl Agent {
                 let until = sent + Duration::from_secs(left as u64);
                 self.lease = Some((id, until.checked_sub(margin).unwrap_or(sent)));
                 self.renewed_at = Some(sent);
+                // What the node registered changed (its engine started): registered again.
+                if self.out_of_step_news.lock().is_ok_and(|n| n.is_some()) {
+                    self.register(id)?;
+                }
                 Ok(())
             }
         }
@@ -546,10 +578,14 @@ impl Agent {
             tracing::warn!(node = %self.cfg.node, lease = old.lease, "fleet: a previous run of this node is still registered: its lease is revoked");
             self.etcd.revoke(old.lease).map_err(|e| e.to_string())?;
         }
+        if let Some(list) = self.out_of_step_news.lock().ok().and_then(|mut n| n.take()) {
+            self.out_of_step = list;
+        }
         let info = NodeInfo {
             capacity: self.cfg.capacity,
             api: self.cfg.api.clone(),
             missing_media: self.missing_media.clone(),
+            out_of_step: self.out_of_step.clone(),
         };
         let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
         self.etcd.put(&key, &value, id).map_err(|e| e.to_string())
@@ -567,6 +603,7 @@ impl Agent {
                 drained: state.drained.contains(name),
                 owns: owned_by(name),
                 missing_media: info.missing_media.clone(),
+                out_of_step: info.out_of_step.clone(),
             })
             .collect();
         let channels = self
@@ -574,11 +611,12 @@ impl Agent {
             .iter()
             .map(|s| {
                 let owner = state.owners.get(&s.id).map(|(o, _)| o.clone());
+                let others = || nodes.iter().filter(|n| Some(&n.name) != owner.as_ref());
                 ChannelView {
                     id: s.id.clone(),
-                    standbys: nodes
-                        .iter()
-                        .filter(|n| Some(&n.name) != owner.as_ref())
+                    standbys: others().map(|n| n.name.clone()).collect(),
+                    not_in_step: others()
+                        .filter(|n| n.out_of_step.contains(&s.id))
                         .map(|n| n.name.clone())
                         .collect(),
                     owner,
