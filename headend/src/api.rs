@@ -506,9 +506,14 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                     let fleet = state.fleet.as_ref().map(|(_, c)| c.clone());
                     let (mut accepted, shared) = tokio::task::spawn_blocking(move || {
                         let accepted = d.submit(&body, key.as_deref(), sig.as_deref(), now)?;
+                        let expires = accepted
+                            .get("expires")
+                            .and_then(|e| e.as_str())
+                            .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+                            .map(|e| e.with_timezone(&chrono::Utc));
                         // With a fleet, every node's desk takes it too.
                         let shared = fleet.map(|cfg| {
-                            crate::fleet::alerts::publish(&cfg, &body, key.as_deref(), sig.as_deref())
+                            crate::fleet::alerts::publish(&cfg, &body, key.as_deref(), sig.as_deref(), expires)
                                 .inspect_err(|e| tracing::error!(error = %e, "alert accepted here but not shared with the fleet: other nodes' channels are not pre-empted"))
                                 .is_ok()
                         });

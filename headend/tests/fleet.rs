@@ -100,13 +100,14 @@ fn etcd_post(port: u16, path: &str, body: &str) -> Option<String> {
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
+    // HTTP/1.0: the body is not chunked.
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
-    raw.starts_with("HTTP/1.1 200").then(|| {
+    (raw.starts_with("HTTP/1.") && raw.get(9..12) == Some("200")).then(|| {
         raw.split_once("\r\n\r\n")
             .map_or(String::new(), |b| b.1.to_owned())
     })
@@ -908,6 +909,34 @@ fn an_alert_sent_to_one_node_is_on_air_on_every_node() {
     let (status, body) = request(https[1], "POST", "/api/alerts", &headers, &alert);
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("replay"), "{body}");
+    // Kept in etcd under a lease of its own, ending a day after the alert expires (60 s).
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let range = etcd_post(
+        client,
+        "/v3/kv/range",
+        &format!(
+            r#"{{"key":"{}","range_end":"{}"}}"#,
+            b64("/alert-test/alerts/"),
+            b64("/alert-test/alerts0")
+        ),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&range).unwrap();
+    let lease = v["kvs"][0]["lease"].as_str().unwrap_or("0").to_owned();
+    assert_ne!(lease, "0", "{range}");
+    let ttl = etcd_post(
+        client,
+        "/v3/lease/timetolive",
+        &format!(r#"{{"ID":"{lease}"}}"#),
+    )
+    .unwrap();
+    let ttl: serde_json::Value = serde_json::from_str(&ttl).unwrap();
+    let left: i64 = ttl["TTL"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!((86_400..=86_400 + 70).contains(&left), "{ttl}");
     for n in &mut nodes {
         let (st, err) = common::signal_and_wait(&mut n.0, "TERM");
         assert!(st.success(), "{err}");
