@@ -1,8 +1,10 @@
 //! Network helpers shared by inputs and outputs.
 
 use std::io;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// The kernel's index of a network interface, from sysfs.
 pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
@@ -19,6 +21,69 @@ pub(crate) fn interface_index(name: &str) -> io::Result<u32> {
             format!("{path}: not an interface index: {:?}", text.trim()),
         )
     })
+}
+
+/// A non-blocking UDP socket that receives what is sent to `addr` with a receive buffer of
+/// `buffer` bytes: for a multicast group, bound to the group (so only its datagrams arrive)
+/// and joined on `interface` (any-source, or source-specific with `source`); for a unicast
+/// address, bound to it (and to `interface` as a device). Inputs receive with it, and a fleet
+/// standby hears its owner's outputs.
+pub(crate) fn receiver(
+    addr: SocketAddr,
+    interface: Option<&str>,
+    source: Option<IpAddr>,
+    buffer: usize,
+) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    let _ = socket.set_recv_buffer_size(buffer);
+    socket.set_nonblocking(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    let index = match interface {
+        Some(name) => Some(interface_index(name)?),
+        None => None,
+    };
+    if addr.ip().is_multicast() {
+        // Bound to the group, so only its datagrams arrive on this socket.
+        socket.bind(&addr.into())?;
+        match (addr.ip(), source) {
+            (IpAddr::V4(group), None) => {
+                socket.join_multicast_v4_n(
+                    &group,
+                    &match index {
+                        Some(i) => socket2::InterfaceIndexOrAddress::Index(i),
+                        None => socket2::InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
+                    },
+                )?;
+            }
+            (IpAddr::V4(group), Some(IpAddr::V4(source))) => {
+                socket.join_ssm_v4(&source, &group, &Ipv4Addr::UNSPECIFIED)?;
+            }
+            (IpAddr::V6(group), None) => socket.join_multicast_v6(&group, index.unwrap_or(0))?,
+            (IpAddr::V6(group), Some(IpAddr::V6(source))) => {
+                join_ssm_v6(&socket, group, source, index.unwrap_or(0))?;
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "source and group of different families",
+                ))
+            }
+        }
+    } else {
+        socket.bind(&SocketAddr::new(addr.ip(), addr.port()).into())?;
+        if let Some(name) = interface {
+            socket.bind_device(Some(name.as_bytes()))?;
+        }
+    }
+    Ok(socket.into())
 }
 
 /// Joins IPv6 group `group` for datagrams from `source` only (MLDv2 source-specific join,

@@ -150,17 +150,8 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as u64;
         sims.push(Sim {
             st,
-            sources: spec
-                .channels
-                .iter()
-                .map(|_| FileSource::default())
-                .collect(),
-            // A channel with no schedule directory plays its playlist: unlike the daemon's,
-            // render's schedule cannot appear half-way, so it is not looked for every round.
-            scheduler: spec
-                .single_channel()
-                .filter(|ch| config.schedules.dir.join(&ch.id).is_dir())
-                .map(|ch| driver::State::new(ScheduledChannel::of(i, ch))),
+            sources: file_sources(spec),
+            scheduler: scheduler_of(config, spec, i),
             // As on air, where the scheduler's first look comes once the station is sending:
             // after the first datagram.
             next_round: start_utc_ns + 1,
@@ -378,6 +369,23 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     Ok(stats)
 }
 
+/// A file source for each program of `spec`, none open yet.
+fn file_sources(spec: &StationSpec) -> Vec<FileSource> {
+    spec.channels
+        .iter()
+        .map(|_| FileSource::default())
+        .collect()
+}
+
+/// The scheduler of station `index`, a channel with a schedule directory. One without plays
+/// its playlist: unlike the daemon's, a simulated clock's schedule cannot appear half-way, so
+/// it is not looked for every round.
+fn scheduler_of(config: &Config, spec: &StationSpec, index: usize) -> Option<driver::State> {
+    spec.single_channel()
+        .filter(|ch| config.schedules.dir.join(&ch.id).is_dir())
+        .map(|ch| driver::State::new(ScheduledChannel::of(index, ch)))
+}
+
 /// The guide of station `index` from its XMLTV file (`[channel.si] xmltv`), read once, if it
 /// has one.
 fn xmltv_guide(spec: &StationSpec, index: usize) -> anyhow::Result<Option<station::ScheduleMsg>> {
@@ -433,16 +441,9 @@ impl CaughtUp {
         }
         Ok(CaughtUp {
             st,
-            sources: spec
-                .channels
-                .iter()
-                .map(|_| FileSource::default())
-                .collect(),
+            sources: file_sources(spec),
             open_files: vec![None; spec.channels.len()],
-            scheduler: spec
-                .single_channel()
-                .filter(|ch| config.schedules.dir.join(&ch.id).is_dir())
-                .map(|ch| driver::State::new(ScheduledChannel::of(index, ch))),
+            scheduler: scheduler_of(config, spec, index),
             next_round: origin_utc_ns + 1,
             eit: EitBuilds::default(),
             buf: BytesMut::with_capacity(BATCH * PACKET_SIZE),

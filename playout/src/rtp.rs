@@ -67,8 +67,9 @@ pub struct Merger {
     stats: MergeStats,
 }
 
-/// FNV-1a of a payload.
-fn digest(data: &[u8]) -> u64 {
+/// FNV-1a (64-bit) of `data`: the merger's digest of a payload, and a stable hash of bytes
+/// wherever one is needed the same in every process (an SSRC from a channel's id).
+pub fn digest(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -84,13 +84,6 @@ fn datagram_offset_ns(k: u64, muxrate_bps: u64) -> u64 {
     (u128::from(k) * (DATAGRAM as u128 * 8) * 1_000_000_000 / u128::from(muxrate_bps.max(1))) as u64
 }
 
-/// A 64-bit FNV-1a hash: a station's SSRC seed from its id, the same on every node.
-fn fnv64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// How far ahead of the wall clock stations in step are played before the engine starts:
 /// room to start the threads.
 const CATCH_UP_AHEAD_NS: i64 = 300_000_000;
@@ -278,9 +271,10 @@ impl Engine {
             // In step with a fleet, the SSRC is the station's and the sequence numbers count
             // its datagrams from its origin: every node sends the same RTP.
             let caught_up = caught.get_mut(si).and_then(Option::take);
+            let in_step = caught_up.is_some();
             seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let ssrc_seed = if caught_up.is_some() {
-                fnv64(spec.id.as_bytes())
+            let ssrc_seed = if in_step {
+                playout::rtp::digest(spec.id.as_bytes())
             } else {
                 seed
             };
@@ -397,9 +391,8 @@ impl Engine {
                 gate: gates.map(|g| (g.clone(), si)),
                 seamless,
                 rtp_base,
-                in_step: pacer_cfg.max_behind_ns == u64::MAX,
-                late_unsent: 0,
-                standby: standby_of(spec, fleet, pacer_cfg.max_behind_ns == u64::MAX),
+                in_step,
+                standby: standby_of(spec, fleet, in_step),
                 sources,
                 st,
                 cas,
@@ -576,8 +569,6 @@ struct Live {
     rtp_base: u64,
     /// In step with a fleet: never re-anchored; datagrams a stall made late are not sent.
     in_step: bool,
-    /// Datagrams not sent because a stall made them late (in step only).
-    late_unsent: u64,
     /// In step on a fleet node: what the owner did not send, sent on taking over.
     standby: Option<Standby>,
     feed: Option<Arc<Feed>>,
@@ -2002,7 +1993,6 @@ impl Live {
             if self.in_step && self.pacer.due(index) + LATE_NS < now {
                 // Late after a stall: lost, so what follows leaves on its instant (the other
                 // path of a 2022-7 pair has it).
-                self.late_unsent += 1;
                 continue;
             }
             let off = start + d * DATAGRAM;

@@ -58,10 +58,7 @@ fn fingerprint(spec: &StationSpec) -> String {
         c.prefer.clear();
         text.push_str(&format!("{c:?}"));
     }
-    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{h:016x}")
+    format!("{:016x}", playout::rtp::digest(text.as_bytes()))
 }
 
 /// Each station's origin (UTC ns), by index in `specs`: read from etcd, or set there by this

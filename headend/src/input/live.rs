@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -27,7 +27,6 @@ use bytes::{Bytes, BytesMut};
 use playout::analyse::{Analyser, AnalyserConfig, AnalyserStats, Health};
 use playout::monitor::{Monitor, MonitorConfig};
 use playout::ts::{PACKET_SIZE, SYNC_BYTE};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Endpoint, FailoverConfig, InputConfig};
 
@@ -802,56 +801,7 @@ impl DatagramInput {
 
 /// A non-blocking socket bound to the input's port (and group), joined to its group.
 fn open(cfg: &InputConfig, addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    let _ = socket.set_recv_buffer_size(8 << 20);
-    socket.set_nonblocking(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    let index = match &cfg.interface {
-        Some(name) => Some(crate::net::interface_index(name)?),
-        None => None,
-    };
-    if addr.ip().is_multicast() {
-        // Bound to the group, so only its datagrams arrive on this socket.
-        socket.bind(&addr.into())?;
-        match (addr.ip(), cfg.source) {
-            (IpAddr::V4(group), None) => {
-                socket.join_multicast_v4_n(
-                    &group,
-                    &match index {
-                        Some(i) => socket2::InterfaceIndexOrAddress::Index(i),
-                        None => socket2::InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
-                    },
-                )?;
-            }
-            (IpAddr::V4(group), Some(IpAddr::V4(source))) => {
-                socket.join_ssm_v4(&source, &group, &Ipv4Addr::UNSPECIFIED)?;
-            }
-            (IpAddr::V6(group), None) => socket.join_multicast_v6(&group, index.unwrap_or(0))?,
-            (IpAddr::V6(group), Some(IpAddr::V6(source))) => {
-                crate::net::join_ssm_v6(&socket, group, source, index.unwrap_or(0))?;
-            }
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "source and group of different families",
-                ))
-            }
-        }
-    } else {
-        socket.bind(&SocketAddr::new(addr.ip(), addr.port()).into())?;
-        if let Some(name) = &cfg.interface {
-            socket.bind_device(Some(name.as_bytes()))?;
-        }
-    }
-    Ok(socket.into())
+    crate::net::receiver(addr, cfg.interface.as_deref(), cfg.source, 8 << 20)
 }
 
 #[cfg(test)]

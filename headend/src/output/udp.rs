@@ -107,37 +107,7 @@ pub(crate) fn listen(cfg: &OutputConfig) -> io::Result<Option<std::net::UdpSocke
     if !cfg.dest.ip().is_multicast() {
         return Ok(None);
     }
-    let domain = if cfg.dest.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    socket.set_nonblocking(true)?;
-    let index = match &cfg.interface {
-        Some(name) => Some(crate::net::interface_index(name)?),
-        None => None,
-    };
-    match cfg.dest.ip() {
-        IpAddr::V6(group) => {
-            socket.set_only_v6(true)?;
-            socket.bind(&SockAddr::from(cfg.dest))?;
-            socket.join_multicast_v6(&group, index.unwrap_or(0))?;
-        }
-        IpAddr::V4(group) => {
-            socket.bind(&SockAddr::from(cfg.dest))?;
-            socket.join_multicast_v4_n(
-                &group,
-                &match index {
-                    Some(i) => socket2::InterfaceIndexOrAddress::Index(i),
-                    None => socket2::InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
-                },
-            )?;
-        }
-    }
-    Ok(Some(socket.into()))
+    crate::net::receiver(cfg.dest, cfg.interface.as_deref(), None, 4 << 20).map(Some)
 }
 
 /// The 12-byte RTP header: version 2, no padding, extension or CSRC, marker 0, PT 33.
