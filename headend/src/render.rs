@@ -82,6 +82,8 @@ struct Sim {
     sources: Vec<FileSource>,
     scheduler: Option<driver::State>,
     next_round: i64,
+    /// An alert ended: the scheduler looks at once (`driver::Wake::AlertEnded`).
+    woken: bool,
     total: u64,
     close_at: u64,
     closed: bool,
@@ -155,6 +157,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             // As on air, where the scheduler's first look comes once the station is sending:
             // after the first datagram.
             next_round: start_utc_ns + 1,
+            woken: false,
             total,
             // Close 3 s before the end (a quarter of short renders): room for the
             // read-ahead to drain and for the last access units to complete.
@@ -254,18 +257,29 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
             for sim in &mut sims {
                 if let Some(s) = sim.scheduler.as_mut().filter(|s| s.channel() == channel) {
                     s.alert_ended();
-                    sim.next_round = utc;
+                    sim.woken = true;
                 }
             }
         }
         let sim = &mut sims[k];
         if let Some(s) = &mut sim.scheduler {
+            // As the daemon's scheduler: its looks on the grid, then, woken, one at once
+            // whose message applies at once.
+            let mut looks = Vec::new();
             if utc >= sim.next_round {
-                // On the grid the daemon's scheduler looks at it on.
                 let at = driver::round_instant(utc, start_utc_ns);
                 sim.next_round = at.0 + driver::ROUND_NS;
+                looks.push((at, true));
+            }
+            if std::mem::take(&mut sim.woken) {
+                looks.push((playout::schedule::Utc(utc), false));
+            }
+            for (at, on_grid) in looks {
                 let r = s.round(&store, &config.schedules.media_dir, sim.st.clock(), at);
-                if let Some(msg) = r.msg {
+                if let Some(mut msg) = r.msg {
+                    if !on_grid {
+                        msg.look_ns = None;
+                    }
                     sim.st.handle_schedule(msg);
                 }
             }
