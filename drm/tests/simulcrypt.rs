@@ -1031,8 +1031,11 @@ fn ecmg_errors_are_reported() {
     );
     // The stream_error answered the CW_provision: only the keepalive is due.
     assert_eq!(h.scs.poll_timeout(), Some(h.at(5001)));
-    // channel_error in answer to channel_setup fails the channel.
-    let mut h = Harness::new(config());
+    // channel_error in answer to channel_setup fails the channel (no version fallback).
+    let mut h = Harness::new(ScsConfig {
+        version_fallback: false,
+        ..config()
+    });
     h.scs.handle_connected(h.now);
     h.ecmg(
         5,
@@ -1190,4 +1193,115 @@ fn bad_datagrams_are_refused() {
         assert_eq!(e.error_status(), ErrorStatus::INVALID_VALUE, "{d:?}");
     }
     assert_eq!(cc, 0);
+}
+
+/// Everything the SCS wants to send, with its version.
+fn sent_versions(scs: &mut Scs) -> Vec<(ProtocolVersion, MessageType)> {
+    std::iter::from_fn(|| scs.poll_transmit())
+        .flat_map(|b| decode_all(&b))
+        .map(|m| {
+            let m = m.unwrap();
+            (m.version, m.body.message_type())
+        })
+        .collect()
+}
+
+/// `protocol_version = "auto"`: a version-2 ECMG refuses channel_setup in version 3; the SCS
+/// sends it again in version 2 at once, once, and keeps version 2 for later connections once
+/// the channel opened. An ECMG that drops the connection instead gets the other version at the
+/// next connection; one that answers in version 2 is answered in version 2.
+#[test]
+fn the_version_falls_back_from_3_to_2() {
+    let mut h = Harness::new(config());
+    h.scs.handle_connected(h.now);
+    assert_eq!(
+        sent_versions(&mut h.scs),
+        vec![(V3, MessageType::ChannelSetup)]
+    );
+    let refuse = |version| {
+        encode(&Message::new(
+            version,
+            ChannelError {
+                ecm_channel_id: CHANNEL,
+                error_status: vec![ErrorStatus::UNSUPPORTED_PROTOCOL_VERSION],
+                error_information: vec![],
+            },
+        ))
+        .unwrap()
+    };
+    h.scs.handle_bytes(h.at(1), &refuse(ProtocolVersion::V2));
+    let events = h.events();
+    assert!(
+        events.contains(&ScsEvent::VersionChanged {
+            from: V3,
+            to: ProtocolVersion::V2
+        }),
+        "{events:?}"
+    );
+    assert_eq!(
+        sent_versions(&mut h.scs),
+        vec![(ProtocolVersion::V2, MessageType::ChannelSetup)]
+    );
+    assert_eq!(h.scs.version(), ProtocolVersion::V2);
+    // Refused again: no third try on this connection; the channel failed.
+    h.scs.handle_bytes(h.at(2), &refuse(ProtocolVersion::V2));
+    assert!(sent_versions(&mut h.scs).is_empty());
+    assert_eq!(h.scs.poll_timeout(), None);
+    // An ECMG that hangs up after refusing: version 2 stays for the next connection.
+    let mut h2 = Harness::new(config());
+    h2.scs.handle_connected(h2.now);
+    h2.scs.handle_bytes(h2.at(1), &refuse(ProtocolVersion::V2));
+    h2.scs.handle_disconnected(h2.at(2));
+    assert_eq!(h2.scs.version(), ProtocolVersion::V2);
+    // Next connection: version 2 opens the channel and stays.
+    h.scs.handle_connected(h.at(1000));
+    assert_eq!(
+        sent_versions(&mut h.scs),
+        vec![(ProtocolVersion::V2, MessageType::ChannelSetup)]
+    );
+    let status = encode(&Message::new(ProtocolVersion::V2, channel_status(1, 2))).unwrap();
+    h.scs.handle_bytes(h.at(1001), &status);
+    assert!(h.scs.channel_status().is_some());
+    h.scs.handle_disconnected(h.at(1002));
+    h.scs.handle_connected(h.at(2000));
+    assert_eq!(
+        sent_versions(&mut h.scs),
+        vec![(ProtocolVersion::V2, MessageType::ChannelSetup)]
+    );
+
+    // An ECMG that drops a version-3 connection without a word.
+    let mut h = Harness::new(config());
+    h.scs.handle_connected(h.now);
+    let _ = sent_versions(&mut h.scs);
+    h.scs.handle_disconnected(h.at(5));
+    h.scs.handle_connected(h.at(1000));
+    assert_eq!(
+        sent_versions(&mut h.scs),
+        vec![(ProtocolVersion::V2, MessageType::ChannelSetup)]
+    );
+
+    // An ECMG that answers version 3 in version 2: the SCS goes on in version 2.
+    let mut h = Harness::new(config());
+    h.scs.handle_connected(h.now);
+    let _ = sent_versions(&mut h.scs);
+    h.scs.handle_bytes(h.at(1), &status);
+    assert_eq!(h.scs.version(), ProtocolVersion::V2);
+    assert!(sent_versions(&mut h.scs)
+        .iter()
+        .all(|(v, t)| *v == ProtocolVersion::V2 && *t == MessageType::StreamSetup));
+
+    // A fixed version never changes.
+    let mut h = Harness::new(ScsConfig {
+        version_fallback: false,
+        ..config()
+    });
+    h.scs.handle_connected(h.now);
+    let _ = sent_versions(&mut h.scs);
+    h.scs.handle_bytes(h.at(1), &refuse(ProtocolVersion::V2));
+    assert!(sent_versions(&mut h.scs).is_empty());
+    h.scs.handle_connected(h.at(1000));
+    assert_eq!(
+        sent_versions(&mut h.scs),
+        vec![(V3, MessageType::ChannelSetup)]
+    );
 }

@@ -1,8 +1,9 @@
-//! The SimulCrypt SCS link of one scrambled program: a thread that keeps a TCP connection to
-//! the ECMG (ETSI TS 103 197, `drm::simulcrypt::Scs` does the protocol), provisions the
-//! control words the engine hands it and hands back the ECMs. It reconnects (every second)
-//! when the ECMG goes away and provisions the last words again once the stream is back, so
-//! ECMs resume by themselves. The engine never waits on it.
+//! The SimulCrypt SCS link of one CAS of a scrambled program: a thread that keeps a TCP
+//! connection to the CAS's ECMG (ETSI TS 103 197, `drm::simulcrypt::Scs` does the protocol, in
+//! version 3 or 2 or whichever the ECMG takes), provisions the control words the engine hands
+//! it and hands back the ECMs, as sections or TS packets as the ECMG makes them. It reconnects
+//! (every second) when the ECMG goes away and provisions the last words again once the stream
+//! is back, so ECMs resume by themselves. The engine never waits on it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -11,13 +12,15 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use drm::simulcrypt::{
-    Scs, ScsConfig, ScsEvent, SectionTspktFlag, StreamConfig, SuperCasId, Tenths,
+    ChannelStatus, Scs, ScsConfig, ScsEvent, SectionTspktFlag, StreamConfig, SuperCasId, Tenths,
 };
 
-use crate::config::SimulcryptConfig;
+use crate::config::{SimulcryptConfig, VersionChoice};
 
 /// What the engine asks of the link.
+#[derive(Clone)]
 pub(crate) struct Provision {
     /// The crypto-period whose ECM is wanted.
     pub(crate) cp: u16,
@@ -40,10 +43,15 @@ impl std::fmt::Debug for Provision {
 
 /// What the link tells the engine.
 pub(crate) enum CasEvent {
-    /// The ECMG is up: its ECM repetition period.
-    Up { ecm_rep_period_ms: u16 },
-    /// The ECM of crypto-period `cp`, as sections.
-    Ecm { cp: u16, sections: Vec<Vec<u8>> },
+    /// The ECMG is up: its channel parameters (ECM_rep_period, delays, lead_CW...).
+    Up { status: ChannelStatus },
+    /// The ECM of crypto-period `cp`, checked to be whole sections or TS packets as `format`
+    /// says.
+    Ecm {
+        cp: u16,
+        datagram: Bytes,
+        format: SectionTspktFlag,
+    },
     /// The link is down or the ECMG failed (the reason never holds key material).
     Down { reason: String },
 }
@@ -65,7 +73,7 @@ impl Drop for CasLink {
     }
 }
 
-/// Starts the link of channel `channel` with crypto-periods of `period`.
+/// Starts the link to the ECMG of `cfg` for channel `channel`, crypto-periods of `period`.
 pub(crate) fn start(
     channel: &str,
     cfg: &SimulcryptConfig,
@@ -74,7 +82,7 @@ pub(crate) fn start(
     let (req_tx, req_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
-    let scs_cfg = ScsConfig::new(
+    let mut scs_cfg = ScsConfig::new(
         SuperCasId(cfg.super_cas_id),
         cfg.ecm_channel_id,
         vec![StreamConfig {
@@ -84,8 +92,13 @@ pub(crate) fn start(
             access_criteria: cfg.access_criteria.clone(),
         }],
     );
+    if let VersionChoice::Fixed(v) = cfg.version {
+        scs_cfg.version = v;
+        scs_cfg.version_fallback = false;
+    }
     let link = Link {
         channel: channel.to_owned(),
+        cas: SuperCasId(cfg.super_cas_id),
         addr: cfg.ecmg,
         stream: cfg.ecm_stream_id,
         period,
@@ -93,7 +106,8 @@ pub(crate) fn start(
         requests: req_rx,
         events: ev_tx,
         stop: stop.clone(),
-        last: None,
+        recent: Vec::new(),
+        announced: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("scs-{channel}"))
@@ -108,6 +122,7 @@ pub(crate) fn start(
 
 struct Link {
     channel: String,
+    cas: SuperCasId,
     addr: std::net::SocketAddr,
     stream: u16,
     period: Duration,
@@ -115,22 +130,34 @@ struct Link {
     requests: mpsc::Receiver<Provision>,
     events: mpsc::Sender<CasEvent>,
     stop: Arc<AtomicBool>,
-    /// The latest provision, sent again after a reconnection.
-    last: Option<Provision>,
+    /// The latest provisions (distinct crypto-periods, oldest first), sent again once the
+    /// stream is (back) up: what was asked for while the ECMG was away or connecting.
+    recent: Vec<Provision>,
+    /// The protocol version last logged as open.
+    announced: Option<drm::simulcrypt::ProtocolVersion>,
 }
 
 impl Link {
     fn run(mut self) {
+        let mut scs = match Scs::new(self.scs_cfg.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("SCS configuration: {e}");
+                tracing::error!(channel = %self.channel, ecmg = %self.addr, %reason, "ALARM: SimulCrypt link not started");
+                let _ = self.events.send(CasEvent::Down { reason });
+                return;
+            }
+        };
         // Logged once per outage: the first failure, and each failure after a session that
         // got its stream up.
         let mut alarm = true;
         while !self.stop.load(Ordering::Relaxed) {
-            let (reason, was_ready) = self.session();
+            let (reason, was_ready) = self.session(&mut scs);
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
             if alarm || was_ready {
-                tracing::error!(channel = %self.channel, ecmg = %self.addr, reason = %reason, "ALARM: ECMG link down; reconnecting every second");
+                tracing::error!(channel = %self.channel, cas = %self.cas, ecmg = %self.addr, reason = %reason, "ALARM: ECMG link down; reconnecting every second");
             }
             alarm = false;
             let _ = self.events.send(CasEvent::Down { reason });
@@ -138,7 +165,7 @@ impl Link {
             let until = Instant::now() + Duration::from_secs(1);
             while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
                 while let Ok(p) = self.requests.try_recv() {
-                    self.last = Some(p);
+                    self.remember(p);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -148,9 +175,9 @@ impl Link {
     /// One connection, until it fails: the reason, and whether the stream was up. A panic in
     /// it ends the connection as a failure would (the link reconnects a second later, the
     /// stations keep the policy of an ECMG gone), with an alarm.
-    fn session(&mut self) -> (String, bool) {
+    fn session(&mut self, scs: &mut Scs) -> (String, bool) {
         let mut ready = false;
-        let reason = match crate::supervise::contain(|| self.connection(&mut ready)) {
+        let reason = match crate::supervise::contain(|| self.connection(scs, &mut ready)) {
             Ok(reason) => reason,
             Err(why) => {
                 let reason = format!("the session panicked ({why})");
@@ -164,7 +191,9 @@ impl Link {
         (reason, ready)
     }
 
-    fn connection(&mut self, ready: &mut bool) -> String {
+    /// One TCP connection with `scs` (which keeps, from one connection to the next, the
+    /// protocol version the ECMG took).
+    fn connection(&mut self, scs: &mut Scs, ready: &mut bool) -> String {
         let mut tcp = match TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)) {
             Ok(t) => t,
             Err(e) => return format!("connect: {e}"),
@@ -173,11 +202,24 @@ impl Link {
         if let Err(e) = tcp.set_read_timeout(Some(Duration::from_millis(20))) {
             return format!("socket: {e}");
         }
-        let mut scs = match Scs::new(self.scs_cfg.clone()) {
-            Ok(s) => s,
-            Err(e) => return format!("SCS configuration: {e}"),
-        };
         scs.handle_connected(Instant::now());
+        let reason = self.exchange(&mut tcp, scs, ready);
+        scs.handle_disconnected(Instant::now());
+        // What the disconnection brought (a version change) is for the next connection.
+        while let Some(ev) = scs.poll_event() {
+            self.note(&ev);
+        }
+        reason
+    }
+
+    /// Logs what is worth it of an event handled outside the session loop.
+    fn note(&self, ev: &ScsEvent) {
+        if let ScsEvent::VersionChanged { from, to } = ev {
+            tracing::warn!(channel = %self.channel, cas = %self.cas, ecmg = %self.addr, from = from.value(), to = to.value(), "the ECMG refused SimulCrypt version {}: trying version {}", from.value(), to.value());
+        }
+    }
+
+    fn exchange(&mut self, tcp: &mut TcpStream, scs: &mut Scs, ready: &mut bool) -> String {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -208,18 +250,23 @@ impl Link {
             while let Some(ev) = scs.poll_event() {
                 match ev {
                     ScsEvent::ChannelReady(status) => {
-                        let _ = self.events.send(CasEvent::Up {
-                            ecm_rep_period_ms: status.ecm_rep_period_ms,
-                        });
-                        if status.section_tspkt_flag != SectionTspktFlag::Sections {
-                            return "the ECMG sends ECMs as TS packets; sections are needed".into();
+                        if self.announced != Some(scs.version()) {
+                            // Once per version taken, not at each reconnection.
+                            self.announced = Some(scs.version());
+                            let form = match status.section_tspkt_flag {
+                                SectionTspktFlag::Sections => "sections",
+                                SectionTspktFlag::TsPackets => "TS packets",
+                            };
+                            tracing::info!(channel = %self.channel, cas = %self.cas, ecmg = %self.addr, version = scs.version().value(), ecms = form, "ECMG channel open: SimulCrypt version {}, ECMs as {form}", scs.version().value());
                         }
+                        let _ = self.events.send(CasEvent::Up { status });
                     }
+                    ScsEvent::VersionChanged { .. } => self.note(&ev),
                     ScsEvent::StreamReady(_) => {
-                        tracing::info!(channel = %self.channel, ecmg = %self.addr, "ECMG stream ready");
+                        tracing::info!(channel = %self.channel, cas = %self.cas, ecmg = %self.addr, "ECMG stream ready");
                         *ready = true;
                         // Words asked for while the ECMG was away go out now.
-                        if let Some(p) = &self.last {
+                        for p in &self.recent {
                             let _ =
                                 scs.provision(now, self.stream, p.cp, &p.words, self.cp_duration());
                         }
@@ -227,16 +274,17 @@ impl Link {
                     ScsEvent::Ecm {
                         cp_number,
                         datagram,
+                        format,
                         ..
                     } => {
-                        let sections = split_sections(&datagram);
                         let _ = self.events.send(CasEvent::Ecm {
                             cp: cp_number,
-                            sections,
+                            datagram,
+                            format,
                         });
                     }
                     ScsEvent::Error(e) => {
-                        tracing::warn!(channel = %self.channel, error = %e, "ECMG error");
+                        tracing::warn!(channel = %self.channel, cas = %self.cas, error = %e, "ECMG error");
                         if matches!(
                             e,
                             drm::simulcrypt::ScsError::Timeout {
@@ -263,27 +311,21 @@ impl Link {
                         tracing::warn!(channel = %self.channel, cp = p.cp, error = %e, "CW_provision not sent");
                     }
                 }
-                self.last = Some(p);
+                self.remember(p);
             }
+        }
+    }
+
+    /// Keeps `p` among the latest provisions (one per crypto-period, the last three).
+    fn remember(&mut self, p: Provision) {
+        self.recent.retain(|r| r.cp != p.cp);
+        self.recent.push(p);
+        if self.recent.len() > 3 {
+            self.recent.remove(0);
         }
     }
 
     fn cp_duration(&self) -> Option<Tenths> {
         Tenths::from_duration(self.period)
     }
-}
-
-/// The sections of a section-form ECM datagram (one after the other, each with its length).
-fn split_sections(datagram: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut rest = datagram;
-    while rest.len() >= 3 {
-        let len = 3 + (usize::from(rest[1] & 0x0F) << 8 | usize::from(rest[2]));
-        if len > rest.len() {
-            break;
-        }
-        out.push(rest[..len].to_vec());
-        rest = &rest[len..];
-    }
-    out
 }

@@ -339,7 +339,7 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
             counter!("headend_scrambling_key_failures_total", &labels).absolute(s.key_failures);
         }
         for e in &st.ecmg {
-            gauge!("headend_ecmg_up", "channel" => e.channel.clone()).set(flag(e.up));
+            gauge!("headend_ecmg_up", "channel" => e.channel.clone(), "super_cas_id" => e.super_cas_id.clone()).set(flag(e.up));
         }
         for r in &st.relays {
             counter!("headend_input_switches_total", "channel" => r.channel.clone())

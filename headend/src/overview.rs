@@ -199,7 +199,12 @@ fn channel(p: &Parts<'_>, id: &str, name: &str) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let ecmg_up = st.and_then(|s| s.ecmg.iter().find(|e| e.channel == id).map(|e| e.up));
+    // Every CAS's ECMG is up (None: the channel has none).
+    let ecmg_up = st.and_then(|s| {
+        let mut links = s.ecmg.iter().filter(|e| e.channel == id).peekable();
+        links.peek()?;
+        Some(links.all(|e| e.up))
+    });
     let relay = relay.map(|r| {
         json!({
             "active": r.active,

@@ -43,6 +43,9 @@ pub(crate) struct StationStatus {
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct EcmgStatus {
     pub(crate) channel: String,
+    /// The CAS it serves (`0x4AD10000`) and the ECMG's address.
+    pub(crate) super_cas_id: String,
+    pub(crate) ecmg: String,
     /// The ECMG channel is set up.
     pub(crate) up: bool,
     /// Why it is not.

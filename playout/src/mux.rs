@@ -108,6 +108,8 @@ pub struct MuxStats {
     pub max_late: Ticks27M,
     /// Slots where a program had nothing queued while it was reading (real time only).
     pub underflows: u64,
+    /// Packets of rate-capped data streams emitted ([`Mux::set_stream`]).
+    pub data_packets: u64,
 }
 
 struct Program {
@@ -134,6 +136,7 @@ pub struct Mux {
     track_raps: bool,
     raps: VecDeque<Rap>,
     carousels: Vec<Carousel>,
+    streams: Vec<DataStream>,
 }
 
 /// A random access point in the output, reported by [`Mux::poll_rap`].
@@ -165,6 +168,20 @@ struct Carousel {
     next_due: Ticks27M,
     next: usize,
 }
+
+/// A queue of packets on one PID sent in order, no faster than a rate ([`Mux::set_stream`]).
+struct DataStream {
+    pid: Pid,
+    /// 27 MHz ticks between packets at the stream's rate.
+    spacing: Ticks27M,
+    max_queued: usize,
+    queue: VecDeque<Bytes>,
+    next_due: Ticks27M,
+    sent: u64,
+}
+
+/// Packets a data stream may send back to back after being idle.
+const STREAM_BURST: u64 = 2;
 
 /// ...and sections of one table at least this far apart (TS 101 211 §4.4: 25 ms).
 const MIN_SECTION_GAP: Ticks27M = SYSTEM_CLOCK_HZ * 25 / 1000;
@@ -217,6 +234,7 @@ impl Mux {
             track_raps: false,
             raps: VecDeque::new(),
             carousels: Vec::new(),
+            streams: Vec::new(),
         }
     }
 
@@ -331,6 +349,81 @@ impl Mux {
                 b.freeze()
             })
             .collect();
+        self.set_carousel(pid, key, packets, interval);
+    }
+
+    /// [`Mux::set_table`] for a table that comes as TS packets already (an ECMG's ECMs with
+    /// section_TSpkt_flag 1): each of `groups` is whole 188-byte packets sent together, in
+    /// turn, once per `interval`. Their PID is rewritten to `pid` here and their continuity
+    /// counters continue the PID's (advancing on packets with a payload only). A group whose
+    /// length is not a multiple of 188 bytes is cut to its whole packets.
+    pub fn set_table_packets(&mut self, pid: Pid, key: u64, groups: &[&[u8]], interval: Ticks27M) {
+        let packets: Vec<Bytes> = groups
+            .iter()
+            .map(|g| retag(g, pid))
+            .filter(|b| !b.is_empty())
+            .collect();
+        self.set_carousel(pid, key, packets, interval);
+    }
+
+    /// A data stream on `pid` (EMMs from an EMMG): packets given to [`Mux::push_stream`] leave
+    /// in order, before program packets, no faster than `rate_bps` on average (two may go
+    /// back to back after a pause), with at most `max_queued` waiting. Calling it again
+    /// changes the rate and bound and keeps the queue; `rate_bps` 0 removes the stream and
+    /// what it had queued. The caller budgets the rate in the muxrate: the stream can never
+    /// push the output over it (the muxer is CBR), it displaces program packets instead.
+    pub fn set_stream(&mut self, pid: Pid, rate_bps: u64, max_queued: usize) {
+        let i = self.streams.iter().position(|s| s.pid == pid);
+        if rate_bps == 0 {
+            if let Some(i) = i {
+                self.streams.remove(i);
+            }
+            return;
+        }
+        let spacing = (PACKET_SIZE as u64 * 8 * SYSTEM_CLOCK_HZ).div_ceil(rate_bps);
+        match i {
+            Some(i) => {
+                self.streams[i].spacing = spacing;
+                self.streams[i].max_queued = max_queued;
+            }
+            None => self.streams.push(DataStream {
+                pid,
+                spacing,
+                max_queued,
+                queue: VecDeque::new(),
+                next_due: self.now(),
+                sent: 0,
+            }),
+        }
+    }
+
+    /// Queues whole 188-byte packets on the data stream of `pid` (PID rewritten here,
+    /// continuity counters stamped as they leave); returns how many were taken: fewer when the
+    /// queue is full (the rest is the caller's to drop or hold back), none without a stream.
+    pub fn push_stream(&mut self, pid: Pid, packets: &[u8]) -> usize {
+        let Some(s) = self.streams.iter_mut().find(|s| s.pid == pid) else {
+            return 0;
+        };
+        let mut taken = 0;
+        for p in packets.chunks_exact(PACKET_SIZE) {
+            if s.queue.len() >= s.max_queued {
+                break;
+            }
+            s.queue.push_back(retag(p, pid));
+            taken += 1;
+        }
+        taken
+    }
+
+    /// A data stream's packets sent so far and waiting now, `None` without one.
+    pub fn stream_state(&self, pid: Pid) -> Option<(u64, usize)> {
+        self.streams
+            .iter()
+            .find(|s| s.pid == pid)
+            .map(|s| (s.sent, s.queue.len()))
+    }
+
+    fn set_carousel(&mut self, pid: Pid, key: u64, packets: Vec<Bytes>, interval: Ticks27M) {
         let now = self.now();
         match self
             .carousels
@@ -509,6 +602,24 @@ impl Mux {
             self.put_psi(&section, out);
             return;
         }
+        // Data streams (EMMs) whose next packet may go.
+        if let Some(i) = self
+            .streams
+            .iter()
+            .position(|d| !d.queue.is_empty() && now >= d.next_due)
+        {
+            let d = &mut self.streams[i];
+            let base = d
+                .next_due
+                .max(now.saturating_sub(d.spacing * (STREAM_BURST - 1)));
+            d.next_due = base + d.spacing;
+            d.sent += 1;
+            let packet = d.queue.pop_front().unwrap_or_default();
+            self.stats.data_packets += 1;
+            self.put_psi_packet(&packet, out);
+            self.stats.psi_packets -= 1;
+            return;
+        }
         // The earliest due packet of any program.
         let mut best: Option<(usize, Ticks27M)> = None;
         for (i, p) in self.programs.iter().enumerate() {
@@ -614,11 +725,24 @@ impl Mux {
         if let Ok(mut m) = TsPacketMut::new(&mut out[start..]) {
             let pid = m.pid();
             let cc = &mut self.cc[pid.index()];
-            *cc = (*cc + 1) & 0x0F;
+            // A packet without a payload repeats the counter (ISO/IEC 13818-1 §2.4.3.3).
+            if m.has_payload() {
+                *cc = (*cc + 1) & 0x0F;
+            }
             m.set_cc(*cc);
         }
         self.stats.psi_packets += 1;
     }
+}
+
+/// The whole 188-byte packets of `packets` with their PID set to `pid`.
+fn retag(packets: &[u8], pid: Pid) -> Bytes {
+    let whole = packets.len() / PACKET_SIZE * PACKET_SIZE;
+    let mut b = BytesMut::from(&packets[..whole]);
+    for p in b.chunks_exact_mut(PACKET_SIZE) {
+        crate::ts::header::set_pid(p, pid);
+    }
+    b.freeze()
 }
 
 fn packetize_pmt(pid: Pid, pmt: &Pmt) -> Bytes {

@@ -126,3 +126,73 @@ fn the_latest_table_wins() {
     assert!(s[2..].iter().all(|(v, _)| *v == 3), "{s:?}");
     assert!(s.len() >= 8, "{s:?}");
 }
+
+/// A table that comes as TS packets (an ECMG's ECMs, section_TSpkt_flag 1): re-PIDed, and
+/// the continuity counters continue the PID's whatever the packets carried.
+#[test]
+fn tables_as_packets_get_the_pid_and_continuous_counters() {
+    let muxrate = 3_000_000;
+    let mut run = playing_a(muxrate, 3);
+    let mut group = Vec::new();
+    for k in 0..2u8 {
+        let mut p = [0xFFu8; PACKET_SIZE];
+        p[..4].copy_from_slice(&[0x47, 0x5F, 0xFF, 0x17 + k]);
+        group.extend_from_slice(&p);
+    }
+    run.mux()
+        .set_table_packets(Pid::from_bits(0x1F0), 1, &[&group], SYSTEM_CLOCK_HZ / 10);
+    let mut out = BytesMut::new();
+    while !run.done() {
+        run.step(&mut out, BATCH);
+        while run.mux().poll_event().is_some() {}
+    }
+    let ccs: Vec<u8> = out
+        .chunks_exact(PACKET_SIZE)
+        .filter_map(|raw| {
+            let p = TsPacket::new(Bytes::copy_from_slice(raw)).ok()?;
+            (p.pid() == Pid::from_bits(0x1F0)).then(|| raw[3] & 0x0F)
+        })
+        .collect();
+    assert!((55..=62).contains(&ccs.len()), "{} packets", ccs.len());
+    for w in ccs.windows(2) {
+        assert_eq!(w[1], (w[0] + 1) & 0x0F, "{ccs:?}");
+    }
+    let report = check(&out, &CheckLimits::default());
+    assert!(report.cc_errors.is_empty(), "{:?}", report.cc_errors);
+}
+
+/// A data stream (EMMs) leaves at its rate however much is queued, in order, and the queue
+/// bound holds.
+#[test]
+fn a_data_stream_keeps_to_its_rate() {
+    let muxrate = 3_000_000;
+    let mut run = playing_a(muxrate, 4);
+    let pid = Pid::from_bits(0x1F1);
+    // 100 kbit/s: 66.5 packets a second.
+    run.mux().set_stream(pid, 100_000, 1000);
+    let mut packets = Vec::new();
+    for k in 0..1200u32 {
+        let mut p = [0u8; PACKET_SIZE];
+        p[..4].copy_from_slice(&[0x47, 0x40, 0x00, 0x10]);
+        p[4..8].copy_from_slice(&k.to_be_bytes());
+        packets.extend_from_slice(&p);
+    }
+    assert_eq!(run.mux().push_stream(pid, &packets), 1000, "bounded");
+    let mut out = BytesMut::new();
+    while !run.done() {
+        run.step(&mut out, BATCH);
+        while run.mux().poll_event().is_some() {}
+    }
+    let seqs: Vec<u32> = out
+        .chunks_exact(PACKET_SIZE)
+        .filter(|raw| u16::from_be_bytes([raw[1], raw[2]]) & 0x1FFF == 0x1F1)
+        .map(|raw| u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]))
+        .collect();
+    // 4 s at 66.5 packets/s.
+    assert!((262..=270).contains(&seqs.len()), "{} packets", seqs.len());
+    assert!(seqs.iter().enumerate().all(|(i, s)| *s == i as u32));
+    let (sent, queued) = run.mux().stream_state(pid).unwrap();
+    assert_eq!((sent as usize, queued), (seqs.len(), 1000 - seqs.len()));
+    let report = check(&out, &CheckLimits::default());
+    assert!(report.cc_errors.is_empty(), "{:?}", report.cc_errors);
+}

@@ -1,18 +1,40 @@
 //! `hectl ecmg`: a test ECMG. It speaks the ECMG side of DVB SimulCrypt ECMG⇔SCS (ETSI
 //! TS 103 197) over TCP, one channel per connection, one thread per connection, and answers
 //! CW_provision with an ECM in our own format (`drm::ecm`: the control words wrapped with AES
-//! or SM4 under `--key`), as sections (section_TSpkt_flag 0). It is for testing the head-end's
-//! SCS and descrambling without a CAS vendor's ECMG; nothing about it is secret but the key,
-//! which is never logged.
+//! or SM4 under `--key`). It is for testing the head-end's SCS and descrambling without a CAS
+//! vendor's ECMG; nothing about it is secret but the key, which is never logged.
+//!
+//! It can take the settings deployed ECMGs default to:
+//! - `--version 2|3` (default 3): the protocol_version it speaks and answers in. A message in
+//!   the other version (2 against 3, or 3 against 2) gets channel_error 0x0002 (unsupported
+//!   protocol version) in this ECMG's version, naming the message's ECM_channel_id if it can
+//!   be read (else 0), and the connection is then closed, as deployed version-2 ECMGs do. A
+//!   version the codec does not speak at all (1, 4 and up) is answered the same way but the
+//!   connection stays up, as for any other undecodable message.
+//! - `--ts-packets`: section_TSpkt_flag 1 in channel_status, and each
+//!   ECM_datagram is the ECM section as whole 188-byte TS packets (ISO/IEC 13818-1 §2.4.4:
+//!   PID 0x1FFF as a placeholder the SCS replaces, payload_unit_start_indicator and
+//!   pointer_field 0 on the first packet, 0xFF stuffing, continuity counters from 0). Without
+//!   it, ECMs are sections (flag 0).
+//! - delay_start and delay_stop (always announced), and AC_delay_start, AC_delay_stop,
+//!   transition_delay_start and transition_delay_stop (announced only when given).
+//! - `--stall-after N`, for failure tests: after N ECM_responses on a connection, CW_provision
+//!   goes unanswered; channel_test and stream_test still are, so only the SCS's ECM timeout
+//!   can notice.
+//!
+//! The protocol is in `Connection` (bytes in, bytes out, no socket), so it is tested without a
+//! network; `serve` is the blocking I/O around it.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bytes::{Bytes, BytesMut};
 use drm::cipher::parse_hex16;
 use drm::ecm::{build_ecm, Wrap};
 use drm::simulcrypt::{
@@ -20,6 +42,8 @@ use drm::simulcrypt::{
     Message, ProtocolVersion, SectionTspktFlag, SimulcryptError, StreamCloseResponse, StreamError,
     StreamSetup, StreamStatus, SuperCasId, Tenths,
 };
+use playout::psi::packetize_section;
+use playout::ts::{Pid, PACKET_SIZE};
 
 /// `hectl ecmg` arguments.
 #[derive(clap::Args)]
@@ -34,6 +58,13 @@ pub(crate) struct EcmgArgs {
     /// The cipher that wraps the control words in ECMs: aes (AES-128) or sm4.
     #[arg(long, value_enum)]
     wrap: WrapArg,
+    /// protocol_version spoken, 2 or 3. A message in the other one gets channel_error 0x0002
+    /// (unsupported protocol version), then the connection is closed.
+    #[arg(long, default_value = "3", value_parser = parse_version)]
+    version: ProtocolVersion,
+    /// ECMs as whole 188-byte TS packets (section_TSpkt_flag 1) instead of sections.
+    #[arg(long)]
+    ts_packets: bool,
     /// Super_CAS_id accepted in channel_setup (CA_system_id and CA_subsystem_id), hex with
     /// 0x or decimal.
     #[arg(long, default_value = "0x4AD10000", value_parser = parse_u32)]
@@ -50,6 +81,18 @@ pub(crate) struct EcmgArgs {
     /// delay_stop, ms.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     delay_stop: i16,
+    /// transition_delay_start, ms (not announced if absent).
+    #[arg(long, allow_negative_numbers = true)]
+    transition_delay_start: Option<i16>,
+    /// transition_delay_stop, ms (not announced if absent).
+    #[arg(long, allow_negative_numbers = true)]
+    transition_delay_stop: Option<i16>,
+    /// AC_delay_start, ms (not announced if absent).
+    #[arg(long, allow_negative_numbers = true)]
+    ac_delay_start: Option<i16>,
+    /// AC_delay_stop, ms (not announced if absent).
+    #[arg(long, allow_negative_numbers = true)]
+    ac_delay_stop: Option<i16>,
     /// ECM_rep_period, ms.
     #[arg(long, default_value_t = 100)]
     rep_period: u16,
@@ -62,6 +105,10 @@ pub(crate) struct EcmgArgs {
     /// max_streams per channel.
     #[arg(long, default_value_t = 16)]
     max_streams: u16,
+    /// For failure tests: after N ECM_responses on a connection, leave CW_provision
+    /// unanswered (channel_test and stream_test are still answered).
+    #[arg(long, value_name = "N")]
+    stall_after: Option<u32>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -72,39 +119,24 @@ enum WrapArg {
 
 /// Runs the server until the process is stopped.
 pub(crate) fn run(args: EcmgArgs) -> anyhow::Result<ExitCode> {
-    let key = parse_hex16(args.key.trim()).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
-    let ecmg = Arc::new(Ecmg {
-        key,
-        wrap: match args.wrap {
-            WrapArg::Aes => Wrap::Aes128,
-            WrapArg::Sm4 => Wrap::Sm4,
-        },
-        super_cas_id: SuperCasId(args.super_cas_id),
-        status: ChannelStatus {
-            ecm_channel_id: 0,
-            section_tspkt_flag: SectionTspktFlag::Sections,
-            ac_delay_start_ms: None,
-            ac_delay_stop_ms: None,
-            delay_start_ms: args.delay_start,
-            delay_stop_ms: args.delay_stop,
-            transition_delay_start_ms: None,
-            transition_delay_stop_ms: None,
-            ecm_rep_period_ms: args.rep_period,
-            max_streams: args.max_streams,
-            min_cp_duration: Tenths(args.min_cp),
-            lead_cw: args.lead_cw,
-            cw_per_msg: args.cw_per_msg,
-            max_comp_time_ms: args.max_comp_time,
-        },
-    });
+    let ecmg = Arc::new(Ecmg::new(&args)?);
     let listener =
         TcpListener::bind(args.listen).with_context(|| format!("--listen {}", args.listen))?;
     let local = listener.local_addr()?;
     println!("listening on {local}");
     std::io::stdout().flush()?;
     eprintln!(
-        "ecmg: Super_CAS_id {}, {} ECMs, CW_per_msg {}, lead_CW {}",
-        ecmg.super_cas_id, ecmg.wrap, args.cw_per_msg, args.lead_cw
+        "ecmg: protocol version {}, Super_CAS_id {}, {} ECMs as {}, CW_per_msg {}, lead_CW {}{}",
+        ecmg.version.value(),
+        ecmg.super_cas_id,
+        ecmg.wrap,
+        form(ecmg.status.section_tspkt_flag),
+        args.cw_per_msg,
+        args.lead_cw,
+        match ecmg.stall_after {
+            Some(n) => format!(", stalling after {n} ECMs"),
+            None => String::new(),
+        }
     );
     for conn in listener.incoming() {
         match conn {
@@ -123,8 +155,129 @@ struct Ecmg {
     key: [u8; 16],
     wrap: Wrap,
     super_cas_id: SuperCasId,
+    /// The protocol_version spoken and answered in.
+    version: ProtocolVersion,
     /// channel_status, but for ECM_channel_id.
     status: ChannelStatus,
+    /// ECM_responses per connection before CW_provision goes unanswered.
+    stall_after: Option<u32>,
+}
+
+impl Ecmg {
+    fn new(args: &EcmgArgs) -> anyhow::Result<Ecmg> {
+        let key = parse_hex16(args.key.trim()).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+        Ok(Ecmg {
+            key,
+            wrap: match args.wrap {
+                WrapArg::Aes => Wrap::Aes128,
+                WrapArg::Sm4 => Wrap::Sm4,
+            },
+            super_cas_id: SuperCasId(args.super_cas_id),
+            version: args.version,
+            status: ChannelStatus {
+                ecm_channel_id: 0,
+                section_tspkt_flag: if args.ts_packets {
+                    SectionTspktFlag::TsPackets
+                } else {
+                    SectionTspktFlag::Sections
+                },
+                ac_delay_start_ms: args.ac_delay_start,
+                ac_delay_stop_ms: args.ac_delay_stop,
+                delay_start_ms: args.delay_start,
+                delay_stop_ms: args.delay_stop,
+                transition_delay_start_ms: args.transition_delay_start,
+                transition_delay_stop_ms: args.transition_delay_stop,
+                ecm_rep_period_ms: args.rep_period,
+                max_streams: args.max_streams,
+                min_cp_duration: Tenths(args.min_cp),
+                lead_cw: args.lead_cw,
+                cw_per_msg: args.cw_per_msg,
+                max_comp_time_ms: args.max_comp_time,
+            },
+            stall_after: args.stall_after,
+        })
+    }
+
+    /// The ECM_datagram that carries `section` in the channel's form: the section itself, or
+    /// the section as TS packets on a placeholder PID (the SCS sets the ECM PID and counters).
+    fn datagram(&self, section: Vec<u8>) -> Bytes {
+        match self.status.section_tspkt_flag {
+            SectionTspktFlag::Sections => section.into(),
+            SectionTspktFlag::TsPackets => {
+                // pointer_field, then 184 payload bytes a packet.
+                let packets = (section.len() + 1).div_ceil(PACKET_SIZE - 4);
+                let mut out = BytesMut::with_capacity(packets * PACKET_SIZE);
+                packetize_section(Pid::NULL, &section, 0, &mut out);
+                out.freeze()
+            }
+        }
+    }
+}
+
+/// Whether to keep the connection after a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    HangUp,
+}
+
+/// One connection's protocol: bytes read in, bytes to write out.
+struct Connection<'a> {
+    session: Session<'a>,
+    decoder: Decoder,
+    /// The bytes the decoder holds, always the tail of what was read: the first is the next
+    /// message's protocol_version, which a decoding error does not report.
+    unread: Vec<u8>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(ecmg: &'a Ecmg, peer: SocketAddr) -> Connection<'a> {
+        Connection {
+            session: Session {
+                ecmg,
+                peer,
+                channel: None,
+                ecms: 0,
+                stalled: false,
+            },
+            decoder: Decoder::new(),
+            unread: Vec::new(),
+        }
+    }
+
+    /// Handles what was read; the answers are appended to `out`. After [`Flow::HangUp`] the
+    /// rest of `data` is ignored and the connection is to be closed once `out` is sent.
+    fn handle_bytes(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
+        self.unread.extend_from_slice(data);
+        self.decoder.push(data);
+        self.trim_unread();
+        loop {
+            let version = self.unread.first().copied();
+            let Some(item) = self.decoder.next() else {
+                return Flow::Continue;
+            };
+            self.trim_unread();
+            let (answers, flow) = match version.and_then(ProtocolVersion::from_u8) {
+                Some(v) if v != self.session.ecmg.version => self.session.refuse_version(v, &item),
+                _ => self.session.handle(item),
+            };
+            for msg in answers {
+                match encode(&msg) {
+                    Ok(b) => out.extend_from_slice(&b),
+                    Err(e) => eprintln!("ecmg: {}: {e}", self.session.peer),
+                }
+            }
+            if flow == Flow::HangUp {
+                return flow;
+            }
+        }
+    }
+
+    /// Drops from `unread` what the decoder has consumed (or skipped).
+    fn trim_unread(&mut self) {
+        let consumed = self.unread.len().saturating_sub(self.decoder.buffered());
+        self.unread.drain(..consumed);
+    }
 }
 
 /// One connection: at most one channel.
@@ -132,11 +285,14 @@ struct Session<'a> {
     ecmg: &'a Ecmg,
     peer: SocketAddr,
     channel: Option<Channel>,
+    /// ECM_responses sent on this connection.
+    ecms: u32,
+    /// Whether `--stall-after` has been reached (logged once).
+    stalled: bool,
 }
 
 struct Channel {
     id: u16,
-    version: ProtocolVersion,
     streams: HashMap<u16, Stream>,
 }
 
@@ -147,6 +303,9 @@ struct Stream {
     odd: Option<[u8; 16]>,
 }
 
+/// How long a closing connection waits for the peer to close its side.
+const LINGER: Duration = Duration::from_secs(1);
+
 fn serve(ecmg: &Ecmg, mut sock: TcpStream) {
     let peer = match sock.peer_addr() {
         Ok(p) => p,
@@ -155,15 +314,15 @@ fn serve(ecmg: &Ecmg, mut sock: TcpStream) {
             return;
         }
     };
-    eprintln!("ecmg: {peer}: connected");
+    eprintln!(
+        "ecmg: {peer}: connected (protocol version {}, ECMs as {})",
+        ecmg.version.value(),
+        form(ecmg.status.section_tspkt_flag)
+    );
     let _ = sock.set_nodelay(true);
-    let mut session = Session {
-        ecmg,
-        peer,
-        channel: None,
-    };
-    let mut decoder = Decoder::new();
+    let mut conn = Connection::new(ecmg, peer);
     let mut buf = [0u8; 4096];
+    let mut out = Vec::new();
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) => {
@@ -176,47 +335,82 @@ fn serve(ecmg: &Ecmg, mut sock: TcpStream) {
                 return;
             }
         };
-        decoder.push(&buf[..n]);
-        for item in decoder.by_ref() {
-            let (answers, close) = session.handle(item);
-            for msg in answers {
-                let bytes = match encode(&msg) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        eprintln!("ecmg: {peer}: {e}");
-                        continue;
-                    }
-                };
-                if let Err(e) = sock.write_all(&bytes) {
-                    eprintln!("ecmg: {peer}: {e}");
-                    return;
-                }
-            }
-            if close {
-                eprintln!("ecmg: {peer}: channel closed");
-                return;
-            }
+        out.clear();
+        let flow = conn.handle_bytes(&buf[..n], &mut out);
+        if let Err(e) = sock.write_all(&out) {
+            eprintln!("ecmg: {peer}: {e}");
+            return;
+        }
+        if flow == Flow::HangUp {
+            eprintln!("ecmg: {peer}: hanging up");
+            hang_up(sock);
+            return;
+        }
+    }
+}
+
+/// Closes the connection so that what was written still arrives: FIN first, then whatever
+/// the peer still sends is read and dropped until it closes too (or [`LINGER`] passes), as
+/// closing with unread bytes would send a reset that can destroy the last answer.
+fn hang_up(mut sock: TcpStream) {
+    let _ = sock.shutdown(Shutdown::Write);
+    let _ = sock.set_read_timeout(Some(LINGER));
+    let until = Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
 }
 
 impl Session<'_> {
-    /// The answers to one decoded message (or decoding error), and whether to hang up.
-    fn handle(&mut self, item: Result<Message, SimulcryptError>) -> (Vec<Message>, bool) {
-        let version = self
-            .channel
-            .as_ref()
-            .map_or(ProtocolVersion::V3, |c| c.version);
+    /// The answer to a message in the protocol version this ECMG does not speak: channel_error
+    /// 0x0002, then hang up.
+    fn refuse_version(
+        &self,
+        found: ProtocolVersion,
+        item: &Result<Message, SimulcryptError>,
+    ) -> (Vec<Message>, Flow) {
+        let (what, channel) = match item {
+            Ok(m) => (m.body.message_type().name(), m.body.ecm_channel_id()),
+            Err(e) => (
+                "undecodable message",
+                e.context().and_then(|c| c.ecm_channel_id).unwrap_or(0),
+            ),
+        };
+        eprintln!(
+            "ecmg: {}: {what} in protocol version {}, not {}: {}",
+            self.peer,
+            found.value(),
+            self.ecmg.version.value(),
+            ErrorStatus::UNSUPPORTED_PROTOCOL_VERSION
+        );
+        let answer = ChannelError {
+            ecm_channel_id: channel,
+            error_status: vec![ErrorStatus::UNSUPPORTED_PROTOCOL_VERSION],
+            error_information: Vec::new(),
+        };
+        (vec![Message::new(self.ecmg.version, answer)], Flow::HangUp)
+    }
+
+    /// The answers to one decoded message (or decoding error) in this ECMG's version, and
+    /// whether to hang up.
+    fn handle(&mut self, item: Result<Message, SimulcryptError>) -> (Vec<Message>, Flow) {
+        let version = self.ecmg.version;
         let msg = match item {
             Ok(m) => m,
             Err(e) => {
                 let channel = self.channel.as_ref().map_or(0, |c| c.id);
                 eprintln!("ecmg: {}: refused: {e} ({})", self.peer, e.error_status());
-                return (vec![Message::new(version, e.answer(channel))], false);
+                return (
+                    vec![Message::new(version, e.answer(channel))],
+                    Flow::Continue,
+                );
             }
         };
-        let version = msg.version;
-        let reply = |body: Body| (vec![Message::new(version, body)], false);
+        let reply = |body: Body| (vec![Message::new(version, body)], Flow::Continue);
         let channel_id = msg.body.ecm_channel_id();
         let stream_id = msg.body.ecm_stream_id();
         let channel_error = |status: ErrorStatus| {
@@ -263,7 +457,6 @@ impl Session<'_> {
                     );
                     self.channel = Some(Channel {
                         id: setup.ecm_channel_id,
-                        version,
                         streams: HashMap::new(),
                     });
                     reply(Body::ChannelStatus(self.status(setup.ecm_channel_id)))
@@ -279,23 +472,24 @@ impl Session<'_> {
             Body::ChannelSetup(_) => unreachable!("channel_setup is handled above"),
             Body::ChannelTest(_) => reply(Body::ChannelStatus(self.status(channel_id))),
             Body::ChannelClose(_) => {
+                eprintln!("ecmg: {}: channel {channel_id} closed", self.peer);
                 self.channel = None;
-                (Vec::new(), true)
+                (Vec::new(), Flow::HangUp)
             }
-            Body::ChannelStatus(_) | Body::StreamStatus(_) => (Vec::new(), false),
+            Body::ChannelStatus(_) | Body::StreamStatus(_) => (Vec::new(), Flow::Continue),
             Body::ChannelError(e) => {
                 eprintln!(
                     "ecmg: {}: channel_error from the SCS: {:?}",
                     self.peer, e.error_status
                 );
-                (Vec::new(), false)
+                (Vec::new(), Flow::Continue)
             }
             Body::StreamError(e) => {
                 eprintln!(
                     "ecmg: {}: stream_error from the SCS on stream {}: {:?}",
                     self.peer, e.ecm_stream_id, e.error_status
                 );
-                (Vec::new(), false)
+                (Vec::new(), Flow::Continue)
             }
             Body::StreamSetup(StreamSetup {
                 ecm_stream_id,
@@ -353,16 +547,29 @@ impl Session<'_> {
                 None => stream_error(ErrorStatus::UNKNOWN_ECM_STREAM_ID),
             },
             Body::CwProvision(p) => {
+                if self.ecmg.stall_after.is_some_and(|n| self.ecms >= n) {
+                    if !self.stalled {
+                        self.stalled = true;
+                        eprintln!(
+                            "ecmg: {}: {} ECMs sent, CW_provision goes unanswered from now on",
+                            self.peer, self.ecms
+                        );
+                    }
+                    return (Vec::new(), Flow::Continue);
+                }
                 let Some(stream) = channel.streams.get_mut(&p.ecm_stream_id) else {
                     return stream_error(ErrorStatus::UNKNOWN_ECM_STREAM_ID);
                 };
                 match ecm_for(self.ecmg, stream, p) {
-                    Ok(section) => reply(Body::EcmResponse(EcmResponse {
-                        ecm_channel_id: channel_id,
-                        ecm_stream_id: p.ecm_stream_id,
-                        cp_number: p.cp_number,
-                        ecm_datagram: section.into(),
-                    })),
+                    Ok(section) => {
+                        self.ecms += 1;
+                        reply(Body::EcmResponse(EcmResponse {
+                            ecm_channel_id: channel_id,
+                            ecm_stream_id: p.ecm_stream_id,
+                            cp_number: p.cp_number,
+                            ecm_datagram: self.ecmg.datagram(section),
+                        }))
+                    }
                     Err(status) => stream_error(status),
                 }
             }
@@ -419,10 +626,415 @@ fn ecm_for(ecmg: &Ecmg, stream: &mut Stream, p: &CwProvision) -> Result<Vec<u8>,
     ))
 }
 
+/// How ECM_datagrams are sent, for the log.
+fn form(flag: SectionTspktFlag) -> &'static str {
+    match flag {
+        SectionTspktFlag::Sections => "sections",
+        SectionTspktFlag::TsPackets => "TS packets",
+    }
+}
+
+fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
+    s.parse()
+        .ok()
+        .and_then(ProtocolVersion::from_u8)
+        .ok_or_else(|| format!("{s}: protocol_version 2 or 3"))
+}
+
 fn parse_u32(s: &str) -> Result<u32, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => s.parse(),
     };
     r.map_err(|e| format!("{s}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use drm::ecm::parse_ecm;
+    use drm::simulcrypt::{
+        ecm_packets, ChannelSetup, ChannelTest, CpCwCombination, ParameterType, StreamTest,
+        SuperCasId,
+    };
+    use playout::psi::SectionAssembler;
+    use playout::ts::header;
+
+    use super::*;
+
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    const CAS: SuperCasId = SuperCasId(0x4AD1_0000);
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EcmgArgs,
+    }
+
+    /// An ECMG as `hectl ecmg --key KEY --wrap aes EXTRA...` would run it.
+    fn ecmg(extra: &[&str]) -> Ecmg {
+        let base = [
+            "ecmg",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            KEY,
+            "--wrap",
+            "aes",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).unwrap();
+        Ecmg::new(&cli.args).unwrap()
+    }
+
+    fn connect(ecmg: &Ecmg) -> Connection<'_> {
+        Connection::new(ecmg, "127.0.0.1:1".parse().unwrap())
+    }
+
+    /// Sends `bytes` in one read; the messages that answer them, and what follows.
+    fn exchange_bytes(conn: &mut Connection<'_>, bytes: &[u8]) -> (Vec<Message>, Flow) {
+        let mut out = Vec::new();
+        let flow = conn.handle_bytes(bytes, &mut out);
+        let mut decoder = Decoder::new();
+        decoder.push(&out);
+        let answers = decoder.by_ref().map(Result::unwrap).collect();
+        assert_eq!(decoder.buffered(), 0, "a partial message was written");
+        (answers, flow)
+    }
+
+    fn exchange(conn: &mut Connection<'_>, msgs: &[Message]) -> (Vec<Message>, Flow) {
+        let bytes: Vec<u8> = msgs.iter().flat_map(|m| encode(m).unwrap()).collect();
+        exchange_bytes(conn, &bytes)
+    }
+
+    /// The one answer to `body` sent in `version`, the connection staying up.
+    fn ask(conn: &mut Connection<'_>, version: ProtocolVersion, body: impl Into<Body>) -> Message {
+        let (mut answers, flow) = exchange(conn, &[Message::new(version, body)]);
+        assert_eq!((answers.len(), flow), (1, Flow::Continue), "{answers:?}");
+        answers.remove(0)
+    }
+
+    /// protocol_version(8) message_type(16) message_length(16), then TLVs (TS 103 197).
+    fn raw(version: u8, message_type: u16, params: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (t, v) in params {
+            body.extend_from_slice(&t.to_be_bytes());
+            body.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            body.extend_from_slice(v);
+        }
+        let mut out = vec![version];
+        out.extend_from_slice(&message_type.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn version_error(ecm_channel_id: u16) -> Body {
+        Body::ChannelError(ChannelError {
+            ecm_channel_id,
+            error_status: vec![ErrorStatus::UNSUPPORTED_PROTOCOL_VERSION],
+            error_information: Vec::new(),
+        })
+    }
+
+    fn cw(cp: u16) -> [u8; 16] {
+        std::array::from_fn(|i| (cp as u8).wrapping_mul(31) ^ (i as u8 * 7) ^ 0xA5)
+    }
+
+    fn provision(cp: u16) -> CwProvision {
+        CwProvision {
+            ecm_channel_id: 1,
+            ecm_stream_id: 1,
+            cp_number: cp,
+            cw_encryption: None,
+            cp_cw_combinations: [cp, cp + 1]
+                .iter()
+                .map(|&cp| CpCwCombination {
+                    cp_number: cp,
+                    cw: cw(cp).to_vec(),
+                })
+                .collect(),
+            cp_duration: None,
+            access_criteria: None,
+        }
+    }
+
+    /// channel_setup and stream_setup in `version`; the channel_status.
+    fn open(conn: &mut Connection<'_>, version: ProtocolVersion) -> ChannelStatus {
+        let setup = ChannelSetup {
+            ecm_channel_id: 1,
+            super_cas_id: CAS,
+        };
+        let answer = ask(conn, version, setup);
+        assert_eq!(answer.version, version);
+        let Body::ChannelStatus(status) = answer.body else {
+            panic!("expected channel_status, got {answer:?}");
+        };
+        let stream = StreamSetup {
+            ecm_channel_id: 1,
+            ecm_stream_id: 1,
+            ecm_id: 0x0101,
+            nominal_cp_duration: Tenths(100),
+        };
+        let answer = ask(conn, version, stream);
+        assert!(matches!(answer.body, Body::StreamStatus(_)), "{answer:?}");
+        status
+    }
+
+    /// The ECM_datagram answering CW_provision of `cp`.
+    fn ecm(conn: &mut Connection<'_>, version: ProtocolVersion, cp: u16) -> Bytes {
+        let answer = ask(conn, version, provision(cp));
+        assert_eq!(answer.version, version);
+        let Body::EcmResponse(r) = answer.body else {
+            panic!("expected ECM_response, got {answer:?}");
+        };
+        assert_eq!(r.cp_number, cp);
+        r.ecm_datagram
+    }
+
+    #[test]
+    fn ecmg_v2_rejects_v3_channel_setup_then_hangs_up() {
+        let ecmg = ecmg(&["--version", "2"]);
+        let mut conn = connect(&ecmg);
+        let setup = ChannelSetup {
+            ecm_channel_id: 7,
+            super_cas_id: CAS,
+        };
+        // A v2 channel_test in the same read is not answered: the connection is over.
+        let (answers, flow) = exchange(
+            &mut conn,
+            &[
+                Message::new(ProtocolVersion::V3, setup),
+                Message::new(ProtocolVersion::V2, ChannelTest { ecm_channel_id: 7 }),
+            ],
+        );
+        assert_eq!(flow, Flow::HangUp);
+        assert_eq!(
+            answers,
+            [Message::new(ProtocolVersion::V2, version_error(7))]
+        );
+        // The encoding: version 2, channel_error, ECM_channel_id 7, error_status 0x0002.
+        let mut out = Vec::new();
+        connect(&ecmg).handle_bytes(
+            &encode(&Message::new(
+                ProtocolVersion::V3,
+                ChannelTest { ecm_channel_id: 7 },
+            ))
+            .unwrap(),
+            &mut out,
+        );
+        assert_eq!(out, raw(2, 0x0005, &[(0x000E, &[0, 7]), (0x7000, &[0, 2])]));
+    }
+
+    #[test]
+    fn ecmg_version_mismatch_is_refused_even_if_undecodable() {
+        let v2 = ecmg(&["--version", "2"]);
+        // A v3 channel_setup without Super_CAS_id: its ECM_channel_id is still named.
+        let (answers, flow) =
+            exchange_bytes(&mut connect(&v2), &raw(3, 0x0001, &[(0x000E, &[0, 9])]));
+        assert_eq!(flow, Flow::HangUp);
+        assert_eq!(
+            answers,
+            [Message::new(ProtocolVersion::V2, version_error(9))]
+        );
+        // An unknown v3 message_type: no ECM_channel_id to name, so 0.
+        let (answers, flow) =
+            exchange_bytes(&mut connect(&v2), &raw(3, 0x0999, &[(0x000E, &[0, 9])]));
+        assert_eq!(flow, Flow::HangUp);
+        assert_eq!(
+            answers,
+            [Message::new(ProtocolVersion::V2, version_error(0))]
+        );
+        // And the other way round: a v3 ECMG refuses v2, in v3.
+        let v3 = ecmg(&[]);
+        let setup = ChannelSetup {
+            ecm_channel_id: 3,
+            super_cas_id: CAS,
+        };
+        let (answers, flow) = exchange(
+            &mut connect(&v3),
+            &[Message::new(ProtocolVersion::V2, setup)],
+        );
+        assert_eq!(flow, Flow::HangUp);
+        assert_eq!(
+            answers,
+            [Message::new(ProtocolVersion::V3, version_error(3))]
+        );
+        // A version no one speaks (1) is an undecodable message like any other: answered,
+        // the connection kept (tests/ecmg.rs relies on this).
+        let mut conn = connect(&v2);
+        let (answers, flow) = exchange_bytes(&mut conn, &raw(1, 0x0001, &[(0x000E, &[0, 1])]));
+        assert_eq!(flow, Flow::Continue);
+        assert_eq!(
+            answers,
+            [Message::new(ProtocolVersion::V2, version_error(0))]
+        );
+        open(&mut conn, ProtocolVersion::V2);
+    }
+
+    #[test]
+    fn ecmg_v2_accepts_v2_channel_setup() {
+        let ecmg = ecmg(&["--version", "2"]);
+        let mut conn = connect(&ecmg);
+        let status = open(&mut conn, ProtocolVersion::V2);
+        assert_eq!(status.ecm_channel_id, 1);
+        assert_eq!(status.section_tspkt_flag, SectionTspktFlag::Sections);
+        let datagram = ecm(&mut conn, ProtocolVersion::V2, 4);
+        let ecm = parse_ecm(&ecmg.key, Wrap::Aes128, &datagram).unwrap();
+        assert_eq!((ecm.even_cw, ecm.odd_cw), (cw(4), cw(5)));
+        let answer = ask(
+            &mut conn,
+            ProtocolVersion::V2,
+            ChannelTest { ecm_channel_id: 1 },
+        );
+        assert_eq!(answer.version, ProtocolVersion::V2);
+        assert!(matches!(answer.body, Body::ChannelStatus(_)));
+    }
+
+    #[test]
+    fn ecmg_announces_delays_only_when_given() {
+        let defaults = ecmg(&[]);
+        assert_eq!(defaults.version, ProtocolVersion::V3);
+        let status = open(&mut connect(&defaults), ProtocolVersion::V3);
+        assert_eq!((status.delay_start_ms, status.delay_stop_ms), (200, 0));
+        assert_eq!(
+            (
+                status.transition_delay_start_ms,
+                status.transition_delay_stop_ms,
+                status.ac_delay_start_ms,
+                status.ac_delay_stop_ms
+            ),
+            (None, None, None, None)
+        );
+        let given = ecmg(&[
+            "--delay-start",
+            "-500",
+            "--delay-stop",
+            "-20",
+            "--transition-delay-start",
+            "-40",
+            "--transition-delay-stop",
+            "60",
+            "--ac-delay-start",
+            "-10",
+            "--ac-delay-stop",
+            "30",
+        ]);
+        let status = open(&mut connect(&given), ProtocolVersion::V3);
+        assert_eq!((status.delay_start_ms, status.delay_stop_ms), (-500, -20));
+        assert_eq!(
+            (
+                status.transition_delay_start_ms,
+                status.transition_delay_stop_ms,
+                status.ac_delay_start_ms,
+                status.ac_delay_stop_ms
+            ),
+            (Some(-40), Some(60), Some(-10), Some(30))
+        );
+        // Absent means not on the wire; given means on it.
+        let optional = [
+            ParameterType::TRANSITION_DELAY_START,
+            ParameterType::TRANSITION_DELAY_STOP,
+            ParameterType::AC_DELAY_START,
+            ParameterType::AC_DELAY_STOP,
+        ];
+        let types = status_parameters(&defaults);
+        assert!(types.contains(&ParameterType::DELAY_START), "{types:?}");
+        assert!(types.contains(&ParameterType::DELAY_STOP), "{types:?}");
+        assert!(optional.iter().all(|t| !types.contains(t)), "{types:?}");
+        let types = status_parameters(&given);
+        assert!(optional.iter().all(|t| types.contains(t)), "{types:?}");
+    }
+
+    /// The parameter_types of the channel_status `ecmg` answers channel_setup with, in order.
+    fn status_parameters(ecmg: &Ecmg) -> Vec<ParameterType> {
+        let setup = ChannelSetup {
+            ecm_channel_id: 1,
+            super_cas_id: CAS,
+        };
+        let mut out = Vec::new();
+        let bytes = encode(&Message::new(ProtocolVersion::V3, setup)).unwrap();
+        connect(ecmg).handle_bytes(&bytes, &mut out);
+        assert_eq!(
+            u16::from_be_bytes([out[1], out[2]]),
+            0x0003,
+            "channel_status"
+        );
+        let mut body = &out[5..];
+        let mut types = Vec::new();
+        while body.len() >= 4 {
+            types.push(ParameterType(u16::from_be_bytes([body[0], body[1]])));
+            let len = usize::from(u16::from_be_bytes([body[2], body[3]]));
+            body = &body[4 + len..];
+        }
+        types
+    }
+
+    #[test]
+    fn ecmg_ts_packets_reassemble_to_the_sections_ecm() {
+        let sections = ecmg(&[]);
+        let packets = ecmg(&["--ts-packets", "--version", "2"]);
+        let mut s = connect(&sections);
+        let mut p = connect(&packets);
+        open(&mut s, ProtocolVersion::V3);
+        let status = open(&mut p, ProtocolVersion::V2);
+        assert_eq!(status.section_tspkt_flag, SectionTspktFlag::TsPackets);
+        for cp in 0..3 {
+            let section = ecm(&mut s, ProtocolVersion::V3, cp);
+            let datagram = ecm(&mut p, ProtocolVersion::V2, cp);
+            assert_eq!(datagram.len() % PACKET_SIZE, 0);
+            let mut assembler = SectionAssembler::default();
+            let mut found = Vec::new();
+            for (i, pkt) in datagram.chunks_exact(PACKET_SIZE).enumerate() {
+                assert_eq!(pkt[0], 0x47);
+                assert_eq!(header::pid(pkt), Pid::NULL);
+                assert_eq!(header::pusi(pkt), i == 0);
+                assert_eq!(usize::from(header::continuity_counter(pkt)), i & 0x0F);
+                let payload = &pkt[4..];
+                if i == 0 {
+                    assert_eq!(payload[0], 0, "pointer_field");
+                }
+                assembler.push_payload(payload, i == 0, true, |sec| found.push(sec.to_vec()));
+            }
+            assert_eq!(found, [section.to_vec()]);
+            // 0xFF stuffing after the section (one packet: the ECM is 55 bytes).
+            assert!(datagram[5 + section.len()..].iter().all(|&b| b == 0xFF));
+            // And the SCS side takes it as TS packets.
+            let mut cc = 0;
+            let pid = Pid::new(0x1FF0).unwrap();
+            let on_air = ecm_packets(&datagram, SectionTspktFlag::TsPackets, pid, &mut cc).unwrap();
+            assert_eq!(on_air.len(), datagram.len() / PACKET_SIZE);
+        }
+    }
+
+    #[test]
+    fn ecmg_stall_after_leaves_cw_provision_unanswered() {
+        let ecmg = ecmg(&["--stall-after", "2"]);
+        let mut conn = connect(&ecmg);
+        open(&mut conn, ProtocolVersion::V3);
+        ecm(&mut conn, ProtocolVersion::V3, 0);
+        ecm(&mut conn, ProtocolVersion::V3, 1);
+        for cp in 2..4 {
+            let (answers, flow) = exchange(
+                &mut conn,
+                &[Message::new(ProtocolVersion::V3, provision(cp))],
+            );
+            assert_eq!((answers, flow), (Vec::new(), Flow::Continue));
+        }
+        let answer = ask(
+            &mut conn,
+            ProtocolVersion::V3,
+            ChannelTest { ecm_channel_id: 1 },
+        );
+        assert!(matches!(answer.body, Body::ChannelStatus(_)), "{answer:?}");
+        let test = StreamTest {
+            ecm_channel_id: 1,
+            ecm_stream_id: 1,
+        };
+        let answer = ask(&mut conn, ProtocolVersion::V3, test);
+        assert!(matches!(answer.body, Body::StreamStatus(_)), "{answer:?}");
+        // The count is per connection.
+        let mut other = connect(&ecmg);
+        open(&mut other, ProtocolVersion::V3);
+        ecm(&mut other, ProtocolVersion::V3, 0);
+    }
 }

@@ -1,7 +1,8 @@
 //! `hectl`: the operator's command line. Offline it checks transport streams, validates and
 //! imports schedule files, scrambles and descrambles, and makes alert signing keys; against a
 //! running daemon (its control API) it edits schedules, sends and cancels alerts, exports and
-//! imports the guide and shows the status; `hectl ecmg` is a test ECMG for SimulCrypt.
+//! imports the guide and shows the status; `hectl ecmg` is a test ECMG for SimulCrypt, and
+//! `hectl emmg` a test EMMG that feeds a MUX numbered EMM sections (EMMG/PDG⇔MUX).
 
 mod alert_cmd;
 mod archive_cmd;
@@ -10,6 +11,7 @@ mod client;
 mod diff;
 mod ecmg_cmd;
 mod edit;
+mod emmg_cmd;
 mod epg_cmd;
 mod fleet_cmd;
 mod input_cmd;
@@ -93,6 +95,9 @@ enum Command {
     /// A test ECMG (DVB SimulCrypt ECMG⇔SCS over TCP): answers CW_provision with ECMs of
     /// `drm::ecm` (control words wrapped with AES or SM4 under --key).
     Ecmg(ecmg_cmd::EcmgArgs),
+    /// A test EMMG (DVB SimulCrypt EMMG/PDG⇔MUX over TCP, data optionally by UDP): sets up a
+    /// channel and a stream with a MUX, then sends numbered EMM sections at a steady rate.
+    Emmg(emmg_cmd::EmmgArgs),
     /// Prints a shell completion script: `hectl completions bash > /etc/bash_completion.d/hectl`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -240,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     client::set_transport(cli.ca, cli.insecure);
     match cli.command {
         Command::Ecmg(args) => ecmg_cmd::run(args),
+        Command::Emmg(args) => emmg_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
         Command::Archive { action } => archive_cmd::run(action),
         Command::Fleet { action } => fleet_cmd::run(action),

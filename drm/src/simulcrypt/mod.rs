@@ -10,11 +10,14 @@
 //!   channel alive, reports ECMs and failures as [`ScsEvent`]s. The TCP client lives in
 //!   `headend`.
 //! - [`ecm_packets`]: an ECM_datagram (sections or TS packets) as packets on the ECM PID.
+//! - [`emmg`]: the EMMG/PDG⇔MUX interface: its messages (TCP and UDP), the MUX end of an EMMG
+//!   connection and the EMMG end, sans-IO.
 //!
 //! Control words never show in `Debug` output ([`CpCwCombination`] prints their length).
 
 mod codec;
 mod datagram;
+pub mod emmg;
 mod error;
 pub mod message;
 mod scs;

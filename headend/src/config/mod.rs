@@ -49,7 +49,7 @@ pub(crate) use output::{OutputConfig, OutputKind};
 pub(crate) use pids::PidPlan;
 pub(crate) use record::{RecordConfig, WebhookConfig, WebhookTarget};
 pub(crate) use scrambling::{
-    EcmKey, KeySourceConfig, OnFailure, ScramblingConfig, SimulcryptConfig,
+    EcmKey, KeySourceConfig, OnFailure, ScramblingConfig, SimulcryptConfig, VersionChoice,
 };
 pub(crate) use units::{parse_duration, Bitrate};
 
@@ -772,15 +772,17 @@ fn check_ecm_pids(channels: &[ChannelConfig], mpts: &[MptsConfig], diag: &mut Di
                 continue;
             };
             let Some(sc) = &ch.scrambling else { continue };
-            match seen.iter().find(|(p, _)| *p == sc.ecm_pid) {
-                Some((_, other)) => diag.push(
-                    format!("channel[{i}].scrambling.ecm_pid"),
-                    format!(
-                        "0x{:04X} is also channel `{other}`'s ECM PID in mpts `{}`",
-                        sc.ecm_pid, m.id
+            for (pid, _) in sc.ecm_streams() {
+                match seen.iter().find(|(p, _)| *p == pid) {
+                    Some((_, other)) => diag.push(
+                        format!("channel[{i}].scrambling.ecm_pid"),
+                        format!(
+                            "0x{pid:04X} is also channel `{other}`'s ECM PID in mpts `{}`",
+                            m.id
+                        ),
                     ),
-                ),
-                None => seen.push((sc.ecm_pid, &ch.id)),
+                    None => seen.push((pid, &ch.id)),
+                }
             }
         }
     }

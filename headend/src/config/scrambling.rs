@@ -23,7 +23,7 @@ pub(crate) struct ScramblingConfig {
     pub(crate) crypto_period: Duration,
     /// Key `keys`: `"random"` (default: a fresh word from the OS random generator every
     /// crypto-period), `"file"` (`key_file`: fixed words, BISS-style), `"simulcrypt"` (random
-    /// words, ECMs from the ECMG of `[channel.scrambling.simulcrypt]`).
+    /// words, ECMs from the ECMGs of `[[channel.scrambling.simulcrypt]]`, one per CAS).
     pub(crate) keys: KeySourceConfig,
     /// Key `on_failure`: when the key source fails: `"keep"` (default: go on with the last
     /// word and alarm), `"clear"` (send the service clear and alarm), `"stop"` (send none of
@@ -68,17 +68,46 @@ pub(crate) enum KeySourceConfig {
     /// A key file: 32 hex digits (one word for both parities) or two lines (even, odd); its
     /// permissions must be 0600 or narrower (checked when it is read).
     File(PathBuf),
-    /// An ECMG over DVB SimulCrypt.
-    Simulcrypt(SimulcryptConfig),
+    /// ECMGs over DVB SimulCrypt, one per CAS (at least one; distinct ECM PIDs and
+    /// Super_CAS_ids), all given the same control words.
+    Simulcrypt(Vec<SimulcryptConfig>),
 }
 
-/// `[channel.scrambling.simulcrypt]`.
+impl ScramblingConfig {
+    /// The ECM streams named in the PMT: (ECM PID, CA_system_id), one per CAS.
+    pub(crate) fn ecm_streams(&self) -> Vec<(u16, u16)> {
+        match &self.keys {
+            KeySourceConfig::Simulcrypt(cas) => {
+                cas.iter().map(|c| (c.ecm_pid, c.ca_system_id)).collect()
+            }
+            _ => vec![(self.ecm_pid, self.ca_system_id)],
+        }
+    }
+}
+
+/// The SimulCrypt protocol version spoken to an ECMG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VersionChoice {
+    /// Version 3 first, 2 if the ECMG refuses it.
+    Auto,
+    Fixed(drm::simulcrypt::ProtocolVersion),
+}
+
+/// One `[[channel.scrambling.simulcrypt]]`: a CAS and its ECMG.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SimulcryptConfig {
     /// Key `ecmg`: the ECMG's TCP address. Required.
     pub(crate) ecmg: SocketAddr,
     /// Key `super_cas_id`: CA_system_id (16 bits) and CA_subsystem_id (16 bits). Required.
     pub(crate) super_cas_id: u32,
+    /// Key `protocol_version`: `2`, `3` or `"auto"` (default).
+    pub(crate) version: VersionChoice,
+    /// Key `ecm_pid`: this CAS's ECM PID. Default: the scrambling's `ecm_pid` for the first
+    /// CAS, the next PIDs up for the others.
+    pub(crate) ecm_pid: u16,
+    /// Key `ca_system_id`: in this CAS's CA_descriptor. Default the upper half of
+    /// `super_cas_id` (for the first CAS, the scrambling's `ca_system_id` when set).
+    pub(crate) ca_system_id: u16,
     /// Keys `ecm_channel_id`, `ecm_stream_id`, `ecm_id`: default 1, 1, the service_id.
     pub(crate) ecm_channel_id: u16,
     pub(crate) ecm_stream_id: u16,
@@ -111,7 +140,7 @@ struct RawScrambling {
     ecm_wrap: Option<String>,
     ecm_interval: Option<HumanDuration>,
     cat_emm_pid: Option<i64>,
-    simulcrypt: Option<RawSimulcrypt>,
+    simulcrypt: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +152,9 @@ struct RawSimulcrypt {
     ecm_stream_id: Option<i64>,
     ecm_id: Option<i64>,
     access_criteria: Option<String>,
+    protocol_version: Option<toml::Value>,
+    ecm_pid: Option<i64>,
+    ca_system_id: Option<i64>,
 }
 
 /// 32 hex digits, nothing else but white space around them (no `0x`).
@@ -198,7 +230,14 @@ pub(super) fn scrambling_config(
             diag.push(format!("{path}.key_file"), "required with keys = \"file\"");
             None
         }
-        ("simulcrypt", None, Some(s)) => simulcrypt(s, &path, service_id, diag),
+        ("simulcrypt", None, Some(s)) => simulcrypt(
+            s,
+            &path,
+            service_id,
+            raw.ecm_pid.unwrap_or(0x1FF0),
+            raw.ca_system_id,
+            diag,
+        ),
         ("simulcrypt", _, None) => {
             diag.push(
                 format!("{path}.simulcrypt"),
@@ -239,11 +278,14 @@ pub(super) fn scrambling_config(
             OnFailure::KeepLast
         }
     };
-    let ecm_pid = diag.ranged(
-        format!("{path}.ecm_pid"),
-        raw.ecm_pid.unwrap_or(0x1FF0),
-        PidPlan::FIRST..=PidPlan::LAST,
-    );
+    let ecm_pid = match &keys {
+        Some(KeySourceConfig::Simulcrypt(s)) => Some(s[0].ecm_pid),
+        _ => diag.ranged(
+            format!("{path}.ecm_pid"),
+            raw.ecm_pid.unwrap_or(0x1FF0),
+            PidPlan::FIRST..=PidPlan::LAST,
+        ),
+    };
     let cat_emm_pid = raw.cat_emm_pid.and_then(|p| {
         diag.ranged(
             format!("{path}.cat_emm_pid"),
@@ -252,7 +294,16 @@ pub(super) fn scrambling_config(
         )
     });
     if let Some(plan) = plan {
-        for (key, pid) in [("ecm_pid", ecm_pid), ("cat_emm_pid", cat_emm_pid)] {
+        let mut pids = vec![
+            ("ecm_pid".to_owned(), ecm_pid),
+            ("cat_emm_pid".to_owned(), cat_emm_pid),
+        ];
+        if let Some(KeySourceConfig::Simulcrypt(cas)) = &keys {
+            for (i, c) in cas.iter().enumerate().skip(1) {
+                pids.push((format!("simulcrypt[{i}].ecm_pid"), Some(c.ecm_pid)));
+            }
+        }
+        for (key, pid) in pids {
             let Some(pid) = pid else { continue };
             if let Some((name, _)) = plan.ranges().into_iter().find(|(_, r)| r.contains(&pid)) {
                 diag.push(
@@ -263,7 +314,7 @@ pub(super) fn scrambling_config(
         }
     }
     let default_ca = match &keys {
-        Some(KeySourceConfig::Simulcrypt(s)) => (s.super_cas_id >> 16) as i64,
+        Some(KeySourceConfig::Simulcrypt(s)) => i64::from(s[0].ca_system_id),
         _ => 0x4AFF,
     };
     let ca_system_id = diag.ranged(
@@ -337,13 +388,74 @@ pub(super) fn scrambling_config(
     })
 }
 
+/// `[channel.scrambling.simulcrypt]` (one CAS) or `[[channel.scrambling.simulcrypt]]` (a
+/// list): each CAS with its own ECM PID (default `ecm_pid`, `ecm_pid + 1`...) and
+/// Super_CAS_id.
 fn simulcrypt(
+    value: toml::Value,
+    path: &str,
+    service_id: Option<u16>,
+    first_ecm_pid: i64,
+    ca_system_id: Option<i64>,
+    diag: &mut Diagnostics,
+) -> Option<KeySourceConfig> {
+    let (items, list) = match value {
+        toml::Value::Array(a) => (a, true),
+        v => (vec![v], false),
+    };
+    if items.is_empty() {
+        diag.push(format!("{path}.simulcrypt"), "at least one CAS is needed");
+        return None;
+    }
+    let before = diag.len();
+    let mut out: Vec<SimulcryptConfig> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let here = if list {
+            format!("{path}.simulcrypt[{i}]")
+        } else {
+            format!("{path}.simulcrypt")
+        };
+        let raw: RawSimulcrypt = match item.try_into() {
+            Ok(r) => r,
+            Err(e) => {
+                diag.toml(&here, &e);
+                continue;
+            }
+        };
+        let default_pid = first_ecm_pid + i as i64;
+        let default_ca = (i == 0).then_some(ca_system_id).flatten();
+        let Some(c) = one_cas(raw, &here, service_id, default_pid, default_ca, diag) else {
+            continue;
+        };
+        if let Some(o) = out.iter().find(|o| o.ecm_pid == c.ecm_pid) {
+            diag.push(
+                format!("{here}.ecm_pid"),
+                format!(
+                    "0x{:04X} is also the ECM PID of Super_CAS_id 0x{:08X}",
+                    c.ecm_pid, o.super_cas_id
+                ),
+            );
+        }
+        if out.iter().any(|o| o.super_cas_id == c.super_cas_id) {
+            diag.push(
+                format!("{here}.super_cas_id"),
+                format!("0x{:08X} is listed twice", c.super_cas_id),
+            );
+        }
+        out.push(c);
+    }
+    (diag.len() == before).then_some(KeySourceConfig::Simulcrypt(out))
+}
+
+fn one_cas(
     raw: RawSimulcrypt,
     path: &str,
     service_id: Option<u16>,
+    default_pid: i64,
+    default_ca: Option<i64>,
     diag: &mut Diagnostics,
-) -> Option<KeySourceConfig> {
-    let path = format!("{path}.simulcrypt");
+) -> Option<SimulcryptConfig> {
+    let path = path.to_owned();
     let super_cas_id = diag.ranged(
         format!("{path}.super_cas_id"),
         raw.super_cas_id,
@@ -373,12 +485,45 @@ fn simulcrypt(
             }
         },
     };
-    Some(KeySourceConfig::Simulcrypt(SimulcryptConfig {
+    let version = match &raw.protocol_version {
+        None => Some(VersionChoice::Auto),
+        Some(toml::Value::String(t)) if t == "auto" => Some(VersionChoice::Auto),
+        Some(toml::Value::Integer(2)) => {
+            Some(VersionChoice::Fixed(drm::simulcrypt::ProtocolVersion::V2))
+        }
+        Some(toml::Value::Integer(3)) => {
+            Some(VersionChoice::Fixed(drm::simulcrypt::ProtocolVersion::V3))
+        }
+        Some(_) => {
+            diag.push(
+                format!("{path}.protocol_version"),
+                "expected 2, 3 or \"auto\"",
+            );
+            None
+        }
+    };
+    let ecm_pid = diag.ranged(
+        format!("{path}.ecm_pid"),
+        raw.ecm_pid.unwrap_or(default_pid),
+        PidPlan::FIRST..=PidPlan::LAST,
+    );
+    let super_cas_id = super_cas_id?;
+    let ca_system_id = diag.ranged(
+        format!("{path}.ca_system_id"),
+        raw.ca_system_id
+            .or(default_ca)
+            .unwrap_or(i64::from(super_cas_id >> 16)),
+        1u16..=0xFFFF,
+    );
+    Some(SimulcryptConfig {
         ecmg: raw.ecmg,
-        super_cas_id: super_cas_id?,
+        super_cas_id,
+        version: version?,
+        ecm_pid: ecm_pid?,
+        ca_system_id: ca_system_id?,
         ecm_channel_id: channel?,
         ecm_stream_id: stream?,
         ecm_id,
         access_criteria,
-    }))
+    })
 }

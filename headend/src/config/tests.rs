@@ -832,7 +832,8 @@ fn channel_scrambling_is_checked() {
     let KeySourceConfig::Simulcrypt(s) = sc.keys else {
         panic!("{sc:?}")
     };
-    assert_eq!(s.ecm_id, Some(101), "the service_id");
+    assert_eq!(s[0].ecm_id, Some(101), "the service_id");
+    assert_eq!((s[0].ecm_pid, s[0].version), (0x1FF0, VersionChoice::Auto));
 
     let bad = format!(
         "{ISSUE_SHAPE}\n[channel.scrambling]\ncipher = \"des\"\ncrypto_period = \"100ms\"\n\

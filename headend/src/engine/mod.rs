@@ -289,19 +289,25 @@ impl Engine {
             let mut cas_state = Vec::new();
             for (program, ch) in spec.channels.iter().enumerate() {
                 if let Some(sc) = &ch.scrambling {
-                    if let KeySourceConfig::Simulcrypt(link) = &sc.keys {
-                        let l = crate::cas::start(&ch.id, link, sc.crypto_period).map_err(|e| {
-                            anyhow::anyhow!(
-                                "channel `{}`: starting the SimulCrypt link: {e}",
-                                ch.id
-                            )
-                        })?;
-                        cas.push((program, l));
-                        cas_state.push(crate::status::EcmgStatus {
-                            channel: ch.id.clone(),
-                            up: false,
-                            error: Some("connecting".to_owned()),
-                        });
+                    if let KeySourceConfig::Simulcrypt(links) = &sc.keys {
+                        for (k, link) in links.iter().enumerate() {
+                            let l =
+                                crate::cas::start(&ch.id, link, sc.crypto_period).map_err(|e| {
+                                    anyhow::anyhow!(
+                                        "channel `{}`: starting the SimulCrypt link to {}: {e}",
+                                        ch.id,
+                                        link.ecmg
+                                    )
+                                })?;
+                            cas.push((program, k, l));
+                            cas_state.push(crate::status::EcmgStatus {
+                                channel: ch.id.clone(),
+                                super_cas_id: format!("0x{:08X}", link.super_cas_id),
+                                ecmg: link.ecmg.to_string(),
+                                up: false,
+                                error: Some("connecting".to_owned()),
+                            });
+                        }
                     }
                 }
             }
@@ -553,8 +559,8 @@ struct Live {
     st: Station,
     /// Each program's file source; `None` while an I/O thread has it.
     sources: Vec<Option<FileSource>>,
-    /// The SimulCrypt link of each program that has one.
-    cas: Vec<(usize, CasLink)>,
+    /// The SimulCrypt links of the programs that have them: (program, CAS index, link).
+    cas: Vec<(usize, usize, CasLink)>,
     /// Each link's state: (channel, up, why it is down).
     cas_state: Vec<crate::status::EcmgStatus>,
     pacer: Pacer,
@@ -1889,7 +1895,7 @@ impl Live {
 
     /// What the SimulCrypt links brought.
     fn take_cas(&mut self) {
-        for (k, (program, link)) in self.cas.iter().enumerate() {
+        for (k, (program, cas, link)) in self.cas.iter().enumerate() {
             while let Ok(ev) = link.events.try_recv() {
                 if let Some(state) = self.cas_state.get_mut(k) {
                     match &ev {
@@ -1900,7 +1906,7 @@ impl Live {
                                     &state.channel,
                                     "cas",
                                     "ecmg",
-                                    "the ECMG channel is up",
+                                    format!("the ECMG channel is up (CAS {})", state.super_cas_id),
                                 ));
                             }
                             state.up = true;
@@ -1913,7 +1919,7 @@ impl Live {
                                 &state.channel,
                                 "cas",
                                 "ecmg",
-                                format!("ECMG link down: {reason}"),
+                                format!("ECMG link down (CAS {}): {reason}", state.super_cas_id),
                             ));
                             state.up = false;
                             state.error = Some(reason.clone());
@@ -1921,7 +1927,7 @@ impl Live {
                         crate::cas::CasEvent::Ecm { .. } => {}
                     }
                 }
-                self.st.handle_cas(*program, ev);
+                self.st.handle_cas(*program, *cas, ev);
             }
         }
     }
@@ -1937,8 +1943,9 @@ impl Live {
                 Output::Eit { job, at } => links.eit.send(global, job, at, &links.built_tx),
                 Output::Pf(pf) => links.router.broadcast_pf(&Arc::from(pf)),
                 Output::Provision { program, provision } => {
-                    if let Some((_, link)) = self.cas.iter().find(|(p, _)| *p == program) {
-                        let _ = link.requests.send(provision);
+                    let links = self.cas.iter().filter(|(p, _, _)| *p == program);
+                    for (_, _, link) in links {
+                        let _ = link.requests.send(provision.clone());
                     }
                 }
                 Output::Boundary(b) => {

@@ -511,10 +511,10 @@ impl Station {
         }
     }
 
-    /// What program `program`'s SimulCrypt link brought.
-    pub(crate) fn handle_cas(&mut self, program: usize, ev: CasEvent) {
+    /// What the SimulCrypt link of program `program`'s CAS `cas` brought.
+    pub(crate) fn handle_cas(&mut self, program: usize, cas: usize, ev: CasEvent) {
         if let Some((_, s)) = self.scrambling.iter_mut().find(|(p, _)| *p == program) {
-            s.handle_cas(&mut self.mux, ev);
+            s.handle_cas(&mut self.mux, cas, ev);
         }
     }
 

@@ -10,8 +10,12 @@ pub const MAX_ACCESS_CRITERIA_LEN: usize = 4096;
 /// What the SCS asks of the ECMG on one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScsConfig {
-    /// protocol_version of what the SCS sends.
+    /// protocol_version of what the SCS sends first.
     pub version: ProtocolVersion,
+    /// Whether to try the other version when the ECMG refuses the channel in this one (answers
+    /// channel_setup with channel_error, or drops the connection before channel_status); once
+    /// a channel opened, its version stays (`protocol_version = "auto"`).
+    pub version_fallback: bool,
     /// Super_CAS_id.
     pub super_cas_id: SuperCasId,
     /// ECM_channel_id.
@@ -28,11 +32,12 @@ pub struct ScsConfig {
 }
 
 impl ScsConfig {
-    /// A version 3 configuration with a 10 s keepalive, a 2 s response timeout and the
+    /// A version 3 configuration (falling back to 2) with a 10 s keepalive, a 2 s response timeout and the
     /// ECMG's max_comp_time for ECMs.
     pub fn new(super_cas_id: SuperCasId, ecm_channel_id: u16, streams: Vec<StreamConfig>) -> Self {
         ScsConfig {
             version: ProtocolVersion::V3,
+            version_fallback: true,
             super_cas_id,
             ecm_channel_id,
             streams,

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use crate::simulcrypt::error::SimulcryptError;
 use crate::simulcrypt::message::{
-    ChannelStatus, ErrorStatus, MessageType, SectionTspktFlag, StreamStatus,
+    ChannelStatus, ErrorStatus, MessageType, ProtocolVersion, SectionTspktFlag, StreamStatus,
 };
 
 /// What happened on the channel.
@@ -13,6 +13,14 @@ pub enum ScsEvent {
     /// The ECMG opened the channel with these parameters (lead_CW, CW_per_msg, delay_start,
     /// ECM_rep_period, section_TSpkt_flag...).
     ChannelReady(ChannelStatus),
+    /// The ECMG refused the channel in one protocol version: the SCS speaks the other from
+    /// now on (version fallback; the caller reconnects if the ECMG dropped the connection).
+    VersionChanged {
+        /// The version refused.
+        from: ProtocolVersion,
+        /// The version used now.
+        to: ProtocolVersion,
+    },
     /// The ECMG opened a stream.
     StreamReady(StreamStatus),
     /// The ECM of a crypto-period, checked to be whole sections or TS packets as `format` says.

@@ -22,6 +22,12 @@
 //! sent, as TSDuck's ECMG client does; malformed messages are answered with channel_error or
 //! stream_error and the right error_status.
 //!
+//! Protocol version: the SCS starts with the configured one; with fallback on, a channel_error
+//! answering channel_setup, a channel_status in the other version, or a connection lost before
+//! channel_status makes it use the other version (reported as [`ScsEvent::VersionChanged`];
+//! after a channel_error it sends channel_setup again at once, on the same connection). The
+//! version a channel opened with stays for good ([`Scs::version`]).
+//!
 //! Crypto-period parity: the control word of CP_number `n` is the even word for even `n` and
 //! the odd word for odd `n` (as [`crate::keys`] schedules them and [`crate::ecm`] reads them).
 
@@ -33,8 +39,8 @@ use super::codec::{encode, Decoder};
 use super::datagram::check_datagram;
 use super::message::{
     Body, ChannelClose, ChannelError, ChannelSetup, ChannelStatus, ChannelTest, CpCwCombination,
-    CwProvision, ErrorStatus, Message, MessageType, SectionTspktFlag, StreamCloseRequest,
-    StreamError, StreamSetup, StreamStatus, Tenths,
+    CwProvision, ErrorStatus, Message, MessageType, ProtocolVersion, SectionTspktFlag,
+    StreamCloseRequest, StreamError, StreamSetup, StreamStatus, Tenths,
 };
 
 mod config;
@@ -47,6 +53,11 @@ pub use event::{ScsError, ScsEvent, ScsStats};
 /// not the queued bytes (CW_provision carries control words).
 pub struct Scs {
     config: ScsConfig,
+    /// The version spoken now, and whether a channel opened with it (it stays then).
+    version: ProtocolVersion,
+    version_settled: bool,
+    /// Whether channel_setup was sent again on this connection in the other version.
+    retried: bool,
     /// Between handle_connected and the channel's close or the connection's loss.
     connected: bool,
     channel: ChannelState,
@@ -103,6 +114,9 @@ impl Scs {
             })
             .collect();
         Ok(Scs {
+            version: config.version,
+            version_settled: !config.version_fallback,
+            retried: false,
             config,
             connected: false,
             channel: ChannelState::Idle,
@@ -121,6 +135,12 @@ impl Scs {
     /// The TCP connection is up: starts afresh (forgetting any earlier connection) and queues
     /// channel_setup.
     pub fn handle_connected(&mut self, now: Instant) {
+        self.retried = false;
+        self.setup(now);
+    }
+
+    /// Starts afresh and queues channel_setup.
+    fn setup(&mut self, now: Instant) {
         self.reset();
         self.connected = true;
         self.channel = ChannelState::SetupSent;
@@ -135,6 +155,10 @@ impl Scs {
     /// (unless it was closed already).
     pub fn handle_disconnected(&mut self, _now: Instant) {
         let connected = self.connected;
+        // Unless it already changed on this connection (the ECMG refused, then hung up).
+        if self.channel == ChannelState::SetupSent && !self.retried {
+            self.switch_version();
+        }
         self.reset();
         if connected {
             self.events.push_back(ScsEvent::Closed);
@@ -362,6 +386,11 @@ impl Scs {
         }
     }
 
+    /// The protocol version spoken now.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
     /// The ECMG's channel parameters, once the channel is open.
     pub fn channel_status(&self) -> Option<&ChannelStatus> {
         self.status.as_ref()
@@ -461,8 +490,25 @@ impl Scs {
         self.next_keepalive = None;
     }
 
+    /// With fallback on and no channel opened yet: the other version from now on.
+    fn switch_version(&mut self) -> bool {
+        if self.version_settled {
+            return false;
+        }
+        let from = self.version;
+        self.version = match from {
+            ProtocolVersion::V3 => ProtocolVersion::V2,
+            ProtocolVersion::V2 => ProtocolVersion::V3,
+        };
+        self.events.push_back(ScsEvent::VersionChanged {
+            from,
+            to: self.version,
+        });
+        true
+    }
+
     fn send(&mut self, body: Body) {
-        match encode(&Message::new(self.config.version, body)) {
+        match encode(&Message::new(self.version, body)) {
             Ok(bytes) => {
                 self.stats.messages_sent += 1;
                 self.transmit.push_back(bytes);
@@ -516,6 +562,14 @@ impl Scs {
     }
 
     fn handle_message(&mut self, now: Instant, msg: Message) {
+        if msg.version != self.version
+            && self.channel == ChannelState::SetupSent
+            && matches!(msg.body, Body::ChannelStatus(_))
+            && self.switch_version()
+        {
+            // The ECMG answered in the other version: speak it from now on.
+            self.version_settled = true;
+        }
         let body = msg.body;
         let channel = self.config.ecm_channel_id;
         if body.ecm_channel_id() != channel {
@@ -558,7 +612,11 @@ impl Scs {
                 self.error(ScsError::Channel {
                     error_status: e.error_status,
                 });
-                if setup {
+                if setup && !self.retried && self.switch_version() {
+                    // Refused in this version: channel_setup again in the other, once.
+                    self.setup(now);
+                    self.retried = true;
+                } else if setup {
                     self.fail();
                 } else {
                     // It answers our channel_test, if one is out.
@@ -667,6 +725,7 @@ impl Scs {
         match self.channel {
             ChannelState::SetupSent => {
                 self.channel = ChannelState::Open;
+                self.version_settled = true;
                 self.status = Some(status.clone());
                 self.next_keepalive = Some(now + self.config.keepalive);
                 self.events.push_back(ScsEvent::ChannelReady(status));
