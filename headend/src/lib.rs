@@ -13,6 +13,7 @@ mod clock;
 mod config;
 mod daemon;
 mod eit_builder;
+mod emmg;
 mod engine;
 mod feed;
 mod fleet;

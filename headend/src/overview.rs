@@ -194,6 +194,7 @@ fn channel(p: &Parts<'_>, id: &str, name: &str) -> Value {
                         "alarm": x.alarm,
                         "key_failures": x.key_failures,
                         "packets_scrambled": x.packets_scrambled,
+                        "cas": x.cas,
                     })
                 })
                 .collect()

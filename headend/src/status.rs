@@ -34,9 +34,32 @@ pub(crate) struct StationStatus {
     /// The SimulCrypt links (ECMG⇔SCS) of the scrambled programs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) ecmg: Vec<EcmgStatus>,
+    /// The EMM streams (EMMG⇔MUX) multiplexed into the station.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) emm: Vec<EmmStatus>,
     /// Programs relaying live inputs: which is on air, and each input's verdict and counters.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) relays: Vec<RelayStatus>,
+}
+
+/// An EMM stream of a station.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct EmmStatus {
+    /// The CAS (`0x4AD1`) whose EMMG sends it.
+    pub(crate) ca_system_id: String,
+    pub(crate) pid: u16,
+    /// TS packets sent on the EMM PID.
+    pub(crate) packets: u64,
+    /// Waiting in the muxer (at the allocated rate).
+    pub(crate) queued: usize,
+    /// Not taken: the queue (2 s at the allocated rate) was full.
+    pub(crate) dropped: u64,
+    /// The EMMG's datagrams received (by its listener, for every station).
+    pub(crate) datagrams: u64,
+    /// Its packets dropped for coming over UDP beyond the allocation.
+    pub(crate) over_allocation: u64,
+    /// Messages refused or undecodable.
+    pub(crate) errors: u64,
 }
 
 /// A SimulCrypt link's state.

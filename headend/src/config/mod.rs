@@ -17,6 +17,7 @@ mod alerts;
 pub(crate) mod archive;
 mod channel;
 mod claims;
+mod emmg;
 mod error;
 mod fleet;
 mod input;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
 pub(crate) use channel::ChannelConfig;
+pub(crate) use emmg::EmmgConfig;
 pub(crate) use error::{ConfigError, ConfigErrors};
 pub(crate) use fleet::FleetConfig;
 pub(crate) use input::{
@@ -85,6 +87,9 @@ pub(crate) struct Config {
     /// Table `[fleet]`: head-ends sharing their channels through etcd. Default none (this
     /// head-end sends every channel itself).
     pub(crate) fleet: Option<FleetConfig>,
+    /// Array `[[emmg]]`: EMMGs whose EMMs go into the stations carrying their CAS. Default
+    /// empty.
+    pub(crate) emmgs: Vec<EmmgConfig>,
 }
 
 /// The DVB network (`[network]`): its NIT lists every transport stream (each `[[mpts]]`,
@@ -372,11 +377,12 @@ pub(crate) fn parse_in(
     let management = document.remove("management");
     let record = document.remove("record");
     let fleet = document.remove("fleet");
+    let emmg_items = document.remove("emmg");
     for key in document.keys() {
         diag.push(
             key.escape_debug().to_string(),
             format!(
-                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `fleet`, `channel`, `mpts`",
+                "unknown key `{}`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `fleet`, `channel`, `mpts`, `emmg`",
                 key.escape_debug()
             ),
         );
@@ -408,15 +414,21 @@ pub(crate) fn parse_in(
         .into_iter()
         .map(|(path, table)| table.and_then(|t| mpts::mpts(t, &path, &mut diag, &mut claims)))
         .collect();
+    let emmgs: Vec<Option<EmmgConfig>> = tables(emmg_items, "emmg", &mut diag)
+        .into_iter()
+        .map(|(path, table)| table.and_then(|t| emmg::emmg(t, &path, &mut diag)))
+        .collect();
     if !diag.is_empty() {
         return Err(diag.finish());
     }
+    let emmgs: Vec<EmmgConfig> = emmgs.into_iter().flatten().collect();
     let channels: Option<Vec<ChannelConfig>> = channels.into_iter().collect();
     let mpts: Option<Vec<MptsConfig>> = mpts.into_iter().collect();
     let mut alerts_cfg = None;
     if let (Some(channels), Some(mpts)) = (&channels, &mpts) {
         check_network(channels, mpts, network.as_ref(), &mut diag);
         check_ecm_pids(channels, mpts, &mut diag);
+        emmg::check(&emmgs, channels, &mut diag);
         for (i, c) in channels.iter().enumerate() {
             if !c.prefer.is_empty() && fleet.is_none() {
                 diag.push(
@@ -476,6 +488,7 @@ pub(crate) fn parse_in(
             alerts: alerts_cfg,
             record,
             fleet: fleet.flatten(),
+            emmgs,
         }),
         _ => {
             // Unreachable by construction: converters return `None` only after reporting.

@@ -226,6 +226,8 @@ pub(crate) struct Engine {
     pub(crate) schedulers: Mutex<Vec<crate::schedule::driver::State>>,
     /// Whether each station plays in step with its fleet (by index).
     pub(crate) in_step: Vec<bool>,
+    /// The `[[emmg]]` listeners (stopped after the engine threads).
+    _emmgs: Vec<crate::emmg::Server>,
     /// Receives every UDP/RTP live input (stopped after the engine threads, whose live sets
     /// let go of their inputs).
     _poller: DatagramPoller,
@@ -263,6 +265,11 @@ impl Engine {
         let (reports_tx, reports_rx) = mpsc::channel();
         let eit_builder = EitBuilder::start()?;
         let poller = DatagramPoller::start()?;
+        let emmgs = config
+            .emmgs
+            .iter()
+            .map(crate::emmg::Server::start)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for (si, spec) in specs.iter().enumerate() {
             let mut outputs = Vec::new();
             // One RTP stream per station: every RTP output sends the same SSRC, sequence
@@ -389,6 +396,17 @@ impl Engine {
                 let scheduled = !spec.mpts && config.schedules.dir.join(&ch.id).is_dir();
                 relays.push(Relay::new(program, ch, set, items, scheduled, spec.mpts));
             }
+            // The EMMs of the CAS this station's channels are scrambled for.
+            let emm: Vec<crate::emmg::EmmFeed> = emmgs
+                .iter()
+                .filter(|e| spec.channels.iter().any(|c| e.config().serves(c)))
+                .map(crate::emmg::Server::subscribe)
+                .collect();
+            let streams: Vec<(u16, u16, u64)> = emm
+                .iter()
+                .map(|f| (f.ca_system_id, f.pid, f.rate_bps))
+                .collect();
+            st.add_emm(&streams);
             let feed = (!spec.mpts).then(Feed::new);
             let st_slot = st.mux().slot();
             st.mux_mut().track_raps(feed.is_some());
@@ -403,6 +421,7 @@ impl Engine {
                 st,
                 cas,
                 cas_state,
+                emm: emm.into_iter().map(|f| (f, 0)).collect(),
                 pacer: Pacer::new(pacer_cfg, pacer_start),
                 outputs,
                 feed,
@@ -528,6 +547,7 @@ impl Engine {
             feeds,
             schedulers: Mutex::new(schedulers),
             in_step,
+            _emmgs: emmgs,
             _poller: poller,
         })
     }
@@ -563,6 +583,8 @@ struct Live {
     cas: Vec<(usize, usize, CasLink)>,
     /// Each link's state: (channel, up, why it is down).
     cas_state: Vec<crate::status::EcmgStatus>,
+    /// EMMs from the EMMGs of its CAS, with the packets its muxer's queue had no room for.
+    emm: Vec<(crate::emmg::EmmFeed, u64)>,
     pacer: Pacer,
     outputs: Vec<UdpOutput>,
     /// With a fleet, the station's send gate (its index): the UDP/RTP outputs send only while
@@ -1893,8 +1915,15 @@ impl Live {
         }
     }
 
-    /// What the SimulCrypt links brought.
+    /// What the SimulCrypt links and the EMMGs brought.
     fn take_cas(&mut self) {
+        for (feed, dropped) in &mut self.emm {
+            while let Ok(packets) = feed.packets.try_recv() {
+                let n = packets.len() / playout::ts::PACKET_SIZE;
+                let taken = self.st.push_emm(feed.pid, &packets);
+                *dropped += (n - taken) as u64;
+            }
+        }
         for (k, (program, cas, link)) in self.cas.iter().enumerate() {
             while let Ok(ev) = link.events.try_recv() {
                 if let Some(state) = self.cas_state.get_mut(k) {
@@ -2138,6 +2167,23 @@ impl Live {
                 .collect(),
             scrambling: self.st.scrambling_stats(),
             ecmg: self.cas_state.clone(),
+            emm: self
+                .emm
+                .iter()
+                .map(|(f, dropped)| {
+                    let (packets, queued) = self.st.emm_state(f.pid).unwrap_or_default();
+                    crate::status::EmmStatus {
+                        ca_system_id: format!("0x{:04X}", f.ca_system_id),
+                        pid: f.pid,
+                        packets,
+                        queued,
+                        dropped: *dropped,
+                        datagrams: f.counters.datagrams.load(Ordering::Relaxed),
+                        over_allocation: f.counters.dropped.load(Ordering::Relaxed),
+                        errors: f.counters.errors.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
             relays: self.relays.iter().map(Relay::status).collect(),
         }
     }

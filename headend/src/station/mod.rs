@@ -27,7 +27,7 @@ use epg::si::Event;
 use playout::mux::{Mux, MuxConfig, MuxEvent, Underflow};
 use playout::splice::{IoRequest, OutputPids, SpliceConfig, SpliceEvent, Splicer};
 use playout::time::{Ticks27M, SYSTEM_CLOCK_HZ};
-use playout::ts::Pid;
+use playout::ts::{Pid, PACKET_SIZE};
 
 use crate::cas::{CasEvent, Provision};
 use crate::clock::ClockMap;
@@ -207,6 +207,11 @@ impl Station {
             s.start(&mut mux, now);
             scrambled.push((program, s));
         }
+        let cat: Vec<(u16, u16)> = scrambled
+            .iter()
+            .filter_map(|(_, s)| s.cat_entry())
+            .collect();
+        scrambling::set_cat(&mut mux, &cat);
         let utc = plan.clock.utc_ns(mux.now());
         let si = Carousel::start(
             &mut mux,
@@ -509,6 +514,36 @@ impl Station {
         if let Some(si) = &mut self.si {
             si.handle_peer(pf);
         }
+    }
+
+    /// EMM streams (from EMMGs, `crate::emmg`): each (CA_system_id, EMM PID, rate) gets a
+    /// data stream at that rate in the muxer (up to 2 s of it queued) and an entry in the CAT.
+    /// Meant before the first [`Station::emit`].
+    pub(crate) fn add_emm(&mut self, streams: &[(u16, u16, u64)]) {
+        let mut cat: Vec<(u16, u16)> = self
+            .scrambling
+            .iter()
+            .filter_map(|(_, s)| s.cat_entry())
+            .collect();
+        for &(ca, pid, rate) in streams {
+            let two_seconds = (rate * 2 / (PACKET_SIZE as u64 * 8)).max(64) as usize;
+            self.mux.set_stream(Pid::from_bits(pid), rate, two_seconds);
+            if !cat.contains(&(ca, pid)) {
+                cat.push((ca, pid));
+            }
+        }
+        scrambling::set_cat(&mut self.mux, &cat);
+    }
+
+    /// Queues EMM packets (whole TS packets) on `pid`; how many were taken (the rest did not
+    /// fit the queue).
+    pub(crate) fn push_emm(&mut self, pid: u16, packets: &[u8]) -> usize {
+        self.mux.push_stream(Pid::from_bits(pid), packets)
+    }
+
+    /// What the CAT lists and the muxer queued on an EMM PID: (packets sent, waiting).
+    pub(crate) fn emm_state(&self, pid: u16) -> Option<(u64, usize)> {
+        self.mux.stream_state(Pid::from_bits(pid))
     }
 
     /// What the SimulCrypt link of program `program`'s CAS `cas` brought.

@@ -242,18 +242,14 @@ impl ProgramScrambling {
         }
     }
 
-    /// Starts the CAT, if configured.
+    /// Starts the rotation.
     pub(crate) fn start(&mut self, mux: &mut Mux, now: Ticks27M) {
-        if let Some(emm) = self.cfg.cat_emm_pid {
-            let cat = cat_section(self.cfg.ca_system_id, emm);
-            mux.set_table(
-                Pid::from_bits(0x0001),
-                CAT_KEY,
-                &[&cat],
-                playout::time::SYSTEM_CLOCK_HZ / 2,
-            );
-        }
         self.rotate(mux, now);
+    }
+
+    /// The CAT entry it asks for (`cat_emm_pid`): (CA_system_id, EMM PID).
+    pub(crate) fn cat_entry(&self) -> Option<(u16, u16)> {
+        self.cfg.cat_emm_pid.map(|pid| (self.cfg.ca_system_id, pid))
     }
 
     /// The word of crypto-period `cp`: the one the scrambler holds for it, else the one
@@ -727,9 +723,30 @@ fn null_packet(p: &mut [u8]) {
     p[4..].fill(0xFF);
 }
 
-/// A CAT (table 0x01) with one CA_descriptor naming the EMM PID.
-fn cat_section(ca_system_id: u16, emm_pid: u16) -> bytes::BytesMut {
-    playout::psi::build_long_section(0x01, 0xFFFF, 0, &ca_descriptor(ca_system_id, emm_pid))
+/// Sends the CAT (PID 1) with a CA_descriptor for each (CA_system_id, EMM PID) of
+/// `entries`, twice a second; none: no CAT.
+pub(crate) fn set_cat(mux: &mut Mux, entries: &[(u16, u16)]) {
+    let descriptors: Vec<u8> = entries
+        .iter()
+        .flat_map(|&(ca, pid)| ca_descriptor(ca, pid))
+        .collect();
+    let cat = cat_section(&descriptors);
+    let sections: Vec<&[u8]> = if entries.is_empty() {
+        Vec::new()
+    } else {
+        vec![&cat[..]]
+    };
+    mux.set_table(
+        Pid::from_bits(0x0001),
+        CAT_KEY,
+        &sections,
+        playout::time::SYSTEM_CLOCK_HZ / 2,
+    );
+}
+
+/// A CAT (table 0x01) carrying `descriptors`.
+fn cat_section(descriptors: &[u8]) -> bytes::BytesMut {
+    playout::psi::build_long_section(0x01, 0xFFFF, 0, descriptors)
 }
 
 #[cfg(test)]
@@ -1007,7 +1024,7 @@ mod tests {
 
     #[test]
     fn cat_and_pmt_descriptors() {
-        let cat = cat_section(0x4AD1, 0x1F00);
+        let cat = cat_section(&ca_descriptor(0x4AD1, 0x1F00));
         assert_eq!(cat[0], 0x01, "table_id CAT");
         assert_eq!(
             usize::from(cat[1] & 0x0F) << 8 | usize::from(cat[2]),
