@@ -195,7 +195,22 @@ fn describe() {
     describe_gauge!(
         "headend_ecmg_up",
         Unit::Count,
-        "1 while a program's ECMG channel is set up."
+        "1 while the ECMG channel of a program's CAS is set up."
+    );
+    describe_gauge!(
+        "headend_cas_alarm",
+        Unit::Count,
+        "1 while a CAS of a program misses crypto-periods (its ECMG down or late)."
+    );
+    describe_counter!(
+        "headend_emm_packets_total",
+        Unit::Count,
+        "EMM packets sent on an EMM PID (EMMG-MUX)."
+    );
+    describe_counter!(
+        "headend_emm_dropped_packets_total",
+        Unit::Count,
+        "EMM packets dropped: over the allocation (UDP) or a full queue."
     );
     describe_gauge!(
         "headend_record_alarm",
@@ -337,6 +352,22 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
             gauge!("headend_scrambling_alarm", &labels).set(flag(s.alarm));
             counter!("headend_scrambled_packets_total", &labels).absolute(s.packets_scrambled);
             counter!("headend_scrambling_key_failures_total", &labels).absolute(s.key_failures);
+            for c in &s.cas {
+                let labels = [
+                    ("channel", s.channel.clone()),
+                    ("super_cas_id", c.super_cas_id.clone()),
+                ];
+                gauge!("headend_cas_alarm", &labels).set(flag(c.alarm));
+            }
+        }
+        for e in &st.emm {
+            let labels = [
+                ("channel", ch.clone()),
+                ("ca_system_id", e.ca_system_id.clone()),
+            ];
+            counter!("headend_emm_packets_total", &labels).absolute(e.packets);
+            counter!("headend_emm_dropped_packets_total", &labels)
+                .absolute(e.dropped + e.over_allocation);
         }
         for e in &st.ecmg {
             gauge!("headend_ecmg_up", "channel" => e.channel.clone(), "super_cas_id" => e.super_cas_id.clone()).set(flag(e.up));

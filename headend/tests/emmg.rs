@@ -308,6 +308,30 @@ fn an_emmg_over_its_allocation_is_throttled() {
     let mut tcp_sent = (0, 0);
     let mut udp_sent = (0, 0);
     let (caps, channels) = on_air(|_, tcp, udp| {
+        // Bad input first: garbage on a connection, an EMMG of another CAS. Both refused,
+        // nothing else changes.
+        {
+            use std::io::Write;
+            let mut junk = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+            let _ = junk.write_all(&[0x03, 0x00, 0x11, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef]);
+            let _ = junk.write_all(&[0xFF; 300]);
+        }
+        let other = Command::new(hectl())
+            .args([
+                "emmg",
+                "--mux",
+                &format!("127.0.0.1:{tcp}"),
+                "--client-id",
+                "0x4AE20000",
+            ])
+            .args(["--count", "1"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&other.stderr);
+        assert!(
+            !other.status.success() && said.contains("unknown client_id"),
+            "{said}"
+        );
         // Over TCP, asking for 300 kbit/s and sending at 300 for 2 s: allocated 100, read at
         // 100 (the EMMG's socket fills), nothing lost: 6 s to drain.
         tcp_sent = emmg(

@@ -1297,3 +1297,61 @@ fn fleet_settings() {
     let errors = reject(&format!("{ch}prefer = [\"he-01\"]\n"));
     assert!(message(&errors, "channel[0].prefer").contains("[fleet]"));
 }
+
+#[test]
+fn several_cas_per_channel_and_emmgs() {
+    let two = format!(
+        "{ISSUE_SHAPE}\n[channel.scrambling]\nkeys = \"simulcrypt\"\necm_pid = 0x1F00\n\
+         [[channel.scrambling.simulcrypt]]\necmg = \"127.0.0.1:4100\"\nsuper_cas_id = 0x4AD10000\nprotocol_version = 2\n\
+         [[channel.scrambling.simulcrypt]]\necmg = \"127.0.0.1:4101\"\nsuper_cas_id = 0x4AE20001\nprotocol_version = \"auto\"\n\
+         [[emmg]]\nlisten = \"127.0.0.1:4200\"\nudp = \"127.0.0.1:4201\"\nclient_id = 0x4AE20000\nbandwidth = \"64k\"\nemm_pid = 0x1F10\n"
+    );
+    let config = parse(&two, Path::new("/etc/headend"), "test.toml").unwrap();
+    let sc = config.channels[0].scrambling.clone().unwrap();
+    assert_eq!(sc.ecm_streams(), vec![(0x1F00, 0x4AD1), (0x1F01, 0x4AE2)]);
+    let KeySourceConfig::Simulcrypt(cas) = &sc.keys else {
+        panic!("{sc:?}")
+    };
+    assert_eq!(
+        cas[0].version,
+        VersionChoice::Fixed(drm::simulcrypt::ProtocolVersion::V2)
+    );
+    assert_eq!(cas[1].version, VersionChoice::Auto);
+    let e = &config.emmgs[0];
+    assert_eq!(
+        (e.ca_system_id(), e.emm_pid, e.bandwidth.bps()),
+        (0x4AE2, 0x1F10, 64_000)
+    );
+    assert!(e.serves(&config.channels[0]));
+
+    // Two CAS on one ECM PID or one Super_CAS_id, a bad version, an EMMG for a CAS no
+    // channel carries, an EMM PID on an ECM PID: each named.
+    let bad = format!(
+        "{ISSUE_SHAPE}\n[channel.scrambling]\nkeys = \"simulcrypt\"\n\
+         [[channel.scrambling.simulcrypt]]\necmg = \"127.0.0.1:4100\"\nsuper_cas_id = 0x4AD10000\necm_pid = 0x1F00\n\
+         [[channel.scrambling.simulcrypt]]\necmg = \"127.0.0.1:4101\"\nsuper_cas_id = 0x4AD10000\necm_pid = 0x1F00\nprotocol_version = 4\n\
+         [[emmg]]\nlisten = \"127.0.0.1:4200\"\nclient_id = 0x0B000000\nemm_pid = 0x1F20\n\
+         [[emmg]]\nlisten = \"127.0.0.1:4201\"\nclient_id = 0x4AD10000\nemm_pid = 0x1F00\nbandwidth = \"20M\"\n"
+    );
+    let errors = reject(&bad);
+    let first = reject(
+        &bad.replace("protocol_version = 4\n", "")
+            .replace("emm_pid = 0x1F00\nbandwidth = \"20M\"", "emm_pid = 0x1F00"),
+    );
+    assert!(message(
+        &errors,
+        "channel[0].scrambling.simulcrypt[1].protocol_version"
+    )
+    .contains("auto"));
+    assert!(message(&errors, "emmg[1].bandwidth").contains("10M"));
+    assert!(message(&first, "channel[0].scrambling.simulcrypt[1].ecm_pid").contains("0x1F00"));
+    assert!(message(&first, "channel[0].scrambling.simulcrypt[1].super_cas_id").contains("twice"));
+    let one_cas = reject(&format!(
+        "{ISSUE_SHAPE}\n[channel.scrambling]\nkeys = \"simulcrypt\"\n\
+         [[channel.scrambling.simulcrypt]]\necmg = \"127.0.0.1:4100\"\nsuper_cas_id = 0x4AD10000\necm_pid = 0x1F00\n\
+         [[emmg]]\nlisten = \"127.0.0.1:4200\"\nclient_id = 0x0B000000\nemm_pid = 0x1F20\n\
+         [[emmg]]\nlisten = \"127.0.0.1:4201\"\nclient_id = 0x4AD10000\nemm_pid = 0x1F00\n"
+    ));
+    assert!(message(&one_cas, "emmg[0].client_id").contains("0x0B00"));
+    assert!(message(&one_cas, "emmg[1].emm_pid").contains("scrambling"));
+}

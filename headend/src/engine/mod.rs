@@ -1545,6 +1545,12 @@ impl Live {
             ClockMap::starting(r.utc_at_epoch_ns + start_ns as i64, r.spec.mux.clock_origin);
         let mut st = Station::new(r.spec.plan(r.global, &r.network, clock, keys));
         st.mux_mut().track_raps(self.feed.is_some());
+        let emm: Vec<(u16, u16, u64)> = self
+            .emm
+            .iter()
+            .map(|(f, _)| (f.ca_system_id, f.pid, f.rate_bps))
+            .collect();
+        st.add_emm(&emm);
         let relays = std::mem::take(&mut self.relays);
         for old in relays {
             let Some(ch) = r.spec.channels.get(old.program) else {
