@@ -108,6 +108,7 @@ pub(crate) fn start(
         stop: stop.clone(),
         recent: Vec::new(),
         announced: None,
+        version_changed: false,
     };
     let thread = std::thread::Builder::new()
         .name(format!("scs-{channel}"))
@@ -135,6 +136,8 @@ struct Link {
     recent: Vec<Provision>,
     /// The protocol version last logged as open.
     announced: Option<drm::simulcrypt::ProtocolVersion>,
+    /// The SCS changed its version during the last session.
+    version_changed: bool,
 }
 
 impl Link {
@@ -151,10 +154,20 @@ impl Link {
         // Logged once per outage: the first failure, and each failure after a session that
         // got its stream up.
         let mut alarm = true;
+        // Whether the quick reconnection of a version fallback was used since a stream was up.
+        let mut fell_back = false;
         while !self.stop.load(Ordering::Relaxed) {
             let (reason, was_ready) = self.session(&mut scs);
             if self.stop.load(Ordering::Relaxed) {
                 break;
+            }
+            fell_back &= !was_ready;
+            if std::mem::take(&mut self.version_changed) && !was_ready && !fell_back {
+                // The ECMG refused one version and hung up: the other one at once. Not an
+                // outage (no alarm, no failure policy), unless that fails too.
+                fell_back = true;
+                tracing::info!(channel = %self.channel, cas = %self.cas, ecmg = %self.addr, version = scs.version().value(), "reconnecting in SimulCrypt version {}", scs.version().value());
+                continue;
             }
             if alarm || was_ready {
                 tracing::error!(channel = %self.channel, cas = %self.cas, ecmg = %self.addr, reason = %reason, "ALARM: ECMG link down; reconnecting every second");
@@ -213,8 +226,9 @@ impl Link {
     }
 
     /// Logs what is worth it of an event handled outside the session loop.
-    fn note(&self, ev: &ScsEvent) {
+    fn note(&mut self, ev: &ScsEvent) {
         if let ScsEvent::VersionChanged { from, to } = ev {
+            self.version_changed = true;
             tracing::warn!(channel = %self.channel, cas = %self.cas, ecmg = %self.addr, from = from.value(), to = to.value(), "the ECMG refused SimulCrypt version {}: trying version {}", from.value(), to.value());
         }
     }

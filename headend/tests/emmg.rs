@@ -7,9 +7,8 @@
 //! over its allocation is throttled (over TCP: read no faster than the allocation, nothing
 //! lost; over UDP: what is over is dropped and counted) and the channel keeps its muxrate.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use drm::simulcrypt::emmg::pattern_sequence;
 
 mod common;
+use common::scrambled::{spawn_ecmg, udp_receiver, Killed};
 use common::{
     free_tcp_port, free_udp_port, hectl, http_get, media, packets, receive_stamped, sections,
     signal_and_wait, Daemon, Stamped,
@@ -28,43 +28,21 @@ const MUXRATE: u64 = 3_000_000;
 /// The allocation, bit/s.
 const ALLOCATED: f64 = 100_000.0;
 
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The test ECMG on a free port; returns it and its address.
 fn ecmg() -> (Killed, String) {
-    let mut child = Command::new(hectl())
-        .args([
-            "ecmg",
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            KEY,
-            "--wrap",
-            "aes",
-        ])
-        .args(["--max-comp-time", "2000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hectl ecmg");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("hectl ecmg said {line:?}"))
-        .to_owned();
-    (Killed(child), addr)
+    spawn_ecmg(
+        Command::new(hectl())
+            .args([
+                "ecmg",
+                "--listen",
+                "127.0.0.1:0",
+                "--key",
+                KEY,
+                "--wrap",
+                "aes",
+            ])
+            .args(["--max-comp-time", "2000"]),
+    )
 }
 
 /// Two channels scrambled for CAS 0x4AD1 (each out on its own port), the EMMG listener on
@@ -93,15 +71,6 @@ fn config(dir: &std::path::Path, http: u16, ecmg: &str, outs: [u16; 2], tcp: u16
         channel("p2", 2, 0x1001, 0x200, outs[1]),
     );
     std::fs::write(dir.join("headend.toml"), text).unwrap();
-}
-
-fn receiver() -> (UdpSocket, u16) {
-    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket2::SockRef::from(&rx)
-        .set_recv_buffer_size(8 << 20)
-        .unwrap();
-    let port = rx.local_addr().unwrap().port();
-    (rx, port)
 }
 
 /// Runs `hectl emmg` against the daemon with `args` to its end: (datagrams, section bytes)
@@ -218,8 +187,8 @@ fn peak_rate(stamps: &[i64], window_ns: i64) -> f64 {
 fn on_air(during: impl FnOnce(u16, u16, u16)) -> ([Stamped; 2], String) {
     let dir = tempfile::tempdir().unwrap();
     let (_ecmg, addr) = ecmg();
-    let (rx1, p1) = receiver();
-    let (rx2, p2) = receiver();
+    let (rx1, p1) = udp_receiver();
+    let (rx2, p2) = udp_receiver();
     let (http, tcp, udp) = (free_tcp_port(), free_tcp_port(), free_udp_port());
     config(dir.path(), http, &addr, [p1, p2], tcp, udp);
     let stop = Arc::new(AtomicBool::new(false));

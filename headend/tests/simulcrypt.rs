@@ -29,9 +29,8 @@
 //! ECM lead is a third of a period, so an ECMG that answers slowly (a loaded machine) has
 //! 0.57 s rather than 0.23 s before the same race opens in plain rotation.
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,10 +38,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use drm::ecm::Wrap;
 use playout::check::{check, CheckLimits};
-use playout::psi::{Pmt, SectionAssembler};
+use playout::psi::SectionAssembler;
 use playout::ts::{Pid, TsPacket};
 
 mod common;
+use common::scrambled::{spawn_ecmg, tune_in, udp_receiver, Killed};
 use common::{
     ffmpeg_errors, flatten, hectl, media, receive_stamped, signal_and_wait, tool, utc_ns, Daemon,
 };
@@ -58,47 +58,24 @@ const AFTER: Duration = Duration::from_secs(8);
 /// within two crypto-periods.
 const GRACE_NS: i64 = 4_000_000_000;
 
-struct Ecmg(Child);
-
-impl Drop for Ecmg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the test ECMG on `addr`; returns it and the address it listens on.
-fn ecmg(addr: &str) -> (Ecmg, String) {
-    let mut child = Command::new(hectl())
-        .args(["ecmg", "--listen", addr, "--key", KEY, "--wrap", "aes"])
-        // The SCS waits the ECMG's max_comp_time for each ECM, then drops the link: generous,
-        // so a test ECMG slowed by a loaded machine is not taken for an outage.
-        .args(["--max-comp-time", "2000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hectl ecmg");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let bound = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("hectl ecmg said {line:?}"))
-        .to_owned();
-    (Ecmg(child), bound)
+fn ecmg(addr: &str) -> (Killed, String) {
+    spawn_ecmg(
+        Command::new(hectl())
+            .args(["ecmg", "--listen", addr, "--key", KEY, "--wrap", "aes"])
+            // The SCS waits the ECMG's max_comp_time for each ECM, then drops the link:
+            // generous, so a test ECMG slowed by a loaded machine is not taken for an outage.
+            .args(["--max-comp-time", "2000"]),
+    )
 }
 
-impl Ecmg {
-    /// Sends `signal` ("STOP", "CONT") to the ECMG.
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &self.0.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(sent, "kill -{signal}");
-    }
+/// Sends `signal` ("STOP", "CONT") to an ECMG.
+fn signal(ecmg: &Killed, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &ecmg.0.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{signal}");
 }
 
 /// The tests of this file one at a time: each places its outage against the crypto-periods'
@@ -126,16 +103,6 @@ fn config(dir: &std::path::Path, addr: &str, ports: &[u16]) -> std::path::PathBu
     )
     .unwrap();
     cfg
-}
-
-/// A UDP receiver with a large buffer: the socket and its port.
-fn udp_receiver() -> (UdpSocket, u16) {
-    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket2::SockRef::from(&rx)
-        .set_recv_buffer_size(8 << 20)
-        .unwrap();
-    let port = rx.local_addr().unwrap().port();
-    (rx, port)
 }
 
 #[test]
@@ -329,11 +296,11 @@ fn scs_after_an_ecmg_stall() {
             break;
         }
     }
-    ecmg.signal("STOP");
+    signal(&ecmg, "STOP");
     let stalled = utc_ns();
     std::thread::sleep(STALL);
     let resuming = utc_ns();
-    ecmg.signal("CONT");
+    signal(&ecmg, "CONT");
     std::thread::sleep(AFTER_STALL);
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
@@ -391,62 +358,8 @@ fn receive(
     eprintln!("ran {:?}", t0.elapsed());
     let key = drm::cipher::parse_hex16(KEY).unwrap();
     let kind = "dvb-cissa".parse().unwrap();
-    let (data, first_ecm) = tune_in(&data);
+    let (data, first_ecm) = tune_in(&data, ECM_PID, 0x1000, &[]);
     let w = common::receive_scrambled(label, &data, kind, ECM_PID, &key, Wrap::Aes128);
     let sent = move |k: usize| stamps[stamps.partition_point(|(i, _)| *i <= first_ecm + k) - 1].1;
     (w, sent)
-}
-
-/// A capture as a receiver tuning in sees it, and the index in `data` of its first ECM (the
-/// tuned capture starts there): from the first ECM, each elementary stream from its first PES
-/// start after a PAT and PMT (video from a random access point); what came before on those
-/// PIDs becomes null packets, so the byte clock stays as sent.
-fn tune_in(data: &[u8]) -> (Vec<u8>, usize) {
-    let pid = |p: &[u8]| u16::from_be_bytes([p[1], p[2]]) & 0x1FFF;
-    let starts = |k: usize, want: u16| {
-        data.chunks_exact(188)
-            .enumerate()
-            .skip(k)
-            .find(|(_, p)| pid(p) == want && p[1] & 0x40 != 0)
-            .map(|(i, _)| i)
-    };
-    let first_ecm = starts(0, ECM_PID).expect("an ECM on air");
-    let pat = starts(first_ecm, 0).expect("a PAT after the first ECM");
-    let pmt_at = starts(pat, 0x1000).expect("a PMT after it");
-    let mut pmt = None;
-    SectionAssembler::default().push(
-        &TsPacket::new(Bytes::copy_from_slice(&data[pmt_at * 188..][..188])).unwrap(),
-        true,
-        |s| pmt = Pmt::parse(Pid::from_bits(0x1000), s).ok(),
-    );
-    let video: Vec<u16> = pmt
-        .expect("the PMT in one packet")
-        .streams
-        .iter()
-        .filter(|s| [0x1B, 0x24].contains(&s.stream_type))
-        .map(|s| s.pid.value())
-        .collect();
-    let mut null = [0xFFu8; 188];
-    null[..4].copy_from_slice(&[0x47, 0x1F, 0xFF, 0x10]);
-    let mut joined = std::collections::HashSet::new();
-    let mut tuned = Vec::with_capacity(data.len());
-    for (i, p) in data.chunks_exact(188).enumerate().skip(first_ecm) {
-        let id = pid(p);
-        if i < pat && id >= 0x20 && ![ECM_PID, 0x1FFF].contains(&id) {
-            // The PMT too: its PID is known from the PAT.
-            tuned.extend_from_slice(&null);
-            continue;
-        }
-        if common::scrambled_es(id, ECM_PID) && !joined.contains(&id) {
-            let rai = p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0;
-            if i > pmt_at && p[1] & 0x40 != 0 && (rai || !video.contains(&id)) {
-                joined.insert(id);
-            } else {
-                tuned.extend_from_slice(&null);
-                continue;
-            }
-        }
-        tuned.extend_from_slice(p);
-    }
-    (tuned, first_ecm)
 }

@@ -10,28 +10,19 @@
 //!   must parse and validate with the package's parser (mandatory parameters of the message's
 //!   protocol version present, fixed lengths right, no parameter repeated beyond its count).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
+use common::scrambled::{spawn_ecmg, Killed};
 use common::{free_tcp_port, hectl, media, signal_and_wait, Daemon};
 
 const KEY: &str = "8899aabbccddeeff0011223344556677";
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -68,32 +59,21 @@ fn script(python: &Path, name: &str) -> PathBuf {
 
 /// Starts `hectl ecmg` with `args`; returns it and its port.
 fn ecmg(args: &[&str]) -> (Killed, u16) {
-    let mut child = Command::new(hectl())
-        .args([
-            "ecmg",
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            KEY,
-            "--wrap",
-            "aes",
-        ])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hectl ecmg");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("hectl ecmg said {line:?}"));
-    (Killed(child), port)
+    let (child, addr) = spawn_ecmg(
+        Command::new(hectl())
+            .args([
+                "ecmg",
+                "--listen",
+                "127.0.0.1:0",
+                "--key",
+                KEY,
+                "--wrap",
+                "aes",
+            ])
+            .args(args),
+    );
+    let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+    (child, port.unwrap_or_else(|| panic!("{addr}")))
 }
 
 /// Runs `cmd` for `secs` (then kills it): its stdout.

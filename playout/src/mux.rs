@@ -354,7 +354,8 @@ impl Mux {
 
     /// [`Mux::set_table`] for a table that comes as TS packets already (an ECMG's ECMs with
     /// section_TSpkt_flag 1): each of `groups` is whole 188-byte packets sent together, in
-    /// turn, once per `interval`. Their PID is rewritten to `pid` here and their continuity
+    /// turn, once per `interval`; new content starts at once when the carousel is between
+    /// cycles (no 25 ms gap kept: these are not SI). Their PID is rewritten to `pid` here and their continuity
     /// counters continue the PID's (advancing on packets with a payload only). A group whose
     /// length is not a multiple of 188 bytes is cut to its whole packets.
     pub fn set_table_packets(&mut self, pid: Pid, key: u64, groups: &[&[u8]], interval: Ticks27M) {
@@ -364,6 +365,15 @@ impl Mux {
             .filter(|b| !b.is_empty())
             .collect();
         self.set_carousel(pid, key, packets, interval);
+        // New content goes out at once (an ECM's window has opened), not at the old rhythm.
+        let now = self.now();
+        if let Some(c) = self
+            .carousels
+            .iter_mut()
+            .find(|c| c.pid == pid && c.key == key && c.next == 0 && c.pending.is_none())
+        {
+            c.next_due = c.next_due.min(now);
+        }
     }
 
     /// A data stream on `pid` (EMMs from an EMMG): packets given to [`Mux::push_stream`] leave

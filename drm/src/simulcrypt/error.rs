@@ -2,9 +2,8 @@
 
 use std::fmt;
 
-use super::message::{
-    Body, ChannelError, ErrorStatus, MessageType, ParameterType, SectionTspktFlag, StreamError,
-};
+use super::message::{Body, ErrorStatus, MessageType, ParameterType, SectionTspktFlag};
+use super::tlv::fault_variants;
 
 /// The message an error is about: its type and, when they could be read, its ECM_channel_id
 /// and ECM_stream_id (to address the channel_error or stream_error that answers it).
@@ -144,56 +143,20 @@ impl SimulcryptError {
         }
     }
 
-    /// The message the error is about, when its header could be read.
-    pub const fn context(&self) -> Option<&MessageContext> {
-        match self {
-            SimulcryptError::Overrun { at, .. }
-            | SimulcryptError::UnknownParameter { at, .. }
-            | SimulcryptError::InconsistentLength { at, .. }
-            | SimulcryptError::MissingParameter { at, .. }
-            | SimulcryptError::RepeatedParameter { at, .. }
-            | SimulcryptError::InvalidValue { at, .. } => Some(at),
-            _ => None,
-        }
-    }
-
-    /// The parameter at fault, if one is.
-    pub const fn parameter(&self) -> Option<ParameterType> {
-        match self {
-            SimulcryptError::Overrun { parameter, .. }
-            | SimulcryptError::UnknownParameter { parameter, .. }
-            | SimulcryptError::InconsistentLength { parameter, .. }
-            | SimulcryptError::MissingParameter { parameter, .. }
-            | SimulcryptError::RepeatedParameter { parameter, .. }
-            | SimulcryptError::InvalidValue { parameter, .. } => Some(*parameter),
-            _ => None,
-        }
-    }
-
     /// The answer to send back: a stream_error when the refused message's ECM_stream_id could
     /// be read, a channel_error otherwise. `ecm_channel_id` is the channel to name when the
     /// message's own could not be read.
     pub fn answer(&self, ecm_channel_id: u16) -> Body {
         let ctx = self.context();
-        let channel = ctx.and_then(|c| c.ecm_channel_id).unwrap_or(ecm_channel_id);
-        let error_status = vec![self.error_status()];
-        // error_information: the parameter at fault, as the interface suggests.
-        let error_information = self
-            .parameter()
-            .map(|p| vec![p.0.to_be_bytes().to_vec()])
-            .unwrap_or_default();
-        match ctx.and_then(|c| c.ecm_stream_id) {
-            Some(stream) => Body::StreamError(StreamError {
-                ecm_channel_id: channel,
-                ecm_stream_id: stream,
-                error_status,
-                error_information,
-            }),
-            None => Body::ChannelError(ChannelError {
-                ecm_channel_id: channel,
-                error_status,
-                error_information,
-            }),
-        }
+        Body::error(
+            ctx.and_then(|c| c.ecm_channel_id).unwrap_or(ecm_channel_id),
+            ctx.and_then(|c| c.ecm_stream_id),
+            vec![self.error_status()],
+            self.error_information(),
+        )
     }
 }
+
+// context(), parameter(), error_information() and the conversion from the shared reader's
+// faults.
+fault_variants!(SimulcryptError, MessageContext, ParameterType);

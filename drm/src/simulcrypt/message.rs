@@ -493,19 +493,46 @@ impl Body {
             _ => return None,
         })
     }
+
+    /// stream_error on `ecm_stream_id` if there is one, channel_error otherwise.
+    pub(crate) fn error(
+        ecm_channel_id: u16,
+        ecm_stream_id: Option<u16>,
+        error_status: Vec<ErrorStatus>,
+        error_information: Vec<Vec<u8>>,
+    ) -> Body {
+        match ecm_stream_id {
+            Some(ecm_stream_id) => Body::StreamError(StreamError {
+                ecm_channel_id,
+                ecm_stream_id,
+                error_status,
+                error_information,
+            }),
+            None => Body::ChannelError(ChannelError {
+                ecm_channel_id,
+                error_status,
+                error_information,
+            }),
+        }
+    }
 }
 
+/// `From<$name> for $body` for each message struct, as the variant of the same name (for the
+/// bodies of both interfaces).
 macro_rules! into_body {
-    ($($name:ident),*) => {
-        $(impl From<$name> for Body {
-            fn from(m: $name) -> Body {
-                Body::$name(m)
+    ($body:ident: $($name:ident),* $(,)?) => {
+        $(impl From<$name> for $body {
+            fn from(m: $name) -> $body {
+                $body::$name(m)
             }
         })*
     };
 }
 
+pub(crate) use into_body;
+
 into_body!(
+    Body:
     ChannelSetup,
     ChannelTest,
     ChannelStatus,

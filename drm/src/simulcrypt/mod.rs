@@ -13,18 +13,26 @@
 //! - [`emmg`]: the EMMG/PDG⇔MUX interface: its messages (TCP and UDP), the MUX end of an EMMG
 //!   connection and the EMMG end, sans-IO.
 //!
+//! Both interfaces frame their messages alike: splitting a TCP stream or a UDP datagram into
+//! whole messages (`frame`) and reading and writing their TLV parameters (`tlv`) are shared;
+//! each interface keeps its own message types, parameter and error_status codes, bodies and
+//! error type.
+//!
 //! Control words never show in `Debug` output ([`CpCwCombination`] prints their length).
 
 mod codec;
 mod datagram;
 pub mod emmg;
 mod error;
+mod frame;
 pub mod message;
 mod scs;
+mod tlv;
 
-pub use codec::{encode, Decoder, DEFAULT_MAX_MESSAGE_LENGTH, HEADER_LEN};
+pub use codec::{encode, Decoder, DEFAULT_MAX_MESSAGE_LENGTH};
 pub use datagram::ecm_packets;
 pub use error::{MessageContext, SimulcryptError};
+pub use frame::HEADER_LEN;
 pub use message::{
     Body, ChannelClose, ChannelError, ChannelSetup, ChannelStatus, ChannelTest, CpCwCombination,
     CwProvision, EcmResponse, ErrorStatus, Message, MessageType, ParameterType, ProtocolVersion,

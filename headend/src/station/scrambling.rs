@@ -98,6 +98,8 @@ struct Cas {
     on_air: Vec<u16>,
     /// ECM repetition interval (ECM_rep_period; the configured interval until it is known).
     interval: Ticks27M,
+    /// It missed a crypto-period since its last ECM (logged once).
+    missing: bool,
     stats: CasStats,
 }
 
@@ -207,6 +209,7 @@ impl ProgramScrambling {
                     ecms: Vec::new(),
                     on_air: Vec::new(),
                     interval: ecm_interval,
+                    missing: false,
                     stats: CasStats {
                         super_cas_id: format!("0x{:08X}", c.super_cas_id),
                         ecm_pid: c.ecm_pid,
@@ -524,6 +527,7 @@ impl ProgramScrambling {
                     tracing::warn!(channel = %self.channel, cas = %cas.stats.super_cas_id, cp, "CAS recovered: its ECMs are back");
                 }
                 cas.stats.alarm = false;
+                cas.missing = false;
                 // A repeated request (a deferred flip, a reconnection) replaces the ECM.
                 cas.ecms.retain(|e| e.cp != cp);
                 cas.ecms.push(Ecm {
@@ -590,8 +594,9 @@ impl ProgramScrambling {
                     }
                     let c = &mut self.cas[k];
                     c.stats.missed_periods += 1;
-                    if !c.stats.alarm {
-                        c.stats.alarm = true;
+                    c.stats.alarm = true;
+                    // Once per outage, whether or not its link already went down.
+                    if !std::mem::replace(&mut c.missing, true) {
                         tracing::error!(channel = %self.channel, cas = %c.stats.super_cas_id, cp, "ALARM: no ECM of this CAS for the crypto-period: its viewers lose the picture; the other CAS go on");
                     }
                 }

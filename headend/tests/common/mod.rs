@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use playout::check::{check, CheckLimits, Report};
 
+pub(crate) mod scrambled;
+
 pub(crate) fn media(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/media")

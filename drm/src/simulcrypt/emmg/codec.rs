@@ -1,18 +1,18 @@
 //! Encoding EMMG/PDG⇔MUX messages to bytes, and decoding them from a TCP byte stream or a UDP
-//! datagram.
+//! datagram: this interface's message bodies, over the framing and the parameter reading and
+//! writing it shares with the ECMG⇔SCS interface (`simulcrypt::frame`, `simulcrypt::tlv`).
 //!
-//! As on the ECMG side, decoding is tolerant where the interface allows it and strict where it
-//! does not: user-defined parameters (0x8000 and up) and defined parameters a message does not
-//! use are skipped; unknown defined-range parameters, wrong fixed lengths, repeated single
-//! parameters, missing mandatory ones and out-of-range values are [`EmmError`]s that carry the
-//! error_status to answer with. An error consumes the offending message only. datagram values
-//! are [`Bytes`] views into the received message, never copies.
+//! As on the ECMG side, decoding errors are [`EmmError`]s that carry the error_status to answer
+//! with, and an error consumes the offending message only. datagram values are [`Bytes`] views
+//! into the received message, never copies.
 
 use std::fmt;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::simulcrypt::message::{ProtocolVersion, SectionTspktFlag};
+use crate::simulcrypt::frame::{split_datagram, FrameDecoder, HEADER_LEN};
+use crate::simulcrypt::message::ProtocolVersion;
+use crate::simulcrypt::tlv::{Fault, Interface, Params, Tlvs, Writer};
 
 use super::error::{EmmError, EmmMessageContext};
 use super::message::{
@@ -23,7 +23,7 @@ use super::message::{
 };
 
 /// protocol_version(8) message_type(16) message_length(16).
-pub const EMM_HEADER_LEN: usize = 5;
+pub const EMM_HEADER_LEN: usize = HEADER_LEN;
 
 /// The decoder's default limit on message_length: everything the header can express, since a
 /// data_provision may carry several sections of up to 4096 bytes each. Lower it with
@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_EMM_MESSAGE_LENGTH: usize = 65_535;
 /// The message as bytes. Fails only if its parameters add up to more than 65 535 bytes, which
 /// message_length cannot express (only datagrams and error_information can get there).
 pub fn encode_emm(msg: &EmmMessage) -> Result<Vec<u8>, EmmError> {
-    let mut w = Writer::start(msg.version, msg.body.message_type());
+    let mut w = Writer::start(msg.version.value(), msg.body.message_type().code());
     write_body(&mut w, &msg.body);
     w.finish()
 }
@@ -48,9 +48,9 @@ pub(super) fn encode_data_provision(
     data_id: u16,
     datagrams: &[&[u8]],
 ) -> Result<Vec<u8>, EmmError> {
-    let mut w = Writer::start(version, EmmMessageType::DataProvision);
-    w.0.reserve(datagrams.iter().map(|d| d.len() + 4).sum::<usize>() + 24);
-    w.ids(client_id, data_channel_id, Some(data_stream_id));
+    let mut w = Writer::start(version.value(), EmmMessageType::DataProvision.code());
+    w.reserve(datagrams.iter().map(|d| d.len() + 4).sum::<usize>() + 24);
+    write_ids(&mut w, client_id, data_channel_id, Some(data_stream_id));
     w.u16(EmmParameterType::DATA_ID, data_id);
     for d in datagrams {
         w.param(EmmParameterType::DATAGRAM, d);
@@ -63,19 +63,12 @@ pub(super) fn encode_data_provision(
 /// means "need more bytes": pushing more makes it return messages again. `Debug` shows how
 /// much is buffered, never the bytes.
 pub struct EmmDecoder {
-    buf: BytesMut,
-    /// Bytes of an over-long message still to be thrown away.
-    skip: usize,
-    max_message_length: usize,
+    frames: FrameDecoder,
 }
 
 impl fmt::Debug for EmmDecoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmmDecoder")
-            .field("buffered", &self.buf.len())
-            .field("skip", &self.skip)
-            .field("max_message_length", &self.max_message_length)
-            .finish()
+        self.frames.fmt_as("EmmDecoder", f)
     }
 }
 
@@ -95,22 +88,18 @@ impl EmmDecoder {
     /// skipped and reported as [`EmmError::MessageTooLong`] without being buffered.
     pub fn with_max_message_length(max: usize) -> EmmDecoder {
         EmmDecoder {
-            buf: BytesMut::new(),
-            skip: 0,
-            max_message_length: max,
+            frames: FrameDecoder::new(max),
         }
     }
 
     /// Appends bytes read from the connection.
     pub fn push(&mut self, data: &[u8]) {
-        let drop = self.skip.min(data.len());
-        self.skip -= drop;
-        self.buf.extend_from_slice(&data[drop..]);
+        self.frames.push(data);
     }
 
     /// Bytes buffered that do not make a whole message yet.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.frames.buffered()
     }
 }
 
@@ -120,27 +109,10 @@ impl Iterator for EmmDecoder {
     /// The next whole message, an error for a message that could not be decoded (which is then
     /// skipped), or `None` until more bytes are pushed.
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.len() < EMM_HEADER_LEN {
-            return None;
-        }
-        let message_type = u16::from_be_bytes([self.buf[1], self.buf[2]]);
-        let length = usize::from(u16::from_be_bytes([self.buf[3], self.buf[4]]));
-        if length > self.max_message_length {
-            let total = EMM_HEADER_LEN + length;
-            let drop = total.min(self.buf.len());
-            self.buf.advance(drop);
-            self.skip = total - drop;
-            return Some(Err(EmmError::MessageTooLong {
-                message_type,
-                length,
-                max: self.max_message_length,
-            }));
-        }
-        if self.buf.len() < EMM_HEADER_LEN + length {
-            return None;
-        }
-        let frame = self.buf.split_to(EMM_HEADER_LEN + length).freeze();
-        Some(decode_frame(&frame, Transport::Tcp))
+        Some(match self.frames.next()? {
+            Ok(frame) => decode_frame(&frame, Transport::Tcp),
+            Err(oversize) => Err(EmmgMux::error(oversize.into())),
+        })
     }
 }
 
@@ -149,29 +121,70 @@ impl Iterator for EmmDecoder {
 /// inside a message gives [`EmmError::Truncated`] for that rest, after the whole ones. The
 /// datagrams of the messages are views into `datagram`.
 pub fn decode_emm_datagram(datagram: &Bytes) -> Vec<Result<EmmMessage, EmmError>> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < datagram.len() {
-        let rest = &datagram[offset..];
-        let total = if rest.len() >= EMM_HEADER_LEN {
-            EMM_HEADER_LEN + usize::from(u16::from_be_bytes([rest[3], rest[4]]))
-        } else {
-            usize::MAX
-        };
-        if total > rest.len() {
-            out.push(Err(EmmError::Truncated {
-                offset,
-                remaining: rest.len(),
-            }));
-            break;
-        }
-        out.push(decode_frame(
-            &datagram.slice(offset..offset + total),
-            Transport::Udp,
-        ));
-        offset += total;
+    split_datagram(datagram)
+        .map(|frame| match frame {
+            Ok(frame) => decode_frame(&frame, Transport::Udp),
+            Err(cut) => Err(EmmError::Truncated {
+                offset: cut.offset,
+                remaining: cut.remaining,
+            }),
+        })
+        .collect()
+}
+
+/// The EMMG/PDG⇔MUX interface's codes and errors, for the shared parameter reader and writer.
+pub(crate) enum EmmgMux {}
+
+impl Interface for EmmgMux {
+    type MessageType = EmmMessageType;
+    type Parameter = EmmParameterType;
+    type ErrorStatus = EmmErrorStatus;
+    type Context = EmmMessageContext;
+    type Error = EmmError;
+
+    const ERROR_STATUS: EmmParameterType = EmmParameterType::ERROR_STATUS;
+    const ERROR_INFORMATION: EmmParameterType = EmmParameterType::ERROR_INFORMATION;
+
+    fn message_type(code: u16) -> Option<EmmMessageType> {
+        EmmMessageType::from_code(code)
     }
-    out
+    fn parameter(code: u16) -> EmmParameterType {
+        EmmParameterType(code)
+    }
+    fn parameter_code(parameter: EmmParameterType) -> u16 {
+        parameter.0
+    }
+    fn is_allowed(parameter: EmmParameterType) -> bool {
+        parameter.name().is_some() || parameter.is_user_defined()
+    }
+    fn error_status(code: u16) -> EmmErrorStatus {
+        EmmErrorStatus(code)
+    }
+    fn error_status_code(status: EmmErrorStatus) -> u16 {
+        status.0
+    }
+    /// client_id, data_channel_id and, for stream-level messages, data_stream_id.
+    fn context(
+        message_type: EmmMessageType,
+        params: &Tlvs<'_, EmmParameterType>,
+    ) -> EmmMessageContext {
+        let id16 = |ty| params.first(ty).map(u16::from_be_bytes);
+        EmmMessageContext {
+            message_type,
+            client_id: params
+                .first(EmmParameterType::CLIENT_ID)
+                .map(u32::from_be_bytes),
+            data_channel_id: id16(EmmParameterType::DATA_CHANNEL_ID),
+            data_stream_id: if message_type.is_stream_level() {
+                id16(EmmParameterType::DATA_STREAM_ID)
+            } else {
+                None
+            },
+        }
+    }
+    fn error(fault: Fault<EmmMessageContext, EmmParameterType>) -> EmmError {
+        EmmError::from_fault(fault)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -180,27 +193,15 @@ enum Transport {
     Udp,
 }
 
-/// Decodes one whole message (header included, at least [`EMM_HEADER_LEN`] bytes).
+/// Decodes one whole message (header included, at least [`HEADER_LEN`] bytes).
 fn decode_frame(frame: &Bytes, transport: Transport) -> Result<EmmMessage, EmmError> {
-    let raw_type = u16::from_be_bytes([frame[1], frame[2]]);
-    let Some(version) = ProtocolVersion::from_u8(frame[0]) else {
-        return Err(EmmError::UnsupportedVersion {
-            version: frame[0],
-            message_type: raw_type,
-        });
-    };
-    let Some(message_type) = EmmMessageType::from_code(raw_type) else {
-        return Err(EmmError::UnknownMessageType {
-            message_type: raw_type,
-        });
-    };
-    let p = Params::parse(message_type, frame)?;
+    let p = Params::<EmmgMux>::read(frame)?;
     type P = EmmParameterType;
-    let body = match message_type {
+    let body = match p.message_type() {
         EmmMessageType::ChannelSetup => EmmBody::ChannelSetup(ChannelSetup {
             client_id: p.u32(P::CLIENT_ID)?,
             data_channel_id: p.u16(P::DATA_CHANNEL_ID)?,
-            section_tspkt_flag: p.section_tspkt_flag()?,
+            section_tspkt_flag: p.section_tspkt_flag(P::SECTION_TSPKT_FLAG)?,
         }),
         EmmMessageType::ChannelTest => EmmBody::ChannelTest(ChannelTest {
             client_id: p.u32(P::CLIENT_ID)?,
@@ -209,7 +210,7 @@ fn decode_frame(frame: &Bytes, transport: Transport) -> Result<EmmMessage, EmmEr
         EmmMessageType::ChannelStatus => EmmBody::ChannelStatus(ChannelStatus {
             client_id: p.u32(P::CLIENT_ID)?,
             data_channel_id: p.u16(P::DATA_CHANNEL_ID)?,
-            section_tspkt_flag: p.section_tspkt_flag()?,
+            section_tspkt_flag: p.section_tspkt_flag(P::SECTION_TSPKT_FLAG)?,
         }),
         EmmMessageType::ChannelClose => EmmBody::ChannelClose(ChannelClose {
             client_id: p.u32(P::CLIENT_ID)?,
@@ -219,14 +220,14 @@ fn decode_frame(frame: &Bytes, transport: Transport) -> Result<EmmMessage, EmmEr
             client_id: p.u32(P::CLIENT_ID)?,
             data_channel_id: p.u16(P::DATA_CHANNEL_ID)?,
             error_status: p.error_status()?,
-            error_information: p.all(P::ERROR_INFORMATION).map(<[u8]>::to_vec).collect(),
+            error_information: p.error_information(),
         }),
         EmmMessageType::StreamSetup => EmmBody::StreamSetup(StreamSetup {
             client_id: p.u32(P::CLIENT_ID)?,
             data_channel_id: p.u16(P::DATA_CHANNEL_ID)?,
             data_stream_id: p.u16(P::DATA_STREAM_ID)?,
             data_id: p.u16(P::DATA_ID)?,
-            data_type: p.data_type()?,
+            data_type: data_type(&p)?,
         }),
         EmmMessageType::StreamTest => EmmBody::StreamTest(StreamTest {
             client_id: p.u32(P::CLIENT_ID)?,
@@ -238,7 +239,7 @@ fn decode_frame(frame: &Bytes, transport: Transport) -> Result<EmmMessage, EmmEr
             data_channel_id: p.u16(P::DATA_CHANNEL_ID)?,
             data_stream_id: p.u16(P::DATA_STREAM_ID)?,
             data_id: p.u16(P::DATA_ID)?,
-            data_type: p.data_type()?,
+            data_type: data_type(&p)?,
         }),
         EmmMessageType::StreamCloseRequest => EmmBody::StreamCloseRequest(StreamCloseRequest {
             client_id: p.u32(P::CLIENT_ID)?,
@@ -255,7 +256,7 @@ fn decode_frame(frame: &Bytes, transport: Transport) -> Result<EmmMessage, EmmEr
             data_channel_id: p.u16(P::DATA_CHANNEL_ID)?,
             data_stream_id: p.u16(P::DATA_STREAM_ID)?,
             error_status: p.error_status()?,
-            error_information: p.all(P::ERROR_INFORMATION).map(<[u8]>::to_vec).collect(),
+            error_information: p.error_information(),
         }),
         EmmMessageType::StreamBwRequest => EmmBody::StreamBwRequest(StreamBwRequest {
             client_id: p.u32(P::CLIENT_ID)?,
@@ -291,67 +292,16 @@ fn decode_frame(frame: &Bytes, transport: Transport) -> Result<EmmMessage, EmmEr
             })
         }
     };
-    Ok(EmmMessage { version, body })
+    Ok(EmmMessage {
+        version: p.version(),
+        body,
+    })
 }
 
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn start(version: ProtocolVersion, message_type: EmmMessageType) -> Writer {
-        let mut v = Vec::with_capacity(64);
-        v.push(version.value());
-        v.extend_from_slice(&message_type.code().to_be_bytes());
-        v.extend_from_slice(&[0, 0]);
-        Writer(v)
-    }
-    /// Fills in message_length.
-    fn finish(mut self) -> Result<Vec<u8>, EmmError> {
-        let length = self.0.len() - EMM_HEADER_LEN;
-        let Ok(length16) = u16::try_from(length) else {
-            return Err(EmmError::MessageTooLong {
-                message_type: u16::from_be_bytes([self.0[1], self.0[2]]),
-                length,
-                max: usize::from(u16::MAX),
-            });
-        };
-        self.0[3..5].copy_from_slice(&length16.to_be_bytes());
-        Ok(self.0)
-    }
-    fn param(&mut self, ty: EmmParameterType, value: &[u8]) {
-        self.0.extend_from_slice(&ty.0.to_be_bytes());
-        // Longer values make the message too long, which finish() reports.
-        self.0
-            .extend_from_slice(&(value.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-        self.0.extend_from_slice(value);
-    }
-    fn u8(&mut self, ty: EmmParameterType, v: u8) {
-        self.param(ty, &[v]);
-    }
-    fn u16(&mut self, ty: EmmParameterType, v: u16) {
-        self.param(ty, &v.to_be_bytes());
-    }
-    fn ids(&mut self, client_id: u32, channel: Option<u16>, stream: Option<u16>) {
-        self.param(EmmParameterType::CLIENT_ID, &client_id.to_be_bytes());
-        if let Some(c) = channel {
-            self.u16(EmmParameterType::DATA_CHANNEL_ID, c);
-        }
-        if let Some(s) = stream {
-            self.u16(EmmParameterType::DATA_STREAM_ID, s);
-        }
-    }
-    fn errors(&mut self, status: &[EmmErrorStatus], information: &[Vec<u8>]) {
-        for s in status {
-            self.u16(EmmParameterType::ERROR_STATUS, s.0);
-        }
-        for i in information {
-            self.param(EmmParameterType::ERROR_INFORMATION, i);
-        }
-    }
-}
-
-fn write_body(w: &mut Writer, body: &EmmBody) {
+fn write_body(w: &mut Writer<EmmgMux>, body: &EmmBody) {
     type P = EmmParameterType;
-    w.ids(
+    write_ids(
+        w,
         body.client_id(),
         body.data_channel_id(),
         body.data_stream_id(),
@@ -381,9 +331,7 @@ fn write_body(w: &mut Writer, body: &EmmBody) {
         }
         EmmBody::StreamBwRequest(StreamBwRequest { bandwidth_kbps, .. })
         | EmmBody::StreamBwAllocation(StreamBwAllocation { bandwidth_kbps, .. }) => {
-            if let Some(b) = bandwidth_kbps {
-                w.u16(P::BANDWIDTH, *b);
-            }
+            w.opt_u16(P::BANDWIDTH, *bandwidth_kbps);
         }
         EmmBody::DataProvision(m) => {
             w.u16(P::DATA_ID, m.data_id);
@@ -394,164 +342,15 @@ fn write_body(w: &mut Writer, body: &EmmBody) {
     }
 }
 
-/// The parameters of one message, in order, as views into it.
-struct Params<'a> {
-    at: EmmMessageContext,
-    list: Vec<(EmmParameterType, &'a [u8])>,
+/// data_type: a defined value, or invalid.
+fn data_type(p: &Params<'_, EmmgMux>) -> Result<DataType, EmmError> {
+    DataType::from_u8(p.u8(EmmParameterType::DATA_TYPE)?)
+        .ok_or_else(|| p.invalid(EmmParameterType::DATA_TYPE))
 }
 
-impl<'a> Params<'a> {
-    /// Splits `frame`'s parameters; the context is read first so that even a message whose
-    /// parameters overrun can be answered on its stream.
-    fn parse(message_type: EmmMessageType, frame: &'a [u8]) -> Result<Params<'a>, EmmError> {
-        let mut list = Vec::new();
-        let mut pos = EMM_HEADER_LEN;
-        let mut overrun = None;
-        while pos < frame.len() {
-            let ty = EmmParameterType(if pos + 2 <= frame.len() {
-                u16::from_be_bytes([frame[pos], frame[pos + 1]])
-            } else {
-                u16::from(frame[pos]) << 8
-            });
-            if pos + 4 > frame.len() {
-                overrun = Some((ty, pos));
-                break;
-            }
-            let len = usize::from(u16::from_be_bytes([frame[pos + 2], frame[pos + 3]]));
-            if pos + 4 + len > frame.len() {
-                overrun = Some((ty, pos));
-                break;
-            }
-            list.push((ty, &frame[pos + 4..pos + 4 + len]));
-            pos += 4 + len;
-        }
-        let find = |ty: EmmParameterType, len: usize| {
-            list.iter()
-                .find(|(t, v)| *t == ty && v.len() == len)
-                .map(|(_, v)| *v)
-        };
-        let id16 = |ty| find(ty, 2).map(|v| u16::from_be_bytes([v[0], v[1]]));
-        let at = EmmMessageContext {
-            message_type,
-            client_id: find(EmmParameterType::CLIENT_ID, 4)
-                .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
-            data_channel_id: id16(EmmParameterType::DATA_CHANNEL_ID),
-            data_stream_id: if message_type.is_stream_level() {
-                id16(EmmParameterType::DATA_STREAM_ID)
-            } else {
-                None
-            },
-        };
-        if let Some((parameter, offset)) = overrun {
-            return Err(EmmError::Overrun {
-                at,
-                parameter,
-                offset,
-            });
-        }
-        if let Some((parameter, _)) = list
-            .iter()
-            .find(|(t, _)| t.name().is_none() && !t.is_user_defined())
-        {
-            return Err(EmmError::UnknownParameter {
-                at,
-                parameter: *parameter,
-            });
-        }
-        Ok(Params { at, list })
-    }
-
-    fn all(&self, ty: EmmParameterType) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.list
-            .iter()
-            .filter(move |(t, _)| *t == ty)
-            .map(|(_, v)| *v)
-    }
-
-    fn one(&self, ty: EmmParameterType) -> Result<Option<&'a [u8]>, EmmError> {
-        let mut it = self.all(ty);
-        let first = it.next();
-        if it.next().is_some() {
-            return Err(EmmError::RepeatedParameter {
-                at: self.at,
-                parameter: ty,
-            });
-        }
-        Ok(first)
-    }
-
-    fn opt_fixed<const N: usize>(&self, ty: EmmParameterType) -> Result<Option<[u8; N]>, EmmError> {
-        self.one(ty)?
-            .map(|v| <[u8; N]>::try_from(v).map_err(|_| self.length(ty, v.len(), N)))
-            .transpose()
-    }
-
-    fn fixed<const N: usize>(&self, ty: EmmParameterType) -> Result<[u8; N], EmmError> {
-        self.opt_fixed(ty)?.ok_or_else(|| self.missing(ty))
-    }
-
-    fn u8(&self, ty: EmmParameterType) -> Result<u8, EmmError> {
-        Ok(self.fixed::<1>(ty)?[0])
-    }
-
-    fn u16(&self, ty: EmmParameterType) -> Result<u16, EmmError> {
-        Ok(u16::from_be_bytes(self.fixed(ty)?))
-    }
-
-    fn u32(&self, ty: EmmParameterType) -> Result<u32, EmmError> {
-        Ok(u32::from_be_bytes(self.fixed(ty)?))
-    }
-
-    fn opt_u16(&self, ty: EmmParameterType) -> Result<Option<u16>, EmmError> {
-        Ok(self.opt_fixed(ty)?.map(u16::from_be_bytes))
-    }
-
-    fn section_tspkt_flag(&self) -> Result<SectionTspktFlag, EmmError> {
-        match self.u8(EmmParameterType::SECTION_TSPKT_FLAG)? {
-            0 => Ok(SectionTspktFlag::Sections),
-            1 => Ok(SectionTspktFlag::TsPackets),
-            _ => Err(self.invalid(EmmParameterType::SECTION_TSPKT_FLAG)),
-        }
-    }
-
-    fn data_type(&self) -> Result<DataType, EmmError> {
-        DataType::from_u8(self.u8(EmmParameterType::DATA_TYPE)?)
-            .ok_or_else(|| self.invalid(EmmParameterType::DATA_TYPE))
-    }
-
-    fn error_status(&self) -> Result<Vec<EmmErrorStatus>, EmmError> {
-        let mut out = Vec::new();
-        for v in self.all(EmmParameterType::ERROR_STATUS) {
-            let b = <[u8; 2]>::try_from(v)
-                .map_err(|_| self.length(EmmParameterType::ERROR_STATUS, v.len(), 2))?;
-            out.push(EmmErrorStatus(u16::from_be_bytes(b)));
-        }
-        if out.is_empty() {
-            return Err(self.missing(EmmParameterType::ERROR_STATUS));
-        }
-        Ok(out)
-    }
-
-    fn missing(&self, parameter: EmmParameterType) -> EmmError {
-        EmmError::MissingParameter {
-            at: self.at,
-            parameter,
-        }
-    }
-
-    fn invalid(&self, parameter: EmmParameterType) -> EmmError {
-        EmmError::InvalidValue {
-            at: self.at,
-            parameter,
-        }
-    }
-
-    fn length(&self, parameter: EmmParameterType, length: usize, expected: usize) -> EmmError {
-        EmmError::InconsistentLength {
-            at: self.at,
-            parameter,
-            length,
-            expected,
-        }
-    }
+/// client_id, then data_channel_id and data_stream_id where the message has them.
+fn write_ids(w: &mut Writer<EmmgMux>, client_id: u32, channel: Option<u16>, stream: Option<u16>) {
+    w.u32(EmmParameterType::CLIENT_ID, client_id);
+    w.opt_u16(EmmParameterType::DATA_CHANNEL_ID, channel);
+    w.opt_u16(EmmParameterType::DATA_STREAM_ID, stream);
 }

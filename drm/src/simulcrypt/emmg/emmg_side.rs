@@ -30,9 +30,8 @@ use crate::simulcrypt::message::{ProtocolVersion, SectionTspktFlag};
 use super::codec::{encode_data_provision, encode_emm, EmmDecoder};
 use super::error::EmmError;
 use super::message::{
-    ChannelClose, ChannelError, ChannelSetup, ChannelStatus, ChannelTest, DataType, EmmBody,
-    EmmErrorStatus, EmmMessage, EmmMessageType, StreamBwRequest, StreamCloseRequest, StreamError,
-    StreamSetup, StreamStatus,
+    ChannelClose, ChannelSetup, ChannelStatus, ChannelTest, DataType, EmmBody, EmmErrorStatus,
+    EmmMessage, EmmMessageType, StreamBwRequest, StreamCloseRequest, StreamSetup, StreamStatus,
 };
 
 /// What the EMMG asks of the MUX.
@@ -515,25 +514,14 @@ impl EmmgSide {
     }
 
     fn refuse(&mut self, body: &EmmBody, status: EmmErrorStatus) {
-        let client_id = body.client_id();
-        let data_channel_id = body
-            .data_channel_id()
-            .unwrap_or(self.config.data_channel_id);
-        self.send(match body.data_stream_id() {
-            Some(data_stream_id) => EmmBody::StreamError(StreamError {
-                client_id,
-                data_channel_id,
-                data_stream_id,
-                error_status: vec![status],
-                error_information: Vec::new(),
-            }),
-            None => EmmBody::ChannelError(ChannelError {
-                client_id,
-                data_channel_id,
-                error_status: vec![status],
-                error_information: Vec::new(),
-            }),
-        });
+        self.send(EmmBody::error(
+            body.client_id(),
+            body.data_channel_id()
+                .unwrap_or(self.config.data_channel_id),
+            body.data_stream_id(),
+            vec![status],
+            Vec::new(),
+        ));
         self.error(EmmgSideError::Unexpected {
             message_type: body.message_type(),
             error_status: status,

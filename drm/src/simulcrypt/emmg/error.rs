@@ -4,10 +4,9 @@
 use std::fmt;
 
 use crate::simulcrypt::message::SectionTspktFlag;
+use crate::simulcrypt::tlv::fault_variants;
 
-use super::message::{
-    ChannelError, EmmBody, EmmErrorStatus, EmmMessageType, EmmParameterType, StreamError,
-};
+use super::message::{EmmBody, EmmErrorStatus, EmmMessageType, EmmParameterType};
 
 /// The message an error is about: its type and the identifiers that could be read from it (to
 /// address the channel_error or stream_error that answers it).
@@ -162,66 +161,27 @@ impl EmmError {
         }
     }
 
-    /// The message the error is about, when its header could be read.
-    pub const fn context(&self) -> Option<&EmmMessageContext> {
-        match self {
-            EmmError::Overrun { at, .. }
-            | EmmError::UnknownParameter { at, .. }
-            | EmmError::InconsistentLength { at, .. }
-            | EmmError::MissingParameter { at, .. }
-            | EmmError::RepeatedParameter { at, .. }
-            | EmmError::InvalidValue { at, .. } => Some(at),
-            _ => None,
-        }
-    }
-
-    /// The parameter at fault, if one is.
-    pub const fn parameter(&self) -> Option<EmmParameterType> {
-        match self {
-            EmmError::Overrun { parameter, .. }
-            | EmmError::UnknownParameter { parameter, .. }
-            | EmmError::InconsistentLength { parameter, .. }
-            | EmmError::MissingParameter { parameter, .. }
-            | EmmError::RepeatedParameter { parameter, .. }
-            | EmmError::InvalidValue { parameter, .. } => Some(*parameter),
-            _ => None,
-        }
-    }
-
     /// The answer to send back: a stream_error when the refused message's data_stream_id
     /// could be read (or, for [`EmmError::BadDatagram`], is known), a channel_error
     /// otherwise. `client_id` and `data_channel_id` are used when the message's own could not
     /// be read.
     pub fn answer(&self, client_id: u32, data_channel_id: u16) -> EmmBody {
         let ctx = self.context();
-        let client_id = ctx.and_then(|c| c.client_id).unwrap_or(client_id);
-        let data_channel_id = ctx
-            .and_then(|c| c.data_channel_id)
-            .unwrap_or(data_channel_id);
-        let error_status = vec![self.error_status()];
-        // error_information: the parameter at fault, as TSDuck does.
-        let error_information = self
-            .parameter()
-            .map(|p| vec![p.0.to_be_bytes().to_vec()])
-            .unwrap_or_default();
         let stream = match self {
             EmmError::BadDatagram { data_stream_id, .. } => Some(*data_stream_id),
             _ => ctx.and_then(|c| c.data_stream_id),
         };
-        match stream {
-            Some(data_stream_id) => EmmBody::StreamError(StreamError {
-                client_id,
-                data_channel_id,
-                data_stream_id,
-                error_status,
-                error_information,
-            }),
-            None => EmmBody::ChannelError(ChannelError {
-                client_id,
-                data_channel_id,
-                error_status,
-                error_information,
-            }),
-        }
+        EmmBody::error(
+            ctx.and_then(|c| c.client_id).unwrap_or(client_id),
+            ctx.and_then(|c| c.data_channel_id)
+                .unwrap_or(data_channel_id),
+            stream,
+            vec![self.error_status()],
+            self.error_information(),
+        )
     }
 }
+
+// context(), parameter(), error_information() and the conversion from the shared reader's
+// faults.
+fault_variants!(EmmError, EmmMessageContext, EmmParameterType);

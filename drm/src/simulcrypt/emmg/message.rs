@@ -10,7 +10,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::simulcrypt::message::{ProtocolVersion, SectionTspktFlag};
+use crate::simulcrypt::message::{into_body, ProtocolVersion, SectionTspktFlag};
 
 /// message_type values of the EMMG/PDG⇔MUX interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -412,19 +412,35 @@ impl EmmBody {
             _ => return None,
         })
     }
+
+    /// stream_error on `data_stream_id` if there is one, channel_error otherwise.
+    pub(crate) fn error(
+        client_id: u32,
+        data_channel_id: u16,
+        data_stream_id: Option<u16>,
+        error_status: Vec<EmmErrorStatus>,
+        error_information: Vec<Vec<u8>>,
+    ) -> EmmBody {
+        match data_stream_id {
+            Some(data_stream_id) => EmmBody::StreamError(StreamError {
+                client_id,
+                data_channel_id,
+                data_stream_id,
+                error_status,
+                error_information,
+            }),
+            None => EmmBody::ChannelError(ChannelError {
+                client_id,
+                data_channel_id,
+                error_status,
+                error_information,
+            }),
+        }
+    }
 }
 
-macro_rules! into_emm_body {
-    ($($name:ident),*) => {
-        $(impl From<$name> for EmmBody {
-            fn from(m: $name) -> EmmBody {
-                EmmBody::$name(m)
-            }
-        })*
-    };
-}
-
-into_emm_body!(
+into_body!(
+    EmmBody:
     ChannelSetup,
     ChannelTest,
     ChannelStatus,

@@ -36,8 +36,8 @@ use crate::simulcrypt::message::{ProtocolVersion, SectionTspktFlag};
 use super::codec::{encode_emm, EmmDecoder};
 use super::error::EmmError;
 use super::message::{
-    ChannelError, ChannelStatus, DataProvision, DataType, EmmBody, EmmErrorStatus, EmmMessage,
-    EmmMessageType, StreamBwAllocation, StreamCloseResponse, StreamError, StreamStatus,
+    ChannelStatus, DataProvision, DataType, EmmBody, EmmErrorStatus, EmmMessage, EmmMessageType,
+    StreamBwAllocation, StreamCloseResponse, StreamStatus,
 };
 
 /// How long a channel may stay silent by default.
@@ -535,27 +535,18 @@ impl MuxSide {
     /// Answers `body` with `status`: a stream_error if `stream_level` and it names a stream, a
     /// channel_error otherwise; both echo its client_id and data_channel_id.
     fn refuse(&mut self, body: &EmmBody, status: EmmErrorStatus, stream_level: bool) {
-        let client_id = body.client_id();
         let data_channel_id = body
             .data_channel_id()
             .or(self.channel.map(|c| c.data_channel_id))
             .unwrap_or(0);
         let data_stream_id = body.data_stream_id().filter(|_| stream_level);
-        self.send(match data_stream_id {
-            Some(data_stream_id) => EmmBody::StreamError(StreamError {
-                client_id,
-                data_channel_id,
-                data_stream_id,
-                error_status: vec![status],
-                error_information: Vec::new(),
-            }),
-            None => EmmBody::ChannelError(ChannelError {
-                client_id,
-                data_channel_id,
-                error_status: vec![status],
-                error_information: Vec::new(),
-            }),
-        });
+        self.send(EmmBody::error(
+            body.client_id(),
+            data_channel_id,
+            data_stream_id,
+            vec![status],
+            Vec::new(),
+        ));
         self.error(MuxSideError::Refused {
             message_type: body.message_type(),
             data_stream_id,

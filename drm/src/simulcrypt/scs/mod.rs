@@ -713,8 +713,12 @@ impl Scs {
             | Body::StreamSetup(_)
             | Body::StreamCloseRequest(_)
             | Body::CwProvision(_)) => {
-                let answer = error_for(&other, ErrorStatus::INVALID_MESSAGE);
-                self.send(answer);
+                self.send(Body::error(
+                    other.ecm_channel_id(),
+                    other.ecm_stream_id(),
+                    vec![ErrorStatus::INVALID_MESSAGE],
+                    Vec::new(),
+                ));
                 self.unexpected(&other);
             }
         }
@@ -769,22 +773,5 @@ impl Scs {
             self.transmit = transmit;
             self.events.push_back(ScsEvent::Closed);
         }
-    }
-}
-
-/// channel_error or stream_error with `status` about `body`.
-fn error_for(body: &Body, status: ErrorStatus) -> Body {
-    match body.ecm_stream_id() {
-        Some(stream) => Body::StreamError(StreamError {
-            ecm_channel_id: body.ecm_channel_id(),
-            ecm_stream_id: stream,
-            error_status: vec![status],
-            error_information: Vec::new(),
-        }),
-        None => Body::ChannelError(ChannelError {
-            ecm_channel_id: body.ecm_channel_id(),
-            error_status: vec![status],
-            error_information: Vec::new(),
-        }),
     }
 }

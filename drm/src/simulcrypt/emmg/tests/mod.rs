@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::codec::EmmgMux;
 use super::*;
 use crate::simulcrypt::message::{ProtocolVersion, SectionTspktFlag};
+use crate::simulcrypt::tlv::Writer;
 
 mod codec;
 mod fuzz;
@@ -144,19 +146,14 @@ fn decode_all(bytes: &[u8]) -> Vec<Result<EmmMessage, EmmError>> {
     d.collect()
 }
 
-/// A whole message from a parameter list: `(type, value)` pairs after the given header.
+/// A whole message from a parameter list: `(type, value)` pairs after the given header, which
+/// need not be valid (the writer the codec shares with the ECMG side; `codec.rs` pins its bytes).
 fn raw(version: u8, message_type: u16, params: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
+    let mut w = Writer::<EmmgMux>::start(version, message_type);
     for (t, v) in params {
-        body.extend_from_slice(&t.to_be_bytes());
-        body.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        body.extend_from_slice(v);
+        w.param(EmmParameterType(*t), v);
     }
-    let mut out = vec![version];
-    out.extend_from_slice(&message_type.to_be_bytes());
-    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
+    w.finish().unwrap()
 }
 
 /// The fake clock's origin; the tests move time only by offsets from it.
