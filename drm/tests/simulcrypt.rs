@@ -1244,9 +1244,11 @@ fn the_version_falls_back_from_3_to_2() {
     );
     assert_eq!(h.scs.version(), ProtocolVersion::V2);
     // Refused again: no third try on this connection; the channel failed.
+    assert!(!h.scs.is_failed());
     h.scs.handle_bytes(h.at(2), &refuse(ProtocolVersion::V2));
     assert!(sent_versions(&mut h.scs).is_empty());
     assert_eq!(h.scs.poll_timeout(), None);
+    assert!(h.scs.is_failed(), "the caller is to reconnect");
     // An ECMG that hangs up after refusing: version 2 stays for the next connection.
     let mut h2 = Harness::new(config());
     h2.scs.handle_connected(h2.now);

@@ -26,6 +26,8 @@ pub(crate) struct Provision {
     pub(crate) cp: u16,
     /// (CP_number, word) of the periods around it.
     pub(crate) words: Vec<(u16, [u8; 16])>,
+    /// The CAS (indexes in the channel's list) whose ECMGs are asked: those lacking it.
+    pub(crate) cas: Vec<usize>,
 }
 
 impl std::fmt::Debug for Provision {
@@ -312,6 +314,11 @@ impl Link {
                     ScsEvent::Closed => return "the channel was closed".into(),
                     _ => {}
                 }
+            }
+            if scs.is_failed() {
+                // Refused (in every version it may try) or an answer missed, on a connection
+                // the ECMG keeps open: start again.
+                return "the ECMG refused the channel or missed an answer".into();
             }
             while let Ok(p) = self.requests.try_recv() {
                 if *ready {

@@ -3,10 +3,13 @@
 //! that accepts the EMMG's TCP connections (a thread each) and, with `udp`, one that takes
 //! data_provision datagrams. What the EMMG provisions, within its allocated bandwidth, goes as
 //! TS packets on the EMM PID to every station that carries its CAS (each has subscribed a
-//! [`EmmFeed`]); the station's muxer sends them at that rate in place of stuffing. An EMMG
-//! that sends faster is throttled: over TCP its connection is read no faster than the
-//! allocation (the EMMG's socket fills and it waits), over UDP what is over is dropped and
-//! counted. Nothing here waits on a station.
+//! [`EmmFeed`]); the station's muxer sends them at that rate, before program packets (the
+//! muxrate must leave room for it). The allocation is the EMMG's, whatever its connections and
+//! streams. An EMMG that sends faster is throttled: over TCP its connections are read no
+//! faster than the allocation (the EMMG's socket fills and it waits), over UDP what is over is
+//! dropped and counted, as is a single TCP message holding more than 2 s of it. UDP
+//! data_provision goes to the connection whose stream it names. An EMMG that does not read its
+//! answers is dropped. Nothing here waits on a station.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use drm::simulcrypt::emmg::{
-    decode_emm_datagram, EmmMessage, MuxSide, MuxSideConfig, MuxSideEvent,
+    decode_emm_datagram, EmmBody, EmmMessage, MuxSide, MuxSideConfig, MuxSideEvent,
 };
 use drm::simulcrypt::SectionTspktFlag;
 use playout::ts::{Pid, PACKET_SIZE};
@@ -44,7 +47,7 @@ pub(crate) struct EmmgCounters {
     pub(crate) datagrams: AtomicU64,
     /// TS packets passed on to the stations (each station gets them all).
     pub(crate) packets: AtomicU64,
-    /// Packets dropped: UDP over the allocation.
+    /// Packets dropped: over the allocation (UDP), or in one message too big for it (TCP).
     pub(crate) dropped: AtomicU64,
     pub(crate) errors: AtomicU64,
 }
@@ -85,15 +88,14 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let subscribers = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(EmmgCounters::default());
-        // The connections' inboxes for what comes over UDP.
-        let inboxes: Arc<Mutex<Vec<mpsc::Sender<EmmMessage>>>> = Arc::default();
         let mut threads = Vec::new();
         let shared = Shared {
             cfg: cfg.clone(),
             stop: stop.clone(),
             subscribers: subscribers.clone(),
             counters: counters.clone(),
-            inboxes: inboxes.clone(),
+            routes: Arc::default(),
+            next_conn: Arc::default(),
             pacer: Arc::new(Mutex::new(Pacer::new(cfg.bandwidth.bps()))),
         };
         let accept = shared.clone();
@@ -140,13 +142,31 @@ impl Server {
     }
 }
 
+/// An open stream of a connection, for UDP data_provision.
+struct Route {
+    conn: u64,
+    data_channel_id: u16,
+    data_stream_id: u16,
+    inbox: mpsc::SyncSender<EmmMessage>,
+}
+
+/// Connections one EMMG listener serves at once.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may go without opening its channel.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// UDP messages a connection may have waiting (beyond, they are dropped and counted).
+const INBOX: usize = 256;
+
 #[derive(Clone)]
 struct Shared {
     cfg: EmmgConfig,
     stop: Arc<AtomicBool>,
     subscribers: Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>,
     counters: Arc<EmmgCounters>,
-    inboxes: Arc<Mutex<Vec<mpsc::Sender<EmmMessage>>>>,
+    /// Where data_provision that comes over UDP goes: the connection whose stream it names.
+    routes: Arc<Mutex<Vec<Route>>>,
+    next_conn: Arc<AtomicU64>,
     /// The allocation, shared by the EMMG's connections.
     pacer: Arc<Mutex<Pacer>>,
 }
@@ -157,15 +177,17 @@ impl Shared {
         while !self.stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((tcp, peer)) => {
-                    self.counters.connections.fetch_add(1, Ordering::Relaxed);
-                    let (tx, rx) = mpsc::channel();
-                    if let Ok(mut i) = self.inboxes.lock() {
-                        i.push(tx);
+                    connections.retain(|t| !t.is_finished());
+                    if connections.len() >= MAX_CONNECTIONS {
+                        tracing::warn!(%peer, listen = %self.cfg.listen, "EMMG connection refused: {MAX_CONNECTIONS} open already");
+                        drop(tcp);
+                        continue;
                     }
+                    self.counters.connections.fetch_add(1, Ordering::Relaxed);
                     let s = self.clone();
                     let spawned = std::thread::Builder::new()
                         .name(format!("emmg-conn-{}", peer.port()))
-                        .spawn(move || s.connection(tcp, rx));
+                        .spawn(move || s.connection(tcp));
                     match spawned {
                         Ok(t) => connections.push(t),
                         Err(e) => tracing::error!(%peer, error = %e, "EMMG connection not served"),
@@ -196,9 +218,24 @@ impl Shared {
             for m in decode_emm_datagram(&datagram) {
                 match m {
                     Ok(msg) => {
-                        // Every connection is offered it; the one it belongs to takes it.
-                        if let Ok(mut i) = self.inboxes.lock() {
-                            i.retain(|s| s.send(msg.clone()).is_ok());
+                        // To the one connection whose stream it names (the latest to open it).
+                        let target = match &msg.body {
+                            EmmBody::DataProvision(d) => self.routes.lock().ok().and_then(|r| {
+                                r.iter()
+                                    .rev()
+                                    .find(|r| {
+                                        r.data_stream_id == d.data_stream_id
+                                            && d.data_channel_id
+                                                .is_none_or(|c| c == r.data_channel_id)
+                                    })
+                                    .map(|r| r.inbox.clone())
+                            }),
+                            _ => None,
+                        };
+                        let sent = target.is_some_and(|t| t.try_send(msg).is_ok());
+                        if !sent {
+                            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(udp = ?self.cfg.udp, "EMMG datagram for no open stream (or a full inbox) dropped");
                         }
                     }
                     Err(e) => {
@@ -211,7 +248,9 @@ impl Shared {
     }
 
     /// One EMMG connection until it closes or fails.
-    fn connection(self, mut tcp: TcpStream, udp: mpsc::Receiver<EmmMessage>) {
+    fn connection(self, mut tcp: TcpStream) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (inbox, udp) = mpsc::sync_channel(INBOX);
         let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         let mut cfg = MuxSideConfig::new(
             self.cfg.client_id,
@@ -227,16 +266,39 @@ impl Shared {
         };
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_read_timeout(Some(Duration::from_millis(20)));
+        // An EMMG that does not read its answers is dropped, not waited for.
+        let _ = tcp.set_write_timeout(Some(Duration::from_millis(500)));
+        let mut link = Link {
+            conn,
+            inbox,
+            channel: None,
+        };
         // Small reads keep the throttle fine-grained.
         let mut buf = vec![0u8; 4 * 1024];
         let mut format = SectionTspktFlag::Sections;
+        let accepted = Instant::now();
         let reason = loop {
             if self.stop.load(Ordering::Relaxed) {
                 break "stopped".to_owned();
             }
+            if link.channel.is_none() && accepted.elapsed() > SETUP_TIMEOUT {
+                break format!("no channel set up in {} s", SETUP_TIMEOUT.as_secs());
+            }
+            let mut failed = None;
             while let Some(b) = mux.poll_transmit() {
                 if let Err(e) = tcp.write_all(&b) {
-                    tracing::debug!(%peer, error = %e, "EMMG write");
+                    failed = Some(format!("write: {e}"));
+                    break;
+                }
+            }
+            if let Some(why) = failed {
+                break why;
+            }
+            let mut closed = false;
+            // UDP data waits in the inbox; over the allocation it is dropped.
+            while let Ok(m) = udp.try_recv() {
+                if mux.handle_udp(Instant::now(), m).is_ok() {
+                    closed |= self.drain(&mut mux, &mut format, &peer, true, &mut link);
                 }
             }
             // Throttled: not read again before the allocation has room.
@@ -251,16 +313,11 @@ impl Shared {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => break format!("read: {e}"),
             }
-            let mut closed = self.drain(&mut mux, &mut format, &peer, false);
-            while let Ok(m) = udp.try_recv() {
-                if mux.handle_udp(Instant::now(), m).is_ok() {
-                    closed |= self.drain(&mut mux, &mut format, &peer, true);
-                }
-            }
+            closed |= self.drain(&mut mux, &mut format, &peer, false, &mut link);
             let now = Instant::now();
             if mux.poll_timeout().is_some_and(|t| t <= now) {
                 mux.handle_timeout(now);
-                closed |= self.drain(&mut mux, &mut format, &peer, false);
+                closed |= self.drain(&mut mux, &mut format, &peer, false, &mut link);
             }
             if closed {
                 while let Some(b) = mux.poll_transmit() {
@@ -269,8 +326,18 @@ impl Shared {
                 break "the EMMG closed the channel".to_owned();
             }
         };
+        if let Ok(mut r) = self.routes.lock() {
+            r.retain(|r| r.conn != conn);
+        }
         tracing::info!(%peer, %reason, "EMMG connection ended");
     }
+}
+
+/// A connection's part in the UDP routes.
+struct Link {
+    conn: u64,
+    inbox: mpsc::SyncSender<EmmMessage>,
+    channel: Option<u16>,
 }
 
 impl Shared {
@@ -283,6 +350,7 @@ impl Shared {
         format: &mut SectionTspktFlag,
         peer: &str,
         udp: bool,
+        link: &mut Link,
     ) -> bool {
         let mut closed = false;
         while let Some(ev) = mux.poll_event() {
@@ -292,13 +360,29 @@ impl Shared {
                     format: f,
                 } => {
                     *format = f;
+                    link.channel = Some(data_channel_id);
                     tracing::info!(%peer, data_channel_id, ?f, "EMMG channel open");
                 }
                 MuxSideEvent::StreamOpen {
                     data_stream_id,
                     data_id,
                     ..
-                } => tracing::info!(%peer, data_stream_id, data_id, "EMMG stream open"),
+                } => {
+                    tracing::info!(%peer, data_stream_id, data_id, "EMMG stream open");
+                    if let (Some(data_channel_id), Ok(mut r)) = (link.channel, self.routes.lock()) {
+                        r.push(Route {
+                            conn: link.conn,
+                            data_channel_id,
+                            data_stream_id,
+                            inbox: link.inbox.clone(),
+                        });
+                    }
+                }
+                MuxSideEvent::StreamClosed { data_stream_id } => {
+                    if let Ok(mut r) = self.routes.lock() {
+                        r.retain(|r| !(r.conn == link.conn && r.data_stream_id == data_stream_id));
+                    }
+                }
                 MuxSideEvent::Bandwidth { kbps, .. } => {
                     tracing::info!(%peer, kbps, "EMMG bandwidth allocated");
                 }
@@ -323,7 +407,6 @@ impl Shared {
                     tracing::warn!(%peer, error = %e, "EMMG error");
                 }
                 MuxSideEvent::Closed => closed = true,
-                _ => {}
             }
         }
         closed
@@ -354,13 +437,22 @@ impl Pacer {
         (ahead > BURST).then(|| ahead - BURST)
     }
 
-    /// Takes `n` packets from the budget; with `drop_over` (UDP) false, nothing taken, if
-    /// that goes past twice the burst.
-    fn take(&mut self, n: u64, drop_over: bool) -> bool {
+    /// Takes `n` packets from the budget; false, nothing taken, if that goes past twice the
+    /// burst for UDP, or past what the stations queue (2 s) for TCP: what is read from TCP
+    /// at the allocation always fits, one oversized message does not.
+    fn take(&mut self, n: u64, udp: bool) -> bool {
         let now = Instant::now();
         let start = self.paid_until.max(now);
-        let end = start + self.per_packet * n as u32;
-        if drop_over && end.saturating_duration_since(now) > 2 * BURST {
+        let end = start
+            + self
+                .per_packet
+                .saturating_mul(n.min(u64::from(u32::MAX)) as u32);
+        let bound = if udp {
+            2 * BURST
+        } else {
+            Duration::from_secs(2)
+        };
+        if end.saturating_duration_since(now) > bound {
             return false;
         }
         self.paid_until = end;

@@ -210,7 +210,12 @@ fn describe() {
     describe_counter!(
         "headend_emm_dropped_packets_total",
         Unit::Count,
-        "EMM packets dropped: over the allocation (UDP) or a full queue."
+        "EMM packets a station's queue had no room for."
+    );
+    describe_counter!(
+        "headend_emmg_over_allocation_packets_total",
+        Unit::Count,
+        "EMM packets the EMMG sent beyond its allocation, dropped (its count, shown per station)."
     );
     describe_gauge!(
         "headend_record_alarm",
@@ -364,10 +369,12 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
             let labels = [
                 ("channel", ch.clone()),
                 ("ca_system_id", e.ca_system_id.clone()),
+                ("pid", e.pid.to_string()),
             ];
             counter!("headend_emm_packets_total", &labels).absolute(e.packets);
-            counter!("headend_emm_dropped_packets_total", &labels)
-                .absolute(e.dropped + e.over_allocation);
+            counter!("headend_emm_dropped_packets_total", &labels).absolute(e.dropped);
+            counter!("headend_emmg_over_allocation_packets_total", &labels)
+                .absolute(e.over_allocation);
         }
         for e in &st.ecmg {
             gauge!("headend_ecmg_up", "channel" => e.channel.clone(), "super_cas_id" => e.super_cas_id.clone()).set(flag(e.up));

@@ -354,8 +354,8 @@ impl Mux {
 
     /// [`Mux::set_table`] for a table that comes as TS packets already (an ECMG's ECMs with
     /// section_TSpkt_flag 1): each of `groups` is whole 188-byte packets sent together, in
-    /// turn, once per `interval`; new content starts at once when the carousel is between
-    /// cycles (no 25 ms gap kept: these are not SI). Their PID is rewritten to `pid` here and their continuity
+    /// turn, once per `interval`; new content's first group goes out at once when the
+    /// carousel is between cycles (an ECM whose window opened), not at the old rhythm. Their PID is rewritten to `pid` here and their continuity
     /// counters continue the PID's (advancing on packets with a payload only). A group whose
     /// length is not a multiple of 188 bytes is cut to its whole packets.
     pub fn set_table_packets(&mut self, pid: Pid, key: u64, groups: &[&[u8]], interval: Ticks27M) {

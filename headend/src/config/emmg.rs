@@ -39,15 +39,16 @@ impl EmmgConfig {
         (self.client_id >> 16) as u16
     }
 
-    /// Whether `ch` is scrambled for its CAS (its EMMs go into `ch`'s station).
+    /// Whether `ch` is scrambled for its CAS (a CAS of `ch` with its CA_system_id): its EMMs go
+    /// into `ch`'s station.
     pub(crate) fn serves(&self, ch: &ChannelConfig) -> bool {
         let Some(sc) = &ch.scrambling else {
             return false;
         };
         match &sc.keys {
-            KeySourceConfig::Simulcrypt(cas) => cas
-                .iter()
-                .any(|c| (c.super_cas_id >> 16) as u16 == self.ca_system_id()),
+            KeySourceConfig::Simulcrypt(cas) => {
+                cas.iter().any(|c| c.ca_system_id == self.ca_system_id())
+            }
             _ => false,
         }
     }
@@ -112,7 +113,12 @@ pub(super) fn emmg(table: toml::Table, path: &str, diag: &mut Diagnostics) -> Op
 /// Config-wide checks: distinct addresses, each EMMG's CAS carried by some channel, its EMM
 /// PID clear of the PID plans and ECM PIDs of the channels it goes into and of other EMMGs'
 /// (a station carrying both).
-pub(super) fn check(emmgs: &[EmmgConfig], channels: &[ChannelConfig], diag: &mut Diagnostics) {
+pub(super) fn check(
+    emmgs: &[EmmgConfig],
+    channels: &[ChannelConfig],
+    mpts: &[super::MptsConfig],
+    diag: &mut Diagnostics,
+) {
     for (i, e) in emmgs.iter().enumerate() {
         let path = format!("emmg[{i}]");
         for (j, o) in emmgs[..i].iter().enumerate() {
@@ -139,7 +145,38 @@ pub(super) fn check(emmgs: &[EmmgConfig], channels: &[ChannelConfig], diag: &mut
                 ),
             );
         }
-        for ch in served {
+        // The stations it goes into, as (channels, muxrate): a channel on its own or its mpts.
+        let mut stations: Vec<(Vec<&ChannelConfig>, u64)> = Vec::new();
+        for ch in &served {
+            match mpts.iter().find(|m| m.channels.contains(&ch.id)) {
+                Some(m) => {
+                    let members: Vec<&ChannelConfig> = channels
+                        .iter()
+                        .filter(|c| m.channels.contains(&c.id))
+                        .collect();
+                    if !stations
+                        .iter()
+                        .any(|(s, _)| s.iter().any(|c| c.id == ch.id))
+                    {
+                        stations.push((members, m.muxrate.bps()));
+                    }
+                }
+                None => stations.push((vec![*ch], ch.muxrate.bps())),
+            }
+        }
+        for (members, muxrate) in &stations {
+            if e.bandwidth.bps() * 4 > *muxrate {
+                diag.push(
+                    format!("{path}.bandwidth"),
+                    format!(
+                        "{} bit/s is over a quarter of the {muxrate} bit/s muxrate of the station carrying channel `{}`: EMMs go before program packets",
+                        e.bandwidth.bps(),
+                        members[0].id
+                    ),
+                );
+            }
+        }
+        for ch in stations.iter().flat_map(|(m, _)| m.iter()) {
             let clash = ch
                 .pids
                 .ranges()

@@ -428,7 +428,7 @@ pub(crate) fn parse_in(
     if let (Some(channels), Some(mpts)) = (&channels, &mpts) {
         check_network(channels, mpts, network.as_ref(), &mut diag);
         check_ecm_pids(channels, mpts, &mut diag);
-        emmg::check(&emmgs, channels, &mut diag);
+        emmg::check(&emmgs, channels, mpts, &mut diag);
         for (i, c) in channels.iter().enumerate() {
             if !c.prefer.is_empty() && fleet.is_none() {
                 diag.push(

@@ -339,7 +339,7 @@ channels = []
     let m = |path| message(&errors, path);
     assert_eq!(
         m("unknown_top"),
-        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `fleet`, `channel`, `mpts`"
+        "unknown key `unknown_top`, expected one of `http`, `engine`, `schedules`, `network`, `alerts`, `record`, `fleet`, `channel`, `mpts`, `emmg`"
     );
     assert!(m("channel[0].id").starts_with("invalid id `Bad Id`"));
     assert_eq!(
@@ -1353,5 +1353,11 @@ fn several_cas_per_channel_and_emmgs() {
          [[emmg]]\nlisten = \"127.0.0.1:4201\"\nclient_id = 0x4AD10000\nemm_pid = 0x1F00\n"
     ));
     assert!(message(&one_cas, "emmg[0].client_id").contains("0x0B00"));
+    let greedy = reject(&format!(
+        "{ISSUE_SHAPE}\n[channel.scrambling]\nkeys = \"simulcrypt\"\n\
+         [[channel.scrambling.simulcrypt]]\necmg = \"127.0.0.1:4100\"\nsuper_cas_id = 0x4AD10000\n\
+         [[emmg]]\nlisten = \"127.0.0.1:4200\"\nclient_id = 0x4AD10000\nemm_pid = 0x1F20\nbandwidth = \"2M\"\n"
+    ));
+    assert!(message(&greedy, "emmg[0].bandwidth").contains("quarter"));
     assert!(message(&one_cas, "emmg[1].emm_pid").contains("scrambling"));
 }

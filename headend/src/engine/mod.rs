@@ -1940,7 +1940,7 @@ impl Live {
                                     crate::record::Kind::Degradation,
                                     &state.channel,
                                     "cas",
-                                    "ecmg",
+                                    &format!("ecmg {}", state.super_cas_id),
                                     format!("the ECMG channel is up (CAS {})", state.super_cas_id),
                                 ));
                             }
@@ -1953,7 +1953,7 @@ impl Live {
                                 crate::record::Kind::Degradation,
                                 &state.channel,
                                 "cas",
-                                "ecmg",
+                                &format!("ecmg {}", state.super_cas_id),
                                 format!("ECMG link down (CAS {}): {reason}", state.super_cas_id),
                             ));
                             state.up = false;
@@ -1978,7 +1978,10 @@ impl Live {
                 Output::Eit { job, at } => links.eit.send(global, job, at, &links.built_tx),
                 Output::Pf(pf) => links.router.broadcast_pf(&Arc::from(pf)),
                 Output::Provision { program, provision } => {
-                    let links = self.cas.iter().filter(|(p, _, _)| *p == program);
+                    let links = self
+                        .cas
+                        .iter()
+                        .filter(|(p, k, _)| *p == program && provision.cas.contains(k));
                     for (_, _, link) in links {
                         let _ = link.requests.send(provision.clone());
                     }

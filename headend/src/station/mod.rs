@@ -326,10 +326,7 @@ impl Station {
 
     /// Counters of the scrambled programs.
     pub(crate) fn scrambling_stats(&self) -> Vec<scrambling::ScramblingStats> {
-        self.scrambling
-            .iter()
-            .map(|(_, s)| s.stats.clone())
-            .collect()
+        self.scrambling.iter().map(|(_, s)| s.stats()).collect()
     }
 
     /// Writes the next `packets` packets into `buf` (stuffing when the inputs have nothing),

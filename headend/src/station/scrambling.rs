@@ -78,6 +78,8 @@ struct Ecm {
     cp: u16,
     /// As TS packets (sections packetised here).
     packets: Bytes,
+    /// Output time it arrived.
+    received: Ticks27M,
     /// Output time it was first put in the carousel, and so surely on air one repetition
     /// later.
     installed: Option<Ticks27M>,
@@ -101,6 +103,17 @@ struct Cas {
     /// It missed a crypto-period since its last ECM (logged once).
     missing: bool,
     stats: CasStats,
+}
+
+/// The scrambled spell on air, for the transition delays of its first period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spell {
+    /// The service is clear: the next flip that scrambles starts a spell.
+    Clear,
+    /// It started at this crypto-period (the station's first, or after a clear spell).
+    Started(u16),
+    /// Well under way: no period of it is a first one any more.
+    Running,
 }
 
 /// What a CAS can say about crypto-period `cp` at a flip.
@@ -134,9 +147,12 @@ pub(crate) struct ProgramScrambling {
     starts: Vec<(u16, Ticks27M)>,
     /// A flip waiting for its ECMs to be on air: (CP_number, parity, until), done by then.
     held: Option<(u16, Parity, Ticks27M)>,
-    /// The first crypto-period of the scrambled spell on air (the station's first, or the
-    /// one a flip scrambled after a clear spell); `None` while the service is clear.
-    spell_start: Option<u16>,
+    /// Where the scrambled spell on air stands (transition delays).
+    spell: Spell,
+    /// The ECM carousels need a look: something changed, or a window opens or closes by
+    /// `ecm_check_at`.
+    ecms_dirty: bool,
+    ecm_check_at: Ticks27M,
     ecm_interval: Ticks27M,
     parity: Parity,
     mode: Mode,
@@ -226,7 +242,9 @@ impl ProgramScrambling {
             cas,
             starts: Vec::new(),
             held: None,
-            spell_start: Some(0),
+            spell: Spell::Started(0),
+            ecms_dirty: true,
+            ecm_check_at: 0,
             ecm_interval,
             channel: ch.id.clone(),
             scrambler: Scrambler::new(cfg.cipher, cfg.iv),
@@ -289,7 +307,6 @@ impl ProgramScrambling {
         if let Some((cp, parity, until)) = self.held {
             if now < until {
                 self.update_ecms(mux, now);
-                self.refresh_stats();
                 return;
             }
             self.held = None;
@@ -328,12 +345,12 @@ impl ProgramScrambling {
             }
         }
         self.update_ecms(mux, now);
-        self.refresh_stats();
     }
 
     /// Records when crypto-period `cp` starts (again, after a deferred flip), and estimates the
     /// next one's.
     fn set_start(&mut self, cp: u16, at: Ticks27M) {
+        self.ecms_dirty = true;
         let period = self.rotation.period();
         for (c, t) in [(cp, at), (cp.wrapping_add(1), at + period)] {
             match self.starts.iter_mut().find(|(x, _)| *x == c) {
@@ -359,9 +376,10 @@ impl ProgramScrambling {
         let start = self.start_of(e.cp)?;
         // The first period of a scrambled spell: the one on air at the start, or the one the
         // next flip scrambles while the service is clear.
-        let first = match self.spell_start {
-            Some(c) => c == e.cp,
-            None => e.cp == self.rotation.on_air().0.wrapping_add(1),
+        let first = match self.spell {
+            Spell::Started(c) => c == e.cp,
+            Spell::Clear => e.cp == self.rotation.on_air().0.wrapping_add(1),
+            Spell::Running => false,
         };
         let delay_start = match (first, p) {
             (true, Some(p)) => p.transition_delay_start_ms.unwrap_or(p.delay_start_ms),
@@ -384,6 +402,13 @@ impl ProgramScrambling {
     /// Puts in each CAS's carousel the ECMs whose window holds `now` (the latest one that
     /// started when none does, while the service is scrambled), and forgets old ones.
     fn update_ecms(&mut self, mux: &mut Mux, now: Ticks27M) {
+        if !self.simulcrypt || (!self.ecms_dirty && now < self.ecm_check_at) {
+            return;
+        }
+        self.ecms_dirty = false;
+        let period = self.rotation.period();
+        // The next window edge (or end of keeping) after now: the next look.
+        let mut next = now + period;
         for k in 0..self.cas.len() {
             let cas = &self.cas[k];
             let windows: Vec<Option<(Ticks27M, Option<Ticks27M>)>> =
@@ -404,9 +429,18 @@ impl ProgramScrambling {
                     }
                 }
             }
+            for (from, until) in windows.iter().flatten() {
+                for t in [Some(*from), *until, until.map(|u| u + period)]
+                    .into_iter()
+                    .flatten()
+                {
+                    if t > now {
+                        next = next.min(t);
+                    }
+                }
+            }
             let cps: Vec<u16> = set.iter().map(|&i| cas.ecms[i].cp).collect();
             // ECMs whose window ended a period ago are not needed again.
-            let period = self.rotation.period();
             let keep: Vec<bool> = (0..cas.ecms.len())
                 .map(|i| {
                     set.contains(&i)
@@ -433,6 +467,7 @@ impl ProgramScrambling {
                 cas.ecms.remove(0);
             }
         }
+        self.ecm_check_at = next;
     }
 
     /// Whether CAS `k` has the word of `cp` on air by `now`.
@@ -454,10 +489,17 @@ impl ProgramScrambling {
             let Some((from, until)) = self.window(cas, e) else {
                 continue;
             };
-            // Only an ECM meant to be on air before the period starts announces it: one that
-            // starts after (its own period's, with a positive delay_start) would change the
-            // word in use if the flip waited for it.
-            if start.is_none_or(|s| from >= s) {
+            // An ECM kept from long ago (a CAS down for hours) says nothing about CP numbers
+            // that came round again.
+            if now.saturating_sub(e.received) > 4 * self.rotation.period() {
+                continue;
+            }
+            // An ECM not meant to be on air before the period starts announces it only if it
+            // carries no word for the period after (whose parity is the one in use): waiting
+            // for it would otherwise change the word in use.
+            let next = i32::from(cp.wrapping_add(1).wrapping_sub(e.cp) as i16);
+            let next_in = (first..=lead).contains(&next);
+            if start.is_none_or(|s| from >= s) && next_in {
                 continue;
             }
             // An ECM whose window ended told its words all the same, if it was on air.
@@ -485,7 +527,14 @@ impl ProgramScrambling {
         if any {
             self.stats.alarm = true;
         }
-        self.stats.cas = self.cas.iter().map(|c| c.stats.clone()).collect();
+    }
+
+    /// Its counters, each CAS's included.
+    pub(crate) fn stats(&self) -> ScramblingStats {
+        ScramblingStats {
+            cas: self.cas.iter().map(|c| c.stats.clone()).collect(),
+            ..self.stats.clone()
+        }
     }
 
     /// What the SimulCrypt link asks the ECMG for: the ECMs of these crypto-periods.
@@ -504,8 +553,14 @@ impl ProgramScrambling {
                 if status.ecm_rep_period_ms > 0 {
                     cas.interval = u64::from(status.ecm_rep_period_ms) * 27_000;
                 }
+                // Words are provisioned from three periods before an ECM's to three after.
+                let back = i32::from(status.cw_per_msg) - 1 - i32::from(status.lead_cw);
+                if status.lead_cw > 3 || back > 3 {
+                    tracing::error!(channel = %self.channel, cas = %cas.stats.super_cas_id, lead_cw = status.lead_cw, cw_per_msg = status.cw_per_msg, "ALARM: the ECMG asks for control words more than three crypto-periods away: not supported, its CW_provisions will be refused");
+                }
                 cas.params = Some(status);
                 cas.up = true;
+                self.ecms_dirty = true;
             }
             crate::cas::CasEvent::Ecm {
                 cp,
@@ -528,11 +583,17 @@ impl ProgramScrambling {
                 }
                 cas.stats.alarm = false;
                 cas.missing = false;
-                // A repeated request (a deferred flip, a reconnection) replaces the ECM.
-                cas.ecms.retain(|e| e.cp != cp);
+                // A repeated answer for a period already held (a deferred flip or a
+                // reconnection asked again) changes nothing: a period's words never change,
+                // and the ECM held may be on air already.
+                if cas.ecms.iter().any(|e| e.cp == cp) {
+                    self.refresh_stats();
+                    return;
+                }
                 cas.ecms.push(Ecm {
                     cp,
                     packets: packets.into(),
+                    received: now,
                     installed: None,
                     cleared_at: None,
                 });
@@ -540,13 +601,14 @@ impl ProgramScrambling {
                 let base = self.rotation.on_air().0;
                 cas.ecms.sort_by_key(|e| e.cp.wrapping_sub(base) as i16);
                 let cas = &self.cas[k];
-                if let Some(e) = cas.ecms.last() {
+                if let Some(e) = cas.ecms.iter().find(|e| e.cp == cp) {
                     if let Some((from, _)) = self.window(cas, e) {
                         if from < now.saturating_sub(cas.interval) {
                             self.cas[k].stats.late_ecms += 1;
                         }
                     }
                 }
+                self.ecms_dirty = true;
                 self.update_ecms(mux, now);
             }
             crate::cas::CasEvent::Down { reason } => {
@@ -609,9 +671,11 @@ impl ProgramScrambling {
             self.parity = parity;
             // Its ECMs' windows follow when it really started (a flip may wait a little).
             self.set_start(cp, now);
-            if self.mode != Mode::Scrambled {
-                self.spell_start = Some(cp);
-            }
+            self.spell = match self.spell {
+                _ if self.mode != Mode::Scrambled => Spell::Started(cp),
+                Spell::Started(c) if cp.wrapping_sub(c) >= 2 => Spell::Running,
+                other => other,
+            };
             self.mode = Mode::Scrambled;
             self.stats.alarm = self.cas.iter().any(|c| c.stats.alarm);
             self.stats.flips += 1;
@@ -646,7 +710,8 @@ impl ProgramScrambling {
         if self.mode != Mode::Scrambled {
             return;
         }
-        self.spell_start = None;
+        self.spell = Spell::Clear;
+        self.ecms_dirty = true;
         for c in &mut self.cas {
             for e in c.ecms.iter_mut().filter(|e| c.on_air.contains(&e.cp)) {
                 e.cleared_at.get_or_insert(now);
@@ -661,19 +726,46 @@ impl ProgramScrambling {
             // them (they are asked for a period ahead), and the next
             // period's, a whole period ahead of its window: each with the words of the
             // periods around (CW_per_msg and lead_CW pick theirs).
-            let has = |c: u16| self.cas.iter().all(|k| k.ecms.iter().any(|e| e.cp == c));
-            let wanted: Vec<u16> = [cp.wrapping_sub(1), cp, cp.wrapping_add(1)]
-                .into_iter()
-                .filter(|&c| !has(c))
-                .collect();
-            for c in wanted {
+            // Words from `back` periods before an ECM's to `ahead` after, as the ECMGs ask
+            // (ECM n carries n + lead_CW + 1 - CW_per_msg ..= n + lead_CW), at least n - 1 ..=
+            // n + 1, at most three either way.
+            let (mut back, mut ahead) = (1i32, 1i32);
+            for p in self.cas.iter().filter_map(|k| k.params.as_ref()) {
+                ahead = ahead.max(i32::from(p.lead_cw)).min(3);
+                back = back
+                    .max(i32::from(p.cw_per_msg) - 1 - i32::from(p.lead_cw))
+                    .min(3);
+            }
+            let on_air = self.rotation.on_air().0;
+            for c in [cp.wrapping_sub(1), cp, cp.wrapping_add(1)] {
+                // Only the CAS that lack it are asked (again).
+                let cas: Vec<usize> = (0..self.cas.len())
+                    .filter(|&k| !self.cas[k].ecms.iter().any(|e| e.cp == c))
+                    .collect();
+                if cas.is_empty() {
+                    continue;
+                }
                 let mut words = Vec::new();
-                for w in [c.wrapping_sub(1), c, c.wrapping_add(1)] {
+                for d in -back..=ahead {
+                    let w = c.wrapping_add_signed(d as i16);
+                    // A past period's word is never drawn anew (it would differ from the one
+                    // used); a forgotten one is left out.
+                    let past = (w.wrapping_sub(on_air) as i16) < -2;
+                    let known = self
+                        .words
+                        .iter()
+                        .flatten()
+                        .chain(&self.generated)
+                        .any(|(x, _)| *x == w);
+                    if past && !known {
+                        continue;
+                    }
                     if let Ok(word) = self.word_for(w) {
                         words.push((w, *word.as_bytes()));
                     }
                 }
-                self.provisions.push(crate::cas::Provision { cp: c, words });
+                self.provisions
+                    .push(crate::cas::Provision { cp: c, words, cas });
             }
             return;
         }
@@ -813,6 +905,11 @@ mod tests {
             },
         );
         for t in (0..30_000).step_by(10).map(|ms| ms * MS) {
+            // The mux's clock (ECMs are stamped with it) follows.
+            let mut out = bytes::BytesMut::new();
+            while mux.now() < t {
+                mux.emit(&mut out, 1, playout::mux::Underflow::Stuff);
+            }
             p.rotate(&mut mux, t);
             for prov in p.take_provisions() {
                 for (cp, w) in &prov.words {
@@ -1004,7 +1101,8 @@ mod tests {
         });
         assert_eq!(p.stats.flips, 9, "{:?}", p.stats);
         assert_eq!(p.mode, Mode::Scrambled);
-        let [a, b] = &p.stats.cas[..] else {
+        let stats = p.stats();
+        let [a, b] = &stats.cas[..] else {
             panic!("{:?}", p.stats)
         };
         assert!(a.alarm && a.missed_periods >= 3, "{a:?}");
@@ -1025,6 +1123,44 @@ mod tests {
             "{:?}",
             spans[0]
         );
+    }
+
+    /// The same with ECMs on air from their period's start to its end (delays 0, as many
+    /// ECMGs): the working CAS is not asked again for what it has, its ECMs on air stay on
+    /// air, and every flip goes on.
+    #[test]
+    fn one_failing_cas_with_zero_delays_leaves_the_other_on_air() {
+        const MS: Ticks27M = 27_000;
+        let ch = simulcrypt_channel(2, "2s", "clear");
+        let sc = ch.scrambling.clone().unwrap();
+        let mut p = ProgramScrambling::new(&ch, &sc, Box::new(Fresh(0)), 0);
+        let mut mux = Mux::new(playout::mux::MuxConfig::new(2_000_000), Vec::new());
+        let st = status(1, 2, 0, 0);
+        let spans = drive(&mut p, &mut mux, 30, &[st.clone(), st], |k, t| {
+            k == 1 || t < 5000 * MS
+        });
+        assert_eq!(p.stats.flips, 14, "{:?}", p.stats());
+        assert_eq!(p.mode, Mode::Scrambled);
+        // CAS 1's ECM n on air through period n, once each.
+        for cp in 1..=14u16 {
+            let n = spans[1].iter().filter(|(c, _, _)| *c == cp).count();
+            assert_eq!(n, 1, "{:?}", spans[1]);
+        }
+        assert!(p.stats().cas[0].missed_periods >= 10, "{:?}", p.stats());
+    }
+
+    /// Unsupported or odd ECMG settings still work: lead_CW 0 with CW_per_msg 1 and a positive
+    /// delay_start (an ECM carries its own period's word only and goes on air after the
+    /// period starts): the flip waits for it, no word in use changes.
+    #[test]
+    fn ecms_without_a_next_word_are_waited_for() {
+        let ch = simulcrypt_channel(1, "2s", "clear");
+        let sc = ch.scrambling.clone().unwrap();
+        let mut p = ProgramScrambling::new(&ch, &sc, Box::new(Fresh(0)), 0);
+        let mut mux = Mux::new(playout::mux::MuxConfig::new(2_000_000), Vec::new());
+        let _ = drive(&mut p, &mut mux, 12, &[status(0, 1, 100, 0)], |_, _| true);
+        assert_eq!(p.stats.flips, 5, "{:?}", p.stats());
+        assert!(!p.stats.alarm, "{:?}", p.stats());
     }
 
     #[test]

@@ -405,6 +405,12 @@ impl Scs {
                 .any(|s| s.config.ecm_stream_id == ecm_stream_id && s.state == StreamState::Open)
     }
 
+    /// Whether the channel failed on a live connection (refused, or an answer missed): the
+    /// caller drops the connection and reconnects.
+    pub fn is_failed(&self) -> bool {
+        self.connected && self.channel == ChannelState::Idle
+    }
+
     /// Counters.
     pub fn stats(&self) -> ScsStats {
         self.stats
