@@ -93,6 +93,11 @@ fn describe() {
         "Times the pacer fell over 100 ms behind and re-anchored."
     );
     describe_counter!(
+        "headend_late_datagrams_total",
+        Unit::Count,
+        "In step with a fleet: datagrams made too late to send after a stall, not sent."
+    );
+    describe_counter!(
         "headend_items_started_total",
         Unit::Count,
         "Playlist and schedule items put on air."
@@ -343,6 +348,7 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
         counter!("headend_late_packets_total", &labels).absolute(st.late_packets);
         counter!("headend_underflows_total", &labels).absolute(st.underflows);
         counter!("headend_pacer_stalls_total", &labels).absolute(st.pacer_stalls);
+        counter!("headend_late_datagrams_total", &labels).absolute(st.late_datagrams);
         counter!("headend_items_started_total", &labels).absolute(st.items_started);
         counter!("headend_items_failed_total", &labels).absolute(st.items_failed);
         gauge!("headend_on_air", &labels).set(flag(st.on_air.iter().any(Option::is_some)));

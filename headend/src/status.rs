@@ -24,6 +24,9 @@ pub(crate) struct StationStatus {
     pub(crate) late_packets: u64,
     pub(crate) underflows: u64,
     pub(crate) pacer_stalls: u64,
+    /// In step with a fleet: datagrams made over 100 ms late (after a stall) and not sent, so
+    /// the rest leaves on its instant (a pacer on its own clock re-anchors instead: a stall).
+    pub(crate) late_datagrams: u64,
     pub(crate) max_late_us: u64,
     pub(crate) outputs: Vec<OutputStatus>,
     /// ETSI TR 101 290 on what the station sends (`playout::monitor`): the count of each

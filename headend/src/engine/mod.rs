@@ -422,6 +422,7 @@ impl Engine {
                 cas,
                 cas_state,
                 emm: emm.into_iter().map(|f| (f, 0)).collect(),
+                late_datagrams: 0,
                 pacer: Pacer::new(pacer_cfg, pacer_start),
                 outputs,
                 feed,
@@ -585,6 +586,8 @@ struct Live {
     cas_state: Vec<crate::status::EcmgStatus>,
     /// EMMs from the EMMGs of its CAS, with the packets its muxer's queue had no room for.
     emm: Vec<(crate::emmg::EmmFeed, u64)>,
+    /// In step with a fleet: datagrams made too late to send (after a stall), not sent.
+    late_datagrams: u64,
     pacer: Pacer,
     outputs: Vec<UdpOutput>,
     /// With a fleet, the station's send gate (its index): the UDP/RTP outputs send only while
@@ -2037,7 +2040,8 @@ impl Live {
             let index = first + d as u64;
             if self.in_step && self.pacer.due(index) + LATE_NS < now {
                 // Late after a stall: lost, so what follows leaves on its instant (the other
-                // path of a 2022-7 pair has it).
+                // path of a 2022-7 pair has it). Counted: the stall shows.
+                self.late_datagrams += 1;
                 continue;
             }
             let off = start + d * DATAGRAM;
@@ -2150,6 +2154,7 @@ impl Live {
             late_packets: m.late_packets,
             underflows: m.underflows,
             pacer_stalls: p.stalls,
+            late_datagrams: self.late_datagrams,
             max_late_us: p.max_late_ns / 1000,
             tr101290: self
                 .monitor
