@@ -40,6 +40,14 @@ pub(crate) struct EmmFeed {
     pub(crate) counters: Arc<EmmgCounters>,
 }
 
+impl EmmFeed {
+    /// The station's data stream for it: (CA_system_id, EMM PID, rate), as `Station::add_emm`
+    /// takes it.
+    pub(crate) fn stream(&self) -> (u16, u16, u64) {
+        (self.ca_system_id, self.pid, self.rate_bps)
+    }
+}
+
 /// Counters of one EMMG listener, for the status.
 #[derive(Default)]
 pub(crate) struct EmmgCounters {
@@ -460,26 +468,15 @@ impl Pacer {
     }
 }
 
-/// Datagrams (whole sections or whole TS packets) as TS packets on `pid`.
+/// Datagrams (whole sections or whole TS packets, as `MuxSide` checked them) as TS packets
+/// on `pid` (the muxer stamps the continuity counters).
 fn to_packets(datagrams: &[Bytes], format: SectionTspktFlag, pid: u16) -> Bytes {
     let mut out = BytesMut::new();
-    let pid = Pid::from_bits(pid);
+    let mut cc = 0;
     for d in datagrams {
-        match format {
-            SectionTspktFlag::Sections => {
-                let mut rest = &d[..];
-                while rest.len() >= 3 {
-                    let len = 3 + (usize::from(rest[1] & 0x0F) << 8 | usize::from(rest[2]));
-                    let Some(section) = rest.get(..len) else {
-                        break;
-                    };
-                    playout::psi::packetize_section(pid, section, 0, &mut out);
-                    rest = &rest[len..];
-                }
-            }
-            SectionTspktFlag::TsPackets => {
-                let whole = d.len() / PACKET_SIZE * PACKET_SIZE;
-                out.extend_from_slice(&d[..whole]);
+        if let Ok(packets) = drm::simulcrypt::ecm_packets(d, format, Pid::from_bits(pid), &mut cc) {
+            for p in packets {
+                out.extend_from_slice(&p);
             }
         }
     }

@@ -626,8 +626,7 @@ impl Mux {
             d.sent += 1;
             let packet = d.queue.pop_front().unwrap_or_default();
             self.stats.data_packets += 1;
-            self.put_psi_packet(&packet, out);
-            self.stats.psi_packets -= 1;
+            self.put_stamped(&packet, out);
             return;
         }
         // The earliest due packet of any program.
@@ -730,6 +729,12 @@ impl Mux {
     }
 
     fn put_psi_packet(&mut self, packet: &[u8], out: &mut BytesMut) {
+        self.put_stamped(packet, out);
+        self.stats.psi_packets += 1;
+    }
+
+    /// Appends `packet` with the next continuity counter of its PID.
+    fn put_stamped(&mut self, packet: &[u8], out: &mut BytesMut) {
         let start = out.len();
         out.extend_from_slice(packet);
         if let Ok(mut m) = TsPacketMut::new(&mut out[start..]) {
@@ -741,7 +746,6 @@ impl Mux {
             }
             m.set_cc(*cc);
         }
-        self.stats.psi_packets += 1;
     }
 }
 

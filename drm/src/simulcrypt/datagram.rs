@@ -12,7 +12,8 @@ use playout::ts::{header, Pid, PACKET_SIZE, SYNC_BYTE};
 use super::error::SimulcryptError;
 use super::message::SectionTspktFlag;
 
-/// The TS packets that carry `datagram` on `pid`. Continuity counters start at `*cc`, which
+/// The TS packets that carry `datagram` on `pid` (an ECM_datagram, or an EMMG's datagram: the
+/// same two forms). Continuity counters start at `*cc`, which
 /// is left at the next packet's counter. Fails, writing nothing, if the datagram is not whole
 /// sections (or whole TS packets) as `format` says.
 pub fn ecm_packets(

@@ -23,6 +23,7 @@ use crate::cas::CasLink;
 use crate::clock::ClockMap;
 use crate::config::{Config, KeySourceConfig};
 use crate::eit_builder::EitBuilder;
+use crate::emmg::EmmFeed;
 use crate::feed::{Chunk, Feed};
 use crate::input::file::{FileSource, IoDone};
 use crate::input::live::{DatagramPoller, LiveSet};
@@ -397,15 +398,12 @@ impl Engine {
                 relays.push(Relay::new(program, ch, set, items, scheduled, spec.mpts));
             }
             // The EMMs of the CAS this station's channels are scrambled for.
-            let emm: Vec<crate::emmg::EmmFeed> = emmgs
+            let emm: Vec<EmmFeed> = emmgs
                 .iter()
                 .filter(|e| spec.channels.iter().any(|c| e.config().serves(c)))
                 .map(crate::emmg::Server::subscribe)
                 .collect();
-            let streams: Vec<(u16, u16, u64)> = emm
-                .iter()
-                .map(|f| (f.ca_system_id, f.pid, f.rate_bps))
-                .collect();
+            let streams: Vec<(u16, u16, u64)> = emm.iter().map(EmmFeed::stream).collect();
             st.add_emm(&streams);
             let feed = (!spec.mpts).then(Feed::new);
             let st_slot = st.mux().slot();
@@ -1548,11 +1546,7 @@ impl Live {
             ClockMap::starting(r.utc_at_epoch_ns + start_ns as i64, r.spec.mux.clock_origin);
         let mut st = Station::new(r.spec.plan(r.global, &r.network, clock, keys));
         st.mux_mut().track_raps(self.feed.is_some());
-        let emm: Vec<(u16, u16, u64)> = self
-            .emm
-            .iter()
-            .map(|(f, _)| (f.ca_system_id, f.pid, f.rate_bps))
-            .collect();
+        let emm: Vec<(u16, u16, u64)> = self.emm.iter().map(|(f, _)| f.stream()).collect();
         st.add_emm(&emm);
         let relays = std::mem::take(&mut self.relays);
         for old in relays {

@@ -91,9 +91,8 @@ struct Ecm {
 struct Cas {
     pid: u16,
     /// The ECMG's channel parameters (the last it sent: they keep placing its ECMs while it
-    /// is away), and whether its channel is open.
+    /// is away); whether its channel is open is `stats.up`.
     params: Option<ChannelStatus>,
-    up: bool,
     /// ECMs kept, oldest first.
     ecms: Vec<Ecm>,
     /// The crypto-periods whose ECMs are in the carousel now.
@@ -221,7 +220,6 @@ impl ProgramScrambling {
                 .map(|c| Cas {
                     pid: c.ecm_pid,
                     params: None,
-                    up: false,
                     ecms: Vec::new(),
                     on_air: Vec::new(),
                     interval: ecm_interval,
@@ -520,7 +518,6 @@ impl ProgramScrambling {
     fn refresh_stats(&mut self) {
         let mut any = false;
         for c in &mut self.cas {
-            c.stats.up = c.up;
             any |= c.stats.alarm;
         }
         // A failing CAS raises the program's alarm at once; the next good flip clears it.
@@ -559,7 +556,7 @@ impl ProgramScrambling {
                     tracing::error!(channel = %self.channel, cas = %cas.stats.super_cas_id, lead_cw = status.lead_cw, cw_per_msg = status.cw_per_msg, "ALARM: the ECMG asks for control words more than three crypto-periods away: not supported, its CW_provisions will be refused");
                 }
                 cas.params = Some(status);
-                cas.up = true;
+                cas.stats.up = true;
                 self.ecms_dirty = true;
             }
             crate::cas::CasEvent::Ecm {
@@ -612,7 +609,7 @@ impl ProgramScrambling {
                 self.update_ecms(mux, now);
             }
             crate::cas::CasEvent::Down { reason } => {
-                if std::mem::take(&mut cas.up) || !cas.stats.alarm {
+                if std::mem::take(&mut cas.stats.up) || !cas.stats.alarm {
                     self.stats.key_failures += 1;
                 }
                 cas.stats.alarm = true;
