@@ -261,9 +261,10 @@ fn render_carries_what_the_daemon_sends() {
     // ended at t0 + 7, the rejoin would land on Weather's start itself, and whether Weather
     // is joined from its start or a GOP in would hang on which side of it the desk's clock
     // (50 ms on air, one render step offline) saw the expiry. Four seconds of news before
-    // it: the EIT present changes are seen only at the EIT's repetition (1.5 s here), so
-    // the news and the alert are each placed up to 1.5 s late, and the programme compared
-    // between them must still be longer than a second.
+    // it, so that the programme compared between them is longer than a second whatever the
+    // alert's delay. (A new EIT present event goes out when its item is presented, not at
+    // the EIT's next repetition: the short stretch of schedule between the alert's end and
+    // Weather shows in both, whichever way the rejoin's GOP falls.)
     while utc_ns() < (t0 + 4) * 1_000_000_000 {
         assert!(started.elapsed() < Duration::from_secs(30), "bounded");
         std::thread::sleep(Duration::from_millis(10));
@@ -464,9 +465,10 @@ fn render_carries_what_the_daemon_sends() {
     // elementary-stream payload the same, in the same order.
     let news = pa.iter().find(|(_, t)| t == "Evening News").unwrap().0;
     let alert = pa.iter().find(|(_, t)| t == HEADLINE).unwrap().0;
-    let window = ((news * 27e6) as u64, ((alert - 1.5) * 27e6) as u64);
-    // The alert reaches the air 0.5 to 1 s after its request (t0 + 4), its EIT present at
-    // most 1.5 s later: a second of programme at least is left to compare.
+    let window = ((news * 27e6) as u64, ((alert - 0.5) * 27e6) as u64);
+    // The alert reaches the air 0.5 to 1 s after its request (t0 + 4), its EIT present when
+    // its clip is presented; half a second is kept off the window's end for the cut:
+    // a second of programme at least is left to compare.
     assert!(
         window.1 > window.0 + 27_000_000,
         "a second of programme to compare (news at {news:.2} s, alert at {alert:.2} s)"

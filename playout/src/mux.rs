@@ -166,6 +166,8 @@ struct Carousel {
     /// Every section is sent once per interval...
     interval: Ticks27M,
     next_due: Ticks27M,
+    /// 25 ms after the last packet of the section last sent: the earliest the next may go.
+    not_before: Ticks27M,
     next: usize,
 }
 
@@ -352,6 +354,27 @@ impl Mux {
         self.set_carousel(pid, key, packets, interval);
     }
 
+    /// [`Mux::set_table`] for a table whose change viewers must see at once (DVB EIT
+    /// present/following when an event starts): the new content replaces the old now and its
+    /// cycle restarts from the first section (so the versions never mix), the first section
+    /// going out as soon as the 25 ms after the table's last section allow; then the table
+    /// goes on once per `interval` from there.
+    pub fn set_table_now(&mut self, pid: Pid, key: u64, sections: &[&[u8]], interval: Ticks27M) {
+        self.set_table(pid, key, sections, interval);
+        let now = self.now();
+        if let Some(c) = self
+            .carousels
+            .iter_mut()
+            .find(|c| c.pid == pid && c.key == key)
+        {
+            if let Some(p) = c.pending.take() {
+                c.sections = p;
+            }
+            c.next = 0;
+            c.next_due = now.max(c.not_before);
+        }
+    }
+
     /// [`Mux::set_table`] for a table that comes as TS packets already (an ECMG's ECMs with
     /// section_TSpkt_flag 1): each of `groups` is whole 188-byte packets sent together, in
     /// turn, once per `interval`; new content's first group goes out at once when the
@@ -463,6 +486,7 @@ impl Mux {
                 pending: None,
                 interval: interval.max(1),
                 next_due: now,
+                not_before: 0,
                 next: 0,
             }),
         }
@@ -608,6 +632,7 @@ impl Mux {
             let last_packet = self.slot + (section.len() / PACKET_SIZE) as u64;
             let earliest = self.slot_time(last_packet) + MIN_SECTION_GAP;
             self.carousels[i].next_due = planned.max(earliest);
+            self.carousels[i].not_before = earliest;
             self.stats.si_packets += (section.len() / PACKET_SIZE) as u64;
             self.put_psi(&section, out);
             return;

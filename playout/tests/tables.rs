@@ -127,6 +127,71 @@ fn the_latest_table_wins() {
     assert!(s.len() >= 8, "{s:?}");
 }
 
+/// A table whose change is for viewers now (an EIT present event starting): replaced
+/// mid-cycle, the new version's first section goes out at once (25 ms after the old one's last)
+/// and its cycle starts over from there: no old section after it, no mix of versions, and the
+/// interval kept from then on.
+#[test]
+fn a_table_changed_now_restarts_its_cycle_at_once() {
+    let muxrate = 3_000_000;
+    let mut run = playing_a(muxrate, 6);
+    let pid = Pid::from_bits(0x12);
+    let slot_s = 188.0 * 8.0 / muxrate as f64;
+    // Version v of section s: bytes [v, s, ...]; when each went out (s).
+    let sent = |out: &BytesMut| -> Vec<(u8, u8, f64)> {
+        out.chunks_exact(PACKET_SIZE)
+            .enumerate()
+            .filter_map(|(k, raw)| {
+                let p = TsPacket::new(Bytes::copy_from_slice(raw)).ok()?;
+                (p.pid() == pid && p.pusi()).then(|| {
+                    let pl = p.payload();
+                    let at = 1 + usize::from(pl[0]);
+                    (pl[at], pl[at + 1], k as f64 * slot_s)
+                })
+            })
+            .collect()
+    };
+    let t1 = [vec![1u8, 0, 0, 0], vec![1, 1, 0, 0]];
+    run.mux()
+        .set_table(pid, 0x4E, &[&t1[0], &t1[1]], SYSTEM_CLOCK_HZ);
+    let mut out = BytesMut::new();
+    // Section 0 of version 1 out, then 100 ms more: mid-cycle.
+    while sent(&out).is_empty() {
+        run.step(&mut out, 1);
+    }
+    let first = sent(&out)[0].2;
+    while (out.len() / PACKET_SIZE) as f64 * slot_s < first + 0.1 {
+        run.step(&mut out, 1);
+    }
+    let changed_at = (out.len() / PACKET_SIZE) as f64 * slot_s;
+    let t2 = [vec![2u8, 0, 0, 0], vec![2, 1, 0, 0]];
+    run.mux()
+        .set_table_now(pid, 0x4E, &[&t2[0], &t2[1]], SYSTEM_CLOCK_HZ);
+    while !run.done() {
+        run.step(&mut out, BATCH);
+        while run.mux().poll_event().is_some() {}
+    }
+    let s = sent(&out);
+    assert_eq!((s[0].0, s[0].1), (1, 0), "{s:?}");
+    assert_eq!((s[1].0, s[1].1), (2, 0), "{s:?}");
+    assert!(
+        s[1].2 - changed_at < 0.005,
+        "the new version {:.3} s after the change",
+        s[1].2 - changed_at
+    );
+    // Then sections 1, 0, 1, ... of version 2 only, half an interval apart.
+    for (k, w) in s[1..].windows(2).enumerate() {
+        assert_eq!(w[1].0, 2, "{s:?}");
+        assert_eq!(usize::from(w[1].1), (k + 1) % 2, "{s:?}");
+        assert!(
+            (0.45..=0.55).contains(&(w[1].2 - w[0].2)),
+            "sections {:.3} s apart: {s:?}",
+            w[1].2 - w[0].2
+        );
+    }
+    assert!(s.len() >= 10, "{s:?}");
+}
+
 /// A table that comes as TS packets (an ECMG's ECMs, section_TSpkt_flag 1): re-PIDed, and
 /// the continuity counters continue the PID's whatever the packets carried.
 #[test]

@@ -441,7 +441,16 @@ impl Carousel {
             build(clean(&s.present).as_ref(), clean(&s.following).as_ref())
         });
         match sections {
-            Ok(sections) => send(mux, EIT_PID, key(0x4E, 0, s.service_id), &sections, 1500),
+            // A new present or following is for viewers now, not at the next repetition.
+            Ok(sections) => {
+                let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+                mux.set_table_now(
+                    Pid::from_bits(EIT_PID),
+                    key(0x4E, 0, s.service_id),
+                    &refs,
+                    ms(1500),
+                );
+            }
             Err(e) => tracing::error!(service_id = s.service_id, error = %e, "EIT not sent"),
         }
     }
