@@ -317,18 +317,22 @@ fn eit_pf_version_changes_only_with_its_content() {
         f.event_id != 7001 && f.event_id != 7002,
         "not in the schedule: an event_id the schedule does not use"
     );
-    // Sent every 1.5 s; a new version at once (sooner), and the 1.5 s from there.
+    // Sent every 1.5 s; a new version at once (both sections, 25 ms apart), then half a
+    // cycle later section 0 again and the 1.5 s from there (the first version too).
     let zeros: Vec<(u64, u8)> = pf
         .iter()
         .filter(|(_, s)| s[6] == 0)
         .map(|(at, s)| (*at, (s[5] >> 1) & 0x1F))
         .collect();
-    for pair in zeros.windows(2) {
+    for (k, pair) in zeros.windows(2).enumerate() {
         let gap = pair[1].0 - pair[0].0;
-        if pair[1].1 == pair[0].1 {
-            assert!((1470..1530).contains(&gap), "{zeros:?}");
-        } else {
+        let after_change = k == 0 || zeros[k - 1].1 != pair[0].1;
+        if pair[1].1 != pair[0].1 {
             assert!((25..1530).contains(&gap), "{zeros:?}");
+        } else if after_change {
+            assert!((760..800).contains(&gap), "{zeros:?}");
+        } else {
+            assert!((1470..1530).contains(&gap), "{zeros:?}");
         }
     }
 }

@@ -168,6 +168,10 @@ struct Carousel {
     next_due: Ticks27M,
     /// 25 ms after the last packet of the section last sent: the earliest the next may go.
     not_before: Ticks27M,
+    /// A version sent at once ([`Mux::set_table_now`]): its sections go back to back (25 ms
+    /// apart), so none waits longer than an interval and a little since its last repetition;
+    /// then the plan goes on from the last of them.
+    burst: bool,
     next: usize,
 }
 
@@ -356,9 +360,9 @@ impl Mux {
 
     /// [`Mux::set_table`] for a table whose change viewers must see at once (DVB EIT
     /// present/following when an event starts): the new content replaces the old now and its
-    /// cycle restarts from the first section (so the versions never mix), the first section
-    /// going out as soon as the 25 ms after the table's last section allow; then the table
-    /// goes on once per `interval` from there.
+    /// sections go out from the first (so the versions never mix), as soon as the 25 ms after
+    /// the table's last section allow and 25 ms apart (so no section waits much longer than
+    /// `interval` since its last repetition); then once per `interval` from the last of them.
     pub fn set_table_now(&mut self, pid: Pid, key: u64, sections: &[&[u8]], interval: Ticks27M) {
         self.set_table(pid, key, sections, interval);
         let now = self.now();
@@ -372,6 +376,7 @@ impl Mux {
             }
             c.next = 0;
             c.next_due = now.max(c.not_before);
+            c.burst = true;
         }
     }
 
@@ -487,6 +492,7 @@ impl Mux {
                 interval: interval.max(1),
                 next_due: now,
                 not_before: 0,
+                burst: false,
                 next: 0,
             }),
         }
@@ -624,7 +630,14 @@ impl Mux {
             // Due times follow the plan (lateness does not add up) unless far behind; the
             // next section starts at least 25 ms after this one's last packet.
             let step = c.interval / n;
-            let planned = if c.next_due + step + c.interval < now {
+            let planned = if c.burst {
+                c.burst = c.next != 0;
+                if c.burst {
+                    now
+                } else {
+                    now + step
+                }
+            } else if c.next_due + step + c.interval < now {
                 now
             } else {
                 c.next_due + step

@@ -128,9 +128,9 @@ fn the_latest_table_wins() {
 }
 
 /// A table whose change is for viewers now (an EIT present event starting): replaced
-/// mid-cycle, the new version's first section goes out at once (25 ms after the old one's last)
-/// and its cycle starts over from there: no old section after it, no mix of versions, and the
-/// interval kept from then on.
+/// mid-cycle, the new version's sections go out at once, 25 ms apart, and the cycle goes on
+/// from the last of them: no old section after it, no mix of versions, no section longer
+/// than an interval (and 25 ms) without a repetition, and the interval kept from then on.
 #[test]
 fn a_table_changed_now_restarts_its_cycle_at_once() {
     let muxrate = 3_000_000;
@@ -179,10 +179,14 @@ fn a_table_changed_now_restarts_its_cycle_at_once() {
         "the new version {:.3} s after the change",
         s[1].2 - changed_at
     );
-    // Then sections 1, 0, 1, ... of version 2 only, half an interval apart.
-    for (k, w) in s[1..].windows(2).enumerate() {
+    // Its section 1 at once after section 0 (25 ms), then sections 0, 1, 0, ... of version
+    // 2 only, half an interval apart.
+    assert_eq!((s[2].0, s[2].1), (2, 1), "{s:?}");
+    let gap = s[2].2 - s[1].2;
+    assert!((0.025..0.03).contains(&gap), "{gap:.4} s: {s:?}");
+    for (k, w) in s[2..].windows(2).enumerate() {
         assert_eq!(w[1].0, 2, "{s:?}");
-        assert_eq!(usize::from(w[1].1), (k + 1) % 2, "{s:?}");
+        assert_eq!(usize::from(w[1].1), k % 2, "{s:?}");
         assert!(
             (0.45..=0.55).contains(&(w[1].2 - w[0].2)),
             "sections {:.3} s apart: {s:?}",
