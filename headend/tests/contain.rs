@@ -448,7 +448,10 @@ fn panics_around_the_channels_cost_their_unit_of_work_only() {
         let put = String::from_utf8_lossy(&put);
         assert!(put.starts_with("HTTP/1.0 200"), "{put}");
     }
-    while utc_ns() < (t1 + 4) * 1_000_000_000 {
+    // Until the hard start has aired and the second edit's EIT schedule is surely on air: a
+    // new version of a sub-table goes out when the one on air ends its cycle (8 s here), and
+    // the event's section comes a fifth of the way into the next: edit at 7 s, on air by 17 s.
+    while utc_ns() < (t1 + 8) * 1_000_000_000 {
         assert!(utc_ns() - started < 40_000_000_000, "bounded");
         assert!(
             daemon.0.try_wait().unwrap().is_none(),
