@@ -295,11 +295,14 @@ fn a_scheduled_scrambled_channel_with_si_and_an_alert_renders_as_on_air() {
     let weather = when("Weather").expect("Weather goes on air");
     let alert = when(HEADLINE).expect("the alert is the present event");
     let film = when("Late Film").expect("the schedule comes back after the alert");
-    // The present event flips when the item's first picture is presented. g.ts is cued to be
-    // presented on time; e.ts and a.ts (the alert clip) are presented 1.4 s after their
-    // first packet (ffmpeg's mux delay in those files), which the schedule does not make up.
-    // g.ts enters at its first random access point, 0.36 s into the file.
-    assert!((4.0..=4.6).contains(&news), "Evening News at {news:.2} s");
+    // The present event flips when the item's first picture is presented, and goes out at
+    // once (not at the EIT's next repetition). g.ts is cued to be presented on time (the
+    // times here count packets from the file's start, which the station's clock, mapped to
+    // UTC, runs a little ahead of: Evening News shows at 3.8 s); e.ts and a.ts (the alert
+    // clip) are presented 1.4 s after their first packet (ffmpeg's mux delay in those
+    // files), which the schedule does not make up. g.ts enters at its first random access
+    // point, 0.36 s into the file.
+    assert!((3.7..=4.6).contains(&news), "Evening News at {news:.2} s");
     assert!(
         (12.0..=13.7).contains(&weather),
         "Weather at {weather:.2} s"
