@@ -2,8 +2,12 @@
 //! served by every etcd since 3.4; keys and values base64, 64-bit numbers as strings): the
 //! calls the fleet needs — leases (grant, keep-alive, revoke), reads of a prefix, and writes
 //! as transactions that compare first (create if absent, delete if still held by a lease).
-//! Blocking, with a time limit on every call, one short connection per call: the fleet agent
-//! runs on its own thread and must know within its deadline whether etcd answered.
+//! Blocking, with a time limit on every call: the fleet agent runs on its own thread and must
+//! know within its deadline whether etcd answered. The connection is kept between calls
+//! (HTTP/1.1 keep-alive) while etcd answers with a length: a node's look every 100 ms then
+//! costs etcd one request, not a connection each. Streamed answers (`lease/keepalive`, sent
+//! chunked) and anything unexpected close it; a kept connection that etcd closed while idle is
+//! replaced once, at once, when the call finds it so (nothing of the answer read).
 //!
 //! Several endpoints (a cluster's members) may be given: a call goes to the one that answered
 //! last, then to the others in turn, so losing a member costs one failed connection.
@@ -43,8 +47,12 @@ pub(crate) struct Etcd {
     endpoints: Vec<(String, SocketAddr)>,
     current: usize,
     timeout: Duration,
+    /// The connection kept open after the last answer, and its endpoint.
+    kept: Option<(usize, TcpStream)>,
     /// Calls made, by path (`lease/keepalive`, `kv/range`, ...), answered or not.
     pub(crate) calls: std::collections::BTreeMap<&'static str, u64>,
+    /// Connections opened.
+    pub(crate) connections: u64,
 }
 
 impl Etcd {
@@ -71,7 +79,9 @@ impl Etcd {
             endpoints,
             current: 0,
             timeout,
+            kept: None,
             calls: std::collections::BTreeMap::new(),
+            connections: 0,
         })
     }
 
@@ -84,8 +94,21 @@ impl Etcd {
         let mut why = Vec::new();
         for k in 0..self.endpoints.len() {
             let i = (self.current + k) % self.endpoints.len();
-            let (host, addr) = &self.endpoints[i];
-            match post(host, *addr, path, &body, deadline) {
+            let (host, addr) = (self.endpoints[i].0.clone(), self.endpoints[i].1);
+            let kept = self.kept.take().filter(|(e, _)| *e == i).map(|(_, s)| s);
+            let answer = match kept {
+                Some(s) => match post(s, true, &host, path, &body, deadline) {
+                    // Closed by etcd while idle: a new connection, once.
+                    Err(Failure::Stale) => self.post_fresh(addr, &host, path, &body, deadline),
+                    other => other,
+                },
+                None => self.post_fresh(addr, &host, path, &body, deadline),
+            };
+            let answer = answer.map(|(status, v, keep)| {
+                self.kept = keep.map(|s| (i, s));
+                (status, v)
+            });
+            match answer.map_err(|e| e.to_string()) {
                 Ok((200, v)) => {
                     self.current = i;
                     return Ok(v);
@@ -105,6 +128,24 @@ impl Etcd {
             }
         }
         Err(EtcdError::Unreachable(why.join("; ")))
+    }
+
+    /// [`post`] on a new connection to `addr`.
+    fn post_fresh(
+        &mut self,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        body: &str,
+        deadline: Instant,
+    ) -> Result<(u16, Value, Option<TcpStream>), Failure> {
+        let left = left_until(deadline).map_err(Failure::Other)?;
+        self.connections += 1;
+        let s =
+            TcpStream::connect_timeout(&addr, left).map_err(|e| Failure::Other(e.to_string()))?;
+        s.set_nodelay(true)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        post(s, false, host, path, body, deadline)
     }
 
     /// A lease of `ttl_s` seconds: its id and the TTL granted.
@@ -276,80 +317,230 @@ fn kv(v: &Value) -> Option<Kv> {
     })
 }
 
-/// One `POST` on its own connection, answered before `deadline`: (status, JSON body).
+/// Why a `POST` failed.
+#[derive(Debug)]
+enum Failure {
+    /// A kept connection that was closed before any of the answer came: etcd closed it while
+    /// idle (it had not read the request), so the call may be made again.
+    Stale,
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Stale => f.write_str("the connection was closed"),
+            Failure::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What is left until `deadline`, or an error once it has passed.
+fn left_until(deadline: Instant) -> Result<Duration, String> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "timed out".to_owned())
+}
+
+/// One `POST` on `s` (`reused`: kept from an earlier call), answered before `deadline`:
+/// (status, JSON body, the connection if it can carry the next call).
 fn post(
+    mut s: TcpStream,
+    reused: bool,
     host: &str,
-    addr: SocketAddr,
     path: &str,
     body: &str,
     deadline: Instant,
-) -> Result<(u16, Value), String> {
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| "timed out".to_owned())
-    };
-    let mut s = TcpStream::connect_timeout(&addr, left()?).map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(left()?))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
+) -> Result<(u16, Value, Option<TcpStream>), Failure> {
+    let other = |e: std::io::Error| Failure::Other(e.to_string());
+    let left = || left_until(deadline).map_err(Failure::Other);
+    s.set_write_timeout(Some(left()?)).map_err(other)?;
+    let request = format!(
         "POST /v3/{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .map_err(|e| e.to_string())?;
+    );
+    if let Err(e) = s.write_all(request.as_bytes()) {
+        return Err(if reused { Failure::Stale } else { other(e) });
+    }
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
+    // The answer's head, then its body as framed: a length (the connection can be kept),
+    // chunks or the connection's end (it cannot).
+    let mut head: Option<(usize, String)> = None;
+    let mut dechunk: Option<(crate::input::http_pull::Dechunk, Vec<u8>)> = None;
+    let mut keep = false;
     loop {
-        s.set_read_timeout(Some(left()?))
-            .map_err(|e| e.to_string())?;
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                if raw.len() > 64 << 20 {
-                    return Err("an answer over 64 MiB".to_owned());
+        if let (Some((end, h)), None) = (&head, &dechunk) {
+            if let Some(n) = content_length(h) {
+                let whole = end + 4 + n;
+                if raw.len() >= whole {
+                    // Anything past the answer is not ours: the connection goes.
+                    keep = raw.len() == whole && !h.contains("\r\nconnection: close");
+                    raw.truncate(whole);
+                    break;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+        }
+        s.set_read_timeout(Some(left()?)).map_err(other)?;
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) if reused && raw.is_empty() => return Err(Failure::Stale),
+            Err(e) => return Err(other(e)),
+        };
+        if n == 0 {
+            if reused && raw.is_empty() {
+                return Err(Failure::Stale);
+            }
+            break;
+        }
+        let fresh = raw.len();
+        raw.extend_from_slice(&buf[..n]);
+        if raw.len() > 64 << 20 {
+            return Err(Failure::Other("an answer over 64 MiB".to_owned()));
+        }
+        if head.is_none() {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let h = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                if h.contains("\r\ntransfer-encoding: chunked") {
+                    let mut d = crate::input::http_pull::Dechunk::default();
+                    let mut out = Vec::new();
+                    let done = d.push(&raw[end + 4..], &mut out).map_err(Failure::Other)?;
+                    dechunk = Some((d, out));
+                    head = Some((end, h));
+                    if done {
+                        break;
+                    }
+                } else {
+                    head = Some((end, h));
+                }
+            }
+        } else if let Some((d, out)) = &mut dechunk {
+            if d.push(&raw[fresh..], out).map_err(Failure::Other)? {
+                break;
+            }
         }
     }
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no whole answer head")?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let status: u16 = head
+    let (end, h) = head.ok_or_else(|| Failure::Other("no whole answer head".to_owned()))?;
+    let status: u16 = h
         .get(9..12)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("a bad status line: {:.40}", head))?;
-    let mut body = raw[end + 4..].to_vec();
-    if head.contains("\r\ntransfer-encoding: chunked") {
-        let mut out = Vec::new();
-        crate::input::http_pull::Dechunk::default().push(&body, &mut out)?;
-        body = out;
-    }
+        .ok_or_else(|| Failure::Other(format!("a bad status line: {:.40}", h)))?;
+    let body = match dechunk {
+        Some((_, out)) => out,
+        None => raw[end + 4..].to_vec(),
+    };
     // A stream's answer is one message a line: the first is the one.
     let first = body
         .split(|b| *b == b'\n')
         .find(|l| !l.is_empty())
         .unwrap_or(&[]);
     let v: Value = serde_json::from_slice(first).map_err(|e| {
-        format!(
+        Failure::Other(format!(
             "{status}: not JSON ({e}): {:.80}",
             String::from_utf8_lossy(first)
-        )
+        ))
     })?;
-    Ok((status, v))
+    Ok((status, v, keep.then_some(s)))
+}
+
+/// The Content-Length of an answer head (lowercased), if it has one.
+fn content_length(head: &str) -> Option<usize> {
+    head.split("\r\n")
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads one request (head and Content-Length body) from `s`; false at the end.
+    fn read_request(s: &mut TcpStream) -> bool {
+        let mut raw = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let n = content_length(&head).unwrap_or(0);
+                if raw.len() >= end + 4 + n {
+                    return true;
+                }
+            }
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => raw.extend_from_slice(&b[..n]),
+            }
+        }
+    }
+
+    /// A connection kept while answers come with a length; one etcd closed while idle is
+    /// replaced within the call; a chunked (streamed) answer is read whole and its connection
+    /// not kept.
+    #[test]
+    fn connections_are_kept_while_answers_have_a_length() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let body = r#"{"header":{"revision":"7"},"count":"3"}"#;
+            let sized = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            // Three calls on the first connection, then it is closed while idle.
+            let (mut s, _) = listener.accept().unwrap();
+            for _ in 0..3 {
+                assert!(read_request(&mut s));
+                s.write_all(sized.as_bytes()).unwrap();
+            }
+            drop(s);
+            // The next: one sized answer, then a chunked one, in two writes.
+            let (mut s, _) = listener.accept().unwrap();
+            assert!(read_request(&mut s));
+            s.write_all(sized.as_bytes()).unwrap();
+            assert!(read_request(&mut s));
+            let chunk = r#"{"result":{"ID":"9","TTL":"5"}}"#;
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n",
+                    chunk.len()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(b"0\r\n\r\n").unwrap();
+            // The client does not send on it again.
+            assert!(!read_request(&mut s));
+            let (mut s, _) = listener.accept().unwrap();
+            assert!(read_request(&mut s));
+            s.write_all(sized.as_bytes()).unwrap();
+        });
+        let mut etcd = Etcd::new(
+            &[format!("http://127.0.0.1:{port}")],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let body = json!({ "key": "AA==" });
+        for _ in 0..3 {
+            assert_eq!(int(&etcd.call("kv/range", &body).unwrap()["count"]), 3);
+        }
+        assert_eq!(etcd.connections, 1, "one connection for three calls");
+        assert_eq!(int(&etcd.call("kv/range", &body).unwrap()["count"]), 3);
+        assert_eq!(etcd.connections, 2, "the closed one replaced");
+        let v = etcd.call("lease/keepalive", &json!({ "ID": "9" })).unwrap();
+        assert_eq!(int(&v["result"]["TTL"]), 5);
+        assert!(
+            etcd.kept.is_none(),
+            "a streamed answer's connection is not kept"
+        );
+        assert_eq!(int(&etcd.call("kv/range", &body).unwrap()["count"]), 3);
+        assert_eq!(etcd.connections, 3);
+        server.join().unwrap();
+        assert_eq!(etcd.calls.values().sum::<u64>(), 6);
+    }
 
     #[test]
     fn prefix_ends_and_numbers() {

@@ -132,6 +132,8 @@ pub(crate) struct View {
     /// This node's calls to etcd since it started, by kind (`lease/keepalive`, `kv/range`,
     /// `kv/txn`, ...).
     pub(crate) etcd_calls: std::collections::BTreeMap<String, u64>,
+    /// Connections it opened to etcd (one is kept between calls while etcd keeps it).
+    pub(crate) etcd_connections: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -342,6 +344,7 @@ impl Agent {
                     .iter()
                     .map(|(k, n)| ((*k).to_owned(), *n))
                     .collect();
+                v.etcd_connections = self.etcd.connections;
             }
             std::thread::sleep(TICK.saturating_sub(began.elapsed()));
         }
@@ -742,10 +745,17 @@ pub(crate) fn simulate(
         }
         all
     };
+    let connections = |f: &[Fleet]| -> u64 {
+        f.iter()
+            .filter_map(|n| n.view.read().ok().map(|v| v.etcd_connections))
+            .sum()
+    };
     let before = calls(&fleet);
+    let connections0 = connections(&fleet);
     let watched0 = watch_pid.and_then(cpu_s);
     std::thread::sleep(secs);
     let after = calls(&fleet);
+    let opened = connections(&fleet) - connections0;
     let watched = watch_pid
         .and_then(cpu_s)
         .zip(watched0)
@@ -769,6 +779,7 @@ pub(crate) fn simulate(
         "window_s": secs.as_secs_f64(),
         "calls_per_s": per_s,
         "total_calls_per_s": total,
+        "connections_per_s": opened as f64 / secs.as_secs_f64(),
         "watched_pid_cores": watched,
     }))
 }
