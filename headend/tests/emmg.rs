@@ -16,7 +16,7 @@ use std::time::Duration;
 use drm::simulcrypt::emmg::pattern_sequence;
 
 mod common;
-use common::scrambled::{spawn_ecmg, udp_receiver, Killed};
+use common::scrambled::{aes_ecmg, udp_receiver, Killed};
 use common::{
     free_tcp_port, free_udp_port, hectl, http_get, media, packets, receive_stamped, sections,
     signal_and_wait, Daemon, Stamped,
@@ -30,19 +30,7 @@ const ALLOCATED: f64 = 100_000.0;
 
 /// The test ECMG on a free port; returns it and its address.
 fn ecmg() -> (Killed, String) {
-    spawn_ecmg(
-        Command::new(hectl())
-            .args([
-                "ecmg",
-                "--listen",
-                "127.0.0.1:0",
-                "--key",
-                KEY,
-                "--wrap",
-                "aes",
-            ])
-            .args(["--max-comp-time", "2000"]),
-    )
+    aes_ecmg("127.0.0.1:0", KEY, &["--max-comp-time", "2000"])
 }
 
 /// Two channels scrambled for CAS 0x4AD1 (each out on its own port), the EMMG listener on

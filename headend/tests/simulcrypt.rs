@@ -42,9 +42,9 @@ use playout::psi::SectionAssembler;
 use playout::ts::{Pid, TsPacket};
 
 mod common;
-use common::scrambled::{spawn_ecmg, tune_in, udp_receiver, Killed};
+use common::scrambled::{aes_ecmg, tune_in, udp_receiver, Killed};
 use common::{
-    ffmpeg_errors, flatten, hectl, media, receive_stamped, signal_and_wait, tool, utc_ns, Daemon,
+    ffmpeg_errors, flatten, media, receive_stamped, signal_and_wait, tool, utc_ns, Daemon,
 };
 
 const KEY: &str = "8899aabbccddeeff0011223344556677";
@@ -60,13 +60,9 @@ const GRACE_NS: i64 = 4_000_000_000;
 
 /// Starts the test ECMG on `addr`; returns it and the address it listens on.
 fn ecmg(addr: &str) -> (Killed, String) {
-    spawn_ecmg(
-        Command::new(hectl())
-            .args(["ecmg", "--listen", addr, "--key", KEY, "--wrap", "aes"])
-            // The SCS waits the ECMG's max_comp_time for each ECM, then drops the link:
-            // generous, so a test ECMG slowed by a loaded machine is not taken for an outage.
-            .args(["--max-comp-time", "2000"]),
-    )
+    // The SCS waits the ECMG's max_comp_time for each ECM, then drops the link: generous, so
+    // a test ECMG slowed by a loaded machine is not taken for an outage.
+    aes_ecmg(addr, KEY, &["--max-comp-time", "2000"])
 }
 
 /// Sends `signal` ("STOP", "CONT") to an ECMG.

@@ -40,8 +40,8 @@ use playout::ts::{Pid, TsPacket};
 
 mod common;
 use common::scrambled::{
-    ca_descriptors, null_packet, parity_flips, pid_of, pmts, spawn_ecmg, tune_in, udp_receiver,
-    Killed,
+    aes_ecmg, ca_descriptors, null_packet, parity_flips, pid_of, pmts, spawn_ecmg, tune_in,
+    udp_receiver, Killed,
 };
 use common::{
     ffmpeg_errors, flatten, hectl, media, packet_ns, receive_stamped, signal_and_wait, tool,
@@ -671,20 +671,11 @@ fn hectl_ecmg_version_2_ts_packets_alone() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let key = "00112233445566778899aabbccddeeff";
-    let (ecmg, addr) = spawn_ecmg(Command::new(hectl()).args([
-        "ecmg",
-        "--listen",
+    let (ecmg, addr) = aes_ecmg(
         "127.0.0.1:0",
-        "--key",
         key,
-        "--wrap",
-        "aes",
-        "--version",
-        "2",
-        "--ts-packets",
-        "--max-comp-time",
-        "2000",
-    ]));
+        &["--version", "2", "--ts-packets", "--max-comp-time", "2000"],
+    );
     let (rx, port) = udp_receiver();
     let cfg = dir.path().join("headend.toml");
     std::fs::write(

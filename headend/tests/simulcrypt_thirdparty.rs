@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::scrambled::{spawn_ecmg, Killed};
+use common::scrambled::{aes_ecmg, Killed};
 use common::{free_tcp_port, hectl, media, signal_and_wait, Daemon};
 
 const KEY: &str = "8899aabbccddeeff0011223344556677";
@@ -59,19 +59,7 @@ fn script(python: &Path, name: &str) -> PathBuf {
 
 /// Starts `hectl ecmg` with `args`; returns it and its port.
 fn ecmg(args: &[&str]) -> (Killed, u16) {
-    let (child, addr) = spawn_ecmg(
-        Command::new(hectl())
-            .args([
-                "ecmg",
-                "--listen",
-                "127.0.0.1:0",
-                "--key",
-                KEY,
-                "--wrap",
-                "aes",
-            ])
-            .args(args),
-    );
+    let (child, addr) = aes_ecmg("127.0.0.1:0", KEY, args);
     let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
     (child, port.unwrap_or_else(|| panic!("{addr}")))
 }

@@ -166,16 +166,7 @@ fn five_crypto_periods(wrap: Wrap, wrap_arg: &str) {
             "2000",
         ],
     );
-    let mut config = ScsConfig::new(
-        CAS,
-        1,
-        vec![StreamConfig {
-            ecm_stream_id: 1,
-            ecm_id: 0x0101,
-            nominal_cp_duration: Tenths(100),
-            access_criteria: vec![],
-        }],
-    );
+    let mut config = one_stream();
     config.keepalive = Duration::from_millis(150);
     let mut c = Client {
         scs: Scs::new(config).unwrap(),
@@ -261,6 +252,20 @@ fn five_crypto_periods(wrap: Wrap, wrap_arg: &str) {
             Err(_) => assert!(Instant::now() < deadline, "ECMG kept the connection"),
         }
     }
+}
+
+/// An SCS of channel 1 with one ECM stream (id 1, ECM_id 0x0101, 10 s periods).
+fn one_stream() -> ScsConfig {
+    ScsConfig::new(
+        CAS,
+        1,
+        vec![StreamConfig {
+            ecm_stream_id: 1,
+            ecm_id: 0x0101,
+            nominal_cp_duration: Tenths(100),
+            access_criteria: vec![],
+        }],
+    )
 }
 
 #[test]
@@ -509,16 +514,7 @@ fn ecmg_v2_answers_a_v3_channel_setup_with_error_0x0002_then_closes() {
 #[test]
 fn ecmg_v2_serves_a_v2_scs_ecms_as_ts_packets() {
     let ecmg = Ecmg::start("aes", &["--version", "2", "--ts-packets"]);
-    let mut config = ScsConfig::new(
-        CAS,
-        1,
-        vec![StreamConfig {
-            ecm_stream_id: 1,
-            ecm_id: 0x0101,
-            nominal_cp_duration: Tenths(100),
-            access_criteria: vec![],
-        }],
-    );
+    let mut config = one_stream();
     config.version = ProtocolVersion::V2;
     let mut scs = Scs::new(config).unwrap();
     let mut sock = ecmg.connect();

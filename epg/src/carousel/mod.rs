@@ -442,15 +442,7 @@ impl Carousel {
         });
         match sections {
             // A new present or following is for viewers now, not at the next repetition.
-            Ok(sections) => {
-                let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
-                mux.set_table_now(
-                    Pid::from_bits(EIT_PID),
-                    key(0x4E, 0, s.service_id),
-                    &refs,
-                    ms(1500),
-                );
-            }
+            Ok(sections) => send_now(mux, EIT_PID, key(0x4E, 0, s.service_id), &sections, 1500),
             Err(e) => tracing::error!(service_id = s.service_id, error = %e, "EIT not sent"),
         }
     }
@@ -515,6 +507,14 @@ fn first_version(utc_ns: i64) -> u8 {
 }
 
 fn send(mux: &mut Mux, pid: u16, key: u64, sections: &[Vec<u8>], every_ms: u64) {
-    let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
-    mux.set_table(Pid::from_bits(pid), key, &refs, ms(every_ms));
+    mux.set_table(Pid::from_bits(pid), key, &slices(sections), ms(every_ms));
+}
+
+/// [`send`] for a change viewers must see at once ([`Mux::set_table_now`]).
+fn send_now(mux: &mut Mux, pid: u16, key: u64, sections: &[Vec<u8>], every_ms: u64) {
+    mux.set_table_now(Pid::from_bits(pid), key, &slices(sections), ms(every_ms));
+}
+
+fn slices(sections: &[Vec<u8>]) -> Vec<&[u8]> {
+    sections.iter().map(Vec::as_slice).collect()
 }

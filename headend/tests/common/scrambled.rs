@@ -38,6 +38,15 @@ pub(crate) fn spawn_ecmg(cmd: &mut Command) -> (Killed, String) {
     (ecmg, bound)
 }
 
+/// `hectl ecmg --listen LISTEN --key KEY --wrap aes EXTRA...` ([`spawn_ecmg`]).
+pub(crate) fn aes_ecmg(listen: &str, key: &str, extra: &[&str]) -> (Killed, String) {
+    spawn_ecmg(
+        Command::new(super::hectl())
+            .args(["ecmg", "--listen", listen, "--key", key, "--wrap", "aes"])
+            .args(extra),
+    )
+}
+
 /// A UDP receiver with a large buffer: the socket and its port.
 pub(crate) fn udp_receiver() -> (UdpSocket, u16) {
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
