@@ -34,6 +34,8 @@ use crate::station::{self, Output, Station, StationSpec, EMIT_STEP};
 
 /// Packets written per step: 64 datagrams.
 const BATCH: usize = EMIT_STEP * 64;
+/// The output is written in pieces of at least this many bytes: fewer system calls.
+const WRITE_BYTES: usize = 1 << 20;
 
 /// What a render did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -215,7 +217,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     let mut eit = EitBuilds::default();
     let mut warned_simulcrypt = false;
     let mut stats = RenderStats::default();
-    let mut buf = BytesMut::with_capacity(BATCH * PACKET_SIZE);
+    let mut buf = BytesMut::with_capacity(WRITE_BYTES + BATCH * PACKET_SIZE);
     let t = sim_of(target).context("the target station runs")?;
     while sims[t].st.mux().slot() < sims[t].total {
         // The station furthest behind goes next, so all keep in step.
@@ -347,13 +349,19 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
                 / (8 * PACKET_SIZE as u128 * 1_000_000_000)) as usize;
             want = want.min((ahead / EMIT_STEP + 1) * EMIT_STEP);
         }
-        buf.clear();
-        // Another station past its end keeps stuffing while the target finishes.
+        // Another station past its end keeps stuffing while the target finishes; only the
+        // target's packets are kept, and written a megabyte or so at a time.
+        let start = buf.len();
         sim.st
             .emit(&mut buf, if k == t { want } else { want.max(EMIT_STEP) });
         if k == t {
-            out.write_all(&buf)?;
             stats.packets += want as u64;
+            if buf.len() >= WRITE_BYTES {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        } else {
+            buf.truncate(start);
         }
         for pf in &posted {
             for (j, other) in sims.iter_mut().enumerate() {
@@ -379,6 +387,7 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     stats.items_started = items.items_started;
     stats.items_failed = items.items_failed;
     stats.input_bytes = sim.sources.iter().map(FileSource::bytes_read).sum();
+    out.write_all(&buf)?;
     out.flush()?;
     Ok(stats)
 }

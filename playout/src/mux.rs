@@ -137,6 +137,11 @@ pub struct Mux {
     raps: VecDeque<Rap>,
     carousels: Vec<Carousel>,
     streams: Vec<DataStream>,
+    /// Before this output time nothing but program packets can be due (no PCR, PAT, PMT,
+    /// table or data stream packet): a slot then only looks at the programs' queues. A lower
+    /// bound, recomputed after each slot that looks at everything and reset to 0 by
+    /// whatever may make something due sooner.
+    horizon: Ticks27M,
 }
 
 /// A random access point in the output, reported by [`Mux::poll_rap`].
@@ -241,6 +246,7 @@ impl Mux {
             raps: VecDeque::new(),
             carousels: Vec::new(),
             streams: Vec::new(),
+            horizon: 0,
         }
     }
 
@@ -365,6 +371,7 @@ impl Mux {
     /// `interval` since its last repetition); then once per `interval` from the last of them.
     pub fn set_table_now(&mut self, pid: Pid, key: u64, sections: &[&[u8]], interval: Ticks27M) {
         self.set_table(pid, key, sections, interval);
+        self.horizon = 0;
         let now = self.now();
         if let Some(c) = self
             .carousels
@@ -411,6 +418,7 @@ impl Mux {
     /// what it had queued. The caller budgets the rate in the muxrate: the stream can never
     /// push the output over it (the muxer is CBR), it displaces program packets instead.
     pub fn set_stream(&mut self, pid: Pid, rate_bps: u64, max_queued: usize) {
+        self.horizon = 0;
         let i = self.streams.iter().position(|s| s.pid == pid);
         if rate_bps == 0 {
             if let Some(i) = i {
@@ -439,6 +447,7 @@ impl Mux {
     /// continuity counters stamped as they leave); returns how many were taken: fewer when the
     /// queue is full (the rest is the caller's to drop or hold back), none without a stream.
     pub fn push_stream(&mut self, pid: Pid, packets: &[u8]) -> usize {
+        self.horizon = 0;
         let Some(s) = self.streams.iter_mut().find(|s| s.pid == pid) else {
             return 0;
         };
@@ -462,6 +471,7 @@ impl Mux {
     }
 
     fn set_carousel(&mut self, pid: Pid, key: u64, packets: Vec<Bytes>, interval: Ticks27M) {
+        self.horizon = 0;
         let now = self.now();
         match self
             .carousels
@@ -559,15 +569,7 @@ impl Mux {
     }
 
     fn byte_time(&self, byte: u64) -> Ticks27M {
-        // 64-bit arithmetic for the first ~85 GB of output, exact 128-bit after that.
-        let t = match byte.checked_mul(8 * SYSTEM_CLOCK_HZ) {
-            Some(n) => n / self.cfg.muxrate_bps,
-            None => {
-                (u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ)
-                    / u128::from(self.cfg.muxrate_bps)) as u64
-            }
-        };
-        self.cfg.clock_origin + t
+        byte_time(self.cfg.clock_origin, self.cfg.muxrate_bps, byte)
     }
 
     /// PCR for a packet in the current slot: the arrival time of byte 10 of the packet, the
@@ -577,6 +579,45 @@ impl Mux {
     }
 
     fn fill_slot(&mut self, now: Ticks27M, out: &mut BytesMut) {
+        if now < self.horizon && self.pending_psi.is_empty() {
+            self.fill_program_slot(now, out);
+            return;
+        }
+        self.fill_any_slot(now, out);
+        self.horizon = self.next_other_due();
+    }
+
+    /// The earliest output time at which anything other than a program packet can be due
+    /// ([`Mux::horizon`]).
+    fn next_other_due(&self) -> Ticks27M {
+        if !self.pending_psi.is_empty() {
+            return 0;
+        }
+        let mut t = self.next_pat;
+        for p in &self.programs {
+            if p.pmt_pending {
+                return 0;
+            }
+            t = t.min(p.next_pmt);
+            if p.pmt.pcr_pid != Pid::NULL {
+                match p.last_pcr {
+                    Some(last) => t = t.min(last + self.cfg.pcr_interval),
+                    None => return 0,
+                }
+            }
+        }
+        for c in &self.carousels {
+            t = t.min(c.next_due);
+        }
+        for d in &self.streams {
+            if !d.queue.is_empty() {
+                t = t.min(d.next_due);
+            }
+        }
+        t
+    }
+
+    fn fill_any_slot(&mut self, now: Ticks27M, out: &mut BytesMut) {
         if let Some(packet) = self.pending_psi.pop_front() {
             self.put_psi_packet(&packet, out);
             return;
@@ -667,7 +708,11 @@ impl Mux {
             self.put_stamped(&packet, out);
             return;
         }
-        // The earliest due packet of any program.
+        self.fill_program_slot(now, out);
+    }
+
+    /// The earliest due packet of any program, or a null packet.
+    fn fill_program_slot(&mut self, now: Ticks27M, out: &mut BytesMut) {
         let mut best: Option<(usize, Ticks27M)> = None;
         for (i, p) in self.programs.iter().enumerate() {
             let due = match p.splicer.peek() {
@@ -686,6 +731,8 @@ impl Mux {
         };
         match self.programs[i].splicer.pop() {
             Some(Queued::Pmt(pmt)) => {
+                // The new PMT's PCR PID starts its own interval: look at everything again.
+                self.horizon = 0;
                 let p = &mut self.programs[i];
                 p.pmt_packets = packetize_pmt(p.splicer.config().pids.pmt, &pmt);
                 p.pmt = pmt;
@@ -697,7 +744,8 @@ impl Mux {
             Some(Queued::Packet(op)) => {
                 let late = now.saturating_sub(op.due);
                 self.stats.max_late = self.stats.max_late.max(late);
-                let pcr = self.pcr_now();
+                let pcr_at = self.slot * PACKET_SIZE as u64 + 10;
+                let (origin, muxrate) = (self.cfg.clock_origin, self.cfg.muxrate_bps);
                 let p = &mut self.programs[i];
                 if late > self.cfg.late_limit {
                     self.stats.late_packets += 1;
@@ -731,8 +779,8 @@ impl Mux {
                         &patch.bytes[..usize::from(patch.len)],
                     );
                 }
-                m.set_discontinuity(false);
-                if m.set_pcr(pcr) && op.pid == p.pmt.pcr_pid {
+                let pcr = || Pcr::new(byte_time(origin, muxrate, pcr_at));
+                if m.clear_discontinuity_set_pcr(pcr) && op.pid == p.pmt.pcr_pid {
                     p.last_pcr = Some(now);
                 }
                 if op.rap && self.track_raps {
@@ -785,6 +833,18 @@ impl Mux {
             m.set_cc(*cc);
         }
     }
+}
+
+/// Output time of byte `byte` at `muxrate_bps` from `origin`: 64-bit arithmetic for the
+/// first ~85 GB of output, exact 128-bit after that.
+fn byte_time(origin: Ticks27M, muxrate_bps: u64, byte: u64) -> Ticks27M {
+    let t = match byte.checked_mul(8 * SYSTEM_CLOCK_HZ) {
+        Some(n) => n / muxrate_bps,
+        None => {
+            (u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ) / u128::from(muxrate_bps)) as u64
+        }
+    };
+    origin + t
 }
 
 /// The whole 188-byte packets of `packets` with their PID set to `pid`.

@@ -2,7 +2,8 @@
 //! `headend render` does them inline; the real-time engine on its I/O threads.
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::Seek;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -108,10 +109,28 @@ fn open_item(item: usize, path: Option<&Path>) -> Result<File, String> {
     Ok(f)
 }
 
-/// Reads up to [`CHUNK`] bytes (fewer only at the end of the file).
+/// Reads up to [`CHUNK`] bytes (fewer only at the end of the file), in one read(2) when the
+/// file has them: `read_to_end` would start at 8 KB and double, six system calls a chunk,
+/// which cost a render more than the copy on a virtual machine (BENCHMARKS.md §11).
+#[allow(unsafe_code)]
 fn read_chunk(file: &mut File) -> std::io::Result<Bytes> {
-    // read_to_end fills spare capacity without zeroing it first, retrying on EINTR.
-    let mut buf = Vec::with_capacity(CHUNK);
-    file.take(CHUNK as u64).read_to_end(&mut buf)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    while buf.len() < CHUNK {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the pointer and length describe the vector's spare capacity, alive and
+        // not otherwise borrowed for the call; read(2) writes at most that many bytes.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        match n {
+            0 => break,
+            // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
+            n if n > 0 => unsafe { buf.set_len(buf.len() + n as usize) },
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
     Ok(Bytes::from(buf))
 }

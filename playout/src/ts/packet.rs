@@ -178,6 +178,21 @@ impl<'a> TsPacketMut<'a> {
             self.0[offset..offset + bytes.len()].copy_from_slice(bytes);
         }
     }
+    /// [`TsPacketMut::set_discontinuity`] off, then [`TsPacketMut::set_pcr`] with `pcr()`,
+    /// asked only of a packet that carries a PCR: one look at the adaptation field, and the
+    /// PCR computed only when it is needed. Returns whether a PCR was written.
+    pub fn clear_discontinuity_set_pcr(&mut self, pcr: impl FnOnce() -> Pcr) -> bool {
+        if !has_adaptation_field(self.0) || self.0[4] == 0 {
+            return false;
+        }
+        self.0[5] &= 0x7F;
+        let len = usize::from(self.0[4]);
+        if 5 + len > PACKET_SIZE || len < 7 || self.0[5] & 0x10 == 0 {
+            return false;
+        }
+        write_pcr(&mut self.0[6..12], pcr());
+        true
+    }
     /// Sets discontinuity_indicator if there is an adaptation field with a flags byte.
     pub fn set_discontinuity(&mut self, on: bool) {
         if has_adaptation_field(self.0) && self.0[4] > 0 {
@@ -285,6 +300,44 @@ mod tests {
         assert_eq!(p.pcr(), Some(new));
         assert_eq!(p.pid().value(), 0x1FFE);
         assert_eq!(p.cc(), 0xF);
+    }
+
+    #[test]
+    fn one_look_rewrites_as_the_two_calls_and_asks_the_pcr_only_when_needed() {
+        let pcr = Pcr::from_parts(0x1_2345_6789, 123);
+        let new = Pcr::from_parts(7, 299);
+        // Each case: the packet, and whether it carries a PCR to rewrite.
+        let mut cases = vec![(NULL_PACKET.to_vec(), false)];
+        let mut with_di = packet_with_pcr(pcr);
+        with_di[5] |= 0x80;
+        cases.push((with_di, true));
+        let mut empty_af = NULL_PACKET.to_vec();
+        (empty_af[3], empty_af[4]) = (0x30, 0);
+        cases.push((empty_af, false));
+        // PCR_flag set in a field too short to hold one, and a field running past the packet.
+        let mut short = packet_with_pcr(pcr);
+        short[4] = 3;
+        short[5] |= 0x80;
+        cases.push((short, false));
+        let mut long = packet_with_pcr(pcr);
+        long[4] = 200;
+        cases.push((long, false));
+        for (k, (v, has_pcr)) in cases.into_iter().enumerate() {
+            let mut two = v.clone();
+            let mut m = TsPacketMut::new(&mut two).unwrap();
+            m.set_discontinuity(false);
+            assert_eq!(m.set_pcr(new), has_pcr, "case {k}");
+            let mut one = v.clone();
+            let mut asked = false;
+            let wrote = TsPacketMut::new(&mut one)
+                .unwrap()
+                .clear_discontinuity_set_pcr(|| {
+                    asked = true;
+                    new
+                });
+            assert_eq!((wrote, asked), (has_pcr, has_pcr), "case {k}");
+            assert_eq!(one, two, "case {k}");
+        }
     }
 
     #[test]
