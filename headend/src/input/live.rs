@@ -32,6 +32,8 @@ use crate::config::{Endpoint, FailoverConfig, InputConfig};
 
 /// How often a datagram input's socket is drained.
 const POLL: Duration = Duration::from_millis(5);
+/// With no datagram input, the poller sleeps until one is added, waking this often anyway.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Most datagrams handed over in one batch.
 const MAX_BATCH: usize = 256;
 
@@ -597,6 +599,12 @@ impl DatagramPoller {
                                 d.after_panic(&why);
                             }
                         }
+                        if inputs.is_empty() {
+                            // Nothing to poll: asleep until an input is added (or stop).
+                            drop(inputs);
+                            std::thread::park_timeout(IDLE_POLL);
+                            continue;
+                        }
                     }
                     std::thread::sleep(POLL);
                 }
@@ -613,6 +621,9 @@ impl DatagramPoller {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(input);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
     }
 }
 
@@ -620,6 +631,7 @@ impl Drop for DatagramPoller {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
