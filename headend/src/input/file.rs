@@ -134,3 +134,73 @@ fn read_chunk(file: &mut File) -> std::io::Result<Bytes> {
     }
     Ok(Bytes::from(buf))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_whole_up_to_the_end_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.ts");
+        let data: Vec<u8> = (0..CHUNK * 2 + 1000).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut f = File::open(&path).unwrap();
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let c = read_chunk(&mut f).unwrap();
+            if c.is_empty() {
+                break;
+            }
+            sizes.push(c.len());
+            got.extend_from_slice(&c);
+        }
+        assert_eq!(sizes, [CHUNK, CHUNK, 1000]);
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn a_chunk_gathers_short_reads_from_a_pipe() {
+        // A FIFO hands out what was written so far: read(2) returns short counts, and the
+        // chunk keeps reading until it is whole or the writer is gone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(writer_path)
+                .unwrap();
+            for k in 0..10u8 {
+                w.write_all(&[k; 1000]).unwrap();
+                w.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        let mut f = File::open(&path).unwrap();
+        let c = read_chunk(&mut f).unwrap();
+        writer.join().unwrap();
+        assert_eq!(c.len(), 10_000);
+        assert!(c
+            .chunks(1000)
+            .enumerate()
+            .all(|(k, b)| b.iter().all(|x| *x == k as u8)));
+        assert!(read_chunk(&mut f).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_read_error_is_an_error() {
+        // A directory opens but cannot be read (EISDIR).
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = File::open(dir.path()).unwrap();
+        assert!(read_chunk(&mut f).is_err());
+    }
+}
