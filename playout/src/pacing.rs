@@ -164,11 +164,19 @@ impl Pacer {
 
     /// How many datagrams to send at `now_ns` (usually 0 or 1); they count as released.
     pub fn poll_release(&mut self, now_ns: u64) -> u64 {
+        self.poll_release_ahead(now_ns, 0)
+    }
+
+    /// [`Pacer::poll_release`], and also what falls due up to `ahead_ns` after `now_ns`
+    /// (sent early, so one wake-up does more). Lateness (the stats, the stall limit) counts
+    /// against `now_ns`: a datagram released early is not late.
+    pub fn poll_release_ahead(&mut self, now_ns: u64, ahead_ns: u64) -> u64 {
+        let until = now_ns.saturating_add(ahead_ns);
         let first_due = self.due(self.next);
-        if now_ns < first_due {
+        if until < first_due {
             return 0;
         }
-        let late = now_ns - first_due;
+        let late = now_ns.saturating_sub(first_due);
         if late > self.cfg.max_behind_ns {
             // Too far behind to catch up without a flood: send one now and go on from here.
             self.steered_ns += self.segment_drift_ns();
@@ -181,8 +189,8 @@ impl Pacer {
             return 1;
         }
         self.stats.max_late_ns = self.stats.max_late_ns.max(late);
-        // Datagrams j with due(j) <= now: j - base <= (now - origin) * rate / bits.
-        let elapsed = u128::from(now_ns - self.origin_ns);
+        // Datagrams j with due(j) <= until: j - base <= (until - origin) * rate / bits.
+        let elapsed = u128::from(until - self.origin_ns);
         let last = self.base
             + (elapsed * self.rate_x1e9()
                 / (u128::from(self.cfg.datagram_bits()) * 1_000_000_000 * 1_000_000_000))
@@ -361,6 +369,25 @@ mod tests {
         assert_eq!(p.released(), 4);
         assert_eq!(p.stats().max_late_ns, 2_499_000);
         assert_eq!(p.stats().stalls, 0);
+    }
+
+    #[test]
+    fn released_ahead_is_not_late() {
+        // One datagram per ms, from 1 ms.
+        let mut p = Pacer::new(PacerConfig::new(10_528_000), 1_000_000);
+        assert_eq!(p.poll_release_ahead(0, 999_999), 0);
+        // At 0.5 ms with 20 ms ahead: those due at 1..=20 ms.
+        assert_eq!(p.poll_release_ahead(500_000, 20_000_000), 20);
+        assert_eq!(p.poll_timeout(), 21_000_000);
+        assert_eq!(p.stats().max_late_ns, 0);
+        // 30 ms after the next (21 ms) was due, 20 ms ahead: late by 30 ms, 21..=71 ms out.
+        assert_eq!(p.poll_release_ahead(51_000_000, 20_000_000), 51);
+        assert_eq!(p.stats().max_late_ns, 30_000_000);
+        assert_eq!(p.stats().stalls, 0);
+        // The stall limit (100 ms) counts from now, not from now + ahead: 93 ms late, 72..=185.
+        assert_eq!(p.poll_release_ahead(165_000_000, 20_000_000), 114);
+        assert_eq!(p.stats().stalls, 0);
+        assert_eq!(p.stats().max_late_ns, 93_000_000);
     }
 
     #[test]

@@ -1145,7 +1145,7 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             None => {}
         }
         // First what is due: the datagrams.
-        let max_sleep = if stations.iter().all(Live::unpaced) {
+        let max_sleep = if stations.iter().all(Live::may_run_ahead) {
             UNPACED_AHEAD_NS
         } else {
             MAX_SLEEP.as_nanos() as u64
@@ -2005,12 +2005,12 @@ impl Live {
 
     /// Sends what is due at `now` (ns since the epoch).
     fn tick(&mut self, now: u64) {
-        let ahead = if self.unpaced() {
+        let ahead = if self.may_run_ahead() {
             UNPACED_AHEAD_NS
         } else {
             EARLY_NS
         };
-        let n = self.pacer.poll_release(now + ahead) as usize;
+        let n = self.pacer.poll_release_ahead(now, ahead) as usize;
         if n == 0 {
             self.flush_feed_if_old(now);
             return;
@@ -2120,11 +2120,19 @@ impl Live {
         }
     }
 
-    /// No datagram output: nothing of it leaves on the datagrams' due times, so it may be
-    /// muxed [`UNPACED_AHEAD_NS`] ahead of them. Not with live inputs, whose lead over their
-    /// sending that would eat into.
-    fn unpaced(&self) -> bool {
-        self.outputs.is_empty() && self.relays.is_empty()
+    /// The station may be muxed [`UNPACED_AHEAD_NS`] ahead of its datagrams' due times, and
+    /// its engine thread sleep that long: it has no datagram output (nothing of it leaves on
+    /// those due times), no live input (whose lead over sending that would eat into), and
+    /// every program has packets queued due at least twice that far ahead, so muxing ahead
+    /// finds no queue empty. Not at a start or a rebuild, before the first reads are in:
+    /// the thread wakes for each datagram then, and applies the reads as they come.
+    fn may_run_ahead(&self) -> bool {
+        if !self.outputs.is_empty() || !self.relays.is_empty() {
+            return false;
+        }
+        let mux = self.st.mux();
+        let until = mux.now() + 2 * UNPACED_AHEAD_NS * 27 / 1000;
+        (0..mux.programs()).all(|p| mux.program(p).queued_until().is_some_and(|u| u >= until))
     }
 
     fn flush_feed_if_old(&mut self, now: u64) {
