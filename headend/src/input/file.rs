@@ -116,7 +116,8 @@ fn open_item(item: usize, path: Option<&Path>) -> Result<File, String> {
 fn read_chunk(file: &mut File) -> std::io::Result<Bytes> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     while buf.len() < CHUNK {
-        let spare = buf.spare_capacity_mut();
+        let want = CHUNK - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
         // SAFETY: the pointer and length describe the vector's spare capacity, alive and
         // not otherwise borrowed for the call; read(2) writes at most that many bytes.
         let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
