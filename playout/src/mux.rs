@@ -371,7 +371,6 @@ impl Mux {
     /// `interval` since its last repetition); then once per `interval` from the last of them.
     pub fn set_table_now(&mut self, pid: Pid, key: u64, sections: &[&[u8]], interval: Ticks27M) {
         self.set_table(pid, key, sections, interval);
-        self.horizon = 0;
         let now = self.now();
         if let Some(c) = self
             .carousels
@@ -569,13 +568,11 @@ impl Mux {
     }
 
     fn byte_time(&self, byte: u64) -> Ticks27M {
-        byte_time(self.cfg.clock_origin, self.cfg.muxrate_bps, byte)
+        byte_time(&self.cfg, byte)
     }
 
-    /// PCR for a packet in the current slot: the arrival time of byte 10 of the packet, the
-    /// last byte of program_clock_reference_base (ISO/IEC 13818-1 §2.4.2.2).
     fn pcr_now(&self) -> Pcr {
-        Pcr::new(self.byte_time(self.slot * PACKET_SIZE as u64 + 10))
+        pcr_at(&self.cfg, self.slot)
     }
 
     fn fill_slot(&mut self, now: Ticks27M, out: &mut BytesMut) {
@@ -744,8 +741,7 @@ impl Mux {
             Some(Queued::Packet(op)) => {
                 let late = now.saturating_sub(op.due);
                 self.stats.max_late = self.stats.max_late.max(late);
-                let pcr_at = self.slot * PACKET_SIZE as u64 + 10;
-                let (origin, muxrate) = (self.cfg.clock_origin, self.cfg.muxrate_bps);
+                let (cfg, slot) = (&self.cfg, self.slot);
                 let p = &mut self.programs[i];
                 if late > self.cfg.late_limit {
                     self.stats.late_packets += 1;
@@ -779,8 +775,7 @@ impl Mux {
                         &patch.bytes[..usize::from(patch.len)],
                     );
                 }
-                let pcr = || Pcr::new(byte_time(origin, muxrate, pcr_at));
-                if m.clear_discontinuity_set_pcr(pcr) && op.pid == p.pmt.pcr_pid {
+                if m.clear_discontinuity_set_pcr(|| pcr_at(cfg, slot)) && op.pid == p.pmt.pcr_pid {
                     p.last_pcr = Some(now);
                 }
                 if op.rap && self.track_raps {
@@ -835,16 +830,23 @@ impl Mux {
     }
 }
 
-/// Output time of byte `byte` at `muxrate_bps` from `origin`: 64-bit arithmetic for the
-/// first ~85 GB of output, exact 128-bit after that.
-fn byte_time(origin: Ticks27M, muxrate_bps: u64, byte: u64) -> Ticks27M {
+/// Output time of byte `byte`: 64-bit arithmetic for the first ~85 GB of output, exact
+/// 128-bit after that.
+fn byte_time(cfg: &MuxConfig, byte: u64) -> Ticks27M {
     let t = match byte.checked_mul(8 * SYSTEM_CLOCK_HZ) {
-        Some(n) => n / muxrate_bps,
+        Some(n) => n / cfg.muxrate_bps,
         None => {
-            (u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ) / u128::from(muxrate_bps)) as u64
+            (u128::from(byte) * 8 * u128::from(SYSTEM_CLOCK_HZ) / u128::from(cfg.muxrate_bps))
+                as u64
         }
     };
-    origin + t
+    cfg.clock_origin + t
+}
+
+/// PCR for a packet in slot `slot`: the arrival time of byte 10 of the packet, the last byte
+/// of program_clock_reference_base (ISO/IEC 13818-1 §2.4.2.2).
+fn pcr_at(cfg: &MuxConfig, slot: u64) -> Pcr {
+    Pcr::new(byte_time(cfg, slot * PACKET_SIZE as u64 + 10))
 }
 
 /// The whole 188-byte packets of `packets` with their PID set to `pid`.
