@@ -72,7 +72,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                 let placed = crate::fleet::placed(&specs);
                 let missing = crate::config::missing_media(config)
                     .into_iter()
-                    .map(|(_, file)| file.display().to_string())
+                    .map(|(_, file, _)| file.display().to_string())
                     .collect();
                 Some(crate::fleet::Fleet::start(f, placed, missing)?)
             }

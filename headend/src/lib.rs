@@ -190,8 +190,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => {
             let cfg = load(&config)?;
-            for (at, file) in config::missing_media(&cfg) {
-                tracing::warn!(config = %config.display(), at, file = %file.display(), "media file not found (filler until it appears)");
+            for (at, file, why) in config::missing_media(&cfg) {
+                tracing::warn!(config = %config.display(), at, file = %file.display(), why, "media file missing (filler until it appears)");
             }
             daemon::run(&cfg, |addr| {
                 println!("on air; http://{addr}/channels");
@@ -213,9 +213,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => {
             let mut cfg = config::parse(DEMO_CONFIG, Path::new("."), "demo.toml")
                 .map_err(|e| anyhow::anyhow!("embedded demo config: {e}"))?;
-            if let Some((_, file)) = config::missing_media(&cfg).first() {
+            if let Some((_, file, why)) = config::missing_media(&cfg).first() {
                 bail!(
-                    "{}: not found; run the demo from the repository root",
+                    "{}: {why}; run the demo from the repository root",
                     file.display()
                 );
             }
@@ -345,9 +345,9 @@ fn others_may_read(path: &Path) -> Option<u32> {
 fn check_config(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
-            for (at, file) in config::missing_media(&cfg) {
+            for (at, file, why) in config::missing_media(&cfg) {
                 eprintln!(
-                    "warning: {}: {at}: media file not found: {}",
+                    "warning: {}: {at}: media file {why}: {}",
                     path.display(),
                     file.display()
                 );

@@ -28,6 +28,11 @@ pub(crate) struct StationStatus {
     /// the rest leaves on its instant (a pacer on its own clock re-anchors instead: a stall).
     pub(crate) late_datagrams: u64,
     pub(crate) max_late_us: u64,
+    /// In a fleet, what this node does with the station: `"sending"` (it owns it), `"warm"`
+    /// (muxed in real time, ready to take over without a gap) or `"dormant"` (muxed in bulk,
+    /// nothing sent; docs/fleet.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) fleet: Option<&'static str>,
     pub(crate) outputs: Vec<OutputStatus>,
     /// ETSI TR 101 290 on what the station sends (`playout::monitor`): the count of each
     /// rule since start, by its number and name (`"1.4 Continuity_count_error": 0`).

@@ -353,6 +353,88 @@ fn senders(got: &Arrivals, from_ns: u64) -> BTreeMap<usize, (Vec<u16>, f64)> {
     out
 }
 
+/// Waits until, on every node (`https`, in the order of `he-01`...), each channel is
+/// `"sending"` where `owners` says, `"warm"` on the one standby its fleet view names, and
+/// `"dormant"` on the others, up to `limit`: each channel's standby.
+fn modes_settled(
+    https: &[u16],
+    owners: &HashMap<String, String>,
+    limit: Duration,
+) -> HashMap<String, String> {
+    let until = Instant::now() + limit;
+    loop {
+        let view = fleet(https[0]);
+        let standby: HashMap<String, String> = view["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let s = c["standbys"].as_array().filter(|s| s.len() == 1)?;
+                Some((c["id"].as_str()?.to_owned(), s[0].as_str()?.to_owned()))
+            })
+            .collect();
+        let mut wrong = Vec::new();
+        for (n, http) in https.iter().enumerate() {
+            let node = format!("he-{:02}", n + 1);
+            let channels: serde_json::Value =
+                serde_json::from_str(&common::http_get(*http, "/channels")).unwrap_or_default();
+            for c in channels.as_array().into_iter().flatten() {
+                let id = c["id"].as_str().unwrap_or_default().to_owned();
+                let want = if owners.get(&id) == Some(&node) {
+                    "sending"
+                } else if standby.get(&id) == Some(&node) {
+                    "warm"
+                } else {
+                    "dormant"
+                };
+                let mode = &c["status"]["fleet"];
+                if mode != want {
+                    wrong.push(format!("{node} {id}: {mode} (want {want})"));
+                }
+            }
+        }
+        if wrong.is_empty() && standby.len() == owners.len() {
+            for (id, s) in &standby {
+                assert_ne!(owners.get(id), Some(s), "{id}: its standby is its owner");
+            }
+            return standby;
+        }
+        assert!(
+            Instant::now() < until,
+            "modes not settled: {wrong:?} {view:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Node `node`'s config (under `dir/node`): one channel `news` at 2 Mbit/s, RTP to
+/// `[group]:port` on `lo`, 1 s leases under `prefix` of the etcd on `client`.
+fn news_node(
+    dir: &Path,
+    node: &str,
+    http: u16,
+    client: u16,
+    prefix: &str,
+    (group, port): (&str, u16),
+) -> PathBuf {
+    let a = media("a.ts").display().to_string();
+    let d = dir.join(node);
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n\
+             [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{node}\"\nlease = \"1s\"\nprefix = \"{prefix}\"\n\n\
+             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\n\
+             playlist = [{a:?}]\n\
+             [[channel.output]]\nurl = \"rtp://[{group}]:{port}\"\ninterface = \"lo\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 fn now_ns() -> u64 {
     common::utc_ns() as u64
 }
@@ -392,6 +474,9 @@ fn a_dead_or_cut_off_node_s_channels_move_and_are_never_sent_twice() {
     }
     eprintln!("placement: {load:?}");
     assert_eq!(load.len(), 3, "every node sends some: {load:?}");
+    // Each channel is sent by its owner, kept warm by one standby (the default `standbys =
+    // 1`), the node a takeover would give it to, and dormant on the third.
+    let standby = modes_settled(&https, &owners, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
 
     // kill -9 the node that sends the most among he-01 and he-02.
@@ -417,6 +502,19 @@ fn a_dead_or_cut_off_node_s_channels_move_and_are_never_sent_twice() {
         assert_eq!(order.len(), 2, "channel {k}: {order:?}");
         gaps.push(*worst);
     }
+    // Each went to its warm standby.
+    let survivor = names
+        .iter()
+        .position(|n| *n != victim && *n != "he-03")
+        .unwrap();
+    let now_owned = settled(https[survivor], 2, Duration::from_secs(10));
+    for k in &theirs {
+        let id = format!("c{k:02}");
+        assert_eq!(
+            now_owned[&id], standby[&id],
+            "{id}: taken over by its standby"
+        );
+    }
     gaps.sort_by(f64::total_cmp);
     eprintln!(
         "kill -9 {victim}: {} channels, silence ms {gaps:?}",
@@ -432,10 +530,6 @@ fn a_dead_or_cut_off_node_s_channels_move_and_are_never_sent_twice() {
     }
 
     // he-03 cut off from etcd: it stops before its channels start elsewhere.
-    let survivor = names
-        .iter()
-        .position(|n| *n != victim && *n != "he-03")
-        .unwrap();
     let owners = settled(https[survivor], 2, Duration::from_secs(10));
     let cut_off: Vec<usize> = owners
         .iter()
@@ -1092,26 +1186,12 @@ fn a_takeover_in_step_continues_the_stream_without_a_gap() {
     let rx = common::multicast_receiver(group.parse().unwrap(), port);
     rx.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let a = media("a.ts").display().to_string();
     let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
     let mut nodes: Vec<Option<Daemon>> = ["he-a", "he-b"]
         .iter()
         .zip(&https)
         .map(|(n, http)| {
-            let d = dir.path().join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            let cfg = d.join("headend.toml");
-            std::fs::write(
-                &cfg,
-                format!(
-                    "[http]\nlisten = \"127.0.0.1:{http}\"\napi_token = \"{TOKEN}\"\n\n\
-                     [fleet]\netcd = [\"http://127.0.0.1:{client}\"]\nnode = \"{n}\"\nlease = \"1s\"\nprefix = \"/gap-test/\"\n\n\
-                     [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\n\
-                     playlist = [{a:?}]\n\
-                     [[channel.output]]\nurl = \"rtp://[{group}]:{port}\"\ninterface = \"lo\"\n"
-                ),
-            )
-            .unwrap();
+            let cfg = news_node(dir.path(), n, *http, client, "/gap-test/", (group, port));
             let daemon = Some(Daemon::run(&cfg, "info"));
             // The second a little later: it plays the channel from its origin.
             std::thread::sleep(Duration::from_secs(2));
@@ -1192,6 +1272,168 @@ fn a_takeover_in_step_continues_the_stream_without_a_gap() {
         &playout::check::CheckLimits::across_joins(2_000_000),
     );
     assert_eq!(r.cc_error_count, 0);
+    let errors = common::ffmpeg_errors(ffmpeg, &path);
+    assert!(errors.is_empty(), "ffmpeg: {errors:?}");
+}
+
+/// Three nodes, one channel: its owner sends it, its standby keeps it warm, the third keeps it
+/// dormant (muxed in bulk, nothing sent). The owner and the standby die together: the dormant
+/// node takes it over, in step: after the lease's gap the RTP sequence numbers and timestamps
+/// go on as if the stream had never stopped, and what follows decodes with no error.
+#[test]
+fn a_dormant_node_takes_over_in_step_after_a_gap() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let Some(ffmpeg) = common::tool("ffmpeg") else {
+        return;
+    };
+    let group = "ff15::1:4f";
+    common::multicast_on_lo(group);
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("d1", client, peer)]);
+    let port = common::free_udp_port();
+    let rx = common::multicast_receiver(group.parse().unwrap(), port);
+    rx.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let names = ["he-a", "he-b", "he-c"];
+    let https: Vec<u16> = names.iter().map(|_| free_tcp_port()).collect();
+    let mut nodes: Vec<Option<Daemon>> = names
+        .iter()
+        .zip(&https)
+        .map(|(n, http)| {
+            let cfg = news_node(
+                dir.path(),
+                n,
+                *http,
+                client,
+                "/dormant-test/",
+                (group, port),
+            );
+            let daemon = Some(Daemon::run(&cfg, "info"));
+            std::thread::sleep(Duration::from_secs(1));
+            daemon
+        })
+        .collect();
+    // Settled: each node in its mode.
+    let until = Instant::now() + Duration::from_secs(20);
+    let modes = loop {
+        let modes: Vec<String> = https
+            .iter()
+            .map(|h| {
+                let v: serde_json::Value =
+                    serde_json::from_str(&common::http_get(*h, "/channels")).unwrap_or_default();
+                v[0]["status"]["fleet"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        let count = |m: &str| modes.iter().filter(|x| *x == m).count();
+        if count("sending") == 1 && count("warm") == 1 && count("dormant") == 1 {
+            break modes;
+        }
+        assert!(
+            Instant::now() < until,
+            "modes {modes:?}: {:#}",
+            fleet(https[0])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dormant = modes.iter().position(|m| m == "dormant").unwrap();
+    // Receive 2 s, kill the owner and the standby, receive 4 s more (what queued up while
+    // the fleet settled is dropped first: the socket's buffer overflowed).
+    let mut got: Vec<(Instant, u16, u32, Vec<u8>)> = Vec::new();
+    let mut buf = [0u8; 2048];
+    rx.set_nonblocking(true).unwrap();
+    while rx.recv(&mut buf).is_ok() {}
+    rx.set_nonblocking(false).unwrap();
+    let began = Instant::now();
+    let mut killed = false;
+    while began.elapsed() < Duration::from_secs(6) {
+        if !killed && began.elapsed() >= Duration::from_secs(2) {
+            for k in (0..3).filter(|k| *k != dormant) {
+                if let Some(mut d) = nodes[k].take() {
+                    let _ = d.0.kill();
+                    let _ = d.0.wait();
+                }
+            }
+            killed = true;
+        }
+        if let Ok(n) = rx.recv(&mut buf) {
+            let d = &buf[..n];
+            if let Some((seq, p)) = playout::rtp::payload(d) {
+                let ts = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+                got.push((Instant::now(), seq, ts, p.to_vec()));
+            }
+        }
+    }
+    let mut survivor = nodes[dormant].take().unwrap();
+    let (status, stderr) = common::signal_and_wait(&mut survivor.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    // One gap: the lease's time, a little more.
+    let gaps: Vec<usize> = (1..got.len())
+        .filter(|&i| got[i].1 != got[i - 1].1.wrapping_add(1))
+        .collect();
+    let shown: Vec<String> = gaps
+        .iter()
+        .map(|&i| {
+            format!(
+                "{} -> {} after {:?} at {:?}",
+                got[i - 1].1,
+                got[i].1,
+                got[i].0 - got[i - 1].0,
+                got[i].0 - began
+            )
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap in the sequence numbers: {shown:?}");
+    let g = gaps[0];
+    let (before, after) = (&got[g - 1], &got[g]);
+    let silence = after.0 - before.0;
+    assert!(silence < Duration::from_secs(3), "back after {silence:?}");
+    // In step: the sequence numbers and timestamps skip what the gap lasted (2 Mbit/s in
+    // datagrams of 7 packets: 190 a second), within 100 ms.
+    let per_s = 2_000_000.0 / (7.0 * 188.0 * 8.0);
+    let skipped = f64::from(after.1.wrapping_sub(before.1));
+    let expected = silence.as_secs_f64() * per_s;
+    assert!(
+        (skipped - expected).abs() < 0.1 * per_s,
+        "in step: {skipped} datagrams skipped in {silence:?} (expected {expected:.0})"
+    );
+    let ts_s = f64::from(after.2.wrapping_sub(before.2)) / 90_000.0;
+    assert!(
+        (ts_s - silence.as_secs_f64()).abs() < 0.1,
+        "RTP timestamps skip {ts_s} s over a {silence:?} gap"
+    );
+    eprintln!(
+        "dormant takeover: silent {silence:?}, {skipped} datagrams skipped ({expected:.0} expected)"
+    );
+    // What the dormant node sent decodes, tuned in as a receiver does: from its first PAT
+    // on, the video from its first random access point.
+    let data: Vec<u8> = got[g..].iter().flat_map(|x| x.3.clone()).collect();
+    let packets: Vec<&[u8]> = data.chunks(188).collect();
+    let pid = |p: &[u8]| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+    let pusi = |p: &[u8], id: u16| p[1] & 0x40 != 0 && pid(p) == id;
+    let first_pat = packets.iter().position(|p| pusi(p, 0)).unwrap();
+    let rap = packets
+        .iter()
+        .position(|p| pusi(p, 0x100) && p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0)
+        .expect("a random access point");
+    let end = [0x100, 0x101]
+        .iter()
+        .map(|&id| packets.iter().rposition(|p| pusi(p, id)).unwrap())
+        .min()
+        .unwrap();
+    let tuned: Vec<u8> = packets[first_pat..end]
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| first_pat + i >= rap || pid(p) != 0x100)
+        .flat_map(|(_, p)| p.to_vec())
+        .collect();
+    let path = dir.path().join("after.ts");
+    std::fs::write(&path, &tuned).unwrap();
     let errors = common::ffmpeg_errors(ffmpeg, &path);
     assert!(errors.is_empty(), "ffmpeg: {errors:?}");
 }

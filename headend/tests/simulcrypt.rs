@@ -301,6 +301,8 @@ fn scs_after_an_ecmg_stall() {
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     drop(ecmg);
+    // Shown only when the test fails: what the daemon said about its ECMs and flips.
+    eprintln!("daemon stderr:\n{stderr}");
     let (w, sent) = receive("stall", receiver, &stop, t0);
     let from_stall = |k: usize| format!("{:+.2}", (sent(k) - stalled) as f64 / 1e9);
     let flips: Vec<i64> = w.flips.iter().map(|&k| sent(k)).collect();

@@ -70,6 +70,35 @@ pub struct DemuxStats {
     pub transport_errors: u64,
     /// PAT/PMT sections with a bad CRC or length.
     pub psi_errors: u64,
+    /// Packets whose adaptation_field_length runs past the packet's end (over 183 with a
+    /// payload, over 184 without): their payload cannot be found.
+    pub bad_adaptation_fields: u64,
+    /// The first damaged packet: where, for the operator to look.
+    pub first_damage: Option<DamageAt>,
+    /// While out of sync, sync bytes were found 192 bytes apart (M2TS/BDAV: a 4-byte time
+    /// code before each packet) or 204 (Reed-Solomon parity after it): not 188-byte TS.
+    pub other_packet_size: Option<u16>,
+}
+
+/// Where input damage was first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DamageAt {
+    /// Index of the packet among the packets read (from 0).
+    pub packet: u64,
+    /// Its PID.
+    pub pid: u16,
+    /// What was wrong with it.
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for DamageAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "packet {} (PID 0x{:04X}): {}",
+            self.packet, self.pid, self.what
+        )
+    }
 }
 
 /// The demultiplexer state for one input.
@@ -156,6 +185,11 @@ impl Demux {
                     if buf[j] == SYNC_BYTE && self.confirmed(&buf, j) {
                         break Some(j);
                     }
+                    if buf[j] == SYNC_BYTE && self.stats.other_packet_size.is_none() {
+                        self.stats.other_packet_size = [192u16, 204].into_iter().find(|&k| {
+                            (1..=3).all(|m| buf.get(j + m * usize::from(k)) == Some(&SYNC_BYTE))
+                        });
+                    }
                     if buf[j] == SYNC_BYTE && j + PACKET_SIZE >= n {
                         // Cannot confirm yet: wait for more data.
                         break Some(j);
@@ -203,6 +237,15 @@ impl Demux {
         left
     }
 
+    /// Notes the first damaged packet.
+    fn note_damage(&mut self, packet: u64, pid: Pid, what: &'static str) {
+        self.stats.first_damage.get_or_insert(DamageAt {
+            packet,
+            pid: pid.value(),
+            what,
+        });
+    }
+
     /// A sync byte at `i` is confirmed when another follows one packet later (or the data
     /// ends before that).
     fn confirmed(&self, buf: &[u8], i: usize) -> bool {
@@ -223,6 +266,14 @@ impl Demux {
         let mut damaged = packet.tei();
         if damaged {
             self.stats.transport_errors += 1;
+            self.note_damage(index, pid, "transport_error_indicator set");
+        }
+        // adaptation_field_control 11: the field's length must leave room for a payload.
+        let raw = packet.raw();
+        if raw[3] & 0x30 == 0x30 && raw[4] > 183 {
+            self.stats.bad_adaptation_fields += 1;
+            damaged = true;
+            self.note_damage(index, pid, "adaptation_field_length past the packet's end");
         }
         let mut duplicate = false;
         let cc = packet.cc();
@@ -238,6 +289,7 @@ impl Demux {
                 } else if cc != (last + 1) & 0x0F {
                     damaged = true;
                     self.stats.cc_errors += 1;
+                    self.note_damage(index, pid, "continuity counter jump (data lost)");
                 }
             }
             self.last_cc[pid.index()] = cc;

@@ -333,6 +333,15 @@ impl Monitor {
         }
     }
 
+    /// Forgets what it knew of the stream (continuity, timing, tables last seen) but keeps its
+    /// counts: the next packet starts a new stream, as after a gap in what it was shown.
+    pub fn resync(&mut self) {
+        let (counts, packets) = (self.counts, self.packets);
+        *self = Monitor::new(self.cfg.clone());
+        self.counts = counts;
+        self.packets = packets;
+    }
+
     /// The count of every rule, in the document's order.
     pub fn counts(&self) -> Vec<(Rule, u64)> {
         Rule::ALL.iter().copied().zip(self.counts).collect()

@@ -9,7 +9,7 @@ use playout::check::{check, CheckLimits, Report};
 use playout::es::StreamClass;
 use playout::mux::{Mux, MuxConfig, MuxEvent};
 use playout::offline::{MemorySource, Offline};
-use playout::splice::{OutputPids, SpliceConfig, SpliceEvent, Splicer};
+use playout::splice::{ItemError, OutputPids, SpliceConfig, SpliceEvent, Splicer};
 use playout::time::{PCR_MODULUS, PTS_MODULUS};
 use playout::ts::Pid;
 
@@ -290,6 +290,129 @@ fn corrupt_items_are_skipped_or_played_as_far_as_valid() {
     for item in [1, 5, 8] {
         assert!(starts.contains(&item), "item {item} played: {starts:?}");
     }
+}
+
+/// A file whose packets lie about their own layout: an adaptation_field_length past the
+/// packet's end, and video PES shorter by their PES_packet_length than the data that follows
+/// them. What is damaged is left out (the output passes the strict checker), and the item's
+/// end reports the damage with the first damaged packet's index and PID.
+#[test]
+fn packets_that_lie_about_their_layout_are_dropped_and_located() {
+    let mut a = fixture("a").to_vec();
+    let (mut starts, mut first_af, mut first_len) = (0, None, None);
+    for (k, p) in a.chunks_exact_mut(188).enumerate() {
+        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+        if pid != 0x100 {
+            continue;
+        }
+        let payload = match (p[3] >> 4) & 3 {
+            1 => 4,
+            3 => 5 + usize::from(p[4]),
+            _ => continue,
+        };
+        if p[1] & 0x40 != 0 {
+            starts += 1;
+            // The 40th video PES says it is 100 bytes long.
+            if starts == 40 && payload + 6 <= 188 && p[payload..payload + 3] == [0, 0, 1] {
+                p[payload + 4..payload + 6].copy_from_slice(&100u16.to_be_bytes());
+                first_len.get_or_insert(k);
+            }
+        } else if p[3] & 0x30 == 0x30 {
+            // A continuation with an adaptation field, after the 60th PES: a length past the
+            // end.
+            if starts >= 60 && first_af.is_none() {
+                p[4] = 250;
+                first_af.get_or_insert(k);
+            }
+        }
+    }
+    let (first_af, first_len) = (first_af.expect("a packet with an AF"), first_len.unwrap());
+    let out = render(
+        MuxConfig::new(MUXRATE),
+        vec![(
+            SpliceConfig::new(5),
+            vec![Some(Bytes::from(a)), Some(fixture("b"))],
+        )],
+        20,
+    );
+    let lim = CheckLimits {
+        max_video_step_ratio: 100.0,
+        max_audio_step_ratio: 100.0,
+        ..limits()
+    };
+    assert_clean("lying packets", &check(&out.out, &lim), &lim);
+    let damage = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            MuxEvent::Splice {
+                event:
+                    SpliceEvent::ItemEnded {
+                        item: 0, damage, ..
+                    },
+                ..
+            } => Some(*damage),
+            _ => None,
+        })
+        .expect("the item ended");
+    assert!(damage.in_file(), "{damage:?}");
+    assert!(damage.malformed_packets > 0, "{damage:?}");
+    assert!(damage.pes_overruns > 0, "{damage:?}");
+    assert!(damage.dropped_pes > 0, "{damage:?}");
+    let first = damage.first.expect("where");
+    assert_eq!(first.pid, 0x100);
+    // The first lie seen: the bad adaptation field at once, the short PES at the packet
+    // after its length ran out.
+    assert!(
+        first.packet == first_af as u64 || first.packet > first_len as u64,
+        "{first} (bad AF at {first_af}, short PES at {first_len})"
+    );
+    assert!(first.to_string().contains("PID 0x0100"), "{first}");
+}
+
+/// A file of 192-byte packets (M2TS) is refused, named as such; a large file that is not TS
+/// is given up after its first megabyte, not read to its end (a 4 GB one took 12 s a try).
+#[test]
+fn files_that_are_not_188_byte_ts_are_named_and_not_read_to_the_end() {
+    let mut m2ts = Vec::new();
+    for p in fixture("a").chunks_exact(188) {
+        m2ts.extend_from_slice(&[0, 0, 0, 0]);
+        m2ts.extend_from_slice(p);
+    }
+    let zeros = Bytes::from(vec![0u8; 64 << 20]);
+    let out = render(
+        MuxConfig::new(MUXRATE),
+        vec![(
+            SpliceConfig::new(5),
+            vec![Some(Bytes::from(m2ts)), Some(zeros), Some(fixture("b"))],
+        )],
+        6,
+    );
+    let errors: Vec<(usize, ItemError)> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MuxEvent::Splice {
+                event: SpliceEvent::ItemFailed { item, error },
+                ..
+            } => Some((*item, error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors.contains(&(0, ItemError::PacketSize { size: 192 })),
+        "{errors:?}"
+    );
+    assert!(errors[0].1.to_string().contains("M2TS"), "{}", errors[0].1);
+    let not_ts = errors
+        .iter()
+        .find_map(|(i, e)| match e {
+            ItemError::NotTs { bytes } if *i == 1 => Some(*bytes),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{errors:?}"));
+    assert!(not_ts < 4 << 20, "read {not_ts} bytes of it");
+    assert!(started(&out.events).contains(&2));
 }
 
 /// With nothing playable the channel keeps PAT, PMT and PCR at the muxrate.

@@ -92,8 +92,8 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                 println!("warning: {l} (it cannot play it should it take the channel over)");
             }
             println!(
-                "{:<16} {:<16} {:<16} warm standbys",
-                "channel", "sent by", "placed on"
+                "{:<16} {:<16} {:<16} {:<24} dormant",
+                "channel", "sent by", "placed on", "warm standbys"
             );
             let mut any_out = false;
             for c in v["channels"].as_array().into_iter().flatten() {
@@ -103,26 +103,31 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                     .flatten()
                     .filter_map(|n| n.as_str())
                     .collect();
-                let standbys: Vec<String> = c["standbys"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|n| {
-                        let name = s(n);
-                        if out.contains(&name.as_str()) {
-                            any_out = true;
-                            format!("{name}*")
-                        } else {
-                            name
-                        }
-                    })
-                    .collect();
+                let mut names = |key: &str| -> String {
+                    let list: Vec<String> = c[key]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|n| {
+                            let name = s(n);
+                            if out.contains(&name.as_str()) {
+                                any_out = true;
+                                format!("{name}*")
+                            } else {
+                                name
+                            }
+                        })
+                        .collect();
+                    list.join(" ")
+                };
+                let (standbys, dormant) = (names("standbys"), names("dormant"));
                 println!(
-                    "{:<16} {:<16} {:<16} {}",
+                    "{:<16} {:<16} {:<16} {:<24} {}",
                     s(&c["id"]),
                     s(&c["owner"]),
                     s(&c["placed"]),
-                    standbys.join(" ")
+                    standbys,
+                    dormant
                 );
             }
             if any_out {

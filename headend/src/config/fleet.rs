@@ -33,6 +33,12 @@ pub(crate) struct FleetConfig {
     /// (BENCHMARKS.md §16.3), and a start gives it 30 s. An older origin: the station starts
     /// on this node's clock, not in step. 0s..=7d. Default `"6h"`.
     pub(crate) catch_up: Duration,
+    /// Key `standbys`: how many nodes keep each channel warm besides its owner: muxed in real
+    /// time and listening to the owner's output, so that a takeover by one of them continues
+    /// the stream without a gap (docs/fleet.md). The other nodes keep the channel dormant:
+    /// muxed in bulk, a little ahead, with nothing sent, listened to or monitored, for a
+    /// fraction of the CPU. 0..=16. Default 1.
+    pub(crate) standbys: usize,
 }
 
 impl FleetConfig {
@@ -57,6 +63,7 @@ struct RawFleet {
     prefix: Option<String>,
     api: Option<String>,
     catch_up: Option<HumanDuration>,
+    standbys: Option<i64>,
 }
 
 /// Converts `[fleet]`; `listen` is `[http] listen`. `None` iff an error was reported.
@@ -132,6 +139,10 @@ pub(super) fn fleet_config(
             format!("{catch_up:?}: must be at most 7 days"),
         );
     }
+    let standbys = raw.standbys.unwrap_or(1);
+    if !(0..=16).contains(&standbys) {
+        diag.push("fleet.standbys", format!("{standbys}: must be 0..=16"));
+    }
     (diag.len() == before).then_some(FleetConfig {
         etcd,
         node,
@@ -140,5 +151,6 @@ pub(super) fn fleet_config(
         prefix,
         api,
         catch_up,
+        standbys: standbys as usize,
     })
 }

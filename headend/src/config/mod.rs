@@ -498,19 +498,27 @@ pub(crate) fn parse_in(
     }
 }
 
-/// Playlist entries that are not existing files, as (`channel[0].playlist[2]`, path); for
-/// `headend check-config` warnings. Checks the file system, unlike [`load`].
-pub(crate) fn missing_media(config: &Config) -> Vec<(String, PathBuf)> {
+/// Playlist entries that are not existing regular files, as (`channel[0].playlist[2]`, path,
+/// what is wrong: "not found", "a FIFO"...); for `headend check-config` warnings. Checks the
+/// file system, unlike [`load`].
+pub(crate) fn missing_media(config: &Config) -> Vec<(String, PathBuf, String)> {
+    let problem = |p: &Path| match std::fs::metadata(p) {
+        Ok(meta) => {
+            crate::input::file::not_regular(&meta).map(|w| format!("{w}, not a media file"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("not found".to_owned()),
+        Err(e) => Some(format!("cannot be read: {e}")),
+    };
     let mut missing = Vec::new();
     for (i, channel) in config.channels.iter().enumerate() {
         for (j, entry) in channel.playlist.iter().enumerate() {
-            if !entry.is_file() {
-                missing.push((format!("channel[{i}].playlist[{j}]"), entry.clone()));
+            if let Some(why) = problem(entry) {
+                missing.push((format!("channel[{i}].playlist[{j}]"), entry.clone(), why));
             }
         }
         for (j, entry) in channel.filler.iter().enumerate() {
-            if !entry.is_file() {
-                missing.push((format!("channel[{i}].filler[{j}]"), entry.clone()));
+            if let Some(why) = problem(entry) {
+                missing.push((format!("channel[{i}].filler[{j}]"), entry.clone(), why));
             }
         }
     }

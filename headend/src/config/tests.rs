@@ -536,11 +536,13 @@ fn load_reads_the_file_and_resolves_against_its_directory() {
         [
             (
                 "channel[0].playlist[1]".to_owned(),
-                dir.path().join("media/missing.ts")
+                dir.path().join("media/missing.ts"),
+                "not found".to_owned()
             ),
             (
                 "channel[0].playlist[2]".to_owned(),
-                PathBuf::from("/abs/x.ts")
+                PathBuf::from("/abs/x.ts"),
+                "not found".to_owned()
             ),
         ]
     );

@@ -50,6 +50,18 @@ const MAX_SLEEP: Duration = Duration::from_millis(2);
 /// shard with only such stations sleeps up to this long; messages (alerts, schedule edits)
 /// wait at most that much more before they apply.
 const UNPACED_AHEAD_NS: u64 = 20_000_000;
+/// A dormant station (in a fleet: neither sent nor kept warm by this node) is muxed in bulk:
+/// once its next datagram is due within [`DORMANT_LOW_NS`], up to [`DORMANT_AHEAD_NS`] ahead,
+/// with nothing sent, listened to or monitored. The scheduler's cues apply a second of
+/// output time after their look, so running this far ahead still sees every one in time.
+const DORMANT_LOW_NS: u64 = 100_000_000;
+const DORMANT_AHEAD_NS: u64 = 200_000_000;
+/// A shard of dormant stations only sleeps up to this long (a gate that opens is seen
+/// within it).
+const DORMANT_SLEEP_NS: u64 = 50_000_000;
+/// What a dormant station's bulk step may take (about 100 ms of output): one is begun only
+/// with this much time left before the shard's next datagram is due, unless it is urgent.
+const DORMANT_STEP_NS: u64 = 500_000;
 /// HTTP chunks: published at this size or age, whichever comes first.
 const HTTP_CHUNK_BYTES: usize = 32 * DATAGRAM;
 const HTTP_CHUNK_NS: u64 = 40_000_000;
@@ -200,6 +212,14 @@ fn catch_up(
 /// gated multicast outputs, keeping what it makes for the lease and a second more.
 fn standby_of(spec: &StationSpec, fleet: Option<&InStep<'_>>, in_step: bool) -> Option<Standby> {
     let fleet = fleet.filter(|_| in_step)?;
+    let per_s = spec.mux.muxrate_bps / (DATAGRAM as u64 * 8);
+    let cap = ((fleet.lease.as_secs() + 1) * per_s.max(1)) as usize;
+    Some(Standby::new(listeners_of(spec), cap))
+}
+
+/// Sockets joined to station `spec`'s multicast outputs (not the seamless ones, which every
+/// node sends), to hear its owner.
+fn listeners_of(spec: &StationSpec) -> Vec<std::net::UdpSocket> {
     let mut listeners = Vec::new();
     for o in spec.outputs.iter().filter(|o| !o.seamless) {
         match crate::output::udp::listen(o) {
@@ -210,9 +230,7 @@ fn standby_of(spec: &StationSpec, fleet: Option<&InStep<'_>>, in_step: bool) -> 
             }
         }
     }
-    let per_s = spec.mux.muxrate_bps / (DATAGRAM as u64 * 8);
-    let cap = ((fleet.lease.as_secs() + 1) * per_s.max(1)) as usize;
-    Some(Standby::new(listeners, cap))
+    listeners
 }
 
 /// The running engine threads.
@@ -416,6 +434,7 @@ impl Engine {
             st.mux_mut().track_raps(feed.is_some());
             feeds.push(feed.clone());
             stations.push(Live {
+                dormant: false,
                 gate: gates.map(|g| (g.clone(), si)),
                 seamless,
                 rtp_base,
@@ -582,6 +601,8 @@ impl Drop for Engine {
 /// SimulCrypt links, pacer, outputs and HTTP feed).
 struct Live {
     st: Station,
+    /// Dormant on this node ([`Live::should_sleep`]): muxed in bulk, nothing sent.
+    dormant: bool,
     /// Each program's file source; `None` while an I/O thread has it.
     sources: Vec<Option<FileSource>>,
     /// The SimulCrypt links of the programs that have them: (program, CAS index, link).
@@ -720,6 +741,23 @@ impl Standby {
                 }
             }
         }
+    }
+
+    /// The station goes dormant: what was made and heard is forgotten (it would be stale),
+    /// and the owner's groups are left until [`Standby::wake`].
+    fn sleep(&mut self) {
+        self.listeners.clear();
+        self.made.clear();
+        self.by_digest.clear();
+        self.heard = None;
+        self.open = false;
+        self.backlog.clear();
+        self.sent_through = None;
+    }
+
+    /// Warm again: listening to the owner.
+    fn wake(&mut self, spec: &StationSpec) {
+        self.listeners = listeners_of(spec);
     }
 
     /// The gate opened: what the owner did not send becomes the backlog.
@@ -1145,7 +1183,9 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             None => {}
         }
         // First what is due: the datagrams.
-        let max_sleep = if stations.iter().all(Live::may_run_ahead) {
+        let max_sleep = if stations.iter().all(|l| l.dormant) {
+            DORMANT_SLEEP_NS
+        } else if stations.iter().all(|l| l.dormant || l.may_run_ahead()) {
             UNPACED_AHEAD_NS
         } else {
             MAX_SLEEP.as_nanos() as u64
@@ -1153,7 +1193,13 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         let mut next = now + max_sleep;
         // Each station's work is contained: a panic rebuilds that station (`Live::restart`)
         // while the others keep their timing.
+        let at = Instant::now();
         for l in stations.iter_mut() {
+            let sleep = closing_since.is_none() && l.should_sleep(at);
+            l.set_dormant(sleep);
+            if l.dormant {
+                continue;
+            }
             let r = contain(|| {
                 if l.chaos_at.is_some_and(|t| now >= t) {
                     l.chaos_at = None;
@@ -1163,6 +1209,21 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             });
             l.contained(r, now, &links.maps);
             next = next.min(l.pacer.poll_timeout());
+        }
+        // Then the dormant ones, in bulk, in the time left before the next datagram: each
+        // has 100 ms to spare, so one not urgent waits for a later turn.
+        for l in stations.iter_mut().filter(|l| l.dormant) {
+            let t = epoch.elapsed().as_nanos() as u64;
+            let due = l.pacer.poll_timeout();
+            if due <= t + DORMANT_LOW_NS {
+                let urgent = due <= t + DORMANT_LOW_NS / 2;
+                if !urgent && t + DORMANT_STEP_NS > next {
+                    continue;
+                }
+                let r = contain(|| l.tick_dormant(t));
+                l.contained(r, t, &links.maps);
+            }
+            next = next.min(l.pacer.poll_timeout().saturating_sub(DORMANT_LOW_NS));
         }
         // Then the rest, in the time left before the next datagram is due. Applying a read
         // result demuxes up to 385 KB; the splicers read a second ahead, so results can wait
@@ -2015,13 +2076,7 @@ impl Live {
             self.flush_feed_if_old(now);
             return;
         }
-        let slot0 = self.st.mux().slot();
-        if self.feed.is_none() {
-            self.acc.clear();
-            self.acc_slot = slot0;
-        }
-        let start = self.acc.len();
-        self.st.emit(&mut self.acc, n * PACKETS_PER_DATAGRAM);
+        let (slot0, start) = self.make(n);
         // Monitored on the times the datagrams are due: the stream as the muxer made it (a
         // stall of this thread is counted apart, as the pacer's).
         // (Not with the benchmark knob HEADEND_BENCH_NO_MONITOR=1, which measures its cost.)
@@ -2097,6 +2152,25 @@ impl Live {
                 }
             }
         }
+        self.made(now);
+    }
+
+    /// Muxes `n` datagrams into the HTTP accumulator (cleared first when there is no feed):
+    /// the slot of the first packet, and where they start in it.
+    fn make(&mut self, n: usize) -> (u64, usize) {
+        let slot0 = self.st.mux().slot();
+        if self.feed.is_none() {
+            self.acc.clear();
+            self.acc_slot = slot0;
+        }
+        let start = self.acc.len();
+        self.st.emit(&mut self.acc, n * PACKETS_PER_DATAGRAM);
+        (slot0, start)
+    }
+
+    /// After [`Live::make`]: random access points noted, the HTTP chunk published when
+    /// due.
+    fn made(&mut self, now: u64) {
         while let Some(rap) = self.st.mux_mut().poll_rap() {
             if let Some(k) = rap.slot.checked_sub(self.acc_slot) {
                 // The first random access point at or after an item's first packet is where
@@ -2117,6 +2191,69 @@ impl Live {
             self.acc_since = now;
         } else {
             self.flush_feed_if_old(now);
+        }
+    }
+
+    /// Whether the station should be dormant on this node: it plays in step with a fleet,
+    /// this node neither sends it nor keeps it warm, and it has no live input and no output
+    /// that every node sends (`seamless`). Its HTTP feed and archive still get its output.
+    fn should_sleep(&self, at: Instant) -> bool {
+        let Some((gates, i)) = &self.gate else {
+            return false;
+        };
+        self.in_step
+            && self.relays.is_empty()
+            && !self.seamless.iter().any(|s| *s)
+            && !gates.warm(*i)
+            && !gates.open(*i, at)
+    }
+
+    /// Goes dormant or wakes up. Woken, it is up to [`DORMANT_AHEAD_NS`] ahead: what it made
+    /// meanwhile was not sent, so a takeover by it continues the stream after that gap.
+    fn set_dormant(&mut self, dormant: bool) {
+        if dormant == self.dormant {
+            return;
+        }
+        self.dormant = dormant;
+        if let Some(sb) = &mut self.standby {
+            if dormant {
+                sb.sleep();
+            } else {
+                sb.wake(&self.rebuild.spec);
+            }
+        }
+        if !dormant {
+            // It saw nothing of what was made while dormant.
+            self.monitor.resync();
+        }
+        tracing::debug!(station = %self.st.id(), dormant, "fleet: station mode");
+    }
+
+    /// A dormant station's turn: when its next datagram is due within [`DORMANT_LOW_NS`],
+    /// everything due up to [`DORMANT_AHEAD_NS`] is muxed at once, for the HTTP feed (while
+    /// it has clients) and the archive only. Without either, what is made goes nowhere: a
+    /// client that comes starts at the next random access point, not at the latest one.
+    fn tick_dormant(&mut self, now: u64) {
+        if self.pacer.poll_timeout() > now + DORMANT_LOW_NS {
+            self.flush_feed_if_old(now);
+            return;
+        }
+        let n = self.pacer.poll_release_ahead(now, DORMANT_AHEAD_NS) as usize;
+        if n > 0 {
+            self.make(n);
+        }
+        let watched = self
+            .feed
+            .as_ref()
+            .is_some_and(|f| f.stats.clients.load(Ordering::Relaxed) > 0);
+        if watched || self.archive.is_some() {
+            self.made(now);
+        } else {
+            while self.st.mux_mut().poll_rap().is_some() {}
+            self.acc.clear();
+            self.acc_slot = self.st.mux().slot();
+            self.acc_rap = None;
+            self.acc_since = now;
         }
     }
 
@@ -2181,6 +2318,15 @@ impl Live {
             pacer_stalls: p.stalls,
             late_datagrams: self.late_datagrams,
             max_late_us: p.max_late_ns / 1000,
+            fleet: self.gate.as_ref().map(|(g, i)| {
+                if g.open(*i, Instant::now()) {
+                    "sending"
+                } else if self.dormant {
+                    "dormant"
+                } else {
+                    "warm"
+                }
+            }),
             tr101290: self
                 .monitor
                 .counts()

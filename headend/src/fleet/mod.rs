@@ -44,6 +44,9 @@ const TICK: Duration = Duration::from_millis(100);
 pub(crate) struct Gates {
     epoch: Instant,
     until_ms: Vec<AtomicU64>,
+    /// Whether this node keeps each station warm (it owns it, is about to, or is one of its
+    /// standbys) rather than dormant. All warm until the agent has placed them.
+    warm: Vec<AtomicBool>,
 }
 
 impl Gates {
@@ -53,6 +56,19 @@ impl Gates {
         Gates {
             epoch: Instant::now(),
             until_ms: (0..n).map(|_| AtomicU64::new(v)).collect(),
+            warm: (0..n).map(|_| AtomicBool::new(true)).collect(),
+        }
+    }
+
+    /// Whether station `i` is kept warm on this node: muxed in real time and listening to
+    /// its owner, ready to take over without a gap. Otherwise it is dormant.
+    pub(crate) fn warm(&self, i: usize) -> bool {
+        self.warm.get(i).is_none_or(|w| w.load(Ordering::Relaxed))
+    }
+
+    fn set_warm(&self, i: usize, warm: bool) {
+        if let Some(w) = self.warm.get(i) {
+            w.store(warm, Ordering::Relaxed);
         }
     }
 
@@ -157,10 +173,15 @@ pub(crate) struct ChannelView {
     pub(crate) owner: Option<String>,
     /// Where placement puts it.
     pub(crate) placed: Option<String>,
-    /// The other live nodes: every node muxes every channel, so each is a warm standby.
+    /// The nodes that keep it warm (`[fleet] standbys`), in takeover order: each muxes it in
+    /// real time and listens to the owner, so a takeover by it continues the stream without
+    /// a gap.
     pub(crate) standbys: Vec<String>,
-    /// Of them, those not in step: a takeover by one starts a new stream (the others
-    /// continue the owner's).
+    /// The other nodes, which keep it dormant: muxed in bulk, in step but sending and
+    /// listening to nothing; a takeover by one continues the stream after a gap.
+    pub(crate) dormant: Vec<String>,
+    /// Of the nodes other than the owner, those not in step: a takeover by one starts a new
+    /// stream (the others continue the owner's).
     pub(crate) not_in_step: Vec<String>,
 }
 
@@ -478,7 +499,29 @@ impl Agent {
                 }
             }
         }
-        self.publish(&state, &placed);
+        // Warm here: what this node sends or is about to, and what it would take over.
+        let senders: HashMap<String, String> = self
+            .stations
+            .iter()
+            .filter_map(|s| {
+                let sender = state
+                    .owners
+                    .get(&s.id)
+                    .map(|(o, _)| o)
+                    .or(placed.get(&s.id));
+                sender.map(|o| (s.id.clone(), o.clone()))
+            })
+            .collect();
+        let standbys = place::standbys(&chans, &live, &senders, self.cfg.standbys);
+        for (i, s) in self.stations.iter().enumerate() {
+            let warm = senders.get(&s.id) == Some(&me)
+                || standbys.get(&s.id).is_some_and(|l| l.contains(&me));
+            if warm != self.gates.warm(i) {
+                tracing::debug!(channel = %s.id, warm, "fleet: standby");
+            }
+            self.gates.set_warm(i, warm);
+        }
+        self.publish(&state, &placed, &standbys);
         // What the fleet shares, after the channels (a failing store must never hold up the
         // gates): a failure is retried at the next pass.
         if let Err(e) = self.share(store.as_deref()) {
@@ -594,7 +637,12 @@ impl Agent {
         self.etcd.put(&key, &value, id).map_err(|e| e.to_string())
     }
 
-    fn publish(&self, state: &State, placed: &HashMap<String, String>) {
+    fn publish(
+        &self,
+        state: &State,
+        placed: &HashMap<String, String>,
+        standbys: &HashMap<String, Vec<String>>,
+    ) {
         let owned_by = |n: &str| state.owners.values().filter(|(o, _)| o == n).count();
         let nodes: Vec<NodeView> = state
             .nodes
@@ -615,9 +663,14 @@ impl Agent {
             .map(|s| {
                 let owner = state.owners.get(&s.id).map(|(o, _)| o.clone());
                 let others = || nodes.iter().filter(|n| Some(&n.name) != owner.as_ref());
+                let warm = standbys.get(&s.id).cloned().unwrap_or_default();
                 ChannelView {
                     id: s.id.clone(),
-                    standbys: others().map(|n| n.name.clone()).collect(),
+                    dormant: others()
+                        .filter(|n| !warm.contains(&n.name))
+                        .map(|n| n.name.clone())
+                        .collect(),
+                    standbys: warm,
                     not_in_step: others()
                         .filter(|n| n.out_of_step.contains(&s.id))
                         .map(|n| n.name.clone())

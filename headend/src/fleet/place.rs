@@ -53,6 +53,46 @@ pub(crate) fn place(channels: &[Channel], nodes: &[Node]) -> HashMap<String, Str
     out
 }
 
+/// Each channel's standbys: the `n` nodes that would send it next, in order, were its sender
+/// (`senders`: its owner, or where it is placed while unowned) and then each standby before
+/// them gone: the placement computed again without them, as a takeover computes it. A
+/// channel with no sender has none.
+pub(crate) fn standbys(
+    channels: &[Channel],
+    nodes: &[Node],
+    senders: &HashMap<String, String>,
+    n: usize,
+) -> HashMap<String, Vec<String>> {
+    // Placements without a set of nodes, by that set (sorted): one per set, however many
+    // channels it serves.
+    let mut memo: HashMap<Vec<String>, HashMap<String, String>> = HashMap::new();
+    let mut out = HashMap::new();
+    for c in channels {
+        let Some(sender) = senders.get(&c.id) else {
+            continue;
+        };
+        let mut gone = vec![sender.clone()];
+        let mut list = Vec::new();
+        while list.len() < n {
+            let mut key = gone.clone();
+            key.sort();
+            let placed = memo.entry(key).or_insert_with(|| {
+                let left: Vec<Node> = nodes
+                    .iter()
+                    .filter(|x| !gone.contains(&x.name))
+                    .cloned()
+                    .collect();
+                place(channels, &left)
+            });
+            let Some(next) = placed.get(&c.id) else { break };
+            list.push(next.clone());
+            gone.push(next.clone());
+        }
+        out.insert(c.id.clone(), list);
+    }
+    out
+}
+
 /// The weighted rendezvous score of `node` for `channel`: `capacity / -ln(u)`, `u` uniform
 /// in (0, 1) from a hash of both names.
 fn score(channel: &str, node: &Node) -> f64 {
@@ -119,6 +159,35 @@ mod tests {
         assert!((5..=20).contains(&small), "{small}");
         let tiny = nodes(&[("x", 100), ("y", 50)]);
         assert_eq!(place(&chans, &tiny).len(), 150, "the rest has no room");
+    }
+
+    /// A channel's standby is the node that takes it when its sender goes: the placement
+    /// without the sender.
+    #[test]
+    fn standbys_are_where_a_takeover_puts_each_channel() {
+        let chans = channels(60);
+        let three = nodes(&[("a", 300), ("b", 300), ("c", 300)]);
+        let senders = place(&chans, &three);
+        let one = standbys(&chans, &three, &senders, 1);
+        for c in &chans {
+            let s = &senders[&c.id];
+            let without: Vec<Node> = three.iter().filter(|x| &x.name != s).cloned().collect();
+            assert_eq!(one[&c.id], vec![place(&chans, &without)[&c.id].clone()]);
+            assert_ne!(&one[&c.id][0], s);
+        }
+        // Two standbys: the other two nodes, in takeover order; none past the nodes there are.
+        let two = standbys(&chans, &three, &senders, 2);
+        let five = standbys(&chans, &three, &senders, 5);
+        for c in &chans {
+            assert_eq!(two[&c.id][0], one[&c.id][0]);
+            assert_eq!(two[&c.id].len(), 2);
+            assert!(!two[&c.id].contains(&senders[&c.id]));
+            assert_eq!(five[&c.id], two[&c.id]);
+        }
+        assert!(standbys(&chans, &three, &senders, 0)
+            .values()
+            .all(Vec::is_empty));
+        assert!(standbys(&chans, &three, &HashMap::new(), 1).is_empty());
     }
 
     #[test]

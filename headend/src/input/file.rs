@@ -101,12 +101,43 @@ impl FileSource {
 
 fn open_item(item: usize, path: Option<&Path>) -> Result<File, String> {
     let path = path.ok_or_else(|| format!("no playlist item {item}"))?;
-    let f = File::open(path).map_err(|e| e.to_string())?;
+    open_media(path)
+}
+
+/// Opens a media file for reading. Without blocking: a FIFO with no writer would hold the
+/// open for ever. Anything but a regular file is refused, named.
+pub(crate) fn open_media(path: &Path) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
     let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_owned());
+    match not_regular(&meta) {
+        Some(what) => Err(format!("not a regular file: {what}")),
+        // O_NONBLOCK changes nothing for a regular file's reads.
+        None => Ok(f),
     }
-    Ok(f)
+}
+
+/// What a file that is not a regular file is, or `None` for a regular one.
+pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else {
+        Some("not a file")
+    }
 }
 
 /// Reads up to [`CHUNK`] bytes (fewer only at the end of the file), in one read(2) when the
@@ -203,5 +234,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut f = File::open(dir.path()).unwrap();
         assert!(read_chunk(&mut f).is_err());
+    }
+
+    /// A FIFO (with no writer) or a directory in a playlist is refused at once, named: the
+    /// open does not wait for a writer.
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = open_media(&fifo).unwrap_err();
+        assert_eq!(e, "not a regular file: a FIFO");
+        let e = open_media(dir.path()).unwrap_err();
+        assert_eq!(e, "not a regular file: a directory");
+        let file = dir.path().join("a.ts");
+        std::fs::write(&file, [0x47; 188]).unwrap();
+        let mut f = open_media(&file).unwrap();
+        assert_eq!(read_chunk(&mut f).unwrap().len(), 188);
+        assert!(open_media(&dir.path().join("absent.ts")).is_err());
     }
 }

@@ -714,9 +714,7 @@ impl Station {
                 let now = self.mux.now();
                 self.media_stoppage(program, now, format!("{name}: {error}"));
             }
-            SpliceEvent::ItemEnded { item, damage, .. }
-                if damage.cc_errors + damage.sync_losses + damage.skipped_bytes > 0 =>
-            {
+            SpliceEvent::ItemEnded { item, damage, .. } if damage.in_file() => {
                 // It played, what was whole of it: not a stoppage, but on record (劣播). Only
                 // damage in the file's bytes counts: a PES dropped alone can be the splicer's
                 // own doing at a cut (a clean file looped to a hard start showed one).
@@ -733,11 +731,15 @@ impl Station {
                         "",
                         format!(
                             "{name} played damaged: {} continuity errors, {} sync losses, {} bytes \
-                             skipped, {} PES dropped (what was damaged was left out)",
+                             skipped, {} malformed packets, {} PES longer than their length, {} PES \
+                             dropped (what was damaged was left out){}",
                             damage.cc_errors,
                             damage.sync_losses,
                             damage.skipped_bytes,
-                            damage.dropped_pes
+                            damage.malformed_packets,
+                            damage.pes_overruns,
+                            damage.dropped_pes,
+                            damage.first.map_or(String::new(), |f| format!("; first at {f}"))
                         ),
                     )
                     .at(at)
@@ -1106,7 +1108,8 @@ fn log_event(ev: MuxEvent, names: &[String], playlists: &[Vec<PathBuf>], stats: 
                     damage,
                 } => {
                     if damage != Default::default() {
-                        tracing::warn!(channel, item = %item_name(program, item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, dropped_pes = damage.dropped_pes, "item ended with damaged input");
+                        let first = damage.first.map(|f| f.to_string());
+                        tracing::warn!(channel, item = %item_name(program, item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, malformed_packets = damage.malformed_packets, pes_overruns = damage.pes_overruns, dropped_pes = damage.dropped_pes, first = first.as_deref().unwrap_or("-"), "item ended with damaged input");
                     } else {
                         tracing::debug!(channel, item = %item_name(program, item), packets, "item ended");
                     }

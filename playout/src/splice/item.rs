@@ -12,7 +12,7 @@ use super::{
     output_pmt, Damage, ItemError, OutPacket, Patch, Queued, SpliceConfig, SpliceEvent,
     SpliceStats, Timeline,
 };
-use crate::demux::{Demux, DemuxEvent};
+use crate::demux::{DamageAt, Demux, DemuxEvent};
 use crate::es::{self, hevc, AccessUnit, Codec, StreamClass};
 use crate::pes::PesHeader;
 use crate::psi::{EsInfo, Pmt};
@@ -106,7 +106,15 @@ struct State {
     cut: Option<Cut>,
     /// Input time of the latest PES decided.
     last_t_in: Option<u64>,
+    /// PES whose data ran past their PES_packet_length, and the first such packet.
+    pes_overruns: u64,
+    first_overrun: Option<DamageAt>,
 }
+
+/// Bytes of a file read without finding packet sync before it is given up as not TS.
+const NO_SYNC_LIMIT: u64 = 1 << 20;
+/// Bytes of a file read without a PAT before it is given up.
+const NO_PAT_LIMIT: u64 = 16 << 20;
 
 /// How far a stream's decode time may drift from its input arrival time between two PES,
 /// and how far a PTS may lead its DTS, before the PES counts as damaged (90 kHz; 3 s).
@@ -120,6 +128,9 @@ struct Stream {
     out_pid: Option<Pid>,
     // stage A
     open: Option<u64>,
+    /// The last PES, ended by its PES_packet_length (no data may follow before the next
+    /// PES start).
+    ended_by_length: Option<u64>,
     scanning: bool,
     scan: Vec<u8>,
     segs: Vec<(u64, usize, usize)>,
@@ -241,6 +252,8 @@ impl Item {
                 first_anchor_pts: None,
                 cut: None,
                 last_t_in: None,
+                pes_overruns: 0,
+                first_overrun: None,
             },
         }
     }
@@ -283,6 +296,19 @@ impl Item {
         st.enforce_hold_limit();
     }
 
+    /// Nothing of the file can play, and reading on would not change that: no packet sync
+    /// in its first [`NO_SYNC_LIMIT`] bytes, packets of another size, or no PAT in its first
+    /// [`NO_PAT_LIMIT`] (a PAT comes every 100 ms or so).
+    pub(crate) fn hopeless(&self) -> bool {
+        let s = self.demux.stats();
+        self.st.playing.is_none()
+            && ((s.packets == 0 && s.bytes >= NO_SYNC_LIMIT)
+                || (s.other_packet_size.is_some()
+                    && s.bytes >= NO_SYNC_LIMIT
+                    && s.packets * PACKET_SIZE as u64 * 2 < s.bytes)
+                || (self.st.program.is_none() && s.bytes >= NO_PAT_LIMIT))
+    }
+
     pub(crate) fn finish(&mut self, clean: bool) {
         let left = self.demux.finish();
         self.st.clean_end = clean && left == 0;
@@ -321,6 +347,8 @@ impl Item {
             }
             return Err(if stats.bytes == 0 {
                 ItemError::Empty
+            } else if let (Some(size), None) = (stats.other_packet_size, st.program) {
+                ItemError::PacketSize { size }
             } else if stats.packets == 0 {
                 ItemError::NotTs { bytes: stats.bytes }
             } else if st.program.is_none() {
@@ -361,6 +389,12 @@ impl Item {
                 sync_losses: stats.sync_losses,
                 skipped_bytes: stats.skipped_bytes,
                 dropped_pes: st.dropped_pes,
+                malformed_packets: stats.transport_errors + stats.bad_adaptation_fields,
+                pes_overruns: st.pes_overruns,
+                first: match (stats.first_damage, st.first_overrun) {
+                    (Some(a), Some(b)) => Some(if a.packet <= b.packet { a } else { b }),
+                    (a, b) => a.or(b),
+                },
             },
             error: read_error,
         })
@@ -393,7 +427,7 @@ impl State {
                 ..
             } => {
                 // The input clock runs on packets read, so skipped garbage does not delay it.
-                self.on_packet(packet, index * PACKET_SIZE as u64, damaged, duplicate);
+                self.on_packet(packet, index, damaged, duplicate);
             }
             DemuxEvent::SyncLoss { .. } | DemuxEvent::Psi(_) => {}
         }
@@ -416,6 +450,7 @@ impl State {
                 ordinal,
                 out_pid: None,
                 open: None,
+                ended_by_length: None,
                 scanning: false,
                 scan: Vec::new(),
                 segs: Vec::new(),
@@ -438,7 +473,8 @@ impl State {
         self.anchor = first(StreamClass::Video).or_else(|| first(StreamClass::Audio));
     }
 
-    fn on_packet(&mut self, packet: TsPacket, offset: u64, damaged: bool, duplicate: bool) {
+    fn on_packet(&mut self, packet: TsPacket, index: u64, damaged: bool, duplicate: bool) {
+        let offset = index * PACKET_SIZE as u64;
         let pid = packet.pid();
         if Some(pid) == self.pcr_pid {
             if let Some(pcr) = packet.pcr() {
@@ -500,6 +536,7 @@ impl State {
             self.pes.push_back(rec);
             let seq = self.pes_front + self.pes.len() as u64 - 1;
             self.streams[si].open = if complete { None } else { Some(seq) };
+            self.streams[si].ended_by_length = complete.then_some(seq);
             let held_seq = self.hold_front + self.hold.len() as u64;
             self.hold.push_back(Held {
                 packet,
@@ -519,6 +556,19 @@ impl State {
             return;
         }
         let Some(seq) = self.streams[si].open else {
+            // Data after a PES its PES_packet_length said was whole: the length lied, and
+            // the PES is not what the file meant.
+            if let Some(seq) = self.streams[si].ended_by_length.take() {
+                self.pes_overruns += 1;
+                self.first_overrun.get_or_insert(DamageAt {
+                    packet: index,
+                    pid: pid.value(),
+                    what: "PES data past its PES_packet_length",
+                });
+                if let Some(rec) = self.rec_mut(seq) {
+                    rec.damaged = true;
+                }
+            }
             return;
         };
         let held_seq = self.hold_front + self.hold.len() as u64;
@@ -530,6 +580,7 @@ impl State {
         }
         if complete {
             self.streams[si].open = None;
+            self.streams[si].ended_by_length = Some(seq);
         }
         self.hold.push_back(Held {
             packet,

@@ -198,6 +198,12 @@ pub enum ItemError {
         /// Bytes read.
         bytes: u64,
     },
+    /// Packets of another size: not a 188-byte transport stream.
+    #[error("packets of {size} bytes ({}): only 188-byte transport stream packets are read (remux it, for example `ffmpeg -i IN -c copy -f mpegts OUT`)", if *size == 192 { "M2TS/BDAV, a time code before each packet" } else { "with Reed-Solomon parity" })]
+    PacketSize {
+        /// The packet size seen.
+        size: u16,
+    },
     /// No PAT, so no program.
     #[error("no PAT in {packets} packets")]
     NoPat {
@@ -294,6 +300,25 @@ pub struct Damage {
     pub skipped_bytes: u64,
     /// PES dropped because they were damaged or truncated.
     pub dropped_pes: u64,
+    /// Packets that could not be read: transport_error_indicator set, or an adaptation
+    /// field longer than the packet.
+    pub malformed_packets: u64,
+    /// PES whose data ran past their PES_packet_length (the length lied).
+    pub pes_overruns: u64,
+    /// The first damaged packet of the file.
+    pub first: Option<crate::demux::DamageAt>,
+}
+
+impl Damage {
+    /// Damage in the file's bytes (not a PES the splicer left out at a cut).
+    pub fn in_file(&self) -> bool {
+        self.cc_errors
+            + self.sync_losses
+            + self.skipped_bytes
+            + self.malformed_packets
+            + self.pes_overruns
+            > 0
+    }
 }
 
 /// Counters, read through [`Splicer::stats`].
@@ -706,8 +731,13 @@ impl Splicer {
             it.push(data);
         }
         self.release(now);
-        if self.item.as_ref().is_some_and(Item::cut_done) {
-            // Cut at its cue's end: the rest of the file is not wanted.
+        if self
+            .item
+            .as_ref()
+            .is_some_and(|it| it.cut_done() || it.hopeless())
+        {
+            // Cut at its cue's end: the rest of the file is not wanted. Or nothing of it can
+            // play: the rest is not read (a large file that is not TS).
             self.handle_eof(now, item, None);
         }
     }
