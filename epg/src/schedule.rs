@@ -206,7 +206,14 @@ pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2261, 12, 31).expect("a
 
 /// Parses and validates a schedule file; every mistake is reported.
 pub fn parse(text: &str) -> Result<Day, DayErrors> {
-    let line_of = |span: Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
+    // Line numbers by binary search over the newlines' offsets: a day of 86,400 items must
+    // not count them again for every item.
+    let newlines: Vec<usize> = text
+        .bytes()
+        .enumerate()
+        .filter_map(|(i, b)| (b == b'\n').then_some(i))
+        .collect();
+    let line_of = |span: Range<usize>| newlines.partition_point(|&i| i < span.start) + 1;
     let raw: RawDay = toml::from_str(text).map_err(|e| {
         DayErrors(vec![DayError {
             line: e.span().map(line_of),
@@ -1052,6 +1059,24 @@ title = "广告"
             day.items.iter().map(|i| &i.programme).collect::<Vec<_>>()
         );
         assert_eq!(again.to_toml(), text, "writing is stable");
+    }
+
+    /// A day of one item a second (86,400): parsed whole, and a mistake in its last item
+    /// named by its line (line numbers come from an index of the newlines, not a count from
+    /// the start for each item).
+    #[test]
+    fn a_day_of_an_item_a_second_names_its_lines() {
+        let mut text = String::from("date = \"2026-11-23\"\n");
+        for i in 0..86_400 {
+            let (h, m, sec) = (i / 3600, i / 60 % 60, i % 60);
+            text.push_str(&format!(
+                "[[item]]\nstart = \"{h:02}:{m:02}:{sec:02}\"\nfile = \"a.ts\"\n"
+            ));
+        }
+        assert_eq!(parse(&text).unwrap().items.len(), 86_400);
+        text.push_str("[[item]]\nstart = \"24:00:01\"\nfile = \"a.ts\"\n");
+        let errors = parse(&text).unwrap_err();
+        assert_eq!(errors.0[0].line, Some(2 + 3 * 86_400), "{}", errors.0[0]);
     }
 
     #[test]

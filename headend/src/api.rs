@@ -183,7 +183,8 @@ enum ApiError {
     Unavailable(String),
     MethodNotAllowed,
     PreconditionRequired,
-    TooLarge,
+    /// The body is over this many bytes.
+    TooLarge(u64),
     Conflict {
         current: u64,
         message: String,
@@ -258,10 +259,10 @@ impl ApiError {
                     .to_owned(),
                 None,
             ),
-            ApiError::TooLarge => (
+            ApiError::TooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("the body is over {MAX_BODY} bytes"),
+                format!("the body is over {limit} bytes"),
                 None,
             ),
             ApiError::Conflict { current, message } => (
@@ -431,7 +432,7 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
                         .query()
                         .is_some_and(|q| q.split('&').any(|kv| kv == "now=1" || kv == "now"));
                     let body = read_body(req).await?;
-                    let r = put(state, channel.clone(), date, expected, &body, who).await?;
+                    let r = put(state, channel.clone(), date, expected, body, who).await?;
                     if now {
                         // Apply at once: the scheduler takes over again, cutting what plays.
                         let _ = state
@@ -565,9 +566,12 @@ async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response
             let who = actor(&caller, &req);
             let Some((channel, station, names)) = state.live.iter().find(|(c, _, _)| c == channel)
             else {
-                return Err(ApiError::NotFound(format!(
-                    "channel `{channel}` has no live inputs"
-                )));
+                let known = state.zones.iter().any(|(c, _, _)| c == channel);
+                return Err(ApiError::NotFound(if known {
+                    format!("channel `{channel}` has no live inputs")
+                } else {
+                    format!("no channel `{channel}`")
+                }));
             };
             let body = read_body(req).await?;
             let order: serde_json::Value = serde_json::from_str(&body)
@@ -1251,7 +1255,7 @@ async fn read_bytes(req: Request<Incoming>, limit: u64) -> Result<Vec<u8>, ApiEr
         .await
         .map_err(|e| {
             if e.to_string().contains("length limit exceeded") {
-                ApiError::TooLarge
+                ApiError::TooLarge(limit)
             } else {
                 ApiError::BadRequest(format!("reading the body: {e}"))
             }
@@ -1284,7 +1288,7 @@ async fn spool_body(
         };
         len += data.len() as u64;
         if len > limit {
-            return Err(Spooled::Api(ApiError::TooLarge));
+            return Err(Spooled::Api(ApiError::TooLarge(limit)));
         }
         file.write_all(&data).await.map_err(Spooled::Io)?;
     }
@@ -1361,13 +1365,60 @@ async fn get(
 }
 
 async fn put(
-    state: &ApiState,
+    state: &Arc<ApiState>,
     channel: String,
     date: NaiveDate,
     expected: u64,
-    body: &str,
+    body: String,
     who: Option<String>,
 ) -> Result<Response<Bytes>, ApiError> {
+    // Parsing and checking a large day (tens of thousands of items, each file looked up) is
+    // work for the blocking pool, not for the threads that serve the set-top boxes.
+    let (st, ch) = (state.clone(), channel.clone());
+    let (day, warnings) = tokio::task::spawn_blocking(move || checked_day(&st, &ch, date, &body))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let store = state.store.clone();
+    let items = day.items.len();
+    let ch = channel.clone();
+    let revision = tokio::task::spawn_blocking(move || store.write(&ch, &day, expected))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            let what = format!("write of the schedule of {date}");
+            refused_write(state, &e, &channel, &who, &what);
+            store_error(e)
+        })?;
+    tracing::info!(%channel, %date, revision, items, missing_files = warnings.len(), "schedule written");
+    note_manual(
+        state,
+        &channel,
+        "schedule",
+        format!(
+            "schedule of {date} written: revision {revision}, {items} item(s), {} warning(s)",
+            warnings.len()
+        ),
+        who,
+    );
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "channel": channel,
+            "date": date.to_string(),
+            "revision": revision,
+            "warnings": warnings,
+        }),
+    ))
+}
+
+/// The day a schedule PUT carries, checked (its date, text encoding, live inputs, files
+/// confined to the media directory), with a warning for each file not there yet.
+fn checked_day(
+    state: &ApiState,
+    channel: &str,
+    date: NaiveDate,
+    body: &str,
+) -> Result<(epg::schedule::Day, Vec<String>), ApiError> {
     let day = epg::schedule::parse(body).map_err(|errors| ApiError::Invalid {
         errors: errors.0.iter().map(ToString::to_string).collect(),
     })?;
@@ -1434,37 +1485,7 @@ async fn put(
                 })
         })
         .collect();
-    let store = state.store.clone();
-    let items = day.items.len();
-    let ch = channel.clone();
-    let revision = tokio::task::spawn_blocking(move || store.write(&ch, &day, expected))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| {
-            let what = format!("write of the schedule of {date}");
-            refused_write(state, &e, &channel, &who, &what);
-            store_error(e)
-        })?;
-    tracing::info!(%channel, %date, revision, items, missing_files = warnings.len(), "schedule written");
-    note_manual(
-        state,
-        &channel,
-        "schedule",
-        format!(
-            "schedule of {date} written: revision {revision}, {items} item(s), {} warning(s)",
-            warnings.len()
-        ),
-        who,
-    );
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "channel": channel,
-            "date": date.to_string(),
-            "revision": revision,
-            "warnings": warnings,
-        }),
-    ))
+    Ok((day, warnings))
 }
 
 /// A schedule write the disk refused goes on the stoppage record as the operator's action

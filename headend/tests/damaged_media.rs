@@ -51,8 +51,49 @@ fn damaged_media_is_a_degradation_on_record() {
         cause.contains("damaged.ts played damaged") && cause.contains("bytes skipped"),
         "{cause}"
     );
+    assert!(cause.contains("first at packet "), "{cause}");
     assert!(
         !lines.iter().any(|l| l["event"] == "stoppage"),
         "damage that plays is no stoppage: {lines:#?}"
+    );
+}
+
+/// A channel whose media carries more than its muxrate (a.ts, about 0.9 Mbit/s, in a
+/// 300 kbit/s channel) degrades: that is an alarm in the log and a degradation on record at
+/// `muxrate`, naming the rate and the file, not a single warning.
+#[test]
+fn media_over_the_muxrate_is_a_degradation_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n[record]\nfile = \"record.jsonl\"\n\n\
+             [[channel]]\nid = \"c\"\nservice_id = 1\nname = \"C\"\nmuxrate = \"300k\"\n\
+             playlist = [{a:?}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{p}\"\n",
+            a = media("a.ts").display().to_string(),
+            p = out.local_addr().unwrap().port(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    std::thread::sleep(Duration::from_secs(5));
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ALARM: input bitrate exceeds the muxrate"),
+        "{stderr}"
+    );
+    let lines = record_lines(&dir.path().join("record.jsonl"));
+    let d = lines
+        .iter()
+        .find(|l| l["event"] == "degradation" && l["place"] == "muxrate")
+        .unwrap_or_else(|| panic!("no muxrate degradation: {lines:#?}\n{stderr}"));
+    assert_eq!(d["channel"], "c", "{d}");
+    let cause = d["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("300000 bit/s") && cause.contains("a.ts"),
+        "{cause}"
     );
 }

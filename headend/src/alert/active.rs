@@ -26,6 +26,8 @@ pub(super) struct Kept {
     pub(super) bodies: Vec<String>,
     pub(super) accepted: DateTime<Utc>,
     pub(super) expires: DateTime<Utc>,
+    /// Its number when it was accepted (files kept before numbers were: none).
+    pub(super) seq: Option<u64>,
 }
 
 impl Active {
@@ -58,6 +60,7 @@ impl Active {
             "accepted": accepted.to_rfc3339(),
             "expires": expires.to_rfc3339(),
             "bodies": [text],
+            "seq": seq,
         });
         write_atomically(&path, &v)?;
         self.files
@@ -168,6 +171,7 @@ fn read_kept(file: &Path) -> Result<Kept, String> {
         bodies,
         accepted: time("accepted")?,
         expires: time("expires")?,
+        seq: v["seq"].as_u64(),
     })
 }
 

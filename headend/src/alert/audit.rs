@@ -18,6 +18,8 @@ pub(crate) struct Audit {
     path: PathBuf,
     file: Mutex<File>,
     tz: Tz,
+    /// The highest alert number the log names: numbering goes on after it.
+    last_seq: u64,
 }
 
 /// What an existing log says: the (sender, identifier) pairs already seen.
@@ -30,7 +32,11 @@ impl Audit {
     pub(crate) fn open(path: &Path, tz: Tz) -> std::io::Result<(Audit, Seen)> {
         let (lines, torn_end) = crate::jsonl::read(path, "audit log");
         let mut seen = Vec::new();
+        let mut last_seq = 0;
         for (_, v) in lines {
+            if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
+                last_seq = last_seq.max(seq);
+            }
             if let (Some(s), Some(id)) = (
                 v.get("sender").and_then(Value::as_str),
                 v.get("identifier").and_then(Value::as_str),
@@ -51,9 +57,16 @@ impl Audit {
                 path: path.to_owned(),
                 file: Mutex::new(file),
                 tz,
+                last_seq,
             },
             seen,
         ))
+    }
+
+    /// The highest alert number the log held when it was opened (0: none): an alert
+    /// accepted after a restart is numbered after it, so its EBM_id is new.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// Appends `event` (a JSON object; `utc` and `local` are added, for now unless it has

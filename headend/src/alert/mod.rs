@@ -92,6 +92,7 @@ impl Desk {
             .map_or(epg::schedule::Tz::UTC, |c| c.timezone);
         let (audit, seen) = Audit::open(&cfg.audit_log, tz)
             .map_err(|e| anyhow::anyhow!("alerts.audit_log {}: {e}", cfg.audit_log.display()))?;
+        let last_seq = audit.last_seq();
         let media = Media::open(&cfg.media_dir)
             .map_err(|e| anyhow::anyhow!("alerts.media_dir {}: {e}", cfg.media_dir.display()))?;
         let active = Active::open(&cfg.audit_log).map_err(|e| {
@@ -131,7 +132,7 @@ impl Desk {
             audit_alarm: Alarm::new("alert audit log"),
             state: Mutex::new(State {
                 replays: Replays::new(seen),
-                board: Board::new(channels),
+                board: Board::numbered_after(channels, last_seq),
                 recent: Recent::default(),
             }),
         }))
@@ -620,7 +621,11 @@ impl Desk {
                 }
             };
             p.expires = kept.expires;
-            let seq = st.board.take_seq();
+            // Its number as it was (its EBM_id on air stays the same), else a new one.
+            let seq = match kept.seq {
+                Some(s) if st.board.find(s).is_none() => s,
+                _ => st.board.take_seq(),
+            };
             let identifier = alert.identifier.clone();
             let level = p.level;
             st.board.admit(seq, alert, p, kept.accepted);

@@ -86,6 +86,15 @@ impl Board {
         }
     }
 
+    /// An empty board whose alerts are numbered after `last` (what the audit log named
+    /// before a restart): numbers, and so EBM_ids, are never given twice.
+    pub(super) fn numbered_after(channels: Vec<DeskChannel>, last: u64) -> Board {
+        Board {
+            next_seq: last + 1,
+            ..Board::new(channels)
+        }
+    }
+
     pub(super) fn channels(&self) -> &[DeskChannel] {
         &self.channels
     }

@@ -468,6 +468,29 @@ fn alerts_on_air_come_back_after_a_restart() {
         .collect();
     let restored = audit.iter().find(|l| l["event"] == "restored").unwrap();
     assert_eq!(restored["identifier"], "A-1");
+    // It keeps its number (its EBM_id on air); one accepted after the restart gets a new
+    // one, after every number given before.
+    let accepted_a = audit
+        .iter()
+        .find(|l| l["event"] == "accepted" && l["identifier"] == "A-1")
+        .unwrap();
+    assert_eq!(restored["seq"], accepted_a["seq"]);
+    let last = audit
+        .iter()
+        .filter_map(|l| l["seq"].as_u64())
+        .max()
+        .unwrap();
+    let c = alert("prov@x", "C-1", "Alert", Value::Null);
+    let sig = encode_signature(&f.prov.sign(c.as_bytes()));
+    let ctx = desk
+        .submit(
+            c.as_bytes(),
+            Some("prov"),
+            Some(&sig),
+            now() + Duration::minutes(5),
+        )
+        .unwrap();
+    assert!(ctx["seq"].as_u64().unwrap() > last, "{ctx} after {last}");
     // Expired while stopped: not back on air, and forgotten.
     drop(desk);
     let (desk, sent, _returns) = open_desk(f.dir.path());

@@ -446,6 +446,20 @@ pub(crate) fn parse_in(
                 &mut diag,
             )
         });
+        // One secret, two roles: the admin token would be taken first and the alerts
+        // refused (an admin may not send alerts).
+        if let (Some(http), Some(a)) = (&http, &alerts_cfg) {
+            if http
+                .api_token
+                .as_ref()
+                .is_some_and(|t| t.matches(a.token.expose()))
+            {
+                diag.push(
+                    "alerts.token",
+                    "is the same as http.api_token: give each its own secret",
+                );
+            }
+        }
         if let Some(http) = &http {
             for (i, t) in http.tokens.iter().enumerate() {
                 for c in t.channels.iter().flatten() {

@@ -774,6 +774,13 @@ fn alerts_table_is_checked() {
         .level_clips
         .contains(&(Some(2), PathBuf::from("/etc/headend/orange.ts"))));
     assert!(!format!("{:?}", alerts.token).contains("0123456789abcdef0123"));
+    // One secret for both the admin and the alerts: the alerts would never get through.
+    let twin = good.replacen(
+        "[http]\n",
+        "[http]\napi_token = \"0123456789abcdef0123\"\n",
+        1,
+    );
+    assert!(message(&reject(&twin), "alerts.token").contains("same as http.api_token"));
 
     let bad = format!(
         "{ISSUE_SHAPE}\n[alerts]\ntoken = \"short\"\ntables = [\"eas\"]\nebit_pid = 5\n\

@@ -698,6 +698,41 @@ impl Station {
     }
 
     fn on_event(&mut self, ev: &MuxEvent) {
+        // The input carries more than the muxrate: on the record (劣播) until it is back
+        // within it, naming the rate and what is on air.
+        let overload = match ev {
+            MuxEvent::Overload { program, late } => Some((*program, Some(*late))),
+            MuxEvent::OverloadCleared { program } => Some((*program, None)),
+            _ => None,
+        };
+        if let Some((program, late)) = overload {
+            let channel = self.names.get(program).map_or("?", String::as_str);
+            let at = chrono::DateTime::from_timestamp_nanos(self.clock.utc_ns(self.mux.now()));
+            let on_air = self.on_air.get(program).cloned().flatten();
+            let muxrate = self.mux.config().muxrate_bps;
+            let mark = match late {
+                Some(late) => crate::record::Mark::start(
+                    crate::record::Kind::Degradation,
+                    channel,
+                    "muxrate",
+                    "",
+                    format!(
+                        "{} carries more than the muxrate ({muxrate} bit/s): packets leave {} ms late and the picture breaks up; raise the muxrate or re-encode",
+                        on_air.as_deref().unwrap_or("the input"),
+                        late / 27_000
+                    ),
+                ),
+                None => crate::record::Mark::end(
+                    crate::record::Kind::Degradation,
+                    channel,
+                    "muxrate",
+                    "",
+                    "the input is back within the muxrate",
+                ),
+            };
+            self.marks.push(mark.at(at).on_air(on_air));
+            return;
+        }
         let MuxEvent::Splice { program, event } = ev else {
             return;
         };
@@ -1136,10 +1171,10 @@ fn log_event(ev: MuxEvent, names: &[String], playlists: &[Vec<PathBuf>], stats: 
         }
         MuxEvent::Overload { program, late } => {
             let channel = names.get(program).map_or("?", String::as_str);
-            tracing::warn!(
+            tracing::error!(
                 channel,
                 late_ms = late / 27_000,
-                "input bitrate exceeds the muxrate: packets leave late"
+                "ALARM: input bitrate exceeds the muxrate: packets leave late (raise the muxrate or re-encode)"
             );
         }
         MuxEvent::OverloadCleared { program } => {
