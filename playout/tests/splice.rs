@@ -415,6 +415,50 @@ fn files_that_are_not_188_byte_ts_are_named_and_not_read_to_the_end() {
     assert!(started(&out.events).contains(&2));
 }
 
+/// A file whose timestamps are an hour ahead of its clock (PTS/DTS moved, PCR not) cannot be
+/// timed: it is refused, naming the PID and how far off, and the next item plays at once
+/// (it had put the channel an hour into the future: nothing but PSI went out).
+#[test]
+fn a_file_whose_timestamps_disagree_with_its_clock_is_refused() {
+    let mut off = fixture("a").to_vec();
+    for p in off.chunks_exact_mut(188) {
+        if let Ok(mut m) = playout::ts::TsPacketMut::new(p) {
+            m.shift_timestamps(3600 * 90_000);
+        }
+    }
+    let out = render(
+        MuxConfig::new(MUXRATE),
+        vec![(
+            SpliceConfig::new(5),
+            vec![Some(Bytes::from(off)), Some(fixture("b"))],
+        )],
+        8,
+    );
+    let errors: Vec<String> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MuxEvent::Splice {
+                event: SpliceEvent::ItemFailed { item: 0, error },
+                ..
+            } => Some(error.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors.first().is_some_and(|e| e.contains("PID 0x0100")
+            && e.contains("3600")
+            && e.contains("ahead of")),
+        "{errors:?}"
+    );
+    assert!(started(&out.events).contains(&1));
+    assert_clean(
+        "after the refused file",
+        &check(&out.out, &limits()),
+        &limits(),
+    );
+}
+
 /// With nothing playable the channel keeps PAT, PMT and PCR at the muxrate.
 #[test]
 fn nothing_playable_keeps_receivers_locked() {

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use playout::check::{check, CheckLimits};
+use playout::check::CheckLimits;
 use playout::units::Bitrate;
 
 #[derive(Parser)]
@@ -410,33 +410,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(rate) = muxrate.filter(|r| r.bps() == 0) {
                 anyhow::bail!("--muxrate {rate}: must be positive");
             }
-            let data = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
             let limits = CheckLimits {
                 muxrate_bps: muxrate.map(Bitrate::bps),
                 max_psi_gap: Duration::from_millis(psi_gap_ms),
                 max_pcr_interval: Duration::from_millis(pcr_interval_ms),
                 ..CheckLimits::default()
             };
-            let report = check(&data, &limits);
+            // Read in pieces: a day-long recording need not fit in memory.
+            let mut stream = playout::check::Stream::new();
+            let (mut si, mut nit) = (false, false);
+            for_each_piece(&file, |piece, _| {
+                stream.push(piece);
+                for p in piece.chunks_exact(188) {
+                    let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+                    si |= matches!(pid, 0x11 | 0x12 | 0x14);
+                    nit |= pid == 0x10;
+                }
+            })?;
+            let report = stream.finish(&limits);
             print!("{report}");
             // The ETSI TR 101 290 indicators, as the daemon's monitor counts them on air, by
-            // the byte clock of the file's muxrate.
+            // the byte clock of the file's muxrate (a second pass: the clock is known now).
             if let Some(rate) = report.clock_muxrate_bps.filter(|r| *r > 0.0) {
                 let mut m = playout::monitor::Monitor::new(playout::monitor::MonitorConfig {
-                    si: data.chunks_exact(188).any(|p| {
-                        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
-                        matches!(pid, 0x11 | 0x12 | 0x14)
-                    }),
-                    nit: data
-                        .chunks_exact(188)
-                        .any(|p| (u16::from(p[1] & 0x1F) << 8 | u16::from(p[2])) == 0x10),
+                    si,
+                    nit,
                     // Judged as the constant-bitrate stream the byte clock takes it for.
                     pcr_accuracy: true,
                 });
                 let ns_per_packet = 188.0 * 8.0 * 1e9 / rate;
-                for (k, chunk) in data.chunks(7 * 188).enumerate() {
-                    m.push((k as f64 * 7.0 * ns_per_packet) as u64, chunk);
-                }
+                for_each_piece(&file, |piece, offset| {
+                    let first = offset / (7 * 188);
+                    for (k, chunk) in piece.chunks(7 * 188).enumerate() {
+                        let at = (first + k as u64) as f64 * 7.0 * ns_per_packet;
+                        m.push(at as u64, chunk);
+                    }
+                })?;
                 println!("TR 101 290 (by the byte clock):");
                 for (rule, n) in m.counts() {
                     println!("  {:<42} {n}", rule.name());
@@ -453,6 +462,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: {} violations", file.display(), violations.len());
                 Ok(ExitCode::FAILURE)
             }
+        }
+    }
+}
+
+/// Calls `f` with each piece of the file at `path` and its offset, in order: whole pieces of
+/// 7 × 188 × 3,000 bytes (whole packets and datagrams, so a piece starts on one), the last
+/// shorter.
+fn for_each_piece(path: &std::path::Path, mut f: impl FnMut(&[u8], u64)) -> anyhow::Result<()> {
+    use std::io::Read;
+    const PIECE: usize = 7 * 188 * 3_000;
+    let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut buf = vec![0u8; PIECE];
+    let mut offset = 0u64;
+    loop {
+        let mut len = 0;
+        while len < PIECE {
+            let n = file
+                .read(&mut buf[len..])
+                .with_context(|| format!("{}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        f(&buf[..len], offset);
+        offset += len as u64;
+        if len < PIECE {
+            return Ok(());
         }
     }
 }

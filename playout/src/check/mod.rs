@@ -102,6 +102,59 @@ pub fn check(data: &[u8], limits: &CheckLimits) -> Report {
     checker.finish(limits)
 }
 
+/// The checker fed piece by piece (a file read in chunks: a day-long recording need not fit
+/// in memory). Pieces may split packets anywhere; the result is [`check`]'s of the whole.
+pub struct Stream {
+    checker: Checker,
+    carry: Vec<u8>,
+}
+
+impl Default for Stream {
+    fn default() -> Stream {
+        Stream::new()
+    }
+}
+
+impl Stream {
+    /// A checker that has seen nothing.
+    pub fn new() -> Stream {
+        Stream {
+            checker: Checker::new(0),
+            carry: Vec::with_capacity(PACKET_SIZE),
+        }
+    }
+
+    /// The next bytes of the stream.
+    pub fn push(&mut self, mut data: &[u8]) {
+        self.checker.report.bytes += data.len() as u64;
+        if !self.carry.is_empty() {
+            let take = (PACKET_SIZE - self.carry.len()).min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.carry.len() < PACKET_SIZE {
+                return;
+            }
+            let packet = std::mem::take(&mut self.carry);
+            self.checker.handle_packet(&packet);
+            self.carry = packet;
+            self.carry.clear();
+        }
+        let mut packets = data.chunks_exact(PACKET_SIZE);
+        for raw in &mut packets {
+            self.checker.handle_packet(raw);
+        }
+        self.carry.extend_from_slice(packets.remainder());
+    }
+
+    /// The end of the stream (a partial last packet is checked as such): the report.
+    pub fn finish(mut self, limits: &CheckLimits) -> Report {
+        if !self.carry.is_empty() {
+            self.checker.handle_packet(&self.carry);
+        }
+        self.checker.finish(limits)
+    }
+}
+
 /// The checker between two packets.
 struct Checker {
     report: Report,
@@ -198,6 +251,35 @@ impl ByteClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fed in pieces that split packets anywhere, the streaming checker reports what the
+    /// whole-buffer one does.
+    #[test]
+    fn a_stream_in_pieces_is_checked_as_a_whole() {
+        let mut data = Vec::new();
+        for k in 0..50u8 {
+            let mut p = crate::ts::NULL_PACKET;
+            p[1] = 0x01;
+            p[2] = 0x00;
+            p[3] = 0x10 | (k & 0x0F);
+            if k == 20 {
+                p[3] = 0x10 | 7; // a continuity error
+            }
+            data.extend_from_slice(&p);
+        }
+        data.extend_from_slice(&[0x47, 0x01]); // a partial last packet
+        let limits = CheckLimits::default();
+        let whole = check(&data, &limits);
+        for piece in [1, 7, 100, 188, 189, 1000] {
+            let mut s = Stream::new();
+            for c in data.chunks(piece) {
+                s.push(c);
+            }
+            let r = s.finish(&limits);
+            assert_eq!(format!("{r}"), format!("{whole}"), "pieces of {piece}");
+            assert_eq!(r.bytes, whole.bytes);
+        }
+    }
     use crate::psi::{packetize_section, Pat, Pmt};
     use crate::time::Pcr;
     use crate::ts::{pcr_only_packet, NULL_PACKET};

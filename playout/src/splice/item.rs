@@ -109,7 +109,19 @@ struct State {
     /// PES whose data ran past their PES_packet_length, and the first such packet.
     pes_overruns: u64,
     first_overrun: Option<DamageAt>,
+    /// Entry pictures refused for a decode time far from the file's clock, and the first:
+    /// (input PID, decode time less arrival, 90 kHz).
+    timing_faults: u32,
+    timing_fault: Option<(u16, i64)>,
 }
+
+/// How far ahead of its arrival (on the file's PCR clock) an entry picture's decode time may
+/// be: 10 s (ISO/IEC 13818-1 allows 1 s, files from the field lead by up to a few).
+const MAX_ENTRY_LEAD_90K: i64 = 10 * 90_000;
+/// How far behind its arrival it may be: 1 s (a decoder would have dropped it).
+const MAX_ENTRY_LATE_90K: i64 = 90_000;
+/// Entry pictures refused for their timing before the file is given up.
+const TIMING_FAULTS_LIMIT: u32 = 3;
 
 /// Bytes of a file read without finding packet sync before it is given up as not TS.
 const NO_SYNC_LIMIT: u64 = 1 << 20;
@@ -254,6 +266,8 @@ impl Item {
                 last_t_in: None,
                 pes_overruns: 0,
                 first_overrun: None,
+                timing_faults: 0,
+                timing_fault: None,
             },
         }
     }
@@ -306,7 +320,8 @@ impl Item {
                 || (s.other_packet_size.is_some()
                     && s.bytes >= NO_SYNC_LIMIT
                     && s.packets * PACKET_SIZE as u64 * 2 < s.bytes)
-                || (self.st.program.is_none() && s.bytes >= NO_PAT_LIMIT))
+                || (self.st.program.is_none() && s.bytes >= NO_PAT_LIMIT)
+                || self.st.timing_faults >= TIMING_FAULTS_LIMIT)
     }
 
     pub(crate) fn finish(&mut self, clean: bool) {
@@ -363,6 +378,11 @@ impl Item {
             } else if st.anchor.is_none() {
                 ItemError::NoStreams {
                     program: st.program.unwrap_or(0),
+                }
+            } else if let Some((pid, lead_90k)) = st.timing_fault {
+                ItemError::Timing {
+                    pid,
+                    lead_ms: lead_90k / 90,
                 }
             } else {
                 ItemError::NoRandomAccess {
@@ -760,6 +780,7 @@ impl State {
                 && rec.t_in.is_some()
                 && rec.dts.is_some()
                 && rec.pts.is_some()
+                && self.timed_sanely(si, rec)
             {
                 self.start(rec, ctx);
                 let delay = self.delay_for(rec, ctx.cfg);
@@ -850,6 +871,30 @@ impl State {
     /// (the audio of a file muxed with its audio later than its video has the least). The
     /// delay does not depend on the item's shift: both the decode and the due time move
     /// with it. Live inputs keep their own timing.
+    /// Whether an entry picture's decode time is near its arrival on the file's clock (its
+    /// PCR): at most [`MAX_ENTRY_LEAD_90K`] ahead, at most [`MAX_ENTRY_LATE_90K`] behind.
+    /// Timestamps an hour off the clock would put the item on air an hour late, or never:
+    /// such an entry is refused and noted ([`Item::hopeless`] after a few).
+    fn timed_sanely(&mut self, si: usize, rec: &PesRec) -> bool {
+        let (Some(dts), Some(t)) = (rec.dts, rec.t_in) else {
+            return false;
+        };
+        let lead = dts - (t / 300) as i64;
+        if (-MAX_ENTRY_LATE_90K..=MAX_ENTRY_LEAD_90K).contains(&lead) {
+            return true;
+        }
+        self.timing_faults += 1;
+        if self.timing_fault.is_none() {
+            let pid = self
+                .slot
+                .iter()
+                .position(|&s| usize::from(s) == si)
+                .unwrap_or(0) as u16;
+            self.timing_fault = Some((pid, lead));
+        }
+        false
+    }
+
     fn delay_for(&self, rec: &PesRec, cfg: &SpliceConfig) -> u64 {
         let (Some(mux_delay), Some(dts), Some(t)) = (cfg.mux_delay, rec.dts, rec.t_in) else {
             return 0;

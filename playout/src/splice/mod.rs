@@ -224,6 +224,15 @@ pub enum ItemError {
         /// Program number.
         program: u16,
     },
+    /// Its pictures' decode times are far from their arrival on the file's own clock (the
+    /// PCR): the timestamps and the clock disagree.
+    #[error("PID 0x{pid:04X}: decode times {} s {} the file's clock (PCR): its timestamps and its clock disagree, so it cannot be timed", (*lead_ms as f64 / 1000.0).abs(), if *lead_ms > 0 { "ahead of" } else { "behind" })]
+    Timing {
+        /// The input PID of the entry picture.
+        pid: u16,
+        /// Its decode time less its arrival time, ms.
+        lead_ms: i64,
+    },
     /// No random access point (or no PCR to time it).
     #[error("no random access point with timing in {packets} packets")]
     NoRandomAccess {
