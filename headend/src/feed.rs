@@ -104,8 +104,13 @@ struct Store {
 }
 
 impl Feed {
-    pub(crate) fn new() -> Arc<Feed> {
-        Feed::sized(RETAIN_BYTES, SEGMENT_BYTES)
+    /// A feed for a channel of `muxrate_bps`: it keeps [`RETAIN_BYTES`] or 3 s of output,
+    /// whichever is more, so a client woken once per [`BATCH`] is never behind the store at
+    /// its wake-up (at 500 Mbit/s, 10 MiB is 170 ms: every client skipped ahead at every
+    /// batch and got nothing).
+    pub(crate) fn for_rate(muxrate_bps: u64) -> Arc<Feed> {
+        let retain = RETAIN_BYTES.max(muxrate_bps / 8 * 3);
+        Feed::sized(retain, SEGMENT_BYTES.max(retain / 5))
     }
 
     /// A feed keeping `retain_bytes` in memory files of `segment_bytes` (tests: small ones).
@@ -488,5 +493,41 @@ pub(crate) mod tests {
             kept(&feed)
         );
         assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP4x");
+    }
+
+    /// At 500 Mbit/s a batch (500 ms) is 31 MB, more than the 10 MiB a feed keeps at lower
+    /// rates: the store keeps 3 s of such a channel, and a client woken per batch gets every
+    /// byte without skipping (it got nothing: behind the store at every wake-up).
+    #[test]
+    fn a_fast_channel_keeps_a_batch_and_more() {
+        let rate = 500_000_000;
+        let feed = Feed::for_rate(rate);
+        let t0 = Instant::now();
+        let chunk_ms = 40;
+        let piece = vec![0u8; (rate / 8 * chunk_ms / 1000) as usize];
+        let data = Bytes::from(piece);
+        feed.publish_at(
+            Chunk {
+                data: data.clone(),
+                rap: Some((0, Bytes::from_static(b"PSI"))),
+            },
+            t0,
+        );
+        let mut c = feed.subscribe().unwrap();
+        let mut got = drain(&mut c).len();
+        for k in 1..=30u32 {
+            let at = t0 + Duration::from_millis(u64::from(k) * chunk_ms);
+            feed.publish_at(
+                Chunk {
+                    data: data.clone(),
+                    rap: None,
+                },
+                at,
+            );
+            got += drain(&mut c).len();
+        }
+        assert_eq!(feed.stats.skips.load(Ordering::Relaxed), 0);
+        // Everything up to the last batch's wake-up (at least 25 of the 31 chunks).
+        assert!(got >= 25 * data.len(), "{got}");
     }
 }

@@ -429,7 +429,7 @@ impl Engine {
                 .collect();
             let streams: Vec<(u16, u16, u64)> = emm.iter().map(EmmFeed::stream).collect();
             st.add_emm(&streams);
-            let feed = (!spec.mpts).then(Feed::new);
+            let feed = (!spec.mpts).then(|| Feed::for_rate(spec.mux.muxrate_bps));
             let st_slot = st.mux().slot();
             st.mux_mut().track_raps(feed.is_some());
             feeds.push(feed.clone());

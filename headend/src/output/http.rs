@@ -1079,7 +1079,7 @@ mod tests {
                 name: "News \"HD\", 新闻".to_owned(),
                 provider: "Demo".to_owned(),
                 service_id: 101,
-                feed: Feed::new(),
+                feed: Feed::for_rate(6_000_000),
             }],
             status: Default::default(),
             listen: "[::1]:8080".parse().unwrap(),
