@@ -377,7 +377,9 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
         _ => {
             fail(
                 "loop_for",
-                format!("`{s}` is not a duration like 30m, 1h30m or 00:05:00 (at most 31 days)"),
+                format!(
+                    "`{s}` is not a duration like 30m, 1h30m, 2d or 00:05:00 (at most 31 days)"
+                ),
                 &mut failed,
             );
             None
@@ -397,7 +399,9 @@ fn convert(raw: RawItem, line: usize, err: &mut impl FnMut(Option<&str>, String)
         _ => {
             fail(
                 "duration",
-                format!("`{s}` is not a duration like 30m, 1h30m or 00:05:00 (at most 31 days)"),
+                format!(
+                    "`{s}` is not a duration like 30m, 1h30m, 2d or 00:05:00 (at most 31 days)"
+                ),
                 &mut failed,
             );
             None
@@ -601,6 +605,7 @@ fn parse_length(s: &str) -> Option<Duration> {
         let n: u64 = num.parse().ok()?;
         num.clear();
         let unit = match c {
+            'd' => 86_400,
             'h' => 3600,
             'm' => 60,
             's' => 1,
@@ -1275,6 +1280,10 @@ file = "d.ts"
     fn lengths_and_offsets() {
         assert_eq!(parse_length("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_length("90s"), Some(Duration::from_secs(90)));
+        // Days, as the config's durations take them: 30d is 720h.
+        assert_eq!(parse_length("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_length("1d12h"), Some(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_length("32d"), None, "over 31 days");
         assert_eq!(parse_length("00:05:00"), Some(Duration::from_secs(300)));
         assert_eq!(parse_length("5x"), None);
         assert_eq!(parse_length("5"), None);

@@ -193,6 +193,10 @@ enum ApiError {
     Invalid {
         errors: Vec<String>,
     },
+    /// A stored day that cannot be resolved into a timeline (a GET: nothing was changed).
+    NotLaidOut {
+        errors: Vec<String>,
+    },
     Internal(String),
     /// A write the disk refused: `full` (ENOSPC, EDQUOT) or another error; the message names
     /// the file and the OS error.
@@ -276,6 +280,12 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid",
                 "the schedule was rejected; nothing changed".to_owned(),
+                Some(("errors", serde_json::json!(errors))),
+            ),
+            ApiError::NotLaidOut { errors } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_laid_out",
+                "the day as stored cannot be laid out on a timeline".to_owned(),
                 Some(("errors", serde_json::json!(errors))),
             ),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, None),
@@ -985,11 +995,20 @@ fn timeline(state: &ApiState, channel: &str, date: NaiveDate) -> Result<Response
     };
     let from = Utc(midnight(date));
     let until = Utc(midnight(date.succ_opt().unwrap_or(date)));
-    let t =
-        resolve(&entries, &filler_clips, &table, from, until).map_err(|e| ApiError::Invalid {
-            errors: vec![e.to_string()],
-        })?;
     let local = |u: Utc| tz.timestamp_nanos(u.0).format("%H:%M:%S%.3f").to_string();
+    let t = resolve(&entries, &filler_clips, &table, from, until).map_err(|e| {
+        let message = match e {
+            playout::schedule::ScheduleError::GapWithoutFiller { from, to } => format!(
+                "a gap from {} to {} with nothing to fill it (the channel has no filler and its playlist none that plays)",
+                local(from),
+                local(to)
+            ),
+            e => e.to_string(),
+        };
+        ApiError::NotLaidOut {
+            errors: vec![message],
+        }
+    })?;
     let segs = t.segments();
     let rows: Vec<serde_json::Value> = segs
         .iter()

@@ -276,7 +276,15 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
             zones: config
                 .channels
                 .iter()
-                .map(|c| (c.id.clone(), c.timezone, c.filler.clone()))
+                // What fills gaps, as the scheduler has it: without filler, the playlist.
+                .map(|c| {
+                    let filler = if c.filler.is_empty() {
+                        c.playlist.clone()
+                    } else {
+                        c.filler.clone()
+                    };
+                    (c.id.clone(), c.timezone, filler)
+                })
                 .collect(),
             media_dir: config.schedules.media_dir.clone(),
             requeue: mailbox,

@@ -459,6 +459,54 @@ fn a_file_whose_timestamps_disagree_with_its_clock_is_refused() {
     );
 }
 
+/// Two files joined without a remux (a.ts, H.264, then c.ts, HEVC, on the same PIDs): at
+/// c's PMT the item's video stream is gone, so the item ends there, saying where, and the
+/// next item plays at once (the rest played nothing: seconds of dead air a loop).
+#[test]
+fn an_item_ends_where_its_streams_change() {
+    let a = fixture("a");
+    let mut joined = a.to_vec();
+    joined.extend_from_slice(&fixture("c"));
+    let out = render(
+        MuxConfig::new(MUXRATE),
+        vec![(
+            SpliceConfig::new(5),
+            vec![Some(Bytes::from(joined)), Some(fixture("b"))],
+        )],
+        12,
+    );
+    let damage = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            MuxEvent::Splice {
+                event:
+                    SpliceEvent::ItemEnded {
+                        item: 0, damage, ..
+                    },
+                ..
+            } => Some(*damage),
+            _ => None,
+        })
+        .expect("the joined item ended");
+    let at = damage.streams_changed_at.expect("the change seen");
+    let a_packets = (a.len() / 188) as u64;
+    assert!(
+        (a_packets..a_packets + 50).contains(&at),
+        "{at} (a.ts has {a_packets} packets)"
+    );
+    assert!(damage.in_file());
+    let starts = started(&out.events);
+    assert!(starts.contains(&1), "{starts:?}");
+    // A boundary holds the last picture for the entry picture's reorder delay (see
+    // every_pair_of_fixtures_splices_cleanly).
+    let lim = CheckLimits {
+        max_video_step_ratio: 4.0,
+        ..limits()
+    };
+    assert_clean("joined files", &check(&out.out, &lim), &lim);
+}
+
 /// With nothing playable the channel keeps PAT, PMT and PCR at the muxrate.
 #[test]
 fn nothing_playable_keeps_receivers_locked() {

@@ -296,6 +296,8 @@ fn explain(e: &ScheduleError, day: &Day, names: &[String], tz: Tz) -> String {
             duration,
         } => {
             let field = match day.items.get(*entry).map(|i| &i.source) {
+                // The in point at or past the media's end is the in point's fault.
+                Some(Source::File { .. }) if *in_point >= *duration => "in",
                 Some(Source::File { .. }) => "out",
                 _ => "block",
             };

@@ -775,6 +775,9 @@ impl Station {
                             damage.pes_overruns,
                             damage.dropped_pes,
                             damage.first.map_or(String::new(), |f| format!("; first at {f}"))
+                                + &damage.streams_changed_at.map_or(String::new(), |k| format!(
+                                    "; its streams changed (a new PMT) at about packet {k}: the rest of the file was not played"
+                                ))
                         ),
                     )
                     .at(at)
@@ -1144,6 +1147,9 @@ fn log_event(ev: MuxEvent, names: &[String], playlists: &[Vec<PathBuf>], stats: 
                 } => {
                     if damage != Default::default() {
                         let first = damage.first.map(|f| f.to_string());
+                        if let Some(k) = damage.streams_changed_at {
+                            tracing::warn!(channel, item = %item_name(program, item), packet = k, "the item's streams changed mid-file (a new PMT): it ends there, the rest of the file is not played (remux the joined files)");
+                        }
                         tracing::warn!(channel, item = %item_name(program, item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, malformed_packets = damage.malformed_packets, pes_overruns = damage.pes_overruns, dropped_pes = damage.dropped_pes, first = first.as_deref().unwrap_or("-"), "item ended with damaged input");
                     } else {
                         tracing::debug!(channel, item = %item_name(program, item), packets, "item ended");

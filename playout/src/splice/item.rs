@@ -113,6 +113,31 @@ struct State {
     /// (input PID, decode time less arrival, 90 kHz).
     timing_faults: u32,
     timing_fault: Option<(u16, i64)>,
+    /// The streams mapped from the first PMT: (PID, stream_type) of the playable ones, the
+    /// video first.
+    mapped: Vec<(u16, u8)>,
+    /// Where a later PMT listed other streams (about this packet index): the item ends.
+    pmt_changed_at: Option<u64>,
+    /// Index of the last packet seen.
+    last_index: u64,
+}
+
+/// The (PID, stream_type) of a PMT's video and audio streams, the video first.
+fn playable(pmt: &Pmt) -> Vec<(u16, u8)> {
+    let mut out: Vec<(bool, u16, u8)> = pmt
+        .streams
+        .iter()
+        .filter_map(|es| {
+            let class = Codec::of(es).class();
+            (class != StreamClass::Data).then_some((
+                class != StreamClass::Video,
+                es.pid.value(),
+                es.stream_type,
+            ))
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, pid, t)| (pid, t)).collect()
 }
 
 /// How far ahead of its arrival (on the file's PCR clock) an entry picture's decode time may
@@ -268,6 +293,9 @@ impl Item {
                 first_overrun: None,
                 timing_faults: 0,
                 timing_fault: None,
+                mapped: Vec::new(),
+                pmt_changed_at: None,
+                last_index: 0,
             },
         }
     }
@@ -322,6 +350,12 @@ impl Item {
                     && s.packets * PACKET_SIZE as u64 * 2 < s.bytes)
                 || (self.st.program.is_none() && s.bytes >= NO_PAT_LIMIT)
                 || self.st.timing_faults >= TIMING_FAULTS_LIMIT)
+    }
+
+    /// A later PMT of the file listed other streams: the item ends there (what follows is
+    /// not read).
+    pub(crate) fn streams_changed(&self) -> bool {
+        self.st.pmt_changed_at.is_some()
     }
 
     pub(crate) fn finish(&mut self, clean: bool) {
@@ -411,6 +445,7 @@ impl Item {
                 dropped_pes: st.dropped_pes,
                 malformed_packets: stats.transport_errors + stats.bad_adaptation_fields,
                 pes_overruns: st.pes_overruns,
+                streams_changed_at: st.pmt_changed_at,
                 first: match (stats.first_damage, st.first_overrun) {
                     (Some(a), Some(b)) => Some(if a.packet <= b.packet { a } else { b }),
                     (a, b) => a.or(b),
@@ -435,8 +470,25 @@ impl State {
                 }
             }
             DemuxEvent::Pmt { pmt, .. } => {
-                if Some(pmt.program_number) == self.program && !self.saw_pmt {
+                if Some(pmt.program_number) != self.program {
+                    return;
+                }
+                if !self.saw_pmt {
                     self.map_streams(pmt);
+                } else if self.pmt_changed_at.is_none()
+                    && self
+                        .mapped
+                        .first()
+                        .is_some_and(|a| !playable(pmt).contains(a))
+                {
+                    // The stream the item is timed by is gone (files joined without a remux:
+                    // other streams from here on). The item ends here, and says so. A stream
+                    // added or dropped beside it changes nothing.
+                    self.pmt_changed_at = Some(self.last_index + 1);
+                    // What was open ends here, whole, as at the next PES start.
+                    for si in 0..self.streams.len() {
+                        self.close_open(si);
+                    }
                 }
             }
             DemuxEvent::Packet {
@@ -455,6 +507,7 @@ impl State {
 
     fn map_streams(&mut self, pmt: &Pmt) {
         self.saw_pmt = true;
+        self.mapped = playable(pmt);
         self.pcr_pid = Some(pmt.pcr_pid);
         for es in &pmt.streams {
             let codec = Codec::of(es);
@@ -494,6 +547,11 @@ impl State {
     }
 
     fn on_packet(&mut self, packet: TsPacket, index: u64, damaged: bool, duplicate: bool) {
+        self.last_index = index;
+        if self.pmt_changed_at.is_some() {
+            // Past a change of streams: not this item's any more.
+            return;
+        }
         let offset = index * PACKET_SIZE as u64;
         let pid = packet.pid();
         if Some(pid) == self.pcr_pid {

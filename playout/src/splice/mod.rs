@@ -316,6 +316,9 @@ pub struct Damage {
     pub pes_overruns: u64,
     /// The first damaged packet of the file.
     pub first: Option<crate::demux::DamageAt>,
+    /// A later PMT listed other streams, at about this packet: the item ended there, the
+    /// rest of the file not played.
+    pub streams_changed_at: Option<u64>,
 }
 
 impl Damage {
@@ -327,6 +330,7 @@ impl Damage {
             + self.malformed_packets
             + self.pes_overruns
             > 0
+            || self.streams_changed_at.is_some()
     }
 }
 
@@ -743,7 +747,7 @@ impl Splicer {
         if self
             .item
             .as_ref()
-            .is_some_and(|it| it.cut_done() || it.hopeless())
+            .is_some_and(|it| it.cut_done() || it.hopeless() || it.streams_changed())
         {
             // Cut at its cue's end: the rest of the file is not wanted. Or nothing of it can
             // play: the rest is not read (a large file that is not TS).
