@@ -507,6 +507,62 @@ fn an_item_ends_where_its_streams_change() {
     assert_clean("joined files", &check(&out.out, &lim), &lim);
 }
 
+/// Scrambled bits in a file (transport_scrambling_control set) never reach a clear channel:
+/// a file whose video is scrambled is refused as such; one whose audio alone is scrambled
+/// plays its video, the audio left out and counted.
+#[test]
+fn scrambled_input_is_refused_or_left_out_never_passed_on() {
+    let scramble = |pids: &[u16]| {
+        let mut data = fixture("a").to_vec();
+        for p in data.chunks_exact_mut(188) {
+            let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+            if pids.contains(&pid) && p[3] & 0x10 != 0 {
+                p[3] |= 0xC0;
+            }
+        }
+        Some(Bytes::from(data))
+    };
+    let out = render(
+        MuxConfig::new(MUXRATE),
+        vec![(
+            SpliceConfig::new(5),
+            vec![scramble(&[0x100, 0x101]), scramble(&[0x101])],
+        )],
+        8,
+    );
+    let refused = out.events.iter().find_map(|e| match e {
+        MuxEvent::Splice {
+            event: SpliceEvent::ItemFailed { item: 0, error },
+            ..
+        } => Some(error.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(refused, Some(ItemError::Scrambled { pid: 0x100, .. })),
+        "{refused:?}"
+    );
+    let damage = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            MuxEvent::Splice {
+                event:
+                    SpliceEvent::ItemEnded {
+                        item: 1, damage, ..
+                    },
+                ..
+            } => Some(*damage),
+            _ => None,
+        })
+        .expect("the audio-scrambled file played");
+    assert!(damage.scrambled_packets > 0, "{damage:?}");
+    assert_eq!(damage.first.map(|f| f.pid), Some(0x101), "{damage:?}");
+    assert!(
+        out.out.chunks(188).all(|p| p[3] & 0xC0 == 0),
+        "no scrambled packet went out"
+    );
+}
+
 /// With nothing playable the channel keeps PAT, PMT and PCR at the muxrate.
 #[test]
 fn nothing_playable_keeps_receivers_locked() {

@@ -766,13 +766,14 @@ impl Station {
                         "",
                         format!(
                             "{name} played damaged: {} continuity errors, {} sync losses, {} bytes \
-                             skipped, {} malformed packets, {} PES longer than their length, {} PES \
-                             dropped (what was damaged was left out){}",
+                             skipped, {} malformed packets, {} PES longer than their length, {} \
+                             scrambled packets, {} PES dropped (what was damaged was left out){}",
                             damage.cc_errors,
                             damage.sync_losses,
                             damage.skipped_bytes,
                             damage.malformed_packets,
                             damage.pes_overruns,
+                            damage.scrambled_packets,
                             damage.dropped_pes,
                             damage.first.map_or(String::new(), |f| format!("; first at {f}"))
                                 + &damage.streams_changed_at.map_or(String::new(), |k| format!(
@@ -1150,7 +1151,7 @@ fn log_event(ev: MuxEvent, names: &[String], playlists: &[Vec<PathBuf>], stats: 
                         if let Some(k) = damage.streams_changed_at {
                             tracing::warn!(channel, item = %item_name(program, item), packet = k, "the item's streams changed mid-file (a new PMT): it ends there, the rest of the file is not played (remux the joined files)");
                         }
-                        tracing::warn!(channel, item = %item_name(program, item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, malformed_packets = damage.malformed_packets, pes_overruns = damage.pes_overruns, dropped_pes = damage.dropped_pes, first = first.as_deref().unwrap_or("-"), "item ended with damaged input");
+                        tracing::warn!(channel, item = %item_name(program, item), packets, cc_errors = damage.cc_errors, sync_losses = damage.sync_losses, skipped_bytes = damage.skipped_bytes, malformed_packets = damage.malformed_packets, pes_overruns = damage.pes_overruns, scrambled_packets = damage.scrambled_packets, dropped_pes = damage.dropped_pes, first = first.as_deref().unwrap_or("-"), "item ended with damaged input");
                     } else {
                         tracing::debug!(channel, item = %item_name(program, item), packets, "item ended");
                     }

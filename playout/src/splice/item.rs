@@ -120,6 +120,9 @@ struct State {
     pmt_changed_at: Option<u64>,
     /// Index of the last packet seen.
     last_index: u64,
+    /// Packets scrambled in the file (left out), and the first.
+    scrambled_packets: u64,
+    first_scrambled: Option<DamageAt>,
 }
 
 /// The (PID, stream_type) of a PMT's video and audio streams, the video first.
@@ -296,6 +299,8 @@ impl Item {
                 mapped: Vec::new(),
                 pmt_changed_at: None,
                 last_index: 0,
+                scrambled_packets: 0,
+                first_scrambled: None,
             },
         }
     }
@@ -413,6 +418,11 @@ impl Item {
                 ItemError::NoStreams {
                     program: st.program.unwrap_or(0),
                 }
+            } else if let Some(first) = st.first_scrambled {
+                ItemError::Scrambled {
+                    pid: first.pid,
+                    packets: st.scrambled_packets,
+                }
             } else if let Some((pid, lead_90k)) = st.timing_fault {
                 ItemError::Timing {
                     pid,
@@ -421,6 +431,10 @@ impl Item {
             } else {
                 ItemError::NoRandomAccess {
                     packets: stats.packets,
+                    damage: [stats.first_damage, st.first_overrun]
+                        .into_iter()
+                        .flatten()
+                        .min_by_key(|d| d.packet),
                 }
             });
         }
@@ -446,10 +460,11 @@ impl Item {
                 malformed_packets: stats.transport_errors + stats.bad_adaptation_fields,
                 pes_overruns: st.pes_overruns,
                 streams_changed_at: st.pmt_changed_at,
-                first: match (stats.first_damage, st.first_overrun) {
-                    (Some(a), Some(b)) => Some(if a.packet <= b.packet { a } else { b }),
-                    (a, b) => a.or(b),
-                },
+                scrambled_packets: st.scrambled_packets,
+                first: [stats.first_damage, st.first_overrun, st.first_scrambled]
+                    .into_iter()
+                    .flatten()
+                    .min_by_key(|d| d.packet),
             },
             error: read_error,
         })
@@ -564,6 +579,27 @@ impl State {
             return;
         }
         let si = s as usize;
+        if packet.raw()[3] & 0xC0 != 0 {
+            // Scrambled in the file (transport_scrambling_control set): its keys are not
+            // ours, and a clear channel must not carry scrambled bits. The PES it belongs to
+            // is left out; what follows up to the next clear PES start too.
+            self.scrambled_packets += 1;
+            self.first_scrambled.get_or_insert(DamageAt {
+                packet: index,
+                pid: pid.value(),
+                what: "scrambled in the file (transport_scrambling_control set)",
+            });
+            if let Some(seq) = self.streams[si].open.take() {
+                if let Some(rec) = self.rec_mut(seq) {
+                    rec.damaged = true;
+                    rec.complete = true;
+                    rec.kind.get_or_insert(AccessUnit::Other);
+                }
+            }
+            self.streams[si].scanning = false;
+            self.streams[si].ended_by_length = None;
+            return;
+        }
         if damaged {
             if let Some(seq) = self.streams[si].open {
                 if let Some(rec) = self.rec_mut(seq) {

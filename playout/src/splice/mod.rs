@@ -224,6 +224,14 @@ pub enum ItemError {
         /// Program number.
         program: u16,
     },
+    /// Its stream is scrambled in the file: it cannot be played without its keys.
+    #[error("scrambled: {packets} packets with transport_scrambling_control set, the first on PID 0x{pid:04X}: a file must be clear to be played (this channel's own scrambling comes after)")]
+    Scrambled {
+        /// The PID of the first scrambled packet.
+        pid: u16,
+        /// Scrambled packets read.
+        packets: u64,
+    },
     /// Its pictures' decode times are far from their arrival on the file's own clock (the
     /// PCR): the timestamps and the clock disagree.
     #[error("PID 0x{pid:04X}: decode times {} s {} the file's clock (PCR): its timestamps and its clock disagree, so it cannot be timed", (*lead_ms as f64 / 1000.0).abs(), if *lead_ms > 0 { "ahead of" } else { "behind" })]
@@ -234,10 +242,12 @@ pub enum ItemError {
         lead_ms: i64,
     },
     /// No random access point (or no PCR to time it).
-    #[error("no random access point with timing in {packets} packets")]
+    #[error("no random access point with timing in {packets} packets{}", damage.map_or(String::new(), |d| format!(" (damaged input, the first at {d}: the damaged pictures were left out)")))]
     NoRandomAccess {
         /// Packets read.
         packets: u64,
+        /// The first damaged packet, if any: damage can leave no picture to enter at.
+        damage: Option<crate::demux::DamageAt>,
     },
 }
 
@@ -319,6 +329,8 @@ pub struct Damage {
     /// A later PMT listed other streams, at about this packet: the item ended there, the
     /// rest of the file not played.
     pub streams_changed_at: Option<u64>,
+    /// Packets scrambled in the file (left out, with their PES).
+    pub scrambled_packets: u64,
 }
 
 impl Damage {
@@ -329,6 +341,7 @@ impl Damage {
             + self.skipped_bytes
             + self.malformed_packets
             + self.pes_overruns
+            + self.scrambled_packets
             > 0
             || self.streams_changed_at.is_some()
     }
