@@ -512,14 +512,31 @@ pub(crate) fn parse_in(
     }
 }
 
+/// What a file that is not a regular file is, or `None` for a regular one.
+pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else {
+        Some("not a file")
+    }
+}
+
 /// Playlist entries that are not existing regular files, as (`channel[0].playlist[2]`, path,
 /// what is wrong: "not found", "a FIFO"...); for `headend check-config` warnings. Checks the
 /// file system, unlike [`load`].
 pub(crate) fn missing_media(config: &Config) -> Vec<(String, PathBuf, String)> {
     let problem = |p: &Path| match std::fs::metadata(p) {
-        Ok(meta) => {
-            crate::input::file::not_regular(&meta).map(|w| format!("{w}, not a media file"))
-        }
+        Ok(meta) => not_regular(&meta).map(|w| format!("{w}, not a media file")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("not found".to_owned()),
         Err(e) => Some(format!("cannot be read: {e}")),
     };

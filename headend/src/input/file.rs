@@ -114,29 +114,10 @@ pub(crate) fn open_media(path: &Path) -> Result<File, String> {
         .open(path)
         .map_err(|e| e.to_string())?;
     let meta = f.metadata().map_err(|e| e.to_string())?;
-    match not_regular(&meta) {
+    match crate::config::not_regular(&meta) {
         Some(what) => Err(format!("not a regular file: {what}")),
         // O_NONBLOCK changes nothing for a regular file's reads.
         None => Ok(f),
-    }
-}
-
-/// What a file that is not a regular file is, or `None` for a regular one.
-pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_file() {
-        None
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else if t.is_char_device() || t.is_block_device() {
-        Some("a device")
-    } else {
-        Some("not a file")
     }
 }
 
