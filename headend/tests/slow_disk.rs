@@ -1,8 +1,11 @@
 //! A slow or hung disk costs only the channels whose files are on it (issue #15: "a slow
 //! disk: bounded, recorded, and the other channels keep their timing"). Six channels each
-//! start with a "file" that never answers (a FIFO nobody writes to: its open blocks like a
-//! read on a hung NFS mount), more than the daemon starts file I/O threads with; a seventh
-//! plays ordinary files. Then:
+//! start with a file that never answers: a regular file on which another process holds a
+//! write lease (`fcntl(F_SETLEASE, F_WRLCK)`, taken by a `python3` helper that ignores the
+//! lease-break signal), so the kernel holds every open of it until the lease is broken
+//! (`/proc/sys/fs/lease-break-time`, 45 s by default), as a hung NFS mount holds an open;
+//! more than the daemon starts file I/O threads with. A seventh channel plays ordinary
+//! files. Then:
 //! - the seventh channel passes the strict checker across the run and never underflows:
 //!   the I/O threads stuck on the hung files do not hold up its reads (one more thread is
 //!   started whenever none is free);
@@ -25,6 +28,47 @@ use playout::check::CheckLimits;
 const MUXRATE: u64 = 2_000_000;
 const HUNG: usize = 6;
 
+/// A `python3` process holding a write lease on each of some files (killed when dropped):
+/// every open of them by another process waits until the lease is broken.
+struct Leases(std::process::Child);
+
+impl Leases {
+    fn hold(files: &[std::path::PathBuf]) -> Leases {
+        use std::io::BufRead;
+        let paths: Vec<String> = files
+            .iter()
+            .map(|f| format!("{:?}", f.display().to_string()))
+            .collect();
+        let script = format!(
+            "import fcntl, os, signal, sys, time\n\
+             signal.signal(signal.SIGIO, signal.SIG_IGN)\n\
+             fds = [os.open(p, os.O_RDONLY) for p in [{}]]\n\
+             for fd in fds:\n    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n\
+             print('leased', flush=True)\n\
+             time.sleep(120)\n",
+            paths.join(", ")
+        );
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "leased", "the leases were not taken");
+        Leases(child)
+    }
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_hung_disk_holds_up_only_its_own_channels() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,18 +85,29 @@ fn a_hung_disk_holds_up_only_its_own_channels() {
         .unwrap();
     let e = media("e.ts").display().to_string();
     let a = media("a.ts").display().to_string();
-    for k in 0..HUNG {
-        let fifo = dir.path().join(format!("hung-{k}.ts"));
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success(), "mkfifo {}", fifo.display());
+    // The kernel keeps a leased file's open waiting this long at most: longer than the run.
+    let break_s: u64 = std::fs::read_to_string("/proc/sys/fs/lease-break-time")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        break_s >= 20,
+        "/proc/sys/fs/lease-break-time is {break_s} s: the hung opens would end too soon"
+    );
+    let hung: Vec<std::path::PathBuf> = (0..HUNG)
+        .map(|k| {
+            let f = dir.path().join(format!("hung-{k}.ts"));
+            std::fs::copy(media("a.ts"), &f).unwrap();
+            f
+        })
+        .collect();
+    let _leases = Leases::hold(&hung);
+    for (k, file) in hung.iter().enumerate() {
         text.push_str(&format!(
             "[[channel]]\nid = \"hung{k}\"\nservice_id = {sid}\nname = \"H{k}\"\nmuxrate = \"{MUXRATE}\"\n\
-             playlist = [{fifo:?}, {e:?}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{port}\"\n\n",
+             playlist = [{file:?}, {e:?}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{port}\"\n\n",
             sid = k + 1,
-            fifo = fifo.display().to_string(),
+            file = file.display().to_string(),
             // Nobody listens there: each channel its own address.
             port = 9 + k,
         ));

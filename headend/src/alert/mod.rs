@@ -623,7 +623,10 @@ impl Desk {
             p.expires = kept.expires;
             // Its number as it was (its EBM_id on air stays the same), else a new one.
             let seq = match kept.seq {
-                Some(s) if st.board.find(s).is_none() => s,
+                Some(s) if st.board.find(s).is_none() => {
+                    st.board.note_seq(s);
+                    s
+                }
                 _ => st.board.take_seq(),
             };
             let identifier = alert.identifier.clone();

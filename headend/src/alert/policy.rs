@@ -152,6 +152,12 @@ impl Board {
         })
     }
 
+    /// Number `seq` is in use (an alert put back on air with its own number): later ones
+    /// are numbered after it.
+    pub(super) fn note_seq(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
     /// The number the next accepted alert gets (taken even if it is then not admitted).
     pub(super) fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;

@@ -1158,6 +1158,8 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
     let local = |g: usize| global.iter().position(|x| *x == g);
     let mut next_status = 0u64;
     let mut closing_since: Option<u64> = None;
+    // A read's result that ended the last sleep.
+    let mut woken_by: Option<IoResult> = None;
     // The service manager's watchdog is fed only while this loop goes round (`notify`).
     let beat = crate::notify::heartbeat();
     loop {
@@ -1211,14 +1213,20 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             next = next.min(l.pacer.poll_timeout());
         }
         // Then the dormant ones, in bulk, in the time left before the next datagram: each
-        // has 100 ms to spare, so one not urgent waits for a later turn.
+        // has 100 ms to spare, so one that does not fit waits for a later turn; one urgent
+        // step a turn goes whatever the time (so they are never starved), no more (so many
+        // going dormant at once do not hold up the datagrams of the others).
+        let mut urgent_taken = false;
         for l in stations.iter_mut().filter(|l| l.dormant) {
             let t = epoch.elapsed().as_nanos() as u64;
             let due = l.pacer.poll_timeout();
             if due <= t + DORMANT_LOW_NS {
                 let urgent = due <= t + DORMANT_LOW_NS / 2;
-                if !urgent && t + DORMANT_STEP_NS > next {
-                    continue;
+                if t + DORMANT_STEP_NS > next {
+                    if !urgent || urgent_taken {
+                        continue;
+                    }
+                    urgent_taken = true;
                 }
                 let r = contain(|| l.tick_dormant(t));
                 l.contained(r, t, &links.maps);
@@ -1234,7 +1242,9 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
             if applied > 0 && t + IO_APPLY_NS > next {
                 break;
             }
-            let Ok(r) = links.done.try_recv() else { break };
+            let Some(r) = woken_by.take().or_else(|| links.done.try_recv().ok()) else {
+                break;
+            };
             let l = &mut stations[r.station];
             let awaited = l
                 .pending
@@ -1349,7 +1359,12 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         }
         let after = epoch.elapsed().as_nanos() as u64;
         if next > after {
-            std::thread::sleep(Duration::from_nanos(next - after));
+            // Woken early by a read's result: applied at once, so a station muxed in bulk
+            // (dormant, or ahead) is not held to one read per sleep.
+            woken_by = links
+                .done
+                .recv_timeout(Duration::from_nanos(next - after))
+                .ok();
         }
     }
     for l in &mut stations {

@@ -664,10 +664,12 @@ impl Agent {
                 let owner = state.owners.get(&s.id).map(|(o, _)| o.clone());
                 let others = || nodes.iter().filter(|n| Some(&n.name) != owner.as_ref());
                 let warm = standbys.get(&s.id).cloned().unwrap_or_default();
+                // Unowned, the node it is placed on is about to send it: not dormant.
+                let sender = owner.as_ref().or(placed.get(&s.id));
                 ChannelView {
                     id: s.id.clone(),
                     dormant: others()
-                        .filter(|n| !warm.contains(&n.name))
+                        .filter(|n| !warm.contains(&n.name) && Some(&n.name) != sender)
                         .map(|n| n.name.clone())
                         .collect(),
                     standbys: warm,

@@ -53,40 +53,57 @@ pub(crate) fn place(channels: &[Channel], nodes: &[Node]) -> HashMap<String, Str
     out
 }
 
-/// Each channel's standbys: the `n` nodes that would send it next, in order, were its sender
-/// (`senders`: its owner, or where it is placed while unowned) and then each standby before
-/// them gone: the placement computed again without them, as a takeover computes it. A
-/// channel with no sender has none.
+/// Each channel's standbys, in takeover order: first the node that would send it were its
+/// sender (`senders`: its owner, or where it is placed while unowned) gone, the placement
+/// computed again without it, exactly as a takeover computes it; then, up to `n`, the next
+/// nodes of the channel's own order (`prefer`, then its ranking) without regard to room: the
+/// exact answer there would take a placement per set of gone nodes, too many for a large
+/// fleet. A channel with no sender has none.
 pub(crate) fn standbys(
     channels: &[Channel],
     nodes: &[Node],
     senders: &HashMap<String, String>,
     n: usize,
 ) -> HashMap<String, Vec<String>> {
-    // Placements without a set of nodes, by that set (sorted): one per set, however many
-    // channels it serves.
-    let mut memo: HashMap<Vec<String>, HashMap<String, String>> = HashMap::new();
+    // The placement without each sender: one per node that sends something.
+    let mut without: HashMap<&str, HashMap<String, String>> = HashMap::new();
     let mut out = HashMap::new();
     for c in channels {
         let Some(sender) = senders.get(&c.id) else {
             continue;
         };
-        let mut gone = vec![sender.clone()];
-        let mut list = Vec::new();
-        while list.len() < n {
-            let mut key = gone.clone();
-            key.sort();
-            let placed = memo.entry(key).or_insert_with(|| {
+        let mut list: Vec<String> = Vec::new();
+        if n > 0 {
+            let placed = without.entry(sender.as_str()).or_insert_with(|| {
                 let left: Vec<Node> = nodes
                     .iter()
-                    .filter(|x| !gone.contains(&x.name))
+                    .filter(|x| &x.name != sender)
                     .cloned()
                     .collect();
                 place(channels, &left)
             });
-            let Some(next) = placed.get(&c.id) else { break };
-            list.push(next.clone());
-            gone.push(next.clone());
+            if let Some(first) = placed.get(&c.id) {
+                list.push(first.clone());
+            }
+        }
+        if list.len() == 1 && n > 1 {
+            let mut ranked: Vec<(f64, &Node)> =
+                nodes.iter().map(|x| (score(&c.id, x), x)).collect();
+            ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+            let order = c
+                .prefer
+                .iter()
+                .filter(|p| nodes.iter().any(|x| &x.name == *p))
+                .cloned()
+                .chain(ranked.into_iter().map(|(_, x)| x.name.clone()));
+            for name in order {
+                if list.len() == n {
+                    break;
+                }
+                if &name != sender && !list.contains(&name) {
+                    list.push(name);
+                }
+            }
         }
         out.insert(c.id.clone(), list);
     }

@@ -104,19 +104,19 @@ fn open_item(item: usize, path: Option<&Path>) -> Result<File, String> {
     open_media(path)
 }
 
-/// Opens a media file for reading. Without blocking: a FIFO with no writer would hold the
-/// open for ever. Anything but a regular file is refused, named.
+/// Opens a media file for reading. Anything but a regular file is refused, named, before
+/// it is opened: a FIFO with no writer would hold the open for ever. (A regular file whose
+/// open blocks, on a hung disk, is the I/O pool's to give up: `engine::IoPool`.)
 pub(crate) fn open_media(path: &Path) -> Result<File, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if let Some(what) = crate::config::not_regular(&meta) {
+        return Err(format!("not a regular file: {what}"));
+    }
+    let f = File::open(path).map_err(|e| e.to_string())?;
+    // Replaced between the two looks: the open file is what counts.
     let meta = f.metadata().map_err(|e| e.to_string())?;
     match crate::config::not_regular(&meta) {
         Some(what) => Err(format!("not a regular file: {what}")),
-        // O_NONBLOCK changes nothing for a regular file's reads.
         None => Ok(f),
     }
 }

@@ -614,6 +614,9 @@ impl State {
         let payload = &packet.raw()[poff..];
         if packet.pusi() {
             self.close_open(si);
+            // A new PES begins (whether or not its header parses): data after it is not an
+            // overrun of the one before.
+            self.streams[si].ended_by_length = None;
             let Some(h) = PesHeader::parse(payload) else {
                 return;
             };
