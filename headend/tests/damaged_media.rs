@@ -10,6 +10,33 @@ use std::time::Duration;
 mod common;
 use common::{media, record_lines, signal_and_wait, Daemon};
 
+/// A config in `dir` with one channel `c` at `muxrate` playing `playlist` to `out`, and its
+/// stoppage record in `record.jsonl`.
+fn channel_c(
+    dir: &std::path::Path,
+    muxrate: &str,
+    playlist: &[std::path::PathBuf],
+    out: &UdpSocket,
+) -> std::path::PathBuf {
+    let entries: Vec<String> = playlist
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let cfg = dir.join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n[record]\nfile = \"record.jsonl\"\n\n\
+             [[channel]]\nid = \"c\"\nservice_id = 1\nname = \"C\"\nmuxrate = \"{muxrate}\"\n\
+             playlist = [{}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{}\"\n",
+            entries.join(", "),
+            out.local_addr().unwrap().port(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 #[test]
 fn damaged_media_is_a_degradation_on_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,19 +49,7 @@ fn damaged_media_is_a_degradation_on_record() {
     let damaged = dir.path().join("damaged.ts");
     std::fs::write(&damaged, &data).unwrap();
     let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let cfg = dir.path().join("headend.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n\n[record]\nfile = \"record.jsonl\"\n\n\
-             [[channel]]\nid = \"c\"\nservice_id = 1\nname = \"C\"\nmuxrate = \"3M\"\n\
-             playlist = [{d:?}, {e:?}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{p}\"\n",
-            d = damaged.display().to_string(),
-            e = media("e.ts").display().to_string(),
-            p = out.local_addr().unwrap().port(),
-        ),
-    )
-    .unwrap();
+    let cfg = channel_c(dir.path(), "3M", &[damaged, media("e.ts")], &out);
     let mut daemon = Daemon::run(&cfg, "info");
     std::thread::sleep(Duration::from_secs(6));
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
@@ -65,18 +80,7 @@ fn damaged_media_is_a_degradation_on_record() {
 fn media_over_the_muxrate_is_a_degradation_on_record() {
     let dir = tempfile::tempdir().unwrap();
     let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let cfg = dir.path().join("headend.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n\n[record]\nfile = \"record.jsonl\"\n\n\
-             [[channel]]\nid = \"c\"\nservice_id = 1\nname = \"C\"\nmuxrate = \"300k\"\n\
-             playlist = [{a:?}]\n\n[[channel.output]]\nurl = \"udp://127.0.0.1:{p}\"\n",
-            a = media("a.ts").display().to_string(),
-            p = out.local_addr().unwrap().port(),
-        ),
-    )
-    .unwrap();
+    let cfg = channel_c(dir.path(), "300k", &[media("a.ts")], &out);
     let mut daemon = Daemon::run(&cfg, "info");
     std::thread::sleep(Duration::from_secs(5));
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");

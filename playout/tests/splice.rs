@@ -9,7 +9,7 @@ use playout::check::{check, CheckLimits, Report};
 use playout::es::StreamClass;
 use playout::mux::{Mux, MuxConfig, MuxEvent};
 use playout::offline::{MemorySource, Offline};
-use playout::splice::{ItemError, OutputPids, SpliceConfig, SpliceEvent, Splicer};
+use playout::splice::{Damage, ItemError, OutputPids, SpliceConfig, SpliceEvent, Splicer};
 use playout::time::{PCR_MODULUS, PTS_MODULUS};
 use playout::ts::Pid;
 
@@ -79,8 +79,32 @@ fn started(events: &[MuxEvent]) -> Vec<usize> {
 }
 
 fn failed(events: &[MuxEvent]) -> Vec<usize> {
-    items(events, |e| match e {
-        SpliceEvent::ItemFailed { item, .. } => Some(*item),
+    failures(events).into_iter().map(|(item, _)| item).collect()
+}
+
+/// Every item failure, in order: (playlist index, error).
+fn failures(events: &[MuxEvent]) -> Vec<(usize, ItemError)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MuxEvent::Splice {
+                event: SpliceEvent::ItemFailed { item, error },
+                ..
+            } => Some((*item, error.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The input damage item `item` ended with, the first time it ended.
+fn damage_of(events: &[MuxEvent], item: usize) -> Option<Damage> {
+    events.iter().find_map(|e| match e {
+        MuxEvent::Splice {
+            event: SpliceEvent::ItemEnded {
+                item: i, damage, ..
+            },
+            ..
+        } if *i == item => Some(*damage),
         _ => None,
     })
 }
@@ -341,20 +365,7 @@ fn packets_that_lie_about_their_layout_are_dropped_and_located() {
         ..limits()
     };
     assert_clean("lying packets", &check(&out.out, &lim), &lim);
-    let damage = out
-        .events
-        .iter()
-        .find_map(|e| match e {
-            MuxEvent::Splice {
-                event:
-                    SpliceEvent::ItemEnded {
-                        item: 0, damage, ..
-                    },
-                ..
-            } => Some(*damage),
-            _ => None,
-        })
-        .expect("the item ended");
+    let damage = damage_of(&out.events, 0).expect("the item ended");
     assert!(damage.in_file(), "{damage:?}");
     assert!(damage.malformed_packets > 0, "{damage:?}");
     assert!(damage.pes_overruns > 0, "{damage:?}");
@@ -388,17 +399,7 @@ fn files_that_are_not_188_byte_ts_are_named_and_not_read_to_the_end() {
         )],
         6,
     );
-    let errors: Vec<(usize, ItemError)> = out
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            MuxEvent::Splice {
-                event: SpliceEvent::ItemFailed { item, error },
-                ..
-            } => Some((*item, error.clone())),
-            _ => None,
-        })
-        .collect();
+    let errors = failures(&out.events);
     assert!(
         errors.contains(&(0, ItemError::PacketSize { size: 192 })),
         "{errors:?}"
@@ -434,16 +435,10 @@ fn a_file_whose_timestamps_disagree_with_its_clock_is_refused() {
         )],
         8,
     );
-    let errors: Vec<String> = out
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            MuxEvent::Splice {
-                event: SpliceEvent::ItemFailed { item: 0, error },
-                ..
-            } => Some(error.to_string()),
-            _ => None,
-        })
+    let errors: Vec<String> = failures(&out.events)
+        .into_iter()
+        .filter(|(i, _)| *i == 0)
+        .map(|(_, e)| e.to_string())
         .collect();
     assert!(
         errors.first().is_some_and(|e| e.contains("PID 0x0100")
@@ -475,20 +470,7 @@ fn an_item_ends_where_its_streams_change() {
         )],
         12,
     );
-    let damage = out
-        .events
-        .iter()
-        .find_map(|e| match e {
-            MuxEvent::Splice {
-                event:
-                    SpliceEvent::ItemEnded {
-                        item: 0, damage, ..
-                    },
-                ..
-            } => Some(*damage),
-            _ => None,
-        })
-        .expect("the joined item ended");
+    let damage = damage_of(&out.events, 0).expect("the joined item ended");
     let at = damage.streams_changed_at.expect("the change seen");
     let a_packets = (a.len() / 188) as u64;
     assert!(
@@ -530,31 +512,14 @@ fn scrambled_input_is_refused_or_left_out_never_passed_on() {
         )],
         8,
     );
-    let refused = out.events.iter().find_map(|e| match e {
-        MuxEvent::Splice {
-            event: SpliceEvent::ItemFailed { item: 0, error },
-            ..
-        } => Some(error.clone()),
-        _ => None,
-    });
+    let refused = failures(&out.events)
+        .into_iter()
+        .find_map(|(i, e)| (i == 0).then_some(e));
     assert!(
         matches!(refused, Some(ItemError::Scrambled { pid: 0x100, .. })),
         "{refused:?}"
     );
-    let damage = out
-        .events
-        .iter()
-        .find_map(|e| match e {
-            MuxEvent::Splice {
-                event:
-                    SpliceEvent::ItemEnded {
-                        item: 1, damage, ..
-                    },
-                ..
-            } => Some(*damage),
-            _ => None,
-        })
-        .expect("the audio-scrambled file played");
+    let damage = damage_of(&out.events, 1).expect("the audio-scrambled file played");
     assert!(damage.scrambled_packets > 0, "{damage:?}");
     assert_eq!(damage.first.map(|f| f.pid), Some(0x101), "{damage:?}");
     assert!(

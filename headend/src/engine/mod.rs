@@ -2244,15 +2244,12 @@ impl Live {
         tracing::debug!(station = %self.st.id(), dormant, "fleet: station mode");
     }
 
-    /// A dormant station's turn: when its next datagram is due within [`DORMANT_LOW_NS`],
-    /// everything due up to [`DORMANT_AHEAD_NS`] is muxed at once, for the HTTP feed (while
-    /// it has clients) and the archive only. Without either, what is made goes nowhere: a
-    /// client that comes starts at the next random access point, not at the latest one.
+    /// A dormant station's turn (`run` gives it one once its next datagram is due within
+    /// [`DORMANT_LOW_NS`]): everything due up to [`DORMANT_AHEAD_NS`] is muxed at once, for
+    /// the HTTP feed (while it has clients) and the archive only. Without either, what is
+    /// made goes nowhere: a client that comes starts at the next random access point, not at
+    /// the latest one.
     fn tick_dormant(&mut self, now: u64) {
-        if self.pacer.poll_timeout() > now + DORMANT_LOW_NS {
-            self.flush_feed_if_old(now);
-            return;
-        }
         let n = self.pacer.poll_release_ahead(now, DORMANT_AHEAD_NS) as usize;
         if n > 0 {
             self.make(n);

@@ -431,10 +431,7 @@ impl Item {
             } else {
                 ItemError::NoRandomAccess {
                     packets: stats.packets,
-                    damage: [stats.first_damage, st.first_overrun]
-                        .into_iter()
-                        .flatten()
-                        .min_by_key(|d| d.packet),
+                    damage: st.first_damage(&stats),
                 }
             });
         }
@@ -461,10 +458,7 @@ impl Item {
                 pes_overruns: st.pes_overruns,
                 streams_changed_at: st.pmt_changed_at,
                 scrambled_packets: st.scrambled_packets,
-                first: [stats.first_damage, st.first_overrun, st.first_scrambled]
-                    .into_iter()
-                    .flatten()
-                    .min_by_key(|d| d.packet),
+                first: st.first_damage(&stats),
             },
             error: read_error,
         })
@@ -472,6 +466,15 @@ impl Item {
 }
 
 impl State {
+    /// The first damaged packet of the file, whatever the damage: the demuxer's, a PES
+    /// longer than its length, a scrambled packet.
+    fn first_damage(&self, stats: &crate::demux::DemuxStats) -> Option<DamageAt> {
+        [stats.first_damage, self.first_overrun, self.first_scrambled]
+            .into_iter()
+            .flatten()
+            .min_by_key(|d| d.packet)
+    }
+
     fn rec_mut(&mut self, seq: u64) -> Option<&mut PesRec> {
         let k = seq.checked_sub(self.pes_front)? as usize;
         self.pes.get_mut(k)
