@@ -45,6 +45,10 @@ struct Args {
     /// etcd's defaults (leases from 2 s).
     #[arg(long)]
     etcd_fast: bool,
+    /// Stop the victim with SIGSTOP instead of killing it (a host lost without its
+    /// connections ending: the takeover waits for its lease); it is killed once measured.
+    #[arg(long)]
+    freeze: bool,
     /// First UDP port (channel k on `[ff15::7a:k]:port+k`).
     #[arg(long, default_value_t = 28_000)]
     port: u16,
@@ -128,11 +132,18 @@ fn main() -> anyhow::Result<()> {
             .map(|(c, _)| c[1..].parse().unwrap_or(0))
             .collect();
         let killed_at = realtime_ns();
+        let mut frozen = None;
         if let Some(mut d) = nodes[victim].take() {
-            let _ = d.0.kill();
-            let _ = d.0.wait();
-            // Reaped: no SIGTERM for it when dropped.
-            std::mem::forget(d);
+            if args.freeze {
+                let pid = nix::unistd::Pid::from_raw(d.0.id() as i32);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
+                frozen = Some(d);
+            } else {
+                let _ = d.0.kill();
+                let _ = d.0.wait();
+                // Reaped: no SIGTERM for it when dropped.
+                std::mem::forget(d);
+            }
         }
         // Every one of its channels from another node, or 10 s.
         let until = Instant::now() + Duration::from_secs(10);
@@ -146,6 +157,11 @@ fn main() -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
+        if let Some(mut d) = frozen.take() {
+            let _ = d.0.kill();
+            let _ = d.0.wait();
+            std::mem::forget(d);
+        }
         let got: Vec<f64> = gaps.iter().flatten().copied().collect();
         ensure!(
             got.len() == theirs.len(),
@@ -181,11 +197,12 @@ fn main() -> anyhow::Result<()> {
         args.lease
     );
     println!(
-        "{{\"kills\":{},\"takeovers\":{},\"lease_s\":{},\"etcd_fast\":{},\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"max_ms\":{max:.1},\"worst_per_kill_p50_ms\":{:.1}}}",
+        "{{\"kills\":{},\"takeovers\":{},\"lease_s\":{},\"etcd_fast\":{},\"freeze\":{},\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"max_ms\":{max:.1},\"worst_per_kill_p50_ms\":{:.1}}}",
         args.kills,
         silences.len(),
         args.lease,
         args.etcd_fast,
+        args.freeze,
         pct(&mut worst_per_kill, 0.5)
     );
     drop(nodes);

@@ -39,6 +39,11 @@ pub(crate) struct FleetConfig {
     /// muxed in bulk, a little ahead, with nothing sent, listened to or monitored, for a
     /// fraction of the CPU. 0..=16. Default 1.
     pub(crate) standbys: usize,
+    /// Key `watch`: the `HOST:PORT` this node's beacon listens on: the other nodes hold a
+    /// connection to it and take its channels over the moment it ends (its process died),
+    /// instead of when its lease expires (docs/fleet.md). Default: the host of `api` (an IP
+    /// address), a port the system picks; `"off"`: none (takeovers wait for the lease).
+    pub(crate) watch: Option<std::net::SocketAddr>,
 }
 
 impl FleetConfig {
@@ -64,6 +69,7 @@ struct RawFleet {
     api: Option<String>,
     catch_up: Option<HumanDuration>,
     standbys: Option<i64>,
+    watch: Option<String>,
 }
 
 /// Converts `[fleet]`; `listen` is `[http] listen`. `None` iff an error was reported.
@@ -143,6 +149,20 @@ pub(super) fn fleet_config(
     if !(0..=16).contains(&standbys) {
         diag.push("fleet.standbys", format!("{standbys}: must be 0..=16"));
     }
+    let watch = match raw.watch.as_deref() {
+        Some("off") => None,
+        Some(w) => match w.parse::<std::net::SocketAddr>() {
+            Ok(a) if !a.ip().is_unspecified() && !a.ip().is_multicast() => Some(a),
+            _ => {
+                diag.push(
+                    "fleet.watch",
+                    format!("`{w}`: give an address the other nodes reach, such as \"10.0.0.1:7600\", or \"off\""),
+                );
+                None
+            }
+        },
+        None => api_host(&api).map(|ip| std::net::SocketAddr::new(ip, 0)),
+    };
     (diag.len() == before).then_some(FleetConfig {
         etcd,
         node,
@@ -152,5 +172,20 @@ pub(super) fn fleet_config(
         api,
         catch_up,
         standbys: standbys as usize,
+        watch,
     })
+}
+
+/// The IP address in API URL `api` (`http[s]://IP:PORT`), when it is one the other nodes can
+/// dial (not a name, not `0.0.0.0` or `::`).
+fn api_host(api: &str) -> Option<std::net::IpAddr> {
+    let rest = api
+        .strip_prefix("http://")
+        .or_else(|| api.strip_prefix("https://"))?;
+    let authority = rest.split('/').next()?;
+    let ip = authority
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .ok()?;
+    (!ip.is_unspecified()).then_some(ip)
 }

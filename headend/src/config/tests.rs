@@ -1284,6 +1284,37 @@ fn fleet_settings() {
     assert_eq!(f.margin(), Duration::from_millis(300));
     assert_eq!(f.call_timeout(), Duration::from_secs(1));
     assert_eq!(cfg.channels[0].prefer, ["he-02", "he-01"]);
+    // The beacon: on the API's host by default, a port of the system's choosing.
+    assert_eq!(f.watch, Some("127.0.0.1:0".parse().unwrap()));
+    let fleet = "[fleet]\netcd = [\"http://a:1\"]\nnode = \"a\"\n";
+    let with = |extra: &str| {
+        parse(
+            &format!("{fleet}{extra}\n{ch}"),
+            Path::new("/srv"),
+            "t.toml",
+        )
+    };
+    let f = with("watch = \"[::1]:7600\"").unwrap().fleet.unwrap();
+    assert_eq!(f.watch, Some("[::1]:7600".parse().unwrap()));
+    assert_eq!(with("watch = \"off\"").unwrap().fleet.unwrap().watch, None);
+    // An API on a name or on every address: no default beacon (nothing the others can dial).
+    let f = with("api = \"http://he-01.example:8080\"")
+        .unwrap()
+        .fleet
+        .unwrap();
+    assert_eq!(f.watch, None);
+    let f = with("api = \"http://0.0.0.0:8080\"")
+        .unwrap()
+        .fleet
+        .unwrap();
+    assert_eq!(f.watch, None);
+    for bad in ["0.0.0.0:7600", "he-01:7600", "7600"] {
+        let errors = reject(&format!("{fleet}watch = \"{bad}\"\n"));
+        assert!(
+            message(&errors, "fleet.watch").contains("off"),
+            "{bad}: {errors:?}"
+        );
+    }
     let errors = reject(
         "[fleet]\netcd = [\"https://a:1\", \"http://b\"]\nnode = \"he 01\"\ncapacity = 0\nlease = \"1500ms\"\nprefix = \"headend\"\n",
     );

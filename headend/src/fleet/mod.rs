@@ -5,12 +5,11 @@
 //! and created only where absent (a transaction), so one node sends a channel. Every node
 //! places the channels over the live nodes that are not drained ([`place`]: the same answer
 //! on every node) and claims the unowned ones placed on it; one it owns but placed elsewhere
-//! (a drain, a node that joined) it stops sending and gives up. A dead node's keys go when its
-//! lease expires, and the channels' next choices claim them.
+//! (a drain, a node that joined) it stops sending and gives up. A dead node's keys go when
+//! the others see its process end ([`watch`]: they revoke its lease) or when its lease
+//! expires, and the channels' next choices claim them.
 //!
-//! Fencing: every node muxes every channel of its config (warm: a takeover is only the time
-//! to see the owner key go), and the engine sends a station only while its gate is open
-//! ([`Gates`]). The agent opens an owned station's gate until the instant its lease is known
+//! Fencing: the engine sends a station only while its gate is open ([`Gates`]). The agent opens an owned station's gate until the instant its lease is known
 //! valid to, less a margin: the keep-alive's send time plus the TTL etcd answered. A node cut
 //! off from etcd therefore stops sending before its lease can have expired and another node
 //! claimed the channel, so two nodes never send one channel.
@@ -24,9 +23,10 @@ pub(crate) mod locks;
 pub(crate) mod origins;
 pub(crate) mod place;
 pub(crate) mod schedules;
+pub(crate) mod watch;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,10 @@ pub(crate) struct NodeInfo {
     /// a new stream. Known once its engine has started.
     #[serde(default)]
     pub(crate) out_of_step: Vec<String>,
+    /// Its beacon (`HOST:PORT`), which the other nodes keep a connection to ([`watch`]):
+    /// empty without one.
+    #[serde(default)]
+    pub(crate) watch: String,
 }
 
 /// The fleet as this node last saw it (`GET /api/fleet`).
@@ -200,6 +204,8 @@ pub(crate) struct Fleet {
     out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// This node's beacon, kept open while the process lives (dropped after the agent).
+    _beacon: Option<watch::Beacon>,
 }
 
 impl Fleet {
@@ -223,7 +229,21 @@ impl Fleet {
         let locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>> = Arc::default();
         let desk: Arc<OnceLock<Arc<crate::alert::Desk>>> = Arc::default();
         let out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
+        let beacon = cfg.watch.and_then(|addr| match watch::Beacon::start(addr, &cfg.node) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(node = %cfg.node, "fleet.watch: cannot listen on {addr}: {e}: takeovers of this node wait for its lease");
+                None
+            }
+        });
+        if cfg.watch.is_none() {
+            tracing::info!(node = %cfg.node, "fleet: no beacon ([fleet] watch): the other nodes take this node's channels over when its lease expires");
+        }
+        let (wake, woken) = std::sync::mpsc::channel();
         let mut agent = Agent {
+            beacon: beacon.as_ref().map(|b| (b.addr, b.lease.clone())),
+            watchers: watch::Watchers::new(cfg.etcd.clone(), cfg.call_timeout(), wake),
+            woken,
             desk: desk.clone(),
             alerts_since: 0,
             store: store.clone(),
@@ -257,6 +277,7 @@ impl Fleet {
             desk,
             stop,
             thread: Some(thread),
+            _beacon: beacon,
         })
     }
 
@@ -339,6 +360,12 @@ struct Agent {
     /// them ([`Fleet::set_out_of_step`]).
     out_of_step: Vec<String>,
     out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    /// This node's beacon: its address, and the lease its greeting names.
+    beacon: Option<(std::net::SocketAddr, Arc<AtomicI64>)>,
+    /// Connections to the other nodes' beacons.
+    watchers: watch::Watchers,
+    /// A watcher revoked a dead node's lease: look at once.
+    woken: std::sync::mpsc::Receiver<()>,
 }
 
 impl Agent {
@@ -367,7 +394,11 @@ impl Agent {
                     .collect();
                 v.etcd_connections = self.etcd.connections;
             }
-            std::thread::sleep(TICK.saturating_sub(began.elapsed()));
+            // Asleep until the next look, or until a watcher saw a node die.
+            let _ = self
+                .woken
+                .recv_timeout(TICK.saturating_sub(began.elapsed()));
+            while self.woken.try_recv().is_ok() {}
         }
         // Leaving: stop sending, then let the others take over at once.
         for i in 0..self.stations.len() {
@@ -436,6 +467,19 @@ impl Agent {
             }
         };
         let state = State::read(&self.cfg.prefix, &kvs);
+        let peers: Vec<watch::Peer> = state
+            .nodes
+            .iter()
+            .filter(|(n, _)| *n != self.cfg.node)
+            .filter_map(|(n, info)| {
+                Some(watch::Peer {
+                    name: n.clone(),
+                    lease: *state.leases.get(n).filter(|l| **l != 0)?,
+                    beacon: info.watch.parse().ok()?,
+                })
+            })
+            .collect();
+        self.watchers.follow(&peers);
         let live: Vec<place::Node> = state
             .nodes
             .iter()
@@ -579,6 +623,10 @@ impl Agent {
                 let until = sent + Duration::from_secs(granted.max(0) as u64);
                 self.lease = Some((id, until.checked_sub(margin).unwrap_or(sent)));
                 self.renewed_at = Some(sent);
+                // The beacon greets with the lease before the node is seen registered.
+                if let Some((_, lease)) = &self.beacon {
+                    lease.store(id, Ordering::Relaxed);
+                }
                 self.register(id)?;
                 tracing::info!(node = %self.cfg.node, lease = id, ttl_s = granted, "fleet: registered");
                 Ok(())
@@ -632,6 +680,11 @@ impl Agent {
             api: self.cfg.api.clone(),
             missing_media: self.missing_media.clone(),
             out_of_step: self.out_of_step.clone(),
+            watch: self
+                .beacon
+                .as_ref()
+                .map(|(a, _)| a.to_string())
+                .unwrap_or_default(),
         };
         let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
         self.etcd.put(&key, &value, id).map_err(|e| e.to_string())
@@ -697,6 +750,8 @@ struct State {
     /// Registered nodes, by name (sorted).
     nodes: Vec<(String, NodeInfo)>,
     drained: HashSet<String>,
+    /// Each registered node's lease.
+    leases: HashMap<String, i64>,
     /// Channel id → (owner, its lease).
     owners: HashMap<String, (String, i64)>,
 }
@@ -714,6 +769,7 @@ impl State {
             match kind {
                 "nodes" => {
                     if let Ok(info) = serde_json::from_slice::<NodeInfo>(&kv.value) {
+                        s.leases.insert(name.to_owned(), kv.lease);
                         s.nodes.push((name.to_owned(), info));
                     }
                 }
@@ -757,6 +813,8 @@ pub(crate) fn simulate(
         .map(|k| {
             let c = FleetConfig {
                 node: format!("{}-{k}", cfg.node),
+                // Beacons on ports of their own.
+                watch: cfg.watch.map(|a| std::net::SocketAddr::new(a.ip(), 0)),
                 ..cfg.clone()
             };
             Fleet::start(&c, placed.clone(), Vec::new())
