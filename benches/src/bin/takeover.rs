@@ -49,6 +49,10 @@ struct Args {
     /// connections ending: the takeover waits for its lease); it is killed once measured.
     #[arg(long)]
     freeze: bool,
+    /// `[fleet] standbys`: 1 (each channel warm on the node a takeover gives it to), 0 (no
+    /// warm standby: a takeover is by a node that keeps the channel dormant).
+    #[arg(long, default_value_t = 1)]
+    standbys: usize,
     /// First UDP port (channel k on `[ff15::7a:k]:port+k`).
     #[arg(long, default_value_t = 28_000)]
     port: u16,
@@ -197,12 +201,13 @@ fn main() -> anyhow::Result<()> {
         args.lease
     );
     println!(
-        "{{\"kills\":{},\"takeovers\":{},\"lease_s\":{},\"etcd_fast\":{},\"freeze\":{},\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"max_ms\":{max:.1},\"worst_per_kill_p50_ms\":{:.1}}}",
+        "{{\"kills\":{},\"takeovers\":{},\"lease_s\":{},\"etcd_fast\":{},\"freeze\":{},\"standbys\":{},\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"max_ms\":{max:.1},\"worst_per_kill_p50_ms\":{:.1}}}",
         args.kills,
         silences.len(),
         args.lease,
         args.etcd_fast,
         args.freeze,
+        args.standbys,
         pct(&mut worst_per_kill, 0.5)
     );
     drop(nodes);
@@ -280,8 +285,8 @@ fn config(
     let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/media/a.ts");
     let mut text = format!(
         "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[engine]\nthreads = 1\n\n[record]\nfile = \"{node}-record.jsonl\"\n\n\
-         [fleet]\netcd = [\"http://127.0.0.1:{etcd}\"]\nnode = \"{node}\"\nlease = \"{}s\"\nprefix = \"/takeover/\"\n",
-        args.lease
+         [fleet]\netcd = [\"http://127.0.0.1:{etcd}\"]\nnode = \"{node}\"\nlease = \"{}s\"\nprefix = \"/takeover/\"\nstandbys = {}\n",
+        args.lease, args.standbys
     );
     for k in 0..args.channels {
         text.push_str(&format!(
