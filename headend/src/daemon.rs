@@ -81,16 +81,16 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         let store = Arc::new(Store::new(config.schedules.dir.clone()));
         // With a fleet, schedules are shared: writes agreed in etcd, every node's copy kept;
         // and each station plays from its origin, in step with the other nodes.
+        let origins = match (&fleet, &config.fleet) {
+            (Some(_), Some(cfg)) => crate::fleet::origins::origins(cfg, &specs, driver::now_utc().0),
+            _ => Vec::new(),
+        };
         let in_step = match (&fleet, &config.fleet) {
             (Some(f), Some(cfg)) => {
                 f.share_schedules(store.clone());
                 Some(crate::engine::InStep {
                     gates: &f.gates,
-                    origins: crate::fleet::origins::origins(
-                        cfg,
-                        &specs,
-                        driver::now_utc().0,
-                    ),
+                    origins: origins.clone(),
                     store: &store,
                     lease: cfg.lease,
                 })
@@ -116,6 +116,16 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
                     .map(|(s, _)| s.id.clone())
                     .collect(),
             );
+            // The origins the stations play from (those not caught up play on this node's
+            // clock).
+            f.set_playing(
+                origins
+                    .into_iter()
+                    .zip(&engine.from_origin)
+                    .map(|(o, timed)| o.filter(|_| *timed))
+                    .collect(),
+            );
+            f.set_ready();
         }
         // The live channels: each with its station and its inputs' names.
         let live: Vec<crate::fleet::locks::LiveChannel> = specs

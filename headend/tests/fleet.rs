@@ -449,6 +449,96 @@ fn news_node(
     cfg
 }
 
+/// RTP datagrams as received: (when, sequence number, timestamp, payload).
+type Received = Vec<(Instant, u16, u32, Vec<u8>)>;
+
+/// Checks that `got` (received from `began`) has one gap in its sequence numbers and that it
+/// is in step: the sequence numbers and timestamps skip what the silence lasted (2 Mbit/s in
+/// datagrams of 7 packets: 190 a second), within 100 ms. The gap's index, the silence and the
+/// datagrams skipped.
+fn one_gap_in_step(got: &Received, began: Instant) -> (usize, Duration, f64) {
+    let gaps: Vec<usize> = (1..got.len())
+        .filter(|&i| got[i].1 != got[i - 1].1.wrapping_add(1))
+        .collect();
+    let shown: Vec<String> = gaps
+        .iter()
+        .map(|&i| {
+            format!(
+                "{} -> {} after {:?} at {:?}",
+                got[i - 1].1,
+                got[i].1,
+                got[i].0 - got[i - 1].0,
+                got[i].0 - began
+            )
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "one gap in the sequence numbers: {shown:?}");
+    let g = gaps[0];
+    let (before, after) = (&got[g - 1], &got[g]);
+    let silence = after.0 - before.0;
+    let per_s = 2_000_000.0 / (7.0 * 188.0 * 8.0);
+    let skipped = f64::from(after.1.wrapping_sub(before.1));
+    let expected = silence.as_secs_f64() * per_s;
+    assert!(
+        (skipped - expected).abs() < 0.1 * per_s,
+        "in step: {skipped} datagrams skipped in {silence:?} (expected {expected:.0})"
+    );
+    let ts_s = f64::from(after.2.wrapping_sub(before.2)) / 90_000.0;
+    assert!(
+        (ts_s - silence.as_secs_f64()).abs() < 0.1,
+        "RTP timestamps skip {ts_s} s over a {silence:?} gap"
+    );
+    (g, silence, skipped)
+}
+
+/// Checks that `got` is one stream: every step of the RTP sequence is 1, and from its first
+/// PAT on no continuity error (`name` for the checker's report). The payload from there.
+fn one_stream(name: &str, got: &Received) -> Vec<u8> {
+    assert!(got.len() > 500, "{} datagrams", got.len());
+    let steps: Vec<u16> = got
+        .windows(2)
+        .map(|w| w[1].1.wrapping_sub(w[0].1))
+        .filter(|s| *s != 1)
+        .collect();
+    assert!(
+        steps.is_empty(),
+        "RTP sequence steps other than 1: {steps:?}"
+    );
+    let data: Vec<u8> = got.iter().flat_map(|x| x.3.clone()).collect();
+    let first_pat = data
+        .chunks(188)
+        .position(|p| p[1] & 0x40 != 0 && p[1] & 0x1F == 0 && p[2] == 0)
+        .expect("a PAT");
+    let data = data[first_pat * 188..].to_vec();
+    let r = common::checked_as(
+        name,
+        &data,
+        &playout::check::CheckLimits::across_joins(2_000_000),
+    );
+    assert_eq!(r.cc_error_count, 0);
+    data
+}
+
+/// Drops what queued up on `rx`.
+fn drain(rx: &UdpSocket) {
+    let mut buf = [0u8; 2048];
+    rx.set_nonblocking(true).unwrap();
+    while rx.recv(&mut buf).is_ok() {}
+    rx.set_nonblocking(false).unwrap();
+}
+
+/// One RTP datagram received on `rx`, if one came within its time-out, into `got`.
+fn receive(rx: &UdpSocket, got: &mut Received) {
+    let mut buf = [0u8; 2048];
+    if let Ok(n) = rx.recv(&mut buf) {
+        let d = &buf[..n];
+        if let Some((seq, p)) = playout::rtp::payload(d) {
+            let ts = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+            got.push((Instant::now(), seq, ts, p.to_vec()));
+        }
+    }
+}
+
 fn now_ns() -> u64 {
     common::utc_ns() as u64
 }
@@ -1247,8 +1337,7 @@ fn a_takeover_in_step_continues_the_stream_without_a_gap() {
     };
     let k = if owner == "he-a" { 0 } else { 1 };
     // Receive 3 s, kill the owner, receive 5 s more.
-    let mut got: Vec<(u16, Vec<u8>)> = Vec::new();
-    let mut buf = [0u8; 2048];
+    let mut got: Received = Vec::new();
     let began = Instant::now();
     let mut killed = false;
     while began.elapsed() < Duration::from_secs(8) {
@@ -1259,11 +1348,7 @@ fn a_takeover_in_step_continues_the_stream_without_a_gap() {
             }
             killed = true;
         }
-        if let Ok(n) = rx.recv(&mut buf) {
-            if let Some((seq, p)) = playout::rtp::payload(&buf[..n]) {
-                got.push((seq, p.to_vec()));
-            }
-        }
+        receive(&rx, &mut got);
     }
     let mut survivor = nodes[1 - k].take().unwrap();
     let (status, stderr) = common::signal_and_wait(&mut survivor.0, "TERM");
@@ -1275,37 +1360,20 @@ fn a_takeover_in_step_continues_the_stream_without_a_gap() {
         .unwrap_or_else(|| panic!("no backlog sent: {stderr}"));
     eprintln!("{line}");
     assert!(got.len() > 1200, "{} datagrams", got.len());
-    let steps: Vec<u16> = got
-        .windows(2)
-        .map(|w| w[1].0.wrapping_sub(w[0].0))
-        .filter(|s| *s != 1)
-        .collect();
-    assert!(
-        steps.is_empty(),
-        "RTP sequence steps other than 1: {steps:?}"
-    );
-    let data: Vec<u8> = got.iter().flat_map(|(_, p)| p.clone()).collect();
     // From the first PAT on (the capture starts mid-stream) to the last PES start of the
     // audio and video (it ends mid-stream: the last access units are cut short).
+    let data = one_stream("fleet-takeover", &got);
     let pusi = |p: &[u8], pid: u16| {
         p[1] & 0x40 != 0 && u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]) == pid
     };
     let packets: Vec<&[u8]> = data.chunks(188).collect();
-    let first_pat = packets.iter().position(|p| pusi(p, 0)).unwrap();
     let end = [0x100, 0x101]
         .iter()
         .map(|&pid| packets.iter().rposition(|p| pusi(p, pid)).unwrap())
         .min()
         .unwrap();
-    let data = data[first_pat * 188..end * 188].to_vec();
     let path = dir.path().join("received.ts");
-    std::fs::write(&path, &data).unwrap();
-    let r = common::checked_as(
-        "fleet-takeover",
-        &data,
-        &playout::check::CheckLimits::across_joins(2_000_000),
-    );
-    assert_eq!(r.cc_error_count, 0);
+    std::fs::write(&path, &data[..end * 188]).unwrap();
     let errors = common::ffmpeg_errors(ffmpeg, &path);
     assert!(errors.is_empty(), "ffmpeg: {errors:?}");
 }
@@ -1378,11 +1446,8 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
     let dormant = modes.iter().position(|m| m == "dormant").unwrap();
     // Receive 2 s, kill the owner and the standby, receive 4 s more (what queued up while
     // the fleet settled is dropped first: the socket's buffer overflowed).
-    let mut got: Vec<(Instant, u16, u32, Vec<u8>)> = Vec::new();
-    let mut buf = [0u8; 2048];
-    rx.set_nonblocking(true).unwrap();
-    while rx.recv(&mut buf).is_ok() {}
-    rx.set_nonblocking(false).unwrap();
+    let mut got: Received = Vec::new();
+    drain(&rx);
     let began = Instant::now();
     let mut killed = false;
     while began.elapsed() < Duration::from_secs(6) {
@@ -1395,55 +1460,15 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
             }
             killed = true;
         }
-        if let Ok(n) = rx.recv(&mut buf) {
-            let d = &buf[..n];
-            if let Some((seq, p)) = playout::rtp::payload(d) {
-                let ts = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-                got.push((Instant::now(), seq, ts, p.to_vec()));
-            }
-        }
+        receive(&rx, &mut got);
     }
     let mut survivor = nodes[dormant].take().unwrap();
     let (status, stderr) = common::signal_and_wait(&mut survivor.0, "TERM");
     assert!(status.success(), "{stderr}");
-    // One gap: the lease's time, a little more.
-    let gaps: Vec<usize> = (1..got.len())
-        .filter(|&i| got[i].1 != got[i - 1].1.wrapping_add(1))
-        .collect();
-    let shown: Vec<String> = gaps
-        .iter()
-        .map(|&i| {
-            format!(
-                "{} -> {} after {:?} at {:?}",
-                got[i - 1].1,
-                got[i].1,
-                got[i].0 - got[i - 1].0,
-                got[i].0 - began
-            )
-        })
-        .collect();
-    assert_eq!(gaps.len(), 1, "one gap in the sequence numbers: {shown:?}");
-    let g = gaps[0];
-    let (before, after) = (&got[g - 1], &got[g]);
-    let silence = after.0 - before.0;
+    // One gap: the takeover's time.
+    let (g, silence, skipped) = one_gap_in_step(&got, began);
     assert!(silence < Duration::from_secs(3), "back after {silence:?}");
-    // In step: the sequence numbers and timestamps skip what the gap lasted (2 Mbit/s in
-    // datagrams of 7 packets: 190 a second), within 100 ms.
-    let per_s = 2_000_000.0 / (7.0 * 188.0 * 8.0);
-    let skipped = f64::from(after.1.wrapping_sub(before.1));
-    let expected = silence.as_secs_f64() * per_s;
-    assert!(
-        (skipped - expected).abs() < 0.1 * per_s,
-        "in step: {skipped} datagrams skipped in {silence:?} (expected {expected:.0})"
-    );
-    let ts_s = f64::from(after.2.wrapping_sub(before.2)) / 90_000.0;
-    assert!(
-        (ts_s - silence.as_secs_f64()).abs() < 0.1,
-        "RTP timestamps skip {ts_s} s over a {silence:?} gap"
-    );
-    eprintln!(
-        "dormant takeover: silent {silence:?}, {skipped} datagrams skipped ({expected:.0} expected)"
-    );
+    eprintln!("dormant takeover: silent {silence:?}, {skipped} datagrams skipped");
     // What the dormant node sent decodes, tuned in as a receiver does: from its first PAT
     // on, the video from its first random access point.
     let data: Vec<u8> = got[g..].iter().flat_map(|x| x.3.clone()).collect();
@@ -1470,4 +1495,117 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
     std::fs::write(&path, &tuned).unwrap();
     let errors = common::ffmpeg_errors(ffmpeg, &path);
     assert!(errors.is_empty(), "ffmpeg: {errors:?}");
+}
+
+/// A node that starts when the channel's origin is older than its `catch_up` plays the
+/// channel from an origin of its own, not in step (registered so). Once it sends the channel
+/// (the owner killed) its origin becomes the fleet's: the killed node, started again, plays
+/// from it in step and takes its preferred channel back with no gap (one RTP stream, no
+/// continuity error).
+#[test]
+fn an_origin_too_old_to_catch_up_moves_to_the_node_that_sends() {
+    if tool_on_path("etcd").is_none() {
+        return;
+    }
+    let group = "ff15::1:50";
+    common::multicast_on_lo(group);
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let _etcd = etcd_cluster(&[("o1", client, peer)]);
+    let port = common::free_udp_port();
+    let rx = common::multicast_receiver(group.parse().unwrap(), port);
+    rx.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
+    let configs: Vec<PathBuf> = ["he-a", "he-b"]
+        .iter()
+        .zip(&https)
+        .map(|(n, http)| {
+            let cfg = news_node(dir.path(), n, *http, client, "/own-test/", (group, port));
+            let mut text = std::fs::read_to_string(&cfg).unwrap();
+            // he-a sends it while it is there; he-b catches up with no more than 1 s.
+            text = text.replace("playlist = [", "prefer = [\"he-a\"]\nplaylist = [");
+            if *n == "he-b" {
+                text = text.replace("lease = \"1s\"\n", "lease = \"1s\"\ncatch_up = \"1s\"\n");
+            }
+            std::fs::write(&cfg, text).unwrap();
+            cfg
+        })
+        .collect();
+    let mut a = Some(Daemon::run(&configs[0], "info"));
+    std::thread::sleep(Duration::from_secs(3));
+    let b = Daemon::run(&configs[1], "info");
+    // he-b: the origin is 3 s old, over its 1 s: it plays from its own, out of step.
+    let wait = |http: u16, what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = fleet(http);
+            if ok(&v) {
+                return v;
+            }
+            assert!(Instant::now() < until, "{what}: {v:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let out_of_step = |v: &serde_json::Value, node: &str| -> Option<Vec<String>> {
+        let n = v["nodes"].as_array()?.iter().find(|n| n["name"] == node)?;
+        Some(
+            n["out_of_step"]
+                .as_array()?
+                .iter()
+                .filter_map(|c| Some(c.as_str()?.to_owned()))
+                .collect(),
+        )
+    };
+    wait(https[0], "he-b out of step, he-a sending", &|v| {
+        v["channels"][0]["owner"] == "he-a" && out_of_step(v, "he-b").is_some_and(|l| l == ["news"])
+    });
+    // he-a killed: he-b sends from its own origin, which becomes the fleet's.
+    if let Some(mut d) = a.take() {
+        let _ = d.0.kill();
+        let _ = d.0.wait();
+    }
+    wait(https[1], "he-b sending, in step with itself", &|v| {
+        v["channels"][0]["owner"] == "he-b"
+            && v["nodes"].as_array().map_or(0, Vec::len) == 1
+            && out_of_step(v, "he-b").is_some_and(|l| l.is_empty())
+    });
+    // he-a again: it plays from he-b's origin (under a few seconds old) in step, and takes
+    // the channel back where he-b stops: receive across the handover.
+    let mut got: Received = Vec::new();
+    // (What queued up before is dropped first.)
+    drain(&rx);
+    let a = Daemon::run(&configs[0], "info");
+    let began = Instant::now();
+    let mut back_at = None;
+    while back_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(3)) {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "he-a never took it back: {:#}",
+            fleet(https[1])
+        );
+        if back_at.is_none() && got.len() % 50 == 0 {
+            let v = fleet(https[1]);
+            if v["channels"][0]["owner"] == "he-a"
+                && out_of_step(&v, "he-a").is_some_and(|l| l.is_empty())
+            {
+                back_at = Some(Instant::now());
+            }
+        }
+        receive(&rx, &mut got);
+    }
+    let v = fleet(https[1]);
+    assert_eq!(
+        v["channels"][0]["not_in_step"],
+        serde_json::json!([]),
+        "{v:#}"
+    );
+    for mut d in [a, b] {
+        let (status, stderr) = common::signal_and_wait(&mut d.0, "TERM");
+        assert!(status.success(), "{stderr}");
+    }
+    // One stream across the handover: he-a, in step and warm (it registers once its engine
+    // runs, and hears he-b until it stops), sends first what he-b did not: no sequence gap,
+    // no continuity error.
+    one_stream("fleet-own-origin", &got);
 }

@@ -30,8 +30,9 @@ pub(crate) struct FleetConfig {
     /// Key `catch_up`: how far back a station's origin may be for this node to play it from
     /// there at its start and join the other nodes in step (same bytes, same RTP;
     /// docs/fleet.md). Playing costs about 1.6 CPU-seconds per hour of a 6 Mbit/s channel
-    /// (BENCHMARKS.md §16.3), and a start gives it 30 s. An older origin: the station starts
-    /// on this node's clock, not in step. 0s..=7d. Default `"6h"`.
+    /// (BENCHMARKS.md §16.3), and a start gives it 30 s. An older origin: the station plays
+    /// from an origin of this node's own, not in step, which becomes the fleet's should this
+    /// node come to send it. 0s..=7d. Default `"6h"`.
     pub(crate) catch_up: Duration,
     /// Key `standbys`: how many nodes keep each channel warm besides its owner: muxed in real
     /// time and listening to the owner's output, so that a takeover by one of them continues

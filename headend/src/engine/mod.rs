@@ -90,8 +90,9 @@ pub(crate) struct InStep<'a> {
     /// Each station's send gate.
     pub(crate) gates: &'a Arc<crate::fleet::Gates>,
     /// Each station's origin (UTC ns of its first datagram), where it plays in step with the
-    /// other nodes: its bytes are then those of every node that plays it from there.
-    pub(crate) origins: Vec<Option<i64>>,
+    /// other nodes: its bytes are then those of every node that plays it from there. One of
+    /// the node's own (`own`) is played the same way, but not in step with the others.
+    pub(crate) origins: Vec<Option<crate::fleet::origins::Playing>>,
     /// The schedules, to play the stations from their origins.
     pub(crate) store: &'a crate::schedule::store::Store,
     /// The node's lease: how long a takeover can take (a standby keeps that much output).
@@ -124,7 +125,11 @@ fn catch_up(
     };
     let mut out = Vec::new();
     for (si, spec) in specs.iter().enumerate() {
-        let origin = fleet.origins.get(si).copied().flatten();
+        let origin = fleet
+            .origins
+            .get(si)
+            .and_then(Option::as_ref)
+            .map(|p| p.utc_ns);
         out.push(match origin {
             Some(o) => {
                 let network = station::network(config, o);
@@ -251,6 +256,9 @@ pub(crate) struct Engine {
     pub(crate) schedulers: Mutex<Vec<crate::schedule::driver::State>>,
     /// Whether each station plays in step with its fleet (by index).
     pub(crate) in_step: Vec<bool>,
+    /// Whether each station plays from an origin (the fleet's or the node's own), rather
+    /// than from the engine's start on this node's clock (by index).
+    pub(crate) from_origin: Vec<bool>,
     /// The `[[emmg]]` listeners (stopped after the engine threads).
     _emmgs: Vec<crate::emmg::Server>,
     /// Receives every UDP/RTP live input (stopped after the engine threads, whose live sets
@@ -286,6 +294,7 @@ impl Engine {
         let mut maps = Vec::new();
         let mut stations = Vec::new();
         let mut feeds = Vec::new();
+        let mut from_origin = Vec::new();
         let mut seed = epoch.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
         let (reports_tx, reports_rx) = mpsc::channel();
         let eit_builder = EitBuilder::start()?;
@@ -303,9 +312,17 @@ impl Engine {
             // In step with a fleet, the SSRC is the station's and the sequence numbers count
             // its datagrams from its origin: every node sends the same RTP.
             let caught_up = caught.get_mut(si).and_then(Option::take);
-            let in_step = caught_up.is_some();
+            // Played from an origin: its bytes and RTP are a function of the instant. In
+            // step when that origin is the fleet's.
+            let timed = caught_up.is_some();
+            let own = fleet
+                .and_then(|f| f.origins.get(si))
+                .and_then(Option::as_ref)
+                .is_some_and(|p| p.own);
+            let in_step = timed && !own;
+            from_origin.push(timed);
             seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let ssrc_seed = if in_step {
+            let ssrc_seed = if timed {
                 playout::rtp::digest(spec.id.as_bytes())
             } else {
                 seed
@@ -439,6 +456,7 @@ impl Engine {
                 seamless,
                 rtp_base,
                 in_step,
+                timed,
                 standby: standby_of(spec, fleet, in_step),
                 sources,
                 st,
@@ -571,6 +589,7 @@ impl Engine {
             feeds,
             schedulers: Mutex::new(schedulers),
             in_step,
+            from_origin,
             _emmgs: emmgs,
             _poller: poller,
         })
@@ -623,8 +642,11 @@ struct Live {
     /// The RTP sequence number of the pacer's first datagram (in step with a fleet: the
     /// datagrams since the station's origin).
     rtp_base: u64,
-    /// In step with a fleet: never re-anchored; datagrams a stall made late are not sent.
+    /// In step with a fleet: it listens to the owner as a standby and may go dormant.
     in_step: bool,
+    /// Played from an origin (the fleet's or the node's own): never re-anchored; datagrams a
+    /// stall made late are not sent.
+    timed: bool,
     /// In step on a fleet node: what the owner did not send, sent on taking over.
     standby: Option<Standby>,
     feed: Option<Arc<Feed>>,
@@ -1197,6 +1219,7 @@ fn run(shard: Shard, stop: &AtomicBool, status: &Status) {
         // while the others keep their timing.
         let at = Instant::now();
         for l in stations.iter_mut() {
+            l.follow_step();
             let sleep = closing_since.is_none() && l.should_sleep(at);
             l.set_dormant(sleep);
             if l.dormant {
@@ -1660,6 +1683,8 @@ impl Live {
         // The RTP sequence goes on from the last datagram sent.
         self.rtp_base += self.pacer.released();
         self.in_step = false;
+        self.timed = false;
+        self.standby = None;
         self.pacer = Pacer::new(PacerConfig::new(r.spec.mux.muxrate_bps), start_ns);
         self.acc.clear();
         self.acc_slot = 0;
@@ -2118,7 +2143,7 @@ impl Live {
         }
         for d in 0..n {
             let index = first + d as u64;
-            if self.in_step && self.pacer.due(index) + LATE_NS < now {
+            if self.timed && self.pacer.due(index) + LATE_NS < now {
                 // Late after a stall: lost, so what follows leaves on its instant (the other
                 // path of a 2022-7 pair has it). Counted: the stall shows.
                 self.late_datagrams += 1;
@@ -2206,6 +2231,17 @@ impl Live {
             self.acc_since = now;
         } else {
             self.flush_feed_if_old(now);
+        }
+    }
+
+    /// Leaves the fleet's step when the agent found the fleet playing the station from another
+    /// origin (a node of its own origin took it over): no longer a standby or dormant; its
+    /// bytes stay those of its origin.
+    fn follow_step(&mut self) {
+        if self.in_step && self.gate.as_ref().is_some_and(|(g, i)| g.stepless(*i)) {
+            self.in_step = false;
+            self.standby = None;
+            tracing::warn!(station = %self.st.id(), "fleet: the fleet now plays the station from another origin: this node is not in step with it (until it starts again)");
         }
     }
 

@@ -47,6 +47,9 @@ pub(crate) struct Gates {
     /// Whether this node keeps each station warm (it owns it, is about to, or is one of its
     /// standbys) rather than dormant. All warm until the agent has placed them.
     warm: Vec<AtomicBool>,
+    /// Whether the fleet plays each station from an origin other than this node's (set by
+    /// the agent; the engine then stops treating it as in step).
+    stepless: Vec<AtomicBool>,
 }
 
 impl Gates {
@@ -57,6 +60,20 @@ impl Gates {
             epoch: Instant::now(),
             until_ms: (0..n).map(|_| AtomicU64::new(v)).collect(),
             warm: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            stepless: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// Whether the fleet plays station `i` from another origin than this node does.
+    pub(crate) fn stepless(&self, i: usize) -> bool {
+        self.stepless
+            .get(i)
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    fn set_stepless(&self, i: usize) {
+        if let Some(s) = self.stepless.get(i) {
+            s.store(true, Ordering::Relaxed);
         }
     }
 
@@ -204,6 +221,10 @@ pub(crate) struct Fleet {
     out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Set once the engine runs: the agent registers the node then.
+    ready: Arc<AtomicBool>,
+    /// The origins this node plays its stations from, for the agent.
+    playing_news: Arc<std::sync::Mutex<Option<Vec<Option<origins::Playing>>>>>,
     /// This node's beacon, kept open while the process lives (dropped after the agent).
     _beacon: Option<watch::Beacon>,
 }
@@ -240,7 +261,14 @@ impl Fleet {
             tracing::info!(node = %cfg.node, "fleet: no beacon ([fleet] watch): the other nodes take this node's channels over when its lease expires");
         }
         let (wake, woken) = std::sync::mpsc::channel();
+        let playing_news: Arc<std::sync::Mutex<Option<Vec<Option<origins::Playing>>>>> =
+            Arc::default();
+        let ready = Arc::new(AtomicBool::new(false));
         let mut agent = Agent {
+            ready: ready.clone(),
+            registered: false,
+            playing: Vec::new(),
+            playing_news: playing_news.clone(),
             beacon: beacon.as_ref().map(|b| (b.addr, b.lease.clone())),
             watchers: watch::Watchers::new(cfg.etcd.clone(), cfg.call_timeout(), wake),
             woken,
@@ -277,6 +305,8 @@ impl Fleet {
             desk,
             stop,
             thread: Some(thread),
+            playing_news,
+            ready,
             _beacon: beacon,
         })
     }
@@ -307,6 +337,20 @@ impl Fleet {
     pub(crate) fn set_out_of_step(&self, channels: Vec<String>) {
         if let Ok(mut n) = self.out_of_step_news.lock() {
             *n = Some(channels);
+        }
+    }
+
+    /// The engine runs: the node registers, and channels may be placed on it.
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The origin this node plays each station from (by index; known once the engine has
+    /// started): the agent publishes an origin of the node's own when it comes to send that
+    /// station, and tells the engine when the fleet plays a station from another origin.
+    pub(crate) fn set_playing(&self, playing: Vec<Option<origins::Playing>>) {
+        if let Ok(mut n) = self.playing_news.lock() {
+            *n = Some(playing);
         }
     }
 
@@ -364,8 +408,15 @@ struct Agent {
     beacon: Option<(std::net::SocketAddr, Arc<AtomicI64>)>,
     /// Connections to the other nodes' beacons.
     watchers: watch::Watchers,
+    /// The origin this node plays each station from (by index), and the engine's news of it.
+    playing: Vec<Option<origins::Playing>>,
+    playing_news: Arc<std::sync::Mutex<Option<Vec<Option<origins::Playing>>>>>,
     /// A watcher revoked a dead node's lease: look at once.
     woken: std::sync::mpsc::Receiver<()>,
+    /// The engine runs ([`Fleet::set_ready`]): the node may register.
+    ready: Arc<AtomicBool>,
+    /// Registered under the present lease.
+    registered: bool,
 }
 
 impl Agent {
@@ -421,6 +472,11 @@ impl Agent {
     /// One pass: the lease, a read, the claims and releases, the gates.
     fn step(&mut self) -> Result<(), String> {
         self.renew()?;
+        if let Some(p) = self.playing_news.lock().ok().and_then(|mut n| n.take()) {
+            self.playing = p;
+            // Compared with the fleet's origins at a full read.
+            self.seen = None;
+        }
         let (lease, valid_until) = self.lease.ok_or("no lease")?;
         // Nothing changed since the last full read: the owned channels' gates follow the
         // lease, and that is all.
@@ -448,7 +504,7 @@ impl Agent {
             }
             return Ok(());
         }
-        let read = ["nodes/", "owners/", "drain/"]
+        let read = ["nodes/", "owners/", "drain/", "origins/"]
             .iter()
             .map(|kind| {
                 self.etcd
@@ -543,6 +599,9 @@ impl Agent {
                 }
             }
         }
+        if let Err(e) = self.follow_origins(&state) {
+            errors.push(e);
+        }
         // Warm here: what this node sends or is about to, and what it would take over.
         let senders: HashMap<String, String> = self
             .stations
@@ -557,7 +616,9 @@ impl Agent {
             })
             .collect();
         let standbys = place::standbys(&chans, &live, &senders, self.cfg.standbys);
-        for (i, s) in self.stations.iter().enumerate() {
+        // Not registered yet, it is placed nothing: its stations stay warm, their standbys
+        // hearing the owners, for when it is.
+        for (i, s) in self.stations.iter().enumerate().filter(|_| self.registered) {
             let warm = senders.get(&s.id) == Some(&me)
                 || standbys.get(&s.id).is_some_and(|l| l.contains(&me));
             if warm != self.gates.warm(i) {
@@ -578,6 +639,51 @@ impl Agent {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// Compares the origin this node plays each station from with the fleet's: an origin of
+    /// its own becomes the fleet's once this node sends the station; a station the fleet
+    /// plays from another origin is no longer in step here (the engine is told). Either way
+    /// the node registers again with its stations out of step.
+    fn follow_origins(&mut self, state: &State) -> Result<(), String> {
+        let mut changed = false;
+        let mut result = Ok(());
+        for (i, s) in self.stations.iter().enumerate() {
+            let Some(p) = self.playing.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            let fleets = state.origins.get(&s.id);
+            let same = fleets.is_some_and(|o| o.utc_ns == p.utc_ns && o.config == p.config);
+            if p.own && (same || self.owned.contains(&i)) {
+                if !same {
+                    if let Err(e) = origins::publish(&mut self.etcd, &self.cfg, &s.id, p) {
+                        result = Err(format!("{}: publishing its origin: {e}", s.id));
+                        continue;
+                    }
+                    tracing::warn!(channel = %s.id, origin = %chrono::DateTime::from_timestamp_nanos(p.utc_ns).to_rfc3339(), "fleet: this node sends the station from an origin of its own: the fleet now plays it from there (nodes that start later join it in step; those on the old origin are out of step until they start again)");
+                }
+                p.own = false;
+                self.out_of_step.retain(|c| *c != s.id);
+                changed = true;
+            } else if !p.own
+                // (An origin set for another configuration of the station is another
+                // stream's: the nodes of each configuration keep their own step.)
+                && fleets.is_some_and(|o| o.config == p.config && o.utc_ns != p.utc_ns)
+                && !self.gates.stepless(i)
+            {
+                self.gates.set_stepless(i);
+                if !self.out_of_step.contains(&s.id) {
+                    self.out_of_step.push(s.id.clone());
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            if let Ok(mut n) = self.out_of_step_news.lock() {
+                *n = Some(self.out_of_step.clone());
+            }
+        }
+        result
     }
 
     /// Copies the fleet's schedules, alert messages and input locks to this node's store, desk
@@ -627,9 +733,9 @@ impl Agent {
                 if let Some((_, lease)) = &self.beacon {
                     lease.store(id, Ordering::Relaxed);
                 }
-                self.register(id)?;
-                tracing::info!(node = %self.cfg.node, lease = id, ttl_s = granted, "fleet: registered");
-                Ok(())
+                self.registered = false;
+                tracing::info!(node = %self.cfg.node, lease = id, ttl_s = granted, "fleet: lease granted");
+                self.register_when_ready(id)
             }
             Some((id, _)) => {
                 if self.renewed_at.is_some_and(|t| t.elapsed() < ttl / 4) {
@@ -651,13 +757,29 @@ impl Agent {
                 let until = sent + Duration::from_secs(left as u64);
                 self.lease = Some((id, until.checked_sub(margin).unwrap_or(sent)));
                 self.renewed_at = Some(sent);
-                // What the node registered changed (its engine started): registered again.
-                if self.out_of_step_news.lock().is_ok_and(|n| n.is_some()) {
-                    self.register(id)?;
-                }
-                Ok(())
+                self.register_when_ready(id)
             }
         }
+    }
+
+    /// Registers the node under lease `id` once its engine runs (not before: the others
+    /// would place channels on it that it cannot send yet, and its standbys must have heard
+    /// the owners before it takes a channel over), and again when what it registers changed.
+    fn register_when_ready(&mut self, id: i64) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let news = self.out_of_step_news.lock().is_ok_and(|n| n.is_some());
+        if self.registered && !news {
+            return Ok(());
+        }
+        self.register(id)?;
+        if !self.registered {
+            tracing::info!(node = %self.cfg.node, lease = id, "fleet: registered");
+        }
+        self.registered = true;
+        self.seen = None;
+        Ok(())
     }
 
     /// Puts this node's key under lease `id`; a key of the same name under another lease is
@@ -752,6 +874,8 @@ struct State {
     drained: HashSet<String>,
     /// Each registered node's lease.
     leases: HashMap<String, i64>,
+    /// Each station's origin, by id.
+    origins: HashMap<String, origins::Origin>,
     /// Channel id → (owner, its lease).
     owners: HashMap<String, (String, i64)>,
 }
@@ -775,6 +899,11 @@ impl State {
                 }
                 "drain" => {
                     s.drained.insert(name.to_owned());
+                }
+                "origins" => {
+                    if let Ok(o) = serde_json::from_slice::<origins::Origin>(&kv.value) {
+                        s.origins.insert(name.to_owned(), o);
+                    }
                 }
                 "owners" => {
                     let owner = String::from_utf8_lossy(&kv.value).into_owned();
@@ -817,7 +946,9 @@ pub(crate) fn simulate(
                 watch: cfg.watch.map(|a| std::net::SocketAddr::new(a.ip(), 0)),
                 ..cfg.clone()
             };
-            Fleet::start(&c, placed.clone(), Vec::new())
+            let f = Fleet::start(&c, placed.clone(), Vec::new())?;
+            f.set_ready();
+            Ok(f)
         })
         .collect::<anyhow::Result<_>>()?;
     // Settled: every station sent from where placement puts it, as every node sees it.

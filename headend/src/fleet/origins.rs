@@ -10,8 +10,11 @@
 //! it outlives the nodes). A node whose configuration of the station differs (a changed
 //! playlist, muxrate, PIDs, SI or scrambling) sets a new one: the station cannot be in step
 //! with nodes that play something else. An origin older than `[fleet] catch_up` is not
-//! caught up with (playing that far costs too much at a start): the station starts on this
-//! node's own clock, warm but not in step, and the log says so.
+//! caught up with (playing that far costs too much at a start): the node plays the station
+//! from an origin of its own (half a second ahead, as if it were the first), not in step with
+//! the others, and the log says so. Should it come to send the station, that origin becomes
+//! the fleet's ([`publish`]): the nodes that start after it join it in step, and those still
+//! on the old one know they are out of step (the agent compares).
 
 use serde::{Deserialize, Serialize};
 
@@ -26,10 +29,39 @@ const GRID_NS: i64 = 100_000_000;
 const LEAD_NS: i64 = 500_000_000;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Origin {
-    utc_ns: i64,
-    node: String,
-    config: String,
+pub(crate) struct Origin {
+    pub(crate) utc_ns: i64,
+    pub(crate) node: String,
+    pub(crate) config: String,
+}
+
+/// The origin a node plays a station from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Playing {
+    /// UTC ns of the station's first datagram.
+    pub(crate) utc_ns: i64,
+    /// The station's configuration fingerprint.
+    pub(crate) config: String,
+    /// The node's own, not the fleet's (the fleet's was older than `catch_up`).
+    pub(crate) own: bool,
+}
+
+/// Makes `playing` (this node's own origin of `station`, which it now sends) the fleet's
+/// origin of it.
+pub(crate) fn publish(
+    etcd: &mut Etcd,
+    cfg: &FleetConfig,
+    station: &str,
+    playing: &Playing,
+) -> Result<(), String> {
+    let key = format!("{}origins/{station}", cfg.prefix);
+    let value = serde_json::to_vec(&Origin {
+        utc_ns: playing.utc_ns,
+        node: cfg.node.clone(),
+        config: playing.config.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    etcd.put(&key, &value, 0).map_err(|e| e.to_string())
 }
 
 /// Whether `spec` plays the same bytes wherever it is played from its origin: a channel of
@@ -61,11 +93,16 @@ fn fingerprint(spec: &StationSpec) -> String {
     format!("{:016x}", playout::rtp::digest(text.as_bytes()))
 }
 
-/// Each station's origin (UTC ns), by index in `specs`: read from etcd, or set there by this
-/// node (half a second after `now_ns`, on a tenth of a second). `None` for a station that is not
-/// replayable, whose origin is older than the catch-up limit, or when etcd cannot be
-/// reached (logged: such a station starts on this node's own clock).
-pub(crate) fn origins(cfg: &FleetConfig, specs: &[StationSpec], now_ns: i64) -> Vec<Option<i64>> {
+/// Each station's origin, by index in `specs`: read from etcd, or set there by this node
+/// (half a second after `now_ns`, on a tenth of a second); for a station whose origin is
+/// older than the catch-up limit, one of this node's own (the same instant, not written).
+/// `None` for a station that is not replayable, or when etcd cannot be reached (logged: such
+/// a station starts on this node's own clock).
+pub(crate) fn origins(
+    cfg: &FleetConfig,
+    specs: &[StationSpec],
+    now_ns: i64,
+) -> Vec<Option<Playing>> {
     let mut etcd = match Etcd::new(&cfg.etcd, cfg.call_timeout()) {
         Ok(e) => e,
         Err(e) => {
@@ -81,17 +118,27 @@ pub(crate) fn origins(cfg: &FleetConfig, specs: &[StationSpec], now_ns: i64) -> 
                 return None;
             }
             let r = origin(&mut etcd, cfg, spec, proposed);
+            let config = fingerprint(spec);
             match r {
                 Ok(o) if now_ns - o > cfg.catch_up.as_nanos() as i64 => {
                     tracing::warn!(
                         station = %spec.id,
                         origin = %chrono::DateTime::from_timestamp_nanos(o).to_rfc3339(),
                         catch_up = ?cfg.catch_up,
-                        "fleet: the station's origin is older than the catch-up limit: it starts on this node's clock, not in step with the other nodes"
+                        own = %chrono::DateTime::from_timestamp_nanos(proposed).to_rfc3339(),
+                        "fleet: the station's origin is older than the catch-up limit: this node plays it from an origin of its own, not in step with the other nodes (its origin becomes the fleet's should this node come to send it)"
                     );
-                    None
+                    Some(Playing {
+                        utc_ns: proposed,
+                        config,
+                        own: true,
+                    })
                 }
-                Ok(o) => Some(o),
+                Ok(o) => Some(Playing {
+                    utc_ns: o,
+                    config,
+                    own: false,
+                }),
                 Err(e) => {
                     tracing::warn!(station = %spec.id, error = %e, "fleet: cannot agree the station's origin: it starts on this node's clock");
                     None
