@@ -1499,7 +1499,8 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
 
 /// A node that starts when the channel's origin is older than its `catch_up` plays the
 /// channel from an origin of its own, not in step (registered so). Once it sends the channel
-/// (the owner killed) its origin becomes the fleet's: the killed node, started again, plays
+/// (the owner killed) its origin becomes the fleet's (a third node still on the first origin
+/// is then registered out of step): the killed node, started again, plays
 /// from it in step and takes its preferred channel back with no gap (one RTP stream, no
 /// continuity error).
 #[test]
@@ -1516,15 +1517,19 @@ fn an_origin_too_old_to_catch_up_moves_to_the_node_that_sends() {
     let rx = common::multicast_receiver(group.parse().unwrap(), port);
     rx.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
-    let configs: Vec<PathBuf> = ["he-a", "he-b"]
+    let https: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
+    let configs: Vec<PathBuf> = ["he-a", "he-b", "he-c"]
         .iter()
         .zip(&https)
         .map(|(n, http)| {
             let cfg = news_node(dir.path(), n, *http, client, "/own-test/", (group, port));
             let mut text = std::fs::read_to_string(&cfg).unwrap();
-            // he-a sends it while it is there; he-b catches up with no more than 1 s.
-            text = text.replace("playlist = [", "prefer = [\"he-a\"]\nplaylist = [");
+            // he-a sends it while it is there, then he-b; he-b catches up with no more than
+            // 1 s; he-c plays it from the first origin.
+            text = text.replace(
+                "playlist = [",
+                "prefer = [\"he-a\", \"he-b\"]\nplaylist = [",
+            );
             if *n == "he-b" {
                 text = text.replace("lease = \"1s\"\n", "lease = \"1s\"\ncatch_up = \"1s\"\n");
             }
@@ -1533,6 +1538,7 @@ fn an_origin_too_old_to_catch_up_moves_to_the_node_that_sends() {
         })
         .collect();
     let mut a = Some(Daemon::run(&configs[0], "info"));
+    let c = Daemon::run(&configs[2], "info");
     std::thread::sleep(Duration::from_secs(3));
     let b = Daemon::run(&configs[1], "info");
     // he-b: the origin is 3 s old, over its 1 s: it plays from its own, out of step.
@@ -1558,18 +1564,26 @@ fn an_origin_too_old_to_catch_up_moves_to_the_node_that_sends() {
         )
     };
     wait(https[0], "he-b out of step, he-a sending", &|v| {
-        v["channels"][0]["owner"] == "he-a" && out_of_step(v, "he-b").is_some_and(|l| l == ["news"])
+        v["channels"][0]["owner"] == "he-a"
+            && out_of_step(v, "he-b").is_some_and(|l| l == ["news"])
+            && out_of_step(v, "he-c").is_some_and(|l| l.is_empty())
     });
     // he-a killed: he-b sends from its own origin, which becomes the fleet's.
     if let Some(mut d) = a.take() {
         let _ = d.0.kill();
         let _ = d.0.wait();
     }
-    wait(https[1], "he-b sending, in step with itself", &|v| {
-        v["channels"][0]["owner"] == "he-b"
-            && v["nodes"].as_array().map_or(0, Vec::len) == 1
-            && out_of_step(v, "he-b").is_some_and(|l| l.is_empty())
-    });
+    // he-c, on the first origin, sees the fleet's change: out of step now.
+    wait(
+        https[1],
+        "he-b sending, in step with itself; he-c out of step",
+        &|v| {
+            v["channels"][0]["owner"] == "he-b"
+                && v["nodes"].as_array().map_or(0, Vec::len) == 2
+                && out_of_step(v, "he-b").is_some_and(|l| l.is_empty())
+                && out_of_step(v, "he-c").is_some_and(|l| l == ["news"])
+        },
+    );
     // he-a again: it plays from he-b's origin (under a few seconds old) in step, and takes
     // the channel back where he-b stops: receive across the handover.
     let mut got: Received = Vec::new();
@@ -1597,10 +1611,10 @@ fn an_origin_too_old_to_catch_up_moves_to_the_node_that_sends() {
     let v = fleet(https[1]);
     assert_eq!(
         v["channels"][0]["not_in_step"],
-        serde_json::json!([]),
+        serde_json::json!(["he-c"]),
         "{v:#}"
     );
-    for mut d in [a, b] {
+    for mut d in [a, b, c] {
         let (status, stderr) = common::signal_and_wait(&mut d.0, "TERM");
         assert!(status.success(), "{stderr}");
     }

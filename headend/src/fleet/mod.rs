@@ -652,29 +652,40 @@ impl Agent {
             let Some(p) = self.playing.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
-            let fleets = state.origins.get(&s.id);
-            let same = fleets.is_some_and(|o| o.utc_ns == p.utc_ns && o.config == p.config);
-            if p.own && (same || self.owned.contains(&i)) {
-                if !same {
-                    if let Err(e) = origins::publish(&mut self.etcd, &self.cfg, &s.id, p) {
-                        result = Err(format!("{}: publishing its origin: {e}", s.id));
-                        continue;
-                    }
-                    tracing::warn!(channel = %s.id, origin = %chrono::DateTime::from_timestamp_nanos(p.utc_ns).to_rfc3339(), "fleet: this node sends the station from an origin of its own: the fleet now plays it from there (nodes that start later join it in step; those on the old origin are out of step until they start again)");
+            // (An origin set for another configuration of the station is another stream's:
+            // the nodes of each configuration keep their own step.)
+            let fleets = state
+                .origins
+                .get(&s.id)
+                .filter(|o| o.config == p.config)
+                .map(|o| o.utc_ns);
+            let in_step = if fleets == Some(p.utc_ns) {
+                true
+            } else if self.owned.contains(&i) {
+                // What this node sends is the stream: its origin is the fleet's.
+                if let Err(e) = origins::publish(&mut self.etcd, &self.cfg, &s.id, p) {
+                    result = Err(format!("{}: publishing its origin: {e}", s.id));
+                    continue;
                 }
-                p.own = false;
+                tracing::warn!(channel = %s.id, origin = %chrono::DateTime::from_timestamp_nanos(p.utc_ns).to_rfc3339(), "fleet: this node sends the station from another origin than the fleet's: the fleet now plays it from this one (nodes that start later join it in step; those on the old origin are out of step until they start again)");
+                true
+            } else if fleets.is_some() && !p.own {
+                // The sender plays another origin now: not in step here.
+                if !self.gates.stepless(i) {
+                    self.gates.set_stepless(i);
+                }
+                false
+            } else {
+                continue;
+            };
+            // In step by its bytes (a takeover by it continues the stream), or not.
+            p.own &= !in_step;
+            let listed = self.out_of_step.contains(&s.id);
+            if in_step && listed {
                 self.out_of_step.retain(|c| *c != s.id);
                 changed = true;
-            } else if !p.own
-                // (An origin set for another configuration of the station is another
-                // stream's: the nodes of each configuration keep their own step.)
-                && fleets.is_some_and(|o| o.config == p.config && o.utc_ns != p.utc_ns)
-                && !self.gates.stepless(i)
-            {
-                self.gates.set_stepless(i);
-                if !self.out_of_step.contains(&s.id) {
-                    self.out_of_step.push(s.id.clone());
-                }
+            } else if !in_step && !listed {
+                self.out_of_step.push(s.id.clone());
                 changed = true;
             }
         }
