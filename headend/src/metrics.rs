@@ -3,8 +3,9 @@
 //! send errors; per station: packets, null packets, late packets, underflows, pacer stalls,
 //! items started and failed, what is on air, TR 101 290 counts by rule; per live input: which
 //! is active, its health, bytes, errors and TR 101 290 counts by rule; HTTP clients and bytes; alerts on air; scrambling
-//! and ECMG link state; the stoppage record and its webhooks; and the process (CPU, memory,
-//! file descriptors, threads, start time).
+//! and ECMG link state; the stoppage record and its webhooks; with `[fleet]`, the node's part in
+//! its fleet (lease, channels by role, takeovers, peers seen dying, etcd calls); and the
+//! process (CPU, memory, file descriptors, threads, start time).
 //!
 //! The engine already keeps every counter (published twice a second, [`crate::status`]): a
 //! scrape copies the latest snapshot into the recorder (counters as absolute values, gauges
@@ -52,6 +53,38 @@ impl Exporter {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "headend_fleet_connected",
+        "With [fleet]: 1 while this node's last read of etcd succeeded."
+    );
+    describe_gauge!(
+        "headend_fleet_lease_valid",
+        "With [fleet]: 1 while this node's lease is known valid (it may send); 0: it sends nothing."
+    );
+    describe_gauge!(
+        "headend_fleet_nodes",
+        "With [fleet]: nodes registered in the fleet, as this node last read it."
+    );
+    describe_gauge!(
+        "headend_fleet_channels",
+        "With [fleet]: the fleet's channels by this node's role (sending, warm, dormant) and those no node sends (unowned)."
+    );
+    describe_gauge!(
+        "headend_fleet_out_of_step_channels",
+        "With [fleet]: channels this node plays not in step with the fleet (a takeover by it starts a new stream)."
+    );
+    describe_counter!(
+        "headend_fleet_channels_taken_total",
+        "With [fleet]: channels this node claimed (began to send) since it started."
+    );
+    describe_counter!(
+        "headend_fleet_peer_deaths_total",
+        "With [fleet]: other nodes whose process this node saw end through their beacons (their leases revoked) since it started."
+    );
+    describe_counter!(
+        "headend_fleet_etcd_calls_total",
+        "With [fleet]: this node's calls to etcd, by call (kv/range, lease/keepalive, ...)."
+    );
     describe_counter!(
         "headend_output_bytes_total",
         Unit::Bytes,
@@ -465,7 +498,39 @@ fn record(status: &[StationStatus], feeds: &[(&str, &FeedStats)], api: &ApiState
     }
     counter!("headend_http_request_timeouts_total")
         .absolute(l.request_timeouts.load(Ordering::Relaxed));
+    if let Some(view) = api.fleet.as_ref().and_then(|(v, _)| v.read().ok()) {
+        fleet(&view);
+    }
     process();
+}
+
+/// This node's part in its fleet (`[fleet]`), as its agent last saw it.
+fn fleet(v: &crate::fleet::View) {
+    gauge!("headend_fleet_connected").set(flag(v.connected));
+    gauge!("headend_fleet_lease_valid").set(flag(v.lease_valid));
+    gauge!("headend_fleet_nodes").set(v.nodes.len() as f64);
+    let me = v.node.as_str();
+    let count = |f: &dyn Fn(&crate::fleet::ChannelView) -> bool| {
+        v.channels.iter().filter(|c| f(c)).count() as f64
+    };
+    gauge!("headend_fleet_channels", "role" => "sending")
+        .set(count(&|c| c.owner.as_deref() == Some(me)));
+    gauge!("headend_fleet_channels", "role" => "warm")
+        .set(count(&|c| c.standbys.iter().any(|n| n == me)));
+    gauge!("headend_fleet_channels", "role" => "dormant")
+        .set(count(&|c| c.dormant.iter().any(|n| n == me)));
+    gauge!("headend_fleet_channels", "role" => "unowned").set(count(&|c| c.owner.is_none()));
+    let out_of_step = v
+        .nodes
+        .iter()
+        .find(|n| n.name == me)
+        .map_or(0, |n| n.out_of_step.len());
+    gauge!("headend_fleet_out_of_step_channels").set(out_of_step as f64);
+    counter!("headend_fleet_channels_taken_total").absolute(v.channels_taken);
+    counter!("headend_fleet_peer_deaths_total").absolute(v.peer_deaths);
+    for (call, n) in &v.etcd_calls {
+        counter!("headend_fleet_etcd_calls_total", "call" => call.clone()).absolute(*n);
+    }
 }
 
 /// The labels of a TR 101 290 rule from its name (`"1.4 Continuity_count_error"`): `rule`

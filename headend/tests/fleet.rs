@@ -627,6 +627,27 @@ fn a_dead_or_cut_off_node_s_channels_move_and_are_never_sent_twice() {
     // The others hold a connection to each node's beacon and see its process end: its lease
     // is revoked then and there, not waited for (the 1 s target with warm standbys).
     assert!(gaps.iter().all(|g| *g < 1000.0), "{gaps:?}");
+    // `/metrics` of the survivor: it saw one peer die, holds its lease, sends its share.
+    let text = common::http_get_with(
+        https[survivor],
+        "/metrics",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    let value = |name: &str| common::metric(&text, name);
+    assert_eq!(value("headend_fleet_peer_deaths_total "), 1.0);
+    assert_eq!(value("headend_fleet_lease_valid "), 1.0);
+    assert_eq!(value("headend_fleet_nodes "), 2.0);
+    let sending = now_owned
+        .values()
+        .filter(|o| **o == names[survivor])
+        .count();
+    assert_eq!(
+        value("headend_fleet_channels{role=\"sending\"}"),
+        sending as f64
+    );
+    assert!(value("headend_fleet_channels_taken_total ") >= sending as f64);
+    assert!(value("headend_fleet_etcd_calls_total{call=\"kv/range\"}") > 10.0);
+    common::promtool_check_metrics(&text);
     // The others never paused.
     for (k, (order, worst)) in &seen {
         if !theirs.contains(k) {

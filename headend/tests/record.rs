@@ -239,13 +239,7 @@ fn a_journal_on_a_full_disk_is_an_alarm_and_the_channel_stays_on_air() {
     // `/metrics` shows the alarm, and parses as Prometheus expects it.
     std::thread::sleep(Duration::from_millis(600));
     let text = common::http_get(http, "/metrics");
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-    };
+    let value = |name: &str| common::metric(&text, name);
     assert_eq!(value("headend_record_alarm "), 1.0);
     assert!(
         value("headend_output_datagrams_total{channel=\"news\",output=") > 100.0,
@@ -266,29 +260,7 @@ fn a_journal_on_a_full_disk_is_an_alarm_and_the_channel_stays_on_air() {
         text.contains("# TYPE headend_output_bytes_total counter"),
         "{text}"
     );
-    if let Some(promtool) = common::tool_on_path("promtool") {
-        let mut child = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::promtool_check_metrics(&text);
     let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("stoppage record: cannot write"), "{stderr}");

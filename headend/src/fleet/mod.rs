@@ -171,6 +171,11 @@ pub(crate) struct View {
     pub(crate) etcd_calls: std::collections::BTreeMap<String, u64>,
     /// Connections it opened to etcd (one is kept between calls while etcd keeps it).
     pub(crate) etcd_connections: u64,
+    /// Channels this node claimed (began to send) since it started.
+    pub(crate) channels_taken: u64,
+    /// Other nodes whose process this node saw end through their beacons (their leases then
+    /// revoked) since it started.
+    pub(crate) peer_deaths: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -267,6 +272,7 @@ impl Fleet {
         let mut agent = Agent {
             ready: ready.clone(),
             registered: false,
+            taken: 0,
             playing: Vec::new(),
             playing_news: playing_news.clone(),
             beacon: beacon.as_ref().map(|b| (b.addr, b.lease.clone())),
@@ -417,6 +423,8 @@ struct Agent {
     ready: Arc<AtomicBool>,
     /// Registered under the present lease.
     registered: bool,
+    /// Channels claimed since the start.
+    taken: u64,
 }
 
 impl Agent {
@@ -444,6 +452,8 @@ impl Agent {
                     .map(|(k, n)| ((*k).to_owned(), *n))
                     .collect();
                 v.etcd_connections = self.etcd.connections;
+                v.channels_taken = self.taken;
+                v.peer_deaths = self.watchers.deaths();
             }
             // Asleep until the next look, or until a watcher saw a node die.
             let _ = self
@@ -585,6 +595,7 @@ impl Agent {
                     Ok(true) => {
                         self.owned.insert(i);
                         self.gates.set(i, Some(valid_until));
+                        self.taken += 1;
                         tracing::info!(channel = %s.id, "fleet: channel taken (sending)");
                     }
                     Ok(false) => self.gates.set(i, None),

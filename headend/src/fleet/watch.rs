@@ -151,6 +151,8 @@ pub(crate) struct Watchers {
     /// Woken after a revocation, to look at etcd at once.
     wake: Sender<()>,
     watching: std::collections::HashMap<Peer, Watcher>,
+    /// Peers whose process was seen to end.
+    deaths: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Watchers {
@@ -160,7 +162,13 @@ impl Watchers {
             timeout,
             wake,
             watching: std::collections::HashMap::new(),
+            deaths: Arc::default(),
         }
+    }
+
+    /// How many peers' processes were seen to end.
+    pub(crate) fn deaths(&self) -> u64 {
+        self.deaths.load(Ordering::Relaxed)
     }
 
     /// Watches exactly `peers` (the registered nodes but this one): a new peer, or one
@@ -180,9 +188,14 @@ impl Watchers {
         let stream: Arc<Mutex<Option<TcpStream>>> = Arc::default();
         let (d, s) = (dropped.clone(), stream.clone());
         let (etcd, timeout, wake) = (self.etcd.clone(), self.timeout, self.wake.clone());
+        let deaths = self.deaths.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("fleet-watch-{}", peer.name))
-            .spawn(move || watch(&peer, &d, &s, &etcd, timeout, &wake));
+            .spawn(move || {
+                if watch(&peer, &d, &s, &etcd, timeout, &wake) {
+                    deaths.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         if let Err(e) = spawned {
             tracing::warn!("fleet: no watcher thread: {e}");
         }
@@ -192,7 +205,7 @@ impl Watchers {
 
 /// Connects to `peer`'s beacon (again after a rest while it does not answer), checks its
 /// greeting, and waits for its end: unless `dropped`, that is the peer's death, and its lease
-/// is revoked.
+/// is revoked. Whether it died.
 fn watch(
     peer: &Peer,
     dropped: &AtomicBool,
@@ -200,10 +213,10 @@ fn watch(
     etcd: &[String],
     timeout: Duration,
     wake: &Sender<()>,
-) {
+) -> bool {
     let mut s = loop {
         if dropped.load(Ordering::SeqCst) {
-            return;
+            return false;
         }
         match greeted(peer) {
             Ok(s) => break s,
@@ -211,7 +224,7 @@ fn watch(
                 // Registered under another lease since, or not a beacon: nothing to watch
                 // here until the peer is registered again.
                 tracing::debug!(peer = %peer.name, "fleet: not watched: {why}");
-                return;
+                return false;
             }
             Err(Greeting::NoAnswer(why)) => {
                 tracing::debug!(peer = %peer.name, "fleet: beacon: {why}");
@@ -222,7 +235,7 @@ fn watch(
     {
         let mut held = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if dropped.load(Ordering::SeqCst) {
-            return;
+            return false;
         }
         *held = s.try_clone().ok();
     }
@@ -237,12 +250,12 @@ fn watch(
                     break e.to_string();
                 }
                 // A time-out or an unreachable host proves nothing: the lease decides.
-                _ => return,
+                _ => return false,
             },
         }
     };
     if dropped.load(Ordering::SeqCst) {
-        return;
+        return false;
     }
     tracing::warn!(peer = %peer.name, lease = peer.lease, "fleet: {}'s process is gone (its beacon connection {end}): its lease is revoked, its channels taken over now", peer.name);
     let revoked =
@@ -252,6 +265,7 @@ fn watch(
         tracing::debug!(peer = %peer.name, "fleet: revoking: {e}");
     }
     let _ = wake.send(());
+    true
 }
 
 enum Greeting {

@@ -728,6 +728,45 @@ pub(crate) fn http_get(port: u16, path: &str) -> String {
     http_get_with(port, path, &[])
 }
 
+/// The value on the first line of `text` (a `/metrics` scrape) that starts with `name` (a
+/// metric's name and labels, as far as they tell it apart); panics if there is none.
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// Checks `text` (a `/metrics` scrape) with `promtool check metrics`: it parses and follows
+/// Prometheus's conventions (no lint).
+pub(crate) fn promtool_check_metrics(text: &str) {
+    let Some(promtool) = tool_on_path("promtool") else {
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// [`http_get`] with request headers.
 pub(crate) fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
     use std::io::Write;
