@@ -28,11 +28,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-/// Output kept while the channel has clients: a client further behind skips ahead. (About
-/// 256 of the engine's chunks, as before the store; 10 s at 8 Mbit/s.)
-const RETAIN_BYTES: u64 = 10 << 20;
-/// One memory file of the store; a client's `sendfile` stops at its end.
-const SEGMENT_BYTES: u64 = 2 << 20;
+/// Output kept while the channel has clients: a client further behind skips ahead (16 s at
+/// 8 Mbit/s).
+const RETAIN_BYTES: u64 = 16 << 20;
+/// One memory file of the store; a client's `sendfile` stops at its end, so each file's end
+/// costs every client one more call (8 MiB: one batch in 16 at 8 Mbit/s; with 2 MiB, one in
+/// 4, the server needed about a fifth more CPU per Gbit/s on one channel: BENCHMARKS.md §5.1.2).
+const SEGMENT_BYTES: u64 = 8 << 20;
 /// Clients are woken at most this often (the output comes in between is sent at the next).
 pub(crate) const BATCH: Duration = Duration::from_millis(500);
 
@@ -106,7 +108,7 @@ struct Store {
 impl Feed {
     /// A feed for a channel of `muxrate_bps`: it keeps [`RETAIN_BYTES`] or 3 s of output,
     /// whichever is more, so a client woken once per [`BATCH`] is never behind the store at
-    /// its wake-up (at 500 Mbit/s, 10 MiB is 170 ms: every client skipped ahead at every
+    /// its wake-up (at 500 Mbit/s, 16 MiB is 270 ms: every client skipped ahead at every
     /// batch and got nothing).
     pub(crate) fn for_rate(muxrate_bps: u64) -> Arc<Feed> {
         let retain = RETAIN_BYTES.max(muxrate_bps / 8 * 3);
@@ -495,7 +497,7 @@ pub(crate) mod tests {
         assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP4x");
     }
 
-    /// At 500 Mbit/s a batch (500 ms) is 31 MB, more than the 10 MiB a feed keeps at lower
+    /// At 500 Mbit/s a batch (500 ms) is 31 MB, more than the 16 MiB a feed keeps at lower
     /// rates: the store keeps 3 s of such a channel, and a client woken per batch gets every
     /// byte without skipping (it got nothing: behind the store at every wake-up).
     #[test]
