@@ -703,6 +703,19 @@ fn a_dead_or_cut_off_node_s_channels_move_and_are_never_sent_twice() {
         status.contains("warning: he-03 lacks ") && status.contains("lost.ts"),
         "{status}"
     );
+    // Every node has its beacon.
+    assert!(!status.contains("has no beacon"), "{status}");
+    assert!(
+        fleet(https[survivor])["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["watch"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("127.0.0.1:"))),
+        "{:#}",
+        fleet(https[survivor])
+    );
     // Drained, he-03 sends nothing and keeps its registration; undrained, it takes its share.
     hectl_fleet(&["drain", "he-03"]);
     settled_with(https[survivor], 2, "he-03", Some(0), limit);

@@ -75,6 +75,7 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                 "node", "capacity", "sends", ""
             );
             let mut lacking = Vec::new();
+            let mut unwatched = Vec::new();
             for n in v["nodes"].as_array().into_iter().flatten() {
                 println!(
                     "{:<16} {:>8} {:>6}  {:<8} {}",
@@ -87,9 +88,15 @@ pub(crate) fn run(action: FleetAction) -> anyhow::Result<ExitCode> {
                 for f in n["missing_media"].as_array().into_iter().flatten() {
                     lacking.push(format!("{} lacks {}", s(&n["name"]), s(f)));
                 }
+                if n["watch"].as_str().is_some_and(str::is_empty) {
+                    unwatched.push(s(&n["name"]));
+                }
             }
             for l in &lacking {
                 println!("warning: {l} (it cannot play it should it take the channel over)");
+            }
+            for n in &unwatched {
+                println!("warning: {n} has no beacon ([fleet] watch): should its process die, its channels wait for its lease to end");
             }
             println!(
                 "{:<16} {:<16} {:<16} {:<24} dormant",

@@ -190,6 +190,8 @@ pub(crate) struct NodeView {
     pub(crate) missing_media: Vec<String>,
     /// Channels it plays not in step ([`NodeInfo::out_of_step`]).
     pub(crate) out_of_step: Vec<String>,
+    /// Its beacon ([`NodeInfo::watch`]; empty: none, its death is seen when its lease ends).
+    pub(crate) watch: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -852,6 +854,7 @@ impl Agent {
                 owns: owned_by(name),
                 missing_media: info.missing_media.clone(),
                 out_of_step: info.out_of_step.clone(),
+                watch: info.watch.clone(),
             })
             .collect();
         let channels = self
