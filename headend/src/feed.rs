@@ -35,6 +35,8 @@ const RETAIN_BYTES: u64 = 16 << 20;
 /// costs every client one more call (8 MiB: one batch in 16 at 8 Mbit/s; with 2 MiB, one in
 /// 4, the server needed about a fifth more CPU per Gbit/s on one channel: BENCHMARKS.md §5.1.2).
 const SEGMENT_BYTES: u64 = 8 << 20;
+/// A memory file of the store while the channel has no client (it keeps its latest GOP).
+const IDLE_SEGMENT_BYTES: u64 = 2 << 20;
 /// Clients are woken at most this often (the output comes in between is sent at the next).
 pub(crate) const BATCH: Duration = Duration::from_millis(500);
 
@@ -234,10 +236,17 @@ impl Feed {
 
     /// Writes `data` at the end of the store, in a new segment if the last one is full.
     fn write(&self, s: &mut Store, data: &[u8]) -> std::io::Result<()> {
+        // With no client only the latest GOP is kept, in small files (the whole file holding
+        // it stays in memory): large ones only while clients read them.
+        let size = if self.stats.clients.load(Ordering::Relaxed) == 0 {
+            self.segment_bytes.min(IDLE_SEGMENT_BYTES)
+        } else {
+            self.segment_bytes
+        };
         let full = s
             .segments
             .back()
-            .is_none_or(|seg| s.end - seg.start >= self.segment_bytes);
+            .is_none_or(|seg| s.end - seg.start >= size);
         if full {
             let fd = nix::sys::memfd::memfd_create(
                 c"headend-feed",

@@ -1533,8 +1533,9 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
 
 /// A node that starts when the channel's origin is older than its `catch_up` plays the
 /// channel from an origin of its own, not in step (registered so). Once it sends the channel
-/// (the owner killed) its origin becomes the fleet's (a third node still on the first origin
-/// is then registered out of step): the killed node, started again, plays
+/// (the owner killed, the only other node drained) its origin becomes the fleet's (the
+/// drained node, still on the first origin, is then registered out of step): the killed node,
+/// started again, plays
 /// from it in step and takes its preferred channel back with no gap (one RTP stream, no
 /// continuity error).
 #[test]
@@ -1602,7 +1603,17 @@ fn an_origin_too_old_to_catch_up_moves_to_the_node_that_sends() {
             && out_of_step(v, "he-b").is_some_and(|l| l == ["news"])
             && out_of_step(v, "he-c").is_some_and(|l| l.is_empty())
     });
-    // he-a killed: he-b sends from its own origin, which becomes the fleet's.
+    // he-c drained (it keeps playing the first origin, but is placed nothing: otherwise, in
+    // step, it would take the channel before he-b, which is out of step), he-a killed: he-b
+    // sends from its own origin, which becomes the fleet's.
+    let (code, body) = request(
+        https[0],
+        "POST",
+        "/api/fleet/drain?node=he-c&on=true",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
     if let Some(mut d) = a.take() {
         let _ = d.0.kill();
         let _ = d.0.wait();

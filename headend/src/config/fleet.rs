@@ -42,9 +42,22 @@ pub(crate) struct FleetConfig {
     pub(crate) standbys: usize,
     /// Key `watch`: the `HOST:PORT` this node's beacon listens on: the other nodes hold a
     /// connection to it and take its channels over the moment it ends (its process died),
-    /// instead of when its lease expires (docs/fleet.md). Default: the host of `api` (an IP
-    /// address), a port the system picks; `"off"`: none (takeovers wait for the lease).
-    pub(crate) watch: Option<std::net::SocketAddr>,
+    /// instead of when its lease expires (docs/fleet.md). Default: the host of `api` when it
+    /// is an IP address the others can dial (not loopback, not `0.0.0.0`), otherwise the
+    /// address this node reaches etcd from, and a port the system picks; `"off"`: none
+    /// (takeovers wait for the lease).
+    pub(crate) watch: Watch,
+}
+
+/// Where a node's beacon listens (`[fleet] watch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Watch {
+    /// None: the node's death is seen when its lease ends.
+    Off,
+    /// This address (port 0: one the system picks).
+    At(std::net::SocketAddr),
+    /// The address this node reaches etcd from, a port the system picks.
+    FromEtcd,
 }
 
 impl FleetConfig {
@@ -151,18 +164,20 @@ pub(super) fn fleet_config(
         diag.push("fleet.standbys", format!("{standbys}: must be 0..=16"));
     }
     let watch = match raw.watch.as_deref() {
-        Some("off") => None,
+        Some("off") => Watch::Off,
         Some(w) => match w.parse::<std::net::SocketAddr>() {
-            Ok(a) if !a.ip().is_unspecified() && !a.ip().is_multicast() => Some(a),
+            Ok(a) if !a.ip().is_unspecified() && !a.ip().is_multicast() => Watch::At(a),
             _ => {
                 diag.push(
                     "fleet.watch",
                     format!("`{w}`: give an address the other nodes reach, such as \"10.0.0.1:7600\", or \"off\""),
                 );
-                None
+                Watch::Off
             }
         },
-        None => api_host(&api).map(|ip| std::net::SocketAddr::new(ip, 0)),
+        None => api_host(&api).map_or(Watch::FromEtcd, |ip| {
+            Watch::At(std::net::SocketAddr::new(ip, 0))
+        }),
     };
     (diag.len() == before).then_some(FleetConfig {
         etcd,
@@ -178,7 +193,7 @@ pub(super) fn fleet_config(
 }
 
 /// The IP address in API URL `api` (`http[s]://IP:PORT`), when it is one the other nodes can
-/// dial (not a name, not `0.0.0.0` or `::`).
+/// dial (not a name, not `0.0.0.0` or `::`, not loopback: `[http] listen`'s default).
 fn api_host(api: &str) -> Option<std::net::IpAddr> {
     let rest = api
         .strip_prefix("http://")
@@ -188,5 +203,5 @@ fn api_host(api: &str) -> Option<std::net::IpAddr> {
         .parse::<std::net::SocketAddr>()
         .map(|a| a.ip())
         .ok()?;
-    (!ip.is_unspecified()).then_some(ip)
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }

@@ -38,7 +38,7 @@ pub(crate) use alerts::{areas_overlap, AlertsConfig, EmergencyTable};
 pub(crate) use channel::ChannelConfig;
 pub(crate) use emmg::EmmgConfig;
 pub(crate) use error::{ConfigError, ConfigErrors};
-pub(crate) use fleet::FleetConfig;
+pub(crate) use fleet::{FleetConfig, Watch};
 pub(crate) use input::{
     percent_decode, read_ca, Endpoint, FailoverConfig, InputConfig, SrtEndpoint,
 };

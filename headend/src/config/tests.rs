@@ -1284,8 +1284,18 @@ fn fleet_settings() {
     assert_eq!(f.margin(), Duration::from_millis(300));
     assert_eq!(f.call_timeout(), Duration::from_secs(1));
     assert_eq!(cfg.channels[0].prefer, ["he-02", "he-01"]);
-    // The beacon: on the API's host by default, a port of the system's choosing.
-    assert_eq!(f.watch, Some("127.0.0.1:0".parse().unwrap()));
+    // The beacon: on the API's host by default, a port of the system's choosing; an API on
+    // loopback (`[http] listen`'s default) is no address for the others: the one toward etcd.
+    assert_eq!(f.watch, Watch::FromEtcd);
+    let f = parse(
+        &text.replace("127.0.0.1:8080", "10.1.2.3:8080"),
+        Path::new("/srv"),
+        "t.toml",
+    )
+    .unwrap()
+    .fleet
+    .unwrap();
+    assert_eq!(f.watch, Watch::At("10.1.2.3:0".parse().unwrap()));
     let fleet = "[fleet]\netcd = [\"http://a:1\"]\nnode = \"a\"\n";
     let with = |extra: &str| {
         parse(
@@ -1295,19 +1305,23 @@ fn fleet_settings() {
         )
     };
     let f = with("watch = \"[::1]:7600\"").unwrap().fleet.unwrap();
-    assert_eq!(f.watch, Some("[::1]:7600".parse().unwrap()));
-    assert_eq!(with("watch = \"off\"").unwrap().fleet.unwrap().watch, None);
-    // An API on a name or on every address: no default beacon (nothing the others can dial).
+    assert_eq!(f.watch, Watch::At("[::1]:7600".parse().unwrap()));
+    assert_eq!(
+        with("watch = \"off\"").unwrap().fleet.unwrap().watch,
+        Watch::Off
+    );
+    // An API on a name or on every address (nothing the others can dial): the beacon is on
+    // the address this node reaches etcd from.
     let f = with("api = \"http://he-01.example:8080\"")
         .unwrap()
         .fleet
         .unwrap();
-    assert_eq!(f.watch, None);
+    assert_eq!(f.watch, Watch::FromEtcd);
     let f = with("api = \"http://0.0.0.0:8080\"")
         .unwrap()
         .fleet
         .unwrap();
-    assert_eq!(f.watch, None);
+    assert_eq!(f.watch, Watch::FromEtcd);
     for bad in ["0.0.0.0:7600", "he-01:7600", "7600"] {
         let errors = reject(&format!("{fleet}watch = \"{bad}\"\n"));
         assert!(

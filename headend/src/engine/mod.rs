@@ -217,9 +217,16 @@ fn catch_up(
 /// gated multicast outputs, keeping what it makes for the lease and a second more.
 fn standby_of(spec: &StationSpec, fleet: Option<&InStep<'_>>, in_step: bool) -> Option<Standby> {
     let fleet = fleet.filter(|_| in_step)?;
+    Some(Standby::new(
+        listeners_of(spec),
+        standby_cap(spec, fleet.lease),
+    ))
+}
+
+/// How many datagrams of `spec` a standby keeps: the lease's and a second's worth.
+fn standby_cap(spec: &StationSpec, lease: Duration) -> usize {
     let per_s = spec.mux.muxrate_bps / (DATAGRAM as u64 * 8);
-    let cap = ((fleet.lease.as_secs() + 1) * per_s.max(1)) as usize;
-    Some(Standby::new(listeners_of(spec), cap))
+    ((lease.as_secs() + 1) * per_s.max(1)) as usize
 }
 
 /// Sockets joined to station `spec`'s multicast outputs (not the seamless ones, which every
@@ -321,6 +328,10 @@ impl Engine {
                 .is_some_and(|p| p.own);
             let in_step = timed && !own;
             from_origin.push(timed);
+            if let Some(g) = gates {
+                // Until the agent finds its origin the fleet's.
+                g.set_stepless(si, timed && own);
+            }
             seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let ssrc_seed = if timed {
                 playout::rtp::digest(spec.id.as_bytes())
@@ -457,6 +468,7 @@ impl Engine {
                 rtp_base,
                 in_step,
                 timed,
+                standby_cap: fleet.map_or(0, |f| standby_cap(spec, f.lease)),
                 standby: standby_of(spec, fleet, in_step),
                 sources,
                 st,
@@ -647,6 +659,8 @@ struct Live {
     /// Played from an origin (the fleet's or the node's own): never re-anchored; datagrams a
     /// stall made late are not sent.
     timed: bool,
+    /// How many datagrams a standby keeps (0: not in a fleet).
+    standby_cap: usize,
     /// In step on a fleet node: what the owner did not send, sent on taking over.
     standby: Option<Standby>,
     feed: Option<Arc<Feed>>,
@@ -2238,10 +2252,22 @@ impl Live {
     /// origin (a node of its own origin took it over): no longer a standby or dormant; its
     /// bytes stay those of its origin.
     fn follow_step(&mut self) {
-        if self.in_step && self.gate.as_ref().is_some_and(|(g, i)| g.stepless(*i)) {
+        let Some((g, i)) = &self.gate else {
+            return;
+        };
+        let stepless = g.stepless(*i);
+        if self.in_step && stepless {
             self.in_step = false;
             self.standby = None;
-            tracing::warn!(station = %self.st.id(), "fleet: the fleet now plays the station from another origin: this node is not in step with it (until it starts again)");
+            tracing::warn!(station = %self.st.id(), "fleet: the fleet plays the station from another origin: this node is not in step with it");
+        } else if !self.in_step && !stepless && self.timed && self.standby_cap > 0 {
+            // Its origin is the fleet's again (or became it): a standby once more.
+            self.in_step = true;
+            self.standby = Some(Standby::new(
+                listeners_of(&self.rebuild.spec),
+                self.standby_cap,
+            ));
+            tracing::info!(station = %self.st.id(), "fleet: the station's origin is the fleet's: in step with the other nodes");
         }
     }
 

@@ -48,7 +48,8 @@ pub(crate) struct Gates {
     /// standbys) rather than dormant. All warm until the agent has placed them.
     warm: Vec<AtomicBool>,
     /// Whether the fleet plays each station from an origin other than this node's (set by
-    /// the agent; the engine then stops treating it as in step).
+    /// the engine for an origin of its own, then by the agent both ways; the engine treats
+    /// the station as in step only while it is not).
     stepless: Vec<AtomicBool>,
 }
 
@@ -71,9 +72,11 @@ impl Gates {
             .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
-    fn set_stepless(&self, i: usize) {
+    /// Marks station `i` as played from another origin than the fleet's (`true`), or from
+    /// the fleet's again.
+    pub(crate) fn set_stepless(&self, i: usize, stepless: bool) {
         if let Some(s) = self.stepless.get(i) {
-            s.store(true, Ordering::Relaxed);
+            s.store(stepless, Ordering::Relaxed);
         }
     }
 
@@ -257,14 +260,22 @@ impl Fleet {
         let locks: Arc<OnceLock<std::sync::Mutex<locks::Locks>>> = Arc::default();
         let desk: Arc<OnceLock<Arc<crate::alert::Desk>>> = Arc::default();
         let out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
-        let beacon = cfg.watch.and_then(|addr| match watch::Beacon::start(addr, &cfg.node) {
+        let at = match cfg.watch {
+            crate::config::Watch::Off => None,
+            crate::config::Watch::At(a) => Some(a),
+            crate::config::Watch::FromEtcd => watch::toward(&cfg.etcd)
+                .map(|ip| std::net::SocketAddr::new(ip, 0))
+                .inspect_err(|e| tracing::warn!(node = %cfg.node, "fleet.watch: {e}"))
+                .ok(),
+        };
+        let beacon = at.and_then(|addr| match watch::Beacon::start(addr, &cfg.node) {
             Ok(b) => Some(b),
             Err(e) => {
                 tracing::warn!(node = %cfg.node, "fleet.watch: cannot listen on {addr}: {e}: takeovers of this node wait for its lease");
                 None
             }
         });
-        if cfg.watch.is_none() {
+        if beacon.is_none() {
             tracing::info!(node = %cfg.node, "fleet: no beacon ([fleet] watch): the other nodes take this node's channels over when its lease expires");
         }
         let (wake, woken) = std::sync::mpsc::channel();
@@ -277,7 +288,9 @@ impl Fleet {
             taken: 0,
             playing: Vec::new(),
             playing_news: playing_news.clone(),
-            beacon: beacon.as_ref().map(|b| (b.addr, b.lease.clone())),
+            beacon: beacon
+                .as_ref()
+                .map(|b| (b.addr, b.lease.clone(), b.suspect.clone())),
             watchers: watch::Watchers::new(cfg.etcd.clone(), cfg.call_timeout(), wake),
             woken,
             desk: desk.clone(),
@@ -412,8 +425,9 @@ struct Agent {
     /// them ([`Fleet::set_out_of_step`]).
     out_of_step: Vec<String>,
     out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>>,
-    /// This node's beacon: its address, and the lease its greeting names.
-    beacon: Option<(std::net::SocketAddr, Arc<AtomicI64>)>,
+    /// This node's beacon: its address, the lease its greeting names, and whether a greeted
+    /// connection was reset ([`watch::Beacon::suspect`]).
+    beacon: Option<(std::net::SocketAddr, Arc<AtomicI64>, Arc<AtomicBool>)>,
     /// Connections to the other nodes' beacons.
     watchers: watch::Watchers,
     /// The origin this node plays each station from (by index), and the engine's news of it.
@@ -483,6 +497,20 @@ impl Agent {
 
     /// One pass: the lease, a read, the claims and releases, the gates.
     fn step(&mut self) -> Result<(), String> {
+        // A beacon connection reset: a peer may have taken it for this node's death and
+        // revoked its lease. Nothing is sent until etcd says the lease is still valid (the
+        // renewal just below; a revoked one is registered anew, its channels gone).
+        if self
+            .beacon
+            .as_ref()
+            .is_some_and(|(_, _, s)| s.swap(false, Ordering::SeqCst))
+        {
+            for i in 0..self.stations.len() {
+                self.gates.set(i, None);
+            }
+            self.renewed_at = None;
+            self.seen = None;
+        }
         self.renew()?;
         if let Some(p) = self.playing_news.lock().ok().and_then(|mut n| n.take()) {
             self.playing = p;
@@ -563,6 +591,13 @@ impl Agent {
             .map(|s| place::Channel {
                 id: s.id.clone(),
                 prefer: s.prefer.clone(),
+                // A node out of step for it would start a new stream: it goes there last.
+                avoid: state
+                    .nodes
+                    .iter()
+                    .filter(|(_, info)| info.out_of_step.contains(&s.id))
+                    .map(|(n, _)| n.clone())
+                    .collect(),
             })
             .collect();
         let placed = place::place(&chans, &live);
@@ -665,33 +700,37 @@ impl Agent {
             let Some(p) = self.playing.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
+            let theirs = state.origins.get(&s.id);
             // (An origin set for another configuration of the station is another stream's:
-            // the nodes of each configuration keep their own step.)
-            let fleets = state
-                .origins
-                .get(&s.id)
-                .filter(|o| o.config == p.config)
-                .map(|o| o.utc_ns);
-            let in_step = if fleets == Some(p.utc_ns) {
+            // the nodes of each configuration keep their own step, and it is left alone.)
+            let same_config = theirs.filter(|(o, _)| o.config == p.config);
+            let in_step = if same_config.is_some_and(|(o, _)| o.utc_ns == p.utc_ns) {
                 true
-            } else if self.owned.contains(&i) {
+            } else if self.owned.contains(&i) && theirs.is_none_or(|(o, _)| o.config == p.config) {
                 // What this node sends is the stream: its origin is the fleet's.
-                if let Err(e) = origins::publish(&mut self.etcd, &self.cfg, &s.id, p) {
-                    result = Err(format!("{}: publishing its origin: {e}", s.id));
-                    continue;
+                let rev = theirs.map_or(0, |(_, r)| *r);
+                match origins::publish(&mut self.etcd, &self.cfg, &s.id, p, rev) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Changed since read: looked at again at the next pass.
+                        self.seen = None;
+                        continue;
+                    }
+                    Err(e) => {
+                        result = Err(format!("{}: publishing its origin: {e}", s.id));
+                        continue;
+                    }
                 }
-                tracing::warn!(channel = %s.id, origin = %chrono::DateTime::from_timestamp_nanos(p.utc_ns).to_rfc3339(), "fleet: this node sends the station from another origin than the fleet's: the fleet now plays it from this one (nodes that start later join it in step; those on the old origin are out of step until they start again)");
+                tracing::warn!(channel = %s.id, origin = %chrono::DateTime::from_timestamp_nanos(p.utc_ns).to_rfc3339(), "fleet: this node sends the station from another origin than the fleet's: the fleet now plays it from this one (nodes that start later join it in step; those on the other origin are out of step with it)");
                 true
-            } else if fleets.is_some() && !p.own {
-                // The sender plays another origin now: not in step here.
-                if !self.gates.stepless(i) {
-                    self.gates.set_stepless(i);
-                }
+            } else if same_config.is_some() {
+                // The fleet plays it from another origin: not in step here.
                 false
             } else {
                 continue;
             };
-            // In step by its bytes (a takeover by it continues the stream), or not.
+            // The engine follows (a standby and dormancy only while in step).
+            self.gates.set_stepless(i, !in_step);
             p.own &= !in_step;
             let listed = self.out_of_step.contains(&s.id);
             if in_step && listed {
@@ -754,7 +793,7 @@ impl Agent {
                 self.lease = Some((id, until.checked_sub(margin).unwrap_or(sent)));
                 self.renewed_at = Some(sent);
                 // The beacon greets with the lease before the node is seen registered.
-                if let Some((_, lease)) = &self.beacon {
+                if let Some((_, lease, _)) = &self.beacon {
                     lease.store(id, Ordering::Relaxed);
                 }
                 self.registered = false;
@@ -829,7 +868,7 @@ impl Agent {
             watch: self
                 .beacon
                 .as_ref()
-                .map(|(a, _)| a.to_string())
+                .map(|(a, _, _)| a.to_string())
                 .unwrap_or_default(),
         };
         let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
@@ -899,8 +938,8 @@ struct State {
     drained: HashSet<String>,
     /// Each registered node's lease.
     leases: HashMap<String, i64>,
-    /// Each station's origin, by id.
-    origins: HashMap<String, origins::Origin>,
+    /// Each station's origin, by id, and its key's revision.
+    origins: HashMap<String, (origins::Origin, i64)>,
     /// Channel id → (owner, its lease).
     owners: HashMap<String, (String, i64)>,
 }
@@ -927,7 +966,7 @@ impl State {
                 }
                 "origins" => {
                     if let Ok(o) = serde_json::from_slice::<origins::Origin>(&kv.value) {
-                        s.origins.insert(name.to_owned(), o);
+                        s.origins.insert(name.to_owned(), (o, kv.mod_revision));
                     }
                 }
                 "owners" => {
@@ -968,7 +1007,12 @@ pub(crate) fn simulate(
             let c = FleetConfig {
                 node: format!("{}-{k}", cfg.node),
                 // Beacons on ports of their own.
-                watch: cfg.watch.map(|a| std::net::SocketAddr::new(a.ip(), 0)),
+                watch: match cfg.watch {
+                    crate::config::Watch::At(a) => {
+                        crate::config::Watch::At(std::net::SocketAddr::new(a.ip(), 0))
+                    }
+                    w => w,
+                },
                 ..cfg.clone()
             };
             let f = Fleet::start(&c, placed.clone(), Vec::new())?;

@@ -46,14 +46,15 @@ pub(crate) struct Playing {
     pub(crate) own: bool,
 }
 
-/// Makes `playing` (this node's own origin of `station`, which it now sends) the fleet's
-/// origin of it.
+/// Makes `playing` (the origin this node plays `station` from, which it now sends) the
+/// fleet's origin of it, if the key is still at `mod_revision` (0: absent): whether it was.
 pub(crate) fn publish(
     etcd: &mut Etcd,
     cfg: &FleetConfig,
     station: &str,
     playing: &Playing,
-) -> Result<(), String> {
+    mod_revision: i64,
+) -> Result<bool, String> {
     let key = format!("{}origins/{station}", cfg.prefix);
     let value = serde_json::to_vec(&Origin {
         utc_ns: playing.utc_ns,
@@ -61,7 +62,12 @@ pub(crate) fn publish(
         config: playing.config.clone(),
     })
     .map_err(|e| e.to_string())?;
-    etcd.put(&key, &value, 0).map_err(|e| e.to_string())
+    if mod_revision == 0 {
+        etcd.create(&key, &value, 0)
+    } else {
+        etcd.put_if_unchanged(&key, &value, mod_revision)
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Whether `spec` plays the same bytes wherever it is played from its origin: a channel of

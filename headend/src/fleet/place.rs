@@ -5,7 +5,8 @@
 //! first with room. A node that joins takes from each other node only the channels it now
 //! ranks first for; a node that leaves gives its channels to their next choices; nothing else
 //! moves. A channel's `prefer` list goes before the ranking: the first live node of it with
-//! room.
+//! room. Nodes a channel should `avoid` (they play it out of step with the fleet: sent by one,
+//! it would start a new stream) come after all the others.
 
 use std::collections::HashMap;
 
@@ -25,6 +26,27 @@ pub(crate) struct Channel {
     pub(crate) id: String,
     /// Nodes it goes to first, in order.
     pub(crate) prefer: Vec<String>,
+    /// Nodes it goes to last (out of step for it).
+    pub(crate) avoid: Vec<String>,
+}
+
+/// `c`'s nodes in its order: `prefer` (the live ones), then by score, `avoid` ones last.
+fn order<'a>(c: &Channel, nodes: &'a [Node]) -> Vec<&'a Node> {
+    let preferred = c
+        .prefer
+        .iter()
+        .filter_map(|p| nodes.iter().find(|n| &n.name == p));
+    let mut ranked: Vec<(f64, &Node)> = nodes.iter().map(|n| (score(&c.id, n), n)).collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    let mut all: Vec<&Node> = Vec::new();
+    for n in preferred.chain(ranked.into_iter().map(|(_, n)| n)) {
+        if !all.iter().any(|x| x.name == n.name) {
+            all.push(n);
+        }
+    }
+    // (A stable sort: each part keeps its order.)
+    all.sort_by_key(|n| c.avoid.contains(&n.name));
+    all
 }
 
 /// Where each channel goes, by id; a channel no node has room for is left out.
@@ -33,17 +55,11 @@ pub(crate) fn place(channels: &[Channel], nodes: &[Node]) -> HashMap<String, Str
     let mut out = HashMap::new();
     // Pinned channels first, so the ranking fills what is left; each group in id order, so
     // every node takes the same decisions.
-    let mut order: Vec<&Channel> = channels.iter().collect();
-    order.sort_by(|a, b| (a.prefer.is_empty(), &a.id).cmp(&(b.prefer.is_empty(), &b.id)));
-    for c in order {
-        let preferred = c
-            .prefer
-            .iter()
-            .filter_map(|p| nodes.iter().find(|n| &n.name == p));
-        let mut ranked: Vec<(f64, &Node)> = nodes.iter().map(|n| (score(&c.id, n), n)).collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
-        let choice = preferred
-            .chain(ranked.into_iter().map(|(_, n)| n))
+    let mut sorted: Vec<&Channel> = channels.iter().collect();
+    sorted.sort_by(|a, b| (a.prefer.is_empty(), &a.id).cmp(&(b.prefer.is_empty(), &b.id)));
+    for c in sorted {
+        let choice = order(c, nodes)
+            .into_iter()
             .find(|n| load[n.name.as_str()] < n.capacity);
         if let Some(n) = choice {
             *load.get_mut(n.name.as_str()).expect("a listed node") += 1;
@@ -87,21 +103,12 @@ pub(crate) fn standbys(
             }
         }
         if list.len() == 1 && n > 1 {
-            let mut ranked: Vec<(f64, &Node)> =
-                nodes.iter().map(|x| (score(&c.id, x), x)).collect();
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
-            let order = c
-                .prefer
-                .iter()
-                .filter(|p| nodes.iter().any(|x| &x.name == *p))
-                .cloned()
-                .chain(ranked.into_iter().map(|(_, x)| x.name.clone()));
-            for name in order {
+            for x in order(c, nodes) {
                 if list.len() == n {
                     break;
                 }
-                if &name != sender && !list.contains(&name) {
-                    list.push(name);
+                if &x.name != sender && !list.contains(&x.name) {
+                    list.push(x.name.clone());
                 }
             }
         }
@@ -142,6 +149,7 @@ mod tests {
             .map(|i| Channel {
                 id: format!("ch{i:03}"),
                 prefer: vec![],
+                avoid: vec![],
             })
             .collect()
     }
@@ -219,5 +227,27 @@ mod tests {
         assert_eq!(p.values().filter(|v| *v == "a").count(), 4);
         let p = place(&chans, &nodes(&[("a", 10), ("c", 10)]));
         assert!(p.values().all(|v| v == "a"));
+    }
+
+    /// A node out of step for a channel gets it only when no other has room, preferred or
+    /// not; so is it chosen last as a standby.
+    #[test]
+    fn nodes_out_of_step_come_last() {
+        let mut chans = channels(10);
+        for c in &mut chans {
+            c.prefer = vec!["b".into()];
+            c.avoid = vec!["b".into()];
+        }
+        let n = nodes(&[("a", 6), ("b", 10), ("c", 10)]);
+        let p = place(&chans, &n);
+        assert_eq!(p.values().filter(|v| *v == "b").count(), 0);
+        let small = nodes(&[("a", 3), ("b", 10), ("c", 3)]);
+        let p = place(&chans, &small);
+        assert_eq!(p.values().filter(|v| *v == "b").count(), 4, "{p:?}");
+        let roomy = nodes(&[("a", 10), ("b", 10), ("c", 10)]);
+        let senders = place(&chans, &roomy);
+        for (id, list) in standbys(&chans, &roomy, &senders, 2) {
+            assert_eq!(list.last().map(String::as_str), Some("b"), "{id}: {list:?}");
+        }
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct Beacon {
     pub(crate) addr: SocketAddr,
     /// The lease the greeting names (0 while there is none: connections wait for one).
     pub(crate) lease: Arc<AtomicI64>,
+    /// Set when a greeted connection was reset: something on the path may have made a peer
+    /// revoke this node's lease, so the agent shuts every gate until etcd confirms it.
+    pub(crate) suspect: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -56,13 +59,20 @@ impl Beacon {
         let addr = listener.local_addr()?;
         let lease = Arc::new(AtomicI64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (l, s, node) = (lease.clone(), stop.clone(), node.to_owned());
+        let suspect = Arc::new(AtomicBool::new(false));
+        let (l, s, node, x) = (
+            lease.clone(),
+            stop.clone(),
+            node.to_owned(),
+            suspect.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("fleet-beacon".to_owned())
-            .spawn(move || serve(&listener, &node, &l, &s))?;
+            .spawn(move || serve(&listener, &node, &l, &s, &x))?;
         Ok(Beacon {
             addr,
             lease,
+            suspect,
             stop,
             thread: Some(thread),
         })
@@ -78,9 +88,26 @@ impl Drop for Beacon {
     }
 }
 
+/// Probes on an idle beacon connection: a peer host gone without a word is let go of after
+/// about a minute (its connection would otherwise be held for ever).
+fn keep_alive(s: &TcpStream) {
+    let k = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(s).set_tcp_keepalive(&k);
+}
+
 /// The beacon's loop: greets each new connection once a lease is known, keeps it, and lets
-/// go only of those the peer ended (it dropped its watcher).
-fn serve(listener: &TcpListener, node: &str, lease: &AtomicI64, stop: &AtomicBool) {
+/// go only of those the peer ended (it dropped its watcher) or that its probes found dead; a
+/// reset (from something on the path: a watcher's end is a close) sets `suspect`.
+fn serve(
+    listener: &TcpListener,
+    node: &str,
+    lease: &AtomicI64,
+    stop: &AtomicBool,
+    suspect: &AtomicBool,
+) {
     let mut held: Vec<TcpStream> = Vec::new();
     let mut waiting: Vec<TcpStream> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -91,6 +118,7 @@ fn serve(listener: &TcpListener, node: &str, lease: &AtomicI64, stop: &AtomicBoo
             }
             let _ = s.set_nonblocking(true);
             let _ = s.set_nodelay(true);
+            keep_alive(&s);
             waiting.push(s);
         }
         let id = lease.load(Ordering::Relaxed);
@@ -108,7 +136,14 @@ fn serve(listener: &TcpListener, node: &str, lease: &AtomicI64, stop: &AtomicBoo
         held.retain_mut(|s| match s.read(&mut buf) {
             Ok(0) => false,
             Ok(_) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::ConnectionReset {
+                    tracing::warn!("fleet: a beacon connection was reset: every channel stops until etcd confirms this node's lease");
+                    suspect.store(true, Ordering::SeqCst);
+                }
+                false
+            }
         });
         waiting.retain_mut(|s| match s.read(&mut buf) {
             Ok(0) => false,
@@ -117,6 +152,31 @@ fn serve(listener: &TcpListener, node: &str, lease: &AtomicI64, stop: &AtomicBoo
         });
         std::thread::sleep(BEACON_TICK);
     }
+}
+
+/// The local address this host sends from toward the first of `etcd` (`http://HOST:PORT`):
+/// one the other nodes, which reach the same etcd, can likely reach too. Nothing is sent (a
+/// UDP socket's connect only picks the route).
+pub(crate) fn toward(etcd: &[String]) -> Result<std::net::IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    let url = etcd.first().ok_or("no etcd endpoint")?;
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let to = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let s = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    s.connect(to)
+        .map_err(|e| format!("the route to {to}: {e}"))?;
+    Ok(s.local_addr().map_err(|e| e.to_string())?.ip())
 }
 
 /// A peer as registered: its name, its lease and its beacon.
@@ -190,7 +250,10 @@ impl Watchers {
         let (etcd, timeout, wake) = (self.etcd.clone(), self.timeout, self.wake.clone());
         let deaths = self.deaths.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("fleet-watch-{}", peer.name))
+            .name(format!(
+                "fleet-watch-{}",
+                peer.name.replace(|c: char| !c.is_ascii_graphic(), "_")
+            ))
             .spawn(move || {
                 if watch(&peer, &d, &s, &etcd, timeout, &wake) {
                     deaths.fetch_add(1, Ordering::Relaxed);
@@ -214,9 +277,42 @@ fn watch(
     timeout: Duration,
     wake: &Sender<()>,
 ) -> bool {
-    let mut s = loop {
-        if dropped.load(Ordering::SeqCst) {
+    loop {
+        let Some(s) = connected(peer, dropped, slot) else {
             return false;
+        };
+        match wait_for_end(s) {
+            Some(end) => {
+                if dropped.load(Ordering::SeqCst) {
+                    return false;
+                }
+                tracing::warn!(peer = %peer.name, lease = peer.lease, "fleet: {}'s process is gone (its beacon connection {end}): its lease is revoked, its channels taken over now", peer.name);
+                let revoked = Etcd::new(etcd, timeout)
+                    .and_then(|mut e| e.revoke(peer.lease).map_err(|e| e.to_string()));
+                if let Err(e) = revoked {
+                    // Already gone (it left cleanly, or another node revoked it first).
+                    tracing::debug!(peer = %peer.name, "fleet: revoking: {e}");
+                }
+                let _ = wake.send(());
+                return true;
+            }
+            // Probes unanswered, an unreachable host: no proof, the lease decides; connect
+            // again (a host back from a partition is watched again).
+            None => std::thread::sleep(DIAL),
+        }
+    }
+}
+
+/// A greeted connection to `peer`'s beacon, held in `slot` (so dropping the watcher ends
+/// it); `None` once `dropped` or when the beacon answers for another lease.
+fn connected(
+    peer: &Peer,
+    dropped: &AtomicBool,
+    slot: &Mutex<Option<TcpStream>>,
+) -> Option<TcpStream> {
+    let s = loop {
+        if dropped.load(Ordering::SeqCst) {
+            return None;
         }
         match greeted(peer) {
             Ok(s) => break s,
@@ -224,7 +320,7 @@ fn watch(
                 // Registered under another lease since, or not a beacon: nothing to watch
                 // here until the peer is registered again.
                 tracing::debug!(peer = %peer.name, "fleet: not watched: {why}");
-                return false;
+                return None;
             }
             Err(Greeting::NoAnswer(why)) => {
                 tracing::debug!(peer = %peer.name, "fleet: beacon: {why}");
@@ -232,40 +328,33 @@ fn watch(
             }
         }
     };
-    {
-        let mut held = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if dropped.load(Ordering::SeqCst) {
-            return false;
-        }
-        *held = s.try_clone().ok();
+    keep_alive(&s);
+    let mut held = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if dropped.load(Ordering::SeqCst) {
+        return None;
     }
+    *held = s.try_clone().ok();
+    Some(s)
+}
+
+/// Reads `s` until it ends: how (closed, reset), or `None` for an end that proves nothing
+/// (probes unanswered, a host unreachable).
+fn wait_for_end(mut s: TcpStream) -> Option<String> {
     let mut buf = [0u8; 256];
-    let end = loop {
+    loop {
         match s.read(&mut buf) {
-            Ok(0) => break "closed".to_owned(),
+            Ok(0) => return Some("closed".to_owned()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => match e.kind() {
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => {
-                    break e.to_string();
-                }
-                // A time-out or an unreachable host proves nothing: the lease decides.
-                _ => return false,
-            },
+            Err(e) => {
+                return matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                )
+                .then(|| e.to_string());
+            }
         }
-    };
-    if dropped.load(Ordering::SeqCst) {
-        return false;
     }
-    tracing::warn!(peer = %peer.name, lease = peer.lease, "fleet: {}'s process is gone (its beacon connection {end}): its lease is revoked, its channels taken over now", peer.name);
-    let revoked =
-        Etcd::new(etcd, timeout).and_then(|mut e| e.revoke(peer.lease).map_err(|e| e.to_string()));
-    if let Err(e) = revoked {
-        // Already gone (it left cleanly, or another node revoked it first): nothing lost.
-        tracing::debug!(peer = %peer.name, "fleet: revoking: {e}");
-    }
-    let _ = wake.send(());
-    true
 }
 
 enum Greeting {
@@ -307,6 +396,46 @@ fn greeted(peer: &Peer) -> Result<TcpStream, Greeting> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The address toward etcd on loopback is loopback's.
+    #[test]
+    fn the_beacon_s_address_is_the_one_toward_etcd() {
+        let ip = toward(&["http://127.0.0.1:2379".to_owned()]).unwrap();
+        assert_eq!(ip, std::net::IpAddr::from([127, 0, 0, 1]));
+        let ip = toward(&["http://[::1]:2379".to_owned()]).unwrap();
+        assert_eq!(ip, std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        assert!(toward(&[]).is_err());
+    }
+
+    /// A greeted connection reset (not closed) makes the beacon suspect that its lease was
+    /// revoked; a close does not.
+    #[test]
+    fn a_reset_connection_makes_the_beacon_suspect() {
+        let b = Beacon::start("127.0.0.1:0".parse().unwrap(), "he-01").unwrap();
+        b.lease.store(9, Ordering::Relaxed);
+        let peer = Peer {
+            name: "he-01".to_owned(),
+            lease: 9,
+            beacon: b.addr,
+        };
+        let closed = greeted(&peer).ok().expect("greeted");
+        drop(closed);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!b.suspect.load(Ordering::SeqCst));
+        let reset = greeted(&peer).ok().expect("greeted");
+        socket2::SockRef::from(&reset)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(reset);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while !b.suspect.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < until,
+                "not suspect after a reset"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 
     /// A beacon greets with its name and lease once it has one, keeps the connection while
     /// it lives, and its end (the process gone) ends the connection.
