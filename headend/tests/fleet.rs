@@ -1510,10 +1510,12 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
     let pid = |p: &[u8]| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
     let pusi = |p: &[u8], id: u16| p[1] & 0x40 != 0 && pid(p) == id;
     let first_pat = packets.iter().position(|p| pusi(p, 0)).unwrap();
-    let rap = packets
-        .iter()
-        .position(|p| pusi(p, 0x100) && p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0)
-        .expect("a random access point");
+    // (The first at or after that PAT: a receiver knows the video's PID only from there.)
+    let rap = first_pat
+        + packets[first_pat..]
+            .iter()
+            .position(|p| pusi(p, 0x100) && p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0)
+            .expect("a random access point");
     let end = [0x100, 0x101]
         .iter()
         .map(|&id| packets.iter().rposition(|p| pusi(p, id)).unwrap())
