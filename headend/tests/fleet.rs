@@ -449,6 +449,36 @@ fn news_node(
     cfg
 }
 
+/// What the tests of one channel on an IPv6 group share: a directory, one etcd member (its
+/// client port), and a receiver joined to the group on `lo` (100 ms read time-out).
+struct Rig {
+    dir: tempfile::TempDir,
+    client: u16,
+    _etcd: Vec<Etcd>,
+    port: u16,
+    rx: UdpSocket,
+}
+
+impl Rig {
+    fn new(group: &str, member: &str) -> Rig {
+        common::multicast_on_lo(group);
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_tcp_port(), free_tcp_port());
+        let _etcd = etcd_cluster(&[(member, client, peer)]);
+        let port = common::free_udp_port();
+        let rx = common::multicast_receiver(group.parse().unwrap(), port);
+        rx.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Rig {
+            dir,
+            client,
+            _etcd,
+            port,
+            rx,
+        }
+    }
+}
+
 /// RTP datagrams as received: (when, sequence number, timestamp, payload).
 type Received = Vec<(Instant, u16, u32, Vec<u8>)>;
 
@@ -1336,14 +1366,13 @@ fn a_takeover_in_step_continues_the_stream_without_a_gap() {
         return;
     };
     let group = "ff15::1:4e";
-    common::multicast_on_lo(group);
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_tcp_port(), free_tcp_port());
-    let _etcd = etcd_cluster(&[("g1", client, peer)]);
-    let port = common::free_udp_port();
-    let rx = common::multicast_receiver(group.parse().unwrap(), port);
-    rx.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    let Rig {
+        dir,
+        client,
+        _etcd,
+        port,
+        rx,
+    } = Rig::new(group, "g1");
     let https: Vec<u16> = (0..2).map(|_| free_tcp_port()).collect();
     let mut nodes: Vec<Option<Daemon>> = ["he-a", "he-b"]
         .iter()
@@ -1425,14 +1454,13 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
         return;
     };
     let group = "ff15::1:4f";
-    common::multicast_on_lo(group);
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_tcp_port(), free_tcp_port());
-    let _etcd = etcd_cluster(&[("d1", client, peer)]);
-    let port = common::free_udp_port();
-    let rx = common::multicast_receiver(group.parse().unwrap(), port);
-    rx.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    let Rig {
+        dir,
+        client,
+        _etcd,
+        port,
+        rx,
+    } = Rig::new(group, "d1");
     let names = ["he-a", "he-b", "he-c"];
     let https: Vec<u16> = names.iter().map(|_| free_tcp_port()).collect();
     let mut nodes: Vec<Option<Daemon>> = names
@@ -1537,23 +1565,21 @@ fn a_dormant_node_takes_over_in_step_after_a_gap() {
 /// channel from an origin of its own, not in step (registered so). Once it sends the channel
 /// (the owner killed, the only other node drained) its origin becomes the fleet's (the
 /// drained node, still on the first origin, is then registered out of step): the killed node,
-/// started again, plays
-/// from it in step and takes its preferred channel back with no gap (one RTP stream, no
-/// continuity error).
+/// started again, plays from it in step and takes its preferred channel back with no gap (one
+/// RTP stream, no continuity error).
 #[test]
 fn an_origin_too_old_to_catch_up_moves_to_the_node_that_sends() {
     if tool_on_path("etcd").is_none() {
         return;
     }
     let group = "ff15::1:50";
-    common::multicast_on_lo(group);
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_tcp_port(), free_tcp_port());
-    let _etcd = etcd_cluster(&[("o1", client, peer)]);
-    let port = common::free_udp_port();
-    let rx = common::multicast_receiver(group.parse().unwrap(), port);
-    rx.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    let Rig {
+        dir,
+        client,
+        _etcd,
+        port,
+        rx,
+    } = Rig::new(group, "o1");
     let https: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
     let configs: Vec<PathBuf> = ["he-a", "he-b", "he-c"]
         .iter()

@@ -9,10 +9,11 @@
 //! the others see its process end ([`watch`]: they revoke its lease) or when its lease
 //! expires, and the channels' next choices claim them.
 //!
-//! Fencing: the engine sends a station only while its gate is open ([`Gates`]). The agent opens an owned station's gate until the instant its lease is known
-//! valid to, less a margin: the keep-alive's send time plus the TTL etcd answered. A node cut
-//! off from etcd therefore stops sending before its lease can have expired and another node
-//! claimed the channel, so two nodes never send one channel.
+//! Fencing: the engine sends a station only while its gate is open ([`Gates`]). The agent
+//! opens an owned station's gate until the instant its lease is known valid to, less a
+//! margin: the keep-alive's send time plus the TTL etcd answered. A node cut off from etcd
+//! therefore stops sending before its lease can have expired and another node claimed the
+//! channel, so two nodes never send one channel.
 //!
 //! `{prefix}drain/{node}` (no lease; `hectl fleet drain`) keeps a node's registration but
 //! places nothing on it.
@@ -26,7 +27,7 @@ pub(crate) mod schedules;
 pub(crate) mod watch;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -235,8 +236,6 @@ pub(crate) struct Fleet {
     ready: Arc<AtomicBool>,
     /// The origins this node plays its stations from, for the agent.
     playing_news: Arc<std::sync::Mutex<Option<Vec<Option<origins::Playing>>>>>,
-    /// This node's beacon, kept open while the process lives (dropped after the agent).
-    _beacon: Option<watch::Beacon>,
 }
 
 impl Fleet {
@@ -288,9 +287,7 @@ impl Fleet {
             taken: 0,
             playing: Vec::new(),
             playing_news: playing_news.clone(),
-            beacon: beacon
-                .as_ref()
-                .map(|b| (b.addr, b.lease.clone(), b.suspect.clone())),
+            beacon,
             watchers: watch::Watchers::new(cfg.etcd.clone(), cfg.call_timeout(), wake),
             woken,
             desk: desk.clone(),
@@ -328,7 +325,6 @@ impl Fleet {
             thread: Some(thread),
             playing_news,
             ready,
-            _beacon: beacon,
         })
     }
 
@@ -425,9 +421,9 @@ struct Agent {
     /// them ([`Fleet::set_out_of_step`]).
     out_of_step: Vec<String>,
     out_of_step_news: Arc<std::sync::Mutex<Option<Vec<String>>>>,
-    /// This node's beacon: its address, the lease its greeting names, and whether a greeted
-    /// connection was reset ([`watch::Beacon::suspect`]).
-    beacon: Option<(std::net::SocketAddr, Arc<AtomicI64>, Arc<AtomicBool>)>,
+    /// This node's beacon, open while the process lives (it closes when the agent ends, after
+    /// the lease is revoked).
+    beacon: Option<watch::Beacon>,
     /// Connections to the other nodes' beacons.
     watchers: watch::Watchers,
     /// The origin this node plays each station from (by index), and the engine's news of it.
@@ -503,7 +499,7 @@ impl Agent {
         if self
             .beacon
             .as_ref()
-            .is_some_and(|(_, _, s)| s.swap(false, Ordering::SeqCst))
+            .is_some_and(|b| b.suspect.swap(false, Ordering::SeqCst))
         {
             for i in 0..self.stations.len() {
                 self.gates.set(i, None);
@@ -793,8 +789,8 @@ impl Agent {
                 self.lease = Some((id, until.checked_sub(margin).unwrap_or(sent)));
                 self.renewed_at = Some(sent);
                 // The beacon greets with the lease before the node is seen registered.
-                if let Some((_, lease, _)) = &self.beacon {
-                    lease.store(id, Ordering::Relaxed);
+                if let Some(b) = &self.beacon {
+                    b.lease.store(id, Ordering::Relaxed);
                 }
                 self.registered = false;
                 tracing::info!(node = %self.cfg.node, lease = id, ttl_s = granted, "fleet: lease granted");
@@ -868,7 +864,7 @@ impl Agent {
             watch: self
                 .beacon
                 .as_ref()
-                .map(|(a, _, _)| a.to_string())
+                .map(|b| b.addr.to_string())
                 .unwrap_or_default(),
         };
         let value = serde_json::to_vec(&info).map_err(|e| e.to_string())?;

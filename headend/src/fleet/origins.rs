@@ -46,8 +46,9 @@ pub(crate) struct Playing {
     pub(crate) own: bool,
 }
 
-/// Makes `playing` (the origin this node plays `station` from, which it now sends) the
-/// fleet's origin of it, if the key is still at `mod_revision` (0: absent): whether it was.
+/// Makes `playing` (the origin this node plays `station` from: one it sets, or one it sends
+/// the station from) the fleet's origin of it, if the key is still at `mod_revision` (0:
+/// absent): whether it was.
 pub(crate) fn publish(
     etcd: &mut Etcd,
     cfg: &FleetConfig,
@@ -123,9 +124,8 @@ pub(crate) fn origins(
             if !replayable(spec) {
                 return None;
             }
-            let r = origin(&mut etcd, cfg, spec, proposed);
             let config = fingerprint(spec);
-            match r {
+            match origin(&mut etcd, cfg, &spec.id, &config, proposed) {
                 Ok(o) if now_ns - o > cfg.catch_up.as_nanos() as i64 => {
                     tracing::warn!(
                         station = %spec.id,
@@ -159,35 +159,32 @@ pub(crate) fn origins(
 fn origin(
     etcd: &mut Etcd,
     cfg: &FleetConfig,
-    spec: &StationSpec,
+    station: &str,
+    config: &str,
     proposed: i64,
 ) -> Result<i64, String> {
-    let key = format!("{}origins/{}", cfg.prefix, spec.id);
-    let mine = Origin {
+    let key = format!("{}origins/{station}", cfg.prefix);
+    let mine = Playing {
         utc_ns: proposed,
-        node: cfg.node.clone(),
-        config: fingerprint(spec),
+        config: config.to_owned(),
+        own: false,
     };
-    let value = serde_json::to_vec(&mine).map_err(|e| e.to_string())?;
     for _ in 0..3 {
         match etcd.get(&key).map_err(|e| e.to_string())? {
             None => {
-                if etcd.create(&key, &value, 0).map_err(|e| e.to_string())? {
-                    tracing::info!(station = %spec.id, origin = %chrono::DateTime::from_timestamp_nanos(proposed).to_rfc3339(), "fleet: the station's origin is set");
+                if publish(etcd, cfg, station, &mine, 0)? {
+                    tracing::info!(station = %station, origin = %chrono::DateTime::from_timestamp_nanos(proposed).to_rfc3339(), "fleet: the station's origin is set");
                     return Ok(proposed);
                 }
             }
             Some(kv) => {
                 let theirs: Option<Origin> = serde_json::from_slice(&kv.value).ok();
                 match theirs {
-                    Some(o) if o.config == mine.config => return Ok(o.utc_ns),
+                    Some(o) if o.config == config => return Ok(o.utc_ns),
                     other => {
-                        if etcd
-                            .put_if_unchanged(&key, &value, kv.mod_revision)
-                            .map_err(|e| e.to_string())?
-                        {
+                        if publish(etcd, cfg, station, &mine, kv.mod_revision)? {
                             tracing::warn!(
-                                station = %spec.id,
+                                station = %station,
                                 previous_node = other.as_ref().map_or("?", |o| o.node.as_str()),
                                 "fleet: the station's configuration differs from the one its origin was set for: a new origin is set (nodes still playing the old configuration are not in step with it)"
                             );
