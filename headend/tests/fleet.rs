@@ -535,11 +535,26 @@ fn one_stream(name: &str, got: &Received) -> Vec<u8> {
         "RTP sequence steps other than 1: {steps:?}"
     );
     let data: Vec<u8> = got.iter().flat_map(|x| x.3.clone()).collect();
+    // Tuned in as a receiver does: from the first PAT on, a stream's packets once the PMT
+    // that lists them has come (the capture starts anywhere in the mux's cycle).
+    let pid = |p: &[u8]| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
     let first_pat = data
         .chunks(188)
-        .position(|p| p[1] & 0x40 != 0 && p[1] & 0x1F == 0 && p[2] == 0)
+        .position(|p| p[1] & 0x40 != 0 && pid(p) == 0)
         .expect("a PAT");
-    let data = data[first_pat * 188..].to_vec();
+    let pat = &data[first_pat * 188..][..188];
+    // The first program's PMT PID (one program: its entry follows the section header).
+    let pmt = u16::from(pat[15] & 0x1F) << 8 | u16::from(pat[16]);
+    let mut pmt_seen = false;
+    let data: Vec<u8> = data[first_pat * 188..]
+        .chunks(188)
+        .filter(|p| {
+            pmt_seen |= pid(p) == pmt && p[1] & 0x40 != 0;
+            pmt_seen || pid(p) == 0 || pid(p) == pmt || pid(p) == 0x1FFF
+        })
+        .flatten()
+        .copied()
+        .collect();
     let r = common::checked_as(
         name,
         &data,
