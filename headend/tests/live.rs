@@ -463,7 +463,9 @@ fn main_killed_restored_and_corrupted_the_output_runs_on() {
     );
     assert!(lock_switch - locked_at < 1500 * MS);
     assert!(unlock_switch - unlocked_at < 1500 * MS);
-    assert!(unlock_switch > locked_at + 2000 * MS, "the lock held");
+    // Locked, the dead main stayed on air: the backup came only after the unlock (a lock
+    // that did not hold puts it on air at the kill, before the unlock was ordered).
+    assert!(unlock_switch > unlocked_at, "the lock held");
     // The kill: the backup's first ES packet within 300 ms of the main's last on the output.
     let (last_main, first_backup) = es_around(&cap, kill_switch);
     let gap = first_backup - last_main;
@@ -1151,13 +1153,15 @@ fn https_inputs_check_the_server_certificate() {
         dir.path(),
         http,
         &[
+            // What is checked here is the certificate, not the failover: the loss timeout
+            // is 1 s, as ffmpeg's `-re` server may pause 200 ms on a loaded machine.
             live_channel(
                 "tls",
                 1,
                 "web",
                 &format!("url = \"https://127.0.0.1:{good}/live.ts\"\nca = {ca:?}"),
                 Some(out),
-            ),
+            ) + "[channel.failover]\nloss_timeout = \"1s\"\n\n",
             live_channel(
                 "untrusted",
                 2,

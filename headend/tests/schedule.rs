@@ -140,7 +140,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     };
     let status_at = (t1 + 6) * 1_000_000_000;
     let edit_at = (t1 * 2 + 13) * 500_000_000;
-    let end = edit_at + 7_000_000_000;
+    let end = edit_at + 10_000_000_000;
     sleep_until(status_at);
     // The status as of some instant between the request and the reply.
     let asked = utc_ns();
@@ -250,7 +250,9 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
         .find(|(p, _)| is_hevc(p))
         .expect("c.ts on air");
     // The `now` edit: the looped a.ts replaces the looped c.ts within the handover lead (4 s)
-    // plus a scheduler round, or sooner when the c.ts pass on air ends first.
+    // plus a scheduler round, or sooner when the c.ts pass on air ends first (4.0 s alone on
+    // this machine, 6.2 s once with two other test binaries running beside it: the debug
+    // build's scheduler round is slower on a loaded machine). The limit leaves room for that.
     let after = entries
         .iter()
         .find(|(p, at)| h264_with(p, 0x0F) && *at > edited_now)
@@ -258,7 +260,7 @@ fn hard_starts_go_on_air_at_their_wall_clock_time() {
     let delay = (after.1 - edited_now) as f64 / 1e9;
     eprintln!("now edit: on air {delay:.2} s after the daemon answered it");
     assert!(
-        (0.0..5.0).contains(&delay),
+        (0.0..8.0).contains(&delay),
         "now edit on air {delay} s later ({engine})"
     );
     // Hard starts: the first picture within a frame of its wall-clock time.
