@@ -127,7 +127,7 @@ pub(crate) struct ListenerStats {
     pub(crate) header_timeouts: AtomicU64,
     /// Closed for moving no byte either way for `http.idle_timeout`.
     pub(crate) idle_timeouts: AtomicU64,
-    /// API requests answered 408 for running over `http.request_timeout`.
+    /// API requests answered 408: the body did not arrive within `http.request_timeout`.
     pub(crate) request_timeouts: AtomicU64,
     pub(crate) alarm: Alarm,
 }
@@ -204,7 +204,7 @@ enum ApiError {
         full: bool,
         message: String,
     },
-    /// The request ran over `http.request_timeout`.
+    /// The request's body did not arrive within `http.request_timeout` of its head.
     Timeout(std::time::Duration),
 }
 
@@ -306,7 +306,7 @@ impl ApiError {
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
                 format!(
-                    "the request took over {} s (http.request_timeout); nothing was changed unless the answer to a retry says so",
+                    "the request's body did not arrive within {} s of its head (http.request_timeout); nothing was changed",
                     limit.as_secs_f64()
                 ),
                 None,
@@ -345,7 +345,15 @@ pub(crate) async fn handle(state: Arc<ApiState>, req: Request<Incoming>) -> Resp
         .map(|trail| (trail, audit_entry(&state, &req)));
     let answer = match route(&state, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if matches!(e, ApiError::Timeout(_)) {
+                state
+                    .listener
+                    .request_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            e.into_response()
+        }
     };
     if let Some((trail, mut entry)) = audit {
         // The result: the status, the revision made, and why when refused.
@@ -401,12 +409,6 @@ fn audit_entry<B>(
         e.insert("before".into(), before.trim_matches('"').into());
     }
     e
-}
-
-/// The answer to a request that ran over `limit` (`http.request_timeout`; the listener
-/// enforces it and counts it).
-pub(crate) fn timed_out(limit: std::time::Duration) -> Response<Bytes> {
-    ApiError::Timeout(limit).into_response()
 }
 
 async fn route(state: &Arc<ApiState>, req: Request<Incoming>) -> Result<Response<Bytes>, ApiError> {
@@ -1237,6 +1239,30 @@ fn bearer<B>(req: &Request<B>) -> &str {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
+/// When a request must have arrived whole (`http.request_timeout` after its head), put in its
+/// extensions by the listener: a body still coming then is answered 408. What a request asks
+/// is never cut short once it has arrived, so a 408 always means nothing was changed (and the
+/// audit trail has every change with its real answer).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    pub(crate) at: tokio::time::Instant,
+    pub(crate) limit: std::time::Duration,
+}
+
+/// `body` (reading a request's body), unless the request's [`Deadline`] comes first.
+async fn by_deadline<T, E>(
+    deadline: Option<Deadline>,
+    body: impl std::future::Future<Output = Result<T, E>>,
+    late: impl FnOnce(ApiError) -> E,
+) -> Result<T, E> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.at, body)
+            .await
+            .unwrap_or_else(|_| Err(late(ApiError::Timeout(d.limit)))),
+        None => body.await,
+    }
+}
+
 /// Who sent `req` (its `Authorization: Bearer` token), if they may do `need`.
 fn authorize<B>(state: &ApiState, req: &Request<B>, need: Need<'_>) -> Result<Caller, ApiError> {
     use crate::auth::Denied;
@@ -1269,16 +1295,25 @@ fn alert_desk(state: &ApiState) -> Result<Arc<crate::alert::Desk>, ApiError> {
 
 /// The body, at most `limit` bytes.
 async fn read_bytes(req: Request<Incoming>, limit: u64) -> Result<Vec<u8>, ApiError> {
-    let collected = Limited::new(req.into_body(), limit as usize)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.to_string().contains("length limit exceeded") {
-                ApiError::TooLarge(limit)
-            } else {
-                ApiError::BadRequest(format!("reading the body: {e}"))
-            }
-        })?;
+    let deadline = req.extensions().get::<Deadline>().copied();
+    let body = req.into_body();
+    let collected = by_deadline(
+        deadline,
+        async {
+            Limited::new(body, limit as usize)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.to_string().contains("length limit exceeded") {
+                        ApiError::TooLarge(limit)
+                    } else {
+                        ApiError::BadRequest(format!("reading the body: {e}"))
+                    }
+                })
+        },
+        |e| e,
+    )
+    .await?;
     Ok(collected.to_bytes().to_vec())
 }
 
@@ -1296,23 +1331,28 @@ async fn spool_body(
     limit: u64,
 ) -> Result<u64, Spooled> {
     use tokio::io::AsyncWriteExt;
+    let deadline = req.extensions().get::<Deadline>().copied();
     let mut file = tokio::fs::File::create(spool).await.map_err(Spooled::Io)?;
     let mut body = req.into_body();
-    let mut len = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| Spooled::Api(ApiError::BadRequest(format!("reading the body: {e}"))))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        len += data.len() as u64;
-        if len > limit {
-            return Err(Spooled::Api(ApiError::TooLarge(limit)));
+    let spooled = async {
+        let mut len = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Spooled::Api(ApiError::BadRequest(format!("reading the body: {e}")))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            len += data.len() as u64;
+            if len > limit {
+                return Err(Spooled::Api(ApiError::TooLarge(limit)));
+            }
+            file.write_all(&data).await.map_err(Spooled::Io)?;
         }
-        file.write_all(&data).await.map_err(Spooled::Io)?;
-    }
-    file.flush().await.map_err(Spooled::Io)?;
-    Ok(len)
+        file.flush().await.map_err(Spooled::Io)?;
+        Ok(len)
+    };
+    by_deadline(deadline, spooled, Spooled::Api).await
 }
 
 /// The revision named by `If-Match: "N"` (quotes optional).

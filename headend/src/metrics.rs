@@ -332,7 +332,7 @@ fn describe() {
     describe_counter!(
         "headend_http_request_timeouts_total",
         Unit::Count,
-        "API requests answered 408 for running over http.request_timeout."
+        "API requests answered 408: the body did not arrive within http.request_timeout (nothing was changed)."
     );
     describe_counter!(
         "process_cpu_seconds_total",

@@ -525,3 +525,75 @@ fn alert_clips_are_spooled_within_a_quota() {
     assert_eq!(left.len(), 1, "only the kept clip: {left:?}");
     assert!(left[0].ends_with(".ts"), "{left:?}");
 }
+
+/// `http.request_timeout` bounds how long a request takes to arrive, not what it asks: a body
+/// still coming at the limit is answered 408 with nothing changed (counted, and on the audit
+/// trail as refused); a request that arrived in time is done and answered as it went.
+#[test]
+fn a_body_late_past_the_request_timeout_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let cfg = dir.path().join("headend.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\nrequest_timeout = \"1s\"\n\n\
+             [schedules]\ndir = \"sched\"\n\n\
+             [[channel]]\nid = \"news\"\nservice_id = 1\nname = \"News\"\nmuxrate = \"2M\"\nplaylist = [{a:?}]\n",
+            a = media("a.ts").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::run(&cfg, "info");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let path = "/api/schedules/news/2026-11-23";
+
+    // The head and half the body, then nothing: 408 once the second has passed.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\nIf-Match: \"0\"\r\nContent-Length: {}\r\n\r\n",
+        DAY.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&DAY.as_bytes()[..DAY.len() / 2]).unwrap();
+    let sent = std::time::Instant::now();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let waited = sent.elapsed();
+    assert!(answer.starts_with("HTTP/1.0 408"), "{answer}");
+    assert!(answer.contains("nothing was changed"), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "answered after {waited:?}"
+    );
+    // The rest of the body, too late, changes nothing either.
+    let _ = s.write_all(&DAY.as_bytes()[DAY.len() / 2..]);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = request(addr, "GET", path, &[], "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["revision"], 0, "{body}");
+
+    // Counted, and on the audit trail as refused.
+    let (_, record) = request(addr, "GET", "/api/record", &[], "");
+    assert!(record.contains("\"request_timeouts\": 1"), "{record}");
+    let metrics = common::http_get(port, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("headend_http_request_timeouts_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let trail = std::fs::read_to_string(dir.path().join("api-audit.jsonl")).unwrap();
+    let line: serde_json::Value = json(trail.lines().last().unwrap());
+    assert_eq!(line["status"], 408, "{trail}");
+
+    // The same edit sent whole is made.
+    let (status, body) = put(addr, path, "\"0\"", DAY);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["revision"], 1, "{body}");
+
+    let (status, stderr) = signal_and_wait(&mut daemon.0, "TERM");
+    assert!(status.success(), "{stderr}");
+}

@@ -133,8 +133,9 @@ pub(crate) struct HttpConfig {
     /// Key `idle_timeout`: a connection that moves no byte either way for this long is
     /// closed (a player that stopped reading, a stalled upload), 5s..=1h. Default `"60s"`.
     pub(crate) idle_timeout: Duration,
-    /// Key `request_timeout`: an API request, its body included, must be answered within
-    /// this, 1s..=1h; beyond, 408 (counted). Default `"120s"` (a clip upload on a slow link).
+    /// Key `request_timeout`: an API request's body must have arrived within this of its
+    /// head, 1s..=1h; beyond, 408 with nothing changed (counted). Once arrived, a request is
+    /// never cut short. Default `"120s"` (a clip upload on a slow link).
     /// Live channel streams have no such limit.
     pub(crate) request_timeout: Duration,
     /// Array `[[http.token]]`: named tokens, each with a role and optionally the channels it

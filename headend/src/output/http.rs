@@ -18,9 +18,10 @@
 //! runtime only serves) and is bounded here ([`Limits`], `[http]` in the config): at most
 //! `max_connections` open (a new one takes the place of the oldest idle one, or is answered
 //! 503 and closed at once), a request head within `header_timeout` and at most
-//! [`MAX_HEAD`] bytes, no connection silent for `idle_timeout`, an API request answered
-//! within `request_timeout`. Each refusal and closing is counted, and a flood raises the
-//! `http` alarm (`GET /api/record`, [`crate::api::ListenerStats`]).
+//! [`MAX_HEAD`] bytes, no connection silent for `idle_timeout`, an API request's body in
+//! within `request_timeout` of its head (408 otherwise, with nothing changed). Each refusal
+//! and closing is counted, and a flood raises the `http` alarm (`GET /api/record`,
+//! [`crate::api::ListenerStats`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -444,19 +445,16 @@ async fn hyper_connection<S>(
                 return Ok::<_, Infallible>(r.map(|body| Tracked { body, _busy: busy }));
             }
             let r = if req.uri().path().starts_with("/api/") {
+                // The body must arrive within the limit (408 otherwise); what the request
+                // asks is then done to the end and answered as it went, never cut short.
                 let limit = limits.request_timeout;
-                match tokio::time::timeout(limit, api::handle(state.api.clone(), req)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        state
-                            .api
-                            .listener
-                            .request_timeouts
-                            .fetch_add(1, Ordering::Relaxed);
-                        api::timed_out(limit)
-                    }
-                }
-                .map(|b| Body::Full(Some(b)))
+                req.extensions_mut().insert(api::Deadline {
+                    at: tokio::time::Instant::now() + limit,
+                    limit,
+                });
+                api::handle(state.api.clone(), req)
+                    .await
+                    .map(|b| Body::Full(Some(b)))
             } else if req.uri().path().starts_with("/hls/") {
                 // A segment is read from disk (and encrypted): on the blocking pool, so a slow
                 // disk holds up its readers, not the runtime's workers.
