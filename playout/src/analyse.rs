@@ -167,7 +167,8 @@ pub struct AnalyserStats {
     pub bytes: u64,
     /// Packets found.
     pub packets: u64,
-    /// Continuity counter errors (data lost).
+    /// Continuity counter errors (data lost) on the programme's PIDs (every PID until its
+    /// PMT is known).
     pub cc_errors: u64,
     /// Times packet sync was lost.
     pub sync_losses: u64,
@@ -315,6 +316,21 @@ impl Seen {
             .filter(move |b| b.index + (BUCKETS as u64) > index && b.index <= index)
     }
 
+    /// Whether `pid` carries the chosen programme: the PAT, its PMT, its PCR and its
+    /// streams; any PID while the programme or its PMT is not known yet.
+    fn is_programmes(&self, pid: Pid) -> bool {
+        let Some((_, pmt_pid)) = self.program else {
+            return true;
+        };
+        let Some(pmt) = self.pmt.as_ref() else {
+            return true;
+        };
+        pid == Pid::PAT
+            || pid == pmt_pid
+            || pid == pmt.pcr_pid
+            || pmt.streams.iter().any(|e| e.pid == pid)
+    }
+
     fn on_event(&mut self, now: u64, ev: DemuxEvent<'_>) {
         match ev {
             DemuxEvent::Pat(pat) => {
@@ -351,7 +367,10 @@ impl Seen {
                     Some(slot) => slot.1 = now,
                     None => self.pid_seen.push((pid, now)),
                 }
-                if damaged && !packet.tei() {
+                // Continuity errors of the programme only: in an MPTS, another programme's
+                // broken encoder is not this input's fault (a link that loses packets loses
+                // the programme's too). Until its PMT is known, every PID counts.
+                if damaged && !packet.tei() && self.is_programmes(pid) {
                     self.stats.cc_errors += 1;
                     self.bucket(now).cc_errors += 1;
                 }
