@@ -195,15 +195,7 @@ pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow:
         let xmltv: Vec<crate::guide::XmltvChannel> = specs
             .iter()
             .enumerate()
-            .filter_map(|(i, spec)| {
-                let ch = spec.single_channel().filter(|c| c.si.enabled)?;
-                Some(crate::guide::XmltvChannel {
-                    station: i,
-                    channel: ch.id.clone(),
-                    xmltv_id: ch.xmltv_id(),
-                    path: ch.si.xmltv.clone()?,
-                })
-            })
+            .filter_map(|(i, spec)| crate::guide::XmltvChannel::of(i, spec.single_channel()?))
             .collect();
         let watcher = if xmltv.is_empty() {
             None

@@ -232,10 +232,48 @@ pub(crate) struct XmltvChannel {
     pub(crate) channel: String,
     pub(crate) xmltv_id: String,
     pub(crate) path: std::path::PathBuf,
+    /// Days of EIT schedule (`[channel.si] days`): how far ahead of today its guide is kept.
+    pub(crate) days: u32,
+}
+
+impl XmltvChannel {
+    /// Station `station`'s channel, if its SI is on and its guide is an XMLTV file.
+    pub(crate) fn of(station: usize, ch: &crate::config::ChannelConfig) -> Option<XmltvChannel> {
+        let path = ch.si.xmltv.clone().filter(|_| ch.si.enabled)?;
+        Some(XmltvChannel {
+            station,
+            channel: ch.id.clone(),
+            xmltv_id: ch.xmltv_id(),
+            path,
+            days: ch.si.days,
+        })
+    }
+
+    /// The part of its guide (UTC ns, from and to) a station on air from `from_ns` to `to_ns`
+    /// can use: from the start of the UTC day before `from_ns` (present/following by the
+    /// clock) to the end of its EIT schedule's last day after `to_ns`, and a day more (the EIT
+    /// schedule is built from today, UTC).
+    pub(crate) fn window(&self, from_ns: i64, to_ns: i64) -> (i64, i64) {
+        const DAY: i64 = 86_400 * 1_000_000_000;
+        let day_of = |t: i64| t - t.rem_euclid(DAY);
+        (
+            day_of(from_ns).saturating_sub(DAY),
+            day_of(to_ns).saturating_add((i64::from(self.days) + 2) * DAY),
+        )
+    }
 }
 
 /// How often the XMLTV files are looked at.
 const XMLTV_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The largest XMLTV file read: a national guide of hundreds of channels for two weeks is
+/// tens of MB; its document tree takes several times its size in memory.
+pub(crate) const MAX_XMLTV_BYTES: u64 = 256 << 20;
+
+/// The most programmes a channel's guide keeps in its window (a programme a minute for the
+/// 64 days of the longest EIT schedule is 92,160; a real guide has tens a day). Beyond it
+/// the rest are left out, and said so.
+pub(crate) const MAX_GUIDE_PROGRAMMES: usize = 100_000;
 
 /// The event_id of a programme: a hash of its start and title, so it stays while the
 /// programme does.
@@ -250,14 +288,46 @@ fn event_id(start_ns: i64, title: &str) -> u16 {
     (h ^ (h >> 16)) as u16
 }
 
-/// Reads `c`'s XMLTV file into its events; a malformed file is an error naming it with
-/// line and column (and nothing of it is used).
-pub(crate) fn read_xmltv(c: &XmltvChannel) -> Result<Vec<(u16, OnAirProgramme)>, String> {
-    let bytes = std::fs::read(&c.path).map_err(|e| format!("{}: {e}", c.path.display()))?;
-    let guide = xmltv::parse_bytes(&bytes).map_err(|e| format!("{}: {e}", c.path.display()))?;
+/// Reads the XMLTV file at `path` (at most [`MAX_XMLTV_BYTES`]); a malformed file is an
+/// error naming it with line and column.
+pub(crate) fn load_xmltv(path: &std::path::Path) -> Result<Guide, String> {
+    use std::io::Read;
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| named(&e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_XMLTV_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| named(&e))?;
+    if bytes.len() as u64 > MAX_XMLTV_BYTES {
+        return Err(named(&format_args!(
+            "over {} MiB: not read (split the guide, one file per channel or group)",
+            MAX_XMLTV_BYTES >> 20
+        )));
+    }
+    xmltv::parse_bytes(&bytes).map_err(|e| named(&e))
+}
+
+/// `c`'s events in `guide` that are on the air within `window` (UTC ns, from
+/// [`XmltvChannel::window`]), in start order, at most [`MAX_GUIDE_PROGRAMMES`] of them.
+pub(crate) fn events_of(
+    guide: &Guide,
+    c: &XmltvChannel,
+    (from_ns, to_ns): (i64, i64),
+) -> Vec<(u16, OnAirProgramme)> {
     let programmes = guide.programmes_on(&c.xmltv_id);
-    Ok(xmltv::timed(&programmes)
+    let timed: Vec<_> = xmltv::timed(&programmes)
         .into_iter()
+        .filter(|(start, end, _)| {
+            start.timestamp_nanos_opt().is_some_and(|s| s < to_ns)
+                && end.timestamp_nanos_opt().is_some_and(|e| e > from_ns)
+        })
+        .collect();
+    if timed.len() > MAX_GUIDE_PROGRAMMES {
+        tracing::warn!(channel = %c.channel, file = %c.path.display(), programmes = timed.len(), kept = MAX_GUIDE_PROGRAMMES, "XMLTV guide has more programmes in the coming days than a channel keeps: the later ones are left out");
+    }
+    timed
+        .into_iter()
+        .take(MAX_GUIDE_PROGRAMMES)
         .map(|(start, end, p)| {
             let start_ns = start.timestamp_nanos_opt().unwrap_or(0);
             let title = p.title.clone().unwrap_or_default();
@@ -275,12 +345,22 @@ pub(crate) fn read_xmltv(c: &XmltvChannel) -> Result<Vec<(u16, OnAirProgramme)>,
                 },
             )
         })
-        .collect())
+        .collect()
+}
+
+/// Reads `c`'s XMLTV file into its events within `window` ([`events_of`]); a malformed file
+/// is an error naming it with line and column (and nothing of it is used).
+pub(crate) fn read_xmltv(
+    c: &XmltvChannel,
+    window: (i64, i64),
+) -> Result<Vec<(u16, OnAirProgramme)>, String> {
+    Ok(events_of(&load_xmltv(&c.path)?, c, window))
 }
 
 /// Watches the XMLTV files of `channels`: each time one changes (size or modification
-/// time), its programmes go to the engine as the channel's guide and to `/epg.xml`. Stops
-/// on shutdown.
+/// time), and at each new UTC day (the window moves on), its programmes of the coming days
+/// ([`XmltvChannel::window`]) go to the engine as the channel's guide and to `/epg.xml`. A file
+/// several channels share is read once a look. Stops on shutdown.
 pub(crate) fn watch_xmltv(
     channels: Vec<XmltvChannel>,
     sink: crate::router::ScheduleSink,
@@ -290,15 +370,18 @@ pub(crate) fn watch_xmltv(
     std::thread::Builder::new()
         .name("xmltv".to_owned())
         .spawn(move || {
-            let mut seen: Vec<Option<(u64, Option<std::time::SystemTime>)>> =
-                vec![None; channels.len()];
+            let mut seen: Vec<Option<Seen>> = Vec::new();
+            seen.resize_with(channels.len(), || None);
             while !shutdown.is_shutdown() {
                 // A panic costs the file being read: it is taken as read (its stamp is noted
                 // first), so it is read again once it changes; the others are read at the next
                 // pass. The last guide read of it stays on air.
                 let pass = crate::supervise::contain(|| {
                     crate::supervise::chaos(|| "xmltv".to_owned());
-                    xmltv_pass(&channels, &mut seen, &sink, &guides)
+                    let now_ns = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    xmltv_pass(&channels, &mut seen, &sink, &guides, now_ns)
                 });
                 match pass {
                     Ok(true) => {}
@@ -315,27 +398,48 @@ pub(crate) fn watch_xmltv(
         })
 }
 
-/// One look at every XMLTV file, reading those that changed; `false` once the engine is gone.
+/// What the watcher last read of a channel's file: its size and modification time, and the
+/// UTC day it was read on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    stamp: (u64, Option<std::time::SystemTime>),
+    day: i64,
+}
+
+/// One look at every XMLTV file at `now_ns` (UTC), reading those that changed or were read
+/// on another UTC day; `false` once the engine is gone.
 fn xmltv_pass(
     channels: &[XmltvChannel],
-    seen: &mut [Option<(u64, Option<std::time::SystemTime>)>],
+    seen: &mut [Option<Seen>],
     sink: &crate::router::ScheduleSink,
     guides: &Guides,
+    now_ns: i64,
 ) -> bool {
+    let day = now_ns.div_euclid(86_400 * 1_000_000_000);
+    // Each file read in this look, once, however many channels it holds.
+    let mut read: HashMap<&std::path::Path, Result<Guide, String>> = HashMap::new();
     for (c, seen) in channels.iter().zip(seen.iter_mut()) {
         let stamp = std::fs::metadata(&c.path)
             .ok()
             .map(|m| (m.len(), m.modified().ok()));
-        if stamp.is_none() || stamp == *seen {
-            if stamp.is_none() && seen.is_some() {
+        let Some(stamp) = stamp else {
+            if seen.is_some() {
                 tracing::error!(channel = %c.channel, file = %c.path.display(), "XMLTV guide file gone; the last one read stays on air");
                 *seen = None;
             }
             continue;
+        };
+        let now = Seen { stamp, day };
+        if seen.as_ref() == Some(&now) {
+            continue;
         }
-        *seen = stamp;
-        match read_xmltv(c) {
-            Ok(events) => {
+        *seen = Some(now);
+        let guide = read
+            .entry(c.path.as_path())
+            .or_insert_with(|| load_xmltv(&c.path));
+        match guide {
+            Ok(guide) => {
+                let events = events_of(guide, c, c.window(now_ns, now_ns));
                 tracing::info!(channel = %c.channel, programmes = events.len(), "XMLTV guide read");
                 guides.send_modify(|g| {
                     g.insert(c.channel.clone(), events.clone());
@@ -457,5 +561,129 @@ mod tests {
             ]
         );
         assert!(xml.contains("live.m3u8?from=1796518800&amp;to="), "{xml}");
+    }
+
+    /// A guide of `days` days of hour-long programmes on `xmltv_id` from `t0` (UTC s), as
+    /// XMLTV, with or without `stop`.
+    fn hourly(xmltv_id: &str, t0: i64, days: i64, stop: bool) -> String {
+        let time = |t: i64| {
+            DateTime::from_timestamp(t, 0)
+                .unwrap()
+                .format("%Y%m%d%H%M%S +0000")
+                .to_string()
+        };
+        let mut x =
+            format!("<tv><channel id=\"{xmltv_id}\"><display-name>N</display-name></channel>\n");
+        for h in 0..days * 24 {
+            let (a, b) = (t0 + h * 3600, t0 + (h + 1) * 3600);
+            let stop = if stop {
+                format!(" stop=\"{}\"", time(b))
+            } else {
+                String::new()
+            };
+            x += &format!(
+                "<programme start=\"{}\"{stop} channel=\"{xmltv_id}\"><title>P{h}</title></programme>\n",
+                time(a)
+            );
+        }
+        x + "</tv>\n"
+    }
+
+    fn channel(path: &std::path::Path, station: usize) -> XmltvChannel {
+        XmltvChannel {
+            station,
+            channel: format!("c{station}"),
+            xmltv_id: "n.example".into(),
+            path: path.to_owned(),
+            days: 2,
+        }
+    }
+
+    const DAY: i64 = 86_400;
+    const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn a_channel_keeps_only_the_coming_days_of_a_long_guide() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.xml");
+        // 2026-12-01 00:00 UTC, a month of programmes without `stop` (each ends where the
+        // next starts: this was quadratic in the guide's length).
+        let t0 = 1_796_083_200;
+        std::fs::write(&path, hourly("n.example", t0, 30, false)).unwrap();
+        let c = channel(&path, 0);
+        // At noon on the 10th: from the 9th, 00:00 to the 14th, 00:00 (2 days of EIT
+        // schedule after today, and a day more).
+        let now = (t0 + 9 * DAY + 12 * 3600) * S;
+        assert_eq!(
+            c.window(now, now),
+            ((t0 + 8 * DAY) * S, (t0 + 13 * DAY) * S)
+        );
+        let events = read_xmltv(&c, c.window(now, now)).unwrap();
+        assert_eq!(events.len(), 5 * 24);
+        assert_eq!(events[0].1.title, format!("P{}", 8 * 24));
+        assert_eq!(events[0].1.start, Utc((t0 + 8 * DAY) * S));
+        assert_eq!(events.last().unwrap().1.title, format!("P{}", 13 * 24 - 1));
+        assert!(events.iter().all(|(_, p)| p.duration_ns == 3600 * S as u64));
+        // A render of two days from the 10th keeps two days more.
+        let events = read_xmltv(&c, c.window(now, now + 2 * DAY * S)).unwrap();
+        assert_eq!(events.len(), 7 * 24);
+    }
+
+    #[test]
+    fn a_guide_over_the_size_limit_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.xml");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(MAX_XMLTV_BYTES + 1).unwrap();
+        let e = load_xmltv(&path).unwrap_err();
+        assert!(e.contains("huge.xml") && e.contains("over 256 MiB"), "{e}");
+    }
+
+    #[test]
+    fn the_watcher_reads_again_when_the_file_changes_and_each_new_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.xml");
+        let t0 = 1_796_083_200;
+        std::fs::write(&path, hourly("n.example", t0, 30, true)).unwrap();
+        // Two channels share the file.
+        let channels = [channel(&path, 0), channel(&path, 1)];
+        let mut seen = vec![None, None];
+        let (sink, inbox) = crate::router::ScheduleSink::inbox(2);
+        let guides: Guides = Arc::default();
+        let firsts = |inbox: &crate::router::Inbox| -> Vec<(usize, String)> {
+            inbox
+                .drain()
+                .into_iter()
+                .map(|d| match d {
+                    crate::router::Delivered::Schedule(m) => {
+                        (m.station, m.guide.unwrap()[0].1.title.clone())
+                    }
+                    crate::router::Delivered::Override(_) => unreachable!(),
+                })
+                .collect()
+        };
+        let at = |day: i64| (t0 + day * DAY + 3600) * S;
+        assert!(xmltv_pass(&channels, &mut seen, &sink, &guides, at(5)));
+        let first = format!("P{}", 4 * 24);
+        assert_eq!(firsts(&inbox), [(0, first.clone()), (1, first)]);
+        assert_eq!(guides.borrow()["c1"].len(), 5 * 24);
+        // Nothing changed: nothing sent.
+        assert!(xmltv_pass(
+            &channels,
+            &mut seen,
+            &sink,
+            &guides,
+            at(5) + 3600 * S
+        ));
+        assert!(firsts(&inbox).is_empty());
+        // The next day: the window moves on.
+        assert!(xmltv_pass(&channels, &mut seen, &sink, &guides, at(6)));
+        let first = format!("P{}", 5 * 24);
+        assert_eq!(firsts(&inbox), [(0, first.clone()), (1, first)]);
+        // A malformed file: nothing sent, the last guide stays.
+        std::fs::write(&path, "<tv><programme").unwrap();
+        assert!(xmltv_pass(&channels, &mut seen, &sink, &guides, at(6)));
+        assert!(firsts(&inbox).is_empty());
+        assert_eq!(guides.borrow()["c0"].len(), 5 * 24);
     }
 }

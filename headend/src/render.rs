@@ -173,7 +173,8 @@ pub(crate) fn render(job: RenderJob<'_>, out: &mut impl Write) -> anyhow::Result
     }
     // Guides from XMLTV, read once (the daemon watches the files).
     for (sim, &i) in sims.iter_mut().zip(&running) {
-        if let Some(msg) = xmltv_guide(&specs[i], i)? {
+        let end_ns = start_utc_ns.saturating_add(duration.as_nanos() as i64);
+        if let Some(msg) = xmltv_guide(&specs[i], i, (start_utc_ns, end_ns))? {
             sim.st.handle_schedule(msg);
         }
     }
@@ -410,21 +411,20 @@ fn scheduler_of(config: &Config, spec: &StationSpec, index: usize) -> Option<dri
 }
 
 /// The guide of station `index` from its XMLTV file (`[channel.si] xmltv`), read once, if it
-/// has one.
-fn xmltv_guide(spec: &StationSpec, index: usize) -> anyhow::Result<Option<station::ScheduleMsg>> {
-    let Some(ch) = spec.single_channel().filter(|c| c.si.enabled) else {
+/// has one: what of it the station can use on air from `from_ns` to `to_ns` (UTC).
+fn xmltv_guide(
+    spec: &StationSpec,
+    index: usize,
+    (from_ns, to_ns): (i64, i64),
+) -> anyhow::Result<Option<station::ScheduleMsg>> {
+    let Some(c) = spec
+        .single_channel()
+        .and_then(|ch| crate::guide::XmltvChannel::of(index, ch))
+    else {
         return Ok(None);
     };
-    let Some(path) = ch.si.xmltv.clone() else {
-        return Ok(None);
-    };
-    let c = crate::guide::XmltvChannel {
-        station: index,
-        channel: ch.id.clone(),
-        xmltv_id: ch.xmltv_id(),
-        path,
-    };
-    let events = crate::guide::read_xmltv(&c).map_err(anyhow::Error::msg)?;
+    let events =
+        crate::guide::read_xmltv(&c, c.window(from_ns, to_ns)).map_err(anyhow::Error::msg)?;
     Ok(Some(station::ScheduleMsg::guide(index, events)))
 }
 
@@ -459,7 +459,9 @@ impl CaughtUp {
     ) -> anyhow::Result<CaughtUp> {
         let clock = ClockMap::starting(origin_utc_ns, spec.mux.clock_origin);
         let mut st = Station::new(spec.plan(index, network, clock, spec.key_sources()?));
-        if let Some(msg) = xmltv_guide(spec, index)? {
+        // It plays from its origin up to now (the wall clock) and then on air.
+        let now_ns = driver::now_utc().0.max(origin_utc_ns);
+        if let Some(msg) = xmltv_guide(spec, index, (origin_utc_ns, now_ns))? {
             st.handle_schedule(msg);
         }
         Ok(CaughtUp {

@@ -615,12 +615,11 @@ impl Mux {
     }
 
     fn fill_any_slot(&mut self, now: Ticks27M, out: &mut BytesMut) {
-        if let Some(packet) = self.pending_psi.pop_front() {
-            self.put_psi_packet(&packet, out);
-            return;
-        }
-        // PCR before PAT/PMT: its limit (40 ms) is tighter than theirs (100 ms), and at low
-        // muxrates a slot is several milliseconds.
+        // PCR, then PAT and PMT, before anything else, the rest of a table's packets
+        // included: the PCR's limit (40 ms) is tighter than theirs (100 ms), at low muxrates
+        // a slot is several milliseconds, and an EIT schedule section of 4 KB is 23 packets
+        // (11 ms at 3 Mbit/s, 35 ms at 1 Mbit/s). A section's packets may have packets of
+        // other PIDs between them; a table's next section starts once its last one is out.
         for i in 0..self.programs.len() {
             let p = &self.programs[i];
             let due = p.last_pcr.is_none_or(|t| now >= t + self.cfg.pcr_interval);
@@ -653,6 +652,10 @@ impl Mux {
                 self.put_psi(&pmt, out);
                 return;
             }
+        }
+        if let Some(packet) = self.pending_psi.pop_front() {
+            self.put_psi_packet(&packet, out);
+            return;
         }
         // Tables (SI) whose time has come.
         if let Some(i) = self.carousels.iter().position(|c| now >= c.next_due) {
@@ -799,7 +802,7 @@ impl Mux {
     }
 
     /// Emits the first packet of a packetised table; a table of several packets continues in
-    /// the next slots, before anything else.
+    /// the next slots, before anything but a PCR, PAT or PMT that is due.
     fn put_psi(&mut self, packets: &Bytes, out: &mut BytesMut) {
         let n = packets.len() / PACKET_SIZE;
         for k in 1..n {

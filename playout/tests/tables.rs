@@ -75,6 +75,49 @@ fn tables_repeat_at_their_interval() {
     assert!(run.mux().stats().si_packets >= 19 * 2);
 }
 
+/// Big sections (an EIT schedule's are up to 4 KB, 23 packets) at a low muxrate: a PCR, PAT
+/// or PMT that falls due goes out between a section's packets, so the PCR interval stays
+/// within 40 ms and theirs within 100 ms (sent whole first, one section held the PCR back
+/// 35 ms at 1 Mbit/s).
+#[test]
+fn a_long_section_does_not_hold_the_pcr_back() {
+    for muxrate in [1_000_000, 3_000_000] {
+        let mut run = playing_a(muxrate, 10);
+        let sections: Vec<Vec<u8>> = (0..4u8).map(|k| vec![0x50 | (k & 1); 4093]).collect();
+        let refs: Vec<&[u8]> = sections.iter().map(|s| &s[..]).collect();
+        run.mux()
+            .set_table(Pid::from_bits(0x12), 0x50, &refs, SYSTEM_CLOCK_HZ * 4);
+        let mut out = BytesMut::new();
+        while !run.done() {
+            run.step(&mut out, BATCH);
+            while run.mux().poll_event().is_some() {}
+        }
+        let limits = CheckLimits {
+            muxrate_bps: Some(muxrate),
+            ..CheckLimits::default()
+        };
+        let r = check(&out, &limits);
+        assert!(
+            r.violations(&limits).is_empty(),
+            "{muxrate} b/s: {:?}\n{r}",
+            r.violations(&limits)
+        );
+        assert_eq!(r.cc_error_count, 0);
+        // Every section went out whole, in order (a PCR between its packets does not cut it).
+        let on_0x12 = out
+            .chunks_exact(PACKET_SIZE)
+            .filter(|raw| {
+                TsPacket::new(Bytes::copy_from_slice(raw))
+                    .is_ok_and(|p| p.pid() == Pid::from_bits(0x12))
+            })
+            .count();
+        assert!(
+            on_0x12 >= 2 * 4 * 23,
+            "{on_0x12} packets of sections in 10 s"
+        );
+    }
+}
+
 /// A table replaced twice within one cycle: the later content wins. The first replacement
 /// comes mid-cycle (it waits for the cycle to end), the second between cycles (it applies at
 /// once); the first must not then overwrite the second when the cycle ends. (An EIT present

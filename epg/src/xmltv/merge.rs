@@ -42,13 +42,19 @@ pub fn merge(
 ) -> MergeReport {
     let n = items.len().min(planned.len());
     let spans = spans(programmes);
+    // The programmes by start, so each item looks only at those near it (a guide of a
+    // month against a day of items stays linear, not items × programmes).
+    let mut by_start: Vec<usize> = (0..spans.len()).collect();
+    by_start.sort_by_key(|&j| spans[j].0);
+    let starting_from = |t: DateTime<Utc>| by_start.partition_point(|&j| spans[j].0 < t);
     let mut pairs = Vec::new();
     for (i, (start, _)) in planned.iter().enumerate().take(n) {
-        for (j, (p_start, _)) in spans.iter().enumerate() {
-            let distance = (*p_start - *start).abs();
-            if distance <= MERGE_TOLERANCE {
-                pairs.push((distance, i, j));
-            }
+        let near = &by_start[starting_from(*start - MERGE_TOLERANCE)..];
+        for &j in near
+            .iter()
+            .take_while(|&&j| spans[j].0 <= *start + MERGE_TOLERANCE)
+        {
+            pairs.push(((spans[j].0 - *start).abs(), i, j));
         }
     }
     pairs.sort();
@@ -60,15 +66,24 @@ pub fn merge(
             used[j] = true;
         }
     }
+    // A programme overlapping an item starts before the item's end and at most the longest
+    // programme's length before its start.
+    let longest = spans
+        .iter()
+        .filter_map(|&(s, e)| Some(e? - s))
+        .max()
+        .unwrap_or_default();
     for (i, &(start, end)) in planned.iter().enumerate().take(n) {
         if taken[i].is_some() || end <= start {
             continue;
         }
-        let best = spans
+        let near = &by_start[starting_from(start - longest)..];
+        let best = near
             .iter()
-            .enumerate()
-            .filter(|(j, _)| !used[*j])
-            .filter_map(|(j, &(p_start, p_end))| {
+            .take_while(|&&j| spans[j].0 < end)
+            .filter(|&&j| !used[j])
+            .filter_map(|&j| {
+                let (p_start, p_end) = spans[j];
                 let p_end = p_end?;
                 let overlap = end.min(p_end) - start.max(p_start);
                 let majority = overlap * 2 >= end - start && overlap * 2 >= p_end - p_start;
@@ -172,17 +187,21 @@ pub fn timed(
     out
 }
 
-/// Each programme's start and end in UTC; without `stop`, the end is the next later start.
+/// Each programme's start and end in UTC; without `stop`, the end is the next later start
+/// (found by a binary search of the sorted starts: a day-long guide of a channel without
+/// `stop` attributes has tens of thousands of programmes).
 fn spans(programmes: &[&Programme]) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> {
     let starts: Vec<DateTime<Utc>> = programmes.iter().map(|p| p.start.to_utc()).collect();
+    let mut sorted = starts.clone();
+    sorted.sort_unstable();
     programmes
         .iter()
         .zip(&starts)
         .map(|(p, &start)| {
-            let end = p
-                .stop
-                .map(|s| s.to_utc())
-                .or_else(|| starts.iter().copied().filter(|&s| s > start).min());
+            let end = p.stop.map(|s| s.to_utc()).or_else(|| {
+                let later = sorted.partition_point(|&s| s <= start);
+                sorted.get(later).copied()
+            });
             (start, end)
         })
         .collect()
