@@ -494,3 +494,64 @@ fn an_mpts_sends_its_peers_eit_other_at_the_next_tick() {
         .iter()
         .all(|(_, s)| s[8..10] == [0, 101]));
 }
+
+/// A guide of a programme a minute (a week of them is about half a megabyte of EIT
+/// schedule): each table goes out less often than every 8 s, so that the schedule keeps to a
+/// tenth of the muxrate, every event still carried.
+#[test]
+fn a_huge_eit_schedule_keeps_to_its_share_of_the_muxrate() {
+    let net = network();
+    let mut air = Air::start(&net, 40, &[spec(4, "四台")], false);
+    let today = start().date();
+    let week: Vec<Event> = (0..7 * 24 * 60)
+        .map(|m| {
+            let at = today.and_hms_opt(0, 0, 0).unwrap() + Duration::minutes(m);
+            event(
+                (m % 0xFFFF) as u16 + 1,
+                at,
+                1,
+                &format!("第 {m} 分钟的节目"),
+            )
+        })
+        .collect();
+    air.si.set_week(4, week.clone(), air.utc_ns());
+    air.drain();
+    // Past midnight UTC (the window moves on a day), then 90 s.
+    air.run(20);
+    let from_ms = 20 * PER_SECOND as u64;
+    air.run(90);
+    // The share: packets of schedule sections against the output, over the last 90 s.
+    let schedule: Vec<(u64, &[u8])> = (0x50..=0x5F).flat_map(|t| air.table(t, from_ms)).collect();
+    let packets: usize = schedule
+        .iter()
+        .map(|(_, s)| (s.len() + 1).div_ceil(184))
+        .sum();
+    let share = packets as f64 / (90 * PER_SECOND) as f64;
+    assert!(
+        (0.05..=0.105).contains(&share),
+        "EIT schedule {share:.3} of the output"
+    );
+    // Section 0 of table 0x50 repeats at the stretched interval (not 8 s).
+    let section0: Vec<u64> = air
+        .table(0x50, from_ms)
+        .iter()
+        .filter(|(_, s)| s[6] == 0)
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(section0.len() >= 2, "{section0:?}");
+    let gap = section0[1] - section0[0];
+    assert!(
+        (12_000..60_000).contains(&gap),
+        "{gap} ms between repetitions"
+    );
+    // Every event of the table's four days is carried.
+    let mut seen: Vec<u16> = air
+        .table(0x50, from_ms)
+        .iter()
+        .flat_map(|(_, s)| parse_eit_events(s).unwrap().1)
+        .map(|e| e.event_id)
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert!(seen.len() >= 4 * 24 * 60, "{} events", seen.len());
+}

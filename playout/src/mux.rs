@@ -165,9 +165,10 @@ struct Carousel {
     key: u64,
     /// Each section, packetised.
     sections: Vec<Bytes>,
-    /// New content, swapped in when a cycle ends, so a receiver never sees the sections of
-    /// one table with two versions mixed.
-    pending: Option<Vec<Bytes>>,
+    /// New content and its interval, swapped in when a cycle ends, so a receiver never sees
+    /// the sections of one table with two versions mixed (and the cycle on air ends at its
+    /// own pace).
+    pending: Option<(Vec<Bytes>, Ticks27M)>,
     /// Every section is sent once per interval...
     interval: Ticks27M,
     next_due: Ticks27M,
@@ -377,8 +378,9 @@ impl Mux {
             .iter_mut()
             .find(|c| c.pid == pid && c.key == key)
         {
-            if let Some(p) = c.pending.take() {
+            if let Some((p, interval)) = c.pending.take() {
                 c.sections = p;
+                c.interval = interval;
             }
             c.next = 0;
             c.next_due = now.max(c.not_before);
@@ -407,6 +409,34 @@ impl Mux {
             .find(|c| c.pid == pid && c.key == key && c.next == 0 && c.pending.is_none())
         {
             c.next_due = c.next_due.min(now);
+        }
+    }
+
+    /// The bytes (whole packets) one cycle of the table sent under `(pid, key)` takes, the
+    /// content it changes to at its next cycle if it is changing; `None` if there is none.
+    pub fn table_bytes(&self, pid: Pid, key: u64) -> Option<usize> {
+        let c = self
+            .carousels
+            .iter()
+            .find(|c| c.pid == pid && c.key == key)?;
+        let packets = c.pending.as_ref().map_or(&c.sections, |(p, _)| p);
+        Some(packets.iter().map(Bytes::len).sum())
+    }
+
+    /// Sends the table under `(pid, key)` once per `interval` (its content unchanged): from
+    /// now on, or, if new content is waiting for the cycle on air to end, from the new
+    /// content's first cycle. Nothing if there is no such table.
+    pub fn set_table_interval(&mut self, pid: Pid, key: u64, interval: Ticks27M) {
+        if let Some(c) = self
+            .carousels
+            .iter_mut()
+            .find(|c| c.pid == pid && c.key == key)
+        {
+            match &mut c.pending {
+                Some((_, pending)) => *pending = interval.max(1),
+                None => c.interval = interval.max(1),
+            }
+            self.horizon = 0;
         }
     }
 
@@ -482,14 +512,14 @@ impl Mux {
             }
             Some(i) => {
                 let c = &mut self.carousels[i];
-                c.interval = interval.max(1);
                 if c.next == 0 {
                     // Between cycles: at once, and whatever was waiting for this point is
                     // older than it.
                     c.sections = packets;
+                    c.interval = interval.max(1);
                     c.pending = None;
                 } else {
-                    c.pending = Some(packets);
+                    c.pending = Some((packets, interval.max(1)));
                 }
             }
             None if packets.is_empty() => {}
@@ -661,8 +691,9 @@ impl Mux {
         if let Some(i) = self.carousels.iter().position(|c| now >= c.next_due) {
             let c = &mut self.carousels[i];
             if c.next == 0 {
-                if let Some(p) = c.pending.take() {
+                if let Some((p, interval)) = c.pending.take() {
                     c.sections = p;
+                    c.interval = interval;
                 }
             }
             let section = c.sections[c.next].clone();

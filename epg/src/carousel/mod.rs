@@ -5,7 +5,8 @@
 //!
 //! - SDT actual (§5.2.3) every second on PID 0x11, listing the stream's services;
 //! - per service, EIT present/following actual (§5.2.4) every 1.5 s and the EIT schedule
-//!   (its days) every 8 s (25 s terrestrial; limits 10 s and 30 s) on PID 0x12;
+//!   (its days) every 8 s (25 s terrestrial; limits 10 s and 30 s) on PID 0x12, less often
+//!   if the schedules would take more than a tenth of the muxrate ([`EIT_SCHEDULE_SHARE`]);
 //! - TDT (§5.2.5) and TOT (§5.2.6) every 5 s on PID 0x14;
 //! - with a network ([`NetworkSpec`]), the NIT actual (§5.2.1) every 5 s on PID 0x10 (network
 //!   name, every transport stream with its service list and logical channel numbers);
@@ -48,6 +49,13 @@ pub const SDT_PID: u16 = 0x11;
 pub const EIT_PID: u16 = 0x12;
 /// TDT and TOT.
 pub const TDT_PID: u16 = 0x14;
+
+/// The EIT schedule actual's table_ids (4 days each).
+const SCHEDULE_TABLES: std::ops::RangeInclusive<u8> = 0x50..=0x5F;
+
+/// The EIT schedule of a stream's services takes at most 1/this of its muxrate: a tenth (a
+/// week's guide of thirty programmes a day is a few kbit/s).
+pub const EIT_SCHEDULE_SHARE: u64 = 10;
 
 /// One service as the carousel carries it: its SDT entry and the settings of its EIT and
 /// time tables.
@@ -329,6 +337,48 @@ impl Carousel {
                 &refs,
                 ms(every),
             );
+        }
+        self.pace_schedule(mux, k, every);
+    }
+
+    /// Keeps service `k`'s EIT schedule within its share of the muxrate
+    /// ([`EIT_SCHEDULE_SHARE`], split between the stream's services): each table once every
+    /// `every_ms`, or, if its days at that rate would take more, as often as the share allows
+    /// (said in the log). A guide of a programme a minute is about 1 Mbit/s at 8 s; at the
+    /// repetition rates a receiver expects, it would leave a 3 Mbit/s channel's video late.
+    fn pace_schedule(&mut self, mux: &mut Mux, k: usize, every_ms: u64) {
+        let pid = Pid::from_bits(EIT_PID);
+        let service_id = self.services[k].service_id;
+        let bytes: u64 = SCHEDULE_TABLES
+            .filter_map(|t| mux.table_bytes(pid, key(t, 0, service_id)))
+            .map(|b| b as u64)
+            .sum();
+        let budget_bps =
+            (mux.config().muxrate_bps / EIT_SCHEDULE_SHARE / self.services.len() as u64).max(1);
+        // In whole seconds, so that a guide growing by an event does not retime it.
+        let needed_ms = (bytes * 8).div_ceil(budget_bps) * 1000;
+        let interval_ms = every_ms.max(needed_ms);
+        let s = &mut self.services[k];
+        if interval_ms != s.schedule_every_ms {
+            if interval_ms > every_ms {
+                tracing::warn!(
+                    service_id,
+                    schedule_bytes = bytes,
+                    every_s = interval_ms as f64 / 1000.0,
+                    limit_s = every_ms as f64 / 1000.0,
+                    "EIT schedule too big for its share of the muxrate (a tenth, between the services): each table repeated less often than the limit"
+                );
+            } else if s.schedule_every_ms > every_ms {
+                tracing::info!(
+                    service_id,
+                    every_s = every_ms as f64 / 1000.0,
+                    "EIT schedule back at its repetition rate"
+                );
+            }
+            s.schedule_every_ms = interval_ms;
+        }
+        for t in SCHEDULE_TABLES {
+            mux.set_table_interval(pid, key(t, 0, service_id), ms(interval_ms));
         }
     }
 

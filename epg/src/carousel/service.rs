@@ -26,6 +26,9 @@ pub(super) struct ServiceSi {
     pub(super) built_today: Option<NaiveDate>,
     /// The guide comes whole: present/following follow the clock through `week`.
     pub(super) by_clock: bool,
+    /// How often each of its EIT schedule tables is sent (ms): the repetition rate, or less
+    /// often when they are too big for their share of the muxrate.
+    pub(super) schedule_every_ms: u64,
 }
 
 impl ServiceSi {
@@ -41,6 +44,7 @@ impl ServiceSi {
             week: Vec::new(),
             built_today: None,
             by_clock: false,
+            schedule_every_ms: 0,
         }
     }
 
