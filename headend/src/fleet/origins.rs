@@ -28,6 +28,11 @@ const GRID_NS: i64 = 100_000_000;
 /// sets it starts the station there and sends its first datagram.
 const LEAD_NS: i64 = 500_000_000;
 
+/// How long a starting node keeps asking etcd for the stations' origins when calls fail (a
+/// slow or briefly unreachable etcd): a station whose origin is not agreed starts on the
+/// node's own clock, out of step with the others for as long as it runs.
+const AGREE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Origin {
     pub(crate) utc_ns: i64,
@@ -103,8 +108,9 @@ fn fingerprint(spec: &StationSpec) -> String {
 /// Each station's origin, by index in `specs`: read from etcd, or set there by this node
 /// (half a second after `now_ns`, on a tenth of a second); for a station whose origin is
 /// older than the catch-up limit, one of this node's own (the same instant, not written).
-/// `None` for a station that is not replayable, or when etcd cannot be reached (logged: such
-/// a station starts on this node's own clock).
+/// A failed call is tried again for up to [`AGREE_PATIENCE`] in all. `None` for a station
+/// that is not replayable, or when etcd cannot be reached (logged: such a station starts on
+/// this node's own clock).
 pub(crate) fn origins(
     cfg: &FleetConfig,
     specs: &[StationSpec],
@@ -118,6 +124,7 @@ pub(crate) fn origins(
         }
     };
     let proposed = ((now_ns + LEAD_NS).div_euclid(GRID_NS) + 1) * GRID_NS;
+    let patience = std::time::Instant::now() + AGREE_PATIENCE;
     specs
         .iter()
         .map(|spec| {
@@ -125,7 +132,16 @@ pub(crate) fn origins(
                 return None;
             }
             let config = fingerprint(spec);
-            match origin(&mut etcd, cfg, &spec.id, &config, proposed) {
+            let mut agreed = origin(&mut etcd, cfg, &spec.id, &config, proposed);
+            while let Err(e) = &agreed {
+                if std::time::Instant::now() >= patience {
+                    break;
+                }
+                tracing::info!(station = %spec.id, error = %e, "fleet: the station's origin not agreed yet: asking etcd again");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                agreed = origin(&mut etcd, cfg, &spec.id, &config, proposed);
+            }
+            match agreed {
                 Ok(o) if now_ns - o > cfg.catch_up.as_nanos() as i64 => {
                     tracing::warn!(
                         station = %spec.id,
