@@ -80,7 +80,7 @@ struct Ecm {
     packets: Bytes,
     /// Output time it arrived.
     received: Ticks27M,
-    /// Output time it was first put in the carousel, and so surely on air one repetition
+    /// Output time it was first put in the carousel, and so surely on air two repetitions
     /// later.
     installed: Option<Ticks27M>,
     /// When the service went clear after it (transition_delay_stop from then).
@@ -501,10 +501,14 @@ impl ProgramScrambling {
                 continue;
             }
             // An ECM whose window ended told its words all the same, if it was on air.
+            // Installed, it is surely on air two repetitions later: the carousel may finish
+            // the cycle it is in before the new content's, whose groups are spread over one
+            // repetition (one later was not enough: a receiver saw a flip just before the ECM
+            // announcing its word, when the ECMG came back from a stall).
             let at = match e.installed {
-                Some(t) => from.max(t) + cas.interval,
+                Some(t) => from.max(t) + 2 * cas.interval,
                 None if until.is_some_and(|u| u <= now) => continue,
-                None => from.max(now) + cas.interval,
+                None => from.max(now) + 2 * cas.interval,
             };
             best = Some(best.map_or(at, |b| b.min(at)));
         }
