@@ -293,41 +293,55 @@ fn event_id(start_ns: i64, title: &str) -> u16 {
 pub(crate) fn load_xmltv(path: &std::path::Path) -> Result<Guide, String> {
     use std::io::Read;
     let named = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let too_big = || {
+        named(&format_args!(
+            "over {} MiB: not read (split the guide, one file per channel or group)",
+            MAX_XMLTV_BYTES >> 20
+        ))
+    };
     let file = std::fs::File::open(path).map_err(|e| named(&e))?;
+    if file.metadata().is_ok_and(|m| m.len() > MAX_XMLTV_BYTES) {
+        return Err(too_big());
+    }
     let mut bytes = Vec::new();
     file.take(MAX_XMLTV_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| named(&e))?;
     if bytes.len() as u64 > MAX_XMLTV_BYTES {
-        return Err(named(&format_args!(
-            "over {} MiB: not read (split the guide, one file per channel or group)",
-            MAX_XMLTV_BYTES >> 20
-        )));
+        return Err(too_big());
     }
     xmltv::parse_bytes(&bytes).map_err(|e| named(&e))
 }
 
 /// `c`'s events in `guide` that are on the air within `window` (UTC ns, from
-/// [`XmltvChannel::window`]), in start order, at most [`MAX_GUIDE_PROGRAMMES`] of them.
+/// [`XmltvChannel::window`]), in start order, at most [`MAX_GUIDE_PROGRAMMES`] of them: what
+/// its station is given.
 pub(crate) fn events_of(
+    guide: &Guide,
+    c: &XmltvChannel,
+    window: (i64, i64),
+) -> Vec<(u16, OnAirProgramme)> {
+    let mut events = programmes_of(guide, c, window);
+    if events.len() > MAX_GUIDE_PROGRAMMES {
+        tracing::warn!(channel = %c.channel, file = %c.path.display(), programmes = events.len(), kept = MAX_GUIDE_PROGRAMMES, "XMLTV guide has more programmes in the coming days than a channel keeps: the later ones are left out");
+        events.truncate(MAX_GUIDE_PROGRAMMES);
+    }
+    events
+}
+
+/// `c`'s events in `guide` on the air within `(from_ns, to_ns)` (UTC ns), in start order.
+fn programmes_of(
     guide: &Guide,
     c: &XmltvChannel,
     (from_ns, to_ns): (i64, i64),
 ) -> Vec<(u16, OnAirProgramme)> {
     let programmes = guide.programmes_on(&c.xmltv_id);
-    let timed: Vec<_> = xmltv::timed(&programmes)
+    xmltv::timed(&programmes)
         .into_iter()
         .filter(|(start, end, _)| {
             start.timestamp_nanos_opt().is_some_and(|s| s < to_ns)
                 && end.timestamp_nanos_opt().is_some_and(|e| e > from_ns)
         })
-        .collect();
-    if timed.len() > MAX_GUIDE_PROGRAMMES {
-        tracing::warn!(channel = %c.channel, file = %c.path.display(), programmes = timed.len(), kept = MAX_GUIDE_PROGRAMMES, "XMLTV guide has more programmes in the coming days than a channel keeps: the later ones are left out");
-    }
-    timed
-        .into_iter()
-        .take(MAX_GUIDE_PROGRAMMES)
         .map(|(start, end, p)| {
             let start_ns = start.timestamp_nanos_opt().unwrap_or(0);
             let title = p.title.clone().unwrap_or_default();
@@ -416,12 +430,18 @@ fn xmltv_pass(
     now_ns: i64,
 ) -> bool {
     let day = now_ns.div_euclid(86_400 * 1_000_000_000);
-    // Each file read in this look, once, however many channels it holds.
+    type Stamp = Option<(u64, Option<std::time::SystemTime>)>;
+    // Each file looked at and read in this look once, however many channels it holds: its
+    // stamp taken before its content, so a rewrite in between is read again at the next look
+    // by every channel of it.
+    let mut looked: HashMap<&std::path::Path, Stamp> = HashMap::new();
     let mut read: HashMap<&std::path::Path, Result<Guide, String>> = HashMap::new();
     for (c, seen) in channels.iter().zip(seen.iter_mut()) {
-        let stamp = std::fs::metadata(&c.path)
-            .ok()
-            .map(|m| (m.len(), m.modified().ok()));
+        let stamp = *looked.entry(c.path.as_path()).or_insert_with(|| {
+            std::fs::metadata(&c.path)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        });
         let Some(stamp) = stamp else {
             if seen.is_some() {
                 tracing::error!(channel = %c.channel, file = %c.path.display(), "XMLTV guide file gone; the last one read stays on air");
@@ -441,8 +461,11 @@ fn xmltv_pass(
             Ok(guide) => {
                 let events = events_of(guide, c, c.window(now_ns, now_ns));
                 tracing::info!(channel = %c.channel, programmes = events.len(), "XMLTV guide read");
+                // `/epg.xml` and `/epg/{id}.json` list the whole file, past programmes with
+                // their catch-up links as far back as the archive keeps them.
+                let listed = programmes_of(guide, c, (i64::MIN, i64::MAX));
                 guides.send_modify(|g| {
-                    g.insert(c.channel.clone(), events.clone());
+                    g.insert(c.channel.clone(), listed);
                 });
                 let msg = crate::station::ScheduleMsg::guide(c.station, events);
                 if !sink.send(msg) {
@@ -666,7 +689,8 @@ mod tests {
         assert!(xmltv_pass(&channels, &mut seen, &sink, &guides, at(5)));
         let first = format!("P{}", 4 * 24);
         assert_eq!(firsts(&inbox), [(0, first.clone()), (1, first)]);
-        assert_eq!(guides.borrow()["c1"].len(), 5 * 24);
+        // The station has its days; the listing the whole file.
+        assert_eq!(guides.borrow()["c1"].len(), 30 * 24);
         // Nothing changed: nothing sent.
         assert!(xmltv_pass(
             &channels,
@@ -684,6 +708,6 @@ mod tests {
         std::fs::write(&path, "<tv><programme").unwrap();
         assert!(xmltv_pass(&channels, &mut seen, &sink, &guides, at(6)));
         assert!(firsts(&inbox).is_empty());
-        assert_eq!(guides.borrow()["c0"].len(), 5 * 24);
+        assert_eq!(guides.borrow()["c0"].len(), 30 * 24);
     }
 }

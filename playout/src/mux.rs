@@ -132,7 +132,10 @@ pub struct Mux {
     cc: Box<[u8; 8192]>,
     stats: MuxStats,
     events: VecDeque<MuxEvent>,
-    pending_psi: VecDeque<Bytes>,
+    /// The rest of a table's packets, sent before anything but a due PCR, PAT or PMT; the
+    /// last packet of a carousel's section names it (`(pid, key)`), whose next section may
+    /// start 25 ms after that packet has left.
+    pending_psi: VecDeque<(Bytes, Option<(Pid, u64)>)>,
     track_raps: bool,
     raps: VecDeque<Rap>,
     carousels: Vec<Carousel>,
@@ -683,8 +686,21 @@ impl Mux {
                 return;
             }
         }
-        if let Some(packet) = self.pending_psi.pop_front() {
+        if let Some((packet, owner)) = self.pending_psi.pop_front() {
             self.put_psi_packet(&packet, out);
+            if let Some((pid, key)) = owner {
+                // A PCR, PAT or PMT may have gone between the section's packets: the gap
+                // counts from when its last one really left.
+                let earliest = self.slot_time(self.slot + 1) + MIN_SECTION_GAP;
+                if let Some(c) = self
+                    .carousels
+                    .iter_mut()
+                    .find(|c| c.pid == pid && c.key == key)
+                {
+                    c.next_due = c.next_due.max(earliest);
+                    c.not_before = c.not_before.max(earliest);
+                }
+            }
             return;
         }
         // Tables (SI) whose time has come.
@@ -719,7 +735,8 @@ impl Mux {
             self.carousels[i].next_due = planned.max(earliest);
             self.carousels[i].not_before = earliest;
             self.stats.si_packets += (section.len() / PACKET_SIZE) as u64;
-            self.put_psi(&section, out);
+            let owner = (self.carousels[i].pid, self.carousels[i].key);
+            self.put_psi_of(&section, out, Some(owner));
             return;
         }
         // Data streams (EMMs) whose next packet may go.
@@ -835,10 +852,19 @@ impl Mux {
     /// Emits the first packet of a packetised table; a table of several packets continues in
     /// the next slots, before anything but a PCR, PAT or PMT that is due.
     fn put_psi(&mut self, packets: &Bytes, out: &mut BytesMut) {
+        self.put_psi_of(packets, out, None);
+    }
+
+    /// [`Mux::put_psi`] for a section of the carousel `owner` (`(pid, key)`), told when its
+    /// last packet leaves.
+    fn put_psi_of(&mut self, packets: &Bytes, out: &mut BytesMut, owner: Option<(Pid, u64)>) {
         let n = packets.len() / PACKET_SIZE;
         for k in 1..n {
-            self.pending_psi
-                .push_back(packets.slice(k * PACKET_SIZE..(k + 1) * PACKET_SIZE));
+            let last = k + 1 == n;
+            self.pending_psi.push_back((
+                packets.slice(k * PACKET_SIZE..(k + 1) * PACKET_SIZE),
+                owner.filter(|_| last),
+            ));
         }
         self.put_psi_packet(&packets[..PACKET_SIZE], out);
     }
