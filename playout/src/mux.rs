@@ -184,6 +184,16 @@ struct Carousel {
     next: usize,
 }
 
+impl Carousel {
+    /// New content waiting for the end of a cycle, and its interval, become the table's.
+    fn take_pending(&mut self) {
+        if let Some((sections, interval)) = self.pending.take() {
+            self.sections = sections;
+            self.interval = interval;
+        }
+    }
+}
+
 /// A queue of packets on one PID sent in order, no faster than a rate ([`Mux::set_stream`]).
 struct DataStream {
     pid: Pid,
@@ -376,15 +386,8 @@ impl Mux {
     pub fn set_table_now(&mut self, pid: Pid, key: u64, sections: &[&[u8]], interval: Ticks27M) {
         self.set_table(pid, key, sections, interval);
         let now = self.now();
-        if let Some(c) = self
-            .carousels
-            .iter_mut()
-            .find(|c| c.pid == pid && c.key == key)
-        {
-            if let Some((p, interval)) = c.pending.take() {
-                c.sections = p;
-                c.interval = interval;
-            }
+        if let Some(c) = self.carousel_mut(pid, key) {
+            c.take_pending();
             c.next = 0;
             c.next_due = now.max(c.not_before);
             c.burst = true;
@@ -407,12 +410,18 @@ impl Mux {
         // New content goes out at once (an ECM's window has opened), not at the old rhythm.
         let now = self.now();
         if let Some(c) = self
-            .carousels
-            .iter_mut()
-            .find(|c| c.pid == pid && c.key == key && c.next == 0 && c.pending.is_none())
+            .carousel_mut(pid, key)
+            .filter(|c| c.next == 0 && c.pending.is_none())
         {
             c.next_due = c.next_due.min(now);
         }
+    }
+
+    /// The carousel of the table sent under `(pid, key)`, if there is one.
+    fn carousel_mut(&mut self, pid: Pid, key: u64) -> Option<&mut Carousel> {
+        self.carousels
+            .iter_mut()
+            .find(|c| c.pid == pid && c.key == key)
     }
 
     /// The bytes (whole packets) one cycle of the table sent under `(pid, key)` takes, the
@@ -430,11 +439,7 @@ impl Mux {
     /// now on, or, if new content is waiting for the cycle on air to end, from the new
     /// content's first cycle. Nothing if there is no such table.
     pub fn set_table_interval(&mut self, pid: Pid, key: u64, interval: Ticks27M) {
-        if let Some(c) = self
-            .carousels
-            .iter_mut()
-            .find(|c| c.pid == pid && c.key == key)
-        {
+        if let Some(c) = self.carousel_mut(pid, key) {
             match &mut c.pending {
                 Some((_, pending)) => *pending = interval.max(1),
                 None => c.interval = interval.max(1),
@@ -692,11 +697,7 @@ impl Mux {
                 // A PCR, PAT or PMT may have gone between the section's packets: the gap
                 // counts from when its last one really left.
                 let earliest = self.slot_time(self.slot + 1) + MIN_SECTION_GAP;
-                if let Some(c) = self
-                    .carousels
-                    .iter_mut()
-                    .find(|c| c.pid == pid && c.key == key)
-                {
+                if let Some(c) = self.carousel_mut(pid, key) {
                     c.next_due = c.next_due.max(earliest);
                     c.not_before = c.not_before.max(earliest);
                 }
@@ -707,10 +708,7 @@ impl Mux {
         if let Some(i) = self.carousels.iter().position(|c| now >= c.next_due) {
             let c = &mut self.carousels[i];
             if c.next == 0 {
-                if let Some((p, interval)) = c.pending.take() {
-                    c.sections = p;
-                    c.interval = interval;
-                }
+                c.take_pending();
             }
             let section = c.sections[c.next].clone();
             let n = c.sections.len() as u64;
