@@ -20,6 +20,8 @@ use crate::station::{self, StationSpec};
 /// Runs `config` until a signal; `on_ready` gets the HTTP address once everything is up.
 pub(crate) fn run(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     let specs = station::specs(config);
+    // Before any thread: the HTTP store's tmpfs is mounted by a forked child.
+    crate::feed::prepare_files();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("http")

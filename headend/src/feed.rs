@@ -1,18 +1,23 @@
 //! A channel's output as HTTP clients get it.
 //!
-//! The engine thread appends each chunk of whole TS packets to the feed's store: memory files
-//! (`memfd_create(2)`) in a row, [`SEGMENT_BYTES`] each, holding the last [`RETAIN_BYTES`] of
-//! output while the channel has clients (the current GOP only while it has none). Every client
-//! reads the same files from its own offset ([`Cursor`]): a plain HTTP client is sent its part
+//! The engine thread appends each chunk of whole TS packets to the feed's store: files in
+//! memory ([`files`]: on a private tmpfs with huge pages, else memory files) in a row,
+//! //! [`SEGMENT_BYTES`] each, holding the last [`RETAIN_BYTES`] of output while the channel has
+//! clients (only what the next client would start on while it has none). Every client reads
+//! the same files from its own offset ([`Cursor`]): a plain HTTP client is sent its part
 //! with `sendfile(2)` (`crate::output::live`), without a copy, the way nginx sends a file.
 //!
-//! The store notes each random access point (its offset, and the PAT/PMT to send before it), so
-//! a new client starts on the latest one at once, and a client that falls behind the store
-//! skips ahead to the latest one (counted in [`FeedStats::skips`]).
+//! The store notes each random access point (its offset, the PAT/PMT to send before it and when
+//! it was written), so a new client starts on one at once, and a client that falls behind the
+//! store skips ahead (counted in [`FeedStats::skips`]).
 //!
 //! Clients are woken together, once per [`BATCH`] of output, so each sends one larger piece
-//! instead of every chunk: fewer system calls and wake-ups. A set-top box buffers more than
-//! that; a new client gets everything up to the newest chunk at once.
+//! instead of every chunk: fewer system calls and wake-ups (a second's worth per call, as
+//! nginx's `limit_rate` sends a file). A client must then have a batch of output in hand
+//! between two wake-ups, and a player that starts as soon as it can decode (ffplay) has not:
+//! so a new client starts on the latest random access point at least a batch old and gets
+//! everything from there to the newest chunk at once. It can play at once and never runs dry;
+//! it plays a batch (and up to a GOP) behind the newest output.
 //!
 //! A byte once written to the store is never changed: `sendfile` queues references to a file's
 //! pages in the socket, not copies, and they may still be queued after the file has left the
@@ -28,6 +33,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+mod files;
+
+pub(crate) use files::prepare as prepare_files;
+
 /// Output kept while the channel has clients: a client further behind skips ahead (16 s at
 /// 8 Mbit/s).
 const RETAIN_BYTES: u64 = 16 << 20;
@@ -35,10 +44,12 @@ const RETAIN_BYTES: u64 = 16 << 20;
 /// costs every client one more call (8 MiB: one batch in 16 at 8 Mbit/s; with 2 MiB, one in
 /// 4, the server needed about a fifth more CPU per Gbit/s on one channel: BENCHMARKS.md §5.1.2).
 const SEGMENT_BYTES: u64 = 8 << 20;
-/// A memory file of the store while the channel has no client (it keeps its latest GOP).
+/// A file of the store while the channel has no client (it keeps a batch and a GOP).
 const IDLE_SEGMENT_BYTES: u64 = 2 << 20;
-/// Clients are woken at most this often (the output comes in between is sent at the next).
-pub(crate) const BATCH: Duration = Duration::from_millis(500);
+/// Clients are woken at most this often (the output that comes in between is sent at the
+/// next). A second: half the `sendfile` calls of 500 ms, for 0.004 cores per Gbit/s less
+/// (BENCHMARKS.md §5.1.3); a client starts this far behind the newest output.
+pub(crate) const BATCH: Duration = Duration::from_secs(1);
 
 /// A piece of the output: whole TS packets.
 #[derive(Debug)]
@@ -74,6 +85,8 @@ pub(crate) struct Segment {
     pub(crate) file: File,
     /// The stream offset of its first byte.
     start: u64,
+    /// How many bytes it takes (the last write may go past).
+    size: u64,
 }
 
 /// How far clients may send, as last announced.
@@ -91,6 +104,8 @@ struct Rap {
     offset: u64,
     /// PAT and PMT, sent before it.
     psi: Bytes,
+    /// When it was published.
+    at: Instant,
 }
 
 struct Store {
@@ -100,6 +115,8 @@ struct Store {
     raps: VecDeque<Rap>,
     /// Stream offset of the end of what was written.
     end: u64,
+    /// When the newest chunk was published.
+    newest: Option<Instant>,
     /// When clients were last woken.
     woken: Option<Instant>,
     closed: bool,
@@ -107,13 +124,27 @@ struct Store {
     failing: bool,
 }
 
+impl Store {
+    /// Where a new client starts, or one that fell behind: the latest random access point
+    /// published at least a [`BATCH`] before the newest chunk, so that it has a batch to play
+    /// before the next comes; the oldest kept when none is that old (a channel just started).
+    fn start(&self) -> Option<&Rap> {
+        let newest = self.newest?;
+        self.raps
+            .iter()
+            .rev()
+            .find(|r| newest.saturating_duration_since(r.at) >= BATCH)
+            .or(self.raps.front())
+    }
+}
+
 impl Feed {
-    /// A feed for a channel of `muxrate_bps`: it keeps [`RETAIN_BYTES`] or 3 s of output,
-    /// whichever is more, so a client woken once per [`BATCH`] is never behind the store at
-    /// its wake-up (at 500 Mbit/s, 16 MiB is 270 ms: every client skipped ahead at every
-    /// batch and got nothing).
+    /// A feed for a channel of `muxrate_bps`: it keeps [`RETAIN_BYTES`] or 4 s of output,
+    /// whichever is more, so a client that started a batch behind and is woken once per
+    /// [`BATCH`] is never behind the store at its wake-up (at 500 Mbit/s, 16 MiB is 270 ms:
+    /// every client skipped ahead at every batch and got nothing).
     pub(crate) fn for_rate(muxrate_bps: u64) -> Arc<Feed> {
-        let retain = RETAIN_BYTES.max(muxrate_bps / 8 * 3);
+        let retain = RETAIN_BYTES.max(muxrate_bps / 8 * 4);
         Feed::sized(retain, SEGMENT_BYTES.max(retain / 5))
     }
 
@@ -124,6 +155,7 @@ impl Feed {
                 segments: VecDeque::new(),
                 raps: VecDeque::new(),
                 end: 0,
+                newest: None,
                 woken: None,
                 closed: false,
                 failing: false,
@@ -147,7 +179,7 @@ impl Feed {
             if s.closed {
                 return;
             }
-            self.append(&mut s, chunk);
+            self.append(&mut s, chunk, now);
             let due = s.woken.is_none_or(|t| now.duration_since(t) >= BATCH);
             if due {
                 s.woken = Some(now);
@@ -170,8 +202,8 @@ impl Feed {
         self.ready.send_replace(Ready { end, closed: true });
     }
 
-    /// A new client, starting at the latest random access point (or, before the first, at
-    /// the next one). `None` once the feed is closed.
+    /// A new client, starting at a random access point a batch old ([`Store::start`]; before
+    /// the first, at the next one). `None` once the feed is closed.
     pub(crate) fn subscribe(self: &Arc<Feed>) -> Option<Cursor> {
         let s = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         if s.closed {
@@ -189,7 +221,7 @@ impl Feed {
     }
 
     /// Appends `chunk` to the store and drops what is no longer kept.
-    fn append(&self, s: &mut Store, chunk: Chunk) {
+    fn append(&self, s: &mut Store, chunk: Chunk, now: Instant) {
         let start = s.end;
         let len = chunk.data.len() as u64;
         match self.write(s, &chunk.data) {
@@ -212,18 +244,19 @@ impl Feed {
             }
         }
         s.end = start + len;
+        s.newest = Some(now);
         if let Some((offset, psi)) = chunk.rap {
             s.raps.push_back(Rap {
                 offset: start + offset as u64,
                 psi,
+                at: now,
             });
         }
-        // Kept: the last `retain_bytes` while there are clients; with none, from the latest
-        // random access point on (for the next client), as long as that is within
-        // `retain_bytes` too.
+        // Kept: the last `retain_bytes` while there are clients; with none, from where the
+        // next client would start on, as long as that is within `retain_bytes` too.
         let mut keep_from = s.end.saturating_sub(self.retain_bytes);
         if self.stats.clients.load(Ordering::Relaxed) == 0 {
-            keep_from = keep_from.max(s.raps.back().map_or(s.end, |r| r.offset));
+            keep_from = keep_from.max(s.start().map_or(s.end, |r| r.offset));
         }
         while s.segments.len() > 1 && s.segments[1].start <= keep_from {
             s.segments.pop_front();
@@ -236,25 +269,24 @@ impl Feed {
 
     /// Writes `data` at the end of the store, in a new segment if the last one is full.
     fn write(&self, s: &mut Store, data: &[u8]) -> std::io::Result<()> {
-        // With no client only the latest GOP is kept, in small files (the whole file holding
-        // it stays in memory): large ones only while clients read them.
-        let size = if self.stats.clients.load(Ordering::Relaxed) == 0 {
-            self.segment_bytes.min(IDLE_SEGMENT_BYTES)
-        } else {
+        // With no client only what the next client would start on is kept, in small files
+        // (the whole file holding it stays in memory): large ones only while clients read them.
+        let clients = self.stats.clients.load(Ordering::Relaxed) > 0;
+        let size = if clients {
             self.segment_bytes
+        } else {
+            self.segment_bytes.min(IDLE_SEGMENT_BYTES)
         };
+        // A file made with no client keeps its size (and small pages) once one comes.
         let full = s
             .segments
             .back()
-            .is_none_or(|seg| s.end - seg.start >= size);
+            .is_none_or(|seg| s.end - seg.start >= seg.size);
         if full {
-            let fd = nix::sys::memfd::memfd_create(
-                c"headend-feed",
-                nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-            )?;
             s.segments.push_back(Arc::new(Segment {
-                file: File::from(fd),
+                file: files::create(clients)?,
                 start: s.end,
+                size,
             }));
         }
         let seg = s
@@ -313,12 +345,12 @@ impl Cursor {
             self.feed.stats.skips.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 behind = s.end - oldest,
-                "http client fell behind: skipping to the latest random access point"
+                "http client fell behind: skipping ahead to a random access point"
             );
         }
         let pos = match self.pos {
             Some(p) => p,
-            None => match s.raps.back() {
+            None => match s.start() {
                 Some(rap) => {
                     self.pos = Some(rap.offset);
                     self.floor = s.end;
@@ -424,8 +456,10 @@ pub(crate) mod tests {
         }
     }
 
+    /// A new client starts on the latest random access point a batch old (the oldest while
+    /// none is), gets everything from there at once, then each batch.
     #[test]
-    fn new_clients_start_on_the_latest_random_access_point_then_get_each_batch() {
+    fn new_clients_start_a_batch_behind_then_get_each_batch() {
         let feed = Feed::sized(1 << 20, 8);
         let t0 = Instant::now();
         let at = |n: u32| t0 + BATCH * n;
@@ -443,11 +477,19 @@ pub(crate) mod tests {
         assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP1morelive");
         feed.publish_at(chunk(b"RAP2", Some(0)), at(3));
         assert_eq!(drain(&mut c), "liveRAP2");
-        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP2");
+        // RAP2 is not a batch old yet: RAP1 is.
+        assert_eq!(
+            drain(&mut feed.subscribe().unwrap()),
+            "PSI|RAP1moreliveRAP2"
+        );
+        feed.publish_at(chunk(b"RAP3", Some(0)), at(3) + BATCH / 2);
+        feed.publish_at(chunk(b"x", None), at(4));
+        assert_eq!(drain(&mut c), "RAP3x");
+        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP2RAP3x");
         assert_eq!(feed.stats.clients.load(Ordering::Relaxed), 2);
         feed.close();
         assert!(feed.subscribe().is_none());
-        feed.publish_at(chunk(b"after", None), at(4));
+        feed.publish_at(chunk(b"after", None), at(5));
         assert_eq!(
             drain(&mut c),
             "",
@@ -457,8 +499,9 @@ pub(crate) mod tests {
         assert_eq!(feed.stats.skips.load(Ordering::Relaxed), 0);
     }
 
-    /// A client that falls behind what is kept skips to the latest random access point, or
-    /// waits for the next one, and is counted; with no client, only the GOP is kept.
+    /// A client that falls behind what is kept skips ahead to a random access point, or
+    /// waits for the next one, and is counted; with no client, only what the next client
+    /// would start on is kept.
     #[test]
     fn a_lagging_client_skips_ahead_and_the_store_is_bounded() {
         let feed = Feed::sized(32, 8);
@@ -504,10 +547,18 @@ pub(crate) mod tests {
             kept(&feed)
         );
         assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP4x");
+        // Random access points every half batch: the one a batch old and what follows.
+        for _ in 0..4 {
+            n += 1;
+            feed.publish_at(chunk(b"RAP", Some(0)), t0 + BATCH * n);
+            feed.publish_at(chunk(b"y", None), t0 + BATCH * n + BATCH / 2);
+        }
+        assert!(kept(&feed) <= 8 + 8, "{}", kept(&feed));
+        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAPyRAPy");
     }
 
-    /// At 500 Mbit/s a batch (500 ms) is 31 MB, more than the 16 MiB a feed keeps at lower
-    /// rates: the store keeps 3 s of such a channel, and a client woken per batch gets every
+    /// At 500 Mbit/s a batch (1 s) is 62 MB, more than the 16 MiB a feed keeps at lower
+    /// rates: the store keeps 4 s of such a channel, and a client woken per batch gets every
     /// byte without skipping (it got nothing: behind the store at every wake-up).
     #[test]
     fn a_fast_channel_keeps_a_batch_and_more() {
