@@ -47,8 +47,8 @@ const SEGMENT_BYTES: u64 = 8 << 20;
 /// A file of the store while the channel has no client (it keeps a batch and a GOP).
 const IDLE_SEGMENT_BYTES: u64 = 2 << 20;
 /// Clients are woken at most this often (the output that comes in between is sent at the
-/// next). A second: half the `sendfile` calls of 500 ms, for 0.004 cores per Gbit/s less
-/// (BENCHMARKS.md §5.1.3); a client starts this far behind the newest output.
+/// next). A second: half the `sendfile` calls of 500 ms, and a seventh to a quarter less CPU
+/// per Gbit/s (BENCHMARKS.md §5.1.3); a client starts this far behind the newest output.
 pub(crate) const BATCH: Duration = Duration::from_secs(1);
 
 /// A piece of the output: whole TS packets.
