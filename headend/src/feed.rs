@@ -2,7 +2,7 @@
 //!
 //! The engine thread appends each chunk of whole TS packets to the feed's store: files in
 //! memory ([`files`]: on a private tmpfs with huge pages, else memory files) in a row,
-//! //! [`SEGMENT_BYTES`] each, holding the last [`RETAIN_BYTES`] of output while the channel has
+//! [`SEGMENT_BYTES`] each, holding the last [`RETAIN_BYTES`] of output while the channel has
 //! clients (only what the next client would start on while it has none). Every client reads
 //! the same files from its own offset ([`Cursor`]): a plain HTTP client is sent its part
 //! with `sendfile(2)` (`crate::output::live`), without a copy, the way nginx sends a file.
@@ -15,9 +15,10 @@
 //! instead of every chunk: fewer system calls and wake-ups (a second's worth per call, as
 //! nginx's `limit_rate` sends a file). A client must then have a batch of output in hand
 //! between two wake-ups, and a player that starts as soon as it can decode (ffplay) has not:
-//! so a new client starts on the latest random access point at least a batch old and gets
-//! everything from there to the newest chunk at once. It can play at once and never runs dry;
-//! it plays a batch (and up to a GOP) behind the newest output.
+//! so a new client starts on the latest random access point at least [`HEAD_START`] old and
+//! gets everything from there to the newest chunk at once. It can play at once and does not
+//! run dry while the output comes in time; it plays that much (and up to a GOP) behind the
+//! newest output.
 //!
 //! A byte once written to the store is never changed: `sendfile` queues references to a file's
 //! pages in the socket, not copies, and they may still be queued after the file has left the
@@ -50,6 +51,10 @@ const IDLE_SEGMENT_BYTES: u64 = 2 << 20;
 /// next). A second: half the `sendfile` calls of 500 ms, and a seventh to a quarter less CPU
 /// per Gbit/s (BENCHMARKS.md §5.1.3); a client starts this far behind the newest output.
 pub(crate) const BATCH: Duration = Duration::from_secs(1);
+/// How old a new client's random access point is at least: a batch, and the time between two
+/// chunks (40 ms) and more, as clients are woken at the first chunk a batch after the last
+/// wake-up.
+const HEAD_START: Duration = Duration::from_millis(1100);
 
 /// A piece of the output: whole TS packets.
 #[derive(Debug)]
@@ -126,25 +131,27 @@ struct Store {
 
 impl Store {
     /// Where a new client starts, or one that fell behind: the latest random access point
-    /// published at least a [`BATCH`] before the newest chunk, so that it has a batch to play
-    /// before the next comes; the oldest kept when none is that old (a channel just started).
+    /// published at least [`HEAD_START`] before the newest chunk, so that it has a batch to
+    /// play before the next comes; the oldest kept when none is that old (a channel just
+    /// started).
     fn start(&self) -> Option<&Rap> {
         let newest = self.newest?;
         self.raps
             .iter()
             .rev()
-            .find(|r| newest.saturating_duration_since(r.at) >= BATCH)
+            .find(|r| newest.saturating_duration_since(r.at) >= HEAD_START)
             .or(self.raps.front())
     }
 }
 
 impl Feed {
-    /// A feed for a channel of `muxrate_bps`: it keeps [`RETAIN_BYTES`] or 4 s of output,
-    /// whichever is more, so a client that started a batch behind and is woken once per
-    /// [`BATCH`] is never behind the store at its wake-up (at 500 Mbit/s, 16 MiB is 270 ms:
-    /// every client skipped ahead at every batch and got nothing).
+    /// A feed for a channel of `muxrate_bps`: it keeps [`RETAIN_BYTES`] or 6 s of output,
+    /// whichever is more, so a client that started a head start and a GOP (up to 4 s) behind
+    /// and is woken once per [`BATCH`] is never behind the store at its wake-up (at
+    /// 500 Mbit/s, 16 MiB is 270 ms: every client skipped ahead at every batch and got
+    /// nothing).
     pub(crate) fn for_rate(muxrate_bps: u64) -> Arc<Feed> {
-        let retain = RETAIN_BYTES.max(muxrate_bps / 8 * 4);
+        let retain = RETAIN_BYTES.max(muxrate_bps / 8 * 6);
         Feed::sized(retain, SEGMENT_BYTES.max(retain / 5))
     }
 
@@ -232,6 +239,10 @@ impl Feed {
                 }
             }
             Err(e) => {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    // The private tmpfs is full (half the memory): memory files from now on.
+                    files::full();
+                }
                 if !s.failing {
                     s.failing = true;
                     tracing::warn!(error = %e, "http feed: cannot write a memory file; clients skip to the next random access point");
@@ -277,7 +288,8 @@ impl Feed {
         } else {
             self.segment_bytes.min(IDLE_SEGMENT_BYTES)
         };
-        // A file made with no client keeps its size (and small pages) once one comes.
+        // A file keeps the size (and the kind of pages) it was made with when the first client
+        // comes or the last goes.
         let full = s
             .segments
             .back()
@@ -483,7 +495,8 @@ pub(crate) mod tests {
             "PSI|RAP1moreliveRAP2"
         );
         feed.publish_at(chunk(b"RAP3", Some(0)), at(3) + BATCH / 2);
-        feed.publish_at(chunk(b"x", None), at(4));
+        // RAP2 is 1.2 s old, RAP3 0.7 s.
+        feed.publish_at(chunk(b"x", None), at(4) + BATCH / 5);
         assert_eq!(drain(&mut c), "RAP3x");
         assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP2RAP3x");
         assert_eq!(feed.stats.clients.load(Ordering::Relaxed), 2);
@@ -541,12 +554,13 @@ pub(crate) mod tests {
         }
         publish(chunk(b"RAP4", Some(0)));
         publish(chunk(b"x", None));
+        publish(chunk(b"y", None));
         assert!(
             kept(&feed) <= 16,
-            "no client: the GOP only; {}",
+            "no client: what the next client starts on only; {}",
             kept(&feed)
         );
-        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP4x");
+        assert_eq!(drain(&mut feed.subscribe().unwrap()), "PSI|RAP4xy");
         // Random access points every half batch: the one a batch old and what follows.
         for _ in 0..4 {
             n += 1;
@@ -558,7 +572,7 @@ pub(crate) mod tests {
     }
 
     /// At 500 Mbit/s a batch (1 s) is 62 MB, more than the 16 MiB a feed keeps at lower
-    /// rates: the store keeps 4 s of such a channel, and a client woken per batch gets every
+    /// rates: the store keeps 6 s of such a channel, and a client woken per batch gets every
     /// byte without skipping (it got nothing: behind the store at every wake-up).
     #[test]
     fn a_fast_channel_keeps_a_batch_and_more() {

@@ -5,7 +5,7 @@
 //! on its own and fills one slot of the kernel's 16-slot internal pipe, so a client's 500 KB
 //! goes out as eight rounds of 64 KB. Memory files get 4 KiB pages whenever
 //! `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is `never` (the kernel's default). A
-//! tmpfs mounted with `huge=always` gets 2 MiB pages whatever that knob says, and `sendfile`
+//! tmpfs mounted with `huge=always` gets 2 MiB pages unless that knob is `deny`, and `sendfile`
 //! from it costs a sixth less CPU per Gbit/s (BENCHMARKS.md §5.1.3), as nginx's files in the
 //! page cache get large folios.
 //!
@@ -14,9 +14,10 @@
 //! tmpfs there, passes the mount's root directory back over a socket and exits. The mount is
 //! seen by no other process and lives as long as that descriptor; files are made in it with
 //! `O_TMPFILE` (nameless, freed with their last reference, as memory files are). Where
-//! namespaces are not allowed (a container's seccomp filter, `RestrictNamespaces=`), or the
-//! kernel gives the mount no huge pages, the store uses memory files as before; which one is
-//! logged once.
+//! namespaces are not allowed (a container's seccomp filter, `RestrictNamespaces=`, a system
+//! that forbids unprivileged user namespaces), or the kernel gives the mount no huge pages,
+//! the store uses memory files as before; which one is logged once. So it does once the
+//! tmpfs is full (its size is half the memory, as any tmpfs's).
 //!
 //! Neither std nor nix has a fork whose child may run in a process with threads, so the child
 //! and the descriptor passing are `libc` calls (`unsafe`, allowed in this module only).
@@ -26,14 +27,28 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The page size the private tmpfs must report to be worth using (x86-64's PMD size).
 const HUGE_PAGE: i64 = 2 << 20;
 
 /// The private tmpfs's root directory, once looked for; `None`: memory files.
 static DIR: OnceLock<Option<OwnedFd>> = OnceLock::new();
+
+/// A write to the private tmpfs found it full: memory files from then on.
+static FULL: AtomicBool = AtomicBool::new(false);
+
+/// A write to a file from [`create`] failed with `ENOSPC`: files are memory files from now
+/// on (a file is made with no space, which is only wanted when written).
+pub(crate) fn full() {
+    if DIR.get().is_some_and(Option::is_some) && !FULL.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "http feed: the private tmpfs is full; the store is in memory files from now on"
+        );
+    }
+}
 
 /// Mounts the private tmpfs now if it was not yet tried (the daemon calls this at start,
 /// before its threads, so the child is forked from a small process); whether there is one.
@@ -48,13 +63,13 @@ pub(crate) fn prepare() -> bool {
 /// page zeroes the rest of it (2 MiB), so each byte written costs one more zeroed, which
 /// nothing pays back when no client sends it (a tenth of a channel's muxing).
 pub(crate) fn create(huge: bool) -> io::Result<File> {
-    if let Some(dir) = huge
+    if let Some(dir) = (huge && !FULL.load(Ordering::Relaxed))
         .then(|| DIR.get_or_init(look_for_huge_pages).as_ref())
         .flatten()
     {
         match tmpfile_in(dir) {
             Ok(file) => return Ok(file),
-            // The tmpfs is full (its size is half the memory, as any tmpfs's): a memory file.
+            // Out of inodes, say: a memory file.
             Err(e) => tracing::debug!(error = %e, "http feed: a memory file instead"),
         }
     }
@@ -160,18 +175,40 @@ fn mount_private() -> io::Result<OwnedFd> {
                 // SAFETY: our own child, not yet waited for.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            let mut status = 0;
-            // SAFETY: waits for our own child only.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let status = reap(pid);
             match got {
                 Ok(fd) => Ok(fd),
-                Err(e) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 => {
-                    Err(io::Error::other(format!(
-                        "the child stopped at {}: {e}",
-                        step(libc::WEXITSTATUS(status))
-                    )))
-                }
-                Err(e) => Err(e),
+                Err(e) => match status {
+                    Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) != 0 => {
+                        Err(io::Error::other(format!(
+                            "the child stopped at {}: {e}",
+                            step(libc::WEXITSTATUS(s))
+                        )))
+                    }
+                    _ => Err(e),
+                },
+            }
+        }
+    }
+}
+
+/// Waits up to 2 s for the child `pid` to end: its wait status. A child stuck where a signal
+/// cannot reach it (a hung mount under /tmp) is left behind rather than holding the start.
+fn reap(pid: libc::pid_t) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child only, without blocking.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            p if p == pid => return Some(status),
+            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => {
+                tracing::warn!(
+                    pid,
+                    "http feed: the child that mounts the tmpfs did not end"
+                );
+                return None;
             }
         }
     }
@@ -298,13 +335,20 @@ fn receive_fd(socket: &UnixStream) -> io::Result<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!(libc::c_int);
-    let msg = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
+    // A signal (the runtime's, when this runs late) ends the wait early: within the socket's
+    // read timeout, it is waited for again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let msg = loop {
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) if Instant::now() < deadline => continue,
+            r => break r.map_err(io::Error::from)?,
+        }
+    };
     for cmsg in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(&fd) = fds.first() {
@@ -341,8 +385,17 @@ mod tests {
         if huge {
             use std::os::unix::fs::MetadataExt;
             assert_eq!(file.metadata().unwrap().blksize() as i64, HUGE_PAGE);
-            let small = create(false).unwrap();
-            assert!((small.metadata().unwrap().blksize() as i64) < HUGE_PAGE);
+            // Memory files have small pages unless the machine says otherwise.
+            let knob = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+                .unwrap_or_default();
+            if knob.contains("[never]") || knob.contains("[deny]") {
+                let small = create(false).unwrap();
+                assert!((small.metadata().unwrap().blksize() as i64) < HUGE_PAGE);
+                // Once the tmpfs was found full, memory files only.
+                full();
+                let after = create(true).unwrap();
+                assert!((after.metadata().unwrap().blksize() as i64) < HUGE_PAGE);
+            }
             // Nothing of it shows in this process's mount namespace.
             let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
             assert!(!mounts.contains("headend-feed"), "{mounts}");
