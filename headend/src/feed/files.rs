@@ -1,10 +1,10 @@
 //! Where the store's files come from: a private tmpfs with huge pages when one can be
 //! mounted, else memory files (`memfd_create(2)`).
 //!
-//! `sendfile(2)` from a memory file takes its pages one at a time: each 4 KiB page is looked up
-//! on its own and fills one slot of the kernel's 16-slot internal pipe, so a client's 500 KB
-//! goes out as eight rounds of 64 KB. Memory files get 4 KiB pages whenever
-//! `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is `never` (the kernel's default). A
+//! `sendfile(2)` from a memory file takes its pages one at a time: each page is looked up on
+//! its own, 256 lookups for a client's second of output at 8 Mbit/s with 4 KiB pages (16.9 %
+//! of the server's CPU under 500 clients, BENCHMARKS.md §5.1.3). Memory files get 4 KiB pages
+//! whenever `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is `never` (the default). A
 //! tmpfs mounted with `huge=always` gets 2 MiB pages unless that knob is `deny`, and `sendfile`
 //! from it costs a sixth less CPU per Gbit/s (BENCHMARKS.md §5.1.3), as nginx's files in the
 //! page cache get large folios.
@@ -19,8 +19,10 @@
 //! the store uses memory files as before; which one is logged once. So it does once the
 //! tmpfs is full (its size is half the memory, as any tmpfs's).
 //!
-//! Neither std nor nix has a fork whose child may run in a process with threads, so the child
-//! and the descriptor passing are `libc` calls (`unsafe`, allowed in this module only).
+//! After `fork` in a process with threads the child may make system calls only (no
+//! allocation, no lock), and some of nix's wrappers allocate (`sendmsg`'s control buffer),
+//! so the child's work is `libc` calls (`unsafe`, allowed in this module only); the parent's
+//! side uses nix.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -30,6 +32,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, getegid, geteuid, ForkResult, Pid};
 
 /// The page size the private tmpfs must report to be worth using (x86-64's PMD size).
 const HUGE_PAGE: i64 = 2 << 20;
@@ -107,25 +116,18 @@ fn look_for_huge_pages() -> Option<OwnedFd> {
 
 /// A nameless file in the directory `dir`.
 fn tmpfile_in(dir: &OwnedFd) -> io::Result<File> {
-    // SAFETY: a C string literal and a valid descriptor; the result is checked.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c".".as_ptr(),
-            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    let fd = nix::fcntl::openat(
+        dir,
+        ".",
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )?;
+    Ok(File::from(fd))
 }
 
-/// Why the child stopped: its exit status.
-fn step(status: i32) -> &'static str {
-    match status {
+/// Why the child stopped: its exit code.
+fn step(code: i32) -> &'static str {
+    match code {
         STEP_UNSHARE => "unshare (namespaces not allowed here)",
         STEP_MAP => "writing its user namespace's id maps",
         STEP_PRIVATE => "making its mounts private",
@@ -146,8 +148,7 @@ const STEP_SEND: i32 = 15;
 /// Mounts the tmpfs in a child's mount namespace: its root directory.
 fn mount_private() -> io::Result<OwnedFd> {
     let (ours, theirs) = UnixStream::pair()?;
-    // SAFETY: plain getters.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
     // Everything the child writes is made here: after `fork` in a process with threads the
     // child may only make system calls (no allocation, no lock).
     let uid_map = format!("{uid} {uid} 1\n");
@@ -159,53 +160,50 @@ fn mount_private() -> io::Result<OwnedFd> {
     };
     // SAFETY: the child runs `child` (system calls only, on memory made before the fork) and
     // `_exit`s; it never returns into the parent's code.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => {
-            let status = child(&maps, theirs.as_raw_fd());
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let code = child(&maps, theirs.as_raw_fd());
             // SAFETY: ends the child without running the parent's destructors or handlers.
-            unsafe { libc::_exit(status) }
+            unsafe { libc::_exit(code) }
         }
-        pid => {
+        ForkResult::Parent { child: pid } => {
             drop(theirs);
             let got = ours
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .and_then(|()| receive_fd(&ours));
             if got.is_err() {
-                // SAFETY: our own child, not yet waited for.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Our own child, not yet waited for.
+                let _ = kill(pid, Signal::SIGKILL);
             }
-            let status = reap(pid);
-            match got {
-                Ok(fd) => Ok(fd),
-                Err(e) => match status {
-                    Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) != 0 => {
-                        Err(io::Error::other(format!(
-                            "the child stopped at {}: {e}",
-                            step(libc::WEXITSTATUS(s))
-                        )))
-                    }
-                    _ => Err(e),
-                },
+            let code = reap(pid);
+            match (got, code) {
+                (Ok(fd), _) => Ok(fd),
+                (Err(e), Some(code)) if code != 0 => Err(io::Error::other(format!(
+                    "the child stopped at {}: {e}",
+                    step(code)
+                ))),
+                (Err(e), _) => Err(e),
             }
         }
     }
 }
 
-/// Waits up to 2 s for the child `pid` to end: its wait status. A child stuck where a signal
-/// cannot reach it (a hung mount under /tmp) is left behind rather than holding the start.
-fn reap(pid: libc::pid_t) -> Option<i32> {
+/// Waits up to 2 s for the child `pid` to end: its exit code (`None`: killed by a signal, or
+/// not ended). A child stuck where a signal cannot reach it (a hung mount under /tmp) is left
+/// behind rather than holding the start.
+fn reap(pid: Pid) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let mut status = 0;
-        // SAFETY: waits for our own child only, without blocking.
-        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
-            p if p == pid => return Some(status),
-            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(code),
+            Ok(WaitStatus::Signaled(..)) => return None,
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(Errno::EINTR) => {}
             _ => {
                 tracing::warn!(
-                    pid,
+                    pid = pid.as_raw(),
                     "http feed: the child that mounts the tmpfs did not end"
                 );
                 return None;
@@ -345,7 +343,7 @@ fn receive_fd(socket: &UnixStream) -> io::Result<OwnedFd> {
             Some(&mut space),
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
-            Err(nix::errno::Errno::EINTR) if Instant::now() < deadline => continue,
+            Err(Errno::EINTR) if Instant::now() < deadline => continue,
             r => break r.map_err(io::Error::from)?,
         }
     };

@@ -132,15 +132,15 @@ pub(crate) fn origins(
                 return None;
             }
             let config = fingerprint(spec);
-            let mut agreed = origin(&mut etcd, cfg, &spec.id, &config, proposed);
-            while let Err(e) = &agreed {
-                if std::time::Instant::now() >= patience {
-                    break;
+            let agreed = loop {
+                match origin(&mut etcd, cfg, &spec.id, &config, proposed) {
+                    Err(e) if std::time::Instant::now() < patience => {
+                        tracing::info!(station = %spec.id, error = %e, "fleet: the station's origin not agreed yet: asking etcd again");
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    agreed => break agreed,
                 }
-                tracing::info!(station = %spec.id, error = %e, "fleet: the station's origin not agreed yet: asking etcd again");
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                agreed = origin(&mut etcd, cfg, &spec.id, &config, proposed);
-            }
+            };
             match agreed {
                 Ok(o) if now_ns - o > cfg.catch_up.as_nanos() as i64 => {
                     tracing::warn!(
