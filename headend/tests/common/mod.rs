@@ -412,6 +412,9 @@ pub(crate) fn hectl() -> PathBuf {
 pub(crate) type Stamped = Vec<(u64, Vec<u8>)>;
 
 /// Receives on `socket` with kernel timestamps until `stop` is set, or for `limit` at most.
+/// The socket's buffer is made large (8 MiB asked, `net.core.rmem_max` at most): with the
+/// default (about 200 KB, half a second at 4 Mbit/s) a receiving thread held off the CPU by
+/// other tests lost datagrams, seen as a continuity error in the output.
 pub(crate) fn receive_stamped(
     socket: std::net::UdpSocket,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -424,6 +427,9 @@ pub(crate) fn receive_stamped(
     };
     use std::os::fd::AsRawFd;
     setsockopt(&socket, ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(8 << 20)
+        .expect("SO_RCVBUF");
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
